@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Set up everything calico-bgp needs on a Debian machine, then run one job:
+#   ./bootstrap.sh demo   bring up the default lab topology and print peer and route status
+#   ./bootstrap.sh test   run the whole test suite
+# Idempotent: a second run only checks what the first one installed.
+set -euo pipefail
+cd "$(dirname "$0")"
+job=${1:-}
+case "$job" in demo|test|setup) ;; *) echo "usage: $0 demo|test|setup" >&2; exit 2 ;; esac
+shift || true
+
+step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+
+APT_PACKAGES=(
+  etcd-server etcd-client            # the datastore
+  bird2 frr gobgpd                   # fabric routers for tests and the lab
+  iproute2 nftables iptables ipset   # kernel plumbing and the filter fallback
+  clang llvm libbpf-dev gcc-multilib # building the XDP object
+  prometheus                         # promtool, to check our alert rules
+  containernetworking-plugins        # reference CNI plugins our IPAM runs under
+  python3-venv procps psmisc
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "apt: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  step "apt: all ${#APT_PACKAGES[@]} packages present"
+fi
+
+PY=${PYTHON:-python3}
+stamp=.venv/.stamp-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+if [ ! -x .venv/bin/python ]; then
+  step "venv: creating .venv with $($PY --version)"
+  $PY -m venv .venv
+fi
+if [ ! -f "$stamp" ]; then
+  step "venv: installing calico-bgp and its pinned dependencies"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -c constraints.txt -e '.[test]'
+  rm -f .venv/.stamp-*; touch "$stamp"
+else
+  step "venv: up to date"
+fi
+
+if [ -f dataplane/xdp/Makefile ]; then
+  step "xdp: building the filter object"
+  make -s -C dataplane/xdp
+fi
+
+case "$job" in
+  setup) step "set-up done: .venv/bin/calico-bgp is the CLI" ;;
+  test)
+    step "tests: unit, integration, e2e"
+    exec .venv/bin/python -m pytest "$@"
+    ;;
+  demo)
+    step "demo: bringing up the default topology"
+    exec .venv/bin/python -m lab.demo "$@"
+    ;;
+esac

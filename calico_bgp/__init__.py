@@ -1,0 +1,1 @@
+"""calico-bgp: a BGP routing control plane for bare-metal racks."""
