@@ -19,7 +19,7 @@ APT_PACKAGES=(
   clang llvm libbpf-dev gcc-multilib # building the XDP object
   prometheus                         # promtool, to check our alert rules
   containernetworking-plugins        # reference CNI plugins our IPAM runs under
-  python3-venv procps psmisc
+  python3-venv procps psmisc iputils-ping
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,0 +1,45 @@
+"""The `calico-bgp` command: global options here; each command group lives in its own cli_*.py."""
+from __future__ import annotations
+
+import click
+
+from calico_bgp.cli_common import Globals
+from calico_bgp.datastore.keys import DEFAULT_PREFIX
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--etcd-endpoints", envvar="CALICO_BGP_ETCD_ENDPOINTS", default="http://127.0.0.1:2379",
+              show_default=True, help="Comma-separated etcd client URLs, tried in order.")
+@click.option("--prefix", envvar="CALICO_BGP_PREFIX", default=DEFAULT_PREFIX, show_default=True,
+              help="Key prefix of this cluster's data in etcd.")
+@click.option("--etcd-ca-cert", envvar="CALICO_BGP_ETCD_CA_CERT", type=click.Path(dir_okay=False))
+@click.option("--etcd-cert", envvar="CALICO_BGP_ETCD_CERT", type=click.Path(dir_okay=False))
+@click.option("--etcd-key", envvar="CALICO_BGP_ETCD_KEY", type=click.Path(dir_okay=False))
+@click.option("--etcd-username", envvar="CALICO_BGP_ETCD_USERNAME")
+@click.option("--etcd-password", envvar="CALICO_BGP_ETCD_PASSWORD")
+@click.pass_context
+def main(ctx: click.Context, etcd_endpoints: str, prefix: str, etcd_ca_cert: str | None,
+         etcd_cert: str | None, etcd_key: str | None, etcd_username: str | None,
+         etcd_password: str | None) -> None:
+    """calico-bgp: BGP routing control plane for bare-metal racks."""
+    endpoints = [e.strip() for e in etcd_endpoints.split(",") if e.strip()]
+    if not endpoints:
+        raise click.BadParameter("at least one endpoint is needed", param_hint="--etcd-endpoints")
+    ctx.obj = Globals(endpoints, prefix, etcd_ca_cert, etcd_cert, etcd_key, etcd_username, etcd_password)
+
+
+def _register_groups() -> None:
+    """Command groups register themselves here; a group whose module is missing is simply absent."""
+    import importlib
+
+    for module, name in [("calico_bgp.cli_resources", None), ("calico_bgp.cli_ipam", "ipam")]:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(main)
+
+
+_register_groups()
