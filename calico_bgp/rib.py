@@ -1,0 +1,306 @@
+"""The RIB: routes learned per peer, best path and ECMP set per prefix, route-reflector decisions.
+
+Pure: no I/O, no clocks. The agent feeds it parsed UPDATEs and reads back what changed; the
+speaker and the route programmer act on that. Decision process after RFC 4271 9.1.2 (as GoBGP's
+destination.go and BIRD do it), multipath in the data-centre sense (equal through the eBGP/iBGP
+step, distinct next hops, different neighbour ASes allowed: "as-path multipath-relax"), and
+reflection after RFC 4456.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+import attrs
+
+Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_LOCAL_PREF = 100
+_ORIGIN_RANK = {"igp": 0, "egp": 1, "incomplete": 2}
+
+
+@attrs.frozen(slots=True)
+class Peer:
+    """One BGP session as the RIB sees it; `address` identifies it."""
+
+    address: str
+    asn: int
+    router_id: str
+    ibgp: bool
+    rr_client: bool = False
+
+
+@attrs.frozen(slots=True)
+class PathAttrs:
+    next_hop: str
+    as_path: tuple[int, ...] = ()
+    origin: str = "igp"
+    local_pref: int | None = None
+    med: int | None = None
+    communities: tuple[str, ...] = ()
+    large_communities: tuple[str, ...] = ()
+    originator_id: str | None = None
+    cluster_list: tuple[str, ...] = ()
+
+
+@attrs.frozen(slots=True)
+class Path:
+    prefix: Prefix
+    peer: Peer
+    attrs: PathAttrs
+
+
+@attrs.frozen(slots=True)
+class Selection:
+    """The best path of a prefix and the ECMP set it belongs to (best first, distinct next hops)."""
+
+    best: Path
+    multipath: tuple[Path, ...]
+    reason: str
+
+    @property
+    def next_hops(self) -> tuple[str, ...]:
+        return tuple(p.attrs.next_hop for p in self.multipath)
+
+
+@attrs.frozen(slots=True)
+class LocalSpeaker:
+    """This node as a BGP speaker: its AS, router id and, for a route reflector, its cluster id."""
+
+    asn: int
+    router_id: str
+    cluster_id: str | None = None
+
+    @property
+    def is_reflector(self) -> bool:
+        return self.cluster_id is not None
+
+
+# An import policy returns None to accept a route or a short reason to reject it.
+ImportPolicy = Callable[[Peer, Prefix, PathAttrs], "str | None"]
+
+
+def loop_check(local: LocalSpeaker, peer: Peer, attrs_: PathAttrs) -> str | None:
+    """Reasons a received route must be dropped whatever the filters say (RFC 4271 / RFC 4456)."""
+    if not peer.ibgp and local.asn in attrs_.as_path:
+        return "as-path loop"
+    if peer.ibgp:
+        if attrs_.originator_id == local.router_id:
+            return "originator-id is ours"
+        if local.cluster_id is not None and local.cluster_id in attrs_.cluster_list:
+            return "cluster-list loop"
+    return None
+
+
+def _neighbor_as(path: Path, local_asn: int) -> int:
+    return path.attrs.as_path[0] if path.attrs.as_path else local_asn
+
+
+def _ip_key(text: str) -> tuple[int, int]:
+    addr = ipaddress.ip_address(text)
+    return (addr.version, int(addr))
+
+
+def _preference(path: Path) -> tuple[int, int, int]:
+    """The part of the decision that ECMP members must share, as a tuple where smaller is better."""
+    a = path.attrs
+    lp = a.local_pref if a.local_pref is not None else DEFAULT_LOCAL_PREF
+    return (-lp, len(a.as_path), _ORIGIN_RANK.get(a.origin, 2))
+
+
+def compare(a: Path, b: Path, local_asn: int) -> tuple[int, str]:
+    """<0 if `a` is better, >0 if `b` is, with the step that decided; 0 only for the same peer."""
+    pa, pb = _preference(a), _preference(b)
+    for i, reason in enumerate(("local-pref", "as-path", "origin")):
+        if pa[i] != pb[i]:
+            return (-1 if pa[i] < pb[i] else 1), reason
+    if _neighbor_as(a, local_asn) == _neighbor_as(b, local_asn):
+        ma, mb = a.attrs.med or 0, b.attrs.med or 0
+        if ma != mb:
+            return (-1 if ma < mb else 1), "med"
+    if a.peer.ibgp != b.peer.ibgp:
+        return (1 if a.peer.ibgp else -1), "ebgp-over-ibgp"
+    ida = _ip_key(a.attrs.originator_id or a.peer.router_id)
+    idb = _ip_key(b.attrs.originator_id or b.peer.router_id)
+    if ida != idb:
+        return (-1 if ida < idb else 1), "router-id"
+    if len(a.attrs.cluster_list) != len(b.attrs.cluster_list):
+        return (-1 if len(a.attrs.cluster_list) < len(b.attrs.cluster_list) else 1), "cluster-list"
+    ka, kb = _ip_key(a.peer.address), _ip_key(b.peer.address)
+    if ka != kb:
+        return (-1 if ka < kb else 1), "peer-address"
+    return 0, "same-peer"
+
+
+# Steps after which two paths count as equal for multipath: only tie-breakers remain.
+_TIE_BREAKERS = frozenset({"router-id", "cluster-list", "peer-address", "same-peer"})
+
+
+def select(paths: Sequence[Path], local_asn: int, multipath: bool = True) -> Selection | None:
+    """Best path among `paths` (one per peer) and the ECMP set equal to it through the eBGP/iBGP step."""
+    if not paths:
+        return None
+    ranked = sorted(paths, key=lambda p: _ip_key(p.peer.address))
+    best = ranked[0]
+    for p in ranked[1:]:
+        if compare(p, best, local_asn)[0] < 0:
+            best = p
+    others = [p for p in ranked if p is not best]
+    reason = "only-path"
+    if others:
+        runner_up = others[0]
+        for p in others[1:]:
+            if compare(p, runner_up, local_asn)[0] < 0:
+                runner_up = p
+        reason = compare(best, runner_up, local_asn)[1]
+    members = [best]
+    if multipath:
+        seen = {best.attrs.next_hop}
+        for p in others:
+            if p.attrs.next_hop not in seen and compare(p, best, local_asn)[1] in _TIE_BREAKERS:
+                members.append(p)
+                seen.add(p.attrs.next_hop)
+    return Selection(best, tuple(members), reason)
+
+
+@attrs.frozen(slots=True)
+class Rejected:
+    peer: str
+    prefix: Prefix
+    reason: str
+
+
+class Rib:
+    """Adj-RIB-In per peer plus the selection per prefix. No I/O: every method returns what changed."""
+
+    def __init__(self, local: LocalSpeaker, import_policy: ImportPolicy | None = None, multipath: bool = True):
+        self.local = local
+        self.import_policy = import_policy
+        self.multipath = multipath
+        self._paths: dict[Prefix, dict[str, Path]] = {}
+        self._selected: dict[Prefix, Selection] = {}
+        self._rejected: dict[str, dict[Prefix, str]] = {}
+
+    # --- input -------------------------------------------------------------------------------
+    def update(self, peer: Peer, announced: Mapping[Prefix, PathAttrs], withdrawn: Iterable[Prefix] = ()) -> set[Prefix]:
+        """Apply one UPDATE from `peer`; returns the prefixes whose selection changed."""
+        touched: set[Prefix] = set()
+        rejected = self._rejected.setdefault(peer.address, {})
+        for prefix in withdrawn:
+            rejected.pop(prefix, None)
+            per_peer = self._paths.get(prefix)
+            if per_peer and per_peer.pop(peer.address, None) is not None:
+                touched.add(prefix)
+        for prefix, pattrs in announced.items():
+            reason = loop_check(self.local, peer, pattrs)
+            if reason is None and self.import_policy is not None:
+                reason = self.import_policy(peer, prefix, pattrs)
+            per_peer = self._paths.setdefault(prefix, {})
+            if reason is not None:
+                rejected[prefix] = reason
+                if per_peer.pop(peer.address, None) is not None:  # implicit withdraw of the old path
+                    touched.add(prefix)
+                continue
+            rejected.pop(prefix, None)
+            path = Path(prefix, peer, pattrs)
+            if per_peer.get(peer.address) != path:
+                per_peer[peer.address] = path
+                touched.add(prefix)
+        return self._reselect(touched)
+
+    def peer_down(self, peer_address: str) -> set[Prefix]:
+        """Forget everything learned from a peer whose session went down."""
+        self._rejected.pop(peer_address, None)
+        touched = {p for p, per_peer in self._paths.items() if per_peer.pop(peer_address, None) is not None}
+        return self._reselect(touched)
+
+    def reapply_policy(self, peers: Iterable[Peer]) -> set[Prefix]:
+        """Re-run import policy over what is stored (after a filter change); soft reconfiguration."""
+        changed: set[Prefix] = set()
+        for peer in peers:
+            kept = {prefix: per_peer[peer.address].attrs for prefix, per_peer in self._paths.items()
+                    if peer.address in per_peer}
+            changed |= self.update(peer, kept)
+        return changed
+
+    def _reselect(self, prefixes: Iterable[Prefix]) -> set[Prefix]:
+        changed: set[Prefix] = set()
+        for prefix in prefixes:
+            per_peer = self._paths.get(prefix) or {}
+            sel = select(list(per_peer.values()), self.local.asn, self.multipath)
+            if sel is None:
+                self._paths.pop(prefix, None)
+                if self._selected.pop(prefix, None) is not None:
+                    changed.add(prefix)
+            elif self._selected.get(prefix) != sel:
+                self._selected[prefix] = sel
+                changed.add(prefix)
+        return changed
+
+    # --- output ------------------------------------------------------------------------------
+    def selection(self, prefix: Prefix) -> Selection | None:
+        return self._selected.get(prefix)
+
+    def selections(self) -> Iterator[tuple[Prefix, Selection]]:
+        return iter(self._selected.items())
+
+    def paths(self, prefix: Prefix) -> list[Path]:
+        return list((self._paths.get(prefix) or {}).values())
+
+    def received_count(self, peer_address: str) -> int:
+        return sum(1 for per_peer in self._paths.values() if peer_address in per_peer)
+
+    def rejected(self, peer_address: str | None = None) -> list[Rejected]:
+        peers = [peer_address] if peer_address else sorted(self._rejected)
+        return [Rejected(p, prefix, why) for p in peers for prefix, why in self._rejected.get(p, {}).items()]
+
+    def __len__(self) -> int:
+        return len(self._selected)
+
+
+# --- route reflection (RFC 4456) ------------------------------------------------------------------
+
+def reflect_to(local: LocalSpeaker, sel: Selection, neighbor: Peer) -> PathAttrs | None:
+    """What a route reflector advertises to one iBGP `neighbor` for a selection, or None.
+
+    Only iBGP-learned best paths are reflected; routes from eBGP peers are not re-advertised (the
+    fabric is each node's own business, and the safe export default forbids it). A client's route
+    goes to every other iBGP neighbour; a non-client's route goes to clients only. ORIGINATOR_ID is
+    set once, CLUSTER_LIST gets our cluster id prepended, the next hop is kept.
+    """
+    if local.cluster_id is None or not neighbor.ibgp:
+        return None
+    best = sel.best
+    src = best.peer
+    if not src.ibgp or src.address == neighbor.address:
+        return None
+    if not src.rr_client and not neighbor.rr_client:
+        return None
+    originator = best.attrs.originator_id or src.router_id
+    if originator == neighbor.router_id:
+        return None
+    return attrs.evolve(
+        best.attrs,
+        originator_id=originator,
+        cluster_list=(local.cluster_id, *best.attrs.cluster_list),
+        local_pref=best.attrs.local_pref if best.attrs.local_pref is not None else DEFAULT_LOCAL_PREF,
+    )
+
+
+def reflections(local: LocalSpeaker, rib: Rib, neighbors: Sequence[Peer],
+                prefixes: Iterable[Prefix] | None = None) -> dict[str, dict[Prefix, PathAttrs | None]]:
+    """Per neighbour address: prefix -> attributes to advertise (None = withdraw), for `prefixes`
+    (all selections when None). Feeding only the prefixes `Rib.update` reported keeps it incremental."""
+    out: dict[str, dict[Prefix, PathAttrs | None]] = {n.address: {} for n in neighbors}
+    if local.cluster_id is None:
+        return out
+    todo = rib._selected.keys() if prefixes is None else prefixes
+    for prefix in todo:
+        sel = rib.selection(prefix)
+        for n in neighbors:
+            out[n.address][prefix] = reflect_to(local, sel, n) if sel is not None else None
+    if prefixes is None:  # a full recompute lists only what is advertised
+        for adv in out.values():
+            for prefix in [p for p, a in adv.items() if a is None]:
+                del adv[prefix]
+    return out

@@ -1,0 +1,169 @@
+import ipaddress
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from calico_bgp.rib import (LocalSpeaker, PathAttrs, Peer, Rib, compare, loop_check, reflect_to,
+                            reflections, select, Path)
+
+NET = ipaddress.ip_network
+LOCAL = LocalSpeaker(asn=64512, router_id="198.18.0.1")
+TOR1 = Peer("198.18.1.1", 65001, "198.18.1.1", ibgp=False)
+TOR2 = Peer("198.18.2.1", 65002, "198.18.2.1", ibgp=False)
+NODE_B = Peer("198.18.0.2", 64512, "198.18.0.2", ibgp=True)
+NODE_C = Peer("198.18.0.3", 64512, "198.18.0.3", ibgp=True)
+P = NET("198.19.1.0/26")
+
+
+def path(peer, **kw):
+    kw.setdefault("next_hop", peer.address)
+    return Path(P, peer, PathAttrs(**kw))
+
+
+@pytest.mark.parametrize("better, worse, step", [
+    (path(NODE_B, local_pref=200), path(NODE_C), "local-pref"),
+    (path(TOR1, as_path=(65001,)), path(TOR2, as_path=(65002, 65003)), "as-path"),
+    (path(TOR1, as_path=(65001,), origin="igp"), path(TOR2, as_path=(65002,), origin="incomplete"), "origin"),
+    (path(TOR1, as_path=(65001,), med=5), path(Peer("198.18.3.1", 65001, "198.18.3.1", False), as_path=(65001,), med=10), "med"),
+    (path(TOR1, as_path=()), path(NODE_B), "ebgp-over-ibgp"),
+    (path(NODE_B), path(NODE_C), "router-id"),
+    (path(NODE_C, originator_id="198.18.0.9"), path(NODE_B, originator_id="198.18.0.10"), "router-id"),
+    (path(NODE_B, originator_id="198.18.0.9", cluster_list=("198.18.0.100",)),
+     path(NODE_C, originator_id="198.18.0.9", cluster_list=("198.18.0.100", "198.18.0.101")), "cluster-list"),
+])
+def test_decision_steps(better, worse, step):
+    assert compare(better, worse, LOCAL.asn) == (-1, step)
+    assert compare(worse, better, LOCAL.asn) == (1, step)
+    sel = select([worse, better], LOCAL.asn, multipath=False)
+    assert sel.best == better and sel.reason == step
+
+
+def test_med_ignored_between_different_neighbor_as():
+    a = path(TOR1, as_path=(65001,), med=50)
+    b = path(TOR2, as_path=(65002,), med=1)
+    assert compare(a, b, LOCAL.asn)[1] == "router-id"
+
+
+def test_ecmp_over_two_tors_and_back_to_one():
+    rib = Rib(LOCAL)
+    assert rib.update(TOR1, {P: PathAttrs("198.18.1.1", as_path=(65001,))}) == {P}
+    assert rib.update(TOR2, {P: PathAttrs("198.18.2.1", as_path=(65002,))}) == {P}
+    assert set(rib.selection(P).next_hops) == {"198.18.1.1", "198.18.2.1"}
+    assert rib.peer_down(TOR1.address) == {P}
+    assert rib.selection(P).next_hops == ("198.18.2.1",)
+    assert rib.update(TOR2, {}, [P]) == {P}
+    assert rib.selection(P) is None and len(rib) == 0
+
+
+def test_longer_path_is_not_in_the_ecmp_set():
+    rib = Rib(LOCAL)
+    rib.update(TOR1, {P: PathAttrs("198.18.1.1", as_path=(65001,))})
+    rib.update(TOR2, {P: PathAttrs("198.18.2.1", as_path=(65002, 65009))})
+    assert rib.selection(P).next_hops == ("198.18.1.1",)
+
+
+def test_same_next_hop_twice_is_one_member():
+    rib = Rib(LOCAL)
+    rib.update(NODE_B, {P: PathAttrs("198.18.0.9")})
+    rib.update(NODE_C, {P: PathAttrs("198.18.0.9")})
+    assert rib.selection(P).next_hops == ("198.18.0.9",)
+
+
+def test_unchanged_update_reports_nothing():
+    rib = Rib(LOCAL)
+    rib.update(NODE_B, {P: PathAttrs("198.18.0.2")})
+    assert rib.update(NODE_B, {P: PathAttrs("198.18.0.2")}) == set()
+
+
+def test_loops_are_rejected_and_counted():
+    rr = LocalSpeaker(64512, "198.18.0.1", cluster_id="198.18.0.100")
+    assert loop_check(rr, TOR1, PathAttrs("198.18.1.1", as_path=(65001, 64512))) == "as-path loop"
+    assert loop_check(rr, NODE_B, PathAttrs("198.18.0.2", originator_id="198.18.0.1")) == "originator-id is ours"
+    assert loop_check(rr, NODE_B, PathAttrs("198.18.0.2", cluster_list=("198.18.0.100",))) == "cluster-list loop"
+    rib = Rib(rr)
+    rib.update(NODE_B, {P: PathAttrs("198.18.0.2", cluster_list=("198.18.0.100",))})
+    assert rib.selection(P) is None
+    assert [(r.peer, r.reason) for r in rib.rejected()] == [("198.18.0.2", "cluster-list loop")]
+
+
+def test_import_policy_rejection_withdraws_an_earlier_path():
+    deny = {"on": False}
+    rib = Rib(LOCAL, import_policy=lambda peer, prefix, a: "filtered" if deny["on"] else None)
+    rib.update(TOR1, {P: PathAttrs("198.18.1.1", as_path=(65001,))})
+    deny["on"] = True
+    assert rib.reapply_policy([TOR1]) == {P}
+    assert rib.selection(P) is None and rib.rejected(TOR1.address)[0].reason == "filtered"
+
+
+RR = LocalSpeaker(64512, "198.18.0.1", cluster_id="198.18.0.100")
+CLIENT_B = Peer("198.18.0.2", 64512, "198.18.0.2", ibgp=True, rr_client=True)
+CLIENT_C = Peer("198.18.0.3", 64512, "198.18.0.3", ibgp=True, rr_client=True)
+RR2 = Peer("198.18.0.4", 64512, "198.18.0.4", ibgp=True)  # another reflector: a non-client
+
+
+def test_client_route_reflected_to_clients_and_non_clients_with_rfc4456_attributes():
+    rib = Rib(RR)
+    rib.update(CLIENT_B, {P: PathAttrs("198.18.0.2")})
+    sel = rib.selection(P)
+    to_c = reflect_to(RR, sel, CLIENT_C)
+    assert to_c.next_hop == "198.18.0.2"
+    assert to_c.originator_id == "198.18.0.2" and to_c.cluster_list == ("198.18.0.100",)
+    assert reflect_to(RR, sel, RR2) is not None
+    assert reflect_to(RR, sel, CLIENT_B) is None  # never back to the sender
+
+
+def test_non_client_route_goes_to_clients_only():
+    rib = Rib(RR)
+    rib.update(RR2, {P: PathAttrs("198.18.0.7", originator_id="198.18.0.7", cluster_list=("198.18.0.200",))})
+    sel = rib.selection(P)
+    assert reflect_to(RR, sel, CLIENT_B).cluster_list == ("198.18.0.100", "198.18.0.200")
+    assert reflect_to(RR, sel, Peer("198.18.0.5", 64512, "198.18.0.5", ibgp=True)) is None
+
+
+def test_not_reflected_to_the_originator_nor_from_ebgp():
+    rib = Rib(RR)
+    rib.update(CLIENT_B, {P: PathAttrs("198.18.0.3", originator_id="198.18.0.3")})
+    assert reflect_to(RR, rib.selection(P), CLIENT_C) is None
+    rib2 = Rib(RR)
+    rib2.update(TOR1, {P: PathAttrs("198.18.1.1", as_path=(65001,))})
+    assert reflect_to(RR, rib2.selection(P), CLIENT_B) is None
+
+
+def test_incremental_reflections_report_withdrawals():
+    rib = Rib(RR)
+    changed = rib.update(CLIENT_B, {P: PathAttrs("198.18.0.2")})
+    out = reflections(RR, rib, [CLIENT_B, CLIENT_C], changed)
+    assert out["198.18.0.3"][P].originator_id == "198.18.0.2" and out["198.18.0.2"][P] is None
+    changed = rib.peer_down(CLIENT_B.address)
+    assert reflections(RR, rib, [CLIENT_C], changed) == {"198.18.0.3": {P: None}}
+    assert reflections(RR, rib, [CLIENT_C]) == {"198.18.0.3": {}}
+
+
+PEERS = [TOR1, TOR2, NODE_B, NODE_C]
+attrs_st = st.builds(PathAttrs, next_hop=st.sampled_from(["198.18.9.1", "198.18.9.2", "198.18.9.3"]),
+                     as_path=st.lists(st.sampled_from([65001, 65002, 65003]), max_size=3).map(tuple),
+                     local_pref=st.sampled_from([None, 100, 200]), med=st.sampled_from([None, 0, 10]))
+ops_st = st.lists(st.tuples(st.sampled_from(range(len(PEERS))), st.sampled_from(["198.19.0.0/26", "198.19.0.64/26"]),
+                            st.one_of(st.none(), attrs_st)), max_size=30)
+
+
+@settings(max_examples=200)
+@given(ops_st)
+def test_selection_depends_only_on_the_final_adj_rib_in(ops):
+    rib = Rib(LOCAL)
+    final: dict = {}
+    for i, prefix, a in ops:
+        prefix = NET(prefix)
+        if a is None:
+            rib.update(PEERS[i], {}, [prefix])
+            final.pop((i, prefix), None)
+        else:
+            rib.update(PEERS[i], {prefix: a})
+            final[(i, prefix)] = a
+    fresh = Rib(LOCAL)
+    for (i, prefix), a in sorted(final.items(), key=lambda kv: (-kv[0][0], str(kv[0][1]))):
+        fresh.update(PEERS[i], {prefix: a})
+    assert dict(rib.selections()) == dict(fresh.selections())
+    for prefix, sel in rib.selections():
+        assert sel.best in sel.multipath and len(set(sel.next_hops)) == len(sel.next_hops)
