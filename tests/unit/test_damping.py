@@ -1,0 +1,67 @@
+import pytest
+
+from calico_bgp.damping import Dampener, DampingParams
+
+PARAMS = DampingParams(half_life=10.0, reuse=750, suppress=2000, max_suppress=40.0)
+K = ("198.18.1.1", "198.19.0.0/26")
+
+
+def flap(d, t):
+    d.update(K[0], {}, [K[1]], t)
+    return d.update(K[0], {K[1]: "a"}, [], t)
+
+
+def test_two_flaps_pass_the_third_suppresses():
+    d = Dampener(PARAMS)
+    assert d.update(K[0], {K[1]: "a"}, [], 0.0).announce == {K: "a"}
+    assert flap(d, 0.0).announce == {K: "a"}          # penalty 1000
+    assert flap(d, 0.0).announce == {K: "a"}          # 2000, not above suppress
+    w = d.update(K[0], {}, [K[1]], 0.0)               # 3000 -> suppressed
+    assert w.suppressed == [K] and K in w.withdraw
+    assert d.update(K[0], {K[1]: "b"}, [], 0.0).announce == {}  # hidden while suppressed
+    st = d.state(K, 0.0)
+    assert st.suppressed and st.flaps == 3 and st.penalty == pytest.approx(3000)
+
+
+def test_reuse_after_decay_hands_back_the_latest_path():
+    d = Dampener(PARAMS)
+    d.update(K[0], {K[1]: "a"}, [], 0.0)
+    for _ in range(3):
+        flap(d, 0.0)
+    wait = d.next_release(0.0)
+    assert wait == pytest.approx(10.0 * __import__("math").log2(3000 / 750))  # two half-lives: 20 s
+    assert d.release(wait - 0.1).reused == []
+    out = d.release(wait + 0.1)
+    assert out.reused == [K] and out.announce == {K: "a"}
+    assert not d.state(K, wait + 0.1).suppressed
+
+
+def test_penalty_is_capped_by_max_suppress():
+    d = Dampener(PARAMS)
+    d.update(K[0], {K[1]: "a"}, [], 0.0)
+    for _ in range(50):
+        flap(d, 0.0)
+    assert d.state(K, 0.0).penalty == pytest.approx(PARAMS.ceiling)
+    assert d.next_release(0.0) == pytest.approx(PARAMS.max_suppress)
+
+
+def test_attribute_change_costs_half_a_flap_and_same_attrs_nothing():
+    d = Dampener(PARAMS)
+    d.update(K[0], {K[1]: "a"}, [], 0.0)
+    d.update(K[0], {K[1]: "a"}, [], 0.0)
+    assert d.state(K, 0.0) is None
+    d.update(K[0], {K[1]: "b"}, [], 0.0)
+    assert d.state(K, 0.0).penalty == pytest.approx(500)
+
+
+def test_disabled_passes_everything_through():
+    d = Dampener(PARAMS, enabled=False)
+    for i in range(10):
+        assert d.update(K[0], {K[1]: "a"}, [], i).announce == {K: "a"}
+        assert d.update(K[0], {}, [K[1]], i).withdraw == [K]
+    assert d.next_release(0) is None
+
+
+def test_bad_params_are_named():
+    with pytest.raises(ValueError, match="reuse"):
+        DampingParams(reuse=3000, suppress=2000)
