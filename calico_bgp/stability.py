@@ -1,0 +1,124 @@
+"""Peer stability and route churn bookkeeping. Pure: the caller passes `now` (monotonic seconds).
+
+A flap is an Established session going down. Per peer we keep the transitions, the flaps inside
+sliding windows, the last N sessions with how they ended, and an update-rate estimate; per prefix
+the announce/withdraw counts. Memory is bounded: histories are capped rings.
+"""
+from __future__ import annotations
+
+import collections
+import math
+from typing import Deque, Hashable, Iterable
+
+import attrs
+
+FLAP_WINDOWS = (60.0, 900.0, 3600.0)   # 1 min, 15 min, 1 h
+RATE_TAU = 10.0                        # seconds: time constant of the churn-rate average
+
+
+@attrs.frozen(slots=True)
+class SessionRecord:
+    """One past session: when it came up, how long it lasted, why it ended."""
+
+    up_at: float
+    down_at: float
+    reason: str
+
+    @property
+    def duration(self) -> float:
+        return self.down_at - self.up_at
+
+
+@attrs.define(slots=True)
+class PeerStability:
+    peer: str
+    state: str = "idle"
+    established_at: float | None = None
+    transitions: int = 0
+    flaps: int = 0
+    last_error: str = ""
+    history: Deque[SessionRecord] = attrs.field(factory=lambda: collections.deque(maxlen=20))
+    flap_times: Deque[float] = attrs.field(factory=lambda: collections.deque(maxlen=1000))
+    updates_in: int = 0
+    withdrawals_in: int = 0
+    _rate: float = 0.0
+    _rate_at: float | None = None
+
+    def transition(self, state: str, now: float, reason: str = "") -> bool:
+        """Record a session state change; returns True when it was a flap (Established -> down)."""
+        if state == self.state:
+            return False
+        self.transitions += 1
+        flapped = self.state == "established" and state != "established"
+        if flapped:
+            self.flaps += 1
+            self.flap_times.append(now)
+            self.history.append(SessionRecord(self.established_at or now, now, reason or "unknown"))
+            self.established_at = None
+        if reason and state != "established":
+            self.last_error = reason
+        if state == "established":
+            self.established_at = now
+        self.state = state
+        return flapped
+
+    def uptime(self, now: float) -> float:
+        return now - self.established_at if self.established_at is not None else 0.0
+
+    def flaps_within(self, window: float, now: float) -> int:
+        return sum(1 for t in self.flap_times if now - t <= window)
+
+    def flap_score(self, now: float) -> float:
+        """Flaps weighted by recency (each flap counts 1, halving every 15 min): 0 is a quiet peer."""
+        return sum(0.5 ** ((now - t) / 900.0) for t in self.flap_times)
+
+    def count_updates(self, announced: int, withdrawn: int, now: float) -> None:
+        self.updates_in += announced
+        self.withdrawals_in += withdrawn
+        self._decay_rate(now)
+        self._rate += (announced + withdrawn) / RATE_TAU
+
+    def churn_rate(self, now: float) -> float:
+        """Prefix changes per second, exponentially averaged over ~RATE_TAU seconds."""
+        self._decay_rate(now)
+        return self._rate
+
+    def _decay_rate(self, now: float) -> None:
+        if self._rate_at is not None and now > self._rate_at:
+            self._rate *= math.exp(-(now - self._rate_at) / RATE_TAU)
+        self._rate_at = now
+
+
+@attrs.define(slots=True)
+class PrefixChurn:
+    announces: int = 0
+    withdraws: int = 0
+    last_change: float = 0.0
+
+
+class ChurnTracker:
+    """Announce/withdraw counts per prefix, capped at `max_prefixes` (the quietest entries go first)."""
+
+    def __init__(self, max_prefixes: int = 200_000) -> None:
+        self.max_prefixes = max_prefixes
+        self._prefixes: dict[Hashable, PrefixChurn] = {}
+
+    def record(self, announced: Iterable[Hashable], withdrawn: Iterable[Hashable], now: float) -> None:
+        for prefix in announced:
+            entry = self._prefixes.setdefault(prefix, PrefixChurn())
+            entry.announces += 1
+            entry.last_change = now
+        for prefix in withdrawn:
+            entry = self._prefixes.setdefault(prefix, PrefixChurn())
+            entry.withdraws += 1
+            entry.last_change = now
+        if len(self._prefixes) > self.max_prefixes:
+            by_quiet = sorted(self._prefixes.items(), key=lambda kv: kv[1].announces + kv[1].withdraws)
+            for prefix, _ in by_quiet[: len(self._prefixes) - self.max_prefixes]:
+                del self._prefixes[prefix]
+
+    def get(self, prefix: Hashable) -> PrefixChurn | None:
+        return self._prefixes.get(prefix)
+
+    def top(self, n: int = 20) -> list[tuple[Hashable, PrefixChurn]]:
+        return sorted(self._prefixes.items(), key=lambda kv: -(kv[1].announces + kv[1].withdraws))[:n]

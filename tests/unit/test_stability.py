@@ -1,0 +1,44 @@
+import pytest
+
+from calico_bgp.stability import ChurnTracker, PeerStability
+
+
+def test_flaps_count_only_established_going_down():
+    s = PeerStability("198.18.1.1")
+    assert not s.transition("connect", 0)
+    assert not s.transition("established", 1)
+    assert s.transition("idle", 11, "hold timer expired")
+    assert not s.transition("connect", 12)       # not established: no flap
+    assert not s.transition("idle", 13, "connection refused")
+    s.transition("established", 20)
+    assert s.transition("idle", 50, "cease")
+    assert (s.flaps, s.transitions) == (2, 6)
+    assert [(h.duration, h.reason) for h in s.history] == [(10, "hold timer expired"), (30, "cease")]
+    assert s.last_error == "cease" and s.uptime(60) == 0
+
+
+def test_flap_windows_and_score():
+    s = PeerStability("p")
+    for t in (0, 100, 3000):
+        s.transition("established", t)
+        s.transition("idle", t + 1, "x")
+    assert s.flaps_within(60, 3001) == 1
+    assert s.flaps_within(3600, 3001) == 3
+    assert s.flap_score(3001) == pytest.approx(0.5 ** (3000 / 900) + 0.5 ** (2900 / 900) + 1)
+
+
+def test_churn_rate_decays():
+    s = PeerStability("p")
+    s.count_updates(100, 0, 0.0)
+    assert s.churn_rate(0.0) == pytest.approx(10.0)
+    assert s.churn_rate(10.0) == pytest.approx(10.0 / 2.718281828, rel=1e-3)
+    assert s.updates_in == 100
+
+
+def test_churn_tracker_counts_and_caps():
+    c = ChurnTracker(max_prefixes=2)
+    c.record(["a", "b"], [], 1)
+    c.record(["a"], ["a"], 2)
+    c.record(["c"], [], 3)
+    assert c.get("a").announces == 2 and c.get("a").withdraws == 1
+    assert len(c.top(10)) == 2 and c.top(1)[0][0] == "a"
