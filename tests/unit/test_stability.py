@@ -12,7 +12,7 @@ def test_flaps_count_only_established_going_down():
     assert not s.transition("idle", 13, "connection refused")
     s.transition("established", 20)
     assert s.transition("idle", 50, "cease")
-    assert (s.flaps, s.transitions) == (2, 6)
+    assert (s.flaps, s.transitions) == (2, 7)
     assert [(h.duration, h.reason) for h in s.history] == [(10, "hold timer expired"), (30, "cease")]
     assert s.last_error == "cease" and s.uptime(60) == 0
 
