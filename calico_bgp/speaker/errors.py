@@ -1,0 +1,34 @@
+"""Typed errors of the speaker; each names what was wrong and with which value."""
+from __future__ import annotations
+
+
+class SpeakerError(Exception):
+    """Base class for everything the speaker raises."""
+
+
+class InvalidNeighbor(SpeakerError, ValueError):
+    """A Neighbor field holds a value ExaBGP cannot be configured with."""
+
+    def __init__(self, field: str, value: object, why: str) -> None:
+        super().__init__(f"neighbor {field}={value!r}: {why}")
+        self.field, self.value, self.why = field, value, why
+
+
+class InvalidRoute(SpeakerError, ValueError):
+    """A prefix or route attribute that cannot be turned into an ExaBGP command."""
+
+
+class ExaBGPUnavailable(SpeakerError):
+    """ExaBGP (or its API bridge) is not running or not connected."""
+
+
+class ExaBGPCrashed(SpeakerError):
+    """ExaBGP exited on its own; the supervisor restarts it with backoff."""
+
+
+class MalformedMessage(SpeakerError, ValueError):
+    """A line from ExaBGP that is not an ack, not known text and not a message we can decode."""
+
+    def __init__(self, why: str, line: str) -> None:
+        super().__init__(f"{why}: {line[:200]!r}")
+        self.why, self.line = why, line

@@ -1,0 +1,117 @@
+"""One BGP session as ExaBGP must be told about it: a frozen value, validated when built."""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import attrs
+
+from calico_bgp.speaker.errors import InvalidNeighbor
+
+IPV4_UNICAST = "ipv4 unicast"
+IPV6_UNICAST = "ipv6 unicast"
+FAMILIES = (IPV4_UNICAST, IPV6_UNICAST)
+
+# characters that would end or escape a token in ExaBGP's configuration grammar
+_UNSAFE = re.compile(r'[;{}\[\]"\'\\\n\r]')
+
+
+def _ip(field: str):
+    def check(_inst: object, _attr: object, value: str) -> None:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise InvalidNeighbor(field, value, "not an IP address") from None
+
+    return check
+
+
+def _asn(field: str):
+    def check(_inst: object, _attr: object, value: int) -> None:
+        if not isinstance(value, int) or not 0 < value < 2**32:
+            raise InvalidNeighbor(field, value, "not an AS number in 1..4294967295")
+
+    return check
+
+
+def _port(field: str):
+    def check(_inst: object, _attr: object, value: int | None) -> None:
+        if value is not None and (not isinstance(value, int) or not 0 < value < 65536):
+            raise InvalidNeighbor(field, value, "not a TCP port")
+
+    return check
+
+
+def _safe_text(field: str):
+    def check(_inst: object, _attr: object, value: str | None) -> None:
+        if value is not None and _UNSAFE.search(value):
+            raise InvalidNeighbor(field, value, "contains a quote, brace, semicolon, backslash or newline")
+
+    return check
+
+
+def _families(_inst: object, _attr: object, value: tuple[str, ...]) -> None:
+    if not value:
+        raise InvalidNeighbor("families", value, "at least one family is needed")
+    for fam in value:
+        if fam not in FAMILIES:
+            raise InvalidNeighbor("families", value, f"unknown family {fam!r} (known: {', '.join(FAMILIES)})")
+
+
+def _sorted_families(value: object) -> tuple[str, ...]:
+    fams = (value,) if isinstance(value, str) else tuple(value)  # type: ignore[arg-type]
+    return tuple(sorted(set(fams), key=lambda f: FAMILIES.index(f) if f in FAMILIES else 99))
+
+
+@attrs.frozen(slots=True)
+class Neighbor:
+    """A session ExaBGP keeps; `peer_address` identifies it (one session per peer address)."""
+
+    peer_address: str = attrs.field(validator=_ip("peer_address"))
+    peer_as: int = attrs.field(validator=_asn("peer_as"))
+    local_as: int = attrs.field(validator=_asn("local_as"))
+    local_address: str = attrs.field(validator=_ip("local_address"))
+    router_id: str = attrs.field(validator=_ip("router_id"))
+    peer_port: int = attrs.field(default=179, validator=_port("peer_port"))
+    # where ExaBGP accepts this peer's connection (on local_address); None: we only dial
+    listen_port: int | None = attrs.field(default=None, validator=_port("listen_port"))
+    passive: bool = False
+    hold_time: int = attrs.field(default=90)
+    md5_password: str | None = attrs.field(default=None, validator=_safe_text("md5_password"))
+    families: tuple[str, ...] = attrs.field(default=(IPV4_UNICAST,), converter=_sorted_families, validator=_families)
+    add_path: bool = False
+    graceful_restart: int | None = attrs.field(default=None)  # restart time in seconds; None: capability not sent
+    description: str | None = attrs.field(default=None, validator=_safe_text("description"))
+
+    @hold_time.validator
+    def _check_hold(self, _attr: object, value: int) -> None:
+        if not isinstance(value, int) or not (value == 0 or 3 <= value <= 65535):
+            raise InvalidNeighbor("hold_time", value, "must be 0 or 3..65535 seconds")
+
+    @graceful_restart.validator
+    def _check_gr(self, _attr: object, value: int | None) -> None:
+        if value is not None and (not isinstance(value, int) or not 0 <= value <= 4095):
+            raise InvalidNeighbor("graceful_restart", value, "restart time must be 0..4095 seconds")
+
+    def __attrs_post_init__(self) -> None:
+        if ipaddress.ip_address(self.peer_address).version != ipaddress.ip_address(self.local_address).version:
+            raise InvalidNeighbor("local_address", self.local_address,
+                                  f"not the same IP version as peer_address {self.peer_address}")
+        if ipaddress.ip_address(self.router_id).version != 4:
+            raise InvalidNeighbor("router_id", self.router_id, "a router id is an IPv4 address")
+
+    @property
+    def key(self) -> str:
+        """The address as ExaBGP prints it (compressed), which is how events name the peer."""
+        return str(ipaddress.ip_address(self.peer_address))
+
+    @property
+    def ibgp(self) -> bool:
+        return self.peer_as == self.local_as
+
+    def carries(self, family: str) -> bool:
+        return family in self.families
+
+
+def family_of(prefix: str) -> str:
+    return IPV6_UNICAST if ":" in prefix else IPV4_UNICAST
