@@ -102,3 +102,9 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 pass_globals = click.make_pass_decorator(Globals)
+
+
+# The datastore imports nothing of calico_bgp, so its errors are mapped to exit codes from this side.
+from calico_bgp.datastore.errors import DatastoreError, EtcdUnavailable  # noqa: E402
+
+register_errors({EtcdUnavailable: EXIT_UNAVAILABLE, DatastoreError: EXIT_ERROR})

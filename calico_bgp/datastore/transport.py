@@ -1,0 +1,192 @@
+"""HTTP to etcd's JSON gateway: one pooled httpx client, endpoint failover, TLS, the auth token."""
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from typing import Any, Sequence
+
+import httpx
+import trio
+
+from calico_bgp.datastore.errors import AuthFailed, Compacted, DatastoreError, EtcdError, EtcdUnavailable
+from calico_bgp.datastore.types import TLSConfig
+
+log = logging.getLogger("calico_bgp.datastore")
+
+# gRPC codes etcd uses for token trouble, and the messages that go with them
+_TOKEN_ERRORS = ("invalid auth token", "revision of auth store is old")
+_NEEDS_AUTH = ("user name is empty", "invalid auth token")
+
+
+def ssl_context(tls: TLSConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=tls.ca_cert)
+    if tls.cert:
+        ctx.load_cert_chain(tls.cert, tls.key)
+    return ctx
+
+
+def describe(exc: BaseException) -> str:
+    """A short reason for a transport failure ("connection refused", "TLS certificate verify failed: ...")."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"TLS certificate verify failed: {seen.verify_message}"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS error: {seen.reason or seen}"
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect timed out"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out waiting for a response"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"connection closed by the server ({exc})"
+    text = str(exc)
+    if "refused" in text.lower():
+        return "connection refused"
+    return text or type(exc).__name__
+
+
+def _not_sent(exc: httpx.TransportError) -> bool:
+    """True when the request surely never reached etcd, so even a non-idempotent one may be retried."""
+    return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+
+
+class Transport:
+    def __init__(self, endpoints: Sequence[str], *, tls: TLSConfig | None, username: str | None,
+                 password: str | None, timeout: float) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [endpoints]
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        if not self.endpoints:
+            raise ValueError("EtcdClient needs at least one endpoint")
+        self.timeout = timeout
+        self._current = 0  # sticky: the endpoint that last worked
+        self._username, self._password = username, password
+        self._token: str | None = None
+        self._auth_lock = trio.Lock()
+        # a dead endpoint must not use up the whole budget before the next one is tried
+        connect = min(timeout, max(timeout / len(self.endpoints), 0.5))
+        self._stream_timeout = httpx.Timeout(timeout, connect=connect, read=None)
+        self._headers = {"Content-Type": "application/json"}
+        self._http = httpx.AsyncClient(
+            verify=ssl_context(tls) if tls else True,
+            timeout=httpx.Timeout(timeout, connect=connect),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            trust_env=False,  # loopback etcd must never go through an http_proxy from the environment
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints[self._current]
+
+    async def call(self, path: str, body: dict[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
+        """POST one request, failing over between endpoints; returns the decoded JSON reply."""
+        content = json.dumps(body, separators=(",", ":")).encode()
+        for attempt in range(2):
+            if self._username and self._token is None:
+                await self._authenticate(None)
+            token = self._token
+            resp, endpoint = await self._send(path, content, idempotent=idempotent, stream=False)
+            if resp.status_code == 200:
+                return resp.json()  # type: ignore[no-any-return]
+            err = self._error(endpoint, resp.status_code, resp.content)
+            if attempt == 0 and self._username and _is_token_error(err):
+                log.info("etcd event=token_rejected endpoint=%s reason=%r", endpoint, err.message)
+                await self._authenticate(token)
+                continue
+            raise err
+        raise AssertionError("unreachable")
+
+    async def open_stream(self, path: str, body: dict[str, Any]) -> tuple[httpx.Response, str]:
+        """Start a streaming POST (watch); the caller reads lines and closes the response."""
+        content = json.dumps(body, separators=(",", ":")).encode()
+        for attempt in range(2):
+            if self._username and self._token is None:
+                await self._authenticate(None)
+            token = self._token
+            resp, endpoint = await self._send(path, content, idempotent=True, stream=True)
+            if resp.status_code == 200:
+                return resp, endpoint
+            raw = await resp.aread()
+            await resp.aclose()
+            err = self._error(endpoint, resp.status_code, raw)
+            if attempt == 0 and self._username and _is_token_error(err):
+                await self._authenticate(token)
+                continue
+            raise err
+        raise AssertionError("unreachable")
+
+    async def _send(self, path: str, content: bytes, *, idempotent: bool, stream: bool) -> tuple[httpx.Response, str]:
+        failures: list[tuple[str, str]] = []
+        n = len(self.endpoints)
+        start = self._current
+        for i in range(n):
+            idx = (start + i) % n
+            endpoint = self.endpoints[idx]
+            try:
+                if stream:
+                    req = self._http.build_request("POST", endpoint + path, content=content, headers=self._headers,
+                                                   timeout=self._stream_timeout)
+                    resp = await self._http.send(req, stream=True)
+                else:
+                    resp = await self._http.post(endpoint + path, content=content, headers=self._headers)
+            except httpx.TransportError as exc:
+                reason = describe(exc)
+                if not (idempotent or _not_sent(exc)):
+                    # the request may have been applied: retrying a compare-and-swap elsewhere could misreport it
+                    raise EtcdUnavailable([(endpoint, reason + " (request outcome unknown)")]) from exc
+                log.warning("etcd event=endpoint_failed endpoint=%s path=%s reason=%r", endpoint, path, reason)
+                failures.append((endpoint, reason))
+                continue
+            if idx != self._current:
+                log.warning("etcd event=failover from=%s to=%s", self.endpoints[self._current], endpoint)
+                self._current = idx
+            return resp, endpoint
+        raise EtcdUnavailable(failures)
+
+    def _error(self, endpoint: str, status: int, raw: bytes) -> DatastoreError:
+        try:
+            data = json.loads(raw)
+            code, message = int(data.get("code", -1)), str(data.get("message") or data.get("error"))
+        except (ValueError, AttributeError):
+            code, message = -1, f"HTTP {status}: {raw[:200].decode('utf-8', 'replace').strip()}"
+        return self.error_from(endpoint, code, message)
+
+    def error_from(self, endpoint: str, code: int, message: str) -> DatastoreError:
+        if "required revision has been compacted" in message:
+            return Compacted(0)
+        if not self._username and any(m in message for m in _NEEDS_AUTH):
+            return AuthFailed(f"etcd at {endpoint} requires authentication: set a username and password ({message})")
+        return EtcdError(endpoint, code, message)
+
+    async def _authenticate(self, stale: str | None) -> None:
+        async with self._auth_lock:
+            if self._token is not None and self._token != stale:
+                return  # another task already refreshed it
+            self._headers.pop("Authorization", None)
+            self._token = None
+            body = json.dumps({"name": self._username, "password": self._password or ""}).encode()
+            resp, endpoint = await self._send("/v3/auth/authenticate", body, idempotent=True, stream=False)
+            if resp.status_code != 200:
+                err = self._error(endpoint, resp.status_code, resp.content)
+                if isinstance(err, EtcdError) and "authentication is not enabled" in err.message:
+                    log.info("etcd event=auth_not_enabled endpoint=%s user=%s", endpoint, self._username)
+                    self._token = ""
+                    return
+                if isinstance(err, EtcdError) and "authentication failed" in err.message:
+                    raise AuthFailed(f"etcd at {endpoint} rejected user {self._username!r}: "
+                                     f"invalid user name or password") from None
+                raise err
+            self._token = str(resp.json().get("token", ""))
+            self._headers["Authorization"] = self._token
+            log.info("etcd event=authenticated endpoint=%s user=%s", endpoint, self._username)
+
+
+def _is_token_error(err: DatastoreError) -> bool:
+    return isinstance(err, EtcdError) and any(m in err.message for m in _TOKEN_ERRORS)
