@@ -1,0 +1,101 @@
+"""What ExaBGP tells the agent, as typed values. Peers are named by their address as ExaBGP prints it."""
+from __future__ import annotations
+
+from typing import Mapping, Union
+
+import attrs
+
+
+@attrs.frozen(slots=True)
+class PathAttributes:
+    """The attributes of a received path; absent ones are None / empty."""
+
+    next_hop: str | None = None
+    origin: str | None = None  # igp / egp / incomplete
+    as_path: tuple[int, ...] = ()
+    as_set: tuple[int, ...] = ()
+    local_pref: int | None = None
+    med: int | None = None
+    communities: tuple[tuple[int, int], ...] = ()
+    large_communities: tuple[tuple[int, int, int], ...] = ()
+    originator_id: str | None = None
+    cluster_list: tuple[str, ...] = ()
+    path_id: str | None = None  # add-path identifier, when negotiated
+
+
+@attrs.frozen(slots=True)
+class Update:
+    """One family of one UPDATE: prefixes announced (with their attributes) and withdrawn."""
+
+    peer: str
+    family: str
+    announced: Mapping[str, PathAttributes] = attrs.field(factory=dict, hash=False)
+    withdrawn: tuple[str, ...] = ()
+
+
+@attrs.frozen(slots=True)
+class EndOfRib:
+    peer: str
+    family: str
+
+
+@attrs.frozen(slots=True)
+class PeerState:
+    """`connected` (TCP up), `up` (Established) or `down` (with ExaBGP's reason)."""
+
+    peer: str
+    state: str
+    reason: str = ""
+    local_address: str = ""
+    local_as: int = 0
+    peer_as: int = 0
+
+
+@attrs.frozen(slots=True)
+class Notification:
+    """A BGP NOTIFICATION sent or received on a session."""
+
+    peer: str
+    direction: str
+    code: int
+    subcode: int
+    data: str = ""
+
+
+@attrs.frozen(slots=True)
+class ExaBGPShutdown:
+    """ExaBGP announced that it is exiting."""
+
+
+@attrs.frozen(slots=True)
+class BridgeConnected:
+    """A (new) API bridge connected: ExaBGP (re)started or replaced its API process."""
+
+
+@attrs.frozen(slots=True)
+class BridgeLost:
+    """The API bridge went away; ExaBGP is restarting or gone."""
+
+
+Event = Union[Update, EndOfRib, PeerState, Notification, ExaBGPShutdown, BridgeConnected, BridgeLost]
+
+
+@attrs.frozen(slots=True)
+class Ack:
+    """ExaBGP's answer to one command: `done` (ok) or `error`."""
+
+    ok: bool
+
+
+@attrs.frozen(slots=True)
+class Text:
+    """A plain text line ExaBGP wrote to the API process (e.g. `reload in progress`)."""
+
+    text: str
+
+
+@attrs.frozen(slots=True)
+class Ignored:
+    """A well-formed message of a kind the speaker does not use (open, keepalive, fsm, ...)."""
+
+    kind: str
