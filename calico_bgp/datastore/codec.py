@@ -18,7 +18,7 @@ T = TypeVar("T")
 # Python names whose JSON spelling is not plain camelCase.
 _SPECIAL = {"peer_ip": "peerIP", "ipv4_address": "ipv4Address", "ipv6_address": "ipv6Address",
             "route_reflector_cluster_id": "routeReflectorClusterID", "as_number": "asNumber",
-            "source_ip": "sourceIP"}
+            "source_ip": "sourceIP", "disable_bgp_export": "disableBGPExport"}
 
 
 class DecodeError(ValueError):
@@ -30,6 +30,13 @@ def json_name(name: str) -> str:
         return _SPECIAL[name]
     head, *rest = name.lstrip("_").split("_")
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _strict_bool(value: Any, _type: Any) -> bool:
+    # cattrs' default is bool(value), which turns the string "false" into True.
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
 
 
 def _make_converter() -> cattrs.Converter:
@@ -44,6 +51,7 @@ def _make_converter() -> cattrs.Converter:
         return make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **renames)
 
     conv.register_unstructure_hook_factory(attrs.has, unstructure_factory)
+    conv.register_structure_hook(bool, _strict_bool)
     conv.register_structure_hook_factory(attrs.has, structure_factory)
     return conv
 

@@ -1,0 +1,1013 @@
+"""The resources: IPPool, Node, BGPConfiguration, BGPPeer, BGPFilter, PolicyFilter.
+
+Each resource is `metadata` (name, labels) + `spec`, spelled as Calico's projectcalico.org/v3 API
+(camelCase on the wire through the one codec, snake_case here). Values are frozen attrs classes;
+every field normalises and validates itself where it is declared, so a resource that exists is
+valid, whether it came from YAML, from etcd or from Python. Errors name the field path and value.
+
+Fields Calico has and calico-bgp does not implement are listed per class (`calico_only`) so
+input using them is reported as "not supported", never silently dropped.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Any, Callable, ClassVar, Mapping, NewType, TypeVar, Union
+
+import attrs
+import cattrs
+from cattrs.errors import ForbiddenExtraKeysError, IterableValidationNote
+
+from calico_bgp.datastore import codec
+from calico_bgp.selector import ALL, Selector, SelectorError, parse as parse_selector
+
+T = TypeVar("T")
+
+# ------------------------------------------------------------------------------------------------
+# Errors
+
+class InvalidField(ValueError):
+    """One field is wrong: `path` (JSON spelling, e.g. spec.blockSize) and the offending value."""
+
+    def __init__(self, path: str, value: Any, reason: str) -> None:
+        self.path, self.value, self.reason = path, value, reason
+        super().__init__(self.message())
+
+    def message(self, prefix: str = "") -> str:
+        path = _join(prefix, self.path)
+        return f"{path}: {self.reason} (got {_show(self.value)})"
+
+
+class InvalidResource(ValueError):
+    """A resource (or YAML document, or stored value) does not validate; the message says where and why."""
+
+
+class UnknownKind(InvalidResource):
+    """A kind name that is not one of ours."""
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _join(prefix: str, path: str) -> str:
+    if not prefix:
+        return path
+    if not path:
+        return prefix
+    return prefix + path if path.startswith("[") else f"{prefix}.{path}"
+
+
+def _checked(fn: Callable[[Any], T]) -> Any:
+    """An attrs converter that normalises with `fn`; a ValueError/TypeError becomes InvalidField naming the field."""
+    def convert(value: Any, field: attrs.Attribute) -> T:
+        try:
+            return fn(value)
+        except InvalidField as exc:  # nested: keep the inner path under this field
+            raise InvalidField(_join(codec.json_name(field.name), exc.path), exc.value, exc.reason) from None
+        except (ValueError, TypeError) as exc:
+            raise InvalidField(codec.json_name(field.name), value, str(exc)) from None
+    return attrs.Converter(convert, takes_field=True)
+
+
+def _bad(field: str, value: Any, reason: str) -> InvalidField:
+    return InvalidField(field, value, reason)
+
+
+# ------------------------------------------------------------------------------------------------
+# Scalar value parsers (pure, raise ValueError with a reason; the converter adds the field)
+
+ASNumber = NewType("ASNumber", int)   # 1..4294967295; "64512.10" (asdot) accepted on input
+Seconds = NewType("Seconds", int)     # a duration in whole seconds; "90s", "1m30s" accepted on input
+Port = NewType("Port", object)        # 22 or "8000:8080"
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_LABEL_KEY = re.compile(r"^[a-zA-Z0-9_./-]{1,512}$")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_IFNAME = re.compile(r"^[a-zA-Z0-9_.:@+*-]{1,15}$")
+AS_MAX = 4294967295
+
+
+def as_number(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an AS number")
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+\.\d+", text):
+            high, low = (int(p) for p in text.split("."))
+            if high > 65535 or low > 65535:
+                raise ValueError("asdot halves must be 0..65535")
+            value = high * 65536 + low
+        elif text.isdigit():
+            value = int(text)
+        else:
+            raise ValueError("expected an AS number (1..4294967295 or asdot like 64512.10)")
+    if not isinstance(value, int):
+        raise ValueError("expected an AS number")
+    if not 1 <= value <= AS_MAX:
+        raise ValueError("AS number out of range 1..4294967295")
+    return value
+
+
+def optional_as_number(value: Any) -> int | None:
+    return None if value is None else as_number(value)
+
+
+def seconds(value: Any) -> int:
+    """90, "90", "90s", "1m30s", "1h" -> whole seconds (Go duration units h, m, s, ms)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration")
+    text = value.strip() if isinstance(value, str) else None
+    if isinstance(value, (int, float)):
+        total = float(value)
+    elif text and text.isdigit():
+        total = float(text)
+    elif text and re.fullmatch(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+", text):
+        unit = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+        total = sum(float(n) * unit[u] for n, u in _DURATION.findall(text))
+    else:
+        raise ValueError("expected a duration in seconds (90) or like '90s', '1m30s'")
+    if total < 0 or total != int(total):
+        raise ValueError("a duration must be a whole, non-negative number of seconds")
+    return int(total)
+
+
+def optional_seconds(value: Any) -> int | None:
+    return None if value is None else seconds(value)
+
+
+def name(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("a name is required")
+    if len(value) > 253 or not _NAME.match(value):
+        raise ValueError("names are lower-case alphanumerics, '-' and '.', starting and ending alphanumeric (max 253)")
+    return value
+
+
+def optional_name(value: Any) -> str:
+    return "" if value in (None, "") else name(value)
+
+
+def cidr(value: Any) -> str:
+    """A network in CIDR notation, normalised; host bits set is an error (as Calico does for pools)."""
+    if not isinstance(value, str) or "/" not in value:
+        raise ValueError("expected a CIDR like 198.18.0.0/16 or 2001:db8::/48")
+    try:
+        net = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError("not a valid CIDR") from None
+    if net.network_address != ipaddress.ip_interface(value.strip()).ip:
+        raise ValueError(f"host bits set; the network is {net}")
+    return str(net)
+
+
+def cidr_v4(value: Any) -> str:
+    text = cidr(value)
+    if ":" in text:
+        raise ValueError("expected an IPv4 CIDR")
+    return text
+
+
+def cidr_v6(value: Any) -> str:
+    text = cidr(value)
+    if ":" not in text:
+        raise ValueError("expected an IPv6 CIDR")
+    return text
+
+
+def ip_address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected an IP address")
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ValueError("not a valid IP address") from None
+
+
+def _interface(version: int) -> Callable[[Any], str]:
+    """An address with its subnet, as Calico's Node bgp.ipv4Address ("198.18.0.1/24"); bare -> /32 or /128."""
+    def parse(value: Any) -> str:
+        if value in (None, ""):
+            return ""
+        if not isinstance(value, str):
+            raise ValueError("expected an address like 198.18.0.1/24")
+        try:
+            iface = ipaddress.ip_interface(value.strip())
+        except ValueError:
+            raise ValueError("not a valid address/prefix") from None
+        if iface.version != version:
+            raise ValueError(f"expected an IPv{version} address")
+        return str(iface)
+    return parse
+
+
+def peer_ip(value: Any) -> str:
+    """'198.18.0.1', '198.18.0.1:1790', '2001:db8::1' or '[2001:db8::1]:1790', normalised."""
+    if not isinstance(value, str):
+        raise ValueError("expected an IP address with an optional port")
+    text = value.strip()
+    if text == "":
+        return ""
+    host, port = text, None
+    if m := re.fullmatch(r"\[([^\]]+)\]:(\d+)", text):
+        host, port = m.group(1), m.group(2)
+        if ":" not in host:
+            raise ValueError("brackets are for IPv6 addresses only")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    addr = ip_address(host)
+    if port is None:
+        return addr
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("port out of range 1..65535")
+    return f"[{addr}]:{int(port)}" if ":" in addr else f"{addr}:{int(port)}"
+
+
+def split_peer_ip(text: str) -> tuple[str, int | None]:
+    """'[2001:db8::1]:1790' -> ('2001:db8::1', 1790); '198.18.0.1' -> ('198.18.0.1', None)."""
+    if m := re.fullmatch(r"\[([^\]]+)\]:(\d+)", text):
+        return m.group(1), int(m.group(2))
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, None
+
+
+def _community(large_ok: bool, standard_ok: bool = True) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        parts = str(value).split(":") if isinstance(value, str) else []
+        if not all(p.isdigit() for p in parts):
+            parts = []
+        if standard_ok and len(parts) == 2 and all(int(p) <= 65535 for p in parts):
+            return f"{int(parts[0])}:{int(parts[1])}"
+        if large_ok and len(parts) == 3 and all(int(p) <= AS_MAX for p in parts):
+            return ":".join(str(int(p)) for p in parts)
+        kinds = [k for k, ok in (("aa:nn (16-bit each)", standard_ok), ("aa:nn:mm (32-bit each)", large_ok)) if ok]
+        raise ValueError(f"expected a BGP community {' or '.join(kinds)}")
+    return parse
+
+
+def community(value: Any) -> str:
+    return _community(True)(value)
+
+
+def _one_of(*choices: str, case_insensitive: bool = False) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        for c in choices:
+            if value == c or (case_insensitive and isinstance(value, str) and value.lower() == c.lower()):
+                return c
+        raise ValueError(f"expected one of {', '.join(choices)}")
+    return parse
+
+
+def _tuple_of(fn: Callable[[Any], T]) -> Callable[[Any], tuple[T, ...]]:
+    def parse(values: Any) -> tuple[T, ...]:
+        if values is None:
+            return ()
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise ValueError("expected a list")
+        out = []
+        for i, v in enumerate(values):
+            try:
+                out.append(fn(v))
+            except InvalidField as exc:
+                raise InvalidField(_join(f"[{i}]", exc.path), exc.value, exc.reason) from None
+            except (ValueError, TypeError) as exc:
+                raise InvalidField(f"[{i}]", v, str(exc)) from None
+        return tuple(out)
+    return parse
+
+
+def _selector(value: Any) -> Selector:
+    try:
+        return parse_selector(value)
+    except SelectorError as exc:  # the field and value are added by the converter; keep where and what
+        raise ValueError(f"expected {exc.expected} at position {exc.pos + 1}") from None
+
+
+def _optional_selector(value: Any) -> Selector | None:
+    """Calico: an empty selector on a peer means 'not set'."""
+    return None if value in (None, "") else _selector(value)
+
+
+def _labels(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a mapping of label names to values")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not _LABEL_KEY.match(k):
+            raise InvalidField(f"[{k}]" if isinstance(k, str) else "", k, "label names are [a-zA-Z0-9_./-], 1..512 chars")
+        if not isinstance(v, str) or len(v) > 253 or ("'" in v and '"' in v):
+            raise InvalidField(f"[{k}]", v, "label values are strings (max 253, not both quote kinds)")
+        out[k] = v
+    return out
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("expected an integer")
+        if not lo <= value <= hi:
+            raise ValueError(f"out of range {lo}..{hi}")
+        return value
+    return parse
+
+
+def _optional(fn: Callable[[Any], T]) -> Callable[[Any], T | None]:
+    return lambda v: None if v is None else fn(v)
+
+
+def port(value: Any) -> int | str:
+    """A port (22) or an inclusive range ('8000:8080')."""
+    if isinstance(value, bool):
+        raise ValueError("expected a port")
+    if isinstance(value, str) and ":" in value:
+        lo, _, hi = value.partition(":")
+        if lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 65535:
+            return f"{int(lo)}:{int(hi)}"
+        raise ValueError("expected a port range like 8000:8080 within 1..65535")
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and 1 <= value <= 65535:
+        return value
+    raise ValueError("expected a port 1..65535 or a range like 8000:8080")
+
+
+# ------------------------------------------------------------------------------------------------
+# Common parts
+
+@attrs.frozen
+class Metadata:
+    name: str = attrs.field(converter=_checked(name))
+    labels: dict[str, str] = attrs.field(factory=dict, converter=_checked(_labels), hash=False)
+    annotations: dict[str, str] = attrs.field(factory=dict, hash=False)
+
+    # Written by Kubernetes/calicoctl, meaningless here; accepted on input and not stored.
+    ignored: ClassVar[frozenset[str]] = frozenset(
+        {"resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink"})
+
+
+# ------------------------------------------------------------------------------------------------
+# IPPool
+
+def _never(value: Any) -> str:
+    if value in (None, "", "Never"):
+        return "Never"
+    raise ValueError("only Never is supported: calico-bgp routes natively over BGP, without IPIP/VXLAN")
+
+
+def _no_nat(value: Any) -> bool:
+    if _bool(value):
+        raise ValueError("natOutgoing is not supported by calico-bgp (no NAT on the nodes)")
+    return False
+
+
+def default_block_size(pool_cidr: str) -> int:
+    return 122 if ":" in pool_cidr else 26
+
+
+@attrs.frozen
+class IPPoolSpec:
+    cidr: str = attrs.field(converter=_checked(cidr))
+    # 26 for IPv4 and 122 for IPv6 (Calico's defaults); v4 20..32, v6 116..128, not shorter than the pool.
+    block_size: int = attrs.field(default=attrs.Factory(lambda s: default_block_size(s.cidr), takes_self=True),
+                                  converter=_checked(_int_range(0, 128)))
+    disabled: bool = attrs.field(default=False, converter=_checked(_bool))
+    node_selector: Selector = attrs.field(default=ALL, converter=_checked(_selector))
+    disable_bgp_export: bool = attrs.field(default=False, converter=_checked(_bool))
+    ipip_mode: str = attrs.field(default="Never", converter=_checked(_never))
+    vxlan_mode: str = attrs.field(default="Never", converter=_checked(_never))
+    nat_outgoing: bool = attrs.field(default=False, converter=_checked(_no_nat))
+
+    calico_only: ClassVar[frozenset[str]] = frozenset(
+        {"namespaceSelector", "allowedUses", "assignmentMode", "ipip", "nat-outgoing"})
+
+    def __attrs_post_init__(self) -> None:
+        net = self.network
+        lo, hi = (116, 128) if net.version == 6 else (20, 32)
+        if not lo <= self.block_size <= hi:
+            raise _bad("blockSize", self.block_size, f"IPv{net.version} block sizes are {lo}..{hi}")
+        if self.block_size < net.prefixlen:
+            raise _bad("blockSize", self.block_size,
+                       f"blocks cannot be larger than the pool (/{net.prefixlen})")
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        return ipaddress.ip_network(self.cidr)
+
+    @property
+    def version(self) -> int:
+        return self.network.version
+
+
+@attrs.frozen
+class IPPool:
+    kind: ClassVar[str] = "IPPool"
+    metadata: Metadata
+    spec: IPPoolSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+# ------------------------------------------------------------------------------------------------
+# Node
+
+def _cluster_id(value: Any) -> str:
+    if value in (None, ""):
+        return ""
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except (ValueError, TypeError):
+        raise ValueError("expected an IPv4 dotted quad like 198.18.0.1") from None
+
+
+@attrs.frozen
+class NodeBGPSpec:
+    ipv4_address: str = attrs.field(default="", converter=_checked(_interface(4)))
+    ipv6_address: str = attrs.field(default="", converter=_checked(_interface(6)))
+    as_number: ASNumber | None = attrs.field(default=None, converter=_checked(optional_as_number))
+    # Set: this node is a route reflector for that cluster ID (RFC 4456).
+    route_reflector_cluster_id: str = attrs.field(default="", converter=_checked(_cluster_id))
+
+    calico_only: ClassVar[frozenset[str]] = frozenset(
+        {"ipv4IPIPTunnelAddr", "ipv4VXLANTunnelAddr", "ipv6VXLANTunnelAddr"})
+
+    def __attrs_post_init__(self) -> None:
+        if not self.ipv4_address and not self.ipv6_address:
+            raise _bad("ipv4Address", "", "a node's bgp needs ipv4Address and/or ipv6Address")
+
+    @property
+    def ipv4(self) -> ipaddress.IPv4Interface | None:
+        return ipaddress.IPv4Interface(self.ipv4_address) if self.ipv4_address else None
+
+    @property
+    def ipv6(self) -> ipaddress.IPv6Interface | None:
+        return ipaddress.IPv6Interface(self.ipv6_address) if self.ipv6_address else None
+
+
+@attrs.frozen
+class NodeAddress:
+    address: str = attrs.field(converter=_checked(lambda v: str(ipaddress.ip_interface(v))))
+    type: str = ""
+
+
+@attrs.frozen
+class NodeSpec:
+    bgp: NodeBGPSpec | None = None
+    addresses: tuple[NodeAddress, ...] = ()
+
+    calico_only: ClassVar[frozenset[str]] = frozenset(
+        {"orchRefs", "wireguard", "ipv4VXLANTunnelAddr", "vxlanTunnelMACAddr", "ipv6VXLANTunnelAddr",
+         "vxlanTunnelMACAddrV6", "interfaceIPv4Address", "interfaceIPv6Address"})
+
+
+@attrs.frozen
+class Node:
+    kind: ClassVar[str] = "Node"
+    metadata: Metadata
+    spec: NodeSpec = attrs.field(factory=NodeSpec)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.metadata.labels
+
+
+# ------------------------------------------------------------------------------------------------
+# BGPConfiguration
+
+@attrs.frozen
+class Community:
+    name: str = attrs.field(converter=_checked(name))
+    value: str = attrs.field(converter=_checked(community))
+
+
+@attrs.frozen
+class PrefixAdvertisement:
+    cidr: str = attrs.field(converter=_checked(cidr))
+    communities: tuple[str, ...] = attrs.field(default=(), converter=_checked(_tuple_of(str)))
+
+
+@attrs.frozen
+class Damping:
+    """RFC 2439 route flap damping. Defaults are the usual vendor ones (Cisco/Juniper/FRR)."""
+
+    enabled: bool = attrs.field(default=False, converter=_checked(_bool))
+    half_life: Seconds = attrs.field(default=900, converter=_checked(seconds))      # 15 min
+    suppress: int = attrs.field(default=2000, converter=_checked(_int_range(1, 1_000_000)))
+    reuse: int = attrs.field(default=750, converter=_checked(_int_range(1, 1_000_000)))
+    max_suppress: Seconds = attrs.field(default=3600, converter=_checked(seconds))  # 60 min
+
+    def __attrs_post_init__(self) -> None:
+        if self.reuse >= self.suppress:
+            raise _bad("reuse", self.reuse, f"must be below suppress ({self.suppress})")
+        if self.half_life <= 0:
+            raise _bad("halfLife", self.half_life, "must be positive")
+        if self.max_suppress < self.half_life:
+            raise _bad("maxSuppress", self.max_suppress, f"must be at least halfLife ({self.half_life}s)")
+
+
+def _hold_time(value: Any) -> int:
+    s = seconds(value)
+    if s != 0 and not 3 <= s <= 65535:
+        raise ValueError("hold time is 0 or 3..65535 seconds (RFC 4271)")
+    return s
+
+
+def _optional_hold_time(value: Any) -> int | None:
+    return None if value is None else _hold_time(value)
+
+
+def _check_timers(hold: int | None, keepalive: int | None) -> None:
+    if hold is not None and keepalive is not None and hold > 0 and keepalive >= hold:
+        raise _bad("keepaliveTime", keepalive, f"must be below holdTime ({hold}s)")
+    if hold == 0 and keepalive:
+        raise _bad("keepaliveTime", keepalive, "must be 0 when holdTime is 0")
+
+
+@attrs.frozen
+class BGPConfigurationSpec:
+    log_severity_screen: str = attrs.field(
+        default="Info", converter=_checked(_one_of("Debug", "Info", "Warning", "Error", "Fatal")))
+    node_to_node_mesh_enabled: bool = attrs.field(default=True, converter=_checked(_bool))
+    as_number: ASNumber = attrs.field(default=64512, converter=_checked(as_number))
+    listen_port: int = attrs.field(default=179, converter=_checked(_int_range(1, 65535)))
+    hold_time: Seconds = attrs.field(default=90, converter=_checked(_hold_time))
+    keepalive_time: Seconds = attrs.field(default=30, converter=_checked(seconds))
+    communities: tuple[Community, ...] = ()
+    prefix_advertisements: tuple[PrefixAdvertisement, ...] = ()
+    damping: Damping = attrs.field(factory=Damping)
+
+    calico_only: ClassVar[frozenset[str]] = frozenset(
+        {"serviceLoadBalancerIPs", "serviceExternalIPs", "serviceClusterIPs", "nodeMeshPassword",
+         "nodeMeshMaxRestartTime", "bindMode", "ignoredInterfaces", "localWorkloadPeeringIPV4",
+         "localWorkloadPeeringIPV6", "programClusterRoutes"})
+
+    def __attrs_post_init__(self) -> None:
+        _check_timers(self.hold_time, self.keepalive_time)
+        names = {c.name for c in self.communities}
+        for i, adv in enumerate(self.prefix_advertisements):
+            for j, c in enumerate(adv.communities):
+                if c not in names:
+                    try:
+                        community(c)
+                    except ValueError:
+                        raise _bad(f"prefixAdvertisements[{i}].communities[{j}]", c,
+                                   "neither a community value nor a name defined in communities") from None
+
+    def community_value(self, name_or_value: str) -> str:
+        for c in self.communities:
+            if c.name == name_or_value:
+                return c.value
+        return community(name_or_value)
+
+
+@attrs.frozen
+class BGPConfiguration:
+    kind: ClassVar[str] = "BGPConfiguration"
+    metadata: Metadata = attrs.field(factory=lambda: Metadata("default"))
+    spec: BGPConfigurationSpec = attrs.field(factory=BGPConfigurationSpec)
+
+    def __attrs_post_init__(self) -> None:
+        if self.metadata.name != "default":
+            raise _bad("metadata.name", self.metadata.name,
+                       "only the cluster-wide BGPConfiguration 'default' is supported (per-node 'node.<name>' is not)")
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+# ------------------------------------------------------------------------------------------------
+# BGPPeer
+
+@attrs.frozen
+class SecretKeyRef:
+    name: str = attrs.field(converter=_checked(name))
+    key: str = attrs.field(converter=_checked(lambda v: v if isinstance(v, str) and v else _raise("a key is required")))
+
+
+def _raise(msg: str) -> Any:
+    raise ValueError(msg)
+
+
+@attrs.frozen(repr=False)
+class BGPPassword:
+    """Where a session password comes from: a secret in etcd (keys.secret(name), field key) or a file
+    on the node. The password itself is never part of a resource, so it is never printed."""
+
+    secret_key_ref: SecretKeyRef | None = None
+    file: str = attrs.field(default="", converter=_checked(
+        lambda v: v if v in ("", None) or (isinstance(v, str) and v.startswith("/"))
+        else _raise("expected an absolute path")))
+
+    def __attrs_post_init__(self) -> None:
+        if (self.secret_key_ref is None) == (not self.file):
+            raise _bad("", {"secretKeyRef": bool(self.secret_key_ref), "file": self.file},
+                       "set exactly one of secretKeyRef or file")
+
+    def __repr__(self) -> str:
+        where = f"secret {self.secret_key_ref.name}/{self.secret_key_ref.key}" if self.secret_key_ref else self.file
+        return f"BGPPassword(<from {where}>)"
+
+
+def _source_address(value: Any) -> str:
+    if value in (None, "", "UseNodeIP"):
+        return "UseNodeIP"
+    if value == "None":
+        return "None"
+    try:
+        return ip_address(value)
+    except ValueError:
+        raise ValueError("expected UseNodeIP, None or an IP address") from None
+
+
+@attrs.frozen
+class BGPPeerSpec:
+    node: str = attrs.field(default="", converter=_checked(optional_name))
+    node_selector: Selector | None = attrs.field(default=None, converter=_checked(_optional_selector))
+    peer_ip: str = attrs.field(default="", converter=_checked(peer_ip))
+    as_number: ASNumber | None = attrs.field(default=None, converter=_checked(optional_as_number))
+    peer_selector: Selector | None = attrs.field(default=None, converter=_checked(_optional_selector))
+    keep_original_next_hop: bool = attrs.field(default=False, converter=_checked(_bool))
+    password: BGPPassword | None = None
+    source_address: str = attrs.field(default="UseNodeIP", converter=_checked(_source_address))
+    hold_time: Seconds | None = attrs.field(default=None, converter=_checked(_optional_hold_time))
+    keepalive_time: Seconds | None = attrs.field(default=None, converter=_checked(optional_seconds))
+    max_prefixes: int | None = attrs.field(default=None, converter=_checked(_optional(_int_range(1, 2**32 - 1))))
+    max_prefix_action: str = attrs.field(default="warn",
+                                         converter=_checked(_one_of("warn", "teardown", case_insensitive=True)))
+    filters: tuple[str, ...] = attrs.field(default=(), converter=_checked(_tuple_of(name)))
+    reachable_by: str = attrs.field(default="", converter=_checked(lambda v: "" if v in (None, "") else ip_address(v)))
+
+    calico_only: ClassVar[frozenset[str]] = frozenset(
+        {"maxRestartTime", "numAllowedLocalASNumbers", "ttlSecurity", "localWorkloadSelector", "nextHopMode",
+         "reversePeering"})
+
+    def __attrs_post_init__(self) -> None:
+        if self.node and self.node_selector is not None:
+            raise _bad("nodeSelector", str(self.node_selector), "node and nodeSelector are mutually exclusive")
+        if self.peer_selector is not None:
+            if self.peer_ip:
+                raise _bad("peerIP", self.peer_ip, "peerIP and peerSelector are mutually exclusive")
+            if self.as_number is not None:
+                raise _bad("asNumber", self.as_number,
+                           "a peerSelector peer takes each remote node's AS; asNumber must be empty")
+        else:
+            if not self.peer_ip:
+                raise _bad("peerIP", "", "one of peerIP or peerSelector is required")
+            if self.as_number is None:
+                raise _bad("asNumber", None, "asNumber is required with peerIP")
+        if self.reachable_by and self.peer_ip:
+            if ipaddress.ip_address(self.reachable_by).version != ipaddress.ip_address(self.peer_address).version:
+                raise _bad("reachableBy", self.reachable_by, "must be the same IP version as peerIP")
+        if self.max_prefix_action != "warn" and self.max_prefixes is None:
+            raise _bad("maxPrefixAction", self.max_prefix_action, "needs maxPrefixes")
+        _check_timers(self.hold_time, self.keepalive_time)
+
+    @property
+    def peer_address(self) -> str:
+        return split_peer_ip(self.peer_ip)[0] if self.peer_ip else ""
+
+    @property
+    def peer_port(self) -> int | None:
+        return split_peer_ip(self.peer_ip)[1] if self.peer_ip else None
+
+    def selects_node(self, node: "Node") -> bool:
+        """Does this peering apply to `node`? (global when neither node nor nodeSelector is set)."""
+        if self.node:
+            return node.name == self.node
+        return self.node_selector is None or self.node_selector.matches(node.labels)
+
+
+@attrs.frozen
+class BGPPeer:
+    kind: ClassVar[str] = "BGPPeer"
+    metadata: Metadata
+    spec: BGPPeerSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+# ------------------------------------------------------------------------------------------------
+# BGPFilter
+
+@attrs.frozen
+class PrefixLength:
+    min: int | None = attrs.field(default=None, converter=_checked(_optional(_int_range(0, 128))))
+    max: int | None = attrs.field(default=None, converter=_checked(_optional(_int_range(0, 128))))
+
+    def __attrs_post_init__(self) -> None:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise _bad("min", self.min, f"must not exceed max ({self.max})")
+
+
+@attrs.frozen
+class BGPFilterRule:
+    action: str = attrs.field(converter=_checked(_one_of("Accept", "Reject")))
+    cidr: str = attrs.field(default="", converter=_checked(lambda v: "" if v in (None, "") else cidr(v)))
+    match_operator: str = attrs.field(default="", converter=_checked(
+        lambda v: "" if v in (None, "") else _one_of("Equal", "NotEqual", "In", "NotIn")(v)))
+    prefix_length: PrefixLength | None = None
+    # Export actions (Accept only). Calico's rule `communities` is a *match*; ours are named add* to stay distinct.
+    add_communities: tuple[str, ...] = attrs.field(default=(), converter=_checked(_tuple_of(_community(False))))
+    add_large_communities: tuple[str, ...] = attrs.field(
+        default=(), converter=_checked(_tuple_of(_community(True, standard_ok=False))))
+    local_pref: int | None = attrs.field(default=None, converter=_checked(_optional(_int_range(0, AS_MAX))))
+    as_path_prepend: tuple[ASNumber, ...] = attrs.field(default=(), converter=_checked(_tuple_of(as_number)))
+
+    calico_only: ClassVar[frozenset[str]] = frozenset(
+        {"source", "interface", "peerType", "communities", "asPathPrefix", "priority", "operations"})
+
+    def __attrs_post_init__(self) -> None:
+        if bool(self.cidr) != bool(self.match_operator):
+            field = "matchOperator" if self.cidr else "cidr"
+            raise _bad(field, "", "cidr and matchOperator must both be set or both be empty")
+        if self.prefix_length is not None and not self.cidr:
+            raise _bad("prefixLength", attrs.asdict(self.prefix_length), "cidr is required with prefixLength")
+        if self.action == "Reject":
+            for f in ("add_communities", "add_large_communities", "local_pref", "as_path_prepend"):
+                if getattr(self, f) not in ((), None):
+                    raise _bad(codec.json_name(f), getattr(self, f), "actions are only allowed with action Accept")
+
+    @property
+    def has_actions(self) -> bool:
+        return bool(self.add_communities or self.add_large_communities or self.as_path_prepend) \
+            or self.local_pref is not None
+
+    @property
+    def prefix_range(self) -> tuple[int, int]:
+        """(min, max) prefix length this rule's CIDR match allows (Calico: CIDR's length .. 32/128)."""
+        net = ipaddress.ip_network(self.cidr)
+        pl = self.prefix_length or PrefixLength()
+        return (pl.min if pl.min is not None else net.prefixlen,
+                pl.max if pl.max is not None else net.max_prefixlen)
+
+    def matches(self, prefix: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+        """Does the rule's CIDR condition match `prefix`? (No CIDR: matches everything.)"""
+        if not self.cidr:
+            return True
+        net = ipaddress.ip_network(self.cidr)
+        if net.version != prefix.version:
+            return False
+        lo, hi = self.prefix_range
+        in_len = lo <= prefix.prefixlen <= hi
+        if self.match_operator in ("Equal", "NotEqual"):
+            hit = prefix == net
+        else:
+            hit = prefix.subnet_of(net) and in_len  # type: ignore[arg-type]
+        return hit if self.match_operator in ("Equal", "In") else not hit
+
+
+@attrs.frozen
+class BGPFilterSpec:
+    export_v4: tuple[BGPFilterRule, ...] = ()
+    import_v4: tuple[BGPFilterRule, ...] = ()
+    export_v6: tuple[BGPFilterRule, ...] = ()
+    import_v6: tuple[BGPFilterRule, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        for attr, version in (("export_v4", 4), ("import_v4", 4), ("export_v6", 6), ("import_v6", 6)):
+            field = codec.json_name(attr)
+            for i, rule in enumerate(getattr(self, attr)):
+                where = f"{field}[{i}]"
+                if rule.cidr and ipaddress.ip_network(rule.cidr).version != version:
+                    raise _bad(f"{where}.cidr", rule.cidr, f"{field} rules take IPv{version} CIDRs")
+                if rule.cidr:
+                    top = 32 if version == 4 else 128
+                    plen = ipaddress.ip_network(rule.cidr).prefixlen
+                    pl = rule.prefix_length or PrefixLength()
+                    for bound in ("min", "max"):
+                        v = getattr(pl, bound)
+                        if v is not None and not plen <= v <= top:
+                            raise _bad(f"{where}.prefixLength.{bound}", v,
+                                       f"must be within {plen}..{top} for {rule.cidr}")
+                if attr.startswith("import") and rule.has_actions:
+                    raise _bad(where, "actions", "community/localPref/asPathPrepend actions apply to export rules only")
+
+
+@attrs.frozen
+class BGPFilter:
+    kind: ClassVar[str] = "BGPFilter"
+    metadata: Metadata
+    spec: BGPFilterSpec = attrs.field(factory=BGPFilterSpec)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+# ------------------------------------------------------------------------------------------------
+# PolicyFilter (ours, not Calico's: host protection at XDP)
+
+_PROTOCOLS = {"tcp": "TCP", "udp": "UDP", "sctp": "SCTP", "icmp": "ICMP", "icmpv6": "ICMPv6", "udplite": "UDPLite"}
+
+
+def _protocol(value: Any) -> str | int:
+    if value in (None, ""):
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 255:
+        return value
+    if isinstance(value, str) and value.lower() in _PROTOCOLS:
+        return _PROTOCOLS[value.lower()]
+    raise ValueError(f"expected one of {', '.join(_PROTOCOLS.values())} or a number 1..255")
+
+
+@attrs.frozen
+class ProtoPort:
+    protocol: str = attrs.field(converter=_checked(lambda v: _one_of("tcp", "udp", case_insensitive=True)(v)))
+    port: int = attrs.field(converter=_checked(_int_range(1, 65535)))
+
+    def __str__(self) -> str:
+        return f"{self.protocol}:{self.port}"
+
+
+# Calico's failsafe defaults: ssh, DHCP, BGP, etcd client and peer.
+DEFAULT_FAILSAFE_INBOUND = (ProtoPort("tcp", 22), ProtoPort("udp", 68), ProtoPort("tcp", 179),
+                            ProtoPort("tcp", 2379), ProtoPort("tcp", 2380))
+
+
+@attrs.frozen
+class RuleSource:
+    nets: tuple[str, ...] = attrs.field(default=(), converter=_checked(_tuple_of(cidr)))
+
+
+@attrs.frozen
+class RuleDestination:
+    ports: tuple[Port, ...] = attrs.field(default=(), converter=_checked(_tuple_of(port)))
+
+
+@attrs.frozen
+class PolicyRule:
+    action: str = attrs.field(converter=_checked(_one_of("Deny", "Allow")))
+    source: RuleSource = attrs.field(factory=RuleSource)
+    protocol: str | int = attrs.field(default="", converter=_checked(_protocol))
+    destination: RuleDestination = attrs.field(factory=RuleDestination)
+
+    calico_only: ClassVar[frozenset[str]] = frozenset(
+        {"notProtocol", "icmp", "notICMP", "ipVersion", "http", "metadata"})
+
+    def __attrs_post_init__(self) -> None:
+        if not self.source.nets:
+            raise _bad("source.nets", [], "at least one source CIDR is required (0.0.0.0/0 or ::/0 for all)")
+        if self.destination.ports and self.protocol not in ("TCP", "UDP", "SCTP", 6, 17, 132):
+            raise _bad("destination.ports", list(self.destination.ports), "ports need protocol TCP, UDP or SCTP")
+        if self.action == "Deny" and (self.protocol or self.destination.ports):
+            raise _bad("protocol", self.protocol or "",
+                       "Deny rules match on source nets only; use an Allow rule for protocol/port exceptions")
+
+
+def _ifname(value: Any) -> str:
+    if not isinstance(value, str) or not _IFNAME.match(value):
+        raise ValueError("expected an interface name or pattern like eth0, ens*, max 15 characters")
+    return value
+
+
+@attrs.frozen
+class PolicyFilterSpec:
+    node_selector: Selector = attrs.field(default=ALL, converter=_checked(_selector))
+    interfaces: tuple[str, ...] = attrs.field(default=(), converter=_checked(_tuple_of(_ifname)))  # empty: uplinks
+    rules: tuple[PolicyRule, ...] = ()
+    failsafe_inbound_ports: tuple[ProtoPort, ...] = DEFAULT_FAILSAFE_INBOUND
+
+
+@attrs.frozen
+class PolicyFilter:
+    kind: ClassVar[str] = "PolicyFilter"
+    metadata: Metadata
+    spec: PolicyFilterSpec = attrs.field(factory=PolicyFilterSpec)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+# ------------------------------------------------------------------------------------------------
+# Kinds
+
+Resource = Union[IPPool, Node, BGPConfiguration, BGPPeer, BGPFilter, PolicyFilter]
+KINDS: dict[str, type] = {c.kind: c for c in (IPPool, Node, BGPConfiguration, BGPPeer, BGPFilter, PolicyFilter)}
+CALICO_KINDS = frozenset({"IPPool", "Node", "BGPConfiguration", "BGPPeer", "BGPFilter"})
+
+_ALIASES = {
+    "IPPool": ["ippool", "ippools", "pool", "pools", "ipp"],
+    "Node": ["node", "nodes", "no"],
+    "BGPConfiguration": ["bgpconfiguration", "bgpconfigurations", "bgpconfig", "bgpconfigs", "bgpc"],
+    "BGPPeer": ["bgppeer", "bgppeers", "peer", "peers", "bgpp"],
+    "BGPFilter": ["bgpfilter", "bgpfilters", "bgpf"],
+    "PolicyFilter": ["policyfilter", "policyfilters", "pf", "policy", "policies"],
+}
+_BY_ALIAS = {alias: kind for kind, aliases in _ALIASES.items() for alias in aliases}
+
+
+def resolve_kind(text: str) -> type:
+    """'ippools', 'BGPConfig', 'bgppeer' ... -> the resource class; UnknownKind otherwise."""
+    kind = _BY_ALIAS.get(text.lower())
+    if kind is None:
+        raise UnknownKind(f"unknown kind {text!r}; known: {', '.join(KINDS)}")
+    return KINDS[kind]
+
+
+# ------------------------------------------------------------------------------------------------
+# The codec: resources <-> dicts/JSON through calico_bgp.datastore.codec, with errors that name paths
+
+def _passthrough(value: Any, _type: Any) -> Any:
+    return value  # the attrs converter on the field parses and names the field on error
+
+
+for _t in (Selector, ASNumber, Seconds, Port):
+    codec.converter.register_structure_hook(_t, _passthrough)
+codec.converter.register_unstructure_hook(Selector, str)
+codec.converter.register_unstructure_hook(Port, lambda v: v)
+
+
+def _messages(exc: BaseException, path: str, cls: Any = None) -> list[str]:
+    if isinstance(exc, ForbiddenExtraKeysError):
+        only = getattr(exc.cl, "calico_only", frozenset())
+        ignored = getattr(exc.cl, "ignored", frozenset())
+        return [f"{_join(path, f)}: " + ("field not supported by calico-bgp" if f in only else "unknown field")
+                for f in sorted(exc.extra_fields) if f not in ignored]
+    if isinstance(exc, cattrs.BaseValidationError):
+        with_notes, without = exc.group_exceptions()
+        out: list[str] = []
+        for inner, note in with_notes:
+            if isinstance(note, IterableValidationNote):
+                out += _messages(inner, f"{path}[{note.index}]", note.type)
+            else:
+                out += _messages(inner, _join(path, codec.json_name(note.name)), note.type)
+        for inner in without:
+            out += _messages(inner, path, getattr(exc, "cl", None))
+        return out
+    if isinstance(exc, InvalidField):
+        return [exc.message(path)]
+    if isinstance(exc, KeyError):
+        return [f"{path}: required"]
+    expected = getattr(cls, "__name__", None) or str(cls)
+    if attrs.has(cls) if isinstance(cls, type) else False:
+        return [f"{path}: expected a mapping ({exc})"]
+    if str(exc).startswith("expected"):
+        return [f"{path or 'value'}: {exc}"]
+    return [f"{path or 'value'}: expected {expected} ({exc})"]
+
+
+def _strip_ignored_metadata(data: Any) -> Any:
+    if isinstance(data, Mapping) and isinstance(data.get("metadata"), Mapping):
+        meta = {k: v for k, v in data["metadata"].items() if k not in Metadata.ignored}
+        data = {**data, "metadata": meta}
+    return data
+
+
+def from_dict(cls: type[T], data: Any, *, where: str) -> T:
+    """A resource from its {metadata, spec} dict; InvalidResource('<where>: <path>: <problem>; ...')."""
+    if not isinstance(data, Mapping):
+        raise InvalidResource(f"{where}: expected a mapping with metadata and spec")
+    data = _strip_ignored_metadata(data)
+    if data.get("spec") is None and "spec" in data:
+        data = {k: v for k, v in data.items() if k != "spec"}
+    try:
+        return codec.converter.structure(data, cls)
+    except (cattrs.BaseValidationError, InvalidField, ValueError, TypeError, KeyError) as exc:
+        raise InvalidResource(f"{where}: {'; '.join(_messages(exc, '', cls)) or exc}") from None
+
+
+def to_dict(resource: Any) -> dict[str, Any]:
+    """{metadata, spec} with JSON types only (lists, not tuples); defaults omitted."""
+    return json.loads(codec.encode(resource))
+
+
+def encode(resource: Any) -> bytes:
+    return codec.encode(resource)
+
+
+def decode(cls: type[T], raw: bytes | str, *, where: str) -> T:
+    """A stored value back into a resource; errors name `where` (the etcd key)."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidResource(f"{where}: not valid JSON ({exc})") from None
+    return from_dict(cls, data, where=where)
+
+
+def describe(resource: Any) -> str:
+    return f"{resource.kind} {resource.metadata.name!r}"
