@@ -7,10 +7,13 @@ Layout (as in Calico's AllocationBlock): `allocations[ordinal]` is an index into
 (or None when free); `unallocated` is the order free ordinals are handed out in (a released
 ordinal goes to the back, so an address is not re-used at once); `sequence_numbers[ordinal]`
 is the block counter at the moment the ordinal was allocated, so a release naming an older
-sequence number cannot free an address that has since been re-used.
+sequence number cannot free an address that has since been re-used. Counters are stored as
+offsets from `sequence_base` (the creation time in ns, so a recreated block never repeats a
+number) to keep the stored block small.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from typing import Iterable, Mapping
@@ -20,6 +23,11 @@ import attrs
 from ipam.errors import BlockConflict, InvalidAddress, StaleRelease
 
 HOST_PREFIX = "host:"
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(cidr)
 
 
 def host_affinity(node: str) -> str:
@@ -73,8 +81,9 @@ class Block:
     unallocated: tuple[int, ...]
     affinity: str | None = None
     attributes: tuple[AllocationAttribute, ...] = ()
-    sequence_number: int = 0
-    sequence_numbers: dict[str, int] = attrs.field(factory=dict)  # JSON keys are strings
+    sequence_base: int = 0
+    sequence_number: int = 0  # the next offset from sequence_base
+    sequence_numbers: dict[str, int] = attrs.field(factory=dict)  # ordinal -> offset (JSON keys are strings)
     seen_empty: int = 0
 
     # --- construction and addressing -------------------------------------------------------
@@ -85,11 +94,11 @@ class Block:
         # A recreated block starts from a new counter, so old sequence numbers never match again.
         seq = time.time_ns() if sequence_number is None else sequence_number
         return cls(cidr=str(net), allocations=(None,) * n, unallocated=tuple(range(n)),
-                   affinity=host_affinity(node) if node else None, sequence_number=seq)
+                   affinity=host_affinity(node) if node else None, sequence_base=seq)
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-        return ipaddress.ip_network(self.cidr)
+        return parse_network(self.cidr)
 
     @property
     def size(self) -> int:
@@ -135,7 +144,8 @@ class Block:
         return len(self.unallocated) == self.size
 
     def seq_of(self, ordinal: int) -> int | None:
-        return self.sequence_numbers.get(str(ordinal))
+        off = self.sequence_numbers.get(str(ordinal))
+        return None if off is None else self.sequence_base + off
 
     def handle_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -182,11 +192,13 @@ class Block:
         seqs = dict(self.sequence_numbers)
         seq = self.sequence_number
         borrowed = node is not None and node != self.host
+        first = int(self.network.network_address)
+        make_ip = type(self.network.network_address)
         out = []
         for o in take:
             allocations[o] = idx
             seqs[str(o)] = seq
-            out.append(Allocated(self.ip(o), self.cidr, seq, handle, node, borrowed))
+            out.append(Allocated(str(make_ip(first + o)), self.cidr, self.sequence_base + seq, handle, node, borrowed))
             seq += 1
         block = attrs.evolve(self, allocations=tuple(allocations), unallocated=self.unallocated[len(take):],
                              attributes=tuple(attributes), sequence_number=seq, sequence_numbers=seqs,

@@ -1,6 +1,7 @@
 """The pool as IPAM sees it: a CIDR cut into blocks. Callers decide which pools a node may use."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 import zlib
 from typing import Iterator
@@ -31,7 +32,7 @@ class Pool:
 
     @property
     def network(self) -> IPNetwork:
-        return ipaddress.ip_network(self.cidr)
+        return _network(self.cidr)
 
     @property
     def version(self) -> int:
@@ -42,8 +43,7 @@ class Pool:
         return self.network.num_addresses
 
     def contains(self, cidr_or_ip: str) -> bool:
-        net = ipaddress.ip_network(cidr_or_ip, strict=False)
-        return net.version == self.version and net.subnet_of(self.network)  # type: ignore[arg-type]
+        return _contains(self.cidr, cidr_or_ip)
 
     def block_count(self) -> int:
         return 1 << (self.block_size - self.network.prefixlen)
@@ -59,6 +59,21 @@ class Pool:
         for i in range(n):
             j = (start + i) % n
             yield str(cls((base + j * step, self.block_size)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _network(cidr: str) -> IPNetwork:
+    return ipaddress.ip_network(cidr)
+
+
+@functools.lru_cache(maxsize=65536)
+def _contains(pool_cidr: str, cidr_or_ip: str) -> bool:
+    try:
+        net = ipaddress.ip_network(cidr_or_ip, strict=False)
+    except ValueError:
+        return False
+    pool = _network(pool_cidr)
+    return net.version == pool.version and net.subnet_of(pool)  # type: ignore[arg-type]
 
 
 def pool_for(pools: list[Pool], cidr_or_ip: str) -> Pool | None:

@@ -16,7 +16,7 @@ def test_new_block_is_empty_and_free_in_order():
     assert b.is_empty() and b.free_count == 4 and b.host == "n1"
     b, got = b.allocate(3, "h1", "n1")
     assert [a.ip for a in got] == ["198.19.0.0", "198.19.0.1", "198.19.0.2"]
-    assert [a.seq for a in got] == [10, 11, 12]
+    assert [a.seq for a in got] == [10, 11, 12] and b.sequence_numbers == {"0": 0, "1": 1, "2": 2}
     assert not any(a.borrowed for a in got)
     assert b.count_for("h1") == 3 and b.free_count == 1
 
