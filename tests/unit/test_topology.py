@@ -1,0 +1,85 @@
+import pytest
+
+from calico_bgp.model import (BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, Metadata, Node,
+                              NodeBGPSpec, NodeSpec)
+from calico_bgp.topology import TopologyError, router_id, sessions_for
+
+
+def node(name, v4="", v6="", asn=None, cluster="", **labels):
+    return Node(Metadata(name, labels), NodeSpec(bgp=NodeBGPSpec(ipv4_address=v4, ipv6_address=v6, as_number=asn,
+                                                                  route_reflector_cluster_id=cluster)))
+
+
+def cfg(mesh=True, asn=64512):
+    return BGPConfiguration(spec=BGPConfigurationSpec(node_to_node_mesh_enabled=mesh, as_number=asn))
+
+
+def peer(name, **spec):
+    return BGPPeer(Metadata(name), BGPPeerSpec(**spec))
+
+
+A = node("a", "198.18.0.1/24", "2001:db8::1/64")
+B = node("b", "198.18.0.2/24", "2001:db8::2/64")
+C = node("c", "198.18.0.3/24")
+NODES = [A, B, C]
+
+
+def test_full_mesh_one_session_per_pair_and_family_lower_address_passive():
+    s = sessions_for(A, NODES, cfg(), [])
+    assert [(x.peer_address, x.kind, x.passive) for x in s] == [
+        ("198.18.0.2", "mesh", True), ("198.18.0.3", "mesh", True), ("2001:db8::2", "mesh", True)]
+    back = {x.peer_address: x for x in sessions_for(B, NODES, cfg(), [])}
+    assert back["198.18.0.1"].passive is False  # exactly one side dials
+    assert all(x.ibgp and x.local_as == 64512 for x in s)
+
+
+def test_mesh_off_means_no_node_sessions():
+    assert sessions_for(A, NODES, cfg(mesh=False), []) == []
+
+
+def test_fabric_peer_global_per_node_and_by_selector():
+    rack1 = node("r1", "198.18.1.10/24", rack="1")
+    rack2 = node("r2", "198.18.2.10/24", rack="2")
+    peers = [peer("tor1", peer_ip="198.18.1.1", as_number=65001, node_selector="rack == '1'"),
+             peer("tor2", peer_ip="198.18.2.1:1790", as_number=65002, node="r2"),
+             peer("spine", peer_ip="198.18.9.1", as_number=65100)]
+    s1 = {x.peer_address: x for x in sessions_for(rack1, [rack1, rack2], cfg(mesh=False), peers)}
+    assert set(s1) == {"198.18.1.1", "198.18.9.1"}
+    assert s1["198.18.1.1"].kind == "fabric" and not s1["198.18.1.1"].ibgp and s1["198.18.1.1"].peer_name == "tor1"
+    s2 = {x.peer_address: x for x in sessions_for(rack2, [rack1, rack2], cfg(mesh=False), peers)}
+    assert s2["198.18.2.1"].peer_port == 1790
+
+
+def test_as_per_rack_node_as_overrides_global():
+    n = node("r1", "198.18.1.10/24", asn=65010)
+    [s] = sessions_for(n, [n], cfg(mesh=False), [peer("tor", peer_ip="198.18.1.1", as_number=65001)])
+    assert (s.local_as, s.peer_as) == (65010, 65001)
+
+
+def test_route_reflectors_leave_the_mesh_and_serve_clients_via_peer_selector():
+    rr1 = node("rr1", "198.18.0.101/24", cluster="198.18.0.100", **{"route-reflector": "true"})
+    rr2 = node("rr2", "198.18.0.102/24", cluster="198.18.0.100", **{"route-reflector": "true"})
+    nodes = [A, B, C, rr1, rr2]
+    to_rrs = peer("to-rrs", node_selector="all()", peer_selector="has(route-reflector)")
+    # mesh still on: clients mesh among themselves, RRs are not in it
+    sa = {x.peer_address: x.kind for x in sessions_for(A, nodes, cfg(), [to_rrs])}
+    assert sa == {"198.18.0.2": "mesh", "198.18.0.3": "mesh", "2001:db8::2": "mesh",
+                  "198.18.0.101": "to-rr", "198.18.0.102": "to-rr"}
+    # mesh off: clients peer only with their RRs
+    sa = {x.peer_address: x.kind for x in sessions_for(A, nodes, cfg(mesh=False), [to_rrs])}
+    assert sa == {"198.18.0.101": "to-rr", "198.18.0.102": "to-rr"}
+    srr = {x.peer_address: x for x in sessions_for(rr1, nodes, cfg(mesh=False), [to_rrs])}
+    assert {a: x.kind for a, x in srr.items()} == {
+        "198.18.0.1": "rr-client", "198.18.0.2": "rr-client", "198.18.0.3": "rr-client", "198.18.0.102": "rr-peer"}
+    assert srr["198.18.0.1"].rr_client and not srr["198.18.0.102"].rr_client
+
+
+def test_node_without_address_is_an_error_naming_it():
+    with pytest.raises(TopologyError, match="node x"):
+        sessions_for(Node(Metadata("x")), NODES, cfg(), [])
+
+
+def test_router_id_prefers_ipv4_and_is_stable_for_v6_only():
+    assert router_id(A) == "198.18.0.1"
+    v6 = node("v6only", v6="2001:db8::9/64")
+    assert router_id(v6) == router_id(v6) and router_id(v6).startswith("198.18.")
