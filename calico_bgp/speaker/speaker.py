@@ -1,0 +1,337 @@
+"""The speaker: ExaBGP driven from one trio program.
+
+    speaker = Speaker(state_dir)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(speaker.run)
+        await speaker.set_neighbors([Neighbor(...), ...])
+        await speaker.announce(None, ["198.19.1.0/26"])           # every neighbor, next hop self
+        async for event in speaker.events: ...                     # Update / EndOfRib / PeerState ...
+
+What the agent asked for is kept (RouteIntent) and replayed to a neighbor when its session comes
+up, because ExaBGP does not replay API routes to a neighbor that a reload added.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import trio
+
+from calico_bgp.speaker import commands as cmds
+from calico_bgp.speaker.channel import CommandWindow, LineReader
+from calico_bgp.speaker.commands import RouteChange, RouteSpec
+from calico_bgp.speaker.config import render_config
+from calico_bgp.speaker.errors import MalformedMessage
+from calico_bgp.speaker.events import (
+    Ack, BridgeConnected, BridgeLost, Event, ExaBGPShutdown, Ignored, PeerState, Text,
+)
+from calico_bgp.speaker.intent import RouteIntent
+from calico_bgp.speaker.neighbor import Neighbor
+from calico_bgp.speaker.parse import parse_line
+from calico_bgp.speaker.process import Backoff, ExaBGPProcess, exabgp_command, exabgp_env, kill_leftover
+
+log = logging.getLogger("calico_bgp.speaker")
+
+
+def bridge_command(socket_path: Path) -> list[str]:
+    return [sys.executable, "-m", "calico_bgp.speaker.bridge", "--socket", str(socket_path)]
+
+
+def _atomic_write(path: Path, text: str) -> bool:
+    """Write if different; True when the file changed."""
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+class Speaker:
+    def __init__(self, state_dir: str | os.PathLike[str], *, netns: str | None = None,
+                 exabgp_cmd: Sequence[str] | None = None, max_in_flight: int = 32,
+                 max_nlri: int = cmds.MAX_NLRI_PER_COMMAND, env: dict[str, str] | None = None,
+                 backoff: Backoff | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.config_path = self.state_dir / "exabgp.conf"
+        self.socket_path = self.state_dir / "api.sock"
+        self.pidfile = self.state_dir / "exabgp.pid"
+        self.netns = netns
+        self.exabgp_cmd = list(exabgp_cmd or exabgp_command())
+        self.env = env or {}
+        self.max_nlri = max_nlri
+        self.backoff = backoff or Backoff()
+        self.intent = RouteIntent()
+        self.window = CommandWindow(max_in_flight)
+        self._event_tx, self.events = trio.open_memory_channel[Event](math.inf)
+        self.peers: dict[str, PeerState] = {}
+        self.stats = {"events": 0, "malformed": 0, "ignored": 0, "restarts": 0, "replays": 0,
+                      "replayed_routes": 0, "dropped_commands": 0, "bridge_connections": 0}
+        self.process: ExaBGPProcess | None = None
+        self._conn: trio.abc.Stream | None = None
+        self._conn_scope: trio.CancelScope | None = None
+        self._bridge_exabgp_pids: set[int] = set()
+        self._send_lock = trio.Lock()
+        self._changed = trio.Event()
+        self._replay_tx, self._replay_rx = trio.open_memory_channel[str | None](math.inf)
+        self._closing = False
+        self._connected = trio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the bridge and supervise ExaBGP until cancelled; ExaBGP is stopped on the way out."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        kill_leftover(self.pidfile)
+        self.socket_path.unlink(missing_ok=True)
+        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        await sock.bind(str(self.socket_path))
+        sock.listen(8)
+        listener = trio.SocketListener(sock)
+        self._write_config()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._accept, listener, nursery)
+                nursery.start_soon(self._replayer)
+                nursery.start_soon(self._supervise)
+                task_status.started()
+        finally:
+            self._closing = True
+            with trio.CancelScope(shield=True):
+                if self.process is not None:
+                    await self.process.stop()
+                    with trio.move_on_after(3):
+                        await self.process.wait()
+                await listener.aclose()
+                self.socket_path.unlink(missing_ok=True)
+
+    def _exabgp_argv(self) -> list[str]:
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        return prefix + self.exabgp_cmd + [str(self.config_path)]
+
+    async def _supervise(self) -> None:
+        env = exabgp_env(**self.env)
+        while not self._closing:
+            self._write_config()
+            started = trio.current_time()
+            self.process = proc = ExaBGPProcess.start(self._exabgp_argv(), env, self.pidfile, self.state_dir)
+            async with trio.open_nursery() as n:
+                n.start_soon(proc.pump_log)
+                code = await proc.wait()
+                n.cancel_scope.cancel()
+            self.process = None
+            if self._closing:
+                return
+            self.stats["restarts"] += 1
+            delay = self.backoff.next(trio.current_time() - started)
+            log.warning("exabgp_exited pid=%d code=%s restart_in=%.1fs", proc.pid, code, delay)
+            for peer, st in list(self.peers.items()):
+                if st.state != "down":
+                    self._emit_state(PeerState(peer=peer, state="down", reason="exabgp exited"))
+            await trio.sleep(delay)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self.process is not None:
+            await self.process.stop()
+
+    # -- the bridge ----------------------------------------------------------------------
+    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            stream = await listener.accept()
+            if self._conn_scope is not None:
+                self._conn_scope.cancel()  # a newer bridge replaces the old one
+            nursery.start_soon(self._serve_bridge, stream)
+
+    async def _serve_bridge(self, stream: trio.SocketStream) -> None:
+        with trio.CancelScope() as scope:
+            self._conn_scope = scope
+            reader = LineReader(stream)
+            lines = reader.lines()
+            try:
+                hello = await lines.__anext__()
+            except StopAsyncIteration:
+                await stream.aclose()
+                return
+            fields = dict(f.split("=", 1) for f in hello.split()[2:] if "=" in f)
+            exabgp_pid = int(fields.get("exabgp", "0") or 0)
+            dropped = int(fields.get("dropped", "0") or 0)
+            await self.window.fail_all()  # answers to commands sent to an old bridge never come
+            self._conn = stream
+            self.stats["bridge_connections"] += 1
+            log.info("bridge_connected hello=%r", hello)
+            if dropped:
+                log.warning("bridge_dropped_lines count=%d", dropped)
+            self._emit(BridgeConnected())
+            self._connected.set()
+            # the same ExaBGP with a new bridge: sessions did not restart, no `up` will come
+            if exabgp_pid in self._bridge_exabgp_pids:
+                for key, st in self.peers.items():
+                    if st.state == "up":
+                        self._replay_tx.send_nowait(key)
+            self._bridge_exabgp_pids.add(exabgp_pid)
+            try:
+                async for line in lines:
+                    await self._on_line(line)
+            finally:
+                if self._conn is stream:
+                    self._conn = None
+                    self._connected = trio.Event()
+                    with trio.CancelScope(shield=True):
+                        await self.window.fail_all()
+                    self._emit(BridgeLost())
+                    log.warning("bridge_lost")
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+
+    async def _on_line(self, line: str) -> None:
+        try:
+            items = parse_line(line)
+        except MalformedMessage as e:
+            self.stats["malformed"] += 1
+            log.warning("exabgp_malformed why=%r line=%r", e.why, e.line[:200])
+            return
+        for item in items:
+            if isinstance(item, Ack):
+                await self.window.ack(item.ok)
+            elif isinstance(item, Text):
+                log.debug("exabgp_text text=%r", item.text)
+            elif isinstance(item, Ignored):
+                self.stats["ignored"] += 1
+            elif isinstance(item, PeerState):
+                self._emit_state(item)
+            elif isinstance(item, ExaBGPShutdown):
+                self._emit(item)
+            else:
+                self._emit(item)
+
+    def _emit(self, event: Event) -> None:
+        self.stats["events"] += 1
+        self._event_tx.send_nowait(event)
+
+    def _emit_state(self, st: PeerState) -> None:
+        prev = self.peers.get(st.peer)
+        self.peers[st.peer] = st
+        log.info("peer_state peer=%s state=%s reason=%r", st.peer, st.state, st.reason)
+        if st.state == "up" and (prev is None or prev.state != "up"):
+            self._replay_tx.send_nowait(st.peer)
+        self._emit(st)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _replayer(self) -> None:
+        # its own task: the bridge reader must never wait on the command window it feeds acks to
+        async for key in self._replay_rx:
+            if key is None or key not in self.intent.neighbors:
+                continue
+            changes = self.intent.replay(key)
+            self.stats["replays"] += 1
+            self.stats["replayed_routes"] += len(changes)
+            log.info("replay peer=%s routes=%d", key, len(changes))
+            await self._apply(changes)
+
+    # -- commands ------------------------------------------------------------------------
+    async def send(self, lines: Iterable[str]) -> int:
+        """Send command lines within the in-flight window; returns how many went out."""
+        sent = 0
+        for line in lines:
+            if "\n" in line:
+                raise ValueError("a command is one line")
+            async with self._send_lock:
+                await self.window.reserve()
+                conn = self._conn
+                if conn is None:
+                    self.stats["dropped_commands"] += 1
+                    continue
+                self.window.add(line)
+                try:
+                    await conn.send_all(line.encode() + b"\n")
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.stats["dropped_commands"] += 1
+                    continue
+                sent += 1
+        return sent
+
+    async def _apply(self, changes: list[RouteChange]) -> int:
+        configured = self.intent.neighbors
+        lines = cmds.batch([c for c in changes if c.neighbor in configured], self.max_nlri)
+        return await self.send(lines)
+
+    async def announce(self, neighbors: Iterable[str] | None, prefixes: Iterable[str], next_hop: str = "self",
+                       *, wait: bool = False, **attributes: object) -> int:
+        """Announce `prefixes` to `neighbors` (peer addresses) or None for every neighbor.
+
+        `attributes`: origin, local_pref, med, as_path, communities, large_communities,
+        originator_id, cluster_list (see RouteSpec). Returns the number of route changes sent.
+        """
+        spec = RouteSpec(next_hop=next_hop, **attributes)  # type: ignore[arg-type]
+        changes = self.intent.announce(self._keys(neighbors), prefixes, spec)
+        await self._apply(changes)
+        if wait:
+            await self.window.drained()
+        return len(changes)
+
+    async def withdraw(self, neighbors: Iterable[str] | None, prefixes: Iterable[str], *, wait: bool = False) -> int:
+        changes = self.intent.withdraw(self._keys(neighbors), prefixes)
+        await self._apply(changes)
+        if wait:
+            await self.window.drained()
+        return len(changes)
+
+    @staticmethod
+    def _keys(neighbors: Iterable[str] | None) -> list[str] | None:
+        if neighbors is None:
+            return None
+        import ipaddress
+        return [str(ipaddress.ip_address(n)) for n in ([neighbors] if isinstance(neighbors, str) else neighbors)]
+
+    # -- sessions ------------------------------------------------------------------------
+    def _write_config(self) -> bool:
+        text = render_config(self.intent.neighbors.values(), bridge_command(self.socket_path))
+        return _atomic_write(self.config_path, text)
+
+    async def set_neighbors(self, neighbors: Iterable[Neighbor], teardown_wait: float = 1.0) -> None:
+        """Make ExaBGP's sessions these; unchanged sessions stay up (ExaBGP reloads only the diff)."""
+        new = {n.key: n for n in neighbors}
+        removed = [k for k in self.intent.neighbors if k not in new]
+        going = [k for k in removed if self.peers.get(k) and self.peers[k].state == "up"]
+        if going and self._conn is not None:
+            await self.send([cmds.teardown(k, 2) for k in going])  # Cease/administrative shutdown
+            await self.window.drained()
+            with trio.move_on_after(teardown_wait):
+                while any(self.peers.get(k) and self.peers[k].state == "up" for k in going):
+                    await self._changed.wait()
+        self.intent.set_neighbors(new.values())
+        for k in removed:
+            self.peers.pop(k, None)
+        if not self._write_config():
+            return
+        log.info("exabgp_reload neighbors=%d removed=%d", len(new), len(removed))
+        if self._conn is not None:
+            await self.send(["reload"])
+            await self.window.drained()
+        elif self.process is not None:
+            self.process.signal(signal.SIGUSR1)
+
+    # -- waiting (agent checks and tests) --------------------------------------------------
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def wait_state(self, peer: str, state: str = "up") -> PeerState:
+        import ipaddress
+        key = str(ipaddress.ip_address(peer))
+        while True:
+            st = self.peers.get(key)
+            if st is not None and st.state == state:
+                return st
+            await self._changed.wait()
+
+    async def drained(self) -> None:
+        await self.window.drained()

@@ -1,0 +1,169 @@
+"""Our Speaker (ExaBGP in one namespace) against BIRD 2 in others: sessions, routes both ways,
+reload that leaves unchanged sessions alone, replay to a neighbor added later, a 20k burst."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from calico_bgp.speaker.events import EndOfRib, PeerState, Update
+from calico_bgp.speaker.neighbor import IPV4_UNICAST, IPV6_UNICAST, Neighbor
+from calico_bgp.speaker.speaker import Speaker
+from tests.netns import needs_root, netns, veth
+from tests.routers import Bird, BirdPeer
+
+pytestmark = [needs_root, pytest.mark.root]
+log = logging.getLogger(__name__)
+
+AS_US, AS_BIRD = 65000, 65001
+
+
+@pytest.fixture
+def lab(tmp_path: Path):
+    """spk <-> b1 (198.18.1.0/24, 2001:db8:1::/64) and spk <-> b2 (198.18.2.0/24)."""
+    with contextlib.ExitStack() as stack:
+        spk = stack.enter_context(netns("s"))
+        b1 = stack.enter_context(netns("b"))
+        b2 = stack.enter_context(netns("c"))
+        veth(spk, "to-b1", b1, "eth0", ("198.18.1.1/24", "2001:db8:1::1/64"), ("198.18.1.2/24", "2001:db8:1::2/64"))
+        veth(spk, "to-b2", b2, "eth0", ("198.18.2.1/24",), ("198.18.2.2/24",))
+        bird1 = stack.enter_context(Bird(b1, "198.18.1.2", tmp_path / "bird1"))
+        bird2 = stack.enter_context(Bird(b2, "198.18.2.2", tmp_path / "bird2"))
+        yield {"spk": spk, "bird1": bird1, "bird2": bird2, "tmp": tmp_path}
+
+
+def n4(peer: str, local: str, **kw) -> Neighbor:
+    return Neighbor(peer_address=peer, peer_as=AS_BIRD, local_as=AS_US, local_address=local,
+                    router_id="198.18.1.1", hold_time=9, **kw)
+
+
+async def poll(predicate, timeout: float = 20.0, every: float = 0.1, what: str = "condition"):
+    with trio.move_on_after(timeout):
+        while True:
+            value = await trio.to_thread.run_sync(predicate)
+            if value:
+                return value
+            await trio.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def next_event(speaker: Speaker, match, timeout: float = 20.0):
+    with trio.fail_after(timeout):
+        async for ev in speaker.events:
+            if match(ev):
+                return ev
+
+
+def import_withdraws(bird: Bird, proto: str) -> int:
+    out = bird.birdc("show", "protocols", "all", proto)
+    m = re.search(r"Import withdraws:\s+(\d+)", out)
+    return int(m.group(1)) if m else 0
+
+
+async def test_sessions_routes_reload_and_replay(lab, nursery):
+    bird1: Bird = lab["bird1"]
+    bird2: Bird = lab["bird2"]
+    bird1.configure([BirdPeer("exa4", AS_BIRD, "198.18.1.1", AS_US, passive=True, hold_time=9),
+                     BirdPeer("exa6", AS_BIRD, "2001:db8:1::1", AS_US, passive=True, ipv4=False, ipv6=True,
+                              hold_time=9)],
+                    static4=["198.19.100.0/24"], static6=["2001:db8:100::/48"])
+    bird2.configure([BirdPeer("exa", AS_BIRD, "198.18.2.1", AS_US, passive=True, hold_time=9)])
+
+    speaker = Speaker(lab["tmp"] / "spk", netns=lab["spk"])
+    await nursery.start(speaker.run)
+    first = n4("198.18.1.2", "198.18.1.1")
+    six = Neighbor(peer_address="2001:db8:1::2", peer_as=AS_BIRD, local_as=AS_US, local_address="2001:db8:1::1",
+                   router_id="198.18.1.1", families=(IPV6_UNICAST,), hold_time=9)
+    await speaker.set_neighbors([first, six])
+
+    with trio.fail_after(30):
+        await speaker.wait_state("198.18.1.2", "up")
+        await speaker.wait_state("2001:db8:1::2", "up")
+
+    # BIRD's static routes arrive as Update events, v4 and v6
+    got: dict[str, Update] = {}
+    with trio.fail_after(20):
+        async for ev in speaker.events:
+            if isinstance(ev, Update):
+                for p in ev.announced:
+                    got[p] = ev
+            if {"198.19.100.0/24", "2001:db8:100::/48"} <= set(got):
+                break
+    assert got["198.19.100.0/24"].announced["198.19.100.0/24"].next_hop == "198.18.1.2"
+    assert got["198.19.100.0/24"].announced["198.19.100.0/24"].as_path == (AS_BIRD,)
+    assert got["2001:db8:100::/48"].family == IPV6_UNICAST
+
+    # our announcements reach BIRD, next hop self, each family on its session
+    await speaker.announce(None, ["198.19.0.0/26", "2001:db8:200::/64"], wait=True)
+    r4 = await poll(lambda: bird1.routes("master4", "exa4").get("198.19.0.0/26"), what="v4 route in bird1")
+    r6 = await poll(lambda: bird1.routes("master6", "exa6").get("2001:db8:200::/64"), what="v6 route in bird1")
+    assert r4 == ["198.18.1.1"] and r6 == ["2001:db8:1::1"]
+
+    # BIRD withdraws: we see it withdrawn
+    bird1.configure(static4=[])
+    ev = await next_event(speaker, lambda e: isinstance(e, Update) and "198.19.100.0/24" in e.withdrawn)
+    assert ev.peer == "198.18.1.2" and ev.family == IPV4_UNICAST
+
+    # adding a neighbor: the existing sessions stay up, nothing withdrawn, and the new one gets our routes
+    before = bird1.protocols()
+    withdraws_before = import_withdraws(bird1, "exa4")
+    second = n4("198.18.2.2", "198.18.2.1")
+    await speaker.set_neighbors([first, six, second])
+    with trio.fail_after(30):
+        await speaker.wait_state("198.18.2.2", "up")
+    r = await poll(lambda: bird2.routes("master4", "exa").get("198.19.0.0/26"), what="replayed route in bird2")
+    assert r == ["198.18.2.1"]
+    assert "2001:db8:200::/64" not in bird2.routes("master6")  # an ipv4-only session gets no v6
+    after = bird1.protocols()
+    for proto in ("exa4", "exa6"):
+        assert after[proto]["since"] == before[proto]["since"], (before, after)
+        assert after[proto]["info"].startswith("Established")
+    assert import_withdraws(bird1, "exa4") == withdraws_before
+    assert bird1.routes("master4", "exa4").get("198.19.0.0/26") == ["198.18.1.1"]
+
+    # removing it: a polite Cease to that peer, the others untouched
+    await speaker.set_neighbors([first, six])
+    await poll(lambda: not bird2.established("exa"), what="bird2 session closed")
+    info = bird2.birdc("show", "protocols", "all", "exa")
+    assert "Administrative shutdown" in info or "shutdown" in info.lower(), info
+    assert bird1.protocols()["exa4"]["since"] == before["exa4"]["since"]
+
+    # withdraw ours
+    await speaker.withdraw(None, ["198.19.0.0/26"], wait=True)
+    await poll(lambda: "198.19.0.0/26" not in bird1.routes("master4", "exa4"), what="route withdrawn in bird1")
+    assert speaker.stats["malformed"] == 0
+    assert speaker.window.errors == 0, "ExaBGP answered error to a command"
+
+
+async def test_burst_of_20000(lab, nursery):
+    bird1: Bird = lab["bird1"]
+    bird1.configure([BirdPeer("exa4", AS_BIRD, "198.18.1.1", AS_US, passive=True, hold_time=9)])
+    speaker = Speaker(lab["tmp"] / "spk", netns=lab["spk"])
+    await nursery.start(speaker.run)
+    await speaker.set_neighbors([n4("198.18.1.2", "198.18.1.1")])
+    with trio.fail_after(30):
+        await speaker.wait_state("198.18.1.2", "up")
+    since = bird1.protocols()["exa4"]["since"]
+    n = 20_000
+    prefixes = [f"198.19.{i // 256}.{i % 256}/32" for i in range(n)]
+    t0 = time.monotonic()
+    await speaker.announce(None, prefixes, wait=True)
+    t_acked = time.monotonic() - t0
+    await poll(lambda: bird1.count("master4", "exa4") >= n, timeout=120, every=0.25, what="20k routes in bird")
+    t_all = time.monotonic() - t0
+    rate = n / t_all
+    log.warning("burst n=%d acked_s=%.2f in_bird_s=%.2f routes_per_s=%.0f", n, t_acked, t_all, rate)
+    print(f"\nburst: {n} routes acked in {t_acked:.2f}s, all in BIRD after {t_all:.2f}s = {rate:.0f} routes/s")
+    t0 = time.monotonic()
+    await speaker.withdraw(None, prefixes, wait=True)
+    await poll(lambda: bird1.count("master4", "exa4") == 0, timeout=120, every=0.25, what="20k withdrawn")
+    t_w = time.monotonic() - t0
+    print(f"burst: {n} withdrawn in {t_w:.2f}s = {n / t_w:.0f} routes/s")
+    assert bird1.protocols()["exa4"]["since"] == since
+    assert speaker.peers["198.18.1.2"].state == "up"
+    assert speaker.window.errors == 0
