@@ -994,9 +994,7 @@ def from_dict(cls: type[T], data: Any, *, where: str) -> T:
 def to_dict(resource: Any) -> dict[str, Any]:
     """{metadata, spec} with JSON types only (lists, not tuples); defaults omitted, but never the name."""
     body = json.loads(codec.encode(resource))
-    body.setdefault("metadata", {"name": resource.metadata.name})
-    body.setdefault("spec", {})
-    return body
+    return {"metadata": body.get("metadata", {"name": resource.metadata.name}), "spec": body.get("spec", {})}
 
 
 def encode(resource: Any) -> bytes:
