@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import httpx
 import trio
@@ -28,25 +28,35 @@ def ssl_context(tls: TLSConfig) -> ssl.SSLContext:
 
 def describe(exc: BaseException) -> str:
     """A short reason for a transport failure ("connection refused", "TLS certificate verify failed: ...")."""
-    seen: BaseException | None = exc
-    while seen is not None:
+    for seen in _causes(exc):
         if isinstance(seen, ssl.SSLCertVerificationError):
             return f"TLS certificate verify failed: {seen.verify_message}"
         if isinstance(seen, ssl.SSLError):
             return f"TLS error: {seen.reason or seen}"
         if isinstance(seen, ConnectionRefusedError):
             return "connection refused"
-        seen = seen.__cause__ or seen.__context__
     if isinstance(exc, httpx.ConnectTimeout):
         return "connect timed out"
     if isinstance(exc, httpx.TimeoutException):
         return "timed out waiting for a response"
     if isinstance(exc, httpx.RemoteProtocolError):
         return f"connection closed by the server ({exc})"
+    if isinstance(exc, httpx.ReadError) and not str(exc):
+        return "connection dropped before a response"
     text = str(exc)
     if "refused" in text.lower():
         return "connection refused"
     return text or type(exc).__name__
+
+
+def _causes(exc: BaseException | None, depth: int = 0) -> Iterator[BaseException]:
+    """exc, its causes, and the members of exception groups among them (trio's connect error holds one per address)."""
+    while exc is not None and depth < 20:
+        yield exc
+        if isinstance(exc, BaseExceptionGroup):
+            for member in exc.exceptions:
+                yield from _causes(member, depth + 1)
+        exc, depth = exc.__cause__ or exc.__context__, depth + 1
 
 
 def _not_sent(exc: httpx.TransportError) -> bool:
@@ -138,7 +148,10 @@ class Transport:
                     resp = await self._http.post(endpoint + path, content=content, headers=self._headers)
             except httpx.TransportError as exc:
                 reason = describe(exc)
+                if endpoint.startswith("https:") and isinstance(exc, httpx.ReadError):
+                    reason += " (does etcd require a client certificate?)"  # Go's TLS 1.3 just hangs up on a cert-less client
                 if not (idempotent or _not_sent(exc)):
+                    self._current = (idx + 1) % n  # the next call starts elsewhere
                     # the request may have been applied: retrying a compare-and-swap elsewhere could misreport it
                     raise EtcdUnavailable([(endpoint, reason + " (request outcome unknown)")]) from exc
                 log.warning("etcd event=endpoint_failed endpoint=%s path=%s reason=%r", endpoint, path, reason)
