@@ -377,7 +377,10 @@ def assign_slots(rule_ids: Iterable[RuleId], previous: Mapping[RuleId, int], cap
     wanted = list(dict.fromkeys(rule_ids))
     kept = {r: s for r, s in previous.items() if r in set(wanted) and 1 <= s <= capacity}
     used = set(kept.values())
-    free = (s for s in range(1, capacity + 1) if s not in used)
+    released = set(previous.values()) - used
+    # a slot just released may still be hit by packets on entries not yet replaced: reuse it last
+    free = iter([s for s in range(1, capacity + 1) if s not in used and s not in released]
+                + sorted(s for s in released if 1 <= s <= capacity))
     out = dict(kept)
     for r in wanted:
         if r not in out:

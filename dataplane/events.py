@@ -1,0 +1,79 @@
+"""Route and link events (IPv4 + IPv6) on a trio-owned netlink socket, decoded lean."""
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from typing import AsyncIterator, Union
+
+import attrs
+import trio
+
+from dataplane import netlink
+from dataplane import rtnl_codec as codec
+from dataplane.dump import Link
+from dataplane.route import KernelRoute
+
+log = logging.getLogger(__name__)
+
+EVENT_GROUPS = netlink.RTMGRP_LINK | netlink.RTMGRP_IPV4_ROUTE | netlink.RTMGRP_IPV6_ROUTE
+
+
+@attrs.frozen(slots=True)
+class RouteEvent:
+    deleted: bool
+    route: KernelRoute
+
+
+@attrs.frozen(slots=True)
+class LinkEvent:
+    deleted: bool
+    link: Link
+
+
+@attrs.frozen(slots=True)
+class EventsLost:
+    """The receive buffer overflowed: some events are gone, state must be read again."""
+
+
+Event = Union[RouteEvent, LinkEvent, EventsLost]
+
+
+def open_event_socket(netns: str | None = None, rcvbuf: int = netlink.DEFAULT_RCVBUF) -> socket.socket:
+    return netlink.open_rtnl_socket(netns, groups=EVENT_GROUPS, rcvbuf=rcvbuf)
+
+
+def decode_events(data: bytes) -> list[Event]:
+    out: list[Event] = []
+    for off, length, mtype in netlink.iter_messages(data):
+        if mtype == codec.RTM_NEWROUTE or mtype == codec.RTM_DELROUTE:
+            route = codec.decode_route(data, off, length)
+            if route is not None:
+                out.append(RouteEvent(mtype == codec.RTM_DELROUTE, route))
+        elif mtype == codec.RTM_NEWLINK or mtype == codec.RTM_DELLINK:
+            index, name, flags = codec.decode_link(data, off, length)
+            out.append(LinkEvent(mtype == codec.RTM_DELLINK, Link(index, name, flags)))
+    return out
+
+
+async def events(sock: socket.socket) -> AsyncIterator[list[Event]]:
+    """Batches of events as they arrive (one batch per readable wakeup), until cancelled."""
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        batch: list[Event] = []
+        while True:
+            try:
+                data = sock.recv(netlink.RECV_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                log.warning("event=netlink_events_lost reason=%r", "receive buffer overrun")
+                batch.append(EventsLost())
+                continue
+            batch.extend(decode_events(data))
+            if len(batch) >= 4096:
+                break
+        if batch:
+            yield batch

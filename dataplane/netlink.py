@@ -1,0 +1,279 @@
+"""NETLINK_ROUTE sockets owned by trio: opening one (in a named netns), bulk requests, dumps.
+
+Requests go out in chunks: many messages in one sendmsg, which the kernel processes in order, each
+failure answered by its own NLMSG_ERROR matched back by sequence number. Only the last message of a
+chunk asks for an ack: errors are always answered, so that ack is the barrier for the whole chunk.
+The syscall runs in a worker thread, so encoding the next chunk overlaps the kernel's work.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno as errno_mod
+import logging
+import os
+import select
+import socket
+import threading
+from typing import Callable, Iterator
+
+import attrs
+import trio
+
+from dataplane import rtnl_codec as codec
+
+log = logging.getLogger(__name__)
+
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
+NETLINK_CAP_ACK = 10
+NETLINK_EXT_ACK = 11
+NETLINK_GET_STRICT_CHK = 12
+SO_SNDBUFFORCE = 32
+SO_RCVBUFFORCE = 33
+CLONE_NEWNET = 0x40000000
+
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_ROUTE = 0x400
+
+NETNS_DIR = "/run/netns"
+RECV_SIZE = 1 << 16
+DEFAULT_RCVBUF = 32 << 20
+DEFAULT_WINDOW = 1024
+ACK_TIMEOUT_S = 10.0
+
+
+class NetlinkError(Exception):
+    """The netlink conversation itself failed (not one route: see RequestFailure)."""
+
+
+class NamespaceError(NetlinkError):
+    """The named network namespace cannot be entered."""
+
+
+class DumpInterrupted(NetlinkError):
+    """The kernel's table changed during a dump (NLM_F_DUMP_INTR); dump again."""
+
+
+@attrs.frozen(slots=True)
+class RequestFailure:
+    """The kernel refused request `index` of a batch: errno and its reason (strerror + extended ack)."""
+
+    index: int
+    errno: int
+    reason: str
+
+
+def describe_errno(err: int, extack: str = "") -> str:
+    text = f"{errno_mod.errorcode.get(err, str(err))} {os.strerror(err)}"
+    return f"{text}: {extack}" if extack else text
+
+
+def _make_socket(groups: int, rcvbuf: int) -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+    try:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20)
+        except PermissionError:  # not root: the sysctl caps apply
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        for opt in (NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK):
+            try:
+                sock.setsockopt(SOL_NETLINK, opt, 1)
+            except OSError:  # an older kernel: fewer details, filtering done by us
+                pass
+        sock.bind((0, groups))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _setns(path: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise NamespaceError(f"setns {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def open_rtnl_socket(netns: str | None = None, groups: int = 0, rcvbuf: int = DEFAULT_RCVBUF) -> socket.socket:
+    """A non-blocking NETLINK_ROUTE socket; with `netns`, created inside /run/netns/<netns>.
+
+    A socket keeps the namespace it was made in, so a short-lived thread enters the namespace, makes
+    it and ends: no thread of ours (nor trio's thread cache) is left in another namespace.
+    """
+    if netns is None:
+        return _make_socket(groups, rcvbuf)
+    path = netns if netns.startswith("/") else os.path.join(NETNS_DIR, netns)
+    result: list[object] = []
+
+    def work() -> None:
+        try:
+            _setns(path)
+            result.append(_make_socket(groups, rcvbuf))
+        except BaseException as exc:  # handed to the caller's thread
+            result.append(exc)
+
+    thread = threading.Thread(target=work, name=f"netns-{netns}", daemon=True)
+    thread.start()
+    thread.join()
+    out = result[0]
+    if isinstance(out, BaseException):
+        if isinstance(out, OSError):
+            raise NamespaceError(f"netns {netns}: {out}") from out
+        raise out
+    return out  # type: ignore[return-value]
+
+
+def _wait_readable(sock: socket.socket, timeout: float) -> bool:
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
+
+
+class RequestChannel:
+    """Bulk RTM_NEWROUTE/RTM_DELROUTE on one socket; one batch at a time."""
+
+    def __init__(self, sock: socket.socket, window: int = DEFAULT_WINDOW) -> None:
+        self._sock = sock
+        self._window = max(1, window)
+        self._seq = 1
+        self._lock = trio.Lock()
+
+    def _reserve(self, count: int) -> int:
+        if self._seq + count >= 0x7FFFFFFF:
+            self._seq = 1
+        base = self._seq
+        self._seq += count
+        return base
+
+    async def transact(
+        self,
+        count: int,
+        encode: Callable[[int, int], bytes],
+        progress: Callable[[int], None] | None = None,
+    ) -> list[RequestFailure]:
+        """Send requests 0..count-1 (`encode(i, seq)` -> message without NLM_F_ACK); failures by index."""
+        failures: list[RequestFailure] = []
+        if count <= 0:
+            return failures
+        async with self._lock:
+            base = self._reserve(count)
+            window = self._window
+            send_chunks, recv_chunks = trio.open_memory_channel[tuple[int, int, bytes]](1)
+
+            async def produce() -> None:
+                async with send_chunks:
+                    for start in range(0, count, window):
+                        stop = min(count, start + window)
+                        parts = [encode(i, base + i) for i in range(start, stop)]
+                        parts[-1] = codec.with_ack(parts[-1])
+                        await send_chunks.send((start, stop, b"".join(parts)))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce)
+                async with recv_chunks:
+                    async for start, stop, data in recv_chunks:
+                        got = await trio.to_thread.run_sync(self._exchange, data, base + start, base + stop - 1)
+                        failures.extend(RequestFailure(seq - base, err, describe_errno(err, text)) for seq, err, text in got)
+                        if progress is not None:
+                            progress(stop)
+        return failures
+
+    def _exchange(self, data: bytes, first_seq: int, last_seq: int) -> list[tuple[int, int, str]]:
+        """In a worker thread: one sendmsg for the chunk, then read answers up to the barrier ack."""
+        sock = self._sock
+        sent = sock.send(data)
+        if sent != len(data):
+            raise NetlinkError(f"short netlink send {sent}/{len(data)}")
+        errors: list[tuple[int, int, str]] = []
+        while True:
+            try:
+                data_view = sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                if not _wait_readable(sock, ACK_TIMEOUT_S):
+                    raise NetlinkError(f"no ack for seq {last_seq} within {ACK_TIMEOUT_S}s") from None
+                continue
+            except OSError as exc:
+                if exc.errno == errno_mod.ENOBUFS:
+                    raise NetlinkError("netlink receive buffer overrun while reading acks") from exc
+                raise
+            n = len(data_view)
+            off = 0
+            done = False
+            while off + 16 <= n:
+                length, mtype, _flags, seq, _pid = codec.HDR.unpack_from(data_view, off)
+                if length < 16:
+                    break
+                if mtype == codec.NLMSG_ERROR:
+                    req_seq, err, text = codec.decode_error(data_view, off, length)
+                    if first_seq <= req_seq <= last_seq:
+                        if err:
+                            errors.append((req_seq, err, text))
+                        if req_seq == last_seq:
+                            done = True
+                off += (length + 3) & ~3
+            if done:
+                return errors
+
+
+def dump(sock: socket.socket, request: bytes, seq: int) -> Iterator[bytes]:
+    """Blocking (run it in a worker thread): send a dump request, yield each datagram of the answer.
+
+    Every message in a yielded datagram belongs to this dump and is not DONE/ERROR; those end it here.
+    """
+    sock.send(request)
+    interrupted = False
+    unpack = codec.HDR.unpack_from
+    while True:
+        try:
+            data = sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            if not _wait_readable(sock, ACK_TIMEOUT_S):
+                raise NetlinkError(f"dump seq {seq} timed out") from None
+            continue
+        n = len(data)
+        # the last message of a datagram carries DONE or ERROR; the rest are data
+        off = 0
+        last = 0
+        while off + 16 <= n:
+            length = unpack(data, off)[0]
+            if length < 16:
+                break
+            last = off
+            off += (length + 3) & ~3
+        length, mtype, flags, mseq, _pid = unpack(data, last)
+        if mseq != seq:
+            continue  # a stale answer from an abandoned request
+        if flags & codec.NLM_F_DUMP_INTR:
+            interrupted = True
+        if mtype == codec.NLMSG_DONE:
+            if last:
+                yield data[:last]
+            if interrupted:
+                raise DumpInterrupted("table changed during the dump")
+            return
+        if mtype == codec.NLMSG_ERROR:
+            _s, err, text = codec.decode_error(data, last, length)
+            if err:
+                raise NetlinkError(describe_errno(err, text)) from OSError(err, text)
+            return
+        yield data
+
+
+def iter_messages(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(offset, length, type) of each netlink message in one datagram."""
+    off = 0
+    n = len(data)
+    while off + 16 <= n:
+        length, mtype, _flags, _seq, _pid = codec.HDR.unpack_from(data, off)
+        if length < 16:
+            return
+        yield off, length, mtype
+        off += (length + 3) & ~3

@@ -1,0 +1,425 @@
+"""RouteProgrammer: the one owner of our routes (one table, one protocol) in the kernel.
+
+Reconcile = read our routes, plan (pure, dataplane.route), send the plan in bulk. `run` keeps it so:
+events that show our state drifting (a route of ours deleted or changed by hand, a link going down
+or up) wake a reconcile; a periodic resync catches anything else. Routes of another protocol or
+table are never read as ours, changed or deleted: dumps and deletes carry our table and protocol,
+and adds are exclusive (a foreign route on the same key is reported as a conflict, left alone).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import time
+from typing import Callable, Iterable, Mapping
+
+import attrs
+import trio
+
+from dataplane import dump, events, netlink
+from dataplane import rtnl_codec as codec
+from dataplane.protocol import DEFAULT_PROTOCOL, MAIN_TABLE, PROTOCOL_NAME, register_protocol_name
+from dataplane.route import Forwarding, KernelRoute, Planner, Route, RouteKey, forwarding_matches, index_routes
+
+log = logging.getLogger(__name__)
+
+# errnos that mean "no way to that next hop right now", not "bad route"
+UNREACHABLE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENODEV, errno.ENETDOWN})
+MAX_FAILURE_LOGS = 20
+
+
+@attrs.frozen(slots=True)
+class ChangeCounts:
+    """Netlink changes sent since the programmer was made (errors: how many the kernel refused)."""
+
+    adds: int = 0
+    replaces: int = 0
+    deletes: int = 0
+    errors: int = 0
+
+    @property
+    def changes(self) -> int:
+        return self.adds + self.replaces + self.deletes
+
+    def __sub__(self, other: "ChangeCounts") -> "ChangeCounts":
+        return ChangeCounts(self.adds - other.adds, self.replaces - other.replaces, self.deletes - other.deletes, self.errors - other.errors)
+
+
+@attrs.frozen(slots=True)
+class RouteFailure:
+    """The kernel (or the link table) refused one route; `reason` is the kernel's own text."""
+
+    route: Route | None  # None for a delete of a stale route we no longer have a value for
+    prefix: str
+    op: str  # add | replace | delete
+    errno: int
+    reason: str
+
+    @property
+    def unreachable(self) -> bool:
+        return self.errno in UNREACHABLE_ERRNOS
+
+
+@attrs.frozen(slots=True)
+class ReconcileResult:
+    adds: int
+    replaces: int
+    deletes: int
+    unchanged: int
+    kept: int  # stale routes kept because the grace period is on
+    failures: tuple[RouteFailure, ...]
+    seconds: float
+
+    @property
+    def changes(self) -> int:
+        return self.adds + self.replaces + self.deletes
+
+
+@attrs.frozen(slots=True)
+class _Desired:
+    """The desired set, laid out for the planner: position i <-> routes[i], forwarding[i]."""
+
+    routes: list[Route]
+    index: dict[RouteKey, int]
+    forwarding: list[Forwarding]
+    devices: frozenset[str]
+
+    def route(self, key: RouteKey) -> Route | None:
+        i = self.index.get(key)
+        return None if i is None else self.routes[i]
+
+
+def _index(routes: Iterable[Route]) -> _Desired:
+    by_key = index_routes(routes)
+    shared: dict[tuple[object, ...], Forwarding] = {}
+    forwarding = []
+    devices = set()
+    for route in by_key.values():
+        ident = (route.kind, route.nexthops)
+        fwd = shared.get(ident)
+        if fwd is None:
+            fwd = shared[ident] = route.forwarding()
+            devices.update(h.device for h in route.nexthops if h.device is not None)
+        forwarding.append(fwd)
+    return _Desired(list(by_key.values()), {key: i for i, key in enumerate(by_key)}, forwarding, frozenset(devices))
+
+
+class RouteProgrammer:
+    """Keeps the kernel's routes of (table, protocol) equal to the desired set.
+
+    Use as `async with RouteProgrammer(...) as rp:`; entering adopts the routes of our protocol that
+    already exist and keeps them (grace) until `end_grace()`, so a restart removes nothing still wanted.
+    """
+
+    def __init__(
+        self,
+        *,
+        table: int = MAIN_TABLE,
+        protocol: int = DEFAULT_PROTOCOL,
+        netns: str | None = None,
+        window: int = netlink.DEFAULT_WINDOW,
+        resync_interval: float = 30.0,
+        debounce: float = 0.02,
+        grace: bool = True,
+        register_name: bool = True,
+    ) -> None:
+        if not 0 < table < 2**32 or table in (0, 253, 255):
+            raise ValueError(f"table={table!r}: not a table routes can be programmed into")
+        if not 0 < protocol < 256 or protocol in (1, 2, 3, 4):
+            raise ValueError(f"protocol={protocol!r}: must be 5..255 and not a kernel/boot/static protocol")
+        self.table = table
+        self.protocol = protocol
+        self.netns = netns
+        self._window = window
+        self._resync_interval = resync_interval
+        self._debounce = debounce
+        self._grace_on_start = grace
+        self._register_name = register_name
+        self._desired = _Desired([], {}, [], frozenset())
+        self._keep: frozenset[RouteKey] = frozenset()
+        self._links: dict[int, dump.Link] = {}
+        self._ifindex: dict[str, int] = {}
+        self._counts = ChangeCounts()
+        self._failures: dict[RouteKey, RouteFailure] = {}
+        self._unreachable: dict[RouteKey, str] = {}
+        self._lock = trio.Lock()
+        self._dirty = trio.Event()
+        self._request_sock = None
+        self._dump_sock = None
+        self._channel: netlink.RequestChannel | None = None
+        self.adopted = 0
+        self.reconciles = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._register_name:
+            register_protocol_name(self.protocol, PROTOCOL_NAME if self.protocol == DEFAULT_PROTOCOL else f"calico-bgp-{self.protocol}")
+        self._request_sock = netlink.open_rtnl_socket(self.netns)
+        self._dump_sock = netlink.open_rtnl_socket(self.netns)
+        self._channel = netlink.RequestChannel(self._request_sock, self._window)
+        await self._refresh_links()
+        existing = await dump.dump_routes(self._dump_sock, self.table, self.protocol)
+        self.adopted = len(existing)
+        if self._grace_on_start:
+            self._keep = frozenset(existing)
+        log.info(
+            "event=programmer_open table=%d protocol=%d netns=%s adopted=%d grace=%s",
+            self.table, self.protocol, self.netns or "-", self.adopted, bool(self._keep),
+        )
+
+    async def aclose(self) -> None:
+        for sock in (self._request_sock, self._dump_sock):
+            if sock is not None:
+                sock.close()
+        self._request_sock = self._dump_sock = None
+        self._channel = None
+
+    async def __aenter__(self) -> "RouteProgrammer":
+        try:
+            await self.open()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- desired state ---------------------------------------------------------------------
+
+    def set_desired(self, routes: Iterable[Route]) -> None:
+        """Replace the desired set (raises DuplicateRoute); a running programmer reconciles soon."""
+        self._desired = _index(routes)
+        self._dirty.set()
+
+    @property
+    def desired(self) -> list[Route]:
+        return list(self._desired.routes)
+
+    def end_grace(self) -> None:
+        """The desired set is complete: stale adopted routes may go now."""
+        if self._keep:
+            log.info("event=grace_ended adopted=%d", len(self._keep))
+        self._keep = frozenset()
+        self._dirty.set()
+
+    @property
+    def in_grace(self) -> bool:
+        return bool(self._keep)
+
+    @property
+    def counts(self) -> ChangeCounts:
+        return self._counts
+
+    @property
+    def failures(self) -> Mapping[RouteKey, RouteFailure]:
+        """Routes the last reconcile could not program, with the kernel's reason."""
+        return dict(self._failures)
+
+    @property
+    def unreachable(self) -> dict[str, str]:
+        """Desired prefixes whose next hops cannot be used now (link down / gateway not on a link) -> why."""
+        return {str(k.prefix()): why for k, why in self._unreachable.items()}
+
+    # -- reconcile -------------------------------------------------------------------------
+
+    async def _refresh_links(self) -> None:
+        assert self._dump_sock is not None
+        links = await dump.dump_links(self._dump_sock)
+        self._set_links(links)
+
+    def _set_links(self, links: dict[int, dump.Link]) -> None:
+        self._links = links
+        self._ifindex = {link.name: link.index for link in links.values()}
+
+    async def reconcile(self, progress: Callable[[int, int], None] | None = None) -> ReconcileResult:
+        """Make the kernel match the desired set once; unchanged state sends nothing."""
+        if self._channel is None or self._dump_sock is None:
+            raise RuntimeError("RouteProgrammer is not open")
+        async with self._lock:
+            return await self._reconcile(progress)
+
+    async def _reconcile(self, progress: Callable[[int, int], None] | None) -> ReconcileResult:
+        started = time.perf_counter()
+        desired = self._desired
+        keep = self._keep
+        if desired.devices:
+            await self._refresh_links()
+        ifindex = self._ifindex
+        planner = Planner(desired.index, desired.forwarding, ifindex, keep)
+        table, protocol = self.table, self.protocol
+        sock = self._dump_sock
+        await trio.to_thread.run_sync(dump.scan_routes_sync, sock, table, protocol, planner.visit)
+        plan = planner.finish()
+
+        failures: list[RouteFailure] = []
+        ops: list[tuple[int, RouteKey]] = []  # (flags, key); flags 0 = delete
+        for flags, keys in ((codec.NEW_FLAGS, plan.adds), (codec.REPLACE_FLAGS, plan.replaces)):
+            for key in keys:
+                route = desired.routes[desired.index[key]]
+                missing = [h.device for h in route.nexthops if h.device is not None and h.device not in ifindex]
+                if missing:
+                    op = "add" if flags == codec.NEW_FLAGS else "replace"
+                    failures.append(RouteFailure(route, str(route.prefix), op, errno.ENODEV, netlink.describe_errno(errno.ENODEV, f"no device {missing[0]}")))
+                    continue
+                ops.append((flags, key))
+        deletes = plan.deletes
+        ops.extend((0, kr.key) for kr in deletes)
+        forwarding = desired.forwarding
+        position = desired.index
+        ifindex_of = ifindex.__getitem__
+        encode_new, encode_del = codec.encode_newroute, codec.encode_delroute
+
+        def encode(i: int, seq: int) -> bytes:
+            flags, key = ops[i]
+            if not flags:
+                return encode_del(seq, table, protocol, key)
+            fwd = forwarding[position[key]]
+            return encode_new(seq, flags, table, protocol, key, fwd.rtype, fwd.hops, ifindex_of)
+
+        total = len(ops)
+        report = (lambda done: progress(done, total)) if progress is not None else None
+        assert self._channel is not None
+        refused = await self._channel.transact(total, encode, report) if ops else []
+
+        n_add = n_rep = n_del = 0
+        for flags, _key in ops:
+            if flags == codec.NEW_FLAGS:
+                n_add += 1
+            elif flags:
+                n_rep += 1
+            else:
+                n_del += 1
+        errors = 0
+        for bad in refused:
+            flags, key = ops[bad.index]
+            if not flags and bad.errno == errno.ESRCH:
+                continue  # already gone: the goal of a delete
+            errors += 1
+            op = "add" if flags == codec.NEW_FLAGS else "replace" if flags else "delete"
+            route = desired.route(key) if flags else None
+            failures.append(RouteFailure(route, str(route.prefix) if route else str(key.prefix()), op, bad.errno, bad.reason))
+        c = self._counts
+        self._counts = ChangeCounts(c.adds + n_add, c.replaces + n_rep, c.deletes + n_del, c.errors + errors)
+        self._record(failures, planner.down, desired)
+
+        kept = plan.kept
+        result = ReconcileResult(
+            adds=n_add, replaces=n_rep, deletes=n_del, unchanged=plan.unchanged, kept=kept,
+            failures=tuple(failures), seconds=time.perf_counter() - started,
+        )
+        self.reconciles += 1
+        log.info(
+            "event=reconcile table=%d protocol=%d desired=%d adds=%d replaces=%d deletes=%d unchanged=%d kept=%d failures=%d seconds=%.3f",
+            table, protocol, len(desired.routes), n_add, n_rep, n_del, plan.unchanged, kept, len(failures), result.seconds,
+        )
+        return result
+
+    def _record(self, failures: list[RouteFailure], down: Mapping[RouteKey, int], desired: _Desired) -> None:
+        self._failures = {}
+        unreachable: dict[RouteKey, str] = {}
+        for i, failure in enumerate(failures):
+            if failure.route is not None:
+                key = failure.route.key
+                self._failures[key] = failure
+                if failure.unreachable:
+                    unreachable[key] = failure.reason
+            if i < MAX_FAILURE_LOGS:
+                log.warning("event=route_failed op=%s prefix=%s route=%r errno=%d reason=%r",
+                            failure.op, failure.prefix, str(failure.route or failure.prefix), failure.errno, failure.reason)
+        if len(failures) > MAX_FAILURE_LOGS:
+            log.warning("event=route_failed_more count=%d", len(failures) - MAX_FAILURE_LOGS)
+        for i, n_down in down.items():
+            route = desired.routes[i]
+            if n_down >= len(route.nexthops):
+                unreachable[route.key] = "all next hops are dead or link-down"
+            else:
+                log.warning("event=route_degraded prefix=%s nexthops_down=%d of=%d", route.prefix, n_down, len(route.nexthops))
+        for key in unreachable.keys() - self._unreachable.keys():
+            log.warning("event=nexthop_unreachable prefix=%s reason=%r", key.prefix(), unreachable[key])
+        for key in self._unreachable.keys() - unreachable.keys():
+            log.info("event=nexthop_reachable prefix=%s", key.prefix())
+        self._unreachable = unreachable
+
+    # -- watching ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Reconcile now, then whenever events show drift, and every `resync_interval` seconds."""
+        sock = events.open_event_socket(self.netns)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch, sock)
+                await self._reconcile_guarded()
+                task_status.started()
+                await self._reconcile_loop()
+        finally:
+            sock.close()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            with trio.move_on_after(self._resync_interval if math.isfinite(self._resync_interval) else math.inf):
+                await self._dirty.wait()
+            await trio.sleep(self._debounce)
+            await self._reconcile_guarded()
+
+    async def _reconcile_guarded(self) -> None:
+        self._dirty = trio.Event()
+        try:
+            await self.reconcile()
+        except (netlink.NetlinkError, OSError) as exc:
+            log.error("event=reconcile_failed reason=%r", str(exc))
+            await trio.sleep(1.0)
+            self._dirty.set()
+
+    def _kick(self, why: str) -> None:
+        if not self._dirty.is_set():
+            log.debug("event=reconcile_wanted why=%s", why)
+            self._dirty.set()
+
+    async def _watch(self, sock: object) -> None:
+        async for batch in events.events(sock):  # type: ignore[arg-type]
+            for event in batch:
+                if isinstance(event, events.RouteEvent):
+                    self._on_route(event)
+                elif isinstance(event, events.LinkEvent):
+                    self._on_link(event)
+                else:
+                    self._kick("events_lost")
+
+    def _on_route(self, event: events.RouteEvent) -> None:
+        route: KernelRoute = event.route
+        if route.table != self.table:
+            return
+        key = route.key
+        desired = self._desired
+        i = desired.index.get(key)
+        want = None if i is None else desired.forwarding[i]
+        if route.protocol != self.protocol:
+            if want is not None:  # a foreign route on one of our keys: conflict appeared or cleared
+                self._kick("foreign_route")
+            return
+        if event.deleted:
+            if want is not None:
+                log.info("event=route_removed_behind_our_back prefix=%s", key.prefix())
+                self._kick("route_deleted")
+        elif want is None:
+            if key not in self._keep:
+                self._kick("stale_route")
+        elif not forwarding_matches(want, route, self._ifindex):
+            log.info("event=route_changed_behind_our_back prefix=%s", key.prefix())
+            self._kick("route_changed")
+
+    def _on_link(self, event: events.LinkEvent) -> None:
+        link = event.link
+        old = self._links.get(link.index)
+        links = dict(self._links)
+        if event.deleted:
+            links.pop(link.index, None)
+        else:
+            links[link.index] = link
+        self._set_links(links)
+        if event.deleted or old is None or old.name != link.name or old.usable != link.usable:
+            log.info("event=link_changed ifindex=%d name=%s usable=%s deleted=%s", link.index, link.name, link.usable and not event.deleted, event.deleted)
+            self._kick("link_changed")

@@ -1,0 +1,342 @@
+"""The route as a value, and the pure decision of what to send to the kernel.
+
+A `Route` is what the caller wants; a `KernelRoute` is what a dump or an event says the kernel has.
+Both reduce to the same `RouteKey` (prefix length, packed prefix, effective metric) so a diff is a
+walk over two dicts. Nothing here does I/O.
+"""
+from __future__ import annotations
+
+import enum
+import ipaddress
+from typing import Iterable, Mapping, NamedTuple, Sequence, Union
+
+import attrs
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+# kernel route types (rtm_type)
+RTN_UNICAST = 1
+RTN_BLACKHOLE = 6
+RTN_UNREACHABLE = 7
+
+# the kernel stores an IPv6 route added with metric 0 as 1024 (IP6_RT_PRIO_USER)
+IPV6_DEFAULT_METRIC = 1024
+MAX_NEXTHOPS = 64
+
+
+class InvalidRoute(ValueError):
+    """A route value that cannot exist; names the field and the bad value."""
+
+    def __init__(self, field: str, value: object, why: str) -> None:
+        super().__init__(f"{field}={value!r}: {why}")
+        self.field = field
+        self.value = value
+        self.why = why
+
+
+class DuplicateRoute(ValueError):
+    """Two desired routes share one kernel key (prefix + metric)."""
+
+
+class RouteKind(enum.Enum):
+    UNICAST = "unicast"
+    BLACKHOLE = "blackhole"
+    UNREACHABLE = "unreachable"
+
+    @property
+    def rtn(self) -> int:
+        return _RTN[self]
+
+
+_RTN = {RouteKind.UNICAST: RTN_UNICAST, RouteKind.BLACKHOLE: RTN_BLACKHOLE, RouteKind.UNREACHABLE: RTN_UNREACHABLE}
+KIND_OF_RTN = {v: k for k, v in _RTN.items()}
+
+
+def _network(value: object) -> IPNetwork:
+    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return value
+    try:
+        return ipaddress.ip_network(value, strict=True)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as exc:
+        raise InvalidRoute("prefix", value, str(exc)) from None
+
+
+def _address(value: object) -> IPAddress | None:
+    if value is None or isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return value  # type: ignore[return-value]
+    try:
+        return ipaddress.ip_address(value)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as exc:
+        raise InvalidRoute("gateway", value, str(exc)) from None
+
+
+def _check_device(_inst: object, _attr: object, value: str | None) -> None:
+    if value is not None and not (0 < len(value) < 16 and "/" not in value and not value.isspace()):
+        raise InvalidRoute("device", value, "an interface name is 1-15 characters")
+
+
+def _check_weight(_inst: object, _attr: object, value: int) -> None:
+    if not 1 <= value <= 256:
+        raise InvalidRoute("weight", value, "must be 1..256")
+
+
+@attrs.frozen(slots=True)
+class NextHop:
+    """One way out: a gateway, a device, or both; `weight` matters only in a multipath route."""
+
+    gateway: IPAddress | None = attrs.field(default=None, converter=_address)
+    device: str | None = attrs.field(default=None, validator=_check_device)
+    weight: int = attrs.field(default=1, validator=_check_weight)
+
+    def __attrs_post_init__(self) -> None:
+        if self.gateway is None and self.device is None:
+            raise InvalidRoute("nexthop", self, "needs a gateway or a device")
+
+    def sort_key(self) -> tuple[bytes, str, int]:
+        return (self.gateway.packed if self.gateway is not None else b"", self.device or "", self.weight)
+
+
+def _nexthops(value: Iterable[NextHop | str]) -> tuple[NextHop, ...]:
+    if type(value) is tuple and len(value) == 1 and type(value[0]) is NextHop:
+        return value  # shared as given: 100k routes via one hop hold one tuple
+    hops = [NextHop(gateway=v) if isinstance(v, str) else v for v in value]
+    hops.sort(key=NextHop.sort_key)
+    return tuple(hops)
+
+
+def _check_metric(_inst: object, _attr: object, value: int) -> None:
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise InvalidRoute("metric", value, "must be 0..4294967295")
+
+
+class RouteKey(NamedTuple):
+    """What makes a route one entry in a kernel table (with table and tos fixed)."""
+
+    dst_len: int
+    dst: bytes  # 4 or 16 bytes: the family is in the length
+    metric: int  # effective: an IPv6 route with metric 0 is stored as 1024
+
+    @property
+    def family_v6(self) -> bool:
+        return len(self.dst) == 16
+
+    def prefix(self) -> IPNetwork:
+        addr = ipaddress.ip_address(self.dst)
+        return ipaddress.ip_network(f"{addr}/{self.dst_len}")
+
+
+# (gateway packed or None, device name or None (= any), weight)
+DesiredHop = tuple[Union[bytes, None], Union[str, None], int]
+# (gateway packed or None, ifindex (0 = none), weight)
+KernelHop = tuple[Union[bytes, None], int, int]
+
+
+@attrs.frozen(slots=True)
+class Route:
+    """One desired kernel route. Several next hops make an ECMP (multipath) route."""
+
+    prefix: IPNetwork = attrs.field(converter=_network)
+    nexthops: tuple[NextHop, ...] = attrs.field(default=(), converter=_nexthops)
+    kind: RouteKind = RouteKind.UNICAST
+    metric: int = attrs.field(default=0, validator=_check_metric)
+    # computed once: the index of 100k desired routes shares these objects
+    _key: "RouteKey" = attrs.field(init=False, eq=False, repr=False, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind is RouteKind.UNICAST:
+            if not self.nexthops:
+                raise InvalidRoute("nexthops", (), "a unicast route needs at least one next hop")
+            if len(self.nexthops) > MAX_NEXTHOPS:
+                raise InvalidRoute("nexthops", len(self.nexthops), f"at most {MAX_NEXTHOPS}")
+            seen = set()
+            for hop in self.nexthops:
+                if hop.gateway is not None and hop.gateway.version != self.prefix.version:
+                    raise InvalidRoute("gateway", str(hop.gateway), f"not IPv{self.prefix.version} like {self.prefix}")
+                ident = (hop.gateway, hop.device)
+                if ident in seen:
+                    raise InvalidRoute("nexthops", str(hop.gateway or hop.device), "listed twice")
+                seen.add(ident)
+        elif self.nexthops:
+            raise InvalidRoute("nexthops", self.nexthops, f"a {self.kind.value} route has no next hop")
+        net = self.prefix
+        metric = self.metric
+        if net.version == 6 and metric == 0:
+            metric = IPV6_DEFAULT_METRIC
+        object.__setattr__(self, "_key", RouteKey(net.prefixlen, net.network_address.packed, metric))
+
+    @classmethod
+    def via(cls, prefix: str | IPNetwork, *gateways: str | IPAddress, device: str | None = None, metric: int = 0) -> "Route":
+        hops = [NextHop(gateway=g, device=device) for g in gateways] or [NextHop(device=device)]
+        return cls(prefix=prefix, nexthops=hops, metric=metric)
+
+    @classmethod
+    def blackhole(cls, prefix: str | IPNetwork, metric: int = 0) -> "Route":
+        return cls(prefix=prefix, kind=RouteKind.BLACKHOLE, metric=metric)
+
+    @classmethod
+    def unreachable(cls, prefix: str | IPNetwork, metric: int = 0) -> "Route":
+        return cls(prefix=prefix, kind=RouteKind.UNREACHABLE, metric=metric)
+
+    @property
+    def key(self) -> RouteKey:
+        return self._key
+
+    def forwarding(self) -> "Forwarding":
+        hops = tuple((h.gateway.packed if h.gateway is not None else None, h.device, h.weight) for h in self.nexthops)
+        return Forwarding(self.kind.rtn, hops)
+
+    def __str__(self) -> str:
+        if self.kind is not RouteKind.UNICAST:
+            return f"{self.kind.value} {self.prefix}"
+        hops = " ".join(
+            f"via {h.gateway}" + (f" dev {h.device}" if h.device else "") + (f" weight {h.weight}" if len(self.nexthops) > 1 else "")
+            if h.gateway else f"dev {h.device}"
+            for h in self.nexthops
+        )
+        return f"{self.prefix} {hops}" + (f" metric {self.metric}" if self.metric else "")
+
+
+class Forwarding(NamedTuple):
+    """How a desired route forwards, in the kernel's terms; devices still by name."""
+
+    rtype: int
+    hops: tuple[DesiredHop, ...]
+
+
+class KernelRoute(NamedTuple):
+    """A route of ours as the kernel reports it (a lean decode of RTM_NEWROUTE)."""
+
+    key: RouteKey
+    rtype: int
+    hops: tuple[KernelHop, ...]
+    down: int  # how many of its next hops the kernel marks dead or link-down
+    protocol: int
+    table: int
+
+
+def forwarding_matches(want: Forwarding, have: KernelRoute, ifindex: Mapping[str, int]) -> bool:
+    """True when the kernel route forwards as wanted; a hop without a device matches any device."""
+    rtype = want.rtype
+    if rtype != have.rtype:
+        return False
+    if rtype != RTN_UNICAST:
+        return True
+    whops, khops = want.hops, have.hops
+    if len(whops) != len(khops):
+        return False
+    for (wg, wd, ww), (kg, ko, kw) in zip(whops, khops):
+        if wg != kg or ww != kw:
+            return False
+        if wd is not None and ifindex.get(wd, -1) != ko:
+            return False
+    return True
+
+
+@attrs.frozen(slots=True)
+class Plan:
+    """What one reconcile sends: adds (create, exclusive), replaces (NLM_F_REPLACE), deletes."""
+
+    adds: tuple[RouteKey, ...]
+    replaces: tuple[RouteKey, ...]
+    deletes: tuple[KernelRoute, ...]
+    unchanged: int
+    kept: int = 0  # stale routes not deleted because `keep` protects them
+
+    @property
+    def empty(self) -> bool:
+        return not (self.adds or self.replaces or self.deletes)
+
+
+class Planner:
+    """Builds a Plan while the kernel's routes stream past, so none of them needs to be kept.
+
+    Pure: fed KernelRoutes (ours only), it decides; it never talks to the kernel. Desired routes come
+    as `index` (key -> position) and `forwarding` (by position); what the kernel has is marked in a
+    bytearray, so a 100k-route pass leaves no new objects behind for the garbage collector.
+    A route seen twice (a re-read dump) is decided once.
+    """
+
+    def __init__(
+        self,
+        index: Mapping[RouteKey, int],
+        forwarding: Sequence[Forwarding],
+        ifindex: Mapping[str, int],
+        keep: frozenset[RouteKey] | set[RouteKey] = frozenset(),
+    ) -> None:
+        self._index = index
+        self._forwarding = forwarding
+        self._ifindex = ifindex
+        self._keep = keep
+        self._seen = bytearray(len(forwarding))
+        self._present = 0
+        self._replaces: dict[int, None] = {}
+        self._deletes: dict[RouteKey, KernelRoute] = {}
+        self._kept: set[RouteKey] = set()
+        self.down: dict[int, int] = {}
+
+    def visit(self, have: KernelRoute) -> None:
+        key = have.key
+        i = self._index.get(key)
+        if i is None:
+            if key not in self._keep:
+                self._deletes[key] = have
+            else:
+                self._kept.add(key)
+            return
+        if not self._seen[i]:
+            self._seen[i] = 1
+            self._present += 1
+        if have.down:
+            self.down[i] = have.down
+        want = self._forwarding[i]
+        whops, khops = want.hops, have.hops
+        # the common shape inline: one hop, no device asked for
+        if want.rtype == have.rtype and len(whops) == 1 and len(khops) == 1 and whops[0][1] is None:
+            match = whops[0][0] == khops[0][0] and whops[0][2] == khops[0][2]
+        else:
+            match = forwarding_matches(want, have, self._ifindex)
+        if match:
+            self._replaces.pop(i, None)
+        else:
+            self._replaces[i] = None
+
+    def finish(self) -> Plan:
+        keys: list[RouteKey] | None = None
+        if self._present == len(self._seen):
+            adds: tuple[RouteKey, ...] = ()
+        else:
+            keys = list(self._index)
+            seen = self._seen
+            adds = tuple(keys[i] for i in range(len(seen)) if not seen[i])
+        replaces: tuple[RouteKey, ...] = ()
+        if self._replaces:
+            keys = keys or list(self._index)
+            replaces = tuple(keys[i] for i in self._replaces)
+        return Plan(adds, replaces, tuple(self._deletes.values()), self._present - len(replaces), len(self._kept))
+
+
+def plan_changes(
+    desired: Mapping[RouteKey, Forwarding],
+    actual: Iterable[KernelRoute],
+    ifindex: Mapping[str, int],
+    keep: frozenset[RouteKey] | set[RouteKey] = frozenset(),
+) -> Plan:
+    """Desired vs actual (both only ours) -> the changes; routes in `keep` are never deleted (grace)."""
+    index = {key: i for i, key in enumerate(desired)}
+    planner = Planner(index, list(desired.values()), ifindex, keep)
+    for have in actual:
+        planner.visit(have)
+    return planner.finish()
+
+
+def index_routes(routes: Iterable[Route]) -> dict[RouteKey, Route]:
+    """Desired routes by kernel key; two routes for one key is the caller's bug."""
+    out: dict[RouteKey, Route] = {}
+    for route in routes:
+        key = route.key
+        other = out.get(key)
+        if other is not None and other != route:
+            raise DuplicateRoute(f"{route} and {other} are the same kernel route (prefix and metric)")
+        out[key] = route
+    return out
