@@ -137,7 +137,7 @@ def test_assign_slots_keeps_old_slots_and_fills_holes():
     s1 = assign_slots([a, b, c], {}, 10)
     assert s1 == {a: 1, b: 2, c: 3}
     s2 = assign_slots([c, d], s1, 10)
-    assert s2 == {c: 3, d: 1}
+    assert s2 == {c: 3, d: 4}   # 1 and 2 were just released: used last
     with pytest.raises(CapacityExceeded):
         assign_slots([a, b, c], {}, 2)
 
