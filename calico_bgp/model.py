@@ -86,6 +86,7 @@ def _bad(field: str, value: Any, reason: str) -> InvalidField:
 ASNumber = NewType("ASNumber", int)   # 1..4294967295; "64512.10" (asdot) accepted on input
 Seconds = NewType("Seconds", int)     # a duration in whole seconds; "90s", "1m30s" accepted on input
 Port = NewType("Port", object)        # 22 or "8000:8080"
+Integer = NewType("Integer", int)     # an int checked by the field's converter (cattrs would truncate 2.5 to 2)
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _LABEL_KEY = re.compile(r"^[a-zA-Z0-9_./-]{1,512}$")
@@ -384,7 +385,7 @@ def default_block_size(pool_cidr: str) -> int:
 class IPPoolSpec:
     cidr: str = attrs.field(converter=_checked(cidr))
     # 26 for IPv4 and 122 for IPv6 (Calico's defaults); v4 20..32, v6 116..128, not shorter than the pool.
-    block_size: int = attrs.field(default=attrs.Factory(lambda s: default_block_size(s.cidr), takes_self=True),
+    block_size: Integer = attrs.field(default=attrs.Factory(lambda s: default_block_size(s.cidr), takes_self=True),
                                   converter=_checked(_int_range(0, 128)))
     disabled: bool = attrs.field(default=False, converter=_checked(_bool))
     node_selector: Selector = attrs.field(default=ALL, converter=_checked(_selector))
@@ -513,8 +514,8 @@ class Damping:
 
     enabled: bool = attrs.field(default=False, converter=_checked(_bool))
     half_life: Seconds = attrs.field(default=900, converter=_checked(seconds))      # 15 min
-    suppress: int = attrs.field(default=2000, converter=_checked(_int_range(1, 1_000_000)))
-    reuse: int = attrs.field(default=750, converter=_checked(_int_range(1, 1_000_000)))
+    suppress: Integer = attrs.field(default=2000, converter=_checked(_int_range(1, 1_000_000)))
+    reuse: Integer = attrs.field(default=750, converter=_checked(_int_range(1, 1_000_000)))
     max_suppress: Seconds = attrs.field(default=3600, converter=_checked(seconds))  # 60 min
 
     def __attrs_post_init__(self) -> None:
@@ -550,7 +551,7 @@ class BGPConfigurationSpec:
         default="Info", converter=_checked(_one_of("Debug", "Info", "Warning", "Error", "Fatal")))
     node_to_node_mesh_enabled: bool = attrs.field(default=True, converter=_checked(_bool))
     as_number: ASNumber = attrs.field(default=64512, converter=_checked(as_number))
-    listen_port: int = attrs.field(default=179, converter=_checked(_int_range(1, 65535)))
+    listen_port: Integer = attrs.field(default=179, converter=_checked(_int_range(1, 65535)))
     hold_time: Seconds = attrs.field(default=90, converter=_checked(_hold_time))
     keepalive_time: Seconds = attrs.field(default=30, converter=_checked(seconds))
     communities: tuple[Community, ...] = ()
@@ -653,7 +654,7 @@ class BGPPeerSpec:
     source_address: str = attrs.field(default="UseNodeIP", converter=_checked(_source_address))
     hold_time: Seconds | None = attrs.field(default=None, converter=_checked(_optional_hold_time))
     keepalive_time: Seconds | None = attrs.field(default=None, converter=_checked(optional_seconds))
-    max_prefixes: int | None = attrs.field(default=None, converter=_checked(_optional(_int_range(1, 2**32 - 1))))
+    max_prefixes: Integer | None = attrs.field(default=None, converter=_checked(_optional(_int_range(1, 2**32 - 1))))
     max_prefix_action: str = attrs.field(default="warn",
                                          converter=_checked(_one_of("warn", "teardown", case_insensitive=True)))
     filters: tuple[str, ...] = attrs.field(default=(), converter=_checked(_tuple_of(name)))
@@ -715,8 +716,8 @@ class BGPPeer:
 
 @attrs.frozen
 class PrefixLength:
-    min: int | None = attrs.field(default=None, converter=_checked(_optional(_int_range(0, 128))))
-    max: int | None = attrs.field(default=None, converter=_checked(_optional(_int_range(0, 128))))
+    min: Integer | None = attrs.field(default=None, converter=_checked(_optional(_int_range(0, 128))))
+    max: Integer | None = attrs.field(default=None, converter=_checked(_optional(_int_range(0, 128))))
 
     def __attrs_post_init__(self) -> None:
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -734,7 +735,7 @@ class BGPFilterRule:
     add_communities: tuple[str, ...] = attrs.field(default=(), converter=_checked(_tuple_of(_community(False))))
     add_large_communities: tuple[str, ...] = attrs.field(
         default=(), converter=_checked(_tuple_of(_community(True, standard_ok=False))))
-    local_pref: int | None = attrs.field(default=None, converter=_checked(_optional(_int_range(0, AS_MAX))))
+    local_pref: Integer | None = attrs.field(default=None, converter=_checked(_optional(_int_range(0, AS_MAX))))
     as_path_prepend: tuple[ASNumber, ...] = attrs.field(default=(), converter=_checked(_tuple_of(as_number)))
 
     calico_only: ClassVar[frozenset[str]] = frozenset(
@@ -837,7 +838,7 @@ def _protocol(value: Any) -> str | int:
 @attrs.frozen
 class ProtoPort:
     protocol: str = attrs.field(converter=_checked(lambda v: _one_of("tcp", "udp", case_insensitive=True)(v)))
-    port: int = attrs.field(converter=_checked(_int_range(1, 65535)))
+    port: Integer = attrs.field(converter=_checked(_int_range(1, 65535)))
 
     def __str__(self) -> str:
         return f"{self.protocol}:{self.port}"
@@ -936,7 +937,7 @@ def _passthrough(value: Any, _type: Any) -> Any:
     return value  # the attrs converter on the field parses and names the field on error
 
 
-for _t in (Selector, ASNumber, Seconds, Port):
+for _t in (Selector, ASNumber, Seconds, Port, Integer):
     codec.converter.register_structure_hook(_t, _passthrough)
 codec.converter.register_unstructure_hook(Selector, str)
 codec.converter.register_unstructure_hook(Port, lambda v: v)
@@ -963,9 +964,9 @@ def _messages(exc: BaseException, path: str, cls: Any = None) -> list[str]:
         return [exc.message(path)]
     if isinstance(exc, KeyError):
         return [f"{path}: required"]
+    if isinstance(cls, type) and attrs.has(cls):
+        return [f"{path or 'value'}: expected a mapping"]
     expected = getattr(cls, "__name__", None) or str(cls)
-    if attrs.has(cls) if isinstance(cls, type) else False:
-        return [f"{path}: expected a mapping ({exc})"]
     if str(exc).startswith("expected"):
         return [f"{path or 'value'}: {exc}"]
     return [f"{path or 'value'}: expected {expected} ({exc})"]

@@ -29,3 +29,14 @@ def test_bad_values_name_the_key_and_field(raw, fragment):
         codec.decode(Sample, raw, where="/k/block")
     assert str(err.value).startswith("/k/block: ")
     assert fragment in str(err.value)
+
+
+@attrs.frozen
+class Flagged:
+    disabled: bool = False
+
+
+def test_bools_are_strict():
+    assert codec.decode(Flagged, b'{"disabled":true}') == Flagged(True)
+    with pytest.raises(codec.DecodeError, match="expected bool @ disabled"):
+        codec.decode(Flagged, b'{"disabled":"false"}')
