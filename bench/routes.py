@@ -1,0 +1,217 @@
+"""Kernel route programming: our RouteProgrammer beside `ip -batch`, same namespace, same N, same run.
+
+    sudo .venv/bin/python bench/routes.py [--sizes 10000,100000] [--repeat 3] [--json]
+
+Creates a network namespace (with one veth pair, 198.18.0.0/24) and removes it on exit, even on
+failure or Ctrl-C. For each N it times, for both systems: add N /32s, replace all (new next hop),
+a no-op reconcile (ours only), delete all. Best of --repeat runs each. With --json the last line is
+one JSON object: add_ratio, replace_ratio, delete_ratio (ours/ip -batch throughput at the largest N),
+noop_reconcile_s, rss_mb (ours, with the largest N desired and programmed).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Iterator
+
+import trio
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dataplane.programmer import RouteProgrammer  # noqa: E402
+from dataplane.route import NextHop, Route  # noqa: E402
+
+FIRST = int(ipaddress.IPv4Address("198.18.64.0"))  # /32s from here stay inside 198.18.0.0/15 up to ~130k
+LAST = int(ipaddress.IPv4Address("198.19.255.255"))
+GW1, GW2 = "198.18.0.2", "198.18.0.3"
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), check=check, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def bench_namespace() -> Iterator[str]:
+    name = f"cbroutes{os.getpid() % 100000}"
+    a, b = f"rb{os.getpid() % 100000}a", f"rb{os.getpid() % 100000}b"
+    sh("ip", "netns", "add", name)
+    try:
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        try:
+            sh("ip", "link", "set", a, "netns", name)
+            sh("ip", "link", "set", b, "netns", name)
+        except subprocess.CalledProcessError:
+            sh("ip", "link", "del", a, check=False)
+            raise
+        sh("ip", "-n", name, "addr", "add", "198.18.0.1/24", "dev", a)
+        sh("ip", "-n", name, "link", "set", a, "up")
+        sh("ip", "-n", name, "link", "set", b, "up")
+        yield name
+    finally:
+        sh("ip", "netns", "del", name, check=False)
+
+
+def prefixes(n: int) -> list[str]:
+    if FIRST + n - 1 > LAST:
+        raise SystemExit(f"N={n} does not fit in 198.18.0.0/15 from {ipaddress.IPv4Address(FIRST)}")
+    return [str(ipaddress.IPv4Address(FIRST + i)) for i in range(n)]
+
+
+def build_routes(n: int, gateway: str) -> list[Route]:
+    hops = (NextHop(gateway=gateway),)
+    return [Route(ipaddress.IPv4Network((FIRST + i, 32)), hops) for i in range(n)]
+
+
+def ip_batch(ns: str, lines: list[str]) -> float:
+    with tempfile.NamedTemporaryFile("w", prefix="routes-", suffix=".batch", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+        path = f.name
+    try:
+        started = time.perf_counter()
+        sh("ip", "-n", ns, "-batch", path)
+        return time.perf_counter() - started
+    finally:
+        os.unlink(path)
+
+
+def count_routes(ns: str) -> int:
+    out = sh("ip", "-n", ns, "-4", "route", "show", "table", "main").stdout
+    return sum(1 for line in out.splitlines() if line.startswith("198.1") and "/" not in line.split()[0])
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_ip(ns: str, n: int) -> dict[str, float]:
+    addrs = prefixes(n)
+    out = {}
+    say(f"  ip -batch N={n}: add")
+    out["add"] = ip_batch(ns, [f"route add {a}/32 via {GW1}" for a in addrs])
+    assert count_routes(ns) == n, "ip -batch add incomplete"
+    say(f"  ip -batch N={n}: replace")
+    out["replace"] = ip_batch(ns, [f"route replace {a}/32 via {GW2}" for a in addrs])
+    say(f"  ip -batch N={n}: delete")
+    out["delete"] = ip_batch(ns, [f"route del {a}/32" for a in addrs])
+    assert count_routes(ns) == 0, "ip -batch delete incomplete"
+    return out
+
+
+def progress_printer(label: str) -> Callable[[int, int], None]:
+    step = [0]
+
+    def show(done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if tenth > step[0] or done == total:
+            step[0] = tenth
+            say(f"    {label}: {done}/{total}")
+
+    return show
+
+
+async def bench_ours(ns: str, n: int, window: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    async with RouteProgrammer(netns=ns, window=window, register_name=False) as rp:
+        rp.end_grace()
+        say(f"  ours N={n}: build + set_desired")
+        started = time.perf_counter()
+        rp.set_desired(build_routes(n, GW1))
+        out["set_desired"] = time.perf_counter() - started
+        gc.collect()
+        say(f"  ours N={n}: add")
+        result = await rp.reconcile(progress_printer("add"))
+        assert result.adds == n and not result.failures, result
+        out["add"] = result.seconds
+        out["rss_mb"] = rss_mb()
+        say(f"  ours N={n}: no-op reconcile")
+        result = await rp.reconcile()
+        assert result.changes == 0, result
+        out["noop"] = result.seconds
+        say(f"  ours N={n}: replace")
+        rp.set_desired(())  # drop the old set before building the new one: one set in memory at a time
+        rp.set_desired(build_routes(n, GW2))
+        result = await rp.reconcile(progress_printer("replace"))
+        assert result.replaces == n and not result.failures, result
+        out["replace"] = result.seconds
+        say(f"  ours N={n}: delete")
+        rp.set_desired(())
+        result = await rp.reconcile(progress_printer("delete"))
+        assert result.deletes == n and not result.failures, result
+        out["delete"] = result.seconds
+        out["changes_sent"] = rp.counts.changes
+    assert count_routes(ns) == 0, "our delete incomplete"
+    return out
+
+
+def best(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: min(r[k] for r in runs) for k in runs[0]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated N (default 10000,100000)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per system and N; the best is reported")
+    parser.add_argument("--window", type=int, default=1024, help="requests per netlink send")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        say("bench/routes.py needs root (network namespaces)")
+        return 2
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    results: dict[int, dict[str, dict[str, float]]] = {}
+    with bench_namespace() as ns:
+        say(f"namespace {ns}; sizes {sizes}; best of {args.repeat}")
+        for n in sizes:
+            ip_runs, our_runs = [], []
+            for r in range(args.repeat):
+                say(f"N={n} run {r + 1}/{args.repeat}")
+                ip_runs.append(bench_ip(ns, n))
+                our_runs.append(trio.run(bench_ours, ns, n, args.window))
+            results[n] = {"ip": best(ip_runs), "ours": best(our_runs)}
+
+    print(f"{'N':>7}  {'op':<8} {'ip -batch s':>11} {'routes/s':>9}  {'ours s':>8} {'routes/s':>9}  {'ratio':>6}")
+    for n, res in results.items():
+        for op in ("add", "replace", "noop", "delete"):
+            ours = res["ours"][op]
+            ip = res["ip"].get(op)
+            ip_s = f"{ip:11.3f} {n / ip:9.0f}" if ip else f"{'-':>11} {'-':>9}"
+            ratio = f"{ip / ours:6.2f}" if ip else f"{'-':>6}"
+            print(f"{n:>7}  {op:<8} {ip_s}  {ours:8.3f} {n / ours:9.0f}  {ratio}")
+        print(f"{n:>7}  set_desired {res['ours']['set_desired']:.3f}s   rss with N desired {res['ours']['rss_mb']:.0f} MB")
+    top = max(results)
+    res = results[top]
+    summary = {
+        "n": top,
+        "add_ratio": round(res["ip"]["add"] / res["ours"]["add"], 3),
+        "replace_ratio": round(res["ip"]["replace"] / res["ours"]["replace"], 3),
+        "delete_ratio": round(res["ip"]["delete"] / res["ours"]["delete"], 3),
+        "noop_reconcile_s": round(res["ours"]["noop"], 4),
+        "rss_mb": round(res["ours"]["rss_mb"], 1),
+        "routes_per_s": {op: round(top / res["ours"][op]) for op in ("add", "replace", "delete")},
+        "ip_batch_routes_per_s": {op: round(top / res["ip"][op]) for op in ("add", "replace", "delete")},
+        "sizes": {str(n): r for n, r in results.items()},
+    }
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
