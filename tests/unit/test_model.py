@@ -392,3 +392,47 @@ def test_kinds_resolve_case_insensitively():
         assert model.resolve_kind(text).kind == kind
     with pytest.raises(UnknownKind, match="unknown kind 'frob'"):
         model.resolve_kind("frob")
+
+
+# --- property: every valid resource survives etcd JSON and YAML documents unchanged -------------------
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+names = st.from_regex(r"[a-z0-9]([a-z0-9.-]{0,10}[a-z0-9])?", fullmatch=True)
+selectors = st.sampled_from(["", "all()", "has(rack)", "rack == 'a' && !has(rr)", "zone in {'a','b'}"])
+
+
+@st.composite
+def pools(draw):
+    if draw(st.booleans()):
+        plen = draw(st.integers(48, 124))
+        net = ipaddress.ip_network(f"2001:db8:{draw(st.integers(0, 0xffff)):x}::/{plen}", strict=False)
+        block = draw(st.integers(max(116, plen), 128))
+    else:
+        plen = draw(st.integers(15, 30))
+        net = ipaddress.ip_network(f"198.18.{draw(st.integers(0, 255))}.0/{plen}", strict=False)
+        block = draw(st.integers(max(20, plen), 32))
+    labels = draw(st.dictionaries(st.sampled_from(["rack", "zone"]), st.sampled_from(["a", "b"])))
+    return model.IPPool(model.Metadata(draw(names), labels),
+                        model.IPPoolSpec(cidr=str(net), block_size=block, disabled=draw(st.booleans()),
+                                         node_selector=draw(selectors), disable_bgp_export=draw(st.booleans())))
+
+
+@st.composite
+def peers(draw):
+    by_selector = draw(st.booleans())
+    spec: dict = {"peer_selector": draw(selectors.filter(bool))} if by_selector else {
+        "peer_ip": draw(st.sampled_from(["198.18.0.1", "198.18.0.1:1790", "2001:db8::1", "[2001:db8::1]:179"])),
+        "as_number": draw(st.integers(1, 4294967295))}
+    hold = draw(st.sampled_from([None, 0, 9, 90, 240]))
+    keepalive = None if hold in (None, 0) else draw(st.sampled_from([None, 3, hold // 3]))
+    return model.BGPPeer(model.Metadata(draw(names)), model.BGPPeerSpec(
+        node_selector=draw(st.sampled_from([None, "has(rack)"])), hold_time=hold, keepalive_time=keepalive,
+        max_prefixes=draw(st.sampled_from([None, 1, 1000])), filters=draw(st.lists(names, max_size=2)),
+        keep_original_next_hop=draw(st.booleans()), **spec))
+
+
+@given(st.one_of(pools(), peers()))
+def test_resources_round_trip_through_json_and_yaml(resource):
+    assert model.decode(type(resource), model.encode(resource), where="k") == resource
+    assert load_documents(dump_documents([resource])) == [resource]
