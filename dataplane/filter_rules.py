@@ -205,6 +205,16 @@ class RuleInfo:
 
 
 @attrs.frozen
+class RuleCounter:
+    """Packets/bytes one rule (or the failsafe, FAILSAFE_RULE) matched on one interface."""
+
+    interface: str
+    rule_id: RuleId
+    packets: int
+    bytes: int
+
+
+@attrs.frozen
 class Decision:
     """What a packet gets: passed or not, and which counter it lands on (None: uncounted)."""
 

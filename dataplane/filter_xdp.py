@@ -22,10 +22,9 @@ import os
 import struct
 from pathlib import Path
 
-import attrs
-
 from dataplane.filter_rules import (
-    FAILSAFE_RULE, LIMITS, EntryAction, FilterSet, InterfaceFilter, PortException, RuleId, assign_slots,
+    FAILSAFE_RULE, LIMITS, EntryAction, FilterSet, InterfaceFilter, PortException, RuleCounter, RuleId,
+    assign_slots,
 )
 from dataplane.xdp import bpf
 from dataplane.xdp.loader import DEFAULT_PIN_ROOT, XdpLoader, PinnedFilter
@@ -38,14 +37,6 @@ _VERDICT = struct.Struct("=IIB3x")
 _EXC_KEY = struct.Struct("=IBBH")
 _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
-
-
-@attrs.frozen
-class SlotCounter:
-    interface: str
-    rule_id: RuleId
-    packets: int
-    bytes: int
 
 
 def lpm_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bytes:
@@ -216,8 +207,8 @@ class XdpFilter:
 
     # -- counters ------------------------------------------------------------------------------
 
-    def counters(self) -> list[SlotCounter]:
-        out: list[SlotCounter] = []
+    def counters(self) -> list[RuleCounter]:
+        out: list[RuleCounter] = []
         for ifname in self.programmed():
             p = self.loader.open_existing(ifname)
             if p is None:
@@ -228,7 +219,7 @@ class XdpFilter:
                 for rid, slot in [(FAILSAFE_RULE, 0), *slots.items()]:
                     raw = bpf.map_lookup(fd, _U32.pack(slot), 16 * self.ncpu) or bytes(16 * self.ncpu)
                     vals = struct.unpack(f"={2 * self.ncpu}Q", raw)
-                    out.append(SlotCounter(ifname, rid, sum(vals[0::2]), sum(vals[1::2])))
+                    out.append(RuleCounter(ifname, rid, sum(vals[0::2]), sum(vals[1::2])))
             finally:
                 p.close()
         return out
