@@ -15,7 +15,7 @@ from calico_bgp.datastore.types import TLSConfig
 log = logging.getLogger("calico_bgp.datastore")
 
 # gRPC codes etcd uses for token trouble, and the messages that go with them
-_TOKEN_ERRORS = ("invalid auth token", "revision of auth store is old")
+_TOKEN_ERRORS = ("invalid auth token", "revision of auth store is old", "user name is empty")
 _NEEDS_AUTH = ("user name is empty", "invalid auth token")
 
 
@@ -81,6 +81,7 @@ class Transport:
         connect = min(timeout, max(timeout / len(self.endpoints), 0.5))
         self._stream_timeout = httpx.Timeout(timeout, connect=connect, read=None)
         self._headers = {"Content-Type": "application/json"}
+        self._urls: dict[tuple[str, str], httpx.URL] = {}
         self._http = httpx.AsyncClient(
             verify=ssl_context(tls) if tls else True,
             timeout=httpx.Timeout(timeout, connect=connect),
@@ -132,7 +133,9 @@ class Transport:
             raise err
         raise AssertionError("unreachable")
 
-    async def _send(self, path: str, content: bytes, *, idempotent: bool, stream: bool) -> tuple[httpx.Response, str]:
+    async def _send(self, path: str, content: bytes, *, idempotent: bool, stream: bool,
+                    headers: dict[str, str] | None = None) -> tuple[httpx.Response, str]:
+        headers = self._headers if headers is None else headers
         failures: list[tuple[str, str]] = []
         n = len(self.endpoints)
         start = self._current
@@ -141,11 +144,11 @@ class Transport:
             endpoint = self.endpoints[idx]
             try:
                 if stream:
-                    req = self._http.build_request("POST", endpoint + path, content=content, headers=self._headers,
+                    req = self._http.build_request("POST", endpoint + path, content=content, headers=headers,
                                                    timeout=self._stream_timeout)
                     resp = await self._http.send(req, stream=True)
                 else:
-                    resp = await self._http.post(endpoint + path, content=content, headers=self._headers)
+                    resp = await self._http.post(self._url(endpoint, path), content=content, headers=headers)
             except httpx.TransportError as exc:
                 reason = describe(exc)
                 if endpoint.startswith("https:") and isinstance(exc, httpx.ReadError):
@@ -162,6 +165,13 @@ class Transport:
                 self._current = idx
             return resp, endpoint
         raise EtcdUnavailable(failures)
+
+    def _url(self, endpoint: str, path: str) -> httpx.URL:
+        # parsing a URL string costs about as much as encoding the request: parse each one once
+        url = self._urls.get((endpoint, path))
+        if url is None:
+            url = self._urls[(endpoint, path)] = httpx.URL(endpoint + path)
+        return url
 
     def _error(self, endpoint: str, status: int, raw: bytes) -> DatastoreError:
         try:
@@ -182,10 +192,10 @@ class Transport:
         async with self._auth_lock:
             if self._token is not None and self._token != stale:
                 return  # another task already refreshed it
-            self._headers.pop("Authorization", None)
-            self._token = None
             body = json.dumps({"name": self._username, "password": self._password or ""}).encode()
-            resp, endpoint = await self._send("/v3/auth/authenticate", body, idempotent=True, stream=False)
+            # other tasks keep using the old token meanwhile; a rejection sends them here, after this refresh
+            resp, endpoint = await self._send("/v3/auth/authenticate", body, idempotent=True, stream=False,
+                                              headers={"Content-Type": "application/json"})
             if resp.status_code != 200:
                 err = self._error(endpoint, resp.status_code, resp.content)
                 if isinstance(err, EtcdError) and "authentication is not enabled" in err.message:
@@ -197,7 +207,7 @@ class Transport:
                                      f"invalid user name or password") from None
                 raise err
             self._token = str(resp.json().get("token", ""))
-            self._headers["Authorization"] = self._token
+            self._headers = {**self._headers, "Authorization": self._token}
             log.info("etcd event=authenticated endpoint=%s user=%s", endpoint, self._username)
 
 

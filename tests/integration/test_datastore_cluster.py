@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from calico_bgp.datastore import AuthFailed, EtcdClient, EtcdUnavailable, TLSConfig, WatchBatch
+from calico_bgp.datastore import AuthFailed, EtcdClient, EtcdUnavailable, Get, TLSConfig, WatchBatch
 from tests.etcd_server import EtcdServer, free_port
 
 
@@ -117,6 +117,12 @@ async def test_failover_past_a_hung_endpoint(etcd_url, key_prefix, silent_endpoi
         assert client.transport.endpoint == etcd_url
 
 
+async def test_read_only_txn_fails_over_past_a_hung_endpoint(etcd_url, key_prefix, silent_endpoint):
+    async with EtcdClient([silent_endpoint, etcd_url], timeout=1) as client:
+        res = await client.txn([], [Get(f"{key_prefix}/a"), Get(f"{key_prefix}/", prefix=True)], [])
+        assert res.succeeded and res.responses == [[], []]
+
+
 async def test_cas_on_a_hung_endpoint_is_not_retried_blindly(etcd_url, key_prefix, silent_endpoint):
     async with EtcdClient([silent_endpoint, etcd_url], timeout=1) as client:
         with pytest.raises(EtcdUnavailable, match="outcome unknown"):
@@ -207,6 +213,10 @@ async def test_auth_wrong_password_no_password_right_password_and_token_refresh(
         client.transport._token = "stale.token"
         client.transport._headers["Authorization"] = "stale.token"
         assert (await client.get("/a")).value == b"2"
+        client.transport._headers["Authorization"] = "stale.again"  # many tasks at once: one refresh serves all
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(client.get, "/a")
         async with client.watch("/", kv.mod_revision) as watch:
             (event,) = await collect_events(watch, 1)
         assert event.kv == kv
