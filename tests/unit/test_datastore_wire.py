@@ -102,3 +102,43 @@ def test_tls_config_is_a_frozen_value():
     assert tls == TLSConfig("/ca.pem") and tls.cert is None
     with pytest.raises(AttributeError):
         tls.cert = "x"  # type: ignore[misc]
+
+
+def test_transport_failure_reasons():
+    import ssl
+
+    import httpx
+
+    from calico_bgp.datastore.transport import describe
+
+    def chained(outer: BaseException, inner: BaseException) -> BaseException:
+        outer.__cause__ = inner
+        return outer
+
+    # trio reports a refused connect as an OSError caused by a group of per-address errors
+    refused = chained(httpx.ConnectError(""), chained(OSError("all attempts to connect to 127.0.0.1:1 failed"),
+                                                      ExceptionGroup("x", [ConnectionRefusedError(111, "refused")])))
+    assert describe(refused) == "connection refused"
+    bad_cert = ssl.SSLCertVerificationError(1, "x")
+    bad_cert.verify_message = "unable to get local issuer certificate"
+    assert describe(chained(httpx.ConnectError(""), bad_cert)) == \
+        "TLS certificate verify failed: unable to get local issuer certificate"
+    assert describe(httpx.ConnectTimeout("")) == "connect timed out"
+    assert describe(httpx.ReadTimeout("")) == "timed out waiting for a response"
+    assert describe(httpx.ReadError("")) == "connection dropped before a response"
+
+
+def test_etcd_error_replies_become_typed_errors():
+    from calico_bgp.datastore.errors import AuthFailed, EtcdError
+    from calico_bgp.datastore.transport import Transport
+
+    t = Transport(["http://127.0.0.1:1"], tls=None, username=None, password=None, timeout=1)
+    err = t._error("http://e", 400, b'{"error":"etcdserver: mvcc: required revision has been compacted",'
+                                    b'"message":"etcdserver: mvcc: required revision has been compacted","code":11}')
+    assert isinstance(err, Compacted)
+    err = t._error("http://e", 400, b'{"message":"etcdserver: user name is empty","code":3}')
+    assert isinstance(err, AuthFailed) and "requires authentication" in str(err)
+    err = t._error("http://e", 400, b'{"message":"etcdserver: request is too large","code":3}')
+    assert isinstance(err, EtcdError) and str(err) == "etcd at http://e: etcdserver: request is too large (code 3)"
+    err = t._error("http://e", 404, b"Not Found\n")
+    assert isinstance(err, EtcdError) and err.message == "HTTP 404: Not Found"
