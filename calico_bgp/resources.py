@@ -263,8 +263,23 @@ class ResourceStore:
         return {model.IPPool: self.keys.pools, model.Node: self.keys.nodes, model.BGPPeer: self.keys.peers,
                 model.BGPFilter: self.keys.filters, model.PolicyFilter: self.keys.policies}[cls]()
 
-    def _name_from_key(self, cls: type, key: str) -> str:
-        return "default" if cls is model.BGPConfiguration else key[len(self.collection(cls)):]
+    def kind_for_key(self, key: str) -> tuple[type, str] | None:
+        """(resource class, name) for a key in one of the resource collections; None for other keys.
+        For watchers: a WatchEvent's key tells which resource changed."""
+        if key == self.keys.config():
+            return model.BGPConfiguration, "default"
+        for cls in (model.IPPool, model.Node, model.BGPPeer, model.BGPFilter, model.PolicyFilter):
+            prefix = self.collection(cls)
+            if key.startswith(prefix) and "/" not in key[len(prefix):] and key != prefix:
+                return cls, key[len(prefix):]
+        return None
+
+    def decode(self, kv: KeyValue) -> Any:
+        """The resource stored in `kv` (as read from a range or a watch); CorruptValue names the key."""
+        found = self.kind_for_key(kv.key)
+        if found is None:
+            raise CorruptValue(kv.key, "not a resource key")
+        return self._decode(found[0], kv)
 
     def _decode(self, cls: type, kv: KeyValue) -> Any:
         try:
@@ -296,6 +311,13 @@ class ResourceStore:
                 errors.append(exc)
         items.sort(key=lambda r: r.metadata.name)
         return Listing(items, errors, res.revision)
+
+    async def bgp_configuration(self) -> model.BGPConfiguration:
+        """The cluster's BGPConfiguration, or the defaults (AS 64512, mesh on, port 179) when none is stored."""
+        try:
+            return await self.get(model.BGPConfiguration, "default")
+        except NotFound:
+            return model.BGPConfiguration()
 
     async def _snapshot(self, kinds: Iterable[type]) -> _Snapshot:
         """One consistent read of several collections (one transaction of range Gets)."""

@@ -237,3 +237,17 @@ def test_conflict_exit_code_registered():
     from calico_bgp.cli_common import ERROR_CODES
     assert ERROR_CODES[ConflictError] == EXIT_CONFLICT
     assert ERROR_CODES[model.InvalidResource] == EXIT_USAGE
+
+
+async def test_store_helpers_for_watchers(etcd_url, key_prefix):
+    async with EtcdClient([etcd_url]) as client:
+        store = ResourceStore(client, Keys(key_prefix))
+        assert (await store.bgp_configuration()) == model.BGPConfiguration()
+        resources = load_documents(POOLS + "---\n" + PEERS)
+        await store.apply_all(resources)
+        assert (await store.bgp_configuration()).spec.as_number == 63400
+        kvs = (await client.range(key_prefix + "/")).kvs
+        decoded = sorted((type(r).__name__, r.name) for r in map(store.decode, kvs))
+        assert decoded == sorted((r.kind, r.name) for r in resources)
+        assert store.kind_for_key(Keys(key_prefix).block("198.18.0.0/26")) is None
+        assert store.kind_for_key(Keys(key_prefix).pool("a")) == (model.IPPool, "a")
