@@ -349,7 +349,10 @@ class ResourceStore:
 
     async def apply_all(self, resources: Sequence[Resource]) -> list[Applied]:
         """Create or update every resource. All are checked against the stored state first; when the
-        batch fits one transaction it is written atomically, guarded by CAS on every key read to decide."""
+        batch fits one transaction it is written atomically, guarded by CAS on every key read to decide.
+
+        The guard sees keys that changed or vanished, not keys created meanwhile: two concurrent applies of
+        two new, overlapping pools can both pass (etcd range compares are not exposed by the client)."""
         if not resources:
             return []
         kinds = {type(r) for r in resources}
