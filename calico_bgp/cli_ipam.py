@@ -183,7 +183,9 @@ def show_cmd(g: Globals, show_blocks: bool, show_borrowed: bool, output: str) ->
         click.echo(table([[c, s.value.host or "-", str(s.value.used_count), str(s.value.free_count),
                            str(s.value.seen_empty)] for c, s in blocks],
                          ["BLOCK", "AFFINITY", "IN USE", "FREE", "SEEN EMPTY"]))
-    if show_borrowed:
+    if show_borrowed and not report.borrowed:
+        click.echo("\nborrowed addresses: none")
+    elif show_borrowed:
         click.echo()
         click.echo(table([[b.ip, b.block, b.owner or "-", b.node or "-", b.handle or "-"] for b in report.borrowed],
                          ["IP", "BLOCK", "AFFINE TO", "BORROWED BY", "HANDLE"]))

@@ -10,10 +10,12 @@ whoever loses the create drops its pending affinity and tries the next free bloc
 from __future__ import annotations
 
 import logging
+import random
 from collections import OrderedDict
 from typing import Any, Iterable, Mapping
 
 import attrs
+import trio
 
 from calico_bgp.datastore import codec
 from calico_bgp.datastore.keys import Keys, cidr_from_key
@@ -42,11 +44,13 @@ class Stats:
 class BlockAllocator:
     """Allocates and releases addresses for nodes; safe to run in many processes at once."""
 
-    def __init__(self, client: Any, keys: Keys, *, max_attempts: int = 100, handle_cache: int = 4096) -> None:
+    def __init__(self, client: Any, keys: Keys, *, max_attempts: int = 100, handle_cache: int = 4096,
+                 backoff: float = 0.001) -> None:
         self.client = client
         self.keys = keys
         self.store = IPAMStore(client, keys)
         self.max_attempts = max_attempts
+        self.backoff = backoff  # seconds: the first retry waits up to this, doubling after each loss
         self.stats = Stats()
         self.corrupt: dict[str, str] = {}  # keys seen corrupt: key -> reason
         self._affine: dict[str, dict[str, Stored]] = {}  # node -> cidr -> block as last seen
@@ -141,7 +145,9 @@ class BlockAllocator:
         cache = self._affine.setdefault(node, {})
         stored = cache.get(cidr) if affine else current
         bkey, hkey = self.keys.block(cidr), self.keys.handle(handle)
-        for _ in range(self.max_attempts):
+        for attempt in range(self.max_attempts):
+            if attempt:
+                await self._back_off(attempt)
             if stored is None or (affine and stored.value.host != node):
                 cache.pop(cidr, None)  # gone, or no longer ours
                 return []
@@ -174,6 +180,10 @@ class BlockAllocator:
             self._remember_handle(handle, Stored(decode_handle(hkey, hkvs[0].value), hkvs[0].mod_revision)
                                   if hkvs else None)
         raise CASRetriesExhausted(bkey, self.max_attempts)
+
+    async def _back_off(self, attempt: int) -> None:
+        # contenders on one block lose most CAS rounds; jitter spreads their retries
+        await trio.sleep(random.uniform(0, self.backoff * (1 << min(attempt - 1, 6))))
 
     def _decode_current(self, key: str, kvs: list[Any]) -> Stored | None:
         if not kvs:
