@@ -241,6 +241,7 @@ def check_cmd(g: Globals, repair: bool, yes: bool, output: str) -> None:
             "inconsistencies": [{"kind": i.kind, "key": i.key, "detail": i.detail} for i in report.inconsistencies],
             "corrupt": [{"key": k, "problem": v} for k, v in sorted(report.corrupt.items())],
             "borrowed": [_borrowed_json(b) for b in report.borrowed],
+            "emptyBlocks": [{"cidr": e.cidr, "node": e.node, "seenEmpty": e.seen_empty} for e in report.empty_blocks],
             "pools": [_usage_json(u) for u in report.pools],
             "repair": {"dryRun": not yes, "actions": [a.describe() for a in plan],
                        "done": [{"action": a.describe(), "outcome": o} for a, o in done]} if repair else None,
@@ -254,7 +255,7 @@ def check_cmd(g: Globals, repair: bool, yes: bool, output: str) -> None:
 def _print_report(report: Any, plan: list[Any], done: list[Any], repair: bool, yes: bool) -> None:
     click.echo(table([[u.name, u.cidr, str(u.allocated), str(u.size), f"{100 * u.utilisation:.1f}%"]
                       for u in report.pools], ["POOL", "CIDR", "IN USE", "SIZE", "USED"]))
-    click.echo(f"\nborrowed addresses: {len(report.borrowed)}")
+    click.echo(f"\nborrowed addresses: {len(report.borrowed)}; empty affine blocks: {len(report.empty_blocks)}")
     lines = [f"leaked handle {h.handle}: node {h.node} is gone, holds {h.count} address(es)"
              for h in report.leaked_handles]
     lines += [f"orphaned affinity {o.node} -> {o.cidr}: {o.reason}" for o in report.orphaned_affinities]

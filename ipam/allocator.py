@@ -76,7 +76,7 @@ class BlockAllocator:
         except IPAMError:
             await self._roll_back(node, got, claimed)
             raise
-        log.debug("ipam allocated node=%s handle=%s count=%d", node, handle, len(got))
+        log.debug("event=ipam_allocated node=%s handle=%s count=%d", node, handle, len(got))
         return got
 
     async def _allocate(self, node: str, handle: str, count: int, pools: list[Pool], attrs: Mapping[str, str],
@@ -126,7 +126,7 @@ class BlockAllocator:
         for cidr, stored in (await self.store.get_blocks(missing, self.corrupt)).items():
             if stored is not None and stored.value.host == node:
                 cache[cidr] = stored
-        log.debug("ipam scan node=%s affine=%d blocks=%d", node, len(cache), len(existing))
+        log.debug("event=ipam_scan node=%s affine=%d blocks=%d", node, len(cache), len(existing))
         return existing
 
     async def refresh(self, node: str) -> None:
@@ -192,7 +192,7 @@ class BlockAllocator:
             return Stored(decode_block(key, kvs[0].value), kvs[0].mod_revision)
         except CorruptBlock as exc:
             self.corrupt[exc.key] = exc.reason
-            log.warning("ipam corrupt value skipped key=%s reason=%r", exc.key, exc.reason)
+            log.warning("event=ipam_corrupt_value key=%s reason=%r", exc.key, exc.reason)
             return None
 
     def _remember_handle(self, handle: str, stored: Stored | None) -> None:
@@ -207,7 +207,7 @@ class BlockAllocator:
         if max_blocks is not None:
             mine = sum(1 for c in self._affine.get(node, {}) if any(p.contains(c) for p in pools))
             if mine >= max_blocks:
-                log.info("ipam claim refused node=%s reason=maxBlocksPerHost affine=%d max=%d",
+                log.info("event=ipam_claim_refused node=%s reason=maxBlocksPerHost affine=%d max=%d",
                          node, mine, max_blocks)
                 return None
         for pool in pools:
@@ -233,12 +233,12 @@ class BlockAllocator:
                 # lost the race to another node: drop our pending claim, try the next block
                 await self.client.txn([Compare.value(akey, _AFF_PENDING)], [Delete(akey)], [])
                 self.stats.claim_races_lost += 1
-                log.info("ipam claim lost node=%s block=%s", node, cidr)
+                log.info("event=ipam_claim_lost node=%s block=%s", node, cidr)
                 return False
         await self.client.put(akey, _AFF_CONFIRMED)
         self._affine.setdefault(node, {})[cidr] = stored
         self.stats.claims += 1
-        log.info("ipam claimed node=%s block=%s", node, cidr)
+        log.info("event=ipam_claimed node=%s block=%s", node, cidr)
         return True
 
     # --- borrowing ---------------------------------------------------------------------------
@@ -252,7 +252,7 @@ class BlockAllocator:
             taken = await self._take(node, handle, count - len(got), cidr, attrs, affine=False,
                                      current=blocks[cidr])
             if taken:
-                log.info("ipam borrowed node=%s block=%s owner=%s count=%d",
+                log.info("event=ipam_borrowed node=%s block=%s owner=%s count=%d",
                          node, cidr, blocks[cidr].value.host, len(taken))
             got += taken
             if len(got) == count:
@@ -363,20 +363,24 @@ class BlockAllocator:
                 for cache in self._affine.values():
                     if cidr in cache and new_block is not None:
                         cache[cidr] = Stored(new_block, done.revision)
-                log.debug("ipam released block=%s count=%d", cidr, rel.count)
+                log.debug("event=ipam_released block=%s count=%d", cidr, rel.count)
                 return rel
             self.stats.conflicts += 1
         raise CASRetriesExhausted(bkey, self.max_attempts)
 
     # --- empty blocks ------------------------------------------------------------------------
-    async def reclaim_empty(self, node: str | None = None) -> list[str]:
-        """One sweep: count a sighting on every empty affine block; release (delete block and
-        affinity) those already seen empty once before. Returns the released CIDRs."""
+    async def reclaim_empty(self, node: str | None = None, cidrs: Iterable[str] | None = None) -> list[str]:
+        """One sweep: count a sighting on every empty affine block (of `node`, or among `cidrs`);
+        release (delete block and affinity) those already seen empty once before, so a block
+        must stay empty across two sweeps to lose its affinity. Returns the released CIDRs."""
         blocks, _ = await self.store.blocks(self.corrupt)
+        only = set(cidrs) if cidrs is not None else None
         released = []
         for cidr, stored in blocks.items():
             b = stored.value
             if not b.is_empty() or b.host is None or (node is not None and b.host != node):
+                continue
+            if only is not None and cidr not in only:
                 continue
             bkey = self.keys.block(cidr)
             seen = b.observe_empty()
@@ -386,7 +390,7 @@ class BlockAllocator:
                 if res.succeeded:
                     released.append(cidr)
                     self._affine.get(b.host, {}).pop(cidr, None)
-                    log.info("ipam released empty block=%s node=%s", cidr, b.host)
+                    log.info("event=ipam_block_reclaimed block=%s node=%s", cidr, b.host)
             else:
                 res = await self.client.txn([Compare.mod(bkey, stored.mod_revision)],
                                             [Put(bkey, codec.encode(seen))], [])

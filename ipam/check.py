@@ -66,6 +66,13 @@ class PoolUsage:
 
 
 @attrs.frozen
+class EmptyBlock:
+    cidr: str
+    node: str
+    seen_empty: int
+
+
+@attrs.frozen
 class Report:
     leaked_handles: tuple[LeakedHandle, ...]
     orphaned_affinities: tuple[OrphanedAffinity, ...]
@@ -73,6 +80,7 @@ class Report:
     corrupt: dict[str, str]
     borrowed: tuple[Borrowed, ...]
     pools: tuple[PoolUsage, ...]
+    empty_blocks: tuple[EmptyBlock, ...] = ()  # not a problem: reclaimed once seen empty twice
 
     @property
     def clean(self) -> bool:
@@ -130,13 +138,15 @@ def check(snap: Snapshot, pools: list[Pool], nodes: set[str] | None = None) -> R
         host = s.value.host
         if host is not None and (host, cidr) not in recorded:
             bad.append(Inconsistency("no-affinity-record", cidr, f"block {cidr} is affine to {host} without an affinity record"))
+    empty = tuple(EmptyBlock(c, s.value.host, s.value.seen_empty) for c, s in sorted(snap.blocks.items())
+                  if s.value.is_empty() and s.value.host is not None)
     return Report(tuple(leaked), tuple(orphaned), tuple(bad), dict(snap.corrupt), tuple(borrowed),
-                  pool_usage(snap, pools))
+                  pool_usage(snap, pools), empty)
 
 
 @attrs.frozen
 class Action:
-    kind: str     # release-handle | fix-handle | delete-affinity | release-block
+    kind: str     # release-handle | fix-handle | delete-affinity | release-block | reclaim-empty
     target: str
     node: str | None = None
     why: str = ""
@@ -151,9 +161,15 @@ def plan_repair(report: Report) -> list[Action]:
     plan = [Action("release-handle", lh.handle, lh.node, f"node {lh.node} is gone") for lh in report.leaked_handles]
     plan += [Action("fix-handle", i.key, None, i.detail) for i in report.inconsistencies
              if i.kind in ("handle-count", "missing-handle")]
+    gone = set()
     for o in report.orphaned_affinities:
         kind = "release-block" if o.reason == "node gone" else "delete-affinity"
         plan.append(Action(kind, o.cidr, o.node, o.reason))
+        gone.add(o.cidr)
+    plan += [Action("reclaim-empty", e.cidr, e.node,
+                    "empty; affinity released on the second sighting" if e.seen_empty == 0
+                    else "seen empty before; releasing its affinity")
+             for e in report.empty_blocks if e.cidr not in gone]
     return plan
 
 
@@ -188,9 +204,12 @@ async def repair(allocator: Any, plan: list[Action],
                 decode_affinity(akey, kv.value)
                 res = await client.txn([Compare.mod(akey, kv.mod_revision)], [Delete(akey)], [])
                 outcome = "deleted" if res.succeeded else "changed meanwhile; left alone"
+        elif act.kind == "reclaim-empty":
+            released = await allocator.reclaim_empty(act.node, [act.target])
+            outcome = "block and affinity released" if released else "sighting counted (or no longer empty)"
         else:
             outcome = "unknown action"
-        log.info("ipam repair action=%s target=%s outcome=%r", act.kind, act.target, outcome)
+        log.info("event=ipam_repair action=%s target=%s outcome=%r", act.kind, act.target, outcome)
         done.append((act, outcome))
     return done
 

@@ -76,7 +76,7 @@ class IPAMStore:
 
     def _note_corrupt(self, corrupt: dict[str, str], exc: CorruptBlock) -> None:
         corrupt[exc.key] = exc.reason
-        log.warning("ipam corrupt value skipped key=%s reason=%r", exc.key, exc.reason)
+        log.warning("event=ipam_corrupt_value key=%s reason=%r", exc.key, exc.reason)
 
     async def blocks(self, corrupt: dict[str, str] | None = None) -> tuple[dict[str, Stored], int]:
         """Every block that decodes; corrupt ones are put in `corrupt` (key -> reason)."""
