@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import itertools
 import socket
-from typing import Callable
+from typing import Callable, Mapping
 
 import attrs
 import trio
@@ -33,8 +33,17 @@ class Link:
         return bool(self.flags & codec.IFF_UP) and bool(self.flags & codec.IFF_LOWER_UP)
 
 
-def _scan_family(sock: socket.socket, family: int, table: int, protocol: int, visit: Callable[[KernelRoute], None]) -> None:
+def _scan_family(
+    sock: socket.socket,
+    family: int,
+    table: int,
+    protocol: int,
+    visit: Callable[[KernelRoute], None],
+    known: Mapping[bytes, int],
+    visit_known: Callable[[int], None],
+) -> None:
     decode = codec.decode_route
+    lookup = known.get
     newroute = codec.RTM_NEWROUTE
     unpack = codec.HDR.unpack_from
     seq = next(_seqs)
@@ -47,6 +56,12 @@ def _scan_family(sock: socket.socket, family: int, table: int, protocol: int, vi
                 if length < 16:
                     break
                 if mtype == newroute:
+                    if known:
+                        hit = lookup(data[off + 16 : off + length - 4])
+                        if hit is not None:
+                            visit_known(hit)
+                            off += (length + 3) & ~3
+                            continue
                     route = decode(data, off, length)
                     if route is not None and route[4] == protocol and route[5] == table:
                         visit(route)
@@ -57,15 +72,29 @@ def _scan_family(sock: socket.socket, family: int, table: int, protocol: int, vi
             raise
 
 
-def scan_routes_sync(sock: socket.socket, table: int, protocol: int, visit: Callable[[KernelRoute], None]) -> None:
+def _ignore(_hit: int) -> None:
+    pass
+
+
+def scan_routes_sync(
+    sock: socket.socket,
+    table: int,
+    protocol: int,
+    visit: Callable[[KernelRoute], None],
+    known: Mapping[bytes, int] | None = None,
+    visit_known: Callable[[int], None] = _ignore,
+) -> None:
     """Blocking: `visit` each of our routes of both families; none kept (no 100k objects for the GC to walk).
 
-    A dump the kernel marks interrupted is read again, so `visit` may see a route twice.
+    A route whose raw bytes are in `known` (codec.dump_signature -> a caller's id) is not decoded:
+    `visit_known(id)` instead. A dump the kernel marks interrupted is read again, so a route may be
+    seen twice.
     """
+    known = known or {}
     for family in (codec.AF_INET, codec.AF_INET6):
         for attempt in range(DUMP_RETRIES):
             try:
-                _scan_family(sock, family, table, protocol, visit)
+                _scan_family(sock, family, table, protocol, visit, known, visit_known)
                 break
             except netlink.DumpInterrupted:
                 if attempt == DUMP_RETRIES - 1:

@@ -6,23 +6,23 @@
                     -m set --match-set cbf-<if>-<v>-<4|6> src -g CBF-C-<if>-<v>   per distinct verdict
     CBF-C-<if>-<v>  exceptions / failsafe / verdict, each jumping to a counter chain; named by content,
                     so it is created once and never rewritten
-    CBF-R-<hash>    one rule: `-m comment --comment "<if> <filter> <index>" -j ACCEPT|DROP` — its
+    CBF-R-<hash>    one rule: `-m comment --comment "<if> <filter> <index> <action>" -j ACCEPT|DROP` — its
                     counter is the rule's counter, untouched by later updates
     CBF-F-<if>      the failsafe counter, -j ACCEPT
 
 The sets hold the compiled entries flattened to disjoint CIDRs, so which set matches first does
-not matter. Update order: ipsets are created or swapped (`ipset swap` is atomic per set; an address
-that keeps its verdict stays in its set throughout), then one `iptables-restore --noflush` per
-family rewrites the dispatch chains atomically, then sets nothing references any more are destroyed.
+not matter. Update order: members are only added to sets (new sets created full), then one
+`iptables-restore --noflush` per family rewrites the dispatch chains atomically, then members that
+moved are deleted and sets nothing references any more are destroyed.
 """
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import re
 import shutil
 import subprocess
-import uuid
 from typing import Iterable
 
 from dataplane.filter_rules import (
@@ -80,7 +80,7 @@ class Plan:
 
     def _counter(self, f: InterfaceFilter, rule_id: RuleId, action: str) -> str:
         chain = counter_chain(f.interface, rule_id, action)
-        self.counter_chains[chain] = (f'-m comment --comment "{f.interface} {rule_id.filter} {rule_id.index}" '
+        self.counter_chains[chain] = (f'-m comment --comment "{f.interface} {rule_id.filter} {rule_id.index} {action}" '
                                       f'-j {"DROP" if action == "Deny" else "ACCEPT"}')
         return chain
 
@@ -154,34 +154,46 @@ class IptFilter:
     def _save(self, version: int) -> str:
         return self._run([f"{self.tools[version]}-save", "-t", "raw", "-c"]).stdout
 
-    def _sets(self) -> set[str]:
-        out = self._run([self.ipset, "list", "-n"], check=False).stdout.split()
-        return {s for s in out if s.startswith("cbf-")}
+    def _sets(self) -> dict[str, set[str]]:
+        """Our sets and their members (normalised CIDRs)."""
+        out = self._run([self.ipset, "save"], check=False).stdout
+        sets: dict[str, set[str]] = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[1].startswith("cbf-"):
+                if parts[0] == "create":
+                    sets.setdefault(parts[1], set())
+                elif parts[0] == "add":
+                    sets.setdefault(parts[1], set()).add(str(ipaddress.ip_network(parts[2], strict=False)))
+        return sets
 
     def apply(self, fs: FilterSet) -> None:
         plans = {v: Plan(fs, v) for v in (4, 6)}
-        existing_sets = self._sets()
-        # 1. sets first: new ones created full, existing ones swapped with a full copy
+        have = self._sets()
+        wanted = {n: {str(ipaddress.ip_network(c)) for c in nets} for p in plans.values() for n, nets in p.sets.items()}
+        # 1. only additions: new sets created full, members added to existing ones. An address whose
+        #    verdict does not change is in its (old = new) set throughout; one that moves is briefly in
+        #    both its old and its new set, and gets one of the two verdicts, never none.
         batch: list[str] = []
         for version, plan in plans.items():
             fam = "inet" if version == 4 else "inet6"
-            for name, nets in plan.sets.items():
-                target = name if name not in existing_sets else f"cbf-tmp-{uuid.uuid4().hex[:12]}"
-                batch.append(f"create {target} hash:net family {fam} maxelem 262144")
-                batch += [f"add {target} {n}" for n in nets]
-                if target != name:
-                    batch += [f"swap {target} {name}", f"destroy {target}"]
-        if batch:
-            self._run([self.ipset, "restore"], stdin="\n".join(batch) + "\n")
+            for name in plan.sets:
+                if name not in have:
+                    batch.append(f"create {name} hash:net family {fam} maxelem 262144")
+                batch += [f"add {name} {n} -exist" for n in sorted(wanted[name] - have.get(name, set()))]
+        self._ipset_batch(batch)
         # 2. chains, one atomic restore per family
         for version, plan in plans.items():
             self._restore(version, plan)
-        # 3. sets nothing references now
-        wanted = {n for p in plans.values() for n in p.sets}
-        stale = sorted(existing_sets - wanted)
-        if stale:
-            self._run([self.ipset, "restore"], stdin="".join(f"destroy {s}\n" for s in stale))
+        # 3. only removals: members that moved away, then sets nothing references now
+        batch = [f"del {name} {n} -exist" for name, nets in wanted.items() for n in sorted(have.get(name, set()) - nets)]
+        batch += [f"destroy {s}" for s in sorted(set(have) - set(wanted))]
+        self._ipset_batch(batch)
         log.info("event=ipt_filter_applied interfaces=%s sets=%d", ",".join(fs.names) or "-", len(wanted))
+
+    def _ipset_batch(self, batch: list[str]) -> None:
+        if batch:
+            self._run([self.ipset, "restore"], stdin="\n".join(batch) + "\n")
 
     def _restore(self, version: int, plan: Plan) -> None:
         saved = self._save(version)
@@ -219,18 +231,18 @@ class IptFilter:
         self.apply(FilterSet())
 
     def counters(self) -> list[RuleCounter]:
-        totals: dict[tuple[str, RuleId], list[int]] = {}
+        totals: dict[tuple[str, RuleId, str], list[int]] = {}
         for version in (4, 6):
             try:
                 saved = self._save(version)
             except IptError:
                 continue
             for pk, by, comment in _parse_counters(saved):
-                ifname, filt, idx = comment.split(" ")
-                t = totals.setdefault((ifname, RuleId(filt, int(idx))), [0, 0])
+                ifname, filt, idx, action = comment.split(" ")
+                t = totals.setdefault((ifname, RuleId(filt, int(idx)), action), [0, 0])
                 t[0] += pk
                 t[1] += by
-        return [RuleCounter(i, r, p, b) for (i, r), (p, b) in sorted(totals.items())]
+        return [RuleCounter(i, r, a, p, b) for (i, r, a), (p, b) in sorted(totals.items())]
 
     def programmed(self) -> list[str]:
         return sorted({c.interface for c in self.counters()})
@@ -239,5 +251,5 @@ class IptFilter:
 def _parse_counters(saved: str) -> Iterable[tuple[int, int, str]]:
     for line in saved.splitlines():
         m = _COUNTER_RE.match(line)
-        if m and len(m.group(3).split(" ")) == 3:
+        if m and len(m.group(3).split(" ")) == 4:
             yield int(m.group(1)), int(m.group(2)), m.group(3)

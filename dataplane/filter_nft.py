@@ -9,7 +9,7 @@
                            verdict chain
       chain c_<if>_<hash>  one per distinct verdict, named by its content: exceptions, failsafe
                            ports, then the verdict, each with a named counter
-      counter r_<hash>     one per rule and interface (comment: "<if> <filter> <index>"), fs_<if> for
+      counter r_<hash>     one per rule and interface (comment: "<if> <filter> <index> <action>"), fs_<if> for
                            the failsafe; they outlive every update, so counts never reset
 
 An update adds the new maps and chains, repoints the ingress chain, and deletes what is no longer
@@ -119,8 +119,9 @@ def render(fs: FilterSet, cur: NftState) -> str:
     for f in fs.interfaces:
         tok = iface_token(f.interface)
         for info in f.rules:
-            want_counters[rule_counter(f.interface, info.rule_id)] = f"{f.interface} {info.rule_id.filter} {info.rule_id.index}"
-        want_counters[rule_counter(f.interface, FAILSAFE_RULE)] = f"{f.interface} failsafe -1"
+            want_counters[rule_counter(f.interface, info.rule_id)] = (
+                f"{f.interface} {info.rule_id.filter} {info.rule_id.index} {info.action.value}")
+        want_counters[rule_counter(f.interface, FAILSAFE_RULE)] = f"{f.interface} failsafe -1 Allow"
         mine = [m for m in cur.maps if m.startswith((f"m4_{tok}_", f"m6_{tok}_"))]
         gen = max((_gen(m) for m in mine), default=0) + 1
         for version in (4, 6):
@@ -226,7 +227,7 @@ def _counters(doc: dict) -> Iterable[RuleCounter]:
         if not c:
             continue
         parts = c.get("comment", "").split(" ")
-        if len(parts) != 3:
+        if len(parts) != 4:
             continue
-        ifname, filt, idx = parts
-        yield RuleCounter(ifname, RuleId(filt, int(idx)), int(c.get("packets", 0)), int(c.get("bytes", 0)))
+        ifname, filt, idx, action = parts
+        yield RuleCounter(ifname, RuleId(filt, int(idx)), action, int(c.get("packets", 0)), int(c.get("bytes", 0)))

@@ -210,6 +210,7 @@ class RuleCounter:
 
     interface: str
     rule_id: RuleId
+    action: str     # "Allow" | "Deny" (the failsafe counts as "Allow")
     packets: int
     bytes: int
 

@@ -94,6 +94,13 @@ class XdpFilter:
             return {}
         return {RuleId(r["filter"], r["index"]): r["slot"] for r in doc.get("rules", [])}
 
+    def _load_actions(self, ifname: str) -> dict[RuleId, str]:
+        try:
+            doc = json.loads(self._state_path(ifname).read_text())
+        except (OSError, ValueError):
+            return {}
+        return {RuleId(r["filter"], r["index"]): r.get("action", "") for r in doc.get("rules", [])}
+
     def _save_slots(self, f: InterfaceFilter, prog_id: int, slots: dict[RuleId, int]) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         actions = {r.rule_id: r.action.value for r in f.rules}
@@ -214,12 +221,12 @@ class XdpFilter:
             if p is None:
                 continue
             try:
-                slots = self._load_slots(ifname, p.prog_id)
+                slots, actions = self._load_slots(ifname, p.prog_id), self._load_actions(ifname)
                 fd = p.maps["cb_counters"]
                 for rid, slot in [(FAILSAFE_RULE, 0), *slots.items()]:
                     raw = bpf.map_lookup(fd, _U32.pack(slot), 16 * self.ncpu) or bytes(16 * self.ncpu)
                     vals = struct.unpack(f"={2 * self.ncpu}Q", raw)
-                    out.append(RuleCounter(ifname, rid, sum(vals[0::2]), sum(vals[1::2])))
+                    out.append(RuleCounter(ifname, rid, actions.get(rid, "Allow"), sum(vals[0::2]), sum(vals[1::2])))
             finally:
                 p.close()
         return out

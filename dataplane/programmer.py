@@ -84,25 +84,31 @@ class _Desired:
     index: dict[RouteKey, int]
     forwarding: list[Forwarding]
     devices: frozenset[str]
+    signatures: dict[bytes, int]  # codec.dump_signature -> position, for the common shape
 
     def route(self, key: RouteKey) -> Route | None:
         i = self.index.get(key)
         return None if i is None else self.routes[i]
 
 
-def _index(routes: Iterable[Route]) -> _Desired:
+def _index(routes: Iterable[Route], table: int, protocol: int) -> _Desired:
     by_key = index_routes(routes)
     shared: dict[tuple[object, ...], Forwarding] = {}
     forwarding = []
     devices = set()
-    for route in by_key.values():
+    signatures: dict[bytes, int] = {}
+    signature = codec.dump_signature
+    for i, (key, route) in enumerate(by_key.items()):
         ident = (route.kind, route.nexthops)
         fwd = shared.get(ident)
         if fwd is None:
             fwd = shared[ident] = route.forwarding()
             devices.update(h.device for h in route.nexthops if h.device is not None)
         forwarding.append(fwd)
-    return _Desired(list(by_key.values()), {key: i for i, key in enumerate(by_key)}, forwarding, frozenset(devices))
+        sig = signature(table, protocol, key, fwd.rtype, fwd.hops)
+        if sig is not None:
+            signatures[sig] = i
+    return _Desired(list(by_key.values()), {key: i for i, key in enumerate(by_key)}, forwarding, frozenset(devices), signatures)
 
 
 class RouteProgrammer:
@@ -136,7 +142,7 @@ class RouteProgrammer:
         self._debounce = debounce
         self._grace_on_start = grace
         self._register_name = register_name
-        self._desired = _Desired([], {}, [], frozenset())
+        self._desired = _Desired([], {}, [], frozenset(), {})
         self._keep: frozenset[RouteKey] = frozenset()
         self._links: dict[int, dump.Link] = {}
         self._ifindex: dict[str, int] = {}
@@ -160,7 +166,8 @@ class RouteProgrammer:
         self._dump_sock = netlink.open_rtnl_socket(self.netns)
         self._channel = netlink.RequestChannel(self._request_sock, self._window)
         await self._refresh_links()
-        existing = await dump.dump_routes(self._dump_sock, self.table, self.protocol)
+        existing: set[RouteKey] = set()
+        await trio.to_thread.run_sync(dump.scan_routes_sync, self._dump_sock, self.table, self.protocol, lambda kr: existing.add(kr.key))
         self.adopted = len(existing)
         if self._grace_on_start:
             self._keep = frozenset(existing)
@@ -191,7 +198,7 @@ class RouteProgrammer:
 
     def set_desired(self, routes: Iterable[Route]) -> None:
         """Replace the desired set (raises DuplicateRoute); a running programmer reconciles soon."""
-        self._desired = _index(routes)
+        self._desired = _index(routes, self.table, self.protocol)
         self._dirty.set()
 
     @property
@@ -251,7 +258,7 @@ class RouteProgrammer:
         planner = Planner(desired.index, desired.forwarding, ifindex, keep)
         table, protocol = self.table, self.protocol
         sock = self._dump_sock
-        await trio.to_thread.run_sync(dump.scan_routes_sync, sock, table, protocol, planner.visit)
+        await trio.to_thread.run_sync(dump.scan_routes_sync, sock, table, protocol, planner.visit, desired.signatures, planner.visit_matching)
         plan = planner.finish()
 
         failures: list[RouteFailure] = []

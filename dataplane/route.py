@@ -301,6 +301,14 @@ class Planner:
         else:
             self._replaces[i] = None
 
+    def visit_matching(self, i: int) -> None:
+        """The kernel has desired route `i` exactly as wanted (a byte-level match, see dump_signature)."""
+        if not self._seen[i]:
+            self._seen[i] = 1
+            self._present += 1
+        if self._replaces:
+            self._replaces.pop(i, None)
+
     def finish(self) -> Plan:
         keys: list[RouteKey] | None = None
         if self._present == len(self._seen):

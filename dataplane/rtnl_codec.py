@@ -224,6 +224,25 @@ _V4_GW_LEN = 16 + _V4_GW.size
 _V4_GW_HEADERS = (_nla_header(8, RTA_TABLE), _nla_header(8, RTA_DST), _nla_header(8, RTA_GATEWAY), _nla_header(8, RTA_OIF))
 
 
+def dump_signature(table: int, protocol: int, key: RouteKey, rtype: int, hops: tuple[DesiredHop, ...]) -> bytes | None:
+    """The bytes the kernel dumps for this route, after the header and before the OIF value.
+
+    Only for the common shape (IPv4, one gateway, no device asked for); None otherwise. A dumped
+    message whose bytes equal this is the desired route, whatever device the kernel chose, so a
+    no-op reconcile can skip decoding it.
+    """
+    if len(key.dst) != 4 or rtype != RTN_UNICAST or len(hops) != 1:
+        return None
+    gw, dev, _weight = hops[0]
+    if gw is None or dev is not None:
+        return None
+    sig = RTMSG.pack(AF_INET, key.dst_len, 0, 0, table if table < 256 else 252, protocol, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
+    sig += NLA.pack(8, RTA_TABLE) + U32.pack(table) + NLA.pack(8, RTA_DST) + key.dst
+    if key.metric:
+        sig += NLA.pack(8, RTA_PRIORITY) + U32.pack(key.metric)
+    return sig + NLA.pack(8, RTA_GATEWAY) + gw + NLA.pack(8, RTA_OIF)
+
+
 def decode_route(buf: bytes, off: int, length: int) -> KernelRoute | None:
     """RTM_NEWROUTE/RTM_DELROUTE at `off` -> KernelRoute; None for cloned (cache) entries."""
     if length == _V4_GW_LEN:

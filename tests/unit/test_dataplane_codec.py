@@ -145,3 +145,28 @@ def test_lean_decoder_reads_what_pyroute2_encodes(route):
     assert (got.rtype, got.protocol, got.table, got.down) == (route.kind.rtn, 86, 254, 0)
     want = tuple((h.gateway.packed, 7, h.weight) for h in route.nexthops)
     assert got.hops == want
+
+
+@pytest.mark.parametrize("route", [Route.via("198.18.5.0/24", "198.18.0.2"), Route.via("198.18.5.1/32", "198.18.0.2", metric=9)], ids=str)
+def test_dump_signature_is_the_kernel_message_without_its_oif(route):
+    fwd = route.forwarding()
+    sig = codec.dump_signature(254, 86, route.key, fwd.rtype, fwd.hops)
+    data = kernel_like(route, oif=7)
+    assert data[16:-4] == sig
+    other = Route.via(str(route.prefix), "198.18.0.3", metric=route.metric)
+    assert kernel_like(other, oif=7)[16:-4] != sig
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        Route.via("198.18.5.0/24", "198.18.0.2", "198.18.0.3"),
+        Route(prefix="198.18.5.0/24", nexthops=[NextHop(gateway="198.18.0.2", device="veth0")]),
+        Route.blackhole("198.18.64.0/26"),
+        Route.via("2001:db8:5::/64", "2001:db8::2"),
+    ],
+    ids=str,
+)
+def test_no_dump_signature_for_other_shapes(route):
+    fwd = route.forwarding()
+    assert codec.dump_signature(254, 86, route.key, fwd.rtype, fwd.hops) is None
