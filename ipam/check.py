@@ -13,7 +13,7 @@ import attrs
 from calico_bgp.datastore import codec
 from calico_bgp.datastore.types import Compare, Delete, Put
 from ipam.pool import Pool
-from ipam.records import CONFIRMED, Handle
+from ipam.records import CONFIRMED, Affinity, Handle
 from ipam.store import Snapshot
 
 log = logging.getLogger("ipam")
@@ -146,7 +146,7 @@ def check(snap: Snapshot, pools: list[Pool], nodes: set[str] | None = None) -> R
 
 @attrs.frozen
 class Action:
-    kind: str     # release-handle | fix-handle | delete-affinity | release-block | reclaim-empty
+    kind: str     # release-handle | fix-handle | delete-affinity | confirm-affinity | release-block | reclaim-empty
     target: str
     node: str | None = None
     why: str = ""
@@ -163,9 +163,11 @@ def plan_repair(report: Report) -> list[Action]:
              if i.kind in ("handle-count", "missing-handle")]
     gone = set()
     for o in report.orphaned_affinities:
-        kind = "release-block" if o.reason == "node gone" else "delete-affinity"
+        kind = {"node gone": "release-block", "affinity left pending": "confirm-affinity"}.get(o.reason, "delete-affinity")
         plan.append(Action(kind, o.cidr, o.node, o.reason))
         gone.add(o.cidr)
+    plan += [Action("confirm-affinity", i.key, i.detail.split(" is affine to ")[1].split(" ")[0], i.detail)
+             for i in report.inconsistencies if i.kind == "no-affinity-record"]
     plan += [Action("reclaim-empty", e.cidr, e.node,
                     "empty; affinity released on the second sighting" if e.seen_empty == 0
                     else "seen empty before; releasing its affinity")
@@ -176,7 +178,7 @@ def plan_repair(report: Report) -> list[Action]:
 async def repair(allocator: Any, plan: list[Action],
                  progress: Callable[[int, int, Action], None] | None = None) -> list[tuple[Action, str]]:
     """Carry out `plan`; returns (action, outcome) per step. Every write is a compare-and-swap."""
-    from ipam.store import decode_affinity
+    from ipam.store import decode_affinity, decode_block
 
     client, keys = allocator.client, allocator.keys
     done = []
@@ -204,6 +206,15 @@ async def repair(allocator: Any, plan: list[Action],
                 decode_affinity(akey, kv.value)
                 res = await client.txn([Compare.mod(akey, kv.mod_revision)], [Delete(akey)], [])
                 outcome = "deleted" if res.succeeded else "changed meanwhile; left alone"
+        elif act.kind == "confirm-affinity":
+            # the block says it is this node's: write the record it should have
+            akey = keys.affinity(act.node, act.target)
+            blk = await client.get(keys.block(act.target))
+            if blk is None or decode_block(blk.key, blk.value).host != act.node:
+                outcome = "block no longer affine to the node; left alone"
+            else:
+                await client.put(akey, codec.encode(Affinity(CONFIRMED)))
+                outcome = "affinity confirmed"
         elif act.kind == "reclaim-empty":
             released = await allocator.reclaim_empty(act.node, [act.target])
             outcome = "block and affinity released" if released else "sighting counted (or no longer empty)"

@@ -43,4 +43,7 @@ def test_disagreements_are_named():
     assert sorted(o.reason for o in report.orphaned_affinities) == ["affinity left pending", "block missing"]
     assert report.corrupt and not report.clean
     assert [e.cidr for e in report.empty_blocks] == [b.cidr]
-    assert "reclaim-empty" in [a.kind for a in plan_repair(report)]
+    plan = {(a.kind, a.target) for a in plan_repair(report)}
+    assert ("reclaim-empty", b.cidr) in plan
+    assert ("confirm-affinity", a.cidr) in plan and ("confirm-affinity", b.cidr) in plan
+    assert ("delete-affinity", "198.19.0.80/28") in plan
