@@ -37,8 +37,8 @@ class PathAttrs:
     origin: str = "igp"
     local_pref: int | None = None
     med: int | None = None
-    communities: tuple[str, ...] = ()
-    large_communities: tuple[str, ...] = ()
+    communities: tuple[tuple[int, int], ...] = ()
+    large_communities: tuple[tuple[int, int, int], ...] = ()
     originator_id: str | None = None
     cluster_list: tuple[str, ...] = ()
 
@@ -179,7 +179,7 @@ class Rib:
         self.multipath = multipath
         self._paths: dict[Prefix, dict[str, Path]] = {}
         self._selected: dict[Prefix, Selection] = {}
-        self._rejected: dict[str, dict[Prefix, str]] = {}
+        self._rejected: dict[str, dict[Prefix, tuple[str, PathAttrs]]] = {}
 
     # --- input -------------------------------------------------------------------------------
     def update(self, peer: Peer, announced: Mapping[Prefix, PathAttrs], withdrawn: Iterable[Prefix] = ()) -> set[Prefix]:
@@ -197,7 +197,7 @@ class Rib:
                 reason = self.import_policy(peer, prefix, pattrs)
             per_peer = self._paths.setdefault(prefix, {})
             if reason is not None:
-                rejected[prefix] = reason
+                rejected[prefix] = (reason, pattrs)  # kept, so a policy change can accept it later
                 if per_peer.pop(peer.address, None) is not None:  # implicit withdraw of the old path
                     touched.add(prefix)
                 continue
@@ -215,11 +215,12 @@ class Rib:
         return self._reselect(touched)
 
     def reapply_policy(self, peers: Iterable[Peer]) -> set[Prefix]:
-        """Re-run import policy over what is stored (after a filter change); soft reconfiguration."""
+        """Re-run import policy over everything received, accepted or not (soft reconfiguration)."""
         changed: set[Prefix] = set()
         for peer in peers:
             kept = {prefix: per_peer[peer.address].attrs for prefix, per_peer in self._paths.items()
                     if peer.address in per_peer}
+            kept.update((prefix, pattrs) for prefix, (_, pattrs) in self._rejected.get(peer.address, {}).items())
             changed |= self.update(peer, kept)
         return changed
 
@@ -247,12 +248,15 @@ class Rib:
     def paths(self, prefix: Prefix) -> list[Path]:
         return list((self._paths.get(prefix) or {}).values())
 
-    def received_count(self, peer_address: str) -> int:
+    def accepted_count(self, peer_address: str) -> int:
         return sum(1 for per_peer in self._paths.values() if peer_address in per_peer)
+
+    def rejected_count(self, peer_address: str) -> int:
+        return len(self._rejected.get(peer_address, ()))
 
     def rejected(self, peer_address: str | None = None) -> list[Rejected]:
         peers = [peer_address] if peer_address else sorted(self._rejected)
-        return [Rejected(p, prefix, why) for p in peers for prefix, why in self._rejected.get(p, {}).items()]
+        return [Rejected(p, prefix, why) for p in peers for prefix, (why, _) in self._rejected.get(p, {}).items()]
 
     def __len__(self) -> int:
         return len(self._selected)

@@ -167,3 +167,14 @@ def test_selection_depends_only_on_the_final_adj_rib_in(ops):
     assert dict(rib.selections()) == dict(fresh.selections())
     for prefix, sel in rib.selections():
         assert sel.best in sel.multipath and len(set(sel.next_hops)) == len(sel.next_hops)
+
+
+def test_policy_change_accepts_what_was_rejected_before():
+    allow = {"on": False}
+    rib = Rib(LOCAL, import_policy=lambda peer, prefix, a: None if allow["on"] else "filtered")
+    rib.update(TOR1, {P: PathAttrs("198.18.1.1", as_path=(65001,))})
+    assert rib.selection(P) is None and rib.rejected_count(TOR1.address) == 1
+    allow["on"] = True
+    assert rib.reapply_policy([TOR1]) == {P}
+    assert rib.selection(P).next_hops == ("198.18.1.1",) and rib.rejected_count(TOR1.address) == 0
+    assert rib.accepted_count(TOR1.address) == 1

@@ -1,0 +1,81 @@
+"""What this node wants, computed from the cluster state and the RIB. Pure.
+
+- announcements: each block affine to this node as one aggregate, each address this node borrowed
+  from another node's block as a host route; never a pool with disableBGPExport.
+- kernel routes: a blackhole per local block (an unallocated address is dropped here rather than
+  following the default route) and the RIB's selections via their next hops (ECMP when several).
+- the default import policy: only prefixes inside a configured pool (issue 5 widens this with
+  BGPFilter rules).
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable, Mapping
+
+from calico_bgp import model
+from calico_bgp.rib import ImportPolicy, PathAttrs, Peer, Prefix, Rib
+from dataplane.route import NextHop, Route
+from ipam.block import Block
+
+
+def _pool_of(prefix: Prefix, pools: Iterable[model.IPPool]) -> model.IPPool | None:
+    for pool in pools:
+        net = pool.spec.network
+        if net.version == prefix.version and prefix.subnet_of(net):  # type: ignore[arg-type]
+            return pool
+    return None
+
+
+def local_blocks(node: str, blocks: Mapping[str, Block]) -> list[Prefix]:
+    return sorted((b.network for b in blocks.values() if b.host == node), key=_sort_key)
+
+
+def announcements(node: str, blocks: Mapping[str, Block], pools: Iterable[model.IPPool]) -> set[Prefix]:
+    """The prefixes this node originates."""
+    pools = list(pools)
+    out: set[Prefix] = set()
+    for block in blocks.values():
+        pool = _pool_of(block.network, pools)
+        if pool is None or pool.spec.disable_bgp_export:
+            continue
+        if block.host == node:
+            out.add(block.network)
+            continue
+        for use in block.in_use():
+            if use.node == node:  # borrowed from another node's block: announce the host route
+                addr = ipaddress.ip_address(use.ip)
+                out.add(ipaddress.ip_network(f"{addr}/{addr.max_prefixlen}"))
+    return out
+
+
+def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterable[Prefix] = ()) -> list[Route]:
+    """Blackholes for local blocks, plus every selected route that is not one we originate."""
+    mine = set(own)
+    routes = [Route.blackhole(prefix) for prefix in local_blocks(node, blocks)]
+    blackholed = {r.prefix for r in routes}
+    for prefix, sel in rib.selections():
+        if prefix in mine or prefix in blackholed:
+            continue
+        routes.append(learned_route(prefix, sel.next_hops))
+    return routes
+
+
+def learned_route(prefix: Prefix, next_hops: Iterable[str]) -> Route:
+    return Route(prefix, nexthops=tuple(NextHop(gateway=h) for h in next_hops))
+
+
+def pool_import_policy(pools: Iterable[model.IPPool]) -> ImportPolicy:
+    """Accept only prefixes inside a configured pool (safe default: no default route, no strays)."""
+    nets = [p.spec.network for p in pools]
+
+    def policy(_peer: Peer, prefix: Prefix, _attrs: PathAttrs) -> str | None:
+        for net in nets:
+            if net.version == prefix.version and prefix.subnet_of(net):  # type: ignore[arg-type]
+                return None
+        return "outside every IP pool"
+
+    return policy
+
+
+def _sort_key(p: Prefix) -> tuple[int, int, int]:
+    return (p.version, int(p.network_address), p.prefixlen)
