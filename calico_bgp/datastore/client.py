@@ -73,7 +73,8 @@ class EtcdClient:
     async def txn(self, compares: list[Compare], success: list[Op], failure: list[Op]) -> TxnResult:
         # a read-only txn may be retried on another endpoint; one that writes may already have been applied
         read_only = all(isinstance(op, Get) for op in (*success, *failure))
-        resp = await self.transport.call("/v3/kv/txn", wire.encode_txn(compares, success, failure), idempotent=read_only)
+        body = wire.encode_txn(compares, success, failure)
+        resp = await self.transport.call("/v3/kv/txn", body, idempotent=read_only)
         return wire.decode_txn(resp)
 
     # --- compare-and-swap: one transaction each; a loser gets the current value from the same txn ---

@@ -36,7 +36,8 @@ async def revoke(transport: Transport, lease_id: int) -> None:
         log.debug("etcd event=lease_revoke_absent lease=%x", lease_id)  # already gone: revoking is idempotent
 
 
-async def keep_alive(transport: Transport, lease_id: int, ttl: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def keep_alive(transport: Transport, lease_id: int, ttl: int, *,
+                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Refresh every ttl/3 until cancelled. Rides out etcd outages as long as the lease can still be alive;
     raises LeaseExpired once etcd says it is gone or the TTL ran out without a successful refresh."""
     interval = max(ttl / 3, 0.1)

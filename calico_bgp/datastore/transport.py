@@ -152,7 +152,8 @@ class Transport:
             except httpx.TransportError as exc:
                 reason = describe(exc)
                 if endpoint.startswith("https:") and isinstance(exc, httpx.ReadError):
-                    reason += " (does etcd require a client certificate?)"  # Go's TLS 1.3 just hangs up on a cert-less client
+                    # Go's TLS 1.3 server just hangs up on a client that sent no certificate
+                    reason += " (does etcd require a client certificate?)"
                 if not (idempotent or _not_sent(exc)):
                     self._current = (idx + 1) % n  # the next call starts elsewhere
                     # the request may have been applied: retrying a compare-and-swap elsewhere could misreport it

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from calico_bgp.datastore import AuthFailed, EtcdClient, EtcdUnavailable, Get, TLSConfig, WatchBatch
+from calico_bgp.datastore import AuthFailed, EtcdClient, EtcdUnavailable, Get, LeaseExpired, TLSConfig, WatchBatch
 from tests.etcd_server import EtcdServer, free_port
 
 
@@ -187,6 +187,26 @@ async def test_watch_resumes_across_an_etcd_restart_without_loss_or_duplicates(m
     assert revisions == sorted(set(revisions))
 
 
+async def test_keep_lease_alive_rides_out_a_short_outage_and_gives_up_after_the_ttl(make_etcd):
+    server = make_etcd()
+    async with EtcdClient([server.url], timeout=1) as client:
+        lease = await client.lease_grant(3)
+        await client.put("/status/n1", "up", lease=lease)
+        with pytest.RaisesGroup(LeaseExpired):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(client.keep_lease_alive, lease, 3)
+                await trio.to_thread.run_sync(server.halt)
+                await trio.sleep(1)
+                await trio.to_thread.run_sync(server.start)
+                await trio.sleep(2)
+                assert (await client.get("/status/n1")).lease == lease
+                await trio.to_thread.run_sync(server.halt)  # a long outage: the keeper must not pretend
+                t0 = trio.current_time()
+                with trio.fail_after(8):
+                    await trio.sleep_forever()
+        assert trio.current_time() - t0 < 5
+
+
 # --- auth -----------------------------------------------------------------------------------------
 
 async def test_auth_wrong_password_no_password_right_password_and_token_refresh(make_etcd):
@@ -233,7 +253,8 @@ def pki(tmp_path):
     """A throwaway CA, a server cert for IP 127.0.0.1 and a client cert, all signed by it."""
     d = str(tmp_path)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=calico-bgp test CA",
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+             "-subj", "/CN=calico-bgp test CA",
              "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
     # etcd's gateway dials its own gRPC port presenting the server cert, so that cert needs clientAuth too
     for name, ext in [("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"),
