@@ -107,7 +107,8 @@ class BlockAllocator:
 
     async def _scan(self, node: str) -> set[str]:
         """One round trip: the node's affinities and the CIDRs of every stored block. Blocks newly
-        affine to the node (claimed by another process on it) are then read in one more."""
+        affine to the node (claimed by another process on it), and cached ones that looked full
+        (another process may have released in them), are then read in one more."""
         res = await self.client.txn([], [Get(self.keys.affinities(node), prefix=True),
                                          Get(self.keys.blocks(), prefix=True, keys_only=True)], [])
         affs, bkvs = res.responses
@@ -122,7 +123,8 @@ class BlockAllocator:
         cache = self._affine.setdefault(node, {})
         for cidr in [c for c in cache if c not in confirmed]:
             del cache[cidr]
-        missing = [c for c in sorted(confirmed) if c not in cache and c in existing]
+        missing = [c for c in sorted(confirmed)
+                   if c in existing and (c not in cache or cache[c].value.free_count == 0)]
         for cidr, stored in (await self.store.get_blocks(missing, self.corrupt)).items():
             if stored is not None and stored.value.host == node:
                 cache[cidr] = stored

@@ -261,3 +261,15 @@ def test_etcd_unreachable_names_the_endpoint():
     res = CliRunner().invoke(cli, ["--etcd-endpoints", "http://127.0.0.1:9", "ipam", "show"])
     assert res.exit_code == 3, res.output
     assert "127.0.0.1:9" in res.output and res.output.count("\n") == 1
+
+
+async def test_space_freed_by_another_process_on_the_node_is_reused(etcd_url, key_prefix):
+    keys = Keys(key_prefix)
+    pools = [Pool("p", "198.19.69.0/24", 30)]
+    async with EtcdClient([etcd_url]) as client:
+        a, b = BlockAllocator(client, keys), BlockAllocator(client, keys)  # two processes, one node
+        got = await a.allocate("n1", "h1", 4, pools)
+        assert len({x.block for x in got}) == 1
+        await b.release_handle("h1")
+        (again,) = await a.allocate("n1", "h2", 1, pools)  # a's cache says full; the block is not
+        assert again.block == got[0].block
