@@ -4,7 +4,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from typing import AsyncIterator, Union
+from typing import AsyncIterator, Callable, Mapping, Union
 
 import attrs
 import trio
@@ -43,9 +43,12 @@ def open_event_socket(netns: str | None = None, rcvbuf: int = netlink.DEFAULT_RC
     return netlink.open_rtnl_socket(netns, groups=EVENT_GROUPS, rcvbuf=rcvbuf)
 
 
-def decode_events(data: bytes) -> list[Event]:
+def decode_events(data: bytes, known: Mapping[bytes, object] | None = None) -> list[Event]:
+    """Decode one datagram; a new route whose bytes are in `known` (codec.dump_signature) is dropped."""
     out: list[Event] = []
     for off, length, mtype in netlink.iter_messages(data):
+        if known and mtype == codec.RTM_NEWROUTE and data[off + 16 : off + length - 4] in known:
+            continue
         if mtype == codec.RTM_NEWROUTE or mtype == codec.RTM_DELROUTE:
             route = codec.decode_route(data, off, length)
             if route is not None:
@@ -56,8 +59,12 @@ def decode_events(data: bytes) -> list[Event]:
     return out
 
 
-async def events(sock: socket.socket) -> AsyncIterator[list[Event]]:
-    """Batches of events as they arrive (one batch per readable wakeup), until cancelled."""
+async def events(sock: socket.socket, known: Callable[[], Mapping[bytes, object]] | None = None) -> AsyncIterator[list[Event]]:
+    """Batches of events as they arrive (one batch per readable wakeup), until cancelled.
+
+    `known()` gives the signatures of routes already exactly as wanted: events re-announcing them
+    (our own bulk adds) are dropped undecoded.
+    """
     while True:
         await trio.lowlevel.wait_readable(sock)
         batch: list[Event] = []
@@ -72,7 +79,7 @@ async def events(sock: socket.socket) -> AsyncIterator[list[Event]]:
                 log.warning("event=netlink_events_lost reason=%r", "receive buffer overrun")
                 batch.append(EventsLost())
                 continue
-            batch.extend(decode_events(data))
+            batch.extend(decode_events(data, known() if known is not None else None))
             if len(batch) >= 4096:
                 break
         if batch:

@@ -380,13 +380,14 @@ class RouteProgrammer:
             await trio.sleep(1.0)
             self._dirty.set()
 
-    def _kick(self, why: str) -> None:
+    def _kick(self, why: str, key: RouteKey | None = None) -> None:
+        # one log line per wake-up, not per event: a bulk change by hand is 100k events
         if not self._dirty.is_set():
-            log.debug("event=reconcile_wanted why=%s", why)
+            log.info("event=reconcile_wanted why=%s prefix=%s", why, key.prefix() if key is not None else "-")
             self._dirty.set()
 
     async def _watch(self, sock: object) -> None:
-        async for batch in events.events(sock):  # type: ignore[arg-type]
+        async for batch in events.events(sock, lambda: self._desired.signatures):  # type: ignore[arg-type]
             for event in batch:
                 if isinstance(event, events.RouteEvent):
                     self._on_route(event)
@@ -405,18 +406,16 @@ class RouteProgrammer:
         want = None if i is None else desired.forwarding[i]
         if route.protocol != self.protocol:
             if want is not None:  # a foreign route on one of our keys: conflict appeared or cleared
-                self._kick("foreign_route")
+                self._kick("foreign_route", key)
             return
         if event.deleted:
             if want is not None:
-                log.info("event=route_removed_behind_our_back prefix=%s", key.prefix())
-                self._kick("route_deleted")
+                self._kick("route_deleted", key)
         elif want is None:
             if key not in self._keep:
-                self._kick("stale_route")
+                self._kick("stale_route", key)
         elif not forwarding_matches(want, route, self._ifindex):
-            log.info("event=route_changed_behind_our_back prefix=%s", key.prefix())
-            self._kick("route_changed")
+            self._kick("route_changed", key)
 
     def _on_link(self, event: events.LinkEvent) -> None:
         link = event.link
