@@ -14,7 +14,9 @@ import attrs
 
 from calico_bgp.speaker.errors import InvalidRoute
 
-MAX_NLRI_PER_COMMAND = 500
+# measured against BIRD (20k /32s): ExaBGP 5.0.15 handles short lines much faster than long ones
+# (25-50 per line: 3.4-6.7k routes/s; 500: ~1.5k/s; 1,000: ~1.1k/s)
+MAX_NLRI_PER_COMMAND = 32
 ORIGINS = ("igp", "egp", "incomplete")
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -37,6 +36,8 @@ from calico_bgp.speaker.process import Backoff, ExaBGPProcess, exabgp_command, e
 
 log = logging.getLogger("calico_bgp.speaker")
 
+_RELOAD = "\0reload"  # a replayer work item that is not a neighbor
+
 
 def bridge_command(socket_path: Path) -> list[str]:
     return [sys.executable, "-m", "calico_bgp.speaker.bridge", "--socket", str(socket_path)]
@@ -57,7 +58,7 @@ def _atomic_write(path: Path, text: str) -> bool:
 
 class Speaker:
     def __init__(self, state_dir: str | os.PathLike[str], *, netns: str | None = None,
-                 exabgp_cmd: Sequence[str] | None = None, max_in_flight: int = 32,
+                 exabgp_cmd: Sequence[str] | None = None, max_in_flight: int = 128,
                  max_nlri: int = cmds.MAX_NLRI_PER_COMMAND, env: dict[str, str] | None = None,
                  backoff: Backoff | None = None) -> None:
         self.state_dir = Path(state_dir)
@@ -84,6 +85,9 @@ class Speaker:
         self._replay_tx, self._replay_rx = trio.open_memory_channel[str | None](math.inf)
         self._closing = False
         self._connected = trio.Event()
+        # config file versions: written, and the one the running ExaBGP has loaded
+        self._generation = 0
+        self._loaded_generation = -1
 
     # -- lifecycle -----------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -122,6 +126,7 @@ class Speaker:
             self._write_config()
             started = trio.current_time()
             self.process = proc = ExaBGPProcess.start(self._exabgp_argv(), env, self.pidfile, self.state_dir)
+            self._loaded_generation = self._generation
             async with trio.open_nursery() as n:
                 n.start_soon(proc.pump_log)
                 code = await proc.wait()
@@ -171,6 +176,10 @@ class Speaker:
                 log.warning("bridge_dropped_lines count=%d", dropped)
             self._emit(BridgeConnected())
             self._connected.set()
+            if self._loaded_generation != self._generation:
+                # the config changed while ExaBGP was starting: it may have read the old one
+                self._loaded_generation = self._generation
+                self._replay_tx.send_nowait(_RELOAD)
             # the same ExaBGP with a new bridge: sessions did not restart, no `up` will come
             if exabgp_pid in self._bridge_exabgp_pids:
                 for key, st in self.peers.items():
@@ -229,6 +238,10 @@ class Speaker:
     async def _replayer(self) -> None:
         # its own task: the bridge reader must never wait on the command window it feeds acks to
         async for key in self._replay_rx:
+            if key is _RELOAD:
+                log.info("exabgp_reload reason=config_changed_during_start")
+                await self.send(["reload"])
+                continue
             if key is None or key not in self.intent.neighbors:
                 continue
             changes = self.intent.replay(key)
@@ -295,7 +308,10 @@ class Speaker:
     # -- sessions ------------------------------------------------------------------------
     def _write_config(self) -> bool:
         text = render_config(self.intent.neighbors.values(), bridge_command(self.socket_path))
-        return _atomic_write(self.config_path, text)
+        changed = _atomic_write(self.config_path, text)
+        if changed:
+            self._generation += 1
+        return changed
 
     async def set_neighbors(self, neighbors: Iterable[Neighbor], teardown_wait: float = 1.0) -> None:
         """Make ExaBGP's sessions these; unchanged sessions stay up (ExaBGP reloads only the diff)."""
@@ -313,12 +329,13 @@ class Speaker:
             self.peers.pop(k, None)
         if not self._write_config():
             return
-        log.info("exabgp_reload neighbors=%d removed=%d", len(new), len(removed))
         if self._conn is not None:
+            log.info("exabgp_reload neighbors=%d removed=%d", len(new), len(removed))
+            self._loaded_generation = self._generation
             await self.send(["reload"])
             await self.window.drained()
-        elif self.process is not None:
-            self.process.signal(signal.SIGUSR1)
+        # else: ExaBGP is starting (or restarting) and is reloaded when its bridge connects;
+        # a SIGUSR1 before it installs its handlers would kill it
 
     # -- waiting (agent checks and tests) --------------------------------------------------
     async def wait_connected(self) -> None:
