@@ -32,7 +32,8 @@ def _register_groups() -> None:
     """Command groups register themselves here; a group whose module is missing is simply absent."""
     import importlib
 
-    for module, name in [("calico_bgp.cli_resources", None), ("calico_bgp.cli_ipam", "ipam")]:
+    for module, name in [("calico_bgp.cli_resources", None), ("calico_bgp.cli_ipam", "ipam"),
+                         ("calico_bgp.cli_agent", "node")]:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

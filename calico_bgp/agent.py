@@ -1,0 +1,542 @@
+"""The node agent: one trio nursery wiring etcd, the speaker, the RIB and the kernel.
+
+    cluster view (etcd watch) --> _control: sessions, announcements, import policy
+    speaker events (ExaBGP)   --> _on_update / _on_peer_state: damping -> RIB -> reflection
+    RIB + local blocks        --> _kernel_writer: the route programmer (coalesced batches)
+    everything                --> _publisher: status/<node> bound to a lease; Prometheus metrics
+
+Decisions live in pure modules (topology, rib, desired, damping, stability); this file only
+moves values between them and the edges.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import attrs
+import trio
+
+from calico_bgp import desired, model, status as st, topology
+from calico_bgp.cluster import ClusterState, ClusterView
+from calico_bgp.damping import Dampener, DampingParams
+from calico_bgp.datastore import DatastoreError, Keys
+from calico_bgp.resources import ResourceStore
+from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Prefix, Rib, reflections
+from calico_bgp.speaker import commands as speaker_cmds
+from calico_bgp.speaker.events import EndOfRib, Notification, PeerState, Update
+from calico_bgp.speaker.neighbor import IPV4_UNICAST, IPV6_UNICAST, Neighbor
+from calico_bgp.speaker.speaker import Speaker
+from calico_bgp.stability import ChurnTracker, PeerStability
+from calico_bgp.telemetry import Metrics
+from calico_bgp.topology import Session
+from dataplane.programmer import RouteProgrammer
+
+log = logging.getLogger("calico_bgp.agent")
+VERSION = "0.1.0"
+
+
+@attrs.frozen
+class AgentOptions:
+    name: str
+    ip: str | None = None                  # "198.18.0.1/24" or bare; None: autodetect or keep the Node's
+    ip6: str | None = None
+    ip_autodetect: str | None = None
+    table: int = 254
+    protocol: int | None = None            # None: dataplane's default
+    metrics_port: int | None = None
+    state_dir: Path = Path("/run/calico-bgp")
+    grace_timeout: float = 30.0            # keep adopted kernel routes at most this long after start
+    settle: float = 1.0                    # quiet time after the last session came up before ending grace
+    status_ttl: int = 15
+
+
+class NodeAgent:
+    def __init__(self, client: Any, keys: Keys, opts: AgentOptions, metrics: Metrics | None = None) -> None:
+        self.client = client
+        self.keys = keys
+        self.opts = opts
+        self.store = ResourceStore(client, keys)
+        self.view = ClusterView(client, keys)
+        self.metrics = metrics or Metrics()
+        self.speaker = Speaker(Path(opts.state_dir) / "speaker")
+        kw = {} if opts.protocol is None else {"protocol": opts.protocol}
+        self.programmer = RouteProgrammer(table=opts.table, **kw)
+        self.local: LocalSpeaker | None = None
+        self.rib: Rib | None = None
+        self.dampener: Dampener[PathAttrs] = Dampener(DampingParams(), enabled=False)
+        self.churn = ChurnTracker()
+        self.stability: dict[str, PeerStability] = {}
+        self.sessions: dict[str, Session] = {}
+        self.rib_peers: dict[str, Peer] = {}
+        self.announced: set[Prefix] = set()
+        self.own: set[Prefix] = set()
+        self.state: ClusterState | None = None
+        self.started_wall = time.time()
+        self.started = trio.current_time()
+        self.since: dict[str, float] = {}
+        self.eor: set[tuple[str, str]] = set()
+        self.max_prefix_hit: set[str] = set()
+        self._kernel_dirty = trio.Event()
+        self._pending_since: float | None = None
+        self._status_dirty = trio.Event()
+        self._last_update = 0.0
+        self._last_up = 0.0
+        self.ready = trio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        Path(self.opts.state_dir).mkdir(parents=True, exist_ok=True)
+        async with self.programmer:
+            log.info("event=agent_start node=%s adopted_routes=%d", self.opts.name, self.programmer.adopted)
+            async with trio.open_nursery() as nursery:
+                await self._start_view(nursery)
+                await self._ensure_node()
+                await nursery.start(self.speaker.run)
+                await nursery.start(self.programmer.run)
+                nursery.start_soon(self._events)
+                nursery.start_soon(self._control)
+                nursery.start_soon(self._kernel_writer)
+                nursery.start_soon(self._grace)
+                nursery.start_soon(self._damping_timer)
+                nursery.start_soon(self._publisher)
+                if self.opts.metrics_port:
+                    self.metrics.serve(self.opts.metrics_port, addr="0.0.0.0")
+                task_status.started()
+
+    async def _start_view(self, nursery: trio.Nursery) -> None:
+        """The first sync waits for etcd with back-off: an agent started before its datastore just waits."""
+        delay = 0.5
+        while True:
+            try:
+                await nursery.start(self.view.run)
+                return
+            except DatastoreError as exc:
+                log.warning("event=etcd_wait reason=%r retry_in=%.1fs", str(exc), delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _ensure_node(self) -> None:
+        """Create our Node resource when missing; update its addresses when given explicitly."""
+        opts = self.opts
+        current = self.view.snapshot().nodes.get(opts.name)
+        v4 = _with_len(opts.ip) if opts.ip else None
+        v6 = _with_len(opts.ip6) if opts.ip6 else None
+        if v4 is None and v6 is None and opts.ip_autodetect and (current is None or current.spec.bgp is None):
+            from calico_bgp.autodetect import detect
+            v4 = str(await trio.to_thread.run_sync(detect, opts.ip_autodetect))
+        if current is not None and v4 is None and v6 is None:
+            return
+        bgp = current.spec.bgp if current is not None else None
+        new_bgp = model.NodeBGPSpec(
+            ipv4_address=v4 or (bgp.ipv4_address if bgp else ""), ipv6_address=v6 or (bgp.ipv6_address if bgp else ""),
+            as_number=bgp.as_number if bgp else None,
+            route_reflector_cluster_id=bgp.route_reflector_cluster_id if bgp else "")
+        meta = current.metadata if current is not None else model.Metadata(opts.name)
+        node = model.Node(meta, attrs.evolve(current.spec, bgp=new_bgp) if current else model.NodeSpec(bgp=new_bgp))
+        if node != current:
+            await self.store.apply(node)
+            log.info("event=node_registered node=%s ipv4=%s ipv6=%s", opts.name, new_bgp.ipv4_address,
+                     new_bgp.ipv6_address)
+
+    # ------------------------------------------------------------------ cluster -> desired state
+    async def _control(self) -> None:
+        while True:
+            try:
+                await self._sync(self.view.snapshot())
+            except Exception:  # noqa: BLE001 - one bad resource must not stop the agent
+                log.exception("event=sync_failed action=keep_last_good")
+            self.ready.set()
+            await self.view.changed()
+            await trio.sleep(0.02)  # coalesce a burst of watch events into one pass
+
+    async def _sync(self, state: ClusterState) -> None:
+        self.state = state
+        me = state.nodes.get(self.opts.name)
+        if me is None or me.spec.bgp is None:
+            log.warning("event=no_node_resource node=%s action=no_sessions", self.opts.name)
+            await self.speaker.set_neighbors([])
+            return
+        cfg = state.config
+        local = LocalSpeaker(topology.node_as(me, cfg), topology.router_id(me),
+                             topology.cluster_id(me) or None)
+        pools = list(state.pools.values())
+        if local != self.local:
+            log.info("event=local_speaker asn=%d router_id=%s cluster_id=%s", local.asn, local.router_id,
+                     local.cluster_id)
+            self.local = local
+            self.rib = Rib(local, desired.pool_import_policy(pools))
+            self.rib_peers = {}
+        assert self.rib is not None
+        damp = cfg.spec.damping
+        params = DampingParams(half_life=damp.half_life, reuse=damp.reuse, suppress=damp.suppress,
+                               max_suppress=damp.max_suppress)
+        if params != self.dampener.params or damp.enabled != self.dampener.enabled:
+            self.dampener = Dampener(params, enabled=damp.enabled)
+
+        sessions = {s.peer_address: s for s in topology.sessions_for(me, list(state.nodes.values()), cfg,
+                                                                      state.peers.values())}
+        neighbors = [self._neighbor(s, local) for s in sessions.values()]
+        for gone in set(self.sessions) - set(sessions):
+            self._forget_peer(gone)
+        self.sessions = sessions
+        self.rib_peers = {a: self._rib_peer(s, state) for a, s in sessions.items()}
+        await self.speaker.set_neighbors([n for n in neighbors if n is not None])
+
+        # import policy follows the pools; re-run it over what peers sent (soft reconfiguration)
+        self.rib.import_policy = desired.pool_import_policy(pools)
+        changed = self.rib.reapply_policy(self.rib_peers.values())
+
+        want = desired.announcements(self.opts.name, state.blocks, pools)
+        self.own = want
+        new, gone = want - self.announced, self.announced - want
+        if gone:
+            await self.speaker.withdraw(None, [str(p) for p in sorted(gone, key=_pkey)])
+        if new:
+            await self.speaker.announce(None, [str(p) for p in sorted(new, key=_pkey)])
+        self.announced = want
+        if new or gone:
+            log.info("event=announcements total=%d added=%d removed=%d", len(want), len(new), len(gone))
+        await self._reflect(changed if changed else None)
+        self._mark_kernel_dirty()
+
+    def _neighbor(self, s: Session, local: LocalSpeaker) -> Neighbor | None:
+        family = IPV6_UNICAST if s.family == "ipv6" else IPV4_UNICAST
+        try:
+            return Neighbor(peer_address=s.peer_address, peer_as=s.peer_as, local_as=s.local_as,
+                            local_address=s.local_address, router_id=local.router_id, peer_port=s.peer_port,
+                            listen_port=self.state.config.spec.listen_port if self.state else 179,
+                            passive=s.passive, hold_time=s.hold_time, md5_password=self._password(s),
+                            families=(family,), description=s.peer_name or s.peer_node or None)
+        except ValueError as exc:
+            log.error("event=bad_session peer=%s reason=%r action=skip", s.peer_address, str(exc))
+            return None
+
+    def _password(self, s: Session) -> str | None:
+        if s.password is None:
+            return None
+        if s.password.file:
+            try:
+                return Path(s.password.file).read_text().strip()
+            except OSError as exc:
+                log.error("event=password_unreadable peer=%s file=%s reason=%r", s.peer_address, s.password.file,
+                          exc.strerror)
+                return None
+        return None  # secretKeyRef: resolved by _sync_secrets (issue 5)
+
+    def _rib_peer(self, s: Session, state: ClusterState) -> Peer:
+        rid = s.peer_address
+        if s.peer_node and s.peer_node in state.nodes:
+            rid = topology.router_id(state.nodes[s.peer_node])
+        return Peer(s.peer_address, s.peer_as, rid, ibgp=s.ibgp, rr_client=s.rr_client)
+
+    def _forget_peer(self, peer: str) -> None:
+        old = self.sessions.get(peer)
+        if self.rib is not None:
+            changed = self.rib.peer_down(peer)
+            if changed:
+                self._mark_kernel_dirty()
+        self.dampener.peer_down(peer)
+        self.stability.pop(peer, None)
+        if old is not None:
+            self.metrics.forget_peer(peer, old.kind)
+
+    # ------------------------------------------------------------------ speaker events
+    async def _events(self) -> None:
+        async for event in self.speaker.events:
+            try:
+                if isinstance(event, Update):
+                    await self._on_update(event)
+                elif isinstance(event, PeerState):
+                    await self._on_peer_state(event)
+                elif isinstance(event, EndOfRib):
+                    self.eor.add((event.peer, event.family))
+                elif isinstance(event, Notification):
+                    s = self.sessions.get(event.peer)
+                    self.metrics.peer_notifications.labels(event.peer, s.kind if s else "unknown",
+                                                           str(event.code)).inc()
+            except Exception:  # noqa: BLE001 - a bad UPDATE is logged and dropped, never fatal
+                log.exception("event=speaker_event_failed kind=%s", type(event).__name__)
+
+    async def _on_update(self, ev: Update) -> None:
+        peer = self.rib_peers.get(ev.peer)
+        if peer is None or self.rib is None:
+            log.warning("event=update_from_unknown_peer peer=%s action=ignore", ev.peer)
+            return
+        now = trio.current_time()
+        announced: dict[Prefix, PathAttrs] = {}
+        for text, a in ev.announced.items():
+            prefix = _prefix(text)
+            if prefix is None or a.next_hop is None:
+                log.warning("event=bad_nlri peer=%s prefix=%r next_hop=%r action=ignore", ev.peer, text, a.next_hop)
+                continue
+            announced[prefix] = PathAttrs(next_hop=a.next_hop, as_path=a.as_path, origin=a.origin or "igp",
+                                          local_pref=a.local_pref, med=a.med, communities=a.communities,
+                                          large_communities=a.large_communities, originator_id=a.originator_id,
+                                          cluster_list=a.cluster_list)
+        withdrawn = [p for p in (_prefix(t) for t in ev.withdrawn) if p is not None]
+        stab = self._stab(ev.peer)
+        stab.count_updates(len(announced), len(withdrawn), now)
+        s = self.sessions.get(ev.peer)
+        kind = s.kind if s else "unknown"
+        self.metrics.updates_received.labels(ev.peer, kind).inc(len(announced))
+        self.metrics.withdrawals_received.labels(ev.peer, kind).inc(len(withdrawn))
+        self.churn.record(announced, withdrawn, now)
+
+        d = self.dampener.update(ev.peer, announced, withdrawn, now)
+        for key in d.suppressed:
+            log.info("event=damping_start peer=%s prefix=%s", key[0], key[1])
+            self.metrics.damping_events.labels("suppress").inc()
+        to_rib = {k[1]: v for k, v in d.announce.items()}
+        changed = self.rib.update(peer, to_rib, [k[1] for k in d.withdraw])
+        self._last_update = now
+        await self._check_max_prefixes(ev.peer)
+        if changed:
+            if self._pending_since is None:
+                self._pending_since = now
+            self._mark_kernel_dirty()
+            await self._reflect(changed)
+        self._status_dirty.set()
+
+    async def _check_max_prefixes(self, peer: str) -> None:
+        s = self.sessions.get(peer)
+        if s is None or s.max_prefixes is None or self.rib is None:
+            return
+        count = self.rib.accepted_count(peer) + self.rib.rejected_count(peer)
+        if count <= s.max_prefixes:
+            self.max_prefix_hit.discard(peer)
+            return
+        if peer in self.max_prefix_hit:
+            return
+        self.max_prefix_hit.add(peer)
+        log.warning("event=max_prefixes peer=%s received=%d limit=%d action=%s", peer, count, s.max_prefixes,
+                    s.max_prefix_action)
+        self.metrics.max_prefix_actions.labels(peer, s.kind, s.max_prefix_action).inc()
+        if s.max_prefix_action == "teardown":  # Cease / Maximum Number of Prefixes Reached (RFC 4486)
+            await self.speaker.send([speaker_cmds.teardown(peer, 1)])
+
+    async def _on_peer_state(self, ev: PeerState) -> None:
+        now = trio.current_time()
+        s = self.sessions.get(ev.peer)
+        kind = s.kind if s else "unknown"
+        stab = self._stab(ev.peer)
+        state = {"up": "established", "down": "idle", "connected": "connect"}.get(ev.state, ev.state)
+        if stab.transition(state, now, ev.reason):
+            self.metrics.peer_flaps.labels(ev.peer, kind).inc()
+        self.metrics.peer_transitions.labels(ev.peer, kind).inc()
+        self.metrics.set_peer_state(ev.peer, kind, state)
+        self.since[ev.peer] = time.time()
+        if state == "established":
+            self._last_up = now
+        if ev.state == "down" and self.rib is not None:
+            self.eor = {e for e in self.eor if e[0] != ev.peer}
+            self.dampener.peer_down(ev.peer)
+            changed = self.rib.peer_down(ev.peer)
+            if changed:
+                if self._pending_since is None:
+                    self._pending_since = now
+                self._mark_kernel_dirty()
+                await self._reflect(changed)
+        self._status_dirty.set()
+
+    def _stab(self, peer: str) -> PeerStability:
+        s = self.stability.get(peer)
+        if s is None:
+            s = self.stability[peer] = PeerStability(peer)
+        return s
+
+    async def _reflect(self, changed: set[Prefix] | None) -> None:
+        """As a route reflector, re-announce what changed to the iBGP neighbours it concerns."""
+        if self.local is None or not self.local.is_reflector or self.rib is None:
+            return
+        neighbors = [p for p in self.rib_peers.values() if p.ibgp]
+        out = reflections(self.local, self.rib, neighbors, changed)
+        for neighbor, per_prefix in out.items():
+            withdraw = [str(p) for p, a in per_prefix.items() if a is None]
+            if withdraw:
+                await self.speaker.withdraw([neighbor], withdraw)
+            groups: dict[PathAttrs, list[str]] = {}
+            for p, a in per_prefix.items():
+                if a is not None:
+                    groups.setdefault(a, []).append(str(p))
+            for a, prefixes in groups.items():
+                await self.speaker.announce([neighbor], prefixes, next_hop=a.next_hop, origin=a.origin,
+                                            local_pref=a.local_pref, med=a.med, as_path=a.as_path,
+                                            communities=a.communities, large_communities=a.large_communities,
+                                            originator_id=a.originator_id, cluster_list=a.cluster_list)
+
+    # ------------------------------------------------------------------ kernel
+    def _mark_kernel_dirty(self) -> None:
+        self._kernel_dirty.set()
+
+    async def _kernel_writer(self) -> None:
+        while True:
+            await self._kernel_dirty.wait()
+            self._kernel_dirty = trio.Event()
+            await trio.sleep(0.005)  # let a burst of UPDATEs land in one batch
+            if self.rib is None or self.state is None:
+                continue
+            since, self._pending_since = self._pending_since, None
+            routes = desired.kernel_routes(self.opts.name, self.state.blocks, self.rib, self.own)
+            self.programmer.set_desired(routes)
+            try:
+                result = await self.programmer.reconcile()
+            except Exception:  # noqa: BLE001 - the programmer retries on its own loop
+                log.exception("event=kernel_reconcile_failed")
+                continue
+            self.metrics.reconcile_runs.labels("routes").inc()
+            self.metrics.reconcile_changes.labels("routes").inc(result.changes)
+            if since is not None:
+                self.metrics.programming_latency.observe(trio.current_time() - since)
+            self._status_dirty.set()
+
+    async def _grace(self) -> None:
+        """End the programmer's grace once every session is up and UPDATEs went quiet, or on timeout."""
+        with trio.move_on_after(self.opts.grace_timeout):
+            await self.ready.wait()
+            while True:
+                await trio.sleep(0.2)
+                now = trio.current_time()
+                up = all(self.speaker.peers.get(a) is not None and self.speaker.peers[a].state == "up"
+                         for a in self.sessions)
+                quiet = now - max(self._last_update, self._last_up) >= self.opts.settle
+                if up and quiet:
+                    break
+        self.programmer.end_grace()
+        log.info("event=grace_end after=%.1fs sessions=%d", trio.current_time() - self.started, len(self.sessions))
+        self._mark_kernel_dirty()
+
+    async def _damping_timer(self) -> None:
+        while True:
+            wait = self.dampener.next_release(trio.current_time())
+            await trio.sleep(min(wait + 0.01, 5.0) if wait is not None else 1.0)
+            out = self.dampener.release(trio.current_time())
+            self.metrics.damped_prefixes.set(len(self.dampener.suppressed(trio.current_time())))
+            if not out.announce or self.rib is None:
+                continue
+            for key in out.reused:
+                log.info("event=damping_end peer=%s prefix=%s", key[0], key[1])
+                self.metrics.damping_events.labels("reuse").inc()
+            changed: set[Prefix] = set()
+            by_peer: dict[str, dict[Prefix, PathAttrs]] = {}
+            for (peer, prefix), a in out.announce.items():
+                by_peer.setdefault(peer, {})[prefix] = a  # type: ignore[index]
+            for peer, ann in by_peer.items():
+                if peer in self.rib_peers:
+                    changed |= self.rib.update(self.rib_peers[peer], ann)
+            if changed:
+                self._mark_kernel_dirty()
+                await self._reflect(changed)
+
+    # ------------------------------------------------------------------ status
+    def build_status(self) -> st.NodeStatus:
+        now_m, now_w = trio.current_time(), time.time()
+        sessions = []
+        for addr, s in sorted(self.sessions.items(), key=lambda kv: _akey(kv[0])):
+            peer_state = self.speaker.peers.get(addr)
+            stab = self.stability.get(addr)
+            state = {"up": "Established", "down": "Idle", "connected": "Connect"}.get(
+                peer_state.state if peer_state else "", "Idle" if stab is None else "Active")
+            damped = sum(1 for (p, _), _s in self.dampener.suppressed(now_m) if p == addr)
+            accepted = self.rib.accepted_count(addr) if self.rib else 0
+            rejected = self.rib.rejected_count(addr) if self.rib else 0
+            sessions.append(st.SessionStatus(
+                peer=addr, peer_type=st.PEER_TYPES.get(s.kind, s.kind), state=state, since=self.since.get(addr, 0.0),
+                info=(peer_state.reason if peer_state and peer_state.state != "up" else "") or
+                     (stab.last_error if stab and state != "Established" else ""),
+                peer_name=s.peer_name, peer_node=s.peer_node, peer_as=s.peer_as,
+                received=accepted + rejected + damped, accepted=accepted, rejected=rejected, damped=damped,
+                flaps=stab.flaps if stab else 0, uptime=stab.uptime(now_m) if stab else 0.0,
+                churn_rate=round(stab.churn_rate(now_m), 3) if stab else 0.0))
+            if stab is not None:
+                self.metrics.peer_established_seconds.labels(addr, s.kind).set(stab.uptime(now_m))
+                self.metrics.peer_flap_score.labels(addr, s.kind).set(stab.flap_score(now_m))
+            for kind_, value in (("received", accepted + rejected + damped), ("accepted", accepted),
+                                 ("rejected", rejected), ("damped", damped)):
+                self.metrics.peer_prefixes.labels(addr, s.kind, kind_).set(value)
+        kernel = {r.key for r in self.programmer.desired()} if self.programmer else set()
+        routes = []
+        total = 0
+        if self.rib is not None:
+            failures = self.programmer.failures()
+            for prefix, sel in sorted(self.rib.selections(), key=lambda kv: _pkey(kv[0])):
+                total += 1
+                if len(routes) < st.MAX_PUBLISHED_ROUTES:
+                    route = desired.learned_route(prefix, sel.next_hops)
+                    in_kernel = route.key in kernel and route.key not in failures and prefix not in self.own
+                    routes.append(st.RouteStatus(str(prefix), sel.next_hops, tuple(p.peer.address for p in sel.multipath),
+                                                 in_kernel, sel.reason))
+        rejected = st.cap(st.RejectedRoute(r.peer, str(r.prefix), r.reason) for r in (self.rib.rejected() if self.rib else []))
+        damped = st.cap(st.DampedRoute(k[0], str(k[1]), round(f.penalty, 1),
+                                       round(self.dampener.params.time_to(f.penalty, self.dampener.params.reuse), 1),
+                                       f.flaps) for k, f in self.dampener.suppressed(now_m))
+        me = self.state.nodes.get(self.opts.name) if self.state else None
+        addr = topology.node_addresses(me) if me is not None else {}
+        self.metrics.kernel_routes.labels("blackhole").set(len(desired.local_blocks(self.opts.name, self.state.blocks)) if self.state else 0)
+        self.metrics.kernel_routes.labels("unicast").set(sum(1 for r in routes if r.in_kernel))
+        return st.NodeStatus(
+            node=self.opts.name, version=VERSION, address=addr.get("ipv4", addr.get("ipv6", "")),
+            asn=self.local.asn if self.local else 0, router_id=self.local.router_id if self.local else "",
+            role="route-reflector" if self.local and self.local.is_reflector else "node",
+            updated=now_w, started=self.started_wall, sessions=tuple(sessions), routes=tuple(routes),
+            routes_total=total, kernel_routes=len(kernel), rejected=rejected, damped=damped,
+            announced=tuple(str(p) for p in sorted(self.announced, key=_pkey)), in_grace=self.programmer.in_grace)
+
+    async def _publisher(self) -> None:
+        """status/<node>, bound to a lease: it disappears when the agent is gone. Survives etcd outages."""
+        lease = 0
+        last_keepalive = 0.0
+        ttl = self.opts.status_ttl
+        while True:
+            with trio.move_on_after(2.0):
+                await self._status_dirty.wait()
+            self._status_dirty = trio.Event()
+            try:
+                now = trio.current_time()
+                if lease == 0:
+                    lease = await self.client.lease_grant(ttl)
+                    last_keepalive = now
+                elif now - last_keepalive >= ttl / 3:
+                    if await self.client.lease_keepalive(lease) <= 0:
+                        lease = await self.client.lease_grant(ttl)
+                    last_keepalive = now
+                await self.client.put(self.keys.status(self.opts.name), st.encode(self.build_status()), lease=lease)
+            except DatastoreError as exc:
+                log.warning("event=status_publish_failed reason=%r action=retry", str(exc))
+                lease = 0
+                await trio.sleep(1.0)
+            await trio.sleep(0.25)  # at most a few writes per second
+
+
+def _with_len(ip: str) -> str:
+    """'198.18.0.1' -> '198.18.0.1/32'; a given prefix length is kept."""
+    return str(ipaddress.ip_interface(ip))
+
+
+def _prefix(text: str) -> Prefix | None:
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        return None
+
+
+def _pkey(p: Prefix) -> tuple[int, int, int]:
+    return (p.version, int(p.network_address), p.prefixlen)
+
+
+def _akey(a: str) -> tuple[int, int]:
+    ip = ipaddress.ip_address(a)
+    return (ip.version, int(ip))
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def state_dir_for(name: str) -> Path:
+    base = Path(os.environ.get("CALICO_BGP_STATE_DIR", "/run/calico-bgp"))
+    return base / name

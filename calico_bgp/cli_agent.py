@@ -1,0 +1,172 @@
+"""`node run` (the agent), `status` and `routes` (what agents publish in etcd)."""
+from __future__ import annotations
+
+import datetime
+import signal
+import time
+from pathlib import Path
+
+import click
+import trio
+
+from calico_bgp import status as st
+from calico_bgp.cli_common import EXIT_ERROR, Globals, echo_json, fail, pass_globals, run, table
+
+
+def register(main: click.Group) -> None:
+    main.add_command(node)
+    main.add_command(status_cmd)
+    main.add_command(routes_cmd)
+
+
+@click.group()
+def node() -> None:
+    """Run this host's node agent."""
+
+
+@node.command("run")
+@click.option("--name", required=True, help="This node's name (its Node resource).")
+@click.option("--ip", help="IPv4 BGP address, e.g. 198.18.0.1/24 (created/updated on the Node resource).")
+@click.option("--ip6", help="IPv6 BGP address, e.g. 2001:db8::1/64.")
+@click.option("--ip-autodetect", help="first-found | interface=REGEX | can-reach=IP (when --ip is not given).")
+@click.option("--table", type=click.IntRange(1, 2**32 - 1), default=254, show_default=True,
+              help="Kernel routing table for learned routes and blackholes.")
+@click.option("--protocol", type=click.IntRange(5, 255), help="rtnetlink protocol number marking our routes.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on this port.")
+@click.option("--state-dir", type=click.Path(file_okay=False), help="Runtime files (default /run/calico-bgp/NAME).")
+@click.option("--grace", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="Seconds to keep routes from a previous run while sessions re-sync.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@pass_globals
+def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodetect: str | None, table: int,
+             protocol: int | None, metrics_port: int | None, state_dir: str | None, grace: float, log_level: str) -> None:
+    """Run the agent until SIGTERM/SIGINT."""
+    from calico_bgp.agent import AgentOptions, NodeAgent, configure_logging, state_dir_for
+    from calico_bgp.model import name as check_name
+
+    try:
+        check_name(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--name") from None
+    for flag, value in (("--ip", ip), ("--ip6", ip6)):
+        if value:
+            import ipaddress
+            try:
+                ipaddress.ip_interface(value)
+            except ValueError:
+                raise click.BadParameter(f"{value!r} is not an IP address", param_hint=flag) from None
+    configure_logging(log_level)
+    opts = AgentOptions(name=name, ip=ip, ip6=ip6, ip_autodetect=ip_autodetect or (None if ip or ip6 else "first-found"),
+                        table=table, protocol=protocol, metrics_port=metrics_port,
+                        state_dir=Path(state_dir) if state_dir else state_dir_for(name), grace_timeout=grace)
+
+    async def main() -> None:
+        async with g.client() as client:
+            agent = NodeAgent(client, g.keys, opts)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+                await nursery.start(agent.run)
+
+    run(main)
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+async def _read_statuses(g: Globals, node_name: str | None) -> tuple[list[st.NodeStatus], list[str]]:
+    async with g.client() as client:
+        if node_name:
+            kv = await client.get(g.keys.status(node_name))
+            kvs = [kv] if kv else []
+        else:
+            kvs = (await client.range(g.keys.statuses())).kvs
+    out, bad = [], []
+    for kv in kvs:
+        try:
+            out.append(st.decode(kv.value, kv.key))
+        except ValueError as exc:
+            bad.append(str(exc))
+    return out, bad
+
+
+def _statuses(g: Globals, node_name: str | None) -> list[st.NodeStatus]:
+    found, bad = run(_read_statuses, g, node_name)
+    for b in bad:
+        click.echo(f"warning: {b}", err=True)
+    if not found:
+        fail(f"no status published by node {node_name!r} (is its agent running?)" if node_name
+             else "no agent has published a status (are agents running?)", EXIT_ERROR)
+    return found
+
+
+def _since(ts: float) -> str:
+    if not ts:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+@click.command("status")
+@click.option("--node", "node_name", help="Only this node (default: every node that publishes).")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@pass_globals
+def status_cmd(g: Globals, node_name: str | None, output: str) -> None:
+    """BGP sessions of each node, like `calicoctl node status`."""
+    statuses = _statuses(g, node_name)
+    if output == "json":
+        echo_json([st.as_json(s) for s in statuses])
+        return
+    now = time.time()
+    for i, s in enumerate(statuses):
+        if i:
+            click.echo()
+        stale = "" if now - s.updated < 30 else f"  (stale: last update {_age(now - s.updated)} ago)"
+        click.echo(f"Node {s.node}: {s.role}, AS {s.asn}, router id {s.router_id}, version {s.version}, "
+                   f"{s.routes_total} learned routes, {s.kernel_routes} in kernel"
+                   f"{', grace period' if s.in_grace else ''}{stale}")
+        rows = [[x.peer, x.peer_type, x.state, _since(x.since), x.info or "-", f"{x.received}/{x.accepted}",
+                 str(x.flaps), _age(x.uptime) if x.uptime else "-", f"{x.churn_rate:.1f}/s"] for x in s.sessions]
+        click.echo(table(rows, ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO", "RECV/ACCEPTED", "FLAPS",
+                                "UPTIME", "CHURN"]))
+
+
+@click.command("routes")
+@click.option("--node", "node_name", help="Only this node.")
+@click.option("--rejected", is_flag=True, help="Routes refused by import policy or loop checks, with the reason.")
+@click.option("--damped", is_flag=True, help="Paths suppressed by flap damping.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@pass_globals
+def routes_cmd(g: Globals, node_name: str | None, rejected: bool, damped: bool, output: str) -> None:
+    """Learned routes per node: best path, ECMP next hops, peers, whether in the kernel."""
+    statuses = _statuses(g, node_name)
+    if output == "json":
+        key = "rejected" if rejected else "damped" if damped else "routes"
+        echo_json({s.node: st.as_json(s).get(key, []) for s in statuses})
+        return
+    for i, s in enumerate(statuses):
+        if i:
+            click.echo()
+        if rejected:
+            click.echo(f"Node {s.node}: {len(s.rejected)} rejected")
+            click.echo(table([[r.prefix, r.peer, r.reason] for r in s.rejected], ["PREFIX", "PEER", "REASON"]))
+        elif damped:
+            click.echo(f"Node {s.node}: {len(s.damped)} damped")
+            click.echo(table([[d.prefix, d.peer, f"{d.penalty:.0f}", f"{d.reuse_in:.0f}s", str(d.flaps)] for d in s.damped],
+                             ["PREFIX", "PEER", "PENALTY", "REUSE IN", "FLAPS"]))
+        else:
+            more = f" (showing {len(s.routes)})" if s.routes_total > len(s.routes) else ""
+            click.echo(f"Node {s.node}: {s.routes_total} routes{more}, announcing {len(s.announced)}")
+            click.echo(table([[r.prefix, " ".join(r.next_hops), " ".join(r.peers), "yes" if r.in_kernel else "no",
+                               r.best_reason] for r in s.routes], ["PREFIX", "NEXT HOPS", "PEERS", "KERNEL", "BEST BY"]))

@@ -1,0 +1,105 @@
+"""What an agent publishes about itself under status/<node> (bound to a lease), and how the CLI reads it.
+
+The document is built by a pure function from the agent's state, so `calico-bgp status` and
+`calico-bgp routes` work from any machine that reaches etcd, like `calicoctl node status` does
+through the datastore rather than through BIRD's socket.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+import attrs
+
+from calico_bgp.datastore import codec
+
+MAX_PUBLISHED_ROUTES = 5000  # beyond this the document carries counts only: etcd values stay small
+
+PEER_TYPES = {"mesh": "node-to-node mesh", "rr-client": "route reflector client", "to-rr": "route reflector",
+              "rr-peer": "route reflector peer", "node-peer": "node specific", "fabric": "global"}
+
+
+@attrs.frozen
+class SessionStatus:
+    peer: str
+    peer_type: str
+    state: str
+    since: float = 0.0           # wall-clock seconds of the last state change
+    info: str = ""
+    peer_name: str = ""
+    peer_node: str = ""
+    peer_as: int = 0
+    received: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    damped: int = 0
+    flaps: int = 0
+    uptime: float = 0.0
+    churn_rate: float = 0.0
+
+
+@attrs.frozen
+class RouteStatus:
+    prefix: str
+    next_hops: tuple[str, ...]
+    peers: tuple[str, ...]
+    in_kernel: bool
+    best_reason: str = ""
+
+
+@attrs.frozen
+class RejectedRoute:
+    peer: str
+    prefix: str
+    reason: str
+
+
+@attrs.frozen
+class DampedRoute:
+    peer: str
+    prefix: str
+    penalty: float
+    reuse_in: float
+    flaps: int
+
+
+@attrs.frozen
+class NodeStatus:
+    node: str
+    version: str
+    address: str
+    asn: int
+    router_id: str
+    role: str                              # "node" or "route-reflector"
+    updated: float
+    started: float
+    sessions: tuple[SessionStatus, ...] = ()
+    routes: tuple[RouteStatus, ...] = ()
+    routes_total: int = 0
+    kernel_routes: int = 0
+    rejected: tuple[RejectedRoute, ...] = ()
+    damped: tuple[DampedRoute, ...] = ()
+    announced: tuple[str, ...] = ()
+    filter_mode: str = ""
+    in_grace: bool = False
+
+
+def encode(status: NodeStatus) -> bytes:
+    return codec.encode(status)
+
+
+def decode(raw: bytes, where: str) -> NodeStatus:
+    return codec.decode(NodeStatus, raw, where=where)
+
+
+def cap(items: Iterable[Any], limit: int = MAX_PUBLISHED_ROUTES) -> tuple[Any, ...]:
+    out = []
+    for i, item in enumerate(items):
+        if i >= limit:
+            break
+        out.append(item)
+    return tuple(out)
+
+
+def as_json(status: NodeStatus) -> Any:
+    return json.loads(codec.encode(status))
