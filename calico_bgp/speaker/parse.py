@@ -28,7 +28,7 @@ def parse_line(line: str) -> list[Parsed]:
         return []
     if text in _ACKS:
         return [Ack(_ACKS[text])]
-    if not text.startswith("{"):
+    if not text.startswith(("{", "[")):
         return [Text(text)]
     try:
         msg = json.loads(text)
