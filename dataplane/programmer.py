@@ -111,6 +111,19 @@ def _index(routes: Iterable[Route], table: int, protocol: int) -> _Desired:
     return _Desired(list(by_key.values()), {key: i for i, key in enumerate(by_key)}, forwarding, frozenset(devices), signatures)
 
 
+def _programmable(keys: Iterable[RouteKey], op: str, desired: _Desired, ifindex: Mapping[str, int], failures: list[RouteFailure]) -> list[RouteKey]:
+    """The keys whose devices exist; the others become failures (never sent: the kernel needs an ifindex)."""
+    out = []
+    for key in keys:
+        route = desired.routes[desired.index[key]]
+        missing = [h.device for h in route.nexthops if h.device is not None and h.device not in ifindex]
+        if missing:
+            failures.append(RouteFailure(route, str(route.prefix), op, errno.ENODEV, netlink.describe_errno(errno.ENODEV, f"no device {missing[0]}")))
+        else:
+            out.append(key)
+    return out
+
+
 class RouteProgrammer:
     """Keeps the kernel's routes of (table, protocol) equal to the desired set.
 
@@ -262,18 +275,10 @@ class RouteProgrammer:
         plan = planner.finish()
 
         failures: list[RouteFailure] = []
-        ops: list[tuple[int, RouteKey]] = []  # (flags, key); flags 0 = delete
-        for flags, keys in ((codec.NEW_FLAGS, plan.adds), (codec.REPLACE_FLAGS, plan.replaces)):
-            for key in keys:
-                route = desired.routes[desired.index[key]]
-                missing = [h.device for h in route.nexthops if h.device is not None and h.device not in ifindex]
-                if missing:
-                    op = "add" if flags == codec.NEW_FLAGS else "replace"
-                    failures.append(RouteFailure(route, str(route.prefix), op, errno.ENODEV, netlink.describe_errno(errno.ENODEV, f"no device {missing[0]}")))
-                    continue
-                ops.append((flags, key))
-        deletes = plan.deletes
-        ops.extend((0, kr.key) for kr in deletes)
+        adds = _programmable(plan.adds, "add", desired, ifindex, failures)
+        replaces = _programmable(plan.replaces, "replace", desired, ifindex, failures)
+        # (flags, key): adds and replaces first, so a metric change is make-before-break; 0 = delete
+        ops = [(codec.NEW_FLAGS, k) for k in adds] + [(codec.REPLACE_FLAGS, k) for k in replaces] + [(0, kr.key) for kr in plan.deletes]
         forwarding = desired.forwarding
         position = desired.index
         ifindex_of = ifindex.__getitem__
@@ -291,14 +296,7 @@ class RouteProgrammer:
         assert self._channel is not None
         refused = await self._channel.transact(total, encode, report) if ops else []
 
-        n_add = n_rep = n_del = 0
-        for flags, _key in ops:
-            if flags == codec.NEW_FLAGS:
-                n_add += 1
-            elif flags:
-                n_rep += 1
-            else:
-                n_del += 1
+        n_add, n_rep, n_del = len(adds), len(replaces), len(plan.deletes)
         errors = 0
         for bad in refused:
             flags, key = ops[bad.index]
@@ -324,7 +322,7 @@ class RouteProgrammer:
         )
         return result
 
-    def _record(self, failures: list[RouteFailure], down: Mapping[RouteKey, int], desired: _Desired) -> None:
+    def _record(self, failures: list[RouteFailure], down: Mapping[int, int], desired: _Desired) -> None:
         self._failures = {}
         unreachable: dict[RouteKey, str] = {}
         for i, failure in enumerate(failures):
