@@ -158,11 +158,11 @@ class Transport:
                     self._current = (idx + 1) % n  # the next call starts elsewhere
                     # the request may have been applied: retrying a compare-and-swap elsewhere could misreport it
                     raise EtcdUnavailable([(endpoint, reason + " (request outcome unknown)")]) from exc
-                log.warning("etcd event=endpoint_failed endpoint=%s path=%s reason=%r", endpoint, path, reason)
+                log.info("etcd event=endpoint_failed endpoint=%s path=%s reason=%r", endpoint, path, reason)
                 failures.append((endpoint, reason))
                 continue
             if idx != self._current:
-                log.warning("etcd event=failover from=%s to=%s", self.endpoints[self._current], endpoint)
+                log.info("etcd event=failover from=%s to=%s", self.endpoints[self._current], endpoint)
                 self._current = idx
             return resp, endpoint
         raise EtcdUnavailable(failures)
