@@ -41,6 +41,8 @@ class EtcdServer:
         self.peer_port = free_port()
         self.url = f"http://127.0.0.1:{self.client_port}"
         self.data_dir = tempfile.mkdtemp(prefix="calico-bgp-etcd-")
+        # a unix socket too: processes in other network namespaces reach etcd through the filesystem
+        self.unix_url = f"unix://{self.data_dir}/etcd.sock:2379"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "EtcdServer":
@@ -48,11 +50,11 @@ class EtcdServer:
         self.log = open(os.path.join(self.data_dir, "etcd.log"), "wb")
         self.proc = subprocess.Popen(
             [self.binary, "--name", "test", "--data-dir", os.path.join(self.data_dir, "data"),
-             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+             "--listen-client-urls", f"{self.url},unix://etcd.sock:2379", "--advertise-client-urls", self.url,
              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
              "--initial-cluster", f"test={peer}", "--log-level", "warn", "--logger", "zap",
              "--auto-compaction-retention", "0", "--quota-backend-bytes", str(2 * 1024**3)],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "ETCD_UNSUPPORTED_ARCH": "arm64"},
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.data_dir, env={**os.environ, "ETCD_UNSUPPORTED_ARCH": "arm64"},
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -82,10 +82,22 @@ class Transport:
         self._stream_timeout = httpx.Timeout(timeout, connect=connect, read=None)
         self._headers = {"Content-Type": "application/json"}
         self._urls: dict[tuple[str, str], httpx.URL] = {}
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        # unix:///path/to/etcd.sock endpoints: each gets a placeholder host served by a socket transport,
+        # so processes in other network namespaces can reach an etcd through the filesystem
+        self._base: dict[str, str] = {}
+        mounts: dict[str, httpx.AsyncBaseTransport] = {}
+        for i, e in enumerate(self.endpoints):
+            if e.startswith("unix://"):
+                base = self._base[e] = f"http://etcd-unix-{i}.invalid"
+                mounts[base] = httpx.AsyncHTTPTransport(uds=e[len("unix://"):], limits=limits)
+            else:
+                self._base[e] = e
         self._http = httpx.AsyncClient(
             verify=ssl_context(tls) if tls else True,
             timeout=httpx.Timeout(timeout, connect=connect),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            limits=limits,
+            mounts=mounts or None,
             trust_env=False,  # loopback etcd must never go through an http_proxy from the environment
         )
 
@@ -144,7 +156,7 @@ class Transport:
             endpoint = self.endpoints[idx]
             try:
                 if stream:
-                    req = self._http.build_request("POST", endpoint + path, content=content, headers=headers,
+                    req = self._http.build_request("POST", self._base[endpoint] + path, content=content, headers=headers,
                                                    timeout=self._stream_timeout)
                     resp = await self._http.send(req, stream=True)
                 else:
@@ -171,7 +183,7 @@ class Transport:
         # parsing a URL string costs about as much as encoding the request: parse each one once
         url = self._urls.get((endpoint, path))
         if url is None:
-            url = self._urls[(endpoint, path)] = httpx.URL(endpoint + path)
+            url = self._urls[(endpoint, path)] = httpx.URL(self._base[endpoint] + path)
         return url
 
     def _error(self, endpoint: str, status: int, raw: bytes) -> DatastoreError:

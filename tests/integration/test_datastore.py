@@ -120,3 +120,11 @@ async def test_cas_increment_under_contention_loses_no_update(etcd_url, key_pref
             for _ in range(8):
                 nursery.start_soon(bump, 10)
         assert (await client.get(key)).value == b"80"
+
+
+async def test_unix_socket_endpoint_reaches_etcd_through_the_filesystem(etcd_server, key_prefix):
+    from calico_bgp.datastore import EtcdClient
+
+    async with EtcdClient([etcd_server.unix_url]) as client:
+        await client.put(key_prefix + "/unix", b"ok")
+        assert (await client.get(key_prefix + "/unix")).value == b"ok"

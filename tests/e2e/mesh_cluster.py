@@ -1,0 +1,126 @@
+"""A cluster of node agents, each in its own namespace on one L2 segment, for the e2e tests.
+
+The segment is a bridge inside a "hub" namespace the test creates; etcd runs on the host's
+loopback and the agents reach it through its unix socket (the filesystem crosses namespaces, so
+no traffic leaves the namespaces the test made).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from lab.net import Ledger, Net, Process, sh
+from lab.workload import attach_workload
+
+T = TypeVar("T")
+CLI = [sys.executable, "-m", "calico_bgp"]
+PROTO = 86  # dataplane's default protocol number for our routes
+
+
+def wait_for(what: str, fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.2) -> T:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last  # type: ignore[return-value]
+        except Exception as exc:  # noqa: BLE001 - keep polling, report the last problem
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+class MeshCluster:
+    def __init__(self, run_dir: Path, etcd, prefix: str, tag: str) -> None:
+        self.run_dir = Path(run_dir)
+        self.etcd = etcd
+        self.prefix = prefix
+        self.ledger = Ledger(self.run_dir / "ledger")
+        self.net = Net(self.ledger, tag)
+        self.hub = self.net.namespace("hub")
+        self.net.bridge(self.hub, "br0")
+        self.nodes: dict[str, str] = {}       # name -> namespace
+        self.addrs: dict[str, str] = {}       # name -> IPv4 address
+        self.agents: dict[str, Process] = {}
+        self.workloads: dict[str, tuple[str, str]] = {}  # node -> (workload ns, ip)
+
+    # ---------------------------------------------------------------- etcd / CLI
+    def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run([*CLI, "--etcd-endpoints", self.etcd.url, "--prefix", self.prefix, *args],
+                             capture_output=True, text=True, input=input, timeout=60)
+        if check and res.returncode != 0:
+            raise AssertionError(f"calico-bgp {' '.join(args)} -> {res.returncode}: {res.stderr}{res.stdout}")
+        return res
+
+    def apply(self, yaml_text: str) -> None:
+        self.cli("apply", "-f", "-", input=yaml_text)
+
+    def status(self, node: str) -> dict:
+        return json.loads(self.cli("status", "--node", node, "-o", "json").stdout)[0]
+
+    # ---------------------------------------------------------------- nodes and agents
+    def add_node(self, name: str, index: int) -> str:
+        ns = self.net.namespace(name)
+        self.nodes[name] = ns
+        addr = f"198.18.0.{index}"
+        self.addrs[name] = addr
+        self.net.veth(ns, "eth0", self.hub, f"p{index}")
+        self.net.attach(self.hub, f"p{index}", "br0")
+        self.net.address(ns, "eth0", f"{addr}/24")
+        return ns
+
+    def start_agent(self, name: str, *extra: str) -> Process:
+        ns = self.nodes[name]
+        proc = Process(self.ledger, ns, [*CLI, "--etcd-endpoints", self.etcd.unix_url, "--prefix", self.prefix,
+                                          "node", "run", "--name", name, "--ip", f"{self.addrs[name]}/24",
+                                          "--state-dir", str(self.run_dir / "state" / name), "--grace", "10",
+                                          "--log-level", "debug", *extra],
+                       self.run_dir / "logs" / f"{name}.log")
+        self.agents[name] = proc
+        return proc
+
+    def add_workload(self, node: str) -> str:
+        out = json.loads(self.cli("ipam", "allocate", "--node", node, "--handle", f"w-{node}", "-o", "json").stdout)
+        ip = out["addresses"][0]["ip"]
+        ws = attach_workload(self.net, self.nodes[node], f"w{node}", ip, "cali0")
+        self.workloads[node] = (ws, ip)
+        return ip
+
+    # ---------------------------------------------------------------- kernel state
+    def routes(self, node: str) -> dict[str, list[str]]:
+        """prefix -> sorted gateways ('blackhole' for blackholes) of our protocol in the node's main table."""
+        out = {}
+        for fam in ("-4", "-6"):
+            raw = sh("ip", "-j", fam, "route", "show", "proto", str(PROTO), ns=self.nodes[node]).stdout or "[]"
+            for r in json.loads(raw):
+                dst = r["dst"] if "/" in r["dst"] else r["dst"] + ("/128" if ":" in r["dst"] else "/32")
+                if r.get("type") == "blackhole":
+                    out[dst] = ["blackhole"]
+                elif "nexthops" in r:
+                    out[dst] = sorted(h["gateway"] for h in r["nexthops"])
+                else:
+                    out[dst] = [r.get("gateway", r.get("dev", ""))]
+        return out
+
+    def sessions_up(self, node: str, expected: int) -> bool:
+        st = self.status(node)
+        states = [s["state"] for s in st.get("sessions", [])]
+        return len(states) == expected and all(s == "Established" for s in states)
+
+    def ping(self, src_node: str, dst_ip: str, count: int = 1, wait: float = 1.0) -> bool:
+        ws, _ = self.workloads[src_node]
+        res = sh("ping", "-c", str(count), "-W", str(wait), "-i", "0.2", dst_ip, ns=ws, check=False, timeout=count + 10)
+        return res.returncode == 0
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n} ---\n{p.tail(60)}" for n, p in self.agents.items())
+
+    def teardown(self) -> None:
+        for p in self.agents.values():
+            p.stop(timeout=10)
+        self.ledger.teardown()

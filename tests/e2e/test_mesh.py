@@ -1,0 +1,140 @@
+"""Issue 4's must-show: a full iBGP mesh of node agents in namespaces, end to end."""
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.mesh_cluster import MeshCluster, wait_for
+from tests.netns import needs_root
+
+pytestmark = [needs_root, pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (./bootstrap.sh setup)")]
+
+RESOURCES = """
+kind: BGPConfiguration
+apiVersion: projectcalico.org/v3
+metadata: {name: default}
+spec: {asNumber: 64512, nodeToNodeMeshEnabled: true}
+---
+kind: IPPool
+apiVersion: projectcalico.org/v3
+metadata: {name: pods}
+spec: {cidr: 198.19.0.0/16, blockSize: 26}
+"""
+_tags = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def cluster(etcd_server):
+    run_dir = Path(tempfile.mkdtemp(prefix="calico-bgp-mesh-"))
+    c = MeshCluster(run_dir, etcd_server, f"/mesh{os.getpid()}/calico-bgp/v1", f"cbm{os.getpid() % 1000}")
+    try:
+        c.apply(RESOURCES)
+        for i, name in enumerate(("n1", "n2", "n3"), start=1):
+            c.add_node(name, i)
+            c.add_workload(name)
+            c.start_agent(name)
+        yield c
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.teardown()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _block_of(c: MeshCluster, node: str) -> str:
+    blocks = [p for p, hops in c.routes(node).items() if hops == ["blackhole"]]
+    assert len(blocks) == 1, blocks
+    return blocks[0]
+
+
+def _converged(c: MeshCluster, names: list[str]) -> bool:
+    blocks = {n: _block_of(c, n) for n in names}
+    for n in names:
+        r = c.routes(n)
+        for m in names:
+            if m != n and r.get(blocks[m]) != [c.addrs[m]]:
+                return False
+    return True
+
+
+def test_mesh_comes_up_and_routes_blocks_via_the_right_next_hop(cluster):
+    c = cluster
+    names = ["n1", "n2", "n3"]
+    try:
+        for n in names:
+            wait_for(f"{n} sessions Established", lambda n=n: c.sessions_up(n, 2), timeout=60)
+        wait_for("every block in every other kernel", lambda: _converged(c, names), timeout=30)
+    except AssertionError:
+        print(c.logs())
+        raise
+    for src in names:
+        for dst in names:
+            if src != dst:
+                assert c.ping(src, c.workloads[dst][1], count=2), f"{src} -> {dst} workload"
+
+
+def test_a_fourth_node_joins_without_disturbing_existing_sessions(cluster):
+    c = cluster
+    before = {n: {s["peer"]: s["since"] for s in c.status(n)["sessions"]} for n in ("n1", "n2", "n3")}
+    c.add_node("n4", 4)
+    c.add_workload("n4")
+    c.start_agent("n4")
+    names = ["n1", "n2", "n3", "n4"]
+    try:
+        for n in names:
+            wait_for(f"{n} sessions Established", lambda n=n: c.sessions_up(n, 3), timeout=60)
+        wait_for("n4's block everywhere", lambda: _converged(c, names), timeout=30)
+    except AssertionError:
+        print(c.logs())
+        raise
+    for n in ("n1", "n2", "n3"):
+        after = {s["peer"]: s["since"] for s in c.status(n)["sessions"]}
+        for peer, since in before[n].items():
+            assert after[peer] == since, f"{n}'s session to {peer} was reset when n4 joined"
+    assert c.ping("n4", c.workloads["n1"][1], count=2)
+
+
+def test_sigkill_and_restart_keeps_routes_and_traffic(cluster):
+    c = cluster
+    victim = "n2"
+    watched = {n: c.routes(n) for n in ("n1", "n3", "n4")}
+    victim_routes = c.routes(victim)
+    c.agents[victim].kill(group=False)
+    # the victim's kernel keeps every route while no agent runs
+    time.sleep(1.0)
+    assert c.routes(victim) == victim_routes
+    lost = 0
+    for _ in range(5):
+        lost += 0 if c.ping("n1", c.workloads["n3"][1], wait=1) else 1
+    c.start_agent(victim)
+    gone = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        r = c.routes(victim)
+        gone += [p for p in victim_routes if p not in r]
+        lost += 0 if c.ping("n3", c.workloads["n1"][1], wait=1) else 1
+        if c.sessions_up(victim, 3) and not c.status(victim)["inGrace"]:
+            break
+    assert not gone, f"routes vanished from {victim}'s kernel during its restart: {gone}"
+    assert lost == 0, f"{lost} pings between other nodes' workloads were lost"
+    wait_for("mesh re-converged", lambda: _converged(c, ["n1", "n2", "n3", "n4"]), timeout=30)
+    for n, r in watched.items():
+        assert set(r) <= set(c.routes(n))
+
+
+def test_removing_a_node_removes_its_routes_everywhere(cluster):
+    c = cluster
+    block = _block_of(c, "n4")
+    c.agents["n4"].stop()
+    c.cli("ipam", "release", "--handle", "w-n4")
+    c.cli("delete", "node", "n4")
+    for n in ("n1", "n2", "n3"):
+        wait_for(f"n4's block gone from {n}", lambda n=n: block not in c.routes(n), timeout=30)
+        wait_for(f"{n} back to two sessions", lambda n=n: c.sessions_up(n, 2), timeout=30)
