@@ -297,3 +297,26 @@ async def test_other_table_and_protocol(lab):
         assert set(routes(lab.host, "-6", table="1000", proto="91")) == {"2001:db8:80::/64"}
         assert "198.18.80.0/24" not in routes(lab.host, proto=None)
         assert (await rp.reconcile()).changes == 0
+
+
+async def test_device_routes_and_gateway_pinned_to_a_device(lab):
+    async with programmer(lab) as rp:
+        rp.set_desired([
+            Route.via("198.18.90.0/24", device="v1"),
+            Route.via("2001:db8:90::/64", device="v2"),
+            Route(prefix="198.18.91.0/24", nexthops=[NextHop(gateway=GW2, device="v2")]),
+            Route(prefix="198.18.92.0/24", nexthops=[NextHop(device="v1"), NextHop(device="v2")]),
+        ])
+        res = await rp.reconcile()
+        assert res.adds == 4 and not res.failures, res.failures
+        got = routes(lab.host)
+        assert got["198.18.90.0/24"]["dev"] == "v1" and got["198.18.90.0/24"].get("scope") == "link"
+        assert gateways(got["198.18.91.0/24"]) == [(GW2, "v2")]
+        assert gateways(got["198.18.92.0/24"]) == [("", "v1"), ("", "v2")]
+        assert routes(lab.host, "-6")["2001:db8:90::/64"]["dev"] == "v2"
+        assert (await rp.reconcile()).changes == 0
+
+        rp.set_desired([Route.via("198.18.90.0/24", device="v2")])  # same prefix, other device: a replace
+        res = await rp.reconcile()
+        assert (res.replaces, res.deletes) == (1, 3)
+        assert routes(lab.host)["198.18.90.0/24"]["dev"] == "v2"
