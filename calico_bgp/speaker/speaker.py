@@ -189,6 +189,10 @@ class Speaker:
             try:
                 async for line in lines:
                     await self._on_line(line)
+                log.info("bridge_eof")
+            except BaseException as e:
+                log.info("bridge_ended error=%r", e)
+                raise
             finally:
                 if self._conn is stream:
                     self._conn = None

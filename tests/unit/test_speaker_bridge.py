@@ -1,0 +1,245 @@
+"""The API bridge process and the Speaker's command side, with a fake ExaBGP / fake bridge."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from calico_bgp.speaker.events import BridgeConnected, PeerState, Update
+from calico_bgp.speaker.neighbor import Neighbor
+from calico_bgp.speaker.speaker import Speaker
+
+A, B = "198.18.0.2", "198.18.0.3"
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(3600)"]  # stands in for ExaBGP
+
+
+def nb(peer: str) -> Neighbor:
+    return Neighbor(peer_address=peer, peer_as=65001, local_as=65000, local_address="198.18.0.1",
+                    router_id="198.18.0.1")
+
+
+def state_line(peer: str, state: str) -> str:
+    return json.dumps({"exabgp": "5.0.0", "type": "state", "neighbor": {
+        "address": {"local": "198.18.0.1", "peer": peer}, "asn": {"local": 65000, "peer": 65001}, "state": state}})
+
+
+def update_line(peer: str, prefix: str) -> str:
+    return json.dumps({"exabgp": "5.0.0", "type": "update", "neighbor": {
+        "address": {"local": "198.18.0.1", "peer": peer}, "asn": {"local": 65000, "peer": 65001},
+        "direction": "receive", "message": {"update": {"attribute": {"origin": "igp"},
+                                                       "announce": {"ipv4 unicast": {peer: [{"nlri": prefix}]}}}}}})
+
+
+def test_bridge_drains_stdin_with_no_agent_and_relays_both_ways(tmp_path: Path):
+    path = tmp_path / "api.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "calico_bgp.speaker.bridge", "--socket", str(path)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        # 2 MB of acks with nobody listening: ExaBGP would freeze if these were not read
+        t0 = time.monotonic()
+        proc.stdin.write(b"done\n" * 400_000)
+        proc.stdin.flush()
+        assert time.monotonic() - t0 < 10
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(str(path))
+        srv.listen(1)
+        srv.settimeout(10)
+        conn, _ = srv.accept()
+        f = conn.makefile("rwb")
+        hello = f.readline()
+        assert hello.startswith(b"bridge hello pid=")
+        proc.stdin.write(b'{"type": "state"}\n')
+        proc.stdin.flush()
+        seen = 0
+        while True:
+            line = f.readline()
+            if line == b"done\n":
+                seen += 1
+            else:
+                assert line == b'{"type": "state"}\n'
+                break
+        assert seen == 400_000  # buffered while the agent was away, none lost below the bound
+        f.write(b"announce route 198.19.0.0/24 next-hop self\n")
+        f.flush()
+        assert proc.stdout.readline() == b"announce route 198.19.0.0/24 next-hop self\n"
+        # the agent goes away: the bridge keeps draining and reconnects
+        f.close()
+        conn.close()
+        proc.stdin.write(b"done\n" * 1000)
+        proc.stdin.flush()
+        conn, _ = srv.accept()
+        f = conn.makefile("rwb")
+        assert f.readline().startswith(b"bridge hello")
+        assert f.readline() == b"done\n"
+        # ExaBGP exits (stdin EOF): the bridge flushes and exits
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0
+        conn.close()
+        srv.close()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+class FakeBridge:
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buf = b""
+
+    async def send(self, *lines: str) -> None:
+        await self.stream.send_all("".join(line + "\n" for line in lines).encode())
+
+    async def command(self, timeout: float = 5) -> str:
+        with trio.fail_after(timeout):
+            while b"\n" not in self.buf:
+                data = await self.stream.receive_some(65536)
+                assert data, "speaker closed the bridge"
+                self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
+
+    async def no_command(self, wait: float = 0.3) -> None:
+        with trio.move_on_after(wait):
+            data = await self.stream.receive_some(65536)
+            raise AssertionError(f"unexpected command {data!r}")
+
+
+async def started(speaker: Speaker) -> None:
+    with trio.fail_after(5):
+        while speaker.process is None:
+            await trio.sleep(0.01)
+
+
+async def connect(speaker: Speaker, exabgp_pid: int = 4242) -> FakeBridge:
+    stream = await trio.open_unix_socket(str(speaker.socket_path))
+    bridge = FakeBridge(stream)
+    await bridge.send(f"bridge hello pid=1 exabgp={exabgp_pid} dropped=0")
+    return bridge
+
+
+async def test_speaker_reloads_batches_acks_and_replays_on_up(tmp_path: Path, nursery):
+    speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER, max_in_flight=2)
+    await nursery.start(speaker.run)
+    await started(speaker)
+    await speaker.set_neighbors([nb(A), nb(B)])  # no bridge yet: only the file changes
+    assert "neighbor 198.18.0.3 {" in speaker.config_path.read_text()
+    bridge = await connect(speaker)
+    assert await bridge.command() == "reload"  # config changed while "ExaBGP" was starting
+    await bridge.send("reload in progress", "done")
+
+    async def announce():
+        await speaker.announce(None, ["198.19.0.0/26", "198.19.0.64/26"], wait=True)
+    nursery.start_soon(announce)
+    cmd = await bridge.command()
+    assert cmd == (f"neighbor {A} , neighbor {B} announce attributes next-hop self origin igp "
+                   "nlri 198.19.0.0/26 198.19.0.64/26")
+    await bridge.send("done")
+
+    # window of 2: the third distinct command waits for an ack
+    async def many():
+        for i in range(3):
+            await speaker.announce([A], [f"198.19.{10 + i}.0/24"], local_pref=100 + i)
+    nursery.start_soon(many)
+    first, second = await bridge.command(), await bridge.command()
+    assert "local-preference 100" in first and "local-preference 101" in second
+    await bridge.no_command()
+    await bridge.send("done")
+    assert "local-preference 102" in await bridge.command()
+    await bridge.send("done", "done")
+
+    # B comes up: everything it should have is replayed
+    await bridge.send(state_line(B, "connected"), state_line(B, "up"))
+    replay = await bridge.command()
+    assert replay == f"neighbor {B} announce attributes next-hop self origin igp nlri 198.19.0.0/26 198.19.0.64/26"
+    await bridge.send("done")
+    assert (await speaker.wait_state(B, "up")).peer == B
+
+    # malformed lines are counted, not fatal; updates become events
+    await bridge.send("{broken", update_line(A, "198.19.77.0/24"))
+    got = []
+    with trio.fail_after(5):
+        async for ev in speaker.events:
+            got.append(ev)
+            if isinstance(ev, Update):
+                break
+    assert isinstance(got[0], BridgeConnected)
+    assert any(isinstance(e, PeerState) and e.state == "up" for e in got)
+    assert got[-1].announced["198.19.77.0/24"].next_hop == A
+    assert speaker.stats["malformed"] == 1
+    assert speaker.window.errors == 0
+
+    # removing a neighbor that is up: polite teardown, then reload
+    async def remove():
+        await speaker.set_neighbors([nb(A)], teardown_wait=5)
+    nursery.start_soon(remove)
+    assert await bridge.command() == f"neighbor {B} teardown 2"
+    await bridge.send("done", state_line(B, "down"))
+    assert await bridge.command() == "reload"
+    await bridge.send("done")
+
+
+async def test_same_exabgp_new_bridge_replays_everyone_up(tmp_path: Path, nursery):
+    speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER)
+    await nursery.start(speaker.run)
+    await started(speaker)
+    await speaker.set_neighbors([nb(A)])
+    bridge = await connect(speaker, exabgp_pid=77)
+    assert await bridge.command() == "reload"
+    await bridge.send("done", state_line(A, "up"))
+    await speaker.wait_state(A, "up")
+    await trio.testing.wait_all_tasks_blocked()  # the (empty) replay for A is done
+    await speaker.announce(None, ["198.19.1.0/24"])
+    assert await bridge.command() == f"neighbor {A} announce attributes next-hop self origin igp nlri 198.19.1.0/24"
+    await bridge.send("done")
+    # ExaBGP replaced its API process (SIGUSR2, or the bridge died): no `up` will come, so replay now
+    await bridge.stream.aclose()
+    bridge = await connect(speaker, exabgp_pid=77)
+    assert await bridge.command() == f"neighbor {A} announce attributes next-hop self origin igp nlri 198.19.1.0/24"
+    await bridge.send("done")
+
+
+async def test_commands_without_a_bridge_are_dropped_not_blocking(tmp_path: Path, nursery):
+    speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER)
+    await nursery.start(speaker.run)
+    await speaker.set_neighbors([nb(A)])
+    with trio.fail_after(2):
+        await speaker.announce(None, ["198.19.1.0/24"], wait=True)
+    assert speaker.stats["dropped_commands"] == 1
+    assert speaker.intent.routes_for(A)  # kept: replayed once the session is up
+
+
+async def test_leftover_exabgp_from_pidfile_is_killed(tmp_path: Path, nursery):
+    state = tmp_path / "s"
+    state.mkdir()
+    # something that looks like a leftover ExaBGP (its command line says so)
+    leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", "exabgp"])
+    (state / "exabgp.pid").write_text(f"{leftover.pid}\n")
+    speaker = Speaker(state, exabgp_cmd=SLEEPER)
+    await nursery.start(speaker.run)
+    assert leftover.wait(timeout=5) is not None
+    with trio.fail_after(5):
+        while speaker.process is None:
+            await trio.sleep(0.01)
+    assert int((state / "exabgp.pid").read_text()) == speaker.process.pid != leftover.pid
+
+
+async def test_crashed_exabgp_is_restarted(tmp_path: Path, nursery):
+    from calico_bgp.speaker.process import Backoff
+    speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER, backoff=Backoff(first=0.05))
+    await nursery.start(speaker.run)
+    with trio.fail_after(5):
+        while speaker.process is None:
+            await trio.sleep(0.01)
+    first = speaker.process.pid
+    os.kill(first, 9)
+    with trio.fail_after(5):
+        while speaker.process is None or speaker.process.pid == first:
+            await trio.sleep(0.02)
+    assert speaker.stats["restarts"] == 1

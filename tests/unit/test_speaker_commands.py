@@ -1,0 +1,109 @@
+"""Command formatting, batching and the route intent that drives replay (pure)."""
+from __future__ import annotations
+
+import pytest
+
+from calico_bgp.speaker.commands import RouteChange, RouteSpec, batch, neighbor_selector, teardown
+from calico_bgp.speaker.errors import InvalidRoute
+from calico_bgp.speaker.intent import RouteIntent
+from calico_bgp.speaker.neighbor import IPV4_UNICAST, IPV6_UNICAST, Neighbor
+
+A, B, C = "198.18.0.2", "198.18.0.3", "2001:db8::2"
+
+
+def nb(peer: str, families=(IPV4_UNICAST,)) -> Neighbor:
+    local = "2001:db8::1" if ":" in peer else "198.18.0.1"
+    return Neighbor(peer_address=peer, peer_as=65000, local_as=65000, local_address=local, router_id="198.18.0.1",
+                    families=families)
+
+
+def test_spec_renders_every_attribute_in_exabgp_syntax():
+    spec = RouteSpec(next_hop="198.18.0.12", origin="incomplete", local_pref=200, med=10, as_path=[65001, 65002],
+                     communities=[(65000, 1), (65000, 2)], large_communities=[(65000, 1, 2)],
+                     originator_id="198.18.0.12", cluster_list=["198.18.0.1", "198.18.0.5"])
+    assert spec.render() == (
+        "next-hop 198.18.0.12 origin incomplete as-path [ 65001 65002 ] local-preference 200 med 10 "
+        "community [ 65000:1 65000:2 ] large-community [ 65000:1:2 ] originator-id 198.18.0.12 "
+        "cluster-list [ 198.18.0.1 198.18.0.5 ]")
+    assert RouteSpec().render() == "next-hop self origin igp"
+
+
+@pytest.mark.parametrize("kw", [{"next_hop": "me"}, {"origin": "bgp"}, {"originator_id": "2001:db8::1"},
+                                {"cluster_list": ["x"]}])
+def test_bad_specs_are_typed_errors(kw):
+    with pytest.raises(InvalidRoute):
+        RouteSpec(**kw)
+
+
+def test_neighbor_selector_needs_the_comma_and_is_sorted():
+    assert neighbor_selector([B, A]) == f"neighbor {A} , neighbor {B}"
+    assert teardown(A) == f"neighbor {A} teardown 2"
+
+
+def test_batch_groups_by_attributes_and_targets():
+    s, r = RouteSpec(), RouteSpec(next_hop="198.18.0.12", originator_id="198.18.0.12", cluster_list=["198.18.0.1"])
+    changes = [
+        RouteChange(A, "198.19.0.0/26", s, True), RouteChange(B, "198.19.0.0/26", s, True),
+        RouteChange(A, "198.19.0.64/26", s, True), RouteChange(B, "198.19.0.64/26", s, True),
+        RouteChange(B, "198.19.1.0/26", s, True),
+        RouteChange(A, "198.19.9.0/26", r, True),
+        RouteChange(A, "198.19.8.0/26", s, False),
+    ]
+    assert batch(changes) == [
+        f"neighbor {A} withdraw attributes next-hop self origin igp nlri 198.19.8.0/26",
+        f"neighbor {A} announce attributes next-hop 198.18.0.12 origin igp originator-id 198.18.0.12 "
+        "cluster-list [ 198.18.0.1 ] nlri 198.19.9.0/26",
+        f"neighbor {A} , neighbor {B} announce attributes next-hop self origin igp nlri 198.19.0.0/26 198.19.0.64/26",
+        f"neighbor {B} announce attributes next-hop self origin igp nlri 198.19.1.0/26",
+    ]
+
+
+def test_batch_splits_long_lines_and_families():
+    changes = [RouteChange(A, f"198.19.{i}.0/24", RouteSpec(), True) for i in range(10)]
+    changes += [RouteChange(A, f"2001:db8:{i}::/48", RouteSpec(), True) for i in range(3)]
+    lines = batch(changes, max_nlri=4)
+    assert [len(line.split(" nlri ")[1].split()) for line in lines] == [4, 4, 2, 3]
+    assert all(":" not in line.split(" nlri ")[1] for line in lines[:3])
+
+
+def test_intent_everyone_routes_follow_families_and_replay():
+    intent = RouteIntent()
+    intent.set_neighbors([nb(A), nb(C, (IPV6_UNICAST,))])
+    changes = intent.announce(None, ["198.19.0.0/26", "2001:db8:100::/64"], RouteSpec())
+    assert {(c.neighbor, c.prefix) for c in changes} == {(A, "198.19.0.0/26"), (C, "2001:db8:100::/64")}
+    # a neighbor configured later gets the "everyone" routes when replayed
+    intent.set_neighbors([nb(A), nb(B), nb(C, (IPV6_UNICAST,))])
+    assert [(c.neighbor, c.prefix, c.announce) for c in intent.replay(B)] == [(B, "198.19.0.0/26", True)]
+    assert intent.replay("198.18.0.99") == []
+
+
+def test_intent_specific_overrides_everyone_and_withdraw_restores_it():
+    intent = RouteIntent()
+    intent.set_neighbors([nb(A), nb(B)])
+    intent.announce(None, ["198.19.0.0/26"], RouteSpec())
+    reflected = RouteSpec(next_hop="198.18.0.12", originator_id="198.18.0.12", cluster_list=["198.18.0.1"])
+    ch = intent.announce([A], ["198.19.0.0/26"], reflected)
+    assert ch == [RouteChange(A, "198.19.0.0/26", reflected, True)]
+    assert intent.routes_for(A)["198.19.0.0/26"] == reflected and intent.routes_for(B)["198.19.0.0/26"] == RouteSpec()
+    # taking the specific one away falls back to the route for everyone: a re-announce, not a withdraw
+    assert intent.withdraw([A], ["198.19.0.0/26"]) == [RouteChange(A, "198.19.0.0/26", RouteSpec(), True)]
+    out = intent.withdraw(None, ["198.19.0.0/26"])
+    assert {(c.neighbor, c.announce) for c in out} == {(A, False), (B, False)}
+    assert intent.count() == 0
+
+
+def test_intent_no_change_no_command_and_prefixes_normalised():
+    intent = RouteIntent()
+    intent.set_neighbors([nb(A)])
+    assert len(intent.announce(None, ["198.19.0.0/26"], RouteSpec())) == 1
+    assert intent.announce(None, ["198.19.0.0/26"], RouteSpec()) == []
+    assert intent.withdraw(None, ["198.19.5.0/26"]) == []
+    with pytest.raises(InvalidRoute):
+        intent.announce(None, ["198.19.0.1/26"], RouteSpec())  # host bits set
+
+
+def test_intent_keeps_routes_for_a_neighbor_not_configured_yet():
+    intent = RouteIntent()
+    assert intent.announce([B], ["198.19.3.0/26"], RouteSpec()) == []  # nothing to send: B unknown
+    intent.set_neighbors([nb(B)])
+    assert [c.prefix for c in intent.replay(B)] == ["198.19.3.0/26"]
