@@ -6,6 +6,7 @@ v1 198.18.1.1/24 + 2001:db8:1::1/64 <-> p1 .2, and v2 198.18.2.1/24 + 2001:db8:2
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import attrs
@@ -320,3 +321,20 @@ async def test_device_routes_and_gateway_pinned_to_a_device(lab):
         res = await rp.reconcile()
         assert (res.replaces, res.deletes) == (1, 3)
         assert routes(lab.host)["198.18.90.0/24"]["dev"] == "v2"
+
+
+def test_runs_under_ip_netns_exec_without_a_netns_argument(lab):
+    """The lab's way: one agent process per namespace, started with `ip netns exec`."""
+    script = (
+        "import trio\n"
+        "from dataplane import Route, RouteProgrammer\n"
+        "async def main():\n"
+        "    async with RouteProgrammer(resync_interval=60) as rp:\n"
+        f"        rp.set_desired([Route.via('198.18.95.0/24', '{GW1}')])\n"
+        "        r = await rp.reconcile()\n"
+        "        assert r.adds == 1 and not r.failures, r\n"
+        "trio.run(main)\n"
+    )
+    done = sh(sys.executable, "-c", script, ns=lab.host, check=False)
+    assert done.returncode == 0, done.stderr
+    assert gateways(routes(lab.host)["198.18.95.0/24"]) == [(GW1, "v1")]
