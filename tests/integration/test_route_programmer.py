@@ -338,3 +338,16 @@ def test_runs_under_ip_netns_exec_without_a_netns_argument(lab):
     done = sh(sys.executable, "-c", script, ns=lab.host, check=False)
     assert done.returncode == 0, done.stderr
     assert gateways(routes(lab.host)["198.18.95.0/24"]) == [(GW1, "v1")]
+
+
+async def test_watching_and_resyncing_an_unchanged_set_sends_nothing(lab):
+    async with programmer(lab, resync_interval=0.1) as rp:
+        rp.set_desired([Route.via(f"198.18.96.{i}/32", GW1, GW2) for i in range(30)] + [Route.via("2001:db8:96::/64", GW1_6)])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rp.run)
+            after_first = rp.counts
+            assert after_first.adds == 31
+            await trio.sleep(0.6)
+            assert rp.reconciles >= 4
+            assert rp.counts == after_first
+            nursery.cancel_scope.cancel()
