@@ -112,7 +112,8 @@ class BlockAllocator:
         res = await self.client.txn([], [Get(self.keys.affinities(node), prefix=True),
                                          Get(self.keys.blocks(), prefix=True, keys_only=True)], [])
         affs, bkvs = res.responses
-        existing = {cidr_from_key(kv.key) for kv in bkvs}
+        revs = {cidr_from_key(kv.key): kv.mod_revision for kv in bkvs}
+        existing = set(revs)
         confirmed = set()
         for kv in affs:
             try:
@@ -123,8 +124,8 @@ class BlockAllocator:
         cache = self._affine.setdefault(node, {})
         for cidr in [c for c in cache if c not in confirmed]:
             del cache[cidr]
-        missing = [c for c in sorted(confirmed)
-                   if c in existing and (c not in cache or cache[c].value.free_count == 0)]
+        missing = [c for c in sorted(confirmed) if c in revs and (
+            c not in cache or (cache[c].value.free_count == 0 and cache[c].mod_revision != revs[c]))]
         for cidr, stored in (await self.store.get_blocks(missing, self.corrupt)).items():
             if stored is not None and stored.value.host == node:
                 cache[cidr] = stored
