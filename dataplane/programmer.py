@@ -92,13 +92,14 @@ class _Desired:
 
 
 def _index(routes: Iterable[Route], table: int, protocol: int) -> _Desired:
-    by_key = index_routes(routes)
+    unique, index = index_routes(routes)
     shared: dict[tuple[object, ...], Forwarding] = {}
     forwarding = []
     devices = set()
     signatures: dict[bytes, int] = {}
     signature = codec.dump_signature
-    for i, (key, route) in enumerate(by_key.items()):
+    for i, route in enumerate(unique):
+        key = route.key
         ident = (route.kind, route.nexthops)
         fwd = shared.get(ident)
         if fwd is None:
@@ -108,7 +109,7 @@ def _index(routes: Iterable[Route], table: int, protocol: int) -> _Desired:
         sig = signature(table, protocol, key, fwd.rtype, fwd.hops)
         if sig is not None:
             signatures[sig] = i
-    return _Desired(list(by_key.values()), {key: i for i, key in enumerate(by_key)}, forwarding, frozenset(devices), signatures)
+    return _Desired(unique, index, forwarding, frozenset(devices), signatures)
 
 
 def _programmable(keys: Iterable[RouteKey], op: str, desired: _Desired, ifindex: Mapping[str, int], failures: list[RouteFailure]) -> list[RouteKey]:

@@ -338,13 +338,16 @@ def plan_changes(
     return planner.finish()
 
 
-def index_routes(routes: Iterable[Route]) -> dict[RouteKey, Route]:
-    """Desired routes by kernel key; two routes for one key is the caller's bug."""
-    out: dict[RouteKey, Route] = {}
+def index_routes(routes: Iterable[Route]) -> tuple[list[Route], dict[RouteKey, int]]:
+    """Desired routes, each once, and their positions by kernel key; two routes for one key is the caller's bug."""
+    unique: list[Route] = []
+    index: dict[RouteKey, int] = {}
     for route in routes:
         key = route.key
-        other = out.get(key)
-        if other is not None and other != route:
-            raise DuplicateRoute(f"{route} and {other} are the same kernel route (prefix and metric)")
-        out[key] = route
-    return out
+        at = index.get(key)
+        if at is None:
+            index[key] = len(unique)
+            unique.append(route)
+        elif unique[at] != route:
+            raise DuplicateRoute(f"{route} and {unique[at]} are the same kernel route (prefix and metric)")
+    return unique, index

@@ -82,7 +82,10 @@ def test_duplicate_keys_are_refused():
     with pytest.raises(DuplicateRoute):
         index_routes([Route.via("198.18.1.0/24", "198.18.0.2"), Route.blackhole("198.18.1.0/24")])
     # a different metric is a different kernel route
-    assert len(index_routes([Route.via("198.18.1.0/24", "198.18.0.2"), Route.blackhole("198.18.1.0/24", metric=5)])) == 2
+    unique, index = index_routes([Route.via("198.18.1.0/24", "198.18.0.2"), Route.blackhole("198.18.1.0/24", metric=5)])
+    assert len(unique) == len(index) == 2
+    # the same route twice is one route
+    assert len(index_routes([Route.blackhole("198.18.1.0/24")] * 2)[0]) == 1
 
 
 # -- planning -------------------------------------------------------------------------------
