@@ -52,6 +52,9 @@ class Cluster:
             if not pools:
                 raise NoEligiblePool(f"--pool: no IPPool named {only!r}")
         known = await self.nodes()
+        if node not in known:
+            click.echo(f"warning: node {node!r} is not a Node resource; its pools are chosen as if it had no labels",
+                       err=True)
         labels = known[node].metadata.labels if node in known else {}
         return [self.to_ipam(p) for p in pools if not p.spec.disabled and p.spec.node_selector.matches(labels)]
 
@@ -133,10 +136,11 @@ def release_cmd(g: Globals, ip: str | None, seq: int | None, handle: str | None)
             if handle is not None:
                 n = await alloc.release_handle(handle)
                 return f"released {n} address(es) of handle {handle}"
-            cidrs = await alloc.store.block_keys()
-            if not any(ipaddress.ip_address(ip) in ipaddress.ip_network(c) for c in cidrs):
+            addr = ipaddress.ip_address(ip)
+            home = [c for c in await alloc.store.block_keys() if addr in ipaddress.ip_network(c)]
+            if not home:
                 raise NotAllocated(f"{ip} is in no allocated block")
-            rel = await alloc.release([(ip, seq)])
+            rel = await alloc.release([(ip, seq)], blocks=home)
             if rel.count == 0:
                 return f"{ip} was not allocated (nothing to do)"
             return f"released {ip}"

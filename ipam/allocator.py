@@ -9,6 +9,7 @@ whoever loses the create drops its pending affinity and tries the next free bloc
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 from collections import OrderedDict
@@ -20,8 +21,8 @@ import trio
 from calico_bgp.datastore import codec
 from calico_bgp.datastore.keys import Keys, cidr_from_key
 from calico_bgp.datastore.types import Compare, Delete, Get, Put
-from ipam.block import Allocated, Block, Released
-from ipam.errors import CASRetriesExhausted, CorruptBlock, IPAMError, NoEligiblePool, PoolExhausted
+from ipam.block import Allocated, Block, Released, parse_network
+from ipam.errors import CASRetriesExhausted, CorruptBlock, InvalidAddress, IPAMError, NoEligiblePool, PoolExhausted
 from ipam.pool import Pool
 from ipam.records import CONFIRMED, PENDING, Affinity, Handle
 from ipam.store import IPAMStore, Stored, decode_affinity, decode_block, decode_handle
@@ -39,6 +40,14 @@ class Stats:
     claims: int = 0
     claim_races_lost: int = 0
     borrowed: int = 0
+
+
+def _within(ip: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        raise InvalidAddress(f"{ip!r} is not an IP address") from None
+    return addr.version == net.version and addr in net
 
 
 class BlockAllocator:
@@ -289,11 +298,11 @@ class BlockAllocator:
         already free, or in no block, come back in `not_allocated`."""
         items = [(i, None) if isinstance(i, str) else i for i in ips]
         cidrs = sorted(set(blocks)) if blocks else await self.store.block_keys()
-        probe = [Block(c, (), ()) for c in cidrs]
+        nets = [(c, parse_network(c)) for c in cidrs]
         per_block: dict[str, list[tuple[str, int | None]]] = {}
         not_allocated: list[str] = []
         for ip, seq in items:
-            home = next((b.cidr for b in probe if b.contains(ip)), None)
+            home = next((c for c, net in nets if _within(ip, net)), None)
             if home is None:
                 not_allocated.append(ip)
             else:
