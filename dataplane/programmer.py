@@ -98,8 +98,8 @@ def _index(routes: Iterable[Route], table: int, protocol: int) -> _Desired:
     devices = set()
     signatures: dict[bytes, int] = {}
     signature = codec.dump_signature
-    for i, route in enumerate(unique):
-        key = route.key
+    for key, i in index.items():  # i shared with the index: no second int per route
+        route = unique[i]
         ident = (route.kind, route.nexthops)
         fwd = shared.get(ident)
         if fwd is None:
