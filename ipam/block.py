@@ -16,10 +16,11 @@ from __future__ import annotations
 import functools
 import ipaddress
 import time
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import attrs
 
+from calico_bgp.datastore import codec
 from ipam.errors import BlockConflict, InvalidAddress, StaleRelease
 
 HOST_PREFIX = "host:"
@@ -181,13 +182,13 @@ class Block:
         take = self.unallocated[:max(0, n)]
         if not take:
             return self, []
-        attr = AllocationAttribute(handle, node, dict(owner_attrs or {}))
+        owner = dict(owner_attrs or {})
         attributes = list(self.attributes)
-        try:
-            idx = attributes.index(attr)
-        except ValueError:
+        idx = next((i for i, a in enumerate(attributes)
+                    if a.handle_id == handle and a.node == node and a.owner_attrs == owner), None)
+        if idx is None:
             idx = len(attributes)
-            attributes.append(attr)
+            attributes.append(AllocationAttribute(handle, node, owner))
         allocations = list(self.allocations)
         seqs = dict(self.sequence_numbers)
         seq = self.sequence_number
@@ -271,3 +272,36 @@ def _compact(allocations: list[int | None],
     remap = {old: new for new, old in enumerate(used)}
     return (tuple(None if i is None else remap[i] for i in allocations),
             tuple(attributes[i] for i in used))
+
+
+# The block is encoded on every allocation: a direct hook for the one codec, the same JSON as its
+# generic attrs path (camelCase, defaults omitted; tests/unit/test_ipam_block.py checks they agree).
+def _attribute_to_dict(a: AllocationAttribute) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    if a.handle_id is not None:
+        d["handleId"] = a.handle_id
+    if a.node is not None:
+        d["node"] = a.node
+    if a.owner_attrs:
+        d["ownerAttrs"] = dict(a.owner_attrs)
+    return d
+
+
+def block_to_dict(b: Block) -> dict[str, Any]:
+    d: dict[str, Any] = {"cidr": b.cidr, "allocations": list(b.allocations), "unallocated": list(b.unallocated)}
+    if b.affinity is not None:
+        d["affinity"] = b.affinity
+    if b.attributes:
+        d["attributes"] = [_attribute_to_dict(a) for a in b.attributes]
+    if b.sequence_base:
+        d["sequenceBase"] = b.sequence_base
+    if b.sequence_number:
+        d["sequenceNumber"] = b.sequence_number
+    if b.sequence_numbers:
+        d["sequenceNumbers"] = dict(b.sequence_numbers)
+    if b.seen_empty:
+        d["seenEmpty"] = b.seen_empty
+    return d
+
+
+codec.converter.register_unstructure_hook(Block, block_to_dict)
