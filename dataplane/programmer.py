@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import time
 from typing import Callable, Iterable, Mapping
 
@@ -144,8 +143,8 @@ class RouteProgrammer:
         grace: bool = True,
         register_name: bool = True,
     ) -> None:
-        if not 0 < table < 2**32 or table in (0, 253, 255):
-            raise ValueError(f"table={table!r}: not a table routes can be programmed into")
+        if not 0 < table < 2**32 or table == 255:
+            raise ValueError(f"table={table!r}: must be 1..2^32-1 and not the local table (255)")
         if not 0 < protocol < 256 or protocol in (1, 2, 3, 4):
             raise ValueError(f"protocol={protocol!r}: must be 5..255 and not a kernel/boot/static protocol")
         self.table = table
@@ -365,7 +364,7 @@ class RouteProgrammer:
 
     async def _reconcile_loop(self) -> None:
         while True:
-            with trio.move_on_after(self._resync_interval if math.isfinite(self._resync_interval) else math.inf):
+            with trio.move_on_after(self._resync_interval):
                 await self._dirty.wait()
             await trio.sleep(self._debounce)
             await self._reconcile_guarded()
