@@ -63,7 +63,7 @@ def _scan_family(
                             off += (length + 3) & ~3
                             continue
                     route = decode(data, off, length)
-                    if route is not None and route[4] == protocol and route[5] == table:
+                    if route is not None and route.protocol == protocol and route.table == table:
                         visit(route)
                 off += (length + 3) & ~3
     except netlink.NetlinkError as exc:
