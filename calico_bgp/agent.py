@@ -457,11 +457,11 @@ class NodeAgent:
             for kind_, value in (("received", accepted + rejected + damped), ("accepted", accepted),
                                  ("rejected", rejected), ("damped", damped)):
                 self.metrics.peer_prefixes.labels(addr, s.kind, kind_).set(value)
-        kernel = {r.key for r in self.programmer.desired()} if self.programmer else set()
+        kernel = {r.key for r in self.programmer.desired}
         routes = []
         total = 0
         if self.rib is not None:
-            failures = self.programmer.failures()
+            failures = self.programmer.failures
             for prefix, sel in sorted(self.rib.selections(), key=lambda kv: _pkey(kv[0])):
                 total += 1
                 if len(routes) < st.MAX_PUBLISHED_ROUTES:
@@ -508,6 +508,9 @@ class NodeAgent:
                 log.warning("event=status_publish_failed reason=%r action=retry", str(exc))
                 lease = 0
                 await trio.sleep(1.0)
+            except Exception:  # noqa: BLE001 - a status bug must not take the routing down with it
+                log.exception("event=status_build_failed")
+                await trio.sleep(1.0)
             await trio.sleep(0.25)  # at most a few writes per second
 
 
@@ -535,6 +538,8 @@ def _akey(a: str) -> tuple[int, int]:
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("httpx", "httpcore"):  # one line per HTTP request is not an event
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def state_dir_for(name: str) -> Path:

@@ -6,7 +6,6 @@ through the datastore rather than through BIRD's socket.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Iterable
 
 import attrs
@@ -102,4 +101,13 @@ def cap(items: Iterable[Any], limit: int = MAX_PUBLISHED_ROUTES) -> tuple[Any, .
 
 
 def as_json(status: NodeStatus) -> Any:
-    return json.loads(codec.encode(status))
+    """Every field, defaults included (scripts want stable keys), in the stored camelCase spelling."""
+    return _full(status)
+
+
+def _full(value: Any) -> Any:
+    if attrs.has(type(value)):
+        return {codec.json_name(f.name): _full(getattr(value, f.name)) for f in attrs.fields(type(value))}
+    if isinstance(value, (list, tuple)):
+        return [_full(v) for v in value]
+    return value

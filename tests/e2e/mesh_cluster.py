@@ -117,6 +117,17 @@ class MeshCluster:
         res = sh("ping", "-c", str(count), "-W", str(wait), "-i", "0.2", dst_ip, ns=ws, check=False, timeout=count + 10)
         return res.returncode == 0
 
+    def exabgp_pids(self, node: str) -> list[int]:
+        pids = []
+        for pid in sh("ip", "netns", "pids", self.nodes[node], check=False).stdout.split():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"exabgp" in cmdline and b"calico_bgp" not in cmdline:
+                pids.append(int(pid))
+        return pids
+
     def logs(self) -> str:
         return "\n".join(f"--- {n} ---\n{p.tail(60)}" for n, p in self.agents.items())
 

@@ -107,9 +107,10 @@ def test_sigkill_and_restart_keeps_routes_and_traffic(cluster):
     watched = {n: c.routes(n) for n in ("n1", "n3", "n4")}
     victim_routes = c.routes(victim)
     c.agents[victim].kill(group=False)
-    # the victim's kernel keeps every route while no agent runs
+    # the victim's kernel keeps every route while no agent runs, and its ExaBGP died with it
     time.sleep(1.0)
     assert c.routes(victim) == victim_routes
+    assert c.exabgp_pids(victim) == [], "ExaBGP outlived its agent"
     lost = 0
     for _ in range(5):
         lost += 0 if c.ping("n1", c.workloads["n3"][1], wait=1) else 1
@@ -125,6 +126,7 @@ def test_sigkill_and_restart_keeps_routes_and_traffic(cluster):
     assert not gone, f"routes vanished from {victim}'s kernel during its restart: {gone}"
     assert lost == 0, f"{lost} pings between other nodes' workloads were lost"
     wait_for("mesh re-converged", lambda: _converged(c, ["n1", "n2", "n3", "n4"]), timeout=30)
+    assert len(c.exabgp_pids(victim)) == 1
     for n, r in watched.items():
         assert set(r) <= set(c.routes(n))
 
