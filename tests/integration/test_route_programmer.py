@@ -347,7 +347,6 @@ async def test_watching_and_resyncing_an_unchanged_set_sends_nothing(lab):
             await nursery.start(rp.run)
             after_first = rp.counts
             assert after_first.adds == 31
-            await trio.sleep(0.6)
-            assert rp.reconciles >= 4
+            await eventually(lambda: rp.reconciles >= 4, timeout=5.0)
             assert rp.counts == after_first
             nursery.cancel_scope.cancel()
