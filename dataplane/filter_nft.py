@@ -12,8 +12,13 @@
       counter r_<hash>     one per rule and interface (comment: "<if> <filter> <index> <action>"), fs_<if> for
                            the failsafe; they outlive every update, so counts never reset
 
-An update adds the new maps and chains, repoints the ingress chain, and deletes what is no longer
-referenced, all in the same transaction: the kernel switches atomically from the old to the new.
+An update is three transactions: (1) add the new maps (full), verdict chains and counters, which
+nothing references yet; (2) repoint the ingress chains to the new maps; (3) delete what nothing
+references any more. Not one: a packet reads the rule generation once when it enters the ingress
+chain but the set generation at each lookup, and a set's lookup data is published after the
+generation flips, so a packet straddling a commit that creates, repoints to, or deletes a map can
+miss in it — and a miss passes. Measured with 100 updates under 1,000 pps from a denied source: a
+few such packets in one or two transactions, none in three.
 """
 from __future__ import annotations
 
@@ -108,13 +113,16 @@ def _gen(name: str) -> int:
         return 0
 
 
-def render(fs: FilterSet, cur: NftState) -> str:
-    """The one transaction that takes the table from `cur` to `fs` (pure: text only)."""
+def render(fs: FilterSet, cur: NftState) -> tuple[str, str, str]:
+    """The three transactions that take the table from `cur` to `fs` (pure: text only): add (new
+    maps, chains, counters, nothing references them yet), repoint the ingress chains, delete what
+    nothing references any more."""
     t = f"inet {TABLE}"
     out = [f"add table {t}"]
     want_counters: dict[str, str] = {}
     want_chains: dict[str, list[str]] = {}
     want_maps: set[str] = set()
+    maps: list[str] = []
     tail: list[str] = []
     for f in fs.interfaces:
         tok = iface_token(f.interface)
@@ -136,10 +144,13 @@ def render(fs: FilterSet, cur: NftState) -> str:
             body = f"type ipv{version}_addr : verdict; flags interval;"
             if elems:
                 body += f" elements = {{ {', '.join(elems)} }}"
-            tail.append(f"add map {t} {name} {{ {body} }}")
+            maps.append(f"add map {t} {name} {{ {body} }}")
         base = f"in_{tok}"
+        if base not in cur.chains:
+            # only when new: re-adding an existing base chain re-registers its hook (a gap)
+            tail.append(f'add chain {t} {base} {{ type filter hook ingress device "{f.interface}" '
+                        f'priority {PRIORITY}; policy accept; }}')
         tail += [
-            f'add chain {t} {base} {{ type filter hook ingress device "{f.interface}" priority {PRIORITY}; policy accept; }}',
             f"flush chain {t} {base}",
             f"add rule {t} {base} icmpv6 type {{ {ND_TYPES} }} accept",
             f"add rule {t} {base} ip saddr vmap @m4_{tok}_{gen}",
@@ -152,8 +163,9 @@ def render(fs: FilterSet, cur: NftState) -> str:
         if chain not in cur.chains:
             out.append(f"add chain {t} {chain}")
             out += [f"add rule {t} {chain} {r}" for r in rules]
-    out += tail
+    out += maps
     wanted_bases = {f"in_{iface_token(f.interface)}" for f in fs.interfaces}
+    first, second, out = out, tail, []
     for chain in sorted(c for c in cur.chains if c.startswith("in_") and c not in wanted_bases):
         out += [f"flush chain {t} {chain}", f"delete chain {t} {chain}"]
     for m in sorted(cur.maps - want_maps):
@@ -162,7 +174,7 @@ def render(fs: FilterSet, cur: NftState) -> str:
         out += [f"flush chain {t} {chain}", f"delete chain {t} {chain}"]
     for name in sorted(cur.counters - set(want_counters)):
         out.append(f"delete counter {t} {name}")
-    return "\n".join(out) + "\n"
+    return tuple("\n".join(part) + "\n" if part else "" for part in (first, second, out))  # type: ignore[return-value]
 
 
 class NftFilter:
@@ -205,9 +217,11 @@ class NftFilter:
         if not fs.interfaces:
             self.remove()
             return
-        script = render(fs, self.state())
-        self._run(["-f", "-"], stdin=script)
-        log.info("event=nft_filter_applied interfaces=%s lines=%d", ",".join(fs.names), script.count("\n"))
+        scripts = render(fs, self.state())
+        for script in scripts:
+            if script:
+                self._run(["-f", "-"], stdin=script)
+        log.info("event=nft_filter_applied interfaces=%s lines=%d", ",".join(fs.names), "".join(scripts).count("\n"))
 
     def remove(self) -> None:
         if self.state().exists:
