@@ -32,7 +32,7 @@ from dataplane.filter_nft import iface_token
 
 log = logging.getLogger(__name__)
 
-_L4 = {6: "tcp", 17: "udp"}
+_L4 = {6: "tcp", 17: "udp", 132: "sctp"}
 _COUNTER_RE = re.compile(r'^\[(\d+):(\d+)\] -A CBF-[RF]-\S+ .*--comment "?([^"]+?)"? -j (ACCEPT|DROP)')
 
 

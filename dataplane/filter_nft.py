@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 TABLE = "calico_bgp_filter"
 PRIORITY = -300
 ND_TYPES = "nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect"
-_L4 = {6: "tcp", 17: "udp"}
+_L4 = {6: "tcp", 17: "udp", 132: "sctp"}
 
 
 class NftError(RuntimeError):

@@ -18,7 +18,8 @@ The semantics (also in README.md, "Policy filters"):
    the interface; it counts on the interface's failsafe counter.
 5. No entry matches: pass, uncounted. Non-IP frames, and ICMPv6 neighbour discovery, always pass.
 
-Deny rules take no protocol or ports (an exception is always an Allow). Ports need TCP or UDP.
+Deny rules take no protocol or ports (an exception is always an Allow). Ports need TCP, UDP or SCTP;
+failsafe ports are TCP or UDP.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 PROTOCOLS = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPV6": 58, "SCTP": 132, "UDPLITE": 136}
 PROTOCOL_NAMES = {v: k.replace("ICMPV6", "ICMPv6") for k, v in PROTOCOLS.items()}
-PORT_PROTOCOLS = (6, 17)
+PORT_PROTOCOLS = (6, 17, 132)   # TCP, UDP, SCTP: the destination port is at the same offset
 DEFAULT_FAILSAFE = (("tcp", 22), ("udp", 68), ("tcp", 179), ("tcp", 2379), ("tcp", 2380))
 
 
@@ -148,7 +149,7 @@ class FilterRule:
         if self.action is Action.DENY and (self.protocol is not None or self.ports):
             raise InvalidFilter(f"rule {self.rule_id}: a Deny takes no protocol or ports (exceptions are Allows)")
         if self.ports and self.protocol not in PORT_PROTOCOLS:
-            raise InvalidFilter(f"rule {self.rule_id}: destination ports need protocol TCP or UDP, "
+            raise InvalidFilter(f"rule {self.rule_id}: destination ports need protocol TCP, UDP or SCTP, "
                                 f"not {self.protocol!r}")
 
     @property
@@ -164,7 +165,7 @@ class FailsafePort:
     @classmethod
     def parse(cls, protocol: object, port: object) -> "FailsafePort":
         proto = parse_protocol(protocol)
-        if proto not in PORT_PROTOCOLS:
+        if proto not in (6, 17):
             raise InvalidFilter(f"failsafe protocol {protocol!r} must be TCP or UDP")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidFilter(f"failsafe port {port!r} is not 0..65535")
@@ -302,11 +303,13 @@ def compile_interface(interface: str, rules: Iterable[FilterRule], failsafe: Ite
                       limits: Limits = LIMITS) -> InterfaceFilter:
     rules = list(rules)
     fs = tuple(sorted(set(failsafe)))
-    ids = [r.rule_id for r in rules]
-    if len(set(ids)) != len(ids):
-        raise InvalidFilter(f"{interface}: rule ids repeat: {sorted({str(i) for i in ids if ids.count(i) > 1})}")
-    if len(rules) > limits.rules:
-        raise CapacityExceeded(f"{interface}: {len(rules)} rules, the maps hold {limits.rules}")
+    # one rule may list many source nets (one FilterRule each), but the same id must mean one rule
+    shapes: dict[RuleId, tuple] = {}
+    for r in rules:
+        if shapes.setdefault(r.rule_id, (r.action, r.protocol, r.ports)) != (r.action, r.protocol, r.ports):
+            raise InvalidFilter(f"{interface}: rule id {r.rule_id} is used by two different rules")
+    if len(shapes) > limits.rules:
+        raise CapacityExceeded(f"{interface}: {len(shapes)} rules, the maps hold {limits.rules}")
     by_prefix: dict[IPNetwork, list[FilterRule]] = {}
     for r in rules:
         by_prefix.setdefault(r.prefix, []).append(r)
@@ -340,7 +343,7 @@ def compile_interface(interface: str, rules: Iterable[FilterRule], failsafe: Ite
     if keys > limits.exception_keys:
         raise CapacityExceeded(f"{interface}: exceptions expand to {keys} (protocol, port) keys, "
                                f"the maps hold {limits.exception_keys}")
-    infos = tuple(RuleInfo(r.rule_id, r.action) for r in rules)
+    infos = tuple(RuleInfo(rid, shape[0]) for rid, shape in shapes.items())
     return InterfaceFilter(interface, entries, fs, infos)
 
 

@@ -183,8 +183,8 @@ static __always_inline int apply(struct verdict *v, __u8 proto, __u32 port, __u6
 
 static __always_inline __u32 dest_port(void *l4, void *end, __u8 proto)
 {
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
-		return NO_PORT;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_SCTP)
+		return NO_PORT;    // the three keep the destination port at offset 2
 	struct ports *p = l4;
 	if ((void *)(p + 1) > end)
 		return NO_PORT;

@@ -101,14 +101,14 @@ def test_ipv4_and_ipv6_are_separate():
 
 @pytest.mark.parametrize("bad, err", [
     (lambda: rule("198.18.0.0/16", "Deny", 0, TCP, (80,)), "Deny takes no protocol"),
-    (lambda: rule("198.18.0.0/16", "Allow", 0, ICMP, (80,)), "need protocol TCP or UDP"),
+    (lambda: rule("198.18.0.0/16", "Allow", 0, ICMP, (80,)), "need protocol TCP, UDP or SCTP"),
     (lambda: parse_network("198.18.0.0/33"), "198.18.0.0/33"),
     (lambda: parse_network("not-a-cidr"), "not-a-cidr"),
     (lambda: PortRange.parse("90:80"), "90:80"),
     (lambda: PortRange.parse("http"), "http"),
     (lambda: parse_protocol("GRE"), "GRE"),
     (lambda: FailsafePort.parse("ICMP", 1), "TCP or UDP"),
-    (lambda: compiled(rule("198.18.0.0/16", "Deny", 0), rule("198.18.1.0/24", "Deny", 0)), "repeat"),
+    (lambda: compiled(rule("198.18.0.0/16", "Deny", 0), rule("198.18.1.0/24", "Allow", 0)), "two different"),
 ])
 def test_invalid_input_names_the_value(bad, err):
     with pytest.raises(InvalidFilter, match=err):
@@ -175,3 +175,10 @@ def test_flatten_is_disjoint_and_agrees_with_lpm(specs, probes):
         entry = f.lookup(addr)
         hit = [v for n, v in flat if addr in n]
         assert (hit[0] if hit else None) == (entry.verdict if entry else None)
+
+
+def test_one_rule_many_nets_shares_one_counter():
+    f = compiled(rule("198.18.1.0/24", "Deny", 0), rule("198.18.2.0/24", "Deny", 0), rule("2001:db8::/32", "Deny", 0))
+    assert [r.rule_id for r in f.rules] == [RuleId("f", 0)]
+    assert len(f.entries) == 3
+    assert f.decide("198.18.2.1", TCP, 80).counted == RuleId("f", 0)
