@@ -33,7 +33,7 @@ def _register_groups() -> None:
     import importlib
 
     for module, name in [("calico_bgp.cli_resources", None), ("calico_bgp.cli_ipam", "ipam"),
-                         ("calico_bgp.cli_agent", "node")]:
+                         ("calico_bgp.cli_agent", "node"), ("calico_bgp.cli_policy", "policy")]:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

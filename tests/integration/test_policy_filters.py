@@ -298,3 +298,22 @@ def test_foreign_xdp_program_is_never_replaced_or_removed(lab: Lab, tmp_path):
     lab.engine.remove()
     assert _prog_id(lab) == foreign
     sh("ip", "link", "set", "dev", IFACE, "xdpgeneric", "off", ns=lab.rcv)
+
+
+def test_policy_show_reads_the_local_dataplane(lab: Lab):
+    from click.testing import CliRunner
+
+    from calico_bgp.cli import main
+
+    lab.engine.apply(filterset(BASE))
+    assert not lab.ping(D, count=2)
+    args = ["policy", "show", "--netns", lab.rcv, "--state-dir", str(lab.state_dir), "--pin-root", str(lab.pin_root)]
+    r = CliRunner().invoke(main, [*args, "-o", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["mode"] == lab.mode
+    rows = {(c["filter"], c["rule"]): c for c in doc["counters"]}
+    assert rows[("f", 0)]["packets"] >= 2 and rows[("f", 0)]["action"] == "Deny"
+    assert rows[("", "failsafe")]["interface"] == IFACE
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and f"mode: {lab.mode}" in r.output and "INTERFACE" in r.output
