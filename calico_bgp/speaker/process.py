@@ -72,11 +72,18 @@ def kill_leftover(pidfile: Path, marker: str = "exabgp") -> int | None:
     except (FileNotFoundError, ValueError, IndexError):
         return None
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        cmdline = ""
+        for _ in range(20):  # empty while a just-forked process has not exec'd yet
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if cmdline:
+                break
+            time.sleep(0.05)
     except OSError:
+        log.info("exabgp_leftover_gone pid=%d", pid)
         pidfile.unlink(missing_ok=True)
         return None
     if marker not in cmdline:  # the pid was reused by something else: not ours
+        log.warning("exabgp_leftover_pid_reused pid=%d cmdline=%r", pid, cmdline[:200])
         pidfile.unlink(missing_ok=True)
         return None
     log.warning("exabgp_leftover_kill pid=%d cmdline=%r", pid, cmdline[:200])

@@ -189,9 +189,9 @@ class Speaker:
             try:
                 async for line in lines:
                     await self._on_line(line)
-                log.info("bridge_eof")
+                log.debug("bridge_eof")
             except BaseException as e:
-                log.info("bridge_ended error=%r", e)
+                log.debug("bridge_ended error=%r", e)
                 raise
             finally:
                 if self._conn is stream:
