@@ -15,12 +15,12 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import attrs
 import trio
 
-from calico_bgp import desired, model, status as st, topology
+from calico_bgp import bgpfilter, desired, model, status as st, topology
 from calico_bgp.cluster import ClusterState, ClusterView
 from calico_bgp.damping import Dampener, DampingParams
 from calico_bgp.datastore import DatastoreError, Keys
@@ -72,8 +72,8 @@ class NodeAgent:
         self.stability: dict[str, PeerStability] = {}
         self.sessions: dict[str, Session] = {}
         self.rib_peers: dict[str, Peer] = {}
-        self.announced: set[Prefix] = set()
         self.own: set[Prefix] = set()
+        self.exported: dict[str, dict[Prefix, bgpfilter.ExportAttrs]] = {}
         self.state: ClusterState | None = None
         self.started_wall = time.time()
         self.started = trio.current_time()
@@ -168,7 +168,7 @@ class NodeAgent:
             log.info("event=local_speaker asn=%d router_id=%s cluster_id=%s", local.asn, local.router_id,
                      local.cluster_id)
             self.local = local
-            self.rib = Rib(local, desired.pool_import_policy(pools))
+            self.rib = Rib(local)
             self.rib_peers = {}
         assert self.rib is not None
         damp = cfg.spec.damping
@@ -186,22 +186,48 @@ class NodeAgent:
         self.rib_peers = {a: self._rib_peer(s, state) for a, s in sessions.items()}
         await self.speaker.set_neighbors([n for n in neighbors if n is not None])
 
-        # import policy follows the pools; re-run it over what peers sent (soft reconfiguration)
-        self.rib.import_policy = desired.pool_import_policy(pools)
+        # import policy follows pools and filters; re-run it over what peers sent (soft reconfiguration)
+        self.rib.import_policy = bgpfilter.import_policy(pools, self._filters_of)
         changed = self.rib.reapply_policy(self.rib_peers.values())
 
-        want = desired.announcements(self.opts.name, state.blocks, pools)
-        self.own = want
-        new, gone = want - self.announced, self.announced - want
-        if gone:
-            await self.speaker.withdraw(None, [str(p) for p in sorted(gone, key=_pkey)])
-        if new:
-            await self.speaker.announce(None, [str(p) for p in sorted(new, key=_pkey)])
-        self.announced = want
-        if new or gone:
-            log.info("event=announcements total=%d added=%d removed=%d", len(want), len(new), len(gone))
+        self.own = desired.announcements(self.opts.name, state.blocks, pools)
+        await self._export()
         await self._reflect(changed if changed else None)
         self._mark_kernel_dirty()
+
+    def _filters_of(self, peer: str) -> list[model.BGPFilter]:
+        s = self.sessions.get(peer)
+        return bgpfilter.filters_for(s.filters, self.state.filters) if s is not None and self.state else []
+
+    async def _export(self) -> None:
+        """Announce what we originate to each peer, through its export filters; send only the difference."""
+        want_all = {addr: bgpfilter.export_routes(self.own, self._filters_of(addr), s.ibgp)
+                    for addr, s in self.sessions.items()}
+        # (attributes or None for a withdrawal) -> prefix -> the neighbours it goes to
+        todo: dict[bgpfilter.ExportAttrs | None, dict[Prefix, set[str]]] = {}
+        for addr, want in want_all.items():
+            have = self.exported.get(addr, {})
+            for prefix in have.keys() - want.keys():
+                todo.setdefault(None, {}).setdefault(prefix, set()).add(addr)
+            for prefix, a in want.items():
+                if have.get(prefix) != a:
+                    todo.setdefault(a, {}).setdefault(prefix, set()).add(addr)
+        self.exported = want_all
+        sent = 0
+        for a, per_prefix in todo.items():
+            groups: dict[frozenset[str], list[str]] = {}
+            for prefix in sorted(per_prefix, key=_pkey):
+                groups.setdefault(frozenset(per_prefix[prefix]), []).append(str(prefix))
+            for neighbors, prefixes in groups.items():
+                sent += len(prefixes) * len(neighbors)
+                if a is None:
+                    await self.speaker.withdraw(sorted(neighbors), prefixes)
+                else:
+                    await self.speaker.announce(sorted(neighbors), prefixes, communities=a.communities,
+                                                large_communities=a.large_communities, local_pref=a.local_pref,
+                                                as_path=a.as_path_prepend)
+        if sent:
+            log.info("event=exports originated=%d peers=%d changes=%d", len(self.own), len(want_all), sent)
 
     def _neighbor(self, s: Session, local: LocalSpeaker) -> Neighbor | None:
         family = IPV6_UNICAST if s.family == "ipv6" else IPV4_UNICAST
@@ -483,7 +509,7 @@ class NodeAgent:
             role="route-reflector" if self.local and self.local.is_reflector else "node",
             updated=now_w, started=self.started_wall, sessions=tuple(sessions), routes=tuple(routes),
             routes_total=total, kernel_routes=len(kernel), rejected=rejected, damped=damped,
-            announced=tuple(str(p) for p in sorted(self.announced, key=_pkey)), in_grace=self.programmer.in_grace)
+            announced=tuple(str(p) for p in sorted(self.own, key=_pkey)), in_grace=self.programmer.in_grace)
 
     async def _publisher(self) -> None:
         """status/<node>, bound to a lease: it disappears when the agent is gone. Survives etcd outages."""

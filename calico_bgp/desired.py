@@ -4,8 +4,6 @@
   from another node's block as a host route; never a pool with disableBGPExport.
 - kernel routes: a blackhole per local block (an unallocated address is dropped here rather than
   following the default route) and the RIB's selections via their next hops (ECMP when several).
-- the default import policy: only prefixes inside a configured pool (issue 5 widens this with
-  BGPFilter rules).
 """
 from __future__ import annotations
 
@@ -13,7 +11,7 @@ import ipaddress
 from typing import Iterable, Mapping
 
 from calico_bgp import model
-from calico_bgp.rib import ImportPolicy, PathAttrs, Peer, Prefix, Rib
+from calico_bgp.rib import Prefix, Rib
 from dataplane.route import NextHop, Route
 from ipam.block import Block
 
@@ -62,19 +60,6 @@ def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterabl
 
 def learned_route(prefix: Prefix, next_hops: Iterable[str]) -> Route:
     return Route(prefix, nexthops=tuple(NextHop(gateway=h) for h in next_hops))
-
-
-def pool_import_policy(pools: Iterable[model.IPPool]) -> ImportPolicy:
-    """Accept only prefixes inside a configured pool (safe default: no default route, no strays)."""
-    nets = [p.spec.network for p in pools]
-
-    def policy(_peer: Peer, prefix: Prefix, _attrs: PathAttrs) -> str | None:
-        for net in nets:
-            if net.version == prefix.version and prefix.subnet_of(net):  # type: ignore[arg-type]
-                return None
-        return "outside every IP pool"
-
-    return policy
 
 
 def _sort_key(p: Prefix) -> tuple[int, int, int]:

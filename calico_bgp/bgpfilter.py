@@ -1,0 +1,86 @@
+"""Import and export policy: BGPFilter rules over safe defaults. Pure.
+
+Calico imports everything and exports what BIRD's templates allow. Here the defaults are safe:
+- import: a prefix inside a configured IP pool, or one an attached filter Accepts explicitly
+  (so a default route is only taken when a rule accepts 0.0.0.0/0 or ::/0). A filter's Reject
+  wins over the pool default.
+- export: only what this node originates (its blocks and borrowed host routes), never a pool with
+  disableBGPExport (that is decided before here); an attached filter may Reject one of them or
+  Accept it with actions (communities, large communities, local-pref on iBGP, AS-path prepend).
+Filters attached to a peer are evaluated in the order the peer lists them; inside a filter the
+rules are ordered; the first rule that matches decides.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping, Sequence
+
+import attrs
+
+from calico_bgp import model
+from calico_bgp.rib import ImportPolicy, PathAttrs, Peer, Prefix
+
+
+@attrs.frozen(slots=True)
+class ExportAttrs:
+    """What we attach to a route we send to one peer."""
+
+    communities: tuple[tuple[int, int], ...] = ()
+    large_communities: tuple[tuple[int, int, int], ...] = ()
+    local_pref: int | None = None
+    as_path_prepend: tuple[int, ...] = ()
+
+
+def _rules(f: model.BGPFilter, direction: str, version: int) -> Sequence[model.BGPFilterRule]:
+    spec = f.spec
+    return {("import", 4): spec.import_v4, ("import", 6): spec.import_v6,
+            ("export", 4): spec.export_v4, ("export", 6): spec.export_v6}[(direction, version)]
+
+
+def first_match(filters: Iterable[model.BGPFilter], direction: str, prefix: Prefix) -> model.BGPFilterRule | None:
+    for f in filters:
+        for rule in _rules(f, direction, prefix.version):
+            if rule.matches(prefix):
+                return rule
+    return None
+
+
+def import_policy(pools: Iterable[model.IPPool],
+                  filters_of: Callable[[str], Sequence[model.BGPFilter]]) -> ImportPolicy:
+    """The RIB's import policy: filters first (per peer address), then the pool default."""
+    nets = [p.spec.network for p in pools]
+
+    def policy(peer: Peer, prefix: Prefix, _attrs: PathAttrs) -> str | None:
+        rule = first_match(filters_of(peer.address), "import", prefix)
+        if rule is not None:
+            return None if rule.action == "Accept" else f"rejected by filter ({rule.match_operator} {rule.cidr})".replace(" ()", "")
+        for net in nets:
+            if net.version == prefix.version and prefix.subnet_of(net):  # type: ignore[arg-type]
+                return None
+        return "outside every IP pool"
+
+    return policy
+
+
+def _community(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(":"))
+
+
+def export_routes(own: Iterable[Prefix], filters: Sequence[model.BGPFilter], ibgp: bool) -> dict[Prefix, ExportAttrs]:
+    """What to announce to one peer: each originated prefix its filters do not reject, with actions."""
+    out: dict[Prefix, ExportAttrs] = {}
+    for prefix in own:
+        rule = first_match(filters, "export", prefix)
+        if rule is None:
+            out[prefix] = ExportAttrs()
+        elif rule.action == "Accept":
+            out[prefix] = ExportAttrs(
+                communities=tuple(_community(c) for c in rule.add_communities),  # type: ignore[misc]
+                large_communities=tuple(_community(c) for c in rule.add_large_communities),  # type: ignore[misc]
+                local_pref=rule.local_pref if ibgp else None,  # LOCAL_PREF never crosses an AS boundary
+                as_path_prepend=tuple(rule.as_path_prepend))
+    return out
+
+
+def filters_for(names: Sequence[str], available: Mapping[str, model.BGPFilter]) -> list[model.BGPFilter]:
+    """The filters a peer lists, in its order; a missing one is skipped (apply refuses to store that)."""
+    return [available[n] for n in names if n in available]

@@ -1,0 +1,63 @@
+import ipaddress
+
+from calico_bgp import model
+from calico_bgp.bgpfilter import ExportAttrs, export_routes, import_policy
+from calico_bgp.rib import PathAttrs, Peer
+
+NET = ipaddress.ip_network
+TOR = Peer("198.18.1.1", 65001, "198.18.1.1", ibgp=False)
+A = PathAttrs("198.18.1.1", as_path=(65001,))
+
+
+def pool(name, cidr):
+    return model.IPPool(model.Metadata(name), model.IPPoolSpec(cidr=cidr))
+
+
+def bgpfilter(name, **spec):
+    return model.BGPFilter(model.Metadata(name), model.BGPFilterSpec(**spec))
+
+
+def rule(action, cidr="", op="", **kw):
+    return model.BGPFilterRule(action=action, cidr=cidr, match_operator=op, **kw)
+
+
+POOLS = [pool("v4", "198.19.0.0/16"), pool("v6", "2001:db8:1::/48")]
+
+
+def test_default_imports_only_pool_prefixes_and_never_a_default_route():
+    policy = import_policy(POOLS, lambda peer: [])
+    assert policy(TOR, NET("198.19.1.0/26"), A) is None
+    assert policy(TOR, NET("2001:db8:1::/122"), A) is None
+    assert policy(TOR, NET("198.18.50.0/24"), A) == "outside every IP pool"
+    assert policy(TOR, NET("0.0.0.0/0"), A) == "outside every IP pool"
+
+
+def test_filter_accepts_a_default_route_explicitly_and_rejects_inside_a_pool():
+    f = bgpfilter("edge", import_v4=(rule("Accept", "0.0.0.0/0", "Equal"),
+                                     rule("Reject", "198.19.9.0/24", "In")))
+    policy = import_policy(POOLS, lambda peer: [f] if peer == TOR.address else [])
+    assert policy(TOR, NET("0.0.0.0/0"), A) is None
+    assert policy(TOR, NET("198.19.9.64/26"), A).startswith("rejected by filter")
+    assert policy(TOR, NET("198.19.8.0/26"), A) is None        # no rule matched: pool default
+    other = Peer("198.18.2.1", 65002, "198.18.2.1", ibgp=False)
+    assert policy(other, NET("0.0.0.0/0"), A) == "outside every IP pool"  # filter not attached there
+
+
+def test_prefix_length_ranges():
+    f = bgpfilter("len", import_v4=(rule("Accept", "198.18.64.0/18", "In", prefix_length=model.PrefixLength(24, 26)),))
+    policy = import_policy(POOLS, lambda peer: [f])
+    assert policy(TOR, NET("198.18.65.0/24"), A) is None
+    assert policy(TOR, NET("198.18.65.0/27"), A) == "outside every IP pool"
+
+
+def test_export_actions_and_rejects():
+    own = [NET("198.19.0.0/26"), NET("198.19.0.64/26"), NET("198.19.5.7/32")]
+    f = bgpfilter("out", export_v4=(rule("Reject", "198.19.0.64/26", "Equal"),
+                                    rule("Accept", "198.19.0.0/16", "In", add_communities=("65000:100",),
+                                         add_large_communities=("65000:1:2",), local_pref=200,
+                                         as_path_prepend=(64512, 64512))))
+    ebgp = export_routes(own, [f], ibgp=False)
+    assert set(ebgp) == {NET("198.19.0.0/26"), NET("198.19.5.7/32")}
+    assert ebgp[NET("198.19.0.0/26")] == ExportAttrs(((65000, 100),), ((65000, 1, 2),), None, (64512, 64512))
+    assert export_routes(own, [f], ibgp=True)[NET("198.19.0.0/26")].local_pref == 200
+    assert export_routes(own, [], ibgp=False) == {p: ExportAttrs() for p in own}
