@@ -72,7 +72,8 @@ async def test_sessions_routes_reload_and_replay(lab, nursery):
                      BirdPeer("exa6", AS_BIRD, "2001:db8:1::1", AS_US, passive=True, ipv4=False, ipv6=True,
                               hold_time=9)],
                     static4=["198.19.100.0/24"], static6=["2001:db8:100::/48"])
-    bird2.configure([BirdPeer("exa", AS_BIRD, "198.18.2.1", AS_US, passive=True, hold_time=9)])
+    # bird2 dials us: our side of that session is passive and listens (added by a reload)
+    bird2.configure([BirdPeer("exa", AS_BIRD, "198.18.2.1", AS_US, passive=False, hold_time=9)])
 
     speaker = Speaker(lab["tmp"] / "spk", netns=lab["spk"])
     await nursery.start(speaker.run)
@@ -112,7 +113,7 @@ async def test_sessions_routes_reload_and_replay(lab, nursery):
     # adding a neighbor: the existing sessions stay up, nothing withdrawn, and the new one gets our routes
     before = bird1.protocols()
     withdraws_before = import_withdraws(bird1, "exa4")
-    second = n4("198.18.2.2", "198.18.2.1")
+    second = n4("198.18.2.2", "198.18.2.1", passive=True, listen_port=179)
     await speaker.set_neighbors([first, six, second])
     with trio.fail_after(30):
         await speaker.wait_state("198.18.2.2", "up")
@@ -167,3 +168,22 @@ async def test_burst_of_20000(lab, nursery):
     assert bird1.protocols()["exa4"]["since"] == since
     assert speaker.peers["198.18.1.2"].state == "up"
     assert speaker.window.errors == 0
+
+
+async def test_exabgp_crash_is_restarted_and_routes_replayed(lab, nursery):
+    import os
+    bird1: Bird = lab["bird1"]
+    bird1.configure([BirdPeer("exa4", AS_BIRD, "198.18.1.1", AS_US, passive=True, hold_time=9)])
+    speaker = Speaker(lab["tmp"] / "spk", netns=lab["spk"])
+    await nursery.start(speaker.run)
+    await speaker.set_neighbors([n4("198.18.1.2", "198.18.1.1")])
+    await speaker.announce(None, ["198.19.7.0/24"])
+    await poll(lambda: bird1.routes("master4", "exa4").get("198.19.7.0/24"), what="route in bird")
+    first = speaker.process.pid
+    os.kill(first, 9)
+    await next_event(speaker, lambda e: isinstance(e, PeerState) and e.state == "down" and e.reason == "exabgp exited")
+    await poll(lambda: "198.19.7.0/24" not in bird1.routes("master4", "exa4"), what="route gone with the session")
+    with trio.fail_after(30):
+        await speaker.wait_state("198.18.1.2", "up")
+    assert speaker.process.pid != first and speaker.stats["restarts"] == 1
+    await poll(lambda: bird1.routes("master4", "exa4").get("198.19.7.0/24"), what="route replayed after restart")

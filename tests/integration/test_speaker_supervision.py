@@ -1,0 +1,84 @@
+"""ExaBGP as the agent's child: no orphan when the agent is SIGKILLed, restart after a crash."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+AGENT = textwrap.dedent("""
+    import sys, trio
+    from calico_bgp.speaker.speaker import Speaker
+    async def main():
+        speaker = Speaker(sys.argv[1])
+        async with trio.open_nursery() as n:
+            await n.start(speaker.run)
+            await speaker.wait_connected()
+            print("connected", speaker.process.pid, flush=True)
+            await trio.sleep_forever()
+    trio.run(main)
+""")
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_exabgp_and_bridge_die_with_a_killed_agent_and_a_new_agent_replaces_leftovers(tmp_path: Path):
+    state = tmp_path / "state"
+    agent = subprocess.Popen([sys.executable, "-c", AGENT, str(state)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = agent.stdout.readline()
+        assert line.startswith("connected"), line
+        exabgp = int(line.split()[1])
+        bridges = children_of(exabgp)
+        assert bridges, "the bridge runs as ExaBGP's child"
+        assert int((state / "exabgp.pid").read_text()) == exabgp
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        deadline = time.monotonic() + 10
+        while (alive(exabgp) or any(alive(b) for b in bridges)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(exabgp), "ExaBGP outlived its agent"
+        assert not any(alive(b) for b in bridges), "the bridge outlived ExaBGP"
+    finally:
+        agent.kill()
+        agent.wait()
+
+
+def test_restarted_agent_kills_the_exabgp_a_previous_one_left(tmp_path: Path):
+    state = tmp_path / "state"
+    state.mkdir()
+    exabgp = Path(sys.executable).with_name("exabgp")
+    conf = state / "old.conf"
+    conf.write_text("")
+    env = dict(os.environ, exabgp_daemon_user="root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"),
+               exabgp_api_cli="false", exabgp_tcp_bind="")
+    # started without PDEATHSIG: as if it survived an agent (e.g. started by an older version)
+    old = subprocess.Popen([str(exabgp), str(conf)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (state / "exabgp.pid").write_text(f"{old.pid}\n")
+    agent = subprocess.Popen([sys.executable, "-c", AGENT, str(state)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = agent.stdout.readline()
+        assert line.startswith("connected"), line
+        assert old.wait(timeout=10) is not None
+        assert int(line.split()[1]) != old.pid
+    finally:
+        agent.kill()
+        agent.wait()
+        old.kill()
+        old.wait()
