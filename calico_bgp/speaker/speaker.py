@@ -12,6 +12,7 @@ up, because ExaBGP does not replay API routes to a neighbor that a reload added.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -81,6 +82,7 @@ class Speaker:
         self._conn_scope: trio.CancelScope | None = None
         self._bridge_exabgp_pids: set[int] = set()
         self._send_lock = trio.Lock()
+        self._neighbors_lock = trio.Lock()
         self._changed = trio.Event()
         self._replay_tx, self._replay_rx = trio.open_memory_channel[str | None](math.inf)
         self._closing = False
@@ -306,7 +308,6 @@ class Speaker:
     def _keys(neighbors: Iterable[str] | None) -> list[str] | None:
         if neighbors is None:
             return None
-        import ipaddress
         return [str(ipaddress.ip_address(n)) for n in ([neighbors] if isinstance(neighbors, str) else neighbors)]
 
     # -- sessions ------------------------------------------------------------------------
@@ -319,7 +320,10 @@ class Speaker:
 
     async def set_neighbors(self, neighbors: Iterable[Neighbor], teardown_wait: float = 1.0) -> None:
         """Make ExaBGP's sessions these; unchanged sessions stay up (ExaBGP reloads only the diff)."""
-        new = {n.key: n for n in neighbors}
+        async with self._neighbors_lock:
+            await self._set_neighbors({n.key: n for n in neighbors}, teardown_wait)
+
+    async def _set_neighbors(self, new: dict[str, Neighbor], teardown_wait: float) -> None:
         removed = [k for k in self.intent.neighbors if k not in new]
         going = [k for k in removed if self.peers.get(k) and self.peers[k].state == "up"]
         if going and self._conn is not None:
@@ -346,7 +350,6 @@ class Speaker:
         await self._connected.wait()
 
     async def wait_state(self, peer: str, state: str = "up") -> PeerState:
-        import ipaddress
         key = str(ipaddress.ip_address(peer))
         while True:
             st = self.peers.get(key)
