@@ -88,13 +88,17 @@ async def test_sessions_routes_reload_and_replay(lab, nursery):
 
     # BIRD's static routes arrive as Update events, v4 and v6
     got: dict[str, Update] = {}
+    eors: set[EndOfRib] = set()
     with trio.fail_after(20):
         async for ev in speaker.events:
             if isinstance(ev, Update):
                 for p in ev.announced:
                     got[p] = ev
-            if {"198.19.100.0/24", "2001:db8:100::/48"} <= set(got):
+            if isinstance(ev, EndOfRib):
+                eors.add(ev)
+            if {"198.19.100.0/24", "2001:db8:100::/48"} <= set(got) and len(eors) == 2:
                 break
+    assert eors == {EndOfRib("198.18.1.2", IPV4_UNICAST), EndOfRib("2001:db8:1::2", IPV6_UNICAST)}
     assert got["198.19.100.0/24"].announced["198.19.100.0/24"].next_hop == "198.18.1.2"
     assert got["198.19.100.0/24"].announced["198.19.100.0/24"].as_path == (AS_BIRD,)
     assert got["2001:db8:100::/48"].family == IPV6_UNICAST

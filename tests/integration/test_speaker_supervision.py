@@ -9,8 +9,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
-
 AGENT = textwrap.dedent("""
     import sys, trio
     from calico_bgp.speaker.speaker import Speaker
