@@ -120,27 +120,29 @@ class NodeAgent:
                 delay = min(delay * 2, 10.0)
 
     async def _ensure_node(self) -> None:
-        """Create our Node resource when missing; update its addresses when given explicitly."""
+        """Create or update our Node: BGP addresses from the flags (or autodetected when the Node has
+        none) and spec.addresses from this host's interfaces, so sessions to a ToR on another link of a
+        dual-homed node start from the address on that link."""
+        from calico_bgp.autodetect import EXCLUDED, detect, read_interfaces
+
         opts = self.opts
         current = self.view.snapshot().nodes.get(opts.name)
-        v4 = _with_len(opts.ip) if opts.ip else None
-        v6 = _with_len(opts.ip6) if opts.ip6 else None
-        if v4 is None and v6 is None and opts.ip_autodetect and (current is None or current.spec.bgp is None):
-            from calico_bgp.autodetect import detect
-            v4 = str(await trio.to_thread.run_sync(detect, opts.ip_autodetect))
-        if current is not None and v4 is None and v6 is None:
-            return
         bgp = current.spec.bgp if current is not None else None
-        new_bgp = model.NodeBGPSpec(
-            ipv4_address=v4 or (bgp.ipv4_address if bgp else ""), ipv6_address=v6 or (bgp.ipv6_address if bgp else ""),
-            as_number=bgp.as_number if bgp else None,
-            route_reflector_cluster_id=bgp.route_reflector_cluster_id if bgp else "")
+        v4 = _with_len(opts.ip) if opts.ip else (bgp.ipv4_address if bgp else "")
+        v6 = _with_len(opts.ip6) if opts.ip6 else (bgp.ipv6_address if bgp else "")
+        if not v4 and not v6 and opts.ip_autodetect:
+            v4 = str(await trio.to_thread.run_sync(detect, opts.ip_autodetect))
+        interfaces = await trio.to_thread.run_sync(read_interfaces)
+        addresses = tuple(model.NodeAddress(str(a), "InternalIP") for i in interfaces if not EXCLUDED.match(i.name)
+                          for a in i.addresses if not (a.ip.is_link_local or a.ip.is_loopback))
+        new_bgp = model.NodeBGPSpec(ipv4_address=v4, ipv6_address=v6, as_number=bgp.as_number if bgp else None,
+                                    route_reflector_cluster_id=bgp.route_reflector_cluster_id if bgp else "")
         meta = current.metadata if current is not None else model.Metadata(opts.name)
-        node = model.Node(meta, attrs.evolve(current.spec, bgp=new_bgp) if current else model.NodeSpec(bgp=new_bgp))
+        spec = current.spec if current is not None else model.NodeSpec()
+        node = model.Node(meta, attrs.evolve(spec, bgp=new_bgp, addresses=addresses))
         if node != current:
             await self.store.apply(node)
-            log.info("event=node_registered node=%s ipv4=%s ipv6=%s", opts.name, new_bgp.ipv4_address,
-                     new_bgp.ipv6_address)
+            log.info("event=node_registered node=%s ipv4=%s ipv6=%s addresses=%d", opts.name, v4, v6, len(addresses))
 
     # ------------------------------------------------------------------ cluster -> desired state
     async def _control(self) -> None:
@@ -257,7 +259,7 @@ class NodeAgent:
         rid = s.peer_address
         if s.peer_node and s.peer_node in state.nodes:
             rid = topology.router_id(state.nodes[s.peer_node])
-        return Peer(s.peer_address, s.peer_as, rid, ibgp=s.ibgp, rr_client=s.rr_client)
+        return Peer(s.peer_address, s.peer_as, rid, ibgp=s.ibgp, rr_client=s.rr_client, allow_own_as=s.allow_own_as)
 
     def _forget_peer(self, peer: str) -> None:
         old = self.sessions.get(peer)

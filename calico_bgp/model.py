@@ -659,9 +659,11 @@ class BGPPeerSpec:
                                          converter=_checked(_one_of("warn", "teardown", case_insensitive=True)))
     filters: tuple[str, ...] = attrs.field(default=(), converter=_checked(_tuple_of(name)))
     reachable_by: str = attrs.field(default="", converter=_checked(lambda v: "" if v in (None, "") else ip_address(v)))
+    # accept routes carrying our own AS this many times (allowas-in): the AS-per-rack model needs 1
+    num_allowed_local_as_numbers: int = attrs.field(default=0, converter=_checked(_int_range(0, 10)))
 
     calico_only: ClassVar[frozenset[str]] = frozenset(
-        {"maxRestartTime", "numAllowedLocalASNumbers", "ttlSecurity", "localWorkloadSelector", "nextHopMode",
+        {"maxRestartTime", "ttlSecurity", "localWorkloadSelector", "nextHopMode",
          "reversePeering"})
 
     def __attrs_post_init__(self) -> None:

@@ -28,6 +28,7 @@ class Peer:
     router_id: str
     ibgp: bool
     rr_client: bool = False
+    allow_own_as: int = 0   # allowas-in: our AS may appear this many times in a path from this peer
 
 
 @attrs.frozen(slots=True)
@@ -82,7 +83,7 @@ ImportPolicy = Callable[[Peer, Prefix, PathAttrs], "str | None"]
 
 def loop_check(local: LocalSpeaker, peer: Peer, attrs_: PathAttrs) -> str | None:
     """Reasons a received route must be dropped whatever the filters say (RFC 4271 / RFC 4456)."""
-    if not peer.ibgp and local.asn in attrs_.as_path:
+    if not peer.ibgp and attrs_.as_path.count(local.asn) > peer.allow_own_as:
         return "as-path loop"
     if peer.ibgp:
         if attrs_.originator_id == local.router_id:

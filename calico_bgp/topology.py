@@ -47,6 +47,7 @@ class Session:
     max_prefixes: int | None = None
     max_prefix_action: str = "warn"
     filters: tuple[str, ...] = ()
+    allow_own_as: int = 0
 
     @property
     def family(self) -> str:
@@ -81,6 +82,19 @@ def router_id(node: Node) -> str:
         return addrs["ipv4"]
     digest = sum((i + 1) * ord(c) for i, c in enumerate(node.name)) & 0xFFFFFF
     return str(ipaddress.IPv4Address((198 << 24) | (18 << 16) | (digest & 0xFFFF)))  # inside 198.18.0.0/16
+
+
+def on_link_address(node: Node, peer: str) -> str | None:
+    """The node's address on the subnet `peer` is on (a dual-homed node reaches each ToR from the
+    address on that ToR's link), from its BGP addresses and spec.addresses; None when none is."""
+    ip = ipaddress.ip_address(peer)
+    bgp = node.spec.bgp
+    candidates = [a for a in ((bgp.ipv4, bgp.ipv6) if bgp else ()) if a is not None]
+    candidates += [ipaddress.ip_interface(a.address) for a in node.spec.addresses]
+    for iface in candidates:
+        if iface.version == ip.version and ip in iface.network and iface.ip != ip:
+            return str(iface.ip)
+    return None
 
 
 def cluster_id(node: Node) -> str:
@@ -146,7 +160,7 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
         if not ps.selects_node(me):
             continue
         family = "ipv6" if ":" in ps.peer_address else "ipv4"
-        local = my_addrs.get(family)
+        local = on_link_address(me, ps.peer_address) or my_addrs.get(family)
         if ps.source_address not in ("UseNodeIP", "None"):
             local = ps.source_address
         if local is None or ps.peer_address == local:
@@ -164,6 +178,6 @@ def _with_peer_options(session: Session, peer: BGPPeer | None) -> Session:
     ps = peer.spec
     return attrs.evolve(
         session, peer_name=peer.name, password=ps.password, max_prefixes=ps.max_prefixes,
-        max_prefix_action=ps.max_prefix_action, filters=ps.filters,
+        max_prefix_action=ps.max_prefix_action, filters=ps.filters, allow_own_as=ps.num_allowed_local_as_numbers,
         hold_time=ps.hold_time if ps.hold_time is not None else session.hold_time,
         keepalive_time=ps.keepalive_time if ps.keepalive_time is not None else session.keepalive_time)

@@ -18,7 +18,8 @@ T = TypeVar("T")
 # Python names whose JSON spelling is not plain camelCase.
 _SPECIAL = {"peer_ip": "peerIP", "ipv4_address": "ipv4Address", "ipv6_address": "ipv6Address",
             "route_reflector_cluster_id": "routeReflectorClusterID", "as_number": "asNumber",
-            "source_ip": "sourceIP", "disable_bgp_export": "disableBGPExport"}
+            "source_ip": "sourceIP", "disable_bgp_export": "disableBGPExport",
+            "num_allowed_local_as_numbers": "numAllowedLocalASNumbers"}
 
 
 class DecodeError(ValueError):

@@ -143,6 +143,13 @@ def batch(changes: Iterable[RouteChange], max_nlri: int = MAX_NLRI_PER_COMMAND) 
     return lines
 
 
+def resolve_self(change: RouteChange, self_next_hop: str | None) -> RouteChange:
+    """Replace `next-hop self` by the neighbor's explicit address for the other family, if it has one."""
+    if change.spec.next_hop != "self" or self_next_hop is None:
+        return change
+    return attrs.evolve(change, spec=attrs.evolve(change.spec, next_hop=self_next_hop))
+
+
 def teardown(neighbor: str, subcode: int = 2) -> str:
     """Cease NOTIFICATION with the given subcode (2: administrative shutdown) before removal."""
     return f"neighbor {neighbor} teardown {subcode}"

@@ -82,6 +82,10 @@ class Neighbor:
     add_path: bool = False
     graceful_restart: int | None = attrs.field(default=None)  # restart time in seconds; None: capability not sent
     description: str | None = attrs.field(default=None, validator=_safe_text("description"))
+    # what "next-hop self" means for the family that is not the session's own (IPv6 routes on an
+    # IPv4 session and the reverse): ExaBGP cannot derive it and answers `error`
+    next_hop_v4: str | None = attrs.field(default=None)
+    next_hop_v6: str | None = attrs.field(default=None)
 
     @hold_time.validator
     def _check_hold(self, _attr: object, value: int) -> None:
@@ -99,6 +103,19 @@ class Neighbor:
                                   f"not the same IP version as peer_address {self.peer_address}")
         if ipaddress.ip_address(self.router_id).version != 4:
             raise InvalidNeighbor("router_id", self.router_id, "a router id is an IPv4 address")
+        session = ipaddress.ip_address(self.local_address).version
+        for fam, field, version in ((IPV4_UNICAST, "next_hop_v4", 4), (IPV6_UNICAST, "next_hop_v6", 6)):
+            value = getattr(self, field)
+            if value is not None:
+                try:
+                    ok = ipaddress.ip_address(value).version == version
+                except ValueError:
+                    ok = False
+                if not ok:
+                    raise InvalidNeighbor(field, value, f"not an IPv{version} address")
+            elif fam in self.families and version != session:
+                raise InvalidNeighbor(field, value, f"{fam} on an IPv{session} session needs the IPv{version} "
+                                                    "address that next-hop self stands for")
 
     @property
     def key(self) -> str:
@@ -111,6 +128,12 @@ class Neighbor:
 
     def carries(self, family: str) -> bool:
         return family in self.families
+
+    def self_next_hop(self, family: str) -> str | None:
+        """The address to send instead of `self` for `family`; None when ExaBGP's own `self` works."""
+        if (family == IPV6_UNICAST) == (":" in self.local_address):
+            return None
+        return self.next_hop_v6 if family == IPV6_UNICAST else self.next_hop_v4
 
 
 def family_of(prefix: str) -> str:

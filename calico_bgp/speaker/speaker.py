@@ -31,7 +31,7 @@ from calico_bgp.speaker.events import (
     Ack, BridgeConnected, BridgeLost, Event, ExaBGPShutdown, Ignored, PeerState, Text,
 )
 from calico_bgp.speaker.intent import RouteIntent
-from calico_bgp.speaker.neighbor import Neighbor
+from calico_bgp.speaker.neighbor import Neighbor, family_of
 from calico_bgp.speaker.parse import parse_line
 from calico_bgp.speaker.process import Backoff, ExaBGPProcess, exabgp_command, exabgp_env, kill_leftover
 
@@ -280,7 +280,9 @@ class Speaker:
 
     async def _apply(self, changes: list[RouteChange]) -> int:
         configured = self.intent.neighbors
-        lines = cmds.batch([c for c in changes if c.neighbor in configured], self.max_nlri)
+        ready = [cmds.resolve_self(c, configured[c.neighbor].self_next_hop(family_of(c.prefix)))
+                 for c in changes if c.neighbor in configured]
+        lines = cmds.batch(ready, self.max_nlri)
         return await self.send(lines)
 
     async def announce(self, neighbors: Iterable[str] | None, prefixes: Iterable[str], next_hop: str = "self",

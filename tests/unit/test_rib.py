@@ -178,3 +178,13 @@ def test_policy_change_accepts_what_was_rejected_before():
     assert rib.reapply_policy([TOR1]) == {P}
     assert rib.selection(P).next_hops == ("198.18.1.1",) and rib.rejected_count(TOR1.address) == 0
     assert rib.accepted_count(TOR1.address) == 1
+
+
+def test_allowas_in_accepts_our_as_that_many_times():
+    rack = LocalSpeaker(asn=65101, router_id="198.18.1.11")
+    strict = Peer("198.18.1.1", 65001, "198.18.1.1", ibgp=False)
+    relaxed = Peer("198.18.1.1", 65001, "198.18.1.1", ibgp=False, allow_own_as=1)
+    via_tor = PathAttrs("198.18.1.12", as_path=(65001, 65101))
+    assert loop_check(rack, strict, via_tor) == "as-path loop"
+    assert loop_check(rack, relaxed, via_tor) is None
+    assert loop_check(rack, relaxed, PathAttrs("198.18.1.12", as_path=(65001, 65101, 65101))) == "as-path loop"

@@ -83,3 +83,15 @@ def test_router_id_prefers_ipv4_and_is_stable_for_v6_only():
     assert router_id(A) == "198.18.0.1"
     v6 = node("v6only", v6="2001:db8::9/64")
     assert router_id(v6) == router_id(v6) and router_id(v6).startswith("198.18.")
+
+
+def test_dual_homed_node_uses_the_address_on_each_tors_link():
+    from calico_bgp.model import NodeAddress
+    n = Node(Metadata("r1", {"rack": "1"}), NodeSpec(
+        bgp=NodeBGPSpec(ipv4_address="198.18.1.11/24", as_number=65101),
+        addresses=(NodeAddress("198.18.1.11/24"), NodeAddress("198.18.2.11/24"))))
+    peers = [peer("tor1", peer_ip="198.18.1.1", as_number=65001, num_allowed_local_as_numbers=1),
+             peer("tor2", peer_ip="198.18.2.1", as_number=65002)]
+    s = {x.peer_address: x for x in sessions_for(n, [n], cfg(mesh=False), peers)}
+    assert s["198.18.1.1"].local_address == "198.18.1.11" and s["198.18.1.1"].allow_own_as == 1
+    assert s["198.18.2.1"].local_address == "198.18.2.11"
