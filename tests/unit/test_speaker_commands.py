@@ -107,3 +107,18 @@ def test_intent_keeps_routes_for_a_neighbor_not_configured_yet():
     assert intent.announce([B], ["198.19.3.0/26"], RouteSpec()) == []  # nothing to send: B unknown
     intent.set_neighbors([nb(B)])
     assert [c.prefix for c in intent.replay(B)] == ["198.19.3.0/26"]
+
+
+def test_next_hop_self_for_the_other_family_is_the_neighbors_explicit_address():
+    from calico_bgp.speaker.commands import resolve_self
+    from calico_bgp.speaker.errors import InvalidNeighbor
+    with pytest.raises(InvalidNeighbor) as err:
+        nb(A, (IPV4_UNICAST, IPV6_UNICAST))  # ExaBGP cannot pick an IPv6 next hop on an IPv4 session
+    assert err.value.field == "next_hop_v6"
+    dual = Neighbor(peer_address=A, peer_as=65000, local_as=65000, local_address="198.18.0.1",
+                    router_id="198.18.0.1", families=(IPV4_UNICAST, IPV6_UNICAST), next_hop_v6="2001:db8::1")
+    assert dual.self_next_hop(IPV4_UNICAST) is None and dual.self_next_hop(IPV6_UNICAST) == "2001:db8::1"
+    v6 = resolve_self(RouteChange(A, "2001:db8:7::/48", RouteSpec(), True), dual.self_next_hop(IPV6_UNICAST))
+    assert v6.spec.next_hop == "2001:db8::1"
+    foreign = RouteChange(A, "2001:db8:7::/48", RouteSpec(next_hop="2001:db8::9"), True)
+    assert resolve_self(foreign, "2001:db8::1") is foreign
