@@ -78,7 +78,11 @@ class Neighbor:
     passive: bool = False
     hold_time: int = attrs.field(default=90)
     md5_password: str | None = attrs.field(default=None, validator=_safe_text("md5_password"))
-    families: tuple[str, ...] = attrs.field(default=(IPV4_UNICAST,), converter=_sorted_families, validator=_families)
+    # default: the session's own family
+    families: tuple[str, ...] = attrs.field(
+        default=attrs.Factory(lambda self: (IPV6_UNICAST,) if ":" in self.local_address else (IPV4_UNICAST,),
+                              takes_self=True),
+        converter=_sorted_families, validator=_families)
     add_path: bool = False
     graceful_restart: int | None = attrs.field(default=None)  # restart time in seconds; None: capability not sent
     description: str | None = attrs.field(default=None, validator=_safe_text("description"))

@@ -22,7 +22,8 @@ def nb(peer: str = "198.18.0.2", **kw) -> Neighbor:
 
 def test_renders_process_and_neighbor_blocks():
     text = render_config([nb(md5_password="s3cret", listen_port=1179, add_path=True, graceful_restart=120,
-                             families=(IPV6_UNICAST, IPV4_UNICAST), description="tor-a", passive=True)], BRIDGE)
+                             families=(IPV6_UNICAST, IPV4_UNICAST), description="tor-a", passive=True,
+                             next_hop_v6="2001:db8::1")], BRIDGE)
     assert "process calico-bridge {" in text
     assert f"run {sys.executable} -m calico_bgp.speaker.bridge --socket /tmp/x.sock;" in text
     assert "encoder json;" in text
@@ -60,7 +61,7 @@ def test_ipv6_addresses_are_compressed():
 @pytest.mark.parametrize("field,value", [
     ("peer_address", "not-an-ip"), ("peer_as", 0), ("local_as", 2**32), ("router_id", "2001:db8::1"),
     ("hold_time", 2), ("md5_password", 'a"b'), ("description", "x;y"), ("families", ("ipv4 flow",)),
-    ("families", ()), ("local_address", "2001:db8::1"), ("peer_port", 70000), ("graceful_restart", 5000),
+    ("families", ()), ("local_address", "2001:db8::1"), ("next_hop_v6", "198.18.0.1"), ("peer_port", 70000), ("graceful_restart", 5000),
 ])
 def test_invalid_neighbors_name_the_field(field, value):
     with pytest.raises(InvalidNeighbor) as err:
@@ -81,7 +82,8 @@ def test_unsafe_process_command_rejected():
 def test_exabgp_accepts_the_rendered_config(tmp_path: Path):
     conf = tmp_path / "exabgp.conf"
     conf.write_text(render_config([
-        nb(md5_password="pw", add_path=True, graceful_restart=60, families=(IPV4_UNICAST, IPV6_UNICAST)),
+        nb(md5_password="pw", add_path=True, graceful_restart=60, families=(IPV4_UNICAST, IPV6_UNICAST),
+           next_hop_v6="2001:db8::1"),
         nb("2001:db8::2", local_address="2001:db8::1", families=(IPV6_UNICAST,), listen_port=1790),
     ], BRIDGE))
     exabgp = Path(sys.executable).with_name("exabgp")
