@@ -167,7 +167,9 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
             continue
         out[ps.peer_address] = _with_peer_options(Session(
             peer_address=ps.peer_address, peer_as=ps.as_number or my_as, local_as=my_as, local_address=local,
-            kind="fabric", peer_port=ps.peer_port or 179, rr_client=False,
+            kind="fabric", peer_port=ps.peer_port or 179,
+            # as in Calico: an iBGP peer of a route reflector is its client
+            rr_client=bool(my_cluster) and (ps.as_number or my_as) == my_as,
             hold_time=spec.hold_time, keepalive_time=spec.keepalive_time), peer)
     return [out[a] for a in sorted(out, key=_addr_key)]
 

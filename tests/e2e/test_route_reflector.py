@@ -1,0 +1,146 @@
+"""Issue 5's route-reflector must-show: 2 RR nodes (same cluster ID) + 6 clients, mesh off."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import attrs
+import pytest
+
+from tests.e2e.mesh_cluster import MeshCluster, wait_for
+from tests.netns import needs_root
+from tests.routers import Bird, BirdPeer
+
+pytestmark = [needs_root, pytest.mark.skipif(shutil.which("bird") is None, reason="needs BIRD 2 (./bootstrap.sh setup)")]
+
+CLUSTER_ID = "198.18.0.100"
+RRS = {"rr1": 101, "rr2": 102}
+CLIENTS = {f"c{i}": i for i in range(1, 7)}
+BIRD_ADDR = "198.18.0.50"
+
+
+def resources() -> str:
+    docs = ["""kind: BGPConfiguration
+apiVersion: projectcalico.org/v3
+metadata: {name: default}
+spec: {asNumber: 64512, nodeToNodeMeshEnabled: false}""",
+            """kind: IPPool
+apiVersion: projectcalico.org/v3
+metadata: {name: pods}
+spec: {cidr: 198.19.0.0/16, blockSize: 26}""",
+            """kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {name: to-route-reflectors}
+spec: {nodeSelector: all(), peerSelector: has(route-reflector)}""",
+            f"""kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {{name: bird-client}}
+spec: {{node: rr1, peerIP: {BIRD_ADDR}, asNumber: 64512}}"""]
+    for name, i in RRS.items():
+        docs.append(f"""kind: Node
+apiVersion: projectcalico.org/v3
+metadata: {{name: {name}, labels: {{route-reflector: "true"}}}}
+spec: {{bgp: {{ipv4Address: 198.18.0.{i}/24, routeReflectorClusterID: {CLUSTER_ID}}}}}""")
+    return "\n---\n".join(docs)
+
+
+@attrs.frozen
+class DirectPeer(BirdPeer):
+    """An iBGP session whose next hops are on the shared segment (BIRD's iBGP is multihop otherwise)."""
+
+    def render(self) -> str:
+        return super().render().replace("  hold time", "  direct;\n  hold time", 1)
+
+
+@pytest.fixture(scope="module")
+def rr_cluster(etcd_server):
+    run_dir = Path(tempfile.mkdtemp(prefix="calico-bgp-rr-"))
+    c = MeshCluster(run_dir, etcd_server, f"/rr{os.getpid()}/calico-bgp/v1", f"cbr{os.getpid() % 1000}")
+    bird = None
+    try:
+        c.apply(resources())
+        for name, i in {**RRS, **CLIENTS}.items():
+            c.add_node(name, i)
+            c.add_workload(name)
+            c.start_agent(name)
+        ns = c.add_node("bird", 50)
+        bird = Bird(ns, router_id=BIRD_ADDR, tmp=run_dir / "bird")
+        bird.configure([DirectPeer(name="rr1", local_as=64512, neighbor="198.18.0.101", peer_as=64512,
+                                   local_address=BIRD_ADDR, export="none", next_hop_self=False)])
+        yield c, bird
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        if bird is not None:
+            bird.stop()
+        c.teardown()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _blocks(c: MeshCluster, names) -> dict[str, str]:
+    out = {}
+    for n in names:
+        bh = [p for p, h in c.routes(n).items() if h == ["blackhole"]]
+        assert len(bh) == 1, (n, bh)
+        out[n] = bh[0]
+    return out
+
+
+def _clients_have_all(c: MeshCluster) -> bool:
+    blocks = _blocks(c, CLIENTS)
+    for n in CLIENTS:
+        r = c.routes(n)
+        for m in CLIENTS:
+            if m != n and r.get(blocks[m]) != [c.addrs[m]]:
+                return False
+    return True
+
+
+def test_every_client_has_every_other_clients_blocks_via_the_originator(rr_cluster):
+    c, _ = rr_cluster
+    try:
+        for n in CLIENTS:
+            wait_for(f"{n} up with both RRs", lambda n=n: c.sessions_up(n, 2), timeout=60)
+        wait_for("all client blocks everywhere", lambda: _clients_have_all(c), timeout=30)
+    except AssertionError:
+        print(c.logs())
+        raise
+    kinds = {s["peer"]: s["peerType"] for s in c.status("rr1")["sessions"]}
+    assert kinds["198.18.0.102"] == "route reflector peer" and kinds["198.18.0.1"] == "route reflector client"
+    assert c.ping("c1", c.workloads["c6"][1], count=2)
+
+
+def test_bird_client_sees_originator_id_and_cluster_list(rr_cluster):
+    c, bird = rr_cluster
+    bird.wait_established("rr1", timeout=60)
+    block = _blocks(c, ["c3"])["c3"]
+    wait_for("c3's block in BIRD", lambda: block in bird.routes(), timeout=30)
+    detail = bird.route_all(block)
+    assert re.search(r"BGP\.originator_id:\s+198\.18\.0\.3\b", detail), detail
+    assert re.search(r"BGP\.cluster_list:\s+198\.18\.0\.100\b", detail), detail
+    assert "via 198.18.0.3" in detail  # the originator's next hop, not the reflector's
+
+
+def test_losing_one_reflector_loses_no_route(rr_cluster):
+    c, _ = rr_cluster
+    rr1_block = _blocks(c, ["rr1"])["rr1"]  # the reflector's own workloads do go away with it
+    before = {n: {p: h for p, h in c.routes(n).items() if p != rr1_block} for n in CLIENTS}
+    c.agents["rr1"].kill(group=False)
+    deadline = time.monotonic() + 8
+    lost = []
+    while time.monotonic() < deadline:
+        for n in CLIENTS:
+            now = c.routes(n)
+            lost += [(n, p) for p in before[n] if now.get(p) != before[n][p]]
+        time.sleep(0.2)
+    assert not lost, f"routes changed on clients while rr2 still reflects: {sorted(set(lost))[:10]}"
+    c.start_agent("rr1")
+    for n in CLIENTS:
+        wait_for(f"{n} back with both RRs", lambda n=n: c.sessions_up(n, 2), timeout=60)
+    wait_for("rr1's block back", lambda: all(rr1_block in c.routes(n) for n in CLIENTS), timeout=30)
+    assert {n: {p: h for p, h in c.routes(n).items() if p != rr1_block} for n in CLIENTS} == before
