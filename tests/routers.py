@@ -45,6 +45,8 @@ class BirdPeer:
     next_hop_self: bool = True
     # the body of the export filter; the default sends the static routes only
     export: str = "where source = RTS_STATIC"
+    # more protocol lines as they are, e.g. "direct;" for an iBGP peer on the same link
+    extra: tuple[str, ...] = ()
 
     def render(self) -> str:
         local = f"local {self.local_address} as {self.local_as};" if self.local_address else f"local as {self.local_as};"
@@ -58,6 +60,7 @@ class BirdPeer:
             lines.append(f'  password "{self.password}";')
         if self.graceful_restart:
             lines.append("  graceful restart on;")
+        lines += [f"  {x}" for x in self.extra]
         for fam, on in (("ipv4", self.ipv4), ("ipv6", self.ipv6)):
             if not on:
                 continue

@@ -200,3 +200,28 @@ async def test_exabgp_crash_is_restarted_and_routes_replayed(lab, nursery):
         await speaker.wait_state("198.18.1.2", "up")
     assert speaker.process.pid != first and speaker.stats["restarts"] == 1
     await poll(lambda: bird1.routes("master4", "exa4").get("198.19.7.0/24"), what="route replayed after restart")
+
+
+async def test_reflection_attributes_reach_an_ibgp_peer(lab, nursery):
+    """What a route reflector sends: a client's next hop, ORIGINATOR_ID, CLUSTER_LIST, local pref, communities."""
+    bird1: Bird = lab["bird1"]
+    bird1.configure([BirdPeer("exa4", AS_US, "198.18.1.1", AS_US, passive=True, hold_time=9, extra=("direct;",))])
+    speaker = Speaker(lab["tmp"] / "spk", netns=lab["spk"])
+    await nursery.start(speaker.run)
+    ibgp = Neighbor(peer_address="198.18.1.2", peer_as=AS_US, local_as=AS_US, local_address="198.18.1.1",
+                    router_id="198.18.1.1", hold_time=9)
+    await speaker.set_neighbors([ibgp])
+    with trio.fail_after(30):
+        await speaker.wait_state("198.18.1.2", "up")
+    await speaker.announce(["198.18.1.2"], ["198.19.44.0/26"], next_hop="198.18.1.50", originator_id="198.18.1.50",
+                           cluster_list=["198.18.1.1"], local_pref=200, communities=[(65000, 7)],
+                           large_communities=[(65000, 1, 2)], med=5, wait=True)
+    out = await poll(lambda: (lambda t: t if "198.19.44.0/26" in t else "")(bird1.route_all("198.19.44.0/26")),
+                     what="reflected route in bird")
+    assert "via 198.18.1.50" in out, out
+    assert re.search(r"BGP.originator_id:\s+198.18.1.50", out), out
+    assert re.search(r"BGP.cluster_list:\s+198.18.1.1", out), out
+    assert re.search(r"BGP.local_pref:\s+200", out), out
+    assert re.search(r"BGP.med:\s+5", out), out
+    assert "(65000,7)" in out and "(65000, 1, 2)" in out, out
+    assert speaker.window.errors == 0
