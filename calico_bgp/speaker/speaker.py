@@ -61,14 +61,17 @@ class Speaker:
     def __init__(self, state_dir: str | os.PathLike[str], *, netns: str | None = None,
                  exabgp_cmd: Sequence[str] | None = None, max_in_flight: int = 128,
                  max_nlri: int = cmds.MAX_NLRI_PER_COMMAND, env: dict[str, str] | None = None,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, listen: Sequence[str] = (), listen_port: int = 179) -> None:
         self.state_dir = Path(state_dir)
         self.config_path = self.state_dir / "exabgp.conf"
         self.socket_path = self.state_dir / "api.sock"
         self.pidfile = self.state_dir / "exabgp.pid"
         self.netns = netns
         self.exabgp_cmd = list(exabgp_cmd or exabgp_command())
-        self.env = env or {}
+        # addresses ExaBGP listens on for every neighbor (exabgp_tcp_bind); a Neighbor's own
+        # `listen_port` binds its local address only. Empty: ExaBGP only dials.
+        self.env = {"exabgp_tcp_bind": " ".join(str(ipaddress.ip_address(a)) for a in listen),
+                    "exabgp_tcp_port": str(listen_port), **(env or {})}
         self.max_nlri = max_nlri
         self.backoff = backoff or Backoff()
         self.intent = RouteIntent()
@@ -212,6 +215,10 @@ class Speaker:
         except MalformedMessage as e:
             self.stats["malformed"] += 1
             log.warning("exabgp_malformed why=%r line=%r", e.why, e.line[:200])
+            return
+        except Exception as e:  # a parser bug must not take the bridge down with it
+            self.stats["malformed"] += 1
+            log.exception("exabgp_unparseable error=%r line=%r", e, line[:200])
             return
         for item in items:
             if isinstance(item, Ack):

@@ -186,10 +186,11 @@ async def test_burst_of_20000_to_two_neighbors(lab, nursery):
 async def test_exabgp_crash_is_restarted_and_routes_replayed(lab, nursery):
     import os
     bird1: Bird = lab["bird1"]
-    bird1.configure([BirdPeer("exa4", AS_BIRD, "198.18.1.1", AS_US, passive=True, hold_time=9)])
-    speaker = Speaker(lab["tmp"] / "spk", netns=lab["spk"])
+    # here BIRD dials and ExaBGP listens on its global bind address (exabgp_tcp_bind), also after a restart
+    bird1.configure([BirdPeer("exa4", AS_BIRD, "198.18.1.1", AS_US, passive=False, hold_time=9)])
+    speaker = Speaker(lab["tmp"] / "spk", netns=lab["spk"], listen=["198.18.1.1"])
     await nursery.start(speaker.run)
-    await speaker.set_neighbors([n4("198.18.1.2", "198.18.1.1")])
+    await speaker.set_neighbors([n4("198.18.1.2", "198.18.1.1", passive=True)])
     await speaker.announce(None, ["198.19.7.0/24"])
     await poll(lambda: bird1.routes("master4", "exa4").get("198.19.7.0/24"), what="route in bird")
     first = speaker.process.pid
