@@ -61,7 +61,8 @@ class Speaker:
     def __init__(self, state_dir: str | os.PathLike[str], *, netns: str | None = None,
                  exabgp_cmd: Sequence[str] | None = None, max_in_flight: int = 128,
                  max_nlri: int = cmds.MAX_NLRI_PER_COMMAND, env: dict[str, str] | None = None,
-                 backoff: Backoff | None = None, listen: Sequence[str] = (), listen_port: int = 179) -> None:
+                 backoff: Backoff | None = None, listen: Sequence[str] = (), listen_port: int = 179,
+                 stall_after: float = 30.0) -> None:
         self.state_dir = Path(state_dir)
         self.config_path = self.state_dir / "exabgp.conf"
         self.socket_path = self.state_dir / "api.sock"
@@ -73,13 +74,14 @@ class Speaker:
         self.env = {"exabgp_tcp_bind": " ".join(str(ipaddress.ip_address(a)) for a in listen),
                     "exabgp_tcp_port": str(listen_port), **(env or {})}
         self.max_nlri = max_nlri
+        self.stall_after = stall_after
         self.backoff = backoff or Backoff()
         self.intent = RouteIntent()
         self.window = CommandWindow(max_in_flight)
         self._event_tx, self.events = trio.open_memory_channel[Event](math.inf)
         self.peers: dict[str, PeerState] = {}
         self.stats = {"events": 0, "malformed": 0, "ignored": 0, "restarts": 0, "replays": 0,
-                      "replayed_routes": 0, "dropped_commands": 0, "bridge_connections": 0}
+                      "replayed_routes": 0, "dropped_commands": 0, "bridge_connections": 0, "stalls": 0}
         self.process: ExaBGPProcess | None = None
         self._conn: trio.abc.Stream | None = None
         self._conn_scope: trio.CancelScope | None = None
@@ -110,6 +112,7 @@ class Speaker:
                 nursery.start_soon(self._accept, listener, nursery)
                 nursery.start_soon(self._replayer)
                 nursery.start_soon(self._supervise)
+                nursery.start_soon(self._watch_stalls)
                 task_status.started()
         finally:
             self._closing = True
@@ -146,6 +149,22 @@ class Speaker:
                 if st.state != "down":
                     self._emit_state(PeerState(peer=peer, state="down", reason="exabgp exited"))
             await trio.sleep(delay)
+
+    async def _watch_stalls(self) -> None:
+        """Say so when ExaBGP stops answering (its send path can stall under load: #652/#682)."""
+        stalled = False
+        while True:
+            await trio.sleep(min(5.0, self.stall_after / 2))
+            oldest = self.window.in_flight[0] if self.window.in_flight else None
+            age = trio.current_time() - oldest.sent_at if oldest else 0.0
+            if age > self.stall_after and not stalled:
+                stalled = True
+                self.stats["stalls"] += 1
+                log.error("exabgp_stalled oldest_command_age=%.1fs in_flight=%d command=%r",
+                          age, len(self.window.in_flight), oldest.command[:120] if oldest else "")
+            elif age <= self.stall_after and stalled:
+                stalled = False
+                log.warning("exabgp_unstalled")
 
     async def close(self) -> None:
         self._closing = True

@@ -243,3 +243,16 @@ async def test_crashed_exabgp_is_restarted(tmp_path: Path, nursery):
         while speaker.process is None or speaker.process.pid == first:
             await trio.sleep(0.02)
     assert speaker.stats["restarts"] == 1
+
+
+async def test_a_command_left_unanswered_is_reported_as_a_stall(tmp_path: Path, nursery):
+    speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER, stall_after=0.2)
+    await nursery.start(speaker.run)
+    await started(speaker)
+    await speaker.set_neighbors([nb(A)])
+    bridge = await connect(speaker)
+    assert await bridge.command() == "reload"  # never answered
+    with trio.fail_after(5):
+        while speaker.stats["stalls"] == 0:
+            await trio.sleep(0.05)
+    await bridge.send("done")
