@@ -85,12 +85,17 @@ class XdpFilter:
     def _state_path(self, ifname: str) -> Path:
         return self.state_dir / f"{ifname}.json"
 
-    def _load_slots(self, ifname: str, prog_id: int) -> dict[RuleId, int]:
+    @staticmethod
+    def _maps_id(p: PinnedFilter) -> int:
+        """The counters map's id: the slot table belongs to these maps (a program upgrade keeps them)."""
+        return bpf.map_info(p.maps["cb_counters"]).id
+
+    def _load_slots(self, ifname: str, maps_id: int) -> dict[RuleId, int]:
         try:
             doc = json.loads(self._state_path(ifname).read_text())
         except (OSError, ValueError):
             return {}
-        if doc.get("prog_id") != prog_id:   # maps were recreated: the old table means nothing
+        if doc.get("maps_id") != maps_id:   # maps were recreated: the old table means nothing
             return {}
         return {RuleId(r["filter"], r["index"]): r["slot"] for r in doc.get("rules", [])}
 
@@ -101,10 +106,10 @@ class XdpFilter:
             return {}
         return {RuleId(r["filter"], r["index"]): r.get("action", "") for r in doc.get("rules", [])}
 
-    def _save_slots(self, f: InterfaceFilter, prog_id: int, slots: dict[RuleId, int]) -> None:
+    def _save_slots(self, f: InterfaceFilter, maps_id: int, slots: dict[RuleId, int]) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         actions = {r.rule_id: r.action.value for r in f.rules}
-        doc = {"interface": f.interface, "prog_id": prog_id,
+        doc = {"interface": f.interface, "maps_id": maps_id,
                "rules": [{"filter": r.filter, "index": r.index, "slot": s, "action": actions.get(r, "")}
                          for r, s in sorted(slots.items(), key=lambda kv: kv[1])]}
         tmp = self._state_path(f.interface).with_suffix(".tmp")
@@ -151,7 +156,8 @@ class XdpFilter:
 
     def _program(self, p: PinnedFilter, f: InterfaceFilter) -> None:
         m = p.maps
-        previous = self._load_slots(f.interface, p.prog_id)
+        maps_id = self._maps_id(p)
+        previous = self._load_slots(f.interface, maps_id)
         slots = assign_slots([r.rule_id for r in f.rules], previous, LIMITS.rules)
         zero = bytes(16 * self.ncpu)
         for rid, slot in slots.items():
@@ -159,7 +165,7 @@ class XdpFilter:
                 bpf.map_update(m["cb_counters"], _U32.pack(slot), zero)
         if not previous:
             bpf.map_update(m["cb_counters"], _U32.pack(0), zero)
-        self._save_slots(f, p.prog_id, slots)   # before use: a crash leaves a table that covers the maps
+        self._save_slots(f, maps_id, slots)   # before use: a crash leaves a table that covers the maps
 
         # exception sets: content-addressed; existing ones are re-used, never edited
         current_sets: dict[int, dict[tuple[int, int, int], int]] = {}
@@ -221,7 +227,7 @@ class XdpFilter:
             if p is None:
                 continue
             try:
-                slots, actions = self._load_slots(ifname, p.prog_id), self._load_actions(ifname)
+                slots, actions = self._load_slots(ifname, self._maps_id(p)), self._load_actions(ifname)
                 fd = p.maps["cb_counters"]
                 for rid, slot in [(FAILSAFE_RULE, 0), *slots.items()]:
                     raw = bpf.map_lookup(fd, _U32.pack(slot), 16 * self.ncpu) or bytes(16 * self.ncpu)

@@ -6,7 +6,8 @@ exec` remounts /sys):
     <root>/v1/<ifname>/prog          the program attached to <ifname>
     <root>/v1/<ifname>/cb_v4 ...     its maps (one set per interface: verdicts differ per interface)
 
-A program is "ours" when its id is the id of our pinned program for that interface. Attach and
+A program is "ours" when its id is the id of our pinned program for that interface; one named
+cbf_* (ours, from a lost pin or another build) may be replaced atomically, anyone else's never. Attach and
 detach go through netlink with IFLA_XDP_EXPECTED_FD, so the kernel itself refuses to replace or
 remove a program that was swapped in behind our back between our check and our change.
 A restart opens the pins and finds the attached id equal to the pinned one: nothing is reloaded,
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import logging
 import os
 import shutil
@@ -32,7 +34,7 @@ from dataplane.xdp import bpf, elf
 log = logging.getLogger(__name__)
 
 ABI = "v1"
-PROG_NAME = "cb_filter"
+PROG_PREFIX = "cbf_"   # our programs are named cbf_<digest of the object>: ownership and version in one
 BPF_FS_MAGIC = 0xCAFE4A11
 DEFAULT_OBJECT = Path(__file__).with_name("filter.o")
 DEFAULT_PIN_ROOT = Path("/run/calico-bgp/bpf")
@@ -130,6 +132,7 @@ class XdpLoader:
         self.obj_path = Path(obj_path)
         self.netns = netns
         self._obj: elf.BpfObject | None = None
+        self.prog_name = PROG_PREFIX
 
     # -- object and pins ---------------------------------------------------------------------
 
@@ -140,6 +143,7 @@ class XdpLoader:
             except FileNotFoundError:
                 raise ObjectMissing(f"{self.obj_path} is missing: run `make -C dataplane/xdp`") from None
             self._obj = elf.parse(data)
+            self.prog_name = PROG_PREFIX + hashlib.sha1(data).hexdigest()[:11]
         return self._obj
 
     def _dir(self, ifname: str) -> Path:
@@ -152,7 +156,11 @@ class XdpLoader:
         return sorted(p.name for p in base.iterdir() if (p / "prog").exists())
 
     def open_or_load(self, ifname: str) -> PinnedFilter:
-        """Our pinned program for `ifname`, re-used when pinned already, else loaded and pinned."""
+        """Our pinned program for `ifname`, re-used when pinned already, else loaded and pinned.
+
+        When the pinned program was built from another filter.o (an upgrade), the new program is
+        loaded against the same pinned maps and pinned in its place; `attach` then swaps it in
+        atomically: no packet sees empty maps or no program."""
         obj = self.object()
         ensure_bpffs(self.pin_root)
         d = self._dir(ifname)
@@ -160,8 +168,25 @@ class XdpLoader:
         if (d / "prog").exists():
             pinned = self._open(ifname, d, defs)
             if pinned is not None:
-                return pinned
+                if bpf.prog_info(pinned.prog_fd).name == self.prog_name:
+                    return pinned
+                return self._reload(pinned, obj)
         return self._load(ifname, d, obj, defs)
+
+    def _reload(self, pinned: PinnedFilter, obj: elf.BpfObject) -> PinnedFilter:
+        old_id = pinned.prog_id
+        try:
+            prog_fd = bpf.prog_load(bpf.BPF_PROG_TYPE_XDP, elf.relocate(obj, pinned.maps), obj.license, self.prog_name)
+        except (bpf.BpfError, elf.ElfError) as exc:
+            pinned.close()
+            raise XdpError(f"loading {self.obj_path} for {pinned.ifname}: {exc}") from exc
+        os.close(pinned.prog_fd)
+        os.unlink(pinned.directory / "prog")
+        bpf.obj_pin(prog_fd, str(pinned.directory / "prog"))
+        pinned.prog_fd, pinned.prog_id = prog_fd, bpf.prog_info(prog_fd).id
+        log.info("event=xdp_upgraded interface=%s old_prog_id=%d prog_id=%d name=%s", pinned.ifname, old_id,
+                 pinned.prog_id, self.prog_name)
+        return pinned
 
     def open_existing(self, ifname: str) -> PinnedFilter | None:
         d = self._dir(ifname)
@@ -196,12 +221,14 @@ class XdpLoader:
             for name, m in defs.items():
                 fds[name] = bpf.map_create(m.type, m.key_size, m.value_size, m.max_entries, m.flags, name)
             code = elf.relocate(obj, fds)
-            prog_fd = bpf.prog_load(bpf.BPF_PROG_TYPE_XDP, code, obj.license, PROG_NAME)
+            prog_fd = bpf.prog_load(bpf.BPF_PROG_TYPE_XDP, code, obj.license, self.prog_name)
         except (bpf.BpfError, elf.ElfError) as exc:
             for fd in fds.values():
                 os.close(fd)
             raise XdpError(f"loading {self.obj_path} for {ifname}: {exc}") from exc
         # maps first, program last: a directory with `prog` is always complete
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(d / "prog")
         for name, fd in fds.items():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(d / name)
@@ -272,7 +299,7 @@ class XdpLoader:
                     fd = -1
                 try:
                     name = bpf.prog_info(fd).name if fd >= 0 else "?"
-                    if name != PROG_NAME:
+                    if not name.startswith(PROG_PREFIX):
                         raise ForeignProgram(f"{pinned.ifname}: XDP program id={cur} name={name!r} is not ours")
                     self._set_xdp(ipr, idx, pinned.prog_fd, _ATTACHED_MODE_FLAGS.get(mode, 0) | XDP_FLAGS_REPLACE, fd)
                     expected = cur

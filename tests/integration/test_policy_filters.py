@@ -317,3 +317,28 @@ def test_policy_show_reads_the_local_dataplane(lab: Lab):
     assert rows[("", "failsafe")]["interface"] == IFACE
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0 and f"mode: {lab.mode}" in r.output and "INTERFACE" in r.output
+
+
+def test_xdp_upgrade_swaps_the_program_keeps_maps_and_counters(lab: Lab, tmp_path):
+    if lab.mode != "xdp":
+        pytest.skip("XDP only")
+    lab.engine.apply(variant(0))
+    assert not lab.ping(D, count=2)
+    before = lab.counter(RuleId("v0", 0))
+    old_prog = _prog_id(lab)
+    newer = tmp_path / "filter-newer.o"
+    newer.write_bytes(OBJ.read_bytes() + b"\0upgrade")   # another build: another digest, same maps
+    sink = _spawn(lab.rcv, "sink", "5000")
+    senders = {src: _spawn(lab.snd, "send", src, DST6 if ":" in src else DST, "5000", "1000") for src in (A, D)}
+    try:
+        time.sleep(0.3)
+        upgraded = FilterEngine("xdp", netns=lab.rcv, pin_root=lab.pin_root, state_dir=lab.state_dir, obj_path=newer)
+        upgraded.apply(variant(0))
+        time.sleep(0.3)
+    finally:
+        sent = {src: _stop(p)["sent"] for src, p in senders.items()}
+        time.sleep(0.3)
+        got = _stop(sink)["counts"]
+    assert _prog_id(lab) not in (None, old_prog)
+    assert got.get(A, 0) == sent[A] and got.get(D, 0) == 0
+    assert lab.counter(RuleId("v0", 0), upgraded) >= before + sent[D]   # same maps: the count went on
