@@ -36,6 +36,7 @@ from calico_bgp.topology import Session
 from dataplane.programmer import RouteProgrammer
 
 log = logging.getLogger("calico_bgp.agent")
+SPEAKER_EXITED = "exabgp exited"  # the reason the speaker gives when ExaBGP itself went away
 VERSION = "0.1.0"
 
 
@@ -80,6 +81,7 @@ class NodeAgent:
         self.since: dict[str, float] = {}
         self.eor: set[tuple[str, str]] = set()
         self.max_prefix_hit: set[str] = set()
+        self._stale_since: dict[str, float] = {}
         self._kernel_dirty = trio.Event()
         self._pending_since: float | None = None
         self._status_dirty = trio.Event()
@@ -103,6 +105,7 @@ class NodeAgent:
                 nursery.start_soon(self._grace)
                 nursery.start_soon(self._damping_timer)
                 nursery.start_soon(self._publisher)
+                nursery.start_soon(self._stale_sweeper)
                 if self.opts.metrics_port:
                     self.metrics.serve(self.opts.metrics_port, addr="0.0.0.0")
                 task_status.started()
@@ -359,7 +362,15 @@ class NodeAgent:
         self.since[ev.peer] = time.time()
         if state == "established":
             self._last_up = now
-        if ev.state == "down" and self.rib is not None:
+        if ev.state == "down" and ev.reason == SPEAKER_EXITED and self.rib is not None:
+            # our ExaBGP died, not the peer: keep its routes (stale) until the session is back and re-sent them
+            if ev.peer not in self._stale_since:
+                self.rib.mark_stale(ev.peer)
+                self._stale_since[ev.peer] = now
+                log.warning("event=speaker_restart peer=%s action=keep_routes_stale routes=%d", ev.peer,
+                            self.rib.stale_count(ev.peer))
+        elif ev.state == "down" and self.rib is not None:
+            self._stale_since.pop(ev.peer, None)
             self.eor = {e for e in self.eor if e[0] != ev.peer}
             self.dampener.peer_down(ev.peer)
             changed = self.rib.peer_down(ev.peer)
@@ -369,6 +380,24 @@ class NodeAgent:
                 self._mark_kernel_dirty()
                 await self._reflect(changed)
         self._status_dirty.set()
+
+    async def _stale_sweeper(self) -> None:
+        """Drop what a peer did not re-send after our speaker restarted: once it has been up and quiet
+        for `settle` seconds, or when it stays down past the grace timeout."""
+        while True:
+            await trio.sleep(0.5)
+            now = trio.current_time()
+            for peer, since in list(self._stale_since.items()):
+                up = self.speaker.peers.get(peer)
+                is_up = up is not None and up.state == "up"
+                quiet = now - max(self._last_update, self._last_up) >= self.opts.settle
+                if (is_up and quiet) or (not is_up and now - since > self.opts.grace_timeout):
+                    del self._stale_since[peer]
+                    changed = self.rib.sweep_stale(peer) if is_up else self.rib.peer_down(peer)
+                    log.info("event=stale_swept peer=%s session_up=%s removed=%d", peer, is_up, len(changed))
+                    if changed:
+                        self._mark_kernel_dirty()
+                        await self._reflect(changed)
 
     def _stab(self, peer: str) -> PeerStability:
         s = self.stability.get(peer)

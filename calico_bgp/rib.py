@@ -181,12 +181,17 @@ class Rib:
         self._paths: dict[Prefix, dict[str, Path]] = {}
         self._selected: dict[Prefix, Selection] = {}
         self._rejected: dict[str, dict[Prefix, tuple[str, PathAttrs]]] = {}
+        self._stale: dict[str, set[Prefix]] = {}
 
     # --- input -------------------------------------------------------------------------------
     def update(self, peer: Peer, announced: Mapping[Prefix, PathAttrs], withdrawn: Iterable[Prefix] = ()) -> set[Prefix]:
         """Apply one UPDATE from `peer`; returns the prefixes whose selection changed."""
         touched: set[Prefix] = set()
         rejected = self._rejected.setdefault(peer.address, {})
+        stale = self._stale.get(peer.address)
+        if stale:
+            stale.difference_update(announced)
+            stale.difference_update(withdrawn)
         for prefix in withdrawn:
             rejected.pop(prefix, None)
             per_peer = self._paths.get(prefix)
@@ -209,8 +214,22 @@ class Rib:
                 touched.add(prefix)
         return self._reselect(touched)
 
+    def mark_stale(self, peer_address: str) -> None:
+        """Keep a peer's paths but remember them as stale (its session dropped for a reason of ours,
+        e.g. our speaker restarted): whatever it does not re-announce is removed by sweep_stale."""
+        self._stale[peer_address] = {p for p, per_peer in self._paths.items() if peer_address in per_peer}
+
+    def stale_count(self, peer_address: str) -> int:
+        return len(self._stale.get(peer_address, ()))
+
+    def sweep_stale(self, peer_address: str) -> set[Prefix]:
+        stale = self._stale.pop(peer_address, set())
+        touched = {p for p in stale if (self._paths.get(p) or {}).pop(peer_address, None) is not None}
+        return self._reselect(touched)
+
     def peer_down(self, peer_address: str) -> set[Prefix]:
         """Forget everything learned from a peer whose session went down."""
+        self._stale.pop(peer_address, None)
         self._rejected.pop(peer_address, None)
         touched = {p for p, per_peer in self._paths.items() if per_peer.pop(peer_address, None) is not None}
         return self._reselect(touched)

@@ -188,3 +188,14 @@ def test_allowas_in_accepts_our_as_that_many_times():
     assert loop_check(rack, strict, via_tor) == "as-path loop"
     assert loop_check(rack, relaxed, via_tor) is None
     assert loop_check(rack, relaxed, PathAttrs("198.18.1.12", as_path=(65001, 65101, 65101))) == "as-path loop"
+
+
+def test_stale_paths_survive_until_swept_and_refreshed_ones_stay():
+    q = NET("198.19.2.0/26")
+    rib = Rib(LOCAL)
+    rib.update(NODE_B, {P: PathAttrs("198.18.0.2"), q: PathAttrs("198.18.0.2")})
+    rib.mark_stale(NODE_B.address)
+    assert rib.selection(P) is not None and rib.stale_count(NODE_B.address) == 2
+    rib.update(NODE_B, {P: PathAttrs("198.18.0.2")})  # re-announced after the session came back
+    assert rib.sweep_stale(NODE_B.address) == {q}
+    assert rib.selection(P) is not None and rib.selection(q) is None
