@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+import zlib
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -107,7 +108,8 @@ class Net:
 
     def veth(self, ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
         self._n += 1
-        tmp_a, tmp_b = f"{self.tag[:6]}{self._n}a", f"{self.tag[:6]}{self._n}b"
+        short = f"{zlib.crc32(self.tag.encode()):08x}"[:6]  # temporary names unique per run, <= 15 chars
+        tmp_a, tmp_b = f"v{short}{self._n}a", f"v{short}{self._n}b"
         self.ledger.add("links", tmp_a)  # in case we die before it moves into a namespace
         sh("ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b)
         sh("ip", "link", "set", tmp_a, "netns", ns_a, "name", if_a)
