@@ -221,13 +221,15 @@ async def test_leftover_exabgp_from_pidfile_is_killed(tmp_path: Path, nursery):
     # something that looks like a leftover ExaBGP (its command line says so)
     leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", "exabgp"])
     (state / "exabgp.pid").write_text(f"{leftover.pid}\n")
-    speaker = Speaker(state, exabgp_cmd=SLEEPER)
-    await nursery.start(speaker.run)
-    assert leftover.wait(timeout=5) is not None
-    with trio.fail_after(5):
-        while speaker.process is None:
-            await trio.sleep(0.01)
-    assert int((state / "exabgp.pid").read_text()) == speaker.process.pid != leftover.pid
+    try:
+        speaker = Speaker(state, exabgp_cmd=SLEEPER)
+        await nursery.start(speaker.run)
+        assert leftover.wait(timeout=5) is not None
+        await started(speaker)
+        assert int((state / "exabgp.pid").read_text()) == speaker.process.pid != leftover.pid
+    finally:
+        leftover.kill()
+        leftover.wait()
 
 
 async def test_crashed_exabgp_is_restarted(tmp_path: Path, nursery):
