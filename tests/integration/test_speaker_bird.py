@@ -8,6 +8,7 @@ import re
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
@@ -226,3 +227,32 @@ async def test_reflection_attributes_reach_an_ibgp_peer(lab, nursery):
     assert re.search(r"BGP.med:\s+5", out), out
     assert "(65000,7)" in out and "(65000, 1, 2)" in out, out
     assert speaker.window.errors == 0
+
+
+async def test_ipv6_on_an_ipv4_session_and_editing_one_peer_resets_only_it(lab, nursery):
+    bird1: Bird = lab["bird1"]
+    bird1.configure([BirdPeer("exa4", AS_BIRD, "198.18.1.1", AS_US, passive=True, ipv6=True, hold_time=9),
+                     BirdPeer("exa6", AS_BIRD, "2001:db8:1::1", AS_US, passive=True, ipv4=False, ipv6=True,
+                              hold_time=9)])
+    speaker = Speaker(lab["tmp"] / "spk", netns=lab["spk"])
+    await nursery.start(speaker.run)
+    dual = n4("198.18.1.2", "198.18.1.1", families=(IPV4_UNICAST, IPV6_UNICAST), next_hop_v6="2001:db8:1::1")
+    six = Neighbor(peer_address="2001:db8:1::2", peer_as=AS_BIRD, local_as=AS_US, local_address="2001:db8:1::1",
+                   router_id="198.18.1.1", hold_time=9)
+    await speaker.set_neighbors([dual, six])
+    with trio.fail_after(30):
+        await speaker.wait_state("198.18.1.2", "up")
+        await speaker.wait_state("2001:db8:1::2", "up")
+    await speaker.announce(None, ["2001:db8:300::/64", "198.19.30.0/24"], wait=True)
+    assert await poll(lambda: bird1.routes("master6", "exa4").get("2001:db8:300::/64")) == ["2001:db8:1::1"]
+    assert await poll(lambda: bird1.routes("master6", "exa6").get("2001:db8:300::/64")) == ["2001:db8:1::1"]
+    assert speaker.window.errors == 0
+
+    # a peer edited (hold time): that session alone restarts, and gets its routes back
+    await trio.sleep(1.1)  # BIRD's "since" has millisecond resolution only for today's times
+    before = bird1.protocols()
+    await speaker.set_neighbors([dual, attrs.evolve(six, hold_time=12)])
+    await poll(lambda: bird1.protocols()["exa6"]["since"] != before["exa6"]["since"] and bird1.established("exa6"),
+               what="exa6 re-established")
+    assert await poll(lambda: bird1.routes("master6", "exa6").get("2001:db8:300::/64")) == ["2001:db8:1::1"]
+    assert bird1.protocols()["exa4"]["since"] == before["exa4"]["since"]
