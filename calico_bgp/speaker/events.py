@@ -49,6 +49,7 @@ class PeerState:
     local_address: str = ""
     local_as: int = 0
     peer_as: int = 0
+    at: float = 0.0  # unix time of the change, as ExaBGP stamped it
 
 
 @attrs.frozen(slots=True)

@@ -57,7 +57,8 @@ def _message(msg: dict[str, Any]) -> list[Parsed]:
             raise ValueError("state is not a string")
         return [PeerState(peer=_peer(n), state=state, reason=str(n.get("reason", "")),
                           local_address=str(n["address"].get("local", "")),
-                          local_as=int(n.get("asn", {}).get("local", 0)), peer_as=int(n.get("asn", {}).get("peer", 0)))]
+                          local_as=int(n.get("asn", {}).get("local", 0)), peer_as=int(n.get("asn", {}).get("peer", 0)),
+                          at=float(msg.get("time", 0.0)))]
     if kind == "notification":
         if msg.get("notification") == "shutdown":
             return [ExaBGPShutdown()]

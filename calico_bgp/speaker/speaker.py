@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -147,7 +148,7 @@ class Speaker:
             log.warning("exabgp_exited pid=%d code=%s restart_in=%.1fs", proc.pid, code, delay)
             for peer, st in list(self.peers.items()):
                 if st.state != "down":
-                    self._emit_state(PeerState(peer=peer, state="down", reason="exabgp exited"))
+                    self._emit_state(PeerState(peer=peer, state="down", reason="exabgp exited", at=time.time()))
             await trio.sleep(delay)
 
     async def _watch_stalls(self) -> None:

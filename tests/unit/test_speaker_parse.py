@@ -28,6 +28,7 @@ def test_session_sample_gives_states_updates_eor_notification_and_shutdown():
     ups = [e for e in events if isinstance(e, PeerState) and e.state == "up"]
     assert {e.peer for e in ups} == {"198.18.0.2", "2001:db8::2"}
     assert ups[0].local_as == 65000 and ups[0].peer_as == 65001
+    assert ups[0].at == 1795652483.9065263
 
     v4 = next(e for e in events if isinstance(e, Update) and e.family == "ipv4 unicast" and e.announced)
     assert v4.peer == "198.18.0.2"
