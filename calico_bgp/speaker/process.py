@@ -132,19 +132,22 @@ class ExaBGPProcess:
 
     async def pump_log(self, on_line: Callable[[str], None] | None = None) -> None:
         buf = b""
-        while True:
-            data = await self._output.receive_some(65536)
-            if not data:
-                break
-            buf += data
-            *lines, buf = buf.split(b"\n")
-            for raw in lines:
-                line = raw.decode(errors="replace").rstrip()
-                if line:
-                    log.info("exabgp_log pid=%d line=%r", self.pid, line)
-                    if on_line:
-                        on_line(line)
-        await self._output.aclose()
+        try:
+            while True:
+                data = await self._output.receive_some(65536)
+                if not data:
+                    break
+                buf += data
+                *lines, buf = buf.split(b"\n")
+                for raw in lines:
+                    line = raw.decode(errors="replace").rstrip()
+                    if line:
+                        log.info("exabgp_log pid=%d line=%r", self.pid, line)
+                        if on_line:
+                            on_line(line)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._output.aclose()
 
     async def wait(self) -> int:
         await trio.lowlevel.wait_readable(self._pidfd)

@@ -134,7 +134,13 @@ class Speaker:
         while not self._closing:
             self._write_config()
             started = trio.current_time()
-            self.process = proc = ExaBGPProcess.start(self._exabgp_argv(), env, self.pidfile, self.state_dir)
+            try:
+                self.process = proc = ExaBGPProcess.start(self._exabgp_argv(), env, self.pidfile, self.state_dir)
+            except OSError as e:
+                delay = self.backoff.next(0.0)
+                log.error("exabgp_start_failed error=%r argv=%r retry_in=%.1fs", e, self._exabgp_argv(), delay)
+                await trio.sleep(delay)
+                continue
             self._loaded_generation = self._generation
             async with trio.open_nursery() as n:
                 n.start_soon(proc.pump_log)

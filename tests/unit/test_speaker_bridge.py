@@ -258,3 +258,13 @@ async def test_a_command_left_unanswered_is_reported_as_a_stall(tmp_path: Path, 
         while speaker.stats["stalls"] == 0:
             await trio.sleep(0.05)
     await bridge.send("done")
+
+
+async def test_an_exabgp_that_cannot_start_is_retried_not_fatal(tmp_path: Path, nursery):
+    from calico_bgp.speaker.process import Backoff
+    speaker = Speaker(tmp_path / "s", exabgp_cmd=[str(tmp_path / "no-such-exabgp")], backoff=Backoff(first=0.01))
+    await nursery.start(speaker.run)
+    await trio.sleep(0.2)
+    assert speaker.process is None
+    speaker.exabgp_cmd = SLEEPER  # e.g. the package got installed
+    await started(speaker)
