@@ -342,3 +342,20 @@ def test_xdp_upgrade_swaps_the_program_keeps_maps_and_counters(lab: Lab, tmp_pat
     assert _prog_id(lab) not in (None, old_prog)
     assert got.get(A, 0) == sent[A] and got.get(D, 0) == 0
     assert lab.counter(RuleId("v0", 0), upgraded) >= before + sent[D]   # same maps: the count went on
+
+
+def test_reapply_repairs_state_changed_behind_its_back(lab: Lab):
+    fs = filterset(BASE)
+    lab.engine.apply(fs)
+    assert not lab.ping(D, count=1)
+    if lab.mode == "xdp":
+        sh("ip", "link", "set", "dev", IFACE, "xdp", "off", ns=lab.rcv)
+    elif lab.mode == "nft":
+        sh("nft", "delete", "table", "inet", "calico_bgp_filter", ns=lab.rcv)
+    else:
+        sh("iptables", "-t", "raw", "-D", "PREROUTING", "-j", "CBF-PRE", ns=lab.rcv)
+        for name in sh("ipset", "list", "-n", ns=lab.rcv).stdout.split():
+            sh("ipset", "flush", name, ns=lab.rcv)
+    assert lab.ping(D, count=1)
+    lab.engine.apply(fs)
+    assert not lab.ping(D, count=1) and lab.ping(A, count=1)
