@@ -21,6 +21,7 @@ import time
 log = logging.getLogger("calico_bgp.speaker.bridge")
 
 MAX_BUFFERED_LINES = 500_000
+ACKS = (b"done", b"error")
 
 
 class Relay:
@@ -32,11 +33,24 @@ class Relay:
         self.cond = threading.Condition()
         self.eof = False
         self.connection_closed = False
+        # acks are matched to commands by order; those owed for commands a previous agent
+        # connection sent must not reach the next one, where they would answer its commands
+        self.outstanding = 0
+        self.owed_old = 0
+        self.stale_acks = 0
+        self.connections = 0
 
     # ExaBGP -> agent ----------------------------------------------------------------------
     def read_stdin(self, stream) -> None:
         for line in stream:
             with self.cond:
+                if line.rstrip(b"\n") in ACKS:
+                    if self.owed_old:
+                        self.owed_old -= 1
+                        self.stale_acks += 1
+                        continue
+                    if self.outstanding:
+                        self.outstanding -= 1
                 if len(self.pending) >= self.max_buffered:
                     self.pending.popleft()
                     self.dropped += 1
@@ -71,6 +85,8 @@ class Relay:
     def commands(self, sock: socket.socket, out) -> None:
         reader = sock.makefile("rb")
         for line in reader:
+            with self.cond:
+                self.outstanding += 1
             out.write(line if line.endswith(b"\n") else line + b"\n")
             out.flush()
         with self.cond:
@@ -102,6 +118,14 @@ class Relay:
             with self.cond:
                 dropped, self.dropped = self.dropped, 0
                 self.connection_closed = False
+                if self.connections:
+                    # answers to the previous connection's commands, read or still to come, are not for this one
+                    kept = [x for x in self.pending if x.rstrip(b"\n") not in ACKS]
+                    self.stale_acks += len(self.pending) - len(kept)
+                    self.pending = collections.deque(kept)
+                    self.owed_old += self.outstanding
+                    self.outstanding = 0
+                self.connections += 1
             hello = f"bridge hello pid={os.getpid()} exabgp={os.getppid()} dropped={dropped}\n".encode()
             try:
                 sock.sendall(hello)

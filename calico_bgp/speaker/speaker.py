@@ -196,6 +196,10 @@ class Speaker:
             except StopAsyncIteration:
                 await stream.aclose()
                 return
+            if not hello.startswith("bridge hello"):
+                log.warning("bridge_bad_hello line=%r", hello[:200])
+                await stream.aclose()
+                return
             fields = dict(f.split("=", 1) for f in hello.split()[2:] if "=" in f)
             exabgp_pid = int(fields.get("exabgp", "0") or 0)
             dropped = int(fields.get("dropped", "0") or 0)

@@ -69,15 +69,27 @@ def test_bridge_drains_stdin_with_no_agent_and_relays_both_ways(tmp_path: Path):
         f.write(b"announce route 198.19.0.0/24 next-hop self\n")
         f.flush()
         assert proc.stdout.readline() == b"announce route 198.19.0.0/24 next-hop self\n"
-        # the agent goes away: the bridge keeps draining and reconnects
+        # the agent goes away with commands unanswered: the bridge keeps draining and reconnects
+        f.write(b"withdraw route 198.19.0.0/24\n")
+        f.flush()
+        assert proc.stdout.readline() == b"withdraw route 198.19.0.0/24\n"
         f.close()
         conn.close()
-        proc.stdin.write(b"done\n" * 1000)
+        # ExaBGP answers both old commands (one after the agent left): those acks are not for the next agent
+        proc.stdin.write(b"done\n")
         proc.stdin.flush()
         conn, _ = srv.accept()
         f = conn.makefile("rwb")
         assert f.readline().startswith(b"bridge hello")
-        assert f.readline() == b"done\n"
+        proc.stdin.write(b"done\n")
+        proc.stdin.flush()
+        f.write(b"announce route 198.19.1.0/24 next-hop self\n")
+        f.flush()
+        assert proc.stdout.readline() == b"announce route 198.19.1.0/24 next-hop self\n"
+        proc.stdin.write(b"error\n" + b'{"type": "state"}\n')
+        proc.stdin.flush()
+        assert f.readline() == b"error\n"  # the new command's answer, and only that
+        assert f.readline() == b'{"type": "state"}\n'
         # ExaBGP exits (stdin EOF): the bridge flushes and exits
         proc.stdin.close()
         assert proc.wait(timeout=10) == 0
