@@ -6,7 +6,6 @@ filter on the other end. The same tests run with XDP, nftables and iptables+ipse
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import shutil
@@ -113,7 +112,7 @@ def filterset(spec: list[tuple], name: str = "f") -> FilterSet:
     return FilterSet((compile_interface(IFACE, rules(spec, name), default_failsafe()),))
 
 
-BASE = [(f"198.18.10.0/24", "Deny"), (f"{A}/32", "Allow"), ("2001:db8:10::/64", "Deny"), (f"{A6}/128", "Allow")]
+BASE = [("198.18.10.0/24", "Deny"), (f"{A}/32", "Allow"), ("2001:db8:10::/64", "Deny"), (f"{A6}/128", "Allow")]
 
 
 @contextlib.contextmanager

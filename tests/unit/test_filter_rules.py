@@ -150,7 +150,7 @@ def test_entry_actions():
 
 # -- flatten agrees with longest-prefix match -------------------------------------------------
 
-nets4 = st.builds(lambda a, l: ipaddress.ip_network((a & ~((1 << (32 - l)) - 1) if l else 0, l)),
+nets4 = st.builds(lambda a, n: ipaddress.ip_network((a & ~((1 << (32 - n)) - 1) if n else 0, n)),
                   st.integers(0xC6120000, 0xC613FFFF), st.integers(14, 32))
 
 

@@ -62,7 +62,10 @@ def test_invalid_cidr_is_rejected_by_the_model():
 
 def test_metrics_from_counters_are_monotonic_and_forget_removed_rules():
     m = FilterMetrics(Metrics())
-    c = lambda p, b, idx=0: RuleCounter("eth0", RuleId("edge", idx), "Deny", p, b)
+
+    def c(p: int, b: int) -> RuleCounter:
+        return RuleCounter("eth0", RuleId("edge", 0), "Deny", p, b)
+
     m.update("xdp", [c(10, 1000), RuleCounter("eth0", FAILSAFE_RULE, "Allow", 2, 120)])
     m.update("xdp", [c(15, 1500), RuleCounter("eth0", FAILSAFE_RULE, "Allow", 2, 120)])
     m.update("xdp", [c(3, 300), RuleCounter("eth0", FAILSAFE_RULE, "Allow", 2, 120)])   # recreated: a reset
