@@ -182,13 +182,10 @@ class Speaker:
     async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
             stream = await listener.accept()
-            if self._conn_scope is not None:
-                self._conn_scope.cancel()  # a newer bridge replaces the old one
             nursery.start_soon(self._serve_bridge, stream)
 
     async def _serve_bridge(self, stream: trio.SocketStream) -> None:
         with trio.CancelScope() as scope:
-            self._conn_scope = scope
             reader = LineReader(stream)
             lines = reader.lines()
             try:
@@ -200,6 +197,9 @@ class Speaker:
                 log.warning("bridge_bad_hello line=%r", hello[:200])
                 await stream.aclose()
                 return
+            previous, self._conn_scope = self._conn_scope, scope
+            if previous is not None:
+                previous.cancel()  # a newer bridge replaces the old one
             fields = dict(f.split("=", 1) for f in hello.split()[2:] if "=" in f)
             exabgp_pid = int(fields.get("exabgp", "0") or 0)
             dropped = int(fields.get("dropped", "0") or 0)

@@ -280,3 +280,18 @@ async def test_an_exabgp_that_cannot_start_is_retried_not_fatal(tmp_path: Path, 
     assert speaker.process is None
     speaker.exabgp_cmd = SLEEPER  # e.g. the package got installed
     await started(speaker)
+
+
+async def test_a_client_that_is_not_a_bridge_does_not_replace_the_bridge(tmp_path: Path, nursery):
+    speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER)
+    await nursery.start(speaker.run)
+    await started(speaker)
+    bridge = await connect(speaker)
+    await speaker.wait_connected()
+    intruder = await trio.open_unix_socket(str(speaker.socket_path))
+    await intruder.send_all(b"hello, who is this?\n")
+    with trio.fail_after(5):
+        assert await intruder.receive_some(100) == b""  # closed on it
+    await speaker.set_neighbors([nb(A)])
+    assert await bridge.command() == "reload"
+    await bridge.send("done")
