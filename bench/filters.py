@@ -35,7 +35,7 @@ from dataplane.filter_rules import (  # noqa: E402
     Action, FilterRule, FilterSet, RuleId, compile_interface, default_failsafe,
 )
 from dataplane.xdp import bpf  # noqa: E402
-from dataplane.xdp.loader import XdpLoader, unmount_bpffs, _fs_type, BPF_FS_MAGIC  # noqa: E402
+from dataplane.xdp.loader import BPF_FS_MAGIC, XdpLoader, _fs_type, ensure_bpffs, unmount_bpffs  # noqa: E402
 
 SRC, DST = "198.18.0.2", "198.18.0.1"
 REFERENCE_C = r"""
@@ -181,6 +181,7 @@ def main() -> int:
         ref_src.write_text(REFERENCE_C)
         arch = f"-I/usr/include/{os.uname().machine}-linux-gnu"
         _sh("clang", "-O2", "-target", "bpf", arch, "-c", str(ref_src), "-o", str(tmp / "ref.o"))
+        ensure_bpffs(pin_root)   # one mount for both programs' pins, removed at the end
 
         for rnd in range(a.rounds):
             for v in variants:
