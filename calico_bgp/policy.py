@@ -1,4 +1,5 @@
-"""PolicyFilter resources -> the FilterSet one node enforces (pure), and its counters -> metrics.
+"""PolicyFilter resources -> the FilterSet one node enforces (pure), its counters -> metrics, and the
+small reconciler the agent runs to connect the two to a FilterEngine.
 
 Which filters apply: those whose nodeSelector matches the node's labels. On which interfaces: the
 names or shell-style patterns (`ens*`) in `interfaces`, matched against the node's interfaces, or the
@@ -11,12 +12,15 @@ A rule's counter id is (filter name, rule index); all the nets of one rule share
 from __future__ import annotations
 
 import fnmatch
+import logging
 from typing import Iterable, Sequence
 
 from dataplane.filter_rules import (
-    FAILSAFE_RULE, LIMITS, Action, FailsafePort, FilterRule, FilterSet, InvalidFilter, Limits, PortRange,
-    RuleCounter, RuleId, compile_interface, parse_network, parse_protocol,
+    FAILSAFE_RULE, LIMITS, Action, FailsafePort, FilterError, FilterRule, FilterSet, InvalidFilter, Limits,
+    PortRange, RuleCounter, RuleId, compile_interface, parse_network, parse_protocol,
 )
+
+log = logging.getLogger(__name__)
 
 MODES = ("xdp", "nft", "iptables")
 
@@ -118,3 +122,45 @@ class FilterMetrics:
                     metric.remove(*key)
                 except KeyError:
                     pass
+
+
+class PolicyFilterReconciler:
+    """What the agent wires in: PolicyFilters (from the cluster view) -> the engine, counters -> metrics.
+
+    Deciding is `node_filterset` (pure); this only moves values and runs the blocking engine in a
+    thread. A filter that does not compile, or names an interface this node lacks, is logged and
+    reported in `last_error`; whatever is programmed stays as it was.
+    """
+
+    def __init__(self, engine, metrics=None) -> None:
+        self.engine = engine
+        self.metrics = FilterMetrics(metrics) if metrics is not None else None
+        self.last_error: str | None = None
+        self.applied: FilterSet | None = None
+
+    async def reconcile(self, policies: Iterable, node_labels: dict[str, str], interfaces: Sequence[str],
+                        uplinks: Sequence[str], force: bool = False) -> str | None:
+        """Apply when the node's FilterSet changed, or always with `force` (a periodic pass repairs
+        state changed behind our back: the engine compares with what the kernel holds)."""
+        import trio
+
+        try:
+            fs = node_filterset(policies, node_labels, interfaces, uplinks)
+            if force or fs != self.applied or (self.engine.mode is None and fs.interfaces):
+                await trio.to_thread.run_sync(self.engine.apply, fs)
+        except FilterError as exc:
+            self.last_error = str(exc)
+            log.error("event=policy_filter_rejected mode=%s error=%r", self.engine.mode, str(exc))
+            return self.engine.mode
+        if fs != self.applied:
+            log.info("event=policy_filter_applied mode=%s interfaces=%s", self.engine.mode, ",".join(fs.names) or "-")
+        self.applied, self.last_error = fs, None
+        return self.engine.mode
+
+    async def export_metrics(self) -> None:
+        import trio
+
+        if self.metrics is None:
+            return
+        counters = await trio.to_thread.run_sync(self.engine.counters)
+        self.metrics.update(self.engine.mode, counters)

@@ -78,3 +78,37 @@ def test_metrics_from_counters_are_monotonic_and_forget_removed_rules():
     text = m.metrics.exposition().decode()
     assert 'filter="edge"' not in text
     assert 'calico_bgp_filter_mode{mode="nft"} 1.0' in text
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self.mode = None
+        self.applied = []
+
+    def apply(self, fs):
+        self.applied.append(fs)
+        self.mode = "nft" if fs.interfaces else None
+        return self.mode
+
+    def counters(self):
+        return [RuleCounter("eth0", RuleId("edge", 0), "Deny", 5, 500)]
+
+
+async def test_reconciler_applies_good_filters_and_keeps_them_on_bad_ones():
+    from calico_bgp.policy import PolicyFilterReconciler
+
+    engine = FakeEngine()
+    metrics = Metrics()
+    r = PolicyFilterReconciler(engine, metrics)
+    good = [pf("edge", [DENY_NET])]
+    assert await r.reconcile(good, {}, IFACES, ["eth0"]) == "nft"
+    assert await r.reconcile(good, {}, IFACES, ["eth0"]) == "nft"
+    assert len(engine.applied) == 1                       # unchanged: not re-applied
+    bad = [pf("edge", [DENY_NET], interfaces=["eth9"])]
+    assert await r.reconcile(bad, {}, IFACES, ["eth0"]) == "nft"
+    assert "eth9" in r.last_error and len(engine.applied) == 1
+    await r.export_metrics()
+    assert 'calico_bgp_filter_packets_total{action="Deny",filter="edge",interface="eth0",rule="0"} 5.0' in \
+        metrics.exposition().decode()
+    assert await r.reconcile([], {}, IFACES, ["eth0"]) is None
+    assert r.last_error is None and engine.applied[-1].interfaces == ()
