@@ -292,6 +292,6 @@ async def test_a_client_that_is_not_a_bridge_does_not_replace_the_bridge(tmp_pat
     await intruder.send_all(b"hello, who is this?\n")
     with trio.fail_after(5):
         assert await intruder.receive_some(100) == b""  # closed on it
-    await speaker.set_neighbors([nb(A)])
+    nursery.start_soon(speaker.set_neighbors, [nb(A)])
     assert await bridge.command() == "reload"
     await bridge.send("done")
