@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Route reflection: one calico-bgp route-reflector node vs BIRD 2 as the reflector, K clients.
+
+Each client is a BIRD 2 in its own namespace on one bridge, owning 4 /26 blocks, with an iBGP
+session to the reflector and a kernel protocol. For each K and each reflector: start the clients,
+start the reflector, and time (a) until every client session is Established and (b) until every
+client's kernel holds every other client's blocks; report the reflector's CPU seconds and RSS
+(for our node: the agent, its ExaBGP and the bridge together).
+
+    sudo .venv/bin/python bench/rr.py [--k 10 50] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lab.etcd import EtcdServer  # noqa: E402
+from lab.net import Ledger, Net, Process, sh  # noqa: E402
+
+RR_ADDR = "198.18.0.1"
+CLUSTER_ID = "198.18.0.100"
+BLOCKS = 4
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def progress(msg: str) -> None:
+    print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+def client_addr(i: int) -> str:
+    return f"198.18.{1 + i // 250}.{i % 250 + 2}"
+
+
+def client_blocks(i: int) -> list[str]:
+    return [f"198.19.{i}.{64 * b}/26" for b in range(BLOCKS)]
+
+
+def client_conf(i: int) -> str:
+    me = client_addr(i)
+    return "\n".join([
+        f"router id {me};", "protocol device {}",
+        "protocol kernel { ipv4 { export where source = RTS_BGP; import none; }; }",
+        "protocol static { ipv4;", *[f"  route {b} blackhole;" for b in client_blocks(i)], "}",
+        "protocol bgp reflector {", f"  local {me} as 64512;", f"  neighbor {RR_ADDR} as 64512;", "  direct;",
+        "  connect delay time 0;", "  connect retry time 1;",
+        "  ipv4 { import all; export where source = RTS_STATIC; };", "}"]) + "\n"
+
+
+def bird_rr_conf(k: int) -> str:
+    lines = [f"router id {RR_ADDR};", "protocol device {}"]
+    for i in range(1, k + 1):
+        lines += [f"protocol bgp c{i} {{", f"  local {RR_ADDR} as 64512;", f"  neighbor {client_addr(i)} as 64512;",
+                  "  direct;", "  passive on;", "  rr client;", f"  rr cluster id {CLUSTER_ID};",
+                  "  ipv4 { import all; export all; };", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def our_resources(k: int) -> str:
+    docs = ["kind: BGPConfiguration\napiVersion: projectcalico.org/v3\nmetadata: {name: default}\n"
+            "spec: {asNumber: 64512, nodeToNodeMeshEnabled: false}",
+            "kind: IPPool\napiVersion: projectcalico.org/v3\nmetadata: {name: pods}\nspec: {cidr: 198.19.0.0/16}",
+            f"kind: Node\napiVersion: projectcalico.org/v3\nmetadata: {{name: rr}}\n"
+            f"spec: {{bgp: {{ipv4Address: {RR_ADDR}/16, routeReflectorClusterID: {CLUSTER_ID}}}}}"]
+    for i in range(1, k + 1):
+        docs.append(f"kind: BGPPeer\napiVersion: projectcalico.org/v3\nmetadata: {{name: c{i}}}\n"
+                    f"spec: {{node: rr, peerIP: {client_addr(i)}, asNumber: 64512}}")
+    return "\n---\n".join(docs)
+
+
+def proc_tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def cpu_and_rss(pid: int) -> tuple[float, float]:
+    cpu = rss = 0.0
+    for p in proc_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / CLK
+            rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except (OSError, IndexError):
+            pass
+    return cpu, rss
+
+
+def established(ctl: Path) -> bool:
+    out = subprocess.run(["birdc", "-s", str(ctl), "show", "protocols", "reflector"], capture_output=True, text=True).stdout
+    return "Established" in out
+
+
+def kernel_count(ns: str) -> int:
+    return len(json.loads(sh("ip", "-j", "-4", "route", "show", "proto", "bird", ns=ns).stdout or "[]"))
+
+
+args_timeout = float(os.environ.get("BENCH_TIMEOUT", "300"))
+
+
+def run(k: int, reflector: str, work: Path, etcd: EtcdServer | None) -> dict:
+    d = work / f"{reflector}{k}"
+    ledger = Ledger(d / "ledger")
+    net = Net(ledger, f"r{reflector[0]}{k}")
+    try:
+        hub = net.namespace("hub")
+        net.bridge(hub, "br0")
+        rr_ns = net.namespace("rr")
+        net.veth(rr_ns, "eth0", hub, "prr")
+        net.attach(hub, "prr", "br0")
+        net.address(rr_ns, "eth0", f"{RR_ADDR}/16")
+        clients = []
+        for i in range(1, k + 1):
+            ns = net.namespace(f"c{i}")
+            net.veth(ns, "eth0", hub, f"pc{i}")
+            net.attach(hub, f"pc{i}", "br0")
+            net.address(ns, "eth0", f"{client_addr(i)}/16")
+            (d / f"c{i}.conf").write_text(client_conf(i))
+            Process(ledger, ns, ["bird", "-f", "-c", str(d / f"c{i}.conf"), "-s", str(d / f"c{i}.ctl")], d / f"c{i}.log")
+            clients.append((ns, d / f"c{i}.ctl"))
+        progress(f"{reflector} K={k}: {k} BIRD clients started; starting the reflector")
+        if reflector == "bird":
+            (d / "rr.conf").write_text(bird_rr_conf(k))
+            argv = ["bird", "-f", "-c", str(d / "rr.conf"), "-s", str(d / "rr.ctl")]
+        else:
+            prefix = f"/rrbench{k}/calico-bgp/v1"
+            cli = [sys.executable, "-m", "calico_bgp", "--etcd-endpoints", etcd.url, "--prefix", prefix]
+            subprocess.run([*cli, "apply", "-f", "-"], input=our_resources(k), text=True, check=True,
+                           capture_output=True)
+            argv = [sys.executable, "-m", "calico_bgp", "--etcd-endpoints", etcd.unix_url, "--prefix", prefix,
+                    "node", "run", "--name", "rr", "--state-dir", str(d / "state"), "--grace", "0"]
+        t0 = time.monotonic()
+        rr = Process(ledger, rr_ns, argv, d / "rr.log")
+        want = BLOCKS * (k - 1)
+        t_est = None
+        done: set[int] = set()
+        while len(done) < k:
+            if t_est is None and all(established(ctl) for _, ctl in clients):
+                t_est = time.monotonic()
+                progress(f"{reflector} K={k}: all {k} sessions Established after {t_est - t0:.2f}s")
+            for i, (ns, _) in enumerate(clients, start=1):
+                if i not in done and kernel_count(ns) >= want:
+                    done.add(i)
+            if time.monotonic() - t0 > args_timeout:
+                raise RuntimeError(f"{reflector} K={k}: {len(done)}/{k} clients complete after {args_timeout:.0f} s; "
+                                   f"reflector log:\n{rr.tail(40)}")
+            time.sleep(0.1)
+        t_done = time.monotonic()
+        t_est = t_est or t_done
+        cpu, rss = cpu_and_rss(rr.pid)
+        progress(f"{reflector} K={k}: every client has every block after {t_done - t0:.2f}s")
+        return {"k": k, "reflector": reflector, "established_s": round(t_est - t0, 2),
+                "routes_after_established_s": round(t_done - t_est, 2), "total_s": round(t_done - t0, 2),
+                "cpu_s": round(cpu, 2), "rss_mb": round(rss, 1)}
+    finally:
+        ledger.teardown()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--k", type=int, nargs="+", default=[10, 50])
+    ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/rr.py needs root (network namespaces)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="calico-bgp-bench-rr-"))
+    rows = []
+    try:
+        with EtcdServer() as etcd:
+            for k in args.k:
+                ours = run(k, "calico-bgp", work, etcd)
+                bird = run(k, "bird", work, None)
+                rows.append({"k": k, "calico_bgp": ours, "bird": bird,
+                             "ratio_total": round(ours["total_s"] / max(bird["total_s"], 1e-3), 2)})
+    finally:
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"{'K':>4}  {'reflector':<11} {'established s':>14} {'routes after s':>15} {'total s':>8} {'CPU s':>7} {'RSS MB':>7}")
+    for r in rows:
+        for key in ("calico_bgp", "bird"):
+            x = r[key]
+            print(f"{r['k']:>4}  {x['reflector']:<11} {x['established_s']:>14.2f} {x['routes_after_established_s']:>15.2f} "
+                  f"{x['total_s']:>8.2f} {x['cpu_s']:>7.2f} {x['rss_mb']:>7.1f}")
+        print(f"      ratio (total, calico-bgp / BIRD): {r['ratio_total']:.2f}")
+    if args.json:
+        print(json.dumps({"rr": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
