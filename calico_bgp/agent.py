@@ -82,6 +82,7 @@ class NodeAgent:
         self.eor: set[tuple[str, str]] = set()
         self.max_prefix_hit: set[str] = set()
         self._stale_since: dict[str, float] = {}
+        self.session_errors: dict[str, str] = {}  # peer -> why its session is not configured
         self._kernel_dirty = trio.Event()
         self._pending_since: float | None = None
         self._status_dirty = trio.Event()
@@ -184,6 +185,7 @@ class NodeAgent:
 
         sessions = {s.peer_address: s for s in topology.sessions_for(me, list(state.nodes.values()), cfg,
                                                                       state.peers.values())}
+        self.session_errors = {}
         neighbors = [self._neighbor(s, local) for s in sessions.values()]
         for gone in set(self.sessions) - set(sessions):
             self._forget_peer(gone)
@@ -244,6 +246,7 @@ class NodeAgent:
                             families=(family,), description=s.peer_name or s.peer_node or None)
         except ValueError as exc:
             log.error("event=bad_session peer=%s reason=%r action=skip", s.peer_address, str(exc))
+            self.session_errors[s.peer_address] = str(exc)
             return None
 
     def _password(self, s: Session) -> str | None:
@@ -253,10 +256,13 @@ class NodeAgent:
             try:
                 return Path(s.password.file).read_text().strip()
             except OSError as exc:
-                log.error("event=password_unreadable peer=%s file=%s reason=%r", s.peer_address, s.password.file,
-                          exc.strerror)
-                return None
-        return None  # secretKeyRef: resolved by _sync_secrets (issue 5)
+                raise ValueError(f"password file {s.password.file} unreadable: {exc.strerror}") from None
+        ref = s.password.secret_key_ref
+        assert ref is not None
+        value = (self.state.secrets.get(ref.name, {}) if self.state else {}).get(ref.key)
+        if value is None:  # never fall back to an unauthenticated session
+            raise ValueError(f"password secret {ref.name}/{ref.key} not found")
+        return value
 
     def _rib_peer(self, s: Session, state: ClusterState) -> Peer:
         rid = s.peer_address
@@ -502,7 +508,8 @@ class NodeAgent:
             rejected = self.rib.rejected_count(addr) if self.rib else 0
             sessions.append(st.SessionStatus(
                 peer=addr, peer_type=st.PEER_TYPES.get(s.kind, s.kind), state=state, since=self.since.get(addr, 0.0),
-                info=(peer_state.reason if peer_state and peer_state.state != "up" else "") or
+                info=self.session_errors.get(addr, "") or
+                     (peer_state.reason if peer_state and peer_state.state != "up" else "") or
                      (stab.last_error if stab and state != "Established" else ""),
                 peer_name=s.peer_name, peer_node=s.peer_node, peer_as=s.peer_as,
                 received=accepted + rejected + damped, accepted=accepted, rejected=rejected, damped=damped,

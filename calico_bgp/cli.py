@@ -34,7 +34,7 @@ def _register_groups() -> None:
 
     for module, name in [("calico_bgp.cli_resources", None), ("calico_bgp.cli_ipam", "ipam"),
                          ("calico_bgp.cli_agent", "node"), ("calico_bgp.cli_policy", "policy"),
-                         ("calico_bgp.cli_lab", "lab")]:
+                         ("calico_bgp.cli_lab", "lab"), ("calico_bgp.cli_secret", "secret")]:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -6,6 +6,7 @@ bad resource never stops the agent. Consumers wait on `changed()` and read `snap
 """
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -36,6 +37,7 @@ class ClusterState:
     policies: dict[str, model.PolicyFilter]
     blocks: dict[str, Block]              # cidr -> block
     corrupt: dict[str, str]               # key -> why it was left out
+    secrets: dict[str, dict[str, str]] = attrs.field(factory=dict, repr=False)  # never logged
 
 
 _COLLECTIONS = {model.Node: "nodes", model.IPPool: "pools", model.BGPPeer: "peers",
@@ -48,17 +50,19 @@ class ClusterView:
         self.keys = keys
         self.store = ResourceStore(client, keys)
         self.revision = 0
-        self._values: dict[str, dict[str, Any]] = {name: {} for name in (*_COLLECTIONS.values(), "blocks")}
+        self._values: dict[str, dict[str, Any]] = {name: {} for name in (*_COLLECTIONS.values(), "blocks", "secrets")}
         self._config: model.BGPConfiguration = model.BGPConfiguration()
         self._corrupt: dict[str, str] = {}
         self._changed = trio.Event()
         self._blocks_prefix = keys.blocks()
+        self._secrets_prefix = keys.secrets()
 
     # --- reading ---------------------------------------------------------------------------------
     def snapshot(self) -> ClusterState:
         v = self._values
         return ClusterState(self.revision, self._config, dict(v["nodes"]), dict(v["pools"]), dict(v["peers"]),
-                            dict(v["filters"]), dict(v["policies"]), dict(v["blocks"]), dict(self._corrupt))
+                            dict(v["filters"]), dict(v["policies"]), dict(v["blocks"]), dict(self._corrupt),
+                            dict(v["secrets"]))
 
     async def changed(self) -> None:
         """Return once something changed since the last call returned."""
@@ -107,6 +111,8 @@ class ClusterView:
             except CorruptBlock as exc:
                 self._reject(key, str(exc))
             return True
+        if key.startswith(self._secrets_prefix):
+            return self._apply_secret(kv, key)
         found = self.store.kind_for_key(key)
         if found is None:
             return False  # status keys, affinities, handles: not the agent's input
@@ -127,6 +133,21 @@ class ClusterView:
             self._config = resource
         else:
             self._values[_COLLECTIONS[cls]][name] = resource
+        return True
+
+    def _apply_secret(self, kv: KeyValue | None, key: str) -> bool:
+        name = key[len(self._secrets_prefix):]
+        if kv is None:
+            return self._values["secrets"].pop(name, None) is not None
+        try:
+            data = json.loads(kv.value)
+            if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+                raise ValueError("expected a JSON object of strings")
+        except ValueError as exc:
+            self._reject(key, f"secret is not a JSON object of strings ({type(exc).__name__})")  # never the value
+            return False
+        self._values["secrets"][name] = data
+        self._corrupt.pop(key, None)
         return True
 
     def _reject(self, key: str, why: str) -> None:

@@ -251,3 +251,19 @@ async def test_store_helpers_for_watchers(etcd_url, key_prefix):
         assert decoded == sorted((r.kind, r.name) for r in resources)
         assert store.kind_for_key(Keys(key_prefix).block("198.18.0.0/26")) is None
         assert store.kind_for_key(Keys(key_prefix).pool("a")) == (model.IPPool, "a")
+
+
+def test_secrets_store_values_and_never_print_them(etcd_url, key_prefix):
+    from click.testing import CliRunner
+
+    from calico_bgp.cli import main
+
+    base = ["--etcd-endpoints", etcd_url, "--prefix", key_prefix]
+    r = CliRunner().invoke(main, [*base, "secret", "set", "tor-md5", "password"], input="s3cret-value\n")
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, [*base, "secret", "list", "-o", "json"])
+    assert r.exit_code == 0 and '"tor-md5"' in r.output and "s3cret" not in r.output
+    r = CliRunner().invoke(main, [*base, "secret", "set", "bad/name", "k"], input="x\n")
+    assert r.exit_code == 2 and "secret name" in r.output
+    r = CliRunner().invoke(main, [*base, "secret", "delete", "tor-md5"])
+    assert r.exit_code == 0
