@@ -23,6 +23,7 @@ import trio
 from calico_bgp import bgpfilter, desired, model, status as st, topology
 from calico_bgp.cluster import ClusterState, ClusterView
 from calico_bgp.damping import Dampener, DampingParams
+from calico_bgp.eventlog import EventLog
 from calico_bgp.datastore import DatastoreError, Keys
 from calico_bgp.resources import ResourceStore
 from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Prefix, Rib, reflections
@@ -66,6 +67,8 @@ class NodeAgent:
         self.speaker = Speaker(Path(opts.state_dir) / "speaker")
         kw = {} if opts.protocol is None else {"protocol": opts.protocol}
         self.programmer = RouteProgrammer(table=opts.table, **kw)
+        self.events = EventLog(client, keys.events(opts.name), opts.name)
+        self.programmer.on_repair = self._on_repair
         self.local: LocalSpeaker | None = None
         self.rib: Rib | None = None
         self.dampener: Dampener[PathAttrs] = Dampener(DampingParams(), enabled=False)
@@ -83,6 +86,7 @@ class NodeAgent:
         self.max_prefix_hit: set[str] = set()
         self._stale_since: dict[str, float] = {}
         self.session_errors: dict[str, str] = {}  # peer -> why its session is not configured
+        self._repair_window = (0.0, 0)
         self._kernel_dirty = trio.Event()
         self._pending_since: float | None = None
         self._status_dirty = trio.Event()
@@ -97,6 +101,7 @@ class NodeAgent:
             log.info("event=agent_start node=%s adopted_routes=%d", self.opts.name, self.programmer.adopted)
             async with trio.open_nursery() as nursery:
                 await self._start_view(nursery)
+                await nursery.start(self.events.run)
                 await self._ensure_node()
                 await nursery.start(self.speaker.run)
                 await nursery.start(self.programmer.run)
@@ -325,7 +330,7 @@ class NodeAgent:
 
         d = self.dampener.update(ev.peer, announced, withdrawn, now)
         for key in d.suppressed:
-            log.info("event=damping_start peer=%s prefix=%s", key[0], key[1])
+            self.events.emit("damping_start", peer=key[0], prefix=str(key[1]))
             self.metrics.damping_events.labels("suppress").inc()
         to_rib = {k[1]: v for k, v in d.announce.items()}
         changed = self.rib.update(peer, to_rib, [k[1] for k in d.withdraw])
@@ -349,8 +354,8 @@ class NodeAgent:
         if peer in self.max_prefix_hit:
             return
         self.max_prefix_hit.add(peer)
-        log.warning("event=max_prefixes peer=%s received=%d limit=%d action=%s", peer, count, s.max_prefixes,
-                    s.max_prefix_action)
+        self.events.emit("max_prefixes", peer=peer,
+                         detail=f"received {count} > limit {s.max_prefixes}: {s.max_prefix_action}")
         self.metrics.max_prefix_actions.labels(peer, s.kind, s.max_prefix_action).inc()
         if s.max_prefix_action == "teardown":  # Cease / Maximum Number of Prefixes Reached (RFC 4486)
             await self.speaker.send([speaker_cmds.teardown(peer, 1)])
@@ -361,8 +366,13 @@ class NodeAgent:
         kind = s.kind if s else "unknown"
         stab = self._stab(ev.peer)
         state = {"up": "established", "down": "idle", "connected": "connect"}.get(ev.state, ev.state)
+        was = stab.state
         if stab.transition(state, now, ev.reason):
             self.metrics.peer_flaps.labels(ev.peer, kind).inc()
+        if state == "established" and was != "established":
+            self.events.emit("session_up", peer=ev.peer, detail=kind)
+        elif was == "established" and state != "established":
+            self.events.emit("session_down", peer=ev.peer, detail=ev.reason or "unknown")
         self.metrics.peer_transitions.labels(ev.peer, kind).inc()
         self.metrics.set_peer_state(ev.peer, kind, state)
         self.since[ev.peer] = time.time()
@@ -373,8 +383,8 @@ class NodeAgent:
             if ev.peer not in self._stale_since:
                 self.rib.mark_stale(ev.peer)
                 self._stale_since[ev.peer] = now
-                log.warning("event=speaker_restart peer=%s action=keep_routes_stale routes=%d", ev.peer,
-                            self.rib.stale_count(ev.peer))
+                self.events.emit("speaker_restart", peer=ev.peer,
+                                 detail=f"kept {self.rib.stale_count(ev.peer)} routes stale")
         elif ev.state == "down" and self.rib is not None:
             self._stale_since.pop(ev.peer, None)
             self.eor = {e for e in self.eor if e[0] != ev.peer}
@@ -400,10 +410,25 @@ class NodeAgent:
                 if (is_up and quiet) or (not is_up and now - since > self.opts.grace_timeout):
                     del self._stale_since[peer]
                     changed = self.rib.sweep_stale(peer) if is_up else self.rib.peer_down(peer)
-                    log.info("event=stale_swept peer=%s session_up=%s removed=%d", peer, is_up, len(changed))
+                    self.events.emit("stale_swept", peer=peer, detail=f"session_up={is_up} removed={len(changed)}")
                     if changed:
                         self._mark_kernel_dirty()
                         await self._reflect(changed)
+
+    def _on_repair(self, why: str, key: object) -> None:
+        """Someone changed our kernel routes; the programmer puts them back. At most 10 events a
+        second: a bulk `ip route flush` must not flood the log (the metric counts every one)."""
+        self.metrics.reconcile_repairs.labels("routes").inc()
+        now = trio.current_time()
+        start, count = self._repair_window
+        if now - start >= 1.0:
+            if count > 10:
+                self.events.emit("repair", detail=f"{count - 10} more repairs in the last second")
+            start, count = now, 0
+        count += 1
+        self._repair_window = (start, count)
+        if count <= 10:
+            self.events.emit("repair", prefix=str(key.prefix()), detail=why)  # type: ignore[attr-defined]
 
     def _stab(self, peer: str) -> PeerStability:
         s = self.stability.get(peer)
@@ -469,7 +494,8 @@ class NodeAgent:
                 if up and quiet:
                     break
         self.programmer.end_grace()
-        log.info("event=grace_end after=%.1fs sessions=%d", trio.current_time() - self.started, len(self.sessions))
+        self.events.emit("grace_end", detail=f"after {trio.current_time() - self.started:.1f}s, "
+                                             f"{len(self.sessions)} sessions")
         self._mark_kernel_dirty()
 
     async def _damping_timer(self) -> None:
@@ -481,7 +507,7 @@ class NodeAgent:
             if not out.announce or self.rib is None:
                 continue
             for key in out.reused:
-                log.info("event=damping_end peer=%s prefix=%s", key[0], key[1])
+                self.events.emit("damping_end", peer=key[0], prefix=str(key[1]))
                 self.metrics.damping_events.labels("reuse").inc()
             changed: set[Prefix] = set()
             by_peer: dict[str, dict[Prefix, PathAttrs]] = {}

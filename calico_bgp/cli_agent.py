@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import datetime
+import json
 import signal
 import time
 from pathlib import Path
 
+import attrs
 import click
 import trio
 
-from calico_bgp import status as st
+from calico_bgp import eventlog as ev, status as st
 from calico_bgp.cli_common import EXIT_ERROR, Globals, echo_json, fail, pass_globals, run, table
 
 
@@ -17,6 +19,7 @@ def register(main: click.Group) -> None:
     main.add_command(node)
     main.add_command(status_cmd)
     main.add_command(routes_cmd)
+    main.add_command(events_cmd)
 
 
 @click.group()
@@ -170,3 +173,62 @@ def routes_cmd(g: Globals, node_name: str | None, rejected: bool, damped: bool, 
             click.echo(f"Node {s.node}: {s.routes_total} routes{more}, announcing {len(s.announced)}")
             click.echo(table([[r.prefix, " ".join(r.next_hops), " ".join(r.peers), "yes" if r.in_kernel else "no",
                                r.best_reason] for r in s.routes], ["PREFIX", "NEXT HOPS", "PEERS", "KERNEL", "BEST BY"]))
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    try:
+        return float(text[:-1]) * _UNITS[text[-1]] if text and text[-1] in _UNITS else float(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use a number of seconds or e.g. 90s, 15m, 2h, 1d",
+                                 param_hint="--since") from None
+
+
+def _event_row(e: ev.Event) -> list[str]:
+    return [datetime.datetime.fromtimestamp(e.time).strftime("%Y-%m-%d %H:%M:%S"), e.node, e.kind,
+            e.peer or "-", e.prefix or "-", e.detail]
+
+
+@click.command("events")
+@click.option("--node", "node_name", help="Only this node.")
+@click.option("--since", help="Only events newer than this (e.g. 90s, 15m, 2h, 1d).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events as they happen.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@pass_globals
+def events_cmd(g: Globals, node_name: str | None, since: str | None, follow: bool, output: str) -> None:
+    """Session changes, damping, max-prefix actions and repairs, from every node's event ring."""
+    cutoff = time.time() - _duration(since) if since else None
+    prefix = g.keys.events(node_name) if node_name else g.keys.events()
+    headers = ["TIME", "NODE", "EVENT", "PEER", "PREFIX", "DETAIL"]
+
+    def show(batch: list[ev.Event], first: bool) -> None:
+        if output == "json":
+            for e in batch:
+                click.echo(json.dumps(attrs.asdict(e), sort_keys=True))
+        elif batch or first:
+            text = table([_event_row(e) for e in batch], headers)
+            click.echo(text if first else "\n".join(text.splitlines()[1:]))
+
+    async def go() -> None:
+        async with g.client() as client:
+            res = await client.range(prefix)
+            found = []
+            for kv in res.kvs:
+                try:
+                    found.append(ev.decode(kv.value, kv.key))
+                except ValueError as exc:
+                    click.echo(f"warning: {exc}", err=True)
+            show(ev.ordered(found, cutoff), True)
+            if not follow:
+                return
+            async with client.watch(prefix, res.revision + 1) as watch:
+                async for item in watch:
+                    batch = [ev.decode(e.kv.value, e.kv.key) for e in getattr(item, "events", []) if e.type == "put"]
+                    show(ev.ordered(batch), False)
+
+    try:
+        run(go)
+    except KeyboardInterrupt:
+        pass

@@ -124,6 +124,9 @@ def _programmable(keys: Iterable[RouteKey], op: str, desired: _Desired, ifindex:
     return out
 
 
+REPAIR_REASONS = frozenset({"route_deleted", "route_changed", "foreign_route"})
+
+
 class RouteProgrammer:
     """Keeps the kernel's routes of (table, protocol) equal to the desired set.
 
@@ -169,6 +172,9 @@ class RouteProgrammer:
         self._channel: netlink.RequestChannel | None = None
         self.adopted = 0
         self.reconciles = 0
+        # someone else changed our state: counted per reason, and reported to the owner if it asks
+        self.repairs: dict[str, int] = {}
+        self.on_repair: Callable[[str, RouteKey], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -379,6 +385,10 @@ class RouteProgrammer:
             self._dirty.set()
 
     def _kick(self, why: str, key: RouteKey | None = None) -> None:
+        if key is not None and why in REPAIR_REASONS:
+            self.repairs[why] = self.repairs.get(why, 0) + 1
+            if self.on_repair is not None:
+                self.on_repair(why, key)
         # one log line per wake-up, not per event: a bulk change by hand is 100k events
         if not self._dirty.is_set():
             log.info("event=reconcile_wanted why=%s prefix=%s", why, key.prefix() if key is not None else "-")

@@ -34,6 +34,8 @@ class Keys:
     def handle(self, handle: str) -> str: return self._k("ipam", "handles", handle)
     def statuses(self) -> str: return self._k("status", "")
     def status(self, node: str) -> str: return self._k("status", node)
+    def events(self, node: str | None = None) -> str:
+        return self._k("events", node, "") if node else self._k("events", "")
     def secrets(self) -> str: return self._k("secrets", "")
     def secret(self, name: str) -> str: return self._k("secrets", name)
 

@@ -140,3 +140,24 @@ def test_removing_a_node_removes_its_routes_everywhere(cluster):
     for n in ("n1", "n2", "n3"):
         wait_for(f"n4's block gone from {n}", lambda n=n: block not in c.routes(n), timeout=30)
         wait_for(f"{n} back to two sessions", lambda n=n: c.sessions_up(n, 2), timeout=30)
+
+
+def test_events_record_sessions_and_repairs(cluster):
+    import json
+
+    c = cluster
+    block3 = _block_of(c, "n3")
+    sh_ns = c.nodes["n1"]
+    from lab.net import sh
+    sh("ip", "route", "del", block3, ns=sh_ns)
+    wait_for("route restored by the programmer", lambda: block3 in c.routes("n1"), timeout=1.5, interval=0.05)
+
+    def events():
+        out = c.cli("events", "--node", "n1", "-o", "json").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    got = wait_for("repair event", lambda: [e for e in events() if e["kind"] == "repair"], timeout=10)
+    assert any(e["prefix"] == block3 and e["detail"] == "route_deleted" for e in got)
+    kinds = {(e["kind"], e["peer"]) for e in events()}
+    assert ("session_up", c.addrs["n2"]) in kinds and ("session_down", c.addrs["n4"]) in kinds
+    assert ("grace_end", "") in kinds
