@@ -203,6 +203,11 @@ class NodeAgent:
         changed = self.rib.reapply_policy(self.rib_peers.values())
 
         self.own = desired.announcements(self.opts.name, state.blocks, pools)
+        usage, borrowed = desired.pool_usage(self.opts.name, state.blocks, pools)
+        for name, (ratio, nblocks) in usage.items():
+            self.metrics.pool_utilisation.labels(name).set(ratio)
+            self.metrics.pool_blocks.labels(name).set(nblocks)
+        self.metrics.borrowed_addresses.set(borrowed)
         await self._export()
         await self._reflect(changed if changed else None)
         self._mark_kernel_dirty()

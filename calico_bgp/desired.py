@@ -64,3 +64,19 @@ def learned_route(prefix: Prefix, next_hops: Iterable[str]) -> Route:
 
 def _sort_key(p: Prefix) -> tuple[int, int, int]:
     return (p.version, int(p.network_address), p.prefixlen)
+
+
+def pool_usage(node: str, blocks: Mapping[str, Block], pools: Iterable[model.IPPool]) -> tuple[dict[str, tuple[float, int]], int]:
+    """Per pool: (allocated / pool size, blocks claimed); and how many addresses `node` borrowed."""
+    pools = list(pools)
+    usage = {p.metadata.name: [0, 0] for p in pools}
+    borrowed = 0
+    for block in blocks.values():
+        pool = _pool_of(block.network, pools)
+        if pool is not None:
+            usage[pool.metadata.name][0] += block.used_count
+            usage[pool.metadata.name][1] += 1
+        if block.host != node:
+            borrowed += sum(1 for use in block.in_use() if use.node == node)
+    return ({p.metadata.name: (usage[p.metadata.name][0] / p.spec.network.num_addresses, usage[p.metadata.name][1])
+             for p in pools}, borrowed)
