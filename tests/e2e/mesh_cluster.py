@@ -46,8 +46,10 @@ class MeshCluster:
         self.net.bridge(self.hub, "br0")
         self.nodes: dict[str, str] = {}       # name -> namespace
         self.addrs: dict[str, str] = {}       # name -> IPv4 address
+        self.addrs6: dict[str, str] = {}      # name -> IPv6 address (dual-stack nodes)
         self.agents: dict[str, Process] = {}
         self.workloads: dict[str, tuple[str, str]] = {}  # node -> (workload ns, ip)
+        self.workloads6: dict[str, str] = {}              # node -> workload IPv6 address
 
     # ---------------------------------------------------------------- etcd / CLI
     def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -64,7 +66,7 @@ class MeshCluster:
         return json.loads(self.cli("status", "--node", node, "-o", "json").stdout)[0]
 
     # ---------------------------------------------------------------- nodes and agents
-    def add_node(self, name: str, index: int) -> str:
+    def add_node(self, name: str, index: int, ipv6: bool = False) -> str:
         ns = self.net.namespace(name)
         self.nodes[name] = ns
         addr = f"198.18.0.{index}"
@@ -72,24 +74,33 @@ class MeshCluster:
         self.net.veth(ns, "eth0", self.hub, f"p{index}")
         self.net.attach(self.hub, f"p{index}", "br0")
         self.net.address(ns, "eth0", f"{addr}/24")
+        if ipv6:
+            self.addrs6[name] = f"2001:db8::{index}"
+            self.net.address(ns, "eth0", f"2001:db8::{index}/64")
         return ns
 
     def start_agent(self, name: str, *extra: str) -> Process:
         ns = self.nodes[name]
         proc = Process(self.ledger, ns, [*CLI, "--etcd-endpoints", self.etcd.unix_url, "--prefix", self.prefix,
                                           "node", "run", "--name", name, "--ip", f"{self.addrs[name]}/24",
+                                          *(["--ip6", f"{self.addrs6[name]}/64"] if name in self.addrs6 else []),
                                           "--state-dir", str(self.run_dir / "state" / name), "--grace", "10",
                                           "--log-level", "debug", *extra],
                        self.run_dir / "logs" / f"{name}.log")
         self.agents[name] = proc
         return proc
 
-    def add_workload(self, node: str) -> str:
-        out = json.loads(self.cli("ipam", "allocate", "--node", node, "--handle", f"w-{node}", "-o", "json").stdout)
-        ip = out["addresses"][0]["ip"]
-        ws = attach_workload(self.net, self.nodes[node], f"w{node}", ip, "cali0")
-        self.workloads[node] = (ws, ip)
-        return ip
+    def add_workload(self, node: str, ipv6: bool = False) -> str:
+        ips = []
+        for v6 in ([False, True] if ipv6 else [False]):
+            out = json.loads(self.cli("ipam", "allocate", "--node", node, "--handle", f"w-{node}", "-o", "json",
+                                      *(["--ipv6"] if v6 else [])).stdout)
+            ips.append(out["addresses"][0]["ip"])
+        ws = attach_workload(self.net, self.nodes[node], f"w{node}", ips, "cali0")
+        self.workloads[node] = (ws, ips[0])
+        if ipv6:
+            self.workloads6[node] = ips[1]
+        return ips[0]
 
     # ---------------------------------------------------------------- kernel state
     def routes(self, node: str) -> dict[str, list[str]]:
@@ -114,7 +125,8 @@ class MeshCluster:
 
     def ping(self, src_node: str, dst_ip: str, count: int = 1, wait: float = 1.0) -> bool:
         ws, _ = self.workloads[src_node]
-        res = sh("ping", "-c", str(count), "-W", str(wait), "-i", "0.2", dst_ip, ns=ws, check=False, timeout=count + 10)
+        res = sh("ping", *(["-6"] if ":" in dst_ip else []), "-c", str(count), "-W", str(wait), "-i", "0.2", dst_ip,
+                 ns=ws, check=False, timeout=count + 10)
         return res.returncode == 0
 
     def exabgp_pids(self, node: str) -> list[int]:
