@@ -116,8 +116,9 @@ def status_cmd(run_dir: str | None, lab_name: str | None, output: str) -> None:
         w = state.workloads.get(a.node)
         rows.append([a.node, a.address or "-", f"calico-bgp {a.version}" if a.version else "(no status)",
                      f"{est}/{len(a.sessions)}", ",".join(a.blocks) or "-", str(learned), str(ecmp),
-                     f"{w.ip}" if w else "-", "grace" if a.in_grace else ""])
-    click.echo(table(rows, ["NODE", "ADDRESS", "VERSION", "ESTABLISHED", "BLOCKS", "ROUTES", "ECMP", "WORKLOAD", ""]))
+                     str(a.rejected), f"{w.ip}" if w else "-", "grace" if a.in_grace else ""])
+    click.echo(table(rows, ["NODE", "ADDRESS", "VERSION", "ESTABLISHED", "BLOCKS", "ROUTES", "ECMP", "REJECTED",
+                            "WORKLOAD", ""]))
     for a in agents:
         click.echo()
         click.echo(f"{a.node}: sessions")

@@ -5,8 +5,9 @@ route of ours in M's kernel):
 - N has B in its kernel;
 - when N has node-to-node sessions (mesh, route reflection), the next hop is M's own address (the
   originating node, never a reflector);
-- otherwise N learns B through the fabric, and reaches it over every fabric peer it has a session
-  Established with (ECMP: two ToRs -> two next hops).
+- otherwise N learns B through the fabric, over as many distinct next hops as it has fabric
+  sessions Established (ECMP: two ToRs -> two next hops; a ToR may pass on a third-party next hop
+  on a shared link instead of its own address, so only the width is fixed).
 Every agent session and every fabric router session is Established, and every workload pings every
 other workload.
 """
@@ -23,6 +24,8 @@ class SessionView:
     state: str
     peer_node: str = ""
     peer_type: str = ""
+    since: float = 0.0
+    flaps: int = 0
 
 
 @attrs.frozen
@@ -36,6 +39,7 @@ class AgentView:
     version: str = ""
     sessions: tuple[SessionView, ...] = ()
     routes_total: int = 0
+    rejected: int = 0
     kernel: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)   # prefix -> gateways ("blackhole")
 
     @property
@@ -137,8 +141,11 @@ def route_problems(agents: Sequence[AgentView]) -> dict[str, list[str]]:
                 got = n.kernel.get(block)
                 if got is None:
                     problems.append(f"{block} of {m.node} missing")
-                elif tuple(sorted(got, key=_addr_key)) != tuple(sorted(want, key=_addr_key)):
-                    problems.append(f"{block} of {m.node} via {','.join(got)}, expected {','.join(want) or '?'}")
+                elif n.node_to_node() and tuple(sorted(got, key=_addr_key)) != want:
+                    problems.append(f"{block} of {m.node} via {','.join(got)}, expected {','.join(want)}")
+                elif not n.node_to_node() and len(set(got)) != len(want):
+                    problems.append(f"{block} of {m.node} via {','.join(got)}: {len(set(got))} next hop(s), "
+                                    f"expected {len(want)} (one per Established fabric peer)")
         if not n.blocks:
             problems.append("announces no block of its own")
         out[n.node] = problems

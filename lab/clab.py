@@ -162,8 +162,7 @@ class Topology:
 
 # ------------------------------------------------------------------------------------------ roles
 
-_IMAGE_ROLES = (("calico-bgp-lab/node", "node"), ("calico-bgp", "node"), ("frr", "frr"), ("bird", "bird"),
-                ("gobgp", "gobgp"), ("etcd", "etcd"))
+_IMAGE_ROLES = (("frr", "frr"), ("bird", "bird"), ("gobgp", "gobgp"), ("etcd", "etcd"), ("calico-bgp", "node"))
 _BIND_ROLES = (("/etc/frr/", "frr"), ("bird.conf", "bird"), ("gobgpd.", "gobgp"), ("/etc/gobgp/", "gobgp"))
 
 

@@ -13,6 +13,7 @@ node's network namespace, with three translations so the same file drives both w
 """
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Sequence
 
@@ -118,27 +119,22 @@ def _tokens(script: str) -> list[str]:
     return out
 
 
+_REDIRECT = re.compile(r"(^|\s)\d?(?:>>|>&|&>|>|<)\s*[^\s;&|]+")
+
+
 def _simple_commands(script: str) -> list[list[str]]:
     """Split a shell script into simple commands (redirections dropped); loops and ifs stay whole."""
     if any(k in script.split() for k in ("until", "while", "for", "if", "case")):
         return [["sh", "-c", script]]
     cmds: list[list[str]] = []
     cur: list[str] = []
-    toks = _tokens(script.replace("\n", " ; "))
-    i = 0
-    while i < len(toks):
-        t = toks[i]
+    for t in _tokens(_REDIRECT.sub(" ", script).replace("\n", " ; ")):
         if t in SEPARATORS:
             if cur:
                 cmds.append(cur)
             cur = []
-        elif t and set(t) <= set("<>&"):
-            if cur and cur[-1].isdigit():  # "2>&1": the fd number belongs to the redirection
-                cur.pop()
-            i += 1                         # skip the redirection target
         else:
             cur.append(t)
-        i += 1
     if cur:
         cmds.append(cur)
     return cmds

@@ -81,11 +81,13 @@ def agents(state: LabState, statuses: dict[str, dict[str, Any]] | None = None) -
             out.append(AgentView(node=node, name=name, kernel=kernel))
             continue
         sessions = tuple(SessionView(peer=s["peer"], state=s["state"], peer_node=s.get("peerNode", ""),
-                                     peer_type=s.get("peerType", "")) for s in doc.get("sessions", []))
+                                     peer_type=s.get("peerType", ""), since=float(s.get("since", 0) or 0),
+                                     flaps=int(s.get("flaps", 0) or 0)) for s in doc.get("sessions", []))
         out.append(AgentView(node=node, name=name, address=str(doc.get("address", "")).split("/")[0],
                              published=True, fresh=now - float(doc.get("updated", 0)) < STALE_AFTER,
                              in_grace=bool(doc.get("inGrace")), version=str(doc.get("version", "")),
-                             sessions=sessions, routes_total=int(doc.get("routesTotal", 0)), kernel=kernel))
+                             sessions=sessions, routes_total=int(doc.get("routesTotal", 0)),
+                             rejected=len(doc.get("rejected", [])), kernel=kernel))
     return out
 
 
@@ -130,3 +132,12 @@ def ping_all(state: LabState) -> list[PingResult]:
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
         oks = list(pool.map(lambda p: ping(state.workloads[p[0]].ns, state.workloads[p[1]].ip), pairs))
     return [PingResult(a, b, ok) for (a, b), ok in zip(pairs, oks)]
+
+
+def namespace_addresses(ns: str) -> set[str]:
+    res = sh("ip", "-j", "addr", "show", ns=ns, check=False)
+    out = set()
+    for link in json.loads(res.stdout or "[]"):
+        for a in link.get("addr_info", []):
+            out.add(a["local"])
+    return out

@@ -86,6 +86,7 @@ class Frr(Router):
             raise LabError(f"node {self.node.name}: FRR daemon(s) {', '.join(missing)} enabled in daemons but not installed")
         conf = self.node.bind_for("/frr.conf", "/bgpd.conf")
         assert conf is not None
+        _clear(self.dir, "*.vty", "*.pid", "zserv.api")  # a restart must not see the last run's sockets
         shutil.copy(conf.source, self.dir / "frr.conf")
         empty = self.dir / "empty.conf"
         empty.write_text("")
@@ -143,6 +144,7 @@ class Bird(Router):
         self.dir.mkdir(parents=True, exist_ok=True)
         conf = self.node.bind_for("bird.conf")
         assert conf is not None
+        _clear(self.dir, "bird.ctl", "bird.pid")
         shutil.copy(conf.source, self.dir / "bird.conf")
         check = subprocess.run(["bird", "-p", "-c", str(self.dir / "bird.conf")], capture_output=True, text=True)
         if check.returncode != 0:
@@ -225,6 +227,12 @@ ROUTERS: dict[str, type[Router]] = {"frr": Frr, "bird": Bird, "gobgp": GoBgp}
 
 def router_for(node: NodeDef, ns: str, state_dir: Path) -> Router:
     return ROUTERS[node.role](node, ns, state_dir)
+
+
+def _clear(directory: Path, *patterns: str) -> None:
+    for pattern in patterns:
+        for p in directory.glob(pattern):
+            p.unlink(missing_ok=True)
 
 
 def _wait_for(fn, what: str, timeout: float) -> None:  # type: ignore[no-untyped-def]

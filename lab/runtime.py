@@ -298,11 +298,14 @@ def exec_env(state: LabState, node: NodeDef, bin_dir: Path | None = None) -> dic
     return env
 
 
-def run_exec(state: LabState, topo: Topology, node: NodeDef, step: execs.Shell, timeout: float = 120) -> None:
+def run_exec(state: LabState, topo: Topology, node: NodeDef, step: execs.Shell, timeout: float = 60) -> None:
     bin_dir = _wrappers(state, topo, node)
-    res = subprocess.run(["ip", "netns", "exec", state.namespaces[node.name], "sh", "-c", step.text],
-                         capture_output=True, text=True, env=exec_env(state, node, bin_dir), timeout=timeout,
-                         cwd=topo.directory)
+    try:
+        res = subprocess.run(["ip", "netns", "exec", state.namespaces[node.name], "sh", "-c", step.text],
+                             capture_output=True, text=True, env=exec_env(state, node, bin_dir), timeout=timeout,
+                             cwd=topo.directory)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"node {node.name}: exec {step.original!r} did not finish within {timeout:.0f}s") from None
     if res.returncode != 0:
         raise LabError(f"node {node.name}: exec {step.original!r} failed (exit {res.returncode}): "
                        f"{(res.stderr or res.stdout).strip()}")
