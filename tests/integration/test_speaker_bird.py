@@ -256,3 +256,55 @@ async def test_ipv6_on_an_ipv4_session_and_editing_one_peer_resets_only_it(lab, 
                what="exa6 re-established")
     assert await poll(lambda: bird1.routes("master6", "exa6").get("2001:db8:300::/64")) == ["2001:db8:1::1"]
     assert bird1.protocols()["exa4"]["since"] == before["exa4"]["since"]
+
+
+FROZEN_AGENT = """
+import sys, trio
+from calico_bgp.speaker import Neighbor, Speaker, Update
+async def main():
+    state, ns = sys.argv[1], sys.argv[2]
+    speaker = Speaker(state, netns=ns)
+    async with trio.open_nursery() as n:
+        await n.start(speaker.run)
+        await speaker.set_neighbors([Neighbor(peer_address="198.18.1.2", peer_as=65001, local_as=65000,
+                                              local_address="198.18.1.1", router_id="198.18.1.1", hold_time=9)])
+        await speaker.wait_state("198.18.1.2", "up")
+        print("up", flush=True)
+        seen = set()
+        async for ev in speaker.events:
+            if isinstance(ev, Update):
+                seen.update(ev.announced)
+                if len(seen) >= int(sys.argv[3]):
+                    print("received", len(seen), speaker.stats["malformed"], flush=True)
+trio.run(main)
+"""
+
+
+def test_a_frozen_agent_does_not_freeze_exabgp(lab):
+    """The agent stops reading (SIGSTOP) while BIRD floods 20k routes: the bridge keeps draining
+    ExaBGP, whose sessions keep their keepalives (hold time 9 s, frozen 15 s); nothing is lost."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    bird1: Bird = lab["bird1"]
+    n = 20_000
+    bird1.configure([BirdPeer("exa4", AS_BIRD, "198.18.1.1", AS_US, passive=True, hold_time=9)])
+    agent = subprocess.Popen([sys.executable, "-c", FROZEN_AGENT, str(lab["tmp"] / "spk"), lab["spk"], str(n)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert agent.stdout.readline().strip() == "up"
+        bird1.wait_established("exa4")
+        since = bird1.protocols()["exa4"]["since"]
+        os.kill(agent.pid, signal.SIGSTOP)
+        bird1.configure(static4=[f"198.19.{i // 256}.{i % 256}/32" for i in range(n)])
+        time.sleep(15)
+        assert bird1.established("exa4") and bird1.protocols()["exa4"]["since"] == since
+        os.kill(agent.pid, signal.SIGCONT)
+        line = agent.stdout.readline().split()
+        assert line[:2] == ["received", str(n)] and line[2] == "0", line
+        assert bird1.protocols()["exa4"]["since"] == since
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)
+        agent.kill()
+        agent.wait()
