@@ -1,6 +1,7 @@
 """The API bridge process and the Speaker's command side, with a fake ExaBGP / fake bridge."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -17,6 +18,17 @@ from calico_bgp.speaker.neighbor import Neighbor
 from calico_bgp.speaker.speaker import Speaker
 
 A, B = "198.18.0.2", "198.18.0.3"
+def bounded(seconds: float = 20):
+    """A hung test fails after `seconds` instead of holding the whole run."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        async def run(*args, **kwargs):
+            with trio.fail_after(seconds):
+                return await fn(*args, **kwargs)
+        return run
+    return wrap
+
+
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(3600)"]  # stands in for ExaBGP
 
 
@@ -136,6 +148,7 @@ async def connect(speaker: Speaker, exabgp_pid: int = 4242) -> FakeBridge:
     return bridge
 
 
+@bounded()
 async def test_speaker_reloads_batches_acks_and_replays_on_up(tmp_path: Path, nursery):
     speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER, max_in_flight=2)
     await nursery.start(speaker.run)
@@ -197,6 +210,7 @@ async def test_speaker_reloads_batches_acks_and_replays_on_up(tmp_path: Path, nu
     await bridge.send("done")
 
 
+@bounded()
 async def test_same_exabgp_new_bridge_replays_everyone_up(tmp_path: Path, nursery):
     speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER)
     await nursery.start(speaker.run)
@@ -217,6 +231,7 @@ async def test_same_exabgp_new_bridge_replays_everyone_up(tmp_path: Path, nurser
     await bridge.send("done")
 
 
+@bounded()
 async def test_commands_without_a_bridge_are_dropped_not_blocking(tmp_path: Path, nursery):
     speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER)
     await nursery.start(speaker.run)
@@ -227,6 +242,7 @@ async def test_commands_without_a_bridge_are_dropped_not_blocking(tmp_path: Path
     assert speaker.intent.routes_for(A)  # kept: replayed once the session is up
 
 
+@bounded()
 async def test_leftover_exabgp_from_pidfile_is_killed(tmp_path: Path, nursery):
     state = tmp_path / "s"
     state.mkdir()
@@ -244,6 +260,7 @@ async def test_leftover_exabgp_from_pidfile_is_killed(tmp_path: Path, nursery):
         leftover.wait()
 
 
+@bounded()
 async def test_crashed_exabgp_is_restarted(tmp_path: Path, nursery):
     from calico_bgp.speaker.process import Backoff
     speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER, backoff=Backoff(first=0.05))
@@ -259,6 +276,7 @@ async def test_crashed_exabgp_is_restarted(tmp_path: Path, nursery):
     assert speaker.stats["restarts"] == 1
 
 
+@bounded()
 async def test_a_command_left_unanswered_is_reported_as_a_stall(tmp_path: Path, nursery):
     speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER, stall_after=0.2)
     await nursery.start(speaker.run)
@@ -272,6 +290,7 @@ async def test_a_command_left_unanswered_is_reported_as_a_stall(tmp_path: Path, 
     await bridge.send("done")
 
 
+@bounded()
 async def test_an_exabgp_that_cannot_start_is_retried_not_fatal(tmp_path: Path, nursery):
     from calico_bgp.speaker.process import Backoff
     speaker = Speaker(tmp_path / "s", exabgp_cmd=[str(tmp_path / "no-such-exabgp")], backoff=Backoff(first=0.01))
@@ -282,6 +301,7 @@ async def test_an_exabgp_that_cannot_start_is_retried_not_fatal(tmp_path: Path, 
     await started(speaker)
 
 
+@bounded()
 async def test_a_client_that_is_not_a_bridge_does_not_replace_the_bridge(tmp_path: Path, nursery):
     speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER)
     await nursery.start(speaker.run)
