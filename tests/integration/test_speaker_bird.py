@@ -280,6 +280,14 @@ trio.run(main)
 """
 
 
+def readline(proc, timeout: float) -> str:
+    import select
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        raise AssertionError(f"no line from pid {proc.pid} within {timeout}s")
+    return proc.stdout.readline()
+
+
 def test_a_frozen_agent_does_not_freeze_exabgp(lab):
     """The agent stops reading (SIGSTOP) while BIRD floods 20k routes: the bridge keeps draining
     ExaBGP, whose sessions keep their keepalives (hold time 9 s, frozen 15 s); nothing is lost."""
@@ -293,7 +301,7 @@ def test_a_frozen_agent_does_not_freeze_exabgp(lab):
     agent = subprocess.Popen([sys.executable, "-c", FROZEN_AGENT, str(lab["tmp"] / "spk"), lab["spk"], str(n)],
                              stdout=subprocess.PIPE, text=True)
     try:
-        assert agent.stdout.readline().strip() == "up"
+        assert readline(agent, 30).strip() == "up"
         bird1.wait_established("exa4")
         since = bird1.protocols()["exa4"]["since"]
         os.kill(agent.pid, signal.SIGSTOP)
@@ -301,7 +309,7 @@ def test_a_frozen_agent_does_not_freeze_exabgp(lab):
         time.sleep(15)
         assert bird1.established("exa4") and bird1.protocols()["exa4"]["since"] == since
         os.kill(agent.pid, signal.SIGCONT)
-        line = agent.stdout.readline().split()
+        line = readline(agent, 60).split()
         assert line[:2] == ["received", str(n)] and line[2] == "0", line
         assert bird1.protocols()["exa4"]["since"] == since
     finally:

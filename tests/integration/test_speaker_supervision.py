@@ -23,6 +23,14 @@ AGENT = textwrap.dedent("""
 """)
 
 
+def readline(proc, timeout: float = 30) -> str:
+    import select
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        raise AssertionError(f"no line from pid {proc.pid} within {timeout}s")
+    return proc.stdout.readline()
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -40,7 +48,7 @@ def test_exabgp_and_bridge_die_with_a_killed_agent_and_a_new_agent_replaces_left
     state = tmp_path / "state"
     agent = subprocess.Popen([sys.executable, "-c", AGENT, str(state)], stdout=subprocess.PIPE, text=True)
     try:
-        line = agent.stdout.readline()
+        line = readline(agent)
         assert line.startswith("connected"), line
         exabgp = int(line.split()[1])
         bridges = children_of(exabgp)
@@ -71,7 +79,7 @@ def test_restarted_agent_kills_the_exabgp_a_previous_one_left(tmp_path: Path):
     (state / "exabgp.pid").write_text(f"{old.pid}\n")
     agent = subprocess.Popen([sys.executable, "-c", AGENT, str(state)], stdout=subprocess.PIPE, text=True)
     try:
-        line = agent.stdout.readline()
+        line = readline(agent)
         assert line.startswith("connected"), line
         assert old.wait(timeout=10) is not None
         assert int(line.split()[1]) != old.pid
