@@ -150,7 +150,7 @@ class Fault:
 
 
 def _routes_ok(state: LabState) -> bool:
-    return all(not p for p in check.route_problems(observe.agents(state)).values())
+    return all(not p for p in check.route_problems(observe.agents(state), strict=False).values())
 
 
 def _sessions_to(state: LabState, addrs: set[str]) -> list[tuple[str, check.SessionView]]:
@@ -213,11 +213,11 @@ class LinkCut(Fault):
             self.link = agent_links[0]
         self.target = f"{self.link.a}-{self.link.b}"
         # the sessions that ran over the link: agent sessions to addresses on the far end
-        self.addrs: set[str] = set()
+        self.pairs: set[tuple[str, str]] = set()   # (agent node, peer address)
         for near, far in ((self.link.a, self.link.b), (self.link.b, self.link.a)):
             if near.node in self.state.agents and far.node in self.state.namespaces:
                 far_addrs = observe.namespace_addresses(self.state.namespaces[far.node])
-                self.addrs |= {s.peer for n, s in _sessions_to(self.state, far_addrs) if n == near.node}
+                self.pairs |= {(n, s.peer) for n, s in _sessions_to(self.state, far_addrs) if n == near.node}
 
     def _set(self, updown: str) -> None:
         for ep in (self.link.a, self.link.b):
@@ -227,7 +227,8 @@ class LinkCut(Fault):
         self._set("down")
 
     def noticed(self) -> bool:
-        return all(s.state != "Established" for _, s in _sessions_to(self.state, self.addrs)) and _routes_ok(self.state)
+        over_link = [s for n, s in _sessions_to(self.state, {p for _, p in self.pairs}) if (n, s.peer) in self.pairs]
+        return all(s.state != "Established" for s in over_link) and _routes_ok(self.state)
 
     def repair(self) -> None:
         self._set("up")
@@ -335,18 +336,26 @@ def run(state: LabState, topo: Topology, scenario: str, target: str | None = Non
     time.sleep(1.0)  # a clean baseline of pings
     say(f"injecting {scenario} on {fault.target}")
     t0 = time.monotonic()
-    fault.inject()
-    fault_t = _wait(fault.noticed, timeout)
-    say(f"  fault noticed and routed around after {_secs(fault_t)}")
-    rest = outage - (time.monotonic() - t0)
-    if rest > 0:
-        say(f"  keeping the fault for {outage:.0f}s")
-        time.sleep(rest)
-    say("repairing")
-    t1 = time.monotonic()
-    fault.repair()
-    repair_t = _wait(fault.repaired, timeout)
-    say(f"  re-converged after {_secs(repair_t)}")
+    repaired = False
+    try:
+        fault.inject()
+        fault_t = _wait(fault.noticed, timeout)
+        say(f"  fault noticed and routed around after {_secs(fault_t)}")
+        rest = outage - (time.monotonic() - t0)
+        if rest > 0:
+            say(f"  keeping the fault for {outage:.0f}s")
+            time.sleep(rest)
+        say("repairing")
+        t1 = time.monotonic()
+        fault.repair()
+        repaired = True
+        repair_t = _wait(fault.repaired, timeout)
+        say(f"  re-converged after {_secs(repair_t)}")
+    finally:
+        if not repaired:  # interrupted or failed: never leave the lab broken
+            fault.repair()
+            pingers.stop()
+            watcher.stop()
     time.sleep(1.0)
     sent, lost = pingers.stop()
     routes_lost = watcher.stop()
