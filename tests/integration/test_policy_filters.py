@@ -138,6 +138,8 @@ def test_deny_allow_failsafe_and_removal(lab: Lab):
     assert lab.counter(RuleId("f", 0)) >= 4       # 3 from D + 1 from E
     assert lab.counter(RuleId("f", 2)) >= 3
     assert lab.counter(RuleId("f", 1)) >= 2       # the Allow counts what it passes
+    deny = next(c for c in lab.engine.counters() if c.rule_id == RuleId("f", 0))
+    assert deny.bytes == 84 * deny.packets        # L3 bytes (a default ping is 84) in every mode
 
     with listener(lab, 179), listener(lab, 8080):
         before = lab.counter(FAILSAFE_RULE)
