@@ -22,7 +22,7 @@ import trio
 
 from calico_bgp import bgpfilter, desired, model, status as st, topology
 from calico_bgp.cluster import ClusterState, ClusterView
-from calico_bgp.damping import Dampener, DampingParams
+from calico_bgp.damping import Dampener, DampingChange, DampingParams
 from calico_bgp.eventlog import EventLog
 from calico_bgp.datastore import DatastoreError, Keys
 from calico_bgp.resources import ResourceStore
@@ -186,7 +186,9 @@ class NodeAgent:
         params = DampingParams(half_life=damp.half_life, reuse=damp.reuse, suppress=damp.suppress,
                                max_suppress=damp.max_suppress)
         if params != self.dampener.params or damp.enabled != self.dampener.enabled:
-            self.dampener = Dampener(params, enabled=damp.enabled)
+            # keep the paths seen and penalties earned; turning damping off releases what it suppressed
+            self.dampener, released = self.dampener.reconfigured(params, damp.enabled, trio.current_time())
+            await self._released(released)
 
         sessions = {s.peer_address: s for s in topology.sessions_for(me, list(state.nodes.values()), cfg,
                                                                       state.peers.values())}
@@ -195,6 +197,8 @@ class NodeAgent:
         for gone in set(self.sessions) - set(sessions):
             self._forget_peer(gone)
         self.sessions = sessions
+        for addr, sess in sessions.items():
+            self.metrics.init_peer(addr, sess.kind)
         self.rib_peers = {a: self._rib_peer(s, state) for a, s in sessions.items()}
         await self.speaker.set_neighbors([n for n in neighbors if n is not None])
 
@@ -509,21 +513,25 @@ class NodeAgent:
             await trio.sleep(min(wait + 0.01, 5.0) if wait is not None else 1.0)
             out = self.dampener.release(trio.current_time())
             self.metrics.damped_prefixes.set(len(self.dampener.suppressed(trio.current_time())))
-            if not out.announce or self.rib is None:
-                continue
-            for key in out.reused:
-                self.events.emit("damping_end", peer=key[0], prefix=str(key[1]))
-                self.metrics.damping_events.labels("reuse").inc()
-            changed: set[Prefix] = set()
-            by_peer: dict[str, dict[Prefix, PathAttrs]] = {}
-            for (peer, prefix), a in out.announce.items():
-                by_peer.setdefault(peer, {})[prefix] = a  # type: ignore[index]
-            for peer, ann in by_peer.items():
-                if peer in self.rib_peers:
-                    changed |= self.rib.update(self.rib_peers[peer], ann)
-            if changed:
-                self._mark_kernel_dirty()
-                await self._reflect(changed)
+            await self._released(out)
+
+    async def _released(self, out: DampingChange) -> None:
+        """Paths damping let go of: an event each (withdrawn ones too), and the announced ones to the RIB."""
+        for key in out.reused:
+            self.events.emit("damping_end", peer=key[0], prefix=str(key[1]))
+            self.metrics.damping_events.labels("reuse").inc()
+        if not out.announce or self.rib is None:
+            return
+        changed: set[Prefix] = set()
+        by_peer: dict[str, dict[Prefix, PathAttrs]] = {}
+        for (peer, prefix), a in out.announce.items():
+            by_peer.setdefault(peer, {})[prefix] = a  # type: ignore[index]
+        for peer, ann in by_peer.items():
+            if peer in self.rib_peers:
+                changed |= self.rib.update(self.rib_peers[peer], ann)
+        if changed:
+            self._mark_kernel_dirty()
+            await self._reflect(changed)
 
     # ------------------------------------------------------------------ status
     def build_status(self) -> st.NodeStatus:

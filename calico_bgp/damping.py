@@ -119,6 +119,21 @@ class Dampener(Generic[A]):
         self._state[key] = new
         return new
 
+    def reconfigured(self, params: DampingParams, enabled: bool, now: float) -> tuple["Dampener[A]", DampingChange]:
+        """The same paths and penalties under new parameters. Turned off, everything suppressed is
+        released (returned like `release()` does); otherwise the next `release()` applies the new reuse."""
+        new: Dampener[A] = Dampener(params, enabled)
+        new._latest = dict(self._latest)
+        out = DampingChange({}, [], [], [])
+        for key, st in self._state.items():
+            if enabled:
+                new._state[key] = attrs.evolve(st, penalty=self.params.decay(st.penalty, now - st.updated), updated=now)
+            elif st.suppressed:
+                out.reused.append(key)
+                if key in self._latest:
+                    out.announce[key] = self._latest[key]
+        return new, out
+
     def peer_down(self, peer: str) -> None:
         """A session drop withdraws everything; penalties stay (the flap is counted per prefix by update())."""
         for key in [k for k in self._latest if k[0] == peer]:

@@ -63,6 +63,12 @@ class Metrics:
         for s in SESSION_STATES:
             self.peer_state.labels(peer, peer_type, s).set(1 if s == state else 0)
 
+    def init_peer(self, peer: str, peer_type: str) -> None:
+        """Counters of a configured peer start at 0, so increase() sees its first flap."""
+        for metric in (self.peer_transitions, self.peer_flaps, self.updates_received, self.withdrawals_received,
+                       self.updates_sent, self.withdrawals_sent):
+            metric.labels(peer, peer_type)
+
     def forget_peer(self, peer: str, peer_type: str) -> None:
         """Drop a removed peer's series so dashboards do not show ghosts."""
         for metric in (self.peer_established_seconds, self.peer_transitions, self.peer_flaps, self.peer_flap_score,
