@@ -287,40 +287,44 @@ class Speaker:
                 continue
             if key is None or key not in self.intent.neighbors:
                 continue
-            changes = self.intent.replay(key)
-            self.stats["replays"] += 1
-            self.stats["replayed_routes"] += len(changes)
-            log.info("replay peer=%s routes=%d", key, len(changes))
-            await self._apply(changes)
+            async with self._send_lock:
+                changes = self.intent.replay(key)
+                self.stats["replays"] += 1
+                self.stats["replayed_routes"] += len(changes)
+                log.info("replay peer=%s routes=%d", key, len(changes))
+                await self._send_locked(self._lines(changes))
 
     # -- commands ------------------------------------------------------------------------
     async def send(self, lines: Iterable[str]) -> int:
         """Send command lines within the in-flight window; returns how many went out."""
+        async with self._send_lock:
+            return await self._send_locked(lines)
+
+    async def _send_locked(self, lines: Iterable[str]) -> int:
+        # the caller holds _send_lock: a batch goes out whole, in the order its intent changed
         sent = 0
         for line in lines:
             if "\n" in line:
                 raise ValueError("a command is one line")
-            async with self._send_lock:
-                await self.window.reserve()
-                conn = self._conn
-                if conn is None:
-                    self.stats["dropped_commands"] += 1
-                    continue
-                self.window.add(line)
-                try:
-                    await conn.send_all(line.encode() + b"\n")
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self.stats["dropped_commands"] += 1
-                    continue
-                sent += 1
+            await self.window.reserve()
+            conn = self._conn
+            if conn is None:
+                self.stats["dropped_commands"] += 1
+                continue
+            self.window.add(line)
+            try:
+                await conn.send_all(line.encode() + b"\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.stats["dropped_commands"] += 1
+                continue
+            sent += 1
         return sent
 
-    async def _apply(self, changes: list[RouteChange]) -> int:
+    def _lines(self, changes: list[RouteChange]) -> list[str]:
         configured = self.intent.neighbors
         ready = [cmds.resolve_self(c, configured[c.neighbor].self_next_hop(family_of(c.prefix)))
                  for c in changes if c.neighbor in configured]
-        lines = cmds.batch(ready, self.max_nlri)
-        return await self.send(lines)
+        return cmds.batch(ready, self.max_nlri)
 
     async def announce(self, neighbors: Iterable[str] | None, prefixes: Iterable[str], next_hop: str = "self",
                        *, wait: bool = False, **attributes: object) -> int:
@@ -330,15 +334,22 @@ class Speaker:
         originator_id, cluster_list (see RouteSpec). Returns the number of route changes sent.
         """
         spec = RouteSpec(next_hop=next_hop, **attributes)  # type: ignore[arg-type]
-        changes = self.intent.announce(self._keys(neighbors), prefixes, spec)
-        await self._apply(changes)
+        keys = self._keys(neighbors)
+        prefixes = list(prefixes)
+        # intent change and its commands under one lock: a replay or withdraw cannot slip between
+        async with self._send_lock:
+            changes = self.intent.announce(keys, prefixes, spec)
+            await self._send_locked(self._lines(changes))
         if wait:
             await self.window.drained()
         return len(changes)
 
     async def withdraw(self, neighbors: Iterable[str] | None, prefixes: Iterable[str], *, wait: bool = False) -> int:
-        changes = self.intent.withdraw(self._keys(neighbors), prefixes)
-        await self._apply(changes)
+        keys = self._keys(neighbors)
+        prefixes = list(prefixes)
+        async with self._send_lock:
+            changes = self.intent.withdraw(keys, prefixes)
+            await self._send_locked(self._lines(changes))
         if wait:
             await self.window.drained()
         return len(changes)
@@ -371,7 +382,8 @@ class Speaker:
             with trio.move_on_after(teardown_wait):
                 while any(self.peers.get(k) and self.peers[k].state == "up" for k in going):
                     await self._changed.wait()
-        self.intent.set_neighbors(new.values())
+        async with self._send_lock:
+            self.intent.set_neighbors(new.values())
         for k in removed:
             self.peers.pop(k, None)
         if not self._write_config():

@@ -315,3 +315,34 @@ async def test_a_client_that_is_not_a_bridge_does_not_replace_the_bridge(tmp_pat
     nursery.start_soon(speaker.set_neighbors, [nb(A)])
     assert await bridge.command() == "reload"
     await bridge.send("done")
+
+
+@bounded()
+async def test_a_withdraw_never_overtakes_a_replay_in_progress(tmp_path: Path, nursery):
+    speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER, max_in_flight=1)
+    await nursery.start(speaker.run)
+    await started(speaker)
+    await speaker.set_neighbors([nb(A)])
+    bridge = await connect(speaker)
+    assert await bridge.command() == "reload"
+    await bridge.send("done")
+    async def two():
+        await speaker.announce(None, ["198.19.1.0/24"])
+        await speaker.announce(None, ["198.19.2.0/24"], local_pref=50)
+    nursery.start_soon(two)
+    # the window holds one command: the first announce; the second waits
+    got = [await bridge.command()]
+    await bridge.send("done")
+    got.append(await bridge.command())
+    await bridge.send("done")
+    await bridge.send(state_line(A, "up"))  # replay: two lines, one at a time
+    first = await bridge.command()
+    nursery.start_soon(speaker.withdraw, None, ["198.19.2.0/24"])
+    await trio.testing.wait_all_tasks_blocked()
+    await bridge.send("done")
+    second = await bridge.command()
+    await bridge.send("done")
+    third = await bridge.command()
+    await bridge.send("done")
+    assert "announce" in first and "announce" in second and "198.19.2.0/24" in first + second
+    assert third.startswith(f"neighbor {A} withdraw") and "198.19.2.0/24" in third
