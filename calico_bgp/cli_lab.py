@@ -68,12 +68,13 @@ def lab() -> None:
 @lab.command("up")
 @click.argument("topology", type=click.Path(exists=True, dir_okay=False))
 @run_dir_option
+@click.option("--name", "lab_name", help="Lab name instead of the topology's `name` (as `containerlab deploy --name`).")
 @_guard
-def up_cmd(topology: str, run_dir: str | None) -> None:
+def up_cmd(topology: str, run_dir: str | None, lab_name: str | None) -> None:
     """Realise TOPOLOGY (a *.clab.yml): namespaces, links, etcd, routers, agents, workloads."""
     from lab import runtime
 
-    runtime.up(Path(topology), Path(run_dir) if run_dir else None, progress=_progress)
+    runtime.up(Path(topology), Path(run_dir) if run_dir else None, progress=_progress, name=lab_name)
 
 
 @lab.command("down")

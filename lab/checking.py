@@ -13,7 +13,7 @@ def check_once(state: LabState, topo: Topology, pings: bool = True) -> check.Che
     agents = observe.agents(state)
     routers = observe.routers(state, topo)
     items = check.sessions_items(agents, routers) + check.routes_items(agents)
-    if pings:
+    if pings and state.workloads:
         if all(i.ok for i in items):
             items += check.ping_items(observe.ping_all(state))
         else:

@@ -54,9 +54,10 @@ def preflight(topo: Topology) -> dict[str, list[execs.Step]]:
         except execs.ExecError as exc:
             problems.append(f"node {node.name}: {exc}")
     res = topo.resources_path()
-    if not res.exists():
+    agents = [s for steps in plans.values() for s in steps if isinstance(s, execs.AgentStart)]
+    if agents and not res.exists():
         problems.append(f"no resources file {res.name} beside the topology (BGPConfiguration, IPPools, BGPPeers, Nodes)")
-    else:
+    elif res.exists():
         from calico_bgp.resources import load_documents
         try:
             load_documents(res.read_text())
@@ -69,9 +70,6 @@ def preflight(topo: Topology) -> dict[str, list[execs.Step]]:
             problems.append(f"node {node.name}: {node.role} needs `{binary}` (./bootstrap.sh setup installs it)")
     if find_etcd() is None:
         problems.append("no etcd binary (./bootstrap.sh setup installs Debian's etcd-server)")
-    agents = [s for steps in plans.values() for s in steps if isinstance(s, execs.AgentStart)]
-    if not agents:
-        problems.append("no node starts the agent (an exec running `calico-bgp node run ...`)")
     if problems:
         raise UnsupportedTopology(topo.path, problems)
     return plans
@@ -83,9 +81,13 @@ def tag_for(topo: Topology) -> str:
     return topo.container_name("")[:-1] if topo.prefix else topo.name
 
 
-def up(path: Path, run_dir: Path | None = None, progress: Progress = _quiet) -> LabState:
+def up(path: Path, run_dir: Path | None = None, progress: Progress = _quiet, name: str | None = None) -> LabState:
+    """Realise the topology at `path`; `name` overrides its `name` (as `containerlab deploy --name`)."""
     t0 = time.monotonic()
     topo = load_topology(path)
+    if name:
+        import attrs
+        topo = attrs.evolve(topo, name=name)
     plans = preflight(topo)
     run_dir = Path(run_dir or run_dir_for(topo.name)).resolve()
     if (run_dir / "state.json").exists() or (run_dir / "ledger" / "ledger.json").exists():
@@ -108,10 +110,13 @@ def up(path: Path, run_dir: Path | None = None, progress: Progress = _quiet) -> 
                          namespaces=namespaces, routers={}, mgmt_ns=mgmt_ns, started=time.time())
         save(state)
         res = topo.resources_path()
-        progress(f"[4/{steps}] resources: calico-bgp apply -f {res.name}")
-        out = cli(state, "apply", "-f", str(res))
-        for line in out.strip().splitlines():
-            progress(f"      {line}")
+        if res.exists():
+            progress(f"[4/{steps}] resources: calico-bgp apply -f {res.name}")
+            out = cli(state, "apply", "-f", str(res))
+            for line in out.strip().splitlines():
+                progress(f"      {line}")
+        else:
+            progress(f"[4/{steps}] resources: none ({res.name} does not exist; no node runs an agent)")
         routers = topo.by_role("frr", "bird", "gobgp")
         progress(f"[5/{steps}] fabric routers: " + (", ".join(f"{n.name} ({n.role})" for n in routers) or "none"))
         pids: dict[str, tuple[int, ...]] = {}
