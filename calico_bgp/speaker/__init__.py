@@ -12,7 +12,7 @@
 """
 from calico_bgp.speaker.commands import RouteSpec
 from calico_bgp.speaker.errors import (
-    ExaBGPCrashed, ExaBGPUnavailable, InvalidNeighbor, InvalidRoute, MalformedMessage, SpeakerError,
+    InvalidNeighbor, InvalidRoute, MalformedMessage, SpeakerError,
 )
 from calico_bgp.speaker.events import (
     BridgeConnected, BridgeLost, EndOfRib, Event, ExaBGPShutdown, Notification, PathAttributes, PeerState, Update,
@@ -21,7 +21,7 @@ from calico_bgp.speaker.neighbor import IPV4_UNICAST, IPV6_UNICAST, Neighbor
 from calico_bgp.speaker.speaker import Speaker
 
 __all__ = [
-    "BridgeConnected", "BridgeLost", "EndOfRib", "Event", "ExaBGPCrashed", "ExaBGPShutdown", "ExaBGPUnavailable",
+    "BridgeConnected", "BridgeLost", "EndOfRib", "Event", "ExaBGPShutdown",
     "IPV4_UNICAST", "IPV6_UNICAST", "InvalidNeighbor", "InvalidRoute", "MalformedMessage", "Neighbor",
     "Notification", "PathAttributes", "PeerState", "RouteSpec", "Speaker", "SpeakerError", "Update",
 ]

@@ -18,14 +18,6 @@ class InvalidRoute(SpeakerError, ValueError):
     """A prefix or route attribute that cannot be turned into an ExaBGP command."""
 
 
-class ExaBGPUnavailable(SpeakerError):
-    """ExaBGP (or its API bridge) is not running or not connected."""
-
-
-class ExaBGPCrashed(SpeakerError):
-    """ExaBGP exited on its own; the supervisor restarts it with backoff."""
-
-
 class MalformedMessage(SpeakerError, ValueError):
     """A line from ExaBGP that is not an ack, not known text and not a message we can decode."""
 

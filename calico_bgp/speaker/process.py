@@ -22,7 +22,6 @@ from typing import Callable, Mapping, Sequence
 
 import trio
 
-from calico_bgp.speaker.errors import ExaBGPCrashed
 
 log = logging.getLogger("calico_bgp.speaker.process")
 
@@ -187,4 +186,4 @@ class Backoff:
         return d
 
 
-__all__ = ["Backoff", "ExaBGPCrashed", "ExaBGPProcess", "exabgp_command", "exabgp_env", "kill_leftover"]
+__all__ = ["Backoff", "ExaBGPProcess", "exabgp_command", "exabgp_env", "kill_leftover"]
