@@ -10,6 +10,8 @@ netfilter ingress), so rx = softirq / packets is the receive cost per packet; cp
 CPU / packets includes the sender and whatever else runs on the machine. `down` (receiver veth
 down) and `none` (no filter: up the stack to a closed UDP port) frame the figures.
 Rounds interleave the variants so machine noise hits them alike; the best round per variant is kept.
+Also the programs alone: BPF_PROG_TEST_RUN of one denied frame, a million times, in the kernel
+(no veth, no noise from the rest of the receive path).
 Target (issue 8): ours <= 1.1x the reference per packet, and below nftables.
 Namespaces, pins and the bpffs mount are removed on exit, even on failure.
 """
@@ -183,6 +185,7 @@ def main() -> int:
         _sh("clang", "-O2", "-target", "bpf", arch, "-c", str(ref_src), "-o", str(tmp / "ref.o"))
         ensure_bpffs(pin_root)   # one mount for both programs' pins, removed at the end
 
+        test_run = program_cost(nets, fs, tmp, pin_root)
         for rnd in range(a.rounds):
             for v in variants:
                 print(f"round {rnd + 1}/{a.rounds}: {v}", file=sys.stderr, flush=True)
@@ -197,8 +200,35 @@ def main() -> int:
             with contextlib.suppress(OSError):
                 p.rmdir()
         subprocess.run(["rm", "-rf", str(tmp)])
-    report(results, a.json)
+    report(results, a.json, test_run)
     return 0
+
+
+def program_cost(nets, fs: FilterSet, tmp: Path, pin_root: Path) -> dict[str, float]:
+    """The programs alone, in the kernel (BPF_PROG_TEST_RUN on one denied 60-byte frame): ns/packet."""
+    from dataplane.filter_xdp import XdpFilter
+
+    src = ipaddress.IPv4Address(SRC).packed
+    pkt = (b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + bytes([0x45, 0, 0, 46, 0, 1, 0, 0, 64, 17, 0, 0]) + src
+           + ipaddress.IPv4Address(DST).packed + bytes([0x9c, 0x40, 0, 9, 0, 26, 0, 0]) + b"x" * 18)
+    out: dict[str, float] = {}
+    ref_loader = XdpLoader(pin_root / "cost-ref", obj_path=tmp / "ref.o")
+    ref = ref_loader.open_or_load("t")
+    ours_filter = XdpFilter(pin_root=pin_root / "cost-ours", state_dir=tmp / "cost-state")
+    ours = ours_filter.loader.open_or_load("t")
+    try:
+        for n in nets:
+            key = (n.prefixlen).to_bytes(4, sys.byteorder) + n.network_address.packed
+            bpf.map_update(ref.maps["ref_v4"], key, (1).to_bytes(4, sys.byteorder))
+        ours_filter.program_maps(ours, fs.interfaces[0])
+        for name, fd in (("reference", ref.prog_fd), ("xdp", ours.prog_fd)):
+            runs = [bpf.prog_test_run(fd, pkt, repeat=1_000_000) for _ in range(5)]
+            assert all(r[0] == 1 for r in runs), f"{name} did not drop"
+            out[name] = float(min(r[1] for r in runs))
+    finally:
+        ref.close()
+        ours.close()
+    return out
 
 
 def run_variant(v: str, snd: str, rcv: str, fs: FilterSet, nets, tmp: Path, pin_root: Path, seconds: float) -> dict:
@@ -239,7 +269,7 @@ def run_variant(v: str, snd: str, rcv: str, fs: FilterSet, nets, tmp: Path, pin_
             engine.remove()
 
 
-def report(results: dict[str, list[dict]], as_json: bool) -> None:
+def report(results: dict[str, list[dict]], as_json: bool, test_run: dict[str, float]) -> None:
     """Per variant the round with the least softirq per packet (the receive path; the least noisy
     figure on a shared machine). cpu ns/pkt counts every CPU's non-idle time, other tenants included."""
     best = {v: min(rs, key=lambda r: r["softirq_ns"]) for v, rs in results.items() if rs}
@@ -251,8 +281,11 @@ def report(results: dict[str, list[dict]], as_json: bool) -> None:
         figures[v] = {**r, "vs_reference": ratio}
         print(f"{v:<12} {r['pps']:>10.0f} {r['dropped'] / max(r['sent'], 1):>8.1%} {r['softirq_ns']:>18.0f} "
               f"{ratio:>7.2f} {r['cpu_ns']:>11.0f}")
+    if test_run:
+        r, o = test_run["reference"], test_run["xdp"]
+        print(f"program alone (BPF_PROG_TEST_RUN, ns/packet): reference {r:.0f}, ours {o:.0f} ({o / r:.2f}x)")
     if as_json:
-        print(json.dumps(figures))
+        print(json.dumps({"veth": figures, "test_run": test_run}))
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ class XdpFilter:
             for f in fs.interfaces:
                 p = self.loader.open_or_load(f.interface)
                 pinned.append(p)
-                self._program(p, f)
+                self.program_maps(p, f)
             for p in pinned:
                 att = self.loader.attach(p, self.attach_mode)
                 log.info("event=xdp_filter_applied interface=%s prog_id=%d mode=%s", p.ifname, att.prog_id, att.mode)
@@ -154,7 +154,8 @@ class XdpFilter:
         for ifname in self.programmed():
             self.remove_interface(ifname)
 
-    def _program(self, p: PinnedFilter, f: InterfaceFilter) -> None:
+    def program_maps(self, p: PinnedFilter, f: InterfaceFilter) -> None:
+        """Bring `p`'s maps to `f`, in place, in the windowless order of the module docstring."""
         m = p.maps
         maps_id = self._maps_id(p)
         previous = self._load_slots(f.interface, maps_id)

@@ -23,6 +23,7 @@ BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
+BPF_PROG_TEST_RUN = 10
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 
@@ -220,3 +221,13 @@ def map_keys(fd: int, key_size: int) -> list[bytes]:
             raise
         key = nbuf.raw
         keys.append(key)
+
+
+def prog_test_run(fd: int, packet: bytes, repeat: int = 1) -> tuple[int, int]:
+    """Run a program on one packet in the kernel (BPF_PROG_TEST_RUN): (return code, ns per run)."""
+    data = ctypes.create_string_buffer(packet, len(packet))
+    a = _attr()
+    struct.pack_into("<IIIIQQII", a, 0, fd, 0, len(packet), 0, _addr(data), 0, repeat, 0)
+    _call(BPF_PROG_TEST_RUN, a, "PROG_TEST_RUN")
+    retval, duration = struct.unpack_from("<I", a, 4)[0], struct.unpack_from("<I", a, 36)[0]
+    return retval, duration
