@@ -7,8 +7,15 @@
         await speaker.announce(None, ["198.19.1.0/26"])           # every neighbor, next hop self
         async for event in speaker.events: ...                     # Update / EndOfRib / PeerState ...
 
-What the agent asked for is kept (RouteIntent) and replayed to a neighbor when its session comes
-up, because ExaBGP does not replay API routes to a neighbor that a reload added.
+- What the agent asked for is kept (RouteIntent) and replayed to a neighbor when its session comes
+  up: ExaBGP does not replay API routes to a neighbor that a reload added. Commands issued while
+  no bridge is connected are dropped (counted); the intent is what survives.
+- Flow control: at most `max_in_flight` commands await ExaBGP's `done`/`error`; acks are matched in
+  order. The bridge drains ExaBGP whatever the agent does, so ExaBGP never blocks on us.
+- Sessions: set_neighbors() rewrites the config and sends `reload` (never SIGUSR1 to an ExaBGP
+  that may still be starting); a removed neighbor that is up gets `teardown 2` first.
+- Events are delivered on an unbounded channel: the bridge reader must never wait on a consumer,
+  since acks travel on the same stream.
 """
 from __future__ import annotations
 
