@@ -241,6 +241,9 @@ class NodeAgent:
                 groups.setdefault(frozenset(per_prefix[prefix]), []).append(str(prefix))
             for neighbors, prefixes in groups.items():
                 sent += len(prefixes) * len(neighbors)
+                for n in neighbors:
+                    counter = self.metrics.withdrawals_sent if a is None else self.metrics.updates_sent
+                    counter.labels(n, self.sessions[n].kind).inc(len(prefixes))
                 if a is None:
                     await self.speaker.withdraw(sorted(neighbors), prefixes)
                 else:
@@ -486,6 +489,7 @@ class NodeAgent:
                 continue
             self.metrics.reconcile_runs.labels("routes").inc()
             self.metrics.reconcile_changes.labels("routes").inc(result.changes)
+            self.metrics.netlink_errors.inc(len(result.failures))
             if since is not None:
                 self.metrics.programming_latency.observe(trio.current_time() - since)
             self._status_dirty.set()
