@@ -7,6 +7,9 @@ what is programmed (pinned XDP program and maps, our nft table, our iptables cha
 
 Switching mode (auto fell back, or the configuration changed) programs the new mode first and
 removes the old one after, so the node is never unfiltered in between.
+
+Everything here blocks (syscalls, netlink, nft/iptables subprocesses): the agent calls it through
+`trio.to_thread.run_sync` (calico_bgp.policy.PolicyFilterReconciler does).
 """
 from __future__ import annotations
 

@@ -360,3 +360,21 @@ def test_reapply_repairs_state_changed_behind_its_back(lab: Lab):
     assert lab.ping(D, count=1)
     lab.engine.apply(fs)
     assert not lab.ping(D, count=1) and lab.ping(A, count=1)
+
+
+def test_filters_follow_their_interfaces(lab: Lab):
+    veth(lab.snd, "snd1", lab.rcv, "rcv1", addrs_a=("198.18.11.3/24",), addrs_b=("198.18.11.1/24",))
+
+    def ping1() -> bool:
+        return sh("ping", "-c", "1", "-W", "1", "-I", "198.18.11.3", "198.18.11.1", ns=lab.snd, check=False).returncode == 0
+
+    spec = rules([("198.18.0.0/15", "Deny")])
+    on = {name: compile_interface(name, spec, default_failsafe()) for name in (IFACE, "rcv1")}
+    lab.engine.apply(FilterSet((on[IFACE],)))
+    assert not lab.ping(D, count=1) and ping1()
+    lab.engine.apply(FilterSet((on["rcv1"],)))          # moved: off rcv0, on rcv1
+    assert lab.ping(D, count=1) and not ping1()
+    lab.engine.apply(FilterSet((on[IFACE], on["rcv1"])))
+    assert not lab.ping(D, count=1) and not ping1()
+    assert {c.interface for c in lab.engine.counters()} == {IFACE, "rcv1"}
+    assert sorted(lab.engine.programmed()) == [IFACE, "rcv1"]
