@@ -54,6 +54,7 @@ class AgentOptions:
     grace_timeout: float = 30.0            # keep adopted kernel routes at most this long after start
     settle: float = 1.0                    # quiet time after the last session came up before ending grace
     status_ttl: int = 15
+    ipam_sweep: float = 60.0               # seconds between sweeps releasing this node's empty blocks
 
 
 class NodeAgent:
@@ -112,6 +113,7 @@ class NodeAgent:
                 nursery.start_soon(self._damping_timer)
                 nursery.start_soon(self._publisher)
                 nursery.start_soon(self._stale_sweeper)
+                nursery.start_soon(self._ipam_sweeper)
                 if self.opts.metrics_port:
                     self.metrics.serve(self.opts.metrics_port, addr="0.0.0.0")
                 task_status.started()
@@ -408,6 +410,22 @@ class NodeAgent:
                 self._mark_kernel_dirty()
                 await self._reflect(changed)
         self._status_dirty.set()
+
+    async def _ipam_sweeper(self) -> None:
+        """Release this node's blocks once they have been seen empty by two sweeps, so a block does not
+        stay affine to a node for the node's whole life (Calico keeps them forever)."""
+        from ipam.allocator import BlockAllocator
+
+        allocator = BlockAllocator(self.client, self.keys)
+        while True:
+            await trio.sleep(self.opts.ipam_sweep)
+            try:
+                released = await allocator.reclaim_empty(self.opts.name)
+            except DatastoreError as exc:
+                log.warning("event=ipam_sweep_failed reason=%r", str(exc))
+                continue
+            for cidr in released:
+                self.events.emit("block_released", prefix=cidr, detail="empty for two sweeps")
 
     async def _stale_sweeper(self) -> None:
         """Drop what a peer did not re-send after our speaker restarted: once it has been up and quiet

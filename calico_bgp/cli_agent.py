@@ -39,10 +39,13 @@ def node() -> None:
 @click.option("--state-dir", type=click.Path(file_okay=False), help="Runtime files (default /run/calico-bgp/NAME).")
 @click.option("--grace", type=click.FloatRange(0), default=30.0, show_default=True,
               help="Seconds to keep routes from a previous run while sessions re-sync.")
+@click.option("--ipam-sweep", type=click.FloatRange(1), default=60.0, show_default=True,
+              help="Seconds between sweeps that release this node's empty blocks (after two sightings).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @pass_globals
 def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodetect: str | None, table: int,
-             protocol: int | None, metrics_port: int | None, state_dir: str | None, grace: float, log_level: str) -> None:
+             protocol: int | None, metrics_port: int | None, state_dir: str | None, grace: float, ipam_sweep: float,
+             log_level: str) -> None:
     """Run the agent until SIGTERM/SIGINT."""
     from calico_bgp.agent import AgentOptions, NodeAgent, configure_logging, state_dir_for
     from calico_bgp.model import name as check_name
@@ -61,7 +64,8 @@ def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodete
     configure_logging(log_level)
     opts = AgentOptions(name=name, ip=ip, ip6=ip6, ip_autodetect=ip_autodetect or (None if ip or ip6 else "first-found"),
                         table=table, protocol=protocol, metrics_port=metrics_port,
-                        state_dir=Path(state_dir) if state_dir else state_dir_for(name), grace_timeout=grace)
+                        state_dir=Path(state_dir) if state_dir else state_dir_for(name), grace_timeout=grace,
+                        ipam_sweep=ipam_sweep)
 
     async def main() -> None:
         async with g.client() as client:

@@ -84,7 +84,7 @@ class MeshCluster:
         proc = Process(self.ledger, ns, [*CLI, "--etcd-endpoints", self.etcd.unix_url, "--prefix", self.prefix,
                                           "node", "run", "--name", name, "--ip", f"{self.addrs[name]}/24",
                                           *(["--ip6", f"{self.addrs6[name]}/64"] if name in self.addrs6 else []),
-                                          "--state-dir", str(self.run_dir / "state" / name), "--grace", "10",
+                                          "--state-dir", str(self.run_dir / "state" / name), "--grace", "10", "--ipam-sweep", "1",
                                           "--log-level", "debug", *extra],
                        self.run_dir / "logs" / f"{name}.log")
         self.agents[name] = proc

@@ -161,3 +161,16 @@ def test_events_record_sessions_and_repairs(cluster):
     kinds = {(e["kind"], e["peer"]) for e in events()}
     assert ("session_up", c.addrs["n2"]) in kinds and ("session_down", c.addrs["n4"]) in kinds
     assert ("grace_end", "") in kinds
+
+
+def test_an_emptied_block_is_released_and_withdrawn(cluster):
+    c = cluster
+    block1 = _block_of(c, "n1")
+    c.cli("ipam", "release", "--handle", "w-n1")
+    # two sweeps one second apart see it empty: affinity released, blackhole and announcements gone
+    wait_for("n1's empty block released", lambda: block1 not in c.routes("n1"), timeout=15)
+    for n in ("n2", "n3"):
+        wait_for(f"n1's block withdrawn from {n}", lambda n=n: block1 not in c.routes(n), timeout=10)
+    import json
+    blocks = json.loads(c.cli("ipam", "show", "--show-blocks", "-o", "json").stdout)["blocks"]
+    assert block1 not in [b["cidr"] for b in blocks]
