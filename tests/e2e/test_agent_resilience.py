@@ -97,3 +97,33 @@ def test_corrupt_resource_is_named_and_ignored(pair):
     assert c.routes("n1") == before
     assert key in c.agents["n1"].log_path.read_text()
     assert c.sessions_up("n1", 2)
+
+
+def test_update_outside_every_pool_is_rejected_counted_and_kept_out_of_the_kernel(pair):
+    import json
+
+    from tests.routers import Bird, BirdPeer
+
+    c = pair
+    ns = c.add_node("tor", 60)
+    c.apply("""kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {name: tor}
+spec: {node: n1, peerIP: 198.18.0.60, asNumber: 65060}
+""")
+    bird = Bird(ns, router_id="198.18.0.60", tmp=c.run_dir / "tor")
+    try:
+        bird.configure([BirdPeer(name="n1", local_as=65060, neighbor="198.18.0.1", peer_as=64512,
+                                 local_address="198.18.0.60")],
+                       static4=["198.18.99.0/24", "198.19.250.0/24"])
+        bird.wait_established("n1", timeout=60)
+        wait_for("the in-pool prefix in n1's kernel", lambda: "198.19.250.0/24" in c.routes("n1"), timeout=30)
+        rejected = wait_for("the stray prefix rejected", lambda: json.loads(
+            c.cli("routes", "--node", "n1", "--rejected", "-o", "json").stdout)["n1"], timeout=15)
+        assert [(r["prefix"], r["peer"], r["reason"]) for r in rejected] == [
+            ("198.18.99.0/24", "198.18.0.60", "outside every IP pool")]
+        assert "198.18.99.0/24" not in c.routes("n1") and "198.18.99.0/24" not in c.routes("n2")
+        tor = [s for s in c.status("n1")["sessions"] if s["peer"] == "198.18.0.60"][0]
+        assert (tor["received"], tor["accepted"], tor["rejected"]) == (2, 1, 1)
+    finally:
+        bird.stop()
