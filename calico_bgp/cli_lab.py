@@ -123,8 +123,9 @@ def status_cmd(run_dir: str | None, lab_name: str | None, output: str) -> None:
     for a in agents:
         click.echo()
         click.echo(f"{a.node}: sessions")
-        click.echo(table([["  " + s.peer, s.peer_type, s.peer_node or "-", s.state] for s in a.sessions],
-                         ["  PEER", "TYPE", "NODE", "STATE"]))
+        click.echo(table([["  " + s.peer, s.peer_type, s.peer_node or s.peer_name or "-", s.state,
+                           _age(time.time() - s.since) if s.since else "-", str(s.flaps)] for s in a.sessions],
+                         ["  PEER", "TYPE", "NODE/PEER", "STATE", "SINCE", "FLAPS"]))
     if routers:
         click.echo()
         prefixes = observe.router_prefixes(state, topo)

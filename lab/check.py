@@ -26,6 +26,7 @@ class SessionView:
     peer_type: str = ""
     since: float = 0.0
     flaps: int = 0
+    peer_name: str = ""
 
 
 @attrs.frozen

@@ -82,7 +82,8 @@ def agents(state: LabState, statuses: dict[str, dict[str, Any]] | None = None) -
             continue
         sessions = tuple(SessionView(peer=s["peer"], state=s["state"], peer_node=s.get("peerNode", ""),
                                      peer_type=s.get("peerType", ""), since=float(s.get("since", 0) or 0),
-                                     flaps=int(s.get("flaps", 0) or 0)) for s in doc.get("sessions", []))
+                                     flaps=int(s.get("flaps", 0) or 0), peer_name=s.get("peerName", ""))
+                         for s in doc.get("sessions", []))
         out.append(AgentView(node=node, name=name, address=str(doc.get("address", "")).split("/")[0],
                              published=True, fresh=now - float(doc.get("updated", 0)) < STALE_AFTER,
                              in_grace=bool(doc.get("inGrace")), version=str(doc.get("version", "")),

@@ -107,7 +107,8 @@ def up(path: Path, run_dir: Path | None = None, progress: Progress = _quiet, nam
         progress(f"[3/{steps}] etcd on loopback and a unix socket")
         etcd = start_etcd(ledger, run_dir / "etcd")
         state = LabState(name=topo.name, topology=topo.path, run_dir=str(run_dir), tag=tag, etcd=etcd,
-                         namespaces=namespaces, routers={}, mgmt_ns=mgmt_ns, started=time.time())
+                         namespaces=namespaces, routers={}, mgmt_ns=mgmt_ns,
+                         started=time.time() - (time.monotonic() - t0))
         save(state)
         res = topo.resources_path()
         if res.exists():

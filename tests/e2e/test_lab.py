@@ -137,11 +137,13 @@ def _chaos(r: RunningLab, *args: str) -> dict:
 
 # --------------------------------------------------------------------------------------------- rack
 
+@pytest.fixture(scope="class")
+def rack():
+    with running(CLAB / "rack.clab.yml", f"t{os.getpid() % 10000}rack") as r:
+        yield r
+
+
 class TestRack:
-    @pytest.fixture(scope="class")
-    def rack(self):
-        with running(CLAB / "rack.clab.yml", f"t{os.getpid() % 10000}rack") as r:
-            yield r
 
     def test_up_check_and_ecmp_over_both_tors(self, rack):
         report = _check(rack)
@@ -163,18 +165,20 @@ class TestRack:
 
 # --------------------------------------------------------------------------------------------- rr
 
+@pytest.fixture(scope="class")
+def rr():
+    with running(CLAB / "rr.clab.yml", f"t{os.getpid() % 10000}rr") as r:
+        yield r
+
+
 class TestRouteReflectors:
-    @pytest.fixture(scope="class")
-    def rr(self):
-        with running(CLAB / "rr.clab.yml", f"t{os.getpid() % 10000}rr") as r:
-            yield r
 
     def test_up_check_next_hop_is_the_originating_client(self, rr):
         report = _check(rr)
         assert any("next hop = originating node" in i["detail"] for i in report["items"])
         status = json.loads(rr("status", "-o", "json").stdout)
         c1 = next(a for a in status["agents"] if a["node"] == "c1")
-        assert {s["peerNode"] for s in c1["sessions"]} == {"rr1", "rr2"}  # clients peer only with the reflectors
+        assert {s["peer_node"] for s in c1["sessions"]} == {"rr1", "rr2"}  # clients peer only with the reflectors
 
     def test_chaos_kill_one_reflector_clients_keep_each_others_routes(self, rr):
         result = _chaos(rr, "agent-kill", "--target", "rr1")
@@ -189,11 +193,13 @@ class TestRouteReflectors:
 
 # --------------------------------------------------------------------------------------------- mesh
 
+@pytest.fixture(scope="class")
+def mesh():
+    with running(CLAB / "mesh.clab.yml", f"t{os.getpid() % 10000}mesh") as r:
+        yield r
+
+
 class TestMesh:
-    @pytest.fixture(scope="class")
-    def mesh(self):
-        with running(CLAB / "mesh.clab.yml", f"t{os.getpid() % 10000}mesh") as r:
-            yield r
 
     def test_up_check_full_mesh(self, mesh):
         _check(mesh)
