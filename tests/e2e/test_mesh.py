@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -174,3 +175,21 @@ def test_an_emptied_block_is_released_and_withdrawn(cluster):
     import json
     blocks = json.loads(c.cli("ipam", "show", "--show-blocks", "-o", "json").stdout)["blocks"]
     assert block1 not in [b["cidr"] for b in blocks]
+
+
+@pytest.mark.parametrize("bad_peer, fragment", [
+    ("{peerIP: 198.18.0.300, asNumber: 65001}", "spec.peerIP"),
+    ("{peerIP: 198.18.0.9, asNumber: 0}", "spec.asNumber"),
+    ("{peerIP: 198.18.0.9, asNumber: 4294967296}", "spec.asNumber"),
+    ("{peerIP: 198.18.0.9, asNumber: 65001, node: ghost}", "Node 'ghost' does not exist"),
+    ("{peerIP: 198.18.0.9, asNumber: 65001, filters: [nope]}", "BGPFilter 'nope' does not exist"),
+])
+def test_bad_peer_is_refused_at_apply_and_nothing_running_changes(cluster, bad_peer, fragment):
+    c = cluster
+    before = {s["peer"]: s["since"] for s in c.status("n2")["sessions"]}
+    res = c.cli("apply", "-f", "-", check=False,
+                input=f"kind: BGPPeer\napiVersion: projectcalico.org/v3\nmetadata: {{name: bad}}\nspec: {bad_peer}\n")
+    assert res.returncode == 2 and fragment in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert json.loads(c.cli("get", "bgppeers", "-o", "json").stdout)["items"] == []
+    time.sleep(1)
+    assert {s["peer"]: s["since"] for s in c.status("n2")["sessions"]} == before
