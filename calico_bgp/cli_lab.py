@@ -1,7 +1,6 @@
 """`calico-bgp lab`: containerlab topologies on network namespaces (up, status, check, chaos, down)."""
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path

@@ -202,12 +202,12 @@ class LinkCut(Fault):
     def choose(self, target: str | None) -> None:
         links = self.topo.links
         if target:
-            found = [l for l in links if target in (str(l.a), str(l.b))]
+            found = [lk for lk in links if target in (str(lk.a), str(lk.b))]
             if not found:
                 raise LabError(f"link-cut: no link has endpoint {target!r}")
             self.link = found[0]
         else:
-            agent_links = [l for l in links if (l.a.node in self.state.agents) != (l.b.node in self.state.agents)]
+            agent_links = [lk for lk in links if (lk.a.node in self.state.agents) != (lk.b.node in self.state.agents)]
             if not agent_links:
                 raise LabError("link-cut: no link between an agent node and another node")
             self.link = agent_links[0]
