@@ -55,6 +55,7 @@ class AgentOptions:
     settle: float = 1.0                    # quiet time after the last session came up before ending grace
     status_ttl: int = 15
     ipam_sweep: float = 60.0               # seconds between sweeps releasing this node's empty blocks
+    filter_mode: str = "auto"              # PolicyFilter enforcement: auto | xdp | nft | iptables | off
 
 
 class NodeAgent:
@@ -69,6 +70,15 @@ class NodeAgent:
         kw = {} if opts.protocol is None else {"protocol": opts.protocol}
         self.programmer = RouteProgrammer(table=opts.table, **kw)
         self.events = EventLog(client, keys.events(opts.name), opts.name)
+        self.policy = None
+        if opts.filter_mode != "off":
+            from calico_bgp.policy import PolicyFilterReconciler
+            from dataplane.filter_engine import FilterEngine
+
+            state = Path(opts.state_dir)
+            self.policy = PolicyFilterReconciler(
+                FilterEngine(opts.filter_mode, pin_root=state / "bpf", state_dir=state / "filters"), self.metrics)
+        self._policy_dirty = trio.Event()
         self.programmer.on_repair = self._on_repair
         self.local: LocalSpeaker | None = None
         self.rib: Rib | None = None
@@ -88,6 +98,7 @@ class NodeAgent:
         self._stale_since: dict[str, float] = {}
         self.session_errors: dict[str, str] = {}  # peer -> why its session is not configured
         self._repair_window = (0.0, 0)
+        self.filter_mode = ""
         self._kernel_dirty = trio.Event()
         self._pending_since: float | None = None
         self._status_dirty = trio.Event()
@@ -114,6 +125,8 @@ class NodeAgent:
                 nursery.start_soon(self._publisher)
                 nursery.start_soon(self._stale_sweeper)
                 nursery.start_soon(self._ipam_sweeper)
+                if self.policy is not None:
+                    nursery.start_soon(self._policy_filters)
                 if self.opts.metrics_port:
                     self.metrics.serve(self.opts.metrics_port, addr="0.0.0.0")
                 task_status.started()
@@ -217,6 +230,7 @@ class NodeAgent:
         await self._export()
         await self._reflect(changed if changed else None)
         self._mark_kernel_dirty()
+        self._policy_dirty.set()
 
     def _filters_of(self, peer: str) -> list[model.BGPFilter]:
         s = self.sessions.get(peer)
@@ -410,6 +424,38 @@ class NodeAgent:
                 self._mark_kernel_dirty()
                 await self._reflect(changed)
         self._status_dirty.set()
+
+    async def _policy_filters(self) -> None:
+        """PolicyFilters for this node -> XDP (or the nft/iptables fallback); counters -> metrics.
+        On a change at once, and every 30 s regardless, which also repairs state changed behind our back."""
+        from calico_bgp.autodetect import EXCLUDED, read_interfaces
+
+        assert self.policy is not None
+        last_forced = trio.current_time()
+        while True:
+            with trio.move_on_after(5.0):
+                await self._policy_dirty.wait()
+            self._policy_dirty = trio.Event()
+            state = self.state
+            me = state.nodes.get(self.opts.name) if state else None
+            if state is None or me is None:
+                continue
+            interfaces = await trio.to_thread.run_sync(read_interfaces)
+            names = [i.name for i in interfaces]
+            own = {a.address.split("/")[0] for a in me.spec.addresses} | set(topology.node_addresses(me).values())
+            uplinks = [i.name for i in interfaces if not EXCLUDED.match(i.name) and any(str(a.ip) in own for a in i.addresses)]
+            force = trio.current_time() - last_forced >= 30.0
+            if force:
+                last_forced = trio.current_time()
+            before = self.policy.last_error
+            mode = await self.policy.reconcile(state.policies.values(), me.labels, names, uplinks, force=force)
+            if self.policy.last_error and self.policy.last_error != before:
+                self.events.emit("filter_rejected", detail=self.policy.last_error)
+            self.filter_mode = mode or ""
+            try:
+                await self.policy.export_metrics()
+            except Exception:  # noqa: BLE001 - counters are best effort; enforcement is what matters
+                log.exception("event=filter_metrics_failed")
 
     async def _ipam_sweeper(self) -> None:
         """Release this node's blocks once they have been seen empty by two sweeps, so a block does not
@@ -608,7 +654,8 @@ class NodeAgent:
             role="route-reflector" if self.local and self.local.is_reflector else "node",
             updated=now_w, started=self.started_wall, sessions=tuple(sessions), routes=tuple(routes),
             routes_total=total, kernel_routes=len(kernel), rejected=rejected, damped=damped,
-            announced=tuple(str(p) for p in sorted(self.own, key=_pkey)), in_grace=self.programmer.in_grace)
+            announced=tuple(str(p) for p in sorted(self.own, key=_pkey)), in_grace=self.programmer.in_grace,
+            filter_mode=self.filter_mode)
 
     async def _publisher(self) -> None:
         """status/<node>, bound to a lease: it disappears when the agent is gone. Survives etcd outages."""

@@ -41,11 +41,13 @@ def node() -> None:
               help="Seconds to keep routes from a previous run while sessions re-sync.")
 @click.option("--ipam-sweep", type=click.FloatRange(1), default=60.0, show_default=True,
               help="Seconds between sweeps that release this node's empty blocks (after two sightings).")
+@click.option("--filter-mode", type=click.Choice(["auto", "xdp", "nft", "iptables", "off"]), default="auto",
+              show_default=True, help="How PolicyFilters are enforced (auto: XDP, else nftables, else iptables).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @pass_globals
 def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodetect: str | None, table: int,
              protocol: int | None, metrics_port: int | None, state_dir: str | None, grace: float, ipam_sweep: float,
-             log_level: str) -> None:
+             filter_mode: str, log_level: str) -> None:
     """Run the agent until SIGTERM/SIGINT."""
     from calico_bgp.agent import AgentOptions, NodeAgent, configure_logging, state_dir_for
     from calico_bgp.model import name as check_name
@@ -65,7 +67,7 @@ def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodete
     opts = AgentOptions(name=name, ip=ip, ip6=ip6, ip_autodetect=ip_autodetect or (None if ip or ip6 else "first-found"),
                         table=table, protocol=protocol, metrics_port=metrics_port,
                         state_dir=Path(state_dir) if state_dir else state_dir_for(name), grace_timeout=grace,
-                        ipam_sweep=ipam_sweep)
+                        ipam_sweep=ipam_sweep, filter_mode=filter_mode)
 
     async def main() -> None:
         async with g.client() as client:
@@ -142,6 +144,7 @@ def status_cmd(g: Globals, node_name: str | None, output: str) -> None:
         stale = "" if now - s.updated < 30 else f"  (stale: last update {_age(now - s.updated)} ago)"
         click.echo(f"Node {s.node}: {s.role}, AS {s.asn}, router id {s.router_id}, version {s.version}, "
                    f"{s.routes_total} learned routes, {s.kernel_routes} in kernel"
+                   f"{', filters: ' + s.filter_mode if s.filter_mode else ''}"
                    f"{', grace period' if s.in_grace else ''}{stale}")
         rows = [[x.peer, x.peer_type, x.state, _since(x.since), x.info or "-", f"{x.received}/{x.accepted}",
                  str(x.flaps), _age(x.uptime) if x.uptime else "-", f"{x.churn_rate:.1f}/s"] for x in s.sessions]

@@ -147,3 +147,8 @@ class MeshCluster:
         for p in self.agents.values():
             p.stop(timeout=10)
         self.ledger.teardown()
+        # bpffs mounts the agents made for pinned XDP state under their state dirs
+        for line in reversed(Path("/proc/mounts").read_text().splitlines()):
+            target = line.split()[1]
+            if target.startswith(str(self.run_dir)):
+                subprocess.run(["umount", "-l", target], capture_output=True)
