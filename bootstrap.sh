@@ -42,8 +42,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ ! -f "$stamp" ]; then
   step "venv: installing calico-bgp and its pinned dependencies"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -c constraints.txt -e '.[test]'
+  log=.venv/pip-install.log
+  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -c constraints.txt -e '.[test]'; } >"$log" 2>&1; then
+    tail -n 40 "$log" >&2; echo "pip install failed; full log in $log" >&2; exit 1
+  fi
   rm -f .venv/.stamp-*; touch "$stamp"
 else
   step "venv: up to date"
