@@ -240,32 +240,22 @@ class NodeAgent:
         """Announce what we originate to each peer, through its export filters; send only the difference."""
         want_all = {addr: bgpfilter.export_routes(self.own, self._filters_of(addr), s.ibgp)
                     for addr, s in self.sessions.items()}
-        # (attributes or None for a withdrawal) -> prefix -> the neighbours it goes to
-        todo: dict[bgpfilter.ExportAttrs | None, dict[Prefix, set[str]]] = {}
-        for addr, want in want_all.items():
-            have = self.exported.get(addr, {})
-            for prefix in have.keys() - want.keys():
-                todo.setdefault(None, {}).setdefault(prefix, set()).add(addr)
-            for prefix, a in want.items():
-                if have.get(prefix) != a:
-                    todo.setdefault(a, {}).setdefault(prefix, set()).add(addr)
+        batches = bgpfilter.plan_exports(self.exported, want_all)
         self.exported = want_all
         sent = 0
-        for a, per_prefix in todo.items():
-            groups: dict[frozenset[str], list[str]] = {}
-            for prefix in sorted(per_prefix, key=_pkey):
-                groups.setdefault(frozenset(per_prefix[prefix]), []).append(str(prefix))
-            for neighbors, prefixes in groups.items():
-                sent += len(prefixes) * len(neighbors)
-                for n in neighbors:
-                    counter = self.metrics.withdrawals_sent if a is None else self.metrics.updates_sent
-                    counter.labels(n, self.sessions[n].kind).inc(len(prefixes))
-                if a is None:
-                    await self.speaker.withdraw(sorted(neighbors), prefixes)
-                else:
-                    await self.speaker.announce(sorted(neighbors), prefixes, communities=a.communities,
-                                                large_communities=a.large_communities, local_pref=a.local_pref,
-                                                as_path=a.as_path_prepend)
+        for b in batches:
+            sent += len(b.prefixes) * len(b.neighbors)
+            for n in b.neighbors:
+                counter = self.metrics.withdrawals_sent if b.attrs is None else self.metrics.updates_sent
+                counter.labels(n, self.sessions[n].kind).inc(len(b.prefixes))
+            prefixes = [str(p) for p in b.prefixes]
+            if b.attrs is None:
+                await self.speaker.withdraw(list(b.neighbors), prefixes)
+            else:
+                a = b.attrs
+                await self.speaker.announce(list(b.neighbors), prefixes, communities=a.communities,
+                                            large_communities=a.large_communities, local_pref=a.local_pref,
+                                            as_path=a.as_path_prepend)
         if sent:
             log.info("event=exports originated=%d peers=%d changes=%d", len(self.own), len(want_all), sent)
 

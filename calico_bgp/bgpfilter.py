@@ -84,3 +84,35 @@ def export_routes(own: Iterable[Prefix], filters: Sequence[model.BGPFilter], ibg
 def filters_for(names: Sequence[str], available: Mapping[str, model.BGPFilter]) -> list[model.BGPFilter]:
     """The filters a peer lists, in its order; a missing one is skipped (apply refuses to store that)."""
     return [available[n] for n in names if n in available]
+
+
+@attrs.frozen(slots=True)
+class ExportBatch:
+    """One speaker command's worth: these prefixes to these neighbours with these attributes
+    (None: withdraw them)."""
+
+    attrs: ExportAttrs | None
+    neighbors: tuple[str, ...]
+    prefixes: tuple[Prefix, ...]
+
+
+def plan_exports(have: Mapping[str, Mapping[Prefix, ExportAttrs]],
+                 want: Mapping[str, Mapping[Prefix, ExportAttrs]]) -> list[ExportBatch]:
+    """The difference between what each neighbour was sent and what it should have, grouped so that
+    prefixes going to the same neighbours with the same attributes share one command (ExaBGP sends
+    fastest that way). Neighbours absent from `want` are gone: nothing is withdrawn from them."""
+    todo: dict[ExportAttrs | None, dict[Prefix, set[str]]] = {}
+    for addr, wanted in want.items():
+        sent = have.get(addr, {})
+        for prefix in sent.keys() - wanted.keys():
+            todo.setdefault(None, {}).setdefault(prefix, set()).add(addr)
+        for prefix, a in wanted.items():
+            if sent.get(prefix) != a:
+                todo.setdefault(a, {}).setdefault(prefix, set()).add(addr)
+    batches = []
+    for a, per_prefix in todo.items():
+        groups: dict[frozenset[str], list[Prefix]] = {}
+        for prefix in sorted(per_prefix, key=lambda p: (p.version, int(p.network_address), p.prefixlen)):
+            groups.setdefault(frozenset(per_prefix[prefix]), []).append(prefix)
+        batches += [ExportBatch(a, tuple(sorted(n)), tuple(ps)) for n, ps in groups.items()]
+    return batches

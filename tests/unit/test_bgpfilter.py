@@ -61,3 +61,18 @@ def test_export_actions_and_rejects():
     assert ebgp[NET("198.19.0.0/26")] == ExportAttrs(((65000, 100),), ((65000, 1, 2),), None, (64512, 64512))
     assert export_routes(own, [f], ibgp=True)[NET("198.19.0.0/26")].local_pref == 200
     assert export_routes(own, [], ibgp=False) == {p: ExportAttrs() for p in own}
+
+
+def test_plan_exports_sends_only_differences_grouped_by_neighbours_and_attributes():
+    from calico_bgp.bgpfilter import plan_exports
+
+    a, b, c = NET("198.19.0.0/26"), NET("198.19.0.64/26"), NET("198.19.0.128/26")
+    plain, tagged = ExportAttrs(), ExportAttrs(communities=((65000, 1),))
+    have = {"198.18.0.2": {a: plain, b: plain}, "198.18.0.3": {a: plain}}
+    want = {"198.18.0.2": {a: plain, c: plain}, "198.18.0.3": {a: tagged, c: plain}, "198.18.0.4": {a: plain}}
+    got = {(x.attrs, x.neighbors, x.prefixes) for x in plan_exports(have, want)}
+    assert got == {(None, ("198.18.0.2",), (b,)),
+                   (plain, ("198.18.0.2", "198.18.0.3"), (c,)),
+                   (tagged, ("198.18.0.3",), (a,)),
+                   (plain, ("198.18.0.4",), (a,))}
+    assert plan_exports(want, want) == []
