@@ -150,7 +150,11 @@ class Fault:
 
 
 def _routes_ok(state: LabState) -> bool:
-    return all(not p for p in check.route_problems(observe.agents(state), strict=False).values())
+    """Routes as expected with a fault in place: one next hop is enough, and a node the fault cut off
+    entirely (no session Established) is neither expected to have routes nor to be reachable."""
+    views = observe.agents(state)
+    reachable = [a for a in views if any(s.state == "Established" for s in a.sessions)]
+    return all(not p for p in check.route_problems(reachable, strict=False).values())
 
 
 def _sessions_to(state: LabState, addrs: set[str]) -> list[tuple[str, check.SessionView]]:
@@ -212,12 +216,19 @@ class LinkCut(Fault):
                 raise LabError("link-cut: no link between an agent node and another node")
             self.link = agent_links[0]
         self.target = f"{self.link.a}-{self.link.b}"
-        # the sessions that ran over the link: agent sessions to addresses on the far end
+        # the sessions that ran over the link: from an agent end, to peers on the link's subnets,
+        # and any agent's session to an address on the link
         self.pairs: set[tuple[str, str]] = set()   # (agent node, peer address)
-        for near, far in ((self.link.a, self.link.b), (self.link.b, self.link.a)):
-            if near.node in self.state.agents and far.node in self.state.namespaces:
-                far_addrs = observe.namespace_addresses(self.state.namespaces[far.node])
-                self.pairs |= {(n, s.peer) for n, s in _sessions_to(self.state, far_addrs) if n == near.node}
+        views = observe.agents(self.state)
+        for ep in (self.link.a, self.link.b):
+            nets = _interface_networks(self.state.namespaces[ep.node], ep.interface)
+            local = _interface_addresses(self.state.namespaces[ep.node], ep.interface)
+            for a in views:
+                for sess in a.sessions:
+                    if a.node == ep.node and any(_in(sess.peer, n) for n in nets):
+                        self.pairs.add((a.node, sess.peer))
+                    if sess.peer in local:
+                        self.pairs.add((a.node, sess.peer))
 
     def _set(self, updown: str) -> None:
         for ep in (self.link.a, self.link.b):
@@ -252,7 +263,8 @@ class AgentKill(Fault):
 
     def repair(self) -> None:
         old = self.state.agents[self.target]
-        agent = runtime.start_agent(self.state, self.ledger, self.target, argv=old.argv)
+        agent = runtime.start_agent(self.state, self.ledger, self.target, argv=old.argv,
+                                    env=self.topo.nodes[self.target].env)
         self.state = attrs.evolve(self.state, agents={**self.state.agents, self.target: agent})
         save(self.state)
 
@@ -313,6 +325,28 @@ class SessionFlap(Fault):
         views = observe.agents(self.state)
         s = next((s for a in views if a.node == self.node for s in a.sessions if s.peer == self.peer), None)
         return s is not None and s.state == "Established" and s.since != self.since and converged(self.state, self.topo)
+
+
+def _interface_addresses(ns: str, ifname: str) -> set[str]:
+    import json
+    res = sh("ip", "-j", "addr", "show", "dev", ifname, ns=ns, check=False)
+    return {a["local"] for link in json.loads(res.stdout or "[]") for a in link.get("addr_info", [])}
+
+
+def _interface_networks(ns: str, ifname: str) -> list:
+    import ipaddress
+    import json
+    res = sh("ip", "-j", "addr", "show", "dev", ifname, ns=ns, check=False)
+    return [ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}").network
+            for link in json.loads(res.stdout or "[]") for a in link.get("addr_info", [])]
+
+
+def _in(addr: str, net) -> bool:  # type: ignore[no-untyped-def]
+    import ipaddress
+    try:
+        return ipaddress.ip_address(addr) in net
+    except ValueError:
+        return False
 
 
 FAULTS: dict[str, type[Fault]] = {"tor-stop": RouterStop, "link-cut": LinkCut, "agent-kill": AgentKill,

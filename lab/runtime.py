@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from lab import execs
 from lab.clab import NodeDef, Topology, TopologyError, UnsupportedTopology, load as load_topology
@@ -70,6 +70,14 @@ def preflight(topo: Topology) -> dict[str, list[execs.Step]]:
             problems.append(f"node {node.name}: {node.role} needs `{binary}` (./bootstrap.sh setup installs it)")
     if find_etcd() is None:
         problems.append("no etcd binary (./bootstrap.sh setup installs Debian's etcd-server)")
+    if os.geteuid() != 0:
+        problems.append("the lab creates network namespaces: run it as root")
+    tag = tag_for(topo)
+    taken = [ns.split()[0] for ns in sh("ip", "netns", "list", check=False).stdout.splitlines()
+             if ns.startswith(tag + "-")]
+    if taken:
+        problems.append(f"namespaces of a lab named {topo.name!r} exist already ({', '.join(sorted(taken)[:3])}"
+                        f"{', ...' if len(taken) > 3 else ''}): take it down, or choose another --name")
     if problems:
         raise UnsupportedTopology(topo.path, problems)
     return plans
@@ -132,13 +140,18 @@ def up(path: Path, run_dir: Path | None = None, progress: Progress = _quiet, nam
         for node in topo.nodes.values():
             for step in plans[node.name]:
                 if isinstance(step, execs.AgentStart):
-                    agents[node.name] = start_agent(state, ledger, node.name, step)
+                    agents[node.name] = start_agent(state, ledger, node.name, step, env=node.env)
                     progress(f"      {node.name}: agent {step.name} started (pid {agents[node.name].pid})")
                 elif isinstance(step, execs.Shell):
                     run_exec(state, topo, node, step)
                     progress(f"      {node.name}: {step.original}")
                 else:
                     progress(f"      {node.name}: skipped {step.original!r}: {step.reason}")
+            if node.role == "node" and node.name not in agents:  # a calico-bgp image whose exec starts no agent
+                step = execs.AgentStart(name=node.name, options=(), command="(the image's agent)")
+                agents[node.name] = start_agent(state, ledger, node.name, step, env=node.env)
+                progress(f"      {node.name}: no exec starts the agent; started `calico-bgp node run --name "
+                         f"{node.name}` (address from its Node resource) (pid {agents[node.name].pid})")
         state = _evolve(state, agents=agents)
         save(state)
         progress(f"[7/{steps}] workloads: one namespace per agent node with an IPAM address")
@@ -323,10 +336,12 @@ def agent_argv(state: LabState, node: str, step: execs.AgentStart) -> tuple[str,
 
 
 def start_agent(state: LabState, ledger: Ledger, node: str, step: execs.AgentStart | None = None,
-                argv: tuple[str, ...] | None = None) -> Agent:
+                argv: tuple[str, ...] | None = None, env: Mapping[str, str] | None = None) -> Agent:
+    """The node's agent as a lab process; the topology's env for the node, etcd always the lab's."""
     argv = argv or agent_argv(state, node, step)  # type: ignore[arg-type]
     log_path = Path(state.run_dir) / "logs" / f"{node}.log"
-    proc = Process(ledger, state.namespaces[node], argv, log_path)
+    extra = {k: v for k, v in (env or {}).items() if k not in ("CALICO_BGP_ETCD_ENDPOINTS", "CALICO_BGP_PREFIX")}
+    proc = Process(ledger, state.namespaces[node], argv, log_path, env=extra)
     return Agent(node=node, ns=state.namespaces[node], pid=proc.pid, argv=tuple(argv), log=str(log_path))
 
 
