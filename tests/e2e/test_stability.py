@@ -167,9 +167,10 @@ def test_metrics_endpoint_parses_with_the_issue_names(tor):
 
     # the gauges of a peer are refreshed with its status (every 2 s at most)
     wait_for("every metric the issue lists", lambda: not missing(), timeout=5)
+    wait_for("accepted prefixes gauge", lambda: tor.peer_metric(tor.scrape(), "calico_bgp_peer_prefixes",
+                                                                 kind="accepted") == 2, timeout=5)
     m = tor.scrape()
     names = {name for name, _ in m}
-    assert tor.peer_metric(m, "calico_bgp_peer_prefixes", kind="accepted") == 2
     assert m[("calico_bgp_route_programming_seconds_count", frozenset())] >= 1
     assert all(n.startswith("calico_bgp_") for n in names if not n.startswith(("python_", "process_")))
 
@@ -293,3 +294,33 @@ def test_damping_suppresses_then_reuses_without_kernel_churn(tor):
     assert reuse_add >= t_end - 0.05, (changes, t_end)
     assert not tor.kernel_changes(FLAPPY, since=last_del + 1e-6, until=reuse_add - 1e-6)
     assert not tor.kernel_changes(STABLE, since=t0)
+
+
+def test_turning_damping_off_releases_what_it_suppressed(tor):
+    c = tor.c
+    if not any(e["kind"] == "damping_start" for e in tor.events()):
+        pytest.skip("runs after the damping test, with damping still on")
+    m = tor.scrape()
+    w0 = tor.peer_metric(m, "calico_bgp_peer_withdrawals_received_total")
+    u0 = tor.peer_metric(m, "calico_bgp_peer_updates_received_total")
+    ends0 = _count(tor.events(), "damping_end")
+
+    def damped() -> list:
+        return json.loads(c.cli("routes", "--damped", "--node", "n1", "-o", "json").stdout)["n1"]
+
+    # flap until suppressed again (what is left of the last test's penalty may make it sooner than 3)
+    for i in range(1, SUPPRESS_AT + 1):
+        tor.announce(False)
+        wait_for(f"withdrawal {i} counted", lambda i=i: tor.peer_metric(
+            tor.scrape(), "calico_bgp_peer_withdrawals_received_total") == w0 + i, timeout=15, interval=0.05)
+        tor.announce(True)
+        wait_for(f"announcement {i} counted", lambda i=i: tor.peer_metric(
+            tor.scrape(), "calico_bgp_peer_updates_received_total") == u0 + i, timeout=15, interval=0.05)
+    wait_for("suppressed again", damped, timeout=5)
+    assert FLAPPY not in tor.kernel()
+    t = time.monotonic()
+    c.apply(RESOURCES)  # damping back off (the default): released now, not after the decay
+    wait_for("released", lambda: FLAPPY in tor.kernel(), timeout=5, interval=0.05)
+    assert time.monotonic() - t < DAMPING["halfLife"]
+    wait_for("damping_end event", lambda: _count(tor.events(), "damping_end") == ends0 + 1, timeout=5)
+    assert damped() == []
