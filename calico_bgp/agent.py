@@ -35,6 +35,7 @@ from calico_bgp.stability import ChurnTracker, PeerStability
 from calico_bgp.telemetry import Metrics
 from calico_bgp.topology import Session
 from dataplane.programmer import RouteProgrammer
+from dataplane.route import RouteKind
 
 log = logging.getLogger("calico_bgp.agent")
 SPEAKER_EXITED = "exabgp exited"  # the reason the speaker gives when ExaBGP itself went away
@@ -637,7 +638,9 @@ class NodeAgent:
         me = self.state.nodes.get(self.opts.name) if self.state else None
         addr = topology.node_addresses(me) if me is not None else {}
         self.metrics.kernel_routes.labels("blackhole").set(len(desired.local_blocks(self.opts.name, self.state.blocks)) if self.state else 0)
-        self.metrics.kernel_routes.labels("unicast").set(sum(1 for r in routes if r.in_kernel))
+        failed = self.programmer.failures  # counted over everything: the published list stops at MAX_PUBLISHED_ROUTES
+        self.metrics.kernel_routes.labels("unicast").set(
+            sum(1 for r in self.programmer.desired if r.kind is RouteKind.UNICAST and r.key not in failed))
         return st.NodeStatus(
             node=self.opts.name, version=VERSION, address=addr.get("ipv4", addr.get("ipv6", "")),
             asn=self.local.asn if self.local else 0, router_id=self.local.router_id if self.local else "",
