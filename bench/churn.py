@@ -120,6 +120,21 @@ def cpu_seconds(pid: int) -> float:
     return cpu
 
 
+def cpu_by_part(pid: int) -> dict[str, float]:
+    """CPU seconds of our node split into the agent, its ExaBGP and the API bridge (by command line)."""
+    parts = {"agent": 0.0, "exabgp": 0.0, "bridge": 0.0}
+    for p in proc_tree(pid):
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes()
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        part = "bridge" if b"speaker.bridge" in cmd else "exabgp" if b"exabgp" in cmd and b"calico_bgp" not in cmd \
+            else "agent"
+        parts[part] += (int(fields[11]) + int(fields[12])) / CLK
+    return parts
+
+
 def bird_pid(pidfile: Path) -> int:
     return int(pidfile.read_text().strip())
 
@@ -286,6 +301,7 @@ def run(args: argparse.Namespace, work: Path, etcd: EtcdServer, ledger: Ledger) 
              f"every {TICK}s) for {ticks * TICK:.0f} s")
     m0 = scrape(nss["node"])
     cpu0 = {"ours": cpu_seconds(agent.pid), "bird": cpu_seconds(bird_pid(ref_pidf))}
+    parts0 = cpu_by_part(agent.pid)
     src_pid = bird_pid(work / "src.pid")
     src_cpu0 = cpu_seconds(src_pid)
     sent: list[tuple[float, str, str]] = []
@@ -315,6 +331,7 @@ def run(args: argparse.Namespace, work: Path, etcd: EtcdServer, ledger: Ledger) 
                      f"{len(kernel_prefixes(nss['ref']) & set(window))}/{len(window)} of the current window")
     t_stop = time.time()
     cpu1 = {"ours": cpu_seconds(agent.pid), "bird": cpu_seconds(bird_pid(ref_pidf))}
+    parts1 = cpu_by_part(agent.pid)
     src_cpu = cpu_seconds(src_pid) - src_cpu0
     m1 = scrape(nss["node"])
     progress(f"stream stopped after {t_stop - t_start:.1f}s ({late} late ticks); waiting for both kernels to match")
@@ -336,6 +353,7 @@ def run(args: argparse.Namespace, work: Path, etcd: EtcdServer, ledger: Ledger) 
 
     ours = analyse(sent, kernel_events(mon["node"]), t_start, t_stop, synced["node"])
     ours.update(cpu_s=round(cpu1["ours"] - cpu0["ours"], 2), cpu_pct=round(100 * (cpu1["ours"] - cpu0["ours"]) / dur, 1),
+                cpu_s_by_part={k: round(parts1[k] - parts0[k], 2) for k in parts1},
                 received_per_s=round((received(m1) - received(m0)) / dur, 1),
                 received_total=int(received(m2) - received(m0)),
                 histogram=hist_quantiles(m0, m2, "calico_bgp_route_programming_seconds", (0.5, 0.99)))
@@ -399,6 +417,7 @@ def main() -> int:
         print(f"{name:<11} {r['cpu_s']:>6.2f} {r['cpu_pct']:>6.1f} {r['programmed_per_s']:>7.1f} {_f(r['p50_ms']):>7} "
               f"{_f(r['p99_ms']):>7} {_f(r['max_ms']):>7} {r['backlog_at_stop']:>12} "
               f"{_f(r['synced_after_stop_s']):>14} {kept_up(r, res['rate']):>7}")
+    print("calico-bgp CPU s by process: " + ", ".join(f"{k} {v:.2f}" for k, v in ours["cpu_s_by_part"].items()))
     h = ours["histogram"]
     print(f"calico-bgp: received {ours['received_per_s']}/s by its counters; its programming histogram "
           f"(UPDATE received -> kernel ack, per batch): p50 {_f(h.get('p50'))} ms, p99 {_f(h.get('p99'))} ms")

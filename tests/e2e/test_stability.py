@@ -169,6 +169,8 @@ def test_metrics_endpoint_parses_with_the_issue_names(tor):
     wait_for("every metric the issue lists", lambda: not missing(), timeout=5)
     wait_for("accepted prefixes gauge", lambda: tor.peer_metric(tor.scrape(), "calico_bgp_peer_prefixes",
                                                                  kind="accepted") == 2, timeout=5)
+    wait_for("kernel routes gauge", lambda: tor.scrape()[("calico_bgp_kernel_routes", frozenset({("kind", "unicast")}))]
+             == 2, timeout=5)
     m = tor.scrape()
     names = {name for name, _ in m}
     assert m[("calico_bgp_route_programming_seconds_count", frozenset())] >= 1
