@@ -398,7 +398,8 @@ def _check(topo: Topology) -> list[str]:
                     problems.append(f"node {node.name}: exec {cmd!r} uses {addr}, outside 198.18.0.0/15 and 2001:db8::/32")
         role = node.role
         if role == "frr" and node.bind_for("/frr.conf", "/bgpd.conf") is None:
-            problems.append(f"node {node.name}: an FRR node needs a bind of frr.conf (e.g. frr.conf:/etc/frr/frr.conf)")
+            problems.append(f"node {node.name}: an FRR node needs a bind of frr.conf or bgpd.conf under /etc/frr/ "
+                            "(e.g. frr.conf:/etc/frr/frr.conf)")
         if role == "bird" and node.bind_for("bird.conf") is None:
             problems.append(f"node {node.name}: a BIRD node needs a bind of its bird.conf")
         if role == "gobgp" and node.bind_for(".toml", ".yaml", ".yml", ".json") is None:

@@ -43,6 +43,15 @@ def parse_daemons(text: str) -> list[str]:
     return enabled
 
 
+def frr_config(node: NodeDef) -> str:
+    """The node's FRR configuration: the integrated frr.conf, or the per-daemon files it binds
+    (zebra.conf first), as one text for vtysh."""
+    confs = [b for b in node.binds if b.target.startswith("/etc/frr/") and b.target.endswith(".conf")
+             and not b.target.endswith("/vtysh.conf")]
+    confs.sort(key=lambda b: (not b.target.endswith("/frr.conf"), not b.target.endswith("/zebra.conf"), b.target))
+    return "\n".join(Path(b.source).read_text() for b in confs)
+
+
 class Router:
     kind = ""
 
@@ -84,10 +93,8 @@ class Frr(Router):
         missing = [d for d in daemons if not (FRR_DIR / d).exists()]
         if missing:
             raise LabError(f"node {self.node.name}: FRR daemon(s) {', '.join(missing)} enabled in daemons but not installed")
-        conf = self.node.bind_for("/frr.conf", "/bgpd.conf")
-        assert conf is not None
         _clear(self.dir, "*.vty", "*.pid", "zserv.api")  # a restart must not see the last run's sockets
-        shutil.copy(conf.source, self.dir / "frr.conf")
+        (self.dir / "frr.conf").write_text(frr_config(self.node))
         empty = self.dir / "empty.conf"
         empty.write_text("")
         subprocess.run(["chown", "-R", "frr:frr", str(self.dir)], check=True)

@@ -174,3 +174,12 @@ def test_the_schema_check_catches_a_bad_file():
     text = SCHEMA.read_text().replace("\\\\p{N}\\\\p{L}", "\\\\w").replace("\\\\p{L}", "\\\\w").replace("\\\\p{N}", "\\\\d")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft7Validator(json.loads(text)).validate({"name": "x", "topology": {"nodes": {"a": {"kind": "dockr"}}}})
+
+
+def test_frr_config_from_integrated_or_per_daemon_files(tmp_path):
+    from lab.routers import frr_config
+    for name, text in (("bgpd.conf", "router bgp 65001\n"), ("zebra.conf", "hostname z\n"), ("vtysh.conf", "x\n")):
+        (tmp_path / name).write_text(text)
+    node = clab.NodeDef(name="r", kind="linux", image="frr", binds=tuple(
+        clab.Bind(str(tmp_path / n), f"/etc/frr/{n}") for n in ("bgpd.conf", "vtysh.conf", "zebra.conf")))
+    assert frr_config(node) == "hostname z\n\nrouter bgp 65001\n"
