@@ -221,6 +221,7 @@ def analyse(sent: list[tuple[float, str, str]], events: list[tuple[float, str, s
     for t, kind, p in sent:
         by_key.setdefault((p, kind), []).append(t)
     latencies, done_by_stop, programmed_in_window = [], 0, 0
+    stamped: list[tuple[float, float]] = []  # (latency, when it was sent, seconds into the stream)
     for t, kind, p in events:
         times = by_key.get((p, kind))
         if not times or t < t_start:
@@ -229,6 +230,7 @@ def analyse(sent: list[tuple[float, str, str]], events: list[tuple[float, str, s
         if i < 0:
             continue
         latencies.append(t - times[i])
+        stamped.append((t - times[i], times[i] - t_start))
         if t <= t_stop:
             programmed_in_window += 1
             done_by_stop += 1
@@ -236,6 +238,9 @@ def analyse(sent: list[tuple[float, str, str]], events: list[tuple[float, str, s
     return {"programmed": len(latencies), "programmed_per_s": round(programmed_in_window / dur, 1),
             "backlog_at_stop": max(len(sent) - done_by_stop, 0),
             "p50_ms": _ms(pct(latencies, 0.5)), "p99_ms": _ms(pct(latencies, 0.99)), "max_ms": _ms(max(latencies, default=None)),
+            # the slowest second of the stream: where stalls are
+            "slowest_at_s": round(max(stamped)[1], 1) if stamped else None,
+            "over_1s": sum(1 for x in latencies if x > 1.0),
             "synced_after_stop_s": None if t_synced is None else round(max(t_synced - t_stop, 0.0), 2)}
 
 
