@@ -88,7 +88,7 @@ def _one(node: str, cmd: str, binds: Sequence[Bind], role: str) -> list[Step]:
             rest = [c for c in simple if c not in agent]
             steps: list[Step] = [_shell(" ".join(shlex.quote(w) for w in c), cmd, binds, role) for c in rest]
             return steps + [_agent(node, agent[0], cmd)]
-        return [_shell(_script(inner), cmd, binds, role)]
+        return [_shell(inner, cmd, binds, role)]
     if _agent_args(words) is not None:
         return [_agent(node, words, cmd)]
     if role == "frr" and words[0] == "vtysh" and "-b" in words:
@@ -138,10 +138,6 @@ def _simple_commands(script: str) -> list[list[str]]:
     if cur:
         cmds.append(cur)
     return cmds
-
-
-def _script(text: str) -> str:
-    return text
 
 
 def _agent_args(words: Sequence[str]) -> list[str] | None:
@@ -197,5 +193,5 @@ def map_paths(text: str, binds: Sequence[Bind]) -> str:
     return text
 
 
-def _shell(text: str, original: str, binds: Sequence[Bind], role: str) -> Shell:
+def _shell(text: str, original: str, binds: Sequence[Bind], role: str) -> Shell:  # noqa: ARG001
     return Shell(map_paths(text, binds), original)

@@ -310,8 +310,9 @@ def _wrappers(state: LabState, topo: Topology, node: NodeDef) -> Path:
 
 def exec_env(state: LabState, node: NodeDef, bin_dir: Path | None = None) -> dict[str, str]:
     env = {**os.environ, **node.env}
-    env["CALICO_BGP_ETCD_ENDPOINTS"] = state.etcd.unix_url
-    env.pop("CALICO_BGP_PREFIX", None) if "CALICO_BGP_PREFIX" not in node.env else None
+    env["CALICO_BGP_ETCD_ENDPOINTS"] = state.etcd.unix_url  # the topology's endpoint is containerlab's etcd
+    if "CALICO_BGP_PREFIX" not in node.env:
+        env.pop("CALICO_BGP_PREFIX", None)
     if bin_dir:
         env["PATH"] = f"{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"
     return env
