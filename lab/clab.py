@@ -89,9 +89,21 @@ class NodeDef:
     def role(self) -> Role:
         return node_role(self)
 
-    def bind_for(self, *suffixes: str) -> Bind | None:
-        """The first bind whose target ends with one of `suffixes`."""
+    def file_binds(self) -> list[Bind]:
+        """The binds file by file: a bound directory (`frr:/etc/frr`) stands for each file in it."""
+        out = []
         for b in self.binds:
+            src = Path(b.source)
+            if src.is_dir():
+                for f in sorted(p for p in src.rglob("*") if p.is_file()):
+                    out.append(Bind(str(f), b.target.rstrip("/") + "/" + str(f.relative_to(src)), b.mode))
+            else:
+                out.append(b)
+        return out
+
+    def bind_for(self, *suffixes: str) -> Bind | None:
+        """The first bound file whose target ends with one of `suffixes`."""
+        for b in self.file_binds():
             if b.target.rstrip("/").endswith(suffixes):
                 return b
         return None

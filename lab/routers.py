@@ -46,7 +46,7 @@ def parse_daemons(text: str) -> list[str]:
 def frr_config(node: NodeDef) -> str:
     """The node's FRR configuration: the integrated frr.conf, or the per-daemon files it binds
     (zebra.conf first), as one text for vtysh."""
-    confs = [b for b in node.binds if b.target.startswith("/etc/frr/") and b.target.endswith(".conf")
+    confs = [b for b in node.file_binds() if b.target.startswith("/etc/frr/") and b.target.endswith(".conf")
              and not b.target.endswith("/vtysh.conf")]
     confs.sort(key=lambda b: (not b.target.endswith("/frr.conf"), not b.target.endswith("/zebra.conf"), b.target))
     return "\n".join(Path(b.source).read_text() for b in confs)

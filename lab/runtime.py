@@ -98,6 +98,8 @@ def up(path: Path, run_dir: Path | None = None, progress: Progress = _quiet, nam
         topo = attrs.evolve(topo, name=name)
     plans = preflight(topo)
     run_dir = Path(run_dir or run_dir_for(topo.name)).resolve()
+    if len(str(run_dir / "etcd" / "etcd.sock:2379")) > 100:  # a unix socket path holds 108 bytes
+        raise LabError(f"run directory {run_dir} is too long for etcd's unix socket; choose a shorter --run-dir")
     if (run_dir / "state.json").exists() or (run_dir / "ledger" / "ledger.json").exists():
         raise LabError(f"a lab is already up in {run_dir}: `calico-bgp lab down --run-dir {run_dir}` first")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -183,3 +183,16 @@ def test_frr_config_from_integrated_or_per_daemon_files(tmp_path):
     node = clab.NodeDef(name="r", kind="linux", image="frr", binds=tuple(
         clab.Bind(str(tmp_path / n), f"/etc/frr/{n}") for n in ("bgpd.conf", "vtysh.conf", "zebra.conf")))
     assert frr_config(node) == "hostname z\n\nrouter bgp 65001\n"
+
+
+def test_a_bound_directory_stands_for_its_files(tmp_path):
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r1" / "frr.conf").write_text("hostname r1\n")
+    (tmp_path / "r1" / "daemons").write_text("bgpd=yes\n")
+    p = tmp_path / "t.clab.yml"
+    p.write_text("name: t\ntopology:\n  nodes:\n    r1: {kind: linux, image: frrouting/frr:v8.4.1, binds: [r1:/etc/frr]}\n")
+    r1 = clab.load(p).nodes["r1"]
+    assert r1.role == "frr"
+    assert r1.bind_for("/daemons").source == str(tmp_path / "r1" / "daemons")
+    from lab.routers import frr_config
+    assert frr_config(r1) == "hostname r1\n"
