@@ -114,10 +114,10 @@ def status_cmd(run_dir: str | None, lab_name: str | None, output: str) -> None:
         learned = sum(1 for hops in a.kernel.values() if hops != ("blackhole",))
         ecmp = sum(1 for hops in a.kernel.values() if len(hops) > 1)
         w = state.workloads.get(a.node)
-        rows.append([a.node, a.address or "-", f"calico-bgp {a.version}" if a.version else "(no status)",
+        rows.append([a.node, a.role or "-", a.address or "-", f"calico-bgp {a.version}" if a.version else "(no status)",
                      f"{est}/{len(a.sessions)}", ",".join(a.blocks) or "-", str(learned), str(ecmp),
                      str(a.rejected), f"{w.ip}" if w else "-", "grace" if a.in_grace else ""])
-    click.echo(table(rows, ["NODE", "ADDRESS", "VERSION", "ESTABLISHED", "BLOCKS", "ROUTES", "ECMP", "REJECTED",
+    click.echo(table(rows, ["NODE", "ROLE", "ADDRESS", "VERSION", "ESTABLISHED", "BLOCKS", "ROUTES", "ECMP", "REJECTED",
                             "WORKLOAD", ""]))
     for a in agents:
         click.echo()

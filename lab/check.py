@@ -38,6 +38,7 @@ class AgentView:
     fresh: bool = False
     in_grace: bool = False
     version: str = ""
+    role: str = ""
     sessions: tuple[SessionView, ...] = ()
     routes_total: int = 0
     rejected: int = 0
