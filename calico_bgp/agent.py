@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -38,7 +39,10 @@ from dataplane.programmer import RouteProgrammer
 from dataplane.route import RouteKind
 
 log = logging.getLogger("calico_bgp.agent")
-SPEAKER_EXITED = "exabgp exited"  # the reason the speaker gives when ExaBGP itself went away
+SPEAKER_EXITED = "exabgp exited"
+MAX_PREFIX_HOLDDOWN = 30.0
+# a TCP MD5 mismatch is invisible to BGP: the kernel drops the segments, so the session just never opens
+MD5_HINT = "no connection yet; TCP MD5 is configured: a password mismatch looks exactly like this"  # seconds a peer torn down for maxPrefixes stays down the first time  # the reason the speaker gives when ExaBGP itself went away
 VERSION = "0.1.0"
 
 
@@ -96,6 +100,8 @@ class NodeAgent:
         self.since: dict[str, float] = {}
         self.eor: set[tuple[str, str]] = set()
         self.max_prefix_hit: set[str] = set()
+        self._holddowns: dict[str, tuple[float, int, str]] = {}  # peer -> (until, times, why)
+        self._poke = trio.Event()  # re-run _sync without a datastore change (a hold-down ended)
         self._stale_since: dict[str, float] = {}
         self.session_errors: dict[str, str] = {}  # peer -> why its session is not configured
         self._repair_window = (0.0, 0)
@@ -177,7 +183,15 @@ class NodeAgent:
             except Exception:  # noqa: BLE001 - one bad resource must not stop the agent
                 log.exception("event=sync_failed action=keep_last_good")
             self.ready.set()
-            await self.view.changed()
+            expiries = [until for until, _, _ in self._holddowns.values() if until > trio.current_time()]
+            with trio.move_on_after(min(expiries) - trio.current_time() + 0.01 if expiries else math.inf):
+                async with trio.open_nursery() as n:
+                    async def first(wait: Any) -> None:
+                        await wait()
+                        n.cancel_scope.cancel()
+                    n.start_soon(first, self.view.changed)
+                    n.start_soon(first, self._poke.wait)
+            self._poke = trio.Event()
             await trio.sleep(0.02)  # coalesce a burst of watch events into one pass
 
     async def _sync(self, state: ClusterState) -> None:
@@ -209,7 +223,11 @@ class NodeAgent:
         sessions = {s.peer_address: s for s in topology.sessions_for(me, list(state.nodes.values()), cfg,
                                                                       state.peers.values())}
         self.session_errors = {}
-        neighbors = [self._neighbor(s, local) for s in sessions.values()]
+        now = trio.current_time()
+        for peer, (until, _times, why) in self._holddowns.items():  # `_times` doubles the next hold-down
+            if peer in sessions and until > now:
+                self.session_errors[peer] = why
+        neighbors = [self._neighbor(s, local) for s in sessions.values() if s.peer_address not in self.session_errors]
         for gone in set(self.sessions) - set(sessions):
             self._forget_peer(gone)
         self.sessions = sessions
@@ -378,6 +396,12 @@ class NodeAgent:
         self.metrics.max_prefix_actions.labels(peer, s.kind, s.max_prefix_action).inc()
         if s.max_prefix_action == "teardown":  # Cease / Maximum Number of Prefixes Reached (RFC 4486)
             await self.speaker.send([speaker_cmds.teardown(peer, 1)])
+            # and keep it down for a while (doubling on repeat) rather than let it flap straight back
+            n = self._holddowns.get(peer, (0.0, 0, ""))[1] + 1
+            hold = min(MAX_PREFIX_HOLDDOWN * 2 ** (n - 1), 600.0)
+            self._holddowns[peer] = (trio.current_time() + hold, n,
+                                     f"max prefixes exceeded ({count} > {s.max_prefixes}): held down for {hold:.0f}s")
+            self._poke.set()
 
     async def _on_peer_state(self, ev: PeerState) -> None:
         now = trio.current_time()
@@ -406,6 +430,7 @@ class NodeAgent:
                                  detail=f"kept {self.rib.stale_count(ev.peer)} routes stale")
         elif ev.state == "down" and self.rib is not None:
             self._stale_since.pop(ev.peer, None)
+            self.max_prefix_hit.discard(ev.peer)
             self.eor = {e for e in self.eor if e[0] != ev.peer}
             self.dampener.peer_down(ev.peer)
             changed = self.rib.peer_down(ev.peer)
@@ -608,7 +633,8 @@ class NodeAgent:
                 peer=addr, peer_type=st.PEER_TYPES.get(s.kind, s.kind), state=state, since=self.since.get(addr, 0.0),
                 info=self.session_errors.get(addr, "") or
                      (peer_state.reason if peer_state and peer_state.state != "up" else "") or
-                     (stab.last_error if stab and state != "Established" else ""),
+                     (stab.last_error if stab and state != "Established" else "") or
+                     (MD5_HINT if s.password is not None and state != "Established" else ""),
                 peer_name=s.peer_name, peer_node=s.peer_node, peer_as=s.peer_as,
                 received=accepted + rejected + damped, accepted=accepted, rejected=rejected, damped=damped,
                 flaps=stab.flaps if stab else 0, uptime=stab.uptime(now_m) if stab else 0.0,
