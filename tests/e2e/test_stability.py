@@ -223,6 +223,12 @@ def test_session_and_prefix_flaps_counted_exactly(tor):
     assert _count(events, "session_up", peer=TOR) == N_SESSION_FLAPS + 1  # and the first one
     sess = {s["peer"]: s for s in c.status("n1")["sessions"]}[TOR]
     assert sess["flaps"] == N_SESSION_FLAPS and sess["state"] == "Established"
+    assert 0 < sess["uptime"] < time.time() - t0 and sess["churnRate"] > 0, sess
+    table = c.cli("status", "--node", "n1").stdout
+    header, row = next((lines[i - 1], line) for lines in [table.splitlines()] for i, line in enumerate(lines)
+                       if line.startswith(TOR))
+    assert header.split()[-3:] == ["FLAPS", "UPTIME", "CHURN"], table
+    assert row.split()[-3] == str(N_SESSION_FLAPS), table
     # without damping the kernel follows every flap: session flaps move both prefixes, prefix flaps one
     flappy = tor.kernel_changes(FLAPPY, since=t0)
     stable = tor.kernel_changes(STABLE, since=t0)
