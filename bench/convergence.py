@@ -1,0 +1,602 @@
+#!/usr/bin/env python3
+"""BGP to kernel convergence: a fabric router announces N prefixes to one node; calico-bgp beside
+BIRD 2 (kernel protocol) and FRR (bgpd + zebra) in the node's place, same topology, same run.
+
+    src (BIRD 2, AS 65001, 198.18.0.1) --one veth-- node (198.18.0.2, AS 64512): the receiver under test
+
+The source holds one static protocol per N (N /32s from 198.18.64.0, all inside 198.18.0.0/15),
+each disabled; `birdc enable sN` announces them over the live session, `birdc disable sN`
+withdraws them. For each receiver, each N and each repeat we time from that birdc command until
+all N are in the node's main table (announce), and until none is (withdraw). The node's table is
+followed through route events on a netlink socket in its namespace (a dump checks the count at
+the end of every phase), so no polling loop competes with the receiver for the CPU.
+
+    sudo .venv/bin/python bench/convergence.py [--sizes 1000,10000,100000] [--repeat 3] [--json]
+    sudo .venv/bin/python bench/convergence.py --systems calico-bgp --sizes 100000 --profile /tmp/prof
+
+Prints seconds (min and median of the repeats) and the ratio of medians to BIRD's; with --json the
+last line is one JSON object holding `ratio_vs_bird` {"N": {"announce": r, "withdraw": r}} and
+the raw figures. `--profile DIR` records py-spy (if on PATH) for our agent, bridge and ExaBGP
+during each phase, as collapsed stacks. Everything (namespaces, daemons, agent, etcd) is removed
+at the end, even on failure or SIGTERM.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import ipaddress
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dataplane import netlink  # noqa: E402
+from dataplane import rtnl_codec as codec  # noqa: E402
+from lab.clab import Bind, NodeDef  # noqa: E402
+from lab.etcd import EtcdServer  # noqa: E402
+from lab.net import Ledger, Net, Process, sh  # noqa: E402
+from lab.routers import Bird, Frr  # noqa: E402
+
+SRC, NODE = "198.18.0.1", "198.18.0.2"
+SRC_AS, NODE_AS = 65001, 64512
+FIRST = int(ipaddress.IPv4Address("198.18.64.0"))
+LAST = int(ipaddress.IPv4Address("198.19.255.255"))
+POOL = "198.18.0.0/15"
+MAIN = 254
+SYSTEMS = ("calico-bgp", "bird", "frr")
+LABELS = {"calico-bgp": "calico-bgp", "bird": "BIRD 2", "frr": "FRR"}
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def progress(msg: str) -> None:
+    print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+def prefixes(n: int) -> list[str]:
+    if FIRST + n - 1 > LAST:
+        raise SystemExit(f"N={n} does not fit in 198.18.0.0/15 from {ipaddress.IPv4Address(FIRST)}")
+    return [f"{ipaddress.IPv4Address(FIRST + i)}/32" for i in range(n)]
+
+
+# ---------------------------------------------------------------- configs
+def src_conf(sizes: list[int]) -> str:
+    lines = [f"router id {SRC};", "protocol device {}"]
+    for n in sizes:
+        lines += [f"protocol static s{n} {{", "  disabled;", "  ipv4;"]
+        lines += [f"  route {p} blackhole;" for p in prefixes(n)]
+        lines.append("}")
+    lines += ["protocol bgp node {", f"  local {SRC} as {SRC_AS};", f"  neighbor {NODE} as {NODE_AS};",
+              "  connect delay time 0;", "  connect retry time 1;", "  error wait time 1, 5;",
+              "  ipv4 { import none; export where source = RTS_STATIC; next hop self; };", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def bird_node_conf() -> str:
+    return "\n".join([
+        f"router id {NODE};", "protocol device {}",
+        "protocol kernel { ipv4 { export all; import none; }; }",
+        "protocol bgp upstream {", f"  local {NODE} as {NODE_AS};", f"  neighbor {SRC} as {SRC_AS};", "  passive on;",
+        "  ipv4 { import all; export none; };", "}"]) + "\n"
+
+
+def frr_node_conf() -> str:
+    return "\n".join([
+        "frr defaults datacenter", "hostname node", "!",
+        f"router bgp {NODE_AS}", f" bgp router-id {NODE}", " no bgp ebgp-requires-policy",
+        f" neighbor {SRC} remote-as {SRC_AS}", " address-family ipv4 unicast", f"  neighbor {SRC} activate",
+        " exit-address-family", "!"]) + "\n"
+
+
+def our_resources() -> str:
+    return "\n---\n".join([
+        f"kind: BGPConfiguration\napiVersion: projectcalico.org/v3\nmetadata: {{name: default}}\n"
+        f"spec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: false}}",
+        f"kind: IPPool\napiVersion: projectcalico.org/v3\nmetadata: {{name: bench}}\nspec: {{cidr: {POOL}}}",
+        f"kind: Node\napiVersion: projectcalico.org/v3\nmetadata: {{name: node}}\n"
+        f"spec: {{bgp: {{ipv4Address: {NODE}/24}}}}",
+        f"kind: BGPPeer\napiVersion: projectcalico.org/v3\nmetadata: {{name: src}}\n"
+        f"spec: {{node: node, peerIP: {SRC}, asNumber: {SRC_AS}}}"])
+
+
+# ---------------------------------------------------------------- the node's kernel table
+class KernelTable:
+    """The announced /32s present in the node's main table, kept from route events by a thread.
+
+    Each change is stamped when its datagram is read; `wait(n)` returns the stamp of the change
+    that made the count n. A dump seeds the set (and re-seeds it if the kernel reports lost events).
+    """
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+        self.lo = ipaddress.IPv4Address(FIRST).packed
+        self.hi = ipaddress.IPv4Address(LAST).packed
+        self.events = netlink.open_rtnl_socket(ns, groups=netlink.RTMGRP_IPV4_ROUTE, rcvbuf=64 << 20)
+        self.dumps = netlink.open_rtnl_socket(ns)
+        self.present: set[bytes] = set()
+        self.changed_at = time.monotonic()
+        self.resyncs = 0
+        self.cond = threading.Condition()
+        self._stop = False
+        self.resync()
+        self.thread = threading.Thread(target=self._run, name="kernel-events", daemon=True)
+        self.thread.start()
+
+    def _ours(self, route) -> bool:  # type: ignore[no-untyped-def]
+        k = route.key
+        return route.table == MAIN and k.dst_len == 32 and len(k.dst) == 4 and self.lo <= k.dst <= self.hi
+
+    def dump(self) -> set[bytes]:
+        out: set[bytes] = set()
+        for _ in range(5):
+            seq = int(time.monotonic() * 1000) & 0x3FFFFFFF
+            try:
+                for data in netlink.dump(self.dumps, codec.encode_route_dump(seq, codec.AF_INET, MAIN, 0), seq):
+                    for off, length, mtype in netlink.iter_messages(data):
+                        if mtype == codec.RTM_NEWROUTE:
+                            r = codec.decode_route(data, off, length)
+                            if r is not None and self._ours(r):
+                                out.add(r.key.dst)
+                return out
+            except netlink.DumpInterrupted:
+                out.clear()
+        raise RuntimeError("route dump interrupted five times")
+
+    def resync(self) -> None:
+        found = self.dump()
+        with self.cond:
+            self.present = found
+            self.changed_at = time.monotonic()
+            self.cond.notify_all()
+
+    def _run(self) -> None:
+        sock = self.events
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        decode, new, gone = codec.decode_route, codec.RTM_NEWROUTE, codec.RTM_DELROUTE
+        while not self._stop:
+            if not poller.poll(200):
+                continue
+            try:
+                data = sock.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # events were lost: read the table again
+                    self.resyncs += 1
+                    self.resync()
+                    continue
+                raise
+            now = time.monotonic()
+            adds, dels = [], []
+            for off, length, mtype in netlink.iter_messages(data):
+                if mtype != new and mtype != gone:
+                    continue
+                r = decode(data, off, length)
+                if r is not None and self._ours(r):
+                    (adds if mtype == new else dels).append(r.key.dst)
+            if adds or dels:
+                with self.cond:
+                    self.present.difference_update(dels)
+                    self.present.update(adds)
+                    self.changed_at = now
+                    self.cond.notify_all()
+
+    def count(self) -> int:
+        with self.cond:
+            return len(self.present)
+
+    def wait(self, n: int, timeout: float, tick=None) -> float | None:  # type: ignore[no-untyped-def]
+        """Until exactly n are present: the time of the change that made it so (None on timeout)."""
+        deadline = time.monotonic() + timeout
+        last_tick = time.monotonic()
+        with self.cond:
+            while len(self.present) != n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(min(left, 1.0))
+                if tick is not None and time.monotonic() - last_tick >= 2.0:
+                    last_tick = time.monotonic()
+                    tick(len(self.present))
+            return self.changed_at
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(timeout=2)
+        self.events.close()
+        self.dumps.close()
+
+
+# ---------------------------------------------------------------- processes and CPU
+def proc_tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir() for c in (t / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def part_of(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "gone"
+    if b"speaker.bridge" in cmd:
+        return "bridge"
+    if b"exabgp" in cmd and b"calico_bgp" not in cmd:
+        return "exabgp"
+    if b"calico_bgp" in cmd:
+        return "agent"
+    return Path(cmd.split(b"\0")[0].decode(errors="replace")).name or "other"
+
+
+def cpu_by_part(pids: list[int]) -> dict[str, float]:
+    parts: dict[str, float] = {}
+    for root in pids:
+        for p in proc_tree(root):
+            try:
+                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            name = part_of(p)
+            parts[name] = parts.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK
+    return parts
+
+
+def wait_quiet(pids: list[int], limit: float = 15.0) -> None:
+    """Until the receiver is idle (under 5% CPU over 0.3 s): leftover work is not charged to the next phase."""
+    deadline = time.monotonic() + limit
+    before = sum(cpu_by_part(pids).values())
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = sum(cpu_by_part(pids).values())
+        if now - before < 0.015:
+            return
+        before = now
+
+
+def birdc(ctl: Path, *cmd: str) -> str:
+    return subprocess.run(["birdc", "-s", str(ctl), *cmd], capture_output=True, text=True, timeout=30).stdout
+
+
+class Profiler:
+    """py-spy on every Python process of our node, one collapsed-stack file per process and phase."""
+
+    def __init__(self, out: Path | None) -> None:
+        self.out = out
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.exe = shutil.which("py-spy") or (str(Path(sys.executable).with_name("py-spy"))
+                                             if Path(sys.executable).with_name("py-spy").exists() else None)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            if self.exe is None:
+                progress("--profile: py-spy not found; not profiling")
+
+    def start(self, pids: list[int], tag: str) -> None:
+        if self.out is None or self.exe is None:
+            return
+        for root in pids:
+            for p in proc_tree(root):
+                part = part_of(p)
+                if part in ("agent", "bridge", "exabgp"):
+                    self.procs.append(subprocess.Popen(
+                        [self.exe, "record", "--pid", str(p), "--rate", "250", "--format", "raw", "--nonblocking",
+                         "--output", str(self.out / f"{tag}-{part}-{p}.txt")],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(0.5)  # py-spy attaches
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.send_signal(signal.SIGINT)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs = []
+
+
+# ---------------------------------------------------------------- receivers
+class Receiver:
+    """One system in the node's place: started, watched for its session, stopped."""
+
+    def __init__(self, system: str, ns: str, work: Path, ledger: Ledger, etcd: EtcdServer | None, log_level: str) -> None:
+        self.system, self.ns, self.dir, self.ledger = system, ns, work / system, ledger
+        self.etcd, self.log_level = etcd, log_level
+        self.pids: list[int] = []
+        self.proc: Process | None = None
+        self.frr: Frr | None = None
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        if self.system == "bird":
+            conf = self.dir / "node.conf"
+            conf.write_text(bird_node_conf())
+            self.pids = Bird(NodeDef("node", "linux", binds=(Bind(str(conf), "/etc/bird/bird.conf"),)),
+                             self.ns, self.dir / "bird").start(self.ledger)
+        elif self.system == "frr":
+            conf = self.dir / "node-frr.conf"
+            conf.write_text(frr_node_conf())
+            self.frr = Frr(NodeDef("node", "linux", binds=(Bind(str(conf), "/etc/frr/frr.conf"),)),
+                           self.ns, self.dir / "frr")
+            self.pids = self.frr.start(self.ledger)
+        else:
+            assert self.etcd is not None
+            prefix = f"/convergence{os.getpid()}/calico-bgp/v1"
+            cli = [sys.executable, "-m", "calico_bgp", "--etcd-endpoints", self.etcd.url, "--prefix", prefix]
+            subprocess.run([*cli, "apply", "-f", "-"], input=our_resources(), text=True, check=True, capture_output=True)
+            self.proc = Process(self.ledger, self.ns, [
+                sys.executable, "-m", "calico_bgp", "--etcd-endpoints", self.etcd.unix_url, "--prefix", prefix,
+                "node", "run", "--name", "node", "--ip", f"{NODE}/24", "--state-dir", str(self.dir / "state"),
+                "--grace", "0", "--log-level", self.log_level], self.dir / "agent.log")
+            self.pids = [self.proc.pid]
+
+    def alive(self) -> bool:
+        return all(Path(f"/proc/{p}").exists() for p in self.pids)
+
+    def tail(self) -> str:
+        if self.proc is not None:
+            return self.proc.tail(30)
+        logs = sorted(self.dir.rglob("*.log"))
+        return "\n".join(f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-10:]) for p in logs)
+
+    def stop(self) -> None:
+        for p in self.pids:
+            try:
+                os.killpg(p, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + 10
+        for p in self.pids:
+            while time.monotonic() < deadline and Path(f"/proc/{p}").exists() and not _zombie(p):
+                time.sleep(0.05)
+            try:
+                os.killpg(p, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.proc is not None:
+            self.proc.stop(timeout=5)
+        # whatever a receiver left in the table must not count for the next one
+        for proto in ("86", "bird", "bgp"):
+            sh("ip", "route", "flush", "table", "main", "proto", proto, ns=self.ns, check=False)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+# ---------------------------------------------------------------- the run
+def wait_established(src_ctl: Path, rx: Receiver, timeout: float = 90.0) -> float:
+    t0 = time.monotonic()
+    while True:
+        out = birdc(src_ctl, "show", "protocols", "node")
+        if "Established" in out:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout or not rx.alive():
+            raise RuntimeError(f"{rx.system}: session not up after {time.monotonic() - t0:.0f}s:\n{out}\n{rx.tail()}")
+        time.sleep(0.1)
+
+
+def phase(table: KernelTable, src_ctl: Path, rx: Receiver, action: str, n: int, target: int, timeout: float,
+          prof: Profiler, tag: str) -> dict:
+    prof.start(rx.pids, tag)
+    cpu0 = cpu_by_part(rx.pids)
+    t0 = time.monotonic()
+    out = birdc(src_ctl, action, f"s{n}")
+    if f"s{n}: {action}d" not in out:
+        raise RuntimeError(f"source: birdc {action} s{n}: {out.strip()}")
+
+    def tick(count: int) -> None:
+        progress(f"{rx.system} N={n} {action}: {count}/{n} in the kernel after {time.monotonic() - t0:.1f}s")
+
+    done = table.wait(target, timeout, tick)
+    if done is None:
+        prof.stop()
+        raise RuntimeError(f"{rx.system} N={n}: {table.count()} routes in the kernel, not {target}, after {timeout:.0f}s\n"
+                           f"{rx.tail()}")
+    wait_quiet(rx.pids)
+    cpu1 = cpu_by_part(rx.pids)
+    prof.stop()
+    seen = len(table.dump())
+    if seen != target:
+        raise RuntimeError(f"{rx.system} N={n} {action}: events said {target}, a dump finds {seen}")
+    return {"seconds": round(done - t0, 3),
+            "cpu_s": {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 2) for k in cpu1}}
+
+
+def measure(system: str, args: argparse.Namespace, work: Path, ledger: Ledger, nss: dict[str, str], src_ctl: Path,
+            table: KernelTable, etcd: EtcdServer | None, prof: Profiler) -> dict:
+    rx = Receiver(system, nss["node"], work, ledger, etcd, args.log_level)
+    try:
+        progress(f"{system}: starting in the node's place")
+        rx.start()
+        up = wait_established(src_ctl, rx)
+        progress(f"{system}: session Established after {up:.1f}s")
+        wait_quiet(rx.pids)
+        out: dict = {"session_s": round(up, 2), "sizes": {}}
+        for n in args.sizes:
+            runs = []
+            for r in range(args.repeat):
+                if table.wait(0, 10) is None:
+                    raise RuntimeError(f"{system}: {table.count()} routes left over in the kernel before N={n}")
+                a = phase(table, src_ctl, rx, "enable", n, n, args.timeout, prof, f"{system}-{n}-{r}-announce")
+                w = phase(table, src_ctl, rx, "disable", n, 0, args.timeout, prof, f"{system}-{n}-{r}-withdraw")
+                progress(f"{system} N={n} run {r + 1}/{args.repeat}: announce {a['seconds']:.3f}s, "
+                         f"withdraw {w['seconds']:.3f}s")
+                runs.append({"announce": a, "withdraw": w})
+            out["sizes"][str(n)] = summarise(runs)
+        return out
+    finally:
+        rx.stop()
+
+
+def summarise(runs: list[dict]) -> dict:
+    out = {}
+    for ph in ("announce", "withdraw"):
+        secs = [r[ph]["seconds"] for r in runs]
+        cpu: dict[str, float] = {}
+        for r in runs:
+            for k, v in r[ph]["cpu_s"].items():
+                cpu[k] = cpu.get(k, 0.0) + v / len(runs)
+        out[ph] = {"min": min(secs), "median": round(statistics.median(secs), 3), "runs": secs,
+                   "cpu_s": {k: round(v, 2) for k, v in sorted(cpu.items())}}
+    return out
+
+
+def versions() -> dict[str, str]:
+    def first(cmd: list[str]) -> str:
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        except OSError:
+            return "?"
+        return ((res.stdout or res.stderr).strip().splitlines() or ["?"])[0]
+    exa = Path(sys.executable).with_name("exabgp")
+    return {"bird": first(["bird", "--version"]), "frr": first(["/usr/lib/frr/zebra", "--version"]),
+            "exabgp": first([str(exa) if exa.exists() else "exabgp", "version"])}
+
+
+def run(args: argparse.Namespace, work: Path, ledger: Ledger) -> dict:
+    net = Net(ledger, f"cv{os.getpid() % 10000}")
+    nss = {name: net.namespace(name) for name in ("src", "node")}
+    net.veth(nss["src"], "eth0", nss["node"], "eth0")
+    net.address(nss["src"], "eth0", f"{SRC}/24")
+    net.address(nss["node"], "eth0", f"{NODE}/24")
+    progress(f"source BIRD with {sum(args.sizes)} static routes in {len(args.sizes)} disabled protocols")
+    (work / "src.conf").write_text(src_conf(args.sizes))
+    src = Bird(NodeDef("src", "linux", binds=(Bind(str(work / "src.conf"), "/etc/bird/bird.conf"),)), nss["src"], work / "src")
+    src.start(ledger)
+    table = KernelTable(nss["node"])
+    prof = Profiler(Path(args.profile) if args.profile else None)
+    results: dict = {}
+    try:
+        etcd_ctx = EtcdServer() if "calico-bgp" in args.systems else None
+        try:
+            if etcd_ctx is not None:
+                etcd_ctx.start()
+            for system in args.systems:
+                results[system] = measure(system, args, work, ledger, nss, src.ctl, table,
+                                          etcd_ctx if system == "calico-bgp" else None, prof)
+        finally:
+            prof.stop()
+            if etcd_ctx is not None:
+                etcd_ctx.stop()
+    finally:
+        table.close()
+    if table.resyncs:
+        progress(f"the event socket overflowed {table.resyncs} time(s); the table was re-read each time")
+    return results
+
+
+def ratios(results: dict, system: str, sizes: list[int]) -> dict[str, dict[str, float]]:
+    if "bird" not in results or system not in results:
+        return {}
+    out = {}
+    for n in sizes:
+        row = {}
+        for ph in ("announce", "withdraw"):
+            ours, ref = results[system]["sizes"][str(n)][ph]["median"], results["bird"]["sizes"][str(n)][ph]["median"]
+            row[ph] = round(ours / max(ref, 1e-3), 2)
+        out[str(n)] = row
+    return out
+
+
+TARGETS = {10000: 1.5, 100000: 2.0}
+
+
+def report(results: dict, args: argparse.Namespace) -> dict:
+    systems = [s for s in SYSTEMS if s in results]
+    print(f"{'N':>7}  {'phase':<9}" + "".join(f" {LABELS[s] + ' s':>16}" for s in systems)
+          + "".join(f" {LABELS[s] + '/BIRD':>16}" for s in systems if s != "bird" and "bird" in results))
+    for n in args.sizes:
+        for ph in ("announce", "withdraw"):
+            cells = "".join(f" {results[s]['sizes'][str(n)][ph]['min']:>7.3f}/{results[s]['sizes'][str(n)][ph]['median']:<8.3f}"
+                            for s in systems)
+            rs = ""
+            if "bird" in results:
+                ref = results["bird"]["sizes"][str(n)][ph]["median"]
+                for s in systems:
+                    if s != "bird":
+                        r = results[s]["sizes"][str(n)][ph]["median"] / max(ref, 1e-3)
+                        mark = ""
+                        if s == "calico-bgp" and n in TARGETS:
+                            mark = " ok" if r <= TARGETS[n] else f" >{TARGETS[n]}"
+                        rs += f" {r:>12.2f}{mark:<4}"
+            print(f"{n:>7}  {ph:<9}{cells}{rs}")
+    print("seconds are min/median of", args.repeat, "runs; ratios are of medians; targets for calico-bgp: "
+          "<= 1.5x BIRD at 10,000 and <= 2x at 100,000")
+    if "calico-bgp" in results:
+        for n in args.sizes:
+            for ph in ("announce", "withdraw"):
+                cpu = results["calico-bgp"]["sizes"][str(n)][ph]["cpu_s"]
+                print(f"calico-bgp CPU s N={n} {ph}: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
+    summary = {"ratio_vs_bird": ratios(results, "calico-bgp", args.sizes),
+               "frr_ratio_vs_bird": ratios(results, "frr", args.sizes),
+               "targets_met": None, "results": results, "repeat": args.repeat, "versions": versions()}
+    met = [summary["ratio_vs_bird"].get(str(n), {}).get(ph, 0) <= t for n, t in TARGETS.items() if n in args.sizes
+           for ph in ("announce", "withdraw") if summary["ratio_vs_bird"]]
+    summary["targets_met"] = all(met) if met else None
+    return summary
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,10000,100000", help="comma-separated N (default 1000,10000,100000)")
+    ap.add_argument("--repeat", type=int, default=3, help="announce/withdraw runs per system and N (default 3)")
+    ap.add_argument("--systems", default=",".join(SYSTEMS), help=f"receivers, in order (default {','.join(SYSTEMS)})")
+    ap.add_argument("--timeout", type=float, default=180.0, help="seconds one phase may take at most")
+    ap.add_argument("--log-level", default="info", help="our agent's log level (default info, as deployed)")
+    ap.add_argument("--profile", metavar="DIR", help="record py-spy collapsed stacks of our processes per phase into DIR")
+    ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    args = ap.parse_args()
+    args.sizes = sorted(int(s) for s in args.sizes.split(",") if s)
+    args.systems = [s for s in args.systems.split(",") if s]
+    bad = [s for s in args.systems if s not in SYSTEMS]
+    if bad:
+        ap.error(f"unknown system(s) {bad}; choose from {SYSTEMS}")
+    if os.geteuid() != 0:
+        print("bench/convergence.py needs root (network namespaces)", file=sys.stderr)
+        return 2
+    for tool in ("bird", "birdc") + (("vtysh",) if "frr" in args.systems else ()):
+        if shutil.which(tool) is None:
+            print(f"bench/convergence.py needs {tool}", file=sys.stderr)
+            return 2
+    prefixes(max(args.sizes))  # fits, or exits with the reason
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup on kill too
+    work = Path(tempfile.mkdtemp(prefix="calico-bgp-bench-conv-"))
+    os.chmod(work, 0o755)  # FRR drops to the frr user
+    ledger = Ledger(work / "ledger")
+    try:
+        results = run(args, work, ledger)
+    finally:
+        ledger.teardown()
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            progress(f"kept {work}")
+    summary = report(results, args)
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
