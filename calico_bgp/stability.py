@@ -113,8 +113,10 @@ class ChurnTracker:
             entry.withdraws += 1
             entry.last_change = now
         if len(self._prefixes) > self.max_prefixes:
+            # down to 90% of the cap: one sort per many UPDATEs, not one per UPDATE once the cap is reached
+            keep = self.max_prefixes - self.max_prefixes // 10
             by_quiet = sorted(self._prefixes.items(), key=lambda kv: kv[1].announces + kv[1].withdraws)
-            for prefix, _ in by_quiet[: len(self._prefixes) - self.max_prefixes]:
+            for prefix, _ in by_quiet[: len(self._prefixes) - keep]:
                 del self._prefixes[prefix]
 
     def get(self, prefix: Hashable) -> PrefixChurn | None:
