@@ -177,6 +177,28 @@ def test_metrics_endpoint_parses_with_the_issue_names(tor):
     assert all(n.startswith("calico_bgp_") for n in names if not n.startswith(("python_", "process_")))
 
 
+def test_a_peer_that_never_came_up_is_visible_as_down(tor):
+    c = tor.c
+    ghost = {"peer": "198.18.0.99", "peer_type": "fabric"}  # nobody answers there
+    c.apply(f"""kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {{name: ghost}}
+spec: {{node: n1, peerIP: {ghost['peer']}, asNumber: {TOR_AS}}}""")
+    try:
+        def state(m: dict, s: str) -> float | None:
+            return m.get(("calico_bgp_peer_session_state", frozenset({**ghost, "state": s}.items())))
+
+        m = wait_for("the ghost's state series", lambda: (lambda m: m if state(m, "established") is not None else None)(
+            tor.scrape()), timeout=10)
+        assert state(m, "established") == 0
+        assert m[("calico_bgp_peer_flaps_total", frozenset(ghost.items()))] == 0  # exists from the start, at 0
+    finally:
+        c.cli("delete", "bgppeer", "ghost")
+    wait_for("the ghost's series gone", lambda: ("calico_bgp_peer_flaps_total", frozenset(ghost.items()))
+             not in tor.scrape(), timeout=10)
+    assert tor.established()
+
+
 def test_session_and_prefix_flaps_counted_exactly(tor):
     c, bird = tor.c, tor.bird
     before, ev_before, t0 = tor.scrape(), tor.events(), time.time()
