@@ -42,7 +42,7 @@ log = logging.getLogger("calico_bgp.agent")
 SPEAKER_EXITED = "exabgp exited"
 MAX_PREFIX_HOLDDOWN = 30.0
 # a TCP MD5 mismatch is invisible to BGP: the kernel drops the segments, so the session just never opens
-MD5_HINT = "no connection yet; TCP MD5 is configured: a password mismatch looks exactly like this"  # seconds a peer torn down for maxPrefixes stays down the first time  # the reason the speaker gives when ExaBGP itself went away
+MD5_HINT = "TCP MD5 is configured: a password mismatch keeps the session from opening, silently"  # seconds a peer torn down for maxPrefixes stays down the first time  # the reason the speaker gives when ExaBGP itself went away
 VERSION = "0.1.0"
 
 
@@ -99,7 +99,7 @@ class NodeAgent:
         self.started = trio.current_time()
         self.since: dict[str, float] = {}
         self.eor: set[tuple[str, str]] = set()
-        self.max_prefix_hit: set[str] = set()
+        self.max_prefix_hit: dict[str, tuple[int, str]] = {}  # peer -> the (limit, action) acted on
         self._holddowns: dict[str, tuple[float, int, str]] = {}  # peer -> (until, times, why)
         self._poke = trio.Event()  # re-run _sync without a datastore change (a hold-down ended)
         self._stale_since: dict[str, float] = {}
@@ -240,6 +240,8 @@ class NodeAgent:
         self.rib.import_policy = bgpfilter.import_policy(pools, self._filters_of)
         changed = self.rib.reapply_policy(self.rib_peers.values())
 
+        for peer in list(sessions):  # a limit added or lowered applies to what the peer already sent
+            await self._check_max_prefixes(peer)
         self.own = desired.announcements(self.opts.name, state.blocks, pools)
         usage, borrowed = desired.pool_usage(self.opts.name, state.blocks, pools)
         for name, (ratio, nblocks) in usage.items():
@@ -386,11 +388,11 @@ class NodeAgent:
             return
         count = self.rib.accepted_count(peer) + self.rib.rejected_count(peer)
         if count <= s.max_prefixes:
-            self.max_prefix_hit.discard(peer)
+            self.max_prefix_hit.pop(peer, None)
             return
-        if peer in self.max_prefix_hit:
-            return
-        self.max_prefix_hit.add(peer)
+        if self.max_prefix_hit.get(peer) == (s.max_prefixes, s.max_prefix_action):
+            return  # already acted on this limit; a changed limit or action acts again
+        self.max_prefix_hit[peer] = (s.max_prefixes, s.max_prefix_action)
         self.events.emit("max_prefixes", peer=peer,
                          detail=f"received {count} > limit {s.max_prefixes}: {s.max_prefix_action}")
         self.metrics.max_prefix_actions.labels(peer, s.kind, s.max_prefix_action).inc()
@@ -430,7 +432,7 @@ class NodeAgent:
                                  detail=f"kept {self.rib.stale_count(ev.peer)} routes stale")
         elif ev.state == "down" and self.rib is not None:
             self._stale_since.pop(ev.peer, None)
-            self.max_prefix_hit.discard(ev.peer)
+            self.max_prefix_hit.pop(ev.peer, None)
             self.eor = {e for e in self.eor if e[0] != ev.peer}
             self.dampener.peer_down(ev.peer)
             changed = self.rib.peer_down(ev.peer)
@@ -631,10 +633,10 @@ class NodeAgent:
             rejected = self.rib.rejected_count(addr) if self.rib else 0
             sessions.append(st.SessionStatus(
                 peer=addr, peer_type=st.PEER_TYPES.get(s.kind, s.kind), state=state, since=self.since.get(addr, 0.0),
-                info=self.session_errors.get(addr, "") or
-                     (peer_state.reason if peer_state and peer_state.state != "up" else "") or
-                     (stab.last_error if stab and state != "Established" else "") or
-                     (MD5_HINT if s.password is not None and state != "Established" else ""),
+                info=_session_info(self.session_errors.get(addr, "") or
+                                   (peer_state.reason if peer_state and peer_state.state != "up" else "") or
+                                   (stab.last_error if stab and state != "Established" else ""),
+                                   md5=s.password is not None and state != "Established"),
                 peer_name=s.peer_name, peer_node=s.peer_node, peer_as=s.peer_as,
                 received=accepted + rejected + damped, accepted=accepted, rejected=rejected, damped=damped,
                 flaps=stab.flaps if stab else 0, uptime=stab.uptime(now_m) if stab else 0.0,
@@ -703,6 +705,10 @@ class NodeAgent:
                 log.exception("event=status_build_failed")
                 await trio.sleep(1.0)
             await trio.sleep(0.25)  # at most a few writes per second
+
+
+def _session_info(reason: str, md5: bool) -> str:
+    return "; ".join(x for x in (reason, MD5_HINT if md5 else "") if x)
 
 
 def _with_len(ip: str) -> str:

@@ -1,0 +1,147 @@
+"""Issue 5's fabric must-show on the lab's rack (containerlab/rack.clab.yml): FRR and BIRD ToRs
+under a GoBGP spine that originates a default route and an external prefix.
+
+ECMP over both ToRs, refusing the spine's routes and a stopped ToR are covered by test_lab.py on the
+same topology; this module adds what needs resources changed at run time: a default route only
+where a filter allows it, maxPrefixes (warn and teardown), and MD5 with the FRR ToR.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from lab.routers import router_for
+from lab.runtime import cli, current
+from tests.e2e.mesh_cluster import wait_for
+from tests.e2e.test_lab import CLAB, pytestmark as lab_marks, running
+
+pytestmark = lab_marks
+
+TOR1, TOR2 = "198.18.1.1", "198.18.2.1"  # FRR, BIRD
+
+
+@pytest.fixture(scope="module")
+def fabric():
+    with running(CLAB / "rack.clab.yml", f"f{os.getpid() % 10000}fab") as r:
+        state, topo = current(r.run_dir)
+        r.state, r.topo = state, topo
+        yield r
+
+
+def _apply(r, text: str) -> None:
+    path = Path(r.run_dir) / f"extra-{time.monotonic_ns()}.yaml"
+    path.write_text(text)
+    cli(r.state, "apply", "-f", str(path))
+
+
+def _status(r, node: str) -> dict:
+    return json.loads(cli(r.state, "status", "--node", node, "-o", "json"))[0]
+
+
+def _session(r, node: str, peer: str) -> dict:
+    return next(s for s in _status(r, node)["sessions"] if s["peer"] == peer)
+
+
+def _kernel(r, node: str) -> dict[str, list[str]]:
+    import subprocess
+    ns = r.state.namespaces[node]
+    raw = subprocess.run(["ip", "netns", "exec", ns, "ip", "-j", "-4", "route", "show", "proto", "86"],
+                         capture_output=True, text=True).stdout or "[]"
+    out = {}
+    for x in json.loads(raw):
+        dst = "0.0.0.0/0" if x["dst"] == "default" else x["dst"]
+        out[dst] = sorted(h["gateway"] for h in x["nexthops"]) if "nexthops" in x else [x.get("gateway", x.get("type", ""))]
+    return out
+
+
+def _frr(r, name: str = "tor1"):
+    node = r.topo.nodes[name]
+    return router_for(node, r.state.namespaces[name], Path(r.state.run_dir) / "routers" / name)
+
+
+def test_default_route_only_where_a_filter_accepts_it(fabric):
+    r = fabric
+    wait_for("rack converged", lambda: all(s["state"] == "Established" for s in _status(r, "n4")["sessions"]),
+             timeout=60)
+    _apply(r, """kind: BGPFilter
+apiVersion: projectcalico.org/v3
+metadata: {name: take-default}
+spec:
+  importV4: [{action: Accept, cidr: 0.0.0.0/0, matchOperator: Equal}]
+---
+kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {name: tor1-with-default}
+spec: {peerIP: 198.18.1.1, asNumber: 65101, node: n4, filters: [take-default]}
+---
+kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {name: tor2-with-default}
+spec: {peerIP: 198.18.2.1, asNumber: 65102, node: n4, filters: [take-default]}
+""")
+    wait_for("n4 takes the default route over both ToRs",
+             lambda: len(_kernel(r, "n4").get("0.0.0.0/0", [])) == 2, timeout=60)
+    assert "0.0.0.0/0" not in _kernel(r, "n1")
+    rejected = json.loads(cli(r.state, "routes", "--node", "n1", "--rejected", "-o", "json"))["n1"]
+    assert {x["prefix"] for x in rejected} >= {"0.0.0.0/0", "198.18.200.0/24"}
+    n4 = json.loads(cli(r.state, "routes", "--node", "n4", "--rejected", "-o", "json"))["n4"]
+    assert "0.0.0.0/0" not in {x["prefix"] for x in n4} and "198.18.200.0/24" in {x["prefix"] for x in n4}
+
+
+def test_max_prefixes_warn_then_teardown(fabric):
+    r = fabric
+    # n1 receives 3 rack blocks + the default + the external prefix from each ToR: 5 > 4
+    _apply(r, """kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {name: tor2-limited}
+spec: {peerIP: 198.18.2.1, asNumber: 65102, node: n1, maxPrefixes: 4, maxPrefixAction: warn}
+""")
+
+    def events() -> list[dict]:
+        return [json.loads(line) for line in cli(r.state, "events", "--node", "n1", "-o", "json").splitlines() if line]
+
+    wait_for("a max_prefixes warning", lambda: [e for e in events() if e["kind"] == "max_prefixes"], timeout=60)
+    assert _session(r, "n1", TOR2)["state"] == "Established"  # warn keeps the session
+    _apply(r, """kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {name: tor2-limited}
+spec: {peerIP: 198.18.2.1, asNumber: 65102, node: n1, maxPrefixes: 4, maxPrefixAction: teardown}
+""")
+    wait_for("the session torn down and held down",
+             lambda: "max prefixes exceeded" in _session(r, "n1", TOR2)["info"], timeout=60)
+    assert _session(r, "n1", TOR2)["state"] != "Established"
+    # traffic keeps flowing over the other ToR: n1's routes to the rack drop to a single next hop
+    learned = {p: h for p, h in _kernel(r, "n1").items() if h != ["blackhole"]}
+    assert learned and all(h == [TOR1] for h in learned.values()), learned
+    cli(r.state, "delete", "bgppeer", "tor2-limited")
+
+
+def test_md5_with_frr(fabric):
+    r = fabric
+    frr = _frr(r)
+    secret = Path(r.run_dir) / "tor1.md5"
+    secret.write_text("rack-secret\n")
+    frr.vtysh("configure terminal", "router bgp 65101", "neighbor 198.18.1.12 password rack-secret")
+    _apply(r, f"""kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {{name: tor1-md5}}
+spec: {{peerIP: 198.18.1.1, asNumber: 65101, node: n2, password: {{file: {secret}}}}}
+""")
+    wait_for("the MD5 session with FRR Established",
+             lambda: _session(r, "n2", TOR1)["state"] == "Established", timeout=90)
+    assert "198.18.1.12" in frr.vtysh("show bgp summary") and "Established" in frr.vtysh("show bgp neighbors 198.18.1.12")
+    secret.write_text("wrong-secret\n")
+    _apply(r, f"""kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {{name: tor1-md5}}
+spec: {{peerIP: 198.18.1.1, asNumber: 65101, node: n2, password: {{file: {secret}}}, holdTime: 9s}}
+""")
+    wait_for("a wrong password keeps the session down",
+             lambda: _session(r, "n2", TOR1)["state"] != "Established", timeout=60)
+    time.sleep(5)
+    s = _session(r, "n2", TOR1)
+    assert s["state"] != "Established" and "MD5" in s["info"], s
