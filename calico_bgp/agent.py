@@ -259,7 +259,7 @@ class NodeAgent:
 
     async def _export(self) -> None:
         """Announce what we originate to each peer, through its export filters; send only the difference."""
-        want_all = {addr: bgpfilter.export_routes(self.own, self._filters_of(addr), s.ibgp)
+        want_all = {addr: bgpfilter.export_routes(self.own, self._filters_of(addr), s.ibgp, s.local_as)
                     for addr, s in self.sessions.items()}
         batches = bgpfilter.plan_exports(self.exported, want_all)
         self.exported = want_all
@@ -276,7 +276,7 @@ class NodeAgent:
                 a = b.attrs
                 await self.speaker.announce(list(b.neighbors), prefixes, communities=a.communities,
                                             large_communities=a.large_communities, local_pref=a.local_pref,
-                                            as_path=a.as_path_prepend)
+                                            as_path=a.as_path)
         if sent:
             log.info("event=exports originated=%d peers=%d changes=%d", len(self.own), len(want_all), sent)
 

@@ -27,7 +27,9 @@ class ExportAttrs:
     communities: tuple[tuple[int, int], ...] = ()
     large_communities: tuple[tuple[int, int, int], ...] = ()
     local_pref: int | None = None
-    as_path_prepend: tuple[int, ...] = ()
+    # the AS path to send as given; ExaBGP sends an explicit path verbatim (it adds our AS only to an
+    # empty one), so a prepend towards an eBGP peer carries our own AS in front
+    as_path: tuple[int, ...] = ()
 
 
 def _rules(f: model.BGPFilter, direction: str, version: int) -> Sequence[model.BGPFilterRule]:
@@ -65,8 +67,10 @@ def _community(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(":"))
 
 
-def export_routes(own: Iterable[Prefix], filters: Sequence[model.BGPFilter], ibgp: bool) -> dict[Prefix, ExportAttrs]:
-    """What to announce to one peer: each originated prefix its filters do not reject, with actions."""
+def export_routes(own: Iterable[Prefix], filters: Sequence[model.BGPFilter], ibgp: bool,
+                  local_as: int = 0) -> dict[Prefix, ExportAttrs]:
+    """What to announce to one peer: each originated prefix its filters do not reject, with actions.
+    A prepend works as BIRD's `bgp_path.prepend`: eBGP peers see our AS, then the prepended ones."""
     out: dict[Prefix, ExportAttrs] = {}
     for prefix in own:
         rule = first_match(filters, "export", prefix)
@@ -77,7 +81,8 @@ def export_routes(own: Iterable[Prefix], filters: Sequence[model.BGPFilter], ibg
                 communities=tuple(_community(c) for c in rule.add_communities),  # type: ignore[misc]
                 large_communities=tuple(_community(c) for c in rule.add_large_communities),  # type: ignore[misc]
                 local_pref=rule.local_pref if ibgp else None,  # LOCAL_PREF never crosses an AS boundary
-                as_path_prepend=tuple(rule.as_path_prepend))
+                as_path=(((local_as,) if not ibgp else ()) + tuple(rule.as_path_prepend))
+                if rule.as_path_prepend else ())
     return out
 
 

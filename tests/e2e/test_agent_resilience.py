@@ -127,3 +127,38 @@ spec: {node: n1, peerIP: 198.18.0.60, asNumber: 65060}
         assert (tor["received"], tor["accepted"], tor["rejected"]) == (2, 1, 1)
     finally:
         bird.stop()
+
+
+def test_export_filter_actions_reach_the_peer(pair):
+    """Communities, large communities and AS-path prepend set by an export rule, as BIRD sees them."""
+    import re
+
+    from tests.routers import Bird, BirdPeer
+
+    c = pair
+    ns = c.add_node("tor2", 61)
+    c.apply("""kind: BGPFilter
+apiVersion: projectcalico.org/v3
+metadata: {name: tag-blocks}
+spec:
+  exportV4:
+  - {action: Accept, cidr: 198.19.0.0/16, matchOperator: In, addCommunities: ["65000:100"],
+     addLargeCommunities: ["65000:1:2"], asPathPrepend: [64512, 64512]}
+---
+kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {name: tor2}
+spec: {node: n2, peerIP: 198.18.0.61, asNumber: 65061, filters: [tag-blocks]}
+""")
+    bird = Bird(ns, router_id="198.18.0.61", tmp=c.run_dir / "tor2")
+    try:
+        bird.configure([BirdPeer(name="n2", local_as=65061, neighbor="198.18.0.2", peer_as=64512,
+                                 local_address="198.18.0.61", export="none")])
+        bird.wait_established("n2", timeout=60)
+        block = _block_of(c, "n2")
+        wait_for("n2's block at the ToR", lambda: block in bird.routes(), timeout=30)
+        detail = bird.route_all(block)
+        assert re.search(r"BGP\.as_path:\s+64512 64512 64512\s", detail), detail
+        assert "(65000,100)" in detail and "(65000, 1, 2)" in detail, detail
+    finally:
+        bird.stop()

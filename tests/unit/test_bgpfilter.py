@@ -56,10 +56,11 @@ def test_export_actions_and_rejects():
                                     rule("Accept", "198.19.0.0/16", "In", add_communities=("65000:100",),
                                          add_large_communities=("65000:1:2",), local_pref=200,
                                          as_path_prepend=(64512, 64512))))
-    ebgp = export_routes(own, [f], ibgp=False)
+    ebgp = export_routes(own, [f], ibgp=False, local_as=64512)
     assert set(ebgp) == {NET("198.19.0.0/26"), NET("198.19.5.7/32")}
-    assert ebgp[NET("198.19.0.0/26")] == ExportAttrs(((65000, 100),), ((65000, 1, 2),), None, (64512, 64512))
-    assert export_routes(own, [f], ibgp=True)[NET("198.19.0.0/26")].local_pref == 200
+    assert ebgp[NET("198.19.0.0/26")] == ExportAttrs(((65000, 100),), ((65000, 1, 2),), None, (64512, 64512, 64512))
+    ibgp = export_routes(own, [f], ibgp=True, local_as=64512)[NET("198.19.0.0/26")]
+    assert ibgp.local_pref == 200 and ibgp.as_path == (64512, 64512)
     assert export_routes(own, [], ibgp=False) == {p: ExportAttrs() for p in own}
 
 
