@@ -29,19 +29,11 @@ def main(ctx: click.Context, etcd_endpoints: str, prefix: str, etcd_ca_cert: str
 
 
 def _register_groups() -> None:
-    """Command groups register themselves here; a group whose module is missing is simply absent."""
-    import importlib
+    """Each command group lives in its own cli_*.py and adds itself to `main`."""
+    from calico_bgp import cli_agent, cli_ipam, cli_lab, cli_policy, cli_resources, cli_secret
 
-    for module, name in [("calico_bgp.cli_resources", None), ("calico_bgp.cli_ipam", "ipam"),
-                         ("calico_bgp.cli_agent", "node"), ("calico_bgp.cli_policy", "policy"),
-                         ("calico_bgp.cli_lab", "lab"), ("calico_bgp.cli_secret", "secret")]:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register(main)
+    for module in (cli_resources, cli_ipam, cli_agent, cli_secret, cli_policy, cli_lab):
+        module.register(main)
 
 
 _register_groups()
