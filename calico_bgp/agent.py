@@ -665,6 +665,9 @@ class NodeAgent:
                                        f.flaps) for k, f in self.dampener.suppressed(now_m))
         me = self.state.nodes.get(self.opts.name) if self.state else None
         addr = topology.node_addresses(me) if me is not None else {}
+        wall_offset = now_w - now_m
+        churn = tuple(st.PrefixChurnStatus(str(p), c.announces, c.withdraws, round(c.last_change + wall_offset, 3))
+                      for p, c in self.churn.top(20))
         self.metrics.kernel_routes.labels("blackhole").set(len(desired.local_blocks(self.opts.name, self.state.blocks)) if self.state else 0)
         failed = self.programmer.failures  # counted over everything: the published list stops at MAX_PUBLISHED_ROUTES
         self.metrics.kernel_routes.labels("unicast").set(
@@ -676,7 +679,7 @@ class NodeAgent:
             updated=now_w, started=self.started_wall, sessions=tuple(sessions), routes=tuple(routes),
             routes_total=total, kernel_routes=len(kernel), rejected=rejected, damped=damped,
             announced=tuple(str(p) for p in sorted(self.own, key=_pkey)), in_grace=self.programmer.in_grace,
-            filter_mode=self.filter_mode)
+            filter_mode=self.filter_mode, churn=churn)
 
     async def _publisher(self) -> None:
         """status/<node>, bound to a lease: it disappears when the agent is gone. Survives etcd outages."""

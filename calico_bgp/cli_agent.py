@@ -156,13 +156,14 @@ def status_cmd(g: Globals, node_name: str | None, output: str) -> None:
 @click.option("--node", "node_name", help="Only this node.")
 @click.option("--rejected", is_flag=True, help="Routes refused by import policy or loop checks, with the reason.")
 @click.option("--damped", is_flag=True, help="Paths suppressed by flap damping.")
+@click.option("--churn", is_flag=True, help="The prefixes announced and withdrawn most often.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @pass_globals
-def routes_cmd(g: Globals, node_name: str | None, rejected: bool, damped: bool, output: str) -> None:
+def routes_cmd(g: Globals, node_name: str | None, rejected: bool, damped: bool, churn: bool, output: str) -> None:
     """Learned routes per node: best path, ECMP next hops, peers, whether in the kernel."""
     statuses = _statuses(g, node_name)
     if output == "json":
-        key = "rejected" if rejected else "damped" if damped else "routes"
+        key = "rejected" if rejected else "damped" if damped else "churn" if churn else "routes"
         echo_json({s.node: st.as_json(s).get(key, []) for s in statuses})
         return
     for i, s in enumerate(statuses):
@@ -171,6 +172,10 @@ def routes_cmd(g: Globals, node_name: str | None, rejected: bool, damped: bool, 
         if rejected:
             click.echo(f"Node {s.node}: {len(s.rejected)} rejected")
             click.echo(table([[r.prefix, r.peer, r.reason] for r in s.rejected], ["PREFIX", "PEER", "REASON"]))
+        elif churn:
+            click.echo(f"Node {s.node}: busiest prefixes")
+            click.echo(table([[c.prefix, str(c.announces), str(c.withdraws), _since(c.last_change)] for c in s.churn],
+                             ["PREFIX", "ANNOUNCED", "WITHDRAWN", "LAST CHANGE"]))
         elif damped:
             click.echo(f"Node {s.node}: {len(s.damped)} damped")
             click.echo(table([[d.prefix, d.peer, f"{d.penalty:.0f}", f"{d.reuse_in:.0f}s", str(d.flaps)] for d in s.damped],

@@ -7,6 +7,7 @@ the announce/withdraw counts. Memory is bounded: histories are capped rings.
 from __future__ import annotations
 
 import collections
+import heapq
 import math
 from typing import Deque, Hashable, Iterable
 
@@ -123,4 +124,4 @@ class ChurnTracker:
         return self._prefixes.get(prefix)
 
     def top(self, n: int = 20) -> list[tuple[Hashable, PrefixChurn]]:
-        return sorted(self._prefixes.items(), key=lambda kv: -(kv[1].announces + kv[1].withdraws))[:n]
+        return heapq.nlargest(n, self._prefixes.items(), key=lambda kv: kv[1].announces + kv[1].withdraws)

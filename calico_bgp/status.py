@@ -63,6 +63,14 @@ class DampedRoute:
 
 
 @attrs.frozen
+class PrefixChurnStatus:
+    prefix: str
+    announces: int
+    withdraws: int
+    last_change: float        # wall clock
+
+
+@attrs.frozen
 class NodeStatus:
     node: str
     version: str
@@ -81,6 +89,7 @@ class NodeStatus:
     announced: tuple[str, ...] = ()
     filter_mode: str = ""
     in_grace: bool = False
+    churn: tuple[PrefixChurnStatus, ...] = ()   # the busiest prefixes, most changes first
 
 
 def encode(status: NodeStatus) -> bytes:

@@ -162,6 +162,8 @@ def test_events_record_sessions_and_repairs(cluster):
     kinds = {(e["kind"], e["peer"]) for e in events()}
     assert ("session_up", c.addrs["n2"]) in kinds and ("session_down", c.addrs["n4"]) in kinds
     assert ("grace_end", "") in kinds
+    churn = json.loads(c.cli("routes", "--node", "n1", "--churn", "-o", "json").stdout)["n1"]
+    assert any(x["prefix"] == _block_of(c, "n3") and x["announces"] >= 1 for x in churn)
 
 
 def test_an_emptied_block_is_released_and_withdrawn(cluster):
