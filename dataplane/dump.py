@@ -39,8 +39,8 @@ def _scan_family(
     table: int,
     protocol: int,
     visit: Callable[[KernelRoute], None],
-    known: Mapping[bytes, int],
-    visit_known: Callable[[int], None],
+    known: Mapping[bytes, RouteKey],
+    visit_known: Callable[[RouteKey], None],
 ) -> None:
     decode = codec.decode_route
     lookup = known.get
@@ -72,7 +72,7 @@ def _scan_family(
             raise
 
 
-def _ignore(_hit: int) -> None:
+def _ignore(_hit: RouteKey) -> None:
     pass
 
 
@@ -81,8 +81,8 @@ def scan_routes_sync(
     table: int,
     protocol: int,
     visit: Callable[[KernelRoute], None],
-    known: Mapping[bytes, int] | None = None,
-    visit_known: Callable[[int], None] = _ignore,
+    known: Mapping[bytes, RouteKey] | None = None,
+    visit_known: Callable[[RouteKey], None] = _ignore,
 ) -> None:
     """Blocking: `visit` each of our routes of both families; none kept (no 100k objects for the GC to walk).
 

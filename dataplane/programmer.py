@@ -19,7 +19,7 @@ import trio
 from dataplane import dump, events, netlink
 from dataplane import rtnl_codec as codec
 from dataplane.protocol import DEFAULT_PROTOCOL, MAIN_TABLE, PROTOCOL_NAME, register_protocol_name
-from dataplane.route import Forwarding, KernelRoute, Planner, Route, RouteKey, forwarding_matches, index_routes
+from dataplane.route import Forwarding, KernelRoute, Planner, Route, RouteKey, RouteKind, forwarding_matches, index_routes
 
 log = logging.getLogger(__name__)
 
@@ -75,47 +75,75 @@ class ReconcileResult:
         return self.adds + self.replaces + self.deletes
 
 
-@attrs.frozen(slots=True)
 class _Desired:
-    """The desired set, laid out for the planner: position i <-> routes[i], forwarding[i]."""
+    """The desired set by kernel key: the routes, how each forwards (shared between routes that forward
+    alike), and the dump signature of each common-shape route. Changed in place by `put`/`drop`."""
 
-    routes: list[Route]
-    index: dict[RouteKey, int]
-    forwarding: list[Forwarding]
-    devices: frozenset[str]
-    signatures: dict[bytes, int]  # codec.dump_signature -> position, for the common shape
+    __slots__ = ("table", "protocol", "routes", "forwarding", "devices", "signatures", "special", "_shared")
+
+    def __init__(self, table: int, protocol: int) -> None:
+        self.table = table
+        self.protocol = protocol
+        self.routes: dict[RouteKey, Route] = {}
+        self.forwarding: dict[RouteKey, Forwarding] = {}
+        self.devices: set[str] = set()  # grows only: it decides whether links are re-read
+        self.signatures: dict[bytes, RouteKey] = {}  # codec.dump_signature -> key, for the common shape
+        self.special = 0  # routes that are not unicast (blackholes, unreachables)
+        self._shared: dict[tuple[object, ...], Forwarding] = {}
 
     def route(self, key: RouteKey) -> Route | None:
-        i = self.index.get(key)
-        return None if i is None else self.routes[i]
+        return self.routes.get(key)
+
+    def put(self, route: Route) -> bool:
+        """Desire `route` (replacing the one on its key); False when it was desired exactly so already."""
+        key = route.key
+        old = self.routes.get(key)
+        if old is not None:
+            if old == route:
+                return False
+            self.drop(key)
+        ident = (route.kind, route.nexthops)
+        fwd = self._shared.get(ident)
+        if fwd is None:
+            if len(self._shared) > 4096:  # next-hop sets come and go: do not keep every one ever seen
+                self._shared.clear()
+            fwd = self._shared[ident] = route.forwarding()
+            self.devices.update(h.device for h in route.nexthops if h.device is not None)
+        self.routes[key] = route
+        self.forwarding[key] = fwd
+        if route.kind is not RouteKind.UNICAST:
+            self.special += 1
+        sig = codec.dump_signature(self.table, self.protocol, key, fwd.rtype, fwd.hops)
+        if sig is not None:
+            self.signatures[sig] = key
+        return True
+
+    def drop(self, key: RouteKey) -> bool:
+        route = self.routes.pop(key, None)
+        if route is None:
+            return False
+        fwd = self.forwarding.pop(key)
+        if route.kind is not RouteKind.UNICAST:
+            self.special -= 1
+        sig = codec.dump_signature(self.table, self.protocol, key, fwd.rtype, fwd.hops)
+        if sig is not None:
+            self.signatures.pop(sig, None)
+        return True
 
 
 def _index(routes: Iterable[Route], table: int, protocol: int) -> _Desired:
-    unique, index = index_routes(routes)
-    shared: dict[tuple[object, ...], Forwarding] = {}
-    forwarding = []
-    devices = set()
-    signatures: dict[bytes, int] = {}
-    signature = codec.dump_signature
-    for key, i in index.items():  # i shared with the index: no second int per route
-        route = unique[i]
-        ident = (route.kind, route.nexthops)
-        fwd = shared.get(ident)
-        if fwd is None:
-            fwd = shared[ident] = route.forwarding()
-            devices.update(h.device for h in route.nexthops if h.device is not None)
-        forwarding.append(fwd)
-        sig = signature(table, protocol, key, fwd.rtype, fwd.hops)
-        if sig is not None:
-            signatures[sig] = i
-    return _Desired(unique, index, forwarding, frozenset(devices), signatures)
+    unique, _ = index_routes(routes)  # raises DuplicateRoute
+    desired = _Desired(table, protocol)
+    for route in unique:
+        desired.put(route)
+    return desired
 
 
-def _programmable(keys: Iterable[RouteKey], op: str, desired: _Desired, ifindex: Mapping[str, int], failures: list[RouteFailure]) -> list[RouteKey]:
+def _programmable(keys: Iterable[RouteKey], op: str, routes: Mapping[RouteKey, Route], ifindex: Mapping[str, int], failures: list[RouteFailure]) -> list[RouteKey]:
     """The keys whose devices exist; the others become failures (never sent: the kernel needs an ifindex)."""
     out = []
     for key in keys:
-        route = desired.routes[desired.index[key]]
+        route = routes[key]
         missing = [h.device for h in route.nexthops if h.device is not None and h.device not in ifindex]
         if missing:
             failures.append(RouteFailure(route, str(route.prefix), op, errno.ENODEV, netlink.describe_errno(errno.ENODEV, f"no device {missing[0]}")))
@@ -158,8 +186,12 @@ class RouteProgrammer:
         self._debounce = debounce
         self._grace_on_start = grace
         self._register_name = register_name
-        self._desired = _Desired([], {}, [], frozenset(), {})
+        self._desired = _Desired(table, protocol)
         self._keep: frozenset[RouteKey] = frozenset()
+        # keys of ours in the kernel as far as we know (last reconcile + changes since): an incremental
+        # change replaces only these; any other key is added exclusively, never over a foreign route
+        self._installed: set[RouteKey] = set()
+        self._pending: dict[RouteKey, None] = {}  # keys changed by update_desired, not yet sent
         self._links: dict[int, dump.Link] = {}
         self._ifindex: dict[str, int] = {}
         self._counts = ChangeCounts()
@@ -188,6 +220,7 @@ class RouteProgrammer:
         existing: set[RouteKey] = set()
         await trio.to_thread.run_sync(dump.scan_routes_sync, self._dump_sock, self.table, self.protocol, lambda kr: existing.add(kr.key))
         self.adopted = len(existing)
+        self._installed = existing
         if self._grace_on_start:
             self._keep = frozenset(existing)
         log.info(
@@ -218,11 +251,42 @@ class RouteProgrammer:
     def set_desired(self, routes: Iterable[Route]) -> None:
         """Replace the desired set (raises DuplicateRoute); a running programmer reconciles soon."""
         self._desired = _index(routes, self.table, self.protocol)
+        self._pending = {}  # the next reconcile covers everything
         self._dirty.set()
+
+    def update_desired(self, routes: Iterable[Route] = (), removed: Iterable[RouteKey] = ()) -> int:
+        """Change part of the desired set: desire `routes` (each replacing the route on its key) and
+        drop the keys in `removed`. `program()` sends just these changes; returns how many there are."""
+        desired = self._desired
+        pending = self._pending
+        before = len(pending)
+        for key in removed:
+            if desired.drop(key):
+                pending[key] = None
+        for route in routes:
+            if desired.put(route):
+                pending[route.key] = None
+        return len(pending) - before
+
+    @property
+    def pending(self) -> int:
+        """Changes made by update_desired and not yet sent."""
+        return len(self._pending)
 
     @property
     def desired(self) -> list[Route]:
-        return list(self._desired.routes)
+        return list(self._desired.routes.values())
+
+    def is_desired(self, key: RouteKey) -> bool:
+        return key in self._desired.routes
+
+    @property
+    def desired_count(self) -> int:
+        return len(self._desired.routes)
+
+    @property
+    def desired_unicast(self) -> int:
+        return len(self._desired.routes) - self._desired.special
 
     def end_grace(self) -> None:
         """The desired set is complete: stale adopted routes may go now."""
@@ -269,38 +333,27 @@ class RouteProgrammer:
 
     async def _reconcile(self, progress: Callable[[int, int], None] | None) -> ReconcileResult:
         started = time.perf_counter()
-        desired = self._desired
+        live = self._desired
         keep = self._keep
-        if desired.devices:
+        if live.devices:
             await self._refresh_links()
+        # a snapshot: the owner may change the desired set while the dump and the sends are awaited;
+        # what changes meanwhile stays pending for program()
+        pending_before = set(self._pending)
+        routes, forwarding, signatures = dict(live.routes), dict(live.forwarding), dict(live.signatures)
         ifindex = self._ifindex
-        planner = Planner(desired.index, desired.forwarding, ifindex, keep)
+        planner = Planner(forwarding, ifindex, keep)
         table, protocol = self.table, self.protocol
         sock = self._dump_sock
-        await trio.to_thread.run_sync(dump.scan_routes_sync, sock, table, protocol, planner.visit, desired.signatures, planner.visit_matching)
+        await trio.to_thread.run_sync(dump.scan_routes_sync, sock, table, protocol, planner.visit, signatures, planner.visit_matching)
         plan = planner.finish()
 
         failures: list[RouteFailure] = []
-        adds = _programmable(plan.adds, "add", desired, ifindex, failures)
-        replaces = _programmable(plan.replaces, "replace", desired, ifindex, failures)
+        adds = _programmable(plan.adds, "add", routes, ifindex, failures)
+        replaces = _programmable(plan.replaces, "replace", routes, ifindex, failures)
         # (flags, key): adds and replaces first, so a metric change is make-before-break; 0 = delete
         ops = [(codec.NEW_FLAGS, k) for k in adds] + [(codec.REPLACE_FLAGS, k) for k in replaces] + [(0, kr.key) for kr in plan.deletes]
-        forwarding = desired.forwarding
-        position = desired.index
-        ifindex_of = ifindex.__getitem__
-        encode_new, encode_del = codec.encode_newroute, codec.encode_delroute
-
-        def encode(i: int, seq: int) -> bytes:
-            flags, key = ops[i]
-            if not flags:
-                return encode_del(seq, table, protocol, key)
-            fwd = forwarding[position[key]]
-            return encode_new(seq, flags, table, protocol, key, fwd.rtype, fwd.hops, ifindex_of)
-
-        total = len(ops)
-        report = (lambda done: progress(done, total)) if progress is not None else None
-        assert self._channel is not None
-        refused = await self._channel.transact(total, encode, report) if ops else []
+        refused = await self._send(ops, forwarding, ifindex, progress)
 
         n_add, n_rep, n_del = len(adds), len(replaces), len(plan.deletes)
         errors = 0
@@ -310,11 +363,18 @@ class RouteProgrammer:
                 continue  # already gone: the goal of a delete
             errors += 1
             op = "add" if flags == codec.NEW_FLAGS else "replace" if flags else "delete"
-            route = desired.route(key) if flags else None
+            route = routes.get(key) if flags else None
             failures.append(RouteFailure(route, str(route.prefix) if route else str(key.prefix()), op, bad.errno, bad.reason))
         c = self._counts
         self._counts = ChangeCounts(c.adds + n_add, c.replaces + n_rep, c.deletes + n_del, c.errors + errors)
-        self._record(failures, planner.down, desired)
+        self._record(failures, planner.down, routes)
+        installed = set(forwarding)
+        installed.difference_update(f.route.key for f in failures if f.route is not None)
+        installed.update(planner.kept)
+        self._installed = installed
+        for key in pending_before:  # sent as they were in the snapshot, unless changed since
+            if routes.get(key) is live.routes.get(key):
+                self._pending.pop(key, None)
 
         kept = plan.kept
         result = ReconcileResult(
@@ -324,30 +384,146 @@ class RouteProgrammer:
         self.reconciles += 1
         log.info(
             "event=reconcile table=%d protocol=%d desired=%d adds=%d replaces=%d deletes=%d unchanged=%d kept=%d failures=%d seconds=%.3f",
-            table, protocol, len(desired.routes), n_add, n_rep, n_del, plan.unchanged, kept, len(failures), result.seconds,
+            table, protocol, len(routes), n_add, n_rep, n_del, plan.unchanged, kept, len(failures), result.seconds,
         )
         return result
 
-    def _record(self, failures: list[RouteFailure], down: Mapping[int, int], desired: _Desired) -> None:
+    async def _send(self, ops: list[tuple[int, RouteKey]], forwarding: Mapping[RouteKey, Forwarding],
+                    ifindex: Mapping[str, int], progress: Callable[[int, int], None] | None = None) -> list[netlink.RequestFailure]:
+        if not ops:
+            return []
+        table, protocol = self.table, self.protocol
+        ifindex_of = ifindex.__getitem__
+        encode_new, encode_del = codec.encode_newroute, codec.encode_delroute
+
+        def encode(i: int, seq: int) -> bytes:
+            flags, key = ops[i]
+            if not flags:
+                return encode_del(seq, table, protocol, key)
+            fwd = forwarding[key]
+            return encode_new(seq, flags, table, protocol, key, fwd.rtype, fwd.hops, ifindex_of)
+
+        total = len(ops)
+        report = (lambda done: progress(done, total)) if progress is not None else None
+        assert self._channel is not None
+        return await self._channel.transact(total, encode, report)
+
+    async def program(self) -> ReconcileResult | None:
+        """Send what update_desired changed, and only that: no dump, so its cost follows the size of the
+        change, not of the table. A conflict it cannot settle alone (a route already on a key it
+        believed free) leaves the kernel to the next full reconcile, which it asks for. None: nothing
+        was pending."""
+        if self._channel is None:
+            raise RuntimeError("RouteProgrammer is not open")
+        async with self._lock:
+            if not self._pending:
+                return None
+            started = time.perf_counter()
+            pending, self._pending = self._pending, {}
+            live = self._desired
+            keep = self._keep
+            installed = self._installed
+            routes: dict[RouteKey, Route] = {}
+            forwarding: dict[RouteKey, Forwarding] = {}
+            ops: list[tuple[int, RouteKey]] = []
+            for key in pending:
+                fwd = live.forwarding.get(key)
+                if fwd is None:
+                    if key in installed and key not in keep:
+                        ops.append((0, key))
+                    continue
+                routes[key] = live.routes[key]
+                forwarding[key] = fwd
+                ops.append((codec.REPLACE_FLAGS if key in installed else codec.NEW_FLAGS, key))
+            failures: list[RouteFailure] = []
+            if any(h.device is not None and h.device not in self._ifindex for r in routes.values() for h in r.nexthops):
+                await self._refresh_links()
+            ifindex = self._ifindex
+            keys = set(_programmable([k for f, k in ops if f], "add", routes, ifindex, failures))
+            ops = [(f, k) for f, k in ops if not f or k in keys]
+            refused = await self._send(ops, forwarding, ifindex)
+
+            conflicts = 0
+            bad_keys = set()
+            for bad in refused:
+                flags, key = ops[bad.index]
+                bad_keys.add(key)
+                if not flags:
+                    if bad.errno != errno.ESRCH:
+                        failures.append(RouteFailure(None, str(key.prefix()), "delete", bad.errno, bad.reason))
+                    continue
+                if flags == codec.NEW_FLAGS and bad.errno == errno.EEXIST:
+                    conflicts += 1  # ours left from before, or a foreign route: the full reconcile decides
+                    continue
+                route = routes[key]
+                failures.append(RouteFailure(route, str(route.prefix), "add" if flags == codec.NEW_FLAGS else "replace",
+                                             bad.errno, bad.reason))
+            n_add = n_rep = n_del = 0
+            for flags, key in ops:
+                if not flags:
+                    n_del += 1
+                    installed.discard(key)
+                else:
+                    if flags == codec.NEW_FLAGS:
+                        n_add += 1
+                    else:
+                        n_rep += 1
+                    if key not in bad_keys:
+                        installed.add(key)
+            c = self._counts
+            errors = len([f for f in failures if f.errno != errno.ENODEV])
+            self._counts = ChangeCounts(c.adds + n_add, c.replaces + n_rep, c.deletes + n_del, c.errors + errors)
+            self._record_some(pending, failures)
+            if conflicts:
+                log.info("event=program_conflicts count=%d action=full_reconcile", conflicts)
+                self._dirty.set()
+            result = ReconcileResult(adds=n_add, replaces=n_rep, deletes=n_del, unchanged=0, kept=0,
+                                     failures=tuple(failures), seconds=time.perf_counter() - started)
+            log.debug("event=program table=%d desired=%d adds=%d replaces=%d deletes=%d failures=%d conflicts=%d seconds=%.3f",
+                      self.table, len(live.routes), n_add, n_rep, n_del, len(failures), conflicts, result.seconds)
+            return result
+
+    def _record(self, failures: list[RouteFailure], down: Mapping[RouteKey, int], routes: Mapping[RouteKey, Route]) -> None:
         self._failures = {}
         unreachable: dict[RouteKey, str] = {}
-        for i, failure in enumerate(failures):
+        self._log_failures(failures)
+        for failure in failures:
             if failure.route is not None:
                 key = failure.route.key
                 self._failures[key] = failure
                 if failure.unreachable:
                     unreachable[key] = failure.reason
-            if i < MAX_FAILURE_LOGS:
-                log.warning("event=route_failed op=%s prefix=%s route=%r errno=%d reason=%r",
-                            failure.op, failure.prefix, str(failure.route or failure.prefix), failure.errno, failure.reason)
-        if len(failures) > MAX_FAILURE_LOGS:
-            log.warning("event=route_failed_more count=%d", len(failures) - MAX_FAILURE_LOGS)
-        for i, n_down in down.items():
-            route = desired.routes[i]
+        for key, n_down in down.items():
+            route = routes[key]
             if n_down >= len(route.nexthops):
                 unreachable[route.key] = "all next hops are dead or link-down"
             else:
                 log.warning("event=route_degraded prefix=%s nexthops_down=%d of=%d", route.prefix, n_down, len(route.nexthops))
+        self._set_unreachable(unreachable)
+
+    def _record_some(self, keys: Iterable[RouteKey], failures: list[RouteFailure]) -> None:
+        """After program(): the outcome for `keys` replaces what the last reconcile said of them."""
+        self._log_failures(failures)
+        unreachable = dict(self._unreachable)
+        for key in keys:
+            self._failures.pop(key, None)
+            unreachable.pop(key, None)
+        for failure in failures:
+            if failure.route is not None:
+                self._failures[failure.route.key] = failure
+                if failure.unreachable:
+                    unreachable[failure.route.key] = failure.reason
+        self._set_unreachable(unreachable)
+
+    @staticmethod
+    def _log_failures(failures: list[RouteFailure]) -> None:
+        for failure in failures[:MAX_FAILURE_LOGS]:
+            log.warning("event=route_failed op=%s prefix=%s route=%r errno=%d reason=%r",
+                        failure.op, failure.prefix, str(failure.route or failure.prefix), failure.errno, failure.reason)
+        if len(failures) > MAX_FAILURE_LOGS:
+            log.warning("event=route_failed_more count=%d", len(failures) - MAX_FAILURE_LOGS)
+
+    def _set_unreachable(self, unreachable: dict[RouteKey, str]) -> None:
         for key in unreachable.keys() - self._unreachable.keys():
             log.warning("event=nexthop_unreachable prefix=%s reason=%r", key.prefix(), unreachable[key])
         for key in self._unreachable.keys() - unreachable.keys():
@@ -409,9 +585,7 @@ class RouteProgrammer:
         if route.table != self.table:
             return
         key = route.key
-        desired = self._desired
-        i = desired.index.get(key)
-        want = None if i is None else desired.forwarding[i]
+        want = self._desired.forwarding.get(key)
         if route.protocol != self.protocol:
             if want is not None:  # a foreign route on one of our keys: conflict appeared or cleared
                 self._kick("foreign_route", key)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from typing import Iterable, Mapping, NamedTuple, Sequence, Union
+from typing import Iterable, Mapping, NamedTuple, Union
 
 import attrs
 
@@ -252,44 +252,38 @@ class Planner:
     """Builds a Plan while the kernel's routes stream past, so none of them needs to be kept.
 
     Pure: fed KernelRoutes (ours only), it decides; it never talks to the kernel. Desired routes come
-    as `index` (key -> position) and `forwarding` (by position); what the kernel has is marked in a
-    bytearray, so a 100k-route pass leaves no new objects behind for the garbage collector.
+    as `desired` (key -> Forwarding); what the kernel has is marked in a set of those same keys, so a
+    100k-route pass leaves no new objects behind for the garbage collector.
     A route seen twice (a re-read dump) is decided once.
     """
 
     def __init__(
         self,
-        index: Mapping[RouteKey, int],
-        forwarding: Sequence[Forwarding],
+        desired: Mapping[RouteKey, Forwarding],
         ifindex: Mapping[str, int],
         keep: frozenset[RouteKey] | set[RouteKey] = frozenset(),
     ) -> None:
-        self._index = index
-        self._forwarding = forwarding
+        self._desired = desired
         self._ifindex = ifindex
         self._keep = keep
-        self._seen = bytearray(len(forwarding))
-        self._present = 0
-        self._replaces: dict[int, None] = {}
+        self._seen: set[RouteKey] = set()
+        self._replaces: dict[RouteKey, None] = {}
         self._deletes: dict[RouteKey, KernelRoute] = {}
-        self._kept: set[RouteKey] = set()
-        self.down: dict[int, int] = {}
+        self.kept: set[RouteKey] = set()
+        self.down: dict[RouteKey, int] = {}
 
     def visit(self, have: KernelRoute) -> None:
         key = have.key
-        i = self._index.get(key)
-        if i is None:
+        want = self._desired.get(key)
+        if want is None:
             if key not in self._keep:
                 self._deletes[key] = have
             else:
-                self._kept.add(key)
+                self.kept.add(key)
             return
-        if not self._seen[i]:
-            self._seen[i] = 1
-            self._present += 1
+        self._seen.add(key)
         if have.down:
-            self.down[i] = have.down
-        want = self._forwarding[i]
+            self.down[key] = have.down
         whops, khops = want.hops, have.hops
         # the common shape inline: one hop, no device asked for
         if want.rtype == have.rtype and len(whops) == 1 and len(khops) == 1 and whops[0][1] is None:
@@ -297,31 +291,25 @@ class Planner:
         else:
             match = forwarding_matches(want, have, self._ifindex)
         if match:
-            self._replaces.pop(i, None)
+            self._replaces.pop(key, None)
         else:
-            self._replaces[i] = None
+            self._replaces[key] = None
 
-    def visit_matching(self, i: int) -> None:
-        """The kernel has desired route `i` exactly as wanted (a byte-level match, see dump_signature)."""
-        if not self._seen[i]:
-            self._seen[i] = 1
-            self._present += 1
+    def visit_matching(self, key: RouteKey) -> None:
+        """The kernel has desired route `key` exactly as wanted (a byte-level match, see dump_signature)."""
+        if key not in self._desired:
+            return
+        self._seen.add(key)
         if self._replaces:
-            self._replaces.pop(i, None)
+            self._replaces.pop(key, None)
 
     def finish(self) -> Plan:
-        keys: list[RouteKey] | None = None
-        if self._present == len(self._seen):
-            adds: tuple[RouteKey, ...] = ()
-        else:
-            keys = list(self._index)
-            seen = self._seen
-            adds = tuple(keys[i] for i in range(len(seen)) if not seen[i])
-        replaces: tuple[RouteKey, ...] = ()
-        if self._replaces:
-            keys = keys or list(self._index)
-            replaces = tuple(keys[i] for i in self._replaces)
-        return Plan(adds, replaces, tuple(self._deletes.values()), self._present - len(replaces), len(self._kept))
+        seen = self._seen
+        adds: tuple[RouteKey, ...] = ()
+        if len(seen) != len(self._desired):
+            adds = tuple(k for k in self._desired if k not in seen)
+        replaces = tuple(self._replaces)
+        return Plan(adds, replaces, tuple(self._deletes.values()), len(seen) - len(replaces), len(self.kept))
 
 
 def plan_changes(
@@ -331,11 +319,17 @@ def plan_changes(
     keep: frozenset[RouteKey] | set[RouteKey] = frozenset(),
 ) -> Plan:
     """Desired vs actual (both only ours) -> the changes; routes in `keep` are never deleted (grace)."""
-    index = {key: i for i, key in enumerate(desired)}
-    planner = Planner(index, list(desired.values()), ifindex, keep)
+    planner = Planner(desired, ifindex, keep)
     for have in actual:
         planner.visit(have)
     return planner.finish()
+
+
+def key_of(prefix: IPNetwork, metric: int = 0) -> RouteKey:
+    """The kernel key of a route to `prefix` with `metric` (as Route.key computes it)."""
+    if prefix.version == 6 and metric == 0:
+        metric = IPV6_DEFAULT_METRIC
+    return RouteKey(prefix.prefixlen, prefix.network_address.packed, metric)
 
 
 def index_routes(routes: Iterable[Route]) -> tuple[list[Route], dict[RouteKey, int]]:
