@@ -8,11 +8,11 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Mapping
+from typing import Container, Iterable, Mapping
 
 from calico_bgp import model
 from calico_bgp.rib import Prefix, Rib
-from dataplane.route import NextHop, Route
+from dataplane.route import NextHop, Route, RouteKey, key_of
 from ipam.block import Block
 
 
@@ -58,8 +58,34 @@ def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterabl
     return routes
 
 
+def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]) -> tuple[list[Route], list[RouteKey]]:
+    """For prefixes whose selection changed: the learned routes to program and the keys of those to
+    remove, as `kernel_routes` would have them. `skip`: what we originate or blackhole (never learned
+    routes). The incremental form of kernel_routes: its cost follows the change, not the RIB."""
+    upserts: list[Route] = []
+    removed: list[RouteKey] = []
+    for prefix in prefixes:
+        if prefix in skip:
+            continue
+        sel = rib.selection(prefix)
+        if sel is None:
+            removed.append(key_of(prefix))
+        else:
+            upserts.append(learned_route(prefix, sel.next_hops))
+    return upserts, removed
+
+
+_HOPS: dict[tuple[str, ...], tuple[NextHop, ...]] = {}
+
+
 def learned_route(prefix: Prefix, next_hops: Iterable[str]) -> Route:
-    return Route(prefix, nexthops=tuple(NextHop(gateway=h) for h in next_hops))
+    gateways = tuple(next_hops)
+    hops = _HOPS.get(gateways)
+    if hops is None:  # a handful of next-hop sets serve every learned route: parse each once
+        if len(_HOPS) > 4096:
+            _HOPS.clear()
+        hops = _HOPS[gateways] = tuple(sorted((NextHop(gateway=h) for h in gateways), key=NextHop.sort_key))
+    return Route(prefix, nexthops=hops)
 
 
 def _sort_key(p: Prefix) -> tuple[int, int, int]:
