@@ -26,6 +26,7 @@ from calico_bgp import bgpfilter, desired, model, status as st, topology
 from calico_bgp.cluster import ClusterState, ClusterView
 from calico_bgp.damping import Dampener, DampingChange, DampingParams
 from calico_bgp.eventlog import EventLog
+from calico_bgp.intake import UpdateIntake
 from calico_bgp.datastore import DatastoreError, Keys
 from calico_bgp.resources import ResourceStore
 from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Prefix, Rib, reflections
@@ -89,6 +90,7 @@ class NodeAgent:
         self.local: LocalSpeaker | None = None
         self.rib: Rib | None = None
         self.dampener: Dampener[PathAttrs] = Dampener(DampingParams(), enabled=False)
+        self.intake = UpdateIntake()
         self.churn = ChurnTracker()
         self.stability: dict[str, PeerStability] = {}
         self.sessions: dict[str, Session] = {}
@@ -352,17 +354,10 @@ class NodeAgent:
             log.warning("event=update_from_unknown_peer peer=%s action=ignore", ev.peer)
             return
         now = trio.current_time()
-        announced: dict[Prefix, PathAttrs] = {}
-        for text, a in ev.announced.items():
-            prefix = _prefix(text)
-            if prefix is None or a.next_hop is None:
-                log.warning("event=bad_nlri peer=%s prefix=%r next_hop=%r action=ignore", ev.peer, text, a.next_hop)
-                continue
-            announced[prefix] = PathAttrs(next_hop=a.next_hop, as_path=a.as_path, origin=a.origin or "igp",
-                                          local_pref=a.local_pref, med=a.med, communities=a.communities,
-                                          large_communities=a.large_communities, originator_id=a.originator_id,
-                                          cluster_list=a.cluster_list)
-        withdrawn = [p for p in (_prefix(t) for t in ev.withdrawn) if p is not None]
+        got = self.intake.apply(ev, peer, self.rib, self.dampener, now)
+        for text, next_hop in got.bad:
+            log.warning("event=bad_nlri peer=%s prefix=%r next_hop=%r action=ignore", ev.peer, text, next_hop)
+        announced, withdrawn, changed = got.announced, got.withdrawn, got.changed
         stab = self._stab(ev.peer)
         stab.count_updates(len(announced), len(withdrawn), now)
         s = self.sessions.get(ev.peer)
@@ -370,13 +365,9 @@ class NodeAgent:
         self.metrics.updates_received.labels(ev.peer, kind).inc(len(announced))
         self.metrics.withdrawals_received.labels(ev.peer, kind).inc(len(withdrawn))
         self.churn.record(announced, withdrawn, now)
-
-        d = self.dampener.update(ev.peer, announced, withdrawn, now)
-        for key in d.suppressed:
+        for key in got.suppressed:
             self.events.emit("damping_start", peer=key[0], prefix=str(key[1]))
             self.metrics.damping_events.labels("suppress").inc()
-        to_rib = {k[1]: v for k, v in d.announce.items()}
-        changed = self.rib.update(peer, to_rib, [k[1] for k in d.withdraw])
         self._last_update = now
         await self._check_max_prefixes(ev.peer)
         if changed:
@@ -745,13 +736,6 @@ def _session_info(reason: str, md5: bool) -> str:
 def _with_len(ip: str) -> str:
     """'198.18.0.1' -> '198.18.0.1/32'; a given prefix length is kept."""
     return str(ipaddress.ip_interface(ip))
-
-
-def _prefix(text: str) -> Prefix | None:
-    try:
-        return ipaddress.ip_network(text, strict=True)
-    except ValueError:
-        return None
 
 
 def _pkey(p: Prefix) -> tuple[int, int, int]:

@@ -49,14 +49,22 @@ def first_match(filters: Iterable[model.BGPFilter], direction: str, prefix: Pref
 def import_policy(pools: Iterable[model.IPPool],
                   filters_of: Callable[[str], Sequence[model.BGPFilter]]) -> ImportPolicy:
     """The RIB's import policy: filters first (per peer address), then the pool default."""
-    nets = [p.spec.network for p in pools]
+    # (version, prefix length, network >> host bits): `prefix` is inside when its first bits match
+    nets = [(n.version, n.prefixlen, int(n.network_address) >> (n.max_prefixlen - n.prefixlen))
+            for n in (p.spec.network for p in pools)]
+    filters: dict[str, Sequence[model.BGPFilter]] = {}  # per peer: the policy is rebuilt when they change
 
     def policy(peer: Peer, prefix: Prefix, _attrs: PathAttrs) -> str | None:
-        rule = first_match(filters_of(peer.address), "import", prefix)
-        if rule is not None:
-            return None if rule.action == "Accept" else f"rejected by filter ({rule.match_operator} {rule.cidr})".replace(" ()", "")
-        for net in nets:
-            if net.version == prefix.version and prefix.subnet_of(net):  # type: ignore[arg-type]
+        mine = filters.get(peer.address)
+        if mine is None:
+            mine = filters[peer.address] = filters_of(peer.address)
+        if mine:
+            rule = first_match(mine, "import", prefix)
+            if rule is not None:
+                return None if rule.action == "Accept" else f"rejected by filter ({rule.match_operator} {rule.cidr})".replace(" ()", "")
+        version, plen, value = prefix.version, prefix.prefixlen, int(prefix.network_address)
+        for nv, nlen, nbits in nets:
+            if nv == version and plen >= nlen and value >> (prefix.max_prefixlen - nlen) == nbits:
                 return None
         return "outside every IP pool"
 

@@ -102,6 +102,15 @@ class Dampener(Generic[A]):
                 out.announce[key] = path_attrs
         return out
 
+    def note(self, peer: str, announced: Mapping[Hashable, A], withdrawn: Iterable[Hashable]) -> None:
+        """Damping off: keep the latest path per (peer, prefix) as update() does, and decide nothing
+        (everything passes). Cheaper than update() for the 100k-prefix bursts of a session start."""
+        latest = self._latest
+        for prefix in withdrawn:
+            latest.pop((peer, prefix), None)
+        for prefix, path_attrs in announced.items():
+            latest[(peer, prefix)] = path_attrs
+
     def _penalise(self, key: Key, now: float, amount: float, flap: bool, out: DampingChange) -> FlapState:
         p = self.params
         st = self._state.get(key)

@@ -197,20 +197,28 @@ class Rib:
             per_peer = self._paths.get(prefix)
             if per_peer and per_peer.pop(peer.address, None) is not None:
                 touched.add(prefix)
+        local, policy, paths, address = self.local, self.import_policy, self._paths, peer.address
+        last: PathAttrs | None = None
+        loop: str | None = None
         for prefix, pattrs in announced.items():
-            reason = loop_check(self.local, peer, pattrs)
-            if reason is None and self.import_policy is not None:
-                reason = self.import_policy(peer, prefix, pattrs)
-            per_peer = self._paths.setdefault(prefix, {})
+            if pattrs is not last:  # the prefixes of one UPDATE share one attributes object
+                last, loop = pattrs, loop_check(local, peer, pattrs)
+            reason = loop
+            if reason is None and policy is not None:
+                reason = policy(peer, prefix, pattrs)
+            per_peer = paths.get(prefix)
+            if per_peer is None:
+                per_peer = paths[prefix] = {}
             if reason is not None:
                 rejected[prefix] = (reason, pattrs)  # kept, so a policy change can accept it later
-                if per_peer.pop(peer.address, None) is not None:  # implicit withdraw of the old path
+                if per_peer.pop(address, None) is not None:  # implicit withdraw of the old path
                     touched.add(prefix)
                 continue
-            rejected.pop(prefix, None)
-            path = Path(prefix, peer, pattrs)
-            if per_peer.get(peer.address) != path:
-                per_peer[peer.address] = path
+            if rejected:
+                rejected.pop(prefix, None)
+            old = per_peer.get(address)
+            if old is None or (old.attrs is not pattrs and old.attrs != pattrs) or (old.peer is not peer and old.peer != peer):
+                per_peer[address] = Path(prefix, peer, pattrs)
                 touched.add(prefix)
         return self._reselect(touched)
 
@@ -248,7 +256,11 @@ class Rib:
         changed: set[Prefix] = set()
         for prefix in prefixes:
             per_peer = self._paths.get(prefix) or {}
-            sel = select(list(per_peer.values()), self.local.asn, self.multipath)
+            if len(per_peer) == 1:  # what select() makes of one path, without ranking
+                only = next(iter(per_peer.values()))
+                sel: Selection | None = Selection(only, (only,), "only-path")
+            else:
+                sel = select(list(per_peer.values()), self.local.asn, self.multipath)
             if sel is None:
                 self._paths.pop(prefix, None)
                 if self._selected.pop(prefix, None) is not None:

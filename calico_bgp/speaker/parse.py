@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 from typing import Any, Union
 
 import attrs
@@ -87,9 +88,13 @@ def _update(peer: str, message: dict[str, Any]) -> list[Parsed]:
         out = announced.setdefault(family, {})
         for next_hop, nlris in by_nexthop.items():
             nh = None if next_hop == "null" else next_hop
+            shared: dict[str | None, PathAttributes] = {}  # one value per path id, not per prefix
             for nlri in nlris:
                 prefix, path_id = _nlri(nlri)
-                out[prefix] = attrs.evolve(base, next_hop=nh, path_id=path_id)
+                a = shared.get(path_id)
+                if a is None:
+                    a = shared[path_id] = attrs.evolve(base, next_hop=nh, path_id=path_id)
+                out[prefix] = a
     withdrawn: dict[str, list[str]] = {}
     for family, nlris in update.get("withdraw", {}).items():
         withdrawn[family] = [_nlri(x)[0] for x in nlris]
@@ -105,10 +110,29 @@ def _update(peer: str, message: dict[str, Any]) -> list[Parsed]:
 
 def _nlri(nlri: Any) -> tuple[str, str | None]:
     if isinstance(nlri, str):  # the compact encoding
-        return str(ipaddress.ip_network(nlri, strict=False)), None
-    prefix = str(ipaddress.ip_network(nlri["nlri"], strict=False))
+        return _network_text(nlri), None
+    prefix = _network_text(nlri["nlri"])
     path = nlri.get("path-information")
     return prefix, (str(path) if path is not None else None)
+
+
+_V4_MASKS = tuple(((1 << 32) - 1) ^ ((1 << (32 - n)) - 1) for n in range(33))
+
+
+def _network_text(text: str) -> str:
+    """The network as ipaddress prints it (host bits cleared); ExaBGP's IPv4 text nearly always is
+    already, which a cheap check confirms without building ipaddress objects."""
+    addr, _, plen = text.partition("/")
+    if plen.isdigit() and ":" not in addr:
+        try:
+            packed = socket.inet_pton(socket.AF_INET, addr)
+        except OSError:
+            packed = b""
+        if packed and str(int(plen)) == plen and socket.inet_ntop(socket.AF_INET, packed) == addr:
+            n, value = int(plen), int.from_bytes(packed, "big")
+            if n <= 32 and value & _V4_MASKS[n] == value:
+                return text
+    return str(ipaddress.ip_network(text, strict=False))
 
 
 def _attributes(a: dict[str, Any]) -> PathAttributes:

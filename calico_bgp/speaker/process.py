@@ -46,6 +46,7 @@ def exabgp_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str,
         "exabgp_daemon_daemonize": "false",
         "exabgp_api_cli": "false",
         "exabgp_api_ack": "true",
+        "exabgp_api_compact": "true",  # an NLRI without a path id as a bare string: less JSON both ways
         "exabgp_log_destination": "stdout",
         "exabgp_log_short": "true",
         # one log line per API route is a cost at 100k routes; state changes still log
