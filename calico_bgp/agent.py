@@ -10,6 +10,7 @@ moves values between them and the edges.
 """
 from __future__ import annotations
 
+import gc
 import heapq
 import ipaddress
 import logging
@@ -752,6 +753,13 @@ def configure_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("httpx", "httpcore"):  # one line per HTTP request is not an event
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def tune_gc() -> None:
+    """Fewer full garbage collections. A RIB of 100k routes is about a million tracked objects, and
+    with the default thresholds Python walks them all each time the heap grows by a quarter: ~35% of
+    the CPU of learning 100k prefixes. Full passes now come after ~8M allocations instead of ~70k."""
+    gc.set_threshold(2000, 20, 200)
 
 
 def state_dir_for(name: str) -> Path:

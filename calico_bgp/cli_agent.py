@@ -49,7 +49,7 @@ def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodete
              protocol: int | None, metrics_port: int | None, state_dir: str | None, grace: float, ipam_sweep: float,
              filter_mode: str, log_level: str) -> None:
     """Run the agent until SIGTERM/SIGINT."""
-    from calico_bgp.agent import AgentOptions, NodeAgent, configure_logging, state_dir_for
+    from calico_bgp.agent import AgentOptions, NodeAgent, configure_logging, state_dir_for, tune_gc
     from calico_bgp.model import name as check_name
 
     try:
@@ -64,6 +64,7 @@ def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodete
             except ValueError:
                 raise click.BadParameter(f"{value!r} is not an IP address", param_hint=flag) from None
     configure_logging(log_level)
+    tune_gc()
     opts = AgentOptions(name=name, ip=ip, ip6=ip6, ip_autodetect=ip_autodetect or (None if ip or ip6 else "first-found"),
                         table=table, protocol=protocol, metrics_port=metrics_port,
                         state_dir=Path(state_dir) if state_dir else state_dir_for(name), grace_timeout=grace,
