@@ -6,12 +6,16 @@ no traffic leaves the namespaces the test made).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from lab.net import Ledger, Net, Process, sh
 from lab.workload import attach_workload
@@ -152,3 +156,24 @@ class MeshCluster:
             target = line.split()[1]
             if target.startswith(str(self.run_dir)):
                 subprocess.run(["umount", "-l", target], capture_output=True)
+
+
+@contextlib.contextmanager
+def mesh(etcd, tag: str, resources: str, names: Sequence[str], ipv6: bool = False) -> Iterator[MeshCluster]:
+    """A cluster of `names` (addresses .1, .2, ... in order), each with a workload and a running agent;
+    its logs are printed when the body fails, and everything is removed on the way out."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"calico-bgp-{tag}-"))
+    c = MeshCluster(run_dir, etcd, f"/{tag}{os.getpid()}/calico-bgp/v1", f"cb{tag[:2]}{os.getpid() % 1000}")
+    try:
+        c.apply(resources)
+        for i, name in enumerate(names, start=1):
+            c.add_node(name, i, ipv6=ipv6)
+            c.add_workload(name, ipv6=ipv6)
+            c.start_agent(name)
+        yield c
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.teardown()
+        shutil.rmtree(run_dir, ignore_errors=True)

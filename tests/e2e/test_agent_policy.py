@@ -1,14 +1,11 @@
 """PolicyFilters through the agent: stored in etcd, enforced on the node's uplink, counted, removed."""
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh_cluster import MeshCluster, wait_for
+from tests.e2e.mesh_cluster import mesh, wait_for
 from tests.e2e.test_mesh import RESOURCES, _converged
 from tests.netns import needs_root
 
@@ -17,14 +14,7 @@ pytestmark = [needs_root, pytest.mark.skipif(not XDP_OBJ.exists(), reason="XDP o
 
 
 def test_policy_filter_from_etcd_drops_a_denied_source_and_keeps_bgp(etcd_server):
-    run_dir = Path(tempfile.mkdtemp(prefix="calico-bgp-pol-"))
-    c = MeshCluster(run_dir, etcd_server, f"/pol{os.getpid()}/calico-bgp/v1", f"cbp{os.getpid() % 1000}")
-    try:
-        c.apply(RESOURCES)
-        for i, name in enumerate(("n1", "n2"), start=1):
-            c.add_node(name, i)
-            c.add_workload(name)
-            c.start_agent(name)
+    with mesh(etcd_server, "pol", RESOURCES, ["n1", "n2"]) as c:
         wait_for("converged", lambda: _converged(c, ["n1", "n2"]), timeout=60)
         src = c.workloads["n1"][1]
         assert c.ping("n1", c.workloads["n2"][1])
@@ -38,15 +28,9 @@ spec:
     source: {{nets: ["{src}/32"]}}
 """)
         wait_for("n2 drops n1's workload", lambda: not c.ping("n1", c.workloads["n2"][1], wait=0.5), timeout=15)
-        st = c.status("n2")
-        assert st["filterMode"] in ("xdp", "nft", "iptables")
+        assert c.status("n2")["filterMode"] in ("xdp", "nft", "iptables")
         assert c.sessions_up("n2", 1), "the filter cut BGP (tcp 179 is failsafe)"
         c.cli("delete", "policyfilter", "edge")
         wait_for("traffic restored", lambda: c.ping("n1", c.workloads["n2"][1], wait=0.5), timeout=15)
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.teardown()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir = c.run_dir
     assert str(run_dir) not in Path("/proc/mounts").read_text()

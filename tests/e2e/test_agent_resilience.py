@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from lab.etcd import EtcdServer
-from tests.e2e.mesh_cluster import MeshCluster, wait_for
+from tests.e2e.mesh_cluster import MeshCluster, mesh, wait_for
 from tests.e2e.test_mesh import RESOURCES, _block_of, _converged
 from tests.netns import needs_root
 
@@ -21,25 +19,11 @@ pytestmark = [needs_root, pytest.mark.skipif(shutil.which("etcd") is None, reaso
 
 @pytest.fixture(scope="module")
 def pair():
-    run_dir = Path(tempfile.mkdtemp(prefix="calico-bgp-resil-"))
-    with EtcdServer() as etcd:  # its own etcd: this module stops it
-        c = MeshCluster(run_dir, etcd, "/calico-bgp/v1", f"cbx{os.getpid() % 1000}")
-        try:
-            c.apply(RESOURCES)
-            for i, name in enumerate(("n1", "n2"), start=1):
-                c.add_node(name, i)
-                c.add_workload(name)
-                c.start_agent(name)
-            for n in ("n1", "n2"):
-                wait_for(f"{n} up", lambda n=n: c.sessions_up(n, 1), timeout=60)
-            wait_for("converged", lambda: _converged(c, ["n1", "n2"]), timeout=30)
-            yield c
-        except BaseException:
-            print(c.logs())
-            raise
-        finally:
-            c.teardown()
-            shutil.rmtree(run_dir, ignore_errors=True)
+    with EtcdServer() as etcd, mesh(etcd, "resil", RESOURCES, ["n1", "n2"]) as c:  # its own etcd: this module stops it
+        for n in ("n1", "n2"):
+            wait_for(f"{n} up", lambda n=n: c.sessions_up(n, 1), timeout=60)
+        wait_for("converged", lambda: _converged(c, ["n1", "n2"]), timeout=30)
+        yield c
 
 
 def _watch_route(c: MeshCluster, node: str, prefix: str, hops: list[str], seconds: float) -> list[float]:
@@ -89,14 +73,14 @@ def test_etcd_unavailable_for_30s_changes_nothing_then_recovers(pair):
 def test_corrupt_resource_is_named_and_ignored(pair):
     c = pair
     import subprocess
-    key = "/calico-bgp/v1/peers/broken"
+    key = f"{c.prefix}/peers/broken"
     subprocess.run(["etcdctl", "--endpoints", c.etcd.url, "put", key, "{not json"], check=True,
                    capture_output=True, env={**os.environ, "ETCDCTL_API": "3"})
     before = c.routes("n1")
     time.sleep(2)
     assert c.routes("n1") == before
     assert key in c.agents["n1"].log_path.read_text()
-    assert c.sessions_up("n1", 2)
+    assert c.sessions_up("n1", len(c.agents) - 1)
 
 
 def test_update_outside_every_pool_is_rejected_counted_and_kept_out_of_the_kernel(pair):

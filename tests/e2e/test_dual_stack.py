@@ -1,14 +1,11 @@
 """IPv4 and IPv6 side by side: one session per family, v6 blocks routed via v6 next hops."""
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh_cluster import MeshCluster, wait_for
+from tests.e2e.mesh_cluster import mesh, wait_for
 from tests.netns import needs_root
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (./bootstrap.sh setup)")]
@@ -27,14 +24,7 @@ spec: {cidr: "2001:db8:1::/112", blockSize: 122}
 
 
 def test_dual_stack_mesh(etcd_server):
-    run_dir = Path(tempfile.mkdtemp(prefix="calico-bgp-ds-"))
-    c = MeshCluster(run_dir, etcd_server, f"/ds{os.getpid()}/calico-bgp/v1", f"cbd{os.getpid() % 1000}")
-    try:
-        c.apply(RESOURCES)
-        for i, name in enumerate(("n1", "n2", "n3"), start=1):
-            c.add_node(name, i, ipv6=True)
-            c.add_workload(name, ipv6=True)
-            c.start_agent(name)
+    with mesh(etcd_server, "ds", RESOURCES, ["n1", "n2", "n3"], ipv6=True) as c:
         for n in c.nodes:
             wait_for(f"{n}: a v4 and a v6 session to each peer", lambda n=n: c.sessions_up(n, 4), timeout=60)
 
@@ -50,9 +40,3 @@ def test_dual_stack_mesh(etcd_server):
         wait_for("every v6 block in every other kernel via the v6 next hop", v6_routed, timeout=30)
         assert c.ping("n1", c.workloads6["n3"], count=2)
         assert c.ping("n2", c.workloads["n1"][1], count=2)
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.teardown()
-        shutil.rmtree(run_dir, ignore_errors=True)

@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh_cluster import MeshCluster, wait_for
+from tests.e2e.mesh_cluster import MeshCluster, mesh, wait_for
 from tests.netns import needs_root
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (./bootstrap.sh setup)")]
@@ -32,21 +29,8 @@ _tags = itertools.count()
 
 @pytest.fixture(scope="module")
 def cluster(etcd_server):
-    run_dir = Path(tempfile.mkdtemp(prefix="calico-bgp-mesh-"))
-    c = MeshCluster(run_dir, etcd_server, f"/mesh{os.getpid()}/calico-bgp/v1", f"cbm{os.getpid() % 1000}")
-    try:
-        c.apply(RESOURCES)
-        for i, name in enumerate(("n1", "n2", "n3"), start=1):
-            c.add_node(name, i)
-            c.add_workload(name)
-            c.start_agent(name)
+    with mesh(etcd_server, "mesh", RESOURCES, ["n1", "n2", "n3"]) as c:
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.teardown()
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _block_of(c: MeshCluster, node: str) -> str:
