@@ -726,8 +726,8 @@ class NodeAgent:
             except Exception:  # noqa: BLE001 - a status bug must not take the routing down with it
                 log.exception("event=status_build_failed")
                 await trio.sleep(1.0)
-            # at most a few writes per second, and at most a fifth of the time building them (100k routes)
-            await trio.sleep(max(0.25, 4 * cost))
+            # at most a few writes per second, and at most a tenth of the time building them (100k routes)
+            await trio.sleep(max(0.25, 9 * cost))
 
 
 def _session_info(reason: str, md5: bool) -> str:

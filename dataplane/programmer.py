@@ -571,7 +571,8 @@ class RouteProgrammer:
             self._dirty.set()
 
     async def _watch(self, sock: object) -> None:
-        async for batch in events.events(sock, lambda: self._desired.signatures):  # type: ignore[arg-type]
+        async for batch in events.events(sock, lambda: self._desired.signatures,  # type: ignore[arg-type]
+                                         lambda: (self.protocol, self._desired.forwarding)):
             for event in batch:
                 if isinstance(event, events.RouteEvent):
                     self._on_route(event)
