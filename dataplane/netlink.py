@@ -3,7 +3,7 @@
 Requests go out in chunks: many messages in one sendmsg, which the kernel processes in order, each
 failure answered by its own NLMSG_ERROR matched back by sequence number. Only the last message of a
 chunk asks for an ack: errors are always answered, so that ack is the barrier for the whole chunk.
-The syscall runs in a worker thread, so encoding the next chunk overlaps the kernel's work.
+A batch runs in a worker thread, so the kernel's work overlaps the event loop's.
 """
 from __future__ import annotations
 
@@ -159,31 +159,32 @@ class RequestChannel:
         encode: Callable[[int, int], bytes],
         progress: Callable[[int], None] | None = None,
     ) -> list[RequestFailure]:
-        """Send requests 0..count-1 (`encode(i, seq)` -> message without NLM_F_ACK); failures by index."""
-        failures: list[RequestFailure] = []
+        """Send requests 0..count-1 (`encode(i, seq)` -> message without NLM_F_ACK); failures by index.
+
+        The whole batch runs in one worker thread: encoding a chunk, then the sendmsg in which the
+        kernel applies it, chunk after chunk. No round trip through the event loop per chunk, so a
+        busy loop (100k prefixes being parsed) does not slow the kernel writes down, and the kernel's
+        part runs beside the loop's Python (the GIL is released in sendmsg/recv). `encode` and
+        `progress` are called in that thread: they must only read values nothing else changes.
+        """
         if count <= 0:
-            return failures
+            return []
         async with self._lock:
             base = self._reserve(count)
-            window = self._window
-            send_chunks, recv_chunks = trio.open_memory_channel[tuple[int, int, bytes]](1)
+            return await trio.to_thread.run_sync(self._run, count, encode, base, progress)
 
-            async def produce() -> None:
-                async with send_chunks:
-                    for start in range(0, count, window):
-                        stop = min(count, start + window)
-                        parts = [encode(i, base + i) for i in range(start, stop)]
-                        parts[-1] = codec.with_ack(parts[-1])
-                        await send_chunks.send((start, stop, b"".join(parts)))
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(produce)
-                async with recv_chunks:
-                    async for start, stop, data in recv_chunks:
-                        got = await trio.to_thread.run_sync(self._exchange, data, base + start, base + stop - 1)
-                        failures.extend(RequestFailure(seq - base, err, describe_errno(err, text)) for seq, err, text in got)
-                        if progress is not None:
-                            progress(stop)
+    def _run(self, count: int, encode: Callable[[int, int], bytes], base: int,
+             progress: Callable[[int], None] | None) -> list[RequestFailure]:
+        failures: list[RequestFailure] = []
+        window = self._window
+        for start in range(0, count, window):
+            stop = min(count, start + window)
+            parts = [encode(i, base + i) for i in range(start, stop)]
+            parts[-1] = codec.with_ack(parts[-1])
+            got = self._exchange(b"".join(parts), base + start, base + stop - 1)
+            failures.extend(RequestFailure(seq - base, err, describe_errno(err, text)) for seq, err, text in got)
+            if progress is not None:
+                progress(stop)
         return failures
 
     def _exchange(self, data: bytes, first_seq: int, last_seq: int) -> list[tuple[int, int, str]]:
