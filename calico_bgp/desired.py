@@ -75,17 +75,20 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
     return upserts, removed
 
 
-_HOPS: dict[tuple[str, ...], tuple[NextHop, ...]] = {}
+_HOPS: dict[tuple[str, ...], tuple[int, tuple[NextHop, ...]]] = {}
 
 
 def learned_route(prefix: Prefix, next_hops: Iterable[str]) -> Route:
     gateways = tuple(next_hops)
-    hops = _HOPS.get(gateways)
-    if hops is None:  # a handful of next-hop sets serve every learned route: parse each once
+    known = _HOPS.get(gateways)
+    if known is None or known[0] != prefix.version:
+        # a handful of next-hop sets serve every learned route: each is parsed and checked once
+        route = Route(prefix, nexthops=tuple(NextHop(gateway=h) for h in gateways))
         if len(_HOPS) > 4096:
             _HOPS.clear()
-        hops = _HOPS[gateways] = tuple(sorted((NextHop(gateway=h) for h in gateways), key=NextHop.sort_key))
-    return Route(prefix, nexthops=hops)
+        _HOPS[gateways] = (prefix.version, route.nexthops)
+        return route
+    return Route.trusted(prefix, known[1])
 
 
 def _sort_key(p: Prefix) -> tuple[int, int, int]:

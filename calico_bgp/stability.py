@@ -105,12 +105,17 @@ class ChurnTracker:
         self._prefixes: dict[Hashable, PrefixChurn] = {}
 
     def record(self, announced: Iterable[Hashable], withdrawn: Iterable[Hashable], now: float) -> None:
+        prefixes = self._prefixes
         for prefix in announced:
-            entry = self._prefixes.setdefault(prefix, PrefixChurn())
+            entry = prefixes.get(prefix)
+            if entry is None:  # not setdefault: that would build an entry per call
+                entry = prefixes[prefix] = PrefixChurn()
             entry.announces += 1
             entry.last_change = now
         for prefix in withdrawn:
-            entry = self._prefixes.setdefault(prefix, PrefixChurn())
+            entry = prefixes.get(prefix)
+            if entry is None:
+                entry = prefixes[prefix] = PrefixChurn()
             entry.withdraws += 1
             entry.last_change = now
         if len(self._prefixes) > self.max_prefixes:

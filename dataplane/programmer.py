@@ -79,7 +79,7 @@ class _Desired:
     """The desired set by kernel key: the routes, how each forwards (shared between routes that forward
     alike), and the dump signature of each common-shape route. Changed in place by `put`/`drop`."""
 
-    __slots__ = ("table", "protocol", "routes", "forwarding", "devices", "signatures", "special", "_shared")
+    __slots__ = ("table", "protocol", "routes", "forwarding", "devices", "signatures", "special", "_shared", "_last")
 
     def __init__(self, table: int, protocol: int) -> None:
         self.table = table
@@ -90,6 +90,7 @@ class _Desired:
         self.signatures: dict[bytes, RouteKey] = {}  # codec.dump_signature -> key, for the common shape
         self.special = 0  # routes that are not unicast (blackholes, unreachables)
         self._shared: dict[tuple[object, ...], Forwarding] = {}
+        self._last: tuple[object, object, Forwarding | None] = ((), None, None)
 
     def route(self, key: RouteKey) -> Route | None:
         return self.routes.get(key)
@@ -102,13 +103,18 @@ class _Desired:
             if old == route:
                 return False
             self.drop(key)
-        ident = (route.kind, route.nexthops)
-        fwd = self._shared.get(ident)
-        if fwd is None:
-            if len(self._shared) > 4096:  # next-hop sets come and go: do not keep every one ever seen
-                self._shared.clear()
-            fwd = self._shared[ident] = route.forwarding()
-            self.devices.update(h.device for h in route.nexthops if h.device is not None)
+        last = self._last
+        if route.nexthops is last[0] and route.kind is last[1]:  # learned routes share one hops tuple
+            fwd = last[2]
+        else:
+            ident = (route.kind, route.nexthops)
+            fwd = self._shared.get(ident)
+            if fwd is None:
+                if len(self._shared) > 4096:  # next-hop sets come and go: do not keep every one ever seen
+                    self._shared.clear()
+                fwd = self._shared[ident] = route.forwarding()
+                self.devices.update(h.device for h in route.nexthops if h.device is not None)
+            self._last = (route.nexthops, route.kind, fwd)
         self.routes[key] = route
         self.forwarding[key] = fwd
         if route.kind is not RouteKind.UNICAST:

@@ -166,6 +166,22 @@ class Route:
         object.__setattr__(self, "_key", RouteKey(net.prefixlen, net.network_address.packed, metric))
 
     @classmethod
+    def trusted(cls, prefix: IPNetwork, nexthops: tuple[NextHop, ...], metric: int = 0) -> "Route":
+        """A unicast route from values a Route already accepted: `nexthops` exactly as a Route of the
+        same family holds them (sorted, checked), e.g. shared by 100k learned routes. Skips the
+        converters and checks that each of those would repeat; equal to the checked construction."""
+        route = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(route, "prefix", prefix)
+        setattr_(route, "nexthops", nexthops)
+        setattr_(route, "kind", RouteKind.UNICAST)
+        setattr_(route, "metric", metric)
+        if prefix.version == 6 and metric == 0:
+            metric = IPV6_DEFAULT_METRIC
+        setattr_(route, "_key", RouteKey(prefix.prefixlen, prefix.network_address.packed, metric))
+        return route
+
+    @classmethod
     def via(cls, prefix: str | IPNetwork, *gateways: str | IPAddress, device: str | None = None, metric: int = 0) -> "Route":
         hops = [NextHop(gateway=g, device=device) for g in gateways] or [NextHop(device=device)]
         return cls(prefix=prefix, nexthops=hops, metric=metric)
