@@ -704,6 +704,11 @@ class NodeAgent:
         while True:
             with trio.move_on_after(2.0):
                 await self._status_dirty.wait()
+            # while UPDATEs stream in, wait for a pause (at most 1 s): building a status of 100k routes
+            # in the middle of a burst only delays the burst
+            woke = trio.current_time()
+            while trio.current_time() - self._last_update < 0.1 and trio.current_time() - woke < 1.0:
+                await trio.sleep(0.05)
             self._status_dirty = trio.Event()
             cost = 0.0
             try:

@@ -61,7 +61,10 @@ class Selection:
 
     @property
     def next_hops(self) -> tuple[str, ...]:
-        return tuple(p.attrs.next_hop for p in self.multipath)
+        mp = self.multipath
+        if len(mp) == 1:  # the common case, read for every learned route
+            return (mp[0].attrs.next_hop,)
+        return tuple(p.attrs.next_hop for p in mp)
 
 
 @attrs.frozen(slots=True)
