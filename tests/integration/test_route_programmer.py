@@ -350,3 +350,35 @@ async def test_watching_and_resyncing_an_unchanged_set_sends_nothing(lab):
             await eventually(lambda: rp.reconciles >= 4, timeout=5.0)
             assert rp.counts == after_first
             nursery.cancel_scope.cancel()
+
+
+async def test_incremental_changes_send_only_themselves_and_never_overwrite_a_foreign_route(lab):
+    sh("ip", "route", "add", "198.18.41.0/24", "via", GW2, "proto", "87", ns=lab.host)  # a key we will want, not ours
+    async with programmer(lab) as rp:
+        rp.end_grace()
+        rp.set_desired([Route.via("198.18.40.0/24", GW1)])
+        await rp.reconcile()
+        assert await rp.program() is None  # nothing pending
+
+        assert rp.update_desired([Route.via("198.18.40.0/24", GW2), Route.via("198.18.42.0/24", GW1),
+                                  Route.via("198.18.41.0/24", GW1)]) == 3
+        assert rp.update_desired([Route.via("198.18.42.0/24", GW1)]) == 0  # already desired so
+        res = await rp.program()
+        # a replace of ours, an add; the foreign route on 198.18.41.0/24 refuses the exclusive add
+        assert (res.adds, res.replaces, res.deletes, res.failures) == (2, 1, 0, ())
+        got = routes(lab.host, proto=None)
+        assert gateways(got["198.18.40.0/24"]) == [(GW2, "v2")] and gateways(got["198.18.42.0/24"]) == [(GW1, "v1")]
+        assert got["198.18.41.0/24"]["protocol"] == "87" and gateways(got["198.18.41.0/24"]) == [(GW2, "v2")]
+
+        # the refused add asked for a full reconcile: it reports the conflict, and still does not overwrite
+        res = await rp.reconcile()
+        assert [f.prefix for f in res.failures] == ["198.18.41.0/24"]
+        assert routes(lab.host, proto=None)["198.18.41.0/24"]["protocol"] == "87"
+
+        assert rp.update_desired(removed=[Route.via("198.18.42.0/24", GW1).key, Route.via("198.18.41.0/24", GW1).key]) == 2
+        res = await rp.program()
+        assert res.deletes == 1  # ours only: the foreign route was never ours to delete
+        got = routes(lab.host, proto=None)
+        assert "198.18.42.0/24" not in got and got["198.18.41.0/24"]["protocol"] == "87"
+        assert set(routes(lab.host)) == {"198.18.40.0/24"}
+        assert (await rp.reconcile()).changes == 0
