@@ -541,6 +541,8 @@ class RouteProgrammer:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Reconcile now, then whenever events show drift, and every `resync_interval` seconds."""
         sock = events.open_event_socket(self.netns)
+        if self._request_sock is not None:  # our own changes are not drift: never read them back
+            events.ignore_sender(sock, self._request_sock.getsockname()[0])
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch, sock)
