@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import heapq
 import ipaddress
+import itertools
 import logging
 import math
 import os
@@ -47,6 +48,7 @@ MAX_PREFIX_HOLDDOWN = 30.0
 # a TCP MD5 mismatch is invisible to BGP: the kernel drops the segments, so the session just never opens
 MD5_HINT = "TCP MD5 is configured: a password mismatch keeps the session from opening, silently"  # seconds a peer torn down for maxPrefixes stays down the first time  # the reason the speaker gives when ExaBGP itself went away
 VERSION = "0.1.0"
+KERNEL_BATCH = 2048  # prefixes per kernel batch while a burst streams in
 
 
 @attrs.frozen
@@ -561,14 +563,26 @@ class NodeAgent:
     async def _kernel_writer(self) -> None:
         """Programs the kernel while UPDATEs keep streaming: each batch is what changed since the last
         one (a full rebuild only when blocks, own prefixes or the RIB itself changed)."""
+        more = False
         while True:
             await self._kernel_dirty.wait()
             self._kernel_dirty = trio.Event()
-            await trio.sleep(0.005)  # let a burst of UPDATEs land in one batch
+            # let a burst of UPDATEs land in one batch; the rest of a large one goes on at once
+            await trio.sleep(0 if more else 0.005)
             if self.rib is None or self.state is None:
                 continue
-            since, self._pending_since = self._pending_since, None
-            changed, self._kernel_changed = self._kernel_changed, set()
+            changed = self._kernel_changed
+            # bounded batches: the kernel takes one while the next UPDATEs are parsed, and what is
+            # left when the stream ends is one batch, not everything since the last one
+            more = len(changed) > KERNEL_BATCH and not self._kernel_full
+            if more:
+                batch = set(itertools.islice(changed, KERNEL_BATCH))
+                changed -= batch
+                changed, since = batch, None
+                self._kernel_dirty.set()
+            else:
+                self._kernel_changed = set()
+                since, self._pending_since = self._pending_since, None
             try:
                 if self._kernel_full:
                     self._kernel_full = False
