@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from bench.common import cpu_and_rss, cpu_by_part, progress  # noqa: E402
 from lab.etcd import EtcdServer  # noqa: E402
 from lab.net import Ledger, Net, Process, sh  # noqa: E402
 
@@ -53,11 +54,6 @@ POOL = ipaddress.ip_network("198.19.0.0/16")
 SPACE = 60_000          # /32s the stream cycles through
 TICK = 0.1
 METRICS_PORT = 9181
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def progress(msg: str) -> None:
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
 
 
 def prefix(i: int) -> str:
@@ -96,43 +92,8 @@ def our_resources() -> str:
 
 
 # ---------------------------------------------------------------- measuring
-def proc_tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir()
-                     for c in (t / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
 def cpu_seconds(pid: int) -> float:
-    cpu = 0.0
-    for p in proc_tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / CLK
-        except (OSError, IndexError):
-            pass
-    return cpu
-
-
-def cpu_by_part(pid: int) -> dict[str, float]:
-    """CPU seconds of our node split into the agent, its ExaBGP and the API bridge (by command line)."""
-    parts = {"agent": 0.0, "exabgp": 0.0, "bridge": 0.0}
-    for p in proc_tree(pid):
-        try:
-            cmd = Path(f"/proc/{p}/cmdline").read_bytes()
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        part = "bridge" if b"speaker.bridge" in cmd else "exabgp" if b"exabgp" in cmd and b"calico_bgp" not in cmd \
-            else "agent"
-        parts[part] += (int(fields[11]) + int(fields[12])) / CLK
-    return parts
+    return cpu_and_rss(pid)[0]
 
 
 def bird_pid(pidfile: Path) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import cpu_and_rss, progress  # noqa: E402
 from lab.etcd import EtcdServer  # noqa: E402
 from lab.net import Ledger, Net, Process, sh  # noqa: E402
 from tests.e2e.mesh_cluster import MeshCluster  # noqa: E402
@@ -36,31 +37,6 @@ apiVersion: projectcalico.org/v3
 metadata: {name: pods}
 spec: {cidr: 198.19.0.0/16, blockSize: 26}
 """
-
-
-def progress(msg: str) -> None:
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
-
-
-def rss_mb(pid: int) -> float:
-    """RSS of a process and its children (the agent plus its ExaBGP and bridge)."""
-    total = 0
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-        for c in list(children):
-            pids += [int(x) for x in Path(f"/proc/{c}/task/{c}/children").read_text().split()]
-    except OSError:
-        pass
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
 
 
 def kernel_prefixes(ns: str, proto: str | None = None) -> set[str]:
@@ -99,7 +75,7 @@ def run_agents(k: int, etcd: EtcdServer, work: Path) -> dict:
             time.sleep(0.05)
         routes_s = time.monotonic() - t0
         established = all(c.sessions_up(n, k - 1) for n in blocks)
-        rss = [rss_mb(p.pid) for p in c.agents.values()]
+        rss = [cpu_and_rss(p.pid)[1] for p in c.agents.values()]
         progress(f"agents K={k}: all routes in all kernels after {routes_s:.2f}s")
         return {"k": k, "converged_s": round(routes_s, 2), "all_established": established,
                 "rss_mb_median": round(statistics.median(rss), 1), "rss_mb_max": round(max(rss), 1)}

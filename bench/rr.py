@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -24,17 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import cpu_and_rss, progress  # noqa: E402
 from lab.etcd import EtcdServer  # noqa: E402
 from lab.net import Ledger, Net, Process, sh  # noqa: E402
 
 RR_ADDR = "198.18.0.1"
 CLUSTER_ID = "198.18.0.100"
 BLOCKS = 4
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def progress(msg: str) -> None:
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
 
 
 def client_addr(i: int) -> str:
@@ -75,30 +70,6 @@ def our_resources(k: int) -> str:
         docs.append(f"kind: BGPPeer\napiVersion: projectcalico.org/v3\nmetadata: {{name: c{i}}}\n"
                     f"spec: {{node: rr, peerIP: {client_addr(i)}, asNumber: 64512}}")
     return "\n---\n".join(docs)
-
-
-def proc_tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
-def cpu_and_rss(pid: int) -> tuple[float, float]:
-    cpu = rss = 0.0
-    for p in proc_tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / CLK
-            rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-        except (OSError, IndexError):
-            pass
-    return cpu, rss
 
 
 def established(ctl: Path) -> bool:

@@ -1,0 +1,64 @@
+"""What the benchmarks share: progress lines on stderr and per-process CPU/RSS from /proc.
+
+A node's cost is the agent plus its children (ExaBGP and the API bridge): `proc_tree` finds them
+through every thread's children list, so a child forked from a worker thread is counted too.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+CLK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def progress(msg: str) -> None:
+    print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+def proc_tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir() for c in (t / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def cpu_and_rss(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) and RSS in MB of `pid` and all its descendants."""
+    cpu = rss = 0.0
+    for p in proc_tree(pid):
+        fields = _stat(p)
+        if fields:
+            cpu += (int(fields[11]) + int(fields[12])) / CLK
+            rss += int(fields[21]) * PAGE / 2**20
+    return cpu, rss
+
+
+def cpu_by_part(pid: int) -> dict[str, float]:
+    """CPU seconds of a node split into the agent, its ExaBGP and the API bridge (by command line)."""
+    parts = {"agent": 0.0, "exabgp": 0.0, "bridge": 0.0}
+    for p in proc_tree(pid):
+        fields = _stat(p)
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if not fields:
+            continue
+        part = "bridge" if b"speaker.bridge" in cmd else "exabgp" if b"exabgp" in cmd and b"calico_bgp" not in cmd \
+            else "agent"
+        parts[part] += (int(fields[11]) + int(fields[12])) / CLK
+    return parts
