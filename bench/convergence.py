@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import CLK, progress, proc_tree  # noqa: E402
 from dataplane import netlink  # noqa: E402
 from dataplane import rtnl_codec as codec  # noqa: E402
 from lab.clab import Bind, NodeDef  # noqa: E402
@@ -55,11 +56,6 @@ POOL = "198.18.0.0/15"
 MAIN = 254
 SYSTEMS = ("calico-bgp", "bird", "frr")
 LABELS = {"calico-bgp": "calico-bgp", "bird": "BIRD 2", "frr": "FRR"}
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def progress(msg: str) -> None:
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
 
 
 def prefixes(n: int) -> list[str]:
@@ -218,18 +214,6 @@ class KernelTable:
 
 
 # ---------------------------------------------------------------- processes and CPU
-def proc_tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir() for c in (t / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
 def part_of(pid: int) -> str:
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -244,7 +228,8 @@ def part_of(pid: int) -> str:
     return Path(cmd.split(b"\0")[0].decode(errors="replace")).name or "other"
 
 
-def cpu_by_part(pids: list[int]) -> dict[str, float]:
+def cpu_by_process(pids: list[int]) -> dict[str, float]:
+    """CPU seconds of a receiver by process kind: agent / exabgp / bridge for ours, the daemon's name otherwise."""
     parts: dict[str, float] = {}
     for root in pids:
         for p in proc_tree(root):
@@ -260,10 +245,10 @@ def cpu_by_part(pids: list[int]) -> dict[str, float]:
 def wait_quiet(pids: list[int], limit: float = 15.0) -> None:
     """Until the receiver is idle (under 5% CPU over 0.3 s): leftover work is not charged to the next phase."""
     deadline = time.monotonic() + limit
-    before = sum(cpu_by_part(pids).values())
+    before = sum(cpu_by_process(pids).values())
     while time.monotonic() < deadline:
         time.sleep(0.3)
-        now = sum(cpu_by_part(pids).values())
+        now = sum(cpu_by_process(pids).values())
         if now - before < 0.015:
             return
         before = now
@@ -398,7 +383,7 @@ def wait_established(src_ctl: Path, rx: Receiver, timeout: float = 90.0) -> floa
 def phase(table: KernelTable, src_ctl: Path, rx: Receiver, action: str, n: int, target: int, timeout: float,
           prof: Profiler, tag: str) -> dict:
     prof.start(rx.pids, tag)
-    cpu0 = cpu_by_part(rx.pids)
+    cpu0 = cpu_by_process(rx.pids)
     t0 = time.monotonic()
     out = birdc(src_ctl, action, f"s{n}")
     if f"s{n}: {action}d" not in out:
@@ -413,7 +398,7 @@ def phase(table: KernelTable, src_ctl: Path, rx: Receiver, action: str, n: int, 
         raise RuntimeError(f"{rx.system} N={n}: {table.count()} routes in the kernel, not {target}, after {timeout:.0f}s\n"
                            f"{rx.tail()}")
     wait_quiet(rx.pids)
-    cpu1 = cpu_by_part(rx.pids)
+    cpu1 = cpu_by_process(rx.pids)
     prof.stop()
     seen = len(table.dump())
     if seen != target:
