@@ -542,7 +542,10 @@ class RouteProgrammer:
         """Reconcile now, then whenever events show drift, and every `resync_interval` seconds."""
         sock = events.open_event_socket(self.netns)
         if self._request_sock is not None:  # our own changes are not drift: never read them back
-            events.ignore_sender(sock, self._request_sock.getsockname()[0])
+            try:
+                events.ignore_sender(sock, self._request_sock.getsockname()[0])
+            except OSError as exc:  # only slower without it: each of our changes is read and matched
+                log.warning("event=event_filter_unavailable reason=%r", str(exc))
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch, sock)
