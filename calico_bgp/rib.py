@@ -261,6 +261,11 @@ class Rib:
             per_peer = self._paths.get(prefix) or {}
             if len(per_peer) == 1:  # what select() makes of one path, without ranking
                 only = next(iter(per_peer.values()))
+                old = self._selected.get(prefix)
+                if old is None:  # a new prefix: nothing to compare with
+                    self._selected[prefix] = Selection(only, (only,), "only-path")
+                    changed.add(prefix)
+                    continue
                 sel: Selection | None = Selection(only, (only,), "only-path")
             else:
                 sel = select(list(per_peer.values()), self.local.asn, self.multipath)

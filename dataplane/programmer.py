@@ -442,12 +442,12 @@ class RouteProgrammer:
                 forwarding[key] = fwd
                 ops.append((codec.REPLACE_FLAGS if key in installed else codec.NEW_FLAGS, key))
             failures: list[RouteFailure] = []
-            if any(h.device is not None and h.device not in self._ifindex for r in routes.values() for h in r.nexthops):
-                await self._refresh_links()
-            ifindex = self._ifindex
-            keys = set(_programmable([k for f, k in ops if f], "add", routes, ifindex, failures))
-            ops = [(f, k) for f, k in ops if not f or k in keys]
-            refused = await self._send(ops, forwarding, ifindex)
+            if any(h.device is not None for r in routes.values() for h in r.nexthops):  # learned routes have none
+                if any(h.device is not None and h.device not in self._ifindex for r in routes.values() for h in r.nexthops):
+                    await self._refresh_links()
+                keys = set(_programmable([k for f, k in ops if f], "add", routes, self._ifindex, failures))
+                ops = [(f, k) for f, k in ops if not f or k in keys]
+            refused = await self._send(ops, forwarding, self._ifindex)
 
             conflicts = 0
             bad_keys = set()
@@ -509,6 +509,8 @@ class RouteProgrammer:
 
     def _record_some(self, keys: Iterable[RouteKey], failures: list[RouteFailure]) -> None:
         """After program(): the outcome for `keys` replaces what the last reconcile said of them."""
+        if not (failures or self._failures or self._unreachable):
+            return
         self._log_failures(failures)
         unreachable = dict(self._unreachable)
         for key in keys:

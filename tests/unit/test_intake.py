@@ -1,0 +1,49 @@
+"""calico_bgp.intake: prefix parsing as ipaddress does it, and one UPDATE into the RIB."""
+from __future__ import annotations
+
+import ipaddress
+import itertools
+
+import pytest
+
+from calico_bgp.damping import Dampener, DampingParams
+from calico_bgp.intake import UpdateIntake, parse_prefix
+from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Rib
+from calico_bgp.speaker.events import PathAttributes, Update
+
+
+@pytest.mark.parametrize("text", ["198.18.64.1/32", "198.18.64.0/31", "198.18.64.0/24", "198.18.0.0/15", "0.0.0.0/0",
+                                  "2001:db8::/48", "2001:db8::1/128"])
+def test_a_parsed_prefix_is_the_ipaddress_network(text):
+    p, q = parse_prefix(text), ipaddress.ip_network(text)
+    assert p == q and q == p and hash(p) == hash(q) and str(p) == text and repr(p) == repr(q)
+    assert {q: 1}[p] == 1 and {p: 1}[q] == 1
+    assert p.version == q.version and p.prefixlen == q.prefixlen and p.network_address == q.network_address
+    assert p.netmask == q.netmask and p.broadcast_address == q.broadcast_address and p.num_addresses == q.num_addresses
+    assert list(itertools.islice(p.hosts(), 3)) == list(itertools.islice(q.hosts(), 3))
+    assert p.subnet_of(ipaddress.ip_network("0.0.0.0/0" if p.version == 4 else "::/0"))
+    assert not p < q and not q < p and sorted([q, p]) == [q, p]
+
+
+@pytest.mark.parametrize("text", ["198.18.64.1/24", "01.2.3.4/32", "1.2.3.4/33", "x/1", "1.2.3.4/", "2001:db8::1/48"])
+def test_what_ipaddress_refuses_is_refused(text):
+    with pytest.raises(ValueError):
+        ipaddress.ip_network(text, strict=True)
+    assert parse_prefix(text) is None
+
+
+def test_an_update_reaches_the_rib_with_damping_off_as_update_would():
+    rib = Rib(LocalSpeaker(64512, "198.18.0.2"))
+    peer = Peer("198.18.0.1", 65001, "198.18.0.1", ibgp=False)
+    damp: Dampener[PathAttrs] = Dampener(DampingParams(), enabled=False)
+    a = PathAttributes(next_hop="198.18.0.1", origin="igp", as_path=(65001,))
+    got = UpdateIntake().apply(Update("198.18.0.1", "ipv4 unicast", {"198.18.64.0/24": a, "198.18.65.1/24": a,
+                                                                      "198.18.66.0/24": PathAttributes()}),
+                               peer, rib, damp, 0.0)
+    p = ipaddress.ip_network("198.18.64.0/24")
+    assert got.changed == {p} and list(got.announced) == [p]
+    assert got.bad == [("198.18.65.1/24", "198.18.0.1"), ("198.18.66.0/24", None)]
+    assert rib.selection(p).next_hops == ("198.18.0.1",)
+    assert damp._latest == {("198.18.0.1", p): got.announced[p]}
+    got = UpdateIntake().apply(Update("198.18.0.1", "ipv4 unicast", {}, ("198.18.64.0/24",)), peer, rib, damp, 1.0)
+    assert got.changed == {p} and rib.selection(p) is None and damp._latest == {}
