@@ -119,6 +119,7 @@ class NodeAgent:
         self._kernel_skip: set[Prefix] = set()     # what we originate or blackhole: never a learned route
         self._pending_since: float | None = None
         self._status_dirty = trio.Event()
+        self._lease = 0
         self._last_update = 0.0
         self._last_up = 0.0
         self.ready = trio.Event()
@@ -139,6 +140,7 @@ class NodeAgent:
                 nursery.start_soon(self._kernel_writer)
                 nursery.start_soon(self._grace)
                 nursery.start_soon(self._damping_timer)
+                nursery.start_soon(self._lease_keeper)
                 nursery.start_soon(self._publisher)
                 nursery.start_soon(self._stale_sweeper)
                 nursery.start_soon(self._ipam_sweeper)
@@ -711,11 +713,24 @@ class NodeAgent:
             announced=tuple(str(p) for p in sorted(self.own, key=_pkey)), in_grace=self.programmer.in_grace,
             filter_mode=self.filter_mode, churn=churn)
 
+    async def _lease_keeper(self) -> None:
+        """The lease the status key is bound to, refreshed on its own schedule: a slow status build
+        under load must never let the key expire while the agent is alive."""
+        ttl = self.opts.status_ttl
+        while True:
+            try:
+                if self._lease == 0 or await self.client.lease_keepalive(self._lease) <= 0:
+                    self._lease = await self.client.lease_grant(ttl)
+                    self._status_dirty.set()  # re-publish under the new lease
+            except DatastoreError as exc:
+                log.warning("event=status_lease_failed reason=%r action=retry", str(exc))
+                self._lease = 0
+                await trio.sleep(1.0)
+                continue
+            await trio.sleep(ttl / 3)
+
     async def _publisher(self) -> None:
         """status/<node>, bound to a lease: it disappears when the agent is gone. Survives etcd outages."""
-        lease = 0
-        last_keepalive = 0.0
-        ttl = self.opts.status_ttl
         while True:
             with trio.move_on_after(2.0):
                 await self._status_dirty.wait()
@@ -725,23 +740,16 @@ class NodeAgent:
             while trio.current_time() - self._last_update < 0.1 and trio.current_time() - woke < 1.0:
                 await trio.sleep(0.05)
             self._status_dirty = trio.Event()
+            if self._lease == 0:
+                continue  # the keeper is (re)granting one; it wakes us when it has
             cost = 0.0
             try:
-                now = trio.current_time()
-                if lease == 0:
-                    lease = await self.client.lease_grant(ttl)
-                    last_keepalive = now
-                elif now - last_keepalive >= ttl / 3:
-                    if await self.client.lease_keepalive(lease) <= 0:
-                        lease = await self.client.lease_grant(ttl)
-                    last_keepalive = now
                 started = time.perf_counter()
                 doc = st.encode(self.build_status())
                 cost = time.perf_counter() - started
-                await self.client.put(self.keys.status(self.opts.name), doc, lease=lease)
+                await self.client.put(self.keys.status(self.opts.name), doc, lease=self._lease)
             except DatastoreError as exc:
                 log.warning("event=status_publish_failed reason=%r action=retry", str(exc))
-                lease = 0
                 await trio.sleep(1.0)
             except Exception:  # noqa: BLE001 - a status bug must not take the routing down with it
                 log.exception("event=status_build_failed")
