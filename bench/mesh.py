@@ -26,17 +26,8 @@ from bench.common import cpu_and_rss, progress  # noqa: E402
 from lab.etcd import EtcdServer  # noqa: E402
 from lab.net import Ledger, Net, Process, sh  # noqa: E402
 from tests.e2e.mesh_cluster import MeshCluster  # noqa: E402
+from tests.e2e.test_mesh import RESOURCES as POOL  # noqa: E402
 
-POOL = """kind: BGPConfiguration
-apiVersion: projectcalico.org/v3
-metadata: {name: default}
-spec: {asNumber: 64512, nodeToNodeMeshEnabled: true}
----
-kind: IPPool
-apiVersion: projectcalico.org/v3
-metadata: {name: pods}
-spec: {cidr: 198.19.0.0/16, blockSize: 26}
-"""
 
 
 def kernel_prefixes(ns: str, proto: str | None = None) -> set[str]:
