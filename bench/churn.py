@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from bench.common import cpu_and_rss, cpu_by_part, progress  # noqa: E402
+from bench.common import bird_receiver_conf, cpu_and_rss, cpu_by_part, progress  # noqa: E402
 from lab.etcd import EtcdServer  # noqa: E402
 from lab.net import Ledger, Net, Process, sh  # noqa: E402
 
@@ -70,14 +70,6 @@ def src_conf(routes: list[str]) -> str:
                   "  connect delay time 0;", "  connect retry time 1;",
                   "  ipv4 { import none; export where source = RTS_STATIC; next hop self; };", "}"]
     return "\n".join(lines) + "\n"
-
-
-def ref_conf() -> str:
-    return "\n".join([
-        f"router id {REF};", "protocol device {}",
-        "protocol kernel { ipv4 { export all; import none; }; }",
-        "protocol bgp upstream {", f"  local {REF} as {REF_AS};", f"  neighbor {SRC} as {SRC_AS};", "  passive on;",
-        "  ipv4 { import all; export none; };", "}"]) + "\n"
 
 
 def our_resources() -> str:
@@ -234,7 +226,7 @@ def run(args: argparse.Namespace, work: Path, etcd: EtcdServer, ledger: Ledger) 
                                           "--state-dir", str(work / "state"), "--grace", "0",
                                           "--metrics-port", str(METRICS_PORT), "--log-level", args.log_level],
                     work / "agent.log")
-    (work / "ref.conf").write_text(ref_conf())
+    (work / "ref.conf").write_text(bird_receiver_conf(REF, REF_AS, SRC, SRC_AS))
     ref_ctl, ref_pidf = work / "ref.ctl", work / "ref.pid"
     ref = Process(ledger, nss["ref"], ["bird", "-f", "-c", str(work / "ref.conf"), "-s", str(ref_ctl),
                                        "-P", str(ref_pidf)], work / "ref.log")

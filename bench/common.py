@@ -62,3 +62,13 @@ def cpu_by_part(pid: int) -> dict[str, float]:
             else "agent"
         parts[part] += (int(fields[11]) + int(fields[12])) / CLK
     return parts
+
+
+def bird_receiver_conf(router_id: str, local_as: int, source: str, source_as: int) -> str:
+    """BIRD 2 as the reference receiver: one passive eBGP session from `source`, everything it learns
+    exported to the kernel's main table (the job our agent does in the same run)."""
+    return "\n".join([
+        f"router id {router_id};", "protocol device {}",
+        "protocol kernel { ipv4 { export all; import none; }; }",
+        "protocol bgp upstream {", f"  local {router_id} as {local_as};", f"  neighbor {source} as {source_as};",
+        "  passive on;", "  ipv4 { import all; export none; };", "}"]) + "\n"

@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import CLK, progress, proc_tree  # noqa: E402
+from bench.common import CLK, bird_receiver_conf, proc_tree, progress  # noqa: E402
 from dataplane import netlink  # noqa: E402
 from dataplane import rtnl_codec as codec  # noqa: E402
 from lab.clab import Bind, NodeDef  # noqa: E402
@@ -75,14 +75,6 @@ def src_conf(sizes: list[int]) -> str:
               "  connect delay time 0;", "  connect retry time 1;", "  error wait time 1, 5;",
               "  ipv4 { import none; export where source = RTS_STATIC; next hop self; };", "}"]
     return "\n".join(lines) + "\n"
-
-
-def bird_node_conf() -> str:
-    return "\n".join([
-        f"router id {NODE};", "protocol device {}",
-        "protocol kernel { ipv4 { export all; import none; }; }",
-        "protocol bgp upstream {", f"  local {NODE} as {NODE_AS};", f"  neighbor {SRC} as {SRC_AS};", "  passive on;",
-        "  ipv4 { import all; export none; };", "}"]) + "\n"
 
 
 def frr_node_conf() -> str:
@@ -311,7 +303,7 @@ class Receiver:
     def start(self) -> None:
         if self.system == "bird":
             conf = self.dir / "node.conf"
-            conf.write_text(bird_node_conf())
+            conf.write_text(bird_receiver_conf(NODE, NODE_AS, SRC, SRC_AS))
             self.pids = Bird(NodeDef("node", "linux", binds=(Bind(str(conf), "/etc/bird/bird.conf"),)),
                              self.ns, self.dir / "bird").start(self.ledger)
         elif self.system == "frr":

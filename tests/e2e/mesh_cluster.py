@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 
 from lab.net import Ledger, Net, Process, sh
 from lab.workload import attach_workload
@@ -159,14 +159,16 @@ class MeshCluster:
 
 
 @contextlib.contextmanager
-def mesh(etcd, tag: str, resources: str, names: Sequence[str], ipv6: bool = False) -> Iterator[MeshCluster]:
-    """A cluster of `names` (addresses .1, .2, ... in order), each with a workload and a running agent;
-    its logs are printed when the body fails, and everything is removed on the way out."""
+def mesh(etcd, tag: str, resources: str, names: Sequence[str] | Mapping[str, int],
+         ipv6: bool = False) -> Iterator[MeshCluster]:
+    """A cluster of `names` (addresses .1, .2, ... in order, or name -> host index), each with a workload
+    and a running agent; its logs are printed when the body fails, and everything is removed on the way out."""
+    indices = dict(names) if isinstance(names, Mapping) else {n: i for i, n in enumerate(names, start=1)}
     run_dir = Path(tempfile.mkdtemp(prefix=f"calico-bgp-{tag}-"))
     c = MeshCluster(run_dir, etcd, f"/{tag}{os.getpid()}/calico-bgp/v1", f"cb{tag[:2]}{os.getpid() % 1000}")
     try:
         c.apply(resources)
-        for i, name in enumerate(names, start=1):
+        for name, i in indices.items():
             c.add_node(name, i, ipv6=ipv6)
             c.add_workload(name, ipv6=ipv6)
             c.start_agent(name)

@@ -1,17 +1,14 @@
 """Issue 5's route-reflector must-show: 2 RR nodes (same cluster ID) + 6 clients, mesh off."""
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import attrs
 import pytest
 
-from tests.e2e.mesh_cluster import MeshCluster, wait_for
+from tests.e2e.mesh_cluster import MeshCluster, mesh, wait_for
 from tests.netns import needs_root
 from tests.routers import Bird, BirdPeer
 
@@ -58,28 +55,14 @@ class DirectPeer(BirdPeer):
 
 @pytest.fixture(scope="module")
 def rr_cluster(etcd_server):
-    run_dir = Path(tempfile.mkdtemp(prefix="calico-bgp-rr-"))
-    c = MeshCluster(run_dir, etcd_server, f"/rr{os.getpid()}/calico-bgp/v1", f"cbr{os.getpid() % 1000}")
-    bird = None
-    try:
-        c.apply(resources())
-        for name, i in {**RRS, **CLIENTS}.items():
-            c.add_node(name, i)
-            c.add_workload(name)
-            c.start_agent(name)
-        ns = c.add_node("bird", 50)
-        bird = Bird(ns, router_id=BIRD_ADDR, tmp=run_dir / "bird")
-        bird.configure([DirectPeer(name="rr1", local_as=64512, neighbor="198.18.0.101", peer_as=64512,
-                                   local_address=BIRD_ADDR, export="none", next_hop_self=False)])
-        yield c, bird
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        if bird is not None:
+    with mesh(etcd_server, "rr", resources(), {**RRS, **CLIENTS}) as c:
+        bird = Bird(c.add_node("bird", 50), router_id=BIRD_ADDR, tmp=c.run_dir / "bird")
+        try:
+            bird.configure([DirectPeer(name="rr1", local_as=64512, neighbor="198.18.0.101", peer_as=64512,
+                                       local_address=BIRD_ADDR, export="none", next_hop_self=False)])
+            yield c, bird
+        finally:
             bird.stop()
-        c.teardown()
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _blocks(c: MeshCluster, names) -> dict[str, str]:
