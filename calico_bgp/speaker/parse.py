@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import socket
 from typing import Any, Union
 
 import attrs
@@ -109,30 +108,11 @@ def _update(peer: str, message: dict[str, Any]) -> list[Parsed]:
 
 
 def _nlri(nlri: Any) -> tuple[str, str | None]:
+    """The NLRI's text as ExaBGP wrote it (the intake parses it, once per distinct text) and its path id."""
     if isinstance(nlri, str):  # the compact encoding
-        return _network_text(nlri), None
-    prefix = _network_text(nlri["nlri"])
+        return nlri, None
     path = nlri.get("path-information")
-    return prefix, (str(path) if path is not None else None)
-
-
-_V4_MASKS = tuple(((1 << 32) - 1) ^ ((1 << (32 - n)) - 1) for n in range(33))
-
-
-def _network_text(text: str) -> str:
-    """The network as ipaddress prints it (host bits cleared); ExaBGP's IPv4 text nearly always is
-    already, which a cheap check confirms without building ipaddress objects."""
-    addr, _, plen = text.partition("/")
-    if plen.isdigit() and ":" not in addr:
-        try:
-            packed = socket.inet_pton(socket.AF_INET, addr)
-        except OSError:
-            packed = b""
-        if packed and str(int(plen)) == plen and socket.inet_ntop(socket.AF_INET, packed) == addr:
-            n, value = int(plen), int.from_bytes(packed, "big")
-            if n <= 32 and value & _V4_MASKS[n] == value:
-                return text
-    return str(ipaddress.ip_network(text, strict=False))
+    return str(nlri["nlri"]), (str(path) if path is not None else None)
 
 
 def _attributes(a: dict[str, Any]) -> PathAttributes:

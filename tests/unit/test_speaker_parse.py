@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from calico_bgp.damping import Dampener, DampingParams
+from calico_bgp.intake import UpdateIntake
+from calico_bgp.rib import LocalSpeaker, Peer, Rib
 from calico_bgp.speaker.errors import MalformedMessage
 from calico_bgp.speaker.events import (
     Ack, EndOfRib, ExaBGPShutdown, Ignored, Notification, PathAttributes, PeerState, Text, Update,
@@ -100,10 +103,22 @@ def test_other_families_and_message_kinds_are_ignored_not_errors():
     '{ "type": "state" }',
     '{ "type": "martian", "neighbor": {} }',
     '{ "type": "update", "neighbor": { "address": { "peer": "nope" }, "message": { "update": {} } } }',
-    '{ "type": "update", "neighbor": { "address": { "peer": "198.18.0.2" }, "message": { "update": '
-    '{ "announce": { "ipv4 unicast": { "198.18.0.2": [ { "nlri": "198.19.0.0/33" } ] } } } } } }',
     '{ "type": "state", "neighbor": { "address": { "peer": "198.18.0.2" }, "state": 5 } }',
 ])
 def test_malformed_lines_raise_a_typed_error(line):
     with pytest.raises(MalformedMessage):
         parse_line(line)
+
+
+def test_an_unusable_nlri_reaches_the_intake_as_text_and_only_it_is_refused_there():
+    """NLRI text is passed on as ExaBGP wrote it (parsed once, by the intake's cache): a bad one is
+    refused by name there while the rest of its UPDATE is used."""
+    (up,) = parse_line(
+        '{ "type": "update", "neighbor": { "address": { "peer": "198.18.0.2" }, "message": { "update": '
+        '{ "announce": { "ipv4 unicast": { "198.18.0.2": [ { "nlri": "198.19.0.0/33" }, "198.19.1.0/24" ] } } } } } }')
+    assert set(up.announced) == {"198.19.0.0/33", "198.19.1.0/24"}
+    rib = Rib(LocalSpeaker(64512, "198.18.0.1"))
+    peer = Peer("198.18.0.2", 65001, "198.18.0.2", ibgp=False)
+    got = UpdateIntake().apply(up, peer, rib, Dampener(DampingParams(), enabled=False), 0.0)
+    assert got.bad == [("198.19.0.0/33", "198.18.0.2")]
+    assert [str(p) for p in got.announced] == ["198.19.1.0/24"]
