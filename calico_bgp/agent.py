@@ -230,7 +230,8 @@ class NodeAgent:
                                max_suppress=damp.max_suppress)
         if params != self.dampener.params or damp.enabled != self.dampener.enabled:
             # keep the paths seen and penalties earned; turning damping off releases what it suppressed
-            self.dampener, released = self.dampener.reconfigured(params, damp.enabled, trio.current_time())
+            self.dampener, released = self.dampener.reconfigured(params, damp.enabled, trio.current_time(),
+                                                                 self.rib.received())
             await self._released(released)
 
         sessions = {s.peer_address: s for s in topology.sessions_for(me, list(state.nodes.values()), cfg,

@@ -102,15 +102,6 @@ class Dampener(Generic[A]):
                 out.announce[key] = path_attrs
         return out
 
-    def note(self, peer: str, announced: Mapping[Hashable, A], withdrawn: Iterable[Hashable]) -> None:
-        """Damping off: keep the latest path per (peer, prefix) as update() does, and decide nothing
-        (everything passes). Cheaper than update() for the 100k-prefix bursts of a session start."""
-        latest = self._latest
-        for prefix in withdrawn:
-            latest.pop((peer, prefix), None)
-        for prefix, path_attrs in announced.items():
-            latest[(peer, prefix)] = path_attrs
-
     def _penalise(self, key: Key, now: float, amount: float, flap: bool, out: DampingChange) -> FlapState:
         p = self.params
         st = self._state.get(key)
@@ -128,11 +119,17 @@ class Dampener(Generic[A]):
         self._state[key] = new
         return new
 
-    def reconfigured(self, params: DampingParams, enabled: bool, now: float) -> tuple["Dampener[A]", DampingChange]:
+    def reconfigured(self, params: DampingParams, enabled: bool, now: float,
+                     received: Iterable[tuple[Key, A]] = ()) -> tuple["Dampener[A]", DampingChange]:
         """The same paths and penalties under new parameters. Turned off, everything suppressed is
-        released (returned like `release()` does); otherwise the next `release()` applies the new reuse."""
+        released (returned like `release()` does); otherwise the next `release()` applies the new reuse.
+
+        While off, the dampener is not fed at all (a 100k-prefix burst costs it nothing), so turning
+        it on takes the latest path per key from `received` (what the RIB holds, accepted or not):
+        the first withdraw after counts as the flap it is, as if damping had always been on."""
         new: Dampener[A] = Dampener(params, enabled)
-        new._latest = dict(self._latest)
+        if enabled:
+            new._latest = dict(self._latest) if self.enabled else dict(received)
         out = DampingChange({}, [], [], [])
         for key, st in self._state.items():
             if enabled:

@@ -3,7 +3,7 @@ RIB's, flap damping, then the RIB, which says what changed. Pure: no I/O, the ca
 
 Built for bursts of 100k prefixes: a prefix's text is parsed once (cached while it is in use), the
 attributes an UPDATE shares between its prefixes are converted once, and when damping is off the
-dampener only notes the latest path (so turning it on later penalises exactly as before).
+dampener is skipped (turning it on later seeds it from the RIB, so it penalises exactly as before).
 """
 from __future__ import annotations
 
@@ -126,7 +126,6 @@ class UpdateIntake:
             d = dampener.update(ev.peer, announced, withdrawn, now)
             suppressed = d.suppressed
             changed = rib.update(peer, {k[1]: v for k, v in d.announce.items()}, [k[1] for k in d.withdraw])  # type: ignore[misc]
-        else:
-            dampener.note(ev.peer, announced, withdrawn)
+        else:  # not fed while off: `Dampener.reconfigured` takes the RIB's paths when it is turned on
             changed = rib.update(peer, announced, withdrawn)
         return Intake(announced, withdrawn, changed, suppressed, bad)

@@ -291,6 +291,15 @@ class Rib:
     def accepted_count(self, peer_address: str) -> int:
         return sum(1 for per_peer in self._paths.values() if peer_address in per_peer)
 
+    def received(self) -> Iterator[tuple[tuple[str, Prefix], PathAttrs]]:
+        """Every path a peer sent and still stands, accepted or rejected: ((peer address, prefix), attrs)."""
+        for prefix, per_peer in self._paths.items():
+            for address, path in per_peer.items():
+                yield (address, prefix), path.attrs
+        for address, rejected in self._rejected.items():
+            for prefix, (_, pattrs) in rejected.items():
+                yield (address, prefix), pattrs
+
     def rejected_count(self, peer_address: str) -> int:
         return len(self._rejected.get(peer_address, ()))
 

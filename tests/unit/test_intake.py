@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 
+import attrs
 import pytest
 
 from calico_bgp.damping import Dampener, DampingParams
@@ -44,6 +45,27 @@ def test_an_update_reaches_the_rib_with_damping_off_as_update_would():
     assert got.changed == {p} and list(got.announced) == [p]
     assert got.bad == [("198.18.65.1/24", "198.18.0.1"), ("198.18.66.0/24", None)]
     assert rib.selection(p).next_hops == ("198.18.0.1",)
-    assert damp._latest == {("198.18.0.1", p): got.announced[p]}
+    assert damp._latest == {}  # not fed while off
     got = UpdateIntake().apply(Update("198.18.0.1", "ipv4 unicast", {}, ("198.18.64.0/24",)), peer, rib, damp, 1.0)
-    assert got.changed == {p} and rib.selection(p) is None and damp._latest == {}
+    assert got.changed == {p} and rib.selection(p) is None
+
+
+def test_damping_turned_on_later_penalises_a_path_learned_while_it_was_off():
+    """Off, the dampener is not fed; turned on, it takes the RIB's paths (accepted and rejected), so
+    the first withdraw is a flap, and a changed attribute half of one, as if it had always been on."""
+    rib = Rib(LocalSpeaker(64512, "198.18.0.2"), import_policy=lambda peer, prefix, a: "refused" if a.med == 7 else None)
+    peer = Peer("198.18.0.1", 65001, "198.18.0.1", ibgp=False)
+    intake = UpdateIntake()
+    off: Dampener[PathAttrs] = Dampener(DampingParams(), enabled=False)
+    a = PathAttributes(next_hop="198.18.0.1", origin="igp", as_path=(65001,))
+    intake.apply(Update("198.18.0.1", "ipv4 unicast", {"198.18.64.0/24": a, "198.18.65.0/24": attrs.evolve(a, med=7)}),
+                 peer, rib, off, 0.0)
+    on, released = off.reconfigured(DampingParams(), True, 1.0, rib.received())
+    assert not released.announce
+    p, q = ipaddress.ip_network("198.18.64.0/24"), ipaddress.ip_network("198.18.65.0/24")
+    assert set(on._latest) == {("198.18.0.1", p), ("198.18.0.1", q)}
+    intake.apply(Update("198.18.0.1", "ipv4 unicast", {}, ("198.18.64.0/24",)), peer, rib, on, 2.0)
+    intake.apply(Update("198.18.0.1", "ipv4 unicast", {"198.18.65.0/24": attrs.evolve(a, med=8)}), peer, rib, on, 2.0)
+    assert on.state(("198.18.0.1", p), 2.0).flaps == 1
+    assert on.state(("198.18.0.1", p), 2.0).penalty == pytest.approx(DampingParams().withdraw_penalty)
+    assert on.state(("198.18.0.1", q), 2.0).penalty == pytest.approx(DampingParams().attribute_penalty)
