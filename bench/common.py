@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from calico_bgp.speaker.exabgp_run import is_exabgp
+
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -58,7 +60,7 @@ def cpu_by_part(pid: int) -> dict[str, float]:
             continue
         if not fields:
             continue
-        part = "bridge" if b"speaker.bridge" in cmd else "exabgp" if b"exabgp" in cmd and b"calico_bgp" not in cmd \
+        part = "bridge" if b"speaker.bridge" in cmd else "exabgp" if is_exabgp(cmd) \
             else "agent"
         parts[part] += (int(fields[11]) + int(fields[12])) / CLK
     return parts

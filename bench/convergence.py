@@ -42,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import CLK, bird_receiver_conf, proc_tree, progress  # noqa: E402
+from calico_bgp.speaker.exabgp_run import is_exabgp  # noqa: E402
 from dataplane import netlink  # noqa: E402
 from dataplane import rtnl_codec as codec  # noqa: E402
 from lab.clab import Bind, NodeDef  # noqa: E402
@@ -243,7 +244,7 @@ def part_of(pid: int) -> str:
         return "gone"
     if b"speaker.bridge" in cmd:
         return "bridge"
-    if b"exabgp" in cmd and b"calico_bgp" not in cmd:
+    if is_exabgp(cmd):
         return "exabgp"
     if b"calico_bgp" in cmd:
         return "agent"

@@ -34,9 +34,9 @@ def _die_with_parent() -> None:
 
 
 def exabgp_command() -> list[str]:
-    """ExaBGP from the interpreter's environment (the pinned PyPI package)."""
-    exe = Path(sys.executable).with_name("exabgp")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "exabgp"]
+    """ExaBGP from the interpreter's environment (the pinned PyPI package), through our entry point
+    that drops its discarded debug logging (calico_bgp.speaker.exabgp_run)."""
+    return [sys.executable, "-m", "calico_bgp.speaker.exabgp_run"]
 
 
 def exabgp_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:

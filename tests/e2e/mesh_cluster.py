@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 
+from calico_bgp.speaker.exabgp_run import is_exabgp
 from lab.net import Ledger, Net, Process, sh
 from lab.workload import attach_workload
 
@@ -140,7 +141,7 @@ class MeshCluster:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"exabgp" in cmdline and b"calico_bgp" not in cmdline:
+            if is_exabgp(cmdline):
                 pids.append(int(pid))
         return pids
 

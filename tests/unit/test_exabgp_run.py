@@ -1,0 +1,34 @@
+"""calico_bgp.speaker.exabgp_run: ExaBGP's entry point without its discarded debug logging."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from calico_bgp.speaker.exabgp_run import is_exabgp
+from calico_bgp.speaker.process import exabgp_command
+
+
+def test_our_exabgp_and_the_plain_one_are_recognised_and_the_agent_is_not():
+    ours = b"\0".join(x.encode() for x in exabgp_command()) + b"\0/run/calico-bgp/n1/exabgp.conf\0"
+    assert is_exabgp(ours)
+    assert is_exabgp(b"/usr/bin/python3\0/venv/bin/exabgp\0exabgp.conf\0")
+    assert not is_exabgp(b"python\0-m\0calico_bgp\0node\0run\0--name\0n1\0")
+    assert not is_exabgp(b"python\0-m\0calico_bgp.speaker.bridge\0--socket\0/run/x.sock\0")
+
+
+def _probe(level: str) -> str:
+    code = ("import os; os.environ['exabgp_log_level'] = %r\n"
+            "from calico_bgp.speaker import exabgp_run\n"
+            "if os.environ['exabgp_log_level'] != 'DEBUG': exabgp_run._quiet_debug()\n"
+            "from exabgp.logger import log\n"
+            "from exabgp.bgp.message.update.nlri import nlri\n"
+            "called = []\n"
+            "quiet = log.debug.__qualname__.endswith('discard')\n"
+            "print(quiet and log.debug(lambda: called.append(1) or 'x', 'parser'), called, nlri.lazynlri(1, 2, False, b'') is None)\n"
+            % level)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_debug_calls_return_at_once_unless_debug_is_asked_for():
+    assert _probe("INFO") == "None [] True"  # returned None without building the message
+    assert _probe("DEBUG") == "False [] False"  # ExaBGP's own debug logging is left in place
