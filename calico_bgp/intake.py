@@ -8,8 +8,10 @@ dampener is skipped (turning it on later seeds it from the RIB, so it penalises 
 from __future__ import annotations
 
 import ipaddress
+import operator
 import socket
-from typing import Hashable
+from itertools import repeat
+from typing import Hashable, Iterable
 
 import attrs
 
@@ -20,17 +22,32 @@ from calico_bgp.speaker.events import PathAttributes, Update
 _V4_MASKS = tuple(((1 << 32) - 1) ^ ((1 << (32 - n)) - 1) for n in range(33))
 
 
+class _PackedIPv4Address(ipaddress.IPv4Address):
+    """An IPv4Address whose `packed` is stored, not computed in Python on every read: the kernel key
+    of each learned route is built from it. Equal to, hashing and printing like the plain one."""
+
+    __slots__ = ("packed",)
+
+    def __init__(self, address: object) -> None:  # what ipaddress builds from one (`a + 1`, pickling)
+        super().__init__(address)
+        self.packed = ipaddress.v4_int_to_packed(self._ip)  # type: ignore[misc,attr-defined]
+
+    def __repr__(self) -> str:
+        return f"IPv4Address('{self}')"
+
+
 class _IPv4Prefix(ipaddress.IPv4Network):
     """An IPv4Network built cheaply and hashing once: a learned prefix is a dict/set key some fifteen
     times on its way to the kernel, and IPv4Network parses its argument and recomputes its hash in
     Python every time. Equal to, ordered and hashing like the IPv4Network of the same text (tested)."""
 
     @classmethod
-    def of(cls, value: int, plen: int) -> "_IPv4Prefix":
-        """The network `value`/`plen`; `value` has no host bits (the caller checked)."""
+    def of(cls, value: int, plen: int, packed: bytes) -> "_IPv4Prefix":
+        """The network `value`/`plen` (`packed`: its 4 bytes); `value` has no host bits (the caller checked)."""
         p = object.__new__(cls)
-        address = object.__new__(ipaddress.IPv4Address)
+        address = object.__new__(_PackedIPv4Address)
         address._ip = value  # type: ignore[attr-defined]
+        address.packed = packed  # type: ignore[misc]
         p.network_address = address
         p.netmask, p._prefixlen = cls._make_netmask(plen)  # type: ignore[attr-defined]
         p._hash = hash(value ^ p.netmask._ip)  # _BaseNetwork.__hash__, once
@@ -62,7 +79,7 @@ def parse_prefix(text: str) -> Prefix | None:
         n = int(plen)
         value = int.from_bytes(packed, "big")
         if n <= 32 and value & _V4_MASKS[n] == value:
-            return _IPv4Prefix.of(value, n)
+            return _IPv4Prefix.of(value, n, packed)
     try:
         return ipaddress.ip_network(text, strict=True)
     except ValueError:
@@ -88,6 +105,11 @@ class Intake:
     bad: list[tuple[str, str | None]]
 
 
+def _has_none(values: list) -> bool:  # type: ignore[type-arg]
+    """`None in values` without calling ipaddress's Python __eq__ on every element (C loops only)."""
+    return any(map(operator.is_, values, repeat(None)))
+
+
 class UpdateIntake:
     """Turns Update events into RIB changes; keeps only caches, no routing state of its own."""
 
@@ -106,21 +128,38 @@ class UpdateIntake:
         p = cache[text] = parse_prefix(text)
         return p
 
+    def prefixes(self, texts: Iterable[str]) -> list[Prefix | None]:
+        """`prefix` of each text; a C loop over the cache when every text is in it (the usual case)."""
+        texts = list(texts)
+        found = list(map(self._prefixes.get, texts))
+        if _has_none(found):  # not cached yet, or cached as unusable
+            found = list(map(self.prefix, texts))
+        return found
+
     def apply(self, ev: Update, peer: Peer, rib: Rib, dampener: Dampener[PathAttrs], now: float) -> Intake:
-        prefix = self.prefix
         announced: dict[Prefix, PathAttrs] = {}
         bad: list[tuple[str, str | None]] = []
-        last: PathAttributes | None = None
-        converted: PathAttrs | None = None
-        for text, a in ev.announced.items():
-            p = prefix(text)
-            if p is None or a.next_hop is None:
-                bad.append((text, a.next_hop))
-                continue
-            if a is not last:  # prefixes of one UPDATE share their attributes object
-                last, converted = a, rib_attrs(a)
-            announced[p] = converted  # type: ignore[assignment]
-        withdrawn = [p for p in map(prefix, ev.withdrawn) if p is not None]
+        if ev.announced:
+            texts = list(ev.announced)
+            values = list(ev.announced.values())
+            found = self.prefixes(texts)
+            first = values[0]
+            if not _has_none(found) and first.next_hop is not None and all(map(operator.is_, values, repeat(first))):
+                # one attributes object for the whole UPDATE (one next hop, no path ids): no Python per prefix
+                announced = dict.fromkeys(found, rib_attrs(first))  # type: ignore[arg-type]
+            else:
+                last: PathAttributes | None = None
+                converted: PathAttrs | None = None
+                for text, p, a in zip(texts, found, values):
+                    if p is None or a.next_hop is None:
+                        bad.append((text, a.next_hop))
+                        continue
+                    if a is not last:  # prefixes of one UPDATE share their attributes object
+                        last, converted = a, rib_attrs(a)
+                    announced[p] = converted  # type: ignore[assignment]
+        withdrawn: list[Prefix] = self.prefixes(ev.withdrawn)  # type: ignore[assignment]
+        if _has_none(withdrawn):
+            withdrawn = [p for p in withdrawn if p is not None]
         suppressed: list[tuple[str, Hashable]] = []
         if dampener.enabled:
             d = dampener.update(ev.peer, announced, withdrawn, now)

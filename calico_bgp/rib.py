@@ -188,19 +188,29 @@ class Rib:
 
     # --- input -------------------------------------------------------------------------------
     def update(self, peer: Peer, announced: Mapping[Prefix, PathAttrs], withdrawn: Iterable[Prefix] = ()) -> set[Prefix]:
-        """Apply one UPDATE from `peer`; returns the prefixes whose selection changed."""
-        touched: set[Prefix] = set()
+        """Apply one UPDATE from `peer`; returns the prefixes whose selection changed.
+
+        The common cases of a table arriving or leaving skip the decision process: a withdraw that
+        leaves no path, and the first path of a prefix, change the selection without ranking."""
+        touched: set[Prefix] = set()  # prefixes whose paths changed among others: ranked below
+        changed: set[Prefix] = set()
         rejected = self._rejected.setdefault(peer.address, {})
         stale = self._stale.get(peer.address)
         if stale:
             stale.difference_update(announced)
             stale.difference_update(withdrawn)
+        local, policy, paths, address, selected = self.local, self.import_policy, self._paths, peer.address, self._selected
         for prefix in withdrawn:
-            rejected.pop(prefix, None)
-            per_peer = self._paths.get(prefix)
-            if per_peer and per_peer.pop(peer.address, None) is not None:
-                touched.add(prefix)
-        local, policy, paths, address = self.local, self.import_policy, self._paths, peer.address
+            if rejected:
+                rejected.pop(prefix, None)
+            per_peer = paths.get(prefix)
+            if per_peer and per_peer.pop(address, None) is not None:
+                if per_peer:
+                    touched.add(prefix)
+                else:  # its last path: no selection left
+                    del paths[prefix]
+                    if selected.pop(prefix, None) is not None:
+                        changed.add(prefix)
         last: PathAttrs | None = None
         loop: str | None = None
         for prefix, pattrs in announced.items():
@@ -210,20 +220,28 @@ class Rib:
             if reason is None and policy is not None:
                 reason = policy(peer, prefix, pattrs)
             per_peer = paths.get(prefix)
-            if per_peer is None:
-                per_peer = paths[prefix] = {}
             if reason is not None:
                 rejected[prefix] = (reason, pattrs)  # kept, so a policy change can accept it later
-                if per_peer.pop(address, None) is not None:  # implicit withdraw of the old path
+                if per_peer is not None and per_peer.pop(address, None) is not None:  # implicit withdraw of the old path
                     touched.add(prefix)
                 continue
             if rejected:
                 rejected.pop(prefix, None)
+            if not per_peer and prefix not in selected:  # the first path of a prefix: it is the selection
+                path = Path(prefix, peer, pattrs)
+                paths[prefix] = {address: path}
+                selected[prefix] = Selection(path, (path,), "only-path")
+                changed.add(prefix)
+                continue
+            if per_peer is None:
+                per_peer = paths[prefix] = {}
             old = per_peer.get(address)
             if old is None or (old.attrs is not pattrs and old.attrs != pattrs) or (old.peer is not peer and old.peer != peer):
                 per_peer[address] = Path(prefix, peer, pattrs)
                 touched.add(prefix)
-        return self._reselect(touched)
+        if touched:
+            changed |= self._reselect(touched)
+        return changed
 
     def mark_stale(self, peer_address: str) -> None:
         """Keep a peer's paths but remember them as stale (its session dropped for a reason of ours,

@@ -22,6 +22,10 @@ def test_a_parsed_prefix_is_the_ipaddress_network(text):
     assert p.version == q.version and p.prefixlen == q.prefixlen and p.network_address == q.network_address
     assert p.netmask == q.netmask and p.broadcast_address == q.broadcast_address and p.num_addresses == q.num_addresses
     assert list(itertools.islice(p.hosts(), 3)) == list(itertools.islice(q.hosts(), 3))
+    a, b = p.network_address, q.network_address
+    assert a.packed == b.packed and repr(a) == repr(b) and a == b and hash(a) == hash(b)
+    if p.version == 4:
+        assert (a + 1).packed == (b + 1).packed and repr(a + 1) == repr(b + 1)
     assert p.subnet_of(ipaddress.ip_network("0.0.0.0/0" if p.version == 4 else "::/0"))
     assert not p < q and not q < p and sorted([q, p]) == [q, p]
 

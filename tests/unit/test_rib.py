@@ -155,12 +155,14 @@ def test_selection_depends_only_on_the_final_adj_rib_in(ops):
     final: dict = {}
     for i, prefix, a in ops:
         prefix = NET(prefix)
+        before = rib.selection(prefix)
         if a is None:
-            rib.update(PEERS[i], {}, [prefix])
+            changed = rib.update(PEERS[i], {}, [prefix])
             final.pop((i, prefix), None)
         else:
-            rib.update(PEERS[i], {prefix: a})
+            changed = rib.update(PEERS[i], {prefix: a})
             final[(i, prefix)] = a
+        assert changed == ({prefix} if rib.selection(prefix) != before else set())  # exactly what changed
     fresh = Rib(LOCAL)
     for (i, prefix), a in sorted(final.items(), key=lambda kv: (-kv[0][0], str(kv[0][1]))):
         fresh.update(PEERS[i], {prefix: a})
