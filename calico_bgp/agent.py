@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import heapq
 import ipaddress
-import itertools
 import logging
 import math
 import os
@@ -581,9 +580,8 @@ class NodeAgent:
             # left when the stream ends is one batch, not everything since the last one
             more = len(changed) > KERNEL_BATCH and not self._kernel_full
             if more:
-                batch = set(itertools.islice(changed, KERNEL_BATCH))
-                changed -= batch
-                changed, since = batch, None
+                pop = changed.pop  # takes entries with their stored hashes: no prefix is hashed again
+                changed, since = [pop() for _ in range(KERNEL_BATCH)], None  # type: ignore[assignment]
                 self._kernel_dirty.set()
             else:
                 self._kernel_changed = set()

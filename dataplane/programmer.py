@@ -79,7 +79,8 @@ class _Desired:
     """The desired set by kernel key: the routes, how each forwards (shared between routes that forward
     alike), and the dump signature of each common-shape route. Changed in place by `put`/`drop`."""
 
-    __slots__ = ("table", "protocol", "routes", "forwarding", "devices", "signatures", "special", "_shared", "_last")
+    __slots__ = ("table", "protocol", "routes", "forwarding", "devices", "signatures", "special", "_shared", "_last",
+                 "_sig_last")
 
     def __init__(self, table: int, protocol: int) -> None:
         self.table = table
@@ -91,9 +92,22 @@ class _Desired:
         self.special = 0  # routes that are not unicast (blackholes, unreachables)
         self._shared: dict[tuple[object, ...], Forwarding] = {}
         self._last: tuple[object, object, Forwarding | None] = ((), None, None)
+        # the signature parts of the last (forwarding, prefix length, metric): what 100k learned routes share
+        self._sig_last: tuple[object, int, int, tuple[bytes, bytes] | None] = (None, -1, -1, None)
 
     def route(self, key: RouteKey) -> Route | None:
         return self.routes.get(key)
+
+    def _signature(self, key: RouteKey, fwd: Forwarding) -> bytes | None:
+        """codec.dump_signature of `key` forwarding as `fwd`, from the parts routes alike share."""
+        if len(key.dst) != 4:
+            return None
+        last = self._sig_last
+        if last[0] is not fwd or last[1] != key.dst_len or last[2] != key.metric:
+            parts = codec.signature_parts(self.table, self.protocol, key.dst_len, key.metric, fwd.rtype, fwd.hops)
+            last = self._sig_last = (fwd, key.dst_len, key.metric, parts)
+        parts = last[3]
+        return None if parts is None else parts[0] + key.dst + parts[1]
 
     def put(self, route: Route) -> bool:
         """Desire `route` (replacing the one on its key); False when it was desired exactly so already."""
@@ -119,7 +133,7 @@ class _Desired:
         self.forwarding[key] = fwd
         if route.kind is not RouteKind.UNICAST:
             self.special += 1
-        sig = codec.dump_signature(self.table, self.protocol, key, fwd.rtype, fwd.hops)
+        sig = self._signature(key, fwd)  # type: ignore[arg-type]
         if sig is not None:
             self.signatures[sig] = key
         return True
@@ -131,7 +145,7 @@ class _Desired:
         fwd = self.forwarding.pop(key)
         if route.kind is not RouteKind.UNICAST:
             self.special -= 1
-        sig = codec.dump_signature(self.table, self.protocol, key, fwd.rtype, fwd.hops)
+        sig = self._signature(key, fwd)
         if sig is not None:
             self.signatures.pop(sig, None)
         return True

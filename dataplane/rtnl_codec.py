@@ -232,13 +232,22 @@ def dump_signature(table: int, protocol: int, key: RouteKey, rtype: int, hops: t
     message whose bytes equal this is the desired route, whatever device the kernel chose, so a
     no-op reconcile can skip decoding it.
     """
-    if len(key.dst) != 4 or rtype != RTN_UNICAST or len(hops) != 1:
+    if len(key.dst) != 4:
+        return None
+    parts = signature_parts(table, protocol, key.dst_len, key.metric, rtype, hops)
+    return None if parts is None else parts[0] + key.dst + parts[1]
+
+
+def signature_parts(table: int, protocol: int, dst_len: int, metric: int, rtype: int,
+                    hops: tuple[DesiredHop, ...]) -> tuple[bytes, bytes] | None:
+    """What a dump signature of an IPv4 route holds before and after its destination; None when the
+    route is not of the common shape."""
+    if rtype != RTN_UNICAST or len(hops) != 1:
         return None
     gw, dev, _weight = hops[0]
     if gw is None or dev is not None:
         return None
-    head, tail = _signature_parts(table, protocol, key.dst_len, key.metric, gw)
-    return head + key.dst + tail
+    return _signature_parts(table, protocol, dst_len, metric, gw)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -170,3 +170,24 @@ def test_dump_signature_is_the_kernel_message_without_its_oif(route):
 def test_no_dump_signature_for_other_shapes(route):
     fwd = route.forwarding()
     assert codec.dump_signature(254, 86, route.key, fwd.rtype, fwd.hops) is None
+
+
+def test_the_desired_sets_shared_signature_parts_give_dump_signature():
+    """_Desired builds each signature from parts routes alike share; the bytes must be dump_signature's
+    whatever order the shapes, lengths and metrics come in."""
+    from dataplane.programmer import _Desired
+
+    routes = [Route.via("198.18.5.0/24", "198.18.0.2"), Route.via("198.18.5.1/32", "198.18.0.2"),
+              Route.via("198.18.5.2/32", "198.18.0.2", metric=9), Route.via("198.18.5.3/32", "198.18.0.3"),
+              Route.blackhole("198.18.64.0/26"), Route.via("2001:db8:5::/64", "2001:db8::2"),
+              Route.via("198.18.5.4/32", "198.18.0.2")]
+    desired = _Desired(254, 86)
+    for route in routes + routes[::-1]:
+        fwd = route.forwarding()
+        assert desired._signature(route.key, fwd) == codec.dump_signature(254, 86, route.key, fwd.rtype, fwd.hops)
+    for route in routes:
+        desired.put(route)
+    assert len(desired.signatures) == 5
+    for route in routes:
+        desired.drop(route.key)
+    assert desired.signatures == {} and desired.routes == {}
