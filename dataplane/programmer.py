@@ -139,16 +139,26 @@ class _Desired:
         return True
 
     def drop(self, key: RouteKey) -> bool:
-        route = self.routes.pop(key, None)
-        if route is None:
-            return False
-        fwd = self.forwarding.pop(key)
-        if route.kind is not RouteKind.UNICAST:
-            self.special -= 1
-        sig = self._signature(key, fwd)
-        if sig is not None:
-            self.signatures.pop(sig, None)
-        return True
+        return bool(self.drop_all((key,)))
+
+
+    def drop_all(self, keys: Iterable[RouteKey]) -> list[RouteKey]:
+        """`drop` of each key (a whole table's worth at once); the keys that were desired."""
+        routes_pop, forwarding_pop, signatures_pop = self.routes.pop, self.forwarding.pop, self.signatures.pop
+        signature, unicast = self._signature, RouteKind.UNICAST
+        dropped: list[RouteKey] = []
+        for key in keys:
+            route = routes_pop(key, None)
+            if route is None:
+                continue
+            fwd = forwarding_pop(key)
+            if route.kind is not unicast:
+                self.special -= 1
+            sig = signature(key, fwd)
+            if sig is not None:
+                signatures_pop(sig, None)
+            dropped.append(key)
+        return dropped
 
 
 def _index(routes: Iterable[Route], table: int, protocol: int) -> _Desired:
@@ -280,9 +290,8 @@ class RouteProgrammer:
         desired = self._desired
         pending = self._pending
         before = len(pending)
-        for key in removed:
-            if desired.drop(key):
-                pending[key] = None
+        for key in desired.drop_all(removed):
+            pending[key] = None
         for route in routes:
             if desired.put(route):
                 pending[route.key] = None
