@@ -455,17 +455,20 @@ class RouteProgrammer:
             routes: dict[RouteKey, Route] = {}
             forwarding: dict[RouteKey, Forwarding] = {}
             ops: list[tuple[int, RouteKey]] = []
+            desired_fwd, desired_routes, add = live.forwarding.get, live.routes, ops.append
+            replace, new = codec.REPLACE_FLAGS, codec.NEW_FLAGS
             for key in pending:
-                fwd = live.forwarding.get(key)
+                fwd = desired_fwd(key)
                 if fwd is None:
                     if key in installed and key not in keep:
-                        ops.append((0, key))
+                        add((0, key))
                     continue
-                routes[key] = live.routes[key]
+                routes[key] = desired_routes[key]
                 forwarding[key] = fwd
-                ops.append((codec.REPLACE_FLAGS if key in installed else codec.NEW_FLAGS, key))
+                add((replace if key in installed else new, key))
             failures: list[RouteFailure] = []
-            if any(h.device is not None for r in routes.values() for h in r.nexthops):  # learned routes have none
+            # learned routes name no device: only look when some desired route ever did
+            if live.devices and any(h.device is not None for r in routes.values() for h in r.nexthops):
                 if any(h.device is not None and h.device not in self._ifindex for r in routes.values() for h in r.nexthops):
                     await self._refresh_links()
                 keys = set(_programmable([k for f, k in ops if f], "add", routes, self._ifindex, failures))
@@ -487,18 +490,13 @@ class RouteProgrammer:
                 route = routes[key]
                 failures.append(RouteFailure(route, str(route.prefix), "add" if flags == codec.NEW_FLAGS else "replace",
                                              bad.errno, bad.reason))
-            n_add = n_rep = n_del = 0
-            for flags, key in ops:
-                if not flags:
-                    n_del += 1
-                    installed.discard(key)
-                else:
-                    if flags == codec.NEW_FLAGS:
-                        n_add += 1
-                    else:
-                        n_rep += 1
-                    if key not in bad_keys:
-                        installed.add(key)
+            deleted = [key for flags, key in ops if not flags]
+            n_del = len(deleted)
+            n_add = sum(1 for flags, _ in ops if flags == new)
+            n_rep = len(ops) - n_del - n_add
+            installed.difference_update(deleted)
+            if n_add or n_rep:
+                installed.update(key for flags, key in ops if flags and key not in bad_keys)
             c = self._counts
             errors = len([f for f in failures if f.errno != errno.ENODEV])
             self._counts = ChangeCounts(c.adds + n_add, c.replaces + n_rep, c.deletes + n_del, c.errors + errors)
