@@ -33,7 +33,7 @@ from calico_bgp.datastore import DatastoreError, Keys
 from calico_bgp.resources import ResourceStore
 from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Prefix, Rib, reflections
 from calico_bgp.speaker import commands as speaker_cmds
-from calico_bgp.speaker.events import EndOfRib, Notification, PeerState, Update
+from calico_bgp.speaker.events import EndOfRib, Notification, PeerOpen, PeerState, Update
 from calico_bgp.speaker.neighbor import IPV4_UNICAST, IPV6_UNICAST, Neighbor
 from calico_bgp.speaker.speaker import Speaker
 from calico_bgp.stability import ChurnTracker, PeerStability
@@ -48,6 +48,9 @@ MAX_PREFIX_HOLDDOWN = 30.0
 # a TCP MD5 mismatch is invisible to BGP: the kernel drops the segments, so the session just never opens
 MD5_HINT = "TCP MD5 is configured: a password mismatch keeps the session from opening, silently"  # seconds a peer torn down for maxPrefixes stays down the first time  # the reason the speaker gives when ExaBGP itself went away
 VERSION = "0.1.0"
+# advertised to every peer (Calico's default maxRestartTime): a peer keeps our routes this long after
+# our session drops without a NOTIFICATION (agent killed, host restarting), until our End-of-RIB
+GRACEFUL_RESTART_TIME = 120
 STATUS_BURST_WAIT = 5.0  # seconds a status may lag a burst of UPDATEs (a full table takes ~2 s)
 KERNEL_BATCH = 2048  # prefixes per kernel batch while a burst streams in
 
@@ -110,6 +113,9 @@ class NodeAgent:
         self._holddowns: dict[str, tuple[float, int, str]] = {}  # peer -> (until, times, why)
         self._poke = trio.Event()  # re-run _sync without a datastore change (a hold-down ended)
         self._stale_since: dict[str, float] = {}
+        self._stale_until: dict[str, float] = {}  # when a peer's stale routes go at the latest
+        self._stale_kind: dict[str, str] = {}     # why they are kept: speaker_restart | graceful_restart
+        self.peer_restart_time: dict[str, int | None] = {}  # graceful-restart time from each peer's OPEN
         self.session_errors: dict[str, str] = {}  # peer -> why its session is not configured
         self._repair_window = (0.0, 0)
         self.filter_mode = ""
@@ -302,7 +308,8 @@ class NodeAgent:
                             local_address=s.local_address, router_id=local.router_id, peer_port=s.peer_port,
                             listen_port=self.state.config.spec.listen_port if self.state else 179,
                             passive=s.passive, hold_time=s.hold_time, md5_password=self._password(s),
-                            families=(family,), description=s.peer_name or s.peer_node or None)
+                            families=(family,), description=s.peer_name or s.peer_node or None,
+                            graceful_restart=GRACEFUL_RESTART_TIME)
         except ValueError as exc:
             log.error("event=bad_session peer=%s reason=%r action=skip", s.peer_address, str(exc))
             self.session_errors[s.peer_address] = str(exc)
@@ -337,6 +344,8 @@ class NodeAgent:
                 self._mark_kernel_dirty()
         self.dampener.peer_down(peer)
         self.stability.pop(peer, None)
+        for kept in (self._stale_since, self._stale_until, self._stale_kind, self.peer_restart_time):
+            kept.pop(peer, None)  # a removed session keeps nothing stale
         if old is not None:
             self.metrics.forget_peer(peer, old.kind)
 
@@ -350,6 +359,10 @@ class NodeAgent:
                     await self._on_peer_state(event)
                 elif isinstance(event, EndOfRib):
                     self.eor.add((event.peer, event.family))
+                elif isinstance(event, PeerOpen):
+                    self.peer_restart_time[event.peer] = event.graceful_restart
+                    if event.graceful_restart is None and self._stale_kind.get(event.peer) == "graceful_restart":
+                        self._stale_until[event.peer] = 0.0  # back without the capability: its stale routes go now
                 elif isinstance(event, Notification):
                     s = self.sessions.get(event.peer)
                     self.metrics.peer_notifications.labels(event.peer, s.kind if s else "unknown",
@@ -427,15 +440,19 @@ class NodeAgent:
         self.since[ev.peer] = time.time()
         if state == "established":
             self._last_up = now
+        restart_time = self.peer_restart_time.get(ev.peer)
         if ev.state == "down" and ev.reason == SPEAKER_EXITED and self.rib is not None:
             # our ExaBGP died, not the peer: keep its routes (stale) until the session is back and re-sent them
-            if ev.peer not in self._stale_since:
-                self.rib.mark_stale(ev.peer)
-                self._stale_since[ev.peer] = now
-                self.events.emit("speaker_restart", peer=ev.peer,
-                                 detail=f"kept {self.rib.stale_count(ev.peer)} routes stale")
+            self._keep_stale(ev.peer, now, self.opts.grace_timeout, "speaker_restart")
+        elif ev.state == "down" and restart_time and graceful(ev.reason) and self.rib is not None:
+            # RFC 4724 helper: the peer advertised graceful restart and its session dropped without a
+            # NOTIFICATION (it is restarting): keep its routes for its restart time or until its End-of-RIB
+            self.eor = {e for e in self.eor if e[0] != ev.peer}
+            self._keep_stale(ev.peer, now, restart_time, "graceful_restart")
         elif ev.state == "down" and self.rib is not None:
             self._stale_since.pop(ev.peer, None)
+            self._stale_until.pop(ev.peer, None)
+            self._stale_kind.pop(ev.peer, None)
             self.max_prefix_hit.pop(ev.peer, None)
             self.eor = {e for e in self.eor if e[0] != ev.peer}
             self.dampener.peer_down(ev.peer)
@@ -446,6 +463,16 @@ class NodeAgent:
                 self._mark_kernel_changed(changed)
                 await self._reflect(changed)
         self._status_dirty.set()
+
+    def _keep_stale(self, peer: str, now: float, keep_for: float, why: str) -> None:
+        assert self.rib is not None
+        if peer in self._stale_since:
+            return
+        self.rib.mark_stale(peer)
+        self._stale_since[peer] = now
+        self._stale_until[peer] = now + keep_for
+        self._stale_kind[peer] = why
+        self.events.emit(why, peer=peer, detail=f"kept {self.rib.stale_count(peer)} routes stale for at most {keep_for:.0f}s")
 
     async def _policy_filters(self) -> None:
         """PolicyFilters for this node -> XDP (or the nft/iptables fallback); counters -> metrics.
@@ -501,12 +528,21 @@ class NodeAgent:
         while True:
             await trio.sleep(0.5)
             now = trio.current_time()
-            for peer, since in list(self._stale_since.items()):
+            for peer in list(self._stale_since):
                 up = self.speaker.peers.get(peer)
                 is_up = up is not None and up.state == "up"
                 quiet = now - max(self._last_update, self._last_up) >= self.opts.settle
-                if (is_up and quiet) or (not is_up and now - since > self.opts.grace_timeout):
+                s = self.sessions.get(peer)
+                eor = s is not None and (peer, "ipv6 unicast" if s.family == "ipv6" else "ipv4 unicast") in self.eor
+                expired = now > self._stale_until.get(peer, 0.0)
+                if self._stale_kind.get(peer) == "graceful_restart":  # RFC 4724: its End-of-RIB, or time
+                    done = (is_up and eor) or expired
+                else:  # our speaker restarted: the peer re-sends at once
+                    done = (is_up and quiet) or (not is_up and expired)
+                if done:
                     del self._stale_since[peer]
+                    self._stale_until.pop(peer, None)
+                    self._stale_kind.pop(peer, None)
                     changed = self.rib.sweep_stale(peer) if is_up else self.rib.peer_down(peer)
                     self.events.emit("stale_swept", peer=peer, detail=f"session_up={is_up} removed={len(changed)}")
                     if changed:
@@ -645,6 +681,7 @@ class NodeAgent:
                 if up and quiet:
                     break
         self.programmer.end_grace()
+        await self.speaker.routes_complete()  # End-of-RIB: helper peers drop what we did not re-announce
         self.events.emit("grace_end", detail=f"after {trio.current_time() - self.started:.1f}s, "
                                              f"{len(self.sessions)} sessions")
         self._mark_kernel_dirty()
@@ -780,6 +817,12 @@ class NodeAgent:
                 await trio.sleep(1.0)
             # at most a few writes per second, and at most a tenth of the time building them (100k routes)
             await trio.sleep(max(0.25, 9 * cost))
+
+
+def graceful(reason: str) -> bool:
+    """Whether a session that went down for `reason` (ExaBGP's words) may be restarting gracefully:
+    a NOTIFICATION sent or received ends graceful restart (RFC 4724), a dropped connection does not."""
+    return "notification" not in reason.lower()
 
 
 def _session_info(reason: str, md5: bool) -> str:

@@ -45,6 +45,11 @@ def render_neighbor(n: Neighbor, process_name: str = PROCESS_NAME) -> str:
         "\tgroup-updates true;",
         "\tadj-rib-in false;",  # the agent keeps its own RIB; ExaBGP's copy costs ~12% of its receive CPU
     ]
+    if n.graceful_restart is not None:
+        # the agent sends End-of-RIB itself, once it has re-announced everything: ExaBGP's own comes
+        # right after the session opens, before any API route, and would make a helper peer flush
+        # the routes it kept for us while we restarted
+        lines.append("\tmanual-eor true;")
     if n.listen_port is not None:
         lines.append(f"\tlisten {n.listen_port};")
     if n.md5_password:
@@ -66,6 +71,7 @@ def render_neighbor(n: Neighbor, process_name: str = PROCESS_NAME) -> str:
         "\t\tneighbor-changes;",
         "\t\treceive {",
         "\t\t\tparsed;",
+        "\t\t\topen;",
         "\t\t\tupdate;",
         "\t\t\tnotification;",
         "\t\t}",

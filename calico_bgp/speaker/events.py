@@ -53,6 +53,15 @@ class PeerState:
 
 
 @attrs.frozen(slots=True)
+class PeerOpen:
+    """The OPEN a peer sent: what of it the agent uses (its graceful-restart time, None when it did
+    not advertise the capability)."""
+
+    peer: str
+    graceful_restart: int | None = None
+
+
+@attrs.frozen(slots=True)
 class Notification:
     """A BGP NOTIFICATION sent or received on a session."""
 
@@ -78,7 +87,7 @@ class BridgeLost:
     """The API bridge went away; ExaBGP is restarting or gone."""
 
 
-Event = Union[Update, EndOfRib, PeerState, Notification, ExaBGPShutdown, BridgeConnected, BridgeLost]
+Event = Union[Update, EndOfRib, PeerState, PeerOpen, Notification, ExaBGPShutdown, BridgeConnected, BridgeLost]
 
 
 @attrs.frozen(slots=True)

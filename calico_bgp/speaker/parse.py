@@ -13,12 +13,13 @@ import attrs
 
 from calico_bgp.speaker.errors import MalformedMessage
 from calico_bgp.speaker.events import (
-    Ack, EndOfRib, Event, ExaBGPShutdown, Ignored, Notification, PathAttributes, PeerState, Text, Update,
+    Ack, EndOfRib, Event, ExaBGPShutdown, Ignored, Notification, PathAttributes, PeerOpen, PeerState, Text, Update,
 )
 
 Parsed = Union[Event, Ack, Text, Ignored]
 _ACKS = {"done": True, "error": False}
-_IGNORED_TYPES = {"open", "keepalive", "fsm", "signal", "negotiated", "refresh", "operational"}
+_IGNORED_TYPES = {"keepalive", "fsm", "signal", "negotiated", "refresh", "operational"}
+GRACEFUL_RESTART = "graceful restart"  # the capability's name in ExaBGP's JSON
 FAMILIES = {"ipv4 unicast", "ipv6 unicast"}
 
 
@@ -66,6 +67,13 @@ def _message(msg: dict[str, Any]) -> list[Parsed]:
         note = n["notification"]
         return [Notification(peer=_peer(n), direction=str(n.get("direction", "")), code=int(note["code"]),
                              subcode=int(note["subcode"]), data=str(note.get("data", "")))]
+    if kind == "open":
+        n = msg["neighbor"]
+        if n.get("direction", "receive") != "receive":
+            return [Ignored("open-send")]
+        caps = n["open"].get("capabilities", {})
+        gr = next((c for c in caps.values() if isinstance(c, dict) and c.get("name") == GRACEFUL_RESTART), None)
+        return [PeerOpen(peer=_peer(n), graceful_restart=int(gr["time"]) if gr is not None else None)]
     if kind == "update":
         n = msg["neighbor"]
         if n.get("direction", "receive") != "receive":

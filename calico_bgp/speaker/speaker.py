@@ -98,6 +98,10 @@ class Speaker:
         self._neighbors_lock = trio.Lock()
         self._changed = trio.Event()
         self._replay_tx, self._replay_rx = trio.open_memory_channel[str | None](math.inf)
+        # End-of-RIB (neighbors with graceful restart): sent after a neighbor's routes once the agent
+        # says its routes are complete; owed to those that came up before
+        self._routes_complete = False
+        self._eor_owed: set[str] = set()
         self._closing = False
         self._connected = trio.Event()
         # config file versions: written, and the one the running ExaBGP has loaded
@@ -300,6 +304,29 @@ class Speaker:
                 self.stats["replayed_routes"] += len(changes)
                 log.info("replay peer=%s routes=%d", key, len(changes))
                 await self._send_locked(self._lines(changes))
+                if self.intent.neighbors[key].graceful_restart is not None:
+                    if self._routes_complete:
+                        await self._send_locked(self._eor_lines(key))
+                    else:
+                        self._eor_owed.add(key)
+
+    def _eor_lines(self, key: str) -> list[str]:
+        return [cmds.announce_eor(key, family) for family in self.intent.neighbors[key].families]
+
+    async def routes_complete(self) -> None:
+        """The agent has asked for every route it means to send (after a restart: all it announced
+        before). Neighbors with graceful restart get End-of-RIB after their routes from now on, and
+        those already up get it now: a helper peer then drops what we did not re-announce."""
+        if self._routes_complete:
+            return
+        async with self._send_lock:
+            self._routes_complete = True
+            owed, self._eor_owed = sorted(self._eor_owed), set()
+            for key in owed:
+                st = self.peers.get(key)
+                if key in self.intent.neighbors and st is not None and st.state == "up":
+                    log.info("eor peer=%s families=%s", key, ",".join(self.intent.neighbors[key].families))
+                    await self._send_locked(self._eor_lines(key))
 
     # -- commands ------------------------------------------------------------------------
     async def send(self, lines: Iterable[str]) -> int:

@@ -163,10 +163,9 @@ class TestRack:
         _check(rack, 60)
 
 
-    @pytest.mark.xfail(reason="the agent advertises no BGP graceful restart to its peers, so the ToRs drop a "
-                              "SIGKILLed node's block until its restarted agent re-announces it (reported)",
-                       strict=False)
     def test_chaos_agent_kill_keeps_the_nodes_block_at_its_peers(self, rack):
+        """The agent advertises graceful restart: the ToRs (FRR, BIRD) keep a SIGKILLed node's block
+        until its restarted agent has re-announced it and sent End-of-RIB."""
         result = _chaos(rack, "agent-kill", "--target", "n4")
         assert result["reconverged"]
         assert result["routesLost"] == []

@@ -99,16 +99,21 @@ def test_sigkill_and_restart_keeps_routes_and_traffic(cluster):
     lost = 0
     for _ in range(5):
         lost += 0 if c.ping("n1", c.workloads["n3"][1], wait=1) else 1
+    # graceful restart: the other agents (helpers) keep the victim's block while it restarts
+    victim_block = _block_of(c, victim)
+    dropped = [n for n in watched if victim_block not in c.routes(n)]
     c.start_agent(victim)
     gone = []
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         r = c.routes(victim)
         gone += [p for p in victim_routes if p not in r]
+        dropped += [n for n in watched if victim_block not in c.routes(n)]
         lost += 0 if c.ping("n3", c.workloads["n1"][1], wait=1) else 1
         if c.sessions_up(victim, 3) and not c.status(victim)["inGrace"]:
             break
     assert not gone, f"routes vanished from {victim}'s kernel during its restart: {gone}"
+    assert not dropped, f"{victim}'s block {victim_block} left these nodes' kernels while it restarted: {dropped}"
     assert lost == 0, f"{lost} pings between other nodes' workloads were lost"
     wait_for("mesh re-converged", lambda: _converged(c, ["n1", "n2", "n3", "n4"]), timeout=30)
     assert len(c.exabgp_pids(victim)) == 1

@@ -30,8 +30,10 @@ def test_renders_process_and_neighbor_blocks():
     for line in ("neighbor 198.18.0.2 {", "router-id 198.18.0.1;", "local-address 198.18.0.1;", "local-as 65000;",
                  "peer-as 65001;", "passive true;", "listen 1179;", 'md5-password "s3cret";', 'description "tor-a";',
                  "add-path send/receive;", "graceful-restart 120;", "processes [ calico-bridge ];",
-                 "neighbor-changes;", "parsed;", "update;"):
+                 "neighbor-changes;", "parsed;", "open;", "update;", "manual-eor true;"):
         assert line in text, line
+    # without graceful restart ExaBGP sends End-of-RIB itself
+    assert "manual-eor" not in render_config([nb()], BRIDGE)
     # families in a fixed order whatever order they were given in
     assert text.index("ipv4 unicast;") < text.index("ipv6 unicast;")
 

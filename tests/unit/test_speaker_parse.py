@@ -10,7 +10,7 @@ from calico_bgp.intake import UpdateIntake
 from calico_bgp.rib import LocalSpeaker, Peer, Rib
 from calico_bgp.speaker.errors import MalformedMessage
 from calico_bgp.speaker.events import (
-    Ack, EndOfRib, ExaBGPShutdown, Ignored, Notification, PathAttributes, PeerState, Text, Update,
+    Ack, EndOfRib, ExaBGPShutdown, Ignored, Notification, PathAttributes, PeerOpen, PeerState, Text, Update,
 )
 from calico_bgp.speaker.parse import parse_line
 
@@ -122,3 +122,33 @@ def test_an_unusable_nlri_reaches_the_intake_as_text_and_only_it_is_refused_ther
     got = UpdateIntake().apply(up, peer, rib, Dampener(DampingParams(), enabled=False), 0.0)
     assert got.bad == [("198.19.0.0/33", "198.18.0.2")]
     assert [str(p) for p in got.announced] == ["198.19.1.0/24"]
+
+
+def _open_line(direction: str, capabilities: str) -> str:
+    return ('{ "exabgp": "5.0.0", "time": 1.0, "host" : "vm", "pid" : 1, "ppid" : 1, "counter": 2, "type": "open", '
+            '"neighbor": { "address": { "local": "198.18.0.1", "peer": "198.18.0.2" }, "asn": { "local": 64512, '
+            f'"peer": 65001 }}, "router-id": "198.18.0.2" , "direction": "{direction}", "open": {{ "version": 4, '
+            f'"asn": 65001, "hold_time": 90, "router_id": "198.18.0.2", "capabilities": {{ {capabilities} }} }} }} }}')
+
+
+GR_CAP = ('"graceful-restart": { "name": "graceful restart", "time": 120, "address-family-flags": '
+          '{ "ipv4/unicast": [ "restart" ] }, "restart-flags": [ ] }')
+
+
+def test_a_received_open_gives_the_peers_graceful_restart_time():
+    assert parse_line(_open_line("receive", '"multiprotocol": { "name": "multiprotocol" }, ' + GR_CAP)) == [
+        PeerOpen(peer="198.18.0.2", graceful_restart=120)]
+    assert parse_line(_open_line("receive", '"multiprotocol": { "name": "multiprotocol" }')) == [
+        PeerOpen(peer="198.18.0.2", graceful_restart=None)]
+    assert parse_line(_open_line("send", GR_CAP)) == [Ignored("open-send")]
+
+
+@pytest.mark.parametrize("reason, restarting", [
+    ("peer reset, message (closing connection) error (the TCP connection was closed by the remote end)", True),
+    ("", True),
+    ("notification received (6,2)", False),
+    ("notification sent (4,0)", False),
+])
+def test_only_a_session_dropped_without_notification_is_a_graceful_restart(reason, restarting):
+    from calico_bgp.agent import graceful
+    assert graceful(reason) is restarting
