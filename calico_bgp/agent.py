@@ -48,9 +48,6 @@ MAX_PREFIX_HOLDDOWN = 30.0
 # a TCP MD5 mismatch is invisible to BGP: the kernel drops the segments, so the session just never opens
 MD5_HINT = "TCP MD5 is configured: a password mismatch keeps the session from opening, silently"  # seconds a peer torn down for maxPrefixes stays down the first time  # the reason the speaker gives when ExaBGP itself went away
 VERSION = "0.1.0"
-# advertised to every peer (Calico's default maxRestartTime): a peer keeps our routes this long after
-# our session drops without a NOTIFICATION (agent killed, host restarting), until our End-of-RIB
-GRACEFUL_RESTART_TIME = 120
 STATUS_BURST_WAIT = 5.0  # seconds a status may lag a burst of UPDATEs (a full table takes ~2 s)
 KERNEL_BATCH = 2048  # prefixes per kernel batch while a burst streams in
 
@@ -309,7 +306,7 @@ class NodeAgent:
                             listen_port=self.state.config.spec.listen_port if self.state else 179,
                             passive=s.passive, hold_time=s.hold_time, md5_password=self._password(s),
                             families=(family,), description=s.peer_name or s.peer_node or None,
-                            graceful_restart=GRACEFUL_RESTART_TIME)
+                            graceful_restart=s.restart_time or None)
         except ValueError as exc:
             log.error("event=bad_session peer=%s reason=%r action=skip", s.peer_address, str(exc))
             self.session_errors[s.peer_address] = str(exc)

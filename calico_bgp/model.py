@@ -538,6 +538,15 @@ def _optional_hold_time(value: Any) -> int | None:
     return None if value is None else _hold_time(value)
 
 
+def _optional_restart_time(value: Any) -> int | None:
+    if value is None:
+        return None
+    t = seconds(value)
+    if t > 4095:
+        raise ValueError("at most 4095s (the graceful-restart capability has 12 bits for it)")
+    return t
+
+
 def _check_timers(hold: int | None, keepalive: int | None) -> None:
     if hold is not None and keepalive is not None and hold > 0 and keepalive >= hold:
         raise _bad("keepaliveTime", keepalive, f"must be below holdTime ({hold}s)")
@@ -661,10 +670,12 @@ class BGPPeerSpec:
     reachable_by: str = attrs.field(default="", converter=_checked(lambda v: "" if v in (None, "") else ip_address(v)))
     # accept routes carrying our own AS this many times (allowas-in): the AS-per-rack model needs 1
     num_allowed_local_as_numbers: int = attrs.field(default=0, converter=_checked(_int_range(0, 10)))
+    # graceful restart: how long the peer keeps our routes when our session drops (0: no graceful
+    # restart on this session); the capability carries 12 bits. None: the default, 120 s
+    max_restart_time: Seconds | None = attrs.field(default=None, converter=_checked(_optional_restart_time))
 
     calico_only: ClassVar[frozenset[str]] = frozenset(
-        {"maxRestartTime", "ttlSecurity", "localWorkloadSelector", "nextHopMode",
-         "reversePeering"})
+        {"ttlSecurity", "localWorkloadSelector", "nextHopMode", "reversePeering"})
 
     def __attrs_post_init__(self) -> None:
         if self.node and self.node_selector is not None:

@@ -48,6 +48,7 @@ class Session:
     max_prefix_action: str = "warn"
     filters: tuple[str, ...] = ()
     allow_own_as: int = 0
+    restart_time: int = 120      # graceful restart advertised (Calico's maxRestartTime); 0: none
 
     @property
     def family(self) -> str:
@@ -182,4 +183,5 @@ def _with_peer_options(session: Session, peer: BGPPeer | None) -> Session:
         session, peer_name=peer.name, password=ps.password, max_prefixes=ps.max_prefixes,
         max_prefix_action=ps.max_prefix_action, filters=ps.filters, allow_own_as=ps.num_allowed_local_as_numbers,
         hold_time=ps.hold_time if ps.hold_time is not None else session.hold_time,
-        keepalive_time=ps.keepalive_time if ps.keepalive_time is not None else session.keepalive_time)
+        keepalive_time=ps.keepalive_time if ps.keepalive_time is not None else session.keepalive_time,
+        restart_time=ps.max_restart_time if ps.max_restart_time is not None else session.restart_time)

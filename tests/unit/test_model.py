@@ -109,7 +109,8 @@ def test_peer_ip_forms():
      "spec.password: set exactly one"),
     ({"peerIP": "198.18.0.1", "asNumber": 1, "sourceAddress": "eth0"}, "spec.sourceAddress"),
     ({"peerIP": "198.18.0.1", "asNumber": 1, "reachableBy": "2001:db8::1"}, "spec.reachableBy: must be the same IP"),
-    ({"peerIP": "198.18.0.1", "asNumber": 1, "maxRestartTime": "120s"}, "spec.maxRestartTime: field not supported"),
+    ({"peerIP": "198.18.0.1", "asNumber": 1, "maxRestartTime": "2h"}, "spec.maxRestartTime: at most 4095s"),
+    ({"peerIP": "198.18.0.1", "asNumber": 1, "ttlSecurity": 1}, "spec.ttlSecurity: field not supported"),
 ])
 def test_peer_errors(spec, fragment):
     assert fragment in bad(model.BGPPeer, spec)

@@ -33,6 +33,13 @@ def test_full_mesh_one_session_per_pair_and_family_lower_address_passive():
     assert all(x.ibgp and x.local_as == 64512 for x in s)
 
 
+def test_graceful_restart_time_defaults_to_calicos_and_a_peer_may_set_or_disable_it():
+    peers = [peer("tor1", peer_ip="198.18.9.1", as_number=65001, max_restart_time="5m"),
+             peer("tor2", peer_ip="198.18.9.2", as_number=65001, max_restart_time="0s")]
+    s = {x.peer_address: x.restart_time for x in sessions_for(A, NODES, cfg(), peers)}
+    assert s == {"198.18.0.2": 120, "198.18.0.3": 120, "2001:db8::2": 120, "198.18.9.1": 300, "198.18.9.2": 0}
+
+
 def test_mesh_off_means_no_node_sessions():
     assert sessions_for(A, NODES, cfg(mesh=False), []) == []
 
