@@ -46,6 +46,7 @@ from calico_bgp.speaker.process import Backoff, ExaBGPProcess, exabgp_command, e
 log = logging.getLogger("calico_bgp.speaker")
 
 _RELOAD = "\0reload"  # a replayer work item that is not a neighbor
+WITHDRAW_FLUSH = 0.2  # seconds for ExaBGP to put queued withdrawals on the wire before a teardown
 
 
 def bridge_command(socket_path: Path) -> list[str]:
@@ -411,6 +412,14 @@ class Speaker:
         removed = [k for k in self.intent.neighbors if k not in new]
         going = [k for k in removed if self.peers.get(k) and self.peers[k].state == "up"]
         if going and self._conn is not None:
+            graceful = [k for k in going if self.intent.neighbors[k].graceful_restart is not None]
+            if graceful:
+                # with graceful restart negotiated ExaBGP closes the session without a NOTIFICATION, and
+                # the peer would keep our routes (stale) for the restart time: take them back first
+                await self.send(self._lines([cmds.RouteChange(k, p, spec, False) for k in graceful
+                                             for p, spec in self.intent.routes_for(k).items()]))
+                await self.window.drained()
+                await trio.sleep(WITHDRAW_FLUSH)  # ExaBGP answers a command once queued, not once sent
             await self.send([cmds.teardown(k, 2) for k in going])  # Cease/administrative shutdown
             await self.window.drained()
             with trio.move_on_after(teardown_wait):

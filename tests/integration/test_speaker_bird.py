@@ -204,6 +204,36 @@ async def test_exabgp_crash_is_restarted_and_routes_replayed(lab, nursery):
     await poll(lambda: bird1.routes("master4", "exa4").get("198.19.7.0/24"), what="route replayed after restart")
 
 
+async def test_graceful_restart_a_helper_keeps_our_routes_and_a_removal_takes_them(lab, nursery):
+    """BIRD as graceful-restart helper: while our ExaBGP is dead and restarting, its routes stay at
+    BIRD; after the restart what is still wanted is re-sent, then End-of-RIB, and BIRD drops what was
+    withdrawn meanwhile. Removing the neighbor takes our routes back at once, though ExaBGP then
+    closes without a NOTIFICATION."""
+    import os
+    bird1: Bird = lab["bird1"]
+    bird1.configure([BirdPeer("exa4", AS_BIRD, "198.18.1.1", AS_US, passive=False, hold_time=9,
+                              graceful_restart=True)])
+    speaker = Speaker(lab["tmp"] / "spk", netns=lab["spk"], listen=["198.18.1.1"])
+    await nursery.start(speaker.run)
+    await speaker.set_neighbors([n4("198.18.1.2", "198.18.1.1", passive=True, graceful_restart=30)])
+    await speaker.announce(None, ["198.19.7.0/24", "198.19.8.0/24"])
+    await speaker.routes_complete()
+    await poll(lambda: bird1.routes("master4", "exa4").get("198.19.8.0/24"), what="routes in bird")
+    os.kill(speaker.process.pid, 9)
+    await next_event(speaker, lambda e: isinstance(e, PeerState) and e.state == "down")
+    await speaker.withdraw(None, ["198.19.8.0/24"])  # while ExaBGP is away: not re-sent after the restart
+    gaps = 0
+    with trio.fail_after(30):
+        while speaker.peers.get("198.18.1.2") is None or speaker.peers["198.18.1.2"].state != "up":
+            gaps += "198.19.7.0/24" not in bird1.routes("master4", "exa4")
+            await trio.sleep(0.1)
+    await poll(lambda: "198.19.8.0/24" not in bird1.routes("master4", "exa4"), what="stale route swept by End-of-RIB")
+    assert gaps == 0 and "198.19.7.0/24" in bird1.routes("master4", "exa4")
+    await speaker.set_neighbors([])
+    await poll(lambda: "198.19.7.0/24" not in bird1.routes("master4", "exa4"), timeout=10,
+               what="routes taken back when the neighbor is removed")
+
+
 async def test_reflection_attributes_reach_an_ibgp_peer(lab, nursery):
     """What a route reflector sends: a client's next hop, ORIGINATOR_ID, CLUSTER_LIST, local pref, communities."""
     bird1: Bird = lab["bird1"]
