@@ -2,7 +2,7 @@
 
     cluster view (etcd watch) --> _control: sessions, announcements, import policy
     speaker events (ExaBGP)   --> _on_update / _on_peer_state: damping -> RIB -> reflection
-    RIB + local blocks        --> _kernel_writer: the route programmer (coalesced batches)
+    RIB + local blocks        --> kernel_writer.KernelWriter: the route programmer (coalesced batches)
     everything                --> _publisher: status/<node> bound to a lease; Prometheus metrics
 
 Decisions live in pure modules (topology, rib, desired, damping, stability); this file only
@@ -28,6 +28,7 @@ from calico_bgp import bgpfilter, desired, model, status as st, topology
 from calico_bgp.cluster import ClusterState, ClusterView
 from calico_bgp.damping import Dampener, DampingChange, DampingParams
 from calico_bgp.eventlog import EventLog
+from calico_bgp.kernel_writer import KernelWriter
 from calico_bgp.intake import UpdateIntake
 from calico_bgp.datastore import DatastoreError, Keys
 from calico_bgp.resources import ResourceStore
@@ -39,7 +40,7 @@ from calico_bgp.speaker.speaker import Speaker
 from calico_bgp.stability import ChurnTracker, PeerStability
 from calico_bgp.telemetry import Metrics
 from calico_bgp.topology import Session
-from dataplane.programmer import ReconcileResult, RouteProgrammer
+from dataplane.programmer import RouteProgrammer
 from dataplane.route import RouteKind, key_of
 
 log = logging.getLogger("calico_bgp.agent")
@@ -49,7 +50,6 @@ MAX_PREFIX_HOLDDOWN = 30.0
 MD5_HINT = "TCP MD5 is configured: a password mismatch keeps the session from opening, silently"  # seconds a peer torn down for maxPrefixes stays down the first time  # the reason the speaker gives when ExaBGP itself went away
 VERSION = "0.1.0"
 STATUS_BURST_WAIT = 5.0  # seconds a status may lag a burst of UPDATEs (a full table takes ~2 s)
-KERNEL_BATCH = 2048  # prefixes per kernel batch while a burst streams in
 
 
 @attrs.frozen
@@ -116,13 +116,7 @@ class NodeAgent:
         self.session_errors: dict[str, str] = {}  # peer -> why its session is not configured
         self._repair_window = (0.0, 0)
         self.filter_mode = ""
-        self._kernel_dirty = trio.Event()
-        self._kernel_full = True                 # rebuild every kernel route (not only the changed ones)
-        self._kernel_changed: set[Prefix] = set()  # prefixes whose selection changed since the last batch
-        self._kernel_skip: set[Prefix] = set()     # what we originate or blackhole: never a learned route
-        self._pending_since: float | None = None
-        self._send_ready = trio.Event()            # the writer made routes desired: the sender sends them
-        self._send_since: float | None = None       # when the oldest change the next send carries was noted
+        self.kernel = KernelWriter(self.programmer, self.metrics, self._kernel_inputs, self._status_dirty_set)
         self._status_dirty = trio.Event()
         self._lease = 0
         self._last_update = 0.0
@@ -142,7 +136,7 @@ class NodeAgent:
                 await nursery.start(self.programmer.run)
                 nursery.start_soon(self._events)
                 nursery.start_soon(self._control)
-                nursery.start_soon(self._kernel_writer)
+                nursery.start_soon(self.kernel.run)
                 nursery.start_soon(self._grace)
                 nursery.start_soon(self._damping_timer)
                 nursery.start_soon(self._lease_keeper)
@@ -268,7 +262,7 @@ class NodeAgent:
         self.metrics.borrowed_addresses.set(borrowed)
         await self._export()
         await self._reflect(changed if changed else None)
-        self._mark_kernel_dirty()
+        self.kernel.mark_full()
         self._policy_dirty.set()
 
     def _filters_of(self, peer: str) -> list[model.BGPFilter]:
@@ -338,7 +332,7 @@ class NodeAgent:
         if self.rib is not None:
             changed = self.rib.peer_down(peer)
             if changed:
-                self._mark_kernel_dirty()
+                self.kernel.mark_full()
         self.dampener.peer_down(peer)
         self.stability.pop(peer, None)
         for kept in (self._stale_since, self._stale_until, self._stale_kind, self.peer_restart_time):
@@ -390,9 +384,7 @@ class NodeAgent:
         self._last_update = now
         await self._check_max_prefixes(ev.peer)
         if changed:
-            if self._pending_since is None:
-                self._pending_since = now
-            self._mark_kernel_changed(changed)
+            self.kernel.mark_changed(changed, now)
             await self._reflect(changed)
         self._status_dirty.set()
 
@@ -455,9 +447,7 @@ class NodeAgent:
             self.dampener.peer_down(ev.peer)
             changed = self.rib.peer_down(ev.peer)
             if changed:
-                if self._pending_since is None:
-                    self._pending_since = now
-                self._mark_kernel_changed(changed)
+                self.kernel.mark_changed(changed, now)
                 await self._reflect(changed)
         self._status_dirty.set()
 
@@ -543,7 +533,7 @@ class NodeAgent:
                     changed = self.rib.sweep_stale(peer) if is_up else self.rib.peer_down(peer)
                     self.events.emit("stale_swept", peer=peer, detail=f"session_up={is_up} removed={len(changed)}")
                     if changed:
-                        self._mark_kernel_changed(changed)
+                        self.kernel.mark_changed(changed)
                         await self._reflect(changed)
 
     def _on_repair(self, why: str, key: object) -> None:
@@ -588,81 +578,12 @@ class NodeAgent:
                                             originator_id=a.originator_id, cluster_list=a.cluster_list)
 
     # ------------------------------------------------------------------ kernel
-    def _mark_kernel_dirty(self) -> None:
-        """Every kernel route may have changed (blocks, own prefixes, a new RIB): rebuild them all."""
-        self._kernel_full = True
-        self._kernel_dirty.set()
+    def _kernel_inputs(self) -> tuple[Rib, str, dict, set[Prefix]] | None:
+        if self.rib is None or self.state is None:
+            return None
+        return self.rib, self.opts.name, self.state.blocks, self.own
 
-    def _mark_kernel_changed(self, prefixes: set[Prefix]) -> None:
-        """Only these prefixes' selections changed: the writer programs just their routes."""
-        if not self._kernel_full:
-            self._kernel_changed |= prefixes
-        self._kernel_dirty.set()
-
-    async def _kernel_writer(self) -> None:
-        """Programs the kernel while UPDATEs keep streaming: each batch is what changed since the last
-        one (a full rebuild only when blocks, own prefixes or the RIB itself changed).
-
-        Two stages: this task turns changed selections into desired routes, batch by batch, and
-        `_kernel_sender` sends whatever is desired and not yet sent. While the kernel applies one
-        send (in a worker thread, without the GIL), the next batch is prepared: at 100k prefixes the
-        stages used to alternate, and the kernel's half was ~0.5 s of idle loop after the last UPDATE."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._kernel_sender)
-            more = False
-            while True:
-                await self._kernel_dirty.wait()
-                self._kernel_dirty = trio.Event()
-                # let a burst of UPDATEs land in one batch; the rest of a large one goes on at once
-                await trio.sleep(0 if more else 0.005)
-                if self.rib is None or self.state is None:
-                    continue
-                changed = self._kernel_changed
-                # bounded batches: the kernel takes one while the next UPDATEs are parsed, and what is
-                # left when the stream ends is one batch, not everything since the last one
-                more = len(changed) > KERNEL_BATCH and not self._kernel_full
-                if more:
-                    pop = changed.pop  # takes entries with their stored hashes: no prefix is hashed again
-                    changed, since = [pop() for _ in range(KERNEL_BATCH)], None  # type: ignore[assignment]
-                    self._kernel_dirty.set()
-                else:
-                    self._kernel_changed = set()
-                    since, self._pending_since = self._pending_since, None
-                try:
-                    if self._kernel_full:
-                        self._kernel_full = False
-                        self._kernel_skip = set(self.own) | set(desired.local_blocks(self.opts.name, self.state.blocks))
-                        self.programmer.set_desired(desired.kernel_routes(self.opts.name, self.state.blocks, self.rib, self.own))
-                        self._kernel_done(await self.programmer.reconcile(), since)
-                    else:
-                        upserts, removed = desired.kernel_changes(changed, self.rib, self._kernel_skip)
-                        self.programmer.update_desired(upserts, removed)
-                        if since is not None and self._send_since is None:
-                            self._send_since = since
-                        self._send_ready.set()
-                except Exception:  # noqa: BLE001 - the programmer retries on its own loop
-                    log.exception("event=kernel_reconcile_failed")
-
-    async def _kernel_sender(self) -> None:
-        """Sends what the writer made desired since the last send, one send at a time."""
-        while True:
-            await self._send_ready.wait()
-            self._send_ready = trio.Event()
-            since, self._send_since = self._send_since, None  # everything it stands for is pending now
-            try:
-                result = await self.programmer.program()
-            except Exception:  # noqa: BLE001 - the programmer retries on its own loop
-                log.exception("event=kernel_program_failed")
-                continue
-            if result is not None:
-                self._kernel_done(result, since)
-
-    def _kernel_done(self, result: ReconcileResult, since: float | None) -> None:
-        self.metrics.reconcile_runs.labels("routes").inc()
-        self.metrics.reconcile_changes.labels("routes").inc(result.changes)
-        self.metrics.netlink_errors.inc(len(result.failures))
-        if since is not None:
-            self.metrics.programming_latency.observe(trio.current_time() - since)
+    def _status_dirty_set(self) -> None:
         self._status_dirty.set()
 
     async def _grace(self) -> None:
@@ -681,7 +602,7 @@ class NodeAgent:
         await self.speaker.routes_complete()  # End-of-RIB: helper peers drop what we did not re-announce
         self.events.emit("grace_end", detail=f"after {trio.current_time() - self.started:.1f}s, "
                                              f"{len(self.sessions)} sessions")
-        self._mark_kernel_dirty()
+        self.kernel.mark_full()
 
     async def _damping_timer(self) -> None:
         while True:
@@ -706,7 +627,7 @@ class NodeAgent:
             if peer in self.rib_peers:
                 changed |= self.rib.update(self.rib_peers[peer], ann)
         if changed:
-            self._mark_kernel_changed(changed)
+            self.kernel.mark_changed(changed)
             await self._reflect(changed)
 
     # ------------------------------------------------------------------ status
