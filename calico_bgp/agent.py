@@ -38,6 +38,7 @@ from calico_bgp.speaker.events import EndOfRib, Notification, PeerOpen, PeerStat
 from calico_bgp.speaker.neighbor import IPV4_UNICAST, IPV6_UNICAST, Neighbor
 from calico_bgp.speaker.speaker import Speaker
 from calico_bgp.stability import ChurnTracker, PeerStability
+from calico_bgp.stale import GRACEFUL_RESTART, SPEAKER_RESTART, StaleRoutes
 from calico_bgp.telemetry import Metrics
 from calico_bgp.topology import Session
 from dataplane.programmer import RouteProgrammer
@@ -109,9 +110,7 @@ class NodeAgent:
         self.max_prefix_hit: dict[str, tuple[int, str]] = {}  # peer -> the (limit, action) acted on
         self._holddowns: dict[str, tuple[float, int, str]] = {}  # peer -> (until, times, why)
         self._poke = trio.Event()  # re-run _sync without a datastore change (a hold-down ended)
-        self._stale_since: dict[str, float] = {}
-        self._stale_until: dict[str, float] = {}  # when a peer's stale routes go at the latest
-        self._stale_kind: dict[str, str] = {}     # why they are kept: speaker_restart | graceful_restart
+        self.stale = StaleRoutes()  # peers whose routes are kept after their session dropped
         self.peer_restart_time: dict[str, int | None] = {}  # graceful-restart time from each peer's OPEN
         self.session_errors: dict[str, str] = {}  # peer -> why its session is not configured
         self._repair_window = (0.0, 0)
@@ -335,8 +334,8 @@ class NodeAgent:
                 self.kernel.mark_full()
         self.dampener.peer_down(peer)
         self.stability.pop(peer, None)
-        for kept in (self._stale_since, self._stale_until, self._stale_kind, self.peer_restart_time):
-            kept.pop(peer, None)  # a removed session keeps nothing stale
+        self.stale.forget(peer)  # a removed session keeps nothing stale
+        self.peer_restart_time.pop(peer, None)
         if old is not None:
             self.metrics.forget_peer(peer, old.kind)
 
@@ -352,8 +351,8 @@ class NodeAgent:
                     self.eor.add((event.peer, event.family))
                 elif isinstance(event, PeerOpen):
                     self.peer_restart_time[event.peer] = event.graceful_restart
-                    if event.graceful_restart is None and self._stale_kind.get(event.peer) == "graceful_restart":
-                        self._stale_until[event.peer] = 0.0  # back without the capability: its stale routes go now
+                    if event.graceful_restart is None and self.stale.why(event.peer) == GRACEFUL_RESTART:
+                        self.stale.end_now(event.peer)  # back without the capability: its stale routes go now
                 elif isinstance(event, Notification):
                     s = self.sessions.get(event.peer)
                     self.metrics.peer_notifications.labels(event.peer, s.kind if s else "unknown",
@@ -432,16 +431,14 @@ class NodeAgent:
         restart_time = self.peer_restart_time.get(ev.peer)
         if ev.state == "down" and ev.reason == SPEAKER_EXITED and self.rib is not None:
             # our ExaBGP died, not the peer: keep its routes (stale) until the session is back and re-sent them
-            self._keep_stale(ev.peer, now, self.opts.grace_timeout, "speaker_restart")
+            self._keep_stale(ev.peer, now, self.opts.grace_timeout, SPEAKER_RESTART)
         elif ev.state == "down" and restart_time and graceful(ev.reason) and self.rib is not None:
             # RFC 4724 helper: the peer advertised graceful restart and its session dropped without a
             # NOTIFICATION (it is restarting): keep its routes for its restart time or until its End-of-RIB
             self.eor = {e for e in self.eor if e[0] != ev.peer}
-            self._keep_stale(ev.peer, now, restart_time, "graceful_restart")
+            self._keep_stale(ev.peer, now, restart_time, GRACEFUL_RESTART)
         elif ev.state == "down" and self.rib is not None:
-            self._stale_since.pop(ev.peer, None)
-            self._stale_until.pop(ev.peer, None)
-            self._stale_kind.pop(ev.peer, None)
+            self.stale.forget(ev.peer)
             self.max_prefix_hit.pop(ev.peer, None)
             self.eor = {e for e in self.eor if e[0] != ev.peer}
             self.dampener.peer_down(ev.peer)
@@ -453,12 +450,9 @@ class NodeAgent:
 
     def _keep_stale(self, peer: str, now: float, keep_for: float, why: str) -> None:
         assert self.rib is not None
-        if peer in self._stale_since:
+        if not self.stale.keep(peer, now, keep_for, why):
             return
         self.rib.mark_stale(peer)
-        self._stale_since[peer] = now
-        self._stale_until[peer] = now + keep_for
-        self._stale_kind[peer] = why
         self.events.emit(why, peer=peer, detail=f"kept {self.rib.stale_count(peer)} routes stale for at most {keep_for:.0f}s")
 
     async def _policy_filters(self) -> None:
@@ -510,31 +504,27 @@ class NodeAgent:
                 self.events.emit("block_released", prefix=cidr, detail="empty for two sweeps")
 
     async def _stale_sweeper(self) -> None:
-        """Drop what a peer did not re-send after our speaker restarted: once it has been up and quiet
-        for `settle` seconds, or when it stays down past the grace timeout."""
+        """Drop stale routes when `StaleRoutes` says they are due (see calico_bgp/stale.py)."""
         while True:
             await trio.sleep(0.5)
+            if self.rib is None:
+                continue
             now = trio.current_time()
-            for peer in list(self._stale_since):
-                up = self.speaker.peers.get(peer)
-                is_up = up is not None and up.state == "up"
-                quiet = now - max(self._last_update, self._last_up) >= self.opts.settle
-                s = self.sessions.get(peer)
-                eor = s is not None and (peer, "ipv6 unicast" if s.family == "ipv6" else "ipv4 unicast") in self.eor
-                expired = now > self._stale_until.get(peer, 0.0)
-                if self._stale_kind.get(peer) == "graceful_restart":  # RFC 4724: its End-of-RIB, or time
-                    done = (is_up and eor) or expired
-                else:  # our speaker restarted: the peer re-sends at once
-                    done = (is_up and quiet) or (not is_up and expired)
-                if done:
-                    del self._stale_since[peer]
-                    self._stale_until.pop(peer, None)
-                    self._stale_kind.pop(peer, None)
-                    changed = self.rib.sweep_stale(peer) if is_up else self.rib.peer_down(peer)
-                    self.events.emit("stale_swept", peer=peer, detail=f"session_up={is_up} removed={len(changed)}")
-                    if changed:
-                        self.kernel.mark_changed(changed)
-                        await self._reflect(changed)
+            quiet = now - max(self._last_update, self._last_up) >= self.opts.settle
+            for peer, is_up in self.stale.due(now, self._is_up, quiet, self._sent_end_of_rib):
+                changed = self.rib.sweep_stale(peer) if is_up else self.rib.peer_down(peer)
+                self.events.emit("stale_swept", peer=peer, detail=f"session_up={is_up} removed={len(changed)}")
+                if changed:
+                    self.kernel.mark_changed(changed)
+                    await self._reflect(changed)
+
+    def _is_up(self, peer: str) -> bool:
+        st_ = self.speaker.peers.get(peer)
+        return st_ is not None and st_.state == "up"
+
+    def _sent_end_of_rib(self, peer: str) -> bool:
+        s = self.sessions.get(peer)
+        return s is not None and (peer, "ipv6 unicast" if s.family == "ipv6" else "ipv4 unicast") in self.eor
 
     def _on_repair(self, why: str, key: object) -> None:
         """Someone changed our kernel routes; the programmer puts them back. At most 10 events a

@@ -1,0 +1,71 @@
+"""Which peers' routes are kept stale, why, and when they go: pure, the caller passes `now`.
+
+Two reasons to keep a peer's routes after its session dropped:
+- `speaker_restart`: our own ExaBGP went away. The peer re-sends everything as soon as the session
+  is back, so what it has not re-sent once UPDATEs went quiet is gone; if it stays down, its routes
+  go at the deadline (the agent's grace timeout).
+- `graceful_restart` (RFC 4724, we are the helper): the peer advertised graceful restart and dropped
+  without a NOTIFICATION. Its routes stay until its End-of-RIB, or until its restart time is over,
+  whether or not the session is back by then.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import attrs
+
+SPEAKER_RESTART = "speaker_restart"
+GRACEFUL_RESTART = "graceful_restart"
+
+
+@attrs.frozen
+class Kept:
+    since: float
+    until: float
+    why: str
+
+
+class StaleRoutes:
+    def __init__(self) -> None:
+        self._kept: dict[str, Kept] = {}
+
+    def keep(self, peer: str, now: float, keep_for: float, why: str) -> bool:
+        """Keep `peer`'s routes for at most `keep_for` seconds; False if they are kept already (the
+        first reason and deadline stand: a flapping peer does not extend its own restart time)."""
+        if peer in self._kept:
+            return False
+        self._kept[peer] = Kept(now, now + keep_for, why)
+        return True
+
+    def why(self, peer: str) -> str | None:
+        kept = self._kept.get(peer)
+        return kept.why if kept else None
+
+    def end_now(self, peer: str) -> None:
+        """The peer came back without graceful restart: its stale routes go at the next `due`."""
+        kept = self._kept.get(peer)
+        if kept is not None:
+            self._kept[peer] = attrs.evolve(kept, until=float("-inf"))
+
+    def forget(self, peer: str) -> None:
+        self._kept.pop(peer, None)
+
+    def __contains__(self, peer: str) -> bool:
+        return peer in self._kept
+
+    def due(self, now: float, is_up: Callable[[str], bool], quiet: bool,
+            end_of_rib: Callable[[str], bool]) -> list[tuple[str, bool]]:
+        """The peers whose stale routes go now, each with whether its session is up (then only what
+        it did not re-send goes; otherwise everything), and forgets them."""
+        out = []
+        for peer, kept in list(self._kept.items()):
+            up = is_up(peer)
+            expired = now > kept.until
+            if kept.why == GRACEFUL_RESTART:
+                done = (up and end_of_rib(peer)) or expired
+            else:
+                done = (up and quiet) or (not up and expired)
+            if done:
+                del self._kept[peer]
+                out.append((peer, up))
+        return out

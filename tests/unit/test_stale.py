@@ -1,0 +1,41 @@
+"""calico_bgp.stale: when a peer's kept (stale) routes go, for each reason they are kept."""
+from __future__ import annotations
+
+from calico_bgp.stale import GRACEFUL_RESTART, SPEAKER_RESTART, StaleRoutes
+
+
+def due(s: StaleRoutes, now: float, up: set[str] = frozenset(), quiet: bool = False, eor: set[str] = frozenset()):
+    return s.due(now, up.__contains__, quiet, eor.__contains__)
+
+
+def test_after_our_speaker_restarts_a_peer_up_and_quiet_is_swept_and_one_still_down_goes_at_the_deadline():
+    s = StaleRoutes()
+    assert s.keep("a", 0.0, 30.0, SPEAKER_RESTART) and s.keep("b", 0.0, 30.0, SPEAKER_RESTART)
+    assert due(s, 1.0, up={"a"}) == []                       # up, UPDATEs still arriving
+    assert due(s, 2.0, up={"a"}, quiet=True) == [("a", True)]  # up and quiet: what it did not re-send goes
+    assert due(s, 29.0) == [] and due(s, 31.0) == [("b", False)]  # down past the deadline: everything goes
+    assert "a" not in s and "b" not in s
+
+
+def test_a_restarting_peer_keeps_its_routes_until_its_end_of_rib_or_its_restart_time():
+    s = StaleRoutes()
+    s.keep("tor", 0.0, 120.0, GRACEFUL_RESTART)
+    assert due(s, 5.0, up={"tor"}, quiet=True) == []          # back and quiet is not enough: wait for End-of-RIB
+    assert due(s, 6.0, up={"tor"}, quiet=True, eor={"tor"}) == [("tor", True)]
+    s.keep("tor", 10.0, 120.0, GRACEFUL_RESTART)
+    assert due(s, 100.0) == [] and due(s, 131.0) == [("tor", False)]  # never back: its restart time ends it
+    s.keep("tor", 200.0, 120.0, GRACEFUL_RESTART)
+    assert due(s, 321.0, up={"tor"}) == [("tor", True)]       # back but no End-of-RIB within the time
+
+
+def test_the_first_reason_and_deadline_stand_and_a_peer_back_without_the_capability_ends_it_now():
+    s = StaleRoutes()
+    assert s.keep("p", 0.0, 120.0, GRACEFUL_RESTART)
+    assert not s.keep("p", 50.0, 120.0, SPEAKER_RESTART)  # a flapping peer does not extend its own time
+    assert s.why("p") == GRACEFUL_RESTART and due(s, 121.0) == [("p", False)]
+    s.keep("p", 0.0, 120.0, GRACEFUL_RESTART)
+    s.end_now("p")
+    assert due(s, 1.0, up={"p"}) == [("p", True)]
+    s.keep("q", 0.0, 120.0, GRACEFUL_RESTART)
+    s.forget("q")
+    assert "q" not in s and due(s, 500.0) == [] and s.why("q") is None
