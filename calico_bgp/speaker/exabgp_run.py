@@ -1,4 +1,5 @@
-"""ExaBGP's own entry point, minus the cost of debug logging it would discard anyway.
+"""ExaBGP's own entry point, minus the cost of debug logging it would discard anyway, and with its
+reconnect back-off bounded.
 
     python -m calico_bgp.speaker.exabgp_run CONFIG      (what the speaker runs)
 
@@ -29,9 +30,30 @@ def _quiet_debug() -> None:
     nlri_module.lazynlri = no_message  # type: ignore[attr-defined]
 
 
+RETRY_MAX = 5  # seconds between connection attempts at most, after repeated failures
+
+
+def _bounded_retry(most: int = RETRY_MAX) -> None:
+    """ExaBGP waits 1.2x longer after each failed connection attempt, up to 60 s. When a rack starts
+    together, a peer's first attempts meet a speaker that is not listening yet or has not loaded the
+    session (a Cease "no session configured"), and after a dozen of those the next try was a minute
+    away: sessions stayed down for a minute after everything was ready. Capped at `most` seconds, a
+    session opens within that of both sides being ready (BIRD's `connect retry time` is the knob there)."""
+    import time
+
+    from exabgp.reactor.delay import Delay
+
+    def increase(self: Delay) -> None:
+        self._time = time.time() + self._next
+        self._next = min(int(1 + self._next * 1.2), most)
+
+    Delay.increase = increase  # type: ignore[method-assign]
+
+
 def main() -> int:
     if os.environ.get("exabgp_log_level", "INFO").upper() != "DEBUG":
         _quiet_debug()
+    _bounded_retry()
     from exabgp.application.main import main as exabgp_main
 
     sys.argv[0] = "exabgp"

@@ -47,6 +47,9 @@ log = logging.getLogger("calico_bgp.speaker")
 
 _RELOAD = "\0reload"  # a replayer work item that is not a neighbor
 WITHDRAW_FLUSH = 0.2  # seconds for ExaBGP to put queued withdrawals on the wire before a teardown
+RELOADED = "loaded new configuration successfully"  # ExaBGP's log line once a reload is done
+RELOAD_CONFIRM = 2.0   # seconds to wait for it before sending the reload again
+RELOAD_ATTEMPTS = 30
 
 
 def bridge_command(socket_path: Path) -> list[str]:
@@ -108,6 +111,8 @@ class Speaker:
         # config file versions: written, and the one the running ExaBGP has loaded
         self._generation = 0
         self._loaded_generation = -1
+        self._reloads_seen = 0  # "loaded new configuration" lines in ExaBGP's log
+        self._reload_seen = trio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -155,7 +160,7 @@ class Speaker:
                 continue
             self._loaded_generation = self._generation
             async with trio.open_nursery() as n:
-                n.start_soon(proc.pump_log)
+                n.start_soon(proc.pump_log, self._on_exabgp_log)
                 code = await proc.wait()
                 n.cancel_scope.cancel()
             self.process = None
@@ -295,7 +300,7 @@ class Speaker:
         async for key in self._replay_rx:
             if key is _RELOAD:
                 log.info("exabgp_reload reason=config_changed_during_start")
-                await self.send(["reload"])
+                await self._reload()
                 continue
             if key is None or key not in self.intent.neighbors:
                 continue
@@ -396,6 +401,29 @@ class Speaker:
         return [str(ipaddress.ip_address(n)) for n in ([neighbors] if isinstance(neighbors, str) else neighbors)]
 
     # -- sessions ------------------------------------------------------------------------
+    def _on_exabgp_log(self, line: str) -> None:
+        if RELOADED in line:
+            self._reloads_seen += 1
+            self._reload_seen.set()
+            self._reload_seen = trio.Event()
+
+    async def _reload(self) -> None:
+        """`reload`, until ExaBGP's log says it loaded the configuration. ExaBGP drops a reload that
+        arrives while it still has routes queued for some peer (its reactor clears the signal, then
+        finds updates pending and goes on without reloading): the new sessions were then missing
+        until the next reload, a minute or more later. Retried every RELOAD_CONFIRM seconds."""
+        for attempt in range(1, RELOAD_ATTEMPTS + 1):
+            seen = self._reloads_seen
+            await self.send(["reload"])
+            with trio.move_on_after(RELOAD_CONFIRM):
+                while self._reloads_seen == seen:
+                    await self._reload_seen.wait()
+                return
+            if self._conn is None:  # ExaBGP is restarting: it reads the file when it starts
+                return
+            log.warning("exabgp_reload_unconfirmed attempt=%d action=retry", attempt)
+        log.error("exabgp_reload_unconfirmed attempts=%d action=give_up", RELOAD_ATTEMPTS)
+
     def _write_config(self) -> bool:
         text = render_config(self.intent.neighbors.values(), bridge_command(self.socket_path))
         changed = _atomic_write(self.config_path, text)
@@ -434,8 +462,7 @@ class Speaker:
         if self._conn is not None:
             log.info("exabgp_reload neighbors=%d removed=%d", len(new), len(removed))
             self._loaded_generation = self._generation
-            await self.send(["reload"])
-            await self.window.drained()
+            await self._reload()
         # else: ExaBGP is starting (or restarting) and is reloaded when its bridge connects;
         # a SIGUSR1 before it installs its handlers would kill it
 

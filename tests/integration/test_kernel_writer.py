@@ -57,6 +57,8 @@ async def test_a_burst_reaches_the_kernel_and_leaves_it(lab: Lab):  # noqa: F811
         writer.mark_changed(rib.update(PEER, {}, a[N // 2:] + b), trio.current_time())
         await wait_for(lambda: routes(lab.host) == {}, "every route gone")
         assert done and rp.pending == 0
-        latency = metrics.programming_latency.collect()[0].samples
-        assert any(s.name.endswith("_count") and s.value >= 3 for s in latency)  # each burst observed
+        # the programming latency is observed (bursts that meet in one send are one observation)
+        latency = {s.name: s.value for s in metrics.programming_latency.collect()[0].samples if s.name.endswith(("_count", "_sum"))}
+        assert latency["calico_bgp_route_programming_seconds_count"] >= 1
+        assert latency["calico_bgp_route_programming_seconds_sum"] > 0
         nursery.cancel_scope.cancel()

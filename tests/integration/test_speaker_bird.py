@@ -184,6 +184,26 @@ async def test_burst_of_20000_to_two_neighbors(lab, nursery):
     assert speaker.window.errors == 0 and speaker.window.sent == speaker.window.acked
 
 
+async def test_a_neighbor_added_while_routes_are_still_queued_for_another_comes_up(lab, nursery):
+    """ExaBGP drops a `reload` that arrives while it still has routes queued for some peer: the speaker
+    sends it again until ExaBGP's log says the configuration was loaded."""
+    bird1: Bird = lab["bird1"]
+    bird2: Bird = lab["bird2"]
+    bird1.configure([BirdPeer("exa4", AS_BIRD, "198.18.1.1", AS_US, passive=True, hold_time=9)])
+    bird2.configure([BirdPeer("exa", AS_BIRD, "198.18.2.1", AS_US, passive=True, hold_time=9)])
+    speaker = Speaker(lab["tmp"] / "spk", netns=lab["spk"])
+    await nursery.start(speaker.run)
+    first = n4("198.18.1.2", "198.18.1.1")
+    await speaker.set_neighbors([first])
+    with trio.fail_after(30):
+        await speaker.wait_state("198.18.1.2", "up")
+    await speaker.announce(None, [f"198.19.{i // 256}.{i % 256}/32" for i in range(20_000)])
+    await speaker.set_neighbors([first, n4("198.18.2.2", "198.18.2.1")])  # while the 20k still go out
+    with trio.fail_after(30):
+        await speaker.wait_state("198.18.2.2", "up")
+    await poll(lambda: bird2.count("master4", "exa") == 20_000, timeout=120, every=0.25, what="20k replayed to bird2")
+
+
 async def test_exabgp_crash_is_restarted_and_routes_replayed(lab, nursery):
     import os
     bird1: Bird = lab["bird1"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from calico_bgp.speaker import exabgp_run
 from calico_bgp.speaker.exabgp_run import is_exabgp
 from calico_bgp.speaker.process import exabgp_command
 
@@ -32,3 +33,16 @@ def _probe(level: str) -> str:
 def test_debug_calls_return_at_once_unless_debug_is_asked_for():
     assert _probe("INFO") == "None [] True"  # returned None without building the message
     assert _probe("DEBUG") == "False [] False"  # ExaBGP's own debug logging is left in place
+
+
+def test_the_reconnect_back_off_is_bounded():
+    code = ("from calico_bgp.speaker import exabgp_run\n"
+            "from exabgp.reactor.delay import Delay\n"
+            "exabgp_run._bounded_retry()\n"
+            "d = Delay()\n"
+            "waits = []\n"
+            "for _ in range(30):\n"
+            "    d.increase(); waits.append(d._next)\n"
+            "print(max(waits), waits[:6])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == f"{exabgp_run.RETRY_MAX} [1, 2, 3, 4, 5, 5]"

@@ -15,7 +15,7 @@ import trio.testing
 
 from calico_bgp.speaker.events import BridgeConnected, PeerState, Update
 from calico_bgp.speaker.neighbor import Neighbor
-from calico_bgp.speaker.speaker import Speaker
+from calico_bgp.speaker.speaker import RELOADED, Speaker
 
 A, B = "198.18.0.2", "198.18.0.3"
 def bounded(seconds: float = 20):
@@ -113,9 +113,10 @@ def test_bridge_drains_stdin_with_no_agent_and_relays_both_ways(tmp_path: Path):
 
 
 class FakeBridge:
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.SocketStream, speaker: Speaker | None = None) -> None:
         self.stream = stream
         self.buf = b""
+        self.speaker = speaker  # told ExaBGP's "loaded" log line for each reload, as ExaBGP would log it
 
     async def send(self, *lines: str) -> None:
         await self.stream.send_all("".join(line + "\n" for line in lines).encode())
@@ -127,6 +128,8 @@ class FakeBridge:
                 assert data, "speaker closed the bridge"
                 self.buf += data
         line, self.buf = self.buf.split(b"\n", 1)
+        if line == b"reload" and self.speaker is not None:
+            self.speaker._on_exabgp_log(f"reactor         {RELOADED}")
         return line.decode()
 
     async def no_command(self, wait: float = 0.3) -> None:
@@ -143,7 +146,7 @@ async def started(speaker: Speaker) -> None:
 
 async def connect(speaker: Speaker, exabgp_pid: int = 4242) -> FakeBridge:
     stream = await trio.open_unix_socket(str(speaker.socket_path))
-    bridge = FakeBridge(stream)
+    bridge = FakeBridge(stream, speaker)
     await bridge.send(f"bridge hello pid=1 exabgp={exabgp_pid} dropped=0")
     return bridge
 
