@@ -146,14 +146,20 @@ async def test_sessions_routes_reload_and_replay(lab, nursery):
     assert speaker.window.errors == 0, "ExaBGP answered error to a command"
 
 
-async def test_burst_of_20000_to_two_neighbors(lab, nursery):
-    """20k /32s to two BIRDs at once: no stall, no session lost, ExaBGP answers every command."""
+async def two_passive_birds(lab, nursery) -> tuple[Bird, Bird, Speaker]:
+    """Both BIRDs waiting for our speaker to dial them, and the speaker running."""
     bird1: Bird = lab["bird1"]
     bird2: Bird = lab["bird2"]
     bird1.configure([BirdPeer("exa4", AS_BIRD, "198.18.1.1", AS_US, passive=True, hold_time=9)])
     bird2.configure([BirdPeer("exa", AS_BIRD, "198.18.2.1", AS_US, passive=True, hold_time=9)])
     speaker = Speaker(lab["tmp"] / "spk", netns=lab["spk"])
     await nursery.start(speaker.run)
+    return bird1, bird2, speaker
+
+
+async def test_burst_of_20000_to_two_neighbors(lab, nursery):
+    """20k /32s to two BIRDs at once: no stall, no session lost, ExaBGP answers every command."""
+    bird1, bird2, speaker = await two_passive_birds(lab, nursery)
     await speaker.set_neighbors([n4("198.18.1.2", "198.18.1.1"), n4("198.18.2.2", "198.18.2.1")])
     with trio.fail_after(30):
         await speaker.wait_state("198.18.1.2", "up")
@@ -187,12 +193,7 @@ async def test_burst_of_20000_to_two_neighbors(lab, nursery):
 async def test_a_neighbor_added_while_routes_are_still_queued_for_another_comes_up(lab, nursery):
     """ExaBGP drops a `reload` that arrives while it still has routes queued for some peer: the speaker
     sends it again until ExaBGP's log says the configuration was loaded."""
-    bird1: Bird = lab["bird1"]
-    bird2: Bird = lab["bird2"]
-    bird1.configure([BirdPeer("exa4", AS_BIRD, "198.18.1.1", AS_US, passive=True, hold_time=9)])
-    bird2.configure([BirdPeer("exa", AS_BIRD, "198.18.2.1", AS_US, passive=True, hold_time=9)])
-    speaker = Speaker(lab["tmp"] / "spk", netns=lab["spk"])
-    await nursery.start(speaker.run)
+    bird1, bird2, speaker = await two_passive_birds(lab, nursery)
     first = n4("198.18.1.2", "198.18.1.1")
     await speaker.set_neighbors([first])
     with trio.fail_after(30):
