@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from bench.common import bird_receiver_conf, cpu_and_rss, cpu_by_part, progress  # noqa: E402
+from bench.common import bird_receiver_conf, cpu_and_rss, cpu_by_part, one_peer_resources, progress  # noqa: E402
 from lab.etcd import EtcdServer  # noqa: E402
 from lab.net import Ledger, Net, Process, sh  # noqa: E402
 
@@ -70,17 +70,6 @@ def src_conf(routes: list[str]) -> str:
                   "  connect delay time 0;", "  connect retry time 1;",
                   "  ipv4 { import none; export where source = RTS_STATIC; next hop self; };", "}"]
     return "\n".join(lines) + "\n"
-
-
-def our_resources() -> str:
-    return "\n---\n".join([
-        f"kind: BGPConfiguration\napiVersion: projectcalico.org/v3\nmetadata: {{name: default}}\n"
-        f"spec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: false}}",
-        f"kind: IPPool\napiVersion: projectcalico.org/v3\nmetadata: {{name: pods}}\nspec: {{cidr: {POOL}}}",
-        f"kind: Node\napiVersion: projectcalico.org/v3\nmetadata: {{name: node}}\n"
-        f"spec: {{bgp: {{ipv4Address: {NODE}/24}}}}",
-        f"kind: BGPPeer\napiVersion: projectcalico.org/v3\nmetadata: {{name: src}}\n"
-        f"spec: {{node: node, peerIP: {SRC}, asNumber: {SRC_AS}}}"])
 
 
 # ---------------------------------------------------------------- measuring
@@ -220,7 +209,7 @@ def run(args: argparse.Namespace, work: Path, etcd: EtcdServer, ledger: Ledger) 
     progress("etcd resources; starting our agent and the reference BIRD")
     prefix_ = f"/churn{os.getpid()}/calico-bgp/v1"
     cli = [sys.executable, "-m", "calico_bgp", "--etcd-endpoints", etcd.url, "--prefix", prefix_]
-    subprocess.run([*cli, "apply", "-f", "-"], input=our_resources(), text=True, check=True, capture_output=True)
+    subprocess.run([*cli, "apply", "-f", "-"], input=one_peer_resources(NODE, NODE_AS, SRC, SRC_AS, POOL, "pods"), text=True, check=True, capture_output=True)
     agent = Process(ledger, nss["node"], [sys.executable, "-m", "calico_bgp", "--etcd-endpoints", etcd.unix_url,
                                           "--prefix", prefix_, "node", "run", "--name", "node",
                                           "--state-dir", str(work / "state"), "--grace", "0",

@@ -66,6 +66,18 @@ def cpu_by_part(pid: int) -> dict[str, float]:
     return parts
 
 
+def one_peer_resources(node_ip: str, node_as: int, peer_ip: str, peer_as: int, pool: str, pool_name: str) -> str:
+    """The resources of a bench with one node agent ("node", mesh off) and one fabric peer ("src")."""
+    return "\n---\n".join([
+        f"kind: BGPConfiguration\napiVersion: projectcalico.org/v3\nmetadata: {{name: default}}\n"
+        f"spec: {{asNumber: {node_as}, nodeToNodeMeshEnabled: false}}",
+        f"kind: IPPool\napiVersion: projectcalico.org/v3\nmetadata: {{name: {pool_name}}}\nspec: {{cidr: {pool}}}",
+        f"kind: Node\napiVersion: projectcalico.org/v3\nmetadata: {{name: node}}\n"
+        f"spec: {{bgp: {{ipv4Address: {node_ip}/24}}}}",
+        f"kind: BGPPeer\napiVersion: projectcalico.org/v3\nmetadata: {{name: src}}\n"
+        f"spec: {{node: node, peerIP: {peer_ip}, asNumber: {peer_as}}}"])
+
+
 def bird_receiver_conf(router_id: str, local_as: int, source: str, source_as: int) -> str:
     """BIRD 2 as the reference receiver: one passive eBGP session from `source`, everything it learns
     exported to the kernel's main table (the job our agent does in the same run)."""

@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import CLK, bird_receiver_conf, proc_tree, progress  # noqa: E402
+from bench.common import CLK, bird_receiver_conf, one_peer_resources, proc_tree, progress  # noqa: E402
 from calico_bgp.speaker.exabgp_run import is_exabgp  # noqa: E402
 from dataplane import netlink  # noqa: E402
 from dataplane import rtnl_codec as codec  # noqa: E402
@@ -86,17 +86,6 @@ def frr_node_conf() -> str:
         f"router bgp {NODE_AS}", f" bgp router-id {NODE}", " no bgp ebgp-requires-policy",
         f" neighbor {SRC} remote-as {SRC_AS}", " address-family ipv4 unicast", f"  neighbor {SRC} activate",
         " exit-address-family", "!"]) + "\n"
-
-
-def our_resources() -> str:
-    return "\n---\n".join([
-        f"kind: BGPConfiguration\napiVersion: projectcalico.org/v3\nmetadata: {{name: default}}\n"
-        f"spec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: false}}",
-        f"kind: IPPool\napiVersion: projectcalico.org/v3\nmetadata: {{name: bench}}\nspec: {{cidr: {POOL}}}",
-        f"kind: Node\napiVersion: projectcalico.org/v3\nmetadata: {{name: node}}\n"
-        f"spec: {{bgp: {{ipv4Address: {NODE}/24}}}}",
-        f"kind: BGPPeer\napiVersion: projectcalico.org/v3\nmetadata: {{name: src}}\n"
-        f"spec: {{node: node, peerIP: {SRC}, asNumber: {SRC_AS}}}"])
 
 
 # ---------------------------------------------------------------- the node's kernel table
@@ -347,7 +336,7 @@ class Receiver:
             assert self.etcd is not None
             prefix = f"/convergence{os.getpid()}/calico-bgp/v1"
             cli = [sys.executable, "-m", "calico_bgp", "--etcd-endpoints", self.etcd.url, "--prefix", prefix]
-            subprocess.run([*cli, "apply", "-f", "-"], input=our_resources(), text=True, check=True, capture_output=True)
+            subprocess.run([*cli, "apply", "-f", "-"], input=one_peer_resources(NODE, NODE_AS, SRC, SRC_AS, POOL, "bench"), text=True, check=True, capture_output=True)
             self.proc = Process(self.ledger, self.ns, [
                 sys.executable, "-m", "calico_bgp", "--etcd-endpoints", self.etcd.unix_url, "--prefix", prefix,
                 "node", "run", "--name", "node", "--ip", f"{NODE}/24", "--state-dir", str(self.dir / "state"),

@@ -38,7 +38,7 @@ from calico_bgp.speaker.events import EndOfRib, Notification, PeerOpen, PeerStat
 from calico_bgp.speaker.neighbor import IPV4_UNICAST, IPV6_UNICAST, Neighbor
 from calico_bgp.speaker.speaker import Speaker
 from calico_bgp.stability import ChurnTracker, PeerStability
-from calico_bgp.stale import GRACEFUL_RESTART, SPEAKER_RESTART, StaleRoutes
+from calico_bgp.stale import GRACEFUL_RESTART, SPEAKER_RESTART, StaleRoutes, graceful
 from calico_bgp.telemetry import Metrics
 from calico_bgp.topology import Session
 from dataplane.programmer import RouteProgrammer
@@ -292,7 +292,7 @@ class NodeAgent:
             log.info("event=exports originated=%d peers=%d changes=%d", len(self.own), len(want_all), sent)
 
     def _neighbor(self, s: Session, local: LocalSpeaker) -> Neighbor | None:
-        family = IPV6_UNICAST if s.family == "ipv6" else IPV4_UNICAST
+        family = _bgp_family(s)
         try:
             return Neighbor(peer_address=s.peer_address, peer_as=s.peer_as, local_as=s.local_as,
                             local_address=s.local_address, router_id=local.router_id, peer_port=s.peer_port,
@@ -524,7 +524,7 @@ class NodeAgent:
 
     def _sent_end_of_rib(self, peer: str) -> bool:
         s = self.sessions.get(peer)
-        return s is not None and (peer, "ipv6 unicast" if s.family == "ipv6" else "ipv4 unicast") in self.eor
+        return s is not None and (peer, _bgp_family(s)) in self.eor
 
     def _on_repair(self, why: str, key: object) -> None:
         """Someone changed our kernel routes; the programmer puts them back. At most 10 events a
@@ -583,8 +583,7 @@ class NodeAgent:
             while True:
                 await trio.sleep(0.2)
                 now = trio.current_time()
-                up = all(self.speaker.peers.get(a) is not None and self.speaker.peers[a].state == "up"
-                         for a in self.sessions)
+                up = all(self._is_up(a) for a in self.sessions)
                 quiet = now - max(self._last_update, self._last_up) >= self.opts.settle
                 if up and quiet:
                     break
@@ -727,10 +726,9 @@ class NodeAgent:
             await trio.sleep(max(0.25, 9 * cost))
 
 
-def graceful(reason: str) -> bool:
-    """Whether a session that went down for `reason` (ExaBGP's words) may be restarting gracefully:
-    a NOTIFICATION sent or received ends graceful restart (RFC 4724), a dropped connection does not."""
-    return "notification" not in reason.lower()
+def _bgp_family(s: Session) -> str:
+    """The one address family a session carries, as ExaBGP names it."""
+    return IPV6_UNICAST if s.family == "ipv6" else IPV4_UNICAST
 
 
 def _session_info(reason: str, md5: bool) -> str:

@@ -18,6 +18,12 @@ SPEAKER_RESTART = "speaker_restart"
 GRACEFUL_RESTART = "graceful_restart"
 
 
+def graceful(reason: str) -> bool:
+    """Whether a session that went down for `reason` (ExaBGP's words) may be restarting gracefully:
+    a NOTIFICATION sent or received ends graceful restart (RFC 4724), a dropped connection does not."""
+    return "notification" not in reason.lower()
+
+
 @attrs.frozen
 class Kept:
     since: float

@@ -141,14 +141,3 @@ def test_a_received_open_gives_the_peers_graceful_restart_time():
     assert parse_line(_open_line("receive", '"multiprotocol": { "name": "multiprotocol" }')) == [
         PeerOpen(peer="198.18.0.2", graceful_restart=None)]
     assert parse_line(_open_line("send", GR_CAP)) == [Ignored("open-send")]
-
-
-@pytest.mark.parametrize("reason, restarting", [
-    ("peer reset, message (closing connection) error (the TCP connection was closed by the remote end)", True),
-    ("", True),
-    ("notification received (6,2)", False),
-    ("notification sent (4,0)", False),
-])
-def test_only_a_session_dropped_without_notification_is_a_graceful_restart(reason, restarting):
-    from calico_bgp.agent import graceful
-    assert graceful(reason) is restarting

@@ -1,7 +1,9 @@
 """calico_bgp.stale: when a peer's kept (stale) routes go, for each reason they are kept."""
 from __future__ import annotations
 
-from calico_bgp.stale import GRACEFUL_RESTART, SPEAKER_RESTART, StaleRoutes
+import pytest
+
+from calico_bgp.stale import GRACEFUL_RESTART, SPEAKER_RESTART, StaleRoutes, graceful
 
 
 def due(s: StaleRoutes, now: float, up: set[str] = frozenset(), quiet: bool = False, eor: set[str] = frozenset()):
@@ -39,3 +41,13 @@ def test_the_first_reason_and_deadline_stand_and_a_peer_back_without_the_capabil
     s.keep("q", 0.0, 120.0, GRACEFUL_RESTART)
     s.forget("q")
     assert "q" not in s and due(s, 500.0) == [] and s.why("q") is None
+
+
+@pytest.mark.parametrize("reason, restarting", [
+    ("peer reset, message (closing connection) error (the TCP connection was closed by the remote end)", True),
+    ("", True),
+    ("notification received (6,2)", False),
+    ("notification sent (4,0)", False),
+])
+def test_only_a_session_dropped_without_notification_is_a_graceful_restart(reason, restarting):
+    assert graceful(reason) is restarting
