@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from typing import Iterable, Mapping
+from typing import Iterable
 
 import attrs
 
@@ -158,7 +158,3 @@ def teardown(neighbor: str, subcode: int = 2) -> str:
 
 def announce_eor(neighbor: str, family: str) -> str:
     return f"neighbor {neighbor} announce eor {family}"
-
-
-def replay(neighbor: str, routes: Mapping[str, RouteSpec]) -> list[RouteChange]:
-    return [RouteChange(neighbor, p, s, True) for p, s in routes.items()]
