@@ -52,13 +52,9 @@ def _converged(c: MeshCluster, names: list[str]) -> bool:
 def test_mesh_comes_up_and_routes_blocks_via_the_right_next_hop(cluster):
     c = cluster
     names = ["n1", "n2", "n3"]
-    try:
-        for n in names:
-            wait_for(f"{n} sessions Established", lambda n=n: c.sessions_up(n, 2), timeout=60)
-        wait_for("every block in every other kernel", lambda: _converged(c, names), timeout=30)
-    except AssertionError:
-        print(c.logs())
-        raise
+    for n in names:
+        wait_for(f"{n} sessions Established", lambda n=n: c.sessions_up(n, 2), timeout=60)
+    wait_for("every block in every other kernel", lambda: _converged(c, names), timeout=30)
     for src in names:
         for dst in names:
             if src != dst:
@@ -72,13 +68,9 @@ def test_a_fourth_node_joins_without_disturbing_existing_sessions(cluster):
     c.add_workload("n4")
     c.start_agent("n4")
     names = ["n1", "n2", "n3", "n4"]
-    try:
-        for n in names:
-            wait_for(f"{n} sessions Established", lambda n=n: c.sessions_up(n, 3), timeout=60)
-        wait_for("n4's block everywhere", lambda: _converged(c, names), timeout=30)
-    except AssertionError:
-        print(c.logs())
-        raise
+    for n in names:
+        wait_for(f"{n} sessions Established", lambda n=n: c.sessions_up(n, 3), timeout=60)
+    wait_for("n4's block everywhere", lambda: _converged(c, names), timeout=30)
     for n in ("n1", "n2", "n3"):
         after = {s["peer"]: s["since"] for s in c.status(n)["sessions"]}
         for peer, since in before[n].items():
@@ -116,6 +108,7 @@ def test_sigkill_and_restart_keeps_routes_and_traffic(cluster):
     assert not dropped, f"{victim}'s block {victim_block} left these nodes' kernels while it restarted: {dropped}"
     assert lost == 0, f"{lost} pings between other nodes' workloads were lost"
     wait_for("mesh re-converged", lambda: _converged(c, ["n1", "n2", "n3", "n4"]), timeout=30)
+    assert c.agents[victim].alive(), f"the restarted agent exited: {c.agents[victim].proc.returncode}"
     assert len(c.exabgp_pids(victim)) == 1
     for n, r in watched.items():
         assert set(r) <= set(c.routes(n))

@@ -202,26 +202,22 @@ spec: {{node: n1, peerIP: {ghost['peer']}, asNumber: {TOR_AS}}}""")
 def test_session_and_prefix_flaps_counted_exactly(tor):
     c, bird = tor.c, tor.bird
     before, ev_before, t0 = tor.scrape(), tor.events(), time.time()
-    try:
-        for i in range(1, N_SESSION_FLAPS + 1):
-            bird.birdc("disable", "n1")
-            wait_for(f"flap {i} counted", lambda i=i: tor.peer_metric(tor.scrape(), "calico_bgp_peer_flaps_total")
-                     == tor.peer_metric(before, "calico_bgp_peer_flaps_total") + i, timeout=30)
-            wait_for("routes gone with the session", lambda: FLAPPY not in tor.kernel(), timeout=15)
-            bird.birdc("enable", "n1")
-            wait_for("session back", tor.established, timeout=60)
-            wait_for("routes back", lambda: {FLAPPY, STABLE} <= set(tor.kernel()), timeout=30)
-        w0 = tor.peer_metric(tor.scrape(), "calico_bgp_peer_withdrawals_received_total")
-        for i in range(1, M_PREFIX_FLAPS + 1):
-            tor.announce(False)
-            wait_for(f"withdrawal {i} counted", lambda i=i: tor.peer_metric(
-                tor.scrape(), "calico_bgp_peer_withdrawals_received_total") == w0 + i, timeout=15)
-            wait_for("prefix out of the kernel", lambda: FLAPPY not in tor.kernel(), timeout=15)
-            tor.announce(True)
-            wait_for("prefix back in the kernel", lambda: FLAPPY in tor.kernel(), timeout=15)
-    except AssertionError:
-        print(c.logs())
-        raise
+    for i in range(1, N_SESSION_FLAPS + 1):
+        bird.birdc("disable", "n1")
+        wait_for(f"flap {i} counted", lambda i=i: tor.peer_metric(tor.scrape(), "calico_bgp_peer_flaps_total")
+                 == tor.peer_metric(before, "calico_bgp_peer_flaps_total") + i, timeout=30)
+        wait_for("routes gone with the session", lambda: FLAPPY not in tor.kernel(), timeout=15)
+        bird.birdc("enable", "n1")
+        wait_for("session back", tor.established, timeout=60)
+        wait_for("routes back", lambda: {FLAPPY, STABLE} <= set(tor.kernel()), timeout=30)
+    w0 = tor.peer_metric(tor.scrape(), "calico_bgp_peer_withdrawals_received_total")
+    for i in range(1, M_PREFIX_FLAPS + 1):
+        tor.announce(False)
+        wait_for(f"withdrawal {i} counted", lambda i=i: tor.peer_metric(
+            tor.scrape(), "calico_bgp_peer_withdrawals_received_total") == w0 + i, timeout=15)
+        wait_for("prefix out of the kernel", lambda: FLAPPY not in tor.kernel(), timeout=15)
+        tor.announce(True)
+        wait_for("prefix back in the kernel", lambda: FLAPPY in tor.kernel(), timeout=15)
     time.sleep(1.0)  # let the event writer flush and the monitor catch up
     after, events = tor.scrape(), tor.events()
     new = events[len(ev_before):]
@@ -268,33 +264,29 @@ def test_damping_suppresses_then_reuses_without_kernel_churn(tor):
     before, ev_before, t0 = tor.scrape(), tor.events(), time.time()
     w0 = tor.peer_metric(before, "calico_bgp_peer_withdrawals_received_total")
     u0 = tor.peer_metric(before, "calico_bgp_peer_updates_received_total")
-    try:
-        for i in range(1, DAMPED_FLAPS + 1):
-            tor.announce(False)
-            wait_for(f"withdrawal {i} counted", lambda i=i: tor.peer_metric(
-                tor.scrape(), "calico_bgp_peer_withdrawals_received_total") == w0 + i, timeout=15, interval=0.05)
-            tor.announce(True)
-            wait_for(f"announcement {i} counted", lambda i=i: tor.peer_metric(
-                tor.scrape(), "calico_bgp_peer_updates_received_total") == u0 + i, timeout=15, interval=0.05)
-            if i < SUPPRESS_AT:
-                wait_for("prefix back in the kernel", lambda: FLAPPY in tor.kernel(), timeout=15, interval=0.05)
-        # suppressed: visible in `routes --damped`, out of the kernel, the stable prefix untouched
-        # (the status document is refreshed a few times a second: wait for the one after the last flap)
-        damped = wait_for("damped in status with every flap", lambda: [d for d in json.loads(
-            c.cli("routes", "--damped", "--node", "n1", "-o", "json").stdout)["n1"] if d["flaps"] == DAMPED_FLAPS],
-            timeout=5)
-        assert [(d["prefix"], d["peer"]) for d in damped] == [(FLAPPY, TOR)], damped
-        assert damped[0]["penalty"] > DAMPING["reuse"] and damped[0]["reuseIn"] > 0, damped
-        assert FLAPPY not in tor.kernel() and STABLE in tor.kernel()
-        wait_for("damped gauge", lambda: tor.scrape()[("calico_bgp_damped_prefixes", frozenset())] == 1, timeout=5)
-        m = tor.scrape()
-        assert tor.peer_metric(m, "calico_bgp_peer_prefixes", kind="damped") == 1
-        # reused after decay, without another flap
-        end = wait_for("prefix reused", lambda: [e for e in tor.events() if e["kind"] == "damping_end"], timeout=60)
-        wait_for("reused prefix in the kernel", lambda: FLAPPY in tor.kernel(), timeout=10)
-    except AssertionError:
-        print(c.logs())
-        raise
+    for i in range(1, DAMPED_FLAPS + 1):
+        tor.announce(False)
+        wait_for(f"withdrawal {i} counted", lambda i=i: tor.peer_metric(
+            tor.scrape(), "calico_bgp_peer_withdrawals_received_total") == w0 + i, timeout=15, interval=0.05)
+        tor.announce(True)
+        wait_for(f"announcement {i} counted", lambda i=i: tor.peer_metric(
+            tor.scrape(), "calico_bgp_peer_updates_received_total") == u0 + i, timeout=15, interval=0.05)
+        if i < SUPPRESS_AT:
+            wait_for("prefix back in the kernel", lambda: FLAPPY in tor.kernel(), timeout=15, interval=0.05)
+    # suppressed: visible in `routes --damped`, out of the kernel, the stable prefix untouched
+    # (the status document is refreshed a few times a second: wait for the one after the last flap)
+    damped = wait_for("damped in status with every flap", lambda: [d for d in json.loads(
+        c.cli("routes", "--damped", "--node", "n1", "-o", "json").stdout)["n1"] if d["flaps"] == DAMPED_FLAPS],
+        timeout=5)
+    assert [(d["prefix"], d["peer"]) for d in damped] == [(FLAPPY, TOR)], damped
+    assert damped[0]["penalty"] > DAMPING["reuse"] and damped[0]["reuseIn"] > 0, damped
+    assert FLAPPY not in tor.kernel() and STABLE in tor.kernel()
+    wait_for("damped gauge", lambda: tor.scrape()[("calico_bgp_damped_prefixes", frozenset())] == 1, timeout=5)
+    m = tor.scrape()
+    assert tor.peer_metric(m, "calico_bgp_peer_prefixes", kind="damped") == 1
+    # reused after decay, without another flap
+    end = wait_for("prefix reused", lambda: [e for e in tor.events() if e["kind"] == "damping_end"], timeout=60)
+    wait_for("reused prefix in the kernel", lambda: FLAPPY in tor.kernel(), timeout=10)
     time.sleep(1.0)
     after, events = tor.scrape(), tor.events()
     new = events[len(ev_before):]
