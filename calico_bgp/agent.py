@@ -34,7 +34,7 @@ from calico_bgp.datastore import DatastoreError, Keys
 from calico_bgp.resources import ResourceStore
 from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Prefix, Rib, reflections
 from calico_bgp.speaker import commands as speaker_cmds
-from calico_bgp.speaker.events import EndOfRib, Notification, PeerOpen, PeerState, Update
+from calico_bgp.speaker.events import EXABGP_EXITED, EndOfRib, Notification, PeerOpen, PeerState, Update
 from calico_bgp.speaker.neighbor import IPV4_UNICAST, IPV6_UNICAST, Neighbor
 from calico_bgp.speaker.speaker import Speaker
 from calico_bgp.stability import ChurnTracker, PeerStability
@@ -45,10 +45,9 @@ from dataplane.programmer import RouteProgrammer
 from dataplane.route import RouteKind, key_of
 
 log = logging.getLogger("calico_bgp.agent")
-SPEAKER_EXITED = "exabgp exited"
-MAX_PREFIX_HOLDDOWN = 30.0
+MAX_PREFIX_HOLDDOWN = 30.0  # seconds a peer torn down for maxPrefixes stays down the first time
 # a TCP MD5 mismatch is invisible to BGP: the kernel drops the segments, so the session just never opens
-MD5_HINT = "TCP MD5 is configured: a password mismatch keeps the session from opening, silently"  # seconds a peer torn down for maxPrefixes stays down the first time  # the reason the speaker gives when ExaBGP itself went away
+MD5_HINT = "TCP MD5 is configured: a password mismatch keeps the session from opening, silently"
 VERSION = "0.1.0"
 STATUS_BURST_WAIT = 5.0  # seconds a status may lag a burst of UPDATEs (a full table takes ~2 s)
 
@@ -429,7 +428,7 @@ class NodeAgent:
         if state == "established":
             self._last_up = now
         restart_time = self.peer_restart_time.get(ev.peer)
-        if ev.state == "down" and ev.reason == SPEAKER_EXITED and self.rib is not None:
+        if ev.state == "down" and ev.reason == EXABGP_EXITED and self.rib is not None:
             # our ExaBGP died, not the peer: keep its routes (stale) until the session is back and re-sent them
             self._keep_stale(ev.peer, now, self.opts.grace_timeout, SPEAKER_RESTART)
         elif ev.state == "down" and restart_time and graceful(ev.reason) and self.rib is not None:

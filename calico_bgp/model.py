@@ -555,6 +555,36 @@ def _check_timers(hold: int | None, keepalive: int | None) -> None:
 
 
 @attrs.frozen
+class SecretKeyRef:
+    name: str = attrs.field(converter=_checked(name))
+    key: str = attrs.field(converter=_checked(lambda v: v if isinstance(v, str) and v else _raise("a key is required")))
+
+
+def _raise(msg: str) -> Any:
+    raise ValueError(msg)
+
+
+@attrs.frozen(repr=False)
+class BGPPassword:
+    """Where a session password comes from: a secret in etcd (keys.secret(name), field key) or a file
+    on the node. The password itself is never part of a resource, so it is never printed."""
+
+    secret_key_ref: SecretKeyRef | None = None
+    file: str = attrs.field(default="", converter=_checked(
+        lambda v: v if v in ("", None) or (isinstance(v, str) and v.startswith("/"))
+        else _raise("expected an absolute path")))
+
+    def __attrs_post_init__(self) -> None:
+        if (self.secret_key_ref is None) == (not self.file):
+            raise _bad("", {"secretKeyRef": bool(self.secret_key_ref), "file": self.file},
+                       "set exactly one of secretKeyRef or file")
+
+    def __repr__(self) -> str:
+        where = f"secret {self.secret_key_ref.name}/{self.secret_key_ref.key}" if self.secret_key_ref else self.file
+        return f"BGPPassword(<from {where}>)"
+
+
+@attrs.frozen
 class BGPConfigurationSpec:
     log_severity_screen: str = attrs.field(
         default="Info", converter=_checked(_one_of("Debug", "Info", "Warning", "Error", "Fatal")))
@@ -566,10 +596,13 @@ class BGPConfigurationSpec:
     communities: tuple[Community, ...] = ()
     prefix_advertisements: tuple[PrefixAdvertisement, ...] = ()
     damping: Damping = attrs.field(factory=Damping)
+    # the sessions the agents make among themselves (the mesh, and route reflectors with each other):
+    # their TCP MD5 password and the graceful-restart time they advertise (None: 120 s; 0: none)
+    node_mesh_password: BGPPassword | None = None
+    node_mesh_max_restart_time: Seconds | None = attrs.field(default=None, converter=_checked(_optional_restart_time))
 
     calico_only: ClassVar[frozenset[str]] = frozenset(
-        {"serviceLoadBalancerIPs", "serviceExternalIPs", "serviceClusterIPs", "nodeMeshPassword",
-         "nodeMeshMaxRestartTime", "bindMode", "ignoredInterfaces", "localWorkloadPeeringIPV4",
+        {"serviceLoadBalancerIPs", "serviceExternalIPs", "serviceClusterIPs", "bindMode", "ignoredInterfaces", "localWorkloadPeeringIPV4",
          "localWorkloadPeeringIPV6", "programClusterRoutes"})
 
     def __attrs_post_init__(self) -> None:
@@ -609,36 +642,6 @@ class BGPConfiguration:
 
 # ------------------------------------------------------------------------------------------------
 # BGPPeer
-
-@attrs.frozen
-class SecretKeyRef:
-    name: str = attrs.field(converter=_checked(name))
-    key: str = attrs.field(converter=_checked(lambda v: v if isinstance(v, str) and v else _raise("a key is required")))
-
-
-def _raise(msg: str) -> Any:
-    raise ValueError(msg)
-
-
-@attrs.frozen(repr=False)
-class BGPPassword:
-    """Where a session password comes from: a secret in etcd (keys.secret(name), field key) or a file
-    on the node. The password itself is never part of a resource, so it is never printed."""
-
-    secret_key_ref: SecretKeyRef | None = None
-    file: str = attrs.field(default="", converter=_checked(
-        lambda v: v if v in ("", None) or (isinstance(v, str) and v.startswith("/"))
-        else _raise("expected an absolute path")))
-
-    def __attrs_post_init__(self) -> None:
-        if (self.secret_key_ref is None) == (not self.file):
-            raise _bad("", {"secretKeyRef": bool(self.secret_key_ref), "file": self.file},
-                       "set exactly one of secretKeyRef or file")
-
-    def __repr__(self) -> str:
-        where = f"secret {self.secret_key_ref.name}/{self.secret_key_ref.key}" if self.secret_key_ref else self.file
-        return f"BGPPassword(<from {where}>)"
-
 
 def _source_address(value: Any) -> str:
     if value in (None, "", "UseNodeIP"):

@@ -20,7 +20,7 @@ from typing import Iterable, Literal, Sequence
 
 import attrs
 
-from calico_bgp.model import BGPConfiguration, BGPPeer, BGPPassword, Node
+from calico_bgp.model import BGPConfiguration, BGPConfigurationSpec, BGPPassword, BGPPeer, Node
 
 SessionKind = Literal["mesh", "rr-client", "to-rr", "rr-peer", "node-peer", "fabric"]
 
@@ -132,11 +132,12 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
             local = my_addrs.get(family)
             if local is None or remote_addr == local:
                 continue
-            out[remote_addr] = _with_peer_options(Session(
+            session = Session(
                 peer_address=remote_addr, peer_as=node_as(remote, config), local_as=my_as,
                 local_address=local, kind=kind, passive=_addr_key(local) < _addr_key(remote_addr),
                 peer_port=spec.listen_port, peer_node=remote.name, rr_client=rr_client,
-                hold_time=spec.hold_time, keepalive_time=spec.keepalive_time), peer)
+                hold_time=spec.hold_time, keepalive_time=spec.keepalive_time)
+            out[remote_addr] = _with_mesh_options(session, spec) if peer is None else _with_peer_options(session, peer)
 
     # 1. the mesh, and RRs among themselves
     if my_cluster:
@@ -175,9 +176,15 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
     return [out[a] for a in sorted(out, key=_addr_key)]
 
 
-def _with_peer_options(session: Session, peer: BGPPeer | None) -> Session:
-    if peer is None:
-        return session
+def _with_mesh_options(session: Session, spec: BGPConfigurationSpec) -> Session:
+    """A session the agents make on their own (mesh, reflector to reflector): the mesh's password and
+    restart time from the BGPConfiguration, as Calico's nodeMeshPassword and nodeMeshMaxRestartTime."""
+    restart = spec.node_mesh_max_restart_time
+    return attrs.evolve(session, password=spec.node_mesh_password,
+                        restart_time=session.restart_time if restart is None else restart)
+
+
+def _with_peer_options(session: Session, peer: BGPPeer) -> Session:
     ps = peer.spec
     return attrs.evolve(
         session, peer_name=peer.name, password=ps.password, max_prefixes=ps.max_prefixes,

@@ -39,9 +39,12 @@ class EndOfRib:
     family: str
 
 
+EXABGP_EXITED = "exabgp exited"  # a PeerState's reason when ExaBGP itself went away (the speaker's own)
+
+
 @attrs.frozen(slots=True)
 class PeerState:
-    """`connected` (TCP up), `up` (Established) or `down` (with ExaBGP's reason)."""
+    """`connected` (TCP up), `up` (Established) or `down` (with ExaBGP's reason, or EXABGP_EXITED)."""
 
     peer: str
     state: str

@@ -36,7 +36,7 @@ from calico_bgp.speaker.commands import RouteChange, RouteSpec
 from calico_bgp.speaker.config import render_config
 from calico_bgp.speaker.errors import MalformedMessage
 from calico_bgp.speaker.events import (
-    Ack, BridgeConnected, BridgeLost, Event, ExaBGPShutdown, Ignored, PeerState, Text,
+    EXABGP_EXITED, Ack, BridgeConnected, BridgeLost, Event, ExaBGPShutdown, Ignored, PeerState, Text,
 )
 from calico_bgp.speaker.intent import RouteIntent
 from calico_bgp.speaker.neighbor import Neighbor, family_of
@@ -171,7 +171,7 @@ class Speaker:
             log.warning("exabgp_exited pid=%d code=%s restart_in=%.1fs", proc.pid, code, delay)
             for peer, st in list(self.peers.items()):
                 if st.state != "down":
-                    self._emit_state(PeerState(peer=peer, state="down", reason="exabgp exited", at=time.time()))
+                    self._emit_state(PeerState(peer=peer, state="down", reason=EXABGP_EXITED, at=time.time()))
             await trio.sleep(delay)
 
     async def _watch_stalls(self) -> None:

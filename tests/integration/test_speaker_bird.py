@@ -12,7 +12,7 @@ import attrs
 import pytest
 import trio
 
-from calico_bgp.speaker.events import EndOfRib, PeerState, Update
+from calico_bgp.speaker.events import EXABGP_EXITED, EndOfRib, PeerState, Update
 from calico_bgp.speaker.neighbor import IPV4_UNICAST, IPV6_UNICAST, Neighbor
 from calico_bgp.speaker.speaker import Speaker
 from tests.netns import needs_root, netns, veth
@@ -217,7 +217,7 @@ async def test_exabgp_crash_is_restarted_and_routes_replayed(lab, nursery):
     await poll(lambda: bird1.routes("master4", "exa4").get("198.19.7.0/24"), what="route in bird")
     first = speaker.process.pid
     os.kill(first, 9)
-    await next_event(speaker, lambda e: isinstance(e, PeerState) and e.state == "down" and e.reason == "exabgp exited")
+    await next_event(speaker, lambda e: isinstance(e, PeerState) and e.state == "down" and e.reason == EXABGP_EXITED)
     await poll(lambda: "198.19.7.0/24" not in bird1.routes("master4", "exa4"), what="route gone with the session")
     with trio.fail_after(30):
         await speaker.wait_state("198.18.1.2", "up")

@@ -154,6 +154,19 @@ def test_bgp_configuration_defaults_and_damping():
     assert "only the cluster-wide BGPConfiguration 'default'" in bad(model.BGPConfiguration, {}, name="node.n1")
 
 
+def test_bgp_configuration_mesh_password_and_restart_time():
+    c = model.from_dict(model.BGPConfiguration, {"metadata": {"name": "default"}, "spec": {
+        "nodeMeshPassword": {"secretKeyRef": {"name": "bgp", "key": "mesh"}}, "nodeMeshMaxRestartTime": "5m"}},
+        where="t")
+    assert repr(c.spec.node_mesh_password) == "BGPPassword(<from secret bgp/mesh>)"
+    assert c.spec.node_mesh_max_restart_time == 300
+    assert model.BGPConfiguration().spec.node_mesh_max_restart_time is None  # the session default: 120 s
+    assert "spec.nodeMeshMaxRestartTime: at most 4095s" in bad(
+        model.BGPConfiguration, {"nodeMeshMaxRestartTime": "2h"}, name="default")
+    assert "spec.nodeMeshPassword.secretKeyRef.key: a key is required" in bad(
+        model.BGPConfiguration, {"nodeMeshPassword": {"secretKeyRef": {"name": "bgp", "key": ""}}}, name="default")
+
+
 # --- BGPFilter, PolicyFilter ------------------------------------------------------------------
 
 def test_bgp_filter_rules_match_like_calico():

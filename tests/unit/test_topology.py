@@ -1,7 +1,7 @@
 import pytest
 
-from calico_bgp.model import (BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, Metadata, Node,
-                              NodeBGPSpec, NodeSpec)
+from calico_bgp.model import (BGPConfiguration, BGPConfigurationSpec, BGPPassword, BGPPeer, BGPPeerSpec, Metadata,
+                              Node, NodeBGPSpec, NodeSpec, SecretKeyRef)
 from calico_bgp.topology import TopologyError, router_id, sessions_for
 
 
@@ -38,6 +38,24 @@ def test_graceful_restart_time_defaults_to_calicos_and_a_peer_may_set_or_disable
              peer("tor2", peer_ip="198.18.9.2", as_number=65001, max_restart_time="0s")]
     s = {x.peer_address: x.restart_time for x in sessions_for(A, NODES, cfg(), peers)}
     assert s == {"198.18.0.2": 120, "198.18.0.3": 120, "2001:db8::2": 120, "198.18.9.1": 300, "198.18.9.2": 0}
+
+
+def test_the_mesh_takes_its_password_and_restart_time_from_the_configuration_and_only_the_mesh():
+    secret = BGPPassword(secret_key_ref=SecretKeyRef("mesh", "password"))
+    spec = BGPConfigurationSpec(node_mesh_password=secret, node_mesh_max_restart_time="0s")
+    rr1, rr2 = node("rr1", "198.18.0.8/24", cluster="1.0.0.1"), node("rr2", "198.18.0.9/24", cluster="1.0.0.1")
+    own = peer("tor", peer_ip="198.18.9.1", as_number=65001)
+    s = {x.peer_address: x for x in sessions_for(A, NODES, BGPConfiguration(spec=spec), [own])}
+    mesh = [x for x in s.values() if x.kind == "mesh"]
+    assert len(mesh) == 3 and all(x.password == secret and x.restart_time == 0 for x in mesh)
+    assert s["198.18.9.1"].password is None and s["198.18.9.1"].restart_time == 120  # a BGPPeer's own
+    # route reflectors peer among themselves on their own: the same settings
+    between = sessions_for(rr1, [rr1, rr2], BGPConfiguration(spec=spec), [])
+    assert [(x.kind, x.password, x.restart_time) for x in between] == [("rr-peer", secret, 0)]
+    # a selector BGPPeer between nodes is that peer's session, not the mesh's
+    by_peer = peer("pair", node_selector="all()", peer_selector="all()")
+    s = {x.peer_address: x for x in sessions_for(A, NODES, cfg(mesh=False), [by_peer])}
+    assert all(x.password is None and x.restart_time == 120 for x in s.values())
 
 
 def test_mesh_off_means_no_node_sessions():
