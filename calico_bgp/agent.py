@@ -3,7 +3,7 @@
     cluster view (etcd watch) --> _control: sessions, announcements, import policy
     speaker events (ExaBGP)   --> _on_update / _on_peer_state: damping -> RIB -> reflection
     RIB + local blocks        --> kernel_writer.KernelWriter: the route programmer (coalesced batches)
-    everything                --> _publisher: status/<node> bound to a lease; Prometheus metrics
+    everything                --> StatusPublisher: status/<node> bound to a lease; Prometheus metrics
 
 Decisions live in pure modules (topology, rib, desired, damping, stability); this file only
 moves values between them and the edges.
@@ -39,6 +39,7 @@ from calico_bgp.speaker.neighbor import IPV4_UNICAST, IPV6_UNICAST, Neighbor
 from calico_bgp.speaker.speaker import Speaker
 from calico_bgp.stability import ChurnTracker, PeerStability
 from calico_bgp.stale import GRACEFUL_RESTART, SPEAKER_RESTART, StaleRoutes, graceful
+from calico_bgp.status_publisher import StatusPublisher
 from calico_bgp.telemetry import Metrics
 from calico_bgp.topology import Session
 from dataplane.programmer import RouteProgrammer
@@ -49,7 +50,6 @@ MAX_PREFIX_HOLDDOWN = 30.0  # seconds a peer torn down for maxPrefixes stays dow
 # a TCP MD5 mismatch is invisible to BGP: the kernel drops the segments, so the session just never opens
 MD5_HINT = "TCP MD5 is configured: a password mismatch keeps the session from opening, silently"
 VERSION = "0.1.0"
-STATUS_BURST_WAIT = 5.0  # seconds a status may lag a burst of UPDATEs (a full table takes ~2 s)
 
 
 @attrs.frozen
@@ -114,9 +114,9 @@ class NodeAgent:
         self.session_errors: dict[str, str] = {}  # peer -> why its session is not configured
         self._repair_window = (0.0, 0)
         self.filter_mode = ""
-        self.kernel = KernelWriter(self.programmer, self.metrics, self._kernel_inputs, self._status_dirty_set)
-        self._status_dirty = trio.Event()
-        self._lease = 0
+        self.publisher = StatusPublisher(client, keys.status(opts.name), opts.status_ttl, self.build_status,
+                                         lambda: self._last_update)
+        self.kernel = KernelWriter(self.programmer, self.metrics, self._kernel_inputs, self.publisher.mark_dirty)
         self._last_update = 0.0
         self._last_up = 0.0
         self.ready = trio.Event()
@@ -137,8 +137,7 @@ class NodeAgent:
                 nursery.start_soon(self.kernel.run)
                 nursery.start_soon(self._grace)
                 nursery.start_soon(self._damping_timer)
-                nursery.start_soon(self._lease_keeper)
-                nursery.start_soon(self._publisher)
+                nursery.start_soon(self.publisher.run)
                 nursery.start_soon(self._stale_sweeper)
                 nursery.start_soon(self._ipam_sweeper)
                 if self.policy is not None:
@@ -384,7 +383,7 @@ class NodeAgent:
         if changed:
             self.kernel.mark_changed(changed, now)
             await self._reflect(changed)
-        self._status_dirty.set()
+        self.publisher.mark_dirty()
 
     async def _check_max_prefixes(self, peer: str) -> None:
         s = self.sessions.get(peer)
@@ -445,7 +444,7 @@ class NodeAgent:
             if changed:
                 self.kernel.mark_changed(changed, now)
                 await self._reflect(changed)
-        self._status_dirty.set()
+        self.publisher.mark_dirty()
 
     def _keep_stale(self, peer: str, now: float, keep_for: float, why: str) -> None:
         assert self.rib is not None
@@ -572,9 +571,6 @@ class NodeAgent:
             return None
         return self.rib, self.opts.name, self.state.blocks, self.own
 
-    def _status_dirty_set(self) -> None:
-        self._status_dirty.set()
-
     async def _grace(self) -> None:
         """End the programmer's grace once every session is up and UPDATEs went quiet, or on timeout."""
         with trio.move_on_after(self.opts.grace_timeout):
@@ -679,50 +675,6 @@ class NodeAgent:
             routes_total=total, kernel_routes=self.programmer.desired_count, rejected=rejected, damped=damped,
             announced=tuple(str(p) for p in sorted(self.own, key=_pkey)), in_grace=self.programmer.in_grace,
             filter_mode=self.filter_mode, churn=churn)
-
-    async def _lease_keeper(self) -> None:
-        """The lease the status key is bound to, refreshed on its own schedule: a slow status build
-        under load must never let the key expire while the agent is alive."""
-        ttl = self.opts.status_ttl
-        while True:
-            try:
-                if self._lease == 0 or await self.client.lease_keepalive(self._lease) <= 0:
-                    self._lease = await self.client.lease_grant(ttl)
-                    self._status_dirty.set()  # re-publish under the new lease
-            except DatastoreError as exc:
-                log.warning("event=status_lease_failed reason=%r action=retry", str(exc))
-                self._lease = 0
-                await trio.sleep(1.0)
-                continue
-            await trio.sleep(ttl / 3)
-
-    async def _publisher(self) -> None:
-        """status/<node>, bound to a lease: it disappears when the agent is gone. Survives etcd outages."""
-        while True:
-            with trio.move_on_after(2.0):
-                await self._status_dirty.wait()
-            # while UPDATEs stream in, wait for a pause (at most STATUS_BURST_WAIT): building a status
-            # of 100k routes in the middle of a burst (~0.15 s of the loop) only delays the burst
-            woke = trio.current_time()
-            while trio.current_time() - self._last_update < 0.1 and trio.current_time() - woke < STATUS_BURST_WAIT:
-                await trio.sleep(0.05)
-            self._status_dirty = trio.Event()
-            if self._lease == 0:
-                continue  # the keeper is (re)granting one; it wakes us when it has
-            cost = 0.0
-            try:
-                started = time.perf_counter()
-                doc = st.encode(self.build_status())
-                cost = time.perf_counter() - started
-                await self.client.put(self.keys.status(self.opts.name), doc, lease=self._lease)
-            except DatastoreError as exc:
-                log.warning("event=status_publish_failed reason=%r action=retry", str(exc))
-                await trio.sleep(1.0)
-            except Exception:  # noqa: BLE001 - a status bug must not take the routing down with it
-                log.exception("event=status_build_failed")
-                await trio.sleep(1.0)
-            # at most a few writes per second, and at most a tenth of the time building them (100k routes)
-            await trio.sleep(max(0.25, 9 * cost))
 
 
 def _bgp_family(s: Session) -> str:

@@ -177,3 +177,37 @@ def test_bad_peer_is_refused_at_apply_and_nothing_running_changes(cluster, bad_p
     assert json.loads(c.cli("get", "bgppeers", "-o", "json").stdout)["items"] == []
     time.sleep(1)
     assert {s["peer"]: s["since"] for s in c.status("n2")["sessions"]} == before
+
+
+def _mesh_config(c: MeshCluster) -> list[str]:
+    return [p.read_text() for p in sorted((c.run_dir / "state").glob("n[123]/**/exabgp.conf"))]
+
+
+def test_a_mesh_password_takes_every_node_session_to_md5_and_back(cluster):
+    """nodeMeshPassword: every agent re-configures its mesh sessions with TCP MD5 (the session only
+    opens when both ends agree), a password that cannot be read leaves the sessions unconfigured
+    rather than open without it, and removing it brings plain sessions back."""
+    c = cluster
+    names = ["n1", "n2", "n3"]
+    c.cli("secret", "set", "bgp", "mesh", input="mesh-secret\n")
+    with_password = RESOURCES.replace("nodeToNodeMeshEnabled: true}", "nodeToNodeMeshEnabled: true, "
+                                      "nodeMeshPassword: {secretKeyRef: {name: bgp, key: KEY}}}")
+    assert with_password != RESOURCES
+    try:
+        c.apply(with_password.replace("KEY", "mesh"))
+        wait_for("md5 in every mesh neighbour", lambda: all(
+            conf.count("md5-password") == conf.count("neighbor ") == 2 for conf in _mesh_config(c)), timeout=30)
+        for n in names:
+            wait_for(f"{n}'s mesh up with MD5", lambda n=n: c.sessions_up(n, 2), timeout=60)
+        assert all('"mesh-secret"' in conf for conf in _mesh_config(c))
+        c.apply(with_password.replace("KEY", "missing"))
+        st = wait_for("sessions unconfigured, saying why", lambda: [
+            s for s in c.status("n1")["sessions"] if "bgp/missing not found" in s["info"]], timeout=30)
+        assert len(st) == 2, st
+        assert all("md5-password" not in conf and "neighbor " not in conf for conf in _mesh_config(c))
+    finally:
+        c.apply(RESOURCES)
+    for n in names:
+        wait_for(f"{n}'s mesh up without MD5", lambda n=n: c.sessions_up(n, 2), timeout=60)
+    assert all("md5-password" not in conf for conf in _mesh_config(c))
+    c.cli("secret", "delete", "bgp")
