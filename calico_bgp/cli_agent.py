@@ -50,7 +50,7 @@ def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodete
              filter_mode: str, log_level: str) -> None:
     """Run the agent until SIGTERM/SIGINT."""
     from calico_bgp.agent import AgentOptions, NodeAgent, configure_logging, state_dir_for, tune_gc
-    from calico_bgp.model import name as check_name
+    from calico_bgp.fields import name as check_name
 
     try:
         check_name(name)

@@ -10,7 +10,7 @@ import sys
 import click
 
 from calico_bgp.cli_common import EXIT_USAGE, Globals, echo_json, fail, pass_globals, run, table
-from calico_bgp.model import name as check_name
+from calico_bgp.fields import name as check_name
 
 
 def register(main: click.Group) -> None:

@@ -13,348 +13,30 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Any, Callable, ClassVar, Mapping, NewType, TypeVar, Union
+from typing import Any, ClassVar, Mapping, TypeVar, Union
 
 import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError, IterableValidationNote
 
 from calico_bgp.datastore import codec
-from calico_bgp.selector import ALL, Selector, SelectorError, parse as parse_selector
+from calico_bgp.fields import (
+    ASNumber, AS_MAX, Integer, InvalidField, InvalidResource, Port, Seconds, UnknownKind, as_number,
+    bad, boolean, checked, cidr, community, community_parser, int_range, interface, ip_address,
+    join_path, label_map, name, one_of, optional, optional_as_number, optional_name, optional_seconds,
+    optional_selector, peer_ip, port, seconds, selector, split_peer_ip, tuple_of
+)
+from calico_bgp.selector import ALL, Selector
 
 T = TypeVar("T")
-
-# ------------------------------------------------------------------------------------------------
-# Errors
-
-class InvalidField(ValueError):
-    """One field is wrong: `path` (JSON spelling, e.g. spec.blockSize) and the offending value."""
-
-    def __init__(self, path: str, value: Any, reason: str) -> None:
-        self.path, self.value, self.reason = path, value, reason
-        super().__init__(self.message())
-
-    def message(self, prefix: str = "") -> str:
-        path = _join(prefix, self.path)
-        return f"{path}: {self.reason} (got {_show(self.value)})"
-
-
-class InvalidResource(ValueError):
-    """A resource (or YAML document, or stored value) does not validate; the message says where and why."""
-
-
-class UnknownKind(InvalidResource):
-    """A kind name that is not one of ours."""
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return repr(value)
-    try:
-        return json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-def _join(prefix: str, path: str) -> str:
-    if not prefix:
-        return path
-    if not path:
-        return prefix
-    return prefix + path if path.startswith("[") else f"{prefix}.{path}"
-
-
-def _checked(fn: Callable[[Any], T]) -> Any:
-    """An attrs converter that normalises with `fn`; a ValueError/TypeError becomes InvalidField naming the field."""
-    def convert(value: Any, field: attrs.Attribute) -> T:
-        try:
-            return fn(value)
-        except InvalidField as exc:  # nested: keep the inner path under this field
-            raise InvalidField(_join(codec.json_name(field.name), exc.path), exc.value, exc.reason) from None
-        except (ValueError, TypeError) as exc:
-            raise InvalidField(codec.json_name(field.name), value, str(exc)) from None
-    return attrs.Converter(convert, takes_field=True)
-
-
-def _bad(field: str, value: Any, reason: str) -> InvalidField:
-    return InvalidField(field, value, reason)
-
-
-# ------------------------------------------------------------------------------------------------
-# Scalar value parsers (pure, raise ValueError with a reason; the converter adds the field)
-
-ASNumber = NewType("ASNumber", int)   # 1..4294967295; "64512.10" (asdot) accepted on input
-Seconds = NewType("Seconds", int)     # a duration in whole seconds; "90s", "1m30s" accepted on input
-Port = NewType("Port", object)        # 22 or "8000:8080"
-Integer = NewType("Integer", int)     # an int checked by the field's converter (cattrs would truncate 2.5 to 2)
-
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-_LABEL_KEY = re.compile(r"^[a-zA-Z0-9_./-]{1,512}$")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_IFNAME = re.compile(r"^[a-zA-Z0-9_.:@+*-]{1,15}$")
-AS_MAX = 4294967295
-
-
-def as_number(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected an AS number")
-    if isinstance(value, str):
-        text = value.strip()
-        if re.fullmatch(r"\d+\.\d+", text):
-            high, low = (int(p) for p in text.split("."))
-            if high > 65535 or low > 65535:
-                raise ValueError("asdot halves must be 0..65535")
-            value = high * 65536 + low
-        elif text.isdigit():
-            value = int(text)
-        else:
-            raise ValueError("expected an AS number (1..4294967295 or asdot like 64512.10)")
-    if not isinstance(value, int):
-        raise ValueError("expected an AS number")
-    if not 1 <= value <= AS_MAX:
-        raise ValueError("AS number out of range 1..4294967295")
-    return value
-
-
-def optional_as_number(value: Any) -> int | None:
-    return None if value is None else as_number(value)
-
-
-def seconds(value: Any) -> int:
-    """90, "90", "90s", "1m30s", "1h" -> whole seconds (Go duration units h, m, s, ms)."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration")
-    text = value.strip() if isinstance(value, str) else None
-    if isinstance(value, (int, float)):
-        total = float(value)
-    elif text and text.isdigit():
-        total = float(text)
-    elif text and re.fullmatch(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+", text):
-        unit = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-        total = sum(float(n) * unit[u] for n, u in _DURATION.findall(text))
-    else:
-        raise ValueError("expected a duration in seconds (90) or like '90s', '1m30s'")
-    if total < 0 or total != int(total):
-        raise ValueError("a duration must be a whole, non-negative number of seconds")
-    return int(total)
-
-
-def optional_seconds(value: Any) -> int | None:
-    return None if value is None else seconds(value)
-
-
-def name(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError("a name is required")
-    if len(value) > 253 or not _NAME.match(value):
-        raise ValueError("names are lower-case alphanumerics, '-' and '.', starting and ending alphanumeric (max 253)")
-    return value
-
-
-def optional_name(value: Any) -> str:
-    return "" if value in (None, "") else name(value)
-
-
-def cidr(value: Any) -> str:
-    """A network in CIDR notation, normalised; host bits set is an error (as Calico does for pools)."""
-    if not isinstance(value, str) or "/" not in value:
-        raise ValueError("expected a CIDR like 198.18.0.0/16 or 2001:db8::/48")
-    try:
-        net = ipaddress.ip_network(value.strip(), strict=False)
-    except ValueError:
-        raise ValueError("not a valid CIDR") from None
-    if net.network_address != ipaddress.ip_interface(value.strip()).ip:
-        raise ValueError(f"host bits set; the network is {net}")
-    return str(net)
-
-
-def cidr_v4(value: Any) -> str:
-    text = cidr(value)
-    if ":" in text:
-        raise ValueError("expected an IPv4 CIDR")
-    return text
-
-
-def cidr_v6(value: Any) -> str:
-    text = cidr(value)
-    if ":" not in text:
-        raise ValueError("expected an IPv6 CIDR")
-    return text
-
-
-def ip_address(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("expected an IP address")
-    try:
-        return str(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        raise ValueError("not a valid IP address") from None
-
-
-def _interface(version: int) -> Callable[[Any], str]:
-    """An address with its subnet, as Calico's Node bgp.ipv4Address ("198.18.0.1/24"); bare -> /32 or /128."""
-    def parse(value: Any) -> str:
-        if value in (None, ""):
-            return ""
-        if not isinstance(value, str):
-            raise ValueError("expected an address like 198.18.0.1/24")
-        try:
-            iface = ipaddress.ip_interface(value.strip())
-        except ValueError:
-            raise ValueError("not a valid address/prefix") from None
-        if iface.version != version:
-            raise ValueError(f"expected an IPv{version} address")
-        return str(iface)
-    return parse
-
-
-def peer_ip(value: Any) -> str:
-    """'198.18.0.1', '198.18.0.1:1790', '2001:db8::1' or '[2001:db8::1]:1790', normalised."""
-    if not isinstance(value, str):
-        raise ValueError("expected an IP address with an optional port")
-    text = value.strip()
-    if text == "":
-        return ""
-    host, port = text, None
-    if m := re.fullmatch(r"\[([^\]]+)\]:(\d+)", text):
-        host, port = m.group(1), m.group(2)
-        if ":" not in host:
-            raise ValueError("brackets are for IPv6 addresses only")
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    addr = ip_address(host)
-    if port is None:
-        return addr
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError("port out of range 1..65535")
-    return f"[{addr}]:{int(port)}" if ":" in addr else f"{addr}:{int(port)}"
-
-
-def split_peer_ip(text: str) -> tuple[str, int | None]:
-    """'[2001:db8::1]:1790' -> ('2001:db8::1', 1790); '198.18.0.1' -> ('198.18.0.1', None)."""
-    if m := re.fullmatch(r"\[([^\]]+)\]:(\d+)", text):
-        return m.group(1), int(m.group(2))
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return host, int(port)
-    return text, None
-
-
-def _community(large_ok: bool, standard_ok: bool = True) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        parts = str(value).split(":") if isinstance(value, str) else []
-        if not all(p.isdigit() for p in parts):
-            parts = []
-        if standard_ok and len(parts) == 2 and all(int(p) <= 65535 for p in parts):
-            return f"{int(parts[0])}:{int(parts[1])}"
-        if large_ok and len(parts) == 3 and all(int(p) <= AS_MAX for p in parts):
-            return ":".join(str(int(p)) for p in parts)
-        kinds = [k for k, ok in (("aa:nn (16-bit each)", standard_ok), ("aa:nn:mm (32-bit each)", large_ok)) if ok]
-        raise ValueError(f"expected a BGP community {' or '.join(kinds)}")
-    return parse
-
-
-def community(value: Any) -> str:
-    return _community(True)(value)
-
-
-def _one_of(*choices: str, case_insensitive: bool = False) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        for c in choices:
-            if value == c or (case_insensitive and isinstance(value, str) and value.lower() == c.lower()):
-                return c
-        raise ValueError(f"expected one of {', '.join(choices)}")
-    return parse
-
-
-def _tuple_of(fn: Callable[[Any], T]) -> Callable[[Any], tuple[T, ...]]:
-    def parse(values: Any) -> tuple[T, ...]:
-        if values is None:
-            return ()
-        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-            raise ValueError("expected a list")
-        out = []
-        for i, v in enumerate(values):
-            try:
-                out.append(fn(v))
-            except InvalidField as exc:
-                raise InvalidField(_join(f"[{i}]", exc.path), exc.value, exc.reason) from None
-            except (ValueError, TypeError) as exc:
-                raise InvalidField(f"[{i}]", v, str(exc)) from None
-        return tuple(out)
-    return parse
-
-
-def _selector(value: Any) -> Selector:
-    try:
-        return parse_selector(value)
-    except SelectorError as exc:  # the field and value are added by the converter; keep where and what
-        raise ValueError(f"expected {exc.expected} at position {exc.pos + 1}") from None
-
-
-def _optional_selector(value: Any) -> Selector | None:
-    """Calico: an empty selector on a peer means 'not set'."""
-    return None if value in (None, "") else _selector(value)
-
-
-def _labels(value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValueError("expected a mapping of label names to values")
-    out = {}
-    for k, v in value.items():
-        if not isinstance(k, str) or not _LABEL_KEY.match(k):
-            raise InvalidField(f"[{k}]" if isinstance(k, str) else "", k, "label names are [a-zA-Z0-9_./-], 1..512 chars")
-        if not isinstance(v, str) or len(v) > 253 or ("'" in v and '"' in v):
-            raise InvalidField(f"[{k}]", v, "label values are strings (max 253, not both quote kinds)")
-        out[k] = v
-    return out
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("expected true or false")
-    return value
-
-
-def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("expected an integer")
-        if not lo <= value <= hi:
-            raise ValueError(f"out of range {lo}..{hi}")
-        return value
-    return parse
-
-
-def _optional(fn: Callable[[Any], T]) -> Callable[[Any], T | None]:
-    return lambda v: None if v is None else fn(v)
-
-
-def port(value: Any) -> int | str:
-    """A port (22) or an inclusive range ('8000:8080')."""
-    if isinstance(value, bool):
-        raise ValueError("expected a port")
-    if isinstance(value, str) and ":" in value:
-        lo, _, hi = value.partition(":")
-        if lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 65535:
-            return f"{int(lo)}:{int(hi)}"
-        raise ValueError("expected a port range like 8000:8080 within 1..65535")
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, int) and 1 <= value <= 65535:
-        return value
-    raise ValueError("expected a port 1..65535 or a range like 8000:8080")
-
 
 # ------------------------------------------------------------------------------------------------
 # Common parts
 
 @attrs.frozen
 class Metadata:
-    name: str = attrs.field(converter=_checked(name))
-    labels: dict[str, str] = attrs.field(factory=dict, converter=_checked(_labels), hash=False)
+    name: str = attrs.field(converter=checked(name))
+    labels: dict[str, str] = attrs.field(factory=dict, converter=checked(label_map), hash=False)
     annotations: dict[str, str] = attrs.field(factory=dict, hash=False)
 
     # Written by Kubernetes/calicoctl, meaningless here; accepted on input and not stored.
@@ -372,7 +54,7 @@ def _never(value: Any) -> str:
 
 
 def _no_nat(value: Any) -> bool:
-    if _bool(value):
+    if boolean(value):
         raise ValueError("natOutgoing is not supported by calico-bgp (no NAT on the nodes)")
     return False
 
@@ -383,16 +65,16 @@ def default_block_size(pool_cidr: str) -> int:
 
 @attrs.frozen
 class IPPoolSpec:
-    cidr: str = attrs.field(converter=_checked(cidr))
+    cidr: str = attrs.field(converter=checked(cidr))
     # 26 for IPv4 and 122 for IPv6 (Calico's defaults); v4 20..32, v6 116..128, not shorter than the pool.
     block_size: Integer = attrs.field(default=attrs.Factory(lambda s: default_block_size(s.cidr), takes_self=True),
-                                  converter=_checked(_int_range(0, 128)))
-    disabled: bool = attrs.field(default=False, converter=_checked(_bool))
-    node_selector: Selector = attrs.field(default=ALL, converter=_checked(_selector))
-    disable_bgp_export: bool = attrs.field(default=False, converter=_checked(_bool))
-    ipip_mode: str = attrs.field(default="Never", converter=_checked(_never))
-    vxlan_mode: str = attrs.field(default="Never", converter=_checked(_never))
-    nat_outgoing: bool = attrs.field(default=False, converter=_checked(_no_nat))
+                                  converter=checked(int_range(0, 128)))
+    disabled: bool = attrs.field(default=False, converter=checked(boolean))
+    node_selector: Selector = attrs.field(default=ALL, converter=checked(selector))
+    disable_bgp_export: bool = attrs.field(default=False, converter=checked(boolean))
+    ipip_mode: str = attrs.field(default="Never", converter=checked(_never))
+    vxlan_mode: str = attrs.field(default="Never", converter=checked(_never))
+    nat_outgoing: bool = attrs.field(default=False, converter=checked(_no_nat))
 
     calico_only: ClassVar[frozenset[str]] = frozenset(
         {"namespaceSelector", "allowedUses", "assignmentMode", "ipip", "nat-outgoing"})
@@ -401,9 +83,9 @@ class IPPoolSpec:
         net = self.network
         lo, hi = (116, 128) if net.version == 6 else (20, 32)
         if not lo <= self.block_size <= hi:
-            raise _bad("blockSize", self.block_size, f"IPv{net.version} block sizes are {lo}..{hi}")
+            raise bad("blockSize", self.block_size, f"IPv{net.version} block sizes are {lo}..{hi}")
         if self.block_size < net.prefixlen:
-            raise _bad("blockSize", self.block_size,
+            raise bad("blockSize", self.block_size,
                        f"blocks cannot be larger than the pool (/{net.prefixlen})")
 
     @property
@@ -440,18 +122,18 @@ def _cluster_id(value: Any) -> str:
 
 @attrs.frozen
 class NodeBGPSpec:
-    ipv4_address: str = attrs.field(default="", converter=_checked(_interface(4)))
-    ipv6_address: str = attrs.field(default="", converter=_checked(_interface(6)))
-    as_number: ASNumber | None = attrs.field(default=None, converter=_checked(optional_as_number))
+    ipv4_address: str = attrs.field(default="", converter=checked(interface(4)))
+    ipv6_address: str = attrs.field(default="", converter=checked(interface(6)))
+    as_number: ASNumber | None = attrs.field(default=None, converter=checked(optional_as_number))
     # Set: this node is a route reflector for that cluster ID (RFC 4456).
-    route_reflector_cluster_id: str = attrs.field(default="", converter=_checked(_cluster_id))
+    route_reflector_cluster_id: str = attrs.field(default="", converter=checked(_cluster_id))
 
     calico_only: ClassVar[frozenset[str]] = frozenset(
         {"ipv4IPIPTunnelAddr", "ipv4VXLANTunnelAddr", "ipv6VXLANTunnelAddr"})
 
     def __attrs_post_init__(self) -> None:
         if not self.ipv4_address and not self.ipv6_address:
-            raise _bad("ipv4Address", "", "a node's bgp needs ipv4Address and/or ipv6Address")
+            raise bad("ipv4Address", "", "a node's bgp needs ipv4Address and/or ipv6Address")
 
     @property
     def ipv4(self) -> ipaddress.IPv4Interface | None:
@@ -464,7 +146,7 @@ class NodeBGPSpec:
 
 @attrs.frozen
 class NodeAddress:
-    address: str = attrs.field(converter=_checked(lambda v: str(ipaddress.ip_interface(v))))
+    address: str = attrs.field(converter=checked(lambda v: str(ipaddress.ip_interface(v))))
     type: str = ""
 
 
@@ -498,33 +180,33 @@ class Node:
 
 @attrs.frozen
 class Community:
-    name: str = attrs.field(converter=_checked(name))
-    value: str = attrs.field(converter=_checked(community))
+    name: str = attrs.field(converter=checked(name))
+    value: str = attrs.field(converter=checked(community))
 
 
 @attrs.frozen
 class PrefixAdvertisement:
-    cidr: str = attrs.field(converter=_checked(cidr))
-    communities: tuple[str, ...] = attrs.field(default=(), converter=_checked(_tuple_of(str)))
+    cidr: str = attrs.field(converter=checked(cidr))
+    communities: tuple[str, ...] = attrs.field(default=(), converter=checked(tuple_of(str)))
 
 
 @attrs.frozen
 class Damping:
     """RFC 2439 route flap damping. Defaults are the usual vendor ones (Cisco/Juniper/FRR)."""
 
-    enabled: bool = attrs.field(default=False, converter=_checked(_bool))
-    half_life: Seconds = attrs.field(default=900, converter=_checked(seconds))      # 15 min
-    suppress: Integer = attrs.field(default=2000, converter=_checked(_int_range(1, 1_000_000)))
-    reuse: Integer = attrs.field(default=750, converter=_checked(_int_range(1, 1_000_000)))
-    max_suppress: Seconds = attrs.field(default=3600, converter=_checked(seconds))  # 60 min
+    enabled: bool = attrs.field(default=False, converter=checked(boolean))
+    half_life: Seconds = attrs.field(default=900, converter=checked(seconds))      # 15 min
+    suppress: Integer = attrs.field(default=2000, converter=checked(int_range(1, 1_000_000)))
+    reuse: Integer = attrs.field(default=750, converter=checked(int_range(1, 1_000_000)))
+    max_suppress: Seconds = attrs.field(default=3600, converter=checked(seconds))  # 60 min
 
     def __attrs_post_init__(self) -> None:
         if self.reuse >= self.suppress:
-            raise _bad("reuse", self.reuse, f"must be below suppress ({self.suppress})")
+            raise bad("reuse", self.reuse, f"must be below suppress ({self.suppress})")
         if self.half_life <= 0:
-            raise _bad("halfLife", self.half_life, "must be positive")
+            raise bad("halfLife", self.half_life, "must be positive")
         if self.max_suppress < self.half_life:
-            raise _bad("maxSuppress", self.max_suppress, f"must be at least halfLife ({self.half_life}s)")
+            raise bad("maxSuppress", self.max_suppress, f"must be at least halfLife ({self.half_life}s)")
 
 
 def _hold_time(value: Any) -> int:
@@ -549,15 +231,15 @@ def _optional_restart_time(value: Any) -> int | None:
 
 def _check_timers(hold: int | None, keepalive: int | None) -> None:
     if hold is not None and keepalive is not None and hold > 0 and keepalive >= hold:
-        raise _bad("keepaliveTime", keepalive, f"must be below holdTime ({hold}s)")
+        raise bad("keepaliveTime", keepalive, f"must be below holdTime ({hold}s)")
     if hold == 0 and keepalive:
-        raise _bad("keepaliveTime", keepalive, "must be 0 when holdTime is 0")
+        raise bad("keepaliveTime", keepalive, "must be 0 when holdTime is 0")
 
 
 @attrs.frozen
 class SecretKeyRef:
-    name: str = attrs.field(converter=_checked(name))
-    key: str = attrs.field(converter=_checked(lambda v: v if isinstance(v, str) and v else _raise("a key is required")))
+    name: str = attrs.field(converter=checked(name))
+    key: str = attrs.field(converter=checked(lambda v: v if isinstance(v, str) and v else _raise("a key is required")))
 
 
 def _raise(msg: str) -> Any:
@@ -570,13 +252,13 @@ class BGPPassword:
     on the node. The password itself is never part of a resource, so it is never printed."""
 
     secret_key_ref: SecretKeyRef | None = None
-    file: str = attrs.field(default="", converter=_checked(
+    file: str = attrs.field(default="", converter=checked(
         lambda v: v if v in ("", None) or (isinstance(v, str) and v.startswith("/"))
         else _raise("expected an absolute path")))
 
     def __attrs_post_init__(self) -> None:
         if (self.secret_key_ref is None) == (not self.file):
-            raise _bad("", {"secretKeyRef": bool(self.secret_key_ref), "file": self.file},
+            raise bad("", {"secretKeyRef": bool(self.secret_key_ref), "file": self.file},
                        "set exactly one of secretKeyRef or file")
 
     def __repr__(self) -> str:
@@ -587,19 +269,19 @@ class BGPPassword:
 @attrs.frozen
 class BGPConfigurationSpec:
     log_severity_screen: str = attrs.field(
-        default="Info", converter=_checked(_one_of("Debug", "Info", "Warning", "Error", "Fatal")))
-    node_to_node_mesh_enabled: bool = attrs.field(default=True, converter=_checked(_bool))
-    as_number: ASNumber = attrs.field(default=64512, converter=_checked(as_number))
-    listen_port: Integer = attrs.field(default=179, converter=_checked(_int_range(1, 65535)))
-    hold_time: Seconds = attrs.field(default=90, converter=_checked(_hold_time))
-    keepalive_time: Seconds = attrs.field(default=30, converter=_checked(seconds))
+        default="Info", converter=checked(one_of("Debug", "Info", "Warning", "Error", "Fatal")))
+    node_to_node_mesh_enabled: bool = attrs.field(default=True, converter=checked(boolean))
+    as_number: ASNumber = attrs.field(default=64512, converter=checked(as_number))
+    listen_port: Integer = attrs.field(default=179, converter=checked(int_range(1, 65535)))
+    hold_time: Seconds = attrs.field(default=90, converter=checked(_hold_time))
+    keepalive_time: Seconds = attrs.field(default=30, converter=checked(seconds))
     communities: tuple[Community, ...] = ()
     prefix_advertisements: tuple[PrefixAdvertisement, ...] = ()
     damping: Damping = attrs.field(factory=Damping)
     # the sessions the agents make among themselves (the mesh, and route reflectors with each other):
     # their TCP MD5 password and the graceful-restart time they advertise (None: 120 s; 0: none)
     node_mesh_password: BGPPassword | None = None
-    node_mesh_max_restart_time: Seconds | None = attrs.field(default=None, converter=_checked(_optional_restart_time))
+    node_mesh_max_restart_time: Seconds | None = attrs.field(default=None, converter=checked(_optional_restart_time))
 
     calico_only: ClassVar[frozenset[str]] = frozenset(
         {"serviceLoadBalancerIPs", "serviceExternalIPs", "serviceClusterIPs", "bindMode", "ignoredInterfaces", "localWorkloadPeeringIPV4",
@@ -614,7 +296,7 @@ class BGPConfigurationSpec:
                     try:
                         community(c)
                     except ValueError:
-                        raise _bad(f"prefixAdvertisements[{i}].communities[{j}]", c,
+                        raise bad(f"prefixAdvertisements[{i}].communities[{j}]", c,
                                    "neither a community value nor a name defined in communities") from None
 
     def community_value(self, name_or_value: str) -> str:
@@ -632,7 +314,7 @@ class BGPConfiguration:
 
     def __attrs_post_init__(self) -> None:
         if self.metadata.name != "default":
-            raise _bad("metadata.name", self.metadata.name,
+            raise bad("metadata.name", self.metadata.name,
                        "only the cluster-wide BGPConfiguration 'default' is supported (per-node 'node.<name>' is not)")
 
     @property
@@ -656,49 +338,49 @@ def _source_address(value: Any) -> str:
 
 @attrs.frozen
 class BGPPeerSpec:
-    node: str = attrs.field(default="", converter=_checked(optional_name))
-    node_selector: Selector | None = attrs.field(default=None, converter=_checked(_optional_selector))
-    peer_ip: str = attrs.field(default="", converter=_checked(peer_ip))
-    as_number: ASNumber | None = attrs.field(default=None, converter=_checked(optional_as_number))
-    peer_selector: Selector | None = attrs.field(default=None, converter=_checked(_optional_selector))
-    keep_original_next_hop: bool = attrs.field(default=False, converter=_checked(_bool))
+    node: str = attrs.field(default="", converter=checked(optional_name))
+    node_selector: Selector | None = attrs.field(default=None, converter=checked(optional_selector))
+    peer_ip: str = attrs.field(default="", converter=checked(peer_ip))
+    as_number: ASNumber | None = attrs.field(default=None, converter=checked(optional_as_number))
+    peer_selector: Selector | None = attrs.field(default=None, converter=checked(optional_selector))
+    keep_original_next_hop: bool = attrs.field(default=False, converter=checked(boolean))
     password: BGPPassword | None = None
-    source_address: str = attrs.field(default="UseNodeIP", converter=_checked(_source_address))
-    hold_time: Seconds | None = attrs.field(default=None, converter=_checked(_optional_hold_time))
-    keepalive_time: Seconds | None = attrs.field(default=None, converter=_checked(optional_seconds))
-    max_prefixes: Integer | None = attrs.field(default=None, converter=_checked(_optional(_int_range(1, 2**32 - 1))))
+    source_address: str = attrs.field(default="UseNodeIP", converter=checked(_source_address))
+    hold_time: Seconds | None = attrs.field(default=None, converter=checked(_optional_hold_time))
+    keepalive_time: Seconds | None = attrs.field(default=None, converter=checked(optional_seconds))
+    max_prefixes: Integer | None = attrs.field(default=None, converter=checked(optional(int_range(1, 2**32 - 1))))
     max_prefix_action: str = attrs.field(default="warn",
-                                         converter=_checked(_one_of("warn", "teardown", case_insensitive=True)))
-    filters: tuple[str, ...] = attrs.field(default=(), converter=_checked(_tuple_of(name)))
-    reachable_by: str = attrs.field(default="", converter=_checked(lambda v: "" if v in (None, "") else ip_address(v)))
+                                         converter=checked(one_of("warn", "teardown", case_insensitive=True)))
+    filters: tuple[str, ...] = attrs.field(default=(), converter=checked(tuple_of(name)))
+    reachable_by: str = attrs.field(default="", converter=checked(lambda v: "" if v in (None, "") else ip_address(v)))
     # accept routes carrying our own AS this many times (allowas-in): the AS-per-rack model needs 1
-    num_allowed_local_as_numbers: int = attrs.field(default=0, converter=_checked(_int_range(0, 10)))
+    num_allowed_local_as_numbers: int = attrs.field(default=0, converter=checked(int_range(0, 10)))
     # graceful restart: how long the peer keeps our routes when our session drops (0: no graceful
     # restart on this session); the capability carries 12 bits. None: the default, 120 s
-    max_restart_time: Seconds | None = attrs.field(default=None, converter=_checked(_optional_restart_time))
+    max_restart_time: Seconds | None = attrs.field(default=None, converter=checked(_optional_restart_time))
 
     calico_only: ClassVar[frozenset[str]] = frozenset(
         {"ttlSecurity", "localWorkloadSelector", "nextHopMode", "reversePeering"})
 
     def __attrs_post_init__(self) -> None:
         if self.node and self.node_selector is not None:
-            raise _bad("nodeSelector", str(self.node_selector), "node and nodeSelector are mutually exclusive")
+            raise bad("nodeSelector", str(self.node_selector), "node and nodeSelector are mutually exclusive")
         if self.peer_selector is not None:
             if self.peer_ip:
-                raise _bad("peerIP", self.peer_ip, "peerIP and peerSelector are mutually exclusive")
+                raise bad("peerIP", self.peer_ip, "peerIP and peerSelector are mutually exclusive")
             if self.as_number is not None:
-                raise _bad("asNumber", self.as_number,
+                raise bad("asNumber", self.as_number,
                            "a peerSelector peer takes each remote node's AS; asNumber must be empty")
         else:
             if not self.peer_ip:
-                raise _bad("peerIP", "", "one of peerIP or peerSelector is required")
+                raise bad("peerIP", "", "one of peerIP or peerSelector is required")
             if self.as_number is None:
-                raise _bad("asNumber", None, "asNumber is required with peerIP")
+                raise bad("asNumber", None, "asNumber is required with peerIP")
         if self.reachable_by and self.peer_ip:
             if ipaddress.ip_address(self.reachable_by).version != ipaddress.ip_address(self.peer_address).version:
-                raise _bad("reachableBy", self.reachable_by, "must be the same IP version as peerIP")
+                raise bad("reachableBy", self.reachable_by, "must be the same IP version as peerIP")
         if self.max_prefix_action != "warn" and self.max_prefixes is None:
-            raise _bad("maxPrefixAction", self.max_prefix_action, "needs maxPrefixes")
+            raise bad("maxPrefixAction", self.max_prefix_action, "needs maxPrefixes")
         _check_timers(self.hold_time, self.keepalive_time)
 
     @property
@@ -732,27 +414,27 @@ class BGPPeer:
 
 @attrs.frozen
 class PrefixLength:
-    min: Integer | None = attrs.field(default=None, converter=_checked(_optional(_int_range(0, 128))))
-    max: Integer | None = attrs.field(default=None, converter=_checked(_optional(_int_range(0, 128))))
+    min: Integer | None = attrs.field(default=None, converter=checked(optional(int_range(0, 128))))
+    max: Integer | None = attrs.field(default=None, converter=checked(optional(int_range(0, 128))))
 
     def __attrs_post_init__(self) -> None:
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise _bad("min", self.min, f"must not exceed max ({self.max})")
+            raise bad("min", self.min, f"must not exceed max ({self.max})")
 
 
 @attrs.frozen
 class BGPFilterRule:
-    action: str = attrs.field(converter=_checked(_one_of("Accept", "Reject")))
-    cidr: str = attrs.field(default="", converter=_checked(lambda v: "" if v in (None, "") else cidr(v)))
-    match_operator: str = attrs.field(default="", converter=_checked(
-        lambda v: "" if v in (None, "") else _one_of("Equal", "NotEqual", "In", "NotIn")(v)))
+    action: str = attrs.field(converter=checked(one_of("Accept", "Reject")))
+    cidr: str = attrs.field(default="", converter=checked(lambda v: "" if v in (None, "") else cidr(v)))
+    match_operator: str = attrs.field(default="", converter=checked(
+        lambda v: "" if v in (None, "") else one_of("Equal", "NotEqual", "In", "NotIn")(v)))
     prefix_length: PrefixLength | None = None
     # Export actions (Accept only). Calico's rule `communities` is a *match*; ours are named add* to stay distinct.
-    add_communities: tuple[str, ...] = attrs.field(default=(), converter=_checked(_tuple_of(_community(False))))
+    add_communities: tuple[str, ...] = attrs.field(default=(), converter=checked(tuple_of(community_parser(False))))
     add_large_communities: tuple[str, ...] = attrs.field(
-        default=(), converter=_checked(_tuple_of(_community(True, standard_ok=False))))
-    local_pref: Integer | None = attrs.field(default=None, converter=_checked(_optional(_int_range(0, AS_MAX))))
-    as_path_prepend: tuple[ASNumber, ...] = attrs.field(default=(), converter=_checked(_tuple_of(as_number)))
+        default=(), converter=checked(tuple_of(community_parser(True, standard_ok=False))))
+    local_pref: Integer | None = attrs.field(default=None, converter=checked(optional(int_range(0, AS_MAX))))
+    as_path_prepend: tuple[ASNumber, ...] = attrs.field(default=(), converter=checked(tuple_of(as_number)))
 
     calico_only: ClassVar[frozenset[str]] = frozenset(
         {"source", "interface", "peerType", "communities", "asPathPrefix", "priority", "operations"})
@@ -760,13 +442,13 @@ class BGPFilterRule:
     def __attrs_post_init__(self) -> None:
         if bool(self.cidr) != bool(self.match_operator):
             field = "matchOperator" if self.cidr else "cidr"
-            raise _bad(field, "", "cidr and matchOperator must both be set or both be empty")
+            raise bad(field, "", "cidr and matchOperator must both be set or both be empty")
         if self.prefix_length is not None and not self.cidr:
-            raise _bad("prefixLength", attrs.asdict(self.prefix_length), "cidr is required with prefixLength")
+            raise bad("prefixLength", attrs.asdict(self.prefix_length), "cidr is required with prefixLength")
         if self.action == "Reject":
             for f in ("add_communities", "add_large_communities", "local_pref", "as_path_prepend"):
                 if getattr(self, f) not in ((), None):
-                    raise _bad(codec.json_name(f), getattr(self, f), "actions are only allowed with action Accept")
+                    raise bad(codec.json_name(f), getattr(self, f), "actions are only allowed with action Accept")
 
     @property
     def has_actions(self) -> bool:
@@ -810,7 +492,7 @@ class BGPFilterSpec:
             for i, rule in enumerate(getattr(self, attr)):
                 where = f"{field}[{i}]"
                 if rule.cidr and ipaddress.ip_network(rule.cidr).version != version:
-                    raise _bad(f"{where}.cidr", rule.cidr, f"{field} rules take IPv{version} CIDRs")
+                    raise bad(f"{where}.cidr", rule.cidr, f"{field} rules take IPv{version} CIDRs")
                 if rule.cidr:
                     top = 32 if version == 4 else 128
                     plen = ipaddress.ip_network(rule.cidr).prefixlen
@@ -818,10 +500,10 @@ class BGPFilterSpec:
                     for bound in ("min", "max"):
                         v = getattr(pl, bound)
                         if v is not None and not plen <= v <= top:
-                            raise _bad(f"{where}.prefixLength.{bound}", v,
+                            raise bad(f"{where}.prefixLength.{bound}", v,
                                        f"must be within {plen}..{top} for {rule.cidr}")
                 if attr.startswith("import") and rule.has_actions:
-                    raise _bad(where, "actions", "community/localPref/asPathPrepend actions apply to export rules only")
+                    raise bad(where, "actions", "community/localPref/asPathPrepend actions apply to export rules only")
 
 
 @attrs.frozen
@@ -853,8 +535,8 @@ def _protocol(value: Any) -> str | int:
 
 @attrs.frozen
 class ProtoPort:
-    protocol: str = attrs.field(converter=_checked(lambda v: _one_of("tcp", "udp", case_insensitive=True)(v)))
-    port: Integer = attrs.field(converter=_checked(_int_range(1, 65535)))
+    protocol: str = attrs.field(converter=checked(lambda v: one_of("tcp", "udp", case_insensitive=True)(v)))
+    port: Integer = attrs.field(converter=checked(int_range(1, 65535)))
 
     def __str__(self) -> str:
         return f"{self.protocol}:{self.port}"
@@ -867,19 +549,19 @@ DEFAULT_FAILSAFE_INBOUND = (ProtoPort("tcp", 22), ProtoPort("udp", 68), ProtoPor
 
 @attrs.frozen
 class RuleSource:
-    nets: tuple[str, ...] = attrs.field(default=(), converter=_checked(_tuple_of(cidr)))
+    nets: tuple[str, ...] = attrs.field(default=(), converter=checked(tuple_of(cidr)))
 
 
 @attrs.frozen
 class RuleDestination:
-    ports: tuple[Port, ...] = attrs.field(default=(), converter=_checked(_tuple_of(port)))
+    ports: tuple[Port, ...] = attrs.field(default=(), converter=checked(tuple_of(port)))
 
 
 @attrs.frozen
 class PolicyRule:
-    action: str = attrs.field(converter=_checked(_one_of("Deny", "Allow")))
+    action: str = attrs.field(converter=checked(one_of("Deny", "Allow")))
     source: RuleSource = attrs.field(factory=RuleSource)
-    protocol: str | int = attrs.field(default="", converter=_checked(_protocol))
+    protocol: str | int = attrs.field(default="", converter=checked(_protocol))
     destination: RuleDestination = attrs.field(factory=RuleDestination)
 
     calico_only: ClassVar[frozenset[str]] = frozenset(
@@ -887,12 +569,15 @@ class PolicyRule:
 
     def __attrs_post_init__(self) -> None:
         if not self.source.nets:
-            raise _bad("source.nets", [], "at least one source CIDR is required (0.0.0.0/0 or ::/0 for all)")
+            raise bad("source.nets", [], "at least one source CIDR is required (0.0.0.0/0 or ::/0 for all)")
         if self.destination.ports and self.protocol not in ("TCP", "UDP", "SCTP", 6, 17, 132):
-            raise _bad("destination.ports", list(self.destination.ports), "ports need protocol TCP, UDP or SCTP")
+            raise bad("destination.ports", list(self.destination.ports), "ports need protocol TCP, UDP or SCTP")
         if self.action == "Deny" and (self.protocol or self.destination.ports):
-            raise _bad("protocol", self.protocol or "",
+            raise bad("protocol", self.protocol or "",
                        "Deny rules match on source nets only; use an Allow rule for protocol/port exceptions")
+
+
+_IFNAME = re.compile(r"^[a-zA-Z0-9_.:@+*-]{1,15}$")
 
 
 def _ifname(value: Any) -> str:
@@ -903,8 +588,8 @@ def _ifname(value: Any) -> str:
 
 @attrs.frozen
 class PolicyFilterSpec:
-    node_selector: Selector = attrs.field(default=ALL, converter=_checked(_selector))
-    interfaces: tuple[str, ...] = attrs.field(default=(), converter=_checked(_tuple_of(_ifname)))  # empty: uplinks
+    node_selector: Selector = attrs.field(default=ALL, converter=checked(selector))
+    interfaces: tuple[str, ...] = attrs.field(default=(), converter=checked(tuple_of(_ifname)))  # empty: uplinks
     rules: tuple[PolicyRule, ...] = ()
     failsafe_inbound_ports: tuple[ProtoPort, ...] = DEFAULT_FAILSAFE_INBOUND
 
@@ -963,7 +648,7 @@ def _messages(exc: BaseException, path: str, cls: Any = None) -> list[str]:
     if isinstance(exc, ForbiddenExtraKeysError):
         only = getattr(exc.cl, "calico_only", frozenset())
         ignored = getattr(exc.cl, "ignored", frozenset())
-        return [f"{_join(path, f)}: " + ("field not supported by calico-bgp" if f in only else "unknown field")
+        return [f"{join_path(path, f)}: " + ("field not supported by calico-bgp" if f in only else "unknown field")
                 for f in sorted(exc.extra_fields) if f not in ignored]
     if isinstance(exc, cattrs.BaseValidationError):
         with_notes, without = exc.group_exceptions()
@@ -972,7 +657,7 @@ def _messages(exc: BaseException, path: str, cls: Any = None) -> list[str]:
             if isinstance(note, IterableValidationNote):
                 out += _messages(inner, f"{path}[{note.index}]", note.type)
             else:
-                out += _messages(inner, _join(path, codec.json_name(note.name)), note.type)
+                out += _messages(inner, join_path(path, codec.json_name(note.name)), note.type)
         for inner in without:
             out += _messages(inner, path, getattr(exc, "cl", None))
         return out

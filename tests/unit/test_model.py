@@ -3,7 +3,7 @@ import ipaddress
 import attrs
 import pytest
 
-from calico_bgp import model
+from calico_bgp import fields, model
 from calico_bgp.model import InvalidResource, UnknownKind
 from calico_bgp.resources import ResourceInUse, check_apply, check_delete, dump_documents, load_documents
 from calico_bgp.selector import Selector
@@ -72,7 +72,7 @@ def test_python_construction_validates_too():
 @pytest.mark.parametrize("value, expected", [(1, 1), (4294967295, 4294967295), ("64512", 64512),
                                              ("64512.10", 64512 * 65536 + 10), ("1.0", 65536)])
 def test_as_numbers(value, expected):
-    assert model.as_number(value) == expected
+    assert fields.as_number(value) == expected
 
 
 @pytest.mark.parametrize("value", [0, 4294967296, -1, "x", "65536.1", True, 1.5])
