@@ -250,6 +250,7 @@ class AgentKill(Fault):
         if target and target not in self.state.agents:
             raise LabError(f"agent-kill: {target!r} runs no agent ({', '.join(self.state.agents)})")
         self.target = target or list(self.state.agents)[0]
+        self.restarted_at = float("inf")  # set by repair()
 
     def inject(self) -> None:
         import os
@@ -263,6 +264,7 @@ class AgentKill(Fault):
 
     def repair(self) -> None:
         old = self.state.agents[self.target]
+        self.restarted_at = time.time()
         agent = runtime.start_agent(self.state, self.ledger, self.target, argv=old.argv,
                                     env=self.topo.nodes[self.target].env)
         self.state = attrs.evolve(self.state, agents={**self.state.agents, self.target: agent})
@@ -271,7 +273,8 @@ class AgentKill(Fault):
     def repaired(self) -> bool:
         views = observe.agents(self.state)
         victim = next(a for a in views if a.node == self.target)
-        return (victim.published and victim.fresh and not victim.in_grace
+        # the killed agent's status stays in etcd until its lease runs out: only the new one's counts
+        return (victim.published and victim.started >= self.restarted_at and not victim.in_grace
                 and converged(self.state, self.topo))
 
 

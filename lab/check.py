@@ -36,6 +36,7 @@ class AgentView:
     address: str = ""                           # BGP address without length
     published: bool = False
     fresh: bool = False
+    started: float = 0.0                        # wall clock the publishing agent started
     in_grace: bool = False
     version: str = ""
     role: str = ""

@@ -86,7 +86,7 @@ def agents(state: LabState, statuses: dict[str, dict[str, Any]] | None = None) -
                          for s in doc.get("sessions", []))
         out.append(AgentView(node=node, name=name, address=str(doc.get("address", "")).split("/")[0],
                              published=True, fresh=now - float(doc.get("updated", 0)) < STALE_AFTER,
-                             in_grace=bool(doc.get("inGrace")), version=str(doc.get("version", "")),
+                             started=float(doc.get("started", 0) or 0), in_grace=bool(doc.get("inGrace")), version=str(doc.get("version", "")),
                              role=str(doc.get("role", "")),
                              sessions=sessions, routes_total=int(doc.get("routesTotal", 0)),
                              rejected=len(doc.get("rejected", [])), kernel=kernel))

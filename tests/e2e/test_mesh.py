@@ -94,6 +94,7 @@ def test_sigkill_and_restart_keeps_routes_and_traffic(cluster):
     # graceful restart: the other agents (helpers) keep the victim's block while it restarts
     victim_block = _block_of(c, victim)
     dropped = [n for n in watched if victim_block not in c.routes(n)]
+    restarted_at = time.time()
     c.start_agent(victim)
     gone = []
     deadline = time.monotonic() + 20
@@ -102,8 +103,13 @@ def test_sigkill_and_restart_keeps_routes_and_traffic(cluster):
         gone += [p for p in victim_routes if p not in r]
         dropped += [n for n in watched if victim_block not in c.routes(n)]
         lost += 0 if c.ping("n3", c.workloads["n1"][1], wait=1) else 1
-        if c.sessions_up(victim, 3) and not c.status(victim)["inGrace"]:
+        # the killed agent's status stays in etcd until its lease expires (15 s): read the new one's
+        st = c.status(victim)
+        states = [s["state"] for s in st["sessions"]]
+        if st["started"] >= restarted_at and states == ["Established"] * 3 and not st["inGrace"]:
             break
+    else:
+        raise AssertionError(f"{victim}'s sessions were not all back, its grace over, 20 s after its restart")
     assert not gone, f"routes vanished from {victim}'s kernel during its restart: {gone}"
     assert not dropped, f"{victim}'s block {victim_block} left these nodes' kernels while it restarted: {dropped}"
     assert lost == 0, f"{lost} pings between other nodes' workloads were lost"

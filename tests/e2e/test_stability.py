@@ -126,6 +126,15 @@ class Tor:
     def announce(self, flappy: bool) -> None:
         self.bird.configure(static4=[FLAPPY, STABLE] if flappy else [STABLE])
 
+    def flap_counted(self, i: int, w0: float, u0: float) -> None:
+        """Withdraw and re-announce FLAPPY, each seen by the node: its i-th since the counters were w0, u0."""
+        self.announce(False)
+        wait_for(f"withdrawal {i} counted", lambda: self.peer_metric(
+            self.scrape(), "calico_bgp_peer_withdrawals_received_total") == w0 + i, timeout=15, interval=0.05)
+        self.announce(True)
+        wait_for(f"announcement {i} counted", lambda: self.peer_metric(
+            self.scrape(), "calico_bgp_peer_updates_received_total") == u0 + i, timeout=15, interval=0.05)
+
 
 @pytest.fixture(scope="module")
 def tor(etcd_server):
@@ -265,12 +274,7 @@ def test_damping_suppresses_then_reuses_without_kernel_churn(tor):
     w0 = tor.peer_metric(before, "calico_bgp_peer_withdrawals_received_total")
     u0 = tor.peer_metric(before, "calico_bgp_peer_updates_received_total")
     for i in range(1, DAMPED_FLAPS + 1):
-        tor.announce(False)
-        wait_for(f"withdrawal {i} counted", lambda i=i: tor.peer_metric(
-            tor.scrape(), "calico_bgp_peer_withdrawals_received_total") == w0 + i, timeout=15, interval=0.05)
-        tor.announce(True)
-        wait_for(f"announcement {i} counted", lambda i=i: tor.peer_metric(
-            tor.scrape(), "calico_bgp_peer_updates_received_total") == u0 + i, timeout=15, interval=0.05)
+        tor.flap_counted(i, w0, u0)
         if i < SUPPRESS_AT:
             wait_for("prefix back in the kernel", lambda: FLAPPY in tor.kernel(), timeout=15, interval=0.05)
     # suppressed: visible in `routes --damped`, out of the kernel, the stable prefix untouched
@@ -330,12 +334,7 @@ def test_turning_damping_off_releases_what_it_suppressed(tor):
 
     # flap until suppressed again (what is left of the last test's penalty may make it sooner than 3)
     for i in range(1, SUPPRESS_AT + 1):
-        tor.announce(False)
-        wait_for(f"withdrawal {i} counted", lambda i=i: tor.peer_metric(
-            tor.scrape(), "calico_bgp_peer_withdrawals_received_total") == w0 + i, timeout=15, interval=0.05)
-        tor.announce(True)
-        wait_for(f"announcement {i} counted", lambda i=i: tor.peer_metric(
-            tor.scrape(), "calico_bgp_peer_updates_received_total") == u0 + i, timeout=15, interval=0.05)
+        tor.flap_counted(i, w0, u0)
     wait_for("suppressed again", damped, timeout=5)
     assert FLAPPY not in tor.kernel()
     t = time.monotonic()
