@@ -89,14 +89,36 @@ class ClusterView:
                     self._changed.set()
 
     def _load(self, kvs: list[KeyValue], revision: int) -> None:
+        """Everything from a full read (the first, or a resync after compaction). A key whose value
+        no longer decodes keeps the value it had before, as a watch event would have left it."""
+        previous = {name: dict(bucket) for name, bucket in self._values.items()}
+        previous_config = self._config
         for bucket in self._values.values():
             bucket.clear()
         self._config = model.BGPConfiguration()
         self._corrupt.clear()
         for kv in kvs:
             self._apply(kv, kv.key)
+        for key in self._corrupt:
+            where = self._location(key)
+            if where == ("config", ""):
+                self._config = previous_config
+            elif where is not None and where[1] in previous[where[0]]:
+                self._values[where[0]].setdefault(where[1], previous[where[0]][where[1]])
         self.revision = revision
         self._changed.set()
+
+    def _location(self, key: str) -> tuple[str, str] | None:
+        """(bucket, name) a key's value lives under; ("config", "") for the BGPConfiguration."""
+        if key.startswith(self._blocks_prefix):
+            return "blocks", cidr_from_key(key)
+        if key.startswith(self._secrets_prefix):
+            return "secrets", key[len(self._secrets_prefix):]
+        found = self.store.kind_for_key(key)
+        if found is None:
+            return None
+        cls, name = found
+        return ("config", "") if cls is model.BGPConfiguration else (_COLLECTIONS[cls], name)
 
     def _apply(self, kv: KeyValue | None, key: str) -> bool:
         """Apply one put (kv) or delete (kv None); True when it matters to the agent."""

@@ -97,6 +97,25 @@ class Block:
         return cls(cidr=str(net), allocations=(None,) * n, unallocated=tuple(range(n)),
                    affinity=host_affinity(node) if node else None, sequence_base=seq)
 
+    def inconsistency(self) -> str | None:
+        """Why this block (as read from storage) cannot be trusted, or None: every free ordinal is in
+        `unallocated` exactly once, every used one points at an attribute. Allocating from a block
+        that breaks this would hand out an address twice."""
+        n = len(self.allocations)
+        if any(type(o) is not int or not 0 <= o < n for o in self.unallocated):
+            return f"unallocated holds something that is not an ordinal 0..{n - 1}"
+        if len(set(self.unallocated)) != len(self.unallocated):
+            return "unallocated lists an ordinal twice"
+        free = {o for o, idx in enumerate(self.allocations) if idx is None}
+        if free != set(self.unallocated):
+            return (f"unallocated does not match the free allocations "
+                    f"({len(self.unallocated)} listed, {len(free)} free)")
+        bad = next((idx for idx in self.allocations
+                    if idx is not None and (type(idx) is not int or not 0 <= idx < len(self.attributes))), None)
+        if bad is not None:
+            return f"an allocation points at attribute {bad!r}, outside 0..{len(self.attributes) - 1}"
+        return None
+
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         return parse_network(self.cidr)

@@ -48,8 +48,15 @@ def decode_block(key: str, raw: bytes) -> Block:
     except codec.DecodeError as exc:
         raise CorruptBlock(key, str(exc).removeprefix(f"{key}: ")) from None
     expected = cidr_from_key(key)
-    if block.cidr != expected or len(block.allocations) != block.network.num_addresses:
+    try:
+        size = block.network.num_addresses
+    except ValueError as exc:
+        raise CorruptBlock(key, f"cidr {block.cidr!r}: {exc}") from None
+    if block.cidr != expected or len(block.allocations) != size:
         raise CorruptBlock(key, f"block describes {block.cidr} with {len(block.allocations)} addresses")
+    problem = block.inconsistency()
+    if problem is not None:
+        raise CorruptBlock(key, problem)
     return block
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 
 import pytest
 from hypothesis import settings, strategies as st
@@ -202,3 +203,25 @@ class BlockMachine(RuleBasedStateMachine):
 
 TestBlockMachine = BlockMachine.TestCase
 TestBlockMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"allocations": [0, None, None, None], "unallocated": [0, 1, 1, 2]}, "lists an ordinal twice"),
+    ({"allocations": [0, None, None, None], "unallocated": [0, 1, 2, 3]}, "does not match the free allocations"),
+    ({"allocations": [0, None, None, None], "unallocated": [1, 2]}, "does not match the free allocations"),
+    ({"unallocated": [0, 1, 2, 7]}, "not an ordinal 0..3"),
+    ({"unallocated": [0, 1, 2, True]}, "lists an ordinal twice"),  # the codec reads true as 1
+    ({"allocations": [5, None, None, None], "unallocated": [1, 2, 3]}, "points at attribute 5"),
+    ({"cidr": "198.19.0.1/30"}, "has host bits set"),
+])
+def test_a_stored_block_that_contradicts_itself_is_corrupt_not_allocated_from(change, reason):
+    from ipam.errors import CorruptBlock
+    from ipam.store import decode_block
+
+    key = "/p/ipam/blocks/198.19.0.0-30"
+    good = json.loads(codec.encode(Block.new("198.19.0.0/30", "n1", sequence_number=1)))
+    assert decode_block(key, json.dumps(good).encode()).free_count == 4
+    bad_key = "/p/ipam/blocks/198.19.0.1-30" if "cidr" in change else key
+    with pytest.raises(CorruptBlock) as err:
+        decode_block(bad_key, json.dumps({**good, **change}).encode())
+    assert reason in str(err.value) and bad_key in str(err.value)

@@ -1,0 +1,39 @@
+"""ClusterView's bookkeeping without etcd: what a full read (first sync or resync) keeps."""
+from __future__ import annotations
+
+from calico_bgp import model
+from calico_bgp.cluster import ClusterView
+from calico_bgp.datastore import Keys
+from calico_bgp.datastore.types import KeyValue
+from ipam.block import Block
+from calico_bgp.datastore import codec
+
+
+def kv(key: str, value: bytes, rev: int = 1) -> KeyValue:
+    return KeyValue(key, value, rev, rev, 1)
+
+
+def test_a_resync_keeps_the_last_good_value_of_a_key_that_no_longer_decodes():
+    keys = Keys("/t/calico-bgp/v1")
+    view = ClusterView(None, keys)
+    pool = model.IPPool(model.Metadata("pods"), model.IPPoolSpec(cidr="198.19.0.0/16"))
+    config = model.BGPConfiguration(spec=model.BGPConfigurationSpec(as_number=65000))
+    block = Block.new("198.19.0.0/26", "n1", sequence_number=1)
+    pool_key, config_key = view.store.key(model.IPPool, "pods"), view.store.key(model.BGPConfiguration, "default")
+    block_key = keys.block("198.19.0.0/26")
+    view._load([kv(pool_key, model.encode(pool)), kv(config_key, model.encode(config)),
+                kv(block_key, codec.encode(block))], 1)
+    assert view.snapshot().pools == {"pods": pool} and view.snapshot().config.spec.as_number == 65000
+    # compaction, then a full read: all three values went bad meanwhile, and a new pool arrived
+    other = model.IPPool(model.Metadata("more"), model.IPPoolSpec(cidr="198.18.128.0/20"))
+    view._load([kv(pool_key, b"{not json", 2), kv(config_key, b'{"spec": {"asNumber": 0}}', 2),
+                kv(block_key, b'{"cidr": "198.19.0.0/26"}', 2), kv(view.store.key(model.IPPool, "more"),
+                                                                   model.encode(other), 2)], 2)
+    snap = view.snapshot()
+    assert snap.pools == {"pods": pool, "more": other}
+    assert snap.config.spec.as_number == 65000
+    assert snap.blocks == {"198.19.0.0/26": block}
+    assert set(snap.corrupt) == {pool_key, config_key, block_key}
+    # a key that is gone from the read is gone, corrupt or not
+    view._load([kv(view.store.key(model.IPPool, "more"), model.encode(other), 3)], 3)
+    assert view.snapshot().pools == {"more": other} and not view.snapshot().blocks
