@@ -85,11 +85,12 @@ class KernelWriter:
             else:
                 self._changed = set()
                 since, self._pending_since = self._pending_since, None
+            full = self._full
             try:
-                if self._full:
-                    self._full = False
-                    self._skip = set(own) | set(desired.local_blocks(node, blocks))
+                if full:
+                    skip = set(own) | set(desired.local_blocks(node, blocks))
                     self.programmer.set_desired(desired.kernel_routes(node, blocks, rib, own))
+                    self._full, self._skip = False, skip  # only once the new desired set is in place
                     self._done(await self.programmer.reconcile(), since)
                 else:
                     upserts, removed = desired.kernel_changes(changed, rib, self._skip)
@@ -97,8 +98,10 @@ class KernelWriter:
                     if since is not None and self._send_since is None:
                         self._send_since = since
                     self._send_ready.set()
-            except Exception:  # noqa: BLE001 - the programmer retries on its own loop
-                log.exception("event=kernel_reconcile_failed")
+            except Exception:  # noqa: BLE001 - a bug here must not stop the kernel path for good
+                log.exception("event=kernel_prepare_failed full=%s", full)
+                if not full:
+                    self._changed.update(changed)  # tried again with the next change
 
     async def _send(self) -> None:
         """Sends what `_prepare` made desired since the last send, one send at a time."""

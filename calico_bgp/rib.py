@@ -106,9 +106,10 @@ def _ip_key(text: str) -> tuple[int, int]:
 
 
 def _preference(path: Path) -> tuple[int, int, int]:
-    """The part of the decision that ECMP members must share, as a tuple where smaller is better."""
+    """The part of the decision that ECMP members must share, as a tuple where smaller is better.
+    LOCAL_PREF counts only from iBGP peers (RFC 4271 5.1.5: an external peer's is ignored)."""
     a = path.attrs
-    lp = a.local_pref if a.local_pref is not None else DEFAULT_LOCAL_PREF
+    lp = a.local_pref if a.local_pref is not None and path.peer.ibgp else DEFAULT_LOCAL_PREF
     return (-lp, len(a.as_path), _ORIGIN_RANK.get(a.origin, 2))
 
 
@@ -136,6 +137,10 @@ def compare(a: Path, b: Path, local_asn: int) -> tuple[int, str]:
     return 0, "same-peer"
 
 
+# At most this many next hops in one selection: the kernel's limit for one route
+# (dataplane.route.MAX_NEXTHOPS); a prefix announced by more peers than that uses the first ones.
+MAX_MULTIPATH = 64
+
 # Steps after which two paths count as equal for multipath: only tie-breakers remain.
 _TIE_BREAKERS = frozenset({"router-id", "cluster-list", "peer-address", "same-peer"})
 
@@ -161,6 +166,8 @@ def select(paths: Sequence[Path], local_asn: int, multipath: bool = True) -> Sel
     if multipath:
         seen = {best.attrs.next_hop}
         for p in others:
+            if len(members) == MAX_MULTIPATH:
+                break  # `others` is in peer-address order: the same members every time
             if p.attrs.next_hop not in seen and compare(p, best, local_asn)[1] in _TIE_BREAKERS:
                 members.append(p)
                 seen.add(p.attrs.next_hop)
@@ -270,7 +277,11 @@ class Rib:
             kept = {prefix: per_peer[peer.address].attrs for prefix, per_peer in self._paths.items()
                     if peer.address in per_peer}
             kept.update((prefix, pattrs) for prefix, (_, pattrs) in self._rejected.get(peer.address, {}).items())
+            stale = self._stale.get(peer.address)
+            saved = set(stale) if stale else None  # re-applying policy is not the peer re-announcing
             changed |= self.update(peer, kept)
+            if saved is not None:
+                self._stale[peer.address] = saved
         return changed
 
     def _reselect(self, prefixes: Iterable[Prefix]) -> set[Prefix]:

@@ -13,6 +13,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import threading
 from typing import Callable, Iterator
 
@@ -62,6 +63,9 @@ class RequestFailure:
     index: int
     errno: int
     reason: str
+
+
+_DONE_ERRNO = struct.Struct("=i")  # NLMSG_DONE's payload: 0, or the negative errno that ended the dump
 
 
 def describe_errno(err: int, extack: str = "") -> str:
@@ -257,6 +261,11 @@ def dump(sock: socket.socket, request: bytes, seq: int) -> Iterator[bytes]:
         if mtype == codec.NLMSG_DONE:
             if last:
                 yield data[:last]
+            # a dump that failed part way ends in DONE carrying a negative errno, not in an ERROR:
+            # read as success it would look like an empty (or truncated) table
+            err = _DONE_ERRNO.unpack_from(data, last + 16)[0] if length >= 20 else 0
+            if err < 0:
+                raise NetlinkError(f"dump seq {seq}: {describe_errno(-err)}") from OSError(-err, os.strerror(-err))
             if interrupted:
                 raise DumpInterrupted("table changed during the dump")
             return

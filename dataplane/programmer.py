@@ -473,7 +473,14 @@ class RouteProgrammer:
                     await self._refresh_links()
                 keys = set(_programmable([k for f, k in ops if f], "add", routes, self._ifindex, failures))
                 ops = [(f, k) for f, k in ops if not f or k in keys]
-            refused = await self._send(ops, forwarding, self._ifindex)
+            try:
+                refused = await self._send(ops, forwarding, self._ifindex)
+            except BaseException:
+                # what the kernel took of these is unknown, and they are no longer pending: the
+                # full reconcile (a dump and a diff against everything desired) settles them
+                log.warning("event=program_failed changes=%d action=full_reconcile", len(ops))
+                self._dirty.set()
+                raise
 
             conflicts = 0
             bad_keys = set()

@@ -382,3 +382,28 @@ async def test_incremental_changes_send_only_themselves_and_never_overwrite_a_fo
         assert "198.18.42.0/24" not in got and got["198.18.41.0/24"]["protocol"] == "87"
         assert set(routes(lab.host)) == {"198.18.40.0/24"}
         assert (await rp.reconcile()).changes == 0
+
+
+async def test_a_failed_incremental_send_is_settled_by_a_full_reconcile(lab):
+    """program() takes the pending changes before it sends them; when the send itself fails (an ack
+    timeout, ENOBUFS) they must not be forgotten until the next periodic resync."""
+    from dataplane import netlink
+
+    async with programmer(lab, resync_interval=60.0) as rp:
+        rp.end_grace()
+        rp.set_desired([Route.via("198.18.50.0/24", GW1)])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rp.run)
+            rp.update_desired([Route.via("198.18.51.0/24", GW1)], [Route.via("198.18.50.0/24", GW1).key])
+            real_send = rp._send
+
+            async def failing_send(*args, **kw):
+                raise netlink.NetlinkError("injected: no ack")
+
+            rp._send = failing_send
+            with pytest.raises(netlink.NetlinkError):
+                await rp.program()
+            rp._send = real_send
+            assert await rp.program() is None  # nothing is pending any more: the reconcile has it
+            await eventually(lambda: set(routes(lab.host)) == {"198.18.51.0/24"}, timeout=2.0)
+            nursery.cancel_scope.cancel()

@@ -191,3 +191,35 @@ def test_the_desired_sets_shared_signature_parts_give_dump_signature():
     for route in routes:
         desired.drop(route.key)
     assert desired.signatures == {} and desired.routes == {}
+
+
+class _Answer:
+    """What a netlink socket returns for one dump request: canned datagrams (the parse is what is tested)."""
+
+    def __init__(self, *datagrams: bytes) -> None:
+        self.datagrams = list(datagrams)
+
+    def send(self, _request: bytes) -> None:
+        pass
+
+    def recv(self, _size: int) -> bytes:
+        return self.datagrams.pop(0)
+
+
+def _done(seq: int, err: int) -> bytes:
+    import struct
+
+    from dataplane import rtnl_codec as codec
+    return codec.HDR.pack(20, codec.NLMSG_DONE, 2, seq, 0) + struct.pack("=i", err)
+
+
+def test_a_dump_that_ends_in_done_with_an_errno_is_an_error_not_an_empty_table():
+    import errno
+
+    import pytest
+
+    from dataplane import netlink
+    assert list(netlink.dump(_Answer(_done(7, 0)), b"", 7)) == []
+    with pytest.raises(netlink.NetlinkError, match="EINTR") as err:
+        list(netlink.dump(_Answer(_done(7, -errno.EINTR)), b"", 7))
+    assert err.value.__cause__.errno == errno.EINTR

@@ -201,3 +201,34 @@ def test_stale_paths_survive_until_swept_and_refreshed_ones_stay():
     rib.update(NODE_B, {P: PathAttrs("198.18.0.2")})  # re-announced after the session came back
     assert rib.sweep_stale(NODE_B.address) == {q}
     assert rib.selection(P) is not None and rib.selection(q) is None
+
+
+def test_reapplying_import_policy_keeps_stale_marks():
+    """A datastore change re-runs import policy while a peer is stale: that is not the peer
+    re-announcing, so what it withdrew meanwhile must still go at the sweep."""
+    q = NET("198.19.2.0/26")
+    rib = Rib(LOCAL)
+    rib.update(NODE_B, {P: PathAttrs("198.18.0.2"), q: PathAttrs("198.18.0.2")})
+    rib.mark_stale(NODE_B.address)
+    rib.reapply_policy([NODE_B])
+    assert rib.stale_count(NODE_B.address) == 2
+    rib.update(NODE_B, {P: PathAttrs("198.18.0.2")})
+    assert rib.sweep_stale(NODE_B.address) == {q}
+
+
+def test_multipath_stops_at_the_kernels_next_hop_limit():
+    from dataplane.route import MAX_NEXTHOPS
+
+    from calico_bgp.rib import MAX_MULTIPATH
+    assert MAX_MULTIPATH == MAX_NEXTHOPS
+    peers = [Peer(f"198.18.{i // 200}.{i % 200 + 1}", 64512, f"198.18.{i // 200}.{i % 200 + 1}", ibgp=True)
+             for i in range(70)]
+    sel = select([path(p) for p in reversed(peers)], LOCAL.asn)
+    assert len(sel.multipath) == MAX_MULTIPATH
+    assert [m.peer for m in sel.multipath][1:] == peers[1:MAX_MULTIPATH]  # the same ones every time
+
+
+def test_local_pref_from_an_external_peer_is_ignored():
+    ebgp = path(TOR1, as_path=(65001,), local_pref=500)
+    ibgp = path(NODE_B, as_path=(65001,))
+    assert compare(ibgp, ebgp, LOCAL.asn) == (1, "ebgp-over-ibgp")  # not decided by local-pref
