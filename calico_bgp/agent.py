@@ -101,6 +101,7 @@ class NodeAgent:
         self.rib_peers: dict[str, Peer] = {}
         self.own: set[Prefix] = set()
         self.exported: dict[str, dict[Prefix, bgpfilter.ExportAttrs]] = {}
+        self.configured: set[str] = set()  # the sessions the speaker has as neighbours (not failed to configure)
         self.state: ClusterState | None = None
         self.started_wall = time.time()
         self.started = trio.current_time()
@@ -208,6 +209,7 @@ class NodeAgent:
         if me is None or me.spec.bgp is None:
             log.warning("event=no_node_resource node=%s action=no_sessions", self.opts.name)
             await self.speaker.set_neighbors([])
+            self.configured = set()
             return
         cfg = state.config
         local = LocalSpeaker(topology.node_as(me, cfg), topology.router_id(me),
@@ -217,7 +219,9 @@ class NodeAgent:
             log.info("event=local_speaker asn=%d router_id=%s cluster_id=%s", local.asn, local.router_id,
                      local.cluster_id)
             self.local = local
-            self.rib = Rib(local)
+            # a new cluster id changes loop checks and reflection, not the sessions: keep what the
+            # peers sent (reapply_policy below re-evaluates it)
+            self.rib = Rib(local) if self.rib is None else self.rib.rebuilt(local)
             self.rib_peers = {}
         assert self.rib is not None
         damp = cfg.spec.damping
@@ -243,7 +247,12 @@ class NodeAgent:
         for addr, sess in sessions.items():
             self.metrics.init_peer(addr, sess.kind)
         self.rib_peers = {a: self._rib_peer(s, state) for a, s in sessions.items()}
-        await self.speaker.set_neighbors([n for n in neighbors if n is not None])
+        configured = {n.key: n for n in neighbors if n is not None}
+        await self.speaker.set_neighbors(configured.values())
+        # a neighbour (re)configured starts from nothing in the speaker: it gets every export and reflection
+        added, self.configured = configured.keys() - self.configured, set(configured)
+        for addr in added:
+            self.exported.pop(addr, None)
 
         # import policy follows pools and filters; re-run it over what peers sent (soft reconfiguration)
         self.rib.import_policy = bgpfilter.import_policy(pools, self._filters_of)
@@ -258,7 +267,8 @@ class NodeAgent:
             self.metrics.pool_blocks.labels(name).set(nblocks)
         self.metrics.borrowed_addresses.set(borrowed)
         await self._export()
-        await self._reflect(changed if changed else None)
+        # a neighbour just added needs every reflected route, not only what changed
+        await self._reflect(changed if changed and not added else None)
         self.kernel.mark_full()
         self._policy_dirty.set()
 
@@ -269,7 +279,7 @@ class NodeAgent:
     async def _export(self) -> None:
         """Announce what we originate to each peer, through its export filters; send only the difference."""
         want_all = {addr: bgpfilter.export_routes(self.own, self._filters_of(addr), s.ibgp, s.local_as)
-                    for addr, s in self.sessions.items()}
+                    for addr, s in self.sessions.items() if addr in self.configured}
         batches = bgpfilter.plan_exports(self.exported, want_all)
         self.exported = want_all
         sent = 0

@@ -193,6 +193,17 @@ class Rib:
         self._rejected: dict[str, dict[Prefix, tuple[str, PathAttrs]]] = {}
         self._stale: dict[str, set[Prefix]] = {}
 
+    def rebuilt(self, local: LocalSpeaker) -> "Rib":
+        """A RIB for a changed local speaker (AS, router id, cluster id) that still holds every path
+        peers sent (they send increments only, never the table again). The paths wait, as rejected,
+        until `reapply_policy` runs them through the loop checks and import policy of the new
+        speaker; stale marks carry over."""
+        new = Rib(local, self.import_policy, self.multipath)
+        for (address, prefix), pattrs in self.received():
+            new._rejected.setdefault(address, {})[prefix] = ("re-evaluating", pattrs)
+        new._stale = {address: set(stale) for address, stale in self._stale.items()}
+        return new
+
     # --- input -------------------------------------------------------------------------------
     def update(self, peer: Peer, announced: Mapping[Prefix, PathAttrs], withdrawn: Iterable[Prefix] = ()) -> set[Prefix]:
         """Apply one UPDATE from `peer`; returns the prefixes whose selection changed.

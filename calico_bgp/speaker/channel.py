@@ -47,6 +47,14 @@ class CommandWindow:
         self.sent += 1
         return p
 
+    def forget(self, p: Pending) -> None:
+        """A command that never reached the bridge (its send failed): no answer will come for it."""
+        try:
+            self.in_flight.remove(p)
+        except ValueError:
+            return  # already failed with the rest of its bridge
+        p.done.set()
+
     async def ack(self, ok: bool) -> Pending | None:
         if not self.in_flight:
             self.unmatched_acks += 1

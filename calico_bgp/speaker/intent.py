@@ -23,7 +23,13 @@ class RouteIntent:
 
     # -- neighbors ---------------------------------------------------------------------------
     def set_neighbors(self, neighbors: Iterable[Neighbor]) -> None:
-        self._neighbors = {n.key: n for n in neighbors}
+        """The configured neighbors. One that leaves takes its own routes along: when it comes back
+        it starts from nothing, and the agent sends it everything it should have again (a replay of
+        what it had would re-announce prefixes withdrawn while it was gone)."""
+        new = {n.key: n for n in neighbors}
+        for key in self._neighbors.keys() - new.keys():
+            self._specific.pop(key, None)
+        self._neighbors = new
 
     @property
     def neighbors(self) -> Mapping[str, Neighbor]:

@@ -207,7 +207,7 @@ class Speaker:
             lines = reader.lines()
             try:
                 hello = await lines.__anext__()
-            except StopAsyncIteration:
+            except (StopAsyncIteration, trio.BrokenResourceError, trio.ClosedResourceError):
                 await stream.aclose()
                 return
             if not hello.startswith("bridge hello"):
@@ -218,8 +218,13 @@ class Speaker:
             if previous is not None:
                 previous.cancel()  # a newer bridge replaces the old one
             fields = dict(f.split("=", 1) for f in hello.split()[2:] if "=" in f)
-            exabgp_pid = int(fields.get("exabgp", "0") or 0)
-            dropped = int(fields.get("dropped", "0") or 0)
+            try:
+                exabgp_pid = int(fields.get("exabgp", "0") or 0)
+                dropped = int(fields.get("dropped", "0") or 0)
+            except ValueError:
+                log.warning("bridge_bad_hello line=%r", hello[:200])
+                await stream.aclose()
+                return
             await self.window.fail_all()  # answers to commands sent to an old bridge never come
             self._conn = stream
             self.stats["bridge_connections"] += 1
@@ -242,6 +247,10 @@ class Speaker:
                 async for line in lines:
                     await self._on_line(line)
                 log.debug("bridge_eof")
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                # the bridge went away with commands unread (ExaBGP died under it): a lost bridge,
+                # like an EOF, never a reason to take the speaker down
+                log.info("bridge_reset error=%r", e)
             except BaseException as e:
                 log.debug("bridge_ended error=%r", e)
                 raise
@@ -351,10 +360,11 @@ class Speaker:
             if conn is None:
                 self.stats["dropped_commands"] += 1
                 continue
-            self.window.add(line)
+            pending = self.window.add(line)
             try:
                 await conn.send_all(line.encode() + b"\n")
             except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.window.forget(pending)  # else the next bridge's first ack would answer it
                 self.stats["dropped_commands"] += 1
                 continue
             sent += 1

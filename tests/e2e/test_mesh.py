@@ -216,4 +216,6 @@ def test_a_mesh_password_takes_every_node_session_to_md5_and_back(cluster):
     for n in names:
         wait_for(f"{n}'s mesh up without MD5", lambda n=n: c.sessions_up(n, 2), timeout=60)
     assert all("md5-password" not in conf for conf in _mesh_config(c))
+    # the neighbours were unconfigured and configured again: every block is announced again
+    wait_for("n2 and n3 routed to each other again", lambda: _converged(c, ["n2", "n3"]), timeout=30)
     c.cli("secret", "delete", "bgp")

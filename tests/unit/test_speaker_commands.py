@@ -109,6 +109,18 @@ def test_intent_keeps_routes_for_a_neighbor_not_configured_yet():
     assert [c.prefix for c in intent.replay(B)] == ["198.19.3.0/26"]
 
 
+def test_a_neighbor_that_leaves_takes_its_own_routes_but_not_everyones():
+    intent = RouteIntent()
+    intent.set_neighbors([nb(A), nb(B)])
+    intent.announce(None, ["198.19.0.0/26"], RouteSpec())
+    intent.announce([B], ["198.19.3.0/26", "198.19.4.0/26"], RouteSpec())
+    intent.set_neighbors([nb(A)])
+    intent.announce([B], ["198.19.3.0/26"], RouteSpec())  # while it is gone: kept for its return
+    intent.set_neighbors([nb(A), nb(B)])
+    # 198.19.4.0/26 was withdrawn meanwhile (nothing said so, as B was gone): it must not come back
+    assert sorted(c.prefix for c in intent.replay(B)) == ["198.19.0.0/26", "198.19.3.0/26"]
+
+
 def test_next_hop_self_for_the_other_family_is_the_neighbors_explicit_address():
     from calico_bgp.speaker.commands import resolve_self
     from calico_bgp.speaker.errors import InvalidNeighbor
