@@ -111,7 +111,7 @@ class NodeAgent:
         self._holddowns: dict[str, tuple[float, int, str]] = {}  # peer -> (until, times, why)
         self._poke = trio.Event()  # re-run _sync without a datastore change (a hold-down ended)
         self.stale = StaleRoutes()  # peers whose routes are kept after their session dropped
-        self.peer_restart_time: dict[str, int | None] = {}  # graceful-restart time from each peer's OPEN
+        self.peer_open: dict[str, PeerOpen] = {}  # each peer's last OPEN (its graceful-restart capability)
         self.session_errors: dict[str, str] = {}  # peer -> why its session is not configured
         self._repair_window = (0.0, 0)
         self.filter_mode = ""
@@ -343,7 +343,7 @@ class NodeAgent:
         self.dampener.peer_down(peer)
         self.stability.pop(peer, None)
         self.stale.forget(peer)  # a removed session keeps nothing stale
-        self.peer_restart_time.pop(peer, None)
+        self.peer_open.pop(peer, None)
         if old is not None:
             self.metrics.forget_peer(peer, old.kind)
 
@@ -358,9 +358,13 @@ class NodeAgent:
                 elif isinstance(event, EndOfRib):
                     self.eor.add((event.peer, event.family))
                 elif isinstance(event, PeerOpen):
-                    self.peer_restart_time[event.peer] = event.graceful_restart
-                    if event.graceful_restart is None and self.stale.why(event.peer) == GRACEFUL_RESTART:
-                        self.stale.end_now(event.peer)  # back without the capability: its stale routes go now
+                    self.peer_open[event.peer] = event
+                    s = self.sessions.get(event.peer)
+                    if (self.stale.why(event.peer) == GRACEFUL_RESTART
+                            and (s is None or _bgp_family(s) not in event.forwarding_kept)):
+                        # back without the capability, or without its forwarding state (RFC 4724 4.2):
+                        # what it had before is not what it forwards now, its stale routes go at once
+                        self.stale.end_now(event.peer)
                 elif isinstance(event, Notification):
                     s = self.sessions.get(event.peer)
                     self.metrics.peer_notifications.labels(event.peer, s.kind if s else "unknown",
@@ -436,7 +440,7 @@ class NodeAgent:
         self.since[ev.peer] = time.time()
         if state == "established":
             self._last_up = now
-        restart_time = self.peer_restart_time.get(ev.peer)
+        restart_time = self._peer_restart_time(ev.peer)
         if ev.state == "down" and ev.reason == EXABGP_EXITED and self.rib is not None:
             # our ExaBGP died, not the peer: keep its routes (stale) until the session is back and re-sent them
             self._keep_stale(ev.peer, now, self.opts.grace_timeout, SPEAKER_RESTART)
@@ -455,6 +459,14 @@ class NodeAgent:
                 self.kernel.mark_changed(changed, now)
                 await self._reflect(changed)
         self.publisher.mark_dirty()
+
+    def _peer_restart_time(self, peer: str) -> int | None:
+        """How long the peer asked us to keep its routes when its session drops (RFC 4724): its restart
+        time, when its last OPEN listed the session's family; else None (routes go with the session)."""
+        op, s = self.peer_open.get(peer), self.sessions.get(peer)
+        if op is None or s is None or _bgp_family(s) not in op.graceful_families:
+            return None
+        return op.graceful_restart
 
     def _keep_stale(self, peer: str, now: float, keep_for: float, why: str) -> None:
         assert self.rib is not None

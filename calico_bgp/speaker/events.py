@@ -57,11 +57,15 @@ class PeerState:
 
 @attrs.frozen(slots=True)
 class PeerOpen:
-    """The OPEN a peer sent: what of it the agent uses (its graceful-restart time, None when it did
-    not advertise the capability)."""
+    """The OPEN a peer sent: what of it the agent uses. Its graceful-restart capability (RFC 4724):
+    the restart time (None: no capability), the families it lists (only routes of those are kept
+    while it restarts; BIRD's and FRR's default "aware"/helper mode lists none) and of those, the
+    ones whose forwarding state it kept (F bit: after a restart, stale routes of the others go at once)."""
 
     peer: str
     graceful_restart: int | None = None
+    graceful_families: tuple[str, ...] = ()   # "ipv4 unicast", ...
+    forwarding_kept: tuple[str, ...] = ()
 
 
 @attrs.frozen(slots=True)

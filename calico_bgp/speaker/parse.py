@@ -73,7 +73,14 @@ def _message(msg: dict[str, Any]) -> list[Parsed]:
             return [Ignored("open-send")]
         caps = n["open"].get("capabilities", {})
         gr = next((c for c in caps.values() if isinstance(c, dict) and c.get("name") == GRACEFUL_RESTART), None)
-        return [PeerOpen(peer=_peer(n), graceful_restart=int(gr["time"]) if gr is not None else None)]
+        if gr is None:
+            return [PeerOpen(peer=_peer(n))]
+        # {"ipv4/unicast": ["restart"]}: ExaBGP names a family's F bit (forwarding state kept) "restart"
+        flags = gr.get("address-family-flags") or {}
+        return [PeerOpen(peer=_peer(n), graceful_restart=int(gr["time"]),
+                         graceful_families=tuple(sorted(f.replace("/", " ") for f in flags)),
+                         forwarding_kept=tuple(sorted(f.replace("/", " ") for f, bits in flags.items()
+                                                      if "restart" in (bits or ()))))]
     if kind == "update":
         n = msg["neighbor"]
         if n.get("direction", "receive") != "receive":

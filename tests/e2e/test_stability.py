@@ -343,3 +343,16 @@ def test_turning_damping_off_releases_what_it_suppressed(tor):
     assert time.monotonic() - t < DAMPING["halfLife"]
     wait_for("damping_end event", lambda: _count(tor.events(), "damping_end") == ends0 + 1, timeout=5)
     assert damped() == []
+
+
+def test_a_tor_that_only_knows_graceful_restart_loses_its_routes_when_it_dies(tor):
+    """BIRD's default `graceful restart aware` advertises the capability with no address family: it
+    keeps no forwarding state when it dies, so its routes must go with the session (RFC 4724 keeps
+    only the families listed), not stay for its 120 s restart time, blackholing what it carried."""
+    assert {FLAPPY, STABLE} <= set(tor.kernel())
+    os.kill(tor.bird.pid(), 9)  # a crash: no NOTIFICATION
+    wait_for("the dead ToR's routes out of the kernel", lambda: not {FLAPPY, STABLE} & set(tor.kernel()), timeout=20)
+    assert not [e for e in tor.events() if e["kind"] == "graceful_restart"], "kept as if the ToR were restarting"
+    tor.bird.started = False
+    tor.bird.start()  # back for the module's teardown
+    wait_for("session back", tor.established, timeout=60)

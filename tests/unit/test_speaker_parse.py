@@ -137,7 +137,14 @@ GR_CAP = ('"graceful-restart": { "name": "graceful restart", "time": 120, "addre
 
 def test_a_received_open_gives_the_peers_graceful_restart_time():
     assert parse_line(_open_line("receive", '"multiprotocol": { "name": "multiprotocol" }, ' + GR_CAP)) == [
-        PeerOpen(peer="198.18.0.2", graceful_restart=120)]
+        PeerOpen(peer="198.18.0.2", graceful_restart=120, graceful_families=("ipv4 unicast",),
+                 forwarding_kept=("ipv4 unicast",))]
+    # BIRD's and FRR's default ("aware", helper only): the capability with no family, or without the F bit
+    aware = GR_CAP.replace('{ "ipv4/unicast": [ "restart" ] }', '{ }')
+    assert parse_line(_open_line("receive", aware)) == [PeerOpen(peer="198.18.0.2", graceful_restart=120)]
+    no_f = GR_CAP.replace('[ "restart" ]', '[ ]')
+    assert parse_line(_open_line("receive", no_f)) == [
+        PeerOpen(peer="198.18.0.2", graceful_restart=120, graceful_families=("ipv4 unicast",))]
     assert parse_line(_open_line("receive", '"multiprotocol": { "name": "multiprotocol" }')) == [
         PeerOpen(peer="198.18.0.2", graceful_restart=None)]
     assert parse_line(_open_line("send", GR_CAP)) == [Ignored("open-send")]
