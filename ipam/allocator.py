@@ -22,7 +22,7 @@ from calico_bgp.datastore import codec
 from calico_bgp.datastore.keys import Keys, cidr_from_key
 from calico_bgp.datastore.types import Compare, Delete, Get, Put
 from ipam.block import Allocated, Block, Released, parse_network
-from ipam.errors import CASRetriesExhausted, CorruptBlock, InvalidAddress, IPAMError, NoEligiblePool, PoolExhausted
+from ipam.errors import CASRetriesExhausted, CorruptBlock, InvalidAddress, NoEligiblePool, PoolExhausted
 from ipam.pool import Pool
 from ipam.records import CONFIRMED, PENDING, Affinity, Handle
 from ipam.store import IPAMStore, Stored, decode_affinity, decode_block, decode_handle
@@ -82,8 +82,16 @@ class BlockAllocator:
         try:
             await self._allocate(node, handle, count, eligible, attrs or {}, max_blocks_per_host,
                                  strict_affinity, got, claimed)
-        except IPAMError:
-            await self._roll_back(node, got, claimed)
+        except BaseException:
+            # all or nothing, whatever stopped it (pool exhausted, etcd gone, cancelled): give back
+            # what was taken, as far as etcd lets us; the original error is what the caller sees
+            if got or claimed:
+                with trio.move_on_after(10, shield=True):
+                    try:
+                        await self._roll_back(node, got, claimed)
+                    except Exception as exc:  # noqa: BLE001 - `ipam check --repair` finds what is left
+                        log.error("event=ipam_rollback_failed node=%s handle=%s addresses=%d error=%r",
+                                  node, handle, len(got), str(exc))
             raise
         log.debug("event=ipam_allocated node=%s handle=%s count=%d", node, handle, len(got))
         return got
@@ -319,7 +327,8 @@ class BlockAllocator:
         """Free every address of `handle`; idempotent (an unknown handle frees nothing)."""
         hkey = self.keys.handle(handle)
         freed = 0
-        for _ in range(self.max_attempts):
+        misses = 0  # passes that freed nothing: a lost race or a stale entry; a freed block is progress
+        while misses < self.max_attempts:
             kv = await self.client.get(hkey)
             if kv is None:
                 self._handles.pop(handle, None)
@@ -327,11 +336,13 @@ class BlockAllocator:
             h = decode_handle(hkey, kv.value)
             if h.is_empty():
                 await self.client.cas_delete(hkey, kv.mod_revision)
+                misses += 1
                 continue
             cidr = next(iter(h.blocks))
             rel = await self._release_in_block(cidr, lambda b: b.release_handle(handle),
                                                handle_hint=(handle, Stored(h, kv.mod_revision)))
             freed += rel.count
+            misses = 0 if rel.count else misses + 1
         raise CASRetriesExhausted(hkey, self.max_attempts)
 
     async def _release_in_block(self, cidr: str, change: Any,

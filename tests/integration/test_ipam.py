@@ -140,6 +140,21 @@ async def test_stale_release_cannot_free_a_reused_address(etcd_url, key_prefix):
     assert res.exit_code == 0, res.output
 
 
+async def test_a_handle_spread_over_more_blocks_than_retries_is_released_whole(etcd_url, key_prefix):
+    """Each block a release frees is progress, not a lost compare-and-swap: a handle over many small
+    blocks used to end in CASRetriesExhausted (too much contention) half way."""
+    keys = Keys(key_prefix)
+    pools = [Pool("small", "198.19.66.0/26", 30)]
+    async with EtcdClient([etcd_url]) as client:
+        alloc = BlockAllocator(client, keys, max_attempts=3)
+        got = await alloc.allocate("n1", "spread", 24, pools)
+        assert len({a.block for a in got}) == 6
+        assert await alloc.release_handle("spread") == 24
+        snap = await IPAMStore(client, keys).snapshot()
+        assert "spread" not in snap.handles
+        assert all(b.value.is_empty() for b in snap.blocks.values())
+
+
 async def test_borrowing_when_the_node_cannot_claim_more(etcd_url, key_prefix):
     keys = Keys(key_prefix)
     pools = [Pool("small", "198.19.66.0/28", 30)]   # 4 blocks of 4
