@@ -64,14 +64,34 @@ def _warn_corrupt(corrupt: dict[str, str]) -> None:
         click.echo(f"warning: {key}: corrupt value skipped: {why}", err=True)
 
 
+def _node_name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from calico_bgp.fields import name
+
+    try:
+        return None if value is None else name(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc}") from None
+
+
+def _handle_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """A handle is a key segment in etcd: not empty, no '/', no spaces or control characters."""
+    if value is None:
+        return None
+    if not value or len(value) > 253 or not value.isprintable() or any(c in value for c in "/ "):
+        raise click.BadParameter(f"{value!r}: a handle is 1..253 printable characters without '/' or spaces")
+    return value
+
+
 @click.group("ipam")
 def ipam_group() -> None:
     """IP address management: blocks of the pools, affine to nodes, allocated by compare-and-swap."""
 
 
 @ipam_group.command("allocate")
-@click.option("--node", required=True, help="Node the addresses are for (its affine blocks are used first).")
-@click.option("--handle", required=True, help="Handle that owns the addresses (release them together).")
+@click.option("--node", required=True, callback=_node_name,
+              help="Node the addresses are for (its affine blocks are used first).")
+@click.option("--handle", required=True, callback=_handle_id,
+              help="Handle that owns the addresses (release them together).")
 @click.option("--count", default=1, show_default=True, type=click.IntRange(1, 65536))
 @click.option("--pool", "pool_name", help="Only this IPPool (by name).")
 @click.option("--ipv6", is_flag=True, help="IPv6 addresses instead of IPv4.")
@@ -113,7 +133,7 @@ def allocate_cmd(g: Globals, node: str, handle: str, count: int, pool_name: str 
 @ipam_group.command("release")
 @click.option("--ip", "ip", help="Release this address.")
 @click.option("--seq", type=int, help="With --ip: only if its sequence number is still this (exit 5 otherwise).")
-@click.option("--handle", help="Release every address of this handle (idempotent).")
+@click.option("--handle", callback=_handle_id, help="Release every address of this handle (idempotent).")
 @pass_globals
 def release_cmd(g: Globals, ip: str | None, seq: int | None, handle: str | None) -> None:
     """Release one address (--ip) or all addresses of a handle (--handle)."""

@@ -73,6 +73,9 @@ class BlockAllocator:
         """`count` addresses for `handle` on `node` from the given (eligible) pools, all or nothing."""
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
+        for what, value in (("node", node), ("handle", handle)):
+            if not value or "/" in value:  # each is a segment of an etcd key
+                raise ValueError(f"{what} {value!r}: must be non-empty, without '/'")
         version = 6 if ipv6 else 4
         eligible = [p for p in pools if not p.disabled and p.version == version]
         if not eligible:

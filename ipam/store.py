@@ -10,7 +10,7 @@ import attrs
 from calico_bgp.datastore import codec
 from calico_bgp.datastore.keys import Keys, cidr_from_key
 from calico_bgp.datastore.types import Get
-from ipam.block import Block
+from ipam.block import Block, parse_network
 from ipam.errors import CorruptBlock
 from ipam.records import Affinity, Handle
 
@@ -98,9 +98,19 @@ class IPAMStore:
         return out, res.revision
 
     async def block_keys(self) -> list[str]:
-        """CIDRs of every stored block (corrupt ones included), without reading the values."""
+        """CIDRs of every stored block (corrupt values included), without reading the values. A key
+        that names no network (written by hand: `…/blocks/junk`) is logged and left out."""
         res = await self.client.txn([], [Get(self.keys.blocks(), prefix=True, keys_only=True)], [])
-        return [cidr_from_key(kv.key) for kv in res.responses[0]]
+        out = []
+        for kv in res.responses[0]:
+            cidr = cidr_from_key(kv.key)
+            try:
+                parse_network(cidr)
+            except ValueError as exc:
+                log.warning("event=ipam_corrupt_value key=%s reason=%r", kv.key, f"not a block key: {exc}")
+                continue
+            out.append(cidr)
+        return out
 
     async def get_blocks(self, cidrs: list[str],
                          corrupt: dict[str, str] | None = None) -> dict[str, Stored | None]:

@@ -200,6 +200,44 @@ def test_exhausted_pool_exit_4_and_nothing_stored(etcd_url, key_prefix):
     assert len(json.loads(res.stdout)["addresses"]) == 8
 
 
+@pytest.mark.parametrize("flags, fragment", [
+    (["--node", "", "--handle", "h"], "--node"), (["--node", "N_1", "--handle", "h"], "lower-case"),
+    (["--node", "n1", "--handle", ""], "--handle"), (["--node", "n1", "--handle", "a/b"], "without '/'"),
+])
+def test_bad_node_or_handle_is_refused_before_anything_is_stored(etcd_url, key_prefix, flags, fragment):
+    keys = Keys(key_prefix)
+
+    async def setup():
+        async with EtcdClient([etcd_url]) as client:
+            await ResourceStore(client, keys).apply_all([ippool("p", "198.19.69.0/24", 28), node("n1")])
+
+    async def stored():
+        async with EtcdClient([etcd_url]) as client:
+            return [kv.key for kv in (await client.range(key_prefix + "/ipam/")).kvs]
+
+    trio.run(setup)
+    res = ipam_cli(etcd_url, key_prefix, "allocate", *flags)
+    assert res.exit_code == 2 and fragment in res.output, res.output
+    assert trio.run(stored) == []
+
+
+def test_a_stray_key_under_blocks_is_skipped_by_release(etcd_url, key_prefix):
+    keys = Keys(key_prefix)
+
+    async def setup():
+        async with EtcdClient([etcd_url]) as client:
+            await ResourceStore(client, keys).apply_all([ippool("p", "198.19.70.0/24", 28), node("n1")])
+            await client.put(keys.blocks() + "junk", b"{}")
+            await client.put(keys.blocks() + "198.19.70.1-28", b"{}")  # host bits set: names no block
+
+    trio.run(setup)
+    res = ipam_cli(etcd_url, key_prefix, "allocate", "--node", "n1", "--handle", "h", "-o", "json")
+    assert res.exit_code == 0, res.output
+    ip = json.loads(res.stdout)["addresses"][0]["ip"]
+    res = ipam_cli(etcd_url, key_prefix, "release", "--ip", ip)
+    assert res.exit_code == 0 and f"released {ip}" in res.output, res.output
+
+
 def test_corrupt_block_is_named_and_other_blocks_keep_working(etcd_url, key_prefix):
     keys = Keys(key_prefix)
     pools = [Pool("p", "198.19.68.0/24", 28)]
