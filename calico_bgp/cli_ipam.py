@@ -36,6 +36,18 @@ class Cluster:
     async def nodes(self) -> dict[str, Any]:
         return {n.metadata.name: n for n in (await self.store.list("Node")).items}
 
+    async def node_names(self) -> set[str]:
+        """Every node that exists, its stored value readable or not: a Node whose value is corrupt is
+        still a node, and `check --repair` must never release its addresses as if it were gone."""
+        listing = await self.store.list("Node")
+        names = {n.metadata.name for n in listing.items}
+        for err in listing.errors:
+            click.echo(f"warning: {err}", err=True)
+            found = self.store.kind_for_key(err.key)
+            if found is not None:
+                names.add(found[1])
+        return names
+
     @staticmethod
     def to_ipam(pool: Any) -> Any:
         from ipam import Pool
@@ -243,7 +255,7 @@ def check_cmd(g: Globals, repair: bool, yes: bool, output: str) -> None:
         async with g.client() as client:
             cluster = Cluster(client, g.keys)
             pools = [Cluster.to_ipam(p) for p in await cluster.pools()]
-            nodes = set(await cluster.nodes())
+            nodes = await cluster.node_names()
             report = check(await IPAMStore(client, g.keys).snapshot(), pools, nodes)
             plan = plan_repair(report) if repair else []
             done: list[Any] = []

@@ -238,6 +238,27 @@ def test_a_stray_key_under_blocks_is_skipped_by_release(etcd_url, key_prefix):
     assert res.exit_code == 0 and f"released {ip}" in res.output, res.output
 
 
+def test_repair_never_takes_a_node_whose_value_is_corrupt_for_a_gone_one(etcd_url, key_prefix):
+    keys = Keys(key_prefix)
+
+    async def setup():
+        async with EtcdClient([etcd_url]) as client:
+            store = ResourceStore(client, keys)
+            await store.apply_all([ippool("p", "198.19.71.0/24", 28), node("n1"), node("n2")])
+            await BlockAllocator(client, keys).allocate("n2", "h2", 3, [Pool("p", "198.19.71.0/24", 28)])
+            await client.put(store.key(model.Node, "n2"), b'{"metadata": {"name": "n2"}, "spec": {"bgp": 7}}')
+
+    async def handles():
+        async with EtcdClient([etcd_url]) as client:
+            return {h: s.value.count for h, s in (await IPAMStore(client, keys).snapshot()).handles.items()}
+
+    trio.run(setup)
+    res = ipam_cli(etcd_url, key_prefix, "check", "--repair", "--yes", "-o", "json")
+    assert "n2" in res.stderr, res.output  # the corrupt value is named
+    assert json.loads(res.stdout)["leakedHandles"] == []
+    assert trio.run(handles) == {"h2": 3}
+
+
 def test_corrupt_block_is_named_and_other_blocks_keep_working(etcd_url, key_prefix):
     keys = Keys(key_prefix)
     pools = [Pool("p", "198.19.68.0/24", 28)]
