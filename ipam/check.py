@@ -228,11 +228,13 @@ async def repair(allocator: Any, plan: list[Action],
 async def _fix_handle(allocator: Any, handle: str) -> str:
     """Rewrite a handle record from what the blocks hold (the blocks are the truth)."""
     client, keys = allocator.client, allocator.keys
-    blocks, _ = await allocator.store.blocks()
-    held = {c: n for c, s in blocks.items() if (n := s.value.count_for(handle))}
+    # the handle first: an allocation or release that commits after this read changes it too (one
+    # transaction writes both), so the compare below refuses a rewrite from blocks read too early
     hkey = keys.handle(handle)
     kv = await client.get(hkey)
     cmp = Compare.mod(hkey, kv.mod_revision) if kv else Compare.created(hkey, 0)
+    blocks, _ = await allocator.store.blocks()
+    held = {c: n for c, s in blocks.items() if (n := s.value.count_for(handle))}
     if held:
         node = None
         for s in blocks.values():
