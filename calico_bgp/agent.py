@@ -441,18 +441,18 @@ class NodeAgent:
         if state == "established":
             self._last_up = now
         restart_time = self._peer_restart_time(ev.peer)
+        if ev.state == "down":
+            self.eor = {e for e in self.eor if e[0] != ev.peer}  # the next End-of-RIB ends a stale period
         if ev.state == "down" and ev.reason == EXABGP_EXITED and self.rib is not None:
             # our ExaBGP died, not the peer: keep its routes (stale) until the session is back and re-sent them
             self._keep_stale(ev.peer, now, self.opts.grace_timeout, SPEAKER_RESTART)
         elif ev.state == "down" and restart_time and graceful(ev.reason) and self.rib is not None:
             # RFC 4724 helper: the peer advertised graceful restart and its session dropped without a
             # NOTIFICATION (it is restarting): keep its routes for its restart time or until its End-of-RIB
-            self.eor = {e for e in self.eor if e[0] != ev.peer}
             self._keep_stale(ev.peer, now, restart_time, GRACEFUL_RESTART)
         elif ev.state == "down" and self.rib is not None:
             self.stale.forget(ev.peer)
             self.max_prefix_hit.pop(ev.peer, None)
-            self.eor = {e for e in self.eor if e[0] != ev.peer}
             self.dampener.peer_down(ev.peer)
             changed = self.rib.peer_down(ev.peer)
             if changed:

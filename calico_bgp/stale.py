@@ -2,8 +2,9 @@
 
 Two reasons to keep a peer's routes after its session dropped:
 - `speaker_restart`: our own ExaBGP went away. The peer re-sends everything as soon as the session
-  is back, so what it has not re-sent once UPDATEs went quiet is gone; if it stays down, its routes
-  go at the deadline (the agent's grace timeout).
+  is back, so what it has not re-sent by its End-of-RIB, or once UPDATEs went quiet, is gone; at the
+  deadline (the agent's grace timeout) its stale routes go whatever the session does (a busy cluster
+  may never be quiet).
 - `graceful_restart` (RFC 4724, we are the helper): the peer advertised graceful restart and dropped
   without a NOTIFICATION. Its routes stay until its End-of-RIB, or until its restart time is over,
   whether or not the session is back by then.
@@ -70,7 +71,7 @@ class StaleRoutes:
             if kept.why == GRACEFUL_RESTART:
                 done = (up and end_of_rib(peer)) or expired
             else:
-                done = (up and quiet) or (not up and expired)
+                done = (up and (quiet or end_of_rib(peer))) or expired
             if done:
                 del self._kept[peer]
                 out.append((peer, up))

@@ -17,6 +17,10 @@ def test_after_our_speaker_restarts_a_peer_up_and_quiet_is_swept_and_one_still_d
     assert due(s, 2.0, up={"a"}, quiet=True) == [("a", True)]  # up and quiet: what it did not re-send goes
     assert due(s, 29.0) == [] and due(s, 31.0) == [("b", False)]  # down past the deadline: everything goes
     assert "a" not in s and "b" not in s
+    # a peer's End-of-RIB ends it without a quiet moment; the deadline ends it for one that never sends one
+    assert s.keep("c", 40.0, 30.0, SPEAKER_RESTART) and s.keep("d", 40.0, 30.0, SPEAKER_RESTART)
+    assert due(s, 41.0, up={"c", "d"}, eor={"c"}) == [("c", True)]
+    assert due(s, 69.0, up={"d"}) == [] and due(s, 71.0, up={"d"}) == [("d", True)]
 
 
 def test_a_restarting_peer_keeps_its_routes_until_its_end_of_rib_or_its_restart_time():
