@@ -398,7 +398,9 @@ class RouteProgrammer:
         self._counts = ChangeCounts(c.adds + n_add, c.replaces + n_rep, c.deletes + n_del, c.errors + errors)
         self._record(failures, planner.down, routes)
         installed = set(forwarding)
-        installed.difference_update(f.route.key for f in failures if f.route is not None)
+        # a failed add leaves the key without a route of ours; a failed replace leaves our old one
+        # there, still ours to replace or delete (program() must not take it for free)
+        installed.difference_update(f.route.key for f in failures if f.route is not None and f.op == "add")
         installed.update(planner.kept)
         self._installed = installed
         for key in pending_before:  # sent as they were in the snapshot, unless changed since

@@ -407,3 +407,19 @@ async def test_a_failed_incremental_send_is_settled_by_a_full_reconcile(lab):
             assert await rp.program() is None  # nothing is pending any more: the reconcile has it
             await eventually(lambda: set(routes(lab.host)) == {"198.18.51.0/24"}, timeout=2.0)
             nursery.cancel_scope.cancel()
+
+
+async def test_a_route_whose_replace_failed_is_still_ours_to_delete(lab):
+    """The kernel refuses the new next hop (unreachable): our old route stays, and when the prefix is
+    withdrawn the incremental path must still delete it, not wait for the next full reconcile."""
+    async with programmer(lab) as rp:
+        rp.end_grace()
+        rp.set_desired([Route.via("198.18.60.0/24", GW1)])
+        await rp.reconcile()
+        rp.set_desired([Route.via("198.18.60.0/24", "198.18.99.2")])  # on no link of the host
+        res = await rp.reconcile()
+        assert [(f.prefix, f.op) for f in res.failures] == [("198.18.60.0/24", "replace")]
+        assert gateways(routes(lab.host)["198.18.60.0/24"]) == [(GW1, "v1")]  # the old one forwards still
+        rp.update_desired(removed=[Route.via("198.18.60.0/24", GW1).key])
+        res = await rp.program()
+        assert res.deletes == 1 and "198.18.60.0/24" not in routes(lab.host)
