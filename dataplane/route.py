@@ -199,7 +199,11 @@ class Route:
         return self._key
 
     def forwarding(self) -> "Forwarding":
-        hops = tuple((h.gateway.packed if h.gateway is not None else None, h.device, h.weight) for h in self.nexthops)
+        # a weight means nothing on a lone next hop (the kernel keeps none, and reads back as 1):
+        # compared as given, it would look changed at every reconcile
+        single = len(self.nexthops) == 1
+        hops = tuple((h.gateway.packed if h.gateway is not None else None, h.device, 1 if single else h.weight)
+                     for h in self.nexthops)
         return Forwarding(self.kind.rtn, hops)
 
     def __str__(self) -> str:

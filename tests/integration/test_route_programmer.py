@@ -423,3 +423,13 @@ async def test_a_route_whose_replace_failed_is_still_ours_to_delete(lab):
         rp.update_desired(removed=[Route.via("198.18.60.0/24", GW1).key])
         res = await rp.program()
         assert res.deletes == 1 and "198.18.60.0/24" not in routes(lab.host)
+
+
+async def test_a_weight_on_a_lone_next_hop_is_not_a_change_at_every_reconcile(lab):
+    async with programmer(lab) as rp:
+        rp.end_grace()
+        rp.set_desired([Route("2001:db8:61::/64", nexthops=[NextHop(gateway=GW1_6, weight=5)]),
+                        Route("198.18.61.0/24", nexthops=[NextHop(gateway=GW1, weight=5)])])
+        assert (await rp.reconcile()).adds == 2
+        res = await rp.reconcile()
+        assert (res.changes, res.unchanged) == (0, 2)
