@@ -652,6 +652,13 @@ class RouteProgrammer:
         else:
             links[link.index] = link
         self._set_links(links)
-        if event.deleted or old is None or old.name != link.name or old.usable != link.usable:
-            log.info("event=link_changed ifindex=%d name=%s usable=%s deleted=%s", link.index, link.name, link.usable and not event.deleted, event.deleted)
+        lost = event.deleted or (old is not None and (old.usable and not link.usable
+                                                       or old.name != link.name and old.name in self._desired.devices))
+        gained = not event.deleted and link.usable and (old is None or not old.usable or old.name != link.name)
+        # a link that goes away may have carried our routes (the kernel drops IPv4 routes through it
+        # without a word); a new or usable one matters only to routes waiting for a way out, or named
+        # by device: a workload's veth appearing is no reason to dump and diff the whole table
+        if lost or (gained and (self._failures or self._unreachable or link.name in self._desired.devices)):
+            log.info("event=link_changed ifindex=%d name=%s usable=%s deleted=%s", link.index, link.name,
+                     link.usable and not event.deleted, event.deleted)
             self._kick("link_changed")

@@ -433,3 +433,19 @@ async def test_a_weight_on_a_lone_next_hop_is_not_a_change_at_every_reconcile(la
         assert (await rp.reconcile()).adds == 2
         res = await rp.reconcile()
         assert (res.changes, res.unchanged) == (0, 2)
+
+
+async def test_a_new_link_alone_does_not_make_a_full_reconcile_but_a_lost_one_does(lab):
+    async with programmer(lab) as rp:
+        rp.set_desired([Route.via("198.18.62.0/24", GW1)])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rp.run)
+            before = rp.reconciles
+            sh("ip", "link", "add", "wl0", "type", "veth", "peer", "name", "wl1", ns=lab.host)  # a workload's appears
+            sh("ip", "link", "set", "wl1", "up", ns=lab.host)
+            sh("ip", "link", "set", "wl0", "up", ns=lab.host)
+            await trio.sleep(0.5)
+            assert rp.reconciles == before
+            sh("ip", "link", "del", "wl0", ns=lab.host)  # gone: it might have carried routes of ours
+            await eventually(lambda: rp.reconciles > before, timeout=2.0)
+            nursery.cancel_scope.cancel()
