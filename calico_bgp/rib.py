@@ -150,8 +150,19 @@ def select(paths: Sequence[Path], local_asn: int, multipath: bool = True) -> Sel
     if not paths:
         return None
     ranked = sorted(paths, key=lambda p: _ip_key(p.peer.address))
-    best = ranked[0]
-    for p in ranked[1:]:
+    # RFC 4271 9.1.2.2 (a)-(d) as a whole, not pair by pair: the best local-pref, AS path length and
+    # origin, then within each neighbouring AS only the lowest MED. (Pairwise, MED is not transitive
+    # across ASes and the winner depended on which paths met.)
+    top = min(_preference(p) for p in ranked)
+    lowest_med: dict[int, int] = {}
+    for p in ranked:
+        if _preference(p) == top:
+            n_as, med = _neighbor_as(p, local_asn), p.attrs.med or 0
+            lowest_med[n_as] = min(lowest_med.get(n_as, med), med)
+    survivors = [p for p in ranked if _preference(p) == top
+                 and (p.attrs.med or 0) == lowest_med[_neighbor_as(p, local_asn)]]
+    best = survivors[0]
+    for p in survivors[1:]:
         if compare(p, best, local_asn)[0] < 0:
             best = p
     others = [p for p in ranked if p is not best]
@@ -162,12 +173,16 @@ def select(paths: Sequence[Path], local_asn: int, multipath: bool = True) -> Sel
             if compare(p, runner_up, local_asn)[0] < 0:
                 runner_up = p
         reason = compare(best, runner_up, local_asn)[1]
+        if reason in _TIE_BREAKERS and all(runner_up is not p for p in survivors):
+            reason = "med"  # it lost on MED to a path of its own AS
     members = [best]
     if multipath:
         seen = {best.attrs.next_hop}
-        for p in others:
+        for p in survivors:
+            if p is best:
+                continue
             if len(members) == MAX_MULTIPATH:
-                break  # `others` is in peer-address order: the same members every time
+                break  # `survivors` is in peer-address order: the same members every time
             if p.attrs.next_hop not in seen and compare(p, best, local_asn)[1] in _TIE_BREAKERS:
                 members.append(p)
                 seen.add(p.attrs.next_hop)

@@ -232,3 +232,16 @@ def test_local_pref_from_an_external_peer_is_ignored():
     ebgp = path(TOR1, as_path=(65001,), local_pref=500)
     ibgp = path(NODE_B, as_path=(65001,))
     assert compare(ibgp, ebgp, LOCAL.asn) == (1, "ebgp-over-ibgp")  # not decided by local-pref
+
+
+def test_med_removes_paths_within_each_neighbouring_as_before_anything_else():
+    """RFC 4271 9.1.2.2 (d): A loses to C on MED (both from AS 65001) before eBGP-over-iBGP is looked
+    at; then B and C tie down to the router id. Pair by pair, A beat B and C beat A: C won."""
+    a = path(TOR1, as_path=(65001,), med=10)
+    b = path(NODE_B, as_path=(65002,))
+    c = path(NODE_C, as_path=(65001,), med=0)
+    for order in ([a, b, c], [c, b, a], [b, a, c]):
+        sel = select(order, LOCAL.asn, multipath=False)
+        assert sel.best == b and sel.reason == "router-id"
+    sel = select([a, b, c], LOCAL.asn)
+    assert {m.peer for m in sel.multipath} == {NODE_B, NODE_C}  # A lost on MED: not a member
