@@ -6,8 +6,10 @@ Two reasons to keep a peer's routes after its session dropped:
   deadline (the agent's grace timeout) its stale routes go whatever the session does (a busy cluster
   may never be quiet).
 - `graceful_restart` (RFC 4724, we are the helper): the peer advertised graceful restart and dropped
-  without a NOTIFICATION. Its routes stay until its End-of-RIB, or until its restart time is over,
-  whether or not the session is back by then.
+  without a NOTIFICATION. Its routes stay until its End-of-RIB. Its restart time bounds how long it
+  may take to come back; once back, STALE_PATH_TIME bounds how long it may take to re-send its table
+  (RFC 4724 4.2's local stale timer; FRR's default): a peer back at 110 s of 120 with a large table
+  does not lose what it has not re-sent yet at 120 s.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import attrs
 
 SPEAKER_RESTART = "speaker_restart"
 GRACEFUL_RESTART = "graceful_restart"
+STALE_PATH_TIME = 360.0  # seconds a restarted peer, back up, has to send its End-of-RIB
 
 
 def graceful(reason: str) -> bool:
@@ -30,6 +33,7 @@ class Kept:
     since: float
     until: float
     why: str
+    back: bool = False  # a restarting peer's session is up again (the stale timer runs, not its restart time)
 
 
 class StaleRoutes:
@@ -67,6 +71,8 @@ class StaleRoutes:
         out = []
         for peer, kept in list(self._kept.items()):
             up = is_up(peer)
+            if kept.why == GRACEFUL_RESTART and up and not kept.back and now <= kept.until:
+                kept = self._kept[peer] = attrs.evolve(kept, until=now + STALE_PATH_TIME, back=True)
             expired = now > kept.until
             if kept.why == GRACEFUL_RESTART:
                 done = (up and end_of_rib(peer)) or expired

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from calico_bgp.stale import GRACEFUL_RESTART, SPEAKER_RESTART, StaleRoutes, graceful
+from calico_bgp.stale import GRACEFUL_RESTART, SPEAKER_RESTART, STALE_PATH_TIME, StaleRoutes, graceful
 
 
 def due(s: StaleRoutes, now: float, up: set[str] = frozenset(), quiet: bool = False, eor: set[str] = frozenset()):
@@ -31,7 +31,11 @@ def test_a_restarting_peer_keeps_its_routes_until_its_end_of_rib_or_its_restart_
     s.keep("tor", 10.0, 120.0, GRACEFUL_RESTART)
     assert due(s, 100.0) == [] and due(s, 131.0) == [("tor", False)]  # never back: its restart time ends it
     s.keep("tor", 200.0, 120.0, GRACEFUL_RESTART)
-    assert due(s, 321.0, up={"tor"}) == [("tor", True)]       # back but no End-of-RIB within the time
+    assert due(s, 310.0, up={"tor"}) == []                    # back at 110 s of 120: the stale timer runs now
+    assert due(s, 330.0, up={"tor"}) == []                    # past its restart time, still re-sending
+    assert due(s, 310.0 + STALE_PATH_TIME + 1, up={"tor"}) == [("tor", True)]  # no End-of-RIB in time
+    s.keep("tor", 1000.0, 120.0, GRACEFUL_RESTART)
+    assert due(s, 1121.0, up={"tor"}) == [("tor", True)]      # back only after its restart time: too late
 
 
 def test_the_first_reason_and_deadline_stand_and_a_peer_back_without_the_capability_ends_it_now():
