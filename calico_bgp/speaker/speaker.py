@@ -47,6 +47,7 @@ log = logging.getLogger("calico_bgp.speaker")
 
 _RELOAD = "\0reload"  # a replayer work item that is not a neighbor
 WITHDRAW_FLUSH = 0.2  # seconds for ExaBGP to put queued withdrawals on the wire before a teardown
+DRAIN_WAIT = 10.0     # seconds a neighbour change waits for ExaBGP to answer what it was sent
 RELOADED = "loaded new configuration successfully"  # ExaBGP's log line once a reload is done
 RELOAD_CONFIRM = 2.0   # seconds to wait for it before sending the reload again
 RELOAD_ATTEMPTS = 30
@@ -162,7 +163,8 @@ class Speaker:
             async with trio.open_nursery() as n:
                 n.start_soon(proc.pump_log, self._on_exabgp_log)
                 code = await proc.wait()
-                n.cancel_scope.cancel()
+                # the last lines (a crash's traceback) may still be in the pipe: up to a second to read them
+                n.cancel_scope.deadline = trio.current_time() + 1.0
             self.process = None
             if self._closing:
                 return
@@ -456,10 +458,12 @@ class Speaker:
                 # the peer would keep our routes (stale) for the restart time: take them back first
                 await self.send(self._lines([cmds.RouteChange(k, p, spec, False) for k in graceful
                                              for p, spec in self.intent.routes_for(k).items()]))
-                await self.window.drained()
+                with trio.move_on_after(DRAIN_WAIT):
+                    await self.window.drained()
                 await trio.sleep(WITHDRAW_FLUSH)  # ExaBGP answers a command once queued, not once sent
             await self.send([cmds.teardown(k, 2) for k in going])  # Cease/administrative shutdown
-            await self.window.drained()
+            with trio.move_on_after(DRAIN_WAIT):  # a stalled ExaBGP must not hold every session change
+                await self.window.drained()
             with trio.move_on_after(teardown_wait):
                 while any(self.peers.get(k) and self.peers[k].state == "up" for k in going):
                     await self._changed.wait()
