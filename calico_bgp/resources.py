@@ -191,6 +191,11 @@ def check_delete(current: State, kind: str, name: str) -> None:
         if users:
             raise ResourceInUse(f"BGPFilter {name!r} is used by BGPPeer {', '.join(repr(u) for u in users)}; "
                                 "remove it from their spec.filters first")
+    if kind == "Node":
+        users = sorted(p.name for p in current.get("BGPPeer", {}).values() if p.spec.node == name)
+        if users:
+            raise ResourceInUse(f"Node {name!r} is the spec.node of BGPPeer {', '.join(repr(u) for u in users)}; "
+                                "delete those peers (or point them elsewhere) first")
 
 
 def dependencies(current: State, batch: Sequence[Resource]) -> list[tuple[str, str]]:
@@ -400,7 +405,8 @@ class ResourceStore:
         """Delete one resource; returns the revision. NotFound if it is not there."""
         cls = kind_of(kind)
         key = self.key(cls, name)
-        kinds = [cls, model.BGPPeer] if cls is model.BGPFilter else [cls]
+        # a BGPFilter or a Node a BGPPeer names must stay while the peer does (check_delete)
+        kinds = [cls, model.BGPPeer] if cls in (model.BGPFilter, model.Node) else [cls]
         for _ in range(CAS_ATTEMPTS):
             snap = await self._snapshot(kinds)
             kv = snap.kvs.get(key)
@@ -408,9 +414,8 @@ class ResourceStore:
                 raise NotFound(f"{cls.kind} {name!r} not found")
             check_delete(snap.state, cls.kind, name)
             compares = [Compare.mod(key, kv.mod_revision)]
-            if cls is model.BGPFilter:  # no peer may have started using it since we looked
-                compares += [Compare.mod(self.key(model.BGPPeer, p), snap.kvs[self.key(model.BGPPeer, p)].mod_revision)
-                             for p in list(snap.state.get("BGPPeer", {}))[:MAX_TXN_KEYS - 1]]
+            if model.BGPPeer in kinds:  # no peer may have started using it since we looked
+                compares.append(Compare.unchanged_since(self.collection(model.BGPPeer), snap.revision))
             res = await self.client.txn(compares, [Delete(key)], [])
             if res.succeeded:
                 log.info("event=resource_deleted kind=%s name=%s revision=%d", cls.kind, name, res.revision)

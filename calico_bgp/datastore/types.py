@@ -52,6 +52,7 @@ class Compare:
     target: CompareTarget = attrs.field(validator=attrs.validators.in_(("mod", "create", "version", "value")))
     result: CompareResult = attrs.field(validator=attrs.validators.in_(("==", "!=", ">", "<")))
     value: int | bytes = attrs.field()
+    prefix: bool = False  # the compare holds for every key under `key` (etcd's range_end)
 
     @value.validator
     def _check(self, _attr: Any, value: int | bytes) -> None:
@@ -67,6 +68,12 @@ class Compare:
     def created(cls, key: str, rev: int) -> Compare:
         """create_revision == rev; rev 0 means the key does not exist."""
         return cls(key, "create", "==", rev)
+
+    @classmethod
+    def unchanged_since(cls, prefix: str, rev: int) -> Compare:
+        """No key under `prefix` was created or modified after revision `rev` (a key deleted since
+        is not seen: pair it with the reads that would notice)."""
+        return cls(prefix, "mod", "<", rev + 1, prefix=True)
 
     @classmethod
     def version(cls, key: str, version: int) -> Compare:

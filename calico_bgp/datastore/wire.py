@@ -86,6 +86,8 @@ def encode_put(key: str, value: bytes, lease: int = 0) -> dict[str, Any]:
 
 def encode_compare(c: Compare) -> dict[str, Any]:
     d: dict[str, Any] = {"key": b64(key_bytes(c.key)), "target": _TARGETS[c.target], "result": _RESULTS[c.result]}
+    if c.prefix:
+        d.update(key_range(c.key, prefix=True))
     if c.target == "value":
         d["value"] = b64(c.value)  # type: ignore[arg-type]
     else:

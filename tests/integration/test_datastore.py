@@ -63,6 +63,17 @@ async def test_txn_success_and_failure_branches(client, key_prefix):
     assert await client.get(a) is None
 
 
+async def test_a_compare_over_a_prefix_sees_any_key_written_under_it(client, key_prefix):
+    peers, other = f"{key_prefix}/peers/", f"{key_prefix}/other"
+    await client.put(peers + "a", "1")
+    rev = await client.put(other, "1")
+    assert (await client.txn([Compare.unchanged_since(peers, rev)], [], [])).succeeded
+    await client.put(other, "2")  # outside the prefix
+    assert (await client.txn([Compare.unchanged_since(peers, rev)], [], [])).succeeded
+    await client.put(peers + "b", "new")  # a key created under it
+    assert not (await client.txn([Compare.unchanged_since(peers, rev)], [], [])).succeeded
+
+
 async def test_cas_success_and_failure_returns_current_value(client, key_prefix):
     key = f"{key_prefix}/block"
     ok, kv = await client.create(key, b"v1")

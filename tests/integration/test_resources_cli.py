@@ -124,6 +124,10 @@ def test_apply_get_delete_round_trip(cli, etcd_url, key_prefix):
     assert_one_line_error(cli("get", "ippool", "rack-a"), EXIT_ERROR, "IPPool 'rack-a' not found")
     assert_one_line_error(cli("delete", "ippool", "rack-a"), EXIT_ERROR, "IPPool 'rack-a' not found")
     assert_one_line_error(cli("delete", "bgpfilter", "only-pools"), EXIT_USAGE, "used by BGPPeer 'tor-a'")
+    assert_one_line_error(cli("delete", "node", "node-1"), EXIT_USAGE, "spec.node of BGPPeer 'tor-a'")
+    assert cli("delete", "bgppeer", "tor-a").exit_code == 0
+    assert cli("delete", "bgpfilter", "only-pools").exit_code == 0  # with a compare over every peer key
+    assert cli("delete", "node", "node-1").exit_code == 0
 
 
 @pytest.mark.parametrize("text, fragments", [

@@ -395,6 +395,9 @@ def test_peer_references_must_exist_and_filter_in_use_cannot_go():
     check_apply({"Node": {"n1": n1}}, [f1, p])
     with pytest.raises(ResourceInUse, match="used by BGPPeer 'tor'"):
         check_delete({"BGPPeer": {"tor": p}}, "BGPFilter", "f1")
+    with pytest.raises(ResourceInUse, match="Node 'n1' is the spec.node of BGPPeer 'tor'"):
+        check_delete({"BGPPeer": {"tor": p}}, "Node", "n1")
+    check_delete({"BGPPeer": {"tor": p}}, "Node", "n2")
 
 
 def test_kinds_resolve_case_insensitively():
