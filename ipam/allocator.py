@@ -134,13 +134,22 @@ class BlockAllocator:
         affs, bkvs = res.responses
         revs = {cidr_from_key(kv.key): kv.mod_revision for kv in bkvs}
         existing = set(revs)
-        confirmed = set()
+        confirmed, pending = set(), set()
         for kv in affs:
             try:
-                if decode_affinity(kv.key, kv.value).state == CONFIRMED:
-                    confirmed.add(cidr_from_key(kv.key))
+                state = decode_affinity(kv.key, kv.value).state
             except CorruptBlock as exc:
                 self.corrupt[exc.key] = exc.reason
+                continue
+            (confirmed if state == CONFIRMED else pending).add(cidr_from_key(kv.key))
+        # a claim that stopped between creating its block and confirming the affinity (a crash, a
+        # lost connection): the block is ours, finish the claim rather than leave it to borrowers
+        adopt = [c for c in sorted(pending) if c in revs]
+        for cidr, stored in (await self.store.get_blocks(adopt, self.corrupt)).items():
+            if stored is not None and stored.value.host == node:
+                await self.client.put(self.keys.affinity(node, cidr), _AFF_CONFIRMED)
+                confirmed.add(cidr)
+                log.info("event=ipam_claim_completed node=%s block=%s", node, cidr)
         cache = self._affine.setdefault(node, {})
         for cidr in [c for c in cache if c not in confirmed]:
             del cache[cidr]

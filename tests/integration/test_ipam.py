@@ -155,6 +155,26 @@ async def test_a_handle_spread_over_more_blocks_than_retries_is_released_whole(e
         assert all(b.value.is_empty() for b in snap.blocks.values())
 
 
+async def test_a_claim_left_half_done_is_finished_not_abandoned(etcd_url, key_prefix):
+    """A crash between creating a block and confirming its affinity: the node uses that block next
+    time (it was neither used nor reclaimable before, and other nodes borrowed from it)."""
+    from calico_bgp.datastore import codec
+    from ipam import Block
+    from ipam.records import PENDING, Affinity
+
+    keys = Keys(key_prefix)
+    pools = [Pool("p", "198.19.72.0/24", 28)]
+    async with EtcdClient([etcd_url]) as client:
+        cidr = next(iter(pools[0].block_cidrs("n1")))
+        await client.put(keys.affinity("n1", cidr), codec.encode(Affinity(PENDING)))
+        await client.put(keys.block(cidr), codec.encode(Block.new(cidr, "n1")))
+        (got,) = await BlockAllocator(client, keys).allocate("n1", "h", 1, pools)
+        assert got.block == cidr and not got.borrowed
+        snap = await IPAMStore(client, keys).snapshot()
+        assert [(a.cidr, a.state) for a in snap.affinities] == [(cidr, "confirmed")]
+        assert list(snap.blocks) == [cidr]
+
+
 async def test_borrowing_when_the_node_cannot_claim_more(etcd_url, key_prefix):
     keys = Keys(key_prefix)
     pools = [Pool("small", "198.19.66.0/28", 30)]   # 4 blocks of 4
