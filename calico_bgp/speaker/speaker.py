@@ -48,6 +48,7 @@ log = logging.getLogger("calico_bgp.speaker")
 _RELOAD = "\0reload"  # a replayer work item that is not a neighbor
 WITHDRAW_FLUSH = 0.2  # seconds for ExaBGP to put queued withdrawals on the wire before a teardown
 DRAIN_WAIT = 10.0     # seconds a neighbour change waits for ExaBGP to answer what it was sent
+BRIDGE_DRAIN = 2.0    # seconds a dead ExaBGP's bridge has to deliver its last lines
 RELOADED = "loaded new configuration successfully"  # ExaBGP's log line once a reload is done
 RELOAD_CONFIRM = 2.0   # seconds to wait for it before sending the reload again
 RELOAD_ATTEMPTS = 30
@@ -99,6 +100,7 @@ class Speaker:
         self._conn: trio.abc.Stream | None = None
         self._conn_scope: trio.CancelScope | None = None
         self._bridge_exabgp_pids: set[int] = set()
+        self._conn_exabgp = 0  # the pid of the ExaBGP the current bridge serves
         self._send_lock = trio.Lock()
         self._neighbors_lock = trio.Lock()
         self._changed = trio.Event()
@@ -168,6 +170,12 @@ class Speaker:
             self.process = None
             if self._closing:
                 return
+            # what the dead ExaBGP wrote last (an UPDATE, a session coming up) may still be on its way
+            # through the bridge: let the bridge deliver it and go before the sessions are declared down,
+            # or it would land after, on routes already marked stale
+            with trio.move_on_after(BRIDGE_DRAIN):
+                while self._conn is not None and self._conn_exabgp == proc.pid:
+                    await trio.sleep(0.02)
             self.stats["restarts"] += 1
             delay = self.backoff.next(trio.current_time() - started)
             log.warning("exabgp_exited pid=%d code=%s restart_in=%.1fs", proc.pid, code, delay)
@@ -228,7 +236,7 @@ class Speaker:
                 await stream.aclose()
                 return
             await self.window.fail_all()  # answers to commands sent to an old bridge never come
-            self._conn = stream
+            self._conn, self._conn_exabgp = stream, exabgp_pid
             self.stats["bridge_connections"] += 1
             log.info("bridge_connected hello=%r", hello)
             if dropped:
