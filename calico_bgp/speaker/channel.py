@@ -71,12 +71,16 @@ class CommandWindow:
             self._room.notify_all()
         return p
 
-    async def fail_all(self) -> None:
+    async def fail_all(self) -> list[str]:
+        """Fail every command in flight (its bridge is gone); returns them, oldest first."""
+        failed = []
         while self.in_flight:
             p = self.in_flight.popleft()
             p.done.set()
+            failed.append(p.command)
         async with self._room:
             self._room.notify_all()
+        return failed
 
     async def drained(self) -> None:
         """Until every command sent so far has its answer."""

@@ -144,6 +144,11 @@ def batch(changes: Iterable[RouteChange], max_nlri: int = MAX_NLRI_PER_COMMAND) 
     return lines
 
 
+def is_withdrawal(line: str) -> bool:
+    """Whether a command line (as `batch` writes them) takes routes back."""
+    return " withdraw attributes " in line
+
+
 def resolve_self(change: RouteChange, self_next_hop: str | None) -> RouteChange:
     """Replace `next-hop self` by the neighbor's explicit address for the other family, if it has one."""
     if change.spec.next_hop != "self" or self_next_hop is None:

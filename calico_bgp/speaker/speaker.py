@@ -19,6 +19,7 @@
 """
 from __future__ import annotations
 
+import collections
 import ipaddress
 import logging
 import math
@@ -46,6 +47,8 @@ from calico_bgp.speaker.process import Backoff, ExaBGPProcess, exabgp_command, e
 log = logging.getLogger("calico_bgp.speaker")
 
 _RELOAD = "\0reload"  # a replayer work item that is not a neighbor
+_RESEND = "\0resend"  # another: send the withdrawals a lost bridge may have dropped
+LOST_WITHDRAWALS = 100_000  # command lines kept for that at most (each up to MAX_NLRI prefixes)
 WITHDRAW_FLUSH = 0.2  # seconds for ExaBGP to put queued withdrawals on the wire before a teardown
 DRAIN_WAIT = 10.0     # seconds a neighbour change waits for ExaBGP to answer what it was sent
 BRIDGE_DRAIN = 2.0    # seconds a dead ExaBGP's bridge has to deliver its last lines
@@ -101,6 +104,10 @@ class Speaker:
         self._conn_scope: trio.CancelScope | None = None
         self._bridge_exabgp_pids: set[int] = set()
         self._conn_exabgp = 0  # the pid of the ExaBGP the current bridge serves
+        # withdrawals that may not have reached ExaBGP (no bridge, or lost with one): sent again when
+        # a new bridge serves the same ExaBGP (its sessions, and what they were sent, live on); the
+        # replay then re-announces what is wanted. A new ExaBGP starts empty: they are dropped.
+        self._lost_withdrawals: collections.deque[str] = collections.deque(maxlen=LOST_WITHDRAWALS)
         self._send_lock = trio.Lock()
         self._neighbors_lock = trio.Lock()
         self._changed = trio.Event()
@@ -235,7 +242,7 @@ class Speaker:
                 log.warning("bridge_bad_hello line=%r", hello[:200])
                 await stream.aclose()
                 return
-            await self.window.fail_all()  # answers to commands sent to an old bridge never come
+            self._note_lost(await self.window.fail_all())  # answers to an old bridge's commands never come
             self._conn, self._conn_exabgp = stream, exabgp_pid
             self.stats["bridge_connections"] += 1
             log.info("bridge_connected hello=%r", hello)
@@ -248,6 +255,10 @@ class Speaker:
                 self._loaded_generation = self._generation
                 self._replay_tx.send_nowait(_RELOAD)
             # the same ExaBGP with a new bridge: sessions did not restart, no `up` will come
+            if exabgp_pid not in self._bridge_exabgp_pids:
+                self._lost_withdrawals.clear()
+            elif self._lost_withdrawals:
+                self._replay_tx.send_nowait(_RESEND)
             if exabgp_pid in self._bridge_exabgp_pids:
                 for key, st in self.peers.items():
                     if st.state == "up":
@@ -269,7 +280,7 @@ class Speaker:
                     self._conn = None
                     self._connected = trio.Event()
                     with trio.CancelScope(shield=True):
-                        await self.window.fail_all()
+                        self._note_lost(await self.window.fail_all())
                     self._emit(BridgeLost())
                     log.warning("bridge_lost")
                 with trio.CancelScope(shield=True):
@@ -317,6 +328,12 @@ class Speaker:
     async def _replayer(self) -> None:
         # its own task: the bridge reader must never wait on the command window it feeds acks to
         async for key in self._replay_rx:
+            if key is _RESEND:
+                async with self._send_lock:
+                    lines, self._lost_withdrawals = list(self._lost_withdrawals), collections.deque(maxlen=LOST_WITHDRAWALS)
+                    log.warning("resend_withdrawals commands=%d reason=bridge_reconnected", len(lines))
+                    await self._send_locked(lines)
+                continue
             if key is _RELOAD:
                 log.info("exabgp_reload reason=config_changed_during_start")
                 await self._reload()
@@ -369,6 +386,7 @@ class Speaker:
             conn = self._conn
             if conn is None:
                 self.stats["dropped_commands"] += 1
+                self._note_lost([line])
                 continue
             pending = self.window.add(line)
             try:
@@ -376,9 +394,13 @@ class Speaker:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.window.forget(pending)  # else the next bridge's first ack would answer it
                 self.stats["dropped_commands"] += 1
+                self._note_lost([line])
                 continue
             sent += 1
         return sent
+
+    def _note_lost(self, lines: Iterable[str]) -> None:
+        self._lost_withdrawals.extend(line for line in lines if cmds.is_withdrawal(line))
 
     def _lines(self, changes: list[RouteChange]) -> list[str]:
         configured = self.intent.neighbors

@@ -225,6 +225,47 @@ async def test_exabgp_crash_is_restarted_and_routes_replayed(lab, nursery):
     await poll(lambda: bird1.routes("master4", "exa4").get("198.19.7.0/24"), what="route replayed after restart")
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if f"\nPPid:\t{pid}\n" in status.read_text():
+                out.append(int(status.parent.name))
+        except OSError:
+            continue
+    return out
+
+
+async def test_a_withdrawal_made_while_the_bridge_is_away_reaches_the_peer_when_it_is_back(lab, nursery):
+    """The bridge dies, ExaBGP (frozen meanwhile) respawns it: same ExaBGP, same sessions, so nothing
+    replays a withdrawal that found no bridge. It is sent again when the new bridge connects."""
+    import os
+    import signal
+
+    from calico_bgp.speaker.events import BridgeConnected, BridgeLost
+    bird1: Bird = lab["bird1"]
+    bird1.configure([BirdPeer("exa4", AS_BIRD, "198.18.1.1", AS_US, passive=False, hold_time=9)])
+    speaker = Speaker(lab["tmp"] / "spk", netns=lab["spk"], listen=["198.18.1.1"])
+    await nursery.start(speaker.run)
+    await speaker.set_neighbors([n4("198.18.1.2", "198.18.1.1", passive=True)])
+    await speaker.announce(None, ["198.19.7.0/24", "198.19.8.0/24"])
+    await poll(lambda: bird1.routes("master4", "exa4").get("198.19.8.0/24"), what="routes in bird")
+    exabgp = speaker.process.pid
+    (bridge,) = _children(exabgp)
+    os.kill(exabgp, signal.SIGSTOP)  # it cannot respawn the bridge before the withdrawal is made
+    try:
+        os.kill(bridge, signal.SIGKILL)
+        await next_event(speaker, lambda e: isinstance(e, BridgeLost))
+        dropped = speaker.stats["dropped_commands"]
+        await speaker.withdraw(None, ["198.19.8.0/24"])
+        assert speaker.stats["dropped_commands"] == dropped + 1  # no bridge to take it
+    finally:
+        os.kill(exabgp, signal.SIGCONT)
+    await next_event(speaker, lambda e: isinstance(e, BridgeConnected))
+    await poll(lambda: "198.19.8.0/24" not in bird1.routes("master4", "exa4"), what="withdrawal re-sent")
+    assert "198.19.7.0/24" in bird1.routes("master4", "exa4") and speaker.process.pid == exabgp
+
+
 async def test_graceful_restart_a_helper_keeps_our_routes_and_a_removal_takes_them(lab, nursery):
     """BIRD as graceful-restart helper: while our ExaBGP is dead and restarting, its routes stay at
     BIRD; after the restart what is still wanted is re-sent, then End-of-RIB, and BIRD drops what was
