@@ -340,7 +340,7 @@ class NodeAgent:
             changed = self.rib.peer_down(peer)
             if changed:
                 self.kernel.mark_full()
-        self.dampener.peer_down(peer)
+        self.dampener.peer_down(peer, trio.current_time())
         self.stability.pop(peer, None)
         self.stale.forget(peer)  # a removed session keeps nothing stale
         self.peer_open.pop(peer, None)
@@ -453,7 +453,9 @@ class NodeAgent:
         elif ev.state == "down" and self.rib is not None:
             self.stale.forget(ev.peer)
             self.max_prefix_hit.pop(ev.peer, None)
-            self.dampener.peer_down(ev.peer)
+            for key in self.dampener.peer_down(ev.peer, now):
+                self.events.emit("damping_start", peer=key[0], prefix=str(key[1]))
+                self.metrics.damping_events.labels("suppress").inc()
             changed = self.rib.peer_down(ev.peer)
             if changed:
                 self.kernel.mark_changed(changed, now)

@@ -140,10 +140,17 @@ class Dampener(Generic[A]):
                     out.announce[key] = self._latest[key]
         return new, out
 
-    def peer_down(self, peer: str) -> None:
-        """A session drop withdraws everything; penalties stay (the flap is counted per prefix by update())."""
+    def peer_down(self, peer: str, now: float) -> list[Key]:
+        """A session drop withdraws everything the peer sent: each path takes a withdrawal's penalty
+        and counts a flap (RFC 2439: a route lost with its session is withdrawn), so a peer whose
+        session flaps gets its routes suppressed like one that flaps them by UPDATE. Returns the
+        keys that became suppressed."""
+        out = DampingChange({}, [], [], [])
         for key in [k for k in self._latest if k[0] == peer]:
             del self._latest[key]
+            if self.enabled:
+                self._penalise(key, now, self.params.withdraw_penalty, flap=True, out=out)
+        return out.suppressed
 
     def release(self, now: float) -> DampingChange:
         """Reuse every suppressed path whose penalty decayed below `reuse`; forget fully decayed state."""

@@ -65,3 +65,18 @@ def test_disabled_passes_everything_through():
 def test_bad_params_are_named():
     with pytest.raises(ValueError, match="reuse"):
         DampingParams(reuse=3000, suppress=2000)
+
+
+def test_a_session_that_flaps_suppresses_its_routes_like_withdrawals_do():
+    d = Dampener(PARAMS)
+    other = (K[0], "198.19.1.0/26")
+    for t in (0.0, 1.0):
+        d.update(K[0], {K[1]: "a", other[1]: "a"}, [], t)
+        assert d.peer_down(K[0], t) == []              # penalties 1000, then ~1933
+    d.update(K[0], {K[1]: "a", other[1]: "a"}, [], 2.0)
+    assert sorted(d.peer_down(K[0], 2.0)) == sorted([K, other])  # third drop: above suppress
+    assert d.update(K[0], {K[1]: "a"}, [], 3.0).announce == {}    # back, but suppressed
+    assert d.state(K, 3.0).flaps == 3
+    off = Dampener(PARAMS, enabled=False)
+    off.update(K[0], {K[1]: "a"}, [], 0.0)
+    assert off.peer_down(K[0], 0.0) == [] and off.state(K, 0.0) is None
