@@ -152,6 +152,11 @@ class PolicyFilterReconciler:
             self.last_error = str(exc)
             log.error("event=policy_filter_rejected mode=%s error=%r", self.engine.mode, str(exc))
             return self.engine.mode
+        except Exception as exc:  # noqa: BLE001 - no mode would take it (or a kernel error): never fatal
+            # to the agent, whose routing does not depend on it; what is programmed stays, next pass retries
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.error("event=policy_filter_failed mode=%s error=%r", self.engine.mode, self.last_error)
+            return self.engine.mode
         if fs != self.applied:
             log.info("event=policy_filter_applied mode=%s interfaces=%s", self.engine.mode, ",".join(fs.names) or "-")
         self.applied, self.last_error = fs, None

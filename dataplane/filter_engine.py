@@ -69,6 +69,7 @@ class FilterEngine:
             "iptables": IptFilter(netns),
         }
         self._mode: str | None = self._remembered()
+        self._swept = False  # every mode but the one in use has been cleaned once in this process
 
     # -- mode ------------------------------------------------------------------------------------
 
@@ -141,10 +142,14 @@ class FilterEngine:
                 failed.append(mode)
                 log.warning("event=filter_mode_unavailable mode=%s error=%r", mode, str(exc)[:300])
                 continue
-            # the new mode enforces now: only then undo the old one and any half-applied attempt
-            for old in dict.fromkeys([*failed, self._mode]):
+            # the new mode enforces now: only then undo the old one and any half-applied attempt; the
+            # first time in this process, every other mode (a crash mid-switch may have left one
+            # enforcing that the state file does not name)
+            leaving = [m for m in self._installed_modes() if m != mode] if not self._swept else [*failed, self._mode]
+            for old in dict.fromkeys(leaving):
                 if old not in (None, mode):
                     self._cleanup(old)
+            self._swept = True
             if self._mode != mode:
                 log.info("event=filter_mode mode=%s previous=%s", mode, self._mode)
             self._mode = mode
@@ -152,7 +157,15 @@ class FilterEngine:
             if not fs.interfaces:
                 self._mode = None
             return mode
+        for half in failed:  # what a failed attempt put in place, unless it is what still enforces
+            if half != self._mode:
+                self._cleanup(half)
         raise NoFilterMode("; ".join(errors) or "no filter mode available")
+
+    @staticmethod
+    def _installed_modes() -> list[str]:
+        """The modes that could have left state here (no nft binary: no nft table of ours)."""
+        return [m for m in MODES if (m != "nft" or NftFilter.available()) and (m != "iptables" or IptFilter.available())]
 
     def _cleanup(self, mode: str) -> None:
         try:

@@ -170,7 +170,7 @@ class IptFilter:
     def apply(self, fs: FilterSet) -> None:
         plans = {v: Plan(fs, v) for v in (4, 6)}
         have = self._sets()
-        wanted = {n: {str(ipaddress.ip_network(c)) for c in nets} for p in plans.values() for n, nets in p.sets.items()}
+        wanted = {n: {m for c in nets for m in _ipset_members(c)} for p in plans.values() for n, nets in p.sets.items()}
         # 1. only additions: new sets created full, members added to existing ones. An address whose
         #    verdict does not change is in its (old = new) set throughout; one that moves is briefly in
         #    both its old and its new set, and gets one of the two verdicts, never none.
@@ -253,3 +253,9 @@ def _parse_counters(saved: str) -> Iterable[tuple[int, int, str]]:
         m = _COUNTER_RE.match(line)
         if m and len(m.group(3).split(" ")) == 4:
             yield int(m.group(1)), int(m.group(2)), m.group(3)
+
+
+def _ipset_members(cidr: object) -> list[str]:
+    """ipset's hash:net holds prefixes of length 1 and up: a /0 is stored as its two /1 halves."""
+    net = ipaddress.ip_network(cidr)  # type: ignore[arg-type]
+    return [str(h) for h in net.subnets(1)] if net.prefixlen == 0 else [str(net)]

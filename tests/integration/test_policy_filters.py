@@ -154,6 +154,14 @@ def test_deny_allow_failsafe_and_removal(lab: Lab):
     assert lab.engine.counters() == []
 
 
+def test_deny_everything_but_what_is_allowed(lab: Lab):
+    """A /0 alone in a set: ipset's hash:net cannot hold a zero-length prefix (iptables mode)."""
+    lab.engine.apply(filterset([("0.0.0.0/0", "Deny"), (f"{A}/32", "Allow"), ("::/0", "Deny")]))
+    assert lab.engine.mode == lab.mode
+    assert lab.ping(A)
+    assert not lab.ping(D, count=1) and not lab.ping(A6, count=1) and not lab.ping(D6, count=1)
+
+
 def test_port_exception(lab: Lab):
     lab.engine.apply(filterset(BASE + [("198.18.10.0/24", "Allow", 6, (8080,)), ("2001:db8:10::/64", "Allow", 6, ("8000:8090",))]))
     with listener(lab, 8080), listener(lab, 8081):
@@ -378,3 +386,17 @@ def test_filters_follow_their_interfaces(lab: Lab):
     assert not lab.ping(D, count=1) and not ping1()
     assert {c.interface for c in lab.engine.counters()} == {IFACE, "rcv1"}
     assert sorted(lab.engine.programmed()) == [IFACE, "rcv1"]
+
+
+@pytest.mark.parametrize("lab", ["iptables"], indirect=True)
+def test_a_mode_left_behind_by_a_crash_is_removed_by_the_next_agent(lab: Lab):
+    """An agent crashed mid-switch: nft enforces, the state file names nothing. The next agent's
+    engine (iptables here) must not leave the old nft table dropping by rules nobody updates."""
+    if not shutil.which("nft"):
+        pytest.skip("nft is not installed")
+    old = FilterEngine("nft", netns=lab.rcv, pin_root=lab.pin_root, state_dir=lab.state_dir / "old")
+    old.apply(filterset(BASE))
+    assert "calico_bgp_filter" in sh("nft", "list", "tables", ns=lab.rcv).stdout
+    lab.engine.apply(filterset([("198.18.10.0/24", "Deny"), (f"{A}/32", "Allow"), (f"{D}/32", "Allow")]))
+    assert "calico_bgp_filter" not in sh("nft", "list", "tables", ns=lab.rcv).stdout
+    assert lab.ping(D) and not lab.ping(E, count=1)  # D allowed now: nothing else drops it
