@@ -368,13 +368,14 @@ def run(state: LabState, topo: Topology, scenario: str, target: str | None = Non
     if _wait(lambda: converged(state, topo), timeout) is None:
         raise LabError("the lab is not converged before the fault (see `calico-bgp lab check`)")
     pingers = Pingers(state)
-    watcher = RouteWatcher(state)
-    watcher.start()
-    time.sleep(1.0)  # a clean baseline of pings
-    say(f"injecting {scenario} on {fault.target}")
-    t0 = time.monotonic()
-    repaired = False
+    watcher: RouteWatcher | None = None
+    repair_tried = finished = False
     try:
+        watcher = RouteWatcher(state)
+        watcher.start()
+        time.sleep(1.0)  # a clean baseline of pings
+        say(f"injecting {scenario} on {fault.target}")
+        t0 = time.monotonic()
         fault.inject()
         fault_t = _wait(fault.noticed, timeout)
         say(f"  fault noticed and routed around after {_secs(fault_t)}")
@@ -384,18 +385,23 @@ def run(state: LabState, topo: Topology, scenario: str, target: str | None = Non
             time.sleep(rest)
         say("repairing")
         t1 = time.monotonic()
+        repair_tried = True  # once: a second agent, router or etcd on the same sockets would be worse
         fault.repair()
-        repaired = True
         repair_t = _wait(fault.repaired, timeout)
         say(f"  re-converged after {_secs(repair_t)}")
+        time.sleep(1.0)
+        sent, lost = pingers.stop()
+        routes_lost = watcher.stop()
+        finished = True
     finally:
-        if not repaired:  # interrupted or failed: never leave the lab broken
-            fault.repair()
-            pingers.stop()
-            watcher.stop()
-    time.sleep(1.0)
-    sent, lost = pingers.stop()
-    routes_lost = watcher.stop()
+        if not finished:  # interrupted or failed: never leave the lab broken, nor its probes running
+            try:
+                if not repair_tried:
+                    fault.repair()
+            finally:
+                pingers.stop()
+                if watcher is not None:
+                    watcher.stop()
     return ChaosResult(scenario=scenario, target=fault.target, outage=round(t1 - t0, 2), pings_sent=sent,
                        pings_lost=lost, fault_converged=None if fault_t is None else round(fault_t, 2),
                        repair_converged=None if repair_t is None else round(repair_t, 2), routes_lost=routes_lost,

@@ -37,6 +37,9 @@ IGNORED = frozenset({"image-pull-policy", "restart-policy", "ports", "cpu", "mem
                      "devices", "aliases", "env-files", "pid-mode", "volumes"})
 KINDS = frozenset({"linux", "bridge", "ovs-bridge"})
 MAP_FIELDS = ("env", "labels", "sysctls")
+# sysctls that belong to a network namespace; anything else (kernel.*, vm.*, net.core.rmem_max, ...)
+# would change the host from inside a node's namespace
+NAMESPACED_SYSCTLS = ("net.ipv4.", "net.ipv6.", "net.mpls.", "net.netfilter.", "net.unix.")
 
 Role = str  # "node" | "frr" | "bird" | "gobgp" | "etcd" | "bridge" | "host"
 
@@ -291,6 +294,10 @@ def _node(name: str, raw: dict, defaults: dict, kinds: dict, groups: dict, base:
             problems.append(f"node {name}: `{key}` is not supported by the lab")
     if kind not in KINDS:
         problems.append(f"node {name}: kind {kind!r} is not supported (the lab realises linux, bridge, ovs-bridge)")
+    for key in maps["sysctls"]:
+        if not str(key).startswith(NAMESPACED_SYSCTLS):
+            problems.append(f"node {name}: sysctl {key} is not per network namespace (the lab never changes the host); "
+                            f"allowed: {', '.join(p + '*' for p in NAMESPACED_SYSCTLS)}")
     execs = merged.get("exec") or []
     if not isinstance(execs, list) or not all(isinstance(e, str) for e in execs):
         problems.append(f"node {name}: exec must be a list of command strings")

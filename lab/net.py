@@ -53,15 +53,32 @@ class Ledger:
         tmp.write_text(json.dumps(self.data))
         os.replace(tmp, self.path)
 
+    def add_process(self, pid: int) -> None:
+        """A process group we started (its leader's pid), with the leader's start time: a pid the
+        system gave to someone else since is never signalled."""
+        self.add("pids", [pid, _start_time(pid)])
+
+    def _ours(self) -> list[int]:
+        out = []
+        for entry in self.data["pids"]:
+            pid, started = entry if isinstance(entry, list) else (entry, None)
+            now = _start_time(pid)
+            # a live leader that started at another time is another process; a dead leader may
+            # leave members of our group behind (killpg reaches them, nobody else has that group id)
+            if now is None or started is None or now == started:
+                out.append(pid)
+        return out
+
     def teardown(self) -> list[str]:
         """Kill every recorded process, delete every recorded namespace; returns what was removed."""
         removed = []
-        for pid in reversed(self.data["pids"]):
+        ours = self._ours()
+        for pid in reversed(ours):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGTERM)
                 removed.append(f"pid {pid}")
         deadline = time.monotonic() + 5
-        for pid in self.data["pids"]:
+        for pid in ours:
             while time.monotonic() < deadline and _alive(pid):
                 time.sleep(0.05)
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -78,6 +95,15 @@ class Ledger:
         self.data = {"namespaces": [], "pids": [], "links": []}
         self.path.unlink(missing_ok=True)
         return removed
+
+
+def _start_time(pid: int) -> int | None:
+    """When a process started (clock ticks since boot, /proc/<pid>/stat field 22); None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def _alive(pid: int) -> bool:
@@ -141,7 +167,7 @@ class Process:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
                                      env={**os.environ, **(env or {})})
-        ledger.add("pids", self.proc.pid)
+        ledger.add_process(self.proc.pid)
 
     @property
     def pid(self) -> int:

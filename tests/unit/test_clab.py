@@ -122,6 +122,16 @@ def test_everything_unsupported_is_named_at_once(tmp_path):
     assert len(err.value.problems) == 4
 
 
+def test_a_sysctl_that_would_change_the_host_is_refused(tmp_path):
+    bad = FOREIGN.replace("    h2: {}", "    h2: {sysctls: {vm.swappiness: 1, net.core.rmem_max: 8388608, "
+                                         "net.ipv4.ip_forward: 1}}")
+    with pytest.raises(clab.UnsupportedTopology) as err:
+        clab.load(_foreign(tmp_path, bad))
+    assert len(err.value.problems) == 2
+    assert "sysctl vm.swappiness is not per network namespace" in str(err.value)
+    assert "sysctl net.core.rmem_max" in str(err.value) and "ip_forward" not in str(err.value)
+
+
 def test_mgmt_outside_the_lab_space_is_refused(tmp_path):
     with pytest.raises(clab.UnsupportedTopology, match="172.20.20.0/24"):
         clab.load(_foreign(tmp_path, FOREIGN + "mgmt: {ipv4-subnet: 172.20.20.0/24}\n"))
