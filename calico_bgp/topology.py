@@ -15,6 +15,7 @@ Calico's rules, made explicit:
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from typing import Iterable, Literal, Sequence
 
@@ -77,12 +78,14 @@ def node_addresses(node: Node) -> dict[str, str]:
 
 
 def router_id(node: Node) -> str:
-    """The node's IPv4 BGP address, or for an IPv6-only node a stable id derived from its name."""
+    """The node's IPv4 BGP address, or for an IPv6-only node a stable id hashed from its name over
+    all 32 bits (as Calico's CALICO_ROUTER_ID=hash): two nodes with one id cannot peer (a BGP
+    identifier collision) and drop each other's reflected routes. An identifier, never an address."""
     addrs = node_addresses(node)
     if "ipv4" in addrs:
         return addrs["ipv4"]
-    digest = sum((i + 1) * ord(c) for i, c in enumerate(node.name)) & 0xFFFFFF
-    return str(ipaddress.IPv4Address((198 << 24) | (18 << 16) | (digest & 0xFFFF)))  # inside 198.18.0.0/16
+    value = int.from_bytes(hashlib.sha256(node.name.encode()).digest()[:4], "big")
+    return str(ipaddress.IPv4Address(value or 1))
 
 
 def on_link_address(node: Node, peer: str) -> str | None:

@@ -107,7 +107,10 @@ def test_node_without_address_is_an_error_naming_it():
 def test_router_id_prefers_ipv4_and_is_stable_for_v6_only():
     assert router_id(A) == "198.18.0.1"
     v6 = node("v6only", v6="2001:db8::9/64")
-    assert router_id(v6) == router_id(v6) and router_id(v6).startswith("198.18.")
+    assert router_id(v6) == router_id(v6)
+    # the old 16-bit name sum gave node-16 and node-80 one id: they could never peer
+    ids = {router_id(node(f"node-{i}", v6=f"2001:db8::{i:x}/64")) for i in range(1, 2001)}
+    assert len(ids) == 2000
 
 
 def test_dual_homed_node_uses_the_address_on_each_tors_link():
