@@ -67,7 +67,7 @@ COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
                           ("MESHENABLED", lambda r: str(r.spec.node_to_node_mesh_enabled).lower()),
                           ("ASNUMBER", lambda r: r.spec.as_number)],
                          [("LISTENPORT", lambda r: r.spec.listen_port), ("HOLD", lambda r: f"{r.spec.hold_time}s"),
-                          ("KEEPALIVE", lambda r: f"{r.spec.keepalive_time}s"),
+                          ("KEEPALIVE", lambda r: f"{r.spec.hold_time // 3}s"),
                           ("DAMPING", lambda r: "on" if r.spec.damping.enabled else "off")]),
     "BGPFilter": ([("NAME", lambda r: r.name),
                    ("IMPORTV4", lambda r: len(r.spec.import_v4)), ("EXPORTV4", lambda r: len(r.spec.export_v4)),

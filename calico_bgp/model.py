@@ -230,10 +230,17 @@ def _optional_restart_time(value: Any) -> int | None:
 
 
 def _check_timers(hold: int | None, keepalive: int | None) -> None:
-    if hold is not None and keepalive is not None and hold > 0 and keepalive >= hold:
-        raise bad("keepaliveTime", keepalive, f"must be below holdTime ({hold}s)")
+    """ExaBGP sends keepalives every third of the negotiated hold time and has no knob for it: a
+    keepaliveTime is taken only when it says exactly that (never one that would not be honoured)."""
+    if keepalive is None:
+        return
+    if hold is None:
+        raise bad("keepaliveTime", keepalive, "keepalives follow holdTime (a third of it): set holdTime instead")
     if hold == 0 and keepalive:
         raise bad("keepaliveTime", keepalive, "must be 0 when holdTime is 0")
+    if hold > 0 and keepalive != hold // 3:
+        raise bad("keepaliveTime", keepalive, f"keepalives are sent every third of holdTime ({hold // 3}s here): "
+                                               "set holdTime, or leave keepaliveTime out")
 
 
 @attrs.frozen
@@ -274,7 +281,7 @@ class BGPConfigurationSpec:
     as_number: ASNumber = attrs.field(default=64512, converter=checked(as_number))
     listen_port: Integer = attrs.field(default=179, converter=checked(int_range(1, 65535)))
     hold_time: Seconds = attrs.field(default=90, converter=checked(_hold_time))
-    keepalive_time: Seconds = attrs.field(default=30, converter=checked(seconds))
+    keepalive_time: Seconds | None = attrs.field(default=None, converter=checked(optional_seconds))  # holdTime / 3
     communities: tuple[Community, ...] = ()
     prefix_advertisements: tuple[PrefixAdvertisement, ...] = ()
     damping: Damping = attrs.field(factory=Damping)

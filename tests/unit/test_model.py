@@ -102,7 +102,8 @@ def test_peer_ip_forms():
     ({"peerSelector": "has(rr)", "peerIP": "198.18.0.1"}, "mutually exclusive"),
     ({"peerSelector": "has(rr)", "node": "n1", "nodeSelector": "all()"}, "spec.nodeSelector: node and nodeSelector"),
     ({"peerIP": "198.18.0.1", "asNumber": 1, "holdTime": 2}, "spec.holdTime: hold time is 0 or 3..65535"),
-    ({"peerIP": "198.18.0.1", "asNumber": 1, "holdTime": "9s", "keepaliveTime": "10s"}, "spec.keepaliveTime: must be below"),
+    ({"peerIP": "198.18.0.1", "asNumber": 1, "holdTime": "9s", "keepaliveTime": "10s"}, "spec.keepaliveTime: keepalives are sent every third of holdTime (3s here)"),
+    ({"peerIP": "198.18.0.1", "asNumber": 1, "keepaliveTime": "10s"}, "spec.keepaliveTime: keepalives follow holdTime"),
     ({"peerIP": "198.18.0.1", "asNumber": 1, "maxPrefixes": 0}, "spec.maxPrefixes: out of range"),
     ({"peerIP": "198.18.0.1", "asNumber": 1, "maxPrefixes": 5, "maxPrefixAction": "drop"}, "spec.maxPrefixAction"),
     ({"peerIP": "198.18.0.1", "asNumber": 1, "password": {"file": "/a", "secretKeyRef": {"name": "s", "key": "k"}}},
@@ -146,7 +147,12 @@ def test_node_and_errors():
 def test_bgp_configuration_defaults_and_damping():
     c = model.BGPConfiguration()
     assert (c.spec.as_number, c.spec.node_to_node_mesh_enabled, c.spec.listen_port) == (64512, True, 179)
-    assert (c.spec.hold_time, c.spec.keepalive_time) == (90, 30)
+    assert (c.spec.hold_time, c.spec.keepalive_time) == (90, None)  # keepalives: a third of the hold time
+    # a short hold time alone is fine (a default keepalive of 30 s made 9 s unusable)
+    assert model.from_dict(model.BGPConfiguration, {"metadata": {"name": "default"}, "spec": {"holdTime": "9s"}},
+                           where="t").spec.hold_time == 9
+    assert "spec.keepaliveTime: keepalives are sent every third" in bad(
+        model.BGPConfiguration, {"keepaliveTime": "20s"}, name="default")
     d = c.spec.damping
     assert (d.enabled, d.half_life, d.suppress, d.reuse, d.max_suppress) == (False, 900, 2000, 750, 3600)
     assert "spec.damping.reuse: must be below suppress" in bad(model.BGPConfiguration, {"damping": {"reuse": 2500}},
@@ -442,7 +448,7 @@ def peers(draw):
         "peer_ip": draw(st.sampled_from(["198.18.0.1", "198.18.0.1:1790", "2001:db8::1", "[2001:db8::1]:179"])),
         "as_number": draw(st.integers(1, 4294967295))}
     hold = draw(st.sampled_from([None, 0, 9, 90, 240]))
-    keepalive = None if hold in (None, 0) else draw(st.sampled_from([None, 3, hold // 3]))
+    keepalive = None if hold in (None, 0) else draw(st.sampled_from([None, hold // 3]))
     return model.BGPPeer(model.Metadata(draw(names)), model.BGPPeerSpec(
         node_selector=draw(st.sampled_from([None, "has(rack)"])), hold_time=hold, keepalive_time=keepalive,
         max_prefixes=draw(st.sampled_from([None, 1, 1000])), filters=draw(st.lists(names, max_size=2)),
