@@ -207,6 +207,13 @@ class Damping:
             raise bad("halfLife", self.half_life, "must be positive")
         if self.max_suppress < self.half_life:
             raise bad("maxSuppress", self.max_suppress, f"must be at least halfLife ({self.half_life}s)")
+        # the penalty is capped where it decays to reuse in maxSuppress: a cap at or below suppress
+        # would never suppress anything (halfLife 1h, maxSuppress 1h: the cap is 1500 < 2000)
+        ceiling = self.reuse * 2 ** (self.max_suppress / self.half_life)
+        if ceiling <= self.suppress:
+            raise bad("maxSuppress", self.max_suppress,
+                      f"with halfLife {self.half_life}s and reuse {self.reuse} the penalty is capped at "
+                      f"{ceiling:.0f}, never above suppress ({self.suppress}): nothing would be damped")
 
 
 def _hold_time(value: Any) -> int:

@@ -158,6 +158,8 @@ def test_bgp_configuration_defaults_and_damping():
     assert "spec.damping.reuse: must be below suppress" in bad(model.BGPConfiguration, {"damping": {"reuse": 2500}},
                                                                 name="default")
     assert "only the cluster-wide BGPConfiguration 'default'" in bad(model.BGPConfiguration, {}, name="node.n1")
+    assert "nothing would be damped" in bad(model.BGPConfiguration, {"damping": {"halfLife": "1h", "maxSuppress": "1h"}},
+                                            name="default")
 
 
 def test_bgp_configuration_mesh_password_and_restart_time():
