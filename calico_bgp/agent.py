@@ -43,7 +43,7 @@ from calico_bgp.status_publisher import StatusPublisher
 from calico_bgp.telemetry import Metrics
 from calico_bgp.topology import Session
 from dataplane.programmer import RouteProgrammer
-from dataplane.route import RouteKind, key_of
+from dataplane.route import Route, RouteKind, key_of
 
 log = logging.getLogger("calico_bgp.agent")
 MAX_PREFIX_HOLDDOWN = 30.0  # seconds a peer torn down for maxPrefixes stays down the first time
@@ -278,7 +278,8 @@ class NodeAgent:
 
     async def _export(self) -> None:
         """Announce what we originate to each peer, through its export filters; send only the difference."""
-        want_all = {addr: bgpfilter.export_routes(self.own, self._filters_of(addr), s.ibgp, s.local_as)
+        tagged = bgpfilter.advertised_communities(self.state.config.spec, self.own) if self.state else {}
+        want_all = {addr: bgpfilter.export_routes(self.own, self._filters_of(addr), s.ibgp, s.local_as, tagged)
                     for addr, s in self.sessions.items() if addr in self.configured}
         batches = bgpfilter.plan_exports(self.exported, want_all)
         self.exported = want_all
@@ -590,10 +591,10 @@ class NodeAgent:
                                             originator_id=a.originator_id, cluster_list=a.cluster_list)
 
     # ------------------------------------------------------------------ kernel
-    def _kernel_inputs(self) -> tuple[Rib, str, dict, set[Prefix]] | None:
+    def _kernel_inputs(self) -> tuple[Rib, str, dict, set[Prefix], list[Route]] | None:
         if self.rib is None or self.state is None:
             return None
-        return self.rib, self.opts.name, self.state.blocks, self.own
+        return self.rib, self.opts.name, self.state.blocks, self.own, desired.peer_routes(self.sessions.values())
 
     async def _grace(self) -> None:
         """End the programmer's grace once every session is up and UPDATEs went quiet, or on timeout."""

@@ -12,6 +12,7 @@ rules are ordered; the first rule that matches decides.
 """
 from __future__ import annotations
 
+import ipaddress
 from typing import Callable, Iterable, Mapping, Sequence
 
 import attrs
@@ -75,19 +76,44 @@ def _community(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(":"))
 
 
+def advertised_communities(config: model.BGPConfigurationSpec, prefixes: Iterable[Prefix]) -> dict[Prefix, tuple[str, ...]]:
+    """Calico's prefixAdvertisements: the communities (values, names resolved) each prefix inside an
+    advertisement's CIDR carries, in the order the advertisements list them."""
+    ads = [(ipaddress.ip_network(a.cidr), tuple(config.community_value(c) for c in a.communities))
+           for a in config.prefix_advertisements]
+    out: dict[Prefix, tuple[str, ...]] = {}
+    if not ads:
+        return out
+    for prefix in prefixes:
+        values = [v for net, vs in ads if net.version == prefix.version and prefix.subnet_of(net) for v in vs]  # type: ignore[arg-type]
+        if values:
+            out[prefix] = tuple(dict.fromkeys(values))
+    return out
+
+
 def export_routes(own: Iterable[Prefix], filters: Sequence[model.BGPFilter], ibgp: bool,
-                  local_as: int = 0) -> dict[Prefix, ExportAttrs]:
+                  local_as: int = 0, tagged: Mapping[Prefix, tuple[str, ...]] | None = None) -> dict[Prefix, ExportAttrs]:
     """What to announce to one peer: each originated prefix its filters do not reject, with actions.
-    A prepend works as BIRD's `bgp_path.prepend`: eBGP peers see our AS, then the prepended ones."""
+    `tagged`: communities a prefix carries to every peer (advertised_communities), before the
+    filter's own. A prepend works as BIRD's `bgp_path.prepend`: eBGP peers see our AS, then the
+    prepended ones."""
     out: dict[Prefix, ExportAttrs] = {}
+    tagged = tagged or {}
     for prefix in own:
         rule = first_match(filters, "export", prefix)
+        if rule is not None and rule.action != "Accept":
+            continue
+        values = tagged.get(prefix, ())
+        if rule is not None:
+            values += tuple(rule.add_communities) + tuple(rule.add_large_communities)
+        values = tuple(dict.fromkeys(values))
+        standard = tuple(_community(c) for c in values if c.count(":") == 1)
+        large = tuple(_community(c) for c in values if c.count(":") == 2)
         if rule is None:
-            out[prefix] = ExportAttrs()
-        elif rule.action == "Accept":
+            out[prefix] = ExportAttrs(communities=standard, large_communities=large)  # type: ignore[arg-type]
+        else:
             out[prefix] = ExportAttrs(
-                communities=tuple(_community(c) for c in rule.add_communities),  # type: ignore[misc]
-                large_communities=tuple(_community(c) for c in rule.add_large_communities),  # type: ignore[misc]
+                communities=standard, large_communities=large,  # type: ignore[arg-type]
                 local_pref=rule.local_pref if ibgp else None,  # LOCAL_PREF never crosses an AS boundary
                 as_path=(((local_as,) if not ibgp else ()) + tuple(rule.as_path_prepend))
                 if rule.as_path_prepend else ())

@@ -12,6 +12,7 @@ from typing import Container, Iterable, Mapping
 
 from calico_bgp import model
 from calico_bgp.rib import Prefix, Rib
+from calico_bgp.topology import Session
 from dataplane.route import NextHop, Route, RouteKey, key_of
 from ipam.block import Block
 
@@ -46,13 +47,27 @@ def announcements(node: str, blocks: Mapping[str, Block], pools: Iterable[model.
     return out
 
 
-def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterable[Prefix] = ()) -> list[Route]:
-    """Blackholes for local blocks, plus every selected route that is not one we originate."""
+def peer_routes(sessions: Iterable[Session]) -> list[Route]:
+    """Calico's reachableBy: a host route to each peer that is on no link of ours, via the gateway
+    that reaches it (a ToR's loopback behind its link address), so the session can open at all."""
+    out: dict[Prefix, Route] = {}
+    for s in sessions:
+        if s.reachable_by:
+            route = Route.via(str(ipaddress.ip_interface(s.peer_address)), s.reachable_by)
+            out.setdefault(route.prefix, route)  # type: ignore[arg-type]
+    return list(out.values())
+
+
+def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterable[Prefix] = (),
+                  static: Iterable[Route] = ()) -> list[Route]:
+    """Blackholes for local blocks, `static` routes (peer_routes), and every selected route that is
+    none of those and not one we originate."""
     mine = set(own)
     routes = [Route.blackhole(prefix) for prefix in local_blocks(node, blocks)]
-    blackholed = {r.prefix for r in routes}
+    routes += [r for r in static if r.prefix not in {b.prefix for b in routes}]
+    taken = {r.prefix for r in routes}
     for prefix, sel in rib.selections():
-        if prefix in mine or prefix in blackholed:
+        if prefix in mine or prefix in taken:
             continue
         routes.append(learned_route(prefix, sel.next_hops))
     return routes

@@ -18,6 +18,7 @@ from calico_bgp import desired
 from calico_bgp.rib import Prefix, Rib
 from calico_bgp.telemetry import Metrics
 from dataplane.programmer import ReconcileResult, RouteProgrammer
+from dataplane.route import Route
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ KERNEL_BATCH = 2048  # prefixes per kernel batch while a burst streams in
 class Inputs(Protocol):
     """What the desired kernel routes are made of (the agent's current view); None until it has one."""
 
-    def __call__(self) -> tuple[Rib, str, dict, Iterable[Prefix]] | None: ...  # rib, node, blocks, own
+    def __call__(self) -> tuple[Rib, str, dict, Iterable[Prefix], list[Route]] | None: ...  # rib, node, blocks, own, static
 
 
 class KernelWriter:
@@ -73,7 +74,7 @@ class KernelWriter:
             inputs = self.inputs()
             if inputs is None:
                 continue
-            rib, node, blocks, own = inputs
+            rib, node, blocks, own, static = inputs
             changed = self._changed
             # bounded batches: the kernel takes one while the next UPDATEs are parsed, and what is
             # left when the stream ends is one batch, not everything since the last one
@@ -88,8 +89,8 @@ class KernelWriter:
             full = self._full
             try:
                 if full:
-                    skip = set(own) | set(desired.local_blocks(node, blocks))
-                    self.programmer.set_desired(desired.kernel_routes(node, blocks, rib, own))
+                    skip = set(own) | set(desired.local_blocks(node, blocks)) | {r.prefix for r in static}
+                    self.programmer.set_desired(desired.kernel_routes(node, blocks, rib, own, static))
                     self._full, self._skip = False, skip  # only once the new desired set is in place
                     self._done(await self.programmer.reconcile(), since)
                 else:

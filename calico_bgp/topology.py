@@ -50,6 +50,7 @@ class Session:
     filters: tuple[str, ...] = ()
     allow_own_as: int = 0
     restart_time: int = 120      # graceful restart advertised (Calico's maxRestartTime); 0: none
+    reachable_by: str = ""       # a gateway that reaches a peer on no link of ours (Calico's reachableBy)
 
     @property
     def family(self) -> str:
@@ -190,7 +191,7 @@ def _with_mesh_options(session: Session, spec: BGPConfigurationSpec) -> Session:
 def _with_peer_options(session: Session, peer: BGPPeer) -> Session:
     ps = peer.spec
     return attrs.evolve(
-        session, peer_name=peer.name, password=ps.password, max_prefixes=ps.max_prefixes,
+        session, peer_name=peer.name, password=ps.password, max_prefixes=ps.max_prefixes, reachable_by=ps.reachable_by,
         max_prefix_action=ps.max_prefix_action, filters=ps.filters, allow_own_as=ps.num_allowed_local_as_numbers,
         hold_time=ps.hold_time if ps.hold_time is not None else session.hold_time,
         keepalive_time=ps.hold_time // 3 if ps.hold_time is not None else session.keepalive_time,

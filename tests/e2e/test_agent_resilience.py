@@ -144,5 +144,44 @@ spec: {node: n2, peerIP: 198.18.0.61, asNumber: 65061, filters: [tag-blocks]}
         detail = bird.route_all(block)
         assert re.search(r"BGP\.as_path:\s+64512 64512 64512\s", detail), detail
         assert "(65000,100)" in detail and "(65000, 1, 2)" in detail, detail
+        # Calico's prefixAdvertisements: the pool's routes carry the configured community too
+        c.apply(RESOURCES.replace("nodeToNodeMeshEnabled: true}", "nodeToNodeMeshEnabled: true, "
+                                  "communities: [{name: pods, value: '65000:300'}], "
+                                  "prefixAdvertisements: [{cidr: 198.19.0.0/16, communities: [pods]}]}"))
+        wait_for("the advertised community at the ToR", lambda: "(65000,300)" in bird.route_all(block), timeout=30)
+        assert "(65000,100)" in bird.route_all(block)
+    finally:
+        c.apply(RESOURCES)
+        bird.stop()
+
+
+def test_a_peer_on_a_loopback_is_reached_through_reachable_by(pair):
+    """Calico's reachableBy: the ToR peers from its loopback, on no link of the node; the agent routes
+    the loopback via the ToR's link address (its own protocol, like every route it owns) and the
+    session opens. Without that route n1 has no way to the peer."""
+    from lab.net import sh
+    from tests.routers import Bird, BirdPeer
+
+    c = pair
+    ns = c.add_node("tor3", 62)
+    sh("ip", "link", "set", "lo", "up", ns=ns)
+    sh("ip", "addr", "add", "198.18.250.62/32", "dev", "lo", ns=ns)
+    bird = Bird(ns, router_id="198.18.250.62", tmp=c.run_dir / "tor3")
+    try:
+        bird.configure([BirdPeer(name="n1", local_as=65062, neighbor="198.18.0.1", peer_as=64512,
+                                 local_address="198.18.250.62", export="none", extra=("multihop 2;",))])
+        c.apply("""kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {name: tor3}
+spec: {node: n1, peerIP: 198.18.250.62, asNumber: 65062, reachableBy: 198.18.0.62}
+""")
+        wait_for("the loopback routed via the ToR", lambda: c.routes("n1").get("198.18.250.62/32") == ["198.18.0.62"],
+                 timeout=30)
+        bird.wait_established("n1", timeout=60)
+        block = _block_of(c, "n1")
+        wait_for("n1's block at the ToR", lambda: block in bird.routes(), timeout=30)
+        c.cli("delete", "bgppeer", "tor3")
+        wait_for("the route to the loopback gone with the peer", lambda: "198.18.250.62/32" not in c.routes("n1"),
+                 timeout=30)
     finally:
         bird.stop()

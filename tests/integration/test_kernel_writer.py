@@ -39,7 +39,7 @@ async def test_a_burst_reaches_the_kernel_and_leaves_it(lab: Lab):  # noqa: F811
     done: list[int] = []
     async with RouteProgrammer(netns=lab.host, resync_interval=60.0) as rp, trio.open_nursery() as nursery:
         rp.end_grace()
-        writer = KernelWriter(rp, metrics, lambda: (rib, "n1", {}, set()), lambda: done.append(1))
+        writer = KernelWriter(rp, metrics, lambda: (rib, "n1", {}, set(), []), lambda: done.append(1))
         nursery.start_soon(writer.run)
         writer.mark_full()
         a, b = prefixes("198.19.0.0", N), prefixes("198.19.128.0", 50)

@@ -77,3 +77,20 @@ def test_plan_exports_sends_only_differences_grouped_by_neighbours_and_attribute
                    (tagged, ("198.18.0.3",), (a,)),
                    (plain, ("198.18.0.4",), (a,))}
     assert plan_exports(want, want) == []
+
+
+def test_prefix_advertisements_tag_what_lies_inside_their_cidr_before_the_filters_own():
+    from calico_bgp.bgpfilter import advertised_communities
+    spec = model.BGPConfigurationSpec(
+        communities=(model.Community("rack", "65000:10"),),
+        prefix_advertisements=(model.PrefixAdvertisement("198.19.0.0/24", ("rack", "65000:20")),
+                               model.PrefixAdvertisement("198.19.0.0/26", ("65000:1:1",))))
+    own = [NET("198.19.0.0/26"), NET("198.19.0.64/26"), NET("198.19.9.0/26"), NET("2001:db8:1::/122")]
+    tagged = advertised_communities(spec, own)
+    assert tagged == {NET("198.19.0.0/26"): ("65000:10", "65000:20", "65000:1:1"),
+                      NET("198.19.0.64/26"): ("65000:10", "65000:20")}
+    f = bgpfilter("out", export_v4=(rule("Accept", "198.19.0.0/16", "In", add_communities=("65000:10", "65000:99")),))
+    out = export_routes(own, [f], ibgp=True, tagged=tagged)
+    assert out[NET("198.19.0.0/26")] == ExportAttrs(((65000, 10), (65000, 20), (65000, 99)), ((65000, 1, 1),))
+    assert out[NET("198.19.9.0/26")] == ExportAttrs(((65000, 10), (65000, 99)))
+    assert export_routes(own, [], ibgp=False, tagged=tagged)[NET("198.19.0.64/26")] == ExportAttrs(((65000, 10), (65000, 20)))

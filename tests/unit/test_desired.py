@@ -20,3 +20,24 @@ def test_announcements_blocks_borrowed_and_no_export_pools():
     assert {str(p) for p in got if p.prefixlen == 32} == {f"{a.ip}/32" for a in got_ips}
     usage, borrowed = desired.pool_usage("a", blocks, pools)
     assert borrowed == 2 and usage["p"] == (2 / 65536, 2)
+
+
+def test_a_peer_reachable_by_a_gateway_gets_a_host_route_that_learned_routes_never_replace():
+    from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Rib
+    from calico_bgp.topology import Session
+    from dataplane.route import Route
+
+    tor = Session(peer_address="198.18.9.1", peer_as=65001, local_as=64512, local_address="198.18.1.10",
+                  kind="fabric", reachable_by="198.18.1.1")
+    plain = Session(peer_address="198.18.1.2", peer_as=65001, local_as=64512, local_address="198.18.1.10", kind="fabric")
+    v6 = Session(peer_address="2001:db8:9::1", peer_as=65001, local_as=64512, local_address="2001:db8:1::10",
+                 kind="fabric", reachable_by="2001:db8:1::1")
+    static = desired.peer_routes([tor, plain, v6])
+    assert static == [Route.via("198.18.9.1/32", "198.18.1.1"), Route.via("2001:db8:9::1/128", "2001:db8:1::1")]
+    rib = Rib(LocalSpeaker(64512, "198.18.1.10"))
+    rib.update(Peer("198.18.1.2", 65001, "198.18.1.2", ibgp=False),
+               {ipaddress.ip_network("198.18.9.1/32"): PathAttrs("198.18.1.2", as_path=(65001,)),
+                ipaddress.ip_network("198.19.7.0/26"): PathAttrs("198.18.1.2", as_path=(65001,))})
+    routes = desired.kernel_routes("n1", {}, rib, (), static)
+    assert {str(r.prefix): [str(h.gateway) for h in r.nexthops] for r in routes} == {
+        "198.18.9.1/32": ["198.18.1.1"], "2001:db8:9::1/128": ["2001:db8:1::1"], "198.19.7.0/26": ["198.18.1.2"]}
