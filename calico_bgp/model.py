@@ -471,11 +471,13 @@ class BGPFilterRule:
 
     @property
     def prefix_range(self) -> tuple[int, int]:
-        """(min, max) prefix length this rule's CIDR match allows (Calico: CIDR's length .. 32/128)."""
+        """(min, max) prefix length this rule's CIDR match allows: the CIDR's length .. 32/128, narrowed
+        by prefixLength and clamped to that, as Calico's BIRD filters do (a min below the CIDR's own
+        length is the CIDR's length; max below it matches nothing)."""
         net = ipaddress.ip_network(self.cidr)
         pl = self.prefix_length or PrefixLength()
-        return (pl.min if pl.min is not None else net.prefixlen,
-                pl.max if pl.max is not None else net.max_prefixlen)
+        return (max(net.prefixlen, pl.min if pl.min is not None else 0),
+                min(net.max_prefixlen, pl.max if pl.max is not None else net.max_prefixlen))
 
     def matches(self, prefix: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
         """Does the rule's CIDR condition match `prefix`? (No CIDR: matches everything.)"""
@@ -509,13 +511,11 @@ class BGPFilterSpec:
                     raise bad(f"{where}.cidr", rule.cidr, f"{field} rules take IPv{version} CIDRs")
                 if rule.cidr:
                     top = 32 if version == 4 else 128
-                    plen = ipaddress.ip_network(rule.cidr).prefixlen
                     pl = rule.prefix_length or PrefixLength()
                     for bound in ("min", "max"):
                         v = getattr(pl, bound)
-                        if v is not None and not plen <= v <= top:
-                            raise bad(f"{where}.prefixLength.{bound}", v,
-                                       f"must be within {plen}..{top} for {rule.cidr}")
+                        if v is not None and not 0 <= v <= top:
+                            raise bad(f"{where}.prefixLength.{bound}", v, f"must be within 0..{top} for an IPv{version} rule")
                 if attr.startswith("import") and rule.has_actions:
                     raise bad(where, "actions", "community/localPref/asPathPrepend actions apply to export rules only")
 

@@ -198,8 +198,8 @@ def test_bgp_filter_rules_match_like_calico():
     ({"exportV4": [{"cidr": "198.18.0.0/16", "matchOperator": "In"}]}, "spec.exportV4[0].action: required"),
     ({"exportV4": [{"action": "Reject", "localPref": 10}]}, "spec.exportV4[0].localPref: actions are only allowed"),
     ({"importV6": [{"action": "Accept", "localPref": 10}]}, "spec.importV6[0]: community/localPref"),
-    ({"exportV6": [{"action": "Accept", "cidr": "2001:db8::/32", "matchOperator": "In",
-                    "prefixLength": {"min": 16}}]}, "spec.exportV6[0].prefixLength.min: must be within 32..128"),
+    ({"exportV4": [{"action": "Accept", "cidr": "198.18.0.0/16", "matchOperator": "In",
+                    "prefixLength": {"max": 64}}]}, "spec.exportV4[0].prefixLength.max: must be within 0..32"),
     ({"exportV4": [{"action": "Accept", "addCommunities": ["70000:1"]}]}, "spec.exportV4[0].addCommunities[0]"),
     ({"exportV4": [{"action": "Accept", "interface": "*.calico"}]}, "spec.exportV4[0].interface: field not supported"),
 ])
@@ -461,3 +461,14 @@ def peers(draw):
 def test_resources_round_trip_through_json_and_yaml(resource):
     assert model.decode(type(resource), model.encode(resource), where="k") == resource
     assert load_documents(dump_documents([resource])) == [resource]
+
+
+def test_a_prefix_length_below_the_cidrs_own_is_clamped_as_calico_does():
+    f = model.from_dict(model.BGPFilter, {"metadata": {"name": "f"}, "spec": {"exportV6": [
+        {"action": "Accept", "cidr": "2001:db8::/32", "matchOperator": "In", "prefixLength": {"min": 16, "max": 48}}]}},
+        where="t")
+    r = f.spec.export_v6[0]
+    assert r.prefix_range == (32, 48)
+    net = ipaddress.ip_network
+    assert r.matches(net("2001:db8::/32")) and r.matches(net("2001:db8:1::/48"))
+    assert not r.matches(net("2001:db8:1:1::/64")) and not r.matches(net("2001::/16"))
