@@ -6,7 +6,7 @@ Grammar (as libcalico-go's lib/selector/parser, precedence low to high):
     or         := and ("||" and)*
     and        := unary ("&&" unary)*
     unary      := "!"* operation
-    operation  := "all()" | "has(" label ")" | "(" or ")"
+    operation  := "all()" | "global()" | "has(" label ")" | "(" or ")"
                |  label ("==" | "!=" | "contains" | "starts with" | "ends with") string
                |  label ("in" | "not in") "{" [string ("," string)*] "}"
     label      := [a-zA-Z0-9_./-]{1,512}
@@ -161,7 +161,8 @@ class Not:
 
     def __str__(self) -> str:
         inner = str(self.expr)
-        return f"!({inner})" if isinstance(self.expr, (And, Or)) else f"!{inner}"
+        # brackets around a negation too: `!!x` would read back as x, not as the Not(Not(x)) printed
+        return f"!({inner})" if isinstance(self.expr, (And, Or, Not)) else f"!{inner}"
 
 
 @attrs.frozen
@@ -317,6 +318,9 @@ class _Parser:
         start = self.pos
         if self.take("all("):
             self.expect(")", "')' after 'all('")
+            return All()
+        if self.take("global("):  # Calico: every non-namespaced resource; nodes and peers are all that
+            self.expect(")", "')' after 'global('")
             return All()
         if self.take("has("):
             key = self.label()

@@ -123,3 +123,10 @@ def test_round_trip_property(expr, labels):
     assert again == s
     assert str(again) == text
     assert again.matches(labels) == s.matches(labels)
+
+
+def test_global_is_everything_and_a_double_negation_prints_back_as_itself():
+    from calico_bgp.selector import parse
+    assert parse("global()").matches({}) and parse("global() && rack == 'a'").matches({"rack": "a"})
+    twice = parse("!(!has(a))")
+    assert parse(str(twice)) == twice and twice.matches({"a": "1"}) and not twice.matches({})
