@@ -102,6 +102,7 @@ class NodeAgent:
         self.own: set[Prefix] = set()
         self.exported: dict[str, dict[Prefix, bgpfilter.ExportAttrs]] = {}
         self.configured: set[str] = set()  # the sessions the speaker has as neighbours (not failed to configure)
+        self._pools_seen: set[str] = set()  # pools with metric series
         self.state: ClusterState | None = None
         self.started_wall = time.time()
         self.started = trio.current_time()
@@ -243,6 +244,9 @@ class NodeAgent:
         neighbors = [self._neighbor(s, local) for s in sessions.values() if s.peer_address not in self.session_errors]
         for gone in set(self.sessions) - set(sessions):
             self._forget_peer(gone)
+        for addr in set(self.sessions) & set(sessions):
+            if self.sessions[addr].kind != sessions[addr].kind:  # e.g. mesh -> rr-client: new series
+                self.metrics.forget_peer(addr, self.sessions[addr].kind)
         self.sessions = sessions
         for addr, sess in sessions.items():
             self.metrics.init_peer(addr, sess.kind)
@@ -265,6 +269,9 @@ class NodeAgent:
         for name, (ratio, nblocks) in usage.items():
             self.metrics.pool_utilisation.labels(name).set(ratio)
             self.metrics.pool_blocks.labels(name).set(nblocks)
+        for name in self._pools_seen - usage.keys():  # a deleted pool must not keep alerting
+            self.metrics.forget_pool(name)
+        self._pools_seen = set(usage)
         self.metrics.borrowed_addresses.set(borrowed)
         await self._export()
         # a neighbour just added needs every reflected route, not only what changed
@@ -426,7 +433,11 @@ class NodeAgent:
     async def _on_peer_state(self, ev: PeerState) -> None:
         now = trio.current_time()
         s = self.sessions.get(ev.peer)
-        kind = s.kind if s else "unknown"
+        if s is None:
+            # a session we removed reporting its teardown: _forget_peer cleaned up after it, and a
+            # gone peer gets no stability record nor metric series (a "down" one would keep alerting)
+            return
+        kind = s.kind
         stab = self._stab(ev.peer)
         state = {"up": "established", "down": "idle", "connected": "connect"}.get(ev.state, ev.state)
         was = stab.state

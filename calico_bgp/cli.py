@@ -12,9 +12,12 @@ from calico_bgp.datastore.keys import DEFAULT_PREFIX
               show_default=True, help="Comma-separated etcd client URLs, tried in order.")
 @click.option("--prefix", envvar="CALICO_BGP_PREFIX", default=DEFAULT_PREFIX, show_default=True,
               help="Key prefix of this cluster's data in etcd.")
-@click.option("--etcd-ca-cert", envvar="CALICO_BGP_ETCD_CA_CERT", type=click.Path(dir_okay=False))
-@click.option("--etcd-cert", envvar="CALICO_BGP_ETCD_CERT", type=click.Path(dir_okay=False))
-@click.option("--etcd-key", envvar="CALICO_BGP_ETCD_KEY", type=click.Path(dir_okay=False))
+@click.option("--etcd-ca-cert", envvar="CALICO_BGP_ETCD_CA_CERT",
+              type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--etcd-cert", envvar="CALICO_BGP_ETCD_CERT",
+              type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--etcd-key", envvar="CALICO_BGP_ETCD_KEY",
+              type=click.Path(exists=True, dir_okay=False, readable=True))
 @click.option("--etcd-username", envvar="CALICO_BGP_ETCD_USERNAME")
 @click.option("--etcd-password", envvar="CALICO_BGP_ETCD_PASSWORD")
 @click.pass_context
@@ -25,6 +28,8 @@ def main(ctx: click.Context, etcd_endpoints: str, prefix: str, etcd_ca_cert: str
     endpoints = [e.strip() for e in etcd_endpoints.split(",") if e.strip()]
     if not endpoints:
         raise click.BadParameter("at least one endpoint is needed", param_hint="--etcd-endpoints")
+    if bool(etcd_cert) != bool(etcd_key):  # a client certificate is a pair: one alone would be ignored
+        raise click.UsageError("--etcd-cert and --etcd-key go together")
     ctx.obj = Globals(endpoints, prefix, etcd_ca_cert, etcd_cert, etcd_key, etcd_username, etcd_password)
 
 

@@ -56,13 +56,7 @@ def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodete
         check_name(name)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--name") from None
-    for flag, value in (("--ip", ip), ("--ip6", ip6)):
-        if value:
-            import ipaddress
-            try:
-                ipaddress.ip_interface(value)
-            except ValueError:
-                raise click.BadParameter(f"{value!r} is not an IP address", param_hint=flag) from None
+    _check_node_flags(ip, ip6, ip_autodetect, metrics_port)
     configure_logging(log_level)
     tune_gc()
     opts = AgentOptions(name=name, ip=ip, ip6=ip6, ip_autodetect=ip_autodetect or (None if ip or ip6 else "first-found"),
@@ -78,6 +72,40 @@ def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodete
                 await nursery.start(agent.run)
 
     run(main)
+
+
+def _check_node_flags(ip: str | None, ip6: str | None, autodetect: str | None, metrics_port: int | None) -> None:
+    """Everything `node run` can judge before it touches etcd or the kernel: one line, exit 2."""
+    import ipaddress
+    import re
+    import socket
+
+    for flag, value, version in (("--ip", ip, 4), ("--ip6", ip6, 6)):
+        if value:
+            try:
+                addr = ipaddress.ip_interface(value)
+            except ValueError:
+                raise click.BadParameter(f"{value!r} is not an IP address", param_hint=flag) from None
+            if addr.version != version:
+                raise click.BadParameter(f"{value!r} is not an IPv{version} address", param_hint=flag)
+    if autodetect:
+        kind, _, arg = autodetect.partition("=")
+        try:
+            if kind == "interface" and arg:
+                re.compile(arg)
+            elif kind == "can-reach" and arg:
+                ipaddress.ip_address(arg)
+            elif autodetect != "first-found":
+                raise ValueError("use first-found, interface=REGEX or can-reach=IP")
+        except (ValueError, re.error) as exc:
+            raise click.BadParameter(f"{autodetect!r}: {exc}", param_hint="--ip-autodetect") from None
+    if metrics_port:
+        with socket.socket() as probe:  # taken now: better said here than after sessions came up
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("0.0.0.0", metrics_port))
+            except OSError as exc:
+                raise click.BadParameter(f"port {metrics_port}: {exc.strerror}", param_hint="--metrics-port") from None
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

@@ -34,6 +34,15 @@ def _kind(text: str) -> type:
         fail(str(exc), EXIT_USAGE)
 
 
+def _named(cls: type, name: str) -> str:
+    """A NAME argument as the store will key it: there is one BGPConfiguration, 'default' (a per-node
+    'node.<name>' typed out of Calico habit must not reach, let alone delete, the cluster's)."""
+    if cls is model.BGPConfiguration and name != "default":
+        fail(f"BGPConfiguration {name!r}: only the cluster-wide 'default' exists (per-node ones are not supported)",
+             EXIT_USAGE)
+    return name
+
+
 # --- table columns per kind: (header, value); the second list is added by -o wide -----------------
 
 def _sel(s: Any) -> str:
@@ -103,7 +112,8 @@ def register(main: click.Group) -> None:
 @pass_globals
 def apply_cmd(g: Globals, source: Any, output: str) -> None:
     """Create or update every resource in FILE. All documents are validated first; nothing is stored
-    when one of them is invalid."""
+    when one of them is invalid. Up to 50 are written in one transaction; more go in transactions of
+    50, so an etcd failure part way leaves the earlier batches stored (apply the file again)."""
     text = source.read()
     try:
         resources = load_documents(text)
@@ -130,6 +140,8 @@ def apply_cmd(g: Globals, source: Any, output: str) -> None:
 @pass_globals
 def get_cmd(g: Globals, kind: str, name: str | None, output: str) -> None:
     cls = _kind(kind)
+    if name is not None:
+        _named(cls, name)
 
     async def go() -> Any:
         async with g.client() as client:
@@ -165,6 +177,7 @@ get_cmd.help = f"Show resources of KIND ({KIND_HELP}), or the one called NAME."
 def delete_cmd(g: Globals, kind: str, name: str) -> None:
     """Delete the resource NAME of KIND."""
     cls = _kind(kind)
+    _named(cls, name)
 
     async def go() -> int:
         async with g.client() as client:

@@ -108,7 +108,8 @@ class EventLog:
                     log.warning("event=eventlog_write_failed pending=%d reason=%r", len(self._queue), str(exc))
                     await trio.sleep(1.0)
                     continue
-                self._queue.popleft()
+                if self._queue and self._queue[0] is ev:  # emit() may have dropped it (overflow) meanwhile
+                    self._queue.popleft()
             if self.dropped:
                 log.error("event=eventlog_overflow dropped=%d", self.dropped)
                 self.dropped = 0

@@ -78,12 +78,24 @@ class Metrics:
             _remove(self.peer_state, (peer, peer_type, s))
         for k in PREFIX_KINDS:
             _remove(self.peer_prefixes, (peer, peer_type, k))
+        for metric in (self.peer_notifications, self.max_prefix_actions):  # per code / action seen
+            for labels in [ls for ls in _series(metric) if ls[:2] == (peer, peer_type)]:
+                _remove(metric, labels)
+
+    def forget_pool(self, pool: str) -> None:
+        _remove(self.pool_utilisation, (pool,))
+        _remove(self.pool_blocks, (pool,))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
+
+
+def _series(metric: object) -> list[tuple[str, ...]]:
+    """The label values of every series a labelled metric has (prometheus_client keeps no public list)."""
+    return list(getattr(metric, "_metrics", {}))
 
 
 def _remove(metric: object, labels: Iterable[str]) -> None:

@@ -128,6 +128,9 @@ def test_apply_get_delete_round_trip(cli, etcd_url, key_prefix):
     assert cli("delete", "bgppeer", "tor-a").exit_code == 0
     assert cli("delete", "bgpfilter", "only-pools").exit_code == 0  # with a compare over every peer key
     assert cli("delete", "node", "node-1").exit_code == 0
+    # Calico habit: a per-node BGPConfiguration name must not reach (let alone delete) the cluster's
+    assert_one_line_error(cli("delete", "bgpconfig", "node.node-1"), EXIT_USAGE, "only the cluster-wide 'default'")
+    assert "63400" in cli("get", "bgpconfig", "default").stdout
 
 
 @pytest.mark.parametrize("text, fragments", [

@@ -24,3 +24,19 @@ def test_forgotten_peer_leaves_no_series():
     m.peer_flaps.labels("198.18.1.1", "mesh").inc()
     m.forget_peer("198.18.1.1", "mesh")
     assert b"198.18.1.1" not in m.exposition()
+
+
+def test_forgetting_a_peer_or_pool_leaves_no_series_behind():
+    from calico_bgp.telemetry import Metrics
+    m = Metrics()
+    m.init_peer("198.18.0.2", "mesh")
+    m.set_peer_state("198.18.0.2", "mesh", "idle")
+    m.peer_notifications.labels("198.18.0.2", "mesh", "6").inc()
+    m.max_prefix_actions.labels("198.18.0.2", "mesh", "teardown").inc()
+    m.peer_notifications.labels("198.18.0.3", "mesh", "6").inc()
+    m.pool_utilisation.labels("gone").set(0.95)
+    m.forget_peer("198.18.0.2", "mesh")
+    m.forget_pool("gone")
+    text = m.exposition().decode()
+    assert "198.18.0.2" not in text and 'pool="gone"' not in text
+    assert 'peer="198.18.0.3"' in text
