@@ -6,6 +6,7 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import attrs
 import click
@@ -13,6 +14,7 @@ import trio
 
 from calico_bgp import eventlog as ev, status as st
 from calico_bgp.cli_common import EXIT_ERROR, Globals, echo_json, fail, pass_globals, run, table
+from calico_bgp.datastore import Resync
 
 
 def register(main: click.Group) -> None:
@@ -221,7 +223,10 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def _duration(text: str) -> float:
     try:
-        return float(text[:-1]) * _UNITS[text[-1]] if text and text[-1] in _UNITS else float(text)
+        value = float(text[:-1]) * _UNITS[text[-1]] if text and text[-1] in _UNITS else float(text)
+        if not 0 <= value < float("inf"):  # also refuses nan
+            raise ValueError
+        return value
     except ValueError:
         raise click.BadParameter(f"{text!r}: use a number of seconds or e.g. 90s, 15m, 2h, 1d",
                                  param_hint="--since") from None
@@ -252,21 +257,36 @@ def events_cmd(g: Globals, node_name: str | None, since: str | None, follow: boo
             text = table([_event_row(e) for e in batch], headers)
             click.echo(text if first else "\n".join(text.splitlines()[1:]))
 
+    def decoded(kvs: Any) -> list[ev.Event]:
+        out = []
+        for kv in kvs:
+            try:
+                out.append(ev.decode(kv.value, kv.key))
+            except ValueError as exc:
+                click.echo(f"warning: {exc}", err=True)
+        return out
+
     async def go() -> None:
         async with g.client() as client:
             res = await client.range(prefix)
-            found = []
-            for kv in res.kvs:
-                try:
-                    found.append(ev.decode(kv.value, kv.key))
-                except ValueError as exc:
-                    click.echo(f"warning: {exc}", err=True)
+            found = decoded(res.kvs)
             show(ev.ordered(found, cutoff), True)
             if not follow:
                 return
+            last: dict[str, int] = {}  # per node, the newest seq shown (a node's seq only grows)
+
+            def note(batch: list[ev.Event]) -> None:
+                for e in batch:
+                    last[e.node] = max(last.get(e.node, 0), e.seq)
+
+            note(found)
             async with client.watch(prefix, res.revision + 1) as watch:
                 async for item in watch:
-                    batch = [ev.decode(e.kv.value, e.kv.key) for e in getattr(item, "events", []) if e.type == "put"]
+                    if isinstance(item, Resync):  # fell behind a compaction: what the rings hold that is new
+                        batch = [e for e in decoded(item.kvs) if e.seq > last.get(e.node, 0)]
+                    else:
+                        batch = decoded(e.kv for e in item.events if e.type == "put")
+                    note(batch)
                     show(ev.ordered(batch), False)
 
     try:

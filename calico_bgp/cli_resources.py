@@ -114,7 +114,10 @@ def apply_cmd(g: Globals, source: Any, output: str) -> None:
     """Create or update every resource in FILE. All documents are validated first; nothing is stored
     when one of them is invalid. Up to 50 are written in one transaction; more go in transactions of
     50, so an etcd failure part way leaves the earlier batches stored (apply the file again)."""
-    text = source.read()
+    try:
+        text = source.read()
+    except UnicodeDecodeError as exc:
+        fail(f"{getattr(source, 'name', 'input')}: not UTF-8 text ({exc.reason} at byte {exc.start})", EXIT_USAGE)
     try:
         resources = load_documents(text)
     except InvalidResource as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -39,7 +40,10 @@ def set_cmd(g: Globals, name: str, key: str, path: str | None) -> None:
     _checked_name(name, "secret name")
     if not key or any(c in key for c in "/\n"):
         fail(f"key {key!r}: must be non-empty without '/' or newlines", EXIT_USAGE)
-    value = (open(path).read() if path else sys.stdin.read()).strip()
+    try:
+        value = (Path(path).read_text() if path else sys.stdin.read()).strip()
+    except UnicodeDecodeError as exc:
+        fail(f"{path or 'stdin'}: not UTF-8 text ({exc.reason} at byte {exc.start})", EXIT_USAGE)
     if not value:
         fail("the secret value is empty", EXIT_USAGE)
 

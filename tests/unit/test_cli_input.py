@@ -1,4 +1,4 @@
-"""`node run` refuses what it can judge before touching etcd or the kernel: one line, exit 2."""
+"""Bad CLI input is refused before anything touches etcd or the kernel: one line naming it, exit 2."""
 from __future__ import annotations
 
 import socket
@@ -29,3 +29,24 @@ def test_a_metrics_port_in_use_is_refused_before_the_agent_starts():
         res = CliRunner().invoke(cli, ["--etcd-endpoints", "http://127.0.0.1:1", "node", "run", "--name", "n1",
                                        "--ip", "198.18.0.1/24", "--metrics-port", str(port)])
     assert res.exit_code == 2 and "--metrics-port" in res.output, res.output
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["events", "--since", "-1h"], "--since"),
+    (["events", "--since", "nan"], "--since"),
+    (["delete", "bgpconfig", "node.rack1-n1"], "only the cluster-wide 'default'"),
+    (["get", "bgpconfig", "other"], "only the cluster-wide 'default'"),
+    (["--etcd-ca-cert", "/nonexistent/ca.pem", "get", "ippools"], "does not exist"),
+    (["--etcd-key", "/etc/hostname", "get", "ippools"], "--etcd-cert and --etcd-key go together"),
+])
+def test_bad_arguments_are_one_line_errors(args, fragment):
+    res = CliRunner().invoke(cli, ["--etcd-endpoints", "http://127.0.0.1:1", *args])
+    assert res.exit_code == 2 and fragment in res.output and "Traceback" not in res.output, res.output
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"\xff\xfe kind: IPPool")
+    for args in (["apply", "-f", str(bad)], ["secret", "set", "s", "k", "--from-file", str(bad)]):
+        res = CliRunner().invoke(cli, ["--etcd-endpoints", "http://127.0.0.1:1", *args])
+        assert res.exit_code == 2 and "bad.yaml: not UTF-8 text" in res.output, res.output
