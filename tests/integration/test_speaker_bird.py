@@ -164,6 +164,10 @@ async def test_burst_of_20000_to_two_neighbors(lab, nursery):
     with trio.fail_after(30):
         await speaker.wait_state("198.18.1.2", "up")
         await speaker.wait_state("198.18.2.2", "up")
+    # ExaBGP may say up a moment before BIRD moves its own protocol to up (its `since` then changes
+    # by a millisecond): read the baseline once BIRD agrees and has settled
+    await poll(lambda: bird1.established("exa4") and bird2.established("exa"), what="both BIRDs Established")
+    await trio.sleep(0.5)
     since = (bird1.protocols()["exa4"]["since"], bird2.protocols()["exa"]["since"])
     n = 20_000
     prefixes = [f"198.19.{i // 256}.{i % 256}/32" for i in range(n)]
