@@ -141,6 +141,7 @@ class NodeAgent:
                 nursery.start_soon(self._damping_timer)
                 nursery.start_soon(self.publisher.run)
                 nursery.start_soon(self._stale_sweeper)
+                nursery.start_soon(self._repair_summaries)
                 nursery.start_soon(self._ipam_sweeper)
                 if self.policy is not None:
                     nursery.start_soon(self._policy_filters)
@@ -565,15 +566,28 @@ class NodeAgent:
         second: a bulk `ip route flush` must not flood the log (the metric counts every one)."""
         self.metrics.reconcile_repairs.labels("routes").inc()
         now = trio.current_time()
+        self._flush_repairs(now)
         start, count = self._repair_window
-        if now - start >= 1.0:
-            if count > 10:
-                self.events.emit("repair", detail=f"{count - 10} more repairs in the last second")
-            start, count = now, 0
+        if count == 0:
+            start = now
         count += 1
         self._repair_window = (start, count)
         if count <= 10:
             self.events.emit("repair", prefix=str(key.prefix()), detail=why)  # type: ignore[attr-defined]
+
+    def _flush_repairs(self, now: float) -> None:
+        """Close a repair window that is a second old: one event for what went beyond its first ten."""
+        start, count = self._repair_window
+        if count and now - start >= 1.0:
+            if count > 10:
+                self.events.emit("repair", detail=f"{count - 10} more repairs within a second (the metric counts every one)")
+            self._repair_window = (now, 0)
+
+    async def _repair_summaries(self) -> None:
+        """The summary of a burst of repairs as its second ends, not only when some later repair comes."""
+        while True:
+            await trio.sleep(1.0)
+            self._flush_repairs(trio.current_time())
 
     def _stab(self, peer: str) -> PeerStability:
         s = self.stability.get(peer)
