@@ -102,6 +102,7 @@ class NodeAgent:
         self.own: set[Prefix] = set()
         self.exported: dict[str, dict[Prefix, bgpfilter.ExportAttrs]] = {}
         self.configured: set[str] = set()  # the sessions the speaker has as neighbours (not failed to configure)
+        self.peer_routes: list[Route] = []  # host routes to peers behind a gateway (reachableBy), per session set
         self._pools_seen: set[str] = set()  # pools with metric series
         self.state: ClusterState | None = None
         self.started_wall = time.time()
@@ -249,6 +250,7 @@ class NodeAgent:
             if self.sessions[addr].kind != sessions[addr].kind:  # e.g. mesh -> rr-client: new series
                 self.metrics.forget_peer(addr, self.sessions[addr].kind)
         self.sessions = sessions
+        self.peer_routes = desired.peer_routes(sessions.values())
         for addr, sess in sessions.items():
             self.metrics.init_peer(addr, sess.kind)
         self.rib_peers = {a: self._rib_peer(s, state) for a, s in sessions.items()}
@@ -545,13 +547,16 @@ class NodeAgent:
             if self.rib is None:
                 continue
             now = trio.current_time()
-            quiet = now - max(self._last_update, self._last_up) >= self.opts.settle
-            for peer, is_up in self.stale.due(now, self._is_up, quiet, self._sent_end_of_rib):
+            for peer, is_up in self.stale.due(now, self._is_up, self._quiet(now), self._sent_end_of_rib):
                 changed = self.rib.sweep_stale(peer) if is_up else self.rib.peer_down(peer)
                 self.events.emit("stale_swept", peer=peer, detail=f"session_up={is_up} removed={len(changed)}")
                 if changed:
                     self.kernel.mark_changed(changed)
                     await self._reflect(changed)
+
+    def _quiet(self, now: float) -> bool:
+        """No UPDATE and no session coming up for `settle` seconds."""
+        return now - max(self._last_update, self._last_up) >= self.opts.settle
 
     def _is_up(self, peer: str) -> bool:
         st_ = self.speaker.peers.get(peer)
@@ -619,7 +624,7 @@ class NodeAgent:
     def _kernel_inputs(self) -> tuple[Rib, str, dict, set[Prefix], list[Route]] | None:
         if self.rib is None or self.state is None:
             return None
-        return self.rib, self.opts.name, self.state.blocks, self.own, desired.peer_routes(self.sessions.values())
+        return self.rib, self.opts.name, self.state.blocks, self.own, self.peer_routes
 
     async def _grace(self) -> None:
         """End the programmer's grace once every session is up and UPDATEs went quiet, or on timeout."""
@@ -628,9 +633,7 @@ class NodeAgent:
             while True:
                 await trio.sleep(0.2)
                 now = trio.current_time()
-                up = all(self._is_up(a) for a in self.sessions)
-                quiet = now - max(self._last_update, self._last_up) >= self.opts.settle
-                if up and quiet:
+                if all(self._is_up(a) for a in self.sessions) and self._quiet(now):
                     break
         self.programmer.end_grace()
         await self.speaker.routes_complete()  # End-of-RIB: helper peers drop what we did not re-announce

@@ -64,7 +64,8 @@ def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterabl
     none of those and not one we originate."""
     mine = set(own)
     routes = [Route.blackhole(prefix) for prefix in local_blocks(node, blocks)]
-    routes += [r for r in static if r.prefix not in {b.prefix for b in routes}]
+    blackholed = {r.prefix for r in routes}
+    routes += [r for r in static if r.prefix not in blackholed]
     taken = {r.prefix for r in routes}
     for prefix, sel in rib.selections():
         if prefix in mine or prefix in taken:

@@ -153,14 +153,14 @@ def select(paths: Sequence[Path], local_asn: int, multipath: bool = True) -> Sel
     # RFC 4271 9.1.2.2 (a)-(d) as a whole, not pair by pair: the best local-pref, AS path length and
     # origin, then within each neighbouring AS only the lowest MED. (Pairwise, MED is not transitive
     # across ASes and the winner depended on which paths met.)
-    top = min(_preference(p) for p in ranked)
+    prefs = [_preference(p) for p in ranked]
+    top = min(prefs)
+    contenders = [p for p, pref in zip(ranked, prefs) if pref == top]
     lowest_med: dict[int, int] = {}
-    for p in ranked:
-        if _preference(p) == top:
-            n_as, med = _neighbor_as(p, local_asn), p.attrs.med or 0
-            lowest_med[n_as] = min(lowest_med.get(n_as, med), med)
-    survivors = [p for p in ranked if _preference(p) == top
-                 and (p.attrs.med or 0) == lowest_med[_neighbor_as(p, local_asn)]]
+    for p in contenders:
+        n_as, med = _neighbor_as(p, local_asn), p.attrs.med or 0
+        lowest_med[n_as] = min(lowest_med.get(n_as, med), med)
+    survivors = [p for p in contenders if (p.attrs.med or 0) == lowest_med[_neighbor_as(p, local_asn)]]
     best = survivors[0]
     for p in survivors[1:]:
         if compare(p, best, local_asn)[0] < 0:

@@ -43,7 +43,6 @@ class Session:
     peer_name: str = ""          # the BGPPeer resource that asked for it, if any
     rr_client: bool = False      # we reflect routes to this peer (we are its route reflector)
     hold_time: int = 90
-    keepalive_time: int = 30     # what ExaBGP does: a third of the hold time
     password: BGPPassword | None = None
     max_prefixes: int | None = None
     max_prefix_action: str = "warn"
@@ -140,7 +139,7 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
                 peer_address=remote_addr, peer_as=node_as(remote, config), local_as=my_as,
                 local_address=local, kind=kind, passive=_addr_key(local) < _addr_key(remote_addr),
                 peer_port=spec.listen_port, peer_node=remote.name, rr_client=rr_client,
-                hold_time=spec.hold_time, keepalive_time=spec.hold_time // 3)
+                hold_time=spec.hold_time)
             out[remote_addr] = _with_mesh_options(session, spec) if peer is None else _with_peer_options(session, peer)
 
     # 1. the mesh, and RRs among themselves
@@ -176,7 +175,7 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
             kind="fabric", peer_port=ps.peer_port or 179,
             # as in Calico: an iBGP peer of a route reflector is its client
             rr_client=bool(my_cluster) and (ps.as_number or my_as) == my_as,
-            hold_time=spec.hold_time, keepalive_time=spec.hold_time // 3), peer)
+            hold_time=spec.hold_time), peer)
     return [out[a] for a in sorted(out, key=_addr_key)]
 
 
@@ -194,5 +193,4 @@ def _with_peer_options(session: Session, peer: BGPPeer) -> Session:
         session, peer_name=peer.name, password=ps.password, max_prefixes=ps.max_prefixes, reachable_by=ps.reachable_by,
         max_prefix_action=ps.max_prefix_action, filters=ps.filters, allow_own_as=ps.num_allowed_local_as_numbers,
         hold_time=ps.hold_time if ps.hold_time is not None else session.hold_time,
-        keepalive_time=ps.hold_time // 3 if ps.hold_time is not None else session.keepalive_time,
         restart_time=ps.max_restart_time if ps.max_restart_time is not None else session.restart_time)

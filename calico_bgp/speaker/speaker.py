@@ -254,15 +254,16 @@ class Speaker:
                 # the config changed while ExaBGP was starting: it may have read the old one
                 self._loaded_generation = self._generation
                 self._replay_tx.send_nowait(_RELOAD)
-            # the same ExaBGP with a new bridge: sessions did not restart, no `up` will come
-            if exabgp_pid not in self._bridge_exabgp_pids:
-                self._lost_withdrawals.clear()
-            elif self._lost_withdrawals:
-                self._replay_tx.send_nowait(_RESEND)
             if exabgp_pid in self._bridge_exabgp_pids:
+                # the same ExaBGP with a new bridge: sessions did not restart, no `up` will come; what
+                # may have been lost is withdrawn again first, then each session's routes replayed
+                if self._lost_withdrawals:
+                    self._replay_tx.send_nowait(_RESEND)
                 for key, st in self.peers.items():
                     if st.state == "up":
                         self._replay_tx.send_nowait(key)
+            else:  # a new ExaBGP: its sessions start empty, nothing is owed to them
+                self._lost_withdrawals.clear()
             self._bridge_exabgp_pids.add(exabgp_pid)
             try:
                 async for line in lines:
@@ -330,7 +331,8 @@ class Speaker:
         async for key in self._replay_rx:
             if key is _RESEND:
                 async with self._send_lock:
-                    lines, self._lost_withdrawals = list(self._lost_withdrawals), collections.deque(maxlen=LOST_WITHDRAWALS)
+                    lines = list(self._lost_withdrawals)
+                    self._lost_withdrawals.clear()
                     log.warning("resend_withdrawals commands=%d reason=bridge_reconnected", len(lines))
                     await self._send_locked(lines)
                 continue
