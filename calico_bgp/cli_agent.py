@@ -13,7 +13,7 @@ import click
 import trio
 
 from calico_bgp import eventlog as ev, status as st
-from calico_bgp.cli_common import EXIT_ERROR, Globals, echo_json, fail, pass_globals, run, table
+from calico_bgp.cli_common import EXIT_ERROR, Globals, echo_json, fail, node_name, pass_globals, run, table
 from calico_bgp.datastore import Resync
 
 
@@ -30,7 +30,7 @@ def node() -> None:
 
 
 @node.command("run")
-@click.option("--name", required=True, help="This node's name (its Node resource).")
+@click.option("--name", required=True, callback=node_name, help="This node's name (its Node resource).")
 @click.option("--ip", help="IPv4 BGP address, e.g. 198.18.0.1/24 (created/updated on the Node resource).")
 @click.option("--ip6", help="IPv6 BGP address, e.g. 2001:db8::1/64.")
 @click.option("--ip-autodetect", help="first-found | interface=REGEX | can-reach=IP (when --ip is not given).")
@@ -52,12 +52,6 @@ def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodete
              filter_mode: str, log_level: str) -> None:
     """Run the agent until SIGTERM/SIGINT."""
     from calico_bgp.agent import AgentOptions, NodeAgent, configure_logging, state_dir_for, tune_gc
-    from calico_bgp.fields import name as check_name
-
-    try:
-        check_name(name)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--name") from None
     _check_node_flags(ip, ip6, ip_autodetect, metrics_port)
     configure_logging(log_level)
     tune_gc()

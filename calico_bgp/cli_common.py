@@ -53,6 +53,24 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     sys.exit(code)
 
 
+def node_name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """click callback for an option naming a node: the resource-name rule, or a usage error naming it."""
+    from calico_bgp.fields import name
+
+    try:
+        return None if value is None else name(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc}") from None
+
+
+def read_utf8(read: Callable[[], str], what: str) -> str:
+    """Text from `read()` (a file or stdin); one that is not UTF-8 is a usage error naming `what`."""
+    try:
+        return read()
+    except UnicodeDecodeError as exc:
+        fail(f"{what}: not UTF-8 text ({exc.reason} at byte {exc.start})", EXIT_USAGE)
+
+
 # Typed errors -> exit codes. Each module registers its own error types here at import time,
 # so this file does not import every package.
 ERROR_CODES: dict[type[BaseException], int] = {}

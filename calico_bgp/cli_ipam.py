@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from calico_bgp.cli_common import (EXIT_CONFLICT, EXIT_ERROR, EXIT_EXHAUSTED, EXIT_UNAVAILABLE, EXIT_USAGE, Globals,
-                                   echo_json, pass_globals, register_errors, run, table)
+                                   echo_json, node_name, pass_globals, register_errors, run, table)
 
 def _register() -> None:
     from calico_bgp.datastore import EtcdUnavailable
@@ -76,15 +76,6 @@ def _warn_corrupt(corrupt: dict[str, str]) -> None:
         click.echo(f"warning: {key}: corrupt value skipped: {why}", err=True)
 
 
-def _node_name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    from calico_bgp.fields import name
-
-    try:
-        return None if value is None else name(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r}: {exc}") from None
-
-
 def _handle_id(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """A handle is a key segment in etcd: not empty, no '/', no spaces or control characters."""
     if value is None:
@@ -100,7 +91,7 @@ def ipam_group() -> None:
 
 
 @ipam_group.command("allocate")
-@click.option("--node", required=True, callback=_node_name,
+@click.option("--node", required=True, callback=node_name,
               help="Node the addresses are for (its affine blocks are used first).")
 @click.option("--handle", required=True, callback=_handle_id,
               help="Handle that owns the addresses (release them together).")

@@ -9,7 +9,7 @@ import yaml
 
 from calico_bgp import model
 from calico_bgp.cli_common import (EXIT_CONFLICT, EXIT_ERROR, EXIT_USAGE, Globals, echo_json, fail, pass_globals,
-                                   register_errors, run, table)
+                                   read_utf8, register_errors, run, table)
 from calico_bgp.model import InvalidField, InvalidResource, UnknownKind
 from calico_bgp.resources import (API_VERSION, ConflictError, CorruptValue, Listing, NotFound, ResourceStore,
                                   load_documents, to_document)
@@ -114,10 +114,7 @@ def apply_cmd(g: Globals, source: Any, output: str) -> None:
     """Create or update every resource in FILE. All documents are validated first; nothing is stored
     when one of them is invalid. Up to 50 are written in one transaction; more go in transactions of
     50, so an etcd failure part way leaves the earlier batches stored (apply the file again)."""
-    try:
-        text = source.read()
-    except UnicodeDecodeError as exc:
-        fail(f"{getattr(source, 'name', 'input')}: not UTF-8 text ({exc.reason} at byte {exc.start})", EXIT_USAGE)
+    text = read_utf8(source.read, getattr(source, "name", "input"))
     try:
         resources = load_documents(text)
     except InvalidResource as exc:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from calico_bgp.cli_common import EXIT_USAGE, Globals, echo_json, fail, pass_globals, run, table
+from calico_bgp.cli_common import EXIT_USAGE, Globals, echo_json, fail, pass_globals, read_utf8, run, table
 from calico_bgp.fields import name as check_name
 
 
@@ -40,10 +40,7 @@ def set_cmd(g: Globals, name: str, key: str, path: str | None) -> None:
     _checked_name(name, "secret name")
     if not key or any(c in key for c in "/\n"):
         fail(f"key {key!r}: must be non-empty without '/' or newlines", EXIT_USAGE)
-    try:
-        value = (Path(path).read_text() if path else sys.stdin.read()).strip()
-    except UnicodeDecodeError as exc:
-        fail(f"{path or 'stdin'}: not UTF-8 text ({exc.reason} at byte {exc.start})", EXIT_USAGE)
+    value = read_utf8(Path(path).read_text if path else sys.stdin.read, path or "stdin").strip()
     if not value:
         fail("the secret value is empty", EXIT_USAGE)
 
