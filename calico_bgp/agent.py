@@ -42,7 +42,8 @@ from calico_bgp.stale import GRACEFUL_RESTART, SPEAKER_RESTART, StaleRoutes, gra
 from calico_bgp.status_publisher import StatusPublisher
 from calico_bgp.telemetry import Metrics
 from calico_bgp.topology import Session
-from dataplane.programmer import RouteProgrammer
+from dataplane.programmer import UNBUILDABLE, RouteFailure, RouteProgrammer
+from dataplane.ratelimit import BurstLimiter, RateLimitedLog
 from dataplane.route import Route, RouteKind, key_of
 
 log = logging.getLogger("calico_bgp.agent")
@@ -120,6 +121,9 @@ class NodeAgent:
         self.publisher = StatusPublisher(client, keys.status(opts.name), opts.status_ttl, self.build_status,
                                          lambda: self._last_update)
         self.kernel = KernelWriter(self.programmer, self.metrics, self._kernel_inputs, self.publisher.mark_dirty)
+        self.kernel.on_failures = self._on_route_failures
+        self._per_route_events = BurstLimiter()  # route_failed / route_recovered: a burst is summarised
+        self._warn = RateLimitedLog(log)  # per-route warnings (bad_nlri, ...)
         self._last_update = 0.0
         self._last_up = 0.0
         self.ready = trio.Event()
@@ -391,7 +395,7 @@ class NodeAgent:
         now = trio.current_time()
         got = self.intake.apply(ev, peer, self.rib, self.dampener, now)
         for text, next_hop in got.bad:
-            log.warning("event=bad_nlri peer=%s prefix=%r next_hop=%r action=ignore", ev.peer, text, next_hop)
+            self._warn.warning("bad_nlri", "peer=%s prefix=%r next_hop=%r action=ignore", ev.peer, text, next_hop)
         announced, withdrawn, changed = got.announced, got.withdrawn, got.changed
         stab = self._stab(ev.peer)
         stab.count_updates(len(announced), len(withdrawn), now)
@@ -589,10 +593,33 @@ class NodeAgent:
             self._repair_window = (now, 0)
 
     async def _repair_summaries(self) -> None:
-        """The summary of a burst of repairs as its second ends, not only when some later repair comes."""
+        """The summary of a burst of repairs as its second ends, not only when some later repair comes;
+        likewise of per-route events and warnings held back."""
         while True:
             await trio.sleep(1.0)
-            self._flush_repairs(trio.current_time())
+            now = trio.current_time()
+            self._flush_repairs(now)
+            for kind, more in self._per_route_events.due(now):
+                self._route_event_summary(str(kind), more)
+            self._warn.flush()
+            self.programmer.flush_logs()
+
+    def _on_route_failures(self, failed: list[RouteFailure], recovered: list[str]) -> None:
+        """A route that began to fail (or failed for a new reason), or that no longer fails: one event
+        each, at most BURST per kind in a window and one summary of the rest (the metric counts all)."""
+        now = trio.current_time()
+        for kind, items in (("route_failed", [(f.prefix, f"{f.op}: {f.reason}") for f in failed]),
+                            ("route_recovered", [(p, "in the kernel, or no longer wanted") for p in recovered])):
+            for prefix, detail in items:
+                allowed, ended = self._per_route_events.allow(kind, now)
+                if ended:
+                    self._route_event_summary(kind, ended)
+                if allowed:
+                    self.events.emit(kind, prefix=prefix, detail=detail)
+
+    def _route_event_summary(self, kind: str, more: int) -> None:
+        self.events.emit(kind, detail=f"{more} more within {self._per_route_events.window:.0f}s "
+                                      f"(calico-bgp routes --failed lists them)")
 
     def _stab(self, peer: str) -> PeerStability:
         s = self.stability.get(peer)
@@ -698,13 +725,11 @@ class NodeAgent:
         routes = []
         total = 0
         if self.rib is not None:
-            failures = self.programmer.failures
             total = len(self.rib)
             # the published list stops at MAX_PUBLISHED_ROUTES: pick those without sorting 100k
             first = heapq.nsmallest(st.MAX_PUBLISHED_ROUTES, self.rib.selections(), key=lambda kv: _pkey(kv[0]))
             for prefix, sel in first:
-                key = key_of(prefix)
-                in_kernel = self.programmer.is_desired(key) and key not in failures and prefix not in self.own
+                in_kernel = prefix not in self.own and self.programmer.in_kernel(key_of(prefix))
                 routes.append(st.RouteStatus(str(prefix), sel.next_hops, tuple(p.peer.address for p in sel.multipath),
                                              in_kernel, sel.reason))
         rejected = st.cap(st.RejectedRoute(r.peer, str(r.prefix), r.reason) for r in (self.rib.rejected() if self.rib else []))
@@ -720,12 +745,15 @@ class NodeAgent:
         failed = self.programmer.failures  # counted over everything: the published list stops at MAX_PUBLISHED_ROUTES
         self.metrics.kernel_routes.labels("unicast").set(self.programmer.desired_unicast - sum(
             1 for k, f in failed.items() if f.route is not None and f.route.kind is RouteKind.UNICAST and self.programmer.is_desired(k)))
+        failed_list = st.cap(st.FailedRoute(f.prefix, "build" if f.op == UNBUILDABLE else "kernel", f.reason, f.attempts)
+                             for f in sorted(failed.values(), key=lambda f: f.prefix))
         return st.NodeStatus(
             node=self.opts.name, version=VERSION, address=addr.get("ipv4", addr.get("ipv6", "")),
             asn=self.local.asn if self.local else 0, router_id=self.local.router_id if self.local else "",
             role="route-reflector" if self.local and self.local.is_reflector else "node",
             updated=now_w, started=self.started_wall, sessions=tuple(sessions), routes=tuple(routes),
-            routes_total=total, kernel_routes=self.programmer.desired_count, rejected=rejected, damped=damped,
+            routes_total=total, kernel_routes=self.programmer.in_kernel_count(), routes_failed=len(failed),
+            failed=failed_list, rejected=rejected, damped=damped,
             announced=tuple(str(p) for p in sorted(self.own, key=_pkey)), in_grace=self.programmer.in_grace,
             filter_mode=self.filter_mode, churn=churn)
 

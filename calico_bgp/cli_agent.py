@@ -169,6 +169,7 @@ def status_cmd(g: Globals, node_name: str | None, output: str) -> None:
         stale = "" if now - s.updated < 30 else f"  (stale: last update {_age(now - s.updated)} ago)"
         click.echo(f"Node {s.node}: {s.role}, AS {s.asn}, router id {s.router_id}, version {s.version}, "
                    f"{s.routes_total} learned routes, {s.kernel_routes} in kernel"
+                   f"{f', {s.routes_failed} failed (calico-bgp routes --failed)' if s.routes_failed else ''}"
                    f"{', filters: ' + s.filter_mode if s.filter_mode else ''}"
                    f"{', grace period' if s.in_grace else ''}{stale}")
         rows = [[x.peer, x.peer_type, x.state, _since(x.since), x.info or "-", f"{x.received}/{x.accepted}",
@@ -182,21 +183,32 @@ def status_cmd(g: Globals, node_name: str | None, output: str) -> None:
 @click.option("--rejected", is_flag=True, help="Routes refused by import policy or loop checks, with the reason.")
 @click.option("--damped", is_flag=True, help="Paths suppressed by flap damping.")
 @click.option("--churn", is_flag=True, help="The prefixes announced and withdrawn most often.")
+@click.option("--failed", is_flag=True, help="Routes wanted in the kernel and not there, with the reason.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @pass_globals
-def routes_cmd(g: Globals, node_name: str | None, rejected: bool, damped: bool, churn: bool, output: str) -> None:
+def routes_cmd(g: Globals, node_name: str | None, rejected: bool, damped: bool, churn: bool, failed: bool,
+               output: str) -> None:
     """Learned routes per node: best path, ECMP next hops, peers, whether in the kernel."""
     statuses = _statuses(g, node_name)
     if output == "json":
-        key = "rejected" if rejected else "damped" if damped else "churn" if churn else "routes"
+        key = "rejected" if rejected else "damped" if damped else "churn" if churn else "failed" if failed else "routes"
         echo_json({s.node: st.as_json(s).get(key, []) for s in statuses})
         return
     for i, s in enumerate(statuses):
         if i:
             click.echo()
         if rejected:
-            click.echo(f"Node {s.node}: {len(s.rejected)} rejected")
+            total = sum(x.rejected for x in s.sessions)
+            not_kept = sum(x.rejected_not_kept for x in s.sessions)
+            shown = f" (showing {len(s.rejected)})" if total > len(s.rejected) else ""
+            kept = f"; {not_kept} beyond the per-peer cap counted, not kept" if not_kept else ""
+            click.echo(f"Node {s.node}: {max(total, len(s.rejected))} rejected{shown}{kept}")
             click.echo(table([[r.prefix, r.peer, r.reason] for r in s.rejected], ["PREFIX", "PEER", "REASON"]))
+        elif failed:
+            shown = f" (showing {len(s.failed)})" if s.routes_failed > len(s.failed) else ""
+            click.echo(f"Node {s.node}: {s.routes_failed} failed{shown}")
+            click.echo(table([[f.prefix, f.stage, str(f.attempts), f.reason] for f in s.failed],
+                             ["PREFIX", "STAGE", "ATTEMPTS", "REASON"]))
         elif churn:
             click.echo(f"Node {s.node}: busiest prefixes")
             click.echo(table([[c.prefix, str(c.announces), str(c.withdraws), _since(c.last_change)] for c in s.churn],

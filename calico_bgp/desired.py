@@ -13,7 +13,7 @@ from typing import Container, Iterable, Mapping
 from calico_bgp import model
 from calico_bgp.rib import Prefix, Rib
 from calico_bgp.topology import Session
-from dataplane.route import NextHop, Route, RouteKey, key_of
+from dataplane.route import InvalidRoute, NextHop, Route, RouteKey, key_of
 from ipam.block import Block
 
 
@@ -58,37 +58,51 @@ def peer_routes(sessions: Iterable[Session]) -> list[Route]:
     return list(out.values())
 
 
+# kernel key -> (prefix, why) of a selection no kernel route can express (RouteProgrammer's `unbuildable`)
+Unbuildable = dict[RouteKey, tuple[str, str]]
+
+
 def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterable[Prefix] = (),
-                  static: Iterable[Route] = ()) -> list[Route]:
+                  static: Iterable[Route] = ()) -> tuple[list[Route], Unbuildable]:
     """Blackholes for local blocks, `static` routes (peer_routes), and every selected route that is
-    none of those and not one we originate."""
+    none of those and not one we originate; and the selections that make no route (a next hop that
+    is no address, of the other family, ...), each with the reason: one never keeps out the others."""
     mine = set(own)
     routes = [Route.blackhole(prefix) for prefix in local_blocks(node, blocks)]
     blackholed = {r.prefix for r in routes}
     routes += [r for r in static if r.prefix not in blackholed]
     taken = {r.prefix for r in routes}
+    unbuildable: Unbuildable = {}
     for prefix, sel in rib.selections():
         if prefix in mine or prefix in taken:
             continue
-        routes.append(learned_route(prefix, sel.next_hops))
-    return routes
+        try:
+            routes.append(learned_route(prefix, sel.next_hops))
+        except InvalidRoute as exc:
+            unbuildable[key_of(prefix)] = (str(prefix), str(exc))
+    return routes, unbuildable
 
 
-def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]) -> tuple[list[Route], list[RouteKey]]:
-    """For prefixes whose selection changed: the learned routes to program and the keys of those to
-    remove, as `kernel_routes` would have them. `skip`: what we originate or blackhole (never learned
-    routes). The incremental form of kernel_routes: its cost follows the change, not the RIB."""
+def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]) -> tuple[list[Route], list[RouteKey], Unbuildable]:
+    """For prefixes whose selection changed: the learned routes to program, the keys of those to
+    remove, and the selections that make no route, as `kernel_routes` would have them. `skip`: what we
+    originate or blackhole (never learned routes). The incremental form of kernel_routes: its cost
+    follows the change, not the RIB."""
     upserts: list[Route] = []
     removed: list[RouteKey] = []
+    unbuildable: Unbuildable = {}
     for prefix in prefixes:
         if prefix in skip:
             continue
         sel = rib.selection(prefix)
         if sel is None:
             removed.append(key_of(prefix))
-        else:
+            continue
+        try:
             upserts.append(learned_route(prefix, sel.next_hops))
-    return upserts, removed
+        except InvalidRoute as exc:
+            unbuildable[key_of(prefix)] = (str(prefix), str(exc))
+    return upserts, removed, unbuildable
 
 
 _HOPS: dict[tuple[str, ...], tuple[int, tuple[NextHop, ...]]] = {}

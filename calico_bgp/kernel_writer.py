@@ -6,6 +6,11 @@ batches), `_send` sends whatever is desired and not yet sent. While the kernel a
 a worker thread, without the GIL) the next batch is prepared: at 100k prefixes the stages used to
 alternate, and the kernel's half was ~0.5 s of idle loop after the last UPDATE. A full rebuild
 (dump + diff) only when blocks, own prefixes or the RIB itself changed.
+
+One route never holds up the others: a selection no kernel route can express is handed to the
+programmer as unbuildable (reported, not desired), a route the kernel refuses is reported and sent
+again after a back-off, and the rest of the batch or of the full rebuild is programmed.
+`on_failures` hears of each failed prefix once per reason, and of its recovery.
 """
 from __future__ import annotations
 
@@ -17,8 +22,8 @@ import trio
 from calico_bgp import desired
 from calico_bgp.rib import Prefix, Rib
 from calico_bgp.telemetry import Metrics
-from dataplane.programmer import ReconcileResult, RouteProgrammer
-from dataplane.route import Route
+from dataplane.programmer import UNBUILDABLE, ReconcileResult, RouteFailure, RouteProgrammer
+from dataplane.route import Route, RouteKey
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,13 @@ class KernelWriter:
         self._pending_since: float | None = None  # when the oldest change not yet prepared was noted
         self._send_ready = trio.Event()      # routes were made desired: the sender sends them
         self._send_since: float | None = None  # when the oldest change the next send carries was noted
+        self._failed_runs = 0  # prepare passes that raised in a row (their back-off)
+        # what `on_failures` was told: key -> (a build failure, reason); and the programmer's
+        # failure_changes it was told at
+        self._reported: dict[RouteKey, tuple[bool, str]] = {}
+        self._failure_seen = -1
+        self.on_failures: Callable[[list[RouteFailure], list[str]], None] | None = None  # (new, recovered prefixes)
+        programmer.on_reconciled = lambda _result: self._report()  # its own resyncs and retries too
 
     def mark_full(self) -> None:
         """Every kernel route may have changed (blocks, own prefixes, a new RIB): rebuild them all."""
@@ -90,19 +102,27 @@ class KernelWriter:
             try:
                 if full:
                     skip = set(own) | set(desired.local_blocks(node, blocks)) | {r.prefix for r in static}
-                    self.programmer.set_desired(desired.kernel_routes(node, blocks, rib, own, static))
+                    routes, unbuildable = desired.kernel_routes(node, blocks, rib, own, static)
+                    self.programmer.set_desired(routes, unbuildable)
                     self._full, self._skip = False, skip  # only once the new desired set is in place
                     self._done(await self.programmer.reconcile(), since)
                 else:
-                    upserts, removed = desired.kernel_changes(changed, rib, self._skip)
-                    self.programmer.update_desired(upserts, removed)
+                    upserts, removed, unbuildable = desired.kernel_changes(changed, rib, self._skip)
+                    self.programmer.update_desired(upserts, removed, unbuildable)
+                    if unbuildable:
+                        self._report()
                     if since is not None and self._send_since is None:
                         self._send_since = since
                     self._send_ready.set()
+                self._failed_runs = 0
             except Exception:  # noqa: BLE001 - a bug here must not stop the kernel path for good
                 log.exception("event=kernel_prepare_failed full=%s", full)
                 if not full:
                     self._changed.update(changed)  # tried again with the next change
+                # and again without one, after a back-off: a full rebuild waits for no other change
+                self._failed_runs += 1
+                await trio.sleep(min(0.5 * 2 ** (self._failed_runs - 1), 30.0))
+                self._dirty.set()
 
     async def _send(self) -> None:
         """Sends what `_prepare` made desired since the last send, one send at a time."""
@@ -124,4 +144,26 @@ class KernelWriter:
         self.metrics.netlink_errors.inc(len(result.failures))
         if since is not None:
             self.metrics.programming_latency.observe(trio.current_time() - since)
+        self._report()
         self.on_done()
+
+    def _report(self) -> None:
+        """Tell `on_failures` what failed anew (a new prefix, or a new reason) and what recovered since
+        the last report: once per prefix and reason, never per retry. Counted in the metrics."""
+        if self.programmer.failure_changes == self._failure_seen:
+            return
+        self._failure_seen = self.programmer.failure_changes
+        failures = self.programmer.failures
+        reported = self._reported
+        new = [(k, f) for k, f in failures.items() if reported.get(k) != (f.op == UNBUILDABLE, f.reason)]
+        recovered = [k for k in reported if k not in failures]
+        for key in recovered:
+            del reported[key]
+        for key, f in new:
+            reported[key] = (f.op == UNBUILDABLE, f.reason)
+            self.metrics.route_failures.labels("build" if f.op == UNBUILDABLE else "kernel").inc()
+        build = sum(1 for f in failures.values() if f.op == UNBUILDABLE)
+        self.metrics.failed_routes.labels("build").set(build)
+        self.metrics.failed_routes.labels("kernel").set(len(failures) - build)
+        if (new or recovered) and self.on_failures is not None:
+            self.on_failures([f for _, f in new], [str(k.prefix()) for k in recovered])

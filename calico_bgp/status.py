@@ -30,7 +30,8 @@ class SessionStatus:
     peer_as: int = 0
     received: int = 0
     accepted: int = 0
-    rejected: int = 0
+    rejected: int = 0            # every rejected path, kept or not
+    rejected_not_kept: int = 0   # of those, beyond the per-peer cap (rib.MAX_REJECTED_PER_PEER): counted only
     damped: int = 0
     flaps: int = 0
     uptime: float = 0.0
@@ -51,6 +52,18 @@ class RejectedRoute:
     peer: str
     prefix: str
     reason: str
+
+
+@attrs.frozen
+class FailedRoute:
+    """A route wanted in the kernel and not there: `stage` build (no kernel route can express the
+    selection, e.g. its next hop is no address) or kernel (netlink refused it; sent again after a
+    back-off: `attempts` so far)."""
+
+    prefix: str
+    stage: str
+    reason: str
+    attempts: int = 1
 
 
 @attrs.frozen
@@ -82,8 +95,10 @@ class NodeStatus:
     started: float
     sessions: tuple[SessionStatus, ...] = ()
     routes: tuple[RouteStatus, ...] = ()
-    routes_total: int = 0
-    kernel_routes: int = 0
+    routes_total: int = 0                  # learned: the RIB's selections
+    kernel_routes: int = 0                 # routes of ours in the kernel as desired now (blackholes too)
+    routes_failed: int = 0                 # wanted in the kernel and not there (`failed` lists them)
+    failed: tuple[FailedRoute, ...] = ()
     rejected: tuple[RejectedRoute, ...] = ()
     damped: tuple[DampedRoute, ...] = ()
     announced: tuple[str, ...] = ()

@@ -41,11 +41,19 @@ class Metrics:
             "calico_bgp_route_programming_seconds", "UPDATE received to kernel ack",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
         self.netlink_errors = Counter("calico_bgp_netlink_errors_total", "Route changes the kernel refused", registry=r)
+        # stage: build (a selection no kernel route can express) or kernel (refused by netlink)
+        self.failed_routes = Gauge("calico_bgp_kernel_route_failures", "Desired routes not in the kernel because they failed",
+                                   ["stage"], registry=r)
+        self.route_failures = Counter("calico_bgp_route_failures_total",
+                                      "Routes that began to fail (once per prefix and reason, not per retry)", ["stage"], registry=r)
         self.reconcile_runs = Counter("calico_bgp_reconcile_runs_total", "Reconciler passes", ["reconciler"], registry=r)
         self.reconcile_changes = Counter("calico_bgp_reconcile_changes_total", "Changes a reconciler applied",
                                          ["reconciler"], registry=r)
         self.reconcile_repairs = Counter("calico_bgp_reconcile_repairs_total", "State changed behind our back and restored",
                                          ["reconciler"], registry=r)
+        for stage in ("build", "kernel"):
+            self.failed_routes.labels(stage).set(0)
+            self.route_failures.labels(stage)
         self.damped_prefixes = Gauge("calico_bgp_damped_prefixes", "Paths suppressed by flap damping now", registry=r)
         self.damping_events = Counter("calico_bgp_damping_events_total", "Suppress and reuse events", ["event"], registry=r)
         # IPAM

@@ -18,6 +18,7 @@ import trio
 
 from dataplane import dump, events, netlink
 from dataplane import rtnl_codec as codec
+from dataplane.ratelimit import RateLimitedLog
 from dataplane.protocol import DEFAULT_PROTOCOL, MAIN_TABLE, PROTOCOL_NAME, register_protocol_name
 from dataplane.route import Forwarding, KernelRoute, Planner, Route, RouteKey, RouteKind, forwarding_matches, index_routes
 
@@ -25,7 +26,16 @@ log = logging.getLogger(__name__)
 
 # errnos that mean "no way to that next hop right now", not "bad route"
 UNREACHABLE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENODEV, errno.ENETDOWN})
-MAX_FAILURE_LOGS = 20
+# a route the kernel refused is sent again (the same route) after 1 s, 2 s, 4 s ... at most 5 min,
+# by the full reconcile that comes due; a changed route or a link coming up tries at once
+RETRY_FIRST = 1.0
+RETRY_MAX = 300.0
+UNBUILDABLE = "build"  # RouteFailure.op of a route its owner could not express (set_desired's `unbuildable`)
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before a route refused `attempts` times in a row is sent again."""
+    return min(RETRY_FIRST * 2 ** min(max(attempts, 1) - 1, 30), RETRY_MAX)
 
 
 @attrs.frozen(slots=True)
@@ -47,13 +57,16 @@ class ChangeCounts:
 
 @attrs.frozen(slots=True)
 class RouteFailure:
-    """The kernel (or the link table) refused one route; `reason` is the kernel's own text."""
+    """The kernel (or the link table) refused one route; `reason` is the kernel's own text. Or, with
+    op "build", the owner could not make a route of what it wanted (`reason` says why)."""
 
-    route: Route | None  # None for a delete of a stale route we no longer have a value for
+    route: Route | None  # None for a delete of a stale route we no longer have a value for, or a build failure
     prefix: str
-    op: str  # add | replace | delete
+    op: str  # add | replace | delete | build
     errno: int
     reason: str
+    attempts: int = 1  # times in a row this same route was refused
+    retry_at: float = 0.0  # (trio clock) not sent again before this
 
     @property
     def unreachable(self) -> bool:
@@ -225,7 +238,10 @@ class RouteProgrammer:
         self._links: dict[int, dump.Link] = {}
         self._ifindex: dict[str, int] = {}
         self._counts = ChangeCounts()
-        self._failures: dict[RouteKey, RouteFailure] = {}
+        self._failures: dict[RouteKey, RouteFailure] = {}  # refused by the kernel: sent again after a back-off
+        self._unbuildable: dict[RouteKey, RouteFailure] = {}  # what the owner wanted and could not express
+        self.failure_changes = 0  # grows whenever `failures` may have changed: a cheap test for readers
+        self._warn = RateLimitedLog(log)
         self._unreachable: dict[RouteKey, str] = {}
         self._lock = trio.Lock()
         self._dirty = trio.Event()
@@ -237,6 +253,8 @@ class RouteProgrammer:
         # someone else changed our state: counted per reason, and reported to the owner if it asks
         self.repairs: dict[str, int] = {}
         self.on_repair: Callable[[str, RouteKey], None] | None = None
+        # after every full reconcile, whoever asked for it (the owner's, a resync, a retry, a repair)
+        self.on_reconciled: Callable[[ReconcileResult], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -278,24 +296,55 @@ class RouteProgrammer:
 
     # -- desired state ---------------------------------------------------------------------
 
-    def set_desired(self, routes: Iterable[Route]) -> None:
-        """Replace the desired set (raises DuplicateRoute); a running programmer reconciles soon."""
+    def set_desired(self, routes: Iterable[Route], unbuildable: Mapping[RouteKey, tuple[str, str]] | None = None) -> None:
+        """Replace the desired set (raises DuplicateRoute); a running programmer reconciles soon.
+        `unbuildable`: key -> (prefix, why) of routes the owner wanted but could not make; none is
+        desired (a route of ours on such a key goes), each is reported in `failures` (op "build")."""
         self._desired = _index(routes, self.table, self.protocol)
         self._pending = {}  # the next reconcile covers everything
+        self._set_unbuildable(unbuildable or {}, replace=True)
         self._dirty.set()
 
-    def update_desired(self, routes: Iterable[Route] = (), removed: Iterable[RouteKey] = ()) -> int:
+    def update_desired(self, routes: Iterable[Route] = (), removed: Iterable[RouteKey] = (),
+                       unbuildable: Mapping[RouteKey, tuple[str, str]] | None = None) -> int:
         """Change part of the desired set: desire `routes` (each replacing the route on its key) and
-        drop the keys in `removed`. `program()` sends just these changes; returns how many there are."""
+        drop the keys in `removed` and in `unbuildable` (as set_desired has it). `program()` sends
+        just these changes; returns how many there are."""
         desired = self._desired
         pending = self._pending
         before = len(pending)
+        if self._unbuildable:
+            routes = list(routes)
+            removed = list(removed)
+            gone = [k for k in (*removed, *(r.key for r in routes)) if k in self._unbuildable]
+            for key in gone:
+                del self._unbuildable[key]
+            if gone:
+                self.failure_changes += 1
         for key in desired.drop_all(removed):
             pending[key] = None
+        if unbuildable:
+            for key in desired.drop_all(unbuildable):
+                pending[key] = None
+            self._set_unbuildable(unbuildable)
         for route in routes:
             if desired.put(route):
                 pending[route.key] = None
         return len(pending) - before
+
+    def _set_unbuildable(self, unbuildable: Mapping[RouteKey, tuple[str, str]], replace: bool = False) -> None:
+        old = self._unbuildable
+        new = {} if replace else dict(old)
+        for key, (prefix, why) in unbuildable.items():
+            known = old.get(key)
+            if known is not None and known.reason == why:
+                new[key] = known
+                continue
+            new[key] = RouteFailure(None, prefix, UNBUILDABLE, errno.EINVAL, why)
+            self._warn.warning("route_unbuildable", "prefix=%s reason=%r", prefix, why)
+        if new or old:
+            self.failure_changes += 1
+        self._unbuildable = new
 
     @property
     def pending(self) -> int:
@@ -334,8 +383,34 @@ class RouteProgrammer:
 
     @property
     def failures(self) -> Mapping[RouteKey, RouteFailure]:
-        """Routes the last reconcile could not program, with the kernel's reason."""
-        return dict(self._failures)
+        """Desired routes not in the kernel as desired: those the kernel refused (the last reconcile
+        and the changes since; each is sent again after a back-off) and those the owner could not
+        build (op "build", until their key is desired or removed again)."""
+        if not self._unbuildable:
+            return dict(self._failures)
+        return {**self._failures, **self._unbuildable}
+
+    @property
+    def failure_count(self) -> int:
+        return len(self._failures) + len(self._unbuildable)
+
+    def in_kernel(self, key: RouteKey) -> bool:
+        """Whether the route desired on `key` is in the kernel as desired (see in_kernel_count)."""
+        return (key in self._installed and key in self._desired.routes and key not in self._failures
+                and key not in self._pending)
+
+    def flush_logs(self) -> None:
+        """Say how many per-route warnings were held back in windows that are over (a clock tick calls it)."""
+        self._warn.flush()
+
+    def in_kernel_count(self) -> int:
+        """Desired routes the kernel holds as desired, as far as we know (what we sent and it took,
+        and what the last reconcile found): not the refused, the unsent, or those waiting to be sent."""
+        desired, installed = self._desired.routes, self._installed
+        n = len(installed & desired.keys()) if len(installed) < len(desired) else len(desired.keys() & installed)
+        n -= sum(1 for k in self._failures if k in installed)  # a failed replace leaves our old route
+        n -= sum(1 for k in self._pending if k in installed and k in desired)
+        return n
 
     @property
     def unreachable(self) -> dict[str, str]:
@@ -378,8 +453,12 @@ class RouteProgrammer:
         plan = planner.finish()
 
         failures: list[RouteFailure] = []
-        adds = _programmable(plan.adds, "add", routes, ifindex, failures)
-        replaces = _programmable(plan.replaces, "replace", routes, ifindex, failures)
+        now = trio.current_time()
+        held = self._held_back(plan, routes, now)  # refused before, their back-off not over: not sent
+        plan_adds = [k for k in plan.adds if k not in held] if held else plan.adds
+        plan_replaces = [k for k in plan.replaces if k not in held] if held else plan.replaces
+        adds = _programmable(plan_adds, "add", routes, ifindex, failures)
+        replaces = _programmable(plan_replaces, "replace", routes, ifindex, failures)
         # (flags, key): adds and replaces first, so a metric change is make-before-break; 0 = delete
         ops = [(codec.NEW_FLAGS, k) for k in adds] + [(codec.REPLACE_FLAGS, k) for k in replaces] + [(0, kr.key) for kr in plan.deletes]
         refused = await self._send(ops, forwarding, ifindex, progress)
@@ -396,11 +475,13 @@ class RouteProgrammer:
             failures.append(RouteFailure(route, str(route.prefix) if route else str(key.prefix()), op, bad.errno, bad.reason))
         c = self._counts
         self._counts = ChangeCounts(c.adds + n_add, c.replaces + n_rep, c.deletes + n_del, c.errors + errors)
-        self._record(failures, planner.down, routes)
+        failures = self._stamp(failures, now)
+        self._record(failures, planner.down, routes, held)
         installed = set(forwarding)
         # a failed add leaves the key without a route of ours; a failed replace leaves our old one
         # there, still ours to replace or delete (program() must not take it for free)
         installed.difference_update(f.route.key for f in failures if f.route is not None and f.op == "add")
+        installed.difference_update(k for k in held if held[k].op == "add")
         installed.update(planner.kept)
         self._installed = installed
         for key in pending_before:  # sent as they were in the snapshot, unless changed since
@@ -414,9 +495,11 @@ class RouteProgrammer:
         )
         self.reconciles += 1
         log.info(
-            "event=reconcile table=%d protocol=%d desired=%d adds=%d replaces=%d deletes=%d unchanged=%d kept=%d failures=%d seconds=%.3f",
-            table, protocol, len(routes), n_add, n_rep, n_del, plan.unchanged, kept, len(failures), result.seconds,
+            "event=reconcile table=%d protocol=%d desired=%d adds=%d replaces=%d deletes=%d unchanged=%d kept=%d failures=%d held=%d seconds=%.3f",
+            table, protocol, len(routes), n_add, n_rep, n_del, plan.unchanged, kept, len(failures), len(held), result.seconds,
         )
+        if self.on_reconciled is not None:
+            self.on_reconciled(result)
         return result
 
     async def _send(self, ops: list[tuple[int, RouteKey]], forwarding: Mapping[RouteKey, Forwarding],
@@ -509,6 +592,7 @@ class RouteProgrammer:
             c = self._counts
             errors = len([f for f in failures if f.errno != errno.ENODEV])
             self._counts = ChangeCounts(c.adds + n_add, c.replaces + n_rep, c.deletes + n_del, c.errors + errors)
+            failures = self._stamp(failures, trio.current_time())
             self._record_some(pending, failures)
             if conflicts:
                 log.info("event=program_conflicts count=%d action=full_reconcile", conflicts)
@@ -519,10 +603,45 @@ class RouteProgrammer:
                       self.table, len(live.routes), n_add, n_rep, n_del, len(failures), conflicts, result.seconds)
             return result
 
-    def _record(self, failures: list[RouteFailure], down: Mapping[RouteKey, int], routes: Mapping[RouteKey, Route]) -> None:
-        self._failures = {}
-        unreachable: dict[RouteKey, str] = {}
-        self._log_failures(failures)
+    def _held_back(self, plan: object, routes: Mapping[RouteKey, Route], now: float) -> dict[RouteKey, RouteFailure]:
+        """Of the keys `plan` would add or replace, those whose same route was refused and whose
+        back-off is not over, with their failure records."""
+        if not self._failures:
+            return {}
+        wanted = set(plan.adds)  # type: ignore[attr-defined]
+        wanted.update(plan.replaces)  # type: ignore[attr-defined]
+        return {k: f for k, f in self._failures.items()
+                if f.retry_at > now and f.route is not None and k in wanted and routes.get(k) == f.route}
+
+    def _stamp(self, failures: list[RouteFailure], now: float) -> list[RouteFailure]:
+        """Failures with their attempt count (the same route refused again counts up) and the time
+        of the next try; a route refused for a new reason is logged (a retry refused alike is not)."""
+        out = []
+        previous = self._failures
+        for f in failures:
+            key = f.route.key if f.route is not None else None
+            prev = previous.get(key) if key is not None else None
+            attempts = prev.attempts + 1 if prev is not None and prev.route == f.route else 1
+            if prev is None or prev.reason != f.reason or prev.op != f.op:
+                self._warn.warning("route_failed", "op=%s prefix=%s route=%r errno=%d reason=%r",
+                                   f.op, f.prefix, str(f.route or f.prefix), f.errno, f.reason)
+            out.append(attrs.evolve(f, attempts=attempts, retry_at=now + retry_delay(attempts)))
+        return out
+
+    def next_retry(self) -> float | None:
+        """When (trio clock) the first refused route is due to be sent again; None: none is waiting."""
+        return min((f.retry_at for f in self._failures.values() if f.route is not None), default=None)
+
+    def retry_now(self) -> None:
+        """Forget the back-off of every refused route: the next reconcile sends them all again."""
+        if self._failures:
+            self._failures = {k: attrs.evolve(f, retry_at=0.0) for k, f in self._failures.items()}
+
+    def _record(self, failures: list[RouteFailure], down: Mapping[RouteKey, int], routes: Mapping[RouteKey, Route],
+                held: Mapping[RouteKey, RouteFailure] = {}) -> None:  # noqa: B006 - read only
+        self._failures = dict(held)
+        self.failure_changes += 1
+        unreachable: dict[RouteKey, str] = {k: f.reason for k, f in held.items() if f.unreachable}
         for failure in failures:
             if failure.route is not None:
                 key = failure.route.key
@@ -534,14 +653,14 @@ class RouteProgrammer:
             if n_down >= len(route.nexthops):
                 unreachable[route.key] = "all next hops are dead or link-down"
             else:
-                log.warning("event=route_degraded prefix=%s nexthops_down=%d of=%d", route.prefix, n_down, len(route.nexthops))
+                self._warn.warning("route_degraded", "prefix=%s nexthops_down=%d of=%d", route.prefix, n_down, len(route.nexthops))
         self._set_unreachable(unreachable)
 
     def _record_some(self, keys: Iterable[RouteKey], failures: list[RouteFailure]) -> None:
         """After program(): the outcome for `keys` replaces what the last reconcile said of them."""
         if not (failures or self._failures or self._unreachable):
             return
-        self._log_failures(failures)
+        self.failure_changes += 1
         unreachable = dict(self._unreachable)
         for key in keys:
             self._failures.pop(key, None)
@@ -553,19 +672,11 @@ class RouteProgrammer:
                     unreachable[failure.route.key] = failure.reason
         self._set_unreachable(unreachable)
 
-    @staticmethod
-    def _log_failures(failures: list[RouteFailure]) -> None:
-        for failure in failures[:MAX_FAILURE_LOGS]:
-            log.warning("event=route_failed op=%s prefix=%s route=%r errno=%d reason=%r",
-                        failure.op, failure.prefix, str(failure.route or failure.prefix), failure.errno, failure.reason)
-        if len(failures) > MAX_FAILURE_LOGS:
-            log.warning("event=route_failed_more count=%d", len(failures) - MAX_FAILURE_LOGS)
-
     def _set_unreachable(self, unreachable: dict[RouteKey, str]) -> None:
         for key in unreachable.keys() - self._unreachable.keys():
-            log.warning("event=nexthop_unreachable prefix=%s reason=%r", key.prefix(), unreachable[key])
+            self._warn.warning("nexthop_unreachable", "prefix=%s reason=%r", key.prefix(), unreachable[key])
         for key in self._unreachable.keys() - unreachable.keys():
-            log.info("event=nexthop_reachable prefix=%s", key.prefix())
+            self._warn.info("nexthop_reachable", "prefix=%s", key.prefix())
         self._unreachable = unreachable
 
     # -- watching ---------------------------------------------------------------------------
@@ -589,7 +700,11 @@ class RouteProgrammer:
 
     async def _reconcile_loop(self) -> None:
         while True:
-            with trio.move_on_after(self._resync_interval):
+            wait = self._resync_interval
+            retry = self.next_retry()  # a refused route due again before the periodic resync
+            if retry is not None:
+                wait = max(min(wait, retry - trio.current_time()), 0.0)
+            with trio.move_on_after(wait):
                 await self._dirty.wait()
             await trio.sleep(self._debounce)
             await self._reconcile_guarded()
@@ -658,6 +773,8 @@ class RouteProgrammer:
         # a link that goes away may have carried our routes (the kernel drops IPv4 routes through it
         # without a word); a new or usable one matters only to routes waiting for a way out, or named
         # by device: a workload's veth appearing is no reason to dump and diff the whole table
+        if gained and self._failures:
+            self.retry_now()  # a way out appeared: what the kernel refused may fit now
         if lost or (gained and (self._failures or self._unreachable or link.name in self._desired.devices)):
             log.info("event=link_changed ifindex=%d name=%s usable=%s deleted=%s", link.index, link.name,
                      link.usable and not event.deleted, event.deleted)

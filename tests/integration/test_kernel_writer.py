@@ -12,7 +12,7 @@ from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Rib
 from calico_bgp.telemetry import Metrics
 from dataplane.programmer import RouteProgrammer
 from tests.integration.test_route_programmer import Lab, lab, routes  # noqa: F401 - the fixture
-from tests.netns import needs_root
+from tests.netns import needs_root, sh
 
 pytestmark = [needs_root, pytest.mark.root]
 
@@ -62,3 +62,75 @@ async def test_a_burst_reaches_the_kernel_and_leaves_it(lab: Lab):  # noqa: F811
         assert latency["calico_bgp_route_programming_seconds_count"] >= 1
         assert latency["calico_bgp_route_programming_seconds_sum"] > 0
         nursery.cancel_scope.cancel()
+
+
+async def test_one_route_that_cannot_be_built_or_is_refused_never_blocks_the_others(lab: Lab):  # noqa: F811
+    """Issue 12: one learned route with next hop 'no-nexthop' (no kernel route can express it) made
+    every later batch and full resync fail. Now it and a route the kernel refuses (its gateway is on
+    no link) are reported once each, the refused one is sent again after a back-off (not at every
+    reconcile), and every other route follows the RIB: after a change, after a full resync, and on
+    withdrawal."""
+    rib = Rib(LocalSpeaker(64512, "198.18.1.1"))
+    metrics = Metrics()
+    reports: list[tuple[list, list]] = []
+    good = prefixes("198.19.0.0", 300)
+    unbuildable, refused = ipaddress.ip_network("198.19.64.0/26"), ipaddress.ip_network("198.19.65.0/26")
+    attrs_ = PathAttrs("198.18.1.2", as_path=(65001,))
+    async with RouteProgrammer(netns=lab.host, resync_interval=60.0) as rp, trio.open_nursery() as nursery:
+        rp.end_grace()
+        await nursery.start(rp.run)
+        writer = KernelWriter(rp, metrics, lambda: (rib, "n1", {}, set(), []), lambda: None)
+        writer.on_failures = lambda new, recovered: reports.append((new, recovered))
+        nursery.start_soon(writer.run)
+        writer.mark_full()
+        # the bad routes come in the same UPDATE batch as the first good ones
+        writer.mark_changed(rib.update(PEER, {unbuildable: PathAttrs("no-nexthop"), refused: PathAttrs("198.18.99.9"),
+                                              **dict.fromkeys(good[:100], attrs_)}), trio.current_time())
+        await wait_for(lambda: set(routes(lab.host)) == {str(p) for p in good[:100]}, "the good routes of the batch")
+        # a later change: more good routes arrive, some leave
+        writer.mark_changed(rib.update(PEER, dict.fromkeys(good[100:], attrs_), good[:50]), trio.current_time())
+        await wait_for(lambda: set(routes(lab.host)) == {str(p) for p in good[50:]}, "the kernel to follow a change")
+        # full resyncs (the agent makes one on every datastore change), one with a withdrawal in it
+        t0 = trio.current_time()
+        for i in range(25):
+            writer.mark_full()
+            if i == 5:
+                writer.mark_changed(rib.update(PEER, {}, good[50:60]), trio.current_time())
+            await trio.sleep(0.1)
+        await wait_for(lambda: set(routes(lab.host)) == {str(p) for p in good[60:]}, "the kernel after full resyncs")
+        failures = {f.prefix: f for f in rp.failures.values()}
+        assert set(failures) == {str(unbuildable), str(refused)}
+        assert failures[str(unbuildable)].op == "build" and "no-nexthop" in failures[str(unbuildable)].reason
+        assert failures[str(refused)].op == "add" and "unreachable" in failures[str(refused)].reason.lower()
+        # sent again after 1 s, then 2 s more: not at each of the 25 reconciles
+        assert rp.counts.errors <= 3, rp.counts.errors
+        assert failures[str(refused)].attempts == rp.counts.errors and trio.current_time() - t0 >= 2.5
+        # reported once per prefix and reason, however often retried
+        told = [f.prefix for new, _ in reports for f in new]
+        assert sorted(told) == sorted([str(unbuildable), str(refused)])
+        assert sample(metrics, "calico_bgp_kernel_route_failures", stage="build") == 1
+        assert sample(metrics, "calico_bgp_kernel_route_failures", stage="kernel") == 1
+        assert sample(metrics, "calico_bgp_route_failures_total", stage="kernel") == 1
+        assert rp.in_kernel_count() == len(good) - 60
+
+        # its gateway becomes reachable: the next retry installs it, and its recovery is reported
+        sh("ip", "addr", "add", "198.18.99.1/24", "dev", "v2", ns=lab.host)
+        await wait_for(lambda: str(refused) in routes(lab.host), "the refused route, retried", timeout=10.0)
+        await wait_for(lambda: any(str(refused) in rec for _, rec in reports), "its recovery reported")
+        # the unbuildable one is replaced by a usable path: programmed, recovered
+        writer.mark_changed(rib.update(PEER, {unbuildable: attrs_}), trio.current_time())
+        await wait_for(lambda: str(unbuildable) in routes(lab.host), "the rebuilt route")
+        await wait_for(lambda: not rp.failures, "no failure left")
+        assert sample(metrics, "calico_bgp_kernel_route_failures", stage="build") == 0
+        # withdrawn, everything leaves
+        writer.mark_changed(rib.update(PEER, {}, [unbuildable, refused, *good[60:]]), trio.current_time())
+        await wait_for(lambda: routes(lab.host) == {}, "every route gone")
+        nursery.cancel_scope.cancel()
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    for family in metrics.registry.collect():
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    raise AssertionError(f"no sample {name} {labels}")

@@ -38,6 +38,33 @@ def test_a_peer_reachable_by_a_gateway_gets_a_host_route_that_learned_routes_nev
     rib.update(Peer("198.18.1.2", 65001, "198.18.1.2", ibgp=False),
                {ipaddress.ip_network("198.18.9.1/32"): PathAttrs("198.18.1.2", as_path=(65001,)),
                 ipaddress.ip_network("198.19.7.0/26"): PathAttrs("198.18.1.2", as_path=(65001,))})
-    routes = desired.kernel_routes("n1", {}, rib, (), static)
+    routes, unbuildable = desired.kernel_routes("n1", {}, rib, (), static)
+    assert unbuildable == {}
     assert {str(r.prefix): [str(h.gateway) for h in r.nexthops] for r in routes} == {
         "198.18.9.1/32": ["198.18.1.1"], "2001:db8:9::1/128": ["2001:db8:1::1"], "198.19.7.0/26": ["198.18.1.2"]}
+
+
+def test_a_selection_no_kernel_route_can_express_is_set_apart_with_its_reason_and_the_rest_are_built():
+    """ExaBGP passes an UPDATE without NEXT_HOP on with next hop 'no-nexthop'; a v4 prefix can come with
+    a v6 next hop. Neither may keep the other selections out of the kernel (issue 12)."""
+    from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Rib
+    from dataplane.route import key_of
+
+    rib = Rib(LocalSpeaker(64512, "198.18.1.10"))
+    peer = Peer("198.18.1.2", 65001, "198.18.1.2", ibgp=False)
+    good = [ipaddress.ip_network(f"198.19.7.{i}/32") for i in range(5)]
+    bad, other_family = ipaddress.ip_network("198.19.8.0/26"), ipaddress.ip_network("198.19.9.0/26")
+    rib.update(peer, {**dict.fromkeys(good, PathAttrs("198.18.1.2")), bad: PathAttrs("no-nexthop"),
+                      other_family: PathAttrs("2001:db8:1::2")})
+    routes, unbuildable = desired.kernel_routes("n1", {}, rib)
+    assert {r.prefix for r in routes} == set(good)
+    assert set(unbuildable) == {key_of(bad), key_of(other_family)}
+    prefix, why = unbuildable[key_of(bad)]
+    assert prefix == "198.19.8.0/26" and "gateway='no-nexthop'" in why
+    assert "not IPv4" in unbuildable[key_of(other_family)][1]
+
+    # the incremental form says the same of the prefixes it is given, and removes withdrawn ones
+    rib.update(peer, {}, [good[0]])
+    upserts, removed, unbuildable2 = desired.kernel_changes([good[0], good[1], bad], rib, set())
+    assert [r.prefix for r in upserts] == [good[1]] and removed == [key_of(good[0])]
+    assert unbuildable2 == {key_of(bad): unbuildable[key_of(bad)]}

@@ -1,0 +1,89 @@
+"""Bounded per-route warnings: the first few of a burst in full, the rest counted and said once.
+
+A peer can send 20k prefixes with host bits, the kernel can refuse 10k routes at once: one line per
+route floods the log and costs the agent more than the routes do. `BurstLimiter` decides (pure: the
+caller passes the time); `RateLimitedLog` is the logging front used wherever a per-route warning is
+logged, in `dataplane` and in `calico_bgp` alike (it lives here because `dataplane` imports nothing
+of `calico_bgp`). The agent's event log uses a `BurstLimiter` the same way for per-route events.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Hashable
+
+BURST = 10       # lines per key in one window
+WINDOW = 10.0    # seconds
+
+
+class BurstLimiter:
+    """Per key: the first `burst` calls of each `window` seconds are allowed, the rest counted.
+    A window opens with its first call; `due(now)` closes the windows that are over and returns,
+    for each that held something back, (key, how many it held back)."""
+
+    __slots__ = ("burst", "window", "_open")
+
+    def __init__(self, burst: int = BURST, window: float = WINDOW) -> None:
+        if burst < 1 or not window > 0:
+            raise ValueError(f"burst={burst!r} window={window!r}: need burst >= 1 and window > 0")
+        self.burst = burst
+        self.window = window
+        self._open: dict[Hashable, list[float]] = {}  # key -> [window start, calls, held back]
+
+    def allow(self, key: Hashable, now: float) -> tuple[bool, int]:
+        """(whether this call may go out, how many a window of `key` that just ended held back)."""
+        w = self._open.get(key)
+        ended = 0
+        if w is None or now - w[0] >= self.window:
+            ended = int(w[2]) if w is not None else 0
+            w = self._open[key] = [now, 0, 0]
+        w[1] += 1
+        if w[1] <= self.burst:
+            return True, ended
+        w[2] += 1
+        return False, ended
+
+    def due(self, now: float) -> list[tuple[Hashable, int]]:
+        out = []
+        for key, w in list(self._open.items()):
+            if now - w[0] >= self.window:
+                del self._open[key]
+                if w[2]:
+                    out.append((key, int(w[2])))
+        return out
+
+
+class RateLimitedLog:
+    """`event=NAME ...` lines at most `burst` per `window` seconds per NAME; what is held back is
+    logged as one `event=log_suppressed of=NAME count=N` line when the window ends (on the next line
+    of that NAME, or at `flush()`, which an owner with a clock tick calls)."""
+
+    def __init__(self, logger: logging.Logger, burst: int = BURST, window: float = WINDOW,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.limiter = BurstLimiter(burst, window)
+        self.clock = clock
+        self.suppressed = 0  # lines held back since this was made (tests, metrics)
+
+    def log(self, level: int, event: str, fmt: str = "", *args: object) -> bool:
+        allowed, ended = self.limiter.allow(event, self.clock())
+        if ended:
+            self._summary(event, ended)
+        if not allowed:
+            self.suppressed += 1
+            return False
+        self.logger.log(level, "event=%s " + fmt, event, *args)
+        return True
+
+    def warning(self, event: str, fmt: str = "", *args: object) -> bool:
+        return self.log(logging.WARNING, event, fmt, *args)
+
+    def info(self, event: str, fmt: str = "", *args: object) -> bool:
+        return self.log(logging.INFO, event, fmt, *args)
+
+    def flush(self) -> None:
+        for event, count in self.limiter.due(self.clock()):
+            self._summary(str(event), count)
+
+    def _summary(self, event: str, count: int) -> None:
+        self.logger.warning("event=log_suppressed of=%s count=%d window=%gs", event, count, self.limiter.window)
