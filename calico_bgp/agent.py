@@ -117,6 +117,7 @@ class NodeAgent:
         self.peer_open: dict[str, PeerOpen] = {}  # each peer's last OPEN (its graceful-restart capability)
         self.session_errors: dict[str, str] = {}  # peer -> why its session is not configured
         self._repair_window = (0.0, 0)
+        self._policy_inputs: dict[str, tuple[Any, ...]] = {}  # per peer: what its import policy was made of
         self.filter_mode = ""
         self.publisher = StatusPublisher(client, keys.status(opts.name), opts.status_ttl, self.build_status,
                                          lambda: self._last_update)
@@ -268,6 +269,7 @@ class NodeAgent:
         # import policy follows pools and filters; re-run it over what peers sent (soft reconfiguration)
         self.rib.import_policy = bgpfilter.import_policy(pools, self._filters_of)
         changed = self.rib.reapply_policy(self.rib_peers.values())
+        await self._refresh_capped(pools)
 
         for peer in list(sessions):  # a limit added or lowered applies to what the peer already sent
             await self._check_max_prefixes(peer)
@@ -285,6 +287,27 @@ class NodeAgent:
         await self._reflect(changed if changed and not added else None)
         self.kernel.mark_full()
         self._policy_dirty.set()
+
+    async def _refresh_capped(self, pools: list[model.IPPool]) -> None:
+        """Soft reconfiguration re-judges only the rejected paths the RIB kept (rib.MAX_REJECTED_PER_PEER
+        per peer). When a peer's import policy changed and it had more, ask it to send its routes again
+        (ROUTE-REFRESH, RFC 2918) if it takes that; else say what it keeps out until its session resets."""
+        assert self.rib is not None
+        for addr, s in self.sessions.items():
+            inputs = (tuple((p.metadata.name, p.spec) for p in pools), tuple(self._filters_of(addr)))
+            before, self._policy_inputs[addr] = self._policy_inputs.get(addr), inputs
+            lost = self.rib.rejected_not_kept(addr)
+            if before is None or before == inputs or not lost:
+                continue
+            op = self.peer_open.get(addr)
+            if op is not None and op.route_refresh and self._is_up(addr):
+                self.rib.forget_not_kept(addr)  # counted again as they come back
+                await self.speaker.send([speaker_cmds.route_refresh(addr, _bgp_family(s))])
+                self.events.emit("route_refresh", peer=addr, detail=f"import policy changed; {lost} rejected paths were not kept")
+            else:
+                self.events.emit("route_refresh", peer=addr, detail=f"import policy changed; {lost} rejected paths were not "
+                                                                    "kept and the peer takes no ROUTE-REFRESH: they stay "
+                                                                    "out until it sends them again")
 
     def _filters_of(self, peer: str) -> list[model.BGPFilter]:
         s = self.sessions.get(peer)
@@ -357,6 +380,7 @@ class NodeAgent:
                 self.kernel.mark_full()
         self.dampener.peer_down(peer, trio.current_time())
         self.stability.pop(peer, None)
+        self._policy_inputs.pop(peer, None)
         self.stale.forget(peer)  # a removed session keeps nothing stale
         self.peer_open.pop(peer, None)
         if old is not None:
@@ -706,6 +730,7 @@ class NodeAgent:
             damped = sum(1 for (p, _), _s in self.dampener.suppressed(now_m) if p == addr)
             accepted = self.rib.accepted_count(addr) if self.rib else 0
             rejected = self.rib.rejected_count(addr) if self.rib else 0
+            not_kept = self.rib.rejected_not_kept(addr) if self.rib else 0
             sessions.append(st.SessionStatus(
                 peer=addr, peer_type=st.PEER_TYPES.get(s.kind, s.kind), state=state, since=self.since.get(addr, 0.0),
                 info=_session_info(self.session_errors.get(addr, "") or
@@ -714,6 +739,7 @@ class NodeAgent:
                                    md5=s.password is not None and state != "Established"),
                 peer_name=s.peer_name, peer_node=s.peer_node, peer_as=s.peer_as,
                 received=accepted + rejected + damped, accepted=accepted, rejected=rejected, damped=damped,
+                rejected_not_kept=not_kept,
                 flaps=stab.flaps if stab else 0, uptime=stab.uptime(now_m) if stab else 0.0,
                 churn_rate=round(stab.churn_rate(now_m), 3) if stab else 0.0))
             if stab is not None:

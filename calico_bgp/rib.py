@@ -189,6 +189,12 @@ def select(paths: Sequence[Path], local_asn: int, multipath: bool = True) -> Sel
     return Selection(best, tuple(members), reason)
 
 
+# Rejected paths kept per peer (for `routes --rejected` and so a policy change can accept them later
+# without the peer sending them again). Beyond this a peer's rejected paths are counted, not kept:
+# 10k paths with their attributes are a few MB; 200k rejected /128s were 140 MB that stayed.
+MAX_REJECTED_PER_PEER = 10_000
+
+
 @attrs.frozen(slots=True)
 class Rejected:
     peer: str
@@ -199,13 +205,19 @@ class Rejected:
 class Rib:
     """Adj-RIB-In per peer plus the selection per prefix. No I/O: every method returns what changed."""
 
-    def __init__(self, local: LocalSpeaker, import_policy: ImportPolicy | None = None, multipath: bool = True):
+    def __init__(self, local: LocalSpeaker, import_policy: ImportPolicy | None = None, multipath: bool = True,
+                 max_rejected: int = MAX_REJECTED_PER_PEER):
         self.local = local
         self.import_policy = import_policy
         self.multipath = multipath
+        self.max_rejected = max_rejected
         self._paths: dict[Prefix, dict[str, Path]] = {}
         self._selected: dict[Prefix, Selection] = {}
         self._rejected: dict[str, dict[Prefix, tuple[str, PathAttrs]]] = {}
+        # per peer: rejected paths beyond max_rejected, counted, not kept (a withdrawal of a prefix the
+        # RIB holds nothing of for the peer counts one down: an estimate, as a re-announcement of one
+        # counts again)
+        self._not_kept: dict[str, int] = {}
         self._stale: dict[str, set[Prefix]] = {}
 
     def rebuilt(self, local: LocalSpeaker) -> "Rib":
@@ -213,10 +225,11 @@ class Rib:
         peers sent (they send increments only, never the table again). The paths wait, as rejected,
         until `reapply_policy` runs them through the loop checks and import policy of the new
         speaker; stale marks carry over."""
-        new = Rib(local, self.import_policy, self.multipath)
+        new = Rib(local, self.import_policy, self.multipath, self.max_rejected)
         for (address, prefix), pattrs in self.received():
             new._rejected.setdefault(address, {})[prefix] = ("re-evaluating", pattrs)
         new._stale = {address: set(stale) for address, stale in self._stale.items()}
+        new._not_kept = dict(self._not_kept)
         return new
 
     # --- input -------------------------------------------------------------------------------
@@ -233,9 +246,9 @@ class Rib:
             stale.difference_update(announced)
             stale.difference_update(withdrawn)
         local, policy, paths, address, selected = self.local, self.import_policy, self._paths, peer.address, self._selected
+        not_kept = self._not_kept.get(address, 0)
         for prefix in withdrawn:
-            if rejected:
-                rejected.pop(prefix, None)
+            was_rejected = rejected.pop(prefix, None) if rejected else None
             per_peer = paths.get(prefix)
             if per_peer and per_peer.pop(address, None) is not None:
                 if per_peer:
@@ -244,6 +257,8 @@ class Rib:
                     del paths[prefix]
                     if selected.pop(prefix, None) is not None:
                         changed.add(prefix)
+            elif not_kept and was_rejected is None:
+                not_kept -= 1  # most likely one of the rejected paths not kept
         last: PathAttrs | None = None
         loop: str | None = None
         for prefix, pattrs in announced.items():
@@ -254,7 +269,10 @@ class Rib:
                 reason = policy(peer, prefix, pattrs)
             per_peer = paths.get(prefix)
             if reason is not None:
-                rejected[prefix] = (reason, pattrs)  # kept, so a policy change can accept it later
+                if len(rejected) < self.max_rejected or prefix in rejected:
+                    rejected[prefix] = (reason, pattrs)  # kept, so a policy change can accept it later
+                else:
+                    not_kept += 1
                 if per_peer is not None and per_peer.pop(address, None) is not None:  # implicit withdraw of the old path
                     touched.add(prefix)
                 continue
@@ -272,6 +290,8 @@ class Rib:
             if old is None or (old.attrs is not pattrs and old.attrs != pattrs) or (old.peer is not peer and old.peer != peer):
                 per_peer[address] = Path(prefix, peer, pattrs)
                 touched.add(prefix)
+        if not_kept or address in self._not_kept:
+            self._not_kept[address] = not_kept
         if touched:
             changed |= self._reselect(touched)
         return changed
@@ -293,11 +313,14 @@ class Rib:
         """Forget everything learned from a peer whose session went down."""
         self._stale.pop(peer_address, None)
         self._rejected.pop(peer_address, None)
+        self._not_kept.pop(peer_address, None)
         touched = {p for p, per_peer in self._paths.items() if per_peer.pop(peer_address, None) is not None}
         return self._reselect(touched)
 
     def reapply_policy(self, peers: Iterable[Peer]) -> set[Prefix]:
-        """Re-run import policy over everything received, accepted or not (soft reconfiguration)."""
+        """Re-run import policy over everything received, accepted or not (soft reconfiguration);
+        of the rejected paths only those kept (see MAX_REJECTED_PER_PEER): `rejected_not_kept` says
+        how many a peer would have to send again (a route refresh) to be judged anew."""
         changed: set[Prefix] = set()
         for peer in peers:
             kept = {prefix: per_peer[peer.address].attrs for prefix, per_peer in self._paths.items()
@@ -356,7 +379,17 @@ class Rib:
                 yield (address, prefix), pattrs
 
     def rejected_count(self, peer_address: str) -> int:
-        return len(self._rejected.get(peer_address, ()))
+        """The peer's rejected paths, those kept and those beyond the cap."""
+        return len(self._rejected.get(peer_address, ())) + self._not_kept.get(peer_address, 0)
+
+    def forget_not_kept(self, peer_address: str) -> None:
+        """The peer is sending everything again (route refresh): what is beyond the cap is counted anew."""
+        self._not_kept.pop(peer_address, None)
+
+    def rejected_not_kept(self, peer_address: str) -> int:
+        """The peer's rejected paths beyond max_rejected: counted, not kept (not in `rejected()`, and a
+        policy change cannot accept them until the peer sends them again: a route refresh)."""
+        return self._not_kept.get(peer_address, 0)
 
     def rejected(self, peer_address: str | None = None) -> list[Rejected]:
         peers = [peer_address] if peer_address else sorted(self._rejected)

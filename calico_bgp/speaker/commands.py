@@ -163,3 +163,9 @@ def teardown(neighbor: str, subcode: int = 2) -> str:
 
 def announce_eor(neighbor: str, family: str) -> str:
     return f"neighbor {neighbor} announce eor {family}"
+
+
+def route_refresh(neighbor: str, family: str) -> str:
+    """Ask the peer to send `family` ("ipv4 unicast") again (RFC 2918 ROUTE-REFRESH); only for a peer
+    that advertised the capability (PeerOpen.route_refresh)."""
+    return f"neighbor {neighbor} announce route-refresh {family}"

@@ -66,6 +66,7 @@ class PeerOpen:
     graceful_restart: int | None = None
     graceful_families: tuple[str, ...] = ()   # "ipv4 unicast", ...
     forwarding_kept: tuple[str, ...] = ()
+    route_refresh: bool = False  # it advertised ROUTE-REFRESH (RFC 2918): it resends its routes when asked
 
 
 @attrs.frozen(slots=True)

@@ -20,6 +20,7 @@ Parsed = Union[Event, Ack, Text, Ignored]
 _ACKS = {"done": True, "error": False}
 _IGNORED_TYPES = {"keepalive", "fsm", "signal", "negotiated", "refresh", "operational"}
 GRACEFUL_RESTART = "graceful restart"  # the capability's name in ExaBGP's JSON
+ROUTE_REFRESH = "route-refresh"  # likewise (RFC 2918, and Cisco's pre-standard code 128)
 FAMILIES = {"ipv4 unicast", "ipv6 unicast"}
 
 
@@ -73,11 +74,12 @@ def _message(msg: dict[str, Any]) -> list[Parsed]:
             return [Ignored("open-send")]
         caps = n["open"].get("capabilities", {})
         gr = next((c for c in caps.values() if isinstance(c, dict) and c.get("name") == GRACEFUL_RESTART), None)
+        refresh = any(isinstance(c, dict) and c.get("name") == ROUTE_REFRESH for c in caps.values())
         if gr is None:
-            return [PeerOpen(peer=_peer(n))]
+            return [PeerOpen(peer=_peer(n), route_refresh=refresh)]
         # {"ipv4/unicast": ["restart"]}: ExaBGP names a family's F bit (forwarding state kept) "restart"
         flags = gr.get("address-family-flags") or {}
-        return [PeerOpen(peer=_peer(n), graceful_restart=int(gr["time"]),
+        return [PeerOpen(peer=_peer(n), graceful_restart=int(gr["time"]), route_refresh=refresh,
                          graceful_families=tuple(sorted(f.replace("/", " ") for f in flags)),
                          forwarding_kept=tuple(sorted(f.replace("/", " ") for f, bits in flags.items()
                                                       if "restart" in (bits or ()))))]

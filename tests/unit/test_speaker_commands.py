@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from calico_bgp.speaker.commands import RouteChange, RouteSpec, batch, neighbor_selector, teardown
+from calico_bgp.speaker.commands import RouteChange, RouteSpec, batch, neighbor_selector, route_refresh, teardown
 from calico_bgp.speaker.errors import InvalidRoute
 from calico_bgp.speaker.intent import RouteIntent
 from calico_bgp.speaker.neighbor import IPV4_UNICAST, IPV6_UNICAST, Neighbor
@@ -134,3 +134,8 @@ def test_next_hop_self_for_the_other_family_is_the_neighbors_explicit_address():
     assert v6.spec.next_hop == "2001:db8::1"
     foreign = RouteChange(A, "2001:db8:7::/48", RouteSpec(next_hop="2001:db8::9"), True)
     assert resolve_self(foreign, "2001:db8::1") is foreign
+
+
+def test_route_refresh_is_exabgps_announce_route_refresh_for_one_family():
+    """ExaBGP 5's API: `neighbor <ip> announce route-refresh <afi> <safi>` (reactor/api/command/announce.py)."""
+    assert route_refresh(A, "ipv6 unicast") == f"neighbor {A} announce route-refresh ipv6 unicast"

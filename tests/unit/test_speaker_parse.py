@@ -148,3 +148,13 @@ def test_a_received_open_gives_the_peers_graceful_restart_time():
     assert parse_line(_open_line("receive", '"multiprotocol": { "name": "multiprotocol" }')) == [
         PeerOpen(peer="198.18.0.2", graceful_restart=None)]
     assert parse_line(_open_line("send", GR_CAP)) == [Ignored("open-send")]
+
+
+def test_a_received_open_says_whether_the_peer_takes_route_refresh():
+    """RFC 2918: ROUTE-REFRESH only to a peer that advertised it (ExaBGP's JSON names both codes
+    "route-refresh"); the agent asks for one when policy changes for a peer whose rejected paths
+    were beyond the RIB's cap."""
+    rr = '"route-refresh": { "name": "route-refresh", "variant": "normal" }'
+    assert parse_line(_open_line("receive", rr)) == [PeerOpen(peer="198.18.0.2", route_refresh=True)]
+    assert parse_line(_open_line("receive", rr + ", " + GR_CAP))[0].route_refresh
+    assert not parse_line(_open_line("receive", '"multiprotocol": { "name": "multiprotocol" }'))[0].route_refresh

@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Agent memory under rejected routes: a fabric peer announces N IPv6 /128s outside every pool (all
+rejected by import policy), then withdraws them; the agent's RSS before, at its peak and after.
+
+    src (BIRD 2, AS 65001, 2001:db8:f::1) --one veth-- node (2001:db8:f::2, AS 64512): our agent
+
+    sudo .venv/bin/python bench/memory.py [--n 200000] [--settle 10] [--json]
+
+Issue 12 measured 163 -> 300 MB with 200k, and it stayed there after the withdrawal; the goal is
+RSS after within 20 MB of before. The RSS is the agent's own process (not ExaBGP nor the bridge:
+they are reported apart), read from /proc; the peak is the kernel's high-water mark (VmHWM). The
+agent's count of received routes comes from its published status in etcd. Everything (namespaces,
+BIRD, etcd, the agent) is removed at the end, even on failure or SIGTERM.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import proc_tree, progress  # noqa: E402
+from lab.clab import Bind, NodeDef  # noqa: E402
+from lab.etcd import EtcdServer  # noqa: E402
+from lab.net import Ledger, Net, Process  # noqa: E402
+from lab.routers import Bird  # noqa: E402
+
+SRC4, NODE4 = "198.18.0.1", "198.18.0.2"
+SRC6, NODE6 = "2001:db8:f::1", "2001:db8:f::2"
+SRC_AS, NODE_AS = 65001, 64512
+POOL = "2001:db8:1::/64"                     # the only pool: every announced /128 is outside it
+FIRST = int(ipaddress.IPv6Address("2001:db8:ff00::"))
+GOAL_MB = 20.0
+
+
+def src_conf(n: int) -> str:
+    lines = [f"router id {SRC4};", "protocol device {}", "protocol static hosts {", "  disabled;", "  ipv6;"]
+    lines += [f"  route {ipaddress.IPv6Address(FIRST + i)}/128 blackhole;" for i in range(n)]
+    lines += ["}", "protocol bgp node {", f"  local {SRC6} as {SRC_AS};", f"  neighbor {NODE6} as {NODE_AS};",
+              "  connect delay time 0;", "  connect retry time 1;",
+              "  ipv6 { import none; export where source = RTS_STATIC; next hop self; };", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def resources() -> str:
+    return "\n---\n".join([
+        f"kind: BGPConfiguration\napiVersion: projectcalico.org/v3\nmetadata: {{name: default}}\n"
+        f"spec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: false}}",
+        f"kind: IPPool\napiVersion: projectcalico.org/v3\nmetadata: {{name: v6}}\nspec: {{cidr: '{POOL}'}}",
+        f"kind: Node\napiVersion: projectcalico.org/v3\nmetadata: {{name: node}}\n"
+        f"spec: {{bgp: {{ipv4Address: {NODE4}/24, ipv6Address: '{NODE6}/64'}}}}",
+        f"kind: BGPPeer\napiVersion: projectcalico.org/v3\nmetadata: {{name: src}}\n"
+        f"spec: {{node: node, peerIP: '{SRC6}', asNumber: {SRC_AS}}}"])
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of one process in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def others_mb(pid: int) -> float:
+    """RSS of the agent's children (ExaBGP, the API bridge), for the record."""
+    total = 0.0
+    for p in proc_tree(pid)[1:]:
+        try:
+            total += rss_mb(p)[0]
+        except (OSError, KeyError):
+            pass
+    return total
+
+
+class Agent:
+    def __init__(self, ledger: Ledger, ns: str, etcd: EtcdServer, work: Path, log_level: str) -> None:
+        self.prefix = f"/memory{os.getpid()}/calico-bgp/v1"
+        self.cli = [sys.executable, "-m", "calico_bgp", "--etcd-endpoints", etcd.url, "--prefix", self.prefix]
+        subprocess.run([*self.cli, "apply", "-f", "-"], input=resources(), text=True, check=True, capture_output=True)
+        self.proc = Process(ledger, ns, [
+            sys.executable, "-m", "calico_bgp", "--etcd-endpoints", etcd.unix_url, "--prefix", self.prefix,
+            "node", "run", "--name", "node", "--ip", f"{NODE4}/24", "--ip6", f"{NODE6}/64",
+            "--state-dir", str(work / "state"), "--grace", "0", "--filter-mode", "off",
+            "--log-level", log_level], work / "agent.log")
+
+    def session(self) -> dict | None:
+        res = subprocess.run([*self.cli, "status", "-o", "json"], capture_output=True, text=True, timeout=30)
+        if res.returncode != 0:
+            return None
+        for s in json.loads(res.stdout)[0]["sessions"]:
+            if s["peer"] == SRC6:
+                return s
+        return None
+
+    def wait(self, what: str, check, timeout: float) -> dict:  # type: ignore[no-untyped-def]
+        t0 = time.monotonic()
+        last = 0.0
+        while True:
+            if not self.proc.alive():
+                raise RuntimeError(f"the agent exited:\n{self.proc.tail(30)}")
+            s = self.session()
+            if s is not None and check(s):
+                return s
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"{what}: not after {timeout:.0f}s (last {s})\n{self.proc.tail(30)}")
+            if time.monotonic() - last >= 5:
+                last = time.monotonic()
+                rss = rss_mb(self.proc.pid)[0]
+                progress(f"{what}: received {s['received'] if s else '-'} after {time.monotonic() - t0:.0f}s, "
+                         f"agent RSS {rss:.0f} MB")
+            time.sleep(1.0)
+
+
+def run(args: argparse.Namespace, work: Path, ledger: Ledger) -> dict:
+    net = Net(ledger, f"mem{os.getpid() % 10000}")
+    src_ns, node_ns = net.namespace("src"), net.namespace("node")
+    net.veth(src_ns, "eth0", node_ns, "eth0")
+    for ns, v4, v6 in ((src_ns, SRC4, SRC6), (node_ns, NODE4, NODE6)):
+        net.address(ns, "eth0", f"{v4}/24")
+        net.address(ns, "eth0", f"{v6}/64")
+    progress(f"source BIRD with {args.n} static /128s outside every pool (disabled)")
+    (work / "src.conf").write_text(src_conf(args.n))
+    src = Bird(NodeDef("src", "linux", binds=(Bind(str(work / "src.conf"), "/etc/bird/bird.conf"),)), src_ns, work / "src")
+    src.start(ledger)
+    with EtcdServer() as etcd:
+        agent = Agent(ledger, node_ns, etcd, work, args.log_level)
+        agent.wait("session up", lambda s: s["state"] == "Established", 90)
+        time.sleep(args.settle)
+        before, _ = rss_mb(agent.proc.pid)
+        progress(f"agent RSS before: {before:.1f} MB; announcing {args.n}")
+        t0 = time.monotonic()
+        if "enabled" not in src.birdc("enable", "hosts"):
+            raise RuntimeError("birdc enable hosts failed")
+        got = agent.wait("announce", lambda s: s["received"] >= args.n, args.timeout)
+        announced_s = time.monotonic() - t0
+        during, _ = rss_mb(agent.proc.pid)
+        progress(f"all {args.n} received in {announced_s:.1f}s (rejected {got['rejected']}, "
+                 f"not kept {got.get('rejectedNotKept', 0)}); agent RSS {during:.1f} MB; withdrawing")
+        t0 = time.monotonic()
+        if "disabled" not in src.birdc("disable", "hosts"):
+            raise RuntimeError("birdc disable hosts failed")
+        agent.wait("withdraw", lambda s: s["received"] == 0, args.timeout)
+        withdrawn_s = time.monotonic() - t0
+        samples = []
+        for i in range(int(args.settle)):
+            time.sleep(1.0)
+            samples.append(rss_mb(agent.proc.pid)[0])
+        after, peak = rss_mb(agent.proc.pid)
+        children = others_mb(agent.proc.pid)
+        progress(f"withdrawn in {withdrawn_s:.1f}s; agent RSS after {args.settle:.0f}s: {after:.1f} MB")
+        agent.proc.stop(timeout=10)
+    return {"n": args.n, "rss_before_mb": round(before, 1), "rss_loaded_mb": round(during, 1),
+            "rss_peak_mb": round(peak, 1), "rss_after_mb": round(after, 1), "delta_mb": round(after - before, 1),
+            "goal_mb": GOAL_MB, "met": after - before <= GOAL_MB, "settle_samples_mb": [round(x, 1) for x in samples],
+            "announce_s": round(announced_s, 1), "withdraw_s": round(withdrawn_s, 1),
+            "children_rss_mb": round(children, 1), "rejected_reported": got["rejected"],
+            "rejected_not_kept": got.get("rejectedNotKept", 0)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200_000, help="rejected /128s announced (default 200000)")
+    ap.add_argument("--settle", type=float, default=10.0, help="seconds to wait before each RSS reading (default 10)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds the announce or the withdraw may take")
+    ap.add_argument("--log-level", default="info", help="the agent's log level (default info, as deployed)")
+    ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    args = ap.parse_args()
+    if not 0 < args.n <= 1 << 24:
+        ap.error(f"--n {args.n}: must be 1..16777216")
+    if os.geteuid() != 0:
+        print("bench/memory.py needs root (network namespaces)", file=sys.stderr)
+        return 2
+    for tool in ("bird", "birdc"):
+        if shutil.which(tool) is None:
+            print(f"bench/memory.py needs {tool}", file=sys.stderr)
+            return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup on kill too
+    work = Path(tempfile.mkdtemp(prefix="calico-bgp-bench-mem-"))
+    ledger = Ledger(work / "ledger")
+    try:
+        out = run(args, work, ledger)
+    finally:
+        ledger.teardown()
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            progress(f"kept {work}")
+    print(f"agent RSS MB: before {out['rss_before_mb']}, with {out['n']} rejected {out['rss_loaded_mb']}, "
+          f"peak {out['rss_peak_mb']}, after withdrawal {out['rss_after_mb']} "
+          f"(delta {out['delta_mb']:+}, goal <= {GOAL_MB:.0f}: {'met' if out['met'] else 'NOT met'})")
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
