@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""Agent memory under rejected routes: a fabric peer announces N IPv6 /128s outside every pool (all
-rejected by import policy), then withdraws them; the agent's RSS before, at its peak and after.
+"""Agent memory under rejected routes: fabric peers announce N host routes outside every pool (all
+rejected by import policy), then withdraw them; the agent's RSS before, at its peak and after.
 
-    src (BIRD 2, AS 65001, 2001:db8:f::1) --one veth-- node (2001:db8:f::2, AS 64512): our agent
+    src (BIRD 2 x --peers, AS 65001, 198.18.0.1, .3, ...) --one veth-- node (198.18.0.2, AS 64512)
 
-    sudo .venv/bin/python bench/memory.py [--n 200000] [--settle 10] [--json]
+    sudo .venv/bin/python bench/memory.py [--n 200000] [--peers 2] [--settle 10] [--json]
 
-Issue 12 measured 163 -> 300 MB with 200k, and it stayed there after the withdrawal; the goal is
-RSS after within 20 MB of before. The RSS is the agent's own process (not ExaBGP nor the bridge:
-they are reported apart), read from /proc; the peak is the kernel's high-water mark (VmHWM). The
-agent's count of received routes comes from its published status in etcd. Everything (namespaces,
-BIRD, etcd, the agent) is removed at the end, even on failure or SIGTERM.
+Each session announces the same N/peers /32s from 198.18.64.0 (the test range 198.18.0.0/15 holds
+~114k of them after the pool): N rejected paths in all. The only pool is the link's 198.18.0.0/24.
+Issue 12 measured 163 -> 300 MB with 200k rejected /128s, and it stayed there after withdrawal; the
+goal is RSS after within 20 MB of before. The RSS is the agent's own process (ExaBGP and the bridge
+are reported apart), from /proc; the peak is the kernel's high-water mark (VmHWM). The agent's count
+of received paths comes from its published status in etcd. Everything (namespaces, BIRD, etcd, the
+agent) is removed at the end, even on failure or SIGTERM.
 """
 from __future__ import annotations
 
@@ -34,32 +36,33 @@ from lab.etcd import EtcdServer  # noqa: E402
 from lab.net import Ledger, Net, Process  # noqa: E402
 from lab.routers import Bird  # noqa: E402
 
-SRC4, NODE4 = "198.18.0.1", "198.18.0.2"
-SRC6, NODE6 = "2001:db8:f::1", "2001:db8:f::2"
+NODE = "198.18.0.2"
+SOURCES = ("198.18.0.1", "198.18.0.3", "198.18.0.4", "198.18.0.5")
 SRC_AS, NODE_AS = 65001, 64512
-POOL = "2001:db8:1::/64"                     # the only pool: every announced /128 is outside it
-FIRST = int(ipaddress.IPv6Address("2001:db8:ff00::"))
+POOL = "198.18.0.0/24"                       # the only pool: every announced /32 is outside it
+FIRST = int(ipaddress.IPv4Address("198.18.64.0"))
+LAST = int(ipaddress.IPv4Address("198.19.255.255"))
 GOAL_MB = 20.0
 
 
-def src_conf(n: int) -> str:
-    lines = [f"router id {SRC4};", "protocol device {}", "protocol static hosts {", "  disabled;", "  ipv6;"]
-    lines += [f"  route {ipaddress.IPv6Address(FIRST + i)}/128 blackhole;" for i in range(n)]
-    lines += ["}", "protocol bgp node {", f"  local {SRC6} as {SRC_AS};", f"  neighbor {NODE6} as {NODE_AS};",
-              "  connect delay time 0;", "  connect retry time 1;",
-              "  ipv6 { import none; export where source = RTS_STATIC; next hop self; };", "}"]
+def src_conf(per_peer: int, src: str) -> str:
+    """One source BIRD: its own address (bound strictly, so several share the namespace), one session."""
+    lines = [f"router id {src};", "protocol device {}", "protocol static hosts {", "  disabled;", "  ipv4;"]
+    lines += [f"  route {ipaddress.IPv4Address(FIRST + i)}/32 blackhole;" for i in range(per_peer)]
+    lines += ["}", "protocol bgp node {", f"  local {src} as {SRC_AS};", f"  neighbor {NODE} as {NODE_AS};",
+              "  strict bind on;", "  connect delay time 0;", "  connect retry time 1;",
+              "  ipv4 { import none; export where source = RTS_STATIC; next hop self; };", "}"]
     return "\n".join(lines) + "\n"
 
 
-def resources() -> str:
+def resources(peers: int) -> str:
     return "\n---\n".join([
         f"kind: BGPConfiguration\napiVersion: projectcalico.org/v3\nmetadata: {{name: default}}\n"
         f"spec: {{asNumber: {NODE_AS}, nodeToNodeMeshEnabled: false}}",
-        f"kind: IPPool\napiVersion: projectcalico.org/v3\nmetadata: {{name: v6}}\nspec: {{cidr: '{POOL}'}}",
-        f"kind: Node\napiVersion: projectcalico.org/v3\nmetadata: {{name: node}}\n"
-        f"spec: {{bgp: {{ipv4Address: {NODE4}/24, ipv6Address: '{NODE6}/64'}}}}",
-        f"kind: BGPPeer\napiVersion: projectcalico.org/v3\nmetadata: {{name: src}}\n"
-        f"spec: {{node: node, peerIP: '{SRC6}', asNumber: {SRC_AS}}}"])
+        f"kind: IPPool\napiVersion: projectcalico.org/v3\nmetadata: {{name: link}}\nspec: {{cidr: {POOL}}}",
+        f"kind: Node\napiVersion: projectcalico.org/v3\nmetadata: {{name: node}}\nspec: {{bgp: {{ipv4Address: {NODE}/24}}}}",
+        *(f"kind: BGPPeer\napiVersion: projectcalico.org/v3\nmetadata: {{name: src{i}}}\n"
+          f"spec: {{node: node, peerIP: {src}, asNumber: {SRC_AS}}}" for i, src in enumerate(SOURCES[:peers]))])
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -84,24 +87,24 @@ def others_mb(pid: int) -> float:
 
 
 class Agent:
-    def __init__(self, ledger: Ledger, ns: str, etcd: EtcdServer, work: Path, log_level: str) -> None:
+    def __init__(self, ledger: Ledger, ns: str, etcd: EtcdServer, work: Path, log_level: str, peers: int) -> None:
         self.prefix = f"/memory{os.getpid()}/calico-bgp/v1"
         self.cli = [sys.executable, "-m", "calico_bgp", "--etcd-endpoints", etcd.url, "--prefix", self.prefix]
-        subprocess.run([*self.cli, "apply", "-f", "-"], input=resources(), text=True, check=True, capture_output=True)
+        subprocess.run([*self.cli, "apply", "-f", "-"], input=resources(peers), text=True, check=True, capture_output=True)
         self.proc = Process(ledger, ns, [
             sys.executable, "-m", "calico_bgp", "--etcd-endpoints", etcd.unix_url, "--prefix", self.prefix,
-            "node", "run", "--name", "node", "--ip", f"{NODE4}/24", "--ip6", f"{NODE6}/64",
-            "--state-dir", str(work / "state"), "--grace", "0", "--filter-mode", "off",
+            "node", "run", "--name", "node", "--ip", f"{NODE}/24",
+            "--state-dir", str(work / "state"), "--grace", "0",
             "--log-level", log_level], work / "agent.log")
 
-    def session(self) -> dict | None:
+    def sessions(self) -> dict | None:
+        """Over our sources' sessions: how many are Established, and the sums of received/rejected/not kept."""
         res = subprocess.run([*self.cli, "status", "-o", "json"], capture_output=True, text=True, timeout=30)
         if res.returncode != 0:
             return None
-        for s in json.loads(res.stdout)[0]["sessions"]:
-            if s["peer"] == SRC6:
-                return s
-        return None
+        mine = [s for s in json.loads(res.stdout)[0]["sessions"] if s["peer"] in SOURCES]
+        return {"up": sum(s["state"] == "Established" for s in mine),
+                **{k: sum(s.get(k, 0) for s in mine) for k in ("received", "rejected", "rejectedNotKept")}}
 
     def wait(self, what: str, check, timeout: float) -> dict:  # type: ignore[no-untyped-def]
         t0 = time.monotonic()
@@ -109,7 +112,7 @@ class Agent:
         while True:
             if not self.proc.alive():
                 raise RuntimeError(f"the agent exited:\n{self.proc.tail(30)}")
-            s = self.session()
+            s = self.sessions()
             if s is not None and check(s):
                 return s
             if time.monotonic() - t0 > timeout:
@@ -123,61 +126,72 @@ class Agent:
 
 
 def run(args: argparse.Namespace, work: Path, ledger: Ledger) -> dict:
+    per_peer = args.n // args.peers
     net = Net(ledger, f"mem{os.getpid() % 10000}")
     src_ns, node_ns = net.namespace("src"), net.namespace("node")
     net.veth(src_ns, "eth0", node_ns, "eth0")
-    for ns, v4, v6 in ((src_ns, SRC4, SRC6), (node_ns, NODE4, NODE6)):
-        net.address(ns, "eth0", f"{v4}/24")
-        net.address(ns, "eth0", f"{v6}/64")
-    progress(f"source BIRD with {args.n} static /128s outside every pool (disabled)")
-    (work / "src.conf").write_text(src_conf(args.n))
-    src = Bird(NodeDef("src", "linux", binds=(Bind(str(work / "src.conf"), "/etc/bird/bird.conf"),)), src_ns, work / "src")
-    src.start(ledger)
+    for src in SOURCES[:args.peers]:
+        net.address(src_ns, "eth0", f"{src}/24")
+    net.address(node_ns, "eth0", f"{NODE}/24")
+    progress(f"{args.peers} source BIRDs, each to announce the same {per_peer} /32s outside every pool")
+    srcs = []
+    for i, addr in enumerate(SOURCES[:args.peers]):
+        conf = work / f"src{i}.conf"
+        conf.write_text(src_conf(per_peer, addr))
+        srcs.append(Bird(NodeDef(f"src{i}", "linux", binds=(Bind(str(conf), "/etc/bird/bird.conf"),)), src_ns, work / f"src{i}"))
+        srcs[-1].start(ledger)
+    total = per_peer * args.peers
     with EtcdServer() as etcd:
-        agent = Agent(ledger, node_ns, etcd, work, args.log_level)
-        agent.wait("session up", lambda s: s["state"] == "Established", 90)
+        agent = Agent(ledger, node_ns, etcd, work, args.log_level, args.peers)
+        agent.wait("sessions up", lambda s: s["up"] == args.peers, 90)
         time.sleep(args.settle)
         before, _ = rss_mb(agent.proc.pid)
-        progress(f"agent RSS before: {before:.1f} MB; announcing {args.n}")
+        progress(f"agent RSS before: {before:.1f} MB; announcing {total} paths")
         t0 = time.monotonic()
-        if "enabled" not in src.birdc("enable", "hosts"):
-            raise RuntimeError("birdc enable hosts failed")
-        got = agent.wait("announce", lambda s: s["received"] >= args.n, args.timeout)
+        for src in srcs:
+            if "enabled" not in src.birdc("enable", "hosts"):
+                raise RuntimeError("birdc enable hosts failed")
+        got = agent.wait("announce", lambda s: s["received"] >= total, args.timeout)
         announced_s = time.monotonic() - t0
+        time.sleep(2.0)
         during, _ = rss_mb(agent.proc.pid)
-        progress(f"all {args.n} received in {announced_s:.1f}s (rejected {got['rejected']}, "
-                 f"not kept {got.get('rejectedNotKept', 0)}); agent RSS {during:.1f} MB; withdrawing")
+        progress(f"all {total} received in {announced_s:.1f}s (rejected {got['rejected']}, "
+                 f"not kept {got['rejectedNotKept']}); agent RSS {during:.1f} MB; withdrawing")
         t0 = time.monotonic()
-        if "disabled" not in src.birdc("disable", "hosts"):
-            raise RuntimeError("birdc disable hosts failed")
+        for src in srcs:
+            if "disabled" not in src.birdc("disable", "hosts"):
+                raise RuntimeError("birdc disable hosts failed")
         agent.wait("withdraw", lambda s: s["received"] == 0, args.timeout)
         withdrawn_s = time.monotonic() - t0
         samples = []
-        for i in range(int(args.settle)):
+        for _ in range(int(args.settle)):
             time.sleep(1.0)
             samples.append(rss_mb(agent.proc.pid)[0])
         after, peak = rss_mb(agent.proc.pid)
         children = others_mb(agent.proc.pid)
         progress(f"withdrawn in {withdrawn_s:.1f}s; agent RSS after {args.settle:.0f}s: {after:.1f} MB")
         agent.proc.stop(timeout=10)
-    return {"n": args.n, "rss_before_mb": round(before, 1), "rss_loaded_mb": round(during, 1),
+    return {"n": total, "peers": args.peers, "rss_before_mb": round(before, 1), "rss_loaded_mb": round(during, 1),
             "rss_peak_mb": round(peak, 1), "rss_after_mb": round(after, 1), "delta_mb": round(after - before, 1),
             "goal_mb": GOAL_MB, "met": after - before <= GOAL_MB, "settle_samples_mb": [round(x, 1) for x in samples],
             "announce_s": round(announced_s, 1), "withdraw_s": round(withdrawn_s, 1),
             "children_rss_mb": round(children, 1), "rejected_reported": got["rejected"],
-            "rejected_not_kept": got.get("rejectedNotKept", 0)}
+            "rejected_not_kept": got["rejectedNotKept"]}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=200_000, help="rejected /128s announced (default 200000)")
+    ap.add_argument("--n", type=int, default=200_000, help="rejected paths announced in all (default 200000)")
+    ap.add_argument("--peers", type=int, default=2, help=f"sessions sharing them (1..{len(SOURCES)}, default 2)")
     ap.add_argument("--settle", type=float, default=10.0, help="seconds to wait before each RSS reading (default 10)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds the announce or the withdraw may take")
     ap.add_argument("--log-level", default="info", help="the agent's log level (default info, as deployed)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = ap.parse_args()
-    if not 0 < args.n <= 1 << 24:
-        ap.error(f"--n {args.n}: must be 1..16777216")
+    if not 1 <= args.peers <= len(SOURCES):
+        ap.error(f"--peers {args.peers}: must be 1..{len(SOURCES)}")
+    if not 0 < args.n // args.peers <= LAST - FIRST + 1:
+        ap.error(f"--n {args.n}: each of the {args.peers} sessions announces n/peers, at most {LAST - FIRST + 1}")
     if os.geteuid() != 0:
         print("bench/memory.py needs root (network namespaces)", file=sys.stderr)
         return 2
@@ -196,7 +210,7 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
         else:
             progress(f"kept {work}")
-    print(f"agent RSS MB: before {out['rss_before_mb']}, with {out['n']} rejected {out['rss_loaded_mb']}, "
+    print(f"agent RSS MB: before {out['rss_before_mb']}, with {out['n']} rejected paths {out['rss_loaded_mb']}, "
           f"peak {out['rss_peak_mb']}, after withdrawal {out['rss_after_mb']} "
           f"(delta {out['delta_mb']:+}, goal <= {GOAL_MB:.0f}: {'met' if out['met'] else 'NOT met'})")
     if args.json:

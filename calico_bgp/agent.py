@@ -728,9 +728,9 @@ class NodeAgent:
             state = {"up": "Established", "down": "Idle", "connected": "Connect"}.get(
                 peer_state.state if peer_state else "", "Idle" if stab is None else "Active")
             damped = sum(1 for (p, _), _s in self.dampener.suppressed(now_m) if p == addr)
-            accepted = self.rib.accepted_count(addr) if self.rib else 0
-            rejected = self.rib.rejected_count(addr) if self.rib else 0
-            not_kept = self.rib.rejected_not_kept(addr) if self.rib else 0
+            accepted = self.rib.accepted_count(addr) if self.rib is not None else 0
+            rejected = self.rib.rejected_count(addr) if self.rib is not None else 0
+            not_kept = self.rib.rejected_not_kept(addr) if self.rib is not None else 0
             sessions.append(st.SessionStatus(
                 peer=addr, peer_type=st.PEER_TYPES.get(s.kind, s.kind), state=state, since=self.since.get(addr, 0.0),
                 info=_session_info(self.session_errors.get(addr, "") or
@@ -758,7 +758,7 @@ class NodeAgent:
                 in_kernel = prefix not in self.own and self.programmer.in_kernel(key_of(prefix))
                 routes.append(st.RouteStatus(str(prefix), sel.next_hops, tuple(p.peer.address for p in sel.multipath),
                                              in_kernel, sel.reason))
-        rejected = st.cap(st.RejectedRoute(r.peer, str(r.prefix), r.reason) for r in (self.rib.rejected() if self.rib else []))
+        rejected = st.cap(st.RejectedRoute(r.peer, str(r.prefix), r.reason) for r in (self.rib.rejected() if self.rib is not None else []))
         damped = st.cap(st.DampedRoute(k[0], str(k[1]), round(f.penalty, 1),
                                        round(self.dampener.params.time_to(f.penalty, self.dampener.params.reuse), 1),
                                        f.flaps) for k, f in self.dampener.suppressed(now_m))

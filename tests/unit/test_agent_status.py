@@ -1,0 +1,42 @@
+"""The status an agent publishes counts honestly (issue 12: `status` said 32 routes in the kernel while
+9 had failed; a RIB holding only rejected paths showed 0 rejected, an empty RIB being falsy)."""
+import ipaddress
+
+from calico_bgp.agent import AgentOptions, NodeAgent
+from calico_bgp.datastore import Keys
+from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Rib
+from calico_bgp.topology import Session
+
+
+def agent(tmp_path) -> NodeAgent:
+    a = NodeAgent(None, Keys("/t/calico-bgp/v1"), AgentOptions(name="n1", filter_mode="off", state_dir=tmp_path))
+    a.sessions = {"198.18.0.1": Session(peer_address="198.18.0.1", peer_as=65001, local_as=64512,
+                                        local_address="198.18.0.2", kind="fabric")}
+    a.rib = Rib(LocalSpeaker(64512, "198.18.0.2"), lambda _p, _prefix, _a: "outside every IP pool", max_rejected=3)
+    return a
+
+
+async def test_a_rib_holding_only_rejected_paths_reports_them_with_those_beyond_the_cap(tmp_path):
+    a = agent(tmp_path)
+    peer = Peer("198.18.0.1", 65001, "198.18.0.1", ibgp=False)
+    a.rib.update(peer, {ipaddress.ip_network(f"198.18.64.{i}/32"): PathAttrs("198.18.0.1") for i in range(5)})
+    status = a.build_status()
+    s = status.sessions[0]
+    assert (s.received, s.accepted, s.rejected, s.rejected_not_kept) == (5, 0, 5, 2)
+    assert len(status.rejected) == 3 and status.routes_total == 0
+
+
+async def test_failed_routes_are_counted_listed_with_their_reason_and_not_in_the_kernel(tmp_path):
+    a = agent(tmp_path)
+    a.rib.import_policy = None
+    peer = Peer("198.18.0.1", 65001, "198.18.0.1", ibgp=False)
+    a.rib.update(peer, {ipaddress.ip_network("198.19.0.0/26"): PathAttrs("no-nexthop"),
+                        ipaddress.ip_network("198.19.1.0/26"): PathAttrs("198.18.0.1")})
+    from calico_bgp import desired
+    routes, unbuildable = desired.kernel_routes("n1", {}, a.rib)
+    a.programmer.set_desired(routes, unbuildable)  # not opened: nothing is in the kernel yet
+    status = a.build_status()
+    assert (status.routes_total, status.kernel_routes, status.routes_failed) == (2, 0, 1)
+    assert [(f.prefix, f.stage) for f in status.failed] == [("198.19.0.0/26", "build")]
+    assert "no-nexthop" in status.failed[0].reason
+    assert not any(r.in_kernel for r in status.routes)
