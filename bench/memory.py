@@ -130,7 +130,7 @@ class Agent:
                 raise RuntimeError(f"the agent exited:\n{self.proc.tail(30)}")
             s = self.sessions()
             now_cpu = cpu_s(self.proc.pid)
-            if now_cpu - cpu > 0.02:
+            if now_cpu - cpu > 0.1:  # more than idle timers and keepalives
                 cpu, still_since = now_cpu, time.monotonic()
             settled = time.monotonic() - t0 > 4 and time.monotonic() - still_since >= 3
             if s is not None and check(s) and (settled or not quiet):

@@ -51,6 +51,7 @@ MAX_PREFIX_HOLDDOWN = 30.0  # seconds a peer torn down for maxPrefixes stays dow
 # a TCP MD5 mismatch is invisible to BGP: the kernel drops the segments, so the session just never opens
 MD5_HINT = "TCP MD5 is configured: a password mismatch keeps the session from opening, silently"
 VERSION = "0.1.0"
+TRIM_AT = 50_000  # parsed prefixes in the intake cache beyond what the RIB holds before it is trimmed
 
 
 @attrs.frozen
@@ -147,6 +148,7 @@ class NodeAgent:
                 nursery.start_soon(self._damping_timer)
                 nursery.start_soon(self.publisher.run)
                 nursery.start_soon(self._stale_sweeper)
+                nursery.start_soon(self._give_back_memory)
                 nursery.start_soon(self._repair_summaries)
                 nursery.start_soon(self._ipam_sweeper)
                 if self.policy is not None:
@@ -582,6 +584,21 @@ class NodeAgent:
                     self.kernel.mark_changed(changed)
                     await self._reflect(changed)
 
+    async def _give_back_memory(self) -> None:
+        """Once UPDATEs went quiet after a large table left (withdrawn, or rejected and not kept), drop
+        the parsed prefixes nothing uses from the intake cache and hand the freed memory back to the
+        system (issue 12: 200k rejected routes took 140 MB that stayed after their withdrawal)."""
+        while True:
+            await trio.sleep(2.0)
+            if self.rib is None or not self._quiet(trio.current_time()) or trio.current_time() - self._last_update < 5.0:
+                continue
+            if self.intake.cached - self.rib.held() < TRIM_AT:
+                continue
+            dropped = self.intake.trim(self.rib.holds)
+            if dropped:
+                freed = release_memory()
+                log.info("event=memory_released prefixes=%d rss_mb=%.0f", dropped, freed)
+
     def _quiet(self, now: float) -> bool:
         """No UPDATE and no session coming up for `settle` seconds."""
         return now - max(self._last_update, self._last_up) >= self.opts.settle
@@ -822,6 +839,25 @@ def tune_gc() -> None:
     netlink chunk, and waiting 5 ms each time behind the UPDATE parser made it lag a burst."""
     gc.set_threshold(2000, 20, 200)
     sys.setswitchinterval(0.0005)
+
+
+def release_memory() -> float:
+    """A full collection, then glibc's malloc_trim: Python returns freed arenas to malloc, but glibc
+    keeps the memory of a large release in its heap until asked. Returns the RSS in MB after."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to ask
+        pass
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def state_dir_for(name: str) -> Path:

@@ -11,7 +11,7 @@ import ipaddress
 import operator
 import socket
 from itertools import repeat
-from typing import Hashable, Iterable
+from typing import Callable, Hashable, Iterable
 
 import attrs
 
@@ -127,6 +127,20 @@ class UpdateIntake:
             cache.clear()
         p = cache[text] = parse_prefix(text)
         return p
+
+    @property
+    def cached(self) -> int:
+        return len(self._prefixes)
+
+    def trim(self, in_use: Callable[[Prefix], bool]) -> int:
+        """Forget the parsed prefixes nothing uses any more (a table withdrawn, paths rejected and not
+        kept); returns how many. For a quiet moment: it walks the whole cache, which a burst refills."""
+        cache = self._prefixes
+        keep = {text: p for text, p in cache.items() if p is not None and in_use(p)}
+        dropped = len(cache) - len(keep)
+        if dropped:
+            self._prefixes = keep  # a new dict: the old one's table is freed whole
+        return dropped
 
     def prefixes(self, texts: Iterable[str]) -> list[Prefix | None]:
         """`prefix` of each text; a C loop over the cache when every text is in it (the usual case)."""

@@ -395,6 +395,14 @@ class Rib:
         peers = [peer_address] if peer_address else sorted(self._rejected)
         return [Rejected(p, prefix, why) for p in peers for prefix, (why, _) in self._rejected.get(p, {}).items()]
 
+    def holds(self, prefix: Prefix) -> bool:
+        """Whether any peer's path for `prefix` is here, accepted or rejected and kept."""
+        return prefix in self._paths or any(prefix in rejected for rejected in self._rejected.values())
+
+    def held(self) -> int:
+        """At least as many as the distinct prefixes `holds` is true of (cheap: no walk over paths)."""
+        return len(self._paths) + sum(len(r) for r in self._rejected.values())
+
     def __len__(self) -> int:
         return len(self._selected)
 

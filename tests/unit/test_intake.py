@@ -73,3 +73,27 @@ def test_damping_turned_on_later_penalises_a_path_learned_while_it_was_off():
     assert on.state(("198.18.0.1", p), 2.0).flaps == 1
     assert on.state(("198.18.0.1", p), 2.0).penalty == pytest.approx(DampingParams().withdraw_penalty)
     assert on.state(("198.18.0.1", q), 2.0).penalty == pytest.approx(DampingParams().attribute_penalty)
+
+
+def test_trim_forgets_the_parsed_prefixes_the_rib_no_longer_holds():
+    """Issue 12: 200k rejected routes announced then withdrawn left their parsed prefixes cached (up to
+    2^18); the agent trims the cache to what the RIB holds once UPDATEs went quiet."""
+    rib = Rib(LocalSpeaker(64512, "198.18.0.1"), lambda _p, prefix, _a: None if prefix.version == 4 else "outside",
+              max_rejected=10)
+    peer = Peer("198.18.0.2", 65001, "198.18.0.2", ibgp=False)
+    intake, damp = UpdateIntake(), Dampener(DampingParams(), enabled=False)
+    a = PathAttributes(next_hop="198.18.0.2", as_path=(65001,))
+    accepted = [f"198.18.64.{i}/32" for i in range(50)]
+    rejected = [f"2001:db8:ff::{i:x}/128" for i in range(100)]
+    intake.apply(Update(peer=peer.address, family="ipv4 unicast", announced=dict.fromkeys(accepted, a), withdrawn=()),
+                 peer, rib, damp, 0.0)
+    intake.apply(Update(peer=peer.address, family="ipv6 unicast",
+                        announced=dict.fromkeys(rejected, attrs.evolve(a, next_hop="2001:db8::2")), withdrawn=()),
+                 peer, rib, damp, 0.0)
+    assert intake.cached == 150 and rib.held() == 60
+    # the rejected paths not kept are forgotten; the accepted and the ten kept stay parsed
+    assert intake.trim(rib.holds) == 90 and intake.cached == 60
+    intake.apply(Update(peer=peer.address, family="ipv4 unicast", announced={}, withdrawn=tuple(accepted)),
+                 peer, rib, damp, 0.0)
+    assert intake.trim(rib.holds) == 50 and intake.cached == 10
+    assert intake.trim(rib.holds) == 0
