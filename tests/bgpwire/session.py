@@ -8,7 +8,7 @@ NOTIFICATION and a closed connection.
         note = s.wait_notification(timeout=5)       # None: the session stayed up
 
 No FSM beyond that: the test decides every byte. Keepalives are answered only while reading (`read`,
-`wait_notification`, `keep_alive`), which is enough for hold times of a few seconds and up.
+`wait_notification`, `keep_alive`) once Established, which is enough for hold times of a few seconds and up.
 """
 from __future__ import annotations
 
@@ -63,10 +63,12 @@ class RawSpeaker:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._buffer = b""
+        self._pending: list[m.Message] = []  # read but not yet handed out (expect stops at its match)
         self.received: list[m.Message] = []   # everything read, in order
         self.peer_open: m.OpenInfo | None = None
         self.notification: m.Notification | None = None
         self.closed = False
+        self.established = False  # KEEPALIVEs are answered from then on, never before (OpenConfirm tests)
 
     # ------------------------------------------------------------ opening
     @classmethod
@@ -109,6 +111,7 @@ class RawSpeaker:
         self.peer_open = self.read_open(timeout)
         self.send(m.keepalive())
         self.expect(m.KEEPALIVE, timeout)
+        self.established = True
         return self.peer_open
 
     def read_open(self, timeout: float = 10.0) -> m.OpenInfo:
@@ -122,7 +125,7 @@ class RawSpeaker:
         """Messages that arrive within `timeout` (at least one unless the time runs out); answers
         KEEPALIVEs; records a NOTIFICATION; raises SessionClosed once the peer closed and nothing is left."""
         deadline = time.monotonic() + timeout
-        got: list[m.Message] = []
+        got, self._pending = self._pending, []
         while not got:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -150,7 +153,7 @@ class RawSpeaker:
         for msg in got:
             if msg.type == m.NOTIFICATION:
                 self.notification = m.parse_notification(msg.body)
-            elif msg.type == m.KEEPALIVE and not self.closed:
+            elif msg.type == m.KEEPALIVE and self.established and not self.closed:
                 try:
                     self.send(m.keepalive())
                 except OSError:
@@ -160,8 +163,10 @@ class RawSpeaker:
         """The next message of type `kind`, skipping KEEPALIVEs; a NOTIFICATION instead raises."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for msg in self.read(deadline - time.monotonic()):
+            got = self.read(deadline - time.monotonic())
+            for i, msg in enumerate(got):
                 if msg.type == kind:
+                    self._pending = got[i + 1:]
                     return msg
                 if msg.type == m.NOTIFICATION:
                     raise SessionClosed(f"NOTIFICATION {m.parse_notification(msg.body)} while waiting for type {kind}")
