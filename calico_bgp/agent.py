@@ -400,7 +400,10 @@ class NodeAgent:
         kind = s.kind if s else "unknown"
         self.metrics.updates_received.labels(ev.peer, kind).inc(len(announced))
         self.metrics.withdrawals_received.labels(ev.peer, kind).inc(len(withdrawn))
-        self.churn.record(announced, withdrawn, now)
+        for prefix in self.churn.record(announced, withdrawn, now):  # reported whether damping is on or off
+            self.events.emit("prefix_churn", peer=ev.peer, prefix=str(prefix),
+                             detail=f"more than {self.churn.limit} changes within {self.churn.window:.0f}s"
+                                    f" (damping {'on' if self.dampener.enabled else 'off'})")
         for key in got.suppressed:
             self.events.emit("damping_start", peer=key[0], prefix=str(key[1]))
             self.metrics.damping_events.labels("suppress").inc()
