@@ -86,6 +86,8 @@ class SessionBackoff:
             rec.strikes.clear()
         if not is_error_reset(reason, now - up_at):
             return None
+        if rec.hold is not None and rec.hold.until > now:
+            return None  # came up before the hold took effect (a speaker reload away): the same episode
         return self._strike(rec, "errors", ERRORS, now, f"reset for errors ({reason or 'connection lost'})")
 
     def hold(self, peer: str, now: float, policy: Policy, kind: str, why: str) -> Hold:
