@@ -348,7 +348,10 @@ class Speaker:
                 self.stats["replayed_routes"] += len(changes)
                 log.info("replay peer=%s routes=%d", key, len(changes))
                 await self._send_locked(self._lines(changes))
-                if self.intent.neighbors[key].graceful_restart is not None:
+                # the neighbour may have gone while the routes went out (e.g. a peer held idle after a
+                # reset): a KeyError here ended the whole agent
+                neighbor = self.intent.neighbors.get(key)
+                if neighbor is not None and neighbor.graceful_restart is not None:
                     if self._routes_complete:
                         await self._send_locked(self._eor_lines(key))
                     else:
