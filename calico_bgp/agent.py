@@ -255,7 +255,7 @@ class NodeAgent:
             self.metrics.init_peer(addr, sess.kind)
         self.rib_peers = {a: self._rib_peer(s, state) for a, s in sessions.items()}
         configured = {n.key: n for n in neighbors if n is not None}
-        await self.speaker.set_neighbors(configured.values())
+        await self.speaker.set_neighbors(configured.values(), abrupt=self.backoff.held(now).keys())
         # a neighbour (re)configured starts from nothing in the speaker: it gets every export and reflection
         added, self.configured = configured.keys() - self.configured, set(configured)
         for addr in added:

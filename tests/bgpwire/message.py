@@ -171,6 +171,23 @@ def update(withdrawn: Sequence[str] = (), attributes: Sequence[Attr] = (), nlri:
                    + b"".join(prefix(p) for p in nlri))
 
 
+def updates(attributes: Sequence[Attr], nlri: Sequence[str], max_size: int = 4096) -> list[bytes]:
+    """As many UPDATEs as it takes to carry `nlri` with the same attributes, each within `max_size`
+    (4,096: RFC 4271 4.1's largest message without RFC 8654)."""
+    fixed = HEADER_LEN + 4 + sum(len(encode_attr(a)) for a in attributes)
+    out, batch, size = [], [], fixed
+    for p in nlri:
+        n = len(prefix(p))
+        if batch and size + n > max_size:
+            out.append(update(attributes=attributes, nlri=batch))
+            batch, size = [], fixed
+        batch.append(p)
+        size += n
+    if batch:
+        out.append(update(attributes=attributes, nlri=batch))
+    return out
+
+
 def well_formed(next_hop_address: str, path: Sequence[int], nlri: Sequence[str], origin_value: int = 0) -> bytes:
     """The ordinary eBGP UPDATE: ORIGIN, AS_PATH (one AS_SEQUENCE), NEXT_HOP."""
     return update(attributes=[origin(origin_value), as_path([(AS_SEQUENCE, path)]), next_hop(next_hop_address)],

@@ -77,3 +77,12 @@ def test_split_reads_whole_messages_and_keeps_the_rest():
     with pytest.raises(m.WireError, match="marker"):
         m.split(b"\x00" * 19)
     assert m.raw_header(5, 4).hex() == MARKER + "0005" + "04"
+
+
+def test_many_prefixes_are_split_into_updates_that_fit():
+    attrs = [m.origin(0), m.as_path([(m.AS_SEQUENCE, [65001])]), m.next_hop("198.18.0.9")]
+    prefixes = [f"198.19.{i // 256}.{i % 256}/32" for i in range(2000)]
+    out = m.updates(attrs, prefixes)
+    assert all(len(u) <= 4096 for u in out) and len(out) == 3
+    msgs, rest = m.split(b"".join(out))
+    assert rest == b"" and sum((len(x.body) - 4 - 20) // 5 for x in msgs) == 2000
