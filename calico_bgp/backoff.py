@@ -9,10 +9,11 @@ up to 5 min; 5 min Established forgives the past. The agent's own maxPrefixes te
 its own kind (30 s doubling to 10 min), counted apart.
 
 "Reset for errors" (`is_error_reset`): an Established session that went down with a NOTIFICATION
-sent or received other than Cease, or that went down, for any reason but our own Cease or our
-ExaBGP's exit, within `QUICK` seconds of coming up. A Cease we send is an administrative change
-(a BGPPeer edited or removed, a speaker reload); a Cease from the peer after a long session is its
-operator's, not an oscillation.
+sent or received other than Cease, or that went down within `QUICK` seconds of coming up. Normal
+administrative changes never count, on either side: a Cease we send (a BGPPeer edited or removed, a
+speaker reload), our ExaBGP closing a graceful-restart session or exiting, and a peer's Cease saying
+so (RFC 4486: Administrative Shutdown 2, Peer De-configured 3, Administrative Reset 4, Other
+Configuration Change 6).
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ import attrs
 QUICK = 15.0        # seconds: a session that goes down sooner after coming up counts as failing
 STABLE = 300.0      # seconds Established after which the count of resets starts again
 _NOTIFICATION = re.compile(r"notification (sent|received) \((\d+),(\d+)\)")
+ADMIN_CEASE = frozenset({2, 3, 4, 6})  # RFC 4486 subcodes an operator's change sends
+OURS = ("stop", "graceful restarted negotiated")  # ExaBGP's reasons when it closes a session itself
 
 
 @attrs.frozen
@@ -56,15 +59,15 @@ class _PeerRecord:
 def is_error_reset(reason: str, up_for: float, exited: str = "exabgp exited") -> bool:
     """Whether a session that was Established for `up_for` seconds and went down for `reason`
     (ExaBGP's words: "notification sent (3,1)", "closing connection", ...) was reset for errors."""
-    if reason == exited or reason.startswith("stop"):
-        return False  # our speaker went away or stopped the session: nothing the peer did
+    if reason == exited or reason.startswith(OURS):
+        return False  # our speaker went away or closed the session: nothing the peer did
     found = _NOTIFICATION.search(reason)
     if found:
-        direction, code = found.group(1), int(found.group(2))
+        direction, code, subcode = found.group(1), int(found.group(2)), int(found.group(3))
         if code != 6:
             return True  # header, OPEN, UPDATE, hold timer or FSM error, either way
-        if direction == "sent":
-            return False  # our Cease: an administrative change on our side
+        if direction == "sent" or subcode in ADMIN_CEASE:
+            return False  # an administrative change, ours or the peer's
     return up_for < QUICK
 
 

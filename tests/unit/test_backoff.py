@@ -15,12 +15,16 @@ P = "198.18.0.50"
     ("notification sent (4,0)", 1000.0, True),        # hold timer
     ("notification sent (6,3)", 1.0, False),          # our Cease: peer de-configured, an admin change
     ("notification sent (6,1)", 1.0, False),          # our maxPrefixes Cease: held by its own policy
-    ("notification received (6,2)", 1000.0, False),   # its operator shut it down after a long session
-    ("notification received (6,4)", 2.0, True),       # ... and straight after coming up: oscillating
+    ("notification received (6,2)", 2.0, False),      # its operator shut it down (RFC 4486 admin)
+    ("notification received (6,4)", 2.0, False),      # ... or reset it
+    ("notification received (6,6)", 2.0, False),      # ... or changed its configuration
+    ("notification received (6,5)", 2.0, True),       # Connection Rejected straight after coming up
+    ("notification received (6,8)", 1000.0, False),   # Out of Resources after a long session
     ("closing connection", 2.0, True),                # TCP gone right after coming up
     ("closing connection", QUICK + 1, False),         # a peer that restarts after a while
     ("exabgp exited", 0.5, False),                    # our own speaker, not the peer
     ("stop, message [shutting down]", 0.5, False),
+    ("graceful restarted negotiated, closing without sending any notification", 0.5, False),
 ])
 def test_what_counts_as_a_reset_for_errors(reason, up_for, error):
     assert is_error_reset(reason, up_for) is error
