@@ -682,7 +682,8 @@ class NodeAgent:
             peer_state = self.speaker.peers.get(addr)
             stab = self.stability.get(addr)
             state = {"up": "Established", "down": "Idle", "connected": "Connect"}.get(
-                peer_state.state if peer_state else "", "Idle" if stab is None else "Active")
+                peer_state.state if peer_state else "",
+                "Idle" if stab is None or addr in self.session_errors else "Active")  # held idle or not configured
             damped = sum(1 for (p, _), _s in self.dampener.suppressed(now_m) if p == addr)
             accepted = self.rib.accepted_count(addr) if self.rib else 0
             rejected = self.rib.rejected_count(addr) if self.rib else 0
