@@ -130,6 +130,23 @@ class HostilePeer:
         wait_for(f"{node}'s mesh and ToR sessions Established", lambda: self.others_up(node), timeout=30)
         self.programming_goes_on(node)
 
+    def kernel(self, node: str = "n1") -> dict[str, list[str]]:
+        """prefix -> gateways of the agent's routes in `node`'s main table."""
+        return self.c.routes(node)
+
+    def rejected(self, node: str = "n1") -> dict[str, str]:
+        """prefix -> reason, from `routes --rejected`."""
+        import json
+        out = json.loads(self.c.cli("routes", "--node", node, "--rejected", "-o", "json").stdout)
+        return {r["prefix"]: r.get("reason", "") for r in out.get(node, [])}
+
+    def announce(self, s: RawSpeaker, prefixes: list[str], attributes: list | None = None) -> None:
+        """A well-formed UPDATE from the hostile peer (ORIGIN IGP, AS_PATH its AS, NEXT_HOP itself),
+        or the `attributes` given, exactly as given."""
+        attrs_ = attributes if attributes is not None else [
+            m.origin(0), m.as_path([(m.AS_SEQUENCE, [HOSTILE_AS])]), m.next_hop(HOSTILE)]
+        s.send(b"".join(m.updates(attrs_, prefixes)))
+
     def events(self, node: str = "n1") -> list[dict]:
         import json
         out = self.c.cli("events", "--node", node, "-o", "json").stdout
