@@ -25,6 +25,7 @@ import attrs
 import trio
 
 from calico_bgp import bgpfilter, desired, model, status as st, topology
+from calico_bgp.backoff import MAX_PREFIXES, SessionBackoff
 from calico_bgp.cluster import ClusterState, ClusterView
 from calico_bgp.damping import Dampener, DampingChange, DampingParams
 from calico_bgp.eventlog import EventLog
@@ -47,7 +48,6 @@ from dataplane.ratelimit import BurstLimiter, RateLimitedLog
 from dataplane.route import Route, RouteKind, key_of
 
 log = logging.getLogger("calico_bgp.agent")
-MAX_PREFIX_HOLDDOWN = 30.0  # seconds a peer torn down for maxPrefixes stays down the first time
 # a TCP MD5 mismatch is invisible to BGP: the kernel drops the segments, so the session just never opens
 MD5_HINT = "TCP MD5 is configured: a password mismatch keeps the session from opening, silently"
 VERSION = "0.1.0"
@@ -112,7 +112,7 @@ class NodeAgent:
         self.since: dict[str, float] = {}
         self.eor: set[tuple[str, str]] = set()
         self.max_prefix_hit: dict[str, tuple[int, str]] = {}  # peer -> the (limit, action) acted on
-        self._holddowns: dict[str, tuple[float, int, str]] = {}  # peer -> (until, times, why)
+        self.backoff = SessionBackoff()  # peers held idle: reset for errors again and again, or maxPrefixes
         self._poke = trio.Event()  # re-run _sync without a datastore change (a hold-down ended)
         self.stale = StaleRoutes()  # peers whose routes are kept after their session dropped
         self.peer_open: dict[str, PeerOpen] = {}  # each peer's last OPEN (its graceful-restart capability)
@@ -202,8 +202,8 @@ class NodeAgent:
             except Exception:  # noqa: BLE001 - one bad resource must not stop the agent
                 log.exception("event=sync_failed action=keep_last_good")
             self.ready.set()
-            expiries = [until for until, _, _ in self._holddowns.values() if until > trio.current_time()]
-            with trio.move_on_after(min(expiries) - trio.current_time() + 0.01 if expiries else math.inf):
+            end = self.backoff.next_end(trio.current_time())
+            with trio.move_on_after(end - trio.current_time() + 0.01 if end is not None else math.inf):
                 async with trio.open_nursery() as n:
                     async def first(wait: Any) -> None:
                         await wait()
@@ -247,9 +247,9 @@ class NodeAgent:
                                                                       state.peers.values())}
         self.session_errors = {}
         now = trio.current_time()
-        for peer, (until, _times, why) in self._holddowns.items():  # `_times` doubles the next hold-down
-            if peer in sessions and until > now:
-                self.session_errors[peer] = why
+        for peer, hold in self.backoff.held(now).items():  # held idle: left out of the speaker's neighbours
+            if peer in sessions:
+                self.session_errors[peer] = hold.why
         neighbors = [self._neighbor(s, local) for s in sessions.values() if s.peer_address not in self.session_errors]
         for gone in set(self.sessions) - set(sessions):
             self._forget_peer(gone)
@@ -262,7 +262,7 @@ class NodeAgent:
             self.metrics.init_peer(addr, sess.kind)
         self.rib_peers = {a: self._rib_peer(s, state) for a, s in sessions.items()}
         configured = {n.key: n for n in neighbors if n is not None}
-        await self.speaker.set_neighbors(configured.values())
+        await self.speaker.set_neighbors(configured.values(), abrupt=self.backoff.held(now).keys())
         # a neighbour (re)configured starts from nothing in the speaker: it gets every export and reflection
         added, self.configured = configured.keys() - self.configured, set(configured)
         for addr in added:
@@ -383,6 +383,7 @@ class NodeAgent:
         self.dampener.peer_down(peer, trio.current_time())
         self.stability.pop(peer, None)
         self._policy_inputs.pop(peer, None)
+        self.backoff.forget(peer)
         self.stale.forget(peer)  # a removed session keeps nothing stale
         self.peer_open.pop(peer, None)
         if old is not None:
@@ -429,7 +430,10 @@ class NodeAgent:
         kind = s.kind if s else "unknown"
         self.metrics.updates_received.labels(ev.peer, kind).inc(len(announced))
         self.metrics.withdrawals_received.labels(ev.peer, kind).inc(len(withdrawn))
-        self.churn.record(announced, withdrawn, now)
+        for prefix in self.churn.record(announced, withdrawn, now):  # reported whether damping is on or off
+            self.events.emit("prefix_churn", peer=ev.peer, prefix=str(prefix),
+                             detail=f"more than {self.churn.limit} changes within {self.churn.window:.0f}s"
+                                    f" (damping {'on' if self.dampener.enabled else 'off'})")
         for key in got.suppressed:
             self.events.emit("damping_start", peer=key[0], prefix=str(key[1]))
             self.metrics.damping_events.labels("suppress").inc()
@@ -457,10 +461,8 @@ class NodeAgent:
         if s.max_prefix_action == "teardown":  # Cease / Maximum Number of Prefixes Reached (RFC 4486)
             await self.speaker.send([speaker_cmds.teardown(peer, 1)])
             # and keep it down for a while (doubling on repeat) rather than let it flap straight back
-            n = self._holddowns.get(peer, (0.0, 0, ""))[1] + 1
-            hold = min(MAX_PREFIX_HOLDDOWN * 2 ** (n - 1), 600.0)
-            self._holddowns[peer] = (trio.current_time() + hold, n,
-                                     f"max prefixes exceeded ({count} > {s.max_prefixes}): held down for {hold:.0f}s")
+            self.backoff.hold(peer, trio.current_time(), MAX_PREFIXES, "max-prefixes",
+                              f"max prefixes exceeded ({count} > {s.max_prefixes})")
             self._poke.set()
 
     async def _on_peer_state(self, ev: PeerState) -> None:
@@ -478,8 +480,13 @@ class NodeAgent:
             self.metrics.peer_flaps.labels(ev.peer, kind).inc()
         if state == "established" and was != "established":
             self.events.emit("session_up", peer=ev.peer, detail=kind)
+            self.backoff.established(ev.peer, now)
         elif was == "established" and state != "established":
             self.events.emit("session_down", peer=ev.peer, detail=ev.reason or "unknown")
+            hold = self.backoff.went_down(ev.peer, now, ev.reason)
+            if hold is not None:  # reset for errors: idle for a while, growing on repeat (RFC 4271 8.1.1)
+                self.events.emit("session_backoff", peer=ev.peer, detail=hold.why)
+                self._poke.set()
         self.metrics.peer_transitions.labels(ev.peer, kind).inc()
         self.metrics.set_peer_state(ev.peer, kind, state)
         self.since[ev.peer] = time.time()
@@ -743,7 +750,8 @@ class NodeAgent:
             peer_state = self.speaker.peers.get(addr)
             stab = self.stability.get(addr)
             state = {"up": "Established", "down": "Idle", "connected": "Connect"}.get(
-                peer_state.state if peer_state else "", "Idle" if stab is None else "Active")
+                peer_state.state if peer_state else "",
+                "Idle" if stab is None or addr in self.session_errors else "Active")  # held idle or not configured
             damped = sum(1 for (p, _), _s in self.dampener.suppressed(now_m) if p == addr)
             accepted = self.rib.accepted_count(addr) if self.rib is not None else 0
             rejected = self.rib.rejected_count(addr) if self.rib is not None else 0

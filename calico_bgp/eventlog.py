@@ -6,7 +6,9 @@ reconcile repairs, speaker restarts. Stored in etcd as a bounded ring per node, 
 
 Writing is fire-and-forget from the agent's point of view: events queue in memory (bounded) and
 a writer task flushes them; an etcd outage loses no event unless the queue overflows, and then the
-loss itself is counted and logged.
+loss itself is counted and logged. A burst of one kind of event for one peer is summarised beyond
+its first few (calico_bgp/eventburst.py): one event with `count` and `first` stands for the rest, so
+a peer resetting hundreds of times does not push everything else out of the ring.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import attrs
 import trio
 
 from calico_bgp.datastore import DatastoreError, codec
+from calico_bgp.eventburst import BurstSummariser, Summary
 
 log = logging.getLogger("calico_bgp.events")
 
@@ -26,7 +29,8 @@ CAPACITY = 1000          # events kept per node in etcd
 QUEUE_LIMIT = 10_000     # events waiting for etcd before the oldest are dropped
 KINDS = ("session_up", "session_down", "damping_start", "damping_end", "max_prefixes", "repair",
          "speaker_restart", "graceful_restart", "grace_end", "stale_swept", "block_released", "filter_rejected",
-         "route_failed", "route_recovered", "route_refresh")
+         "route_failed", "route_recovered", "route_refresh",
+         "session_backoff", "prefix_churn")
 
 
 @attrs.frozen
@@ -38,6 +42,8 @@ class Event:
     peer: str = ""
     prefix: str = ""
     detail: str = ""
+    count: int = 1       # events this one stands for (a burst's summary: > 1)
+    first: float = 0.0   # a summary's first event (wall clock); `time` is its last
 
 
 def slot_key(prefix: str, seq: int, capacity: int = CAPACITY) -> str:
@@ -65,10 +71,26 @@ class EventLog:
         self._queue: Deque[Event] = collections.deque()
         self._wake = trio.Event()
         self.recent: Deque[Event] = collections.deque(maxlen=200)  # for tests and the status page
+        self.bursts = BurstSummariser()
 
-    def emit(self, kind: str, peer: str = "", prefix: str = "", detail: str = "") -> Event:
-        self.seq += 1
-        ev = Event(self.seq, time.time(), self.node, kind, peer, prefix, detail)
+    def emit(self, kind: str, peer: str = "", prefix: str = "", detail: str = "") -> Event | None:
+        """Queue one event; None when it went into a burst's summary instead."""
+        now = time.time()
+        self.flush_bursts(now)
+        if not self.bursts.admit(kind, peer, now):
+            log.debug("event=%s node=%s peer=%s prefix=%s detail=%r summarised=true", kind, self.node, peer,
+                      prefix or "-", detail)
+            return None
+        return self._queued(Event(self.seq + 1, now, self.node, kind, peer, prefix, detail))
+
+    def flush_bursts(self, now: float) -> list[Event]:
+        """Queue a summary for each burst whose window ended."""
+        return [self._queued(_summary_event(self.seq + 1, self.node, s, self.bursts.window))
+                for s in self.bursts.due(now)]
+
+    def _queued(self, ev: Event) -> Event:
+        self.seq = ev.seq
+        kind, peer, prefix, detail = ev.kind, ev.peer, ev.prefix, ev.detail
         if len(self._queue) >= QUEUE_LIMIT:
             self._queue.popleft()
             self.dropped += 1
@@ -99,7 +121,9 @@ class EventLog:
                 await trio.sleep(1.0)
         task_status.started()
         while True:
-            await self._wake.wait()
+            with trio.move_on_after(1.0):  # a burst's summary is written as its window ends
+                await self._wake.wait()
+            self.flush_bursts(time.time())
             self._wake = trio.Event()
             while self._queue:
                 ev = self._queue[0]
@@ -114,3 +138,9 @@ class EventLog:
             if self.dropped:
                 log.error("event=eventlog_overflow dropped=%d", self.dropped)
                 self.dropped = 0
+
+
+def _summary_event(seq: int, node: str, s: Summary, window: float) -> Event:
+    first, last = (time.strftime("%H:%M:%S", time.gmtime(t)) for t in (s.first, s.last))
+    return Event(seq, s.last, node, s.kind, s.peer, "", f"{s.count} more {s.kind} within {window:.0f}s "
+                 f"({first} to {last} UTC), summarised", count=s.count, first=s.first)

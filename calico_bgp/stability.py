@@ -15,6 +15,8 @@ import attrs
 
 FLAP_WINDOWS = (60.0, 900.0, 3600.0)   # 1 min, 15 min, 1 h
 RATE_TAU = 10.0                        # seconds: time constant of the churn-rate average
+CHURN_WINDOW = 10.0                    # seconds: a prefix changing more than CHURN_LIMIT times in one
+CHURN_LIMIT = 10                       # ... is reported (prefix_churn), whether damping is on or off
 
 
 @attrs.frozen(slots=True)
@@ -95,35 +97,54 @@ class PrefixChurn:
     announces: int = 0
     withdraws: int = 0
     last_change: float = 0.0
+    window_start: float = 0.0   # the current churn window: changes counted since, reported once
+    window_changes: int = 0
 
 
 class ChurnTracker:
-    """Announce/withdraw counts per prefix, capped at `max_prefixes` (the quietest entries go first)."""
+    """Announce/withdraw counts per prefix, capped at `max_prefixes` (the quietest entries go first).
+    `record` returns the prefixes that just went beyond `limit` changes within `window` seconds:
+    one report per prefix per window (a window starts at a prefix's first change after the last one ended)."""
 
-    def __init__(self, max_prefixes: int = 200_000) -> None:
+    def __init__(self, max_prefixes: int = 200_000, window: float = CHURN_WINDOW, limit: int = CHURN_LIMIT) -> None:
         self.max_prefixes = max_prefixes
+        self.window = window
+        self.limit = limit
         self._prefixes: dict[Hashable, PrefixChurn] = {}
 
-    def record(self, announced: Iterable[Hashable], withdrawn: Iterable[Hashable], now: float) -> None:
+    def record(self, announced: Iterable[Hashable], withdrawn: Iterable[Hashable], now: float) -> list[Hashable]:
         prefixes = self._prefixes
+        window, limit = self.window, self.limit
+        churning = []
         for prefix in announced:
             entry = prefixes.get(prefix)
             if entry is None:  # not setdefault: that would build an entry per call
-                entry = prefixes[prefix] = PrefixChurn()
+                entry = prefixes[prefix] = PrefixChurn(window_start=now)
             entry.announces += 1
             entry.last_change = now
+            if now - entry.window_start >= window:
+                entry.window_start, entry.window_changes = now, 0
+            entry.window_changes += 1
+            if entry.window_changes == limit + 1:
+                churning.append(prefix)
         for prefix in withdrawn:
             entry = prefixes.get(prefix)
             if entry is None:
-                entry = prefixes[prefix] = PrefixChurn()
+                entry = prefixes[prefix] = PrefixChurn(window_start=now)
             entry.withdraws += 1
             entry.last_change = now
+            if now - entry.window_start >= window:
+                entry.window_start, entry.window_changes = now, 0
+            entry.window_changes += 1
+            if entry.window_changes == limit + 1:
+                churning.append(prefix)
         if len(self._prefixes) > self.max_prefixes:
             # down to 90% of the cap: one sort per many UPDATEs, not one per UPDATE once the cap is reached
             keep = self.max_prefixes - self.max_prefixes // 10
             by_quiet = sorted(self._prefixes.items(), key=lambda kv: kv[1].announces + kv[1].withdraws)
             for prefix, _ in by_quiet[: len(self._prefixes) - keep]:
                 del self._prefixes[prefix]
+        return churning
 
     def get(self, prefix: Hashable) -> PrefixChurn | None:
         return self._prefixes.get(prefix)

@@ -1,5 +1,10 @@
-"""ExaBGP's own entry point, minus the cost of debug logging it would discard anyway, and with its
-reconnect back-off bounded.
+"""ExaBGP's own entry point, minus the cost of debug logging it would discard anyway, with its
+reconnect back-off bounded, and two of its defects mended (each to be offered upstream, see the
+README's "ExaBGP patches"):
+
+- after an OPEN with no KEEPALIVE it spun at 100% CPU until the hold timer (`_keepalive_wait`);
+- a bad marker or header length reset TCP without the NOTIFICATION RFC 4271 6.1 asks for
+  (`_header_error_notification`).
 
     python -m calico_bgp.speaker.exabgp_run CONFIG      (what the speaker runs)
 
@@ -50,10 +55,51 @@ def _bounded_retry(most: int = RETRY_MAX) -> None:
     Delay.increase = increase  # type: ignore[method-assign]
 
 
+def _keepalive_wait() -> None:
+    """In OpenConfirm, ExaBGP's keepalive read told the reactor "run me again now" while no bytes
+    had come (`Peer._read_ka` yields ACTION.NOW for every NOP), so a peer that sends its OPEN and
+    then nothing kept a core busy until the hold timer fired. Upstream made the same change for the
+    OPEN read (Exa-Networks/exabgp#723, PR #730): wait for the socket (ACTION.LATER) while nothing
+    arrived. The reactor still runs the peer every loop, so the hold timer is checked as before."""
+    from exabgp.bgp.message import Message
+    from exabgp.reactor.peer import ACTION, Peer
+
+    def _read_ka(self: Peer):  # type: ignore[no-untyped-def]
+        for message in self.proto.read_keepalive():
+            self.recv_timer.check_ka_timer(message)
+            yield ACTION.LATER if message.ID == Message.CODE.NOP else ACTION.NOW
+
+    Peer._read_ka = _read_ka  # type: ignore[method-assign]
+
+
+def _header_error_notification() -> None:
+    """A bad marker or header length (RFC 4271 6.1: Message Header Error, Connection Not
+    Synchronized / Bad Message Length) is found by ExaBGP's reader, and `Protocol.read_message`
+    first reports it to the API as a *received* NOTIFICATION through `Processes.notification(...)`,
+    with one argument more than that method takes: the TypeError ended the session as an unhandled
+    error, TCP closed without the NOTIFICATION. The error is ours to notify, not something the peer
+    sent: the method now accepts the call and reports nothing, the `Notify` raised right after sends
+    the NOTIFICATION, and the session goes down as "notification sent (1,x)" like any other error.
+    (`Processes.notification` has no other caller; received NOTIFICATIONs go through `_notification`.)"""
+    from exabgp.reactor.api.processes import Processes
+
+    def notification(self: Processes, neighbor, direction, code, subcode, data, *rest) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    Processes.notification = notification  # type: ignore[method-assign]
+
+
+def patch() -> None:
+    """Everything this module changes in ExaBGP but the debug logging."""
+    _bounded_retry()
+    _keepalive_wait()
+    _header_error_notification()
+
+
 def main() -> int:
     if os.environ.get("exabgp_log_level", "INFO").upper() != "DEBUG":
         _quiet_debug()
-    _bounded_retry()
+    patch()
     from exabgp.application.main import main as exabgp_main
 
     sys.argv[0] = "exabgp"

@@ -27,7 +27,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Sequence
 
 import trio
 
@@ -348,7 +348,10 @@ class Speaker:
                 self.stats["replayed_routes"] += len(changes)
                 log.info("replay peer=%s routes=%d", key, len(changes))
                 await self._send_locked(self._lines(changes))
-                if self.intent.neighbors[key].graceful_restart is not None:
+                # the neighbour may have gone while the routes went out (e.g. a peer held idle after a
+                # reset): a KeyError here ended the whole agent
+                neighbor = self.intent.neighbors.get(key)
+                if neighbor is not None and neighbor.graceful_restart is not None:
                     if self._routes_complete:
                         await self._send_locked(self._eor_lines(key))
                     else:
@@ -475,14 +478,17 @@ class Speaker:
             self._generation += 1
         return changed
 
-    async def set_neighbors(self, neighbors: Iterable[Neighbor], teardown_wait: float = 1.0) -> None:
-        """Make ExaBGP's sessions these; unchanged sessions stay up (ExaBGP reloads only the diff)."""
+    async def set_neighbors(self, neighbors: Iterable[Neighbor], teardown_wait: float = 1.0,
+                            abrupt: Collection[str] = ()) -> None:
+        """Make ExaBGP's sessions these; unchanged sessions stay up (ExaBGP reloads only the diff).
+        A removed neighbour is sent our withdrawals and a Cease first, unless it is in `abrupt` (held
+        idle for errors: every moment before the reload lets a hostile peer in again)."""
         async with self._neighbors_lock:
-            await self._set_neighbors({n.key: n for n in neighbors}, teardown_wait)
+            await self._set_neighbors({n.key: n for n in neighbors}, teardown_wait, abrupt)
 
-    async def _set_neighbors(self, new: dict[str, Neighbor], teardown_wait: float) -> None:
+    async def _set_neighbors(self, new: dict[str, Neighbor], teardown_wait: float, abrupt: Collection[str] = ()) -> None:
         removed = [k for k in self.intent.neighbors if k not in new]
-        going = [k for k in removed if self.peers.get(k) and self.peers[k].state == "up"]
+        going = [k for k in removed if self.peers.get(k) and self.peers[k].state == "up" and k not in abrupt]
         if going and self._conn is not None:
             graceful = [k for k in going if self.intent.neighbors[k].graceful_restart is not None]
             if graceful:

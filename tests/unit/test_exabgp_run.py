@@ -46,3 +46,24 @@ def test_the_reconnect_back_off_is_bounded():
             "print(max(waits), waits[:6])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == f"{exabgp_run.RETRY_MAX} [1, 2, 3, 4, 5, 5]"
+
+
+def test_the_two_defect_patches_are_applied_by_our_entry_point():
+    """What tests/integration/test_exabgp_defects.py shows against a real ExaBGP, checked here
+    without root: the OpenConfirm read waits (ACTION.LATER on an empty read) and the header-error
+    report accepts the call read_message makes (it raised TypeError with 9 arguments)."""
+    code = ("from calico_bgp.speaker import exabgp_run\n"
+            "from exabgp.reactor.peer import ACTION, Peer\n"
+            "from exabgp.reactor.api.processes import Processes\n"
+            "from exabgp.bgp.message import _NOP\n"
+            "exabgp_run.patch()\n"
+            "class Proto:\n"
+            "    def read_keepalive(self):\n"
+            "        yield _NOP\n"
+            "class Timer:\n"
+            "    def check_ka_timer(self, message): return True\n"
+            "peer = Peer.__new__(Peer); peer.proto = Proto(); peer.recv_timer = Timer()\n"
+            "print(list(peer._read_ka()) == [ACTION.LATER],\n"
+            "      Processes.notification(object(), 'n', 'receive', 1, 1, 'x', None, b'', b'') is None)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "True True"

@@ -42,3 +42,18 @@ def test_churn_tracker_counts_and_caps():
     c.record(["c"], [], 3)
     assert c.get("a").announces == 2 and c.get("a").withdraws == 1
     assert len(c.top(10)) == 2 and c.top(1)[0][0] == "a"
+
+
+def test_a_prefix_flapping_beyond_the_limit_is_reported_once_per_window():
+    from calico_bgp.stability import ChurnTracker
+
+    t = ChurnTracker(window=10.0, limit=10)
+    reported = []
+    for i in range(100):  # 100 changes in 5 s, announce and withdraw in turn
+        now = i * 0.05
+        reported += [(now, p) for p in t.record(["a"] if i % 2 == 0 else [], [] if i % 2 == 0 else ["a"], now)]
+        reported += [(now, p) for p in t.record(["quiet"] if i == 0 else [], [], now)]
+    assert reported == [(0.5, "a")]  # the 11th change, once
+    assert t.record(["a"], [], 10.0) == []  # a new window starts: its 1st change
+    assert [t.record([], ["a"], 10.0 + i * 0.01) for i in range(1, 11)][-1] == ["a"]  # its 11th
+    assert t.get("a").announces + t.get("a").withdraws == 111 and t.get("quiet").announces == 1

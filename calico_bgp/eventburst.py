@@ -1,0 +1,79 @@
+"""Bursts of one kind of event for one peer, summarised instead of stored one by one. Pure: the
+caller passes `now` (wall seconds, as events are stamped).
+
+The event ring keeps a node's last 1,000 events; a peer resetting 600 times in 30 s used to push
+everything else out of it. Per (kind, peer), the first `keep` events of a window are stored as they
+come; the rest are counted, and when the window ends one summary stands for them (how many, the
+first and the last). Events that name no peer pass through: their own emitters bound them.
+"""
+from __future__ import annotations
+
+import attrs
+
+WINDOW = 30.0   # seconds
+KEEP = 5        # events of one kind for one peer stored one by one per window
+
+
+@attrs.frozen
+class Summary:
+    kind: str
+    peer: str
+    count: int     # events summarised (not stored one by one)
+    first: float
+    last: float
+
+
+@attrs.define
+class _Window:
+    start: float
+    seen: int = 0
+    held: int = 0
+    first: float = 0.0
+    last: float = 0.0
+
+
+class BurstSummariser:
+    def __init__(self, window: float = WINDOW, keep: int = KEEP) -> None:
+        if window <= 0 or keep < 1:
+            raise ValueError(f"window must be > 0 and keep >= 1, got window={window} keep={keep}")
+        self.window = window
+        self.keep = keep
+        self._windows: dict[tuple[str, str], _Window] = {}
+        self._earliest = float("inf")  # the oldest window's start: `due` is a comparison until then
+
+    def admit(self, kind: str, peer: str, now: float) -> bool:
+        """Whether to store this event one by one; False: it is counted into its window's summary.
+        Call `due(now)` first, so a window that ended is summarised before a new one starts."""
+        if not peer:
+            return True
+        key = (kind, peer)
+        w = self._windows.get(key)
+        if w is None or now - w.start >= self.window:
+            w = self._windows[key] = _Window(now)
+            self._earliest = min(self._earliest, now)
+        w.seen += 1
+        if w.seen <= self.keep:
+            return True
+        if not w.held:
+            w.first = now
+        w.held += 1
+        w.last = now
+        return False
+
+    def due(self, now: float) -> list[Summary]:
+        """Summaries of the windows that ended by `now` (in the order their bursts began); ended
+        windows are forgotten, so memory follows the peers active in the last window."""
+        if now - self._earliest < self.window:
+            return []
+        out = []
+        for key, w in list(self._windows.items()):
+            if now - w.start >= self.window:
+                del self._windows[key]
+                if w.held:
+                    out.append(Summary(key[0], key[1], w.held, w.first, w.last))
+        self._earliest = min((w.start for w in self._windows.values()), default=float("inf"))
+        return sorted(out, key=lambda s: s.first)
+
+    def pending(self) -> int:
+        """Events counted but not yet summarised."""
+        return sum(w.held for w in self._windows.values())
