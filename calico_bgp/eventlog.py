@@ -25,7 +25,8 @@ log = logging.getLogger("calico_bgp.events")
 CAPACITY = 1000          # events kept per node in etcd
 QUEUE_LIMIT = 10_000     # events waiting for etcd before the oldest are dropped
 KINDS = ("session_up", "session_down", "damping_start", "damping_end", "max_prefixes", "repair",
-         "speaker_restart", "graceful_restart", "grace_end", "stale_swept", "block_released", "filter_rejected")
+         "speaker_restart", "graceful_restart", "grace_end", "stale_swept", "block_released", "filter_rejected",
+         "malformed_update")
 
 
 @attrs.frozen
