@@ -89,7 +89,7 @@ def attribute_errors(data: bytes, known: "frozenset[int] | set[int]") -> dict[st
         out["duplicate"] = duplicate
     if well_known:
         out["unrecognized-well-known"] = well_known
-    if data and _AS_PATH not in seen:
+    if seen - {_MP_UNREACH} and _AS_PATH not in seen:  # withdrawals alone need no AS_PATH (nor an End-of-RIB)
         out["missing"] = [_AS_PATH]
     return out
 
@@ -99,7 +99,8 @@ def _report_malformed_attributes() -> None:
     as withdrawals with an "error" attribute), but some reach the API looking well formed: a
     duplicate attribute, an unrecognized well-known attribute, a missing AS_PATH, an ORIGIN whose
     length is not 1 (ExaBGP reads its first octet). Each UPDATE with one of those gets an
-    `"rfc7606": {"duplicate": [1], "unrecognized-well-known": [99], "missing": [2]}` attribute, and
+    `"rfc7606": {"duplicate": [1], "unrecognized-well-known": [99], "missing": [2]}` attribute (an
+    UPDATE that only withdraws gets none, so an End-of-RIB stays one), and
     an ORIGIN of the wrong length reads "invalid" like an undefined value, so the agent can apply
     RFC 7606 (calico_bgp/malformed.py). Costs one walk over the attribute headers per distinct
     attribute section (ExaBGP reuses the parse of a section it saw last)."""
