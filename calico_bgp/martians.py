@@ -47,13 +47,14 @@ def _table(ranges: tuple[tuple[str, str], ...], bits: int, index_bits: int) -> d
 
 
 _V4 = _table(_V4_RANGES, 32, 8)     # by first octet
+_V4_BY_OCTET = tuple(_V4.get(i) for i in range(256))  # indexing a tuple is cheaper than dict.get
 _V6 = _table(_V6_RANGES, 128, 16)   # by first 16 bits (fe80::/10 spans fe80..febf)
 
 
 def prefix_reason(prefix: Prefix) -> str | None:
     """Why `prefix` is martian, or None when it is not."""
     value, plen = prefix.network_address._ip, prefix._prefixlen  # type: ignore[union-attr]
-    m = _V4.get(value >> 24) if prefix._version == 4 else _V6.get(value >> 112)  # type: ignore[union-attr]
+    m = _V4_BY_OCTET[value >> 24] if prefix._version == 4 else _V6.get(value >> 112)  # type: ignore[union-attr]
     if m is not None and plen >= m[0] and value >> m[1] == m[2]:
         return m[3]
     return None
@@ -131,12 +132,14 @@ def guarded(policy: ImportPolicy | None, own: frozenset[str] = frozenset(),
     its reason before the filters are asked, so no filter can accept one. `own`: this node's
     addresses; `link_local`: the verdict on an IPv6 link-local next hop from a peer."""
     cache: dict[str, tuple[str | None, bool]] = {}  # next hop -> (reason, whether IPv6 link-local)
-    last: list[object] = [None, None, None]  # the last attributes object, its peer and its verdict
+    last_attrs: PathAttrs | None = None  # the last attributes object, its peer and its next hop's verdict
+    last_peer: Peer | None = None
+    last_why: str | None = None
+    v4, v6 = _V4_BY_OCTET, _V6.get
 
     def check(peer: Peer, prefix: Prefix, pattrs: PathAttrs) -> str | None:
-        if pattrs is last[0] and peer is last[1]:
-            why = last[2]
-        else:
+        nonlocal last_attrs, last_peer, last_why
+        if pattrs is not last_attrs or peer is not last_peer:
             nh = pattrs.next_hop
             try:
                 why, v6_link_local = cache[nh]
@@ -146,11 +149,11 @@ def guarded(policy: ImportPolicy | None, own: frozenset[str] = frozenset(),
                 why, v6_link_local = cache[nh] = (next_hop_reason(nh, own), _is_v6_link_local(nh))
             if why is None and v6_link_local:
                 why = link_local(peer, nh)
-            last[0], last[1], last[2] = pattrs, peer, why
-        if why is not None:
-            return why  # type: ignore[return-value]
+            last_attrs, last_peer, last_why = pattrs, peer, why
+        if last_why is not None:
+            return last_why
         value, plen = prefix.network_address._ip, prefix._prefixlen  # type: ignore[union-attr]
-        m = _V4.get(value >> 24) if prefix._version == 4 else _V6.get(value >> 112)  # type: ignore[union-attr]
+        m = v4[value >> 24] if prefix._version == 4 else v6(value >> 112)  # type: ignore[union-attr]
         if m is not None and plen >= m[0] and value >> m[1] == m[2]:
             return m[3]
         return policy(peer, prefix, pattrs) if policy is not None else None
