@@ -218,3 +218,16 @@ def test_the_agent_counts_every_malformed_update_and_records_one_event_per_peer_
     agent.malformed_reports.forget(PEER)  # what a session going down does
     Agent._report_malformed(agent, PEER, _apply(intake, rib, EBGP, lines["missing NEXT_HOP"]))  # type: ignore[arg-type]
     assert len(events) == 3
+
+
+def test_what_cannot_be_parsed_at_all_is_exabgps_session_reset():
+    """RFC 7606 5.3 and 3(j): NLRI that cannot be parsed, a malformed MP_REACH_NLRI, or one sent twice
+    leave nothing to withdraw: ExaBGP answers with a NOTIFICATION (UPDATE Message Error) and resets
+    the session; nothing of it reaches the agent."""
+    mp = attribute(0x80, 14, b"\x00\x02\x01\x10" + bytes(16) + b"\x00" + b"\x30\x20\x01\x0d\xb8\x00\x05")
+    bad_mp = attribute(0x80, 14, b"\x00\x02\x01\x10" + bytes(16) + b"\x00" + b"\x90\x20\x01")
+    out = decode(update([origin(), sequence(PEER_AS), NH]) + bytes([33, 198, 19, 5, 0, 0]),
+                 update([origin(), sequence(PEER_AS), bad_mp]),
+                 update([origin(), sequence(PEER_AS), mp, mp]))
+    for line in out:
+        assert line.startswith('{"raises": "Notify: UPDATE message error'), line
