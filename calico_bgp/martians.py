@@ -28,13 +28,14 @@ from typing import Callable, Iterable
 
 from calico_bgp.rib import ImportPolicy, PathAttrs, Peer, Prefix
 
-# first octet -> (shortest prefix length that lies inside, shift, value the top bits must have, reason)
 _V4_RANGES = (("0.0.0.0/8", "this network"), ("127.0.0.0/8", "loopback"), ("169.254.0.0/16", "link-local"),
               ("224.0.0.0/3", "multicast or reserved"))
 _V6_RANGES = (("::/127", "unspecified or loopback"), ("fe80::/10", "link-local"), ("ff00::/8", "multicast"))
 
 
 def _table(ranges: tuple[tuple[str, str], ...], bits: int, index_bits: int) -> dict[int, tuple[int, int, int, str]]:
+    """The first `index_bits` of an address -> (the shortest prefix length that lies inside the range,
+    the shift and the value the range's bits have, the reason) for each range they fall in."""
     out: dict[int, tuple[int, int, int, str]] = {}
     for cidr, what in ranges:
         net = ipaddress.ip_network(cidr)
@@ -152,6 +153,7 @@ def guarded(policy: ImportPolicy | None, own: frozenset[str] = frozenset(),
             last_attrs, last_peer, last_why = pattrs, peer, why
         if last_why is not None:
             return last_why
+        # prefix_reason, inlined: this runs for every prefix received
         value, plen = prefix.network_address._ip, prefix._prefixlen  # type: ignore[union-attr]
         m = v4[value >> 24] if prefix._version == 4 else v6(value >> 112)  # type: ignore[union-attr]
         if m is not None and plen >= m[0] and value >> m[1] == m[2]:
