@@ -26,7 +26,7 @@ US, PEER, AS_US, AS_PEER = "198.18.3.1", "198.18.3.2", 65000, 65001
 
 # listens on 179, answers ExaBGP's OPEN, sends the UPDATE bodies given on stdin (hex, one a line),
 # then keeps the session alive until killed; a NOTIFICATION from ExaBGP is printed and ends it
-RAW_PEER = r"""
+_RAW_PEER = r"""
 import socket, struct, sys, time
 bodies = [bytes.fromhex(x) for x in sys.stdin.read().split()]
 def msg(kind, body=b""):
@@ -67,7 +67,17 @@ while True:
         read(conn)
     except socket.timeout:
         pass
-""" % (AS_PEER, PEER, AS_PEER, PEER)
+"""
+
+
+def raw_peer(ns: str, address: str, asn: int, bodies: list[bytes]) -> subprocess.Popen[str]:
+    """The raw BGP peer in namespace `ns` listening on `address`, AS `asn`, sending `bodies` once the
+    session is up. The caller kills it."""
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", _RAW_PEER % (asn, address, asn, address)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc.stdin.write("\n".join(b.hex() for b in bodies))  # type: ignore[union-attr]
+    proc.stdin.close()  # type: ignore[union-attr]
+    return proc
 
 GOOD, OTHER = "198.19.5.0/24", "198.19.6.0/24"
 NH = next_hop(PEER)
@@ -89,11 +99,8 @@ async def test_each_malformed_update_reaches_the_agent_named_and_the_session_sta
     with contextlib.ExitStack() as stack:
         spk, peer_ns = stack.enter_context(netns("s")), stack.enter_context(netns("p"))
         veth(spk, "to-peer", peer_ns, "eth0", (f"{US}/24",), (f"{PEER}/24",))
-        raw = subprocess.Popen(["ip", "netns", "exec", peer_ns, sys.executable, "-c", RAW_PEER],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        raw = raw_peer(peer_ns, PEER, AS_PEER, [body for _, body in CASES])
         stack.callback(raw.kill)
-        raw.stdin.write("\n".join(body.hex() for _, body in CASES))  # type: ignore[union-attr]
-        raw.stdin.close()  # type: ignore[union-attr]
 
         speaker = Speaker(tmp_path / "spk", netns=spk)
         await nursery.start(speaker.run)
