@@ -89,11 +89,25 @@ def parse_prefix(text: str) -> Prefix | None:
         return None
 
 
-def rib_attrs(a: PathAttributes) -> PathAttrs:
+def rib_attrs(a: PathAttributes, external: bool = False) -> PathAttrs:
+    """The RIB's attributes; from an `external` (eBGP) peer without LOCAL_PREF, ORIGINATOR_ID and
+    CLUSTER_LIST, which only mean something inside the AS (RFC 7606 7.5, 7.9, 7.10: attribute
+    discard; BIRD drops them likewise), so a fabric peer cannot win the router-id tie-break with
+    an ORIGINATOR_ID of its choosing."""
     assert a.next_hop is not None
+    if external:
+        return PathAttrs(next_hop=a.next_hop, as_path=a.as_path, as_set=a.as_set, origin=a.origin or "igp",
+                         med=a.med, communities=a.communities, large_communities=a.large_communities)
     return PathAttrs(next_hop=a.next_hop, as_path=a.as_path, as_set=a.as_set, origin=a.origin or "igp", local_pref=a.local_pref,
                      med=a.med, communities=a.communities, large_communities=a.large_communities,
                      originator_id=a.originator_id, cluster_list=a.cluster_list)
+
+
+def _internal_only(a: PathAttributes) -> Malformation | None:
+    """The attributes an eBGP peer sent that belong to iBGP (RFC 7606 7.5, 7.9, 7.10), if any."""
+    names = [n for n, present in (("LOCAL_PREF", a.local_pref is not None), ("ORIGINATOR_ID", a.originator_id is not None),
+                                  ("CLUSTER_LIST", bool(a.cluster_list))) if present]
+    return Malformation("attribute-discarded", f"{', '.join(names)} from an eBGP peer") if names else None
 
 
 @attrs.frozen(slots=True)
@@ -156,6 +170,9 @@ class UpdateIntake:
                 if wrong is not None:
                     malformed += (wrong,)
                     as_withdrawn = self.prefixes(ev.announced)
+                elif (first.local_pref is not None or first.originator_id is not None or first.cluster_list):
+                    malformed += (_internal_only(first),)  # type: ignore[operator]
+        external = not peer.ibgp
         if ev.announced and not as_withdrawn:
             texts = list(ev.announced)
             values = list(ev.announced.values())
@@ -163,7 +180,7 @@ class UpdateIntake:
             first = values[0]
             if not _has_none(found) and first.next_hop is not None and all(map(operator.is_, values, repeat(first))):
                 # one attributes object for the whole UPDATE (one next hop, no path ids): no Python per prefix
-                announced = dict.fromkeys(found, rib_attrs(first))  # type: ignore[arg-type]
+                announced = dict.fromkeys(found, rib_attrs(first, external))  # type: ignore[arg-type]
             else:
                 last: PathAttributes | None = None
                 converted: PathAttrs | None = None
@@ -172,7 +189,7 @@ class UpdateIntake:
                         bad.append((text, a.next_hop))
                         continue
                     if a is not last:  # prefixes of one UPDATE share their attributes object
-                        last, converted = a, rib_attrs(a)
+                        last, converted = a, rib_attrs(a, external)
                     announced[p] = converted  # type: ignore[assignment]
         withdrawn: list[Prefix] = self.prefixes(ev.withdrawn)  # type: ignore[assignment]
         if as_withdrawn:  # RFC 7606 treat-as-withdraw: as if listed in WITHDRAWN ROUTES

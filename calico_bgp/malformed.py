@@ -35,7 +35,8 @@ ACTIONS: dict[str, str] = {
     "first-as-mismatch": TREAT_AS_WITHDRAW,        # RFC 4271 6.3 malformed AS_PATH, RFC 7606 7.2
     "empty-as-path": TREAT_AS_WITHDRAW,            # from an eBGP peer: no first AS at all (RFC 7606 7.2)
     "duplicate-attribute": KEPT,                   # RFC 7606 3(g)
-    "attribute-discarded": KEPT,                   # RFC 7606 2 "attribute discard", ExaBGP's
+    "attribute-discarded": KEPT,                   # RFC 7606 2 "attribute discard": ExaBGP's, or iBGP-only
+                                                   # attributes from an eBGP peer (7.5, 7.9, 7.10; intake.py)
     "malformed-attribute": WITHDRAWN_BY_EXABGP,    # ExaBGP's own treat-as-withdraw
 }
 REASONS = tuple(ACTIONS)

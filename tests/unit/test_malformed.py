@@ -231,3 +231,25 @@ def test_what_cannot_be_parsed_at_all_is_exabgps_session_reset():
                  update([origin(), sequence(PEER_AS), mp, mp]))
     for line in out:
         assert line.startswith('{"raises": "Notify: UPDATE message error'), line
+
+
+def test_ibgp_only_attributes_from_an_ebgp_peer_are_discarded_and_cannot_win_the_tie_break():
+    """RFC 7606 7.5, 7.9, 7.10: LOCAL_PREF, ORIGINATOR_ID and CLUSTER_LIST from an external peer are
+    discarded (the route is kept). Kept, an ORIGINATOR_ID of 0.0.0.1 would beat every router id."""
+    extra = [attribute(0x40, 5, b"\0\0\x03\xe8"), attribute(0x80, 9, bytes([0, 0, 0, 1])),
+             attribute(0x80, 10, bytes([198, 18, 0, 9]))]
+    (line,) = decode(update([origin(), sequence(PEER_AS), NH, *extra], (P,)))
+    rib, intake = _rib(), UpdateIntake()
+    got = _apply(intake, rib, EBGP, line)
+    assert [(m.reason, m.detail) for m in got.malformed] == [
+        ("attribute-discarded", "LOCAL_PREF, ORIGINATOR_ID, CLUSTER_LIST from an eBGP peer")]
+    a = rib.selection(ipaddress.ip_network(P)).best.attrs
+    assert (a.local_pref, a.originator_id, a.cluster_list) == (None, None, ())
+    # the same path from an eBGP peer with router id 0.0.0.2 wins the router-id step: 0.0.0.1 was dropped
+    other = Peer("198.18.0.3", PEER_AS, "0.0.0.2", ibgp=False)
+    rib.update(other, {ipaddress.ip_network(P): PathAttrs("198.18.0.3", as_path=(PEER_AS,))})
+    sel = rib.selection(ipaddress.ip_network(P))
+    assert sel.best.peer.address == "198.18.0.3" and sel.reason == "router-id"
+    rib2 = _rib()
+    assert not _apply(UpdateIntake(), rib2, IBGP, line).malformed  # from iBGP they mean what they say
+    assert rib2.selection(ipaddress.ip_network(P)).best.attrs.originator_id == "0.0.0.1"
