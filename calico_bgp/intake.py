@@ -89,18 +89,26 @@ def parse_prefix(text: str) -> Prefix | None:
         return None
 
 
-def rib_attrs(a: PathAttributes, external: bool = False) -> PathAttrs:
-    """The RIB's attributes; from an `external` (eBGP) peer without LOCAL_PREF, ORIGINATOR_ID and
-    CLUSTER_LIST, which only mean something inside the AS (RFC 7606 7.5, 7.9, 7.10: attribute
-    discard; BIRD drops them likewise), so a fabric peer cannot win the router-id tie-break with
-    an ORIGINATOR_ID of its choosing."""
+def rib_attrs(a: PathAttributes) -> PathAttrs:
     assert a.next_hop is not None
-    if external:
-        return PathAttrs(next_hop=a.next_hop, as_path=a.as_path, as_set=a.as_set, origin=a.origin or "igp",
-                         med=a.med, communities=a.communities, large_communities=a.large_communities)
     return PathAttrs(next_hop=a.next_hop, as_path=a.as_path, as_set=a.as_set, origin=a.origin or "igp", local_pref=a.local_pref,
                      med=a.med, communities=a.communities, large_communities=a.large_communities,
                      originator_id=a.originator_id, cluster_list=a.cluster_list)
+
+
+def _without_internal(announced: dict[Prefix, PathAttrs]) -> dict[Prefix, PathAttrs]:
+    """`announced` without LOCAL_PREF, ORIGINATOR_ID and CLUSTER_LIST, which from an eBGP peer mean
+    nothing (RFC 7606 7.5, 7.9, 7.10: attribute discard; BIRD drops them likewise): a fabric peer
+    cannot win the router-id tie-break with an ORIGINATOR_ID of its choosing. Each attributes object
+    is copied once; only UPDATEs that carry one of those come here."""
+    out: dict[Prefix, PathAttrs] = {}
+    done: dict[int, PathAttrs] = {}
+    for p, a in announced.items():
+        b = done.get(id(a))
+        if b is None:
+            b = done[id(a)] = attrs.evolve(a, local_pref=None, originator_id=None, cluster_list=())
+        out[p] = b
+    return out
 
 
 def _internal_only(a: PathAttributes) -> Malformation | None:
@@ -161,6 +169,7 @@ class UpdateIntake:
         bad: list[tuple[str, str | None]] = []
         malformed = ev.malformed
         as_withdrawn: list[Prefix | None] = []
+        internal_only: Malformation | None = None
         if ev.announced:  # once per UPDATE: its prefixes share the attributes checked here
             if malformed and rfc7606.withdraws(malformed):
                 as_withdrawn = self.prefixes(ev.announced)
@@ -170,9 +179,9 @@ class UpdateIntake:
                 if wrong is not None:
                     malformed += (wrong,)
                     as_withdrawn = self.prefixes(ev.announced)
-                elif (first.local_pref is not None or first.originator_id is not None or first.cluster_list):
-                    malformed += (_internal_only(first),)  # type: ignore[operator]
-        external = not peer.ibgp
+                elif first.local_pref is not None or first.originator_id is not None or first.cluster_list:
+                    internal_only = _internal_only(first)
+                    malformed += (internal_only,)  # type: ignore[operator]
         if ev.announced and not as_withdrawn:
             texts = list(ev.announced)
             values = list(ev.announced.values())
@@ -180,7 +189,7 @@ class UpdateIntake:
             first = values[0]
             if not _has_none(found) and first.next_hop is not None and all(map(operator.is_, values, repeat(first))):
                 # one attributes object for the whole UPDATE (one next hop, no path ids): no Python per prefix
-                announced = dict.fromkeys(found, rib_attrs(first, external))  # type: ignore[arg-type]
+                announced = dict.fromkeys(found, rib_attrs(first))  # type: ignore[arg-type]
             else:
                 last: PathAttributes | None = None
                 converted: PathAttrs | None = None
@@ -189,8 +198,10 @@ class UpdateIntake:
                         bad.append((text, a.next_hop))
                         continue
                     if a is not last:  # prefixes of one UPDATE share their attributes object
-                        last, converted = a, rib_attrs(a, external)
+                        last, converted = a, rib_attrs(a)
                     announced[p] = converted  # type: ignore[assignment]
+            if internal_only is not None:
+                announced = _without_internal(announced)
         withdrawn: list[Prefix] = self.prefixes(ev.withdrawn)  # type: ignore[assignment]
         if as_withdrawn:  # RFC 7606 treat-as-withdraw: as if listed in WITHDRAWN ROUTES
             withdrawn += as_withdrawn  # type: ignore[arg-type]
