@@ -173,13 +173,14 @@ class UpdateIntake:
         if ev.announced:  # once per UPDATE: its prefixes share the attributes checked here
             if malformed and rfc7606.withdraws(malformed):
                 as_withdrawn = self.prefixes(ev.announced)
-            elif not peer.ibgp:
+            else:
                 first = next(iter(ev.announced.values()))
-                wrong = rfc7606.first_as(peer, first.as_path, first.as_set)
+                wrong = rfc7606.as_path_error(peer, first.as_path, first.as_set)
                 if wrong is not None:
                     malformed += (wrong,)
                     as_withdrawn = self.prefixes(ev.announced)
-                elif first.local_pref is not None or first.originator_id is not None or first.cluster_list:
+                elif not peer.ibgp and (first.local_pref is not None or first.originator_id is not None
+                                        or first.cluster_list):
                     internal_only = _internal_only(first)
                     malformed += (internal_only,)  # type: ignore[operator]
         if ev.announced and not as_withdrawn:

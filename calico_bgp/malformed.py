@@ -34,6 +34,7 @@ ACTIONS: dict[str, str] = {
     "unrecognized-well-known": TREAT_AS_WITHDRAW,  # RFC 4271 6.3 would reset; BIRD 2 withdraws (RFC 7606 3(c))
     "first-as-mismatch": TREAT_AS_WITHDRAW,        # RFC 4271 6.3 malformed AS_PATH, RFC 7606 7.2
     "empty-as-path": TREAT_AS_WITHDRAW,            # from an eBGP peer: no first AS at all (RFC 7606 7.2)
+    "as-zero": TREAT_AS_WITHDRAW,                  # RFC 7607: AS 0 in AS_PATH
     "duplicate-attribute": KEPT,                   # RFC 7606 3(g)
     "attribute-discarded": KEPT,                   # RFC 7606 2 "attribute discard": ExaBGP's, or iBGP-only
                                                    # attributes from an eBGP peer (7.5, 7.9, 7.10; intake.py)
@@ -60,6 +61,14 @@ def first_as(peer: Peer, as_path: tuple[int, ...], as_set: tuple[int, ...]) -> M
     if as_path[0] != peer.asn:
         return Malformation("first-as-mismatch", f"AS_PATH starts with {as_path[0]}, not the peer's AS {peer.asn}")
     return None
+
+
+def as_path_error(peer: Peer, as_path: tuple[int, ...], as_set: tuple[int, ...]) -> Malformation | None:
+    """What is wrong with a path's AS_PATH, from any peer: AS 0 anywhere in it (RFC 7607: malformed,
+    treat-as-withdraw; ExaBGP passes it on), then `first_as` for an eBGP peer."""
+    if 0 in as_path or 0 in as_set:
+        return Malformation("as-zero", "AS 0 in AS_PATH")
+    return first_as(peer, as_path, as_set)
 
 
 def withdraws(malformed: Iterable[Malformation]) -> bool:

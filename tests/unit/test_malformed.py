@@ -41,6 +41,8 @@ CASES = {  # name: (attributes, reasons, treated as withdrawn)
                                            {"malformed-attribute"}, True),
     "first AS not the peer's": ([origin(), sequence(65099, PEER_AS), NH], {"first-as-mismatch"}, True),
     "empty AS_PATH from eBGP": ([origin(), attribute(0x40, 2, b""), NH], {"empty-as-path"}, True),
+    "AS 0 in AS_PATH": ([origin(), sequence(PEER_AS, 0, 7), NH], {"as-zero"}, True),
+    "AS 0 in an AS_SET": ([origin(), as_path((2, (PEER_AS,)), (1, (0,))), NH], {"as-zero"}, True),
     "duplicate ORIGIN": ([origin(0), origin(2), sequence(PEER_AS), NH], {"duplicate-attribute"}, False),
     "duplicate NEXT_HOP": ([origin(), sequence(PEER_AS), NH, next_hop("127.0.0.1")], {"duplicate-attribute"}, False),
     "unknown optional transitive": ([origin(), sequence(PEER_AS), NH, attribute(0xC0, 99, b"ab")], set(), False),
@@ -149,12 +151,14 @@ def test_first_as():
     assert malformed.first_as(EBGP, (), ()).reason == "empty-as-path"
     assert malformed.first_as(EBGP, (), (PEER_AS,)).reason == "first-as-mismatch"
     assert malformed.first_as(IBGP, (), ()) is None
+    assert malformed.as_path_error(IBGP, (LOCAL_AS, 0), ()).reason == "as-zero"  # RFC 7607: from any peer
+    assert malformed.as_path_error(EBGP, (PEER_AS,), ()) is None
 
 
 def test_every_reason_parse_can_give_has_an_action():
     assert set(malformed.REASONS) >= {"missing-origin", "missing-as-path", "missing-next-hop", "invalid-origin",
                                       "unrecognized-well-known", "duplicate-attribute", "attribute-discarded",
-                                      "malformed-attribute", "first-as-mismatch", "empty-as-path"}
+                                      "malformed-attribute", "first-as-mismatch", "empty-as-path", "as-zero"}
     assert malformed.withdraws([Malformation("missing-origin")])
     assert not malformed.withdraws([Malformation("duplicate-attribute"), Malformation("malformed-attribute")])
     assert malformed.action("something new") == malformed.TREAT_AS_WITHDRAW
