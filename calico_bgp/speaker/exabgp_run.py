@@ -52,7 +52,7 @@ def _bounded_retry(most: int = RETRY_MAX) -> None:
 
 MALFORMED_KEY = "rfc7606"  # the JSON attribute naming what the wire had wrong (speaker/parse.py reads it)
 _MARKER_CODE = 0xFFF0  # an internal attribute code ExaBGP does not use (its own are 0xFFFA..0xFFFF)
-_ORIGIN, _AS_PATH, _MP_REACH, _MP_UNREACH = 1, 2, 14, 15
+_AS_PATH, _MP_REACH, _MP_UNREACH = 2, 14, 15
 _OPTIONAL, _EXTENDED_LENGTH = 0x80, 0x10
 
 
@@ -99,11 +99,11 @@ def _report_malformed_attributes() -> None:
     as withdrawals with an "error" attribute), but some reach the API looking well formed: a
     duplicate attribute, an unrecognized well-known attribute, a missing AS_PATH, an ORIGIN whose
     length is not 1 (ExaBGP reads its first octet). Each UPDATE with one of those gets an
-    `"rfc7606": {"duplicate": [1], "unrecognized-well-known": [99], "missing": [2]}` attribute (an
-    UPDATE that only withdraws gets none, so an End-of-RIB stays one), and
-    an ORIGIN of the wrong length reads "invalid" like an undefined value, so the agent can apply
-    RFC 7606 (calico_bgp/malformed.py). Costs one walk over the attribute headers per distinct
-    attribute section (ExaBGP reuses the parse of a section it saw last)."""
+    `"rfc7606": {"duplicate": [1], "unrecognized-well-known": [99], "missing": [2]}` attribute (one
+    that only withdraws gets none, so an End-of-RIB stays one), and an ORIGIN of the wrong length
+    reads "invalid" like an undefined value, so the agent can apply RFC 7606 (calico_bgp/malformed.py).
+    Costs one walk over the attribute headers per distinct attribute section (ExaBGP reuses its
+    parse of the section it saw last)."""
     import json
 
     from exabgp.bgp.message.update.attribute.attribute import Attribute
