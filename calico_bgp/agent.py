@@ -24,13 +24,13 @@ from typing import Any
 import attrs
 import trio
 
-from calico_bgp import bgpfilter, desired, model, status as st, topology
+from calico_bgp import bgpfilter, desired, malformed, martians, model, status as st, topology
 from calico_bgp.backoff import MAX_PREFIXES, SessionBackoff
 from calico_bgp.cluster import ClusterState, ClusterView
 from calico_bgp.damping import Dampener, DampingChange, DampingParams
 from calico_bgp.eventlog import EventLog
 from calico_bgp.kernel_writer import KernelWriter
-from calico_bgp.intake import UpdateIntake
+from calico_bgp.intake import Intake, UpdateIntake
 from calico_bgp.datastore import DatastoreError, Keys
 from calico_bgp.resources import ResourceStore
 from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Prefix, Rib, reflections
@@ -97,6 +97,7 @@ class NodeAgent:
         self.rib: Rib | None = None
         self.dampener: Dampener[PathAttrs] = Dampener(DampingParams(), enabled=False)
         self.intake = UpdateIntake()
+        self.malformed_reports = malformed.MalformedReports()
         self.churn = ChurnTracker()
         self.stability: dict[str, PeerStability] = {}
         self.sessions: dict[str, Session] = {}
@@ -269,7 +270,9 @@ class NodeAgent:
             self.exported.pop(addr, None)
 
         # import policy follows pools and filters; re-run it over what peers sent (soft reconfiguration)
-        self.rib.import_policy = bgpfilter.import_policy(pools, self._filters_of)
+        # martians and unusable next hops (own addresses among them) go before any filter is asked
+        own = martians.own_addresses([a.address for a in me.spec.addresses] + list(topology.node_addresses(me).values()))
+        self.rib.import_policy = martians.guarded(bgpfilter.import_policy(pools, self._filters_of), own)
         changed = self.rib.reapply_policy(self.rib_peers.values())
         await self._refresh_capped(pools)
 
@@ -385,6 +388,7 @@ class NodeAgent:
         self._policy_inputs.pop(peer, None)
         self.backoff.forget(peer)
         self.stale.forget(peer)  # a removed session keeps nothing stale
+        self.malformed_reports.forget(peer)
         self.peer_open.pop(peer, None)
         if old is not None:
             self.metrics.forget_peer(peer, old.kind)
@@ -423,6 +427,8 @@ class NodeAgent:
         got = self.intake.apply(ev, peer, self.rib, self.dampener, now)
         for text, next_hop in got.bad:
             self._warn.warning("bad_nlri", "peer=%s prefix=%r next_hop=%r action=ignore", ev.peer, text, next_hop)
+        if got.malformed:
+            self._report_malformed(ev.peer, got)
         announced, withdrawn, changed = got.announced, got.withdrawn, got.changed
         stab = self._stab(ev.peer)
         stab.count_updates(len(announced), len(withdrawn), now)
@@ -443,6 +449,21 @@ class NodeAgent:
             self.kernel.mark_changed(changed, now)
             await self._reflect(changed)
         self.publisher.mark_dirty()
+
+    def _report_malformed(self, peer: str, got: Intake) -> None:
+        """Count every malformed UPDATE by reason; log and record an event for the first of each
+        reason from a peer in its session (malformed.MalformedReports), not for every UPDATE."""
+        for m in got.malformed:
+            self.metrics.malformed_updates.labels(peer, m.reason).inc()
+            if not self.malformed_reports.first(peer, m.reason):
+                continue
+            what = malformed.action(m.reason)
+            if what == malformed.TREAT_AS_WITHDRAW:
+                what = f"{what} ({got.treated_as_withdrawn} prefixes)"
+            log.warning("event=malformed_update peer=%s reason=%s detail=%r action=%r", peer, m.reason, m.detail, what)
+            self.events.emit("malformed_update", peer=peer,
+                             detail=f"{m.reason}: {m.detail}; {what}; further ones only counted "
+                                    f"(calico_bgp_peer_malformed_updates_total)")
 
     async def _check_max_prefixes(self, peer: str) -> None:
         s = self.sessions.get(peer)
@@ -487,6 +508,7 @@ class NodeAgent:
             if hold is not None:  # reset for errors: idle for a while, growing on repeat (RFC 4271 8.1.1)
                 self.events.emit("session_backoff", peer=ev.peer, detail=hold.why)
                 self._poke.set()
+            self.malformed_reports.forget(ev.peer)  # a new session reports its malformed UPDATEs afresh
         self.metrics.peer_transitions.labels(ev.peer, kind).inc()
         self.metrics.set_peer_state(ev.peer, kind, state)
         self.since[ev.peer] = time.time()

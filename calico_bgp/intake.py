@@ -1,5 +1,7 @@
-"""Received UPDATEs on their way into the RIB: NLRI text to prefixes, ExaBGP's attributes to the
-RIB's, flap damping, then the RIB, which says what changed. Pure: no I/O, the caller passes `now`.
+"""Received UPDATEs on their way into the RIB: RFC 7606 checks (calico_bgp/malformed.py: a
+malformed UPDATE's announcements are treated as withdrawals), NLRI text to prefixes, ExaBGP's
+attributes to the RIB's, flap damping, then the RIB, which says what changed. Pure: no I/O, the
+caller passes `now`.
 
 Built for bursts of 100k prefixes: a prefix's text is parsed once (cached while it is in use), the
 attributes an UPDATE shares between its prefixes are converted once, and when damping is off the
@@ -15,9 +17,10 @@ from typing import Callable, Hashable, Iterable
 
 import attrs
 
+from calico_bgp import malformed as rfc7606
 from calico_bgp.damping import Dampener
 from calico_bgp.rib import PathAttrs, Peer, Prefix, Rib
-from calico_bgp.speaker.events import PathAttributes, Update
+from calico_bgp.speaker.events import Malformation, PathAttributes, Update
 
 _V4_MASKS = tuple(((1 << 32) - 1) ^ ((1 << (32 - n)) - 1) for n in range(33))
 
@@ -88,21 +91,46 @@ def parse_prefix(text: str) -> Prefix | None:
 
 def rib_attrs(a: PathAttributes) -> PathAttrs:
     assert a.next_hop is not None
-    return PathAttrs(next_hop=a.next_hop, as_path=a.as_path, origin=a.origin or "igp", local_pref=a.local_pref,
+    return PathAttrs(next_hop=a.next_hop, as_path=a.as_path, as_set=a.as_set, origin=a.origin or "igp", local_pref=a.local_pref,
                      med=a.med, communities=a.communities, large_communities=a.large_communities,
                      originator_id=a.originator_id, cluster_list=a.cluster_list)
+
+
+def _without_internal(announced: dict[Prefix, PathAttrs]) -> dict[Prefix, PathAttrs]:
+    """`announced` without LOCAL_PREF, ORIGINATOR_ID and CLUSTER_LIST, which from an eBGP peer mean
+    nothing (RFC 7606 7.5, 7.9, 7.10: attribute discard; BIRD drops them likewise): a fabric peer
+    cannot win the router-id tie-break with an ORIGINATOR_ID of its choosing. Each attributes object
+    is copied once; only UPDATEs that carry one of those come here."""
+    out: dict[Prefix, PathAttrs] = {}
+    done: dict[int, PathAttrs] = {}
+    for p, a in announced.items():
+        b = done.get(id(a))
+        if b is None:
+            b = done[id(a)] = attrs.evolve(a, local_pref=None, originator_id=None, cluster_list=())
+        out[p] = b
+    return out
+
+
+def _internal_only(a: PathAttributes) -> Malformation | None:
+    """The attributes an eBGP peer sent that belong to iBGP (RFC 7606 7.5, 7.9, 7.10), if any."""
+    names = [n for n, present in (("LOCAL_PREF", a.local_pref is not None), ("ORIGINATOR_ID", a.originator_id is not None),
+                                  ("CLUSTER_LIST", bool(a.cluster_list))) if present]
+    return Malformation("attribute-discarded", f"{', '.join(names)} from an eBGP peer") if names else None
 
 
 @attrs.frozen(slots=True)
 class Intake:
     """What one UPDATE did: the prefixes it carried (valid ones), those whose selection changed, the
-    paths damping suppressed because of it, and the NLRIs that could not be used (text, next hop)."""
+    paths damping suppressed because of it, the NLRIs that could not be used (text, next hop), what
+    was malformed in it and how many announcements that turned into withdrawals."""
 
     announced: dict[Prefix, PathAttrs]
     withdrawn: list[Prefix]
     changed: set[Prefix]
     suppressed: list[tuple[str, Hashable]]
     bad: list[tuple[str, str | None]]
+    malformed: tuple[Malformation, ...] = ()
+    treated_as_withdrawn: int = 0
 
 
 def _has_none(values: list) -> bool:  # type: ignore[type-arg]
@@ -153,7 +181,23 @@ class UpdateIntake:
     def apply(self, ev: Update, peer: Peer, rib: Rib, dampener: Dampener[PathAttrs], now: float) -> Intake:
         announced: dict[Prefix, PathAttrs] = {}
         bad: list[tuple[str, str | None]] = []
-        if ev.announced:
+        malformed = ev.malformed
+        as_withdrawn: list[Prefix | None] = []
+        internal_only: Malformation | None = None
+        if ev.announced:  # once per UPDATE: its prefixes share the attributes checked here
+            if malformed and rfc7606.withdraws(malformed):
+                as_withdrawn = self.prefixes(ev.announced)
+            else:
+                first = next(iter(ev.announced.values()))
+                wrong = rfc7606.as_path_error(peer, first.as_path, first.as_set)
+                if wrong is not None:
+                    malformed += (wrong,)
+                    as_withdrawn = self.prefixes(ev.announced)
+                elif not peer.ibgp and (first.local_pref is not None or first.originator_id is not None
+                                        or first.cluster_list):
+                    internal_only = _internal_only(first)
+                    malformed += (internal_only,)  # type: ignore[operator]
+        if ev.announced and not as_withdrawn:
             texts = list(ev.announced)
             values = list(ev.announced.values())
             found = self.prefixes(texts)
@@ -171,7 +215,11 @@ class UpdateIntake:
                     if a is not last:  # prefixes of one UPDATE share their attributes object
                         last, converted = a, rib_attrs(a)
                     announced[p] = converted  # type: ignore[assignment]
+            if internal_only is not None:
+                announced = _without_internal(announced)
         withdrawn: list[Prefix] = self.prefixes(ev.withdrawn)  # type: ignore[assignment]
+        if as_withdrawn:  # RFC 7606 treat-as-withdraw: as if listed in WITHDRAWN ROUTES
+            withdrawn += as_withdrawn  # type: ignore[arg-type]
         if _has_none(withdrawn):
             withdrawn = [p for p in withdrawn if p is not None]
         suppressed: list[tuple[str, Hashable]] = []
@@ -181,4 +229,4 @@ class UpdateIntake:
             changed = rib.update(peer, {k[1]: v for k, v in d.announce.items()}, [k[1] for k in d.withdraw])  # type: ignore[misc]
         else:  # not fed while off: `Dampener.reconfigured` takes the RIB's paths when it is turned on
             changed = rib.update(peer, announced, withdrawn)
-        return Intake(announced, withdrawn, changed, suppressed, bad)
+        return Intake(announced, withdrawn, changed, suppressed, bad, malformed, len(as_withdrawn))

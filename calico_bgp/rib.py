@@ -34,7 +34,7 @@ class Peer:
 @attrs.frozen(slots=True)
 class PathAttrs:
     next_hop: str
-    as_path: tuple[int, ...] = ()
+    as_path: tuple[int, ...] = ()   # the AS_SEQUENCE numbers, in order
     origin: str = "igp"
     local_pref: int | None = None
     med: int | None = None
@@ -42,6 +42,7 @@ class PathAttrs:
     large_communities: tuple[tuple[int, int, int], ...] = ()
     originator_id: str | None = None
     cluster_list: tuple[str, ...] = ()
+    as_set: tuple[int, ...] = ()    # AS_SET members (an aggregate's); after the rest: positional users stay valid
 
 
 @attrs.frozen(slots=True)
@@ -85,8 +86,10 @@ ImportPolicy = Callable[[Peer, Prefix, PathAttrs], "str | None"]
 
 
 def loop_check(local: LocalSpeaker, peer: Peer, attrs_: PathAttrs) -> str | None:
-    """Reasons a received route must be dropped whatever the filters say (RFC 4271 / RFC 4456)."""
-    if not peer.ibgp and attrs_.as_path.count(local.asn) > peer.allow_own_as:
+    """Reasons a received route must be dropped whatever the filters say (RFC 4271 / RFC 4456).
+    Our AS inside an AS_SET is a loop as much as in an AS_SEQUENCE (RFC 4271 9.1.2; BIRD's
+    as_path_contains and FRR's aspath_loop_check count every segment)."""
+    if not peer.ibgp and attrs_.as_path.count(local.asn) + attrs_.as_set.count(local.asn) > peer.allow_own_as:
         return "as-path loop"
     if peer.ibgp:
         if attrs_.originator_id == local.router_id:
@@ -110,7 +113,8 @@ def _preference(path: Path) -> tuple[int, int, int]:
     LOCAL_PREF counts only from iBGP peers (RFC 4271 5.1.5: an external peer's is ignored)."""
     a = path.attrs
     lp = a.local_pref if a.local_pref is not None and path.peer.ibgp else DEFAULT_LOCAL_PREF
-    return (-lp, len(a.as_path), _ORIGIN_RANK.get(a.origin, 2))
+    # RFC 4271 9.1.2.2 (a): an AS_SET counts as one AS however many it holds
+    return (-lp, len(a.as_path) + (1 if a.as_set else 0), _ORIGIN_RANK.get(a.origin, 2))
 
 
 def compare(a: Path, b: Path, local_asn: int) -> tuple[int, str]:

@@ -33,6 +33,9 @@ class Metrics:
         self.updates_sent = Counter("calico_bgp_peer_updates_sent_total", "Prefixes we announced to the peer", peer, registry=r)
         self.withdrawals_sent = Counter("calico_bgp_peer_withdrawals_sent_total", "Prefixes we withdrew from the peer", peer, registry=r)
         self.peer_prefixes = Gauge("calico_bgp_peer_prefixes", "Prefixes from the peer by fate", [*peer, "kind"], registry=r)
+        self.malformed_updates = Counter("calico_bgp_peer_malformed_updates_total",
+                                         "Malformed UPDATEs (RFC 7606) by reason (calico_bgp/malformed.py)",
+                                         ["peer", "reason"], registry=r)
         self.max_prefix_actions = Counter("calico_bgp_peer_max_prefix_actions_total", "maxPrefixes limit hits",
                                           [*peer, "action"], registry=r)
         # per node: routes and the kernel
@@ -89,6 +92,8 @@ class Metrics:
         for metric in (self.peer_notifications, self.max_prefix_actions):  # per code / action seen
             for labels in [ls for ls in _series(metric) if ls[:2] == (peer, peer_type)]:
                 _remove(metric, labels)
+        for labels in [ls for ls in _series(self.malformed_updates) if ls[0] == peer]:
+            _remove(self.malformed_updates, labels)
 
     def forget_pool(self, pool: str) -> None:
         _remove(self.pool_utilisation, (pool,))

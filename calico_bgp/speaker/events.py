@@ -24,13 +24,25 @@ class PathAttributes:
 
 
 @attrs.frozen(slots=True)
+class Malformation:
+    """Something wrong with a received UPDATE's path attributes (RFC 7606), as ExaBGP reported it.
+    `reason` is one of a fixed set (a metric label; calico_bgp/malformed.py says what each does),
+    `detail` what exactly, for a person."""
+
+    reason: str
+    detail: str = ""
+
+
+@attrs.frozen(slots=True)
 class Update:
-    """One family of one UPDATE: prefixes announced (with their attributes) and withdrawn."""
+    """One family of one UPDATE: prefixes announced (with their attributes) and withdrawn, and what
+    was wrong with the UPDATE's attributes (the same for every family it carried)."""
 
     peer: str
     family: str
     announced: Mapping[str, PathAttributes] = attrs.field(factory=dict, hash=False)
     withdrawn: tuple[str, ...] = ()
+    malformed: tuple[Malformation, ...] = ()
 
 
 @attrs.frozen(slots=True)

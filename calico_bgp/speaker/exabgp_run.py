@@ -1,6 +1,6 @@
 """ExaBGP's own entry point, minus the cost of debug logging it would discard anyway, with its
 reconnect back-off bounded, and two of its defects mended (each to be offered upstream, see the
-README's "ExaBGP patches"):
+README's "ExaBGP patches"), and the attribute errors it handles silently shown to the agent:
 
 - after an OPEN with no KEEPALIVE it spun at 100% CPU until the hold timer (`_keepalive_wait`);
 - a bad marker or header length reset TCP without the NOTIFICATION RFC 4271 6.1 asks for
@@ -94,6 +94,107 @@ def patch() -> None:
     _bounded_retry()
     _keepalive_wait()
     _header_error_notification()
+    _report_malformed_attributes()
+
+
+MALFORMED_KEY = "rfc7606"  # the JSON attribute naming what the wire had wrong (speaker/parse.py reads it)
+_MARKER_CODE = 0xFFF0  # an internal attribute code ExaBGP does not use (its own are 0xFFFA..0xFFFF)
+_AS_PATH, _MP_REACH, _MP_UNREACH = 2, 14, 15
+_OPTIONAL, _EXTENDED_LENGTH = 0x80, 0x10
+
+
+def attribute_errors(data: bytes, known: "frozenset[int] | set[int]") -> dict[str, list[int]]:
+    """What ExaBGP's JSON cannot show about an UPDATE's path attribute section (`data`), from its
+    headers alone: attributes sent more than once (ExaBGP keeps the first, as RFC 7606 3(g) says,
+    and tells nobody), unrecognized attributes without the Optional bit (well-known ones we do
+    not know: ExaBGP drops a non-transitive one without a word and passes a transitive one on),
+    and whether AS_PATH was there at all (ExaBGP shows an empty AS_PATH and a missing one alike:
+    not at all). `known`: the attribute codes ExaBGP decodes. Framing errors are ExaBGP's own
+    treat-as-withdraw; the walk stops at one."""
+    seen: set[int] = set()
+    duplicate: list[int] = []
+    well_known: list[int] = []
+    at, end = 0, len(data)
+    while at + 3 <= end:
+        flags, code = data[at], data[at + 1]
+        if flags & _EXTENDED_LENGTH:
+            if at + 4 > end:
+                break
+            length, at = int.from_bytes(data[at + 2:at + 4], "big"), at + 4
+        else:
+            length, at = data[at + 2], at + 3
+        at += length
+        if code in seen:
+            if code not in (_MP_REACH, _MP_UNREACH) and code not in duplicate:  # those two ExaBGP refuses itself
+                duplicate.append(code)
+            continue
+        seen.add(code)
+        if code not in known and not flags & _OPTIONAL:
+            well_known.append(code)
+    out: dict[str, list[int]] = {}
+    if duplicate:
+        out["duplicate"] = duplicate
+    if well_known:
+        out["unrecognized-well-known"] = well_known
+    if seen - {_MP_UNREACH} and _AS_PATH not in seen:  # withdrawals alone need no AS_PATH (nor an End-of-RIB)
+        out["missing"] = [_AS_PATH]
+    return out
+
+
+def _report_malformed_attributes() -> None:
+    """ExaBGP answers most malformed attributes itself (RFC 7606 treat-as-withdraw: the routes come
+    as withdrawals with an "error" attribute), but some reach the API looking well formed: a
+    duplicate attribute, an unrecognized well-known attribute, a missing AS_PATH, an ORIGIN whose
+    length is not 1 (ExaBGP reads its first octet). Each UPDATE with one of those gets an
+    `"rfc7606": {"duplicate": [1], "unrecognized-well-known": [99], "missing": [2]}` attribute (one
+    that only withdraws gets none, so an End-of-RIB stays one), and an ORIGIN of the wrong length
+    reads "invalid" like an undefined value, so the agent can apply RFC 7606 (calico_bgp/malformed.py).
+    Costs one walk over the attribute headers per distinct attribute section (ExaBGP reuses its
+    parse of the section it saw last)."""
+    import json
+
+    from exabgp.bgp.message.update.attribute.attribute import Attribute
+    from exabgp.bgp.message.update.attribute.attributes import Attributes
+    from exabgp.bgp.message.update.attribute.origin import Origin
+
+    class Malformed:
+        ID = _MARKER_CODE
+        FLAG = 0
+        GENERIC = False
+
+        def __init__(self, errors: dict[str, list[int]]) -> None:
+            self.errors = errors
+
+        def json(self) -> str:
+            return json.dumps(self.errors)
+
+        def pack(self, negotiated: object = None) -> bytes:
+            return b""  # never sent on: it describes what we received
+
+        def __str__(self) -> str:
+            return self.json()
+
+    Attributes.representation[_MARKER_CODE] = ("list", "", MALFORMED_KEY, "%s", "%s")
+    Attributes.INTERNAL = (*Attributes.INTERNAL, _MARKER_CODE)  # not packed, not in the text encoder
+    parse = Attributes.parse
+
+    def parse_and_report(self: Attributes, data: bytes, direction: object, negotiated: object) -> Attributes:
+        parse(self, data, direction, negotiated)
+        errors = attribute_errors(data, set(Attribute.attributes_known))
+        if errors:
+            self[_MARKER_CODE] = Malformed(errors)
+            self._json = ""
+        return self
+
+    Attributes.parse = parse_and_report  # type: ignore[method-assign]
+    unpack_origin = Origin.unpack.__func__  # type: ignore[attr-defined]
+
+    def origin_of_one_octet(cls: type, data: bytes, direction: object, negotiated: object) -> Origin:
+        if len(data) != 1:  # RFC 7606 7.1: a length other than 1 is malformed, as an undefined value is
+            return cls(0xFF, data)  # type: ignore[no-any-return]
+        return unpack_origin(cls, data, direction, negotiated)  # type: ignore[no-any-return]
+
+    Origin.unpack = classmethod(origin_of_one_octet)  # type: ignore[method-assign,assignment]
 
 
 def main() -> int:

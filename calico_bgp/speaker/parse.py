@@ -13,8 +13,10 @@ import attrs
 
 from calico_bgp.speaker.errors import MalformedMessage
 from calico_bgp.speaker.events import (
-    Ack, EndOfRib, Event, ExaBGPShutdown, Ignored, Notification, PathAttributes, PeerOpen, PeerState, Text, Update,
+    Ack, EndOfRib, Event, ExaBGPShutdown, Ignored, Malformation, Notification, PathAttributes, PeerOpen, PeerState,
+    Text, Update,
 )
+from calico_bgp.speaker.exabgp_run import MALFORMED_KEY
 
 Parsed = Union[Event, Ack, Text, Ignored]
 _ACKS = {"done": True, "error": False}
@@ -22,6 +24,12 @@ _IGNORED_TYPES = {"keepalive", "fsm", "signal", "negotiated", "refresh", "operat
 GRACEFUL_RESTART = "graceful restart"  # the capability's name in ExaBGP's JSON
 ROUTE_REFRESH = "route-refresh"  # likewise (RFC 2918, and Cisco's pre-standard code 128)
 FAMILIES = {"ipv4 unicast", "ipv6 unicast"}
+NO_NEXT_HOP = {"null", "no-nexthop"}  # ExaBGP's next-hop key for NLRI that came without a NEXT_HOP
+_ORIGIN, _AS_PATH = 1, 2
+ATTRIBUTE_NAMES = {1: "ORIGIN", 2: "AS_PATH", 3: "NEXT_HOP", 4: "MULTI_EXIT_DISC", 5: "LOCAL_PREF",
+                   6: "ATOMIC_AGGREGATE", 7: "AGGREGATOR", 8: "COMMUNITIES", 9: "ORIGINATOR_ID",
+                   10: "CLUSTER_LIST", 16: "EXTENDED_COMMUNITIES", 17: "AS4_PATH", 18: "AS4_AGGREGATOR",
+                   32: "LARGE_COMMUNITY"}
 
 
 def parse_line(line: str) -> list[Parsed]:
@@ -99,11 +107,12 @@ def _update(peer: str, message: dict[str, Any]) -> list[Parsed]:
         return [EndOfRib(peer=peer, family=f"{eor['afi']} {eor['safi']}")]
     update = message["update"]
     base = _attributes(update.get("attribute", {}))
+    malformed = _malformations(update)
     announced: dict[str, dict[str, PathAttributes]] = {}
     for family, by_nexthop in update.get("announce", {}).items():
         out = announced.setdefault(family, {})
         for next_hop, nlris in by_nexthop.items():
-            nh = None if next_hop == "null" else next_hop
+            nh = None if next_hop in NO_NEXT_HOP else next_hop
             shared: dict[str | None, PathAttributes] = {}  # one value per path id, not per prefix
             for nlri in nlris:
                 prefix, path_id = _nlri(nlri)
@@ -120,8 +129,59 @@ def _update(peer: str, message: dict[str, Any]) -> list[Parsed]:
             events.append(Ignored(f"family {family}"))
             continue
         events.append(Update(peer=peer, family=family, announced=announced.get(family, {}),
-                             withdrawn=tuple(withdrawn.get(family, ()))))
+                             withdrawn=tuple(withdrawn.get(family, ())), malformed=malformed))
     return events
+
+
+def _name(code: Any) -> str:
+    return f"{code} ({ATTRIBUTE_NAMES[code]})" if code in ATTRIBUTE_NAMES else str(code)
+
+
+def _unknown_well_known(key: str) -> int | None:
+    """The code of an attribute ExaBGP shows as "attribute-0xCC-0xFF" when its flags lack the Optional bit."""
+    if not key.startswith("attribute-0x"):
+        return None
+    try:
+        _, code, flags = key.split("-")
+        return None if int(flags, 16) & 0x80 else int(code, 16)
+    except ValueError:
+        return None
+
+
+def _malformations(update: dict[str, Any]) -> tuple[Malformation, ...]:
+    """What was wrong with an UPDATE's attributes, from ExaBGP's JSON: its own treat-as-withdraw or
+    attribute discard (an "error" attribute), what our patch of it reports (exabgp_run: duplicates,
+    unrecognized well-known attributes, a missing AS_PATH, an ORIGIN of the wrong length shown as
+    "invalid"), and, when it announces anything, mandatory attributes it lacks (RFC 4271 5.1 / RFC
+    7606 3(d): ORIGIN, AS_PATH, and NEXT_HOP for NLRI outside MP_REACH_NLRI)."""
+    a = update.get("attribute") or {}
+    out: list[Malformation] = []
+    error = a.get("error")
+    if error is not None:
+        text = str(error)
+        out.append(Malformation("attribute-discarded" if text.startswith("discard") else "malformed-attribute", text))
+    marker = a.get(MALFORMED_KEY) or {}
+    for code in marker.get("duplicate", ()):
+        out.append(Malformation("duplicate-attribute", f"attribute {_name(code)} more than once"))
+    well_known = list(marker.get("unrecognized-well-known", ()))
+    for key in a:  # ExaBGP passes an unknown transitive one on as "attribute-0x63-0x60" (code, flags)
+        code = _unknown_well_known(key)
+        if code is not None and code not in well_known:
+            well_known.append(code)
+    for code in well_known:
+        out.append(Malformation("unrecognized-well-known", f"attribute {code} without the Optional bit"))
+    announce = update.get("announce")
+    if announce:
+        origin = a.get("origin")
+        if origin is None:
+            out.append(Malformation("missing-origin", "no ORIGIN"))
+        elif origin not in ("igp", "egp", "incomplete"):
+            out.append(Malformation("invalid-origin", f"ORIGIN {origin}"))
+        if _AS_PATH in marker.get("missing", ()):
+            out.append(Malformation("missing-as-path", "no AS_PATH"))
+        if any(nh in NO_NEXT_HOP for by_nexthop in announce.values() for nh in by_nexthop):
+            out.append(Malformation("missing-next-hop", "NLRI without NEXT_HOP"))
+    return tuple(out)
 
 
 def _nlri(nlri: Any) -> tuple[str, str | None]:

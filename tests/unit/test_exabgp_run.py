@@ -67,3 +67,19 @@ def test_the_two_defect_patches_are_applied_by_our_entry_point():
             "      Processes.notification(object(), 'n', 'receive', 1, 1, 'x', None, b'', b'') is None)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "True True"
+
+
+def test_the_speakers_exabgp_shows_malformed_attributes_to_the_agent():
+    """main() (what the speaker runs) applies the RFC 7606 patch before ExaBGP starts."""
+    code = ("import sys\n"
+            "import exabgp.application.main as m\n"
+            "m.main = lambda: 0\n"
+            "from calico_bgp.speaker import exabgp_run\n"
+            "sys.argv = ['x', '/nonexistent.conf']\n"
+            "exabgp_run.main()\n"
+            "from exabgp.bgp.message.update.attribute.attributes import Attributes\n"
+            "from exabgp.bgp.message.update.attribute.origin import Origin\n"
+            "print(Attributes.parse.__name__, Origin.unpack.__func__.__name__, exabgp_run.MALFORMED_KEY in\n"
+            "      [r[2] for r in Attributes.representation.values()])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "parse_and_report origin_of_one_octet True"

@@ -115,7 +115,8 @@ def test_an_unusable_nlri_reaches_the_intake_as_text_and_only_it_is_refused_ther
     refused by name there while the rest of its UPDATE is used."""
     (up,) = parse_line(
         '{ "type": "update", "neighbor": { "address": { "peer": "198.18.0.2" }, "message": { "update": '
-        '{ "announce": { "ipv4 unicast": { "198.18.0.2": [ { "nlri": "198.19.0.0/33" }, "198.19.1.0/24" ] } } } } } }')
+        '{ "attribute": { "origin": "igp", "as-path": {"0": {"element": "as-sequence", "value": [65001]}} }, '
+        '"announce": { "ipv4 unicast": { "198.18.0.2": [ { "nlri": "198.19.0.0/33" }, "198.19.1.0/24" ] } } } } } }')
     assert set(up.announced) == {"198.19.0.0/33", "198.19.1.0/24"}
     rib = Rib(LocalSpeaker(64512, "198.18.0.1"))
     peer = Peer("198.18.0.2", 65001, "198.18.0.2", ibgp=False)

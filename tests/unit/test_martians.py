@@ -1,0 +1,125 @@
+"""calico_bgp.martians: martian prefixes and unusable next hops never reach the RIB's selection,
+whatever a BGPFilter accepts, and `routes --rejected` (the RIB's rejected list) says why."""
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from calico_bgp import bgpfilter, martians, model
+from calico_bgp.damping import Dampener, DampingParams
+from calico_bgp.intake import UpdateIntake, parse_prefix
+from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Rib
+from calico_bgp.speaker.parse import parse_line
+from tests.unit.exabgp_decode import LOCAL, PEER, PEER_AS, decode, next_hop, origin, sequence, update
+
+EBGP = Peer(PEER, PEER_AS, PEER, ibgp=False)
+MARTIANS = ["0.0.0.0/8", "0.1.2.0/24", "127.0.0.0/8", "127.0.0.1/32", "169.254.0.0/16", "169.254.7.0/24",
+            "224.0.0.0/4", "224.0.0.0/3", "239.1.1.0/24", "240.0.0.0/4", "255.255.255.255/32",
+            "::/128", "::1/128", "fe80::/10", "fe80::/64", "febf:1::/32", "ff00::/8", "ff02::1/128"]
+FINE = ["0.0.0.0/0", "0.0.0.0/7", "1.0.0.0/8", "126.255.0.0/16", "128.0.0.0/1", "169.253.0.0/16", "169.255.0.0/16",
+        "192.0.0.0/2", "223.255.255.0/24", "198.18.0.0/15", "::/0", "::2/128", "fec0::/10", "fe00::/9",
+        "2001:db8::/32", "::ffff:198.18.0.1/128"]
+
+
+def _accept_all() -> model.BGPFilter:
+    return model.BGPFilter(model.Metadata("everything"), model.BGPFilterSpec(
+        import_v4=(model.BGPFilterRule(action="Accept", cidr="0.0.0.0/0", match_operator="In"),),
+        import_v6=(model.BGPFilterRule(action="Accept", cidr="::/0", match_operator="In"),)))
+
+
+def _rib(own: frozenset[str] = frozenset(), link_local=martians.link_local_allowed) -> Rib:  # type: ignore[no-untyped-def]
+    """A RIB whose import policy is the agent's: the martian guard in front of a filter accepting everything."""
+    policy = bgpfilter.import_policy([], lambda peer: [_accept_all()])
+    return Rib(LocalSpeaker(64512, LOCAL), import_policy=martians.guarded(policy, own, link_local))
+
+
+@pytest.mark.parametrize("text", MARTIANS)
+def test_a_martian_prefix_is_rejected_though_a_filter_accepts_everything(text):
+    rib = _rib()
+    nh = PEER if ":" not in text else "2001:db8::1"
+    rib.update(EBGP, {parse_prefix(text): PathAttrs(nh, as_path=(PEER_AS,))})
+    assert len(rib) == 0
+    [r] = rib.rejected(PEER)
+    assert str(r.prefix) == text and r.reason.startswith("martian prefix: inside ")
+    assert martians.prefix_reason(ipaddress.ip_network(text)) == r.reason  # the plain ipaddress type too
+
+
+@pytest.mark.parametrize("text", FINE)
+def test_everything_else_is_up_to_the_filters(text):
+    rib = _rib()
+    nh = PEER if ":" not in text else "2001:db8::1"
+    rib.update(EBGP, {parse_prefix(text): PathAttrs(nh, as_path=(PEER_AS,))})
+    assert len(rib) == 1 and not rib.rejected(PEER)
+
+
+@pytest.mark.parametrize("nh,why", [
+    ("127.0.0.1", "loopback"), ("127.8.9.10", "loopback"), ("0.0.0.0", "unspecified"), ("0.1.2.3", "unspecified"),
+    ("224.0.0.5", "multicast"), ("255.255.255.255", "broadcast"), ("240.0.0.1", "reserved"),
+    ("169.254.1.1", "link-local"), (LOCAL, "this node's own address"), ("198.18.0.99", "this node's own address"),
+    ("::", "unspecified"), ("::1", "loopback"), ("ff02::2", "multicast"), ("2001:db8::2", "this node's own address"),
+    ("::ffff:127.0.0.1", "loopback"), ("no-nexthop", "not an address"),
+])
+def test_an_unusable_next_hop_is_rejected_with_its_reason(nh, why):
+    rib = _rib(martians.own_addresses([LOCAL, "198.18.0.99/24", "2001:db8::2"]))
+    prefix = parse_prefix("198.19.5.0/24")
+    rib.update(EBGP, {prefix: PathAttrs(nh, as_path=(PEER_AS,))})
+    assert rib.selection(prefix) is None
+    [r] = rib.rejected(PEER)
+    assert why in r.reason and r.reason.startswith("next hop")
+
+
+def test_a_usable_next_hop_replaces_the_rejected_path_and_a_rejected_one_withdraws_the_good_one():
+    rib = _rib(martians.own_addresses([LOCAL]))
+    prefix = parse_prefix("198.19.5.0/24")
+    rib.update(EBGP, {prefix: PathAttrs("127.0.0.1", as_path=(PEER_AS,))})
+    rib.update(EBGP, {prefix: PathAttrs(PEER, as_path=(PEER_AS,))})
+    assert rib.selection(prefix).next_hops == (PEER,) and not rib.rejected(PEER)
+    rib.update(EBGP, {prefix: PathAttrs(LOCAL, as_path=(PEER_AS,))})
+    assert rib.selection(prefix) is None and rib.rejected(PEER)[0].reason == f"next hop {LOCAL} is this node's own address"
+
+
+def test_an_ipv6_link_local_next_hop_is_left_to_the_hook():
+    prefix = parse_prefix("2001:db8:5::/48")
+    rib = _rib()
+    rib.update(EBGP, {prefix: PathAttrs("fe80::1", as_path=(PEER_AS,))})
+    assert rib.selection(prefix) is not None  # not refused here: the IPv6 next-hop handling decides
+    seen = []
+
+    def not_connected(peer: Peer, nh: str) -> str | None:
+        seen.append((peer.address, nh))
+        return f"link-local next hop {nh} from a session that is not directly connected"
+
+    rib = _rib(link_local=not_connected)
+    rib.update(EBGP, {prefix: PathAttrs("fe80::1", as_path=(PEER_AS,)), parse_prefix("2001:db8:6::/48"):
+                      PathAttrs("fe80::1", as_path=(PEER_AS,))})
+    assert len(rib) == 0 and seen == [(PEER, "fe80::1"), (PEER, "fe80::1")]
+    assert rib.rejected(PEER)[0].reason.startswith("link-local next hop fe80::1")
+
+
+def test_the_filter_still_decides_the_rest():
+    policy = bgpfilter.import_policy([], lambda peer: [])  # no filter, no pool: nothing is accepted
+    rib = Rib(LocalSpeaker(64512, LOCAL), import_policy=martians.guarded(policy))
+    rib.update(EBGP, {parse_prefix("198.19.5.0/24"): PathAttrs(PEER, as_path=(PEER_AS,)),
+                      parse_prefix("127.0.0.0/8"): PathAttrs(PEER, as_path=(PEER_AS,))})
+    assert sorted(r.reason for r in rib.rejected(PEER)) == ["martian prefix: inside 127.0.0.0/8 (loopback)",
+                                                            "outside every IP pool"]
+
+
+def test_from_exabgps_json_a_martian_and_a_good_route_of_one_update():
+    """The whole intake path: ExaBGP's JSON for one UPDATE with a martian, then one with the node's
+    own address as next hop; only the good route is selected, the others are listed as rejected."""
+    one, two = decode(update([origin(), sequence(PEER_AS), next_hop(PEER)], ("127.0.0.0/8", "198.19.5.0/24")),
+                      update([origin(), sequence(PEER_AS), next_hop(LOCAL)], ("198.19.6.0/24",)))
+    rib, intake = _rib(martians.own_addresses([LOCAL])), UpdateIntake()
+    for line in (one, two):
+        (ev,) = parse_line(line)
+        intake.apply(ev, EBGP, rib, Dampener(DampingParams(), enabled=False), 0.0)
+    assert [str(p) for p, _ in rib.selections()] == ["198.19.5.0/24"]
+    assert {(str(r.prefix), r.reason) for r in rib.rejected(PEER)} == {
+        ("127.0.0.0/8", "martian prefix: inside 127.0.0.0/8 (loopback)"),
+        ("198.19.6.0/24", f"next hop {LOCAL} is this node's own address")}
+
+
+def test_own_addresses_takes_cidrs_and_skips_what_is_no_address():
+    assert martians.own_addresses(["198.18.0.2/24", "2001:DB8::2", "eth0", ""]) == frozenset({"198.18.0.2", "2001:db8::2"})
