@@ -1,0 +1,182 @@
+"""IPv6 next hops from real ToRs: BIRD 2 and FRR on direct eBGP IPv6 sessions with one node agent.
+
+Both routers send their global address and their link-local one (RFC 2545 section 3, 32 bytes):
+the agent installs the ToRs' in-pool prefixes via the global one when it is on the link, and via
+the link-local one on the session's interface when the global one is not (each router told to
+announce a global next hop off the link). Two ToRs announcing one prefix that way give a multipath
+route of two (link-local gateway, eth0) hops. Traffic to an address behind each ToR flows.
+
+    hub bridge (2001:db8::/64): n1 (agent, ::1)   tor-bird (BIRD, ::60, AS 65060)   tor-frr (FRR, ::61, AS 65061)
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lab.clab import Bind, NodeDef
+from lab.net import sh
+from lab.routers import Frr
+from tests.e2e.mesh_cluster import MeshCluster, mesh, wait_for
+from tests.netns import needs_root
+from tests.routers import Bird, BirdPeer
+
+pytestmark = [needs_root,
+              pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (./bootstrap.sh setup)"),
+              pytest.mark.skipif(shutil.which("bird") is None, reason="needs BIRD 2 (bird)"),
+              pytest.mark.skipif(not Path("/usr/lib/frr/bgpd").exists(), reason="needs FRR (/usr/lib/frr/bgpd)")]
+
+RESOURCES = """
+kind: IPPool
+apiVersion: projectcalico.org/v3
+metadata: {name: pods4}
+spec: {cidr: 198.19.0.0/16}
+---
+kind: IPPool
+apiVersion: projectcalico.org/v3
+metadata: {name: pods6}
+spec: {cidr: "2001:db8:1::/64", blockSize: 122}
+"""
+PEERS = """
+kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {name: tor-bird}
+spec: {node: n1, peerIP: "2001:db8::60", asNumber: 65060}
+---
+kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {name: tor-frr}
+spec: {node: n1, peerIP: "2001:db8::61", asNumber: 65061}
+"""
+BIRD_NET, FRR_NET, SHARED = "2001:db8:1:0:60::/80", "2001:db8:1:0:61::/80", "2001:db8:1:0:66::/80"
+BIRD_ADDR, FRR_ADDR, SHARED_ADDR = "2001:db8:1:0:60::1", "2001:db8:1:0:61::1", "2001:db8:1:0:66::1"
+ORIGIN_IGP = "filter { if source = RTS_STATIC then { bgp_origin = ORIGIN_IGP; accept; } reject; }"
+
+
+def _link_local(ns: str) -> str:
+    """The namespace's eth0 link-local address once its duplicate address detection is over."""
+    def ready() -> str | None:
+        links = json.loads(sh("ip", "-j", "-6", "addr", "show", "dev", "eth0", "scope", "link", ns=ns).stdout or "[]")
+        ready = [a["local"] for x in links for a in x.get("addr_info", []) if "local" in a and not a.get("tentative")]
+        return ready[0] if ready else None
+    return wait_for(f"{ns}: a link-local address on eth0", ready, timeout=20)
+
+
+def _routes6(c: MeshCluster, node: str) -> dict[str, list[tuple[str, str]]]:
+    """prefix -> sorted (gateway, device) of our protocol's IPv6 routes in the node's main table."""
+    out = {}
+    for r in json.loads(sh("ip", "-j", "-6", "route", "show", "proto", "86", ns=c.nodes[node]).stdout or "[]"):
+        hops = r.get("nexthops") or [r]
+        out[r["dst"]] = sorted((h.get("gateway", ""), h.get("dev", "")) for h in hops)
+    return out
+
+
+def _tor(c: MeshCluster, name: str, index: int, prefixes: list[str], address: str) -> tuple[str, str]:
+    """A ToR namespace on the hub with its global address, `address` on its loopback (something to
+    ping behind it) and its link-local address ready: (namespace, link-local)."""
+    ns = c.add_node(name, index, ipv6=True)
+    sh("ip", "addr", "add", f"{address}/128", "dev", "lo", ns=ns)
+    return ns, _link_local(ns)
+
+
+def _start_bird(c: MeshCluster, ns: str, next_hop: str | None = None) -> Bird:
+    bird = Bird(ns, router_id="198.18.0.60", tmp=c.run_dir / "tor-bird")
+    channel = (f"next hop address {next_hop};",) if next_hop else ()
+    bird.configure([BirdPeer(name="n1", local_as=65060, neighbor="2001:db8::1", peer_as=64512,
+                             local_address="2001:db8::60", ipv4=False, ipv6=True, next_hop_self=not next_hop,
+                             export=ORIGIN_IGP, channel=channel)], static6=[BIRD_NET, SHARED])
+    return bird
+
+
+def _start_frr(c: MeshCluster, ns: str, global_next_hop: str | None = None) -> Frr:
+    d = c.run_dir / "tor-frr"
+    d.mkdir(parents=True, exist_ok=True)
+    rmap = ([" neighbor 2001:db8::1 route-map OFF-LINK out"] if global_next_hop else [])
+    conf = "\n".join([
+        "frr defaults datacenter", "hostname tor-frr", f"log file {d}/run/frr-debug.log debugging",
+        "debug bgp updates out", "!",
+        "router bgp 65061", " bgp router-id 198.18.0.61", " no bgp ebgp-requires-policy",
+        " no bgp network import-check", " neighbor 2001:db8::1 remote-as 64512",
+        " neighbor 2001:db8::1 update-source 2001:db8::61", " neighbor 2001:db8::1 timers connect 1",
+        " address-family ipv6 unicast", f"  network {FRR_NET}", f"  network {SHARED}",
+        "  neighbor 2001:db8::1 activate", *[f" {x}" for x in rmap], " exit-address-family", "!",
+        *(["route-map OFF-LINK permit 10", f" set ipv6 next-hop global {global_next_hop}", "!"]
+          if global_next_hop else [])]) + "\n"
+    path = d / "frr.conf"
+    path.write_text(conf)
+    frr = Frr(NodeDef("tor-frr", "linux", binds=(Bind(str(path), "/etc/frr/frr.conf"),)), ns, d / "run")
+    frr.start(c.ledger)
+    return frr
+
+
+@pytest.fixture
+def rack(etcd_server):
+    with mesh(etcd_server, "v6nh", RESOURCES, ["n1"], ipv6=True) as c:
+        bird_ns, bird_ll = _tor(c, "torb", 60, [BIRD_NET, SHARED], BIRD_ADDR)
+        frr_ns, frr_ll = _tor(c, "torf", 61, [FRR_NET, SHARED], FRR_ADDR)
+        for ns in (bird_ns, frr_ns):
+            sh("ip", "addr", "add", f"{SHARED_ADDR}/128", "dev", "lo", ns=ns)
+        c.tors = {"bird": (bird_ns, bird_ll), "frr": (frr_ns, frr_ll)}  # type: ignore[attr-defined]
+        wait_for("n1's BGPPeers accepted (its Node exists)", lambda: c.cli("apply", "-f", "-", input=PEERS, check=False)
+                 .returncode == 0, timeout=30)
+        yield c
+
+
+def _established(c: MeshCluster) -> bool:
+    states = {s["peer"]: s["state"] for s in c.status("n1").get("sessions", [])}
+    return states.get("2001:db8::60") == "Established" and states.get("2001:db8::61") == "Established"
+
+
+def _route_get(c: MeshCluster, address: str) -> str:
+    return sh("ip", "-6", "route", "get", address, ns=c.nodes["n1"]).stdout
+
+
+def _ping(c: MeshCluster, address: str) -> bool:
+    return sh("ping", "-6", "-c", "2", "-W", "1", "-i", "0.2", address, ns=c.nodes["n1"], check=False,
+              timeout=15).returncode == 0
+
+
+def test_routes_from_bird_and_frr_go_via_their_global_next_hop_on_the_link(rack):
+    c = rack
+    bird = _start_bird(c, c.tors["bird"][0])
+    _start_frr(c, c.tors["frr"][0])
+    try:
+        wait_for("both IPv6 sessions Established", lambda: _established(c), timeout=90)
+        want = {BIRD_NET: [("2001:db8::60", "eth0")], FRR_NET: [("2001:db8::61", "eth0")],
+                SHARED: [("2001:db8::60", "eth0"), ("2001:db8::61", "eth0")]}
+        wait_for("the ToRs' prefixes in n1's kernel via their global addresses",
+                 lambda: {p: h for p, h in _routes6(c, "n1").items() if p in want} == want, timeout=60)
+        assert "via 2001:db8::60 dev eth0" in _route_get(c, BIRD_ADDR)
+        assert "via 2001:db8::61 dev eth0" in _route_get(c, FRR_ADDR)
+        assert _ping(c, BIRD_ADDR) and _ping(c, FRR_ADDR) and _ping(c, SHARED_ADDR)
+        # FRR, by default, sent its link-local address beside the global one (its `debug bgp updates
+        # out` line for the 32-byte next hop, bgpd/bgp_updgrp_packet.c bpacket_reformat_for_peer)
+        log = (c.run_dir / "tor-frr" / "run" / "frr-debug.log").read_text()
+        assert f"2001:db8::1 send UPDATE w/ mp_nexthops 2001:db8::61, {c.tors['frr'][1]}" in log, log[-2000:]
+    finally:
+        bird.stop()
+
+
+def test_a_global_next_hop_off_the_link_gives_way_to_the_link_local_one_on_the_interface(rack):
+    """Both ToRs announce a global next hop on no link of n1's: the route goes via their link-local
+    addresses on eth0, and the prefix both announce is one multipath route of two such hops."""
+    c = rack
+    (bird_ns, bird_ll), (frr_ns, frr_ll) = c.tors["bird"], c.tors["frr"]
+    bird = _start_bird(c, bird_ns, next_hop="2001:db8:99::60")
+    _start_frr(c, frr_ns, global_next_hop="2001:db8:99::61")
+    try:
+        wait_for("both IPv6 sessions Established", lambda: _established(c), timeout=90)
+        want = {BIRD_NET: [(bird_ll, "eth0")], FRR_NET: [(frr_ll, "eth0")],
+                SHARED: sorted([(bird_ll, "eth0"), (frr_ll, "eth0")])}
+        wait_for("the ToRs' prefixes via their link-local addresses on eth0",
+                 lambda: {p: h for p, h in _routes6(c, "n1").items() if p in want} == want, timeout=60)
+        assert f"via {bird_ll} dev eth0" in _route_get(c, BIRD_ADDR)
+        assert f"via {frr_ll} dev eth0" in _route_get(c, FRR_ADDR)
+        assert _ping(c, BIRD_ADDR) and _ping(c, FRR_ADDR) and _ping(c, SHARED_ADDR)
+        routes = json.loads(c.cli("routes", "--node", "n1", "-o", "json").stdout)["n1"]
+        shared = next(r for r in routes if r["prefix"] == SHARED)
+        assert sorted(shared["nextHops"]) == sorted([f"{bird_ll}%eth0", f"{frr_ll}%eth0"]) and shared["inKernel"]
+    finally:
+        bird.stop()
