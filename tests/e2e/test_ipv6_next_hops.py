@@ -180,3 +180,37 @@ def test_a_global_next_hop_off_the_link_gives_way_to_the_link_local_one_on_the_i
         assert sorted(shared["nextHops"]) == sorted([f"{bird_ll}%eth0", f"{frr_ll}%eth0"]) and shared["inKernel"]
     finally:
         bird.stop()
+
+
+def test_a_link_local_next_hop_from_a_peer_not_directly_connected_is_rejected_with_its_reason(rack):
+    """A peer on a loopback (reached through reachableBy, several hops away as far as n1 knows)
+    announcing one prefix via a link-local next hop and one via its global address: the first is
+    rejected, shown in `routes --rejected` with why, and kept out of the kernel; the second installed.
+    The peer is ExaBGP itself (a real router would not send this)."""
+    from calico_bgp.speaker.process import exabgp_command, exabgp_env
+    from lab.net import Process
+
+    c = rack
+    ns = c.add_node("tore", 62, ipv6=True)
+    sh("ip", "addr", "add", "2001:db8:ff::62/128", "dev", "lo", ns=ns)
+    conf = c.run_dir / "tor-exa.conf"
+    conf.write_text("\n".join([
+        "neighbor 2001:db8::1 {", "  router-id 198.18.0.62;", "  local-address 2001:db8:ff::62;",
+        "  local-as 65062;", "  peer-as 64512;", "  hold-time 30;", "  family { ipv6 unicast; }",
+        "  static {", "    route 2001:db8:1:0:62::/80 next-hop fe80::62;",
+        "    route 2001:db8:1:0:63::/80 next-hop 2001:db8::62;", "  }", "}"]) + "\n")
+    Process(c.ledger, ns, [*exabgp_command(), str(conf)], c.run_dir / "logs" / "tor-exa.log",
+            env=exabgp_env(exabgp_tcp_bind=""))
+    c.apply("""kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {name: tor-exa}
+spec: {node: n1, peerIP: "2001:db8:ff::62", asNumber: 65062, reachableBy: "2001:db8::62"}
+""")
+    reason = "link-local next hop fe80::62 from a peer that is not directly connected"
+    rejected = wait_for("the link-local path rejected", lambda: [
+        (r["prefix"], r["peer"], r["reason"]) for r in json.loads(
+            c.cli("routes", "--node", "n1", "--rejected", "-o", "json").stdout)["n1"]], timeout=90)
+    assert rejected == [("2001:db8:1:0:62::/80", "2001:db8:ff::62", reason)]
+    wait_for("the global path in the kernel", lambda: _routes6(c, "n1").get("2001:db8:1:0:63::/80")
+             == [("2001:db8::62", "eth0")], timeout=30)
+    assert "2001:db8:1:0:62::/80" not in _routes6(c, "n1")
