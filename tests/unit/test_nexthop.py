@@ -115,3 +115,22 @@ def test_ecmp_over_two_tors_sending_one_link_local_address_gives_two_gateway_dev
     # the cached next-hop set is keyed with the device: another prefix via eth0 alone gets eth0's hop
     other = desired.learned_route(ipaddress.ip_network("2001:db8:200::/48"), ("fe80::1%eth1",))
     assert other.nexthops == (NextHop("fe80::1", "eth1"),)
+
+
+def test_a_route_reflector_does_not_pass_on_a_path_via_a_link_local_next_hop():
+    """RFC 2545 section 2: a link-local address means something on its link only."""
+    from calico_bgp.rib import reflect_to
+
+    rr = LocalSpeaker(64512, "198.18.0.1", cluster_id="198.18.0.1")
+    client = Peer("2001:db8:0:1::2", 64512, "198.18.0.2", ibgp=True, rr_client=True, link=ETH0)
+    other = Peer("2001:db8:0:1::3", 64512, "198.18.0.3", ibgp=True, rr_client=True)
+    rib = Rib(rr)
+    _learn(rib, client, "fe80::2")
+    _learn(rib, client, "2001:db8:0:1::2", "fe80::2")
+    via_ll = rib.selection(ipaddress.ip_network("2001:db8:100::/48"))
+    assert via_ll.next_hops == ("2001:db8:0:1::2",)
+    assert reflect_to(rr, via_ll, other).next_hop == "2001:db8:0:1::2"
+    rib2 = Rib(rr)
+    _learn(rib2, client, "fe80::2")
+    sel = rib2.selection(ipaddress.ip_network("2001:db8:100::/48"))
+    assert sel.next_hops == ("fe80::2%eth0",) and reflect_to(rr, sel, other) is None
