@@ -90,14 +90,13 @@ def on_link(address: str, link: SessionLink) -> bool:
 
 
 def unusable(next_hop: str) -> str | None:
-    """Why a route cannot be installed via `next_hop` (None: it can, as far as this module knows)."""
+    """Why a route cannot be installed via `next_hop` as far as its scope goes: a link-local one that
+    `resolve` could not give an interface (None otherwise)."""
     if ":" not in next_hop or SCOPE in next_hop:
         return None
     if _link_local(next_hop):
         return f"link-local next hop {next_hop} from a peer that is not directly connected"
-    if _unspecified(next_hop):
-        return f"no usable next hop ({next_hop})"
-    return None
+    return None  # "::" and the other martian next hops: calico_bgp.martians
 
 
 def split(next_hop: str) -> tuple[str, str | None]:

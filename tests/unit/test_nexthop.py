@@ -51,9 +51,8 @@ def test_resolve_picks_the_next_hop_to_install(next_hop, link_local, link, want)
     assert resolve(next_hop, link_local, link) == want
 
 
-def test_unusable_names_a_bare_link_local_or_unspecified_next_hop_and_nothing_else():
+def test_unusable_names_a_bare_link_local_next_hop_and_nothing_else():
     assert unusable("fe80::2") == "link-local next hop fe80::2 from a peer that is not directly connected"
-    assert unusable("::") == "no usable next hop (::)"
     assert unusable("fe80::2%eth0") is None and unusable("2001:db8::2") is None and unusable("198.18.0.2") is None
     assert split("fe80::2%eth0") == ("fe80::2", "eth0") and split("2001:db8::2") == ("2001:db8::2", None)
 
