@@ -4,9 +4,10 @@ Both routers send their global address and their link-local one (RFC 2545 sectio
 the agent installs the ToRs' in-pool prefixes via the global one when it is on the link, and via
 the link-local one on the session's interface when the global one is not (each router told to
 announce a global next hop off the link). Two ToRs announcing one prefix that way give a multipath
-route of two (link-local gateway, eth0) hops. Traffic to an address behind each ToR flows.
+route of two (link-local gateway, device) hops. Traffic to an address behind each ToR flows.
 
-    hub bridge (2001:db8::/64): n1 (agent, ::1)   tor-bird (BIRD, ::60, AS 65060)   tor-frr (FRR, ::61, AS 65061)
+    n1 eth0 -- hub bridge (2001:db8::/64) -- tor-bird (BIRD, 2001:db8::60, AS 65060)
+    n1 eth1 -- its own link (2001:db8:2::/64) -- tor-frr (FRR, 2001:db8:2::61, AS 65061)
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ spec: {node: n1, peerIP: "2001:db8::60", asNumber: 65060}
 kind: BGPPeer
 apiVersion: projectcalico.org/v3
 metadata: {name: tor-frr}
-spec: {node: n1, peerIP: "2001:db8::61", asNumber: 65061}
+spec: {node: n1, peerIP: "2001:db8:2::61", asNumber: 65061, sourceAddress: "2001:db8:2::1"}
 """
 BIRD_NET, FRR_NET, SHARED = "2001:db8:1:0:60::/80", "2001:db8:1:0:61::/80", "2001:db8:1:0:66::/80"
 BIRD_ADDR, FRR_ADDR, SHARED_ADDR = "2001:db8:1:0:60::1", "2001:db8:1:0:61::1", "2001:db8:1:0:66::1"
@@ -73,10 +74,17 @@ def _routes6(c: MeshCluster, node: str) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def _tor(c: MeshCluster, name: str, index: int, prefixes: list[str], address: str) -> tuple[str, str]:
-    """A ToR namespace on the hub with its global address, `address` on its loopback (something to
-    ping behind it) and its link-local address ready: (namespace, link-local)."""
-    ns = c.add_node(name, index, ipv6=True)
+def _tor(c: MeshCluster, name: str, index: int, address: str, own_link: bool = False) -> tuple[str, str]:
+    """A ToR namespace with its global address, on the hub (2001:db8::INDEX) or on a link of its own to
+    n1's eth1 (2001:db8:2::INDEX, n1 2001:db8:2::1), `address` on its loopback (something to ping
+    behind it) and its link-local address ready: (namespace, link-local)."""
+    if own_link:
+        ns = c.net.namespace(name)
+        c.net.veth(c.nodes["n1"], "eth1", ns, "eth0")
+        c.net.address(c.nodes["n1"], "eth1", "2001:db8:2::1/64")
+        c.net.address(ns, "eth0", f"2001:db8:2::{index}/64")
+    else:
+        ns = c.add_node(name, index, ipv6=True)
     sh("ip", "addr", "add", f"{address}/128", "dev", "lo", ns=ns)
     return ns, _link_local(ns)
 
@@ -93,15 +101,15 @@ def _start_bird(c: MeshCluster, ns: str, next_hop: str | None = None) -> Bird:
 def _start_frr(c: MeshCluster, ns: str, global_next_hop: str | None = None) -> Frr:
     d = c.run_dir / "tor-frr"
     d.mkdir(parents=True, exist_ok=True)
-    rmap = ([" neighbor 2001:db8::1 route-map OFF-LINK out"] if global_next_hop else [])
+    rmap = ([" neighbor 2001:db8:2::1 route-map OFF-LINK out"] if global_next_hop else [])
     conf = "\n".join([
         "frr defaults datacenter", "hostname tor-frr", f"log file {d}/run/frr-debug.log debugging",
         "debug bgp updates out", "!",
         "router bgp 65061", " bgp router-id 198.18.0.61", " no bgp ebgp-requires-policy",
-        " no bgp network import-check", " neighbor 2001:db8::1 remote-as 64512",
-        " neighbor 2001:db8::1 update-source 2001:db8::61", " neighbor 2001:db8::1 timers connect 1",
+        " no bgp network import-check", " neighbor 2001:db8:2::1 remote-as 64512",
+        " neighbor 2001:db8:2::1 update-source 2001:db8:2::61", " neighbor 2001:db8:2::1 timers connect 1",
         " address-family ipv6 unicast", f"  network {FRR_NET}", f"  network {SHARED}",
-        "  neighbor 2001:db8::1 activate", *[f" {x}" for x in rmap], " exit-address-family", "!",
+        "  neighbor 2001:db8:2::1 activate", *[f" {x}" for x in rmap], " exit-address-family", "!",
         *(["route-map OFF-LINK permit 10", f" set ipv6 next-hop global {global_next_hop}", "!"]
           if global_next_hop else [])]) + "\n"
     path = d / "frr.conf"
@@ -114,8 +122,8 @@ def _start_frr(c: MeshCluster, ns: str, global_next_hop: str | None = None) -> F
 @pytest.fixture
 def rack(etcd_server):
     with mesh(etcd_server, "v6nh", RESOURCES, ["n1"], ipv6=True) as c:
-        bird_ns, bird_ll = _tor(c, "torb", 60, [BIRD_NET, SHARED], BIRD_ADDR)
-        frr_ns, frr_ll = _tor(c, "torf", 61, [FRR_NET, SHARED], FRR_ADDR)
+        bird_ns, bird_ll = _tor(c, "torb", 60, BIRD_ADDR)
+        frr_ns, frr_ll = _tor(c, "torf", 61, FRR_ADDR, own_link=True)
         for ns in (bird_ns, frr_ns):
             sh("ip", "addr", "add", f"{SHARED_ADDR}/128", "dev", "lo", ns=ns)
         c.tors = {"bird": (bird_ns, bird_ll), "frr": (frr_ns, frr_ll)}  # type: ignore[attr-defined]
@@ -126,7 +134,7 @@ def rack(etcd_server):
 
 def _established(c: MeshCluster) -> bool:
     states = {s["peer"]: s["state"] for s in c.status("n1").get("sessions", [])}
-    return states.get("2001:db8::60") == "Established" and states.get("2001:db8::61") == "Established"
+    return states.get("2001:db8::60") == "Established" and states.get("2001:db8:2::61") == "Established"
 
 
 def _route_get(c: MeshCluster, address: str) -> str:
@@ -144,40 +152,41 @@ def test_routes_from_bird_and_frr_go_via_their_global_next_hop_on_the_link(rack)
     _start_frr(c, c.tors["frr"][0])
     try:
         wait_for("both IPv6 sessions Established", lambda: _established(c), timeout=90)
-        want = {BIRD_NET: [("2001:db8::60", "eth0")], FRR_NET: [("2001:db8::61", "eth0")],
-                SHARED: [("2001:db8::60", "eth0"), ("2001:db8::61", "eth0")]}
+        want = {BIRD_NET: [("2001:db8::60", "eth0")], FRR_NET: [("2001:db8:2::61", "eth1")],
+                SHARED: [("2001:db8:2::61", "eth1"), ("2001:db8::60", "eth0")]}
         wait_for("the ToRs' prefixes in n1's kernel via their global addresses",
                  lambda: {p: h for p, h in _routes6(c, "n1").items() if p in want} == want, timeout=60)
         assert "via 2001:db8::60 dev eth0" in _route_get(c, BIRD_ADDR)
-        assert "via 2001:db8::61 dev eth0" in _route_get(c, FRR_ADDR)
+        assert "via 2001:db8:2::61 dev eth1" in _route_get(c, FRR_ADDR)
         assert _ping(c, BIRD_ADDR) and _ping(c, FRR_ADDR) and _ping(c, SHARED_ADDR)
         # FRR, by default, sent its link-local address beside the global one (its `debug bgp updates
         # out` line for the 32-byte next hop, bgpd/bgp_updgrp_packet.c bpacket_reformat_for_peer)
         log = (c.run_dir / "tor-frr" / "run" / "frr-debug.log").read_text()
-        assert f"2001:db8::1 send UPDATE w/ mp_nexthops 2001:db8::61, {c.tors['frr'][1]}" in log, log[-2000:]
+        assert f"2001:db8:2::1 send UPDATE w/ mp_nexthops 2001:db8:2::61, {c.tors['frr'][1]}" in log, log[-2000:]
     finally:
         bird.stop()
 
 
 def test_a_global_next_hop_off_the_link_gives_way_to_the_link_local_one_on_the_interface(rack):
-    """Both ToRs announce a global next hop on no link of n1's: the route goes via their link-local
-    addresses on eth0, and the prefix both announce is one multipath route of two such hops."""
+    """Both ToRs announce a global next hop on no link of n1's: the routes go via their link-local
+    addresses on the session's interface, and the prefix both announce is one multipath route of
+    two (link-local address, device) hops, one per link."""
     c = rack
     (bird_ns, bird_ll), (frr_ns, frr_ll) = c.tors["bird"], c.tors["frr"]
     bird = _start_bird(c, bird_ns, next_hop="2001:db8:99::60")
     _start_frr(c, frr_ns, global_next_hop="2001:db8:99::61")
     try:
         wait_for("both IPv6 sessions Established", lambda: _established(c), timeout=90)
-        want = {BIRD_NET: [(bird_ll, "eth0")], FRR_NET: [(frr_ll, "eth0")],
-                SHARED: sorted([(bird_ll, "eth0"), (frr_ll, "eth0")])}
-        wait_for("the ToRs' prefixes via their link-local addresses on eth0",
+        want = {BIRD_NET: [(bird_ll, "eth0")], FRR_NET: [(frr_ll, "eth1")],
+                SHARED: sorted([(bird_ll, "eth0"), (frr_ll, "eth1")])}
+        wait_for("the ToRs' prefixes via their link-local addresses on eth0 and eth1",
                  lambda: {p: h for p, h in _routes6(c, "n1").items() if p in want} == want, timeout=60)
         assert f"via {bird_ll} dev eth0" in _route_get(c, BIRD_ADDR)
-        assert f"via {frr_ll} dev eth0" in _route_get(c, FRR_ADDR)
+        assert f"via {frr_ll} dev eth1" in _route_get(c, FRR_ADDR)
         assert _ping(c, BIRD_ADDR) and _ping(c, FRR_ADDR) and _ping(c, SHARED_ADDR)
         routes = json.loads(c.cli("routes", "--node", "n1", "-o", "json").stdout)["n1"]
         shared = next(r for r in routes if r["prefix"] == SHARED)
-        assert sorted(shared["nextHops"]) == sorted([f"{bird_ll}%eth0", f"{frr_ll}%eth0"]) and shared["inKernel"]
+        assert sorted(shared["nextHops"]) == sorted([f"{bird_ll}%eth0", f"{frr_ll}%eth1"]) and shared["inKernel"]
     finally:
         bird.stop()
 
