@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,10 @@ def _start_bird(c: MeshCluster, ns: str, next_hop: str | None = None) -> Bird:
     return bird
 
 
-def _start_frr(c: MeshCluster, ns: str, global_next_hop: str | None = None) -> Frr:
+def _start_frr(c: MeshCluster, ns: str, link_local: str, global_next_hop: str | None = None) -> Frr:
+    """FRR with its session to n1 shut until zebra knows eth0's link-local address: bgpd takes the
+    address it sends beside the global one when the session opens, and a session opening in the
+    first second after start may find none yet ("does not have a v6 LL address")."""
     d = c.run_dir / "tor-frr"
     d.mkdir(parents=True, exist_ok=True)
     rmap = ([" neighbor 2001:db8:2::1 route-map OFF-LINK out"] if global_next_hop else [])
@@ -108,6 +112,7 @@ def _start_frr(c: MeshCluster, ns: str, global_next_hop: str | None = None) -> F
         "router bgp 65061", " bgp router-id 198.18.0.61", " no bgp ebgp-requires-policy",
         " no bgp network import-check", " neighbor 2001:db8:2::1 remote-as 64512",
         " neighbor 2001:db8:2::1 update-source 2001:db8:2::61", " neighbor 2001:db8:2::1 timers connect 1",
+        " neighbor 2001:db8:2::1 shutdown",
         " address-family ipv6 unicast", f"  network {FRR_NET}", f"  network {SHARED}",
         "  neighbor 2001:db8:2::1 activate", *[f" {x}" for x in rmap], " exit-address-family", "!",
         *(["route-map OFF-LINK permit 10", f" set ipv6 next-hop global {global_next_hop}", "!"]
@@ -116,6 +121,10 @@ def _start_frr(c: MeshCluster, ns: str, global_next_hop: str | None = None) -> F
     path.write_text(conf)
     frr = Frr(NodeDef("tor-frr", "linux", binds=(Bind(str(path), "/etc/frr/frr.conf"),)), ns, d / "run")
     frr.start(c.ledger)
+    wait_for("FRR's zebra knows eth0's link-local address", lambda: link_local in frr.vtysh("show interface eth0"),
+             timeout=20)
+    time.sleep(1)  # zebra to bgpd
+    frr.vtysh("configure terminal", "router bgp 65061", "no neighbor 2001:db8:2::1 shutdown")
     return frr
 
 
@@ -149,7 +158,7 @@ def _ping(c: MeshCluster, address: str) -> bool:
 def test_routes_from_bird_and_frr_go_via_their_global_next_hop_on_the_link(rack):
     c = rack
     bird = _start_bird(c, c.tors["bird"][0])
-    _start_frr(c, c.tors["frr"][0])
+    _start_frr(c, *c.tors["frr"])
     try:
         wait_for("both IPv6 sessions Established", lambda: _established(c), timeout=90)
         want = {BIRD_NET: [("2001:db8::60", "eth0")], FRR_NET: [("2001:db8:2::61", "eth1")],
@@ -174,7 +183,7 @@ def test_a_global_next_hop_off_the_link_gives_way_to_the_link_local_one_on_the_i
     c = rack
     (bird_ns, bird_ll), (frr_ns, frr_ll) = c.tors["bird"], c.tors["frr"]
     bird = _start_bird(c, bird_ns, next_hop="2001:db8:99::60")
-    _start_frr(c, frr_ns, global_next_hop="2001:db8:99::61")
+    _start_frr(c, frr_ns, frr_ll, global_next_hop="2001:db8:99::61")
     try:
         wait_for("both IPv6 sessions Established", lambda: _established(c), timeout=90)
         want = {BIRD_NET: [(bird_ll, "eth0")], FRR_NET: [(frr_ll, "eth1")],
