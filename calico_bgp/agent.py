@@ -30,6 +30,7 @@ from calico_bgp.cluster import ClusterState, ClusterView
 from calico_bgp.damping import Dampener, DampingChange, DampingParams
 from calico_bgp.eventlog import EventLog
 from calico_bgp.kernel_writer import KernelWriter
+from calico_bgp.nexthop import SessionLink, session_link
 from calico_bgp.intake import Intake, UpdateIntake
 from calico_bgp.datastore import DatastoreError, Keys
 from calico_bgp.resources import ResourceStore
@@ -102,6 +103,7 @@ class NodeAgent:
         self.stability: dict[str, PeerStability] = {}
         self.sessions: dict[str, Session] = {}
         self.rib_peers: dict[str, Peer] = {}
+        self.links: dict[str, SessionLink | None] = {}  # IPv6 peer -> its link when directly connected
         self.own: set[Prefix] = set()
         self.exported: dict[str, dict[Prefix, bgpfilter.ExportAttrs]] = {}
         self.configured: set[str] = set()  # the sessions the speaker has as neighbours (not failed to configure)
@@ -375,7 +377,27 @@ class NodeAgent:
         rid = s.peer_address
         if s.peer_node and s.peer_node in state.nodes:
             rid = topology.router_id(state.nodes[s.peer_node])
-        return Peer(s.peer_address, s.peer_as, rid, ibgp=s.ibgp, rr_client=s.rr_client, allow_own_as=s.allow_own_as)
+        return Peer(s.peer_address, s.peer_as, rid, ibgp=s.ibgp, rr_client=s.rr_client, allow_own_as=s.allow_own_as,
+                    link=self.links.get(s.peer_address))
+
+    async def _find_link(self, ev: PeerState, s: Session) -> None:
+        """On an IPv6 session coming up, before its first UPDATE: the link it runs over when the peer is
+        directly connected (read from the kernel), which a link-local next hop from it is scoped to."""
+        from calico_bgp.autodetect import read_interfaces
+
+        try:
+            interfaces = await trio.to_thread.run_sync(read_interfaces)
+        except OSError as exc:  # keep what we knew: its routes stay as they are
+            log.warning("event=session_link_failed peer=%s error=%r", ev.peer, str(exc))
+            return
+        link = session_link(ev.peer, ev.local_address or s.local_address, [(i.name, i.addresses) for i in interfaces])
+        if ev.peer in self.links and self.links[ev.peer] == link:
+            return
+        self.links[ev.peer] = link
+        log.info("event=session_link peer=%s local=%s interface=%s", ev.peer, ev.local_address or s.local_address,
+                 link.name if link else "none (not directly connected)")
+        if ev.peer in self.rib_peers and self.state is not None:
+            self.rib_peers[ev.peer] = self._rib_peer(s, self.state)
 
     def _forget_peer(self, peer: str) -> None:
         old = self.sessions.get(peer)
@@ -390,6 +412,7 @@ class NodeAgent:
         self.stale.forget(peer)  # a removed session keeps nothing stale
         self.malformed_reports.forget(peer)
         self.peer_open.pop(peer, None)
+        self.links.pop(peer, None)
         if old is not None:
             self.metrics.forget_peer(peer, old.kind)
 
@@ -494,6 +517,8 @@ class NodeAgent:
             # gone peer gets no stability record nor metric series (a "down" one would keep alerting)
             return
         kind = s.kind
+        if ev.state == "up" and ":" in ev.peer:
+            await self._find_link(ev, s)
         stab = self._stab(ev.peer)
         state = {"up": "established", "down": "idle", "connected": "connect"}.get(ev.state, ev.state)
         was = stab.state

@@ -11,6 +11,7 @@ import ipaddress
 from typing import Container, Iterable, Mapping
 
 from calico_bgp import model
+from calico_bgp.nexthop import split
 from calico_bgp.rib import Prefix, Rib
 from calico_bgp.topology import Session
 from dataplane.route import InvalidRoute, NextHop, Route, RouteKey, key_of
@@ -109,11 +110,13 @@ _HOPS: dict[tuple[str, ...], tuple[int, tuple[NextHop, ...]]] = {}
 
 
 def learned_route(prefix: Prefix, next_hops: Iterable[str]) -> Route:
-    gateways = tuple(next_hops)
+    """The kernel route for a selection's next hops: addresses, or link-local ones scoped to the
+    session's interface ("fe80::1%eth0": via fe80::1 dev eth0, nexthop.resolve)."""
+    gateways = tuple(next_hops)  # the device is in the text: the cache is keyed with it
     known = _HOPS.get(gateways)
     if known is None or known[0] != prefix.version:
         # a handful of next-hop sets serve every learned route: each is parsed and checked once
-        route = Route(prefix, nexthops=tuple(NextHop(gateway=h) for h in gateways))
+        route = Route(prefix, nexthops=tuple(NextHop(*split(h)) for h in gateways))
         if len(_HOPS) > 4096:
             _HOPS.clear()
         _HOPS[gateways] = (prefix.version, route.nexthops)

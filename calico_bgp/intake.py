@@ -19,6 +19,7 @@ import attrs
 
 from calico_bgp import malformed as rfc7606
 from calico_bgp.damping import Dampener
+from calico_bgp.nexthop import SessionLink, resolve
 from calico_bgp.rib import PathAttrs, Peer, Prefix, Rib
 from calico_bgp.speaker.events import Malformation, PathAttributes, Update
 
@@ -89,11 +90,14 @@ def parse_prefix(text: str) -> Prefix | None:
         return None
 
 
-def rib_attrs(a: PathAttributes) -> PathAttrs:
+def rib_attrs(a: PathAttributes, link: SessionLink | None = None) -> PathAttrs:
+    """The RIB's attributes for a path from a peer on `link` (None: not directly connected): the next
+    hop to install via is decided here (nexthop.resolve), once per attributes object."""
     assert a.next_hop is not None
-    return PathAttrs(next_hop=a.next_hop, as_path=a.as_path, as_set=a.as_set, origin=a.origin or "igp", local_pref=a.local_pref,
-                     med=a.med, communities=a.communities, large_communities=a.large_communities,
-                     originator_id=a.originator_id, cluster_list=a.cluster_list)
+    return PathAttrs(next_hop=resolve(a.next_hop, a.link_local, link), as_path=a.as_path, as_set=a.as_set, origin=a.origin or "igp",
+                     local_pref=a.local_pref, med=a.med, communities=a.communities,
+                     large_communities=a.large_communities, originator_id=a.originator_id,
+                     cluster_list=a.cluster_list, link_local=a.link_local)
 
 
 def _without_internal(announced: dict[Prefix, PathAttrs]) -> dict[Prefix, PathAttrs]:
@@ -204,7 +208,7 @@ class UpdateIntake:
             first = values[0]
             if not _has_none(found) and first.next_hop is not None and all(map(operator.is_, values, repeat(first))):
                 # one attributes object for the whole UPDATE (one next hop, no path ids): no Python per prefix
-                announced = dict.fromkeys(found, rib_attrs(first))  # type: ignore[arg-type]
+                announced = dict.fromkeys(found, rib_attrs(first, peer.link))  # type: ignore[arg-type]
             else:
                 last: PathAttributes | None = None
                 converted: PathAttrs | None = None
@@ -213,7 +217,7 @@ class UpdateIntake:
                         bad.append((text, a.next_hop))
                         continue
                     if a is not last:  # prefixes of one UPDATE share their attributes object
-                        last, converted = a, rib_attrs(a)
+                        last, converted = a, rib_attrs(a, peer.link)
                     announced[p] = converted  # type: ignore[assignment]
             if internal_only is not None:
                 announced = _without_internal(announced)

@@ -13,6 +13,8 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
+from calico_bgp.nexthop import SCOPE, SessionLink, unusable
+
 Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_LOCAL_PREF = 100
@@ -29,10 +31,15 @@ class Peer:
     ibgp: bool
     rr_client: bool = False
     allow_own_as: int = 0   # allowas-in: our AS may appear this many times in a path from this peer
+    link: SessionLink | None = None  # the interface, when the peer is directly connected (nexthop.session_link)
 
 
 @attrs.frozen(slots=True)
 class PathAttrs:
+    """`next_hop` is the address the route goes via: a link-local one scoped to the session's
+    interface ("fe80::1%eth0", nexthop.resolve); `link_local` the link-local next hop the peer sent
+    beside a global one (RFC 2545), kept as it came."""
+
     next_hop: str
     as_path: tuple[int, ...] = ()   # the AS_SEQUENCE numbers, in order
     origin: str = "igp"
@@ -43,6 +50,7 @@ class PathAttrs:
     originator_id: str | None = None
     cluster_list: tuple[str, ...] = ()
     as_set: tuple[int, ...] = ()    # AS_SET members (an aggregate's); after the rest: positional users stay valid
+    link_local: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -267,7 +275,7 @@ class Rib:
         loop: str | None = None
         for prefix, pattrs in announced.items():
             if pattrs is not last:  # the prefixes of one UPDATE share one attributes object
-                last, loop = pattrs, loop_check(local, peer, pattrs)
+                last, loop = pattrs, loop_check(local, peer, pattrs) or unusable(pattrs.next_hop)
             reason = loop
             if reason is None and policy is not None:
                 reason = policy(peer, prefix, pattrs)
@@ -419,7 +427,8 @@ def reflect_to(local: LocalSpeaker, sel: Selection, neighbor: Peer) -> PathAttrs
     Only iBGP-learned best paths are reflected; routes from eBGP peers are not re-advertised (the
     fabric is each node's own business, and the safe export default forbids it). A client's route
     goes to every other iBGP neighbour; a non-client's route goes to clients only. ORIGINATOR_ID is
-    set once, CLUSTER_LIST gets our cluster id prepended, the next hop is kept.
+    set once, CLUSTER_LIST gets our cluster id prepended, the next hop is kept (a path via a link-local
+    next hop is not reflected).
     """
     if local.cluster_id is None or not neighbor.ibgp:
         return None
@@ -431,6 +440,8 @@ def reflect_to(local: LocalSpeaker, sel: Selection, neighbor: Peer) -> PathAttrs
         return None
     originator = best.attrs.originator_id or src.router_id
     if originator == neighbor.router_id:
+        return None
+    if SCOPE in best.attrs.next_hop:  # a link-local next hop means nothing off its link (RFC 2545 section 2)
         return None
     return attrs.evolve(
         best.attrs,

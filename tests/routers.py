@@ -47,6 +47,8 @@ class BirdPeer:
     export: str = "where source = RTS_STATIC"
     # more protocol lines as they are, e.g. "direct;" for an iBGP peer on the same link
     extra: tuple[str, ...] = ()
+    # more lines in each channel, e.g. "next hop address 2001:db8:99::1;"
+    channel: tuple[str, ...] = ()
 
     def render(self) -> str:
         local = f"local {self.local_address} as {self.local_as};" if self.local_address else f"local as {self.local_as};"
@@ -69,6 +71,7 @@ class BirdPeer:
                 chan.append("    next hop self;")
             if self.add_path:
                 chan.append("    add paths on;")
+            chan += [f"    {x}" for x in self.channel]
             chan.append("  };")
             lines += chan
         lines.append("}")

@@ -8,9 +8,11 @@ import attrs
 
 @attrs.frozen(slots=True)
 class PathAttributes:
-    """The attributes of a received path; absent ones are None / empty."""
+    """The attributes of a received path; absent ones are None / empty. An IPv6 next hop of 32 bytes
+    (RFC 2545: global, then link-local) gives both: `next_hop` the first, `link_local` the second."""
 
     next_hop: str | None = None
+    link_local: str | None = None
     origin: str | None = None  # igp / egp / incomplete
     as_path: tuple[int, ...] = ()
     as_set: tuple[int, ...] = ()

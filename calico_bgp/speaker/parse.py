@@ -112,13 +112,14 @@ def _update(peer: str, message: dict[str, Any]) -> list[Parsed]:
     for family, by_nexthop in update.get("announce", {}).items():
         out = announced.setdefault(family, {})
         for next_hop, nlris in by_nexthop.items():
-            nh = None if next_hop in NO_NEXT_HOP else next_hop
+            nh, _, ll = next_hop.partition(" ")  # "global link-local": a 32-byte next hop (exabgp_run)
             shared: dict[str | None, PathAttributes] = {}  # one value per path id, not per prefix
             for nlri in nlris:
                 prefix, path_id = _nlri(nlri)
                 a = shared.get(path_id)
                 if a is None:
-                    a = shared[path_id] = attrs.evolve(base, next_hop=nh, path_id=path_id)
+                    a = shared[path_id] = attrs.evolve(base, next_hop=None if nh in NO_NEXT_HOP else nh,
+                                                       link_local=ll or None, path_id=path_id)
                 out[prefix] = a
     withdrawn: dict[str, list[str]] = {}
     for family, nlris in update.get("withdraw", {}).items():
