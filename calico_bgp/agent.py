@@ -29,6 +29,7 @@ from calico_bgp.cluster import ClusterState, ClusterView
 from calico_bgp.damping import Dampener, DampingChange, DampingParams
 from calico_bgp.eventlog import EventLog
 from calico_bgp.kernel_writer import KernelWriter
+from calico_bgp.origin import REASON_PREFIX as ORIGIN_INVALID, OriginIndex
 from calico_bgp.intake import UpdateIntake
 from calico_bgp.datastore import DatastoreError, Keys
 from calico_bgp.resources import ResourceStore
@@ -263,6 +264,8 @@ class NodeAgent:
 
         # import policy follows pools and filters; re-run it over what peers sent (soft reconfiguration)
         self.rib.import_policy = bgpfilter.import_policy(pools, self._filters_of)
+        self.rib.origin_check = OriginIndex.of_cluster(self.opts.name, state.nodes.values(), pools,
+                                                       state.blocks.values(), cfg).check
         changed = self.rib.reapply_policy(self.rib_peers.values())
 
         for peer in list(sessions):  # a limit added or lowered applies to what the peer already sent
@@ -343,7 +346,8 @@ class NodeAgent:
         rid = s.peer_address
         if s.peer_node and s.peer_node in state.nodes:
             rid = topology.router_id(state.nodes[s.peer_node])
-        return Peer(s.peer_address, s.peer_as, rid, ibgp=s.ibgp, rr_client=s.rr_client, allow_own_as=s.allow_own_as)
+        return Peer(s.peer_address, s.peer_as, rid, ibgp=s.ibgp, rr_client=s.rr_client, allow_own_as=s.allow_own_as,
+                    origin_validation=s.origin_validation or state.config.spec.origin_validation)
 
     def _forget_peer(self, peer: str) -> None:
         old = self.sessions.get(peer)
@@ -695,6 +699,10 @@ class NodeAgent:
             for kind_, value in (("received", accepted + rejected + damped), ("accepted", accepted),
                                  ("rejected", rejected), ("damped", damped)):
                 self.metrics.peer_prefixes.labels(addr, s.kind, kind_).set(value)
+            if self.rib is not None:
+                invalid = sum(1 for r in self.rib.rejected(addr) if r.reason.startswith(ORIGIN_INVALID))
+                self.metrics.origin_invalid.labels(addr, s.kind, "rejected").set(invalid)
+                self.metrics.origin_invalid.labels(addr, s.kind, "depreferred").set(self.rib.depreferred_count(addr))
         routes = []
         total = 0
         if self.rib is not None:
