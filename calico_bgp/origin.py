@@ -68,17 +68,27 @@ class OriginIndex:
         self.me = me
         self.origins = dict(origins)
         self.fabric_as = frozenset(fabric_as)
-        # (version, prefix length, network >> host bits, pool name), as bgpfilter matches pools
-        self._pools = [(n.version, n.prefixlen, int(n.network_address) >> (n.max_prefixlen - n.prefixlen), name)
-                       for name, n in pools]
-        # blocks bucketed by (version, prefix length): network as int -> block; blocks never overlap
-        self._tables: dict[tuple[int, int], dict[int, _Block]] = {}
+        # per IP version, pools as (prefix length, host bits, network >> host bits, name), as bgpfilter
+        # matches them, and blocks bucketed by length: (length, host bits, {network >> host bits: block});
+        # blocks never overlap. The lookups read ipaddress's `_ip`/`_prefixlen`: its properties cost
+        # a Python call each, per prefix of a 100k burst.
+        self._pools: dict[int, list[tuple[int, int, int, str]]] = {4: [], 6: []}
+        for name, n in pools:
+            shift = n.max_prefixlen - n.prefixlen
+            self._pools[n.version].append((n.prefixlen, shift, int(n.network_address) >> shift, name))
+        tables: dict[tuple[int, int], dict[int, _Block]] = {}
         for b in blocks:
             net = b.network
-            self._tables.setdefault((net.version, net.prefixlen), {})[int(net.network_address)] = \
+            shift = net.max_prefixlen - net.prefixlen
+            tables.setdefault((net.version, net.prefixlen), {})[int(net.network_address) >> shift] = \
                 _Block(b.cidr, b.host, _holders(b))
-        self._lengths = {v: sorted(plen for (ver, plen) in self._tables if ver == v) for v in (4, 6)}
-        self._reasons: dict[tuple[str, str], str] = {}
+        self._blocks: dict[int, list[tuple[int, int, dict[int, _Block]]]] = {
+            v: [(plen, (32 if v == 4 else 128) - plen, tables[(ver, plen)]) for ver, plen in sorted(tables) if ver == v]
+            for v in (4, 6)}
+        self._reasons: dict[tuple[bool, str | None, str, str], str] = {}
+        # the prefixes of one UPDATE share their peer and attributes: owner -> verdict for the last pair
+        self._last: tuple[Peer, PathAttrs] | None = None
+        self._verdicts: dict[str | None, str | None] = {}
 
     @classmethod
     def of_cluster(cls, me: str, nodes: Iterable[model.Node], pools: Iterable[model.IPPool],
@@ -91,64 +101,58 @@ class OriginIndex:
                    config.spec.fabric_as_numbers)
 
     # --- lookup ----------------------------------------------------------------------------------
-    def _pool(self, prefix: Prefix) -> str | None:
-        version, plen, value, top = prefix.version, prefix.prefixlen, int(prefix.network_address), prefix.max_prefixlen
-        for nv, nlen, nbits, name in self._pools:
-            if nv == version and plen >= nlen and value >> (top - nlen) == nbits:
-                return name
-        return None
-
-    def _block(self, prefix: Prefix) -> _Block | None:
-        value, plen, top = int(prefix.network_address), prefix.prefixlen, prefix.max_prefixlen
-        for blen in self._lengths[prefix.version]:
-            if blen > plen:
-                break
-            found = self._tables[(prefix.version, blen)].get(value >> (top - blen) << (top - blen))
-            if found is not None:
-                return found
-        return None
-
     def owner(self, prefix: Prefix) -> tuple[str | None, _Block | None, str] | None:
         """(the owning node or None, its block, its pool) for a prefix inside a pool; None outside them."""
-        pool = self._pool(prefix)
-        if pool is None:
+        value, plen, version = prefix.network_address._ip, prefix._prefixlen, prefix._version  # type: ignore[union-attr]
+        for nlen, shift, bits, pool in self._pools[version]:
+            if plen >= nlen and value >> shift == bits:
+                break
+        else:
             return None
-        block = self._block(prefix)
-        if block is None:
-            return None, None, pool
-        if prefix.prefixlen == prefix.max_prefixlen:
-            return block.holders.get(int(prefix.network_address)), block, pool
-        return block.host, block, pool
+        for blen, shift, table in self._blocks[version]:
+            if blen > plen:
+                break
+            block = table.get(value >> shift)
+            if block is not None:
+                if plen == prefix._max_prefixlen:  # type: ignore[union-attr]
+                    return block.holders.get(value), block, pool
+                return block.host, block, pool
+        return None, None, pool
 
     @staticmethod
-    def _what(prefix: Prefix, owner: str | None, block: _Block | None, pool: str) -> str:
-        """What the prefix is, for a reason: built only for an invalid path."""
+    def _what(host_route: bool, owner: str | None, block: _Block | None, pool: str) -> str:
+        """What the prefix is, for a reason; nothing in it varies by prefix within a block, so the
+        reasons of a burst share a few strings (the prefix is shown beside its reason)."""
         if block is None:
-            return f"{prefix} is in pool {pool} but in no block"
-        if prefix.prefixlen == prefix.max_prefixlen:
-            if owner is None:
-                return f"{prefix.network_address} is not assigned (block {block.cidr})"
-            return f"{prefix.network_address} is held by {owner}"
+            return f"in pool {pool} but in no block"
+        if host_route:
+            return f"held by {owner} (block {block.cidr})" if owner else f"an unassigned address of block {block.cidr}"
         if owner is None:
             return f"{block.cidr} is a block with no affine node"
         return f"{block.cidr} is {owner}'s block"
 
-    # --- the check -------------------------------------------------------------------------------
     def check(self, peer: Peer, prefix: Prefix, attrs_: PathAttrs) -> str | None:
         """None when the path is valid or the prefix is outside every pool; else why it is invalid."""
         found = self.owner(prefix)
         if found is None:
             return None
         owner, block, pool = found
-        why = self._invalid(peer, owner, attrs_)
+        if self._last is None or self._last[0] is not peer or self._last[1] is not attrs_:
+            self._last, self._verdicts = (peer, attrs_), {}
+        verdicts = self._verdicts
+        try:
+            why = verdicts[owner]
+        except KeyError:
+            why = verdicts[owner] = self._invalid(peer, owner, attrs_)
         if why is None:
             return None
-        what = self._what(prefix, owner, block, pool)
-        key = (what, why)
+        host_route = prefix._prefixlen == prefix._max_prefixlen  # type: ignore[union-attr]
+        key = (host_route, owner, block.cidr if block else pool, why)
         text = self._reasons.get(key)
         if text is None:  # the prefixes of one block from one path share one string
             if len(self._reasons) > 4096:
                 self._reasons.clear()
+            what = self._what(host_route, owner, block, pool)
             text = self._reasons[key] = REASON_PREFIX + (f"{what}, {why}" if why else what)
         return text
 
