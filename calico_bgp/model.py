@@ -280,7 +280,7 @@ class BGPPassword:
         return f"BGPPassword(<from {where}>)"
 
 
-_origin_validation = one_of("Reject", "Deprefer", "Off", case_insensitive=True)
+_origin_validation = one_of("Reject", "Deprefer", "Disabled", case_insensitive=True)  # not "Off": YAML reads that as false
 _as_numbers = tuple_of(as_number)  # named apart: inside the class `as_number` is the field
 
 
@@ -380,7 +380,7 @@ class BGPPeerSpec:
     # graceful restart: how long the peer keeps our routes when our session drops (0: no graceful
     # restart on this session); the capability carries 12 bits. None: the default, 120 s
     max_restart_time: Seconds | None = attrs.field(default=None, converter=checked(_optional_restart_time))
-    # this peer's origin-invalid paths: Reject, Deprefer or Off; None: the BGPConfiguration's originValidation
+    # this peer's origin-invalid paths: Reject, Deprefer or Disabled; None: the BGPConfiguration's originValidation
     origin_validation: str | None = attrs.field(default=None, converter=checked(optional(_origin_validation)))
 
     calico_only: ClassVar[frozenset[str]] = frozenset(

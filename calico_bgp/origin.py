@@ -28,8 +28,8 @@ from calico_bgp import model, topology
 from calico_bgp.rib import PathAttrs, Peer, Prefix
 from ipam.block import Block
 
-REJECT, DEPREFER, OFF = "Reject", "Deprefer", "Off"
-MODES = (REJECT, DEPREFER, OFF)
+REJECT, DEPREFER, DISABLED = "Reject", "Deprefer", "Disabled"
+MODES = (REJECT, DEPREFER, DISABLED)
 REASON_PREFIX = "origin invalid: "
 
 

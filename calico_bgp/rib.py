@@ -29,7 +29,7 @@ class Peer:
     ibgp: bool
     rr_client: bool = False
     allow_own_as: int = 0   # allowas-in: our AS may appear this many times in a path from this peer
-    origin_validation: str = "Reject"  # an origin-invalid path from this peer: Reject, Deprefer or Off
+    origin_validation: str = "Reject"  # an origin-invalid path from this peer: Reject, Deprefer or Disabled
 
 
 @attrs.frozen(slots=True)
@@ -246,7 +246,7 @@ class Rib:
             stale.difference_update(withdrawn)
         local, policy, paths, address, selected = self.local, self.import_policy, self._paths, peer.address, self._selected
         mode = peer.origin_validation
-        origin = self.origin_check if mode != "Off" else None
+        origin = self.origin_check if mode != "Disabled" else None
         reject_invalid = mode == "Reject"
         invalid: str | None = None
         for prefix in withdrawn:

@@ -248,8 +248,8 @@ def test_deprefer_keeps_the_hijack_but_any_valid_path_wins():
     assert rib.paths(BLOCK)[0].invalid == "origin invalid: 198.19.59.0/26 is n2's block, path originates at AS 64999"
 
 
-def test_off_skips_the_check_and_a_cluster_change_re_evaluates():
-    rib, mesh, hostile = _rib("Off")
+def test_disabled_skips_the_check_and_a_cluster_change_re_evaluates():
+    rib, mesh, hostile = _rib("Disabled")
     rib.update(hostile, {BLOCK: HIJACK})
     assert rib.selection(BLOCK).best.peer == hostile and rib.depreferred_count("198.18.0.99") == 0
     rib, mesh, hostile = _rib("Reject")
@@ -259,3 +259,37 @@ def test_off_skips_the_check_and_a_cluster_change_re_evaluates():
     rib.origin_check = OriginIndex("n1", [POOL], [*BLOCKS, Block.new("198.19.62.0/26", "n2", 0)], ORIGINS).check
     assert rib.reapply_policy([mesh]) == {stray}
     assert rib.selection(stray).best.peer == mesh
+
+
+# --- the lab's topologies: what their fabric routers send is valid ---------------------------------
+
+def _lab(name: str):  # noqa: ANN202
+    from pathlib import Path
+
+    from calico_bgp.resources import load_documents
+    docs = load_documents((Path(__file__).parents[2] / "containerlab" / f"{name}.resources.yaml").read_text())
+    config = next((d for d in docs if isinstance(d, model.BGPConfiguration)), model.BGPConfiguration())
+    return ([d for d in docs if isinstance(d, model.Node)], [d for d in docs if isinstance(d, model.IPPool)], config)
+
+
+def test_rack_tor_paths_with_as_override_are_valid_and_a_hijack_through_them_is_not():
+    nodes, pools, config = _lab("rack")
+    n2_block = Block.new("198.19.59.0/26", "n2", 0)
+    ix = OriginIndex.of_cluster("n1", nodes, pools, [n2_block], config)
+    tor1 = Peer("198.18.1.1", 65101, "198.18.1.1", ibgp=False)
+    tor2 = Peer("198.18.2.1", 65102, "198.18.2.1", ibgp=False)
+    block = net("198.19.59.0/26")
+    assert ix.check(tor1, block, PathAttrs("198.18.1.1", as_path=(65101, 65101))) is None  # FRR as-override
+    assert ix.check(tor2, block, PathAttrs("198.18.2.1", as_path=(65102, 65102))) is None  # BIRD's rewrite
+    assert ix.check(tor1, block, PathAttrs("198.18.1.1", as_path=(65101, 65000, 65102, 65102))) is None
+    assert ix.check(tor1, block, PathAttrs("198.18.1.1", as_path=(65101, 64999))) is not None
+    assert ix.check(tor1, block, PathAttrs("198.18.1.1", as_path=(65101, 64999, 65101))) is not None
+
+
+def test_rr_reflected_client_blocks_are_valid():
+    nodes, pools, config = _lab("rr")
+    ix = OriginIndex.of_cluster("c1", nodes, pools, [Block.new("198.19.59.0/26", "c2", 0)], config)
+    rr1 = Peer("198.18.1.11", 64512, "198.18.1.11", ibgp=True)
+    block = net("198.19.59.0/26")
+    assert ix.check(rr1, block, PathAttrs("198.18.1.22", originator_id="198.18.1.22")) is None
+    assert ix.check(rr1, block, PathAttrs("198.18.1.22", originator_id="198.18.1.23")) is not None
