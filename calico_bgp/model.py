@@ -280,7 +280,13 @@ class BGPPassword:
         return f"BGPPassword(<from {where}>)"
 
 
-_origin_validation = one_of("Reject", "Deprefer", "Disabled", case_insensitive=True)  # not "Off": YAML reads that as false
+_origin_mode = one_of("Reject", "Deprefer", "Disabled", case_insensitive=True)  # not "Off": YAML reads that as false
+
+
+def _origin_validation(value: Any) -> str:
+    if value is False or value == "False":  # a str field gets YAML's false as 'False'
+        raise ValueError("expected one of Reject, Deprefer, Disabled (an unquoted Off or No is YAML's false)")
+    return _origin_mode(value)
 _as_numbers = tuple_of(as_number)  # named apart: inside the class `as_number` is the field
 
 
