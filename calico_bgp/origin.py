@@ -87,7 +87,8 @@ class OriginIndex:
             for v in (4, 6)}
         self._reasons: dict[tuple[bool, str | None, str, str], str] = {}
         # the prefixes of one UPDATE share their peer and attributes: owner -> verdict for the last pair
-        self._last: tuple[Peer, PathAttrs] | None = None
+        self._last_peer: Peer | None = None
+        self._last_attrs: PathAttrs | None = None
         self._verdicts: dict[str | None, str | None] = {}
 
     @classmethod
@@ -101,24 +102,6 @@ class OriginIndex:
                    config.spec.fabric_as_numbers)
 
     # --- lookup ----------------------------------------------------------------------------------
-    def owner(self, prefix: Prefix) -> tuple[str | None, _Block | None, str] | None:
-        """(the owning node or None, its block, its pool) for a prefix inside a pool; None outside them."""
-        value, plen, version = prefix.network_address._ip, prefix._prefixlen, prefix._version  # type: ignore[union-attr]
-        for nlen, shift, bits, pool in self._pools[version]:
-            if plen >= nlen and value >> shift == bits:
-                break
-        else:
-            return None
-        for blen, shift, table in self._blocks[version]:
-            if blen > plen:
-                break
-            block = table.get(value >> shift)
-            if block is not None:
-                if plen == prefix._max_prefixlen:  # type: ignore[union-attr]
-                    return block.holders.get(value), block, pool
-                return block.host, block, pool
-        return None, None, pool
-
     @staticmethod
     def _what(host_route: bool, owner: str | None, block: _Block | None, pool: str) -> str:
         """What the prefix is, for a reason; nothing in it varies by prefix within a block, so the
@@ -133,12 +116,22 @@ class OriginIndex:
 
     def check(self, peer: Peer, prefix: Prefix, attrs_: PathAttrs) -> str | None:
         """None when the path is valid or the prefix is outside every pool; else why it is invalid."""
-        found = self.owner(prefix)
-        if found is None:
+        value, plen, version = prefix.network_address._ip, prefix._prefixlen, prefix._version  # type: ignore[union-attr]
+        for nlen, shift, bits, pool in self._pools[version]:
+            if plen >= nlen and value >> shift == bits:
+                break
+        else:
             return None
-        owner, block, pool = found
-        if self._last is None or self._last[0] is not peer or self._last[1] is not attrs_:
-            self._last, self._verdicts = (peer, attrs_), {}
+        owner = block = None
+        for blen, shift, table in self._blocks[version]:
+            if blen > plen:
+                break
+            block = table.get(value >> shift)
+            if block is not None:
+                owner = block.holders.get(value) if plen == prefix._max_prefixlen else block.host  # type: ignore[union-attr]
+                break
+        if self._last_peer is not peer or self._last_attrs is not attrs_:
+            self._last_peer, self._last_attrs, self._verdicts = peer, attrs_, {}
         verdicts = self._verdicts
         try:
             why = verdicts[owner]
@@ -146,7 +139,7 @@ class OriginIndex:
             why = verdicts[owner] = self._invalid(peer, owner, attrs_)
         if why is None:
             return None
-        host_route = prefix._prefixlen == prefix._max_prefixlen  # type: ignore[union-attr]
+        host_route = plen == prefix._max_prefixlen  # type: ignore[union-attr]
         key = (host_route, owner, block.cidr if block else pool, why)
         text = self._reasons.get(key)
         if text is None:  # the prefixes of one block from one path share one string
