@@ -46,6 +46,7 @@ class _Block:
     cidr: str
     host: str | None                 # the affine node
     holders: dict[int, str]          # address (as int) -> the node holding it
+    prefixlen: int
 
 
 def _holders(block: Block) -> dict[int, str]:
@@ -81,7 +82,7 @@ class OriginIndex:
             net = b.network
             shift = net.max_prefixlen - net.prefixlen
             tables.setdefault((net.version, net.prefixlen), {})[int(net.network_address) >> shift] = \
-                _Block(b.cidr, b.host, _holders(b))
+                _Block(b.cidr, b.host, _holders(b), net.prefixlen)
         self._blocks: dict[int, list[tuple[int, int, dict[int, _Block]]]] = {
             v: [(plen, (32 if v == 4 else 128) - plen, tables[(ver, plen)]) for ver, plen in sorted(tables) if ver == v]
             for v in (4, 6)}
@@ -132,13 +133,22 @@ class OriginIndex:
                 break
         if self._last_peer is not peer or self._last_attrs is not attrs_:
             self._last_peer, self._last_attrs, self._verdicts = peer, attrs_, {}
-        verdicts = self._verdicts
-        try:
-            why = verdicts[owner]
-        except KeyError:
-            why = verdicts[owner] = self._invalid(peer, owner, attrs_)
-        if why is None:
-            return None
+        if owner is not None and owner == self.me:
+            # our own route come back through the fabric (as-override defeats the AS-path loop check): no
+            # one else's claim, and never installed (what we originate is not learned); anything else is
+            exact = plen == prefix._max_prefixlen or plen == block.prefixlen  # type: ignore[union-attr]
+            path = attrs_.as_path
+            if exact and path and all(a in self.fabric_as for a in path):
+                return None
+            why: str | None = f"this node's own, path from {peer.address}"
+        else:
+            verdicts = self._verdicts
+            try:
+                why = verdicts[owner]
+            except KeyError:
+                why = verdicts[owner] = self._invalid(peer, owner, attrs_)
+            if why is None:
+                return None
         host_route = plen == prefix._max_prefixlen  # type: ignore[union-attr]
         key = (host_route, owner, block.cidr if block else pool, why)
         text = self._reasons.get(key)
@@ -153,8 +163,6 @@ class OriginIndex:
         """None when the path originates at `owner`; else how it does not ("" when nobody owns it)."""
         if owner is None:
             return ""
-        if owner == self.me:
-            return f"this node's own, path from {peer.address}"
         origin = self.origins.get(owner)
         if origin is None:
             return f"{owner} is not a BGP node"

@@ -66,7 +66,8 @@ def _frr(r, name: str = "tor1"):
 def test_as_override_paths_are_origin_valid_through_the_fabric_ases(fabric):
     """Origin validation in the rack: every node's block reaches every other node over both ToRs
     (paths 65101 65101 / 65102 65102, the rack's AS overridden), valid because the resources name
-    the fabric's ASes (fabricASNumbers); without them the same paths are origin-invalid."""
+    the fabric's ASes (fabricASNumbers); FRR also sends each node its own block back that way, our own
+    route, not a claim. Without fabricASNumbers the same paths are origin-invalid."""
     r = fabric
     blocks = {}
     for n in ("n1", "n2", "n3", "n4"):

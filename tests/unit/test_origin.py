@@ -146,8 +146,8 @@ def test_a_fabric_as_stands_in_only_for_a_path_that_never_left_the_fabric():
     assert ix.check(HOSTILE, block, PathAttrs(NH, as_path=(64999, 65101))) is not None
     assert ix.check(HOSTILE, block, PathAttrs(NH)) == \
         "origin invalid: 198.19.60.0/26 is n3's block, path originates at AS 64999"
-    # never for this node's own block, nor without the setting
-    assert ix.check(TOR, net("198.19.0.0/26"), PathAttrs(NH, as_path=(65101, 65101))) is not None
+    # never for inside this node's own block, nor without the setting
+    assert ix.check(TOR, net("198.19.0.32/27"), PathAttrs(NH, as_path=(65101, 65101))) is not None
     assert index().check(TOR, block, PathAttrs(NH, as_path=(65101, 65101))) == \
         "origin invalid: 198.19.60.0/26 is n3's block, path originates at AS 65101"
 
@@ -293,3 +293,17 @@ def test_rr_reflected_client_blocks_are_valid():
     block = net("198.19.59.0/26")
     assert ix.check(rr1, block, PathAttrs("198.18.1.22", originator_id="198.18.1.22")) is None
     assert ix.check(rr1, block, PathAttrs("198.18.1.22", originator_id="198.18.1.23")) is not None
+
+
+def test_our_own_route_echoed_back_through_the_fabric_is_not_a_claim():
+    """FRR's as-override sends a node its own block back (65101 65101): our own route, not a hijack;
+    a more-specific, or the same path without the fabric ASes named, still is invalid."""
+    ix = index(fabric=(65101,))
+    assert ix.check(TOR, net("198.19.0.0/26"), PathAttrs(NH, as_path=(65101, 65101))) is None
+    assert ix.check(TOR, net("198.19.0.0/27"), PathAttrs(NH, as_path=(65101, 65101))) is not None
+    assert ix.check(TOR, net("198.19.0.0/32"), PathAttrs(NH, as_path=(65101, 65101))) is None  # held by n1
+    assert ix.check(TOR, net("198.19.0.5/32"), PathAttrs(NH, as_path=(65101, 65101))) is not None  # unassigned
+    assert ix.check(TOR, net("198.19.0.0/26"), PathAttrs(NH, as_path=(65101, 64999))) is not None
+    assert ix.check(TOR, net("198.19.0.0/26"), PathAttrs(NH)) is not None
+    assert index().check(TOR, net("198.19.0.0/26"), PathAttrs(NH, as_path=(65101, 65101))) == \
+        "origin invalid: 198.19.0.0/26 is n1's block, this node's own, path from 198.18.1.1"
