@@ -66,8 +66,11 @@ def cpu_by_part(pid: int) -> dict[str, float]:
     return parts
 
 
-def one_peer_resources(node_ip: str, node_as: int, peer_ip: str, peer_as: int, pool: str, pool_name: str) -> str:
-    """The resources of a bench with one node agent ("node", mesh off) and one fabric peer ("src")."""
+def one_peer_resources(node_ip: str, node_as: int, peer_ip: str, peer_as: int, pool: str, pool_name: str,
+                       origin_validation: str = "Deprefer") -> str:
+    """The resources of a bench with one node agent ("node", mesh off) and one fabric peer ("src").
+    The source's prefixes are in the pool but in no block: origin-invalid, so the peer's
+    originValidation is Deprefer by default (every path is checked, then still installed)."""
     return "\n---\n".join([
         f"kind: BGPConfiguration\napiVersion: projectcalico.org/v3\nmetadata: {{name: default}}\n"
         f"spec: {{asNumber: {node_as}, nodeToNodeMeshEnabled: false}}",
@@ -75,7 +78,7 @@ def one_peer_resources(node_ip: str, node_as: int, peer_ip: str, peer_as: int, p
         f"kind: Node\napiVersion: projectcalico.org/v3\nmetadata: {{name: node}}\n"
         f"spec: {{bgp: {{ipv4Address: {node_ip}/24}}}}",
         f"kind: BGPPeer\napiVersion: projectcalico.org/v3\nmetadata: {{name: src}}\n"
-        f"spec: {{node: node, peerIP: {peer_ip}, asNumber: {peer_as}}}"])
+        f"spec: {{node: node, peerIP: {peer_ip}, asNumber: {peer_as}, originValidation: {origin_validation}}}"])
 
 
 def bird_receiver_conf(router_id: str, local_as: int, source: str, source_as: int) -> str:

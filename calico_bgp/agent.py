@@ -32,6 +32,7 @@ from calico_bgp.eventlog import EventLog
 from calico_bgp.kernel_writer import KernelWriter
 from calico_bgp.nexthop import SessionLink, session_link
 from calico_bgp.intake import Intake, UpdateIntake
+from calico_bgp.origin import REASON_PREFIX as ORIGIN_INVALID, OriginIndex
 from calico_bgp.datastore import DatastoreError, Keys
 from calico_bgp.resources import ResourceStore
 from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Prefix, Rib, reflections
@@ -275,6 +276,8 @@ class NodeAgent:
         # martians and unusable next hops (own addresses among them) go before any filter is asked
         own = martians.own_addresses([a.address for a in me.spec.addresses] + list(topology.node_addresses(me).values()))
         self.rib.import_policy = martians.guarded(bgpfilter.import_policy(pools, self._filters_of), own)
+        self.rib.origin_check = OriginIndex.of_cluster(self.opts.name, state.nodes.values(), pools,
+                                                       state.blocks.values(), cfg).check
         changed = self.rib.reapply_policy(self.rib_peers.values())
         await self._refresh_capped(pools)
 
@@ -378,7 +381,8 @@ class NodeAgent:
         if s.peer_node and s.peer_node in state.nodes:
             rid = topology.router_id(state.nodes[s.peer_node])
         return Peer(s.peer_address, s.peer_as, rid, ibgp=s.ibgp, rr_client=s.rr_client, allow_own_as=s.allow_own_as,
-                    link=self.links.get(s.peer_address))
+                    link=self.links.get(s.peer_address),
+                    origin_validation=s.origin_validation or state.config.spec.origin_validation)
 
     async def _find_link(self, ev: PeerState, s: Session) -> None:
         """On an IPv6 session coming up, before its first UPDATE: the link it runs over when the peer is
@@ -820,6 +824,10 @@ class NodeAgent:
             for kind_, value in (("received", accepted + rejected + damped), ("accepted", accepted),
                                  ("rejected", rejected), ("damped", damped)):
                 self.metrics.peer_prefixes.labels(addr, s.kind, kind_).set(value)
+            if self.rib is not None:
+                invalid = sum(1 for r in self.rib.rejected(addr) if r.reason.startswith(ORIGIN_INVALID))
+                self.metrics.origin_invalid.labels(addr, s.kind, "rejected").set(invalid)
+                self.metrics.origin_invalid.labels(addr, s.kind, "depreferred").set(self.rib.depreferred_count(addr))
         routes = []
         total = 0
         if self.rib is not None:

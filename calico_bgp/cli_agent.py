@@ -180,7 +180,7 @@ def status_cmd(g: Globals, node_name: str | None, output: str) -> None:
 
 @click.command("routes")
 @click.option("--node", "node_name", help="Only this node.")
-@click.option("--rejected", is_flag=True, help="Routes refused by import policy or loop checks, with the reason.")
+@click.option("--rejected", is_flag=True, help="Routes refused by import policy, origin validation or loop checks, with the reason.")
 @click.option("--damped", is_flag=True, help="Paths suppressed by flap damping.")
 @click.option("--churn", is_flag=True, help="The prefixes announced and withdrawn most often.")
 @click.option("--failed", is_flag=True, help="Routes wanted in the kernel and not there, with the reason.")

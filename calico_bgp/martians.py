@@ -16,7 +16,7 @@ A next hop is unusable when it is unspecified, loopback, multicast, broadcast, r
 IPv4 link-local, or one of this node's own addresses: FRR's bgp_update_martian_nexthop refuses
 0/8, 127/8, class D and E and its own addresses ("martian or self next-hop"). An IPv6 link-local
 next hop is NOT refused here: whether it is usable depends on the session (directly connected,
-and installed with the session's interface): `guarded` takes that check as its `link_local` hook.
+and installed with the session's interface): the RIB asks calico_bgp.nexthop.unusable.
 
 Cost on the hot path: a prefix check is a table lookup and two int operations; a next hop is
 classified once per attributes object (the prefixes of one UPDATE share one) and cached by text.
@@ -24,7 +24,7 @@ classified once per attributes object (the prefixes of one UPDATE share one) and
 from __future__ import annotations
 
 import ipaddress
-from typing import Callable, Iterable
+from typing import Iterable
 
 from calico_bgp.rib import ImportPolicy, PathAttrs, Peer, Prefix
 
@@ -59,23 +59,6 @@ def prefix_reason(prefix: Prefix) -> str | None:
     if m is not None and plen >= m[0] and value >> m[1] == m[2]:
         return m[3]
     return None
-
-
-LinkLocalCheck = Callable[[Peer, str], "str | None"]
-
-
-def link_local_allowed(peer: Peer, next_hop: str) -> str | None:
-    """The default hook for an IPv6 link-local (fe80::/10) next hop: never refused here. Whether one
-    is usable depends on the session (only a directly connected one, installed with its interface),
-    so the IPv6 next-hop handling passes its own check to `guarded` as `link_local`."""
-    return None
-
-
-def _is_v6_link_local(next_hop: str) -> bool:
-    try:
-        return ipaddress.ip_address(next_hop).is_link_local and ":" in next_hop
-    except ValueError:
-        return False
 
 
 def next_hop_reason(next_hop: str, own: frozenset[str] = frozenset()) -> str | None:
@@ -127,12 +110,11 @@ def own_addresses(addresses: Iterable[str]) -> frozenset[str]:
     return frozenset(out)
 
 
-def guarded(policy: ImportPolicy | None, own: frozenset[str] = frozenset(),
-            link_local: LinkLocalCheck = link_local_allowed, max_cached: int = 4096) -> ImportPolicy:
+def guarded(policy: ImportPolicy | None, own: frozenset[str] = frozenset(), max_cached: int = 4096) -> ImportPolicy:
     """`policy` behind the martian checks: a martian prefix or an unusable next hop is rejected with
     its reason before the filters are asked, so no filter can accept one. `own`: this node's
-    addresses; `link_local`: the verdict on an IPv6 link-local next hop from a peer."""
-    cache: dict[str, tuple[str | None, bool]] = {}  # next hop -> (reason, whether IPv6 link-local)
+    addresses."""
+    cache: dict[str, str | None] = {}  # next hop -> reason
     last_attrs: PathAttrs | None = None  # the last attributes object, its peer and its next hop's verdict
     last_peer: Peer | None = None
     last_why: str | None = None
@@ -143,13 +125,11 @@ def guarded(policy: ImportPolicy | None, own: frozenset[str] = frozenset(),
         if pattrs is not last_attrs or peer is not last_peer:
             nh = pattrs.next_hop
             try:
-                why, v6_link_local = cache[nh]
+                why = cache[nh]
             except KeyError:
                 if len(cache) >= max_cached:
                     cache.clear()
-                why, v6_link_local = cache[nh] = (next_hop_reason(nh, own), _is_v6_link_local(nh))
-            if why is None and v6_link_local:
-                why = link_local(peer, nh)
+                why = cache[nh] = next_hop_reason(nh, own)
             last_attrs, last_peer, last_why = pattrs, peer, why
         if last_why is not None:
             return last_why

@@ -280,6 +280,16 @@ class BGPPassword:
         return f"BGPPassword(<from {where}>)"
 
 
+_origin_mode = one_of("Reject", "Deprefer", "Disabled", case_insensitive=True)  # not "Off": YAML reads that as false
+
+
+def _origin_validation(value: Any) -> str:
+    if value is False or value == "False":  # a str field gets YAML's false as 'False'
+        raise ValueError("expected one of Reject, Deprefer, Disabled (an unquoted Off or No is YAML's false)")
+    return _origin_mode(value)
+_as_numbers = tuple_of(as_number)  # named apart: inside the class `as_number` is the field
+
+
 @attrs.frozen
 class BGPConfigurationSpec:
     log_severity_screen: str = attrs.field(
@@ -296,6 +306,10 @@ class BGPConfigurationSpec:
     # their TCP MD5 password and the graceful-restart time they advertise (None: 120 s; 0: none)
     node_mesh_password: BGPPassword | None = None
     node_mesh_max_restart_time: Seconds | None = attrs.field(default=None, converter=checked(_optional_restart_time))
+    # origin validation from IPAM (calico_bgp/origin.py): what an origin-invalid path for a prefix in a
+    # pool gets, and the fabric's ASes that may stand in as origin for a node's (ToRs with as-override)
+    origin_validation: str = attrs.field(default="Reject", converter=checked(_origin_validation))
+    fabric_as_numbers: tuple[ASNumber, ...] = attrs.field(default=(), converter=checked(_as_numbers))
 
     calico_only: ClassVar[frozenset[str]] = frozenset(
         {"serviceLoadBalancerIPs", "serviceExternalIPs", "serviceClusterIPs", "bindMode", "ignoredInterfaces", "localWorkloadPeeringIPV4",
@@ -372,6 +386,8 @@ class BGPPeerSpec:
     # graceful restart: how long the peer keeps our routes when our session drops (0: no graceful
     # restart on this session); the capability carries 12 bits. None: the default, 120 s
     max_restart_time: Seconds | None = attrs.field(default=None, converter=checked(_optional_restart_time))
+    # this peer's origin-invalid paths: Reject, Deprefer or Disabled; None: the BGPConfiguration's originValidation
+    origin_validation: str | None = attrs.field(default=None, converter=checked(optional(_origin_validation)))
 
     calico_only: ClassVar[frozenset[str]] = frozenset(
         {"ttlSecurity", "localWorkloadSelector", "nextHopMode", "reversePeering"})
@@ -448,7 +464,7 @@ class BGPFilterRule:
     add_large_communities: tuple[str, ...] = attrs.field(
         default=(), converter=checked(tuple_of(community_parser(True, standard_ok=False))))
     local_pref: Integer | None = attrs.field(default=None, converter=checked(optional(int_range(0, AS_MAX))))
-    as_path_prepend: tuple[ASNumber, ...] = attrs.field(default=(), converter=checked(tuple_of(as_number)))
+    as_path_prepend: tuple[ASNumber, ...] = attrs.field(default=(), converter=checked(_as_numbers))
 
     calico_only: ClassVar[frozenset[str]] = frozenset(
         {"source", "interface", "peerType", "communities", "asPathPrefix", "priority", "operations"})

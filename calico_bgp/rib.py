@@ -9,7 +9,7 @@ reflection after RFC 4456.
 from __future__ import annotations
 
 import ipaddress
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -32,6 +32,7 @@ class Peer:
     rr_client: bool = False
     allow_own_as: int = 0   # allowas-in: our AS may appear this many times in a path from this peer
     link: SessionLink | None = None  # the interface, when the peer is directly connected (nexthop.session_link)
+    origin_validation: str = "Reject"  # an origin-invalid path from this peer: Reject, Deprefer or Disabled
 
 
 @attrs.frozen(slots=True)
@@ -58,6 +59,19 @@ class Path:
     prefix: Prefix
     peer: Peer
     attrs: PathAttrs
+    invalid: ClassVar[str | None] = None  # a valid path; see DepreferredPath
+
+
+@attrs.frozen(slots=True)
+class DepreferredPath(Path):
+    """A path whose origin is invalid (Rib.origin_check), kept but ranked below every valid path.
+    A subclass, so that the 100k valid paths of a burst are built with three fields, not four."""
+
+    invalid: str = ""  # type: ignore[misc]  # why its origin is invalid
+
+
+def _path(prefix: Prefix, peer: Peer, pattrs: PathAttrs, invalid: str | None) -> Path:
+    return Path(prefix, peer, pattrs) if invalid is None else DepreferredPath(prefix, peer, pattrs, invalid)
 
 
 @attrs.frozen(slots=True)
@@ -91,6 +105,9 @@ class LocalSpeaker:
 
 # An import policy returns None to accept a route or a short reason to reject it.
 ImportPolicy = Callable[[Peer, Prefix, PathAttrs], "str | None"]
+# An origin check returns None for a path that may be used as it is, or why its origin is invalid
+# (calico_bgp.origin); the peer's origin_validation says whether that rejects or de-prefers it.
+OriginCheck = Callable[[Peer, Prefix, PathAttrs], "str | None"]
 
 
 def loop_check(local: LocalSpeaker, peer: Peer, attrs_: PathAttrs) -> str | None:
@@ -116,19 +133,24 @@ def _ip_key(text: str) -> tuple[int, int]:
     return (addr.version, int(addr))
 
 
-def _preference(path: Path) -> tuple[int, int, int]:
+def _preference(path: Path) -> tuple[int, int, int, int]:
     """The part of the decision that ECMP members must share, as a tuple where smaller is better.
-    LOCAL_PREF counts only from iBGP peers (RFC 4271 5.1.5: an external peer's is ignored)."""
+    Origin validity first: an origin-invalid path loses to any valid one, as an RPKI-invalid one
+    does where invalids are de-preferred rather than dropped. LOCAL_PREF counts only from iBGP
+    peers (RFC 4271 5.1.5: an external peer's is ignored)."""
     a = path.attrs
     lp = a.local_pref if a.local_pref is not None and path.peer.ibgp else DEFAULT_LOCAL_PREF
     # RFC 4271 9.1.2.2 (a): an AS_SET counts as one AS however many it holds
-    return (-lp, len(a.as_path) + (1 if a.as_set else 0), _ORIGIN_RANK.get(a.origin, 2))
+    return (path.invalid is not None, -lp, len(a.as_path) + (1 if a.as_set else 0), _ORIGIN_RANK.get(a.origin, 2))
+
+
+_PREFERENCE_STEPS = ("origin-validation", "local-pref", "as-path", "origin")
 
 
 def compare(a: Path, b: Path, local_asn: int) -> tuple[int, str]:
     """<0 if `a` is better, >0 if `b` is, with the step that decided; 0 only for the same peer."""
     pa, pb = _preference(a), _preference(b)
-    for i, reason in enumerate(("local-pref", "as-path", "origin")):
+    for i, reason in enumerate(_PREFERENCE_STEPS):
         if pa[i] != pb[i]:
             return (-1 if pa[i] < pb[i] else 1), reason
     if _neighbor_as(a, local_asn) == _neighbor_as(b, local_asn):
@@ -218,9 +240,10 @@ class Rib:
     """Adj-RIB-In per peer plus the selection per prefix. No I/O: every method returns what changed."""
 
     def __init__(self, local: LocalSpeaker, import_policy: ImportPolicy | None = None, multipath: bool = True,
-                 max_rejected: int = MAX_REJECTED_PER_PEER):
+                 max_rejected: int = MAX_REJECTED_PER_PEER, origin_check: OriginCheck | None = None):
         self.local = local
         self.import_policy = import_policy
+        self.origin_check = origin_check
         self.multipath = multipath
         self.max_rejected = max_rejected
         self._paths: dict[Prefix, dict[str, Path]] = {}
@@ -237,7 +260,8 @@ class Rib:
         peers sent (they send increments only, never the table again). The paths wait, as rejected,
         until `reapply_policy` runs them through the loop checks and import policy of the new
         speaker; stale marks carry over."""
-        new = Rib(local, self.import_policy, self.multipath, self.max_rejected)
+        new = Rib(local, self.import_policy, self.multipath, max_rejected=self.max_rejected,
+                  origin_check=self.origin_check)
         for (address, prefix), pattrs in self.received():
             new._rejected.setdefault(address, {})[prefix] = ("re-evaluating", pattrs)
         new._stale = {address: set(stale) for address, stale in self._stale.items()}
@@ -259,6 +283,10 @@ class Rib:
             stale.difference_update(withdrawn)
         local, policy, paths, address, selected = self.local, self.import_policy, self._paths, peer.address, self._selected
         not_kept = self._not_kept.get(address, 0)
+        mode = peer.origin_validation
+        origin = self.origin_check if mode != "Disabled" else None
+        reject_invalid = mode == "Reject"
+        invalid: str | None = None
         for prefix in withdrawn:
             was_rejected = rejected.pop(prefix, None) if rejected else None
             per_peer = paths.get(prefix)
@@ -279,6 +307,10 @@ class Rib:
             reason = loop
             if reason is None and policy is not None:
                 reason = policy(peer, prefix, pattrs)
+            if reason is None and origin is not None:
+                invalid = origin(peer, prefix, pattrs)
+                if invalid is not None and reject_invalid:
+                    reason, invalid = invalid, None
             per_peer = paths.get(prefix)
             if reason is not None:
                 if len(rejected) < self.max_rejected or prefix in rejected:
@@ -291,7 +323,7 @@ class Rib:
             if rejected:
                 rejected.pop(prefix, None)
             if not per_peer and prefix not in selected:  # the first path of a prefix: it is the selection
-                path = Path(prefix, peer, pattrs)
+                path = _path(prefix, peer, pattrs, invalid)
                 paths[prefix] = {address: path}
                 selected[prefix] = Selection(path, (path,), "only-path")
                 changed.add(prefix)
@@ -299,8 +331,9 @@ class Rib:
             if per_peer is None:
                 per_peer = paths[prefix] = {}
             old = per_peer.get(address)
-            if old is None or (old.attrs is not pattrs and old.attrs != pattrs) or (old.peer is not peer and old.peer != peer):
-                per_peer[address] = Path(prefix, peer, pattrs)
+            if (old is None or (old.attrs is not pattrs and old.attrs != pattrs) or (old.peer is not peer and old.peer != peer)
+                    or old.invalid != invalid):
+                per_peer[address] = _path(prefix, peer, pattrs, invalid)
                 touched.add(prefix)
         if not_kept or address in self._not_kept:
             self._not_kept[address] = not_kept
@@ -380,6 +413,11 @@ class Rib:
 
     def accepted_count(self, peer_address: str) -> int:
         return sum(1 for per_peer in self._paths.values() if peer_address in per_peer)
+
+    def depreferred_count(self, peer_address: str) -> int:
+        """Paths from the peer kept though their origin is invalid (its origin_validation: Deprefer)."""
+        return sum(1 for per_peer in self._paths.values()
+                   if (p := per_peer.get(peer_address)) is not None and p.invalid is not None)
 
     def received(self) -> Iterator[tuple[tuple[str, Prefix], PathAttrs]]:
         """Every path a peer sent and still stands, accepted or rejected: ((peer address, prefix), attrs)."""

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 SESSION_STATES = ("idle", "connect", "active", "opensent", "openconfirm", "established")
 PREFIX_KINDS = ("received", "accepted", "rejected", "damped")
+ORIGIN_ACTIONS = ("rejected", "depreferred")
 
 
 class Metrics:
@@ -38,6 +39,9 @@ class Metrics:
                                          ["peer", "reason"], registry=r)
         self.max_prefix_actions = Counter("calico_bgp_peer_max_prefix_actions_total", "maxPrefixes limit hits",
                                           [*peer, "action"], registry=r)
+        self.origin_invalid = Gauge("calico_bgp_peer_origin_invalid_prefixes",
+                                    "Prefixes from the peer whose origin is invalid by IPAM, rejected or de-preferred",
+                                    [*peer, "action"], registry=r)
         # per node: routes and the kernel
         self.kernel_routes = Gauge("calico_bgp_kernel_routes", "Routes of ours in the kernel", ["kind"], registry=r)
         self.programming_latency = Histogram(
@@ -89,6 +93,8 @@ class Metrics:
             _remove(self.peer_state, (peer, peer_type, s))
         for k in PREFIX_KINDS:
             _remove(self.peer_prefixes, (peer, peer_type, k))
+        for action in ORIGIN_ACTIONS:
+            _remove(self.origin_invalid, (peer, peer_type, action))
         for metric in (self.peer_notifications, self.max_prefix_actions):  # per code / action seen
             for labels in [ls for ls in _series(metric) if ls[:2] == (peer, peer_type)]:
                 _remove(metric, labels)

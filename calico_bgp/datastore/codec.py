@@ -19,7 +19,7 @@ T = TypeVar("T")
 _SPECIAL = {"peer_ip": "peerIP", "ipv4_address": "ipv4Address", "ipv6_address": "ipv6Address",
             "route_reflector_cluster_id": "routeReflectorClusterID", "as_number": "asNumber",
             "source_ip": "sourceIP", "disable_bgp_export": "disableBGPExport",
-            "num_allowed_local_as_numbers": "numAllowedLocalASNumbers"}
+            "num_allowed_local_as_numbers": "numAllowedLocalASNumbers", "fabric_as_numbers": "fabricASNumbers"}
 
 
 class DecodeError(ValueError):

@@ -161,9 +161,10 @@ class MeshCluster:
 
 @contextlib.contextmanager
 def mesh(etcd, tag: str, resources: str, names: Sequence[str] | Mapping[str, int],
-         ipv6: bool = False) -> Iterator[MeshCluster]:
+         ipv6: bool = False, agent_args: Sequence[str] = ()) -> Iterator[MeshCluster]:
     """A cluster of `names` (addresses .1, .2, ... in order, or name -> host index), each with a workload
-    and a running agent; its logs are printed when the body fails, and everything is removed on the way out."""
+    and a running agent (`agent_args` added to its `node run`); its logs are printed when the body
+    fails, and everything is removed on the way out."""
     indices = dict(names) if isinstance(names, Mapping) else {n: i for i, n in enumerate(names, start=1)}
     run_dir = Path(tempfile.mkdtemp(prefix=f"calico-bgp-{tag}-"))
     c = MeshCluster(run_dir, etcd, f"/{tag}{os.getpid()}/calico-bgp/v1", f"cb{tag[:2]}{os.getpid() % 1000}")
@@ -172,7 +173,7 @@ def mesh(etcd, tag: str, resources: str, names: Sequence[str] | Mapping[str, int
         for name, i in indices.items():
             c.add_node(name, i, ipv6=ipv6)
             c.add_workload(name, ipv6=ipv6)
-            c.start_agent(name)
+            c.start_agent(name, *agent_args)
         yield c
     except BaseException:
         print(c.logs())

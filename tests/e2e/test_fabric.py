@@ -63,6 +63,37 @@ def _frr(r, name: str = "tor1"):
     return router_for(node, r.state.namespaces[name], Path(r.state.run_dir) / "routers" / name)
 
 
+def test_as_override_paths_are_origin_valid_through_the_fabric_ases(fabric):
+    """Origin validation in the rack: every node's block reaches every other node over both ToRs
+    (paths 65101 65101 / 65102 65102, the rack's AS overridden), valid because the resources name
+    the fabric's ASes (fabricASNumbers); FRR also sends each node its own block back that way, our own
+    route, not a claim. Without fabricASNumbers the same paths are origin-invalid."""
+    r = fabric
+    blocks = {}
+    for n in ("n1", "n2", "n3", "n4"):
+        blocks[n] = wait_for(f"{n}'s block", lambda n=n: [p for p, h in _kernel(r, n).items() if h == ["blackhole"]],
+                             timeout=90)[0]
+
+    def everywhere() -> bool:
+        return all(_kernel(r, n).get(blocks[m]) == [TOR1, TOR2] for n in blocks for m in blocks if m != n)
+
+    wait_for("every block over both ToRs", everywhere, timeout=90)
+    for n in blocks:
+        rejected = json.loads(cli(r.state, "routes", "--node", n, "--rejected", "-o", "json"))[n]
+        assert not [x for x in rejected if x["reason"].startswith("origin invalid")], rejected
+    config = "kind: BGPConfiguration\napiVersion: projectcalico.org/v3\nmetadata: {name: default}\n" \
+             "spec: {asNumber: 64512, nodeToNodeMeshEnabled: false, holdTime: 9s, keepaliveTime: 3s%s}\n"
+    try:
+        _apply(r, config % "")
+        wait_for("n1 refuses n2's block without the fabric ASes", lambda: blocks["n2"] not in _kernel(r, "n1"), timeout=60)
+        rejected = {x["prefix"]: x["reason"] for x in json.loads(
+            cli(r.state, "routes", "--node", "n1", "--rejected", "-o", "json"))["n1"]}
+        assert rejected[blocks["n2"]].startswith(f"origin invalid: {blocks['n2']} is n2's block, path originates at AS 651")
+    finally:
+        _apply(r, config % ", fabricASNumbers: [65000, 65101, 65102]")
+    wait_for("every block over both ToRs again", everywhere, timeout=90)
+
+
 def test_default_route_only_where_a_filter_accepts_it(fabric):
     r = fabric
     wait_for("rack converged", lambda: all(s["state"] == "Established" for s in _status(r, "n4")["sessions"]),

@@ -112,6 +112,10 @@ def test_peer_ip_forms():
     ({"peerIP": "198.18.0.1", "asNumber": 1, "reachableBy": "2001:db8::1"}, "spec.reachableBy: must be the same IP"),
     ({"peerIP": "198.18.0.1", "asNumber": 1, "maxRestartTime": "2h"}, "spec.maxRestartTime: at most 4095s"),
     ({"peerIP": "198.18.0.1", "asNumber": 1, "ttlSecurity": 1}, "spec.ttlSecurity: field not supported"),
+    ({"peerIP": "198.18.0.1", "asNumber": 1, "originValidation": "Drop"},
+     "spec.originValidation: expected one of Reject, Deprefer, Disabled (got 'Drop')"),
+    ({"peerIP": "198.18.0.1", "asNumber": 1, "originValidation": False},  # YAML's Off
+     "spec.originValidation: expected one of Reject, Deprefer, Disabled (an unquoted Off or No is YAML's false)"),
 ])
 def test_peer_errors(spec, fragment):
     assert fragment in bad(model.BGPPeer, spec)
@@ -454,10 +458,18 @@ def peers(draw):
     return model.BGPPeer(model.Metadata(draw(names)), model.BGPPeerSpec(
         node_selector=draw(st.sampled_from([None, "has(rack)"])), hold_time=hold, keepalive_time=keepalive,
         max_prefixes=draw(st.sampled_from([None, 1, 1000])), filters=draw(st.lists(names, max_size=2)),
-        keep_original_next_hop=draw(st.booleans()), **spec))
+        keep_original_next_hop=draw(st.booleans()),
+        origin_validation=draw(st.sampled_from([None, "Reject", "Deprefer", "Disabled"])), **spec))
 
 
-@given(st.one_of(pools(), peers()))
+@st.composite
+def configs(draw):
+    return model.BGPConfiguration(spec=model.BGPConfigurationSpec(
+        origin_validation=draw(st.sampled_from(["Reject", "Deprefer", "Disabled"])),
+        fabric_as_numbers=tuple(draw(st.lists(st.integers(1, 4294967295), max_size=3)))))
+
+
+@given(st.one_of(pools(), peers(), configs()))
 def test_resources_round_trip_through_json_and_yaml(resource):
     assert model.decode(type(resource), model.encode(resource), where="k") == resource
     assert load_documents(dump_documents([resource])) == [resource]
@@ -472,3 +484,17 @@ def test_a_prefix_length_below_the_cidrs_own_is_clamped_as_calico_does():
     net = ipaddress.ip_network
     assert r.matches(net("2001:db8::/32")) and r.matches(net("2001:db8:1::/48"))
     assert not r.matches(net("2001:db8:1:1::/64")) and not r.matches(net("2001::/16"))
+
+
+def test_origin_validation_settings_and_their_errors():
+    c = model.from_dict(model.BGPConfiguration, {"metadata": {"name": "default"}, "spec": {
+        "originValidation": "deprefer", "fabricASNumbers": [65101, "65102", "1.10"]}}, where="t")
+    assert c.spec.origin_validation == "Deprefer" and c.spec.fabric_as_numbers == (65101, 65102, 65546)
+    assert model.to_dict(c)["spec"] == {"originValidation": "Deprefer", "fabricASNumbers": [65101, 65102, 65546]}
+    assert model.to_dict(model.BGPConfiguration())["spec"] == {}  # Reject and no fabric ASes: the defaults
+    assert load_documents(dump_documents([c])) == [c]
+    assert "spec.fabricASNumbers[1]: expected an AS number" in bad(model.BGPConfiguration, {"fabricASNumbers": [1, "x"]})
+    assert "spec.originValidation: expected one of Reject, Deprefer, Disabled" in bad(
+        model.BGPConfiguration, {"originValidation": "Off"})
+    assert model.from_dict(model.BGPPeer, {"metadata": {"name": "p"}, "spec": {
+        "peerIP": "198.18.0.1", "asNumber": 1}}, where="t").spec.origin_validation is None  # the cluster's

@@ -20,7 +20,8 @@ RULES_TEST = OPS / "prometheus" / "calico-bgp-rules.test.yml"
 DASHBOARD = OPS / "grafana" / "calico-bgp.json"
 NAME = re.compile(r"\bcalico_bgp_[a-z0-9_]+")
 ISSUE_ALERTS = {"CalicoBGPSessionDown", "CalicoBGPPeerFlapping", "CalicoBGPChurnBurst", "CalicoBGPDampingActive",
-                "CalicoBGPIPAMPoolNearlyExhausted", "CalicoBGPProgrammingLatencyHigh"}
+                "CalicoBGPIPAMPoolNearlyExhausted", "CalicoBGPProgrammingLatencyHigh",
+                "CalicoBGPOriginInvalid"}  # issue 12
 
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
                                     reason="needs promtool (Debian's prometheus package)")

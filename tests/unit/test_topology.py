@@ -123,3 +123,11 @@ def test_dual_homed_node_uses_the_address_on_each_tors_link():
     s = {x.peer_address: x for x in sessions_for(n, [n], cfg(mesh=False), peers)}
     assert s["198.18.1.1"].local_address == "198.18.1.11" and s["198.18.1.1"].allow_own_as == 1
     assert s["198.18.2.1"].local_address == "198.18.2.11"
+
+
+def test_a_peers_origin_validation_overrides_the_clusters_and_the_mesh_inherits():
+    peers = [peer("tor", peer_ip="198.18.0.50", as_number=65001, origin_validation="Deprefer"),
+             peer("tor2", peer_ip="198.18.0.51", as_number=65002)]
+    s = {x.peer_address: x for x in sessions_for(A, [A, B], cfg(), peers)}
+    assert s["198.18.0.50"].origin_validation == "Deprefer"
+    assert s["198.18.0.51"].origin_validation == "" and s["198.18.0.2"].origin_validation == ""  # the cluster's
