@@ -63,7 +63,8 @@ def prefix_reason(prefix: Prefix) -> str | None:
 
 def next_hop_reason(next_hop: str, own: frozenset[str] = frozenset()) -> str | None:
     """Why `next_hop` cannot be installed, or None. `own`: this node's addresses (canonical text).
-    IPv6 link-local next hops are left to `link_local_usable`."""
+    IPv6 link-local next hops are left to calico_bgp.nexthop.unusable (the RIB: usable only scoped to
+    a directly connected session's interface)."""
     try:
         addr = ipaddress.ip_address(next_hop)
     except ValueError:
