@@ -116,14 +116,13 @@ def guarded(policy: ImportPolicy | None, own: frozenset[str] = frozenset(), max_
     its reason before the filters are asked, so no filter can accept one. `own`: this node's
     addresses."""
     cache: dict[str, str | None] = {}  # next hop -> reason
-    last_attrs: PathAttrs | None = None  # the last attributes object, its peer and its next hop's verdict
-    last_peer: Peer | None = None
+    last_attrs: PathAttrs | None = None  # the last attributes object and its next hop's verdict
     last_why: str | None = None
     v4, v6 = _V4_BY_OCTET, _V6.get
 
     def check(peer: Peer, prefix: Prefix, pattrs: PathAttrs) -> str | None:
-        nonlocal last_attrs, last_peer, last_why
-        if pattrs is not last_attrs or peer is not last_peer:
+        nonlocal last_attrs, last_why
+        if pattrs is not last_attrs:
             nh = pattrs.next_hop
             try:
                 why = cache[nh]
@@ -131,7 +130,7 @@ def guarded(policy: ImportPolicy | None, own: frozenset[str] = frozenset(), max_
                 if len(cache) >= max_cached:
                     cache.clear()
                 why = cache[nh] = next_hop_reason(nh, own)
-            last_attrs, last_peer, last_why = pattrs, peer, why
+            last_attrs, last_why = pattrs, why
         if last_why is not None:
             return last_why
         # prefix_reason, inlined: this runs for every prefix received
