@@ -17,8 +17,9 @@ from tests.unit.exabgp_decode import next_hop, origin, sequence, update
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (./bootstrap.sh setup)")]
 
 PEER, PEER_AS = "198.18.0.70", 65070
-GOOD_BEFORE, GOOD_AFTER = "198.19.250.0/24", "198.19.253.0/24"
-NO_NEXT_HOP, BAD_ORIGIN = "198.19.251.0/24", "198.19.252.0/24"
+# outside the pool, accepted by a filter (pool space is IPAM origin validation's to judge)
+GOOD_BEFORE, GOOD_AFTER = "198.18.200.0/24", "198.18.203.0/24"
+NO_NEXT_HOP, BAD_ORIGIN = "198.18.201.0/24", "198.18.202.0/24"
 
 
 def test_malformed_updates_are_withdrawn_counted_once_and_block_nothing(etcd_server):
@@ -31,10 +32,16 @@ def test_malformed_updates_are_withdrawn_counted_once_and_block_nothing(etcd_ser
         wait_for("n1 running (its block blackholed)", lambda: "blackhole" in str(c.routes("n1")), timeout=60)
         proc = raw_peer(ns, PEER, PEER_AS, bodies)
         try:
-            c.apply(f"""kind: BGPPeer
+            c.apply(f"""kind: BGPFilter
+apiVersion: projectcalico.org/v3
+metadata: {{name: fabric}}
+spec:
+  importV4: [{{action: Accept, cidr: 198.18.200.0/22, matchOperator: In}}]
+---
+kind: BGPPeer
 apiVersion: projectcalico.org/v3
 metadata: {{name: raw}}
-spec: {{node: n1, peerIP: {PEER}, asNumber: {PEER_AS}}}
+spec: {{node: n1, peerIP: {PEER}, asNumber: {PEER_AS}, filters: [fabric]}}
 """)
             wait_for("the good routes in the kernel",
                      lambda: all(c.routes("n1").get(p) == [PEER] for p in (GOOD_BEFORE, GOOD_AFTER)), timeout=60)

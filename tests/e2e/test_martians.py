@@ -17,9 +17,9 @@ pytestmark = [needs_root, pytest.mark.skipif(shutil.which("etcd") is None, reaso
               pytest.mark.skipif(shutil.which("gobgpd") is None, reason="needs gobgpd (./bootstrap.sh setup)")]
 
 TOR, TOR_AS = "198.18.0.60", 65060
-GOOD = "198.19.250.0/24"
+GOOD = "198.18.200.0/24"  # outside the pool: the filter's to accept (IPAM origin validation judges pool space)
 MARTIANS = ["127.0.0.0/8", "0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32"]
-BAD_NEXT_HOPS = {"198.19.251.0/24": "127.0.0.1", "198.19.252.0/24": "198.18.0.1"}  # loopback, n1's own address
+BAD_NEXT_HOPS = {"198.18.201.0/24": "127.0.0.1", "198.18.202.0/24": "198.18.0.1"}  # loopback, n1's own address
 
 GOBGP_CONF = f"""[global.config]
   as = {TOR_AS}
@@ -79,8 +79,8 @@ spec: {{node: n1, peerIP: {TOR}, asNumber: {TOR_AS}, filters: [everything]}}
         for prefix in MARTIANS:
             assert got[prefix].startswith("martian prefix: inside "), got
             assert prefix not in routes
-        assert got["198.19.251.0/24"] == "next hop 127.0.0.1 is loopback"
-        assert got["198.19.252.0/24"] == "next hop 198.18.0.1 is this node's own address"
+        assert got["198.18.201.0/24"] == "next hop 127.0.0.1 is loopback"
+        assert got["198.18.202.0/24"] == "next hop 198.18.0.1 is this node's own address"
         assert not set(BAD_NEXT_HOPS) & set(routes), routes
         tor = [s for s in c.status("n1")["sessions"] if s["peer"] == TOR][0]
         assert tor["state"] == "Established" and tor["rejected"] == len(got)
