@@ -36,7 +36,8 @@ TOR = "198.18.0.60"
 HOSTILE, HOSTILE_AS = "198.18.0.50", 65099
 STORM, STORM_AS = "198.18.0.51", 65098
 POOL = "198.19.0.0/16"
-PROBES = (f"198.19.{i}.0/24" for i in itertools.count(200))  # ToR prefixes no block will ever hold
+# ToR prefixes no block will ever hold (origin-invalid by IPAM: the ToR's BGPPeer has originValidation Disabled)
+PROBES = (f"198.19.{i}.0/24" for i in itertools.count(200))
 
 RESOURCES = f"""
 kind: BGPConfiguration
@@ -62,7 +63,7 @@ spec: {{bgp: {{ipv4Address: 198.18.0.2/24}}}}
 kind: BGPPeer
 apiVersion: projectcalico.org/v3
 metadata: {{name: tor}}
-spec: {{peerIP: {TOR}, asNumber: {TOR_AS}}}
+spec: {{peerIP: {TOR}, asNumber: {TOR_AS}, originValidation: Disabled}}
 ---
 kind: BGPPeer
 apiVersion: projectcalico.org/v3

@@ -167,3 +167,97 @@ def test_a_reset_storm_is_held_back(hostile):
     kinds = {e["kind"] for e in h.events()}
     assert {"grace_end", "session_up", "session_down", "session_backoff"} <= kinds, kinds
     h.assert_healthy("n1")
+
+
+# --- RFC 7606, martians, unusable next hops, AS_SET (calico_bgp/malformed.py, martians.py) -------------------
+ACCEPTED = "198.18.200.0/24"  # outside the pool: accepted through the filter below (pool space is IPAM's to judge)
+HOSTILE_PATH = m.as_path([(m.AS_SEQUENCE, [HOSTILE_AS])])
+
+
+@pytest.fixture
+def accepting(hostile):
+    """The hostile peer with a BGPFilter accepting 0.0.0.0/0 and everything in it: whatever it sends
+    is refused for what it is, not for lack of a filter. Its plain BGPPeer is back afterwards."""
+    h = hostile
+    h.c.apply(f"""kind: BGPFilter
+apiVersion: projectcalico.org/v3
+metadata: {{name: everything}}
+spec:
+  importV4: [{{action: Accept, cidr: 0.0.0.0/0, matchOperator: In}}]
+---
+kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {{name: hostile}}
+spec: {{node: n1, peerIP: {HOSTILE}, asNumber: {HOSTILE_AS}, filters: [everything]}}
+""")
+    yield h
+    h.c.apply(f"""kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {{name: hostile}}
+spec: {{node: n1, peerIP: {HOSTILE}, asNumber: {HOSTILE_AS}}}
+""")
+
+
+@pytest.mark.parametrize("case, attributes, reason", [
+    ("no NEXT_HOP", [m.origin(0), HOSTILE_PATH], "missing-next-hop"),
+    ("no ORIGIN", [HOSTILE_PATH, m.next_hop(HOSTILE)], "missing-origin"),
+    ("no AS_PATH", [m.origin(0), m.next_hop(HOSTILE)], "missing-as-path"),
+    ("ORIGIN=5", [m.origin(5), HOSTILE_PATH, m.next_hop(HOSTILE)], "invalid-origin"),
+    ("unknown well-known", [m.origin(0), HOSTILE_PATH, m.next_hop(HOSTILE), m.attr(m.TRANSITIVE, 99, b"ab")],
+     "unrecognized-well-known"),
+    ("first AS not the peer's", [m.origin(0), m.as_path([(m.AS_SEQUENCE, [65001, HOSTILE_AS])]),
+                                 m.next_hop(HOSTILE)], "first-as-mismatch"),
+    ("empty AS_PATH", [m.origin(0), m.as_path([]), m.next_hop(HOSTILE)], "empty-as-path"),
+])
+def test_a_malformed_update_is_treated_as_withdraw_and_reported_once(accepting, case, attributes, reason):
+    """RFC 7606: the route the peer had is withdrawn (not replaced, not kept as rejected), the session
+    stays up, one malformed_update event for two such UPDATEs."""
+    h = accepting
+    s = h.session()
+    h.announce(s, [ACCEPTED])
+    wait_for(f"{ACCEPTED} from the hostile peer in n1's kernel", lambda: h.kernel().get(ACCEPTED) == [HOSTILE],
+             timeout=30)
+    h.announce(s, [ACCEPTED], attributes)
+    h.announce(s, [ACCEPTED], attributes)
+    wait_for(f"{case}: {ACCEPTED} withdrawn", lambda: ACCEPTED not in h.kernel(), timeout=30)
+    events = wait_for(f"a malformed_update event ({reason})", lambda: [
+        e for e in _events_of(h, "malformed_update", HOSTILE) if e["detail"].startswith(f"{reason}:")], timeout=15)
+    assert ACCEPTED not in h.rejected()
+    assert not s.closed and h.session_state("n1", HOSTILE)["state"] == "Established"
+    h.assert_healthy("n1")
+    assert len([e for e in _events_of(h, "malformed_update", HOSTILE) if e["detail"].startswith(f"{reason}:")]) \
+        == len(events) == 1
+
+
+def test_a_duplicate_origin_keeps_the_first_and_the_route(accepting):
+    """RFC 7606 3(g): the second ORIGIN is discarded, the route installed, the UPDATE reported."""
+    h = accepting
+    s = h.session()
+    h.announce(s, [ACCEPTED], [m.origin(0), m.origin(2), HOSTILE_PATH, m.next_hop(HOSTILE)])
+    wait_for(f"{ACCEPTED} in n1's kernel", lambda: h.kernel().get(ACCEPTED) == [HOSTILE], timeout=30)
+    wait_for("a duplicate-attribute event", lambda: [
+        e for e in _events_of(h, "malformed_update", HOSTILE) if e["detail"].startswith("duplicate-attribute:")],
+        timeout=15)
+    h.assert_healthy("n1")
+
+
+def test_martians_bad_next_hops_and_our_as_in_an_as_set_never_reach_the_kernel(accepting):
+    h = accepting
+    s = h.session()
+    martians = ["127.0.0.0/8", "0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32"]
+    h.announce(s, martians + ["0.0.0.0/0"])
+    h.announce(s, ["198.18.201.0/24"], [m.origin(0), HOSTILE_PATH, m.next_hop("127.0.0.1")])
+    h.announce(s, ["198.18.202.0/24"], [m.origin(0), HOSTILE_PATH, m.next_hop("198.18.0.1")])
+    h.announce(s, ["198.18.203.0/24"], [m.origin(0), m.as_path([(m.AS_SEQUENCE, [HOSTILE_AS]), (m.AS_SET, [64512])]),
+                                        m.next_hop(HOSTILE)])
+    wait_for("the default route (the filter accepts it) in n1's kernel",
+             lambda: h.kernel().get("default/32", h.kernel().get("0.0.0.0/0")) == [HOSTILE], timeout=30)
+    rejected = wait_for("everything else rejected", lambda: (lambda r: r if len(r) >= 9 else None)(
+        {p: why for p, why in h.rejected().items() if p in martians or p.startswith("198.18.20")}), timeout=30)
+    assert all(rejected[p].startswith("martian prefix: inside ") for p in martians), rejected
+    assert rejected["198.18.201.0/24"] == "next hop 127.0.0.1 is loopback"
+    assert rejected["198.18.202.0/24"] == "next hop 198.18.0.1 is this node's own address"
+    assert rejected["198.18.203.0/24"] == "as-path loop"
+    kernel = h.kernel()
+    assert not (set(martians) | set(rejected)) & set(kernel), kernel
+    h.assert_healthy("n1")
