@@ -130,8 +130,9 @@ class Agent:
                 raise RuntimeError(f"the agent exited:\n{self.proc.tail(30)}")
             s = self.sessions()
             now_cpu = cpu_s(self.proc.pid)
-            if now_cpu - cpu > 0.1:  # more than idle timers and keepalives
-                cpu, still_since = now_cpu, time.monotonic()
+            if now_cpu - cpu > 0.1:  # in one poll (~1 s): more than idle timers and keepalives
+                still_since = time.monotonic()
+            cpu = now_cpu
             settled = time.monotonic() - t0 > 4 and time.monotonic() - still_since >= 3
             if s is not None and check(s) and (settled or not quiet):
                 return s
@@ -206,7 +207,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200_000, help="rejected paths announced in all (default 200000)")
     ap.add_argument("--peers", type=int, default=2, help=f"sessions sharing them (1..{len(SOURCES)}, default 2)")
-    ap.add_argument("--settle", type=float, default=10.0, help="seconds to wait before each RSS reading (default 10)")
+    ap.add_argument("--settle", type=float, default=20.0, help="seconds to wait before each RSS reading (default 20)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds the announce or the withdraw may take")
     ap.add_argument("--log-level", default="info", help="the agent's log level (default info, as deployed)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")

@@ -53,7 +53,8 @@ log = logging.getLogger("calico_bgp.agent")
 # a TCP MD5 mismatch is invisible to BGP: the kernel drops the segments, so the session just never opens
 MD5_HINT = "TCP MD5 is configured: a password mismatch keeps the session from opening, silently"
 VERSION = "0.1.0"
-TRIM_AT = 50_000  # parsed prefixes in the intake cache beyond what the RIB holds before it is trimmed
+TRIM_AT = 50_000  # parsed prefixes (or churn entries) beyond what the RIB holds before they are trimmed
+CHURN_QUIET = 10.0  # seconds a prefix that never flapped keeps its churn entry after its last change
 
 
 @attrs.frozen
@@ -648,14 +649,17 @@ class NodeAgent:
         system (issue 12: 200k rejected routes took 140 MB that stayed after their withdrawal)."""
         while True:
             await trio.sleep(2.0)
-            if self.rib is None or not self._quiet(trio.current_time()) or trio.current_time() - self._last_update < 5.0:
+            now = trio.current_time()
+            if self.rib is None or not self._quiet(now) or now - self._last_update < 5.0:
                 continue
-            if self.intake.cached - self.rib.held() < TRIM_AT:
+            held = self.rib.held()
+            if self.intake.cached - held < TRIM_AT and len(self.churn) - held < TRIM_AT:
                 continue
             dropped = self.intake.trim(self.rib.holds)
-            if dropped:
-                freed = release_memory()
-                log.info("event=memory_released prefixes=%d rss_mb=%.0f", dropped, freed)
+            settled = self.churn.forget_settled(now, CHURN_QUIET)
+            if dropped or settled:
+                rss = release_memory()
+                log.info("event=memory_released parsed_prefixes=%d churn_entries=%d rss_mb=%.0f", dropped, settled, rss)
 
     def _quiet(self, now: float) -> bool:
         """No UPDATE and no session coming up for `settle` seconds."""

@@ -149,5 +149,19 @@ class ChurnTracker:
     def get(self, prefix: Hashable) -> PrefixChurn | None:
         return self._prefixes.get(prefix)
 
+    def forget_settled(self, now: float, quiet_for: float = 60.0) -> int:
+        """Drop the prefixes that never churned (at most one announce and one withdrawal) and have
+        not changed for `quiet_for` seconds: a table that came and went is no churn, and keeping an
+        entry per prefix ever seen held 100k prefixes after they were withdrawn. Returns how many."""
+        prefixes = self._prefixes
+        keep = {p: c for p, c in prefixes.items() if c.announces + c.withdraws > 2 or now - c.last_change < quiet_for}
+        dropped = len(prefixes) - len(keep)
+        if dropped:
+            self._prefixes = keep
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._prefixes)
+
     def top(self, n: int = 20) -> list[tuple[Hashable, PrefixChurn]]:
         return heapq.nlargest(n, self._prefixes.items(), key=lambda kv: kv[1].announces + kv[1].withdraws)

@@ -57,3 +57,17 @@ def test_a_prefix_flapping_beyond_the_limit_is_reported_once_per_window():
     assert t.record(["a"], [], 10.0) == []  # a new window starts: its 1st change
     assert [t.record([], ["a"], 10.0 + i * 0.01) for i in range(1, 11)][-1] == ["a"]  # its 11th
     assert t.get("a").announces + t.get("a").withdraws == 111 and t.get("quiet").announces == 1
+
+
+def test_churn_tracker_forgets_prefixes_that_came_and_went_but_keeps_those_that_flapped():
+    """Issue 12: an entry per prefix ever seen kept 100k withdrawn prefixes (and their memory)."""
+    c = ChurnTracker()
+    table = [f"198.18.64.{i}/32" for i in range(100)]
+    c.record(table, [], 0.0)
+    c.record([], table, 1.0)
+    for t in range(3):
+        c.record(["flappy"], ["flappy"], float(t))
+    c.record(["recent"], [], 55.0)
+    assert c.forget_settled(now=60.0, quiet_for=10.0) == 100
+    assert len(c) == 2 and c.get("flappy").announces == 3 and c.get("recent") is not None
+    assert c.forget_settled(now=70.0, quiet_for=10.0) == 1 and len(c) == 1
