@@ -149,16 +149,18 @@ class ChurnTracker:
     def get(self, prefix: Hashable) -> PrefixChurn | None:
         return self._prefixes.get(prefix)
 
-    def forget_settled(self, now: float, quiet_for: float = 60.0) -> int:
-        """Drop the prefixes that never churned (at most one announce and one withdrawal) and have
-        not changed for `quiet_for` seconds: a table that came and went is no churn, and keeping an
-        entry per prefix ever seen held 100k prefixes after they were withdrawn. Returns how many."""
+    def forget_settled(self, now: float, quiet_for: float = 60.0, keep: int = 1000) -> int:
+        """Drop the prefixes that have not changed for `quiet_for` seconds, but the `keep` busiest of
+        them (what `routes --churn` shows): a table that came and went is no churn, and an entry per
+        prefix ever seen held 100k prefixes after they were withdrawn. Returns how many."""
         prefixes = self._prefixes
-        keep = {p: c for p, c in prefixes.items() if c.announces + c.withdraws > 2 or now - c.last_change < quiet_for}
-        dropped = len(prefixes) - len(keep)
-        if dropped:
-            self._prefixes = keep
-        return dropped
+        settled = [(p, c) for p, c in prefixes.items() if now - c.last_change >= quiet_for]
+        if len(settled) <= keep:
+            return 0
+        busiest = heapq.nlargest(keep, settled, key=lambda kv: kv[1].announces + kv[1].withdraws)
+        self._prefixes = {p: c for p, c in prefixes.items() if now - c.last_change < quiet_for}
+        self._prefixes.update(busiest)
+        return len(prefixes) - len(self._prefixes)
 
     def __len__(self) -> int:
         return len(self._prefixes)

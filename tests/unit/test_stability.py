@@ -59,15 +59,18 @@ def test_a_prefix_flapping_beyond_the_limit_is_reported_once_per_window():
     assert t.get("a").announces + t.get("a").withdraws == 111 and t.get("quiet").announces == 1
 
 
-def test_churn_tracker_forgets_prefixes_that_came_and_went_but_keeps_those_that_flapped():
-    """Issue 12: an entry per prefix ever seen kept 100k withdrawn prefixes (and their memory)."""
+def test_churn_tracker_forgets_prefixes_that_went_quiet_but_the_busiest():
+    """Issue 12: an entry per prefix ever seen kept 100k withdrawn prefixes (and their memory). Two
+    peers announcing and withdrawing one table count 4 changes a prefix: no flap, forgotten too."""
     c = ChurnTracker()
     table = [f"198.18.64.{i}/32" for i in range(100)]
-    c.record(table, [], 0.0)
-    c.record([], table, 1.0)
-    for t in range(3):
+    for peer in range(2):
+        c.record(table, [], 0.0)
+        c.record([], table, 1.0)
+    for t in range(5):
         c.record(["flappy"], ["flappy"], float(t))
     c.record(["recent"], [], 55.0)
-    assert c.forget_settled(now=60.0, quiet_for=10.0) == 100
-    assert len(c) == 2 and c.get("flappy").announces == 3 and c.get("recent") is not None
-    assert c.forget_settled(now=70.0, quiet_for=10.0) == 1 and len(c) == 1
+    assert c.forget_settled(now=60.0, quiet_for=10.0, keep=1) == 100
+    assert len(c) == 2 and c.get("flappy").announces == 5 and c.get("recent") is not None
+    assert c.top(1)[0][0] == "flappy"
+    assert c.forget_settled(now=60.0, quiet_for=10.0, keep=1) == 0
