@@ -842,7 +842,7 @@ class NodeAgent:
                 in_kernel = prefix not in self.own and self.programmer.in_kernel(key_of(prefix))
                 routes.append(st.RouteStatus(str(prefix), sel.next_hops, tuple(p.peer.address for p in sel.multipath),
                                              in_kernel, sel.reason))
-        rejected = st.cap(st.RejectedRoute(r.peer, str(r.prefix), r.reason) for r in (self.rib.rejected() if self.rib is not None else []))
+        rejected = st.cap(st.RejectedRoute(r.peer, str(r.prefix), r.reason) for r in (self.rib.rejected(limit=st.MAX_PUBLISHED_ROUTES) if self.rib is not None else []))
         damped = st.cap(st.DampedRoute(k[0], str(k[1]), round(f.penalty, 1),
                                        round(self.dampener.params.time_to(f.penalty, self.dampener.params.reuse), 1),
                                        f.flaps) for k, f in self.dampener.suppressed(now_m))

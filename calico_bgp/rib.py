@@ -9,6 +9,7 @@ reflection after RFC 4456.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from typing import Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import attrs
@@ -441,9 +442,11 @@ class Rib:
         policy change cannot accept them until the peer sends them again: a route refresh)."""
         return self._not_kept.get(peer_address, 0)
 
-    def rejected(self, peer_address: str | None = None) -> list[Rejected]:
+    def rejected(self, peer_address: str | None = None, limit: int | None = None) -> list[Rejected]:
+        """The rejected paths kept (of one peer, or all by peer), at most `limit` of them."""
         peers = [peer_address] if peer_address else sorted(self._rejected)
-        return [Rejected(p, prefix, why) for p in peers for prefix, (why, _) in self._rejected.get(p, {}).items()]
+        every = (Rejected(p, prefix, why) for p in peers for prefix, (why, _) in self._rejected.get(p, {}).items())
+        return list(every) if limit is None else list(itertools.islice(every, limit))
 
     def holds(self, prefix: Prefix) -> bool:
         """Whether any peer's path for `prefix` is here, accepted or rejected and kept."""
