@@ -119,20 +119,21 @@ class Agent:
                 **{k: sum(s.get(k, 0) for s in mine) for k in ("received", "rejected", "rejectedNotKept")}}
 
     def wait(self, what: str, check, timeout: float, quiet: bool = False) -> dict:  # type: ignore[no-untyped-def]
-        """Until `check(status sums)`; with `quiet`, and the agent and ExaBGP used no CPU for 3 s: done
+        """Until `check(status sums)`; with `quiet`, and the agent and ExaBGP used under 10% of a core for 3 s: done
         with it. An announce the status counts nothing of (as before issue 12 with only rejected
         paths: an empty RIB was falsy) ends when they went quiet."""
         t0 = time.monotonic()
         last = 0.0
         cpu, still_since = cpu_s(self.proc.pid), time.monotonic()
+        polled = still_since
         while True:
             if not self.proc.alive():
                 raise RuntimeError(f"the agent exited:\n{self.proc.tail(30)}")
             s = self.sessions()
-            now_cpu = cpu_s(self.proc.pid)
-            if now_cpu - cpu > 0.1:  # in one poll (~1 s): more than idle timers and keepalives
-                still_since = time.monotonic()
-            cpu = now_cpu
+            now_cpu, now = cpu_s(self.proc.pid), time.monotonic()
+            if now_cpu - cpu > 0.1 * (now - polled):  # over 10% of a core: more than timers and status
+                still_since = now
+            cpu, polled = now_cpu, now
             settled = time.monotonic() - t0 > 4 and time.monotonic() - still_since >= 3
             if s is not None and check(s) and (settled or not quiet):
                 return s

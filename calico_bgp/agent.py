@@ -53,8 +53,9 @@ log = logging.getLogger("calico_bgp.agent")
 # a TCP MD5 mismatch is invisible to BGP: the kernel drops the segments, so the session just never opens
 MD5_HINT = "TCP MD5 is configured: a password mismatch keeps the session from opening, silently"
 VERSION = "0.1.0"
-TRIM_AT = 50_000  # parsed prefixes (or churn entries) beyond what the RIB holds before they are trimmed
-CHURN_QUIET = 10.0  # seconds a prefix that never flapped keeps its churn entry after its last change
+TRIM_AT = 50_000  # parsed prefixes beyond what the RIB holds before the intake cache is trimmed
+CHURN_QUIET = 10.0  # seconds without a change before a prefix's churn entry may go (all but the busiest)
+CHURN_KEEP = 1000  # churn entries kept beyond what the RIB holds: the busiest, for `routes --churn`
 
 
 @attrs.frozen
@@ -650,13 +651,14 @@ class NodeAgent:
         while True:
             await trio.sleep(2.0)
             now = trio.current_time()
-            if self.rib is None or not self._quiet(now) or now - self._last_update < 5.0:
+            quiet_for = now - max(self._last_update, self._last_up)
+            if self.rib is None or quiet_for < 5.0:
                 continue
             held = self.rib.held()
-            if self.intake.cached - held < TRIM_AT and len(self.churn) - held < TRIM_AT:
-                continue
-            dropped = self.intake.trim(self.rib.holds)
-            settled = self.churn.forget_settled(now, CHURN_QUIET)
+            dropped = self.intake.trim(self.rib.holds) if self.intake.cached - held >= TRIM_AT else 0
+            settled = 0
+            if quiet_for >= CHURN_QUIET and len(self.churn) > held + CHURN_KEEP:
+                settled = self.churn.forget_settled(now, CHURN_QUIET, CHURN_KEEP)
             if dropped or settled:
                 rss = release_memory()
                 log.info("event=memory_released parsed_prefixes=%d churn_entries=%d rss_mb=%.0f", dropped, settled, rss)
