@@ -40,3 +40,38 @@ async def test_failed_routes_are_counted_listed_with_their_reason_and_not_in_the
     assert [(f.prefix, f.stage) for f in status.failed] == [("198.19.0.0/26", "build")]
     assert "no-nexthop" in status.failed[0].reason
     assert not any(r.in_kernel for r in status.routes)
+
+
+async def test_a_policy_change_asks_a_capped_peer_for_a_route_refresh_if_it_takes_one(tmp_path):
+    """Soft reconfiguration re-judges only the rejected paths kept: a peer beyond the cap is asked to
+    send its routes again (RFC 2918) when its import policy changes, once per change; a peer without
+    the capability gets an event saying what stays out."""
+    from calico_bgp import model
+    from calico_bgp.speaker.events import PeerOpen, PeerState
+
+    a = agent(tmp_path)
+    a.sessions["198.18.0.3"] = Session(peer_address="198.18.0.3", peer_as=65001, local_as=64512,
+                                       local_address="198.18.0.2", kind="fabric")
+    sent: list[str] = []
+
+    async def send(lines):
+        sent.extend(lines)
+        return len(sent)
+
+    a.speaker.send = send
+    a.speaker.peers = {p: PeerState(peer=p, state="up") for p in a.sessions}
+    a.peer_open = {"198.18.0.1": PeerOpen(peer="198.18.0.1", route_refresh=True), "198.18.0.3": PeerOpen(peer="198.18.0.3")}
+    for p in a.sessions:
+        a.rib.update(Peer(p, 65001, p, ibgp=False),
+                     {ipaddress.ip_network(f"198.18.64.{i}/32"): PathAttrs(p) for i in range(5)})
+    pools = [model.IPPool(model.Metadata("a"), model.IPPoolSpec(cidr="198.19.0.0/16"))]
+    await a._refresh_capped(pools)  # the first policy seen: nothing to compare with
+    await a._refresh_capped(pools)  # unchanged
+    assert sent == []
+    pools.append(model.IPPool(model.Metadata("b"), model.IPPoolSpec(cidr="198.18.64.0/24")))
+    await a._refresh_capped(pools)
+    assert sent == ["neighbor 198.18.0.1 announce route-refresh ipv4 unicast"]
+    assert a.rib.rejected_not_kept("198.18.0.1") == 0  # counted again as the refresh brings them
+    events = [(e.kind, e.peer, e.detail) for e in a.events.recent if e.kind == "route_refresh"]
+    assert [(k, p) for k, p, _ in events] == [("route_refresh", "198.18.0.1"), ("route_refresh", "198.18.0.3")]
+    assert "takes no ROUTE-REFRESH" in events[1][2] and "2 rejected paths were not kept" in events[1][2]
