@@ -86,9 +86,12 @@ def test_as_override_paths_are_origin_valid_through_the_fabric_ases(fabric):
     try:
         _apply(r, config % "")
         wait_for("n1 refuses n2's block without the fabric ASes", lambda: blocks["n2"] not in _kernel(r, "n1"), timeout=60)
-        rejected = {x["prefix"]: x["reason"] for x in json.loads(
-            cli(r.state, "routes", "--node", "n1", "--rejected", "-o", "json"))["n1"]}
-        assert rejected[blocks["n2"]].startswith(f"origin invalid: {blocks['n2']} is n2's block, path originates at AS 651")
+        def reason() -> str:
+            return {x["prefix"]: x["reason"] for x in json.loads(
+                cli(r.state, "routes", "--node", "n1", "--rejected", "-o", "json"))["n1"]}.get(blocks["n2"], "")
+
+        assert wait_for("the reason in routes --rejected", reason, timeout=30).startswith(
+            f"origin invalid: {blocks['n2']} is n2's block, path originates at AS 651")
     finally:
         _apply(r, config % ", fabricASNumbers: [65000, 65101, 65102]")
     wait_for("every block over both ToRs again", everywhere, timeout=90)
