@@ -307,3 +307,20 @@ def test_our_own_route_echoed_back_through_the_fabric_is_not_a_claim():
     assert ix.check(TOR, net("198.19.0.0/26"), PathAttrs(NH)) is not None
     assert index().check(TOR, net("198.19.0.0/26"), PathAttrs(NH, as_path=(65101, 65101))) == \
         "origin invalid: 198.19.0.0/26 is n1's block, this node's own, path from 198.18.1.1"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 3), st.sampled_from((None, 50, 100, 200)), st.booleans()),
+                min_size=1, max_size=6))
+def test_deprefer_ranks_validity_before_everything_else(specs):
+    """Whatever their local-pref, AS path and session kind, a valid path beats every invalid one, and
+    an ECMP set never mixes the two (RIB selection as RPKI-invalid de-preference would have it)."""
+    from calico_bgp.rib import DepreferredPath, Path, select
+    paths = []
+    for i, (invalid, hops, lp, ibgp) in enumerate(specs):
+        peer = Peer(f"198.18.0.{i + 10}", 64512 if ibgp else 65000 + i, f"198.18.0.{i + 10}", ibgp=ibgp)
+        a = PathAttrs(f"198.18.0.{i + 10}", as_path=tuple(range(65100, 65100 + hops)), local_pref=lp)
+        paths.append(DepreferredPath(BLOCK, peer, a, "origin invalid: x") if invalid else Path(BLOCK, peer, a))
+    sel = select(paths, 64512)
+    assert (sel.best.invalid is None) == any(p.invalid is None for p in paths)
+    assert len({p.invalid is None for p in sel.multipath}) == 1
