@@ -119,6 +119,7 @@ class NodeAgent:
         self.eor: set[tuple[str, str]] = set()
         self.max_prefix_hit: dict[str, tuple[int, str]] = {}  # peer -> the (limit, action) acted on
         self.backoff = SessionBackoff()  # peers held idle: reset for errors again and again, or maxPrefixes
+        self._origin_flagged: set[str] = set()  # peers whose origin-invalid paths have had their event
         self._poke = trio.Event()  # re-run _sync without a datastore change (a hold-down ended)
         self.stale = StaleRoutes()  # peers whose routes are kept after their session dropped
         self.peer_open: dict[str, PeerOpen] = {}  # each peer's last OPEN (its graceful-restart capability)
@@ -800,6 +801,23 @@ class NodeAgent:
             await self._reflect(changed)
 
     # ------------------------------------------------------------------ status
+    def _origin_invalid(self, addr: str, kind: str) -> None:
+        """The peer's origin-invalid paths into the metric, and one event when it starts sending them
+        (again after it stopped): a hijack or a leak shows in `events`, not only in a gauge."""
+        assert self.rib is not None
+        invalid = [r for r in self.rib.rejected(addr) if r.reason.startswith(ORIGIN_INVALID)]
+        depreferred = self.rib.depreferred_count(addr)
+        self.metrics.origin_invalid.labels(addr, kind, "rejected").set(len(invalid))
+        self.metrics.origin_invalid.labels(addr, kind, "depreferred").set(depreferred)
+        if (invalid or depreferred) and addr not in self._origin_flagged:
+            self._origin_flagged.add(addr)
+            first = invalid[0] if invalid else None
+            self.events.emit("origin_invalid", peer=addr, prefix=str(first.prefix) if first else "",
+                             detail=f"{len(invalid)} rejected, {depreferred} de-preferred"
+                                    + (f"; {first.reason}" if first else ""))
+        elif not (invalid or depreferred):
+            self._origin_flagged.discard(addr)
+
     def build_status(self) -> st.NodeStatus:
         now_m, now_w = trio.current_time(), time.time()
         sessions = []
@@ -831,9 +849,7 @@ class NodeAgent:
                                  ("rejected", rejected), ("damped", damped)):
                 self.metrics.peer_prefixes.labels(addr, s.kind, kind_).set(value)
             if self.rib is not None:
-                invalid = sum(1 for r in self.rib.rejected(addr) if r.reason.startswith(ORIGIN_INVALID))
-                self.metrics.origin_invalid.labels(addr, s.kind, "rejected").set(invalid)
-                self.metrics.origin_invalid.labels(addr, s.kind, "depreferred").set(self.rib.depreferred_count(addr))
+                self._origin_invalid(addr, s.kind)
         routes = []
         total = 0
         if self.rib is not None:

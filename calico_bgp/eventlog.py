@@ -30,7 +30,7 @@ QUEUE_LIMIT = 10_000     # events waiting for etcd before the oldest are dropped
 KINDS = ("session_up", "session_down", "damping_start", "damping_end", "max_prefixes", "repair",
          "speaker_restart", "graceful_restart", "grace_end", "stale_swept", "block_released", "filter_rejected",
          "route_failed", "route_recovered", "route_refresh",
-         "session_backoff", "prefix_churn", "malformed_update")
+         "session_backoff", "prefix_churn", "malformed_update", "origin_invalid")
 
 
 @attrs.frozen

@@ -118,6 +118,11 @@ def test_a_hijacked_block_and_more_specific_are_rejected_and_traffic_flows(hijac
     assert _metric(c, "n1", "depreferred") == 0
     sessions = {s["peer"]: s for s in c.status("n1")["sessions"]}
     assert sessions[HIJACKER]["state"] == "Established" and sessions[c.addrs["n2"]]["state"] == "Established"
+    # and one event says so, with an example
+    events = [json.loads(line) for line in c.cli("events", "--node", "n1", "-o", "json").stdout.splitlines() if line]
+    flagged = [e for e in events if e["kind"] == "origin_invalid"]
+    assert len(flagged) == 1 and flagged[0]["peer"] == HIJACKER, flagged
+    assert re.match(r"[123] rejected, 0 de-preferred; origin invalid: ", flagged[0]["detail"]), flagged
 
 
 def test_deprefer_keeps_the_hijack_behind_the_valid_path(hijacked):
