@@ -8,6 +8,7 @@ Cases:
 - a bad marker / a bad header length: NOTIFICATION 1/1 / 1/2 back (RFC 4271 6.1), and the reset
   earns the peer an idle hold (session_backoff, shown in the session's info);
 - a prefix flapping ~100 times/s with damping off: one prefix_churn event;
+- another node's block and a more-specific inside it: refused for their origin (IPAM), 0 ping loss;
 - a reset storm (the same malformed UPDATE after every reconnect): at most 10 resets in 30 s, the
   agent's CPU during it printed, and the event ring keeps the other events.
 Other parts add theirs here (malformed attributes, martians, origin validation, IPv6 next hops).
@@ -105,6 +106,40 @@ def test_a_flapping_prefix_gives_one_churn_event(hostile):
     assert len(events) == 1 and "more than 10 changes within 10s (damping off)" in events[0]["detail"], events
     assert sent > 100
     h.assert_healthy("n1")
+
+
+def test_a_hijacked_block_and_a_more_specific_are_refused_by_origin(hostile):
+    """The raw speaker announces n2's block and the /27 inside it holding n2's workload; validated as
+    every peer is by default (originValidation Reject), both are refused with the reason, the mesh
+    route stays, and n1's workload reaches n2's with no loss."""
+    import ipaddress
+
+    from lab.net import sh
+    h = hostile
+    c = h.c
+    peer = f"""kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {{name: hostile}}
+spec: {{node: n1, peerIP: {HOSTILE}, asNumber: {HOSTILE_AS}%s}}
+"""
+    block = next(p for p, hops in c.routes("n2").items() if hops == ["blackhole"])
+    more = str(ipaddress.ip_network(f"{c.workloads['n2'][1]}/27", strict=False))
+    c.apply(peer % "")
+    try:
+        s = h.session()
+        h.announce(s, [block, more])
+        reason = f"origin invalid: {block} is n2's block, path originates at AS {HOSTILE_AS}"
+        wait_for("both refused for their origin", lambda: {p: r for p, r in h.rejected().items() if p in (block, more)}
+                 == {block: reason, more: reason}, timeout=30)
+        routes = h.kernel()
+        assert routes[block] == [c.addrs["n2"]] and more not in routes, routes
+        ws, _ = c.workloads["n1"]
+        out = sh("ping", "-c", "10", "-i", "0.2", "-W", "1", c.workloads["n2"][1], ns=ws, check=False, timeout=30).stdout
+        assert " 0% packet loss" in out, out
+        h.assert_healthy("n1")
+    finally:
+        h.close_speakers()
+        c.apply(peer % ", originValidation: Disabled")
 
 
 def test_a_reset_storm_is_held_back(hostile):
