@@ -25,7 +25,7 @@ import attrs
 import trio
 
 from calico_bgp import bgpfilter, desired, malformed, martians, model, status as st, topology
-from calico_bgp.backoff import MAX_PREFIXES, SessionBackoff
+from calico_bgp.backoff import MAX_PREFIXES, Hold, SessionBackoff
 from calico_bgp.cluster import ClusterState, ClusterView
 from calico_bgp.damping import Dampener, DampingChange, DampingParams
 from calico_bgp.eventlog import EventLog
@@ -120,6 +120,8 @@ class NodeAgent:
         self.max_prefix_hit: dict[str, tuple[int, str]] = {}  # peer -> the (limit, action) acted on
         self.backoff = SessionBackoff()  # peers held idle: reset for errors again and again, or maxPrefixes
         self._origin_flagged: set[str] = set()  # peers whose origin-invalid paths have had their event
+        self.speaker.on_state = self._state_now
+        self._hold_tx, self._hold_rx = trio.open_memory_channel[tuple[str, Hold]](math.inf)
         self._poke = trio.Event()  # re-run _sync without a datastore change (a hold-down ended)
         self.stale = StaleRoutes()  # peers whose routes are kept after their session dropped
         self.peer_open: dict[str, PeerOpen] = {}  # each peer's last OPEN (its graceful-restart capability)
@@ -149,6 +151,7 @@ class NodeAgent:
                 await nursery.start(self.speaker.run)
                 await nursery.start(self.programmer.run)
                 nursery.start_soon(self._events)
+                nursery.start_soon(self._enforce_holds)
                 nursery.start_soon(self._control)
                 nursery.start_soon(self.kernel.run)
                 nursery.start_soon(self._grace)
@@ -533,13 +536,8 @@ class NodeAgent:
             self.metrics.peer_flaps.labels(ev.peer, kind).inc()
         if state == "established" and was != "established":
             self.events.emit("session_up", peer=ev.peer, detail=kind)
-            self.backoff.established(ev.peer, now)
         elif was == "established" and state != "established":
             self.events.emit("session_down", peer=ev.peer, detail=ev.reason or "unknown")
-            hold = self.backoff.went_down(ev.peer, now, ev.reason)
-            if hold is not None:  # reset for errors: idle for a while, growing on repeat (RFC 4271 8.1.1)
-                self.events.emit("session_backoff", peer=ev.peer, detail=hold.why)
-                self._poke.set()
             self.malformed_reports.forget(ev.peer)  # a new session reports its malformed UPDATEs afresh
         self.metrics.peer_transitions.labels(ev.peer, kind).inc()
         self.metrics.set_peer_state(ev.peer, kind, state)
@@ -567,6 +565,28 @@ class NodeAgent:
                 self.kernel.mark_changed(changed, now)
                 await self._reflect(changed)
         self.publisher.mark_dirty()
+
+    def _state_now(self, ev: PeerState) -> None:
+        """A session's state as the bridge reads it, before the UPDATEs queued ahead of it are through:
+        the back-off decides here (RFC 4271 8.1.1), and a peer it holds leaves ExaBGP at once."""
+        if ev.peer not in self.sessions:
+            return
+        if ev.state == "up":
+            self.backoff.established(ev.peer, trio.current_time())
+        elif ev.state == "down":
+            hold = self.backoff.went_down(ev.peer, trio.current_time(), ev.reason)
+            if hold is not None:
+                self.speaker.hold_back(ev.peer)
+                self._hold_tx.send_nowait((ev.peer, hold))
+
+    async def _enforce_holds(self) -> None:
+        """A peer reset for errors again and again: out of ExaBGP now (while it is a neighbour, a peer
+        that reconnects at once gets in), an event, and the next sync leaves it out until the hold ends."""
+        async for peer, hold in self._hold_rx:
+            self.events.emit("session_backoff", peer=peer, detail=hold.why)
+            await self.speaker.drop_neighbor(peer)
+            self.configured.discard(peer)
+            self._poke.set()
 
     def _peer_restart_time(self, peer: str) -> int | None:
         """How long the peer asked us to keep its routes when its session drops (RFC 4724): its restart

@@ -27,7 +27,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Collection, Iterable, Sequence
+from typing import Callable, Collection, Iterable, Sequence
 
 import trio
 
@@ -96,6 +96,10 @@ class Speaker:
         self.intent = RouteIntent()
         self.window = CommandWindow(max_in_flight)
         self._event_tx, self.events = trio.open_memory_channel[Event](math.inf)
+        # called with each session state change as the bridge reads it, ahead of the UPDATEs still
+        # queued in `events` before it (the agent's back-off must not wait behind a peer's 10k routes)
+        self.on_state: Callable[[PeerState], None] | None = None
+        self._dropping: set[str] = set()  # neighbours on their way out (drop_neighbor): no replay to them
         self.peers: dict[str, PeerState] = {}
         self.stats = {"events": 0, "malformed": 0, "ignored": 0, "restarts": 0, "replays": 0,
                       "replayed_routes": 0, "dropped_commands": 0, "bridge_connections": 0, "stalls": 0}
@@ -320,7 +324,9 @@ class Speaker:
         prev = self.peers.get(st.peer)
         self.peers[st.peer] = st
         log.info("peer_state peer=%s state=%s reason=%r", st.peer, st.state, st.reason)
-        if st.state == "up" and (prev is None or prev.state != "up"):
+        if self.on_state is not None:
+            self.on_state(st)
+        if st.state == "up" and (prev is None or prev.state != "up") and st.peer not in self._dropping:
             self._replay_tx.send_nowait(st.peer)
         self._emit(st)
         self._changed.set()
@@ -340,7 +346,7 @@ class Speaker:
                 log.info("exabgp_reload reason=config_changed_during_start")
                 await self._reload()
                 continue
-            if key is None or key not in self.intent.neighbors:
+            if key is None or key not in self.intent.neighbors or key in self._dropping:
                 continue
             async with self._send_lock:
                 changes = self.intent.replay(key)
@@ -485,6 +491,23 @@ class Speaker:
         idle for errors: every moment before the reload lets a hostile peer in again)."""
         async with self._neighbors_lock:
             await self._set_neighbors({n.key: n for n in neighbors}, teardown_wait, abrupt)
+
+    def hold_back(self, key: str) -> None:
+        """`key` is about to be dropped: replay nothing more to it (each replay holds the command lock
+        the removal needs, while the peer reconnects and sends its routes again)."""
+        self._dropping.add(key)
+
+    async def drop_neighbor(self, key: str) -> None:
+        """Take one neighbour out of ExaBGP now, without withdrawals or a Cease (a peer held idle for
+        errors): ahead of the agent's next full sync, which may be busy with what that peer sent."""
+        self.hold_back(key)
+        try:
+            async with self._neighbors_lock:
+                if key in self.intent.neighbors:
+                    await self._set_neighbors({k: n for k, n in self.intent.neighbors.items() if k != key},
+                                              0.0, (key,))
+        finally:
+            self._dropping.discard(key)
 
     async def _set_neighbors(self, new: dict[str, Neighbor], teardown_wait: float, abrupt: Collection[str] = ()) -> None:
         removed = [k for k in self.intent.neighbors if k not in new]

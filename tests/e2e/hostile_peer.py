@@ -4,6 +4,7 @@ our raw BGP speaker (tests/bgpwire) in its own namespace as an eBGP fabric peer 
     hub bridge 198.18.0.0/24:  n1 .1, n2 .2 (agents, workloads)   tor .60 (BIRD, AS 65001, both nodes)
                                evil .50 (raw speaker, AS 65099, BGPPeer "hostile" on n1)
                                     .51 (raw speaker, AS 65098, BGPPeer "storm" on n1: reset storms)
+    the raw speakers may announce 198.18.128.0/18 (BGPFilter fabric-space) besides the pool
 
 The raw speaker dials the agent's ExaBGP (which accepts a configured neighbour); nothing listens on
 .50/.51, so ExaBGP's own attempts to dial out are refused and do no harm. A case is a few lines:
@@ -38,6 +39,9 @@ STORM, STORM_AS = "198.18.0.51", 65098
 POOL = "198.19.0.0/16"
 # ToR prefixes no block will ever hold (origin-invalid by IPAM: the ToR's BGPPeer has originValidation Disabled)
 PROBES = (f"198.19.{i}.0/24" for i in itertools.count(200))
+# fabric space outside the pool the raw speakers may announce (BGPFilter fabric-space): inside the
+# pool, a prefix no node's block holds is origin-invalid
+FABRIC_SPACE = "198.18.128.0/18"
 
 RESOURCES = f"""
 kind: BGPConfiguration
@@ -60,6 +64,12 @@ apiVersion: projectcalico.org/v3
 metadata: {{name: n2}}
 spec: {{bgp: {{ipv4Address: 198.18.0.2/24}}}}
 ---
+kind: BGPFilter
+apiVersion: projectcalico.org/v3
+metadata: {{name: fabric-space}}
+spec:
+  importV4: [{{action: Accept, cidr: {FABRIC_SPACE}, matchOperator: In}}]
+---
 kind: BGPPeer
 apiVersion: projectcalico.org/v3
 metadata: {{name: tor}}
@@ -68,12 +78,12 @@ spec: {{peerIP: {TOR}, asNumber: {TOR_AS}, originValidation: Disabled}}
 kind: BGPPeer
 apiVersion: projectcalico.org/v3
 metadata: {{name: hostile}}
-spec: {{node: n1, peerIP: {HOSTILE}, asNumber: {HOSTILE_AS}}}
+spec: {{node: n1, peerIP: {HOSTILE}, asNumber: {HOSTILE_AS}, filters: [fabric-space]}}
 ---
 kind: BGPPeer
 apiVersion: projectcalico.org/v3
 metadata: {{name: storm}}
-spec: {{node: n1, peerIP: {STORM}, asNumber: {STORM_AS}}}
+spec: {{node: n1, peerIP: {STORM}, asNumber: {STORM_AS}, filters: [fabric-space]}}
 """
 
 
