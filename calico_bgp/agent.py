@@ -584,8 +584,11 @@ class NodeAgent:
         that reconnects at once gets in), an event, and the next sync leaves it out until the hold ends."""
         async for peer, hold in self._hold_rx:
             self.events.emit("session_backoff", peer=peer, detail=hold.why)
-            await self.speaker.drop_neighbor(peer)
-            self.configured.discard(peer)
+            try:
+                await self.speaker.drop_neighbor(peer)
+                self.configured.discard(peer)
+            except Exception:  # noqa: BLE001 - the next sync leaves the peer out all the same
+                log.exception("event=hold_apply_failed peer=%s action=next_sync", peer)
             self._poke.set()
 
     def _peer_restart_time(self, peer: str) -> int | None:
