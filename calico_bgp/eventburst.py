@@ -2,9 +2,11 @@
 caller passes `now` (wall seconds, as events are stamped).
 
 The event ring keeps a node's last 1,000 events; a peer resetting 600 times in 30 s used to push
-everything else out of it. Per (kind, peer), the first `keep` events of a window are stored as they
-come; the rest are counted, and when the window ends one summary stands for them (how many, the
-first and the last). Events that name no peer pass through: their own emitters bound them.
+everything else out of it. Per (kind, peer, what) the first `keep` events of a window are stored as
+they come; the rest are counted, and when the window ends one summary stands for them (how many, the
+first and the last). `what` is the detail up to its first colon: the same thing again and again
+("notification sent (3,10)") is a burst, different things from one peer (one malformed_update per
+reason) are not. Events that name no peer pass through: their own emitters bound them.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ KEEP = 5        # events of one kind for one peer stored one by one per window
 class Summary:
     kind: str
     peer: str
+    what: str      # the detail's category (up to its first colon)
     count: int     # events summarised (not stored one by one)
     first: float
     last: float
@@ -38,15 +41,15 @@ class BurstSummariser:
             raise ValueError(f"window must be > 0 and keep >= 1, got window={window} keep={keep}")
         self.window = window
         self.keep = keep
-        self._windows: dict[tuple[str, str], _Window] = {}
+        self._windows: dict[tuple[str, str, str], _Window] = {}
         self._earliest = float("inf")  # the oldest window's start: `due` is a comparison until then
 
-    def admit(self, kind: str, peer: str, now: float) -> bool:
+    def admit(self, kind: str, peer: str, now: float, detail: str = "") -> bool:
         """Whether to store this event one by one; False: it is counted into its window's summary.
         Call `due(now)` first, so a window that ended is summarised before a new one starts."""
         if not peer:
             return True
-        key = (kind, peer)
+        key = (kind, peer, detail.split(":", 1)[0])
         w = self._windows.get(key)
         if w is None or now - w.start >= self.window:
             w = self._windows[key] = _Window(now)
@@ -70,7 +73,7 @@ class BurstSummariser:
             if now - w.start >= self.window:
                 del self._windows[key]
                 if w.held:
-                    out.append(Summary(key[0], key[1], w.held, w.first, w.last))
+                    out.append(Summary(key[0], key[1], key[2], w.held, w.first, w.last))
         self._earliest = min((w.start for w in self._windows.values()), default=float("inf"))
         return sorted(out, key=lambda s: s.first)
 

@@ -77,7 +77,7 @@ class EventLog:
         """Queue one event; None when it went into a burst's summary instead."""
         now = time.time()
         self.flush_bursts(now)
-        if not self.bursts.admit(kind, peer, now):
+        if not self.bursts.admit(kind, peer, now, detail):
             log.debug("event=%s node=%s peer=%s prefix=%s detail=%r summarised=true", kind, self.node, peer,
                       prefix or "-", detail)
             return None
@@ -142,5 +142,6 @@ class EventLog:
 
 def _summary_event(seq: int, node: str, s: Summary, window: float) -> Event:
     first, last = (time.strftime("%H:%M:%S", time.gmtime(t)) for t in (s.first, s.last))
-    return Event(seq, s.last, node, s.kind, s.peer, "", f"{s.count} more {s.kind} within {window:.0f}s "
+    what = f" ({s.what})" if s.what else ""
+    return Event(seq, s.last, node, s.kind, s.peer, "", f"{s.count} more {s.kind}{what} within {window:.0f}s "
                  f"({first} to {last} UTC), summarised", count=s.count, first=s.first)

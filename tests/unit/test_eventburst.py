@@ -17,7 +17,7 @@ def test_the_first_events_of_a_window_pass_and_the_rest_are_counted():
     assert b.admit("session_up", P, 101.0) and b.admit("session_down", Q, 101.0)  # other kind, other peer
     assert b.admit("repair", "", 101.0)  # no peer: passes, whatever the rate
     assert b.due(129.9) == [] and b.pending() == 15
-    assert b.due(130.0) == [Summary("session_down", P, 15, 100.5, 101.9)]
+    assert b.due(130.0) == [Summary("session_down", P, "", 15, 100.5, 101.9)]
     assert b.pending() == 0 and b.due(200.0) == []
 
 
@@ -54,7 +54,15 @@ def test_a_reset_storm_leaves_the_other_events_in_the_ring(monkeypatch):
     assert summaries.keys() == {"session_up", "session_down"}
     assert summaries["session_down"].count == 303 - KEEP and summaries["session_down"].peer == P
     assert summaries["session_down"].first < summaries["session_down"].time
-    assert "298 more session_down within 30s" in summaries["session_down"].detail
+    assert "298 more session_down (notification sent (3,1)) within 30s" in summaries["session_down"].detail
     assert sum(e.count for e in stored if e.kind == "session_down") == 303  # nothing lost from the count
     assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
     assert WINDOW == 30.0
+
+
+def test_different_things_from_one_peer_are_not_a_burst():
+    b = BurstSummariser(window=30, keep=1)
+    reasons = ["missing-next-hop", "missing-origin", "missing-as-path", "invalid-origin", "first-as-mismatch"]
+    assert all(b.admit("malformed_update", P, 1.0 + i, f"{r}: 1 UPDATE") for i, r in enumerate(reasons))
+    assert not b.admit("malformed_update", P, 9.0, "missing-origin: again")
+    assert b.due(40.0) == [Summary("malformed_update", P, "missing-origin", 1, 9.0, 9.0)]
