@@ -126,7 +126,7 @@ class NodeAgent:
         self.stale = StaleRoutes()  # peers whose routes are kept after their session dropped
         self.peer_open: dict[str, PeerOpen] = {}  # each peer's last OPEN (its graceful-restart capability)
         self.session_errors: dict[str, str] = {}  # peer -> why its session is not configured
-        self._repair_window = (0.0, 0)
+        self._repairs = BurstLimiter(10, 1.0)  # repair events: 10 a second, then one summary
         self._policy_inputs: dict[str, tuple[Any, ...]] = {}  # per peer: what its import policy was made of
         self.filter_mode = ""
         self.publisher = StatusPublisher(client, keys.status(opts.name), opts.status_ttl, self.build_status,
@@ -703,23 +703,14 @@ class NodeAgent:
         """Someone changed our kernel routes; the programmer puts them back. At most 10 events a
         second: a bulk `ip route flush` must not flood the log (the metric counts every one)."""
         self.metrics.reconcile_repairs.labels("routes").inc()
-        now = trio.current_time()
-        self._flush_repairs(now)
-        start, count = self._repair_window
-        if count == 0:
-            start = now
-        count += 1
-        self._repair_window = (start, count)
-        if count <= 10:
+        allowed, ended = self._repairs.allow("repair", trio.current_time())
+        if ended:
+            self._repair_summary(ended)
+        if allowed:
             self.events.emit("repair", prefix=str(key.prefix()), detail=why)  # type: ignore[attr-defined]
 
-    def _flush_repairs(self, now: float) -> None:
-        """Close a repair window that is a second old: one event for what went beyond its first ten."""
-        start, count = self._repair_window
-        if count and now - start >= 1.0:
-            if count > 10:
-                self.events.emit("repair", detail=f"{count - 10} more repairs within a second (the metric counts every one)")
-            self._repair_window = (now, 0)
+    def _repair_summary(self, more: int) -> None:
+        self.events.emit("repair", detail=f"{more} more repairs within a second (the metric counts every one)")
 
     async def _repair_summaries(self) -> None:
         """The summary of a burst of repairs as its second ends, not only when some later repair comes;
@@ -727,9 +718,10 @@ class NodeAgent:
         while True:
             await trio.sleep(1.0)
             now = trio.current_time()
-            self._flush_repairs(now)
-            for kind, more in self._per_route_events.due(now):
-                self._route_event_summary(str(kind), more)
+            for burst in self._repairs.due(now):
+                self._repair_summary(burst.count)
+            for burst in self._per_route_events.due(now):
+                self._route_event_summary(str(burst.key), burst.count)
             self._warn.flush()
             self.programmer.flush_logs()
 

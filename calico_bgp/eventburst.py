@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import attrs
 
+from dataplane.ratelimit import BurstLimiter
+
 WINDOW = 30.0   # seconds
 KEEP = 5        # events of one kind for one peer stored one by one per window
 
@@ -26,57 +28,30 @@ class Summary:
     last: float
 
 
-@attrs.define
-class _Window:
-    start: float
-    seen: int = 0
-    held: int = 0
-    first: float = 0.0
-    last: float = 0.0
-
-
 class BurstSummariser:
+    """The event log's `BurstLimiter` (dataplane/ratelimit.py), keyed by (kind, peer, what)."""
+
     def __init__(self, window: float = WINDOW, keep: int = KEEP) -> None:
         if window <= 0 or keep < 1:
             raise ValueError(f"window must be > 0 and keep >= 1, got window={window} keep={keep}")
-        self.window = window
-        self.keep = keep
-        self._windows: dict[tuple[str, str, str], _Window] = {}
-        self._earliest = float("inf")  # the oldest window's start: `due` is a comparison until then
+        self._limiter = BurstLimiter(keep, window)
+
+    @property
+    def window(self) -> float:
+        return self._limiter.window
 
     def admit(self, kind: str, peer: str, now: float, detail: str = "") -> bool:
         """Whether to store this event one by one; False: it is counted into its window's summary.
         Call `due(now)` first, so a window that ended is summarised before a new one starts."""
         if not peer:
             return True
-        key = (kind, peer, detail.split(":", 1)[0])
-        w = self._windows.get(key)
-        if w is None or now - w.start >= self.window:
-            w = self._windows[key] = _Window(now)
-            self._earliest = min(self._earliest, now)
-        w.seen += 1
-        if w.seen <= self.keep:
-            return True
-        if not w.held:
-            w.first = now
-        w.held += 1
-        w.last = now
-        return False
+        return self._limiter.allow((kind, peer, detail.split(":", 1)[0]), now)[0]
 
     def due(self, now: float) -> list[Summary]:
         """Summaries of the windows that ended by `now` (in the order their bursts began); ended
         windows are forgotten, so memory follows the peers active in the last window."""
-        if now - self._earliest < self.window:
-            return []
-        out = []
-        for key, w in list(self._windows.items()):
-            if now - w.start >= self.window:
-                del self._windows[key]
-                if w.held:
-                    out.append(Summary(key[0], key[1], key[2], w.held, w.first, w.last))
-        self._earliest = min((w.start for w in self._windows.values()), default=float("inf"))
-        return sorted(out, key=lambda s: s.first)
+        return [Summary(*b.key, b.count, b.first, b.last) for b in self._limiter.due(now)]  # type: ignore[misc]
 
     def pending(self) -> int:
         """Events counted but not yet summarised."""
-        return sum(w.held for w in self._windows.values())
+        return self._limiter.pending()

@@ -10,25 +10,35 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Hashable
+from typing import Callable, Hashable, NamedTuple
 
 BURST = 10       # lines per key in one window
 WINDOW = 10.0    # seconds
 
 
+class Burst(NamedTuple):
+    """What one ended window of a key held back: how many, and when the first and the last came."""
+
+    key: Hashable
+    count: int
+    first: float
+    last: float
+
+
 class BurstLimiter:
     """Per key: the first `burst` calls of each `window` seconds are allowed, the rest counted.
-    A window opens with its first call; `due(now)` closes the windows that are over and returns,
-    for each that held something back, (key, how many it held back)."""
+    A window opens with its first call; `due(now)` closes the windows that are over and returns a
+    `Burst` for each that held something back, in the order their held-back calls began."""
 
-    __slots__ = ("burst", "window", "_open")
+    __slots__ = ("burst", "window", "_open", "_earliest")
 
     def __init__(self, burst: int = BURST, window: float = WINDOW) -> None:
         if burst < 1 or not window > 0:
             raise ValueError(f"burst={burst!r} window={window!r}: need burst >= 1 and window > 0")
         self.burst = burst
         self.window = window
-        self._open: dict[Hashable, list[float]] = {}  # key -> [window start, calls, held back]
+        self._open: dict[Hashable, list[float]] = {}  # key -> [window start, calls, held back, first, last held]
+        self._earliest = float("inf")  # the oldest open window's start: `due` is one comparison until then
 
     def allow(self, key: Hashable, now: float) -> tuple[bool, int]:
         """(whether this call may go out, how many a window of `key` that just ended held back)."""
@@ -36,21 +46,34 @@ class BurstLimiter:
         ended = 0
         if w is None or now - w[0] >= self.window:
             ended = int(w[2]) if w is not None else 0
-            w = self._open[key] = [now, 0, 0]
+            w = self._open[key] = [now, 0, 0, 0.0, 0.0]
+            self._earliest = min(self._earliest, now)
         w[1] += 1
         if w[1] <= self.burst:
             return True, ended
+        if not w[2]:
+            w[3] = now
         w[2] += 1
+        w[4] = now
         return False, ended
 
-    def due(self, now: float) -> list[tuple[Hashable, int]]:
+    def due(self, now: float) -> list[Burst]:
+        """The windows over by `now` that held something back; every window over is forgotten, so
+        memory follows the keys active in the last window."""
+        if now - self._earliest < self.window:
+            return []
         out = []
         for key, w in list(self._open.items()):
             if now - w[0] >= self.window:
                 del self._open[key]
                 if w[2]:
-                    out.append((key, int(w[2])))
-        return out
+                    out.append(Burst(key, int(w[2]), w[3], w[4]))
+        self._earliest = min((w[0] for w in self._open.values()), default=float("inf"))
+        return sorted(out, key=lambda b: b.first)
+
+    def pending(self) -> int:
+        """Calls held back in windows not yet over."""
+        return sum(int(w[2]) for w in self._open.values())
 
 
 class RateLimitedLog:
@@ -82,8 +105,8 @@ class RateLimitedLog:
         return self.log(logging.INFO, event, fmt, *args)
 
     def flush(self) -> None:
-        for event, count in self.limiter.due(self.clock()):
-            self._summary(str(event), count)
+        for burst in self.limiter.due(self.clock()):
+            self._summary(str(burst.key), burst.count)
 
     def _summary(self, event: str, count: int) -> None:
         self.logger.warning("event=log_suppressed of=%s count=%d window=%gs", event, count, self.limiter.window)

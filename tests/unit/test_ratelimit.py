@@ -4,7 +4,7 @@ import logging
 import pytest
 
 from dataplane.programmer import RETRY_MAX, retry_delay
-from dataplane.ratelimit import BurstLimiter, RateLimitedLog
+from dataplane.ratelimit import Burst, BurstLimiter, RateLimitedLog
 
 
 def test_a_burst_is_allowed_up_to_its_limit_and_the_rest_is_counted_per_key():
@@ -12,7 +12,7 @@ def test_a_burst_is_allowed_up_to_its_limit_and_the_rest_is_counted_per_key():
     assert [lim.allow("a", 0.0)[0] for _ in range(5)] == [True, True, True, False, False]
     assert lim.allow("b", 1.0) == (True, 0)  # another key, its own window
     assert lim.due(9.9) == []
-    assert lim.due(10.0) == [("a", 2)]  # b held nothing back: no summary
+    assert lim.due(10.0) == [Burst("a", 2, 0.0, 0.0)]  # b held nothing back: no summary
     # a key whose window ended while it was busy: the next call says how many the old one held back
     for _ in range(4):
         lim.allow("c", 20.0)
