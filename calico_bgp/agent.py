@@ -671,7 +671,7 @@ class NodeAgent:
     async def _give_back_memory(self) -> None:
         """Once UPDATEs went quiet after a large table left (withdrawn, or rejected and not kept), drop
         the parsed prefixes nothing uses from the intake cache and hand the freed memory back to the
-        system (issue 12: 200k rejected routes took 140 MB that stayed after their withdrawal)."""
+        system (it used to be: 200k rejected routes took 140 MB that stayed after their withdrawal)."""
         while True:
             await trio.sleep(2.0)
             now = trio.current_time()

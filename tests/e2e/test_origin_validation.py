@@ -1,4 +1,4 @@
-"""Issue 12's origin must-show: a hostile fabric peer (BIRD 2, AS 64999, eBGP to both nodes of a
+"""Origin validation end to end: a hostile fabric peer (BIRD 2, AS 64999, eBGP to both nodes of a
 meshed pair) announces node n2's block, a /27 inside it holding n2's workload, and a /32 of an
 unassigned address of n1's own block. Without origin validation its eBGP copy beat the mesh route
 and the pings were lost; now workloads on the two nodes ping each other with 0 loss, the hijacked

@@ -65,7 +65,7 @@ async def test_a_burst_reaches_the_kernel_and_leaves_it(lab: Lab):  # noqa: F811
 
 
 async def test_one_route_that_cannot_be_built_or_is_refused_never_blocks_the_others(lab: Lab):  # noqa: F811
-    """Issue 12: one learned route with next hop 'no-nexthop' (no kernel route can express it) made
+    """It used to be: one learned route with next hop 'no-nexthop' (no kernel route can express it) made
     every later batch and full resync fail. Now it and a route the kernel refuses (its gateway is on
     no link) are reported once each, the refused one is sent again after a back-off (not at every
     reconcile), and every other route follows the RIB: after a change, after a full resync, and on

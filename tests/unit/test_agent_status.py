@@ -1,4 +1,4 @@
-"""The status an agent publishes counts honestly (issue 12: `status` said 32 routes in the kernel while
+"""The status an agent publishes counts honestly (it used to be: `status` said 32 routes in the kernel while
 9 had failed; a RIB holding only rejected paths showed 0 rejected, an empty RIB being falsy)."""
 import ipaddress
 

@@ -46,7 +46,7 @@ def test_a_peer_reachable_by_a_gateway_gets_a_host_route_that_learned_routes_nev
 
 def test_a_selection_no_kernel_route_can_express_is_set_apart_with_its_reason_and_the_rest_are_built():
     """ExaBGP passes an UPDATE without NEXT_HOP on with next hop 'no-nexthop'; a v4 prefix can come with
-    a v6 next hop. Neither may keep the other selections out of the kernel (issue 12)."""
+    a v6 next hop. Neither may keep the other selections out of the kernel."""
     from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Rib
     from dataplane.route import key_of
 

@@ -1,5 +1,5 @@
 """Bursts of one kind of event for one peer become one summary (calico_bgp/eventburst.py), so the
-event ring keeps everything else: issue 12's 606 session_down/up in 30 s evicted every other event."""
+event ring keeps everything else: a peer's 606 session_down/up in 30 s evicted every other event."""
 from __future__ import annotations
 
 import pytest

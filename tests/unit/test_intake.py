@@ -76,7 +76,7 @@ def test_damping_turned_on_later_penalises_a_path_learned_while_it_was_off():
 
 
 def test_trim_forgets_the_parsed_prefixes_the_rib_no_longer_holds():
-    """Issue 12: 200k rejected routes announced then withdrawn left their parsed prefixes cached (up to
+    """It used to be: 200k rejected routes announced then withdrawn left their parsed prefixes cached (up to
     2^18); the agent trims the cache to what the RIB holds once UPDATEs went quiet."""
     rib = Rib(LocalSpeaker(64512, "198.18.0.1"), lambda _p, prefix, _a: None if prefix.version == 4 else "outside",
               max_rejected=10)

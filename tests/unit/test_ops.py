@@ -21,7 +21,7 @@ DASHBOARD = OPS / "grafana" / "calico-bgp.json"
 NAME = re.compile(r"\bcalico_bgp_[a-z0-9_]+")
 ISSUE_ALERTS = {"CalicoBGPSessionDown", "CalicoBGPPeerFlapping", "CalicoBGPChurnBurst", "CalicoBGPDampingActive",
                 "CalicoBGPIPAMPoolNearlyExhausted", "CalicoBGPProgrammingLatencyHigh",
-                "CalicoBGPOriginInvalid"}  # issue 12
+                "CalicoBGPOriginInvalid"}
 
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
                                     reason="needs promtool (Debian's prometheus package)")

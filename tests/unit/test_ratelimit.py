@@ -25,7 +25,7 @@ def test_bad_input_is_named():
 
 
 def test_twenty_thousand_warnings_are_ten_lines_and_one_count(caplog):
-    """Issue 12: 20k prefixes with host bits gave 20,001 log lines (event=bad_nlri per NLRI)."""
+    """It used to be: 20k prefixes with host bits gave 20,001 log lines (event=bad_nlri per NLRI)."""
     now = [0.0]
     warn = RateLimitedLog(logging.getLogger("t"), burst=10, window=10.0, clock=lambda: now[0])
     with caplog.at_level(logging.INFO, logger="t"):

@@ -1,4 +1,4 @@
-"""The RIB keeps at most `max_rejected` rejected paths per peer (issue 12: 200k rejected /128s were all
+"""The RIB keeps at most `max_rejected` rejected paths per peer (it used to be: 200k rejected /128s were all
 kept, 140 MB that stayed); the rest are counted, and what that costs soft reconfiguration."""
 import ipaddress
 

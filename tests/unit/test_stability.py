@@ -60,7 +60,7 @@ def test_a_prefix_flapping_beyond_the_limit_is_reported_once_per_window():
 
 
 def test_churn_tracker_forgets_prefixes_that_went_quiet_but_the_busiest():
-    """Issue 12: an entry per prefix ever seen kept 100k withdrawn prefixes (and their memory). Two
+    """It used to be: an entry per prefix ever seen kept 100k withdrawn prefixes (and their memory). Two
     peers announcing and withdrawing one table count 4 changes a prefix: no flap, forgotten too."""
     c = ChurnTracker()
     table = [f"198.18.64.{i}/32" for i in range(100)]
