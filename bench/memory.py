@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Agent memory under rejected routes: fabric peers announce N host routes outside every pool (all
-rejected by import policy), then withdraw them; the agent's RSS before, at its peak and after.
+rejected by import policy), then withdraw them; the agent's RSS before, at its peak and after, beside
+BIRD 2's in the agent's place (same sources, same routes, importing only the pool), in the same run.
 
     src (BIRD 2 x --peers, AS 65001, 198.18.0.1, .3, ...) --one veth-- node (198.18.0.2, AS 64512)
 
@@ -20,6 +21,7 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -53,6 +55,32 @@ def src_conf(per_peer: int, src: str) -> str:
               "  strict bind on;", "  connect delay time 0;", "  connect retry time 1;",
               "  ipv4 { import none; export where source = RTS_STATIC; next hop self; };", "}"]
     return "\n".join(lines) + "\n"
+
+
+def receiver_conf(peers: int) -> str:
+    """BIRD 2 in the agent's place, the reference: the same sessions, importing only the pool (as the
+    agent's policy does), so every /32 is filtered; BIRD keeps no filtered route unless told to
+    (`import keep filtered`), so this is its memory for the same work."""
+    lines = [f"router id {NODE};", "protocol device {}",
+             f"filter pool_only {{ if net ~ [ {POOL}+ ] then accept; reject; }}"]
+    for i, src in enumerate(SOURCES[:peers]):
+        lines += [f"protocol bgp src{i} {{", f"  local {NODE} as {NODE_AS};", f"  neighbor {src} as {SRC_AS};",
+                  "  connect delay time 0;", "  connect retry time 1;",
+                  "  ipv4 { import filter pool_only; export none; };", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def bird_received(bird: Bird, peers: int) -> tuple[int, int, int]:
+    """(sessions Established, import updates received, import withdraws received) over its sessions."""
+    up = updates = withdraws = 0
+    for i in range(peers):
+        text = bird.birdc("show", "protocols", "all", f"src{i}")
+        up += "BGP state:          Established" in text
+        m = re.search(r"Import updates:\s+(\d+)", text)
+        w = re.search(r"Import withdraws:\s+(\d+)", text)
+        updates += int(m.group(1)) if m else 0
+        withdraws += int(w.group(1)) if w else 0
+    return up, updates, withdraws
 
 
 def resources(peers: int) -> str:
@@ -196,12 +224,53 @@ def run(args: argparse.Namespace, work: Path, ledger: Ledger) -> dict:
         children = others_mb(agent.proc.pid)
         progress(f"withdrawn in {withdrawn_s:.1f}s; agent RSS after {args.settle:.0f}s: {after:.1f} MB")
         agent.proc.stop(timeout=10)
-    return {"n": total, "peers": args.peers, "rss_before_mb": round(before, 1), "rss_loaded_mb": round(during, 1),
+        bird = reference(args, work, ledger, node_ns, srcs, total)
+    return {**bird, "n": total, "peers": args.peers, "rss_before_mb": round(before, 1), "rss_loaded_mb": round(during, 1),
             "rss_peak_mb": round(peak, 1), "rss_after_mb": round(after, 1), "delta_mb": round(after - before, 1),
             "goal_mb": GOAL_MB, "met": after - before <= GOAL_MB, "settle_samples_mb": [round(x, 1) for x in samples],
             "announce_s": round(announced_s, 1), "withdraw_s": round(withdrawn_s, 1),
             "children_rss_mb": round(children, 1), "rejected_reported": got["rejected"],
             "rejected_not_kept": got["rejectedNotKept"]}
+
+
+def wait_bird(what: str, bird: Bird, pid: int, peers: int, check, timeout: float) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+    t0 = last = time.monotonic()
+    while True:
+        got = bird_received(bird, peers)
+        if check(got):
+            return got
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"BIRD {what}: not after {timeout:.0f}s (sessions up, updates, withdraws: {got})")
+        if time.monotonic() - last >= 5:
+            last = time.monotonic()
+            progress(f"BIRD {what}: {got[1]} updates, {got[2]} withdraws received, RSS {rss_mb(pid)[0]:.0f} MB")
+        time.sleep(0.5)
+
+
+def reference(args: argparse.Namespace, work: Path, ledger: Ledger, node_ns: str, srcs: list[Bird],
+              total: int) -> dict:
+    """BIRD 2 receives the same routes in the agent's place: its RSS before, loaded and after."""
+    conf = work / "receiver.conf"
+    conf.write_text(receiver_conf(args.peers))
+    bird = Bird(NodeDef("receiver", "linux", binds=(Bind(str(conf), "/etc/bird/bird.conf"),)), node_ns, work / "receiver")
+    pid = bird.start(ledger)[0]
+    progress("reference: BIRD 2 in the agent's place")
+    wait_bird("sessions up", bird, pid, args.peers, lambda g: g[0] == args.peers, 90)
+    time.sleep(args.settle)
+    before = rss_mb(pid)[0]
+    for src in srcs:
+        src.birdc("enable", "hosts")
+    wait_bird("announce", bird, pid, args.peers, lambda g: g[1] >= total, args.timeout)
+    time.sleep(2.0)
+    loaded = rss_mb(pid)[0]
+    for src in srcs:
+        src.birdc("disable", "hosts")
+    wait_bird("withdraw", bird, pid, args.peers, lambda g: g[2] >= total, args.timeout)
+    time.sleep(args.settle)
+    after, peak = rss_mb(pid)
+    progress(f"BIRD RSS MB: before {before:.1f}, loaded {loaded:.1f}, after {after:.1f}")
+    return {"bird_rss_before_mb": round(before, 1), "bird_rss_loaded_mb": round(loaded, 1),
+            "bird_rss_peak_mb": round(peak, 1), "bird_rss_after_mb": round(after, 1)}
 
 
 def main() -> int:
@@ -238,6 +307,8 @@ def main() -> int:
     print(f"agent RSS MB: before {out['rss_before_mb']}, with {out['n']} rejected paths {out['rss_loaded_mb']}, "
           f"peak {out['rss_peak_mb']}, after withdrawal {out['rss_after_mb']} "
           f"(delta {out['delta_mb']:+}, goal <= {GOAL_MB:.0f}: {'met' if out['met'] else 'NOT met'})")
+    print(f"BIRD 2 RSS MB (same routes, in the agent's place): before {out['bird_rss_before_mb']}, loaded "
+          f"{out['bird_rss_loaded_mb']}, peak {out['bird_rss_peak_mb']}, after {out['bird_rss_after_mb']}")
     if args.json:
         print(json.dumps(out))
     return 0
