@@ -293,7 +293,7 @@ def test_a_topology_written_for_containerlab_runs_unchanged(tmp_path):
 
 def test_unsupported_topology_fails_before_creating_anything(tmp_path):
     p = tmp_path / "bad.clab.yml"
-    p.write_text("name: bad\ntopology:\n  nodes:\n    a: {kind: nokia_srlinux}\n    b: {kind: linux, exec: ['ip addr add 10.1.1.1/24 dev eth1']}\n")
+    p.write_text("name: bad\ntopology:\n  nodes:\n    a: {kind: nokia_srlinux}\n    b: {kind: linux, exec: ['ip addr add 10.1.1.1/24 dev eth1']}\n")  # refused on purpose
     res = lab("up", str(p), "--run-dir", str(tmp_path / "run"), check=False)
     assert res.returncode == 2
     assert "nokia_srlinux" in res.stderr and "10.1.1.1/24" in res.stderr

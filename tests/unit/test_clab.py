@@ -112,7 +112,7 @@ def test_inheritance_defaults_kinds_groups_node(tmp_path):
 
 def test_everything_unsupported_is_named_at_once(tmp_path):
     bad = FOREIGN.replace("    h2: {}", "    h2: {kind: nokia_srlinux, startup-config: x.cfg}\n"
-                                         "    h3: {exec: ['ip addr add 10.0.0.1/24 dev eth1']}")
+                                         "    h3: {exec: ['ip addr add 10.0.0.1/24 dev eth1']}")  # refused on purpose
     bad = bad.replace('    - endpoints: ["r1:eth1", "h1:eth1"]',
                       '    - endpoints: ["r1:eth1", "h1:eth1"]\n    - endpoints: ["h1:eth2", "host:veth0"]')
     with pytest.raises(clab.UnsupportedTopology) as err:
@@ -134,7 +134,7 @@ def test_a_sysctl_that_would_change_the_host_is_refused(tmp_path):
 
 def test_mgmt_outside_the_lab_space_is_refused(tmp_path):
     with pytest.raises(clab.UnsupportedTopology, match="172.20.20.0/24"):
-        clab.load(_foreign(tmp_path, FOREIGN + "mgmt: {ipv4-subnet: 172.20.20.0/24}\n"))
+        clab.load(_foreign(tmp_path, FOREIGN + "mgmt: {ipv4-subnet: 172.20.20.0/24}\n"))  # refused on purpose
 
 
 def test_exec_plans_agent_start_and_maps_bind_paths():
