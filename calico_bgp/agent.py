@@ -257,7 +257,8 @@ class NodeAgent:
                                                                       state.peers.values())}
         self.session_errors = {}
         now = trio.current_time()
-        for peer, hold in self.backoff.held(now).items():  # held idle: left out of the speaker's neighbours
+        held = self.backoff.held(now)
+        for peer, hold in held.items():  # held idle: left out of the speaker's neighbours
             if peer in sessions:
                 self.session_errors[peer] = hold.why
         neighbors = [self._neighbor(s, local) for s in sessions.values() if s.peer_address not in self.session_errors]
@@ -272,7 +273,7 @@ class NodeAgent:
             self.metrics.init_peer(addr, sess.kind)
         self.rib_peers = {a: self._rib_peer(s, state) for a, s in sessions.items()}
         configured = {n.key: n for n in neighbors if n is not None}
-        await self.speaker.set_neighbors(configured.values(), abrupt=self.backoff.held(now).keys())
+        await self.speaker.set_neighbors(configured.values(), abrupt=held.keys())
         # a neighbour (re)configured starts from nothing in the speaker: it gets every export and reflection
         added, self.configured = configured.keys() - self.configured, set(configured)
         for addr in added:

@@ -77,10 +77,7 @@ def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterabl
     for prefix, sel in rib.selections():
         if prefix in mine or prefix in taken:
             continue
-        try:
-            routes.append(learned_route(prefix, sel.next_hops))
-        except InvalidRoute as exc:
-            unbuildable[key_of(prefix)] = (str(prefix), str(exc))
+        _add_learned(prefix, sel.next_hops, routes, unbuildable)
     return routes, unbuildable
 
 
@@ -99,11 +96,16 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
         if sel is None:
             removed.append(key_of(prefix))
             continue
-        try:
-            upserts.append(learned_route(prefix, sel.next_hops))
-        except InvalidRoute as exc:
-            unbuildable[key_of(prefix)] = (str(prefix), str(exc))
+        _add_learned(prefix, sel.next_hops, upserts, unbuildable)
     return upserts, removed, unbuildable
+
+
+def _add_learned(prefix: Prefix, next_hops: Iterable[str], routes: list[Route], unbuildable: Unbuildable) -> None:
+    """The learned route to `routes`, or, when no kernel route can express it, the reason to `unbuildable`."""
+    try:
+        routes.append(learned_route(prefix, next_hops))
+    except InvalidRoute as exc:
+        unbuildable[key_of(prefix)] = (str(prefix), str(exc))
 
 
 _HOPS: dict[tuple[str, ...], tuple[int, tuple[NextHop, ...]]] = {}

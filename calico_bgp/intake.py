@@ -197,10 +197,8 @@ class UpdateIntake:
                 if wrong is not None:
                     malformed += (wrong,)
                     as_withdrawn = self.prefixes(ev.announced)
-                elif not peer.ibgp and (first.local_pref is not None or first.originator_id is not None
-                                        or first.cluster_list):
-                    internal_only = _internal_only(first)
-                    malformed += (internal_only,)  # type: ignore[operator]
+                elif not peer.ibgp and (internal_only := _internal_only(first)) is not None:
+                    malformed += (internal_only,)
         if ev.announced and not as_withdrawn:
             texts = list(ev.announced)
             values = list(ev.announced.values())
