@@ -21,6 +21,8 @@ import re
 
 import attrs
 
+from calico_bgp.speaker.events import EXABGP_EXITED
+
 QUICK = 15.0        # seconds: a session that goes down sooner after coming up counts as failing
 STABLE = 300.0      # seconds Established after which the count of resets starts again
 _NOTIFICATION = re.compile(r"notification (sent|received) \((\d+),(\d+)\)")
@@ -56,10 +58,10 @@ class _PeerRecord:
     hold: Hold | None = None
 
 
-def is_error_reset(reason: str, up_for: float, exited: str = "exabgp exited") -> bool:
+def is_error_reset(reason: str, up_for: float) -> bool:
     """Whether a session that was Established for `up_for` seconds and went down for `reason`
     (ExaBGP's words: "notification sent (3,1)", "closing connection", ...) was reset for errors."""
-    if reason == exited or reason.startswith(OURS):
+    if reason == EXABGP_EXITED or reason.startswith(OURS):
         return False  # our speaker went away or closed the session: nothing the peer did
     found = _NOTIFICATION.search(reason)
     if found:
