@@ -5,7 +5,8 @@ speaker's neighbours, so ExaBGP neither dials it nor accepts it).
 RFC 4271 8.1.1 (IdleHoldTime, DampPeerOscillations): a peer whose session is reset for errors again
 and again stays Idle for a time that grows with each reset, and the count starts again after a
 stable period. Here the first reset for errors holds the peer 5 s, each further one twice as long,
-up to 5 min; 5 min Established forgives the past. The agent's own maxPrefixes teardown is a reset of
+up to 5 min, a session that slipped in while the hold was taking effect included; 5 min Established
+forgives the past. The agent's own maxPrefixes teardown is a reset of
 its own kind (30 s doubling to 10 min), counted apart.
 
 "Reset for errors" (`is_error_reset`): an Established session that went down with a NOTIFICATION
@@ -82,7 +83,8 @@ class SessionBackoff:
         self._peers.setdefault(peer, _PeerRecord()).up_at = now
 
     def went_down(self, peer: str, now: float, reason: str) -> Hold | None:
-        """Record that `peer`'s session went down; the hold it earned, if it was reset for errors."""
+        """Record that `peer`'s session went down; the hold it earned, if it was reset for errors and that
+        lengthens the hold running now."""
         rec = self._peers.setdefault(peer, _PeerRecord())
         up_at, rec.up_at = rec.up_at, None
         if up_at is None:
@@ -91,9 +93,11 @@ class SessionBackoff:
             rec.strikes.clear()
         if not is_error_reset(reason, now - up_at):
             return None
-        if rec.hold is not None and rec.hold.until > now:
-            return None  # came up before the hold took effect (a speaker reload away): the same episode
-        return self._strike(rec, "errors", ERRORS, now, f"reset for errors ({reason or 'connection lost'})")
+        # a session that got in while a hold was starting (ExaBGP takes about a second to reload its
+        # neighbours) and failed again is one more reset: it doubles the hold like any other
+        before = rec.hold
+        hold = self._strike(rec, "errors", ERRORS, now, f"reset for errors ({reason or 'connection lost'})")
+        return None if hold is before else hold  # None: a longer hold (e.g. maxPrefixes) already runs
 
     def hold(self, peer: str, now: float, policy: Policy, kind: str, why: str) -> Hold:
         """Hold `peer` for one more reset of `kind` (e.g. the agent's maxPrefixes teardown)."""

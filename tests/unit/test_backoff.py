@@ -53,10 +53,11 @@ def test_the_why_names_the_reason_the_hold_and_the_count():
     assert h.why == "reset for errors (notification sent (3,1)): held idle for 10s (reset 2 in a row)"
 
 
-def test_a_session_that_slipped_in_before_the_hold_took_effect_earns_nothing_more():
+def test_a_session_that_slipped_in_before_the_hold_took_effect_doubles_it():
     b = SessionBackoff()
-    first = _flap(b, 0.0)
-    assert _flap(b, 1.1) is None and b.strikes(P) == 1 and b.held(2.0) == {P: first}
+    _flap(b, 0.0)
+    second = _flap(b, 1.1)
+    assert second.seconds == 10 and second.until == 12.1 and b.strikes(P) == 2 and b.held(2.0) == {P: second}
 
 
 def test_a_stable_session_forgives_the_past():
@@ -81,7 +82,8 @@ def test_max_prefixes_is_counted_apart_and_a_longer_hold_is_kept():
     b = SessionBackoff()
     first = b.hold(P, 0.0, MAX_PREFIXES, "max-prefixes", "max prefixes exceeded (5 > 4)")
     assert first.seconds == 30 and b.strikes(P) == 0 and b.strikes(P, "max-prefixes") == 1
-    assert _flap(b, 1.0) is None and b.held(20.0) == {P: first}  # held already: the 30 s hold stands
+    assert _flap(b, 1.0) is None and b.held(20.0) == {P: first}  # a shorter hold than the 30 s one running
+    assert b.strikes(P) == 1  # ... still counted
     assert b.hold(P, 2.0, ERRORS, "errors", "x").until == first.until  # a shorter hold never cuts it
     assert b.hold(P, 40.0, MAX_PREFIXES, "max-prefixes", "again").seconds == 60
 
