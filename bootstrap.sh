@@ -51,9 +51,9 @@ else
   step "venv: up to date"
 fi
 
-if [ -f dataplane/xdp/Makefile ]; then
+if [ -f dataplane/filters/xdp/Makefile ]; then
   step "xdp: building the filter object"
-  make -s -C dataplane/xdp
+  make -s -C dataplane/filters/xdp
 fi
 
 case "$job" in

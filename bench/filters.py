@@ -32,12 +32,17 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dataplane.filter_engine import FilterEngine  # noqa: E402
-from dataplane.filter_rules import (  # noqa: E402
-    Action, FilterRule, FilterSet, RuleId, compile_interface, default_failsafe,
+from dataplane.filters.engine import FilterEngine  # noqa: E402
+from dataplane.filters.rules import (  # noqa: E402
+    Action,
+    FilterRule,
+    FilterSet,
+    RuleId,
+    compile_interface,
+    default_failsafe,
 )
-from dataplane.xdp import bpf  # noqa: E402
-from dataplane.xdp.loader import BPF_FS_MAGIC, XdpLoader, _fs_type, ensure_bpffs, unmount_bpffs  # noqa: E402
+from dataplane.filters.xdp import bpf  # noqa: E402
+from dataplane.filters.xdp.loader import BPF_FS_MAGIC, XdpLoader, _fs_type, ensure_bpffs, unmount_bpffs  # noqa: E402
 
 SRC, DST = "198.18.0.2", "198.18.0.1"
 REFERENCE_C = r"""
@@ -206,7 +211,7 @@ def main() -> int:
 
 def program_cost(nets, fs: FilterSet, tmp: Path, pin_root: Path) -> dict[str, float]:
     """The programs alone, in the kernel (BPF_PROG_TEST_RUN on one denied 60-byte frame): ns/packet."""
-    from dataplane.filter_xdp import XdpFilter
+    from dataplane.filters.xdp.enforce import XdpFilter
 
     src = ipaddress.IPv4Address(SRC).packed
     pkt = (b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + bytes([0x45, 0, 0, 46, 0, 1, 0, 0, 64, 17, 0, 0]) + src

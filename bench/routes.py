@@ -26,8 +26,8 @@ import trio
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dataplane.programmer import RouteProgrammer  # noqa: E402
-from dataplane.route import NextHop, Route  # noqa: E402
+from dataplane.routes.programmer import RouteProgrammer  # noqa: E402
+from dataplane.routes.route import NextHop, Route  # noqa: E402
 
 FIRST = int(ipaddress.IPv4Address("198.18.64.0"))  # /32s from here stay inside 198.18.0.0/15 up to ~130k
 LAST = int(ipaddress.IPv4Address("198.19.255.255"))

@@ -18,9 +18,9 @@ from typing import Any, Iterable, Mapping
 import attrs
 import trio
 
-from calico_bgp.datastore import codec
 from calico_bgp.datastore.keys import Keys, cidr_from_key
 from calico_bgp.datastore.types import Compare, Delete, Get, Put
+from calico_bgp.resources import codec
 from ipam.block import Allocated, Block, Released, parse_network
 from ipam.errors import CASRetriesExhausted, CorruptBlock, InvalidAddress, NoEligiblePool, PoolExhausted
 from ipam.pool import Pool

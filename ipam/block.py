@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 import attrs
 
-from calico_bgp.datastore import codec
+from calico_bgp.resources import codec
 from ipam.errors import BlockConflict, InvalidAddress, StaleRelease
 
 HOST_PREFIX = "host:"

@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import attrs
 
-from calico_bgp.datastore import codec
 from calico_bgp.datastore.types import Compare, Delete, Put
+from calico_bgp.resources import codec
 from ipam.pool import Pool
 from ipam.records import CONFIRMED, Affinity, Handle
 from ipam.store import Snapshot

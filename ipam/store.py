@@ -7,9 +7,9 @@ from typing import Any
 
 import attrs
 
-from calico_bgp.datastore import codec
 from calico_bgp.datastore.keys import Keys, cidr_from_key
 from calico_bgp.datastore.types import Get
+from calico_bgp.resources import codec
 from ipam.block import Block, parse_network
 from ipam.errors import CorruptBlock
 from ipam.records import Affinity, Handle

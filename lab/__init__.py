@@ -2,12 +2,12 @@
 
     clab.py      pure: topology files -> values (containerlab inheritance), what cannot be realised
     execs.py     pure: a node's exec commands -> shell steps and the agent start the lab owns
-    check.py     pure: what `lab check` expects of observed sessions, kernel routes and pings
+    expectations.py  pure: what `lab check` expects of observed sessions, kernel routes and pings
     net.py       namespaces, veth pairs, bridges, processes, all recorded in a ledger first
     routers.py   FRR, BIRD 2 and GoBGP from Debian in a namespace, with a topology's bound configs
     runtime.py   `lab up` / `lab down`: etcd, resources, routers, exec, agents, workloads
     observe.py   reading a running lab: statuses in etcd, kernel routes, router sessions, pings
-    checking.py  `lab check`: observe + decide, retried until a timeout
+    check.py     `lab check`: observe + decide, retried until a timeout
     chaos.py     `lab chaos`: faults with lost pings, re-convergence times and routes lost
     state.py     the run directory's state document
     workload.py  a workload namespace wired to its node like Calico's CNI does

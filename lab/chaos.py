@@ -21,8 +21,9 @@ from typing import Callable
 
 import attrs
 
-from lab import check, observe, runtime
-from lab.checking import converged
+from lab import expectations as check
+from lab import observe, runtime
+from lab.check import converged
 from lab.clab import Topology
 from lab.net import LabError, Ledger, sh
 from lab.routers import router_for

@@ -1,6 +1,6 @@
 """Reading a running lab: agent statuses from etcd, kernel routes per namespace, router sessions, pings.
 
-The I/O half of `lab status` / `lab check`; lab.check decides over what this returns.
+The I/O half of `lab status` / `lab check`; lab.expectations decides over what this returns.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import trio
 
-from lab.check import AgentView, PingResult, RouterView, SessionView
 from lab.clab import Topology
+from lab.expectations import AgentView, PingResult, RouterView, SessionView
 from lab.net import sh
 from lab.routers import router_for
 from lab.state import LabState
@@ -26,7 +26,7 @@ STALE_AFTER = 30.0  # seconds without a status update
 
 def agent_statuses(state: LabState) -> dict[str, dict[str, Any]]:
     """Node name -> its published status document (as `calico-bgp status -o json` prints it)."""
-    from calico_bgp import status as st
+    from calico_bgp.agent import status as st
     from calico_bgp.datastore import EtcdClient, Keys
     from calico_bgp.datastore.keys import DEFAULT_PREFIX
 

@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from lab import execs
-from lab.clab import NodeDef, Topology, TopologyError, UnsupportedTopology, load as load_topology
+from lab.clab import NodeDef, Topology, TopologyError, UnsupportedTopology
+from lab.clab import load as load_topology
 from lab.etcd import find_etcd, free_port
 from lab.net import LabError, Ledger, Net, Process, sh
 from lab.routers import router_for
-from lab.state import Agent, Etcd, LabState, Workload, load as load_state, run_dir_for, save
+from lab.state import Agent, Etcd, LabState, Workload, run_dir_for, save
+from lab.state import load as load_state
 from lab.workload import attach_workload
 
 log = logging.getLogger("lab.runtime")
@@ -58,7 +60,7 @@ def preflight(topo: Topology) -> dict[str, list[execs.Step]]:
     if agents and not res.exists():
         problems.append(f"no resources file {res.name} beside the topology (BGPConfiguration, IPPools, BGPPeers, Nodes)")
     elif res.exists():
-        from calico_bgp.resources import load_documents
+        from calico_bgp.resources.store import load_documents
         try:
             load_documents(res.read_text())
         except ValueError as exc:

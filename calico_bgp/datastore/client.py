@@ -9,8 +9,18 @@ import trio
 from calico_bgp.datastore import lease as _lease
 from calico_bgp.datastore import wire
 from calico_bgp.datastore.transport import Transport
-from calico_bgp.datastore.types import (Compare, Delete, Get, KeyValue, Op, Put, RangeResult, TLSConfig,
-                                        TxnResult, _to_bytes)
+from calico_bgp.datastore.types import (
+    Compare,
+    Delete,
+    Get,
+    KeyValue,
+    Op,
+    Put,
+    RangeResult,
+    TLSConfig,
+    TxnResult,
+    _to_bytes,
+)
 from calico_bgp.datastore.watch import Watch
 
 log = logging.getLogger("calico_bgp.datastore")

@@ -1,4 +1,4 @@
-"""Typed datastore errors; the CLI maps them to exit codes (cli_common.register_errors)."""
+"""Typed datastore errors; the CLI maps them to exit codes (calico_bgp.cli.common.register_errors)."""
 from __future__ import annotations
 
 

@@ -8,20 +8,9 @@
     intent.py    RouteIntent: the routes each neighbor should have, for diffs and replay (no I/O)
     channel.py   the agent's end of the bridge: line reader and the ack-matched command window
     process.py   ExaBGP child process: PDEATHSIG, pid file, leftover kill, restart backoff
+    exabgp_run.py  ExaBGP's entry point with our patches (see the README's "ExaBGP patches")
     speaker.py   Speaker: the trio object the agent uses
-"""
-from calico_bgp.speaker.commands import RouteSpec
-from calico_bgp.speaker.errors import (
-    InvalidNeighbor, InvalidRoute, MalformedMessage, SpeakerError,
-)
-from calico_bgp.speaker.events import (
-    BridgeConnected, BridgeLost, EndOfRib, Event, ExaBGPShutdown, Notification, PathAttributes, PeerState, Update,
-)
-from calico_bgp.speaker.neighbor import IPV4_UNICAST, IPV6_UNICAST, Neighbor
-from calico_bgp.speaker.speaker import Speaker
 
-__all__ = [
-    "BridgeConnected", "BridgeLost", "EndOfRib", "Event", "ExaBGPShutdown",
-    "IPV4_UNICAST", "IPV6_UNICAST", "InvalidNeighbor", "InvalidRoute", "MalformedMessage", "Neighbor",
-    "Notification", "PathAttributes", "PeerState", "RouteSpec", "Speaker", "SpeakerError", "Update",
-]
+The package exports nothing: import from the module that holds a name, so the pure modules load
+without trio.
+"""

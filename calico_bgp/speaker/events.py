@@ -28,7 +28,7 @@ class PathAttributes:
 @attrs.frozen(slots=True)
 class Malformation:
     """Something wrong with a received UPDATE's path attributes (RFC 7606), as ExaBGP reported it.
-    `reason` is one of a fixed set (a metric label; calico_bgp/malformed.py says what each does),
+    `reason` is one of a fixed set (a metric label; calico_bgp/routing/malformed.py says what each does),
     `detail` what exactly, for a person."""
 
     reason: str

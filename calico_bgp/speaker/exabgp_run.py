@@ -151,7 +151,7 @@ def _report_malformed_attributes() -> None:
     length is not 1 (ExaBGP reads its first octet). Each UPDATE with one of those gets an
     `"rfc7606": {"duplicate": [1], "unrecognized-well-known": [99], "missing": [2]}` attribute (one
     that only withdraws gets none, so an End-of-RIB stays one), and an ORIGIN of the wrong length
-    reads "invalid" like an undefined value, so the agent can apply RFC 7606 (calico_bgp/malformed.py).
+    reads "invalid" like an undefined value, so the agent can apply RFC 7606 (calico_bgp/routing/malformed.py).
     Costs one walk over the attribute headers per distinct attribute section (ExaBGP reuses its
     parse of the section it saw last)."""
     import json

@@ -13,8 +13,18 @@ import attrs
 
 from calico_bgp.speaker.errors import MalformedMessage
 from calico_bgp.speaker.events import (
-    Ack, EndOfRib, Event, ExaBGPShutdown, Ignored, Malformation, Notification, PathAttributes, PeerOpen, PeerState,
-    Text, Update,
+    Ack,
+    EndOfRib,
+    Event,
+    ExaBGPShutdown,
+    Ignored,
+    Malformation,
+    Notification,
+    PathAttributes,
+    PeerOpen,
+    PeerState,
+    Text,
+    Update,
 )
 from calico_bgp.speaker.exabgp_run import MALFORMED_KEY
 

@@ -22,7 +22,6 @@ from typing import Callable, Mapping, Sequence
 
 import trio
 
-
 log = logging.getLogger("calico_bgp.speaker.process")
 
 PR_SET_PDEATHSIG = 1

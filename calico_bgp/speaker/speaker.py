@@ -37,7 +37,15 @@ from calico_bgp.speaker.commands import RouteChange, RouteSpec
 from calico_bgp.speaker.config import render_config
 from calico_bgp.speaker.errors import MalformedMessage
 from calico_bgp.speaker.events import (
-    EXABGP_EXITED, Ack, BridgeConnected, BridgeLost, Event, ExaBGPShutdown, Ignored, PeerState, Text,
+    EXABGP_EXITED,
+    Ack,
+    BridgeConnected,
+    BridgeLost,
+    Event,
+    ExaBGPShutdown,
+    Ignored,
+    PeerState,
+    Text,
 )
 from calico_bgp.speaker.intent import RouteIntent
 from calico_bgp.speaker.neighbor import Neighbor, family_of

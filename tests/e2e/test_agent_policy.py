@@ -9,8 +9,8 @@ from tests.e2e.mesh_cluster import mesh, wait_for
 from tests.e2e.test_mesh import RESOURCES, _converged
 from tests.netns import needs_root
 
-XDP_OBJ = Path(__file__).resolve().parents[2] / "dataplane" / "xdp" / "filter.o"
-pytestmark = [needs_root, pytest.mark.skipif(not XDP_OBJ.exists(), reason="XDP object not built (make -C dataplane/xdp)")]
+XDP_OBJ = Path(__file__).resolve().parents[2] / "dataplane" / "filters" / "xdp" / "filter.o"
+pytestmark = [needs_root, pytest.mark.skipif(not XDP_OBJ.exists(), reason="XDP object not built (make -C dataplane/filters/xdp)")]
 
 
 def test_policy_filter_from_etcd_drops_a_denied_source_and_keeps_bgp(etcd_server):

@@ -17,7 +17,8 @@ import pytest
 from lab.routers import router_for
 from lab.runtime import cli, current
 from tests.e2e.mesh_cluster import wait_for
-from tests.e2e.test_lab import CLAB, pytestmark as lab_marks, running
+from tests.e2e.test_lab import CLAB, running
+from tests.e2e.test_lab import pytestmark as lab_marks
 
 pytestmark = lab_marks
 

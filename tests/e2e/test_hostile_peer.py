@@ -26,13 +26,12 @@ import time
 
 import pytest
 
+from lab.net import Process
 from tests.bgpwire import message as m
 from tests.bgpwire.session import RawSpeaker
-from tests.e2e.hostile_peer import (HOSTILE, HOSTILE_AS, STORM, STORM_AS, bad_update_resetting_exabgp,
-                                    hostile_cluster)
+from tests.e2e.hostile_peer import HOSTILE, HOSTILE_AS, STORM, STORM_AS, bad_update_resetting_exabgp, hostile_cluster
 from tests.e2e.mesh_cluster import wait_for
 from tests.netns import needs_root
-from lab.net import Process
 
 STORM_ROUTES = 10_000
 MOST_RESETS = 10  # in 30 s, with the back-off (606 without)
@@ -208,7 +207,7 @@ def test_a_reset_storm_is_held_back(hostile):
     h.assert_healthy("n1")
 
 
-# --- RFC 7606, martians, unusable next hops, AS_SET (calico_bgp/malformed.py, martians.py) -------------------
+# --- RFC 7606, martians, unusable next hops, AS_SET (calico_bgp/routing/malformed.py, martians.py) -------------------
 ACCEPTED = "198.18.200.0/24"  # outside the pool: accepted through the filter below (pool space is IPAM's to judge)
 HOSTILE_PATH = m.as_path([(m.AS_SEQUENCE, [HOSTILE_AS])])
 

@@ -41,7 +41,7 @@ apiVersion: projectcalico.org/v3
 metadata: {name: pods6}
 spec: {cidr: "2001:db8:1::/64", blockSize: 122}
 """
-# The ToRs' prefixes are in the pool but in no node's block: origin validation (calico_bgp/origin.py)
+# The ToRs' prefixes are in the pool but in no node's block: origin validation (calico_bgp/routing/origin.py)
 # would reject them as nobody's; it is off for these peers, the subject here is their next hops.
 PEERS = """
 kind: BGPPeer

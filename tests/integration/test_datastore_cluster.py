@@ -142,7 +142,7 @@ async def test_all_endpoints_dead_fails_promptly_naming_each(key_prefix):
 
 
 def test_cli_exits_3_when_etcd_is_unreachable(capsys):
-    from calico_bgp.cli_common import EXIT_UNAVAILABLE, run
+    from calico_bgp.cli.common import EXIT_UNAVAILABLE, run
 
     dead = dead_endpoint()
 

@@ -14,10 +14,10 @@ import pytest
 import trio
 from click.testing import CliRunner
 
-from calico_bgp import model
 from calico_bgp.cli import main as cli
 from calico_bgp.datastore import EtcdClient, Keys
-from calico_bgp.resources import ResourceStore
+from calico_bgp.resources import model
+from calico_bgp.resources.store import ResourceStore
 from ipam import Pool, PoolExhausted, StaleRelease
 from ipam.allocator import BlockAllocator
 from ipam.check import check
@@ -158,7 +158,7 @@ async def test_a_handle_spread_over_more_blocks_than_retries_is_released_whole(e
 async def test_a_claim_left_half_done_is_finished_not_abandoned(etcd_url, key_prefix):
     """A crash between creating a block and confirming its affinity: the node uses that block next
     time (it was neither used nor reclaimable before, and other nodes borrowed from it)."""
-    from calico_bgp.datastore import codec
+    from calico_bgp.resources import codec
     from ipam import Block
     from ipam.records import PENDING, Affinity
 

@@ -7,10 +7,10 @@ import ipaddress
 import pytest
 import trio
 
-from calico_bgp.kernel_writer import KERNEL_BATCH, KernelWriter
-from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Rib
-from calico_bgp.telemetry import Metrics
-from dataplane.programmer import RouteProgrammer
+from calico_bgp.agent.kernel_writer import KERNEL_BATCH, KernelWriter
+from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
+from calico_bgp.telemetry.metrics import Metrics
+from dataplane.routes.programmer import RouteProgrammer
 from tests.integration.test_route_programmer import Lab, lab, routes  # noqa: F401 - the fixture
 from tests.netns import needs_root, sh
 

@@ -18,16 +18,24 @@ from typing import Iterator
 import attrs
 import pytest
 
-from dataplane.filter_engine import FilterEngine, UnknownInterface
-from dataplane.filter_rules import (
-    FAILSAFE_RULE, Action, FilterRule, FilterSet, InvalidFilter, PortRange, RuleId, compile_interface,
-    default_failsafe, parse_network,
+from dataplane.filters.engine import FilterEngine, UnknownInterface
+from dataplane.filters.rules import (
+    FAILSAFE_RULE,
+    Action,
+    FilterRule,
+    FilterSet,
+    InvalidFilter,
+    PortRange,
+    RuleId,
+    compile_interface,
+    default_failsafe,
+    parse_network,
 )
-from dataplane.xdp import loader as xdp_loader
+from dataplane.filters.xdp import loader as xdp_loader
 from tests.netns import needs_root, netns, sh, unique, veth
 
 ROOT = Path(__file__).resolve().parents[2]
-OBJ = ROOT / "dataplane" / "xdp" / "filter.o"
+OBJ = ROOT / "dataplane" / "filters" / "xdp" / "filter.o"
 A, D, E = "198.18.10.2", "198.18.10.3", "198.18.10.4"          # allowed, denied, denied
 A6, D6 = "2001:db8:10::2", "2001:db8:10::3"
 DST, DST6 = "198.18.10.1", "2001:db8:10::1"
@@ -38,7 +46,7 @@ pytestmark = [needs_root, pytest.mark.root]
 
 def _skip_reason(mode: str) -> str | None:
     if mode == "xdp" and not OBJ.exists():
-        return f"{OBJ} is missing: build it with `make -C dataplane/xdp` (bootstrap.sh does)"
+        return f"{OBJ} is missing: build it with `make -C dataplane/filters/xdp` (bootstrap.sh does)"
     if mode == "nft" and not shutil.which("nft"):
         return "nft is not installed"
     if mode == "iptables" and not (shutil.which("iptables") and shutil.which("ipset")):
@@ -291,7 +299,7 @@ def test_foreign_xdp_program_is_never_replaced_or_removed(lab: Lab, tmp_path):
     sh("ip", "link", "set", "dev", IFACE, "xdpgeneric", "obj", str(obj), "sec", "xdp", ns=lab.rcv)
     foreign = _prog_id(lab)
     assert foreign
-    from dataplane.xdp.loader import ForeignProgram
+    from dataplane.filters.xdp.loader import ForeignProgram
     with pytest.raises(ForeignProgram):
         lab.engine.apply(filterset(BASE))
     assert _prog_id(lab) == foreign

@@ -9,10 +9,10 @@ import yaml
 from click.testing import CliRunner
 
 from calico_bgp.cli import main
-from calico_bgp.cli_common import EXIT_CONFLICT, EXIT_ERROR, EXIT_UNAVAILABLE, EXIT_USAGE
+from calico_bgp.cli.common import EXIT_CONFLICT, EXIT_ERROR, EXIT_UNAVAILABLE, EXIT_USAGE
 from calico_bgp.datastore import EtcdClient, Keys
-from calico_bgp.resources import ConflictError, CorruptValue, ResourceStore, load_documents
-from calico_bgp import model
+from calico_bgp.resources import model
+from calico_bgp.resources.store import ConflictError, CorruptValue, ResourceStore, load_documents
 
 POOLS = """
 apiVersion: projectcalico.org/v3
@@ -241,7 +241,7 @@ async def test_store_api_and_cas(etcd_url, key_prefix):
 
 
 def test_conflict_exit_code_registered():
-    from calico_bgp.cli_common import ERROR_CODES
+    from calico_bgp.cli.common import ERROR_CODES
     assert ERROR_CODES[ConflictError] == EXIT_CONFLICT
     assert ERROR_CODES[model.InvalidResource] == EXIT_USAGE
 

@@ -13,8 +13,8 @@ import attrs
 import pytest
 import trio
 
-from dataplane.programmer import RouteProgrammer
-from dataplane.route import InvalidRoute, NextHop, Route
+from dataplane.routes.programmer import RouteProgrammer
+from dataplane.routes.route import InvalidRoute, NextHop, Route
 from tests.netns import needs_root, netns, sh, veth
 
 pytestmark = [needs_root, pytest.mark.root]
@@ -327,7 +327,7 @@ def test_runs_under_ip_netns_exec_without_a_netns_argument(lab):
     """The lab's way: one agent process per namespace, started with `ip netns exec`."""
     script = (
         "import trio\n"
-        "from dataplane import Route, RouteProgrammer\n"
+        "from dataplane.routes.programmer import RouteProgrammer\nfrom dataplane.routes.route import Route\n"
         "async def main():\n"
         "    async with RouteProgrammer(resync_interval=60) as rp:\n"
         f"        rp.set_desired([Route.via('198.18.95.0/24', '{GW1}')])\n"

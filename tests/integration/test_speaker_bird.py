@@ -356,7 +356,9 @@ async def test_ipv6_on_an_ipv4_session_and_editing_one_peer_resets_only_it(lab, 
 
 FROZEN_AGENT = """
 import sys, trio
-from calico_bgp.speaker import Neighbor, Speaker, Update
+from calico_bgp.speaker.events import Update
+from calico_bgp.speaker.neighbor import Neighbor
+from calico_bgp.speaker.speaker import Speaker
 async def main():
     state, ns = sys.argv[1], sys.argv[2]
     speaker = Speaker(state, netns=ns)

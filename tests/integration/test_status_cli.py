@@ -9,7 +9,7 @@ import pytest
 import trio
 from click.testing import CliRunner
 
-from calico_bgp import status as st
+from calico_bgp.agent import status as st
 from calico_bgp.cli import main
 from calico_bgp.datastore import EtcdClient, Keys
 

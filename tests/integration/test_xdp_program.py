@@ -13,17 +13,24 @@ from pathlib import Path
 
 import pytest
 
-from dataplane.filter_rules import (
-    FAILSAFE_RULE, Action, FilterRule, PortRange, RuleId, compile_interface, default_failsafe, parse_network,
+from dataplane.filters.rules import (
+    FAILSAFE_RULE,
+    Action,
+    FilterRule,
+    PortRange,
+    RuleId,
+    compile_interface,
+    default_failsafe,
+    parse_network,
 )
-from dataplane.filter_xdp import XdpFilter
-from dataplane.xdp import bpf
-from dataplane.xdp.loader import BPF_FS_MAGIC, _fs_type, unmount_bpffs
+from dataplane.filters.xdp import bpf
+from dataplane.filters.xdp.enforce import XdpFilter
+from dataplane.filters.xdp.loader import BPF_FS_MAGIC, _fs_type, unmount_bpffs
 from tests.netns import needs_root
 
-OBJ = Path(__file__).resolve().parents[2] / "dataplane" / "xdp" / "filter.o"
+OBJ = Path(__file__).resolve().parents[2] / "dataplane" / "filters" / "xdp" / "filter.o"
 pytestmark = [needs_root, pytest.mark.root,
-              pytest.mark.skipif(not OBJ.exists(), reason=f"{OBJ} is missing: run `make -C dataplane/xdp`")]
+              pytest.mark.skipif(not OBJ.exists(), reason=f"{OBJ} is missing: run `make -C dataplane/filters/xdp`")]
 
 XDP_DROP, XDP_PASS = 1, 2
 TCP, UDP, ICMP6 = 6, 17, 58

@@ -2,10 +2,10 @@
 9 had failed; a RIB holding only rejected paths showed 0 rejected, an empty RIB being falsy)."""
 import ipaddress
 
-from calico_bgp.agent import AgentOptions, NodeAgent
+from calico_bgp.agent.node import AgentOptions, NodeAgent
 from calico_bgp.datastore import Keys
-from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Rib
-from calico_bgp.topology import Session
+from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
+from calico_bgp.routing.topology import Session
 
 
 def agent(tmp_path) -> NodeAgent:
@@ -32,7 +32,7 @@ async def test_failed_routes_are_counted_listed_with_their_reason_and_not_in_the
     peer = Peer("198.18.0.1", 65001, "198.18.0.1", ibgp=False)
     a.rib.update(peer, {ipaddress.ip_network("198.19.0.0/26"): PathAttrs("no-nexthop"),
                         ipaddress.ip_network("198.19.1.0/26"): PathAttrs("198.18.0.1")})
-    from calico_bgp import desired
+    from calico_bgp.routing import desired
     routes, unbuildable = desired.kernel_routes("n1", {}, a.rib)
     a.programmer.set_desired(routes, unbuildable)  # not opened: nothing is in the kernel yet
     status = a.build_status()
@@ -46,7 +46,7 @@ async def test_a_policy_change_asks_a_capped_peer_for_a_route_refresh_if_it_take
     """Soft reconfiguration re-judges only the rejected paths kept: a peer beyond the cap is asked to
     send its routes again (RFC 2918) when its import policy changes, once per change; a peer without
     the capability gets an event saying what stays out."""
-    from calico_bgp import model
+    from calico_bgp.resources import model
     from calico_bgp.speaker.events import PeerOpen, PeerState
 
     a = agent(tmp_path)

@@ -2,7 +2,7 @@ import ipaddress
 
 import pytest
 
-from calico_bgp.autodetect import AutodetectError, Interface, choose
+from calico_bgp.agent.autodetect import AutodetectError, Interface, choose
 
 IF = ipaddress.ip_interface
 IFACES = [Interface("lo", (IF("127.0.0.1/8"),)),

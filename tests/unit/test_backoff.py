@@ -1,10 +1,10 @@
-"""calico_bgp.backoff: IdleHoldTime that grows for a peer reset for errors again and again
+"""calico_bgp.routing.backoff: IdleHoldTime that grows for a peer reset for errors again and again
 (RFC 4271 8.1.1 DampPeerOscillations), forgiven after a stable period; admin changes never count."""
 from __future__ import annotations
 
 import pytest
 
-from calico_bgp.backoff import ERRORS, MAX_PREFIXES, QUICK, STABLE, SessionBackoff, is_error_reset
+from calico_bgp.routing.backoff import ERRORS, MAX_PREFIXES, QUICK, STABLE, SessionBackoff, is_error_reset
 
 P = "198.18.0.50"
 

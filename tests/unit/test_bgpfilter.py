@@ -1,8 +1,8 @@
 import ipaddress
 
-from calico_bgp import model
-from calico_bgp.bgpfilter import ExportAttrs, export_routes, import_policy
-from calico_bgp.rib import PathAttrs, Peer
+from calico_bgp.resources import model
+from calico_bgp.routing.bgpfilter import ExportAttrs, export_routes, import_policy
+from calico_bgp.routing.rib import PathAttrs, Peer
 
 NET = ipaddress.ip_network
 TOR = Peer("198.18.1.1", 65001, "198.18.1.1", ibgp=False)
@@ -65,7 +65,7 @@ def test_export_actions_and_rejects():
 
 
 def test_plan_exports_sends_only_differences_grouped_by_neighbours_and_attributes():
-    from calico_bgp.bgpfilter import plan_exports
+    from calico_bgp.routing.bgpfilter import plan_exports
 
     a, b, c = NET("198.19.0.0/26"), NET("198.19.0.64/26"), NET("198.19.0.128/26")
     plain, tagged = ExportAttrs(), ExportAttrs(communities=((65000, 1),))
@@ -80,7 +80,7 @@ def test_plan_exports_sends_only_differences_grouped_by_neighbours_and_attribute
 
 
 def test_prefix_advertisements_tag_what_lies_inside_their_cidr_before_the_filters_own():
-    from calico_bgp.bgpfilter import advertised_communities
+    from calico_bgp.routing.bgpfilter import advertised_communities
     spec = model.BGPConfigurationSpec(
         communities=(model.Community("rack", "65000:10"),),
         prefix_advertisements=(model.PrefixAdvertisement("198.19.0.0/24", ("rack", "65000:20")),

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from lab import clab, execs
-from lab.check import AgentView, SessionView, route_problems
+from lab.expectations import AgentView, SessionView, route_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGIES = sorted((ROOT / "containerlab").glob("*.clab.yml"))

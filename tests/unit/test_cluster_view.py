@@ -1,12 +1,11 @@
 """ClusterView's bookkeeping without etcd: what a full read (first sync or resync) keeps."""
 from __future__ import annotations
 
-from calico_bgp import model
-from calico_bgp.cluster import ClusterView
 from calico_bgp.datastore import Keys
 from calico_bgp.datastore.types import KeyValue
+from calico_bgp.resources import codec, model
+from calico_bgp.resources.view import ClusterView
 from ipam.block import Block
-from calico_bgp.datastore import codec
 
 
 def kv(key: str, value: bytes, rev: int = 1) -> KeyValue:

@@ -1,7 +1,7 @@
 import attrs
 import pytest
 
-from calico_bgp.datastore import codec
+from calico_bgp.resources import codec
 
 
 @attrs.frozen

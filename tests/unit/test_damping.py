@@ -1,6 +1,6 @@
 import pytest
 
-from calico_bgp.damping import Dampener, DampingParams
+from calico_bgp.routing.damping import Dampener, DampingParams
 
 PARAMS = DampingParams(half_life=10.0, reuse=750, suppress=2000, max_suppress=40.0)
 K = ("198.18.1.1", "198.19.0.0/26")

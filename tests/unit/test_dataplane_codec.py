@@ -7,7 +7,7 @@ import pytest
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from dataplane import rtnl_codec as codec
-from dataplane.route import NextHop, Route, RouteKind
+from dataplane.routes.route import NextHop, Route, RouteKind
 
 IFINDEX = {"veth0": 7, "veth1": 9}
 
@@ -175,7 +175,7 @@ def test_no_dump_signature_for_other_shapes(route):
 def test_the_desired_sets_shared_signature_parts_give_dump_signature():
     """_Desired builds each signature from parts routes alike share; the bytes must be dump_signature's
     whatever order the shapes, lengths and metrics come in."""
-    from dataplane.programmer import _Desired
+    from dataplane.routes.programmer import _Desired
 
     routes = [Route.via("198.18.5.0/24", "198.18.0.2"), Route.via("198.18.5.1/32", "198.18.0.2"),
               Route.via("198.18.5.2/32", "198.18.0.2", metric=9), Route.via("198.18.5.3/32", "198.18.0.3"),

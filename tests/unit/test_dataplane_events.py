@@ -5,10 +5,10 @@ import socket
 
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from dataplane import events
 from dataplane import rtnl_codec as codec
-from dataplane.protocol import register_protocol_name
-from dataplane.route import Route
+from dataplane.routes import events
+from dataplane.routes.protocol import register_protocol_name
+from dataplane.routes.route import Route
 from tests.unit.test_dataplane_codec import kernel_like
 
 

@@ -5,7 +5,7 @@ import ipaddress
 
 import pytest
 
-from dataplane.route import (
+from dataplane.routes.route import (
     RTN_BLACKHOLE,
     RTN_UNICAST,
     DuplicateRoute,

@@ -5,9 +5,8 @@ import base64
 
 import pytest
 
-from calico_bgp.datastore import Compare, Delete, Get, KeyValue, Put, TLSConfig, WatchBatch, WatchEvent
+from calico_bgp.datastore import Compare, Delete, Get, KeyValue, Put, TLSConfig, WatchBatch, WatchEvent, wire
 from calico_bgp.datastore.errors import Compacted, EtcdUnavailable
-from calico_bgp.datastore import wire
 
 
 def b(s: str | bytes) -> str:

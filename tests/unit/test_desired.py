@@ -1,6 +1,7 @@
 import ipaddress
 
-from calico_bgp import desired, model
+from calico_bgp.resources import model
+from calico_bgp.routing import desired
 from ipam.block import Block
 
 
@@ -23,9 +24,9 @@ def test_announcements_blocks_borrowed_and_no_export_pools():
 
 
 def test_a_peer_reachable_by_a_gateway_gets_a_host_route_that_learned_routes_never_replace():
-    from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Rib
-    from calico_bgp.topology import Session
-    from dataplane.route import Route
+    from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
+    from calico_bgp.routing.topology import Session
+    from dataplane.routes.route import Route
 
     tor = Session(peer_address="198.18.9.1", peer_as=65001, local_as=64512, local_address="198.18.1.10",
                   kind="fabric", reachable_by="198.18.1.1")
@@ -47,8 +48,8 @@ def test_a_peer_reachable_by_a_gateway_gets_a_host_route_that_learned_routes_nev
 def test_a_selection_no_kernel_route_can_express_is_set_apart_with_its_reason_and_the_rest_are_built():
     """ExaBGP passes an UPDATE without NEXT_HOP on with next hop 'no-nexthop'; a v4 prefix can come with
     a v6 next hop. Neither may keep the other selections out of the kernel."""
-    from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Rib
-    from dataplane.route import key_of
+    from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
+    from dataplane.routes.route import key_of
 
     rib = Rib(LocalSpeaker(64512, "198.18.1.10"))
     peer = Peer("198.18.1.2", 65001, "198.18.1.2", ibgp=False)

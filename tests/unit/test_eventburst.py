@@ -1,11 +1,11 @@
-"""Bursts of one kind of event for one peer become one summary (calico_bgp/eventburst.py), so the
+"""Bursts of one kind of event for one peer become one summary (calico_bgp/telemetry/bursts.py), so the
 event ring keeps everything else: a peer's 606 session_down/up in 30 s evicted every other event."""
 from __future__ import annotations
 
 import pytest
 
-from calico_bgp import eventlog
-from calico_bgp.eventburst import KEEP, WINDOW, BurstSummariser, Summary
+from calico_bgp.telemetry import eventlog
+from calico_bgp.telemetry.bursts import KEEP, WINDOW, BurstSummariser, Summary
 
 P, Q = "198.18.0.50", "198.18.0.2"
 

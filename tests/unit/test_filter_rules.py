@@ -1,4 +1,4 @@
-"""The policy filter semantics (dataplane/filter_rules.py): pure, no kernel."""
+"""The policy filter semantics (dataplane/filters/rules.py): pure, no kernel."""
 from __future__ import annotations
 
 import ipaddress
@@ -7,9 +7,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataplane.filter_rules import (
-    FAILSAFE_RULE, Action, CapacityExceeded, EntryAction, FailsafePort, FilterRule, FilterSet, InvalidFilter,
-    Limits, PortRange, RuleId, assign_slots, compile_interface, default_failsafe, parse_network, parse_protocol,
+from dataplane.filters.rules import (
+    FAILSAFE_RULE,
+    Action,
+    CapacityExceeded,
+    EntryAction,
+    FailsafePort,
+    FilterRule,
+    FilterSet,
+    InvalidFilter,
+    Limits,
+    PortRange,
+    RuleId,
+    assign_slots,
+    compile_interface,
+    default_failsafe,
+    parse_network,
+    parse_protocol,
 )
 
 TCP, UDP, ICMP = 6, 17, 1

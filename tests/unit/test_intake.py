@@ -1,4 +1,4 @@
-"""calico_bgp.intake: prefix parsing as ipaddress does it, and one UPDATE into the RIB."""
+"""calico_bgp.routing.intake: prefix parsing as ipaddress does it, and one UPDATE into the RIB."""
 from __future__ import annotations
 
 import ipaddress
@@ -7,9 +7,9 @@ import itertools
 import attrs
 import pytest
 
-from calico_bgp.damping import Dampener, DampingParams
-from calico_bgp.intake import UpdateIntake, parse_prefix
-from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Rib
+from calico_bgp.routing.damping import Dampener, DampingParams
+from calico_bgp.routing.intake import UpdateIntake, parse_prefix
+from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
 from calico_bgp.speaker.events import PathAttributes, Update
 
 

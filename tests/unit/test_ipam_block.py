@@ -5,10 +5,11 @@ import ipaddress
 import json
 
 import pytest
-from hypothesis import settings, strategies as st
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from calico_bgp.datastore import codec
+from calico_bgp.resources import codec
 from ipam import Block, BlockConflict, Handle, InvalidAddress, Pool, StaleRelease
 
 

@@ -10,15 +10,24 @@ import ipaddress
 
 import pytest
 
-from calico_bgp import malformed, martians
-from calico_bgp.damping import Dampener, DampingParams
-from calico_bgp.intake import UpdateIntake
-from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Rib
+from calico_bgp.routing import malformed, martians
+from calico_bgp.routing.damping import Dampener, DampingParams
+from calico_bgp.routing.intake import UpdateIntake
+from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
 from calico_bgp.speaker.events import Malformation, Update
 from calico_bgp.speaker.exabgp_run import attribute_errors
 from calico_bgp.speaker.parse import parse_line
 from tests.unit.exabgp_decode import (
-    LOCAL_AS, PEER, PEER_AS, as_path, attribute, decode, next_hop, origin, sequence, update,
+    LOCAL_AS,
+    PEER,
+    PEER_AS,
+    as_path,
+    attribute,
+    decode,
+    next_hop,
+    origin,
+    sequence,
+    update,
 )
 
 P, Q, OTHER = "198.19.5.0/24", "198.19.6.0/24", "198.19.9.0/24"
@@ -126,7 +135,7 @@ def test_our_as_inside_an_as_set_is_a_loop_whatever_the_filters_say():
 
 def test_an_as_set_counts_as_one_as_in_the_decision():
     """RFC 4271 9.1.2.2 (a): a path of one AS and a set of three is as long as a path of two ASes."""
-    from calico_bgp.rib import Path, select
+    from calico_bgp.routing.rib import Path, select
     prefix = ipaddress.ip_network(P)
     a = Path(prefix, EBGP, PathAttrs(PEER, as_path=(PEER_AS,), as_set=(1, 2, 3)))
     b = Path(prefix, OTHER_PEER, PathAttrs("198.18.0.3", as_path=(65003, 65004, 65005)))
@@ -202,8 +211,8 @@ def test_the_agent_counts_every_malformed_update_and_records_one_event_per_peer_
     log holds one event (and one more after the session ended and came back)."""
     from types import SimpleNamespace
 
-    from calico_bgp.agent import NodeAgent as Agent
-    from calico_bgp.telemetry import Metrics
+    from calico_bgp.agent.node import NodeAgent as Agent
+    from calico_bgp.telemetry.metrics import Metrics
 
     events: list[tuple[str, str, str]] = []
     agent = SimpleNamespace(metrics=Metrics(), malformed_reports=malformed.MalformedReports(),

@@ -1,4 +1,4 @@
-"""calico_bgp.martians: martian prefixes and unusable next hops never reach the RIB's selection,
+"""calico_bgp.routing.martians: martian prefixes and unusable next hops never reach the RIB's selection,
 whatever a BGPFilter accepts, and `routes --rejected` (the RIB's rejected list) says why."""
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import ipaddress
 
 import pytest
 
-from calico_bgp import bgpfilter, martians, model
-from calico_bgp.damping import Dampener, DampingParams
-from calico_bgp.intake import UpdateIntake, parse_prefix
-from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Rib
+from calico_bgp.resources import model
+from calico_bgp.routing import bgpfilter, martians
+from calico_bgp.routing.damping import Dampener, DampingParams
+from calico_bgp.routing.intake import UpdateIntake, parse_prefix
+from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
 from calico_bgp.speaker.parse import parse_line
 from tests.unit.exabgp_decode import LOCAL, PEER, PEER_AS, decode, next_hop, origin, sequence, update
 

@@ -3,10 +3,10 @@ import ipaddress
 import attrs
 import pytest
 
-from calico_bgp import fields, model
-from calico_bgp.model import InvalidResource, UnknownKind
-from calico_bgp.resources import ResourceInUse, check_apply, check_delete, dump_documents, load_documents
-from calico_bgp.selector import Selector
+from calico_bgp.resources import fields, model
+from calico_bgp.resources.model import InvalidResource, UnknownKind
+from calico_bgp.resources.selector import Selector
+from calico_bgp.resources.store import ResourceInUse, check_apply, check_delete, dump_documents, load_documents
 
 
 def pool(name="p", **spec):
@@ -425,7 +425,8 @@ def test_kinds_resolve_case_insensitively():
 
 # --- property: every valid resource survives etcd JSON and YAML documents unchanged -------------------
 
-from hypothesis import given, strategies as st  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 names = st.from_regex(r"[a-z0-9]([a-z0-9.-]{0,10}[a-z0-9])?", fullmatch=True)
 selectors = st.sampled_from(["", "all()", "has(rack)", "rack == 'a' && !has(rr)", "zone in {'a','b'}"])

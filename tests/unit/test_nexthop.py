@@ -1,4 +1,4 @@
-"""calico_bgp.nexthop: which of an IPv6 UPDATE's next hops a route is installed via, and on which
+"""calico_bgp.routing.nexthop: which of an IPv6 UPDATE's next hops a route is installed via, and on which
 interface; the intake, RIB and desired state carrying the choice through (ECMP over two ToRs)."""
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import ipaddress
 
 import pytest
 
-from calico_bgp import desired
-from calico_bgp.damping import Dampener, DampingParams
-from calico_bgp.intake import UpdateIntake
-from calico_bgp.nexthop import SessionLink, normalise, resolve, session_link, split, unusable
-from calico_bgp.rib import LocalSpeaker, Peer, Rib
+from calico_bgp.routing import desired
+from calico_bgp.routing.damping import Dampener, DampingParams
+from calico_bgp.routing.intake import UpdateIntake
+from calico_bgp.routing.nexthop import SessionLink, normalise, resolve, session_link, split, unusable
+from calico_bgp.routing.rib import LocalSpeaker, Peer, Rib
 from calico_bgp.speaker.events import PathAttributes, Update
-from dataplane.route import NextHop
+from dataplane.routes.route import NextHop
 
 ETH0 = SessionLink("eth0", (ipaddress.ip_network("2001:db8:0:1::/64"),))
 
@@ -118,7 +118,7 @@ def test_ecmp_over_two_tors_sending_one_link_local_address_gives_two_gateway_dev
 
 def test_a_route_reflector_does_not_pass_on_a_path_via_a_link_local_next_hop():
     """RFC 2545 section 2: a link-local address means something on its link only."""
-    from calico_bgp.rib import reflect_to
+    from calico_bgp.routing.rib import reflect_to
 
     rr = LocalSpeaker(64512, "198.18.0.1", cluster_id="198.18.0.1")
     client = Peer("2001:db8:0:1::2", 64512, "198.18.0.2", ibgp=True, rr_client=True, link=ETH0)

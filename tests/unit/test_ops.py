@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 import yaml
 
-from calico_bgp.telemetry import Metrics
+from calico_bgp.telemetry.metrics import Metrics
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 RULES = OPS / "prometheus" / "calico-bgp-rules.yml"

@@ -1,4 +1,4 @@
-"""Origin validation from IPAM (calico_bgp/origin.py): who may originate a prefix in a pool, and what
+"""Origin validation from IPAM (calico_bgp/routing/origin.py): who may originate a prefix in a pool, and what
 the RIB does with an invalid path (reject, de-prefer, off)."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calico_bgp import model
-from calico_bgp.origin import Origin, OriginIndex
-from calico_bgp.rib import LocalSpeaker, PathAttrs, Peer, Rib
+from calico_bgp.resources import model
+from calico_bgp.routing.origin import Origin, OriginIndex
+from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
 from ipam.block import Block
 
 POOL = ("pods", ipaddress.ip_network("198.19.0.0/16"))
@@ -266,7 +266,7 @@ def test_disabled_skips_the_check_and_a_cluster_change_re_evaluates():
 def _lab(name: str):  # noqa: ANN202
     from pathlib import Path
 
-    from calico_bgp.resources import load_documents
+    from calico_bgp.resources.store import load_documents
     docs = load_documents((Path(__file__).parents[2] / "containerlab" / f"{name}.resources.yaml").read_text())
     config = next((d for d in docs if isinstance(d, model.BGPConfiguration)), model.BGPConfiguration())
     return ([d for d in docs if isinstance(d, model.Node)], [d for d in docs if isinstance(d, model.IPPool)], config)
@@ -315,7 +315,7 @@ def test_our_own_route_echoed_back_through_the_fabric_is_not_a_claim():
 def test_deprefer_ranks_validity_before_everything_else(specs):
     """Whatever their local-pref, AS path and session kind, a valid path beats every invalid one, and
     an ECMP set never mixes the two (RIB selection as RPKI-invalid de-preference would have it)."""
-    from calico_bgp.rib import DepreferredPath, Path, select
+    from calico_bgp.routing.rib import DepreferredPath, Path, select
     paths = []
     for i, (invalid, hops, lp, ibgp) in enumerate(specs):
         peer = Peer(f"198.18.0.{i + 10}", 64512 if ibgp else 65000 + i, f"198.18.0.{i + 10}", ibgp=ibgp)

@@ -1,12 +1,20 @@
-"""PolicyFilter resources -> a node's FilterSet (calico_bgp/policy.py), and counters -> metrics."""
+"""PolicyFilter resources -> a node's FilterSet (calico_bgp/agent/policy.py), and counters -> metrics."""
 from __future__ import annotations
 
 import pytest
 
-from calico_bgp import model
-from calico_bgp.policy import FilterMetrics, node_filterset
-from calico_bgp.telemetry import Metrics
-from dataplane.filter_rules import FAILSAFE_RULE, CapacityExceeded, FailsafePort, InvalidFilter, Limits, RuleCounter, RuleId
+from calico_bgp.agent.policy import FilterMetrics, node_filterset
+from calico_bgp.resources import model
+from calico_bgp.telemetry.metrics import Metrics
+from dataplane.filters.rules import (
+    FAILSAFE_RULE,
+    CapacityExceeded,
+    FailsafePort,
+    InvalidFilter,
+    Limits,
+    RuleCounter,
+    RuleId,
+)
 
 
 def pf(name: str, rules: list[dict], **spec) -> model.PolicyFilter:
@@ -95,7 +103,7 @@ class FakeEngine:
 
 
 async def test_reconciler_applies_good_filters_and_keeps_them_on_bad_ones():
-    from calico_bgp.policy import PolicyFilterReconciler
+    from calico_bgp.agent.policy import PolicyFilterReconciler
 
     engine = FakeEngine()
     metrics = Metrics()

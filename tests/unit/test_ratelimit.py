@@ -3,8 +3,8 @@ import logging
 
 import pytest
 
-from dataplane.programmer import RETRY_MAX, retry_delay
 from dataplane.ratelimit import Burst, BurstLimiter, RateLimitedLog
+from dataplane.routes.programmer import RETRY_MAX, retry_delay
 
 
 def test_a_burst_is_allowed_up_to_its_limit_and_the_rest_is_counted_per_key():

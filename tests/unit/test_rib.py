@@ -4,8 +4,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calico_bgp.rib import (LocalSpeaker, PathAttrs, Peer, Rib, compare, loop_check, reflect_to,
-                            reflections, select, Path)
+from calico_bgp.routing.rib import (
+    LocalSpeaker,
+    Path,
+    PathAttrs,
+    Peer,
+    Rib,
+    compare,
+    loop_check,
+    reflect_to,
+    reflections,
+    select,
+)
 
 NET = ipaddress.ip_network
 LOCAL = LocalSpeaker(asn=64512, router_id="198.18.0.1")
@@ -217,9 +227,8 @@ def test_reapplying_import_policy_keeps_stale_marks():
 
 
 def test_multipath_stops_at_the_kernels_next_hop_limit():
-    from dataplane.route import MAX_NEXTHOPS
-
-    from calico_bgp.rib import MAX_MULTIPATH
+    from calico_bgp.routing.rib import MAX_MULTIPATH
+    from dataplane.routes.route import MAX_NEXTHOPS
     assert MAX_MULTIPATH == MAX_NEXTHOPS
     peers = [Peer(f"198.18.{i // 200}.{i % 200 + 1}", 64512, f"198.18.{i // 200}.{i % 200 + 1}", ibgp=True)
              for i in range(70)]

@@ -2,7 +2,7 @@
 kept, 140 MB that stayed); the rest are counted, and what that costs soft reconfiguration."""
 import ipaddress
 
-from calico_bgp.rib import MAX_REJECTED_PER_PEER, LocalSpeaker, PathAttrs, Peer, Rib
+from calico_bgp.routing.rib import MAX_REJECTED_PER_PEER, LocalSpeaker, PathAttrs, Peer, Rib
 
 A = Peer("198.18.1.2", 65001, "198.18.1.2", ibgp=False)
 B = Peer("198.18.1.3", 65002, "198.18.1.3", ibgp=False)

@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from calico_bgp import selector as sel
-from calico_bgp.selector import SelectorError, parse
+from calico_bgp.resources import selector as sel
+from calico_bgp.resources.selector import SelectorError, parse
 
 LABELS = {"rack": "r1", "role": "route-reflector", "zone": "a", "tier": "db-primary"}
 
@@ -126,7 +126,7 @@ def test_round_trip_property(expr, labels):
 
 
 def test_global_is_everything_and_a_double_negation_prints_back_as_itself():
-    from calico_bgp.selector import parse
+    from calico_bgp.resources.selector import parse
     assert parse("global()").matches({}) and parse("global() && rack == 'a'").matches({"rack": "a"})
     twice = parse("!(!has(a))")
     assert parse(str(twice)) == twice and twice.matches({"a": "1"}) and not twice.matches({})

@@ -5,12 +5,21 @@ from pathlib import Path
 
 import pytest
 
-from calico_bgp.damping import Dampener, DampingParams
-from calico_bgp.intake import UpdateIntake
-from calico_bgp.rib import LocalSpeaker, Peer, Rib
+from calico_bgp.routing.damping import Dampener, DampingParams
+from calico_bgp.routing.intake import UpdateIntake
+from calico_bgp.routing.rib import LocalSpeaker, Peer, Rib
 from calico_bgp.speaker.errors import MalformedMessage
 from calico_bgp.speaker.events import (
-    Ack, EndOfRib, ExaBGPShutdown, Ignored, Notification, PathAttributes, PeerOpen, PeerState, Text, Update,
+    Ack,
+    EndOfRib,
+    ExaBGPShutdown,
+    Ignored,
+    Notification,
+    PathAttributes,
+    PeerOpen,
+    PeerState,
+    Text,
+    Update,
 )
 from calico_bgp.speaker.parse import parse_line
 

@@ -1,6 +1,6 @@
 import pytest
 
-from calico_bgp.stability import ChurnTracker, PeerStability
+from calico_bgp.telemetry.stability import ChurnTracker, PeerStability
 
 
 def test_flaps_count_only_established_going_down():
@@ -45,7 +45,7 @@ def test_churn_tracker_counts_and_caps():
 
 
 def test_a_prefix_flapping_beyond_the_limit_is_reported_once_per_window():
-    from calico_bgp.stability import ChurnTracker
+    from calico_bgp.telemetry.stability import ChurnTracker
 
     t = ChurnTracker(window=10.0, limit=10)
     reported = []

@@ -1,9 +1,15 @@
-"""calico_bgp.stale: when a peer's kept (stale) routes go, for each reason they are kept."""
+"""calico_bgp.routing.graceful_restart: when a peer's kept (stale) routes go, for each reason they are kept."""
 from __future__ import annotations
 
 import pytest
 
-from calico_bgp.stale import GRACEFUL_RESTART, SPEAKER_RESTART, STALE_PATH_TIME, StaleRoutes, graceful
+from calico_bgp.routing.graceful_restart import (
+    GRACEFUL_RESTART,
+    SPEAKER_RESTART,
+    STALE_PATH_TIME,
+    StaleRoutes,
+    graceful,
+)
 
 
 def due(s: StaleRoutes, now: float, up: set[str] = frozenset(), quiet: bool = False, eor: set[str] = frozenset()):

@@ -1,6 +1,6 @@
 from prometheus_client.parser import text_string_to_metric_families
 
-from calico_bgp.telemetry import Metrics
+from calico_bgp.telemetry.metrics import Metrics
 
 
 def test_exposition_parses_and_uses_conventional_names():
@@ -27,7 +27,7 @@ def test_forgotten_peer_leaves_no_series():
 
 
 def test_forgetting_a_peer_or_pool_leaves_no_series_behind():
-    from calico_bgp.telemetry import Metrics
+    from calico_bgp.telemetry.metrics import Metrics
     m = Metrics()
     m.init_peer("198.18.0.2", "mesh")
     m.set_peer_state("198.18.0.2", "mesh", "idle")

@@ -1,8 +1,18 @@
 import pytest
 
-from calico_bgp.model import (BGPConfiguration, BGPConfigurationSpec, BGPPassword, BGPPeer, BGPPeerSpec, Metadata,
-                              Node, NodeBGPSpec, NodeSpec, SecretKeyRef)
-from calico_bgp.topology import TopologyError, router_id, sessions_for
+from calico_bgp.resources.model import (
+    BGPConfiguration,
+    BGPConfigurationSpec,
+    BGPPassword,
+    BGPPeer,
+    BGPPeerSpec,
+    Metadata,
+    Node,
+    NodeBGPSpec,
+    NodeSpec,
+    SecretKeyRef,
+)
+from calico_bgp.routing.topology import TopologyError, router_id, sessions_for
 
 
 def node(name, v4="", v6="", asn=None, cluster="", **labels):
@@ -114,7 +124,7 @@ def test_router_id_prefers_ipv4_and_is_stable_for_v6_only():
 
 
 def test_dual_homed_node_uses_the_address_on_each_tors_link():
-    from calico_bgp.model import NodeAddress
+    from calico_bgp.resources.model import NodeAddress
     n = Node(Metadata("r1", {"rack": "1"}), NodeSpec(
         bgp=NodeBGPSpec(ipv4_address="198.18.1.11/24", as_number=65101),
         addresses=(NodeAddress("198.18.1.11/24"), NodeAddress("198.18.2.11/24"))))

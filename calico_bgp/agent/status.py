@@ -1,0 +1,137 @@
+"""What an agent publishes about itself under status/<node> (bound to a lease), and how the CLI reads it.
+
+The document is built by a pure function from the agent's state, so `calico-bgp status` and
+`calico-bgp routes` work from any machine that reaches etcd, like `calicoctl node status` does
+through the datastore rather than through BIRD's socket.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import attrs
+
+from calico_bgp.resources import codec
+
+MAX_PUBLISHED_ROUTES = 5000  # beyond this the document carries counts only: etcd values stay small
+
+PEER_TYPES = {"mesh": "node-to-node mesh", "rr-client": "route reflector client", "to-rr": "route reflector",
+              "rr-peer": "route reflector peer", "node-peer": "node specific", "fabric": "global"}
+
+
+@attrs.frozen
+class SessionStatus:
+    peer: str
+    peer_type: str
+    state: str
+    since: float = 0.0           # wall-clock seconds of the last state change
+    info: str = ""
+    peer_name: str = ""
+    peer_node: str = ""
+    peer_as: int = 0
+    received: int = 0
+    accepted: int = 0
+    rejected: int = 0            # every rejected path, kept or not
+    rejected_not_kept: int = 0   # of those, beyond the per-peer cap (rib.MAX_REJECTED_PER_PEER): counted only
+    damped: int = 0
+    flaps: int = 0
+    uptime: float = 0.0
+    churn_rate: float = 0.0
+
+
+@attrs.frozen
+class RouteStatus:
+    prefix: str
+    next_hops: tuple[str, ...]
+    peers: tuple[str, ...]
+    in_kernel: bool
+    best_reason: str = ""
+
+
+@attrs.frozen
+class RejectedRoute:
+    peer: str
+    prefix: str
+    reason: str
+
+
+@attrs.frozen
+class FailedRoute:
+    """A route wanted in the kernel and not there: `stage` build (no kernel route can express the
+    selection, e.g. its next hop is no address) or kernel (netlink refused it; sent again after a
+    back-off: `attempts` so far)."""
+
+    prefix: str
+    stage: str
+    reason: str
+    attempts: int = 1
+
+
+@attrs.frozen
+class DampedRoute:
+    peer: str
+    prefix: str
+    penalty: float
+    reuse_in: float
+    flaps: int
+
+
+@attrs.frozen
+class PrefixChurnStatus:
+    prefix: str
+    announces: int
+    withdraws: int
+    last_change: float        # wall clock
+
+
+@attrs.frozen
+class NodeStatus:
+    node: str
+    version: str
+    address: str
+    asn: int
+    router_id: str
+    role: str                              # "node" or "route-reflector"
+    updated: float
+    started: float
+    sessions: tuple[SessionStatus, ...] = ()
+    routes: tuple[RouteStatus, ...] = ()
+    routes_total: int = 0                  # learned: the RIB's selections
+    kernel_routes: int = 0                 # routes of ours in the kernel as desired now (blackholes too)
+    routes_failed: int = 0                 # wanted in the kernel and not there (`failed` lists them)
+    failed: tuple[FailedRoute, ...] = ()
+    rejected: tuple[RejectedRoute, ...] = ()
+    damped: tuple[DampedRoute, ...] = ()
+    announced: tuple[str, ...] = ()
+    filter_mode: str = ""
+    in_grace: bool = False
+    churn: tuple[PrefixChurnStatus, ...] = ()   # the busiest prefixes, most changes first
+
+
+def encode(status: NodeStatus) -> bytes:
+    return codec.encode(status)
+
+
+def decode(raw: bytes, where: str) -> NodeStatus:
+    return codec.decode(NodeStatus, raw, where=where)
+
+
+def cap(items: Iterable[Any], limit: int = MAX_PUBLISHED_ROUTES) -> tuple[Any, ...]:
+    out = []
+    for i, item in enumerate(items):
+        if i >= limit:
+            break
+        out.append(item)
+    return tuple(out)
+
+
+def as_json(status: NodeStatus) -> Any:
+    """Every field, defaults included (scripts want stable keys), in the stored camelCase spelling."""
+    return _full(status)
+
+
+def _full(value: Any) -> Any:
+    if attrs.has(type(value)):
+        return {codec.json_name(f.name): _full(getattr(value, f.name)) for f in attrs.fields(type(value))}
+    if isinstance(value, (list, tuple)):
+        return [_full(v) for v in value]
+    return value

@@ -1,0 +1,55 @@
+"""The `calico-bgp` command: global options here; each command group lives in its own module.
+
+    common.py     what every command shares: global options, the datastore connection, exit codes, errors
+    resources.py  apply -f / get / delete, in the style of calicoctl
+    ipam.py       ipam allocate / release / show / check
+    node.py       node run: the agent
+    status.py     status, routes: what the agents publish
+    events.py     events: each node's event ring
+    secret.py     secret set / list / delete (BGP passwords)
+    policy.py     policy show: this machine's filter mode and counters
+    lab.py        lab up / status / check / chaos / down
+"""
+from __future__ import annotations
+
+import click
+
+from calico_bgp.cli.common import Globals
+from calico_bgp.datastore.keys import DEFAULT_PREFIX
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--etcd-endpoints", envvar="CALICO_BGP_ETCD_ENDPOINTS", default="http://127.0.0.1:2379",
+              show_default=True, help="Comma-separated etcd client URLs, tried in order.")
+@click.option("--prefix", envvar="CALICO_BGP_PREFIX", default=DEFAULT_PREFIX, show_default=True,
+              help="Key prefix of this cluster's data in etcd.")
+@click.option("--etcd-ca-cert", envvar="CALICO_BGP_ETCD_CA_CERT",
+              type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--etcd-cert", envvar="CALICO_BGP_ETCD_CERT",
+              type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--etcd-key", envvar="CALICO_BGP_ETCD_KEY",
+              type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--etcd-username", envvar="CALICO_BGP_ETCD_USERNAME")
+@click.option("--etcd-password", envvar="CALICO_BGP_ETCD_PASSWORD")
+@click.pass_context
+def main(ctx: click.Context, etcd_endpoints: str, prefix: str, etcd_ca_cert: str | None,
+         etcd_cert: str | None, etcd_key: str | None, etcd_username: str | None,
+         etcd_password: str | None) -> None:
+    """calico-bgp: BGP routing control plane for bare-metal racks."""
+    endpoints = [e.strip() for e in etcd_endpoints.split(",") if e.strip()]
+    if not endpoints:
+        raise click.BadParameter("at least one endpoint is needed", param_hint="--etcd-endpoints")
+    if bool(etcd_cert) != bool(etcd_key):  # a client certificate is a pair: one alone would be ignored
+        raise click.UsageError("--etcd-cert and --etcd-key go together")
+    ctx.obj = Globals(endpoints, prefix, etcd_ca_cert, etcd_cert, etcd_key, etcd_username, etcd_password)
+
+
+def _register_groups() -> None:
+    """Each command group lives in its own module and adds itself to `main`."""
+    from calico_bgp.cli import events, ipam, lab, node, policy, resources, secret, status
+
+    for module in (resources, ipam, node, status, events, secret, policy, lab):
+        module.register(main)
+
+
+_register_groups()

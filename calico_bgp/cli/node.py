@@ -1,0 +1,128 @@
+"""`node run`: the node agent, in the foreground, until a signal."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+import trio
+
+from calico_bgp.cli.common import Globals, node_name, pass_globals, run
+
+
+def register(main: click.Group) -> None:
+    main.add_command(node)
+
+
+@click.group()
+def node() -> None:
+    """Run this host's node agent."""
+
+
+@node.command("run")
+@click.option("--name", required=True, callback=node_name, help="This node's name (its Node resource).")
+@click.option("--ip", help="IPv4 BGP address, e.g. 198.18.0.1/24 (created/updated on the Node resource).")
+@click.option("--ip6", help="IPv6 BGP address, e.g. 2001:db8::1/64.")
+@click.option("--ip-autodetect", help="first-found | interface=REGEX | can-reach=IP (when --ip is not given).")
+@click.option("--table", type=click.IntRange(1, 2**32 - 1), default=254, show_default=True,
+              help="Kernel routing table for learned routes and blackholes.")
+@click.option("--protocol", type=click.IntRange(5, 255), help="rtnetlink protocol number marking our routes.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on this port.")
+@click.option("--state-dir", type=click.Path(file_okay=False), help="Runtime files (default /run/calico-bgp/NAME).")
+@click.option("--grace", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="Seconds to keep routes from a previous run while sessions re-sync.")
+@click.option("--ipam-sweep", type=click.FloatRange(1), default=60.0, show_default=True,
+              help="Seconds between sweeps that release this node's empty blocks (after two sightings).")
+@click.option("--filter-mode", type=click.Choice(["auto", "xdp", "nft", "iptables", "off"]), default="auto",
+              show_default=True, help="How PolicyFilters are enforced (auto: XDP, else nftables, else iptables).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@pass_globals
+def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodetect: str | None, table: int,
+             protocol: int | None, metrics_port: int | None, state_dir: str | None, grace: float, ipam_sweep: float,
+             filter_mode: str, log_level: str) -> None:
+    """Run the agent until SIGTERM/SIGINT."""
+    from calico_bgp.agent.node import AgentOptions, NodeAgent, configure_logging, state_dir_for, tune_gc
+    _check_node_flags(ip, ip6, ip_autodetect, metrics_port)
+    _use_system_malloc()
+    configure_logging(log_level)
+    tune_gc()
+    opts = AgentOptions(name=name, ip=ip, ip6=ip6, ip_autodetect=ip_autodetect or (None if ip or ip6 else "first-found"),
+                        table=table, protocol=protocol, metrics_port=metrics_port,
+                        state_dir=Path(state_dir) if state_dir else state_dir_for(name), grace_timeout=grace,
+                        ipam_sweep=ipam_sweep, filter_mode=filter_mode)
+
+    async def main() -> None:
+        async with g.client() as client:
+            agent = NodeAgent(client, g.keys, opts)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+                await nursery.start(agent.run)
+
+    run(main)
+
+
+def _check_node_flags(ip: str | None, ip6: str | None, autodetect: str | None, metrics_port: int | None) -> None:
+    """Everything `node run` can judge before it touches etcd or the kernel: one line, exit 2."""
+    import ipaddress
+    import re
+    import socket
+
+    for flag, value, version in (("--ip", ip, 4), ("--ip6", ip6, 6)):
+        if value:
+            try:
+                addr = ipaddress.ip_interface(value)
+            except ValueError:
+                raise click.BadParameter(f"{value!r} is not an IP address", param_hint=flag) from None
+            if addr.version != version:
+                raise click.BadParameter(f"{value!r} is not an IPv{version} address", param_hint=flag)
+    if autodetect:
+        kind, _, arg = autodetect.partition("=")
+        try:
+            if kind == "interface" and arg:
+                re.compile(arg)
+            elif kind == "can-reach" and arg:
+                ipaddress.ip_address(arg)
+            elif autodetect != "first-found":
+                raise ValueError("use first-found, interface=REGEX or can-reach=IP")
+        except (ValueError, re.error) as exc:
+            raise click.BadParameter(f"{autodetect!r}: {exc}", param_hint="--ip-autodetect") from None
+    if metrics_port:
+        with socket.socket() as probe:  # taken now: better said here than after sessions came up
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("0.0.0.0", metrics_port))
+            except OSError as exc:
+                raise click.BadParameter(f"port {metrics_port}: {exc.strerror}", param_hint="--metrics-port") from None
+
+
+_REEXEC = "CALICO_BGP_SYSTEM_MALLOC"  # set across the re-exec below
+
+
+def _use_system_malloc() -> None:
+    """Run the agent on the C library's malloc rather than Python's small-object allocator (re-exec
+    with PYTHONMALLOC=malloc, unless it is set). pymalloc frees an arena only when every object in it
+    is gone: after 200k rejected routes came and went, a few survivors per arena kept the agent 65 MB
+    above where it started; with malloc (and malloc_trim when a large table left) it came back within
+    1 MB (bench/memory.py). Only for a real `node run` command line, never inside another program."""
+    if os.environ.pop(_REEXEC, None) is not None:
+        os.environ.pop("PYTHONMALLOC", None)  # ExaBGP and the bridge keep Python's own (faster) allocator
+        return
+    argv = sys.orig_argv
+    if os.environ.get("PYTHONMALLOC") or "node" not in argv or "run" not in argv[argv.index("node"):]:
+        return
+    os.environ["PYTHONMALLOC"] = "malloc"
+    os.environ[_REEXEC] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+

@@ -1,0 +1,209 @@
+"""`apply -f FILE`, `get KIND [NAME]`, `delete KIND NAME`: resources in the style of calicoctl."""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import click
+import yaml
+
+from calico_bgp.cli.common import (
+    EXIT_CONFLICT,
+    EXIT_ERROR,
+    EXIT_USAGE,
+    Globals,
+    echo_json,
+    fail,
+    pass_globals,
+    read_utf8,
+    register_errors,
+    run,
+    table,
+)
+from calico_bgp.resources import model
+from calico_bgp.resources.model import InvalidField, InvalidResource, UnknownKind
+from calico_bgp.resources.selector import SelectorError
+from calico_bgp.resources.store import (
+    API_VERSION,
+    ConflictError,
+    CorruptValue,
+    Listing,
+    NotFound,
+    ResourceStore,
+    load_documents,
+    to_document,
+)
+
+register_errors({
+    InvalidResource: EXIT_USAGE,     # includes UnknownKind and ResourceInUse
+    InvalidField: EXIT_USAGE,
+    SelectorError: EXIT_USAGE,
+    ConflictError: EXIT_CONFLICT,
+    NotFound: EXIT_ERROR,
+    CorruptValue: EXIT_ERROR,
+})
+
+KIND_HELP = "ippool(s), node(s), bgppeer(s), bgpconfig(uration)(s), bgpfilter(s), policyfilter(s)"
+
+
+def _kind(text: str) -> type:
+    try:
+        return model.resolve_kind(text)
+    except UnknownKind as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def _named(cls: type, name: str) -> str:
+    """A NAME argument as the store will key it: there is one BGPConfiguration, 'default' (a per-node
+    'node.<name>' typed out of Calico habit must not reach, let alone delete, the cluster's)."""
+    if cls is model.BGPConfiguration and name != "default":
+        fail(f"BGPConfiguration {name!r}: only the cluster-wide 'default' exists (per-node ones are not supported)",
+             EXIT_USAGE)
+    return name
+
+
+# --- table columns per kind: (header, value); the second list is added by -o wide -----------------
+
+def _sel(s: Any) -> str:
+    return "" if s is None else str(s)
+
+
+def _asn(n: Any) -> str:
+    return "" if n is None else str(n)
+
+
+Column = tuple[str, Callable[[Any], Any]]
+COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
+    "IPPool": ([("NAME", lambda r: r.name), ("CIDR", lambda r: r.spec.cidr),
+                ("SELECTOR", lambda r: _sel(r.spec.node_selector))],
+               [("BLOCKSIZE", lambda r: r.spec.block_size), ("DISABLED", lambda r: str(r.spec.disabled).lower()),
+                ("DISABLEBGPEXPORT", lambda r: str(r.spec.disable_bgp_export).lower())]),
+    "Node": ([("NAME", lambda r: r.name), ("ASN", lambda r: _asn(r.spec.bgp and r.spec.bgp.as_number)),
+              ("IPV4", lambda r: r.spec.bgp.ipv4_address if r.spec.bgp else ""),
+              ("IPV6", lambda r: r.spec.bgp.ipv6_address if r.spec.bgp else "")],
+             [("RRCLUSTERID", lambda r: r.spec.bgp.route_reflector_cluster_id if r.spec.bgp else ""),
+              ("LABELS", lambda r: ",".join(f"{k}={v}" for k, v in sorted(r.metadata.labels.items())))]),
+    "BGPPeer": ([("NAME", lambda r: r.name), ("PEERIP", lambda r: r.spec.peer_ip),
+                 ("NODE", lambda r: r.spec.node or _sel(r.spec.node_selector) or "(global)"),
+                 ("ASN", lambda r: _asn(r.spec.as_number))],
+                [("PEERSELECTOR", lambda r: _sel(r.spec.peer_selector)),
+                 ("FILTERS", lambda r: ",".join(r.spec.filters)),
+                 ("MAXPREFIXES", lambda r: f"{r.spec.max_prefixes} ({r.spec.max_prefix_action})"
+                  if r.spec.max_prefixes else ""),
+                 ("PASSWORD", lambda r: "set" if r.spec.password else "")]),
+    "BGPConfiguration": ([("NAME", lambda r: r.name), ("LOGSEVERITY", lambda r: r.spec.log_severity_screen),
+                          ("MESHENABLED", lambda r: str(r.spec.node_to_node_mesh_enabled).lower()),
+                          ("ASNUMBER", lambda r: r.spec.as_number)],
+                         [("LISTENPORT", lambda r: r.spec.listen_port), ("HOLD", lambda r: f"{r.spec.hold_time}s"),
+                          ("KEEPALIVE", lambda r: f"{r.spec.hold_time // 3}s"),
+                          ("DAMPING", lambda r: "on" if r.spec.damping.enabled else "off")]),
+    "BGPFilter": ([("NAME", lambda r: r.name),
+                   ("IMPORTV4", lambda r: len(r.spec.import_v4)), ("EXPORTV4", lambda r: len(r.spec.export_v4)),
+                   ("IMPORTV6", lambda r: len(r.spec.import_v6)), ("EXPORTV6", lambda r: len(r.spec.export_v6))],
+                  []),
+    "PolicyFilter": ([("NAME", lambda r: r.name), ("SELECTOR", lambda r: _sel(r.spec.node_selector)),
+                      ("RULES", lambda r: len(r.spec.rules))],
+                     [("INTERFACES", lambda r: ",".join(r.spec.interfaces) or "(uplinks)"),
+                      ("FAILSAFE", lambda r: ",".join(str(p) for p in r.spec.failsafe_inbound_ports))]),
+}
+
+
+def render_table(kind: str, items: list[Any], wide: bool) -> str:
+    base, extra = COLUMNS[kind]
+    cols = base + (extra if wide else [])
+    return table([[str(fn(r)) for _, fn in cols] for r in items], [h for h, _ in cols])
+
+
+def _store(g: Globals, client: Any) -> ResourceStore:
+    return ResourceStore(client, g.keys)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(apply_cmd)
+    main.add_command(get_cmd)
+    main.add_command(delete_cmd)
+
+
+@click.command("apply")
+@click.option("-f", "--filename", "source", required=True, type=click.File("r"),
+              help="YAML file with one or more documents (apiVersion projectcalico.org/v3 or calico-bgp/v1); - for stdin.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pass_globals
+def apply_cmd(g: Globals, source: Any, output: str) -> None:
+    """Create or update every resource in FILE. All documents are validated first; nothing is stored
+    when one of them is invalid. Up to 50 are written in one transaction; more go in transactions of
+    50, so an etcd failure part way leaves the earlier batches stored (apply the file again)."""
+    text = read_utf8(source.read, getattr(source, "name", "input"))
+    try:
+        resources = load_documents(text)
+    except InvalidResource as exc:
+        fail(str(exc), EXIT_USAGE)
+
+    async def go() -> Any:
+        async with g.client() as client:
+            return await _store(g, client).apply_all(resources)
+
+    applied = run(go)
+    if output == "json":
+        echo_json([{"kind": a.kind, "name": a.name, "action": a.action, "revision": a.revision} for a in applied])
+        return
+    for a in applied:
+        click.echo(f"{a.action:<9} {a.kind}/{a.name}")
+
+
+@click.command("get")
+@click.argument("kind", metavar="KIND")
+@click.argument("name", required=False)
+@click.option("-o", "--output", type=click.Choice(["table", "wide", "yaml", "json"]), default="table",
+              show_default=True)
+@pass_globals
+def get_cmd(g: Globals, kind: str, name: str | None, output: str) -> None:
+    cls = _kind(kind)
+    if name is not None:
+        _named(cls, name)
+
+    async def go() -> Any:
+        async with g.client() as client:
+            store = _store(g, client)
+            if name is not None:
+                return Listing([await store.get(cls, name)], [], 0)
+            return await store.list(cls)
+
+    listing: Listing = run(go)
+    for err in listing.errors:
+        click.echo(f"warning: {err}", err=True)
+    items = listing.items
+    if output in ("yaml", "json"):
+        docs = [to_document(r) for r in items]
+        data: Any = docs[0] if name is not None else {"apiVersion": API_VERSION, "kind": "List", "items": docs}
+        if output == "json":
+            echo_json(data)
+        else:
+            click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
+    else:
+        click.echo(render_table(cls.kind, items, output == "wide"))
+    if listing.errors:
+        sys.exit(EXIT_ERROR)
+
+
+get_cmd.help = f"Show resources of KIND ({KIND_HELP}), or the one called NAME."
+
+
+@click.command("delete")
+@click.argument("kind", metavar="KIND")
+@click.argument("name")
+@pass_globals
+def delete_cmd(g: Globals, kind: str, name: str) -> None:
+    """Delete the resource NAME of KIND."""
+    cls = _kind(kind)
+    _named(cls, name)
+
+    async def go() -> int:
+        async with g.client() as client:
+            return await _store(g, client).delete(cls, name)
+
+    run(go)
+    click.echo(f"deleted   {cls.kind}/{name}")
+
+
+delete_cmd.help = f"Delete the resource NAME of KIND ({KIND_HELP})."

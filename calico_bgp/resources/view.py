@@ -1,0 +1,178 @@
+"""The agent's view of the cluster: every resource and IPAM block, kept current by one etcd watch.
+
+One range of the whole prefix, then one watch from the revision after it. Values that do not
+decode are logged with their key and left out (the last good value of that key is kept), so one
+bad resource never stops the agent. Consumers wait on `changed()` and read `snapshot()`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from calico_bgp.datastore import Keys, KeyValue, Resync, WatchBatch
+from calico_bgp.datastore.keys import cidr_from_key
+from calico_bgp.resources import model
+from calico_bgp.resources.store import CorruptValue, ResourceStore
+from ipam.block import Block
+from ipam.errors import CorruptBlock
+from ipam.store import decode_block
+
+log = logging.getLogger("calico_bgp.resources.view")
+
+
+@attrs.frozen
+class ClusterState:
+    """A consistent-enough picture: everything as of `revision`."""
+
+    revision: int
+    config: model.BGPConfiguration
+    nodes: dict[str, model.Node]
+    pools: dict[str, model.IPPool]
+    peers: dict[str, model.BGPPeer]
+    filters: dict[str, model.BGPFilter]
+    policies: dict[str, model.PolicyFilter]
+    blocks: dict[str, Block]              # cidr -> block
+    corrupt: dict[str, str]               # key -> why it was left out
+    secrets: dict[str, dict[str, str]] = attrs.field(factory=dict, repr=False)  # never logged
+
+
+_COLLECTIONS = {model.Node: "nodes", model.IPPool: "pools", model.BGPPeer: "peers",
+                model.BGPFilter: "filters", model.PolicyFilter: "policies"}
+
+
+class ClusterView:
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self.store = ResourceStore(client, keys)
+        self.revision = 0
+        self._values: dict[str, dict[str, Any]] = {name: {} for name in (*_COLLECTIONS.values(), "blocks", "secrets")}
+        self._config: model.BGPConfiguration = model.BGPConfiguration()
+        self._corrupt: dict[str, str] = {}
+        self._changed = trio.Event()
+        self._blocks_prefix = keys.blocks()
+        self._secrets_prefix = keys.secrets()
+
+    # --- reading ---------------------------------------------------------------------------------
+    def snapshot(self) -> ClusterState:
+        v = self._values
+        return ClusterState(self.revision, self._config, dict(v["nodes"]), dict(v["pools"]), dict(v["peers"]),
+                            dict(v["filters"]), dict(v["policies"]), dict(v["blocks"]), dict(self._corrupt),
+                            dict(v["secrets"]))
+
+    async def changed(self) -> None:
+        """Return once something changed since the last call returned."""
+        await self._changed.wait()
+        self._changed = trio.Event()
+
+    # --- syncing ---------------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        prefix = self.keys.prefix.rstrip("/") + "/"
+        snap = await self.client.range(prefix)
+        self._load(snap.kvs, snap.revision)
+        task_status.started()
+        async with self.client.watch(prefix, snap.revision + 1) as watch:
+            async for item in watch:
+                if isinstance(item, Resync):
+                    self._load(item.kvs, item.revision)
+                    continue
+                assert isinstance(item, WatchBatch)
+                touched = False
+                for ev in item.events:
+                    touched |= self._apply(ev.kv if ev.type == "put" else None, ev.kv.key)
+                self.revision = item.revision
+                if touched:
+                    self._changed.set()
+
+    def _load(self, kvs: list[KeyValue], revision: int) -> None:
+        """Everything from a full read (the first, or a resync after compaction). A key whose value
+        no longer decodes keeps the value it had before, as a watch event would have left it."""
+        previous = {name: dict(bucket) for name, bucket in self._values.items()}
+        previous_config = self._config
+        for bucket in self._values.values():
+            bucket.clear()
+        self._config = model.BGPConfiguration()
+        self._corrupt.clear()
+        for kv in kvs:
+            self._apply(kv, kv.key)
+        for key in self._corrupt:
+            where = self._location(key)
+            if where == ("config", ""):
+                self._config = previous_config
+            elif where is not None and where[1] in previous[where[0]]:
+                self._values[where[0]].setdefault(where[1], previous[where[0]][where[1]])
+        self.revision = revision
+        self._changed.set()
+
+    def _location(self, key: str) -> tuple[str, str] | None:
+        """(bucket, name) a key's value lives under; ("config", "") for the BGPConfiguration."""
+        if key.startswith(self._blocks_prefix):
+            return "blocks", cidr_from_key(key)
+        if key.startswith(self._secrets_prefix):
+            return "secrets", key[len(self._secrets_prefix):]
+        found = self.store.kind_for_key(key)
+        if found is None:
+            return None
+        cls, name = found
+        return ("config", "") if cls is model.BGPConfiguration else (_COLLECTIONS[cls], name)
+
+    def _apply(self, kv: KeyValue | None, key: str) -> bool:
+        """Apply one put (kv) or delete (kv None); True when it matters to the agent."""
+        if key.startswith(self._blocks_prefix):
+            cidr = cidr_from_key(key)
+            if kv is None:
+                self._corrupt.pop(key, None)
+                return self._values["blocks"].pop(cidr, None) is not None
+            try:
+                self._values["blocks"][cidr] = decode_block(key, kv.value)
+                self._corrupt.pop(key, None)
+            except CorruptBlock as exc:
+                self._reject(key, str(exc))
+            return True
+        if key.startswith(self._secrets_prefix):
+            return self._apply_secret(kv, key)
+        found = self.store.kind_for_key(key)
+        if found is None:
+            return False  # status keys, affinities, handles: not the agent's input
+        cls, name = found
+        if kv is None:
+            self._corrupt.pop(key, None)
+            if cls is model.BGPConfiguration:
+                self._config = model.BGPConfiguration()
+                return True
+            return self._values[_COLLECTIONS[cls]].pop(name, None) is not None
+        try:
+            resource = self.store.decode(kv)
+        except CorruptValue as exc:
+            self._reject(key, str(exc))
+            return False
+        self._corrupt.pop(key, None)
+        if cls is model.BGPConfiguration:
+            self._config = resource
+        else:
+            self._values[_COLLECTIONS[cls]][name] = resource
+        return True
+
+    def _apply_secret(self, kv: KeyValue | None, key: str) -> bool:
+        name = key[len(self._secrets_prefix):]
+        if kv is None:
+            return self._values["secrets"].pop(name, None) is not None
+        try:
+            data = json.loads(kv.value)
+            if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+                raise ValueError("expected a JSON object of strings")
+        except ValueError as exc:
+            self._reject(key, f"secret is not a JSON object of strings ({type(exc).__name__})")  # never the value
+            return False
+        self._values["secrets"][name] = data
+        self._corrupt.pop(key, None)
+        return True
+
+    def _reject(self, key: str, why: str) -> None:
+        if self._corrupt.get(key) != why:
+            log.error("event=corrupt_value key=%s action=keep_last_good problem=%r", key, why)
+        self._corrupt[key] = why

@@ -1,0 +1,16 @@
+"""The routing core: pure decisions over values, no I/O (no trio, httpx, pyroute2, subprocess, speaker or
+datastore client; tests/unit/test_import_rules.py enforces it). The caller passes `now`.
+
+    topology.py          which BGP sessions this node must have (mesh, route reflectors, fabric peers)
+    rib.py               Adj-RIB-In per peer, best path and ECMP set, RFC 4456 reflection
+    bgpfilter.py         import and export policy (BGPFilter rules over safe defaults)
+    intake.py            received UPDATEs on their way into the RIB (RFC 7606, damping, next hops)
+    malformed.py         RFC 7606: what a malformed UPDATE does to the routes it carries
+    martians.py          prefixes and next hops never installed
+    nexthop.py           IPv6 global + link-local next hops, which one a route is installed via
+    origin.py            origin validation from IPAM
+    damping.py           route flap damping (RFC 2439)
+    graceful_restart.py  which peers' routes are kept stale, and until when (RFC 4724)
+    backoff.py           peers held idle after their sessions kept failing (RFC 4271 IdleHoldTime)
+    desired.py           what this node announces and programs, from the cluster and the RIB
+"""

@@ -1,0 +1,146 @@
+"""What this node wants, computed from the cluster state and the RIB. Pure.
+
+- announcements: each block affine to this node as one aggregate, each address this node borrowed
+  from another node's block as a host route; never a pool with disableBGPExport.
+- kernel routes: a blackhole per local block (an unallocated address is dropped here rather than
+  following the default route) and the RIB's selections via their next hops (ECMP when several).
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Container, Iterable, Mapping
+
+from calico_bgp.resources import model
+from calico_bgp.routing.nexthop import split
+from calico_bgp.routing.rib import Prefix, Rib
+from calico_bgp.routing.topology import Session
+from dataplane.routes.route import InvalidRoute, NextHop, Route, RouteKey, key_of
+from ipam.block import Block
+
+
+def _pool_of(prefix: Prefix, pools: Iterable[model.IPPool]) -> model.IPPool | None:
+    for pool in pools:
+        net = pool.spec.network
+        if net.version == prefix.version and prefix.subnet_of(net):  # type: ignore[arg-type]
+            return pool
+    return None
+
+
+def local_blocks(node: str, blocks: Mapping[str, Block]) -> list[Prefix]:
+    return sorted((b.network for b in blocks.values() if b.host == node), key=_sort_key)
+
+
+def announcements(node: str, blocks: Mapping[str, Block], pools: Iterable[model.IPPool]) -> set[Prefix]:
+    """The prefixes this node originates."""
+    pools = list(pools)
+    out: set[Prefix] = set()
+    for block in blocks.values():
+        pool = _pool_of(block.network, pools)
+        if pool is None or pool.spec.disable_bgp_export:
+            continue
+        if block.host == node:
+            out.add(block.network)
+            continue
+        for use in block.in_use():
+            if use.node == node:  # borrowed from another node's block: announce the host route
+                addr = ipaddress.ip_address(use.ip)
+                out.add(ipaddress.ip_network(f"{addr}/{addr.max_prefixlen}"))
+    return out
+
+
+def peer_routes(sessions: Iterable[Session]) -> list[Route]:
+    """Calico's reachableBy: a host route to each peer that is on no link of ours, via the gateway
+    that reaches it (a ToR's loopback behind its link address), so the session can open at all."""
+    out: dict[Prefix, Route] = {}
+    for s in sessions:
+        if s.reachable_by:
+            route = Route.via(str(ipaddress.ip_interface(s.peer_address)), s.reachable_by)
+            out.setdefault(route.prefix, route)  # type: ignore[arg-type]
+    return list(out.values())
+
+
+# kernel key -> (prefix, why) of a selection no kernel route can express (RouteProgrammer's `unbuildable`)
+Unbuildable = dict[RouteKey, tuple[str, str]]
+
+
+def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterable[Prefix] = (),
+                  static: Iterable[Route] = ()) -> tuple[list[Route], Unbuildable]:
+    """Blackholes for local blocks, `static` routes (peer_routes), and every selected route that is
+    none of those and not one we originate; and the selections that make no route (a next hop that
+    is no address, of the other family, ...), each with the reason: one never keeps out the others."""
+    mine = set(own)
+    routes = [Route.blackhole(prefix) for prefix in local_blocks(node, blocks)]
+    blackholed = {r.prefix for r in routes}
+    routes += [r for r in static if r.prefix not in blackholed]
+    taken = {r.prefix for r in routes}
+    unbuildable: Unbuildable = {}
+    for prefix, sel in rib.selections():
+        if prefix in mine or prefix in taken:
+            continue
+        _add_learned(prefix, sel.next_hops, routes, unbuildable)
+    return routes, unbuildable
+
+
+def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]) -> tuple[list[Route], list[RouteKey], Unbuildable]:
+    """For prefixes whose selection changed: the learned routes to program, the keys of those to
+    remove, and the selections that make no route, as `kernel_routes` would have them. `skip`: what we
+    originate or blackhole (never learned routes). The incremental form of kernel_routes: its cost
+    follows the change, not the RIB."""
+    upserts: list[Route] = []
+    removed: list[RouteKey] = []
+    unbuildable: Unbuildable = {}
+    for prefix in prefixes:
+        if prefix in skip:
+            continue
+        sel = rib.selection(prefix)
+        if sel is None:
+            removed.append(key_of(prefix))
+            continue
+        _add_learned(prefix, sel.next_hops, upserts, unbuildable)
+    return upserts, removed, unbuildable
+
+
+def _add_learned(prefix: Prefix, next_hops: Iterable[str], routes: list[Route], unbuildable: Unbuildable) -> None:
+    """The learned route to `routes`, or, when no kernel route can express it, the reason to `unbuildable`."""
+    try:
+        routes.append(learned_route(prefix, next_hops))
+    except InvalidRoute as exc:
+        unbuildable[key_of(prefix)] = (str(prefix), str(exc))
+
+
+_HOPS: dict[tuple[str, ...], tuple[int, tuple[NextHop, ...]]] = {}
+
+
+def learned_route(prefix: Prefix, next_hops: Iterable[str]) -> Route:
+    """The kernel route for a selection's next hops: addresses, or link-local ones scoped to the
+    session's interface ("fe80::1%eth0": via fe80::1 dev eth0, nexthop.resolve)."""
+    gateways = tuple(next_hops)  # the device is in the text: the cache is keyed with it
+    known = _HOPS.get(gateways)
+    if known is None or known[0] != prefix.version:
+        # a handful of next-hop sets serve every learned route: each is parsed and checked once
+        route = Route(prefix, nexthops=tuple(NextHop(*split(h)) for h in gateways))
+        if len(_HOPS) > 4096:
+            _HOPS.clear()
+        _HOPS[gateways] = (prefix.version, route.nexthops)
+        return route
+    return Route.trusted(prefix, known[1])
+
+
+def _sort_key(p: Prefix) -> tuple[int, int, int]:
+    return (p.version, int(p.network_address), p.prefixlen)
+
+
+def pool_usage(node: str, blocks: Mapping[str, Block], pools: Iterable[model.IPPool]) -> tuple[dict[str, tuple[float, int]], int]:
+    """Per pool: (allocated / pool size, blocks claimed); and how many addresses `node` borrowed."""
+    pools = list(pools)
+    usage = {p.metadata.name: [0, 0] for p in pools}
+    borrowed = 0
+    for block in blocks.values():
+        pool = _pool_of(block.network, pools)
+        if pool is not None:
+            usage[pool.metadata.name][0] += block.used_count
+            usage[pool.metadata.name][1] += 1
+        if block.host != node:
+            borrowed += sum(1 for use in block.in_use() if use.node == node)
+    return ({p.metadata.name: (usage[p.metadata.name][0] / p.spec.network.num_addresses, usage[p.metadata.name][1])
+             for p in pools}, borrowed)
