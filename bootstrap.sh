@@ -17,6 +17,7 @@ APT_PACKAGES=(
   bird2 frr gobgpd                   # fabric routers for tests and the lab
   iproute2 nftables iptables ipset   # kernel plumbing and the filter fallback
   clang llvm libbpf-dev gcc-multilib # building the XDP object
+  make libbpf1                       # its Makefile; libbpf.so.1, through which the agent loads it
   prometheus                         # promtool, to check our alert rules
   containernetworking-plugins        # reference CNI plugins our IPAM runs under
   python3-venv procps psmisc iputils-ping

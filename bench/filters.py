@@ -1,7 +1,7 @@
 """Dropping at the receiver: our XDP filter beside a minimal LPM-drop XDP program and our nft/iptables
 fallbacks, on the same veth, from the same sender, with the same 1,000 denied prefixes, in one run.
 
-    sudo .venv/bin/python bench/filters.py [--prefixes 1000] [--seconds 3] [--rounds 3] [--json]
+    sudo .venv/bin/python -m bench.filters [--prefixes 1000] [--seconds 3] [--rounds 3] [--json]
 
 The sender (in its own namespace) blasts 60-byte UDP frames from a denied source with sendmmsg.
 For each variant we count packets sent and dropped and the CPU the machine spent meanwhile
@@ -12,7 +12,7 @@ down) and `none` (no filter: up the stack to a closed UDP port) frame the figure
 Rounds interleave the variants so machine noise hits them alike; the best round per variant is kept.
 Also the programs alone: BPF_PROG_TEST_RUN of one denied frame, a million times, in the kernel
 (no veth, no noise from the rest of the receive path).
-Target (issue 8): ours <= 1.1x the reference per packet, and below nftables.
+Target: ours <= 1.1x the reference per packet, and below nftables.
 Namespaces, pins and the bpffs mount are removed on exit, even on failure.
 """
 from __future__ import annotations
@@ -30,10 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dataplane.filters.engine import FilterEngine  # noqa: E402
-from dataplane.filters.rules import (  # noqa: E402
+from dataplane.filters.engine import FilterEngine
+from dataplane.filters.rules import (
     Action,
     FilterRule,
     FilterSet,
@@ -41,19 +39,25 @@ from dataplane.filters.rules import (  # noqa: E402
     compile_interface,
     default_failsafe,
 )
-from dataplane.filters.xdp import bpf  # noqa: E402
-from dataplane.filters.xdp.loader import BPF_FS_MAGIC, XdpLoader, _fs_type, ensure_bpffs, unmount_bpffs  # noqa: E402
+from dataplane.filters.xdp import bpf
+from dataplane.filters.xdp.loader import BPF_FS_MAGIC, XdpLoader, _fs_type, ensure_bpffs, unmount_bpffs
 
 SRC, DST = "198.18.0.2", "198.18.0.1"
+ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_C = r"""
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
-struct map_def { __u32 type, key_size, value_size, max_entries, map_flags; };
 struct key4 { __u32 prefixlen; __u32 addr; };
-struct map_def SEC("maps") ref_v4 = { BPF_MAP_TYPE_LPM_TRIE, sizeof(struct key4), 4, 65536, BPF_F_NO_PREALLOC };
+struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __type(key, struct key4);
+    __type(value, __u32);
+    __uint(max_entries, 65536);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+} ref_v4 SEC(".maps");
 SEC("xdp") int ref_drop(struct xdp_md *ctx) {
     void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
     struct ethhdr *eth = data;
@@ -118,7 +122,7 @@ def _cpu() -> tuple[int, int]:
 
 def _sh(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     cmd = ["ip", "netns", "exec", ns, *args] if ns else list(args)
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
+    return subprocess.run(cmd, capture_output=True, text=True, check=check, cwd=ROOT)
 
 
 def _ip_in_receives(ns: str) -> int:
@@ -131,7 +135,7 @@ def measure(snd: str, seconds: float) -> tuple[int, float, float, float]:
     hz = os.sysconf("SC_CLK_TCK")
     c0, s0 = _cpu()
     t0 = time.monotonic()
-    out = _sh("taskset", "-c", "0", sys.executable, os.path.abspath(__file__), "--send", SRC, DST, str(seconds),
+    out = _sh("taskset", "-c", "0", sys.executable, "-m", "bench.filters", "--send", SRC, DST, str(seconds),
               ns=snd).stdout
     elapsed = time.monotonic() - t0
     c1, s1 = _cpu()
@@ -187,7 +191,7 @@ def main() -> int:
         ref_src = tmp / "ref.c"
         ref_src.write_text(REFERENCE_C)
         arch = f"-I/usr/include/{os.uname().machine}-linux-gnu"
-        _sh("clang", "-O2", "-target", "bpf", arch, "-c", str(ref_src), "-o", str(tmp / "ref.o"))
+        _sh("clang", "-O2", "-g", "-target", "bpf", arch, "-c", str(ref_src), "-o", str(tmp / "ref.o"))
         ensure_bpffs(pin_root)   # one mount for both programs' pins, removed at the end
 
         test_run = program_cost(nets, fs, tmp, pin_root)

@@ -30,6 +30,7 @@ from dataplane.filters.rules import FilterError, FilterSet, RuleCounter
 from dataplane.filters.xdp.bpf import BpfError
 from dataplane.filters.xdp.enforce import XdpFilter
 from dataplane.filters.xdp.loader import DEFAULT_PIN_ROOT, XdpError
+from dataplane.logfmt import event
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class FilterEngine:
                     raise
                 errors.append(f"{mode}: {exc}")
                 failed.append(mode)
-                log.warning("event=filter_mode_unavailable mode=%s error=%r", mode, str(exc)[:300])
+                event(log, "filter_mode_unavailable", logging.WARNING, mode=mode, error=str(exc)[:300])
                 continue
             # the new mode enforces now: only then undo the old one and any half-applied attempt; the
             # first time in this process, every other mode (a crash mid-switch may have left one
@@ -151,7 +152,7 @@ class FilterEngine:
                     self._cleanup(old)
             self._swept = True
             if self._mode != mode:
-                log.info("event=filter_mode mode=%s previous=%s", mode, self._mode)
+                event(log, "filter_mode", mode=mode, previous=self._mode)
             self._mode = mode
             self._remember(mode if fs.interfaces else None)
             if not fs.interfaces:
@@ -171,7 +172,7 @@ class FilterEngine:
         try:
             self._backends[mode].remove()
         except Exception as exc:  # noqa: BLE001 - cleanup of a mode we are leaving must not mask the switch
-            log.warning("event=filter_cleanup_failed mode=%s error=%r", mode, str(exc)[:300])
+            event(log, "filter_cleanup_failed", logging.WARNING, mode=mode, error=str(exc)[:300])
 
     def remove(self) -> None:
         """Remove every filter of ours in every mode (the agent shutting filtering off)."""

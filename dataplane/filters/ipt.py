@@ -35,6 +35,7 @@ from dataplane.filters.rules import (
     RuleId,
     Verdict,
 )
+from dataplane.logfmt import event
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class IptFilter:
         batch = [f"del {name} {n} -exist" for name, nets in wanted.items() for n in sorted(have.get(name, set()) - nets)]
         batch += [f"destroy {s}" for s in sorted(set(have) - set(wanted))]
         self._ipset_batch(batch)
-        log.info("event=ipt_filter_applied interfaces=%s sets=%d", ",".join(fs.names) or "-", len(wanted))
+        event(log, "ipt_filter_applied", interfaces=",".join(fs.names) or "-", sets=len(wanted))
 
     def _ipset_batch(self, batch: list[str]) -> None:
         if batch:

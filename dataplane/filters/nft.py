@@ -41,6 +41,7 @@ from dataplane.filters.rules import (
     RuleId,
     Verdict,
 )
+from dataplane.logfmt import event
 
 log = logging.getLogger(__name__)
 
@@ -227,12 +228,12 @@ class NftFilter:
         for script in scripts:
             if script:
                 self._run(["-f", "-"], stdin=script)
-        log.info("event=nft_filter_applied interfaces=%s lines=%d", ",".join(fs.names), "".join(scripts).count("\n"))
+        event(log, "nft_filter_applied", interfaces=",".join(fs.names), lines="".join(scripts).count("\n"))
 
     def remove(self) -> None:
         if self.state().exists:
             self._run(["delete", "table", "inet", TABLE])
-            log.info("event=nft_filter_removed table=%s", TABLE)
+            event(log, "nft_filter_removed", table=TABLE)
 
     def counters(self) -> list[RuleCounter]:
         r = self._run(["-j", "list", "counters", "table", "inet", TABLE], check=False)

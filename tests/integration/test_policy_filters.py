@@ -31,6 +31,7 @@ from dataplane.filters.rules import (
     default_failsafe,
     parse_network,
 )
+from dataplane.filters.xdp import bpf
 from dataplane.filters.xdp import loader as xdp_loader
 from tests.netns import needs_root, netns, sh, unique, veth
 
@@ -343,8 +344,8 @@ def test_xdp_upgrade_swaps_the_program_keeps_maps_and_counters(lab: Lab, tmp_pat
     assert not lab.ping(D, count=2)
     before = lab.counter(RuleId("v0", 0))
     old_prog = _prog_id(lab)
-    newer = tmp_path / "filter-newer.o"
-    newer.write_bytes(OBJ.read_bytes() + b"\0upgrade")   # another build: another digest, same maps
+    newer = tmp_path / "filter-newer.o"   # another build: another program name, same maps
+    subprocess.run(["make", "-s", "-C", str(OBJ.parent), f"OUT={newer}", "BUILD_ID=0000upgrade"], check=True)
     sink = _spawn(lab.rcv, "sink", "5000")
     senders = {src: _spawn(lab.snd, "send", src, DST6 if ":" in src else DST, "5000", "1000") for src in (A, D)}
     try:
@@ -357,6 +358,11 @@ def test_xdp_upgrade_swaps_the_program_keeps_maps_and_counters(lab: Lab, tmp_pat
         time.sleep(0.3)
         got = _stop(sink)["counts"]
     assert _prog_id(lab) not in (None, old_prog)
+    fd = bpf.prog_fd_by_id(_prog_id(lab))
+    try:
+        assert bpf.prog_info(fd).name == "cbf_0000upgrade"   # the new build's program is the one attached
+    finally:
+        os.close(fd)
     assert got.get(A, 0) == sent[A] and got.get(D, 0) == 0
     assert lab.counter(RuleId("v0", 0), upgraded) >= before + sent[D]   # same maps: the count went on
 

@@ -7,8 +7,12 @@ headers, VLAN tags, ICMPv6 neighbour discovery), and the counters it lands on.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
+import json
+import os
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,8 +29,8 @@ from dataplane.filters.rules import (
 )
 from dataplane.filters.xdp import bpf
 from dataplane.filters.xdp.enforce import XdpFilter
-from dataplane.filters.xdp.loader import BPF_FS_MAGIC, _fs_type, unmount_bpffs
-from tests.netns import needs_root
+from dataplane.filters.xdp.loader import BPF_FS_MAGIC, XdpError, XdpLoader, _fs_type, unmount_bpffs
+from tests.netns import needs_root, netns, sh
 
 OBJ = Path(__file__).resolve().parents[2] / "dataplane" / "filters" / "xdp" / "filter.o"
 pytestmark = [needs_root, pytest.mark.root,
@@ -189,3 +193,69 @@ def test_program_cost_against_a_minimal_lpm_drop(prog, tmp_path):
     ours = min(bpf.prog_test_run(p.prog_fd, pkt, repeat=200000)[1] for _ in range(5))
     assert run(p, pkt) == XDP_DROP
     print(f"\nXDP program cost per packet (test_run): ours {ours} ns")
+
+
+# -- the object file ---------------------------------------------------------------------------
+
+def test_iproute2_attaches_and_detaches_the_object():
+    """`ip link set dev X xdp obj filter.o sec xdp` (iproute2 reads it with libbpf) accepts the object:
+    its maps are BTF-defined, not the legacy "maps" section libbpf 1.0 refuses."""
+    with netns("x") as ns:
+        sh("ip", "link", "add", "xdp0", "type", "veth", "peer", "name", "xdp1", ns=ns)
+        for ifname in ("xdp0", "xdp1"):
+            sh("ip", "link", "set", ifname, "up", ns=ns)
+        r = sh("ip", "link", "set", "dev", "xdp0", "xdp", "obj", str(OBJ), "sec", "xdp", ns=ns, check=False)
+        assert r.returncode == 0, r.stderr
+        link = json.loads(sh("ip", "-j", "-d", "link", "show", "xdp0", ns=ns).stdout)[0]
+        assert link["xdp"]["prog"]["name"].startswith("cbf_")
+        sh("ip", "link", "set", "dev", "xdp0", "xdp", "off", ns=ns)
+        link = json.loads(sh("ip", "-j", "-d", "link", "show", "xdp0", ns=ns).stdout)[0]
+        assert "xdp" not in link
+
+
+def _build(tmp_path: Path, name: str, source: str) -> Path:
+    src, obj = tmp_path / f"{name}.c", tmp_path / f"{name}.o"
+    src.write_text(source)
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", f"-I/usr/include/{os.uname().machine}-linux-gnu",
+                    "-c", str(src), "-o", str(obj)], check=True)
+    return obj
+
+
+LEGACY = """
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct map_def { __u32 type, key_size, value_size, max_entries, map_flags; };
+struct map_def SEC("maps") cb_v4 = { BPF_MAP_TYPE_ARRAY, 4, 4, 1, 0 };
+SEC("xdp") int cbf_legacy(struct xdp_md *ctx) { return XDP_PASS; }
+char _license[] SEC("license") = "GPL";
+"""
+
+UNSAFE = """
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+SEC("xdp") int cbf_unsafe(struct xdp_md *ctx) { return *(char *)(long)ctx->data; }
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_an_object_libbpf_refuses_is_an_error_naming_the_call_and_errno(tmp_path):
+    with pytest.raises(XdpError) as exc:
+        XdpLoader(tmp_path / "bpf", obj_path=_build(tmp_path, "legacy", LEGACY)).object()
+    text = str(exc.value)
+    assert "bpf_object__open_file" in text and os.strerror(errno.EOPNOTSUPP) in text
+    assert "legacy map definitions" in text
+
+
+def test_a_program_the_verifier_refuses_is_an_error_with_its_log_and_nothing_pinned(tmp_path):
+    loader = XdpLoader(tmp_path / "bpf", obj_path=_build(tmp_path, "unsafe", UNSAFE))
+    try:
+        with pytest.raises(XdpError) as exc:
+            loader.open_or_load("t0")
+        text = str(exc.value)
+        assert "bpf_object__load" in text and os.strerror(errno.EACCES) in text
+        assert "invalid access to packet" in text    # the verifier's own words, from its log
+        assert loader.pinned_interfaces() == [] and not (tmp_path / "bpf" / "v1" / "t0" / "prog").exists()
+    finally:
+        with contextlib.suppress(OSError):
+            if _fs_type(tmp_path / "bpf") == BPF_FS_MAGIC:
+                unmount_bpffs(tmp_path / "bpf")

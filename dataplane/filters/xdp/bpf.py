@@ -1,7 +1,9 @@
-"""The bpf() system call through ctypes: maps, programs, pins, object info. No policy here.
+"""The bpf() system call through ctypes, for what the filter does after loading. No policy here.
 
-Only what the XDP filter needs: create/get/pin objects, element lookup/update/delete/iterate,
-program load, and the ids/names/tags that tell our program from someone else's.
+Loading (maps created, programs relocated and verified, first pins) is libbpf's job (libbpf.py). Here:
+opening and pinning objects by path, element lookup/update/delete/iterate on open map fds (the hot
+path of every filter update), the ids/names/tags that tell our program from someone else's, and
+BPF_PROG_TEST_RUN for tests and the bench.
 """
 from __future__ import annotations
 
@@ -15,25 +17,17 @@ import attrs
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361, "s390x": 351, "riscv64": 280}
 
-BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
-BPF_PROG_LOAD = 5
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_PROG_TEST_RUN = 10
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 
-BPF_PROG_TYPE_XDP = 6
 BPF_ANY = 0
-
-BPF_MAP_TYPE_HASH = 1
-BPF_MAP_TYPE_ARRAY = 2
-BPF_MAP_TYPE_PERCPU_ARRAY = 6
-BPF_MAP_TYPE_LPM_TRIE = 11
 
 _ATTR_SIZE = 128
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -78,27 +72,6 @@ def possible_cpus() -> int:
         lo, _, hi = part.partition("-")
         n = max(n, int(hi or lo) + 1)
     return n
-
-
-def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, flags: int, name: str) -> int:
-    a = _attr()
-    struct.pack_into("<IIIIII", a, 0, map_type, key_size, value_size, max_entries, flags, 0)
-    ctypes.memmove(ctypes.addressof(a) + 28, name.encode()[:15], len(name.encode()[:15]))
-    return _call(BPF_MAP_CREATE, a, f"MAP_CREATE {name}")
-
-
-def prog_load(prog_type: int, insns: bytes, license: str, name: str, log_size: int = 1 << 20) -> int:
-    insn_buf = ctypes.create_string_buffer(insns, len(insns))
-    lic = ctypes.create_string_buffer(license.encode())
-    log = ctypes.create_string_buffer(log_size)
-    a = _attr()
-    struct.pack_into("<IIQQIIQ", a, 0, prog_type, len(insns) // 8, _addr(insn_buf), _addr(lic), 1, log_size, _addr(log))
-    ctypes.memmove(ctypes.addressof(a) + 48, name.encode()[:15], len(name.encode()[:15]))
-    try:
-        return _call(BPF_PROG_LOAD, a, f"PROG_LOAD {name}")
-    except BpfError as exc:
-        text = log.value.decode(errors="replace")
-        raise BpfError(exc.errno, f"{exc.strerror}; verifier log tail: {text[-2000:]}") from None
 
 
 def obj_pin(fd: int, path: str) -> None:

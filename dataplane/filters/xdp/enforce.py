@@ -35,6 +35,7 @@ from dataplane.filters.rules import (
 )
 from dataplane.filters.xdp import bpf
 from dataplane.filters.xdp.loader import DEFAULT_PIN_ROOT, PinnedFilter, XdpLoader
+from dataplane.logfmt import event
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class XdpFilter:
                 self.program_maps(p, f)
             for p in pinned:
                 att = self.loader.attach(p, self.attach_mode)
-                log.info("event=xdp_filter_applied interface=%s prog_id=%d mode=%s", p.ifname, att.prog_id, att.mode)
+                event(log, "xdp_filter_applied", interface=p.ifname, prog_id=att.prog_id, mode=att.mode)
         finally:
             for p in pinned:
                 p.close()
@@ -219,8 +220,8 @@ class XdpFilter:
             for k in gone:
                 bpf.map_delete(fd, k)
             if changed or gone:
-                log.info("event=xdp_map_updated interface=%s family=ipv%d written=%d deleted=%d",
-                         f.interface, version, len(changed), len(gone))
+                event(log, "xdp_map_updated", interface=f.interface, family=f"ipv{version}", written=len(changed),
+                      deleted=len(gone))
 
         for sid in set(current_sets) - used_ids:
             for proto, any_port, port in current_sets[sid]:

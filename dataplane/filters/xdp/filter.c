@@ -2,7 +2,7 @@
 //
 // calico-bgp policy filter at XDP: the source address of every IPv4/IPv6 packet is looked up in a
 // longest-prefix-match trie whose value is the compiled verdict of the most specific prefix (see
-// dataplane/filter_rules.py for the semantics, which are decided there, not here). The program only
+// dataplane/filters/rules.py for the semantics, which are decided there, not here). The program only
 // applies a verdict:
 //
 //   no entry                          -> pass, not counted
@@ -18,8 +18,9 @@
 // at most MAX_EXT_HDRS IPv6 extension headers (hop-by-hop, routing, destination options, fragment)
 // are walked; ICMPv6 neighbour discovery always passes (as ARP does for IPv4).
 //
-// Maps live in the "maps" section in the legacy layout below; the loader (dataplane/xdp/loader.py)
-// reads them from there, creates or re-uses the pinned maps and relocates the program to them.
+// The loader (dataplane/filters/xdp/loader.py) opens this object with libbpf, creates the maps or
+// re-uses the pinned ones, and pins the program; `ip link set dev X xdp obj filter.o sec xdp` loads
+// it as well (with maps of its own).
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -40,14 +41,6 @@
 #define ACTION_DENY 2
 
 #define NO_PORT 0xffffffff
-
-struct map_def {
-	__u32 type;
-	__u32 key_size;
-	__u32 value_size;
-	__u32 max_entries;
-	__u32 map_flags;
-};
 
 struct lpm_v4_key {
 	__u32 prefixlen;
@@ -78,45 +71,46 @@ struct counter {
 	__u64 bytes;
 };
 
-struct map_def SEC("maps") cb_v4 = {
-	.type = BPF_MAP_TYPE_LPM_TRIE,
-	.key_size = sizeof(struct lpm_v4_key),
-	.value_size = sizeof(struct verdict),
-	.max_entries = MAX_PREFIXES,
-	.map_flags = BPF_F_NO_PREALLOC,
-};
+// BTF-defined maps (clang -g emits the BTF): libbpf and iproute2 read them from the ".maps" section.
+// The loader pins them per interface and re-uses them across restarts and program upgrades, so their
+// names, key and value layouts are an ABI (dataplane/filters/xdp/enforce.py encodes them).
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lpm_v4_key);
+	__type(value, struct verdict);
+	__uint(max_entries, MAX_PREFIXES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} cb_v4 SEC(".maps");
 
-struct map_def SEC("maps") cb_v6 = {
-	.type = BPF_MAP_TYPE_LPM_TRIE,
-	.key_size = sizeof(struct lpm_v6_key),
-	.value_size = sizeof(struct verdict),
-	.max_entries = MAX_PREFIXES,
-	.map_flags = BPF_F_NO_PREALLOC,
-};
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lpm_v6_key);
+	__type(value, struct verdict);
+	__uint(max_entries, MAX_PREFIXES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} cb_v6 SEC(".maps");
 
-struct map_def SEC("maps") cb_exc = {
-	.type = BPF_MAP_TYPE_HASH,
-	.key_size = sizeof(struct exc_key),
-	.value_size = sizeof(__u32),
-	.max_entries = MAX_EXCEPTIONS,
-	.map_flags = BPF_F_NO_PREALLOC,
-};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct exc_key);
+	__type(value, __u32);
+	__uint(max_entries, MAX_EXCEPTIONS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} cb_exc SEC(".maps");
 
-struct map_def SEC("maps") cb_failsafe = {
-	.type = BPF_MAP_TYPE_ARRAY,
-	.key_size = sizeof(__u32),
-	.value_size = sizeof(__u64),
-	.max_entries = FAILSAFE_WORDS,
-	.map_flags = 0,
-};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, FAILSAFE_WORDS);
+} cb_failsafe SEC(".maps");
 
-struct map_def SEC("maps") cb_counters = {
-	.type = BPF_MAP_TYPE_PERCPU_ARRAY,
-	.key_size = sizeof(__u32),
-	.value_size = sizeof(struct counter),
-	.max_entries = MAX_SLOTS,
-	.map_flags = 0,
-};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct counter);
+	__uint(max_entries, MAX_SLOTS);
+} cb_counters SEC(".maps");
 
 struct ports {
 	__be16 source;
@@ -191,8 +185,16 @@ static __always_inline __u32 dest_port(void *l4, void *end, __u8 proto)
 	return bpf_ntohs(p->dest);
 }
 
+// The program is named cbf_<build id> (15 characters at most, the kernel's limit): the loader tells its
+// own programs by the prefix and another build by the id, which the Makefile derives from its inputs.
+#ifndef BUILD_ID
+#define BUILD_ID dev
+#endif
+#define PROG_NAME_(id) cbf_##id
+#define PROG_NAME(id) PROG_NAME_(id)
+
 SEC("xdp")
-int cb_filter(struct xdp_md *ctx)
+int PROG_NAME(BUILD_ID)(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;

@@ -11,14 +11,14 @@ cbf_* (ours, from a lost pin or another build) may be replaced atomically, anyon
 detach go through netlink with IFLA_XDP_EXPECTED_FD, so the kernel itself refuses to replace or
 remove a program that was swapped in behind our back between our check and our change.
 A restart opens the pins and finds the attached id equal to the pinned one: nothing is reloaded,
-nothing is detached, no packet sees a gap.
+nothing is detached, no packet sees a gap. A program of another name (filter.c's is cbf_<build id>)
+is another build: it is loaded by libbpf against the pinned maps and swapped in.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import errno
-import hashlib
 import logging
 import os
 import shutil
@@ -29,12 +29,14 @@ import attrs
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from dataplane.filters.xdp import bpf, elf
+from dataplane.filters.xdp import bpf, libbpf
+from dataplane.logfmt import event
 
 log = logging.getLogger(__name__)
 
 ABI = "v1"
-PROG_PREFIX = "cbf_"   # our programs are named cbf_<digest of the object>: ownership and version in one
+PROG_PREFIX = "cbf_"   # our programs are named cbf_<build id> (filter.c): ownership and version in one
+SECTION = "xdp"
 BPF_FS_MAGIC = 0xCAFE4A11
 DEFAULT_OBJECT = Path(__file__).with_name("filter.o")
 DEFAULT_PIN_ROOT = Path("/run/calico-bgp/bpf")
@@ -93,7 +95,7 @@ def ensure_bpffs(root: Path) -> bool:
     if libc.mount(b"bpf", str(root).encode(), b"bpf", 0, None) != 0:
         err = ctypes.get_errno()
         raise XdpError(f"mount -t bpf {root}: {os.strerror(err)}")
-    log.info("event=bpffs_mounted path=%s", root)
+    event(log, "bpffs_mounted", path=root)
     return True
 
 
@@ -113,7 +115,7 @@ class PinnedFilter:
     prog_fd: int
     prog_id: int
     maps: dict[str, int]
-    map_defs: dict[str, elf.MapDef]
+    map_defs: dict[str, libbpf.MapDef]
 
     def close(self) -> None:
         for fd in (self.prog_fd, *self.maps.values()):
@@ -131,20 +133,20 @@ class XdpLoader:
         self.pin_root = Path(pin_root)
         self.obj_path = Path(obj_path)
         self.netns = netns
-        self._obj: elf.BpfObject | None = None
-        self.prog_name = PROG_PREFIX
+        self._spec: libbpf.ObjectSpec | None = None
 
     # -- object and pins ---------------------------------------------------------------------
 
-    def object(self) -> elf.BpfObject:
-        if self._obj is None:
+    def object(self) -> libbpf.ObjectSpec:
+        """The object's program name and map definitions, read once."""
+        if self._spec is None:
+            if not self.obj_path.is_file():
+                raise ObjectMissing(f"{self.obj_path} is missing: run `make -C dataplane/filters/xdp`")
             try:
-                data = self.obj_path.read_bytes()
-            except FileNotFoundError:
-                raise ObjectMissing(f"{self.obj_path} is missing: run `make -C dataplane/filters/xdp`") from None
-            self._obj = elf.parse(data)
-            self.prog_name = PROG_PREFIX + hashlib.sha1(data).hexdigest()[:11]
-        return self._obj
+                self._spec = libbpf.inspect(self.obj_path, SECTION)
+            except libbpf.LibbpfError as exc:
+                raise XdpError(f"reading {self.obj_path}: {exc}") from exc
+        return self._spec
 
     def _dir(self, ifname: str) -> Path:
         return self.pin_root / ABI / ifname
@@ -161,31 +163,35 @@ class XdpLoader:
         When the pinned program was built from another filter.o (an upgrade), the new program is
         loaded against the same pinned maps and pinned in its place; `attach` then swaps it in
         atomically: no packet sees empty maps or no program."""
-        obj = self.object()
+        spec = self.object()
         ensure_bpffs(self.pin_root)
         d = self._dir(ifname)
-        defs = {m.name: m for m in obj.maps}
+        defs = {m.name: m for m in spec.maps}
         if (d / "prog").exists():
             pinned = self._open(ifname, d, defs)
             if pinned is not None:
-                if bpf.prog_info(pinned.prog_fd).name == self.prog_name:
+                if bpf.prog_info(pinned.prog_fd).name == spec.program:
                     return pinned
-                return self._reload(pinned, obj)
-        return self._load(ifname, d, obj, defs)
+                return self._reload(pinned, spec)
+        return self._load(ifname, d, spec, defs)
 
-    def _reload(self, pinned: PinnedFilter, obj: elf.BpfObject) -> PinnedFilter:
+    def _reload(self, pinned: PinnedFilter, spec: libbpf.ObjectSpec) -> PinnedFilter:
         old_id = pinned.prog_id
         try:
-            prog_fd = bpf.prog_load(bpf.BPF_PROG_TYPE_XDP, elf.relocate(obj, pinned.maps), obj.license, self.prog_name)
-        except (bpf.BpfError, elf.ElfError) as exc:
+            with libbpf.BpfObject(self.obj_path) as obj:
+                for name, fd in pinned.maps.items():
+                    obj.reuse_map(name, fd)
+                obj.load()
+                os.unlink(pinned.directory / "prog")
+                obj.pin_program(spec.program, pinned.directory / "prog")
+                prog_fd = os.dup(obj.program_fd(spec.program))
+        except libbpf.LibbpfError as exc:
             pinned.close()
             raise XdpError(f"loading {self.obj_path} for {pinned.ifname}: {exc}") from exc
         os.close(pinned.prog_fd)
-        os.unlink(pinned.directory / "prog")
-        bpf.obj_pin(prog_fd, str(pinned.directory / "prog"))
         pinned.prog_fd, pinned.prog_id = prog_fd, bpf.prog_info(prog_fd).id
-        log.info("event=xdp_upgraded interface=%s old_prog_id=%d prog_id=%d name=%s", pinned.ifname, old_id,
-                 pinned.prog_id, self.prog_name)
+        event(log, "xdp_upgraded", interface=pinned.ifname, old_prog_id=old_id, prog_id=pinned.prog_id,
+              program=spec.program)
         return pinned
 
     def open_existing(self, ifname: str) -> PinnedFilter | None:
@@ -194,7 +200,7 @@ class XdpLoader:
             return None
         return self._open(ifname, d, {m.name: m for m in self.object().maps})
 
-    def _open(self, ifname: str, d: Path, defs: dict[str, elf.MapDef]) -> PinnedFilter | None:
+    def _open(self, ifname: str, d: Path, defs: dict[str, libbpf.MapDef]) -> PinnedFilter | None:
         fds: dict[str, int] = {}
         try:
             for name, mdef in defs.items():
@@ -211,38 +217,36 @@ class XdpLoader:
                 return None
             raise
         info = bpf.prog_info(prog_fd)
-        log.info("event=xdp_pins_reused interface=%s prog_id=%d dir=%s", ifname, info.id, d)
+        event(log, "xdp_pins_reused", interface=ifname, prog_id=info.id, dir=d)
         return PinnedFilter(ifname, d, prog_fd, info.id, fds, defs)
 
-    def _load(self, ifname: str, d: Path, obj: elf.BpfObject, defs: dict[str, elf.MapDef]) -> PinnedFilter:
+    def _load(self, ifname: str, d: Path, spec: libbpf.ObjectSpec, defs: dict[str, libbpf.MapDef]) -> PinnedFilter:
         d.mkdir(parents=True, exist_ok=True)
-        fds: dict[str, int] = {}
         try:
-            for name, m in defs.items():
-                fds[name] = bpf.map_create(m.type, m.key_size, m.value_size, m.max_entries, m.flags, name)
-            code = elf.relocate(obj, fds)
-            prog_fd = bpf.prog_load(bpf.BPF_PROG_TYPE_XDP, code, obj.license, self.prog_name)
-        except (bpf.BpfError, elf.ElfError) as exc:
-            for fd in fds.values():
-                os.close(fd)
+            with libbpf.BpfObject(self.obj_path) as obj:
+                obj.load()
+                # maps first, program last: a directory with `prog` is always complete
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(d / "prog")
+                for name in defs:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(d / name)
+                    obj.pin_map(name, d / name)
+                obj.pin_program(spec.program, d / "prog")
+                # the object closes its fds: keep copies
+                fds = {name: os.dup(obj.map_fd(name)) for name in defs}
+                prog_fd = os.dup(obj.program_fd(spec.program))
+        except libbpf.LibbpfError as exc:
             raise XdpError(f"loading {self.obj_path} for {ifname}: {exc}") from exc
-        # maps first, program last: a directory with `prog` is always complete
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(d / "prog")
-        for name, fd in fds.items():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(d / name)
-            bpf.obj_pin(fd, str(d / name))
-        bpf.obj_pin(prog_fd, str(d / "prog"))
         info = bpf.prog_info(prog_fd)
-        log.info("event=xdp_loaded interface=%s prog_id=%d tag=%s dir=%s", ifname, info.id, info.tag, d)
+        event(log, "xdp_loaded", interface=ifname, prog_id=info.id, tag=info.tag, dir=d)
         return PinnedFilter(ifname, d, prog_fd, info.id, fds, defs)
 
     def unpin(self, ifname: str) -> None:
         d = self._dir(ifname)
         if d.exists():
             shutil.rmtree(d, ignore_errors=True)
-            log.info("event=xdp_unpinned interface=%s dir=%s", ifname, d)
+            event(log, "xdp_unpinned", interface=ifname, dir=d)
 
     # -- netlink -------------------------------------------------------------------------------
 
@@ -306,8 +310,7 @@ class XdpLoader:
                 finally:
                     if fd >= 0:
                         os.close(fd)
-                log.info("event=xdp_replaced interface=%s old_prog_id=%d prog_id=%d", pinned.ifname, expected,
-                         pinned.prog_id)
+                event(log, "xdp_replaced", interface=pinned.ifname, old_prog_id=expected, prog_id=pinned.prog_id)
                 return self.attached(pinned.ifname) or Attachment(pinned.ifname, idx, pinned.prog_id, "?")
             order = [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE] if prefer == "native" else [XDP_FLAGS_SKB_MODE]
             last: Exception | None = None
@@ -320,8 +323,7 @@ class XdpLoader:
                     last = exc
                     continue
                 name = "native" if flags == XDP_FLAGS_DRV_MODE else "generic"
-                log.info("event=xdp_attached interface=%s ifindex=%d prog_id=%d mode=%s", pinned.ifname, idx,
-                         pinned.prog_id, name)
+                event(log, "xdp_attached", interface=pinned.ifname, ifindex=idx, prog_id=pinned.prog_id, mode=name)
                 return Attachment(pinned.ifname, idx, pinned.prog_id, name)
             raise XdpError(f"{pinned.ifname}: XDP attach refused: {last}")
 
@@ -334,11 +336,11 @@ class XdpLoader:
                 return False
             if cur != pinned.prog_id:
                 if cur:
-                    log.warning("event=xdp_detach_skipped interface=%s attached_prog_id=%d ours=%d",
-                                pinned.ifname, cur, pinned.prog_id)
+                    event(log, "xdp_detach_skipped", logging.WARNING, interface=pinned.ifname, attached_prog_id=cur,
+                          ours=pinned.prog_id)
                 return False
             self._set_xdp(ipr, idx, -1, _ATTACHED_MODE_FLAGS.get(mode, 0) | XDP_FLAGS_REPLACE, pinned.prog_fd)
-        log.info("event=xdp_detached interface=%s prog_id=%d", pinned.ifname, pinned.prog_id)
+        event(log, "xdp_detached", interface=pinned.ifname, prog_id=pinned.prog_id)
         return True
 
     @staticmethod
