@@ -28,7 +28,9 @@ spec:
     source: {{nets: ["{src}/32"]}}
 """)
         wait_for("n2 drops n1's workload", lambda: not c.ping("n1", c.workloads["n2"][1], wait=0.5), timeout=15)
-        assert c.status("n2")["filterMode"] in ("xdp", "nft", "iptables")
+        # the status document is published after the filter is in place, not with it
+        wait_for("n2's status names its filter mode",
+                 lambda: c.status("n2")["filterMode"] in ("xdp", "nft", "iptables"), timeout=10)
         assert c.sessions_up("n2", 1), "the filter cut BGP (tcp 179 is failsafe)"
         c.cli("delete", "policyfilter", "edge")
         wait_for("traffic restored", lambda: c.ping("n1", c.workloads["n2"][1], wait=0.5), timeout=15)
