@@ -27,7 +27,7 @@ from dataplane.filters.rules import (
     default_failsafe,
     parse_network,
 )
-from dataplane.filters.xdp import bpf
+from dataplane.filters.xdp import bpf, enforce, libbpf
 from dataplane.filters.xdp.enforce import XdpFilter
 from dataplane.filters.xdp.loader import BPF_FS_MAGIC, XdpError, XdpLoader, _fs_type, unmount_bpffs
 from tests.netns import needs_root, netns, sh
@@ -211,6 +211,18 @@ def test_iproute2_attaches_and_detaches_the_object():
         sh("ip", "link", "set", "dev", "xdp0", "xdp", "off", ns=ns)
         link = json.loads(sh("ip", "-j", "-d", "link", "show", "xdp0", ns=ns).stdout)[0]
         assert "xdp" not in link
+
+
+def test_the_objects_maps_have_the_layouts_enforce_encodes():
+    spec = libbpf.inspect(OBJ)
+    maps = {m.name: m for m in spec.maps}
+    assert spec.program.startswith("cbf_") and len(spec.program) <= 15    # the kernel keeps 15 characters
+    assert sorted(maps) == ["cb_counters", "cb_exc", "cb_failsafe", "cb_v4", "cb_v6"]
+    assert (maps["cb_v4"].key_size, maps["cb_v6"].key_size) == (4 + 4, 4 + 16)
+    assert maps["cb_v4"].value_size == maps["cb_v6"].value_size == enforce._VERDICT.size
+    assert (maps["cb_exc"].key_size, maps["cb_exc"].value_size) == (enforce._EXC_KEY.size, 4)
+    assert (maps["cb_failsafe"].value_size, maps["cb_failsafe"].max_entries) == (8, enforce.FAILSAFE_WORDS)
+    assert maps["cb_counters"].value_size == 16     # packets, bytes: u64 each, per CPU
 
 
 def _build(tmp_path: Path, name: str, source: str) -> Path:
