@@ -143,7 +143,7 @@ def _error(err: int, what: str, extra: str = "") -> LibbpfError:
 
 
 def _check(ret: int, what: str) -> int:
-    """An int-returning call's result: negative is -errno (libbpf 1.x)."""
+    """The result of an int-returning _call: negative is -errno (libbpf 1.x)."""
     if ret < 0:
         raise _error(-ret, what)
     return ret
@@ -230,7 +230,7 @@ class BpfObject:
         while prog:
             # libbpf asks for a log only when a load fails, then retries into this buffer
             buf = self._logs[lib.bpf_program__name(prog).decode()] = ctypes.create_string_buffer(_VERIFIER_LOG)
-            _check(lib.bpf_program__set_log_buf(prog, buf, len(buf)), f"bpf_program__set_log_buf of {self.path}")
+            _check(_call(lib.bpf_program__set_log_buf, prog, buf, len(buf)), f"bpf_program__set_log_buf of {self.path}")
             prog = lib.bpf_object__next_program(obj, prog)
         ret = _call(lib.bpf_object__load, obj)
         if ret < 0:
@@ -239,10 +239,10 @@ class BpfObject:
             raise _error(-ret, f"bpf_object__load {self.path}", "".join(f"; verifier log of {t}" for t in logs))
 
     def map_fd(self, name: str) -> int:
-        return _check(self._lib.bpf_map__fd(self._map(name)), f"bpf_map__fd {name} of {self.path}")
+        return _check(_call(self._lib.bpf_map__fd, self._map(name)), f"bpf_map__fd {name} of {self.path}")
 
     def program_fd(self, name: str) -> int:
-        return _check(self._lib.bpf_program__fd(self._program(name)), f"bpf_program__fd {name} of {self.path}")
+        return _check(_call(self._lib.bpf_program__fd, self._program(name)), f"bpf_program__fd {name} of {self.path}")
 
     def pin_map(self, name: str, path: Path) -> None:
         _check(_call(self._lib.bpf_map__pin, self._map(name), str(path).encode()), f"bpf_map__pin {name} at {path}")
