@@ -12,7 +12,11 @@ from calico_bgp.cli import main
 from calico_bgp.cli.common import EXIT_CONFLICT, EXIT_ERROR, EXIT_UNAVAILABLE, EXIT_USAGE
 from calico_bgp.datastore import EtcdClient, Keys
 from calico_bgp.resources import model
-from calico_bgp.resources.store import ConflictError, CorruptValue, ResourceStore, load_documents
+from calico_bgp.resources.bgpconfig import BGPConfiguration
+from calico_bgp.resources.fields import InvalidResource
+from calico_bgp.resources.ippool import IPPool, IPPoolSpec
+from calico_bgp.resources.documents import load_documents
+from calico_bgp.resources.store import ConflictError, CorruptValue, ResourceStore
 
 POOLS = """
 apiVersion: projectcalico.org/v3
@@ -214,11 +218,11 @@ async def test_store_api_and_cas(etcd_url, key_prefix):
         applied = await store.apply(pool)
         assert applied.action == "created"
         assert await store.get("ippool", "a") == pool
-        listing = await store.list(model.IPPool)
+        listing = await store.list(IPPool)
         assert listing.items == [pool] and listing.errors == []
-        updated = model.IPPool(pool.metadata, model.IPPoolSpec(cidr="198.18.0.0/24", disabled=True))
+        updated = IPPool(pool.metadata, IPPoolSpec(cidr="198.18.0.0/24", disabled=True))
         assert (await store.apply(updated)).action == "updated"
-        assert (await store.get(model.IPPool, "a")).spec.disabled
+        assert (await store.get(IPPool, "a")).spec.disabled
 
         # Someone else keeps writing the key between our read and our transaction: bounded retries, then ConflictError.
         real_txn = client.txn
@@ -231,8 +235,8 @@ async def test_store_api_and_cas(etcd_url, key_prefix):
         client.txn = racing_txn
         try:
             with pytest.raises(ConflictError):
-                await store.apply(model.IPPool(pool.metadata, model.IPPoolSpec(cidr="198.18.0.0/24",
-                                                                               node_selector="has(x)")))
+                await store.apply(IPPool(pool.metadata, IPPoolSpec(cidr="198.18.0.0/24",
+                                                                   node_selector="has(x)")))
         finally:
             client.txn = real_txn
         await store.delete("ippool", "a")
@@ -243,13 +247,13 @@ async def test_store_api_and_cas(etcd_url, key_prefix):
 def test_conflict_exit_code_registered():
     from calico_bgp.cli.common import ERROR_CODES
     assert ERROR_CODES[ConflictError] == EXIT_CONFLICT
-    assert ERROR_CODES[model.InvalidResource] == EXIT_USAGE
+    assert ERROR_CODES[InvalidResource] == EXIT_USAGE
 
 
 async def test_store_helpers_for_watchers(etcd_url, key_prefix):
     async with EtcdClient([etcd_url]) as client:
         store = ResourceStore(client, Keys(key_prefix))
-        assert (await store.bgp_configuration()) == model.BGPConfiguration()
+        assert (await store.bgp_configuration()) == BGPConfiguration()
         resources = load_documents(POOLS + "---\n" + PEERS)
         await store.apply_all(resources)
         assert (await store.bgp_configuration()).spec.as_number == 63400
@@ -257,7 +261,7 @@ async def test_store_helpers_for_watchers(etcd_url, key_prefix):
         decoded = sorted((type(r).__name__, r.name) for r in map(store.decode, kvs))
         assert decoded == sorted((r.kind, r.name) for r in resources)
         assert store.kind_for_key(Keys(key_prefix).block("198.18.0.0/26")) is None
-        assert store.kind_for_key(Keys(key_prefix).pool("a")) == (model.IPPool, "a")
+        assert store.kind_for_key(Keys(key_prefix).pool("a")) == (IPPool, "a")
 
 
 def test_secrets_store_values_and_never_print_them(etcd_url, key_prefix):
