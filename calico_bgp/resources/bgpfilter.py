@@ -18,6 +18,7 @@ from calico_bgp.resources.fields import (
     cidr,
     community_parser,
     int_range,
+    missing,
     one_of,
     optional,
     tuple_of,
@@ -55,9 +56,9 @@ class BGPFilterRule:
     def __attrs_post_init__(self) -> None:
         if bool(self.cidr) != bool(self.match_operator):
             field = "matchOperator" if self.cidr else "cidr"
-            raise bad(field, "", "cidr and matchOperator must both be set or both be empty")
+            raise missing(field, "cidr and matchOperator go together")
         if self.prefix_length is not None and not self.cidr:
-            raise bad("prefixLength", attrs.asdict(self.prefix_length), "cidr is required with prefixLength")
+            raise missing("cidr", "prefixLength needs a cidr and matchOperator")
         if self.action == "Reject":
             for f in ("add_communities", "add_large_communities", "local_pref", "as_path_prepend"):
                 if getattr(self, f) not in ((), None):

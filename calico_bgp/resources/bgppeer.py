@@ -18,6 +18,7 @@ from calico_bgp.resources.fields import (
     checked,
     int_range,
     ip_address,
+    missing,
     name,
     one_of,
     optional,
@@ -86,14 +87,14 @@ class BGPPeerSpec:
                            "a peerSelector peer takes each remote node's AS; asNumber must be empty")
         else:
             if not self.peer_ip:
-                raise bad("peerIP", "", "one of peerIP or peerSelector is required")
+                raise missing("peerIP", "one of peerIP or peerSelector is required")
             if self.as_number is None:
-                raise bad("asNumber", None, "asNumber is required with peerIP")
+                raise missing("asNumber", "required with peerIP")
         if self.reachable_by and self.peer_ip:
             if ipaddress.ip_address(self.reachable_by).version != ipaddress.ip_address(self.peer_address).version:
                 raise bad("reachableBy", self.reachable_by, "must be the same IP version as peerIP")
         if self.max_prefix_action != "warn" and self.max_prefixes is None:
-            raise bad("maxPrefixAction", self.max_prefix_action, "needs maxPrefixes")
+            raise missing("maxPrefixes", f"maxPrefixAction {self.max_prefix_action} needs it")
         bgpsession.check_timers(self.hold_time, self.keepalive_time)
 
     @property

@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from calico_bgp.resources.fields import bad, checked, name, one_of, seconds
+from calico_bgp.resources.fields import bad, checked, missing, name, one_of, seconds
 
 
 def hold_time(value: Any) -> int:
@@ -64,9 +64,10 @@ class BGPPassword:
         else _raise("expected an absolute path")))
 
     def __attrs_post_init__(self) -> None:
-        if (self.secret_key_ref is None) == (not self.file):
-            raise bad("", {"secretKeyRef": bool(self.secret_key_ref), "file": self.file},
-                       "set exactly one of secretKeyRef or file")
+        if self.secret_key_ref is None and not self.file:
+            raise missing("", "set one of secretKeyRef or file")
+        if self.secret_key_ref is not None and self.file:
+            raise bad("", {"secretKeyRef": True, "file": self.file}, "set exactly one of secretKeyRef or file")
 
     def __repr__(self) -> str:
         where = f"secret {self.secret_key_ref.name}/{self.secret_key_ref.key}" if self.secret_key_ref else self.file

@@ -21,16 +21,34 @@ API_VERSIONS = (API_VERSION, CALICO_API_VERSION)
 _IGNORED_TOP = frozenset({"status"})
 
 
+def _label(where: str, doc: Mapping[str, Any]) -> str:
+    """'document 2 (IPPool 'rack-a')': where, and the kind and name when the document says them."""
+    kind, meta = doc.get("kind"), doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    if not isinstance(kind, str) or not kind:
+        return where
+    return f"{where} ({kind} {name!r})" if name else f"{where} ({kind})"
+
+
+def _check_api_version(label: str, doc: Mapping[str, Any]) -> None:
+    api, kind = doc.get("apiVersion"), doc.get("kind")
+    use = f"{API_VERSION} or {CALICO_API_VERSION}" if kind in CALICO_KINDS or kind == "List" else API_VERSION
+    if api is None or api == "":
+        raise InvalidResource(f"{label}: apiVersion: missing (use {use})")
+    if api not in API_VERSIONS:
+        raise InvalidResource(f"{label}: apiVersion {api!r} is not supported (use {use})")
+
+
 def _document_resource(index: int, doc: Any) -> Resource | list[Resource]:
     where = f"document {index}"
     if not isinstance(doc, Mapping):
         raise InvalidResource(f"{where}: expected a mapping with apiVersion, kind, metadata and spec")
     kind = doc.get("kind")
-    api = doc.get("apiVersion")
-    if api not in API_VERSIONS:
-        raise InvalidResource(f"{where}: apiVersion {api!r} is not supported (use {API_VERSION} or {CALICO_API_VERSION})")
-    if not isinstance(kind, str) or not kind:
-        raise InvalidResource(f"{where}: kind is required")
+    _check_api_version(_label(where, doc), doc)
+    if kind is None or kind == "":
+        raise InvalidResource(f"{where}: kind: missing (one of {', '.join(KINDS)}, or List)")
+    if not isinstance(kind, str):
+        raise UnknownKind(f"{where}: unknown kind {kind!r} (known: {', '.join(KINDS)})")
     if kind == "List" or (kind.endswith("List") and kind[:-4] in KINDS):
         items = doc.get("items") or []
         if not isinstance(items, list):
@@ -43,16 +61,15 @@ def _item(where: str, doc: Any) -> Resource:
     if not isinstance(doc, Mapping):
         raise InvalidResource(f"{where}: expected a mapping")
     kind, api = doc.get("kind"), doc.get("apiVersion")
-    if api not in API_VERSIONS:
-        raise InvalidResource(f"{where}: apiVersion {api!r} is not supported (use {API_VERSION} or {CALICO_API_VERSION})")
+    label = _label(where, doc)
+    _check_api_version(label, doc)
+    if kind is None or kind == "":
+        raise InvalidResource(f"{where}: kind: missing (one of {', '.join(KINDS)})")
     cls = KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise UnknownKind(f"{where}: unknown kind {kind!r} (known: {', '.join(KINDS)})")
     if api == CALICO_API_VERSION and kind not in CALICO_KINDS:
         raise UnknownKind(f"{where}: {kind} is not a {CALICO_API_VERSION} kind; use apiVersion {API_VERSION}")
-    meta = doc.get("metadata")
-    name = meta.get("name") if isinstance(meta, Mapping) else None
-    label = f"{where} ({kind} {name!r})" if name else f"{where} ({kind})"
     extra = sorted(set(doc) - {"apiVersion", "kind", "metadata", "spec"} - _IGNORED_TOP)
     if extra:
         raise InvalidResource(f"{label}: {', '.join(extra)}: unknown top-level field")

@@ -4,8 +4,8 @@ resource to and from its {metadata, spec} dict and the JSON stored in etcd.
 Resources are spelled as Calico's projectcalico.org/v3 API (camelCase on the wire through the one
 codec, snake_case here). Values are frozen attrs classes; every field normalises and validates
 itself where it is declared, so a resource that exists is valid, whether it came from YAML, from
-etcd or from Python. Errors name the field path and value; a required field left out (or null)
-reads `spec.cidr: missing`.
+etcd or from Python. Errors name the field path and value; a required field left out (or null,
+or empty) reads `spec.cidr: missing`.
 
 Fields Calico has and calico-bgp does not implement are listed per class (`calico_only`) so
 input using them is reported as "not supported", never silently dropped. The kinds themselves are
@@ -15,6 +15,7 @@ named by kinds.py.
 from __future__ import annotations
 
 import json
+import typing
 from typing import Any, ClassVar, Mapping, TypeVar
 
 import attrs
@@ -83,7 +84,7 @@ def _messages(exc: BaseException, path: str, cls: Any = None) -> list[str]:
     if isinstance(exc, InvalidField):
         return [exc.message(path)]
     if isinstance(exc, KeyError):
-        return [f"{path}: required"]
+        return [f"{path}: missing"]
     if isinstance(cls, type) and attrs.has(cls):
         return [f"{path or 'value'}: expected a mapping"]
     expected = getattr(cls, "__name__", None) or str(cls)
@@ -99,13 +100,36 @@ def _strip_ignored_metadata(data: Any) -> Any:
     return data
 
 
+def _without_nulls(cls: Any, data: Any) -> Any:
+    """`data` with every field given as null left out, at every depth: null is a field not given, as
+    in Kubernetes and calicoctl, so it takes its default or, required, reads "missing" (cattrs
+    would turn it into the text 'None' before the field's parser saw it)."""
+    if not (isinstance(cls, type) and attrs.has(cls)):
+        return data
+    if isinstance(data, list):
+        return [_without_nulls(cls, item) for item in data]
+    if not isinstance(data, Mapping):
+        return data
+    out = dict(data)
+    for a in attrs.fields(attrs.resolve_types(cls)):
+        key = codec.json_name(a.name)
+        if key in out and out[key] is None:
+            del out[key]
+        elif key in out:
+            for inner in (a.type, *typing.get_args(a.type)):  # X, X | None, tuple[X, ...]
+                if isinstance(inner, type) and attrs.has(inner):
+                    out[key] = _without_nulls(inner, out[key])
+                    break
+    return out
+
+
 def from_dict(cls: type[T], data: Any, *, where: str) -> T:
-    """A resource from its {metadata, spec} dict; InvalidResource('<where>: <path>: <problem>; ...')."""
+    """A resource from its {metadata, spec} dict; InvalidResource('<where>: <path>: <problem>; ...').
+    A required field left out, null or empty reads `<path>: missing`."""
     if not isinstance(data, Mapping):
         raise InvalidResource(f"{where}: expected a mapping with metadata and spec")
     data = _strip_ignored_metadata(data)
-    if data.get("spec") is None and "spec" in data:
-        data = {k: v for k, v in data.items() if k != "spec"}
+    data = _without_nulls(cls, data)
     try:
         return codec.converter.structure(data, cls)
     except (cattrs.BaseValidationError, InvalidField, ValueError, TypeError, KeyError) as exc:

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from calico_bgp.resources.fields import ASNumber, bad, checked, interface, optional_as_number
+from calico_bgp.resources.fields import ASNumber, checked, interface, missing, optional_as_number
 from calico_bgp.resources.model import Metadata
 
 
@@ -32,7 +32,7 @@ class NodeBGPSpec:
 
     def __attrs_post_init__(self) -> None:
         if not self.ipv4_address and not self.ipv6_address:
-            raise bad("ipv4Address", "", "a node's bgp needs ipv4Address and/or ipv6Address")
+            raise missing("ipv4Address", "a node's bgp needs ipv4Address and/or ipv6Address")
 
     @property
     def ipv4(self) -> ipaddress.IPv4Interface | None:

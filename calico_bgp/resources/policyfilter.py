@@ -15,6 +15,7 @@ from calico_bgp.resources.fields import (
     checked,
     cidr,
     int_range,
+    missing,
     one_of,
     port,
     selector,
@@ -73,7 +74,7 @@ class PolicyRule:
 
     def __attrs_post_init__(self) -> None:
         if not self.source.nets:
-            raise bad("source.nets", [], "at least one source CIDR is required (0.0.0.0/0 or ::/0 for all)")
+            raise missing("source.nets", "at least one source CIDR: 0.0.0.0/0 or ::/0 for all")
         if self.destination.ports and self.protocol not in ("TCP", "UDP", "SCTP", 6, 17, 132):
             raise bad("destination.ports", list(self.destination.ports), "ports need protocol TCP, UDP or SCTP")
         if self.action == "Deny" and (self.protocol or self.destination.ports):

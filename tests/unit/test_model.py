@@ -105,8 +105,8 @@ def test_peer_ip_forms():
 @pytest.mark.parametrize("spec, fragment", [
     ({"peerIP": "198.18.0.256", "asNumber": 1}, "spec.peerIP: not a valid IP address (got '198.18.0.256')"),
     ({"peerIP": "198.18.0.1:70000", "asNumber": 1}, "spec.peerIP: port out of range"),
-    ({"peerIP": "198.18.0.1"}, "spec.asNumber: asNumber is required with peerIP"),
-    ({"asNumber": 1}, "spec.peerIP: one of peerIP or peerSelector is required"),
+    ({"peerIP": "198.18.0.1"}, "spec.asNumber: missing (required with peerIP)"),
+    ({"asNumber": 1}, "spec.peerIP: missing (one of peerIP or peerSelector is required)"),
     ({"peerSelector": "has(rr)", "peerIP": "198.18.0.1"}, "mutually exclusive"),
     ({"peerSelector": "has(rr)", "node": "n1", "nodeSelector": "all()"}, "spec.nodeSelector: node and nodeSelector"),
     ({"peerIP": "198.18.0.1", "asNumber": 1, "holdTime": 2}, "spec.holdTime: hold time is 0 or 3..65535"),
@@ -183,7 +183,7 @@ def test_bgp_configuration_mesh_password_and_restart_time():
     assert BGPConfiguration().spec.node_mesh_max_restart_time is None  # the session default: 120 s
     assert "spec.nodeMeshMaxRestartTime: at most 4095s" in bad(
         BGPConfiguration, {"nodeMeshMaxRestartTime": "2h"}, name="default")
-    assert "spec.nodeMeshPassword.secretKeyRef.key: a key is required" in bad(
+    assert "spec.nodeMeshPassword.secretKeyRef.key: missing" in bad(
         BGPConfiguration, {"nodeMeshPassword": {"secretKeyRef": {"name": "bgp", "key": ""}}}, name="default")
 
 
@@ -205,9 +205,9 @@ def test_bgp_filter_rules_match_like_calico():
 @pytest.mark.parametrize("spec, fragment", [
     ({"importV4": [{"action": "Accept", "cidr": "2001:db8::/32", "matchOperator": "In"}]},
      "spec.importV4[0].cidr: importV4 rules take IPv4 CIDRs"),
-    ({"exportV4": [{"action": "Accept", "cidr": "198.18.0.0/16"}]}, "spec.exportV4[0].matchOperator: cidr and matchOperator"),
+    ({"exportV4": [{"action": "Accept", "cidr": "198.18.0.0/16"}]}, "spec.exportV4[0].matchOperator: missing (cidr and matchOperator go together)"),
     ({"exportV4": [{"action": "Drop"}]}, "spec.exportV4[0].action: expected one of Accept, Reject (got 'Drop')"),
-    ({"exportV4": [{"cidr": "198.18.0.0/16", "matchOperator": "In"}]}, "spec.exportV4[0].action: required"),
+    ({"exportV4": [{"cidr": "198.18.0.0/16", "matchOperator": "In"}]}, "spec.exportV4[0].action: missing"),
     ({"exportV4": [{"action": "Reject", "localPref": 10}]}, "spec.exportV4[0].localPref: actions are only allowed"),
     ({"importV6": [{"action": "Accept", "localPref": 10}]}, "spec.importV6[0]: community/localPref"),
     ({"exportV4": [{"action": "Accept", "cidr": "198.18.0.0/16", "matchOperator": "In",
@@ -363,7 +363,7 @@ items:
     ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 198.18.0.0/16}\n---\n"
      "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: b}\n",
      "document 2: unknown kind 'NetworkPolicy'", UnknownKind),
-    ("apiVersion: v1\nkind: IPPool\nmetadata: {name: a}\n", "document 1: apiVersion 'v1' is not supported", InvalidResource),
+    ("apiVersion: v1\nkind: IPPool\nmetadata: {name: a}\n", "document 1 (IPPool 'a'): apiVersion 'v1' is not supported", InvalidResource),
     ("apiVersion: projectcalico.org/v3\nkind: PolicyFilter\nmetadata: {name: a}\n",
      "PolicyFilter is not a projectcalico.org/v3 kind", UnknownKind),
     ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 198.18.0.0/16, natOutgoing: true,"
