@@ -28,7 +28,6 @@ from calico_bgp.resources.fields import (
 from calico_bgp.resources.model import Metadata
 
 
-
 @attrs.frozen
 class Community:
     name: str = attrs.field(converter=checked(name))
@@ -65,7 +64,6 @@ class Damping:
             raise bad("maxSuppress", self.max_suppress,
                       f"with halfLife {self.half_life}s and reuse {self.reuse} the penalty is capped at "
                       f"{ceiling:.0f}, never above suppress ({self.suppress}): nothing would be damped")
-
 
 
 _as_numbers = tuple_of(as_number)  # named apart: inside the class `as_number` is the field

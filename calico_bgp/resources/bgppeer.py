@@ -1,5 +1,5 @@
-"""BGPPeer: a peering, for every node, the nodes a selector picks, or one node; with a fixed peer
-address and AS, or with the nodes a peerSelector picks (each at its own AS)."""
+"""BGPPeer: a BGP peering of every node, of the nodes a nodeSelector picks, or of one node; the other
+side is an address and AS (peerIP, asNumber), or the nodes a peerSelector picks, each at its own AS."""
 from __future__ import annotations
 
 import ipaddress

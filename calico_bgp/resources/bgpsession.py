@@ -43,14 +43,24 @@ def check_timers(hold: int | None, keepalive: int | None) -> None:
                                                "set holdTime, or leave keepaliveTime out")
 
 
+def _secret_key(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected the name of a field of the secret")
+    return value
+
+
+def _absolute_path(value: Any) -> str:
+    if value in ("", None):
+        return ""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError("expected an absolute path")
+    return value
+
+
 @attrs.frozen
 class SecretKeyRef:
     name: str = attrs.field(converter=checked(name))
-    key: str = attrs.field(converter=checked(lambda v: v if isinstance(v, str) and v else _raise("a key is required")))
-
-
-def _raise(msg: str) -> Any:
-    raise ValueError(msg)
+    key: str = attrs.field(converter=checked(_secret_key))
 
 
 @attrs.frozen(repr=False)
@@ -59,9 +69,7 @@ class BGPPassword:
     on the node. The password itself is never part of a resource, so it is never printed."""
 
     secret_key_ref: SecretKeyRef | None = None
-    file: str = attrs.field(default="", converter=checked(
-        lambda v: v if v in ("", None) or (isinstance(v, str) and v.startswith("/"))
-        else _raise("expected an absolute path")))
+    file: str = attrs.field(default="", converter=checked(_absolute_path))
 
     def __attrs_post_init__(self) -> None:
         if self.secret_key_ref is None and not self.file:

@@ -1,4 +1,4 @@
-"""IPPool: a range of addresses cut into blocks affine to nodes (calico_bgp/ipam), announced over BGP.
+"""IPPool: a range of addresses cut into blocks affine to nodes (ipam/), announced over BGP.
 
 Calico's shape; calico-bgp routes natively, so IPIP, VXLAN and NAT outgoing are refused, never ignored.
 """

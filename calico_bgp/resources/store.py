@@ -45,10 +45,6 @@ class CorruptValue(Exception):
         super().__init__(problem if problem.startswith(key) else f"{key}: {problem}")
 
 
-
-# ------------------------------------------------------------------------------------------------
-# The store (I/O)
-
 @attrs.frozen
 class Listing:
     """What `list` found: the resources that decode, and one CorruptValue per key that does not."""
