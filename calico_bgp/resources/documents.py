@@ -2,7 +2,9 @@
 
 A document is apiVersion (calico-bgp/v1, or projectcalico.org/v3 for Calico's kinds), kind,
 metadata and spec, or a List of them. Every document is validated before anything is returned,
-and each error names its document by number (from 1), kind and name.
+and each error names its document by number (from 1), kind and name. A document is measured
+before it is read: nested deeper than MAX_DEPTH or, with its YAML aliases expanded, holding more
+than MAX_VALUES values (a "billion laughs"), it is refused at once.
 """
 from __future__ import annotations
 
@@ -19,6 +21,39 @@ CALICO_API_VERSION = "projectcalico.org/v3"
 API_VERSIONS = (API_VERSION, CALICO_API_VERSION)
 # Top-level document keys written by calicoctl/kubectl that carry nothing we store.
 _IGNORED_TOP = frozenset({"status"})
+# A resource is a few levels deep and a file of them thousands of values; far beyond that is a
+# mistake or a "billion laughs" (aliases of aliases of lists), refused before it is read further.
+MAX_DEPTH = 64
+MAX_VALUES = 1_000_000
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _oversized(doc: Any) -> str | None:
+    """Why `doc` is refused unread: nested deeper than MAX_DEPTH (or holding itself, which YAML
+    aliases allow), or more than MAX_VALUES values with its aliases expanded. Each shared value is
+    measured once, so this costs what the document's text does, not what its expansion would."""
+    sizes: dict[int, int] = {}
+
+    def size(value: Any, depth: int) -> int:
+        if not isinstance(value, (dict, list)):
+            return 1
+        if depth > MAX_DEPTH:
+            raise _TooDeep
+        if id(value) not in sizes:
+            children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            sizes[id(value)] = 1 + sum(size(c, depth + 1) for c in children)
+        return sizes[id(value)]
+
+    try:
+        total = size(doc, 0)
+    except _TooDeep:
+        return f"nested deeper than {MAX_DEPTH} levels, or holds itself through a YAML alias"
+    if total > MAX_VALUES:
+        return f"{total:,} values once its YAML aliases are expanded (at most {MAX_VALUES:,})"
+    return None
 
 
 def _label(where: str, doc: Mapping[str, Any]) -> str:
@@ -88,12 +123,18 @@ def load_documents(text: str) -> list[Resource]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InvalidResource(f"YAML{where}: {problem}") from None
+    except RecursionError:  # the parser recurses once per level
+        raise InvalidResource(f"YAML: nested deeper than the parser goes (resources need a few levels; "
+                              f"at most {MAX_DEPTH} are taken)") from None
     if not docs:
         raise InvalidResource("no documents found")
     out: list[Resource] = []
     errors: list[str] = []
     unknown_kind = False
     for i, doc in enumerate(docs, 1):
+        if (why := _oversized(doc)) is not None:
+            errors.append(f"document {i}: {why}")
+            continue
         try:
             got = _document_resource(i, doc)
         except InvalidResource as exc:
