@@ -154,6 +154,11 @@ def test_apply_get_delete_round_trip(cli, etcd_url, key_prefix):
      ["Node 'ghost' does not exist", "BGPFilter 'nope' does not exist"]),
     ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 198.19.0.0/16, natOutgoing: true}\n",
      ["spec.natOutgoing"]),
+    # a required field left out or left empty (YAML's `cidr:` is null) is named as missing
+    ("kind: PolicyFilter\nmetadata: {name: edge}\nspec: {rules: []}\n",
+     ["document 2 (PolicyFilter 'edge'): apiVersion: missing (use calico-bgp/v1)"]),
+    ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec:\n  cidr:\n",
+     ["document 2 (IPPool 'p'): spec.cidr: missing"]),
 ])
 def test_bad_input_is_one_line_nonzero_and_nothing_stored(cli, etcd_url, key_prefix, text, fragments):
     base = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: base}\nspec: {cidr: 198.18.64.0/18}\n"
