@@ -14,6 +14,7 @@ named by kinds.py.
 """
 from __future__ import annotations
 
+import functools
 import json
 import typing
 from typing import Any, ClassVar, Mapping, TypeVar
@@ -100,26 +101,32 @@ def _strip_ignored_metadata(data: Any) -> Any:
     return data
 
 
-def _without_nulls(cls: Any, data: Any) -> Any:
+@functools.cache
+def _shape(cls: type) -> tuple[tuple[str, type | None], ...]:
+    """Each field's JSON name, with the attrs class its value holds (X, X | None, tuple[X, ...]) or None."""
+    out = []
+    for a in attrs.fields(attrs.resolve_types(cls)):
+        inner = [t for t in (a.type, *typing.get_args(a.type)) if isinstance(t, type) and attrs.has(t)]
+        out.append((codec.json_name(a.name), inner[0] if inner else None))
+    return tuple(out)
+
+
+def _without_nulls(cls: type, data: Any) -> Any:
     """`data` with every field given as null left out, at every depth: null is a field not given, as
     in Kubernetes and calicoctl, so it takes its default or, required, reads "missing" (cattrs
     would turn it into the text 'None' before the field's parser saw it)."""
-    if not (isinstance(cls, type) and attrs.has(cls)):
-        return data
     if isinstance(data, list):
         return [_without_nulls(cls, item) for item in data]
     if not isinstance(data, Mapping):
         return data
     out = dict(data)
-    for a in attrs.fields(attrs.resolve_types(cls)):
-        key = codec.json_name(a.name)
-        if key in out and out[key] is None:
+    for key, inner in _shape(cls):
+        if key not in out:
+            continue
+        if out[key] is None:
             del out[key]
-        elif key in out:
-            for inner in (a.type, *typing.get_args(a.type)):  # X, X | None, tuple[X, ...]
-                if isinstance(inner, type) and attrs.has(inner):
-                    out[key] = _without_nulls(inner, out[key])
-                    break
+        elif inner is not None:
+            out[key] = _without_nulls(inner, out[key])
     return out
 
 
