@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import trio
@@ -192,8 +193,10 @@ def test_etcd_unreachable_names_the_endpoint(key_prefix):
     assert_one_line_error(result, EXIT_UNAVAILABLE, "http://127.0.0.1:9")
 
 
-def test_corrupted_value_names_the_key_and_others_still_list(cli, etcd_url, key_prefix):
+def test_corrupted_value_names_the_key_and_others_still_list(cli, etcd_url, key_prefix, caplog):
+    caplog.set_level(logging.INFO, logger="calico_bgp.resources.store")
     assert cli("apply", "-f", "-", input=POOLS).exit_code == 0
+    assert "event=resource_applied resource=IPPool/rack-a action=created" in caplog.text
     bad_key = Keys(key_prefix).pool("broken")
 
     async def corrupt():
@@ -208,6 +211,9 @@ def test_corrupted_value_names_the_key_and_others_still_list(cli, etcd_url, key_
     warnings = result.stderr.splitlines()
     assert any(bad_key in w and "not valid JSON" in w for w in warnings)
     assert any(Keys(key_prefix).pool("wrong") in w and "spec.cidr" in w for w in warnings)
+    # the log has one logfmt line per bad key, the problem quoted so the line splits back into fields
+    logged = [r.getMessage() for r in caplog.records if "event=corrupt_value" in r.getMessage()]
+    assert any(m.startswith(f"event=corrupt_value key={bad_key} problem=\"") for m in logged), logged
     assert_one_line_error(cli("get", "ippool", "broken"), EXIT_ERROR, bad_key)
     # Applying a good value over the corrupted key repairs it.
     fix = "apiVersion: calico-bgp/v1\nkind: IPPool\nmetadata: {name: broken}\nspec: {cidr: 198.19.0.0/16}\n"
