@@ -60,7 +60,7 @@ def preflight(topo: Topology) -> dict[str, list[execs.Step]]:
     if agents and not res.exists():
         problems.append(f"no resources file {res.name} beside the topology (BGPConfiguration, IPPools, BGPPeers, Nodes)")
     elif res.exists():
-        from calico_bgp.resources.store import load_documents
+        from calico_bgp.resources.documents import load_documents
         try:
             load_documents(res.read_text())
         except ValueError as exc:

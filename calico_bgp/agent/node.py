@@ -29,6 +29,9 @@ from calico_bgp.agent.kernel_writer import KernelWriter
 from calico_bgp.agent.publisher import StatusPublisher
 from calico_bgp.datastore import DatastoreError, Keys
 from calico_bgp.resources import model
+from calico_bgp.resources.bgpfilter import BGPFilter
+from calico_bgp.resources.ippool import IPPool
+from calico_bgp.resources.node import Node, NodeAddress, NodeBGPSpec, NodeSpec
 from calico_bgp.resources.store import ResourceStore
 from calico_bgp.resources.view import ClusterState, ClusterView
 from calico_bgp.routing import bgpfilter, desired, malformed, martians, topology
@@ -196,13 +199,13 @@ class NodeAgent:
         if not v4 and not v6 and opts.ip_autodetect:
             v4 = str(await trio.to_thread.run_sync(detect, opts.ip_autodetect))
         interfaces = await trio.to_thread.run_sync(read_interfaces)
-        addresses = tuple(model.NodeAddress(str(a), "InternalIP") for i in interfaces if not EXCLUDED.match(i.name)
+        addresses = tuple(NodeAddress(str(a), "InternalIP") for i in interfaces if not EXCLUDED.match(i.name)
                           for a in i.addresses if not (a.ip.is_link_local or a.ip.is_loopback))
-        new_bgp = model.NodeBGPSpec(ipv4_address=v4, ipv6_address=v6, as_number=bgp.as_number if bgp else None,
-                                    route_reflector_cluster_id=bgp.route_reflector_cluster_id if bgp else "")
+        new_bgp = NodeBGPSpec(ipv4_address=v4, ipv6_address=v6, as_number=bgp.as_number if bgp else None,
+                              route_reflector_cluster_id=bgp.route_reflector_cluster_id if bgp else "")
         meta = current.metadata if current is not None else model.Metadata(opts.name)
-        spec = current.spec if current is not None else model.NodeSpec()
-        node = model.Node(meta, attrs.evolve(spec, bgp=new_bgp, addresses=addresses))
+        spec = current.spec if current is not None else NodeSpec()
+        node = Node(meta, attrs.evolve(spec, bgp=new_bgp, addresses=addresses))
         if node != current:
             await self.store.apply(node)
             log.info("event=node_registered node=%s ipv4=%s ipv6=%s addresses=%d", opts.name, v4, v6, len(addresses))
@@ -308,7 +311,7 @@ class NodeAgent:
         self.kernel.mark_full()
         self._policy_dirty.set()
 
-    async def _refresh_capped(self, pools: list[model.IPPool]) -> None:
+    async def _refresh_capped(self, pools: list[IPPool]) -> None:
         """Soft reconfiguration re-judges only the rejected paths the RIB kept (rib.MAX_REJECTED_PER_PEER
         per peer). When a peer's import policy changed and it had more, ask it to send its routes again
         (ROUTE-REFRESH, RFC 2918) if it takes that; else say what it keeps out until its session resets."""
@@ -329,7 +332,7 @@ class NodeAgent:
                                                                     "kept and the peer takes no ROUTE-REFRESH: they stay "
                                                                     "out until it sends them again")
 
-    def _filters_of(self, peer: str) -> list[model.BGPFilter]:
+    def _filters_of(self, peer: str) -> list[BGPFilter]:
         s = self.sessions.get(peer)
         return bgpfilter.filters_for(s.filters, self.state.filters) if s is not None and self.state else []
 

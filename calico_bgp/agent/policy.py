@@ -59,7 +59,7 @@ def target_interfaces(patterns: Sequence[str], interfaces: Sequence[str], uplink
 
 
 def filter_rules(policy) -> list[FilterRule]:
-    """The dataplane rules of one PolicyFilter (model.PolicyFilter), one per (rule, source net)."""
+    """The dataplane rules of one PolicyFilter (resources/policyfilter.py), one per (rule, source net)."""
     out: list[FilterRule] = []
     for index, rule in enumerate(policy.spec.rules):
         rid = RuleId(policy.name, index)

@@ -20,19 +20,12 @@ from calico_bgp.cli.common import (
     run,
     table,
 )
-from calico_bgp.resources import model
-from calico_bgp.resources.model import InvalidField, InvalidResource, UnknownKind
+from calico_bgp.resources.bgpconfig import BGPConfiguration
+from calico_bgp.resources.documents import API_VERSION, load_documents, to_document
+from calico_bgp.resources.fields import InvalidField, InvalidResource, UnknownKind
+from calico_bgp.resources.kinds import resolve_kind
 from calico_bgp.resources.selector import SelectorError
-from calico_bgp.resources.store import (
-    API_VERSION,
-    ConflictError,
-    CorruptValue,
-    Listing,
-    NotFound,
-    ResourceStore,
-    load_documents,
-    to_document,
-)
+from calico_bgp.resources.store import ConflictError, CorruptValue, Listing, NotFound, ResourceStore
 
 register_errors({
     InvalidResource: EXIT_USAGE,     # includes UnknownKind and ResourceInUse
@@ -48,7 +41,7 @@ KIND_HELP = "ippool(s), node(s), bgppeer(s), bgpconfig(uration)(s), bgpfilter(s)
 
 def _kind(text: str) -> type:
     try:
-        return model.resolve_kind(text)
+        return resolve_kind(text)
     except UnknownKind as exc:
         fail(str(exc), EXIT_USAGE)
 
@@ -56,7 +49,7 @@ def _kind(text: str) -> type:
 def _named(cls: type, name: str) -> str:
     """A NAME argument as the store will key it: there is one BGPConfiguration, 'default' (a per-node
     'node.<name>' typed out of Calico habit must not reach, let alone delete, the cluster's)."""
-    if cls is model.BGPConfiguration and name != "default":
+    if cls is BGPConfiguration and name != "default":
         fail(f"BGPConfiguration {name!r}: only the cluster-wide 'default' exists (per-node ones are not supported)",
              EXIT_USAGE)
     return name

@@ -23,15 +23,22 @@ T = TypeVar("T")
 # Errors
 
 class InvalidField(ValueError):
-    """One field is wrong: `path` (JSON spelling, e.g. spec.blockSize) and the offending value."""
+    """One field is wrong: `path` (JSON spelling, e.g. spec.blockSize) and the offending value; or,
+    `missing`, a required field left out (or null, or empty): `spec.cidr: missing (reason)`."""
 
-    def __init__(self, path: str, value: Any, reason: str) -> None:
-        self.path, self.value, self.reason = path, value, reason
+    def __init__(self, path: str, value: Any, reason: str, *, missing: bool = False) -> None:
+        self.path, self.value, self.reason, self.missing = path, value, reason, missing
         super().__init__(self.message())
 
     def message(self, prefix: str = "") -> str:
         path = join_path(prefix, self.path)
+        if self.missing:
+            return f"{path}: missing" + (f" ({self.reason})" if self.reason else "")
         return f"{path}: {self.reason} (got {_show(self.value)})"
+
+    def under(self, prefix: str) -> InvalidField:
+        """The same error, one level down: its path under `prefix` (a field name or a list index)."""
+        return InvalidField(join_path(prefix, self.path), self.value, self.reason, missing=self.missing)
 
 
 class InvalidResource(ValueError):
@@ -60,19 +67,27 @@ def join_path(prefix: str, path: str) -> str:
 
 
 def checked(fn: Callable[[Any], T]) -> Any:
-    """An attrs converter that normalises with `fn`; a ValueError/TypeError becomes InvalidField naming the field."""
+    """An attrs converter that normalises with `fn`; a ValueError/TypeError becomes InvalidField naming the field.
+    A required field (no default) that `fn` refuses as null or empty is reported as missing."""
     def convert(value: Any, field: attrs.Attribute) -> T:
         try:
             return fn(value)
         except InvalidField as exc:  # nested: keep the inner path under this field
-            raise InvalidField(join_path(codec.json_name(field.name), exc.path), exc.value, exc.reason) from None
+            raise exc.under(codec.json_name(field.name)) from None
         except (ValueError, TypeError) as exc:
+            if field.default is attrs.NOTHING and (value is None or value == ""):
+                raise missing(codec.json_name(field.name)) from None
             raise InvalidField(codec.json_name(field.name), value, str(exc)) from None
     return attrs.Converter(convert, takes_field=True)
 
 
 def bad(field: str, value: Any, reason: str) -> InvalidField:
     return InvalidField(field, value, reason)
+
+
+def missing(field: str, reason: str = "") -> InvalidField:
+    """`field` is required and was not given; `reason` says when it is required, if not always."""
+    return InvalidField(field, None, reason, missing=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -272,7 +287,7 @@ def tuple_of(fn: Callable[[Any], T]) -> Callable[[Any], tuple[T, ...]]:
             try:
                 out.append(fn(v))
             except InvalidField as exc:
-                raise InvalidField(join_path(f"[{i}]", exc.path), exc.value, exc.reason) from None
+                raise exc.under(f"[{i}]") from None
             except (ValueError, TypeError) as exc:
                 raise InvalidField(f"[{i}]", v, str(exc)) from None
         return tuple(out)

@@ -15,8 +15,14 @@ import trio
 
 from calico_bgp.datastore import Keys, KeyValue, Resync, WatchBatch
 from calico_bgp.datastore.keys import cidr_from_key
-from calico_bgp.resources import model
+from calico_bgp.resources.bgpconfig import BGPConfiguration
+from calico_bgp.resources.bgpfilter import BGPFilter
+from calico_bgp.resources.bgppeer import BGPPeer
+from calico_bgp.resources.ippool import IPPool
+from calico_bgp.resources.node import Node
+from calico_bgp.resources.policyfilter import PolicyFilter
 from calico_bgp.resources.store import CorruptValue, ResourceStore
+from dataplane.logfmt import event
 from ipam.block import Block
 from ipam.errors import CorruptBlock
 from ipam.store import decode_block
@@ -29,19 +35,19 @@ class ClusterState:
     """A consistent-enough picture: everything as of `revision`."""
 
     revision: int
-    config: model.BGPConfiguration
-    nodes: dict[str, model.Node]
-    pools: dict[str, model.IPPool]
-    peers: dict[str, model.BGPPeer]
-    filters: dict[str, model.BGPFilter]
-    policies: dict[str, model.PolicyFilter]
+    config: BGPConfiguration
+    nodes: dict[str, Node]
+    pools: dict[str, IPPool]
+    peers: dict[str, BGPPeer]
+    filters: dict[str, BGPFilter]
+    policies: dict[str, PolicyFilter]
     blocks: dict[str, Block]              # cidr -> block
     corrupt: dict[str, str]               # key -> why it was left out
     secrets: dict[str, dict[str, str]] = attrs.field(factory=dict, repr=False)  # never logged
 
 
-_COLLECTIONS = {model.Node: "nodes", model.IPPool: "pools", model.BGPPeer: "peers",
-                model.BGPFilter: "filters", model.PolicyFilter: "policies"}
+_COLLECTIONS = {Node: "nodes", IPPool: "pools", BGPPeer: "peers",
+                BGPFilter: "filters", PolicyFilter: "policies"}
 
 
 class ClusterView:
@@ -51,7 +57,7 @@ class ClusterView:
         self.store = ResourceStore(client, keys)
         self.revision = 0
         self._values: dict[str, dict[str, Any]] = {name: {} for name in (*_COLLECTIONS.values(), "blocks", "secrets")}
-        self._config: model.BGPConfiguration = model.BGPConfiguration()
+        self._config: BGPConfiguration = BGPConfiguration()
         self._corrupt: dict[str, str] = {}
         self._changed = trio.Event()
         self._blocks_prefix = keys.blocks()
@@ -95,7 +101,7 @@ class ClusterView:
         previous_config = self._config
         for bucket in self._values.values():
             bucket.clear()
-        self._config = model.BGPConfiguration()
+        self._config = BGPConfiguration()
         self._corrupt.clear()
         for kv in kvs:
             self._apply(kv, kv.key)
@@ -118,7 +124,7 @@ class ClusterView:
         if found is None:
             return None
         cls, name = found
-        return ("config", "") if cls is model.BGPConfiguration else (_COLLECTIONS[cls], name)
+        return ("config", "") if cls is BGPConfiguration else (_COLLECTIONS[cls], name)
 
     def _apply(self, kv: KeyValue | None, key: str) -> bool:
         """Apply one put (kv) or delete (kv None); True when it matters to the agent."""
@@ -141,8 +147,8 @@ class ClusterView:
         cls, name = found
         if kv is None:
             self._corrupt.pop(key, None)
-            if cls is model.BGPConfiguration:
-                self._config = model.BGPConfiguration()
+            if cls is BGPConfiguration:
+                self._config = BGPConfiguration()
                 return True
             return self._values[_COLLECTIONS[cls]].pop(name, None) is not None
         try:
@@ -151,7 +157,7 @@ class ClusterView:
             self._reject(key, str(exc))
             return False
         self._corrupt.pop(key, None)
-        if cls is model.BGPConfiguration:
+        if cls is BGPConfiguration:
             self._config = resource
         else:
             self._values[_COLLECTIONS[cls]][name] = resource
@@ -174,5 +180,5 @@ class ClusterView:
 
     def _reject(self, key: str, why: str) -> None:
         if self._corrupt.get(key) != why:
-            log.error("event=corrupt_value key=%s action=keep_last_good problem=%r", key, why)
+            event(log, "corrupt_value", logging.ERROR, key=key, action="keep_last_good", problem=why)
         self._corrupt[key] = why

@@ -17,7 +17,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
-from calico_bgp.resources import model
+from calico_bgp.resources.bgpconfig import BGPConfigurationSpec
+from calico_bgp.resources.bgpfilter import BGPFilter, BGPFilterRule
+from calico_bgp.resources.ippool import IPPool
 from calico_bgp.routing.rib import ImportPolicy, PathAttrs, Peer, Prefix
 
 
@@ -33,13 +35,13 @@ class ExportAttrs:
     as_path: tuple[int, ...] = ()
 
 
-def _rules(f: model.BGPFilter, direction: str, version: int) -> Sequence[model.BGPFilterRule]:
+def _rules(f: BGPFilter, direction: str, version: int) -> Sequence[BGPFilterRule]:
     spec = f.spec
     return {("import", 4): spec.import_v4, ("import", 6): spec.import_v6,
             ("export", 4): spec.export_v4, ("export", 6): spec.export_v6}[(direction, version)]
 
 
-def first_match(filters: Iterable[model.BGPFilter], direction: str, prefix: Prefix) -> model.BGPFilterRule | None:
+def first_match(filters: Iterable[BGPFilter], direction: str, prefix: Prefix) -> BGPFilterRule | None:
     for f in filters:
         for rule in _rules(f, direction, prefix.version):
             if rule.matches(prefix):
@@ -47,13 +49,13 @@ def first_match(filters: Iterable[model.BGPFilter], direction: str, prefix: Pref
     return None
 
 
-def import_policy(pools: Iterable[model.IPPool],
-                  filters_of: Callable[[str], Sequence[model.BGPFilter]]) -> ImportPolicy:
+def import_policy(pools: Iterable[IPPool],
+                  filters_of: Callable[[str], Sequence[BGPFilter]]) -> ImportPolicy:
     """The RIB's import policy: filters first (per peer address), then the pool default."""
     # (version, prefix length, network >> host bits): `prefix` is inside when its first bits match
     nets = [(n.version, n.prefixlen, int(n.network_address) >> (n.max_prefixlen - n.prefixlen))
             for n in (p.spec.network for p in pools)]
-    filters: dict[str, Sequence[model.BGPFilter]] = {}  # per peer: the policy is rebuilt when they change
+    filters: dict[str, Sequence[BGPFilter]] = {}  # per peer: the policy is rebuilt when they change
 
     def policy(peer: Peer, prefix: Prefix, _attrs: PathAttrs) -> str | None:
         mine = filters.get(peer.address)
@@ -76,7 +78,7 @@ def _community(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(":"))
 
 
-def advertised_communities(config: model.BGPConfigurationSpec, prefixes: Iterable[Prefix]) -> dict[Prefix, tuple[str, ...]]:
+def advertised_communities(config: BGPConfigurationSpec, prefixes: Iterable[Prefix]) -> dict[Prefix, tuple[str, ...]]:
     """Calico's prefixAdvertisements: the communities (values, names resolved) each prefix inside an
     advertisement's CIDR carries, in the order the advertisements list them."""
     ads = [(ipaddress.ip_network(a.cidr), tuple(config.community_value(c) for c in a.communities))
@@ -91,7 +93,7 @@ def advertised_communities(config: model.BGPConfigurationSpec, prefixes: Iterabl
     return out
 
 
-def export_routes(own: Iterable[Prefix], filters: Sequence[model.BGPFilter], ibgp: bool,
+def export_routes(own: Iterable[Prefix], filters: Sequence[BGPFilter], ibgp: bool,
                   local_as: int = 0, tagged: Mapping[Prefix, tuple[str, ...]] | None = None) -> dict[Prefix, ExportAttrs]:
     """What to announce to one peer: each originated prefix its filters do not reject, with actions.
     `tagged`: communities a prefix carries to every peer (advertised_communities), before the
@@ -120,7 +122,7 @@ def export_routes(own: Iterable[Prefix], filters: Sequence[model.BGPFilter], ibg
     return out
 
 
-def filters_for(names: Sequence[str], available: Mapping[str, model.BGPFilter]) -> list[model.BGPFilter]:
+def filters_for(names: Sequence[str], available: Mapping[str, BGPFilter]) -> list[BGPFilter]:
     """The filters a peer lists, in its order; a missing one is skipped (apply refuses to store that)."""
     return [available[n] for n in names if n in available]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Container, Iterable, Mapping
 
-from calico_bgp.resources import model
+from calico_bgp.resources.ippool import IPPool
 from calico_bgp.routing.nexthop import split
 from calico_bgp.routing.rib import Prefix, Rib
 from calico_bgp.routing.topology import Session
@@ -18,7 +18,7 @@ from dataplane.routes.route import InvalidRoute, NextHop, Route, RouteKey, key_o
 from ipam.block import Block
 
 
-def _pool_of(prefix: Prefix, pools: Iterable[model.IPPool]) -> model.IPPool | None:
+def _pool_of(prefix: Prefix, pools: Iterable[IPPool]) -> IPPool | None:
     for pool in pools:
         net = pool.spec.network
         if net.version == prefix.version and prefix.subnet_of(net):  # type: ignore[arg-type]
@@ -30,7 +30,7 @@ def local_blocks(node: str, blocks: Mapping[str, Block]) -> list[Prefix]:
     return sorted((b.network for b in blocks.values() if b.host == node), key=_sort_key)
 
 
-def announcements(node: str, blocks: Mapping[str, Block], pools: Iterable[model.IPPool]) -> set[Prefix]:
+def announcements(node: str, blocks: Mapping[str, Block], pools: Iterable[IPPool]) -> set[Prefix]:
     """The prefixes this node originates."""
     pools = list(pools)
     out: set[Prefix] = set()
@@ -130,7 +130,7 @@ def _sort_key(p: Prefix) -> tuple[int, int, int]:
     return (p.version, int(p.network_address), p.prefixlen)
 
 
-def pool_usage(node: str, blocks: Mapping[str, Block], pools: Iterable[model.IPPool]) -> tuple[dict[str, tuple[float, int]], int]:
+def pool_usage(node: str, blocks: Mapping[str, Block], pools: Iterable[IPPool]) -> tuple[dict[str, tuple[float, int]], int]:
     """Per pool: (allocated / pool size, blocks claimed); and how many addresses `node` borrowed."""
     pools = list(pools)
     usage = {p.metadata.name: [0, 0] for p in pools}

@@ -24,7 +24,9 @@ from typing import Iterable, Mapping
 
 import attrs
 
-from calico_bgp.resources import model
+from calico_bgp.resources.bgpconfig import BGPConfiguration
+from calico_bgp.resources.ippool import IPPool
+from calico_bgp.resources.node import Node
 from calico_bgp.routing import topology
 from calico_bgp.routing.rib import PathAttrs, Peer, Prefix
 from ipam.block import Block
@@ -94,8 +96,8 @@ class OriginIndex:
         self._verdicts: dict[str | None, str | None] = {}
 
     @classmethod
-    def of_cluster(cls, me: str, nodes: Iterable[model.Node], pools: Iterable[model.IPPool],
-                   blocks: Iterable[Block], config: model.BGPConfiguration) -> "OriginIndex":
+    def of_cluster(cls, me: str, nodes: Iterable[Node], pools: Iterable[IPPool],
+                   blocks: Iterable[Block], config: BGPConfiguration) -> "OriginIndex":
         """The index for node `me` from the cluster's resources: every node with a BGP address is an
         origin (its AS, its router id as topology gives them), fabricASNumbers may stand in."""
         origins = {n.name: Origin(topology.node_as(n, config), topology.router_id(n))

@@ -21,7 +21,10 @@ from typing import Iterable, Literal, Sequence
 
 import attrs
 
-from calico_bgp.resources.model import BGPConfiguration, BGPConfigurationSpec, BGPPassword, BGPPeer, Node
+from calico_bgp.resources.bgpconfig import BGPConfiguration, BGPConfigurationSpec
+from calico_bgp.resources.bgppeer import BGPPeer
+from calico_bgp.resources.bgpsession import BGPPassword
+from calico_bgp.resources.node import Node
 
 SessionKind = Literal["mesh", "rr-client", "to-rr", "rr-peer", "node-peer", "fabric"]
 

@@ -17,6 +17,8 @@ from click.testing import CliRunner
 from calico_bgp.cli import main as cli
 from calico_bgp.datastore import EtcdClient, Keys
 from calico_bgp.resources import model
+from calico_bgp.resources.ippool import IPPool, IPPoolSpec
+from calico_bgp.resources.node import Node, NodeBGPSpec, NodeSpec
 from calico_bgp.resources.store import ResourceStore
 from ipam import Pool, PoolExhausted, StaleRelease
 from ipam.allocator import BlockAllocator
@@ -27,13 +29,13 @@ from tests.integration.ipam_worker import POOLS
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def ippool(name: str, cidr: str, block_size: int, **kw) -> model.IPPool:
-    return model.IPPool(model.Metadata(name), model.IPPoolSpec(cidr=cidr, block_size=block_size, **kw))
+def ippool(name: str, cidr: str, block_size: int, **kw) -> IPPool:
+    return IPPool(model.Metadata(name), IPPoolSpec(cidr=cidr, block_size=block_size, **kw))
 
 
-def node(name: str, **labels: str) -> model.Node:
-    return model.Node(model.Metadata(name, labels=labels),
-                      model.NodeSpec(bgp=model.NodeBGPSpec(ipv4_address="198.18.0.1/24")))
+def node(name: str, **labels: str) -> Node:
+    return Node(model.Metadata(name, labels=labels),
+                NodeSpec(bgp=NodeBGPSpec(ipv4_address="198.18.0.1/24")))
 
 
 def ipam_cli(url: str, prefix: str, *args: str):
@@ -266,7 +268,7 @@ def test_repair_never_takes_a_node_whose_value_is_corrupt_for_a_gone_one(etcd_ur
             store = ResourceStore(client, keys)
             await store.apply_all([ippool("p", "198.19.71.0/24", 28), node("n1"), node("n2")])
             await BlockAllocator(client, keys).allocate("n2", "h2", 3, [Pool("p", "198.19.71.0/24", 28)])
-            await client.put(store.key(model.Node, "n2"), b'{"metadata": {"name": "n2"}, "spec": {"bgp": 7}}')
+            await client.put(store.key(Node, "n2"), b'{"metadata": {"name": "n2"}, "spec": {"bgp": 7}}')
 
     async def handles():
         async with EtcdClient([etcd_url]) as client:

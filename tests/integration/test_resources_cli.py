@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import trio
@@ -12,7 +13,11 @@ from calico_bgp.cli import main
 from calico_bgp.cli.common import EXIT_CONFLICT, EXIT_ERROR, EXIT_UNAVAILABLE, EXIT_USAGE
 from calico_bgp.datastore import EtcdClient, Keys
 from calico_bgp.resources import model
-from calico_bgp.resources.store import ConflictError, CorruptValue, ResourceStore, load_documents
+from calico_bgp.resources.bgpconfig import BGPConfiguration
+from calico_bgp.resources.fields import InvalidResource
+from calico_bgp.resources.ippool import IPPool, IPPoolSpec
+from calico_bgp.resources.documents import load_documents
+from calico_bgp.resources.store import ConflictError, CorruptValue, ResourceStore
 
 POOLS = """
 apiVersion: projectcalico.org/v3
@@ -150,6 +155,11 @@ def test_apply_get_delete_round_trip(cli, etcd_url, key_prefix):
      ["Node 'ghost' does not exist", "BGPFilter 'nope' does not exist"]),
     ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 198.19.0.0/16, natOutgoing: true}\n",
      ["spec.natOutgoing"]),
+    # a required field left out or left empty (YAML's `cidr:` is null) is named as missing
+    ("kind: PolicyFilter\nmetadata: {name: edge}\nspec: {rules: []}\n",
+     ["document 2 (PolicyFilter 'edge'): apiVersion: missing (use calico-bgp/v1)"]),
+    ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec:\n  cidr:\n",
+     ["document 2 (IPPool 'p'): spec.cidr: missing"]),
 ])
 def test_bad_input_is_one_line_nonzero_and_nothing_stored(cli, etcd_url, key_prefix, text, fragments):
     base = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: base}\nspec: {cidr: 198.18.64.0/18}\n"
@@ -183,8 +193,10 @@ def test_etcd_unreachable_names_the_endpoint(key_prefix):
     assert_one_line_error(result, EXIT_UNAVAILABLE, "http://127.0.0.1:9")
 
 
-def test_corrupted_value_names_the_key_and_others_still_list(cli, etcd_url, key_prefix):
+def test_corrupted_value_names_the_key_and_others_still_list(cli, etcd_url, key_prefix, caplog):
+    caplog.set_level(logging.INFO, logger="calico_bgp.resources.store")
     assert cli("apply", "-f", "-", input=POOLS).exit_code == 0
+    assert "event=resource_applied resource=IPPool/rack-a action=created" in caplog.text
     bad_key = Keys(key_prefix).pool("broken")
 
     async def corrupt():
@@ -199,6 +211,9 @@ def test_corrupted_value_names_the_key_and_others_still_list(cli, etcd_url, key_
     warnings = result.stderr.splitlines()
     assert any(bad_key in w and "not valid JSON" in w for w in warnings)
     assert any(Keys(key_prefix).pool("wrong") in w and "spec.cidr" in w for w in warnings)
+    # the log has one logfmt line per bad key, the problem quoted so the line splits back into fields
+    logged = [r.getMessage() for r in caplog.records if "event=corrupt_value" in r.getMessage()]
+    assert any(m.startswith(f"event=corrupt_value key={bad_key} problem=\"") for m in logged), logged
     assert_one_line_error(cli("get", "ippool", "broken"), EXIT_ERROR, bad_key)
     # Applying a good value over the corrupted key repairs it.
     fix = "apiVersion: calico-bgp/v1\nkind: IPPool\nmetadata: {name: broken}\nspec: {cidr: 198.19.0.0/16}\n"
@@ -214,11 +229,11 @@ async def test_store_api_and_cas(etcd_url, key_prefix):
         applied = await store.apply(pool)
         assert applied.action == "created"
         assert await store.get("ippool", "a") == pool
-        listing = await store.list(model.IPPool)
+        listing = await store.list(IPPool)
         assert listing.items == [pool] and listing.errors == []
-        updated = model.IPPool(pool.metadata, model.IPPoolSpec(cidr="198.18.0.0/24", disabled=True))
+        updated = IPPool(pool.metadata, IPPoolSpec(cidr="198.18.0.0/24", disabled=True))
         assert (await store.apply(updated)).action == "updated"
-        assert (await store.get(model.IPPool, "a")).spec.disabled
+        assert (await store.get(IPPool, "a")).spec.disabled
 
         # Someone else keeps writing the key between our read and our transaction: bounded retries, then ConflictError.
         real_txn = client.txn
@@ -231,8 +246,8 @@ async def test_store_api_and_cas(etcd_url, key_prefix):
         client.txn = racing_txn
         try:
             with pytest.raises(ConflictError):
-                await store.apply(model.IPPool(pool.metadata, model.IPPoolSpec(cidr="198.18.0.0/24",
-                                                                               node_selector="has(x)")))
+                await store.apply(IPPool(pool.metadata, IPPoolSpec(cidr="198.18.0.0/24",
+                                                                   node_selector="has(x)")))
         finally:
             client.txn = real_txn
         await store.delete("ippool", "a")
@@ -243,13 +258,13 @@ async def test_store_api_and_cas(etcd_url, key_prefix):
 def test_conflict_exit_code_registered():
     from calico_bgp.cli.common import ERROR_CODES
     assert ERROR_CODES[ConflictError] == EXIT_CONFLICT
-    assert ERROR_CODES[model.InvalidResource] == EXIT_USAGE
+    assert ERROR_CODES[InvalidResource] == EXIT_USAGE
 
 
 async def test_store_helpers_for_watchers(etcd_url, key_prefix):
     async with EtcdClient([etcd_url]) as client:
         store = ResourceStore(client, Keys(key_prefix))
-        assert (await store.bgp_configuration()) == model.BGPConfiguration()
+        assert (await store.bgp_configuration()) == BGPConfiguration()
         resources = load_documents(POOLS + "---\n" + PEERS)
         await store.apply_all(resources)
         assert (await store.bgp_configuration()).spec.as_number == 63400
@@ -257,7 +272,7 @@ async def test_store_helpers_for_watchers(etcd_url, key_prefix):
         decoded = sorted((type(r).__name__, r.name) for r in map(store.decode, kvs))
         assert decoded == sorted((r.kind, r.name) for r in resources)
         assert store.kind_for_key(Keys(key_prefix).block("198.18.0.0/26")) is None
-        assert store.kind_for_key(Keys(key_prefix).pool("a")) == (model.IPPool, "a")
+        assert store.kind_for_key(Keys(key_prefix).pool("a")) == (IPPool, "a")
 
 
 def test_secrets_store_values_and_never_print_them(etcd_url, key_prefix):

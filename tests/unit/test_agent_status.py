@@ -47,6 +47,7 @@ async def test_a_policy_change_asks_a_capped_peer_for_a_route_refresh_if_it_take
     send its routes again (RFC 2918) when its import policy changes, once per change; a peer without
     the capability gets an event saying what stays out."""
     from calico_bgp.resources import model
+    from calico_bgp.resources.ippool import IPPool, IPPoolSpec
     from calico_bgp.speaker.events import PeerOpen, PeerState
 
     a = agent(tmp_path)
@@ -64,11 +65,11 @@ async def test_a_policy_change_asks_a_capped_peer_for_a_route_refresh_if_it_take
     for p in a.sessions:
         a.rib.update(Peer(p, 65001, p, ibgp=False),
                      {ipaddress.ip_network(f"198.18.64.{i}/32"): PathAttrs(p) for i in range(5)})
-    pools = [model.IPPool(model.Metadata("a"), model.IPPoolSpec(cidr="198.19.0.0/16"))]
+    pools = [IPPool(model.Metadata("a"), IPPoolSpec(cidr="198.19.0.0/16"))]
     await a._refresh_capped(pools)  # the first policy seen: nothing to compare with
     await a._refresh_capped(pools)  # unchanged
     assert sent == []
-    pools.append(model.IPPool(model.Metadata("b"), model.IPPoolSpec(cidr="198.18.64.0/24")))
+    pools.append(IPPool(model.Metadata("b"), IPPoolSpec(cidr="198.18.64.0/24")))
     await a._refresh_capped(pools)
     assert sent == ["neighbor 198.18.0.1 announce route-refresh ipv4 unicast"]
     assert a.rib.rejected_not_kept("198.18.0.1") == 0  # counted again as the refresh brings them

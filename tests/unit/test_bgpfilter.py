@@ -1,6 +1,9 @@
 import ipaddress
 
 from calico_bgp.resources import model
+from calico_bgp.resources.bgpconfig import BGPConfigurationSpec, Community, PrefixAdvertisement
+from calico_bgp.resources.bgpfilter import BGPFilter, BGPFilterRule, BGPFilterSpec, PrefixLength
+from calico_bgp.resources.ippool import IPPool, IPPoolSpec
 from calico_bgp.routing.bgpfilter import ExportAttrs, export_routes, import_policy
 from calico_bgp.routing.rib import PathAttrs, Peer
 
@@ -10,15 +13,15 @@ A = PathAttrs("198.18.1.1", as_path=(65001,))
 
 
 def pool(name, cidr):
-    return model.IPPool(model.Metadata(name), model.IPPoolSpec(cidr=cidr))
+    return IPPool(model.Metadata(name), IPPoolSpec(cidr=cidr))
 
 
 def bgpfilter(name, **spec):
-    return model.BGPFilter(model.Metadata(name), model.BGPFilterSpec(**spec))
+    return BGPFilter(model.Metadata(name), BGPFilterSpec(**spec))
 
 
 def rule(action, cidr="", op="", **kw):
-    return model.BGPFilterRule(action=action, cidr=cidr, match_operator=op, **kw)
+    return BGPFilterRule(action=action, cidr=cidr, match_operator=op, **kw)
 
 
 POOLS = [pool("v4", "198.19.0.0/16"), pool("v6", "2001:db8:1::/48")]
@@ -44,7 +47,7 @@ def test_filter_accepts_a_default_route_explicitly_and_rejects_inside_a_pool():
 
 
 def test_prefix_length_ranges():
-    f = bgpfilter("len", import_v4=(rule("Accept", "198.18.64.0/18", "In", prefix_length=model.PrefixLength(24, 26)),))
+    f = bgpfilter("len", import_v4=(rule("Accept", "198.18.64.0/18", "In", prefix_length=PrefixLength(24, 26)),))
     policy = import_policy(POOLS, lambda peer: [f])
     assert policy(TOR, NET("198.18.65.0/24"), A) is None
     assert policy(TOR, NET("198.18.65.0/27"), A) == "outside every IP pool"
@@ -81,10 +84,10 @@ def test_plan_exports_sends_only_differences_grouped_by_neighbours_and_attribute
 
 def test_prefix_advertisements_tag_what_lies_inside_their_cidr_before_the_filters_own():
     from calico_bgp.routing.bgpfilter import advertised_communities
-    spec = model.BGPConfigurationSpec(
-        communities=(model.Community("rack", "65000:10"),),
-        prefix_advertisements=(model.PrefixAdvertisement("198.19.0.0/24", ("rack", "65000:20")),
-                               model.PrefixAdvertisement("198.19.0.0/26", ("65000:1:1",))))
+    spec = BGPConfigurationSpec(
+        communities=(Community("rack", "65000:10"),),
+        prefix_advertisements=(PrefixAdvertisement("198.19.0.0/24", ("rack", "65000:20")),
+                               PrefixAdvertisement("198.19.0.0/26", ("65000:1:1",))))
     own = [NET("198.19.0.0/26"), NET("198.19.0.64/26"), NET("198.19.9.0/26"), NET("2001:db8:1::/122")]
     tagged = advertised_communities(spec, own)
     assert tagged == {NET("198.19.0.0/26"): ("65000:10", "65000:20", "65000:1:1"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 from calico_bgp.datastore import Keys
 from calico_bgp.datastore.types import KeyValue
 from calico_bgp.resources import codec, model
+from calico_bgp.resources.bgpconfig import BGPConfiguration, BGPConfigurationSpec
+from calico_bgp.resources.ippool import IPPool, IPPoolSpec
 from calico_bgp.resources.view import ClusterView
 from ipam.block import Block
 
@@ -15,18 +17,18 @@ def kv(key: str, value: bytes, rev: int = 1) -> KeyValue:
 def test_a_resync_keeps_the_last_good_value_of_a_key_that_no_longer_decodes():
     keys = Keys("/t/calico-bgp/v1")
     view = ClusterView(None, keys)
-    pool = model.IPPool(model.Metadata("pods"), model.IPPoolSpec(cidr="198.19.0.0/16"))
-    config = model.BGPConfiguration(spec=model.BGPConfigurationSpec(as_number=65000))
+    pool = IPPool(model.Metadata("pods"), IPPoolSpec(cidr="198.19.0.0/16"))
+    config = BGPConfiguration(spec=BGPConfigurationSpec(as_number=65000))
     block = Block.new("198.19.0.0/26", "n1", sequence_number=1)
-    pool_key, config_key = view.store.key(model.IPPool, "pods"), view.store.key(model.BGPConfiguration, "default")
+    pool_key, config_key = view.store.key(IPPool, "pods"), view.store.key(BGPConfiguration, "default")
     block_key = keys.block("198.19.0.0/26")
     view._load([kv(pool_key, model.encode(pool)), kv(config_key, model.encode(config)),
                 kv(block_key, codec.encode(block))], 1)
     assert view.snapshot().pools == {"pods": pool} and view.snapshot().config.spec.as_number == 65000
     # compaction, then a full read: all three values went bad meanwhile, and a new pool arrived
-    other = model.IPPool(model.Metadata("more"), model.IPPoolSpec(cidr="198.18.128.0/20"))
+    other = IPPool(model.Metadata("more"), IPPoolSpec(cidr="198.18.128.0/20"))
     view._load([kv(pool_key, b"{not json", 2), kv(config_key, b'{"spec": {"asNumber": 0}}', 2),
-                kv(block_key, b'{"cidr": "198.19.0.0/26"}', 2), kv(view.store.key(model.IPPool, "more"),
+                kv(block_key, b'{"cidr": "198.19.0.0/26"}', 2), kv(view.store.key(IPPool, "more"),
                                                                    model.encode(other), 2)], 2)
     snap = view.snapshot()
     assert snap.pools == {"pods": pool, "more": other}
@@ -34,5 +36,5 @@ def test_a_resync_keeps_the_last_good_value_of_a_key_that_no_longer_decodes():
     assert snap.blocks == {"198.19.0.0/26": block}
     assert set(snap.corrupt) == {pool_key, config_key, block_key}
     # a key that is gone from the read is gone, corrupt or not
-    view._load([kv(view.store.key(model.IPPool, "more"), model.encode(other), 3)], 3)
+    view._load([kv(view.store.key(IPPool, "more"), model.encode(other), 3)], 3)
     assert view.snapshot().pools == {"more": other} and not view.snapshot().blocks

@@ -1,12 +1,13 @@
 import ipaddress
 
 from calico_bgp.resources import model
+from calico_bgp.resources.ippool import IPPool, IPPoolSpec
 from calico_bgp.routing import desired
 from ipam.block import Block
 
 
 def pool(name, cidr, **kw):
-    return model.IPPool(model.Metadata(name), model.IPPoolSpec(cidr=cidr, **kw))
+    return IPPool(model.Metadata(name), IPPoolSpec(cidr=cidr, **kw))
 
 
 def test_announcements_blocks_borrowed_and_no_export_pools():

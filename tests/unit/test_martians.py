@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 
 from calico_bgp.resources import model
+from calico_bgp.resources.bgpfilter import BGPFilter, BGPFilterRule, BGPFilterSpec
 from calico_bgp.routing import bgpfilter, martians
 from calico_bgp.routing.damping import Dampener, DampingParams
 from calico_bgp.routing.intake import UpdateIntake, parse_prefix
@@ -23,10 +24,10 @@ FINE = ["0.0.0.0/0", "0.0.0.0/7", "1.0.0.0/8", "126.255.0.0/16", "128.0.0.0/1", 
         "2001:db8::/32", "::ffff:198.18.0.1/128"]
 
 
-def _accept_all() -> model.BGPFilter:
-    return model.BGPFilter(model.Metadata("everything"), model.BGPFilterSpec(
-        import_v4=(model.BGPFilterRule(action="Accept", cidr="0.0.0.0/0", match_operator="In"),),
-        import_v6=(model.BGPFilterRule(action="Accept", cidr="::/0", match_operator="In"),)))
+def _accept_all() -> BGPFilter:
+    return BGPFilter(model.Metadata("everything"), BGPFilterSpec(
+        import_v4=(BGPFilterRule(action="Accept", cidr="0.0.0.0/0", match_operator="In"),),
+        import_v6=(BGPFilterRule(action="Accept", cidr="::/0", match_operator="In"),)))
 
 
 def _rib(own: frozenset[str] = frozenset()) -> Rib:

@@ -4,13 +4,21 @@ import attrs
 import pytest
 
 from calico_bgp.resources import fields, model
-from calico_bgp.resources.model import InvalidResource, UnknownKind
+from calico_bgp.resources.bgpconfig import BGPConfiguration, BGPConfigurationSpec
+from calico_bgp.resources.bgpfilter import BGPFilter
+from calico_bgp.resources.bgppeer import BGPPeer, BGPPeerSpec
+from calico_bgp.resources.fields import InvalidField, InvalidResource, UnknownKind
+from calico_bgp.resources.ippool import IPPool, IPPoolSpec
+from calico_bgp.resources.kinds import resolve_kind
+from calico_bgp.resources.node import Node, NodeSpec
+from calico_bgp.resources.policyfilter import PolicyFilter
 from calico_bgp.resources.selector import Selector
-from calico_bgp.resources.store import ResourceInUse, check_apply, check_delete, dump_documents, load_documents
+from calico_bgp.resources.consistency import ResourceInUse, check_apply, check_delete
+from calico_bgp.resources.documents import dump_documents, load_documents
 
 
 def pool(name="p", **spec):
-    return model.from_dict(model.IPPool, {"metadata": {"name": name}, "spec": {"cidr": "198.18.0.0/16", **spec}},
+    return model.from_dict(IPPool, {"metadata": {"name": name}, "spec": {"cidr": "198.18.0.0/16", **spec}},
                            where="t")
 
 
@@ -49,21 +57,21 @@ def test_ippool_defaults_and_stable_shape_for_ipam():
     ({"cidr": "198.18.0.0/16", "blockSiz": 26}, "spec.blockSiz: unknown field"),
 ])
 def test_ippool_errors_name_field_and_value(spec, fragment):
-    assert fragment in bad(model.IPPool, spec)
+    assert fragment in bad(IPPool, spec)
 
 
 def test_metadata_errors():
-    assert "metadata.name: names are lower-case" in bad(model.IPPool, {"cidr": "198.18.0.0/16"}, name="Pool_1")
-    msg = str(pytest.raises(InvalidResource, model.from_dict, model.Node,
+    assert "metadata.name: names are lower-case" in bad(IPPool, {"cidr": "198.18.0.0/16"}, name="Pool_1")
+    msg = str(pytest.raises(InvalidResource, model.from_dict, Node,
                             {"metadata": {"name": "n", "labels": {"bad key": "x"}}}, where="t").value)
     assert "metadata.labels[bad key]" in msg
 
 
 def test_python_construction_validates_too():
-    with pytest.raises(model.InvalidField) as err:
-        model.IPPoolSpec(cidr="198.18.0.0/16", block_size=40)
+    with pytest.raises(InvalidField) as err:
+        IPPoolSpec(cidr="198.18.0.0/16", block_size=40)
     assert str(err.value) == "blockSize: IPv4 block sizes are 20..32 (got 40)"
-    assert model.IPPoolSpec(cidr="198.18.0.0/16", node_selector="has(rack)").node_selector.matches({"rack": "a"})
+    assert IPPoolSpec(cidr="198.18.0.0/16", node_selector="has(rack)").node_selector.matches({"rack": "a"})
     assert attrs.evolve(pool().spec, disabled=True).disabled
 
 
@@ -77,12 +85,12 @@ def test_as_numbers(value, expected):
 
 @pytest.mark.parametrize("value", [0, 4294967296, -1, "x", "65536.1", True, 1.5])
 def test_bad_as_numbers(value):
-    msg = bad(model.BGPPeer, {"peerIP": "198.18.0.1", "asNumber": value})
+    msg = bad(BGPPeer, {"peerIP": "198.18.0.1", "asNumber": value})
     assert msg.startswith("t: spec.asNumber: ") and "(got " in msg
 
 
 def peer(**spec):
-    return model.from_dict(model.BGPPeer, {"metadata": {"name": "tor"}, "spec": spec}, where="t")
+    return model.from_dict(BGPPeer, {"metadata": {"name": "tor"}, "spec": spec}, where="t")
 
 
 def test_peer_ip_forms():
@@ -97,8 +105,8 @@ def test_peer_ip_forms():
 @pytest.mark.parametrize("spec, fragment", [
     ({"peerIP": "198.18.0.256", "asNumber": 1}, "spec.peerIP: not a valid IP address (got '198.18.0.256')"),
     ({"peerIP": "198.18.0.1:70000", "asNumber": 1}, "spec.peerIP: port out of range"),
-    ({"peerIP": "198.18.0.1"}, "spec.asNumber: asNumber is required with peerIP"),
-    ({"asNumber": 1}, "spec.peerIP: one of peerIP or peerSelector is required"),
+    ({"peerIP": "198.18.0.1"}, "spec.asNumber: missing (required with peerIP)"),
+    ({"asNumber": 1}, "spec.peerIP: missing (one of peerIP or peerSelector is required)"),
     ({"peerSelector": "has(rr)", "peerIP": "198.18.0.1"}, "mutually exclusive"),
     ({"peerSelector": "has(rr)", "node": "n1", "nodeSelector": "all()"}, "spec.nodeSelector: node and nodeSelector"),
     ({"peerIP": "198.18.0.1", "asNumber": 1, "holdTime": 2}, "spec.holdTime: hold time is 0 or 3..65535"),
@@ -118,7 +126,7 @@ def test_peer_ip_forms():
      "spec.originValidation: expected one of Reject, Deprefer, Disabled (an unquoted Off or No is YAML's false)"),
 ])
 def test_peer_errors(spec, fragment):
-    assert fragment in bad(model.BGPPeer, spec)
+    assert fragment in bad(BGPPeer, spec)
 
 
 def test_peer_selection_and_password_never_printed():
@@ -126,7 +134,7 @@ def test_peer_selection_and_password_never_printed():
              maxPrefixAction="Teardown", password={"secretKeyRef": {"name": "bgp-secrets", "key": "tor1"}})
     assert p.spec.hold_time == 90 and p.spec.max_prefix_action == "teardown"
     assert repr(p.spec.password) == "BGPPassword(<from secret bgp-secrets/tor1>)"
-    n = model.Node(model.Metadata("n1", {"rack": "a"}), model.NodeSpec())
+    n = Node(model.Metadata("n1", {"rack": "a"}), NodeSpec())
     assert p.spec.selects_node(n)
     assert peer(peerIP="198.18.0.1", asNumber=1, nodeSelector="rack == 'b'").spec.selects_node(n) is False
     assert peer(peerIP="198.18.0.1", asNumber=1, node="n1").spec.selects_node(n)
@@ -136,53 +144,53 @@ def test_peer_selection_and_password_never_printed():
 # --- Node, BGPConfiguration ----------------------------------------------------------------------
 
 def test_node_and_errors():
-    n = model.from_dict(model.Node, {"metadata": {"name": "n1", "labels": {"rack": "a"}}, "spec": {"bgp": {
+    n = model.from_dict(Node, {"metadata": {"name": "n1", "labels": {"rack": "a"}}, "spec": {"bgp": {
         "ipv4Address": "198.18.0.1/24", "ipv6Address": "2001:db8::1", "asNumber": "64512.1",
         "routeReflectorClusterID": "198.18.255.1"}}}, where="t")
     assert n.spec.bgp.ipv4.ip == ipaddress.ip_address("198.18.0.1") and n.spec.bgp.ipv6_address == "2001:db8::1/128"
     assert n.labels == {"rack": "a"}
-    assert "spec.bgp.ipv4Address: expected an IPv4 address" in bad(model.Node, {"bgp": {"ipv4Address": "2001:db8::1/64"}})
+    assert "spec.bgp.ipv4Address: expected an IPv4 address" in bad(Node, {"bgp": {"ipv4Address": "2001:db8::1/64"}})
     assert "spec.bgp.routeReflectorClusterID: expected an IPv4 dotted quad" in bad(
-        model.Node, {"bgp": {"ipv4Address": "198.18.0.1/24", "routeReflectorClusterID": "1.2.3"}})
+        Node, {"bgp": {"ipv4Address": "198.18.0.1/24", "routeReflectorClusterID": "1.2.3"}})
     assert "spec.bgp.ipv4IPIPTunnelAddr: field not supported" in bad(
-        model.Node, {"bgp": {"ipv4Address": "198.18.0.1/24", "ipv4IPIPTunnelAddr": "198.18.9.1"}})
+        Node, {"bgp": {"ipv4Address": "198.18.0.1/24", "ipv4IPIPTunnelAddr": "198.18.9.1"}})
 
 
 def test_bgp_configuration_defaults_and_damping():
-    c = model.BGPConfiguration()
+    c = BGPConfiguration()
     assert (c.spec.as_number, c.spec.node_to_node_mesh_enabled, c.spec.listen_port) == (64512, True, 179)
     assert (c.spec.hold_time, c.spec.keepalive_time) == (90, None)  # keepalives: a third of the hold time
     # a short hold time alone is fine (a default keepalive of 30 s made 9 s unusable)
-    assert model.from_dict(model.BGPConfiguration, {"metadata": {"name": "default"}, "spec": {"holdTime": "9s"}},
+    assert model.from_dict(BGPConfiguration, {"metadata": {"name": "default"}, "spec": {"holdTime": "9s"}},
                            where="t").spec.hold_time == 9
     assert "spec.keepaliveTime: keepalives are sent every third" in bad(
-        model.BGPConfiguration, {"keepaliveTime": "20s"}, name="default")
+        BGPConfiguration, {"keepaliveTime": "20s"}, name="default")
     d = c.spec.damping
     assert (d.enabled, d.half_life, d.suppress, d.reuse, d.max_suppress) == (False, 900, 2000, 750, 3600)
-    assert "spec.damping.reuse: must be below suppress" in bad(model.BGPConfiguration, {"damping": {"reuse": 2500}},
+    assert "spec.damping.reuse: must be below suppress" in bad(BGPConfiguration, {"damping": {"reuse": 2500}},
                                                                 name="default")
-    assert "only the cluster-wide BGPConfiguration 'default'" in bad(model.BGPConfiguration, {}, name="node.n1")
-    assert "nothing would be damped" in bad(model.BGPConfiguration, {"damping": {"halfLife": "1h", "maxSuppress": "1h"}},
+    assert "only the cluster-wide BGPConfiguration 'default'" in bad(BGPConfiguration, {}, name="node.n1")
+    assert "nothing would be damped" in bad(BGPConfiguration, {"damping": {"halfLife": "1h", "maxSuppress": "1h"}},
                                             name="default")
 
 
 def test_bgp_configuration_mesh_password_and_restart_time():
-    c = model.from_dict(model.BGPConfiguration, {"metadata": {"name": "default"}, "spec": {
+    c = model.from_dict(BGPConfiguration, {"metadata": {"name": "default"}, "spec": {
         "nodeMeshPassword": {"secretKeyRef": {"name": "bgp", "key": "mesh"}}, "nodeMeshMaxRestartTime": "5m"}},
         where="t")
     assert repr(c.spec.node_mesh_password) == "BGPPassword(<from secret bgp/mesh>)"
     assert c.spec.node_mesh_max_restart_time == 300
-    assert model.BGPConfiguration().spec.node_mesh_max_restart_time is None  # the session default: 120 s
+    assert BGPConfiguration().spec.node_mesh_max_restart_time is None  # the session default: 120 s
     assert "spec.nodeMeshMaxRestartTime: at most 4095s" in bad(
-        model.BGPConfiguration, {"nodeMeshMaxRestartTime": "2h"}, name="default")
-    assert "spec.nodeMeshPassword.secretKeyRef.key: a key is required" in bad(
-        model.BGPConfiguration, {"nodeMeshPassword": {"secretKeyRef": {"name": "bgp", "key": ""}}}, name="default")
+        BGPConfiguration, {"nodeMeshMaxRestartTime": "2h"}, name="default")
+    assert "spec.nodeMeshPassword.secretKeyRef.key: missing" in bad(
+        BGPConfiguration, {"nodeMeshPassword": {"secretKeyRef": {"name": "bgp", "key": ""}}}, name="default")
 
 
 # --- BGPFilter, PolicyFilter ------------------------------------------------------------------
 
 def test_bgp_filter_rules_match_like_calico():
-    f = model.from_dict(model.BGPFilter, {"metadata": {"name": "f"}, "spec": {"exportV4": [
+    f = model.from_dict(BGPFilter, {"metadata": {"name": "f"}, "spec": {"exportV4": [
         {"action": "Accept", "cidr": "198.18.0.0/16", "matchOperator": "In", "prefixLength": {"min": 24, "max": 26},
          "addCommunities": ["65000:100"], "localPref": 200, "asPathPrepend": [65000, "65000"]},
         {"action": "Reject", "cidr": "198.19.0.0/16", "matchOperator": "NotIn"}]}}, where="t")
@@ -197,9 +205,9 @@ def test_bgp_filter_rules_match_like_calico():
 @pytest.mark.parametrize("spec, fragment", [
     ({"importV4": [{"action": "Accept", "cidr": "2001:db8::/32", "matchOperator": "In"}]},
      "spec.importV4[0].cidr: importV4 rules take IPv4 CIDRs"),
-    ({"exportV4": [{"action": "Accept", "cidr": "198.18.0.0/16"}]}, "spec.exportV4[0].matchOperator: cidr and matchOperator"),
+    ({"exportV4": [{"action": "Accept", "cidr": "198.18.0.0/16"}]}, "spec.exportV4[0].matchOperator: missing (cidr and matchOperator go together)"),
     ({"exportV4": [{"action": "Drop"}]}, "spec.exportV4[0].action: expected one of Accept, Reject (got 'Drop')"),
-    ({"exportV4": [{"cidr": "198.18.0.0/16", "matchOperator": "In"}]}, "spec.exportV4[0].action: required"),
+    ({"exportV4": [{"cidr": "198.18.0.0/16", "matchOperator": "In"}]}, "spec.exportV4[0].action: missing"),
     ({"exportV4": [{"action": "Reject", "localPref": 10}]}, "spec.exportV4[0].localPref: actions are only allowed"),
     ({"importV6": [{"action": "Accept", "localPref": 10}]}, "spec.importV6[0]: community/localPref"),
     ({"exportV4": [{"action": "Accept", "cidr": "198.18.0.0/16", "matchOperator": "In",
@@ -208,11 +216,11 @@ def test_bgp_filter_rules_match_like_calico():
     ({"exportV4": [{"action": "Accept", "interface": "*.calico"}]}, "spec.exportV4[0].interface: field not supported"),
 ])
 def test_bgp_filter_errors(spec, fragment):
-    assert fragment in bad(model.BGPFilter, spec)
+    assert fragment in bad(BGPFilter, spec)
 
 
 def test_policy_filter():
-    pf = model.from_dict(model.PolicyFilter, {"metadata": {"name": "pf"}, "spec": {"rules": [
+    pf = model.from_dict(PolicyFilter, {"metadata": {"name": "pf"}, "spec": {"rules": [
         {"action": "Deny", "source": {"nets": ["198.18.5.0/24", "2001:db8:5::/48"]}},
         {"action": "Allow", "source": {"nets": ["198.18.5.8/29"]}, "protocol": "tcp",
          "destination": {"ports": [443, "8000:8080"]}}]}}, where="t")
@@ -220,13 +228,13 @@ def test_policy_filter():
     assert pf.spec.rules[1].protocol == "TCP" and pf.spec.rules[1].destination.ports == (443, "8000:8080")
     assert pf.spec.node_selector.is_all and pf.spec.interfaces == ()
     assert "spec.rules[0].source.nets[0]: host bits set" in bad(
-        model.PolicyFilter, {"rules": [{"action": "Deny", "source": {"nets": ["198.18.5.1/24"]}}]})
+        PolicyFilter, {"rules": [{"action": "Deny", "source": {"nets": ["198.18.5.1/24"]}}]})
     assert "spec.rules[0].protocol: Deny rules match on source nets only" in bad(
-        model.PolicyFilter, {"rules": [{"action": "Deny", "source": {"nets": ["198.18.5.0/24"]}, "protocol": "TCP"}]})
+        PolicyFilter, {"rules": [{"action": "Deny", "source": {"nets": ["198.18.5.0/24"]}, "protocol": "TCP"}]})
     assert "spec.rules[0].destination.ports: ports need protocol" in bad(
-        model.PolicyFilter, {"rules": [{"action": "Allow", "source": {"nets": ["198.18.5.0/24"]},
-                                        "destination": {"ports": [22]}}]})
-    assert "spec.interfaces[0]: expected an interface name" in bad(model.PolicyFilter, {"interfaces": ["x" * 16]})
+        PolicyFilter, {"rules": [{"action": "Allow", "source": {"nets": ["198.18.5.0/24"]},
+                                  "destination": {"ports": [22]}}]})
+    assert "spec.interfaces[0]: expected an interface name" in bad(PolicyFilter, {"interfaces": ["x" * 16]})
 
 
 # --- YAML documents: calicoctl examples from Calico's docs apply unchanged --------------------------
@@ -355,7 +363,7 @@ items:
     ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 198.18.0.0/16}\n---\n"
      "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: b}\n",
      "document 2: unknown kind 'NetworkPolicy'", UnknownKind),
-    ("apiVersion: v1\nkind: IPPool\nmetadata: {name: a}\n", "document 1: apiVersion 'v1' is not supported", InvalidResource),
+    ("apiVersion: v1\nkind: IPPool\nmetadata: {name: a}\n", "document 1 (IPPool 'a'): apiVersion 'v1' is not supported", InvalidResource),
     ("apiVersion: projectcalico.org/v3\nkind: PolicyFilter\nmetadata: {name: a}\n",
      "PolicyFilter is not a projectcalico.org/v3 kind", UnknownKind),
     ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 198.18.0.0/16, natOutgoing: true,"
@@ -402,8 +410,8 @@ def test_peer_references_must_exist_and_filter_in_use_cannot_go():
     with pytest.raises(InvalidResource) as err:
         check_apply({}, [p])
     assert "BGPFilter 'f1' does not exist" in str(err.value) and "Node 'n1' does not exist" in str(err.value)
-    f1 = model.BGPFilter(model.Metadata("f1"))
-    n1 = model.Node(model.Metadata("n1"))
+    f1 = BGPFilter(model.Metadata("f1"))
+    n1 = Node(model.Metadata("n1"))
     check_apply({"Node": {"n1": n1}}, [f1, p])
     with pytest.raises(ResourceInUse, match="used by BGPPeer 'tor'"):
         check_delete({"BGPPeer": {"tor": p}}, "BGPFilter", "f1")
@@ -418,9 +426,9 @@ def test_kinds_resolve_case_insensitively():
                        ("bgpconfig", "BGPConfiguration"), ("BGPConfiguration", "BGPConfiguration"),
                        ("bgpconfigurations", "BGPConfiguration"), ("bgpfilter", "BGPFilter"),
                        ("bgpfilters", "BGPFilter"), ("policyfilter", "PolicyFilter"), ("PolicyFilters", "PolicyFilter")]:
-        assert model.resolve_kind(text).kind == kind
+        assert resolve_kind(text).kind == kind
     with pytest.raises(UnknownKind, match="unknown kind 'frob'"):
-        model.resolve_kind("frob")
+        resolve_kind("frob")
 
 
 # --- property: every valid resource survives etcd JSON and YAML documents unchanged -------------------
@@ -443,9 +451,9 @@ def pools(draw):
         net = ipaddress.ip_network(f"198.18.{draw(st.integers(0, 255))}.0/{plen}", strict=False)
         block = draw(st.integers(max(20, plen), 32))
     labels = draw(st.dictionaries(st.sampled_from(["rack", "zone"]), st.sampled_from(["a", "b"])))
-    return model.IPPool(model.Metadata(draw(names), labels),
-                        model.IPPoolSpec(cidr=str(net), block_size=block, disabled=draw(st.booleans()),
-                                         node_selector=draw(selectors), disable_bgp_export=draw(st.booleans())))
+    return IPPool(model.Metadata(draw(names), labels),
+                  IPPoolSpec(cidr=str(net), block_size=block, disabled=draw(st.booleans()),
+                             node_selector=draw(selectors), disable_bgp_export=draw(st.booleans())))
 
 
 @st.composite
@@ -456,7 +464,7 @@ def peers(draw):
         "as_number": draw(st.integers(1, 4294967295))}
     hold = draw(st.sampled_from([None, 0, 9, 90, 240]))
     keepalive = None if hold in (None, 0) else draw(st.sampled_from([None, hold // 3]))
-    return model.BGPPeer(model.Metadata(draw(names)), model.BGPPeerSpec(
+    return BGPPeer(model.Metadata(draw(names)), BGPPeerSpec(
         node_selector=draw(st.sampled_from([None, "has(rack)"])), hold_time=hold, keepalive_time=keepalive,
         max_prefixes=draw(st.sampled_from([None, 1, 1000])), filters=draw(st.lists(names, max_size=2)),
         keep_original_next_hop=draw(st.booleans()),
@@ -465,7 +473,7 @@ def peers(draw):
 
 @st.composite
 def configs(draw):
-    return model.BGPConfiguration(spec=model.BGPConfigurationSpec(
+    return BGPConfiguration(spec=BGPConfigurationSpec(
         origin_validation=draw(st.sampled_from(["Reject", "Deprefer", "Disabled"])),
         fabric_as_numbers=tuple(draw(st.lists(st.integers(1, 4294967295), max_size=3)))))
 
@@ -477,7 +485,7 @@ def test_resources_round_trip_through_json_and_yaml(resource):
 
 
 def test_a_prefix_length_below_the_cidrs_own_is_clamped_as_calico_does():
-    f = model.from_dict(model.BGPFilter, {"metadata": {"name": "f"}, "spec": {"exportV6": [
+    f = model.from_dict(BGPFilter, {"metadata": {"name": "f"}, "spec": {"exportV6": [
         {"action": "Accept", "cidr": "2001:db8::/32", "matchOperator": "In", "prefixLength": {"min": 16, "max": 48}}]}},
         where="t")
     r = f.spec.export_v6[0]
@@ -488,14 +496,14 @@ def test_a_prefix_length_below_the_cidrs_own_is_clamped_as_calico_does():
 
 
 def test_origin_validation_settings_and_their_errors():
-    c = model.from_dict(model.BGPConfiguration, {"metadata": {"name": "default"}, "spec": {
+    c = model.from_dict(BGPConfiguration, {"metadata": {"name": "default"}, "spec": {
         "originValidation": "deprefer", "fabricASNumbers": [65101, "65102", "1.10"]}}, where="t")
     assert c.spec.origin_validation == "Deprefer" and c.spec.fabric_as_numbers == (65101, 65102, 65546)
     assert model.to_dict(c)["spec"] == {"originValidation": "Deprefer", "fabricASNumbers": [65101, 65102, 65546]}
-    assert model.to_dict(model.BGPConfiguration())["spec"] == {}  # Reject and no fabric ASes: the defaults
+    assert model.to_dict(BGPConfiguration())["spec"] == {}  # Reject and no fabric ASes: the defaults
     assert load_documents(dump_documents([c])) == [c]
-    assert "spec.fabricASNumbers[1]: expected an AS number" in bad(model.BGPConfiguration, {"fabricASNumbers": [1, "x"]})
+    assert "spec.fabricASNumbers[1]: expected an AS number" in bad(BGPConfiguration, {"fabricASNumbers": [1, "x"]})
     assert "spec.originValidation: expected one of Reject, Deprefer, Disabled" in bad(
-        model.BGPConfiguration, {"originValidation": "Off"})
-    assert model.from_dict(model.BGPPeer, {"metadata": {"name": "p"}, "spec": {
+        BGPConfiguration, {"originValidation": "Off"})
+    assert model.from_dict(BGPPeer, {"metadata": {"name": "p"}, "spec": {
         "peerIP": "198.18.0.1", "asNumber": 1}}, where="t").spec.origin_validation is None  # the cluster's

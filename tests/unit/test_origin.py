@@ -8,6 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from calico_bgp.resources import model
+from calico_bgp.resources.bgpconfig import BGPConfiguration, BGPConfigurationSpec
+from calico_bgp.resources.ippool import IPPool
+from calico_bgp.resources.node import Node
 from calico_bgp.routing.origin import Origin, OriginIndex
 from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
 from ipam.block import Block
@@ -153,11 +156,11 @@ def test_a_fabric_as_stands_in_only_for_a_path_that_never_left_the_fabric():
 
 
 def test_of_cluster_takes_each_nodes_as_and_router_id():
-    cfg = model.BGPConfiguration(spec=model.BGPConfigurationSpec(as_number=64512, fabric_as_numbers=(65101,)))
-    nodes = [model.from_dict(model.Node, {"metadata": {"name": n}, "spec": {"bgp": bgp}}, where=n) for n, bgp in (
+    cfg = BGPConfiguration(spec=BGPConfigurationSpec(as_number=64512, fabric_as_numbers=(65101,)))
+    nodes = [model.from_dict(Node, {"metadata": {"name": n}, "spec": {"bgp": bgp}}, where=n) for n, bgp in (
         ("n1", {"ipv4Address": "198.18.0.1/24"}), ("n2", {"ipv4Address": "198.18.0.2/24", "asNumber": 65010}),
         ("nobgp", None))]
-    pool = model.from_dict(model.IPPool, {"metadata": {"name": "pods"}, "spec": {"cidr": "198.19.0.0/16"}}, where="p")
+    pool = model.from_dict(IPPool, {"metadata": {"name": "pods"}, "spec": {"cidr": "198.19.0.0/16"}}, where="p")
     ix = OriginIndex.of_cluster("n1", nodes, [pool], BLOCKS, cfg)
     assert ix.origins == {"n1": Origin(64512, "198.18.0.1"), "n2": Origin(65010, "198.18.0.2")}
     assert ix.fabric_as == {65101}
@@ -266,10 +269,10 @@ def test_disabled_skips_the_check_and_a_cluster_change_re_evaluates():
 def _lab(name: str):  # noqa: ANN202
     from pathlib import Path
 
-    from calico_bgp.resources.store import load_documents
+    from calico_bgp.resources.documents import load_documents
     docs = load_documents((Path(__file__).parents[2] / "containerlab" / f"{name}.resources.yaml").read_text())
-    config = next((d for d in docs if isinstance(d, model.BGPConfiguration)), model.BGPConfiguration())
-    return ([d for d in docs if isinstance(d, model.Node)], [d for d in docs if isinstance(d, model.IPPool)], config)
+    config = next((d for d in docs if isinstance(d, BGPConfiguration)), BGPConfiguration())
+    return ([d for d in docs if isinstance(d, Node)], [d for d in docs if isinstance(d, IPPool)], config)
 
 
 def test_rack_tor_paths_with_as_override_are_valid_and_a_hijack_through_them_is_not():

@@ -5,6 +5,8 @@ import pytest
 
 from calico_bgp.agent.policy import FilterMetrics, node_filterset
 from calico_bgp.resources import model
+from calico_bgp.resources.fields import InvalidResource
+from calico_bgp.resources.policyfilter import PolicyFilter
 from calico_bgp.telemetry.metrics import Metrics
 from dataplane.filters.rules import (
     FAILSAFE_RULE,
@@ -17,8 +19,8 @@ from dataplane.filters.rules import (
 )
 
 
-def pf(name: str, rules: list[dict], **spec) -> model.PolicyFilter:
-    return model.from_dict(model.PolicyFilter, {"metadata": {"name": name}, "spec": {"rules": rules, **spec}},
+def pf(name: str, rules: list[dict], **spec) -> PolicyFilter:
+    return model.from_dict(PolicyFilter, {"metadata": {"name": name}, "spec": {"rules": rules, **spec}},
                            where=name)
 
 
@@ -64,7 +66,7 @@ def test_too_many_rules():
 
 
 def test_invalid_cidr_is_rejected_by_the_model():
-    with pytest.raises(model.InvalidResource, match="198.18.0.300"):
+    with pytest.raises(InvalidResource, match="198.18.0.300"):
         pf("bad", [{"action": "Deny", "source": {"nets": ["198.18.0.300/32"]}}])
 
 

@@ -1,17 +1,10 @@
 import pytest
 
-from calico_bgp.resources.model import (
-    BGPConfiguration,
-    BGPConfigurationSpec,
-    BGPPassword,
-    BGPPeer,
-    BGPPeerSpec,
-    Metadata,
-    Node,
-    NodeBGPSpec,
-    NodeSpec,
-    SecretKeyRef,
-)
+from calico_bgp.resources.bgpconfig import BGPConfiguration, BGPConfigurationSpec
+from calico_bgp.resources.bgppeer import BGPPeer, BGPPeerSpec
+from calico_bgp.resources.bgpsession import BGPPassword, SecretKeyRef
+from calico_bgp.resources.model import Metadata
+from calico_bgp.resources.node import Node, NodeBGPSpec, NodeSpec
 from calico_bgp.routing.topology import TopologyError, router_id, sessions_for
 
 
@@ -124,7 +117,7 @@ def test_router_id_prefers_ipv4_and_is_stable_for_v6_only():
 
 
 def test_dual_homed_node_uses_the_address_on_each_tors_link():
-    from calico_bgp.resources.model import NodeAddress
+    from calico_bgp.resources.node import NodeAddress
     n = Node(Metadata("r1", {"rack": "1"}), NodeSpec(
         bgp=NodeBGPSpec(ipv4_address="198.18.1.11/24", as_number=65101),
         addresses=(NodeAddress("198.18.1.11/24"), NodeAddress("198.18.2.11/24"))))

@@ -1,0 +1,129 @@
+"""BGPConfiguration: the cluster's BGP settings (one resource, 'default'): AS, the node-to-node mesh,
+timers, communities and the prefixes that carry them, flap damping, origin validation."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+
+from calico_bgp.resources import bgpsession
+from calico_bgp.resources.bgpsession import BGPPassword
+from calico_bgp.resources.fields import (
+    ASNumber,
+    Integer,
+    Seconds,
+    as_number,
+    bad,
+    boolean,
+    checked,
+    cidr,
+    community,
+    int_range,
+    name,
+    one_of,
+    optional_seconds,
+    seconds,
+    tuple_of,
+)
+from calico_bgp.resources.model import Metadata
+
+
+@attrs.frozen
+class Community:
+    name: str = attrs.field(converter=checked(name))
+    value: str = attrs.field(converter=checked(community))
+
+
+@attrs.frozen
+class PrefixAdvertisement:
+    cidr: str = attrs.field(converter=checked(cidr))
+    communities: tuple[str, ...] = attrs.field(default=(), converter=checked(tuple_of(str)))
+
+
+@attrs.frozen
+class Damping:
+    """RFC 2439 route flap damping. Defaults are the usual vendor ones (Cisco/Juniper/FRR)."""
+
+    enabled: bool = attrs.field(default=False, converter=checked(boolean))
+    half_life: Seconds = attrs.field(default=900, converter=checked(seconds))      # 15 min
+    suppress: Integer = attrs.field(default=2000, converter=checked(int_range(1, 1_000_000)))
+    reuse: Integer = attrs.field(default=750, converter=checked(int_range(1, 1_000_000)))
+    max_suppress: Seconds = attrs.field(default=3600, converter=checked(seconds))  # 60 min
+
+    def __attrs_post_init__(self) -> None:
+        if self.reuse >= self.suppress:
+            raise bad("reuse", self.reuse, f"must be below suppress ({self.suppress})")
+        if self.half_life <= 0:
+            raise bad("halfLife", self.half_life, "must be positive")
+        if self.max_suppress < self.half_life:
+            raise bad("maxSuppress", self.max_suppress, f"must be at least halfLife ({self.half_life}s)")
+        # the penalty is capped where it decays to reuse in maxSuppress: a cap at or below suppress
+        # would never suppress anything (halfLife 1h, maxSuppress 1h: the cap is 1500 < 2000)
+        ceiling = self.reuse * 2 ** (self.max_suppress / self.half_life)
+        if ceiling <= self.suppress:
+            raise bad("maxSuppress", self.max_suppress,
+                      f"with halfLife {self.half_life}s and reuse {self.reuse} the penalty is capped at "
+                      f"{ceiling:.0f}, never above suppress ({self.suppress}): nothing would be damped")
+
+
+_as_numbers = tuple_of(as_number)  # named apart: inside the class `as_number` is the field
+
+
+@attrs.frozen
+class BGPConfigurationSpec:
+    log_severity_screen: str = attrs.field(
+        default="Info", converter=checked(one_of("Debug", "Info", "Warning", "Error", "Fatal")))
+    node_to_node_mesh_enabled: bool = attrs.field(default=True, converter=checked(boolean))
+    as_number: ASNumber = attrs.field(default=64512, converter=checked(as_number))
+    listen_port: Integer = attrs.field(default=179, converter=checked(int_range(1, 65535)))
+    hold_time: Seconds = attrs.field(default=90, converter=checked(bgpsession.hold_time))
+    keepalive_time: Seconds | None = attrs.field(default=None, converter=checked(optional_seconds))  # holdTime / 3
+    communities: tuple[Community, ...] = ()
+    prefix_advertisements: tuple[PrefixAdvertisement, ...] = ()
+    damping: Damping = attrs.field(factory=Damping)
+    # the sessions the agents make among themselves (the mesh, and route reflectors with each other):
+    # their TCP MD5 password and the graceful-restart time they advertise (None: 120 s; 0: none)
+    node_mesh_password: BGPPassword | None = None
+    node_mesh_max_restart_time: Seconds | None = attrs.field(default=None, converter=checked(bgpsession.optional_restart_time))
+    # origin validation from IPAM (calico_bgp/routing/origin.py): what an origin-invalid path for a prefix in a
+    # pool gets, and the fabric's ASes that may stand in as origin for a node's (ToRs with as-override)
+    origin_validation: str = attrs.field(default="Reject", converter=checked(bgpsession.origin_validation))
+    fabric_as_numbers: tuple[ASNumber, ...] = attrs.field(default=(), converter=checked(_as_numbers))
+
+    calico_only: ClassVar[frozenset[str]] = frozenset(
+        {"serviceLoadBalancerIPs", "serviceExternalIPs", "serviceClusterIPs", "bindMode", "ignoredInterfaces", "localWorkloadPeeringIPV4",
+         "localWorkloadPeeringIPV6", "programClusterRoutes"})
+
+    def __attrs_post_init__(self) -> None:
+        bgpsession.check_timers(self.hold_time, self.keepalive_time)
+        names = {c.name for c in self.communities}
+        for i, adv in enumerate(self.prefix_advertisements):
+            for j, c in enumerate(adv.communities):
+                if c not in names:
+                    try:
+                        community(c)
+                    except ValueError:
+                        raise bad(f"prefixAdvertisements[{i}].communities[{j}]", c,
+                                   "neither a community value nor a name defined in communities") from None
+
+    def community_value(self, name_or_value: str) -> str:
+        for c in self.communities:
+            if c.name == name_or_value:
+                return c.value
+        return community(name_or_value)
+
+
+@attrs.frozen
+class BGPConfiguration:
+    kind: ClassVar[str] = "BGPConfiguration"
+    metadata: Metadata = attrs.field(factory=lambda: Metadata("default"))
+    spec: BGPConfigurationSpec = attrs.field(factory=BGPConfigurationSpec)
+
+    def __attrs_post_init__(self) -> None:
+        if self.metadata.name != "default":
+            raise bad("metadata.name", self.metadata.name,
+                       "only the cluster-wide BGPConfiguration 'default' is supported (per-node 'node.<name>' is not)")
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name

@@ -1,0 +1,131 @@
+"""BGPFilter: import and export rules a BGPPeer names in its `filters` (Calico's shape, plus export
+actions: communities, local preference, AS-path prepending). What they decide: routing/bgpfilter.py."""
+from __future__ import annotations
+
+import ipaddress
+from typing import ClassVar
+
+import attrs
+
+from calico_bgp.resources import codec
+from calico_bgp.resources.fields import (
+    AS_MAX,
+    ASNumber,
+    Integer,
+    as_number,
+    bad,
+    checked,
+    cidr,
+    community_parser,
+    int_range,
+    missing,
+    one_of,
+    optional,
+    tuple_of,
+)
+from calico_bgp.resources.model import Metadata
+
+
+@attrs.frozen
+class PrefixLength:
+    min: Integer | None = attrs.field(default=None, converter=checked(optional(int_range(0, 128))))
+    max: Integer | None = attrs.field(default=None, converter=checked(optional(int_range(0, 128))))
+
+    def __attrs_post_init__(self) -> None:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise bad("min", self.min, f"must not exceed max ({self.max})")
+
+
+@attrs.frozen
+class BGPFilterRule:
+    action: str = attrs.field(converter=checked(one_of("Accept", "Reject")))
+    cidr: str = attrs.field(default="", converter=checked(lambda v: "" if v in (None, "") else cidr(v)))
+    match_operator: str = attrs.field(default="", converter=checked(
+        lambda v: "" if v in (None, "") else one_of("Equal", "NotEqual", "In", "NotIn")(v)))
+    prefix_length: PrefixLength | None = None
+    # Export actions (Accept only). Calico's rule `communities` is a *match*; ours are named add* to stay distinct.
+    add_communities: tuple[str, ...] = attrs.field(default=(), converter=checked(tuple_of(community_parser(False))))
+    add_large_communities: tuple[str, ...] = attrs.field(
+        default=(), converter=checked(tuple_of(community_parser(True, standard_ok=False))))
+    local_pref: Integer | None = attrs.field(default=None, converter=checked(optional(int_range(0, AS_MAX))))
+    as_path_prepend: tuple[ASNumber, ...] = attrs.field(default=(), converter=checked(tuple_of(as_number)))
+
+    calico_only: ClassVar[frozenset[str]] = frozenset(
+        {"source", "interface", "peerType", "communities", "asPathPrefix", "priority", "operations"})
+
+    def __attrs_post_init__(self) -> None:
+        if bool(self.cidr) != bool(self.match_operator):
+            field = "matchOperator" if self.cidr else "cidr"
+            raise missing(field, "cidr and matchOperator go together")
+        if self.prefix_length is not None and not self.cidr:
+            raise missing("cidr", "prefixLength needs a cidr and matchOperator")
+        if self.action == "Reject":
+            for f in ("add_communities", "add_large_communities", "local_pref", "as_path_prepend"):
+                if getattr(self, f) not in ((), None):
+                    raise bad(codec.json_name(f), getattr(self, f), "actions are only allowed with action Accept")
+
+    @property
+    def has_actions(self) -> bool:
+        return bool(self.add_communities or self.add_large_communities or self.as_path_prepend) \
+            or self.local_pref is not None
+
+    @property
+    def prefix_range(self) -> tuple[int, int]:
+        """(min, max) prefix length this rule's CIDR match allows: the CIDR's length .. 32/128, narrowed
+        by prefixLength and clamped to that, as Calico's BIRD filters do (a min below the CIDR's own
+        length is the CIDR's length; max below it matches nothing)."""
+        net = ipaddress.ip_network(self.cidr)
+        pl = self.prefix_length or PrefixLength()
+        return (max(net.prefixlen, pl.min if pl.min is not None else 0),
+                min(net.max_prefixlen, pl.max if pl.max is not None else net.max_prefixlen))
+
+    def matches(self, prefix: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+        """Does the rule's CIDR condition match `prefix`? (No CIDR: matches everything.)"""
+        if not self.cidr:
+            return True
+        net = ipaddress.ip_network(self.cidr)
+        if net.version != prefix.version:
+            return False
+        lo, hi = self.prefix_range
+        in_len = lo <= prefix.prefixlen <= hi
+        if self.match_operator in ("Equal", "NotEqual"):
+            hit = prefix == net
+        else:
+            hit = prefix.subnet_of(net) and in_len  # type: ignore[arg-type]
+        return hit if self.match_operator in ("Equal", "In") else not hit
+
+
+@attrs.frozen
+class BGPFilterSpec:
+    export_v4: tuple[BGPFilterRule, ...] = ()
+    import_v4: tuple[BGPFilterRule, ...] = ()
+    export_v6: tuple[BGPFilterRule, ...] = ()
+    import_v6: tuple[BGPFilterRule, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        for attr, version in (("export_v4", 4), ("import_v4", 4), ("export_v6", 6), ("import_v6", 6)):
+            field = codec.json_name(attr)
+            for i, rule in enumerate(getattr(self, attr)):
+                where = f"{field}[{i}]"
+                if rule.cidr and ipaddress.ip_network(rule.cidr).version != version:
+                    raise bad(f"{where}.cidr", rule.cidr, f"{field} rules take IPv{version} CIDRs")
+                if rule.cidr:
+                    top = 32 if version == 4 else 128
+                    pl = rule.prefix_length or PrefixLength()
+                    for bound in ("min", "max"):
+                        v = getattr(pl, bound)
+                        if v is not None and not 0 <= v <= top:
+                            raise bad(f"{where}.prefixLength.{bound}", v, f"must be within 0..{top} for an IPv{version} rule")
+                if attr.startswith("import") and rule.has_actions:
+                    raise bad(where, "actions", "community/localPref/asPathPrepend actions apply to export rules only")
+
+
+@attrs.frozen
+class BGPFilter:
+    kind: ClassVar[str] = "BGPFilter"
+    metadata: Metadata
+    spec: BGPFilterSpec = attrs.field(factory=BGPFilterSpec)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
