@@ -11,8 +11,8 @@ all N are in the node's main table (announce), and until none is (withdraw). The
 followed through route events on a netlink socket in its namespace (a dump checks the count at
 the end of every phase), so no polling loop competes with the receiver for the CPU.
 
-    sudo .venv/bin/python bench/convergence.py [--sizes 1000,10000,100000] [--repeat 3] [--json]
-    sudo .venv/bin/python bench/convergence.py --systems calico-bgp --sizes 100000 --profile /tmp/prof
+    sudo .venv/bin/python -m bench.convergence [--sizes 1000,10000,100000] [--repeat 3] [--json]
+    sudo .venv/bin/python -m bench.convergence --systems calico-bgp --sizes 100000 --profile /tmp/prof
 
 Prints seconds (min and median of the repeats) and the ratio of medians to BIRD's; with --json the
 last line is one JSON object holding `ratio_vs_bird` {"N": {"announce": r, "withdraw": r}} and
@@ -38,17 +38,17 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import CLK, bird_receiver_conf, one_peer_resources, proc_tree, progress  # noqa: E402
-from calico_bgp.speaker.exabgp_run import is_exabgp  # noqa: E402
-from dataplane import netlink  # noqa: E402
-from dataplane import rtnl_codec as codec  # noqa: E402
-from lab.clab import Bind, NodeDef  # noqa: E402
-from lab.etcd import EtcdServer  # noqa: E402
-from lab.net import Ledger, Net, Process, sh  # noqa: E402
-from lab.routers import Bird, Frr  # noqa: E402
+from bench.common import CLK, bird_receiver_conf, cannot_run, one_peer_resources, proc_tree, progress
+from calico_bgp.speaker.exabgp_run import is_exabgp
+from dataplane import netlink
+from dataplane import rtnl_codec as codec
+from lab.bird import Bird
+from lab.clab import Bind, NodeDef
+from lab.etcd import EtcdServer
+from lab.net import Ledger, Net, Process, sh
+from lab.routers import Frr
 
 SRC, NODE = "198.18.0.1", "198.18.0.2"
 SRC_AS, NODE_AS = 65001, 64512
@@ -266,10 +266,6 @@ def wait_quiet(pids: list[int], limit: float = 15.0) -> None:
         before = now
 
 
-def birdc(ctl: Path, *cmd: str) -> str:
-    return subprocess.run(["birdc", "-s", str(ctl), *cmd], capture_output=True, text=True, timeout=30).stdout
-
-
 class Profiler:
     """py-spy on every Python process of our node, one collapsed-stack file per process and phase."""
 
@@ -322,10 +318,8 @@ class Receiver:
 
     def start(self) -> None:
         if self.system == "bird":
-            conf = self.dir / "node.conf"
-            conf.write_text(bird_receiver_conf(NODE, NODE_AS, SRC, SRC_AS))
-            self.pids = Bird(NodeDef("node", "linux", binds=(Bind(str(conf), "/etc/bird/bird.conf"),)),
-                             self.ns, self.dir / "bird").start(self.ledger)
+            self.pids = [Bird(self.ns, None, self.dir / "bird").start(
+                self.ledger, config=bird_receiver_conf(NODE, NODE_AS, SRC, SRC_AS))]
         elif self.system == "frr":
             conf = self.dir / "node-frr.conf"
             conf.write_text(frr_node_conf())
@@ -381,10 +375,10 @@ def _zombie(pid: int) -> bool:
 
 
 # ---------------------------------------------------------------- the run
-def wait_established(src_ctl: Path, rx: Receiver, timeout: float = 90.0) -> float:
+def wait_established(src: Bird, rx: Receiver, timeout: float = 90.0) -> float:
     t0 = time.monotonic()
     while True:
-        out = birdc(src_ctl, "show", "protocols", "node")
+        out = src.birdc("show", "protocols", "node")
         if "Established" in out:
             return time.monotonic() - t0
         if time.monotonic() - t0 > timeout or not rx.alive():
@@ -392,13 +386,13 @@ def wait_established(src_ctl: Path, rx: Receiver, timeout: float = 90.0) -> floa
         time.sleep(0.1)
 
 
-def phase(table: KernelTable, src_ctl: Path, rx: Receiver, action: str, n: int, target: int, timeout: float,
+def phase(table: KernelTable, src: Bird, rx: Receiver, action: str, n: int, target: int, timeout: float,
           prof: Profiler, tag: str) -> dict:
     prof.start(rx.pids, tag)
     cpu0 = cpu_by_process(rx.pids)
     table.mark()
     t0 = time.monotonic()
-    out = birdc(src_ctl, action, f"s{n}")
+    out = src.birdc(action, f"s{n}")
     if f"s{n}: {action}d" not in out:
         raise RuntimeError(f"source: birdc {action} s{n}: {out.strip()}")
 
@@ -421,13 +415,13 @@ def phase(table: KernelTable, src_ctl: Path, rx: Receiver, action: str, n: int, 
             "cpu_s": {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 2) for k in cpu1}}
 
 
-def measure(system: str, args: argparse.Namespace, work: Path, ledger: Ledger, nss: dict[str, str], src_ctl: Path,
+def measure(system: str, args: argparse.Namespace, work: Path, ledger: Ledger, nss: dict[str, str], src: Bird,
             table: KernelTable, etcd: EtcdServer | None, prof: Profiler) -> dict:
     rx = Receiver(system, nss["node"], work, ledger, etcd, args.log_level)
     try:
         progress(f"{system}: starting in the node's place")
         rx.start()
-        up = wait_established(src_ctl, rx)
+        up = wait_established(src, rx)
         progress(f"{system}: session Established after {up:.1f}s")
         wait_quiet(rx.pids)
         out: dict = {"session_s": round(up, 2), "sizes": {}}
@@ -436,8 +430,8 @@ def measure(system: str, args: argparse.Namespace, work: Path, ledger: Ledger, n
             for r in range(args.repeat):
                 if table.wait(0, 10) is None:
                     raise RuntimeError(f"{system}: {table.count()} routes left over in the kernel before N={n}")
-                a = phase(table, src_ctl, rx, "enable", n, n, args.timeout, prof, f"{system}-{n}-{r}-announce")
-                w = phase(table, src_ctl, rx, "disable", n, 0, args.timeout, prof, f"{system}-{n}-{r}-withdraw")
+                a = phase(table, src, rx, "enable", n, n, args.timeout, prof, f"{system}-{n}-{r}-announce")
+                w = phase(table, src, rx, "disable", n, 0, args.timeout, prof, f"{system}-{n}-{r}-withdraw")
                 progress(f"{system} N={n} run {r + 1}/{args.repeat}: announce {a['seconds']:.3f}s "
                          f"(first route at {a['first_s']}s), withdraw {w['seconds']:.3f}s (first at {w['first_s']}s)")
                 runs.append({"announce": a, "withdraw": w})
@@ -483,9 +477,8 @@ def run(args: argparse.Namespace, work: Path, ledger: Ledger) -> dict:
     # handed back to the system and faulted in again between runs), so BIRD's time is the receiver's
     held = sorted(set(args.sizes) | set(DEFAULT_SIZES))
     progress(f"source BIRD with {sum(held)} static routes in {len(held)} disabled protocols")
-    (work / "src.conf").write_text(src_conf(held))
-    src = Bird(NodeDef("src", "linux", binds=(Bind(str(work / "src.conf"), "/etc/bird/bird.conf"),)), nss["src"], work / "src")
-    src.start(ledger)
+    src = Bird(nss["src"], None, work / "src")
+    src.start(ledger, config=src_conf(held))
     table = KernelTable(nss["node"])
     prof = Profiler(Path(args.profile) if args.profile else None)
     results: dict = {}
@@ -495,7 +488,7 @@ def run(args: argparse.Namespace, work: Path, ledger: Ledger) -> dict:
             if etcd_ctx is not None:
                 etcd_ctx.start()
             for system in args.systems:
-                results[system] = measure(system, args, work, ledger, nss, src.ctl, table,
+                results[system] = measure(system, args, work, ledger, nss, src, table,
                                           etcd_ctx if system == "calico-bgp" else None, prof)
         finally:
             prof.stop()
@@ -559,8 +552,8 @@ def report(results: dict, args: argparse.Namespace) -> dict:
     return summary
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench.convergence", description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="comma-separated N (default 1000,10000,100000)")
     ap.add_argument("--repeat", type=int, default=3, help="announce/withdraw runs per system and N (default 3)")
     ap.add_argument("--systems", default=",".join(SYSTEMS), help=f"receivers, in order (default {','.join(SYSTEMS)})")
@@ -568,19 +561,21 @@ def main() -> int:
     ap.add_argument("--log-level", default="info", help="our agent's log level (default info, as deployed)")
     ap.add_argument("--profile", metavar="DIR", help="record py-spy collapsed stacks of our processes per phase into DIR")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = parser()
+    args = ap.parse_args(argv)
     args.sizes = sorted(int(s) for s in args.sizes.split(",") if s)
     args.systems = [s for s in args.systems.split(",") if s]
     bad = [s for s in args.systems if s not in SYSTEMS]
     if bad:
         ap.error(f"unknown system(s) {bad}; choose from {SYSTEMS}")
-    if os.geteuid() != 0:
-        print("bench/convergence.py needs root (network namespaces)", file=sys.stderr)
+    why = cannot_run("convergence", ("bird", "birdc") + (("vtysh",) if "frr" in args.systems else ()))
+    if why:
+        print(why, file=sys.stderr)
         return 2
-    for tool in ("bird", "birdc") + (("vtysh",) if "frr" in args.systems else ()):
-        if shutil.which(tool) is None:
-            print(f"bench/convergence.py needs {tool}", file=sys.stderr)
-            return 2
     prefixes(max(args.sizes))  # fits, or exits with the reason
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup on kill too
     work = Path(tempfile.mkdtemp(prefix="calico-bgp-bench-conv-"))

@@ -7,7 +7,7 @@ start the reflector, and time (a) until every client session is Established and 
 client's kernel holds every other client's blocks; report the reflector's CPU seconds and RSS
 (for our node: the agent, its ExaBGP and the bridge together).
 
-    sudo .venv/bin/python bench/rr.py [--k 10 50] [--json]
+    sudo .venv/bin/python -m bench.rr [--k 10 50] [--json]
 """
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import cpu_and_rss, progress  # noqa: E402
-from lab.etcd import EtcdServer  # noqa: E402
-from lab.net import Ledger, Net, Process, sh  # noqa: E402
+from bench.common import cannot_run, cpu_and_rss, progress
+from lab.bird import Bird
+from lab.etcd import EtcdServer
+from lab.net import Ledger, Net, Process, sh
 
 RR_ADDR = "198.18.0.1"
 CLUSTER_ID = "198.18.0.100"
@@ -72,11 +72,6 @@ def our_resources(k: int) -> str:
     return "\n---\n".join(docs)
 
 
-def established(ctl: Path) -> bool:
-    out = subprocess.run(["birdc", "-s", str(ctl), "show", "protocols", "reflector"], capture_output=True, text=True).stdout
-    return "Established" in out
-
-
 def kernel_count(ns: str) -> int:
     return len(json.loads(sh("ip", "-j", "-4", "route", "show", "proto", "bird", ns=ns).stdout or "[]"))
 
@@ -101,9 +96,9 @@ def run(k: int, reflector: str, work: Path, etcd: EtcdServer | None) -> dict:
             net.veth(ns, "eth0", hub, f"pc{i}")
             net.attach(hub, f"pc{i}", "br0")
             net.address(ns, "eth0", f"{client_addr(i)}/16")
-            (d / f"c{i}.conf").write_text(client_conf(i))
-            Process(ledger, ns, ["bird", "-f", "-c", str(d / f"c{i}.conf"), "-s", str(d / f"c{i}.ctl")], d / f"c{i}.log")
-            clients.append((ns, d / f"c{i}.ctl"))
+            client = Bird(ns, None, d / f"c{i}")
+            client.start(ledger, config=client_conf(i))
+            clients.append((ns, client))
         progress(f"{reflector} K={k}: {k} BIRD clients started; starting the reflector")
         if reflector == "bird":
             (d / "rr.conf").write_text(bird_rr_conf(k))
@@ -121,7 +116,7 @@ def run(k: int, reflector: str, work: Path, etcd: EtcdServer | None) -> dict:
         t_est = None
         done: set[int] = set()
         while len(done) < k:
-            if t_est is None and all(established(ctl) for _, ctl in clients):
+            if t_est is None and all(client.established("reflector") for _, client in clients):
                 t_est = time.monotonic()
                 progress(f"{reflector} K={k}: all {k} sessions Established after {t_est - t0:.2f}s")
             for i, (ns, _) in enumerate(clients, start=1):
@@ -142,13 +137,18 @@ def run(k: int, reflector: str, work: Path, etcd: EtcdServer | None) -> dict:
         ledger.teardown()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench.rr", description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, nargs="+", default=[10, 50])
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("bench/rr.py needs root (network namespaces)", file=sys.stderr)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    why = cannot_run("rr", ("bird", "birdc"))
+    if why:
+        print(why, file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="calico-bgp-bench-rr-"))
     rows = []

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from lab.net import wait_for
 from lab.routers import router_for
 from lab.runtime import cli, current
-from tests.e2e.mesh_cluster import wait_for
 from tests.e2e.test_lab import CLAB, running
 from tests.e2e.test_lab import pytestmark as lab_marks
 

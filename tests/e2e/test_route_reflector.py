@@ -8,9 +8,10 @@ import time
 import attrs
 import pytest
 
-from tests.e2e.mesh_cluster import MeshCluster, mesh, wait_for
-from tests.netns import needs_root
-from tests.routers import Bird, BirdPeer
+from lab.bird import Bird, BirdPeer
+from lab.cluster import MeshCluster, mesh
+from lab.net import wait_for
+from tests.marks import needs_root
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("bird") is None, reason="needs BIRD 2 (./bootstrap.sh setup)")]
 
