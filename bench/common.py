@@ -1,6 +1,6 @@
 """What the benchmarks share: whether one can run here, progress lines on stderr, per-process CPU/RSS
 from /proc, and the resources and BIRD configs of the one-peer benches. Every bench runs from the
-repository's root as `python -m bench.NAME` and imports nothing from tests/.
+repository's root as `python -m bench.<name>` and imports nothing from tests/.
 
 A node's cost is the agent plus its children (ExaBGP and the API bridge): `proc_tree` finds them
 through every thread's children list, so a child forked from a worker thread is counted too.
@@ -20,7 +20,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def cannot_run(bench: str, tools: Sequence[str] = ()) -> str | None:
-    """Why `python -m bench.BENCH` cannot run here (it needs root for namespaces, and `tools`), or None."""
+    """Why `python -m bench.<bench>` cannot run here (it needs root for namespaces, and `tools`), or None."""
     if os.geteuid() != 0:
         return f"python -m bench.{bench} needs root (network namespaces)"
     missing = [t for t in tools if shutil.which(t) is None]

@@ -1,7 +1,7 @@
 """Dropping at the receiver: our XDP filter beside a minimal LPM-drop XDP program and our nft/iptables
 fallbacks, on the same veth, from the same sender, with the same 1,000 denied prefixes, in one run.
 
-    sudo .venv/bin/python bench/filters.py [--prefixes 1000] [--seconds 3] [--rounds 3] [--json]
+    sudo .venv/bin/python -m bench.filters [--prefixes 1000] [--seconds 3] [--rounds 3] [--json]
 
 The sender (in its own namespace) blasts 60-byte UDP frames from a denied source with sendmmsg.
 For each variant we count packets sent and dropped and the CPU the machine spent meanwhile

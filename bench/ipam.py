@@ -1,6 +1,6 @@
 """IPAM allocation throughput against a real etcd, side by side with the datastore's raw CAS ceiling.
 
-    .venv/bin/python -m bench.ipam [--count N] [--rounds R] [--etcd-endpoints URL] [--json]
+    .venv/bin/python -m bench.ipam [--count 800] [--rounds 3] [--etcd-endpoints http://127.0.0.1:2379] [--json]
 
 Scenarios (each round runs all of them, interleaved, so machine noise hits them alike; the
 median over rounds is reported):

@@ -19,6 +19,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create 
 
 def not_applicable(why: str) -> NoReturn:
     """Skip a case that has nothing to test for this parameter; CI counts it as a skip, not a failure."""
+    __tracebackhide__ = True  # the skip is reported at the caller's line
     pytest.skip(NOT_APPLICABLE + why)
 
 

@@ -1,4 +1,4 @@
-"""Issue 4's bad-input must-show: ExaBGP crashing, etcd unavailable for 30 s, a corrupt resource.
+"""An agent under bad input: ExaBGP crashing, etcd unavailable for 30 s, a corrupt resource.
 Each is logged with its reason; the last good state stays programmed; the agent recovers alone."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 5's fabric must-show on the lab's rack (containerlab/rack.clab.yml): FRR and BIRD ToRs
+"""Node agents behind a fabric, on the lab's rack (containerlab/rack.clab.yml): FRR and BIRD ToRs
 under a GoBGP spine that originates a default route and an external prefix.
 
 ECMP over both ToRs, refusing the spine's routes and a stopped ToR are covered by test_lab.py on the

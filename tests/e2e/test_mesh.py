@@ -1,4 +1,5 @@
-"""Issue 4's must-show: a full iBGP mesh of node agents in namespaces, end to end."""
+"""A full iBGP mesh of node agents in namespaces, end to end: blocks routed via their node, nodes joining,
+crashing and leaving, events, passwords."""
 from __future__ import annotations
 
 import itertools

@@ -1,4 +1,5 @@
-"""Issue 5's route-reflector must-show: 2 RR nodes (same cluster ID) + 6 clients, mesh off."""
+"""Route reflection by node agents: 2 RR nodes (same cluster ID) + 6 clients, mesh off; every client routed,
+one reflector lost without losing a route."""
 from __future__ import annotations
 
 import re

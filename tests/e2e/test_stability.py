@@ -1,4 +1,4 @@
-"""Issue 7's must-show: a BIRD ToR flaps the session N times and one prefix M times; the node's
+"""Peer stability and damping: a BIRD ToR flaps the session N times and one prefix M times; the node's
 metrics (scraped from its --metrics-port, parsed as Prometheus text) and its event log match N and
 M exactly; with short damping parameters the prefix is suppressed at the k-th flap, reused after
 decay, and the kernel (watched with `ip monitor route` in the node's namespace) saw no change of
@@ -64,7 +64,7 @@ spec: {{node: n1, peerIP: {TOR}, asNumber: {TOR_AS}, originValidation: Disabled}
 # originValidation Disabled: the ToR's prefixes are in the pool but in no block (origin-invalid by IPAM);
 # this module is about stability and damping, test_origin_validation.py about origins
 
-# what issue 7 lists, by exposition name (a Counter family `x_total` shows as `x_total` samples)
+# the metrics an operator's dashboards and alerts read, by exposition name (a Counter family `x_total` shows as `x_total` samples)
 ISSUE_METRICS = (
     "calico_bgp_peer_session_state", "calico_bgp_peer_established_seconds", "calico_bgp_peer_transitions_total",
     "calico_bgp_peer_flaps_total", "calico_bgp_peer_flap_score",
@@ -177,7 +177,7 @@ def test_metrics_endpoint_parses_with_the_issue_names(tor):
         return [n for n in ISSUE_METRICS if n not in names]
 
     # the gauges of a peer are refreshed with its status (every 2 s at most)
-    wait_for("every metric the issue lists", lambda: not missing(), timeout=5)
+    wait_for("every metric the dashboards read", lambda: not missing(), timeout=5)
     wait_for("accepted prefixes gauge", lambda: tor.peer_metric(tor.scrape(), "calico_bgp_peer_prefixes",
                                                                  kind="accepted") == 2, timeout=5)
     wait_for("kernel routes gauge", lambda: tor.scrape()[("calico_bgp_kernel_routes", frozenset({("kind", "unicast")}))]
