@@ -32,18 +32,15 @@ import datetime
 import ipaddress
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.common import bird_receiver_conf, cannot_run, cpu_and_rss, cpu_by_part, one_peer_resources, progress
+from bench.common import bench_run, bird_receiver_conf, cpu_and_rss, cpu_by_part, one_peer_resources, progress, runnable
 from lab.bird import Bird
 from lab.etcd import EtcdServer
 from lab.net import Ledger, Net, Process, sh, wait_for
@@ -324,25 +321,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
-    why = cannot_run("churn", ("bird", "birdc", "curl"))
-    if why:
-        print(why, file=sys.stderr)
+    if not runnable("churn", ("bird", "birdc", "curl")):
         return 2
     if not 0 < args.window < SPACE // 2:
         ap.error(f"--window must be between 1 and {SPACE // 2}")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup on kill too
-    work = Path(tempfile.mkdtemp(prefix="calico-bgp-bench-churn-"))
-    ledger = Ledger(work / "ledger")
-    try:
-        with EtcdServer() as etcd:
-            try:
-                res = run(args, work, etcd, ledger)
-            finally:
-                ledger.teardown()
-    finally:
-        ledger.teardown()
-        if not os.environ.get("BENCH_KEEP"):
-            shutil.rmtree(work, ignore_errors=True)
+    with bench_run("churn") as (work, ledger), EtcdServer() as etcd:
+        try:
+            res = run(args, work, etcd, ledger)
+        finally:
+            ledger.teardown()  # the agent and BIRDs go before etcd does
     ours, bird = res["calico_bgp"], res["bird"]
     print(f"churn: {res['changes_sent']} changes in {res['seconds']} s ({res['rate']}/s, window {res['window']} /32s, "
           f"{res['late_ticks']} late ticks; source BIRD used {res['source_cpu_s']} s CPU)")

@@ -23,27 +23,19 @@ at the end, even on failure or SIGTERM.
 from __future__ import annotations
 
 import argparse
-import errno
 import ipaddress
 import json
 import os
-import shutil
 import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Sequence
 
-from bench.common import CLK, bird_receiver_conf, cannot_run, one_peer_resources, proc_tree, progress
-from calico_bgp.speaker.exabgp_run import is_exabgp
-from dataplane import netlink
-from dataplane import rtnl_codec as codec
+from bench.common import bench_run, bird_receiver_conf, cpu_by_process, one_peer_resources, progress, runnable
+from bench.observe import KernelTable, Profiler, wait_quiet
 from lab.bird import Bird
 from lab.clab import Bind, NodeDef
 from lab.etcd import EtcdServer
@@ -55,7 +47,6 @@ SRC_AS, NODE_AS = 65001, 64512
 FIRST = int(ipaddress.IPv4Address("198.18.64.0"))
 LAST = int(ipaddress.IPv4Address("198.19.255.255"))
 POOL = "198.18.0.0/15"
-MAIN = 254
 SYSTEMS = ("calico-bgp", "bird", "frr")
 DEFAULT_SIZES = (1000, 10000, 100000)
 LABELS = {"calico-bgp": "calico-bgp", "bird": "BIRD 2", "frr": "FRR"}
@@ -86,222 +77,6 @@ def frr_node_conf() -> str:
         f"router bgp {NODE_AS}", f" bgp router-id {NODE}", " no bgp ebgp-requires-policy",
         f" neighbor {SRC} remote-as {SRC_AS}", " address-family ipv4 unicast", f"  neighbor {SRC} activate",
         " exit-address-family", "!"]) + "\n"
-
-
-# ---------------------------------------------------------------- the node's kernel table
-class KernelTable:
-    """The announced /32s present in the node's main table, kept from route events by a thread.
-
-    The observer must cost the receivers little CPU on a 2-core machine: a route event is matched
-    with one struct unpack (no route object), and the waiting thread is woken once, when the count
-    reaches its target, not per event (per-event wakeups made this process use ~0.13 s of CPU per
-    10,000 routes, more than BIRD's whole job). The time returned is when the datagram that made
-    the count right was read. A dump seeds the set (and re-seeds it if the kernel reports lost events).
-    """
-
-    def __init__(self, ns: str) -> None:
-        self.ns = ns
-        self.lo = ipaddress.IPv4Address(FIRST).packed
-        self.hi = ipaddress.IPv4Address(LAST).packed
-        self.events = netlink.open_rtnl_socket(ns, groups=netlink.RTMGRP_IPV4_ROUTE, rcvbuf=64 << 20)
-        self.events.setblocking(True)
-        self.events.settimeout(0.2)
-        self.dumps = netlink.open_rtnl_socket(ns)
-        self.present: set[bytes] = set()  # written by the reader thread only (and before it starts)
-        self.target = -1  # the count `wait` is waiting for
-        self.reached_at: float | None = None
-        self.first_at: float | None = None  # the first change since `mark()`
-        self.resyncs = 0
-        self.cond = threading.Condition()
-        self._stop = False
-        self.present = self.dump()
-        self.thread = threading.Thread(target=self._run, name="kernel-events", daemon=True)
-        self.thread.start()
-
-    def _ours(self, route) -> bool:  # type: ignore[no-untyped-def]
-        k = route.key
-        return route.table == MAIN and k.dst_len == 32 and len(k.dst) == 4 and self.lo <= k.dst <= self.hi
-
-    def dump(self) -> set[bytes]:
-        out: set[bytes] = set()
-        for _ in range(5):
-            seq = int(time.monotonic() * 1000) & 0x3FFFFFFF
-            try:
-                for data in netlink.dump(self.dumps, codec.encode_route_dump(seq, codec.AF_INET, MAIN, 0), seq):
-                    for off, length, mtype in netlink.iter_messages(data):
-                        if mtype == codec.RTM_NEWROUTE:
-                            r = codec.decode_route(data, off, length)
-                            if r is not None and self._ours(r):
-                                out.add(r.key.dst)
-                return out
-            except netlink.DumpInterrupted:
-                out.clear()
-        raise RuntimeError("route dump interrupted five times")
-
-    def _run(self) -> None:
-        sock, present, lo, hi = self.events, self.present, self.lo, self.hi
-        head = struct.Struct("=IH10xBBB").unpack_from  # nlmsghdr len, type; rtmsg family, dst_len, src_len
-        table_of = struct.Struct("=B").unpack_from
-        attr = struct.Struct("=HH").unpack_from
-        new, gone = codec.RTM_NEWROUTE, codec.RTM_DELROUTE
-        while not self._stop:
-            try:
-                data = sock.recv(1 << 16)
-            except (socket.timeout, BlockingIOError):
-                continue
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:  # events were lost: read the table again
-                    self.resyncs += 1
-                    present = self.present = self.dump()
-                    self._changed(time.monotonic())
-                    continue
-                raise
-            off, n, changed = 0, len(data), False
-            while off + 28 <= n:
-                length, mtype, family, dst_len, src_len = head(data, off)
-                if length < 16:
-                    break
-                if (mtype == new or mtype == gone) and family == socket.AF_INET and dst_len == 32 \
-                        and table_of(data, off + 20)[0] == MAIN:
-                    a, end = off + 28, off + length
-                    while a + 4 <= end:  # the attributes: find RTA_DST
-                        alen, atype = attr(data, a)
-                        if alen < 4:
-                            break
-                        if atype == 1 and alen == 8:
-                            dst = data[a + 4:a + 8]
-                            if lo <= dst <= hi:
-                                if mtype == new:
-                                    present.add(dst)
-                                else:
-                                    present.discard(dst)
-                                changed = True
-                            break
-                        a += (alen + 3) & ~3
-                off += (length + 3) & ~3
-            if changed:
-                self._changed(time.monotonic())
-
-    def _changed(self, now: float) -> None:
-        if self.first_at is None:
-            self.first_at = now
-        if len(self.present) == self.target and self.reached_at is None:
-            with self.cond:
-                self.reached_at = now
-                self.cond.notify_all()
-
-    def mark(self) -> None:
-        """Start a phase: `first_at` will hold the time of its first change."""
-        self.first_at = None
-
-    def count(self) -> int:
-        return len(self.present)
-
-    def wait(self, n: int, timeout: float, tick=None) -> float | None:  # type: ignore[no-untyped-def]
-        """Until exactly n are present: the time of the change that made it so (None on timeout)."""
-        deadline = time.monotonic() + timeout
-        last_tick = time.monotonic()
-        with self.cond:
-            self.reached_at = None
-            self.target = n
-            if len(self.present) == n:
-                return time.monotonic()
-            while self.reached_at is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.target = -1
-                    return None
-                self.cond.wait(min(left, 1.0))
-                if tick is not None and time.monotonic() - last_tick >= 2.0:
-                    last_tick = time.monotonic()
-                    tick(len(self.present))
-            self.target = -1
-            return self.reached_at
-
-    def close(self) -> None:
-        self._stop = True
-        self.thread.join(timeout=2)
-        self.events.close()
-        self.dumps.close()
-
-
-# ---------------------------------------------------------------- processes and CPU
-def part_of(pid: int) -> str:
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return "gone"
-    if b"speaker.bridge" in cmd:
-        return "bridge"
-    if is_exabgp(cmd):
-        return "exabgp"
-    if b"calico_bgp" in cmd:
-        return "agent"
-    return Path(cmd.split(b"\0")[0].decode(errors="replace")).name or "other"
-
-
-def cpu_by_process(pids: list[int]) -> dict[str, float]:
-    """CPU seconds of a receiver by process kind: agent / exabgp / bridge for ours, the daemon's name otherwise."""
-    parts: dict[str, float] = {}
-    for root in pids:
-        for p in proc_tree(root):
-            try:
-                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            name = part_of(p)
-            parts[name] = parts.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK
-    return parts
-
-
-def wait_quiet(pids: list[int], limit: float = 15.0) -> None:
-    """Until the receiver is idle (under 5% CPU over 0.3 s): leftover work is not charged to the next phase."""
-    deadline = time.monotonic() + limit
-    before = sum(cpu_by_process(pids).values())
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        now = sum(cpu_by_process(pids).values())
-        if now - before < 0.015:
-            return
-        before = now
-
-
-class Profiler:
-    """py-spy on every Python process of our node, one collapsed-stack file per process and phase."""
-
-    def __init__(self, out: Path | None) -> None:
-        self.out = out
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.exe = shutil.which("py-spy") or (str(Path(sys.executable).with_name("py-spy"))
-                                             if Path(sys.executable).with_name("py-spy").exists() else None)
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            if self.exe is None:
-                progress("--profile: py-spy not found; not profiling")
-
-    def start(self, pids: list[int], tag: str) -> None:
-        if self.out is None or self.exe is None:
-            return
-        for root in pids:
-            for p in proc_tree(root):
-                part = part_of(p)
-                if part in ("agent", "bridge", "exabgp"):
-                    self.procs.append(subprocess.Popen(
-                        [self.exe, "record", "--pid", str(p), "--rate", "250", "--format", "raw", "--nonblocking",
-                         "--output", str(self.out / f"{tag}-{part}-{p}.txt")],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(0.5)  # py-spy attaches
-
-    def stop(self) -> None:
-        for p in self.procs:
-            p.send_signal(signal.SIGINT)
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        self.procs = []
 
 
 # ---------------------------------------------------------------- receivers
@@ -479,7 +254,7 @@ def run(args: argparse.Namespace, work: Path, ledger: Ledger) -> dict:
     progress(f"source BIRD with {sum(held)} static routes in {len(held)} disabled protocols")
     src = Bird(nss["src"], None, work / "src")
     src.start(ledger, config=src_conf(held))
-    table = KernelTable(nss["node"])
+    table = KernelTable(nss["node"], FIRST, LAST)
     prof = Profiler(Path(args.profile) if args.profile else None)
     results: dict = {}
     try:
@@ -572,23 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [s for s in args.systems if s not in SYSTEMS]
     if bad:
         ap.error(f"unknown system(s) {bad}; choose from {SYSTEMS}")
-    why = cannot_run("convergence", ("bird", "birdc") + (("vtysh",) if "frr" in args.systems else ()))
-    if why:
-        print(why, file=sys.stderr)
+    if not runnable("convergence", ("bird", "birdc") + (("vtysh",) if "frr" in args.systems else ())):
         return 2
     prefixes(max(args.sizes))  # fits, or exits with the reason
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup on kill too
-    work = Path(tempfile.mkdtemp(prefix="calico-bgp-bench-conv-"))
-    os.chmod(work, 0o755)  # FRR drops to the frr user
-    ledger = Ledger(work / "ledger")
-    try:
+    with bench_run("conv") as (work, ledger):
+        os.chmod(work, 0o755)  # FRR drops to the frr user
         results = run(args, work, ledger)
-    finally:
-        ledger.teardown()
-        if not os.environ.get("BENCH_KEEP"):
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            progress(f"kept {work}")
     summary = report(results, args)
     if args.json:
         print(json.dumps(summary))

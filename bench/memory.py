@@ -22,16 +22,13 @@ import ipaddress
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
-from bench.common import cannot_run, cpu_and_rss, proc_tree, progress
+from bench.common import bench_run, cpu_and_rss, proc_tree, progress, runnable
 from lab.bird import Bird
 from lab.etcd import EtcdServer
 from lab.net import Ledger, Net, Process
@@ -278,21 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--peers {args.peers}: must be 1..{len(SOURCES)}")
     if not 0 < args.n // args.peers <= LAST - FIRST + 1:
         ap.error(f"--n {args.n}: each of the {args.peers} sessions announces n/peers, at most {LAST - FIRST + 1}")
-    why = cannot_run("memory", ("bird", "birdc"))
-    if why:
-        print(why, file=sys.stderr)
+    if not runnable("memory", ("bird", "birdc")):
         return 2
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup on kill too
-    work = Path(tempfile.mkdtemp(prefix="calico-bgp-bench-mem-"))
-    ledger = Ledger(work / "ledger")
-    try:
+    with bench_run("mem") as (work, ledger):
         out = run(args, work, ledger)
-    finally:
-        ledger.teardown()
-        if not os.environ.get("BENCH_KEEP"):
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            progress(f"kept {work}")
     print(f"agent RSS MB: before {out['rss_before_mb']}, with {out['n']} rejected paths {out['rss_loaded_mb']}, "
           f"peak {out['rss_peak_mb']}, after withdrawal {out['rss_after_mb']} "
           f"(delta {out['delta_mb']:+}, goal <= {GOAL_MB:.0f}: {'met' if out['met'] else 'NOT met'})")

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
-from bench.common import cannot_run, cpu_and_rss, progress
+from bench.common import bench_run, cpu_and_rss, progress, runnable
 from lab.cluster import MESH_RESOURCES as POOL
 from lab.cluster import MeshCluster
 from lab.etcd import EtcdServer
@@ -130,21 +128,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    why = cannot_run("mesh", ("bird",))
-    if why:
-        print(why, file=sys.stderr)
+    if not runnable("mesh", ("bird",)):
         return 2
-    work = Path(tempfile.mkdtemp(prefix="calico-bgp-bench-mesh-"))
     results = []
-    try:
-        with EtcdServer() as etcd:
-            for k in args.k:
-                ours = run_agents(k, etcd, work)
-                bird = run_bird(k, work)
-                results.append({"k": k, "agents": ours, "bird": bird,
-                                "ratio": round(ours["converged_s"] / max(bird["converged_s"], 1e-3), 2)})
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with bench_run("mesh") as (work, _), EtcdServer() as etcd:
+        for k in args.k:
+            ours = run_agents(k, etcd, work)
+            bird = run_bird(k, work)
+            results.append({"k": k, "agents": ours, "bird": bird,
+                            "ratio": round(ours["converged_s"] / max(bird["converged_s"], 1e-3), 2)})
     print(f"{'K':>4}  {'calico-bgp (s)':>15}  {'BIRD 2 (s)':>11}  {'ratio':>6}  {'agent RSS median/max (MB)':>26}")
     for r in results:
         a = r["agents"]

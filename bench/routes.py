@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Sequence
 
 import trio
 
-from bench.common import cannot_run
+from bench.common import runnable
 from dataplane.routes.programmer import RouteProgrammer
 from dataplane.routes.route import NextHop, Route
 from lab.net import netns, sh, veth
@@ -157,9 +157,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    why = cannot_run("routes")
-    if why:
-        say(why)
+    if not runnable("routes"):
         return 2
     sizes = [int(s) for s in args.sizes.split(",") if s]
     results: dict[int, dict[str, dict[str, float]]] = {}

@@ -14,15 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
-from bench.common import cannot_run, cpu_and_rss, progress
+from bench.common import bench_run, cpu_and_rss, progress, runnable
 from lab.bird import Bird
 from lab.etcd import EtcdServer
 from lab.net import Ledger, Net, Process, sh
@@ -146,22 +144,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    why = cannot_run("rr", ("bird", "birdc"))
-    if why:
-        print(why, file=sys.stderr)
+    if not runnable("rr", ("bird", "birdc")):
         return 2
-    work = Path(tempfile.mkdtemp(prefix="calico-bgp-bench-rr-"))
     rows = []
-    try:
-        with EtcdServer() as etcd:
-            for k in args.k:
-                ours = run(k, "calico-bgp", work, etcd)
-                bird = run(k, "bird", work, None)
-                rows.append({"k": k, "calico_bgp": ours, "bird": bird,
-                             "ratio_total": round(ours["total_s"] / max(bird["total_s"], 1e-3), 2)})
-    finally:
-        if not os.environ.get("BENCH_KEEP"):
-            shutil.rmtree(work, ignore_errors=True)
+    with bench_run("rr") as (work, _), EtcdServer() as etcd:
+        for k in args.k:
+            ours = run(k, "calico-bgp", work, etcd)
+            bird = run(k, "bird", work, None)
+            rows.append({"k": k, "calico_bgp": ours, "bird": bird,
+                         "ratio_total": round(ours["total_s"] / max(bird["total_s"], 1e-3), 2)})
     print(f"{'K':>4}  {'reflector':<11} {'established s':>14} {'routes after s':>15} {'total s':>8} {'CPU s':>7} {'RSS MB':>7}")
     for r in rows:
         for key in ("calico_bgp", "bird"):

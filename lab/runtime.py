@@ -168,7 +168,7 @@ def up(path: Path, run_dir: Path | None = None, progress: Progress = _quiet, nam
         save(state)
         progress(f"[8/{steps}] up in {state.up_seconds:.1f}s: {len(agents)} agents, {len(routers)} routers; "
                  f"run dir {run_dir} (`calico-bgp lab check`, `calico-bgp lab down`)")
-        event(log, "lab_up", name=topo.name, seconds=state.up_seconds, agents=len(agents), routers=len(routers))
+        event(log, "lab_up", lab=topo.name, seconds=state.up_seconds, agents=len(agents), routers=len(routers))
         return state
     except BaseException:
         progress("bring-up failed: removing everything made so far")
