@@ -59,6 +59,8 @@ def bird_rr_conf(k: int) -> str:
 
 
 def our_resources(k: int) -> str:
+    """The reflector node and its K clients. The clients' blocks are in the pool but in no IPAM block
+    (origin-invalid): Deprefer checks every path and still reflects it, as BIRD does."""
     docs = ["kind: BGPConfiguration\napiVersion: projectcalico.org/v3\nmetadata: {name: default}\n"
             "spec: {asNumber: 64512, nodeToNodeMeshEnabled: false}",
             "kind: IPPool\napiVersion: projectcalico.org/v3\nmetadata: {name: pods}\nspec: {cidr: 198.19.0.0/16}",
@@ -66,7 +68,7 @@ def our_resources(k: int) -> str:
             f"spec: {{bgp: {{ipv4Address: {RR_ADDR}/16, routeReflectorClusterID: {CLUSTER_ID}}}}}"]
     for i in range(1, k + 1):
         docs.append(f"kind: BGPPeer\napiVersion: projectcalico.org/v3\nmetadata: {{name: c{i}}}\n"
-                    f"spec: {{node: rr, peerIP: {client_addr(i)}, asNumber: 64512}}")
+                    f"spec: {{node: rr, peerIP: {client_addr(i)}, asNumber: 64512, originValidation: Deprefer}}")
     return "\n---\n".join(docs)
 
 
