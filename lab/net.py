@@ -97,8 +97,13 @@ def veth(ns_a: str, if_a: str, ns_b: str, if_b: str, addrs_a: Sequence[str] = ()
 
 def _veth_pair(tmp_a: str, tmp_b: str, ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
     sh("ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b)
-    sh("ip", "link", "set", tmp_a, "netns", ns_a, "name", if_a)
-    sh("ip", "link", "set", tmp_b, "netns", ns_b, "name", if_b)
+    try:
+        sh("ip", "link", "set", tmp_a, "netns", ns_a, "name", if_a)
+        sh("ip", "link", "set", tmp_b, "netns", ns_b, "name", if_b)
+    except LabError:
+        for end in (tmp_a, tmp_b):  # an end still on the host goes with its peer
+            sh("ip", "link", "del", end, check=False)
+        raise
     sh("ip", "link", "set", if_a, "up", ns=ns_a)
     sh("ip", "link", "set", if_b, "up", ns=ns_b)
 
