@@ -235,13 +235,13 @@ class Process:
     `ledger` when there is one (a test's namespace kills what is left in it on exit)."""
 
     def __init__(self, ledger: Ledger | None, ns: str | None, argv: Sequence[str], log: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         self.ns, self.argv, self.log_path = ns, list(argv), Path(log)
         cmd = (["ip", "netns", "exec", ns] if ns else []) + self.argv
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})}, cwd=cwd)
         if ledger is not None:
             ledger.add_process(self.proc.pid)
 
