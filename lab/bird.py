@@ -16,9 +16,7 @@ Only 198.18.0.0/15 and 2001:db8::/32 belong in these configs.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import signal
 import subprocess
 from pathlib import Path
 from typing import Sequence
@@ -220,11 +218,6 @@ class Bird:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop(timeout=5)
-        else:  # a daemon this object did not start: by its pid file
-            pid = self.pid()
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
         self.started = False
 
     # ------------------------------------------------------------ birdc
