@@ -19,8 +19,8 @@ Measured per receiver, over the stream window:
 - whether it kept up: rate sent vs rate programmed, the backlog (changes sent but not yet in the
   kernel) when the stream stops, and how long until the kernel matched the source after that.
 
-    sudo .venv/bin/python bench/churn.py [--rate 1000] [--seconds 60] [--window 2000] [--json]
-    sudo .venv/bin/python bench/churn.py --seconds 5        # smoke run
+    sudo .venv/bin/python -m bench.churn [--rate 1000] [--seconds 60] [--window 2000] [--json]
+    sudo .venv/bin/python -m bench.churn --seconds 5        # smoke run
 
 Everything (namespaces, BIRDs, the agent, etcd, ip monitor) is removed at the end, even on failure.
 """
@@ -32,21 +32,18 @@ import datetime
 import ipaddress
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from prometheus_client.parser import text_string_to_metric_families
 
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-from bench.common import bird_receiver_conf, cpu_and_rss, cpu_by_part, one_peer_resources, progress  # noqa: E402
-from lab.etcd import EtcdServer  # noqa: E402
-from lab.net import Ledger, Net, Process, sh  # noqa: E402
+from bench.common import bench_run, bird_receiver_conf, cpu_and_rss, cpu_by_part, one_peer_resources, progress, runnable
+from lab.bird import Bird
+from lab.etcd import EtcdServer
+from lab.net import Ledger, Net, Process, sh, wait_for
 
 SRC, NODE, REF = "198.18.0.10", "198.18.0.1", "198.18.0.3"
 SRC_AS, NODE_AS, REF_AS = 65001, 64512, 64513
@@ -75,14 +72,6 @@ def src_conf(routes: list[str]) -> str:
 # ---------------------------------------------------------------- measuring
 def cpu_seconds(pid: int) -> float:
     return cpu_and_rss(pid)[0]
-
-
-def bird_pid(pidfile: Path) -> int:
-    return int(pidfile.read_text().strip())
-
-
-def birdc(ctl: Path, *cmd: str) -> str:
-    return subprocess.run(["birdc", "-s", str(ctl), *cmd], capture_output=True, text=True, timeout=30).stdout
 
 
 def kernel_prefixes(ns: str) -> set[str]:
@@ -215,41 +204,35 @@ def run(args: argparse.Namespace, work: Path, etcd: EtcdServer, ledger: Ledger) 
                                           "--state-dir", str(work / "state"), "--grace", "0",
                                           "--metrics-port", str(METRICS_PORT), "--log-level", args.log_level],
                     work / "agent.log")
-    (work / "ref.conf").write_text(bird_receiver_conf(REF, REF_AS, SRC, SRC_AS))
-    ref_ctl, ref_pidf = work / "ref.ctl", work / "ref.pid"
-    ref = Process(ledger, nss["ref"], ["bird", "-f", "-c", str(work / "ref.conf"), "-s", str(ref_ctl),
-                                       "-P", str(ref_pidf)], work / "ref.log")
+    ref = Bird(nss["ref"], None, work / "ref")
+    ref.start(ledger, config=bird_receiver_conf(REF, REF_AS, SRC, SRC_AS))
 
     window = [prefix(i) for i in range(args.window)]
-    src_cfg, src_ctl = work / "src.conf", work / "src.ctl"
-    src_cfg.write_text(src_conf(window))
-    Process(ledger, nss["src"], ["bird", "-f", "-c", str(src_cfg), "-s", str(src_ctl), "-P", str(work / "src.pid")],
-            work / "src.log")
+    src = Bird(nss["src"], None, work / "src")
+    src.start(ledger, config=src_conf(window))
 
     deadline = time.monotonic() + 90
     while True:
-        up = birdc(src_ctl, "show", "protocols")
+        up = src.birdc("show", "protocols")
         if up.count("Established") == 2:
             break
-        if time.monotonic() > deadline or not agent.alive() or not ref.alive():
-            raise RuntimeError(f"sessions not up:\n{up}\nagent log:\n{agent.tail(30)}\nreference BIRD log:\n{ref.tail(10)}")
+        if time.monotonic() > deadline or not agent.alive() or not ref.process.alive():
+            raise RuntimeError(f"sessions not up:\n{up}\nagent log:\n{agent.tail(30)}\n"
+                               f"reference BIRD log:\n{ref.process.tail(10)}")
         time.sleep(0.2)
     progress(f"both sessions Established; loading the window of {args.window} prefixes")
     want = set(window)
-    deadline = time.monotonic() + 120
-    while kernel_prefixes(nss["node"]) != want or kernel_prefixes(nss["ref"]) != want:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the initial window did not reach both kernels in 120 s")
-        time.sleep(0.2)
+    wait_for("the initial window in both kernels",
+             lambda: kernel_prefixes(nss["node"]) == want and kernel_prefixes(nss["ref"]) == want, timeout=120)
 
     per_tick = max(1, round(args.rate * TICK / 2))  # withdrawals = announcements = per_tick
     ticks = max(1, round(args.seconds / TICK))
     progress(f"streaming {2 * per_tick / TICK:.0f} changes/s ({per_tick} withdrawn + {per_tick} announced "
              f"every {TICK}s) for {ticks * TICK:.0f} s")
     m0 = scrape(nss["node"])
-    cpu0 = {"ours": cpu_seconds(agent.pid), "bird": cpu_seconds(bird_pid(ref_pidf))}
+    cpu0 = {"ours": cpu_seconds(agent.pid), "bird": cpu_seconds(ref.process.pid)}
     parts0 = cpu_by_part(agent.pid)
-    src_pid = bird_pid(work / "src.pid")
+    src_pid = src.process.pid
     src_cpu0 = cpu_seconds(src_pid)
     sent: list[tuple[float, str, str]] = []
     nxt = args.window
@@ -266,9 +249,9 @@ def run(args: argparse.Namespace, work: Path, etcd: EtcdServer, ledger: Ledger) 
         new = [prefix(nxt + j) for j in range(per_tick)]
         nxt += per_tick
         window += new
-        src_cfg.write_text(src_conf(window))
+        src.conf.write_text(src_conf(window))
         t = time.time()
-        out = birdc(src_ctl, "configure")
+        out = src.birdc("configure")
         if "Reconfigured" not in out and "in progress" not in out:
             raise RuntimeError(f"source birdc configure: {out}")
         sent += [(t, "del", p) for p in gone] + [(t, "add", p) for p in new]
@@ -277,7 +260,7 @@ def run(args: argparse.Namespace, work: Path, etcd: EtcdServer, ledger: Ledger) 
                      f"{len(kernel_prefixes(nss['node']) & set(window))}/{len(window)}, BIRD "
                      f"{len(kernel_prefixes(nss['ref']) & set(window))}/{len(window)} of the current window")
     t_stop = time.time()
-    cpu1 = {"ours": cpu_seconds(agent.pid), "bird": cpu_seconds(bird_pid(ref_pidf))}
+    cpu1 = {"ours": cpu_seconds(agent.pid), "bird": cpu_seconds(ref.process.pid)}
     parts1 = cpu_by_part(agent.pid)
     src_cpu = cpu_seconds(src_pid) - src_cpu0
     m1 = scrape(nss["node"])
@@ -308,13 +291,13 @@ def run(args: argparse.Namespace, work: Path, etcd: EtcdServer, ledger: Ledger) 
     ours["histogram_unit"] = "ms"
     bird = analyse(sent, kernel_events(mon["ref"]), t_start, t_stop, synced["ref"])
     bird.update(cpu_s=round(cpu1["bird"] - cpu0["bird"], 2), cpu_pct=round(100 * (cpu1["bird"] - cpu0["bird"]) / dur, 1))
-    imported = birdc(ref_ctl, "show", "protocols", "all", "upstream")
+    imported = ref.birdc("show", "protocols", "all", "upstream")
     for line in imported.splitlines():
         if "Import updates:" in line or "Import withdraws:" in line:
             bird.setdefault("import_stats", []).append(" ".join(line.split()))
     return {"rate": round(len(sent) / dur, 1), "seconds": round(dur, 1), "window": args.window,
             "changes_sent": len(sent), "late_ticks": late, "source_cpu_s": round(src_cpu, 2),
-            "calico_bgp": ours, "bird": bird, "agent_alive": agent.alive(), "ref_alive": ref.alive()}
+            "calico_bgp": ours, "bird": bird, "agent_alive": agent.alive(), "ref_alive": ref.process.alive()}
 
 
 def kept_up(r: dict, rate: float) -> str:
@@ -325,36 +308,28 @@ def kept_up(r: dict, rate: float) -> str:
     return "yes" if ok else "no"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench.churn", description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=int, default=1000, help="prefix changes per second (default 1000)")
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the stream (default 60)")
     ap.add_argument("--window", type=int, default=2000, help="prefixes announced at any time (default 2000)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     ap.add_argument("--log-level", default="warning", help="the agent's log level (its log is kept with BENCH_KEEP=1)")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("bench/churn.py needs root (network namespaces)", file=sys.stderr)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = parser()
+    args = ap.parse_args(argv)
+    if not runnable("churn", ("bird", "birdc", "curl")):
         return 2
-    for tool in ("bird", "birdc", "curl"):
-        if shutil.which(tool) is None:
-            print(f"bench/churn.py needs {tool}", file=sys.stderr)
-            return 2
     if not 0 < args.window < SPACE // 2:
         ap.error(f"--window must be between 1 and {SPACE // 2}")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup on kill too
-    work = Path(tempfile.mkdtemp(prefix="calico-bgp-bench-churn-"))
-    ledger = Ledger(work / "ledger")
-    try:
-        with EtcdServer() as etcd:
-            try:
-                res = run(args, work, etcd, ledger)
-            finally:
-                ledger.teardown()
-    finally:
-        ledger.teardown()
-        if not os.environ.get("BENCH_KEEP"):
-            shutil.rmtree(work, ignore_errors=True)
+    with bench_run("churn") as (work, ledger), EtcdServer() as etcd:
+        try:
+            res = run(args, work, etcd, ledger)
+        finally:
+            ledger.teardown()  # the agent and BIRDs go before etcd does
     ours, bird = res["calico_bgp"], res["bird"]
     print(f"churn: {res['changes_sent']} changes in {res['seconds']} s ({res['rate']}/s, window {res['window']} /32s, "
           f"{res['late_ticks']} late ticks; source BIRD used {res['source_cpu_s']} s CPU)")

@@ -1,18 +1,59 @@
-"""What the benchmarks share: progress lines on stderr and per-process CPU/RSS from /proc.
+"""What the benchmarks share: whether one can run here, progress lines on stderr, per-process CPU/RSS
+from /proc, and the resources and BIRD configs of the one-peer benches. Every bench runs from the
+repository's root as `python -m bench.<name>` and imports nothing from tests/.
 
 A node's cost is the agent plus its children (ExaBGP and the API bridge): `proc_tree` finds them
 through every thread's children list, so a child forked from a worker thread is counted too.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import sys
+import tempfile
 from pathlib import Path
+from typing import Iterator, Sequence
 
 from calico_bgp.speaker.exabgp_run import is_exabgp
+from lab.net import Ledger
 
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cannot_run(bench: str, tools: Sequence[str] = ()) -> str | None:
+    """Why `python -m bench.<bench>` cannot run here (it needs root for namespaces, and `tools`), or None."""
+    if os.geteuid() != 0:
+        return f"python -m bench.{bench} needs root (network namespaces)"
+    missing = [t for t in tools if shutil.which(t) is None]
+    return f"python -m bench.{bench} needs {', '.join(missing)}" if missing else None
+
+
+def runnable(bench: str, tools: Sequence[str] = ()) -> bool:
+    """True when the bench can run here; else False, with the reason on stderr."""
+    why = cannot_run(bench, tools)
+    if why:
+        print(why, file=sys.stderr)
+    return why is None
+
+
+@contextlib.contextmanager
+def bench_run(bench: str) -> Iterator[tuple[Path, Ledger]]:
+    """A scratch directory and a ledger for one run: on the way out (SIGTERM too) everything in the
+    ledger is removed and the directory deleted (kept, and named, with BENCH_KEEP=1)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup on kill too
+    work = Path(tempfile.mkdtemp(prefix=f"calico-bgp-bench-{bench}-"))
+    ledger = Ledger(work / "ledger")
+    try:
+        yield work, ledger
+    finally:
+        ledger.teardown()
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            progress(f"kept {work}")
 
 
 def progress(msg: str) -> None:
@@ -49,20 +90,40 @@ def cpu_and_rss(pid: int) -> tuple[float, float]:
     return cpu, rss
 
 
+def part_of(pid: int) -> str:
+    """What a receiver's process is, by its command line: agent, exabgp, bridge, else the program's name."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "gone"
+    if b"speaker.bridge" in cmd:
+        return "bridge"
+    if is_exabgp(cmd):
+        return "exabgp"
+    if b"calico_bgp" in cmd:
+        return "agent"
+    return Path(cmd.split(b"\0")[0].decode(errors="replace")).name or "other"
+
+
+def cpu_by_process(pids: list[int]) -> dict[str, float]:
+    """CPU seconds of a receiver by process kind: agent / exabgp / bridge for ours, the daemon's name otherwise."""
+    parts: dict[str, float] = {}
+    for root in pids:
+        for p in proc_tree(root):
+            try:
+                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            name = part_of(p)
+            parts[name] = parts.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK
+    return parts
+
+
 def cpu_by_part(pid: int) -> dict[str, float]:
     """CPU seconds of a node split into the agent, its ExaBGP and the API bridge (by command line)."""
     parts = {"agent": 0.0, "exabgp": 0.0, "bridge": 0.0}
-    for p in proc_tree(pid):
-        fields = _stat(p)
-        try:
-            cmd = Path(f"/proc/{p}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if not fields:
-            continue
-        part = "bridge" if b"speaker.bridge" in cmd else "exabgp" if is_exabgp(cmd) \
-            else "agent"
-        parts[part] += (int(fields[11]) + int(fields[12])) / CLK
+    for kind, cpu in cpu_by_process([pid]).items():
+        parts[kind if kind in ("exabgp", "bridge") else "agent"] += cpu
     return parts
 
 

@@ -11,8 +11,8 @@ all N are in the node's main table (announce), and until none is (withdraw). The
 followed through route events on a netlink socket in its namespace (a dump checks the count at
 the end of every phase), so no polling loop competes with the receiver for the CPU.
 
-    sudo .venv/bin/python bench/convergence.py [--sizes 1000,10000,100000] [--repeat 3] [--json]
-    sudo .venv/bin/python bench/convergence.py --systems calico-bgp --sizes 100000 --profile /tmp/prof
+    sudo .venv/bin/python -m bench.convergence [--sizes 1000,10000,100000] [--repeat 3] [--json]
+    sudo .venv/bin/python -m bench.convergence --systems calico-bgp --sizes 100000 --profile /tmp/prof
 
 Prints seconds (min and median of the repeats) and the ratio of medians to BIRD's; with --json the
 last line is one JSON object holding `ratio_vs_bird` {"N": {"announce": r, "withdraw": r}} and
@@ -23,39 +23,30 @@ at the end, even on failure or SIGTERM.
 from __future__ import annotations
 
 import argparse
-import errno
 import ipaddress
 import json
 import os
-import shutil
 import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import CLK, bird_receiver_conf, one_peer_resources, proc_tree, progress  # noqa: E402
-from calico_bgp.speaker.exabgp_run import is_exabgp  # noqa: E402
-from dataplane import netlink  # noqa: E402
-from dataplane import rtnl_codec as codec  # noqa: E402
-from lab.clab import Bind, NodeDef  # noqa: E402
-from lab.etcd import EtcdServer  # noqa: E402
-from lab.net import Ledger, Net, Process, sh  # noqa: E402
-from lab.routers import Bird, Frr  # noqa: E402
+from bench.common import bench_run, bird_receiver_conf, cpu_by_process, one_peer_resources, progress, runnable
+from bench.observe import KernelTable, Profiler, wait_quiet
+from lab.bird import Bird
+from lab.clab import Bind, NodeDef
+from lab.etcd import EtcdServer
+from lab.net import Ledger, Net, Process, sh
+from lab.routers import Frr
 
 SRC, NODE = "198.18.0.1", "198.18.0.2"
 SRC_AS, NODE_AS = 65001, 64512
 FIRST = int(ipaddress.IPv4Address("198.18.64.0"))
 LAST = int(ipaddress.IPv4Address("198.19.255.255"))
 POOL = "198.18.0.0/15"
-MAIN = 254
 SYSTEMS = ("calico-bgp", "bird", "frr")
 DEFAULT_SIZES = (1000, 10000, 100000)
 LABELS = {"calico-bgp": "calico-bgp", "bird": "BIRD 2", "frr": "FRR"}
@@ -88,226 +79,6 @@ def frr_node_conf() -> str:
         " exit-address-family", "!"]) + "\n"
 
 
-# ---------------------------------------------------------------- the node's kernel table
-class KernelTable:
-    """The announced /32s present in the node's main table, kept from route events by a thread.
-
-    The observer must cost the receivers little CPU on a 2-core machine: a route event is matched
-    with one struct unpack (no route object), and the waiting thread is woken once, when the count
-    reaches its target, not per event (per-event wakeups made this process use ~0.13 s of CPU per
-    10,000 routes, more than BIRD's whole job). The time returned is when the datagram that made
-    the count right was read. A dump seeds the set (and re-seeds it if the kernel reports lost events).
-    """
-
-    def __init__(self, ns: str) -> None:
-        self.ns = ns
-        self.lo = ipaddress.IPv4Address(FIRST).packed
-        self.hi = ipaddress.IPv4Address(LAST).packed
-        self.events = netlink.open_rtnl_socket(ns, groups=netlink.RTMGRP_IPV4_ROUTE, rcvbuf=64 << 20)
-        self.events.setblocking(True)
-        self.events.settimeout(0.2)
-        self.dumps = netlink.open_rtnl_socket(ns)
-        self.present: set[bytes] = set()  # written by the reader thread only (and before it starts)
-        self.target = -1  # the count `wait` is waiting for
-        self.reached_at: float | None = None
-        self.first_at: float | None = None  # the first change since `mark()`
-        self.resyncs = 0
-        self.cond = threading.Condition()
-        self._stop = False
-        self.present = self.dump()
-        self.thread = threading.Thread(target=self._run, name="kernel-events", daemon=True)
-        self.thread.start()
-
-    def _ours(self, route) -> bool:  # type: ignore[no-untyped-def]
-        k = route.key
-        return route.table == MAIN and k.dst_len == 32 and len(k.dst) == 4 and self.lo <= k.dst <= self.hi
-
-    def dump(self) -> set[bytes]:
-        out: set[bytes] = set()
-        for _ in range(5):
-            seq = int(time.monotonic() * 1000) & 0x3FFFFFFF
-            try:
-                for data in netlink.dump(self.dumps, codec.encode_route_dump(seq, codec.AF_INET, MAIN, 0), seq):
-                    for off, length, mtype in netlink.iter_messages(data):
-                        if mtype == codec.RTM_NEWROUTE:
-                            r = codec.decode_route(data, off, length)
-                            if r is not None and self._ours(r):
-                                out.add(r.key.dst)
-                return out
-            except netlink.DumpInterrupted:
-                out.clear()
-        raise RuntimeError("route dump interrupted five times")
-
-    def _run(self) -> None:
-        sock, present, lo, hi = self.events, self.present, self.lo, self.hi
-        head = struct.Struct("=IH10xBBB").unpack_from  # nlmsghdr len, type; rtmsg family, dst_len, src_len
-        table_of = struct.Struct("=B").unpack_from
-        attr = struct.Struct("=HH").unpack_from
-        new, gone = codec.RTM_NEWROUTE, codec.RTM_DELROUTE
-        while not self._stop:
-            try:
-                data = sock.recv(1 << 16)
-            except (socket.timeout, BlockingIOError):
-                continue
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:  # events were lost: read the table again
-                    self.resyncs += 1
-                    present = self.present = self.dump()
-                    self._changed(time.monotonic())
-                    continue
-                raise
-            off, n, changed = 0, len(data), False
-            while off + 28 <= n:
-                length, mtype, family, dst_len, src_len = head(data, off)
-                if length < 16:
-                    break
-                if (mtype == new or mtype == gone) and family == socket.AF_INET and dst_len == 32 \
-                        and table_of(data, off + 20)[0] == MAIN:
-                    a, end = off + 28, off + length
-                    while a + 4 <= end:  # the attributes: find RTA_DST
-                        alen, atype = attr(data, a)
-                        if alen < 4:
-                            break
-                        if atype == 1 and alen == 8:
-                            dst = data[a + 4:a + 8]
-                            if lo <= dst <= hi:
-                                if mtype == new:
-                                    present.add(dst)
-                                else:
-                                    present.discard(dst)
-                                changed = True
-                            break
-                        a += (alen + 3) & ~3
-                off += (length + 3) & ~3
-            if changed:
-                self._changed(time.monotonic())
-
-    def _changed(self, now: float) -> None:
-        if self.first_at is None:
-            self.first_at = now
-        if len(self.present) == self.target and self.reached_at is None:
-            with self.cond:
-                self.reached_at = now
-                self.cond.notify_all()
-
-    def mark(self) -> None:
-        """Start a phase: `first_at` will hold the time of its first change."""
-        self.first_at = None
-
-    def count(self) -> int:
-        return len(self.present)
-
-    def wait(self, n: int, timeout: float, tick=None) -> float | None:  # type: ignore[no-untyped-def]
-        """Until exactly n are present: the time of the change that made it so (None on timeout)."""
-        deadline = time.monotonic() + timeout
-        last_tick = time.monotonic()
-        with self.cond:
-            self.reached_at = None
-            self.target = n
-            if len(self.present) == n:
-                return time.monotonic()
-            while self.reached_at is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.target = -1
-                    return None
-                self.cond.wait(min(left, 1.0))
-                if tick is not None and time.monotonic() - last_tick >= 2.0:
-                    last_tick = time.monotonic()
-                    tick(len(self.present))
-            self.target = -1
-            return self.reached_at
-
-    def close(self) -> None:
-        self._stop = True
-        self.thread.join(timeout=2)
-        self.events.close()
-        self.dumps.close()
-
-
-# ---------------------------------------------------------------- processes and CPU
-def part_of(pid: int) -> str:
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return "gone"
-    if b"speaker.bridge" in cmd:
-        return "bridge"
-    if is_exabgp(cmd):
-        return "exabgp"
-    if b"calico_bgp" in cmd:
-        return "agent"
-    return Path(cmd.split(b"\0")[0].decode(errors="replace")).name or "other"
-
-
-def cpu_by_process(pids: list[int]) -> dict[str, float]:
-    """CPU seconds of a receiver by process kind: agent / exabgp / bridge for ours, the daemon's name otherwise."""
-    parts: dict[str, float] = {}
-    for root in pids:
-        for p in proc_tree(root):
-            try:
-                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            name = part_of(p)
-            parts[name] = parts.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK
-    return parts
-
-
-def wait_quiet(pids: list[int], limit: float = 15.0) -> None:
-    """Until the receiver is idle (under 5% CPU over 0.3 s): leftover work is not charged to the next phase."""
-    deadline = time.monotonic() + limit
-    before = sum(cpu_by_process(pids).values())
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        now = sum(cpu_by_process(pids).values())
-        if now - before < 0.015:
-            return
-        before = now
-
-
-def birdc(ctl: Path, *cmd: str) -> str:
-    return subprocess.run(["birdc", "-s", str(ctl), *cmd], capture_output=True, text=True, timeout=30).stdout
-
-
-class Profiler:
-    """py-spy on every Python process of our node, one collapsed-stack file per process and phase."""
-
-    def __init__(self, out: Path | None) -> None:
-        self.out = out
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.exe = shutil.which("py-spy") or (str(Path(sys.executable).with_name("py-spy"))
-                                             if Path(sys.executable).with_name("py-spy").exists() else None)
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            if self.exe is None:
-                progress("--profile: py-spy not found; not profiling")
-
-    def start(self, pids: list[int], tag: str) -> None:
-        if self.out is None or self.exe is None:
-            return
-        for root in pids:
-            for p in proc_tree(root):
-                part = part_of(p)
-                if part in ("agent", "bridge", "exabgp"):
-                    self.procs.append(subprocess.Popen(
-                        [self.exe, "record", "--pid", str(p), "--rate", "250", "--format", "raw", "--nonblocking",
-                         "--output", str(self.out / f"{tag}-{part}-{p}.txt")],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(0.5)  # py-spy attaches
-
-    def stop(self) -> None:
-        for p in self.procs:
-            p.send_signal(signal.SIGINT)
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        self.procs = []
-
-
 # ---------------------------------------------------------------- receivers
 class Receiver:
     """One system in the node's place: started, watched for its session, stopped."""
@@ -322,10 +93,8 @@ class Receiver:
 
     def start(self) -> None:
         if self.system == "bird":
-            conf = self.dir / "node.conf"
-            conf.write_text(bird_receiver_conf(NODE, NODE_AS, SRC, SRC_AS))
-            self.pids = Bird(NodeDef("node", "linux", binds=(Bind(str(conf), "/etc/bird/bird.conf"),)),
-                             self.ns, self.dir / "bird").start(self.ledger)
+            self.pids = [Bird(self.ns, None, self.dir / "bird").start(
+                self.ledger, config=bird_receiver_conf(NODE, NODE_AS, SRC, SRC_AS))]
         elif self.system == "frr":
             conf = self.dir / "node-frr.conf"
             conf.write_text(frr_node_conf())
@@ -381,10 +150,10 @@ def _zombie(pid: int) -> bool:
 
 
 # ---------------------------------------------------------------- the run
-def wait_established(src_ctl: Path, rx: Receiver, timeout: float = 90.0) -> float:
+def wait_established(src: Bird, rx: Receiver, timeout: float = 90.0) -> float:
     t0 = time.monotonic()
     while True:
-        out = birdc(src_ctl, "show", "protocols", "node")
+        out = src.birdc("show", "protocols", "node")
         if "Established" in out:
             return time.monotonic() - t0
         if time.monotonic() - t0 > timeout or not rx.alive():
@@ -392,13 +161,13 @@ def wait_established(src_ctl: Path, rx: Receiver, timeout: float = 90.0) -> floa
         time.sleep(0.1)
 
 
-def phase(table: KernelTable, src_ctl: Path, rx: Receiver, action: str, n: int, target: int, timeout: float,
+def phase(table: KernelTable, src: Bird, rx: Receiver, action: str, n: int, target: int, timeout: float,
           prof: Profiler, tag: str) -> dict:
     prof.start(rx.pids, tag)
     cpu0 = cpu_by_process(rx.pids)
     table.mark()
     t0 = time.monotonic()
-    out = birdc(src_ctl, action, f"s{n}")
+    out = src.birdc(action, f"s{n}")
     if f"s{n}: {action}d" not in out:
         raise RuntimeError(f"source: birdc {action} s{n}: {out.strip()}")
 
@@ -421,13 +190,13 @@ def phase(table: KernelTable, src_ctl: Path, rx: Receiver, action: str, n: int, 
             "cpu_s": {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 2) for k in cpu1}}
 
 
-def measure(system: str, args: argparse.Namespace, work: Path, ledger: Ledger, nss: dict[str, str], src_ctl: Path,
+def measure(system: str, args: argparse.Namespace, work: Path, ledger: Ledger, nss: dict[str, str], src: Bird,
             table: KernelTable, etcd: EtcdServer | None, prof: Profiler) -> dict:
     rx = Receiver(system, nss["node"], work, ledger, etcd, args.log_level)
     try:
         progress(f"{system}: starting in the node's place")
         rx.start()
-        up = wait_established(src_ctl, rx)
+        up = wait_established(src, rx)
         progress(f"{system}: session Established after {up:.1f}s")
         wait_quiet(rx.pids)
         out: dict = {"session_s": round(up, 2), "sizes": {}}
@@ -436,8 +205,8 @@ def measure(system: str, args: argparse.Namespace, work: Path, ledger: Ledger, n
             for r in range(args.repeat):
                 if table.wait(0, 10) is None:
                     raise RuntimeError(f"{system}: {table.count()} routes left over in the kernel before N={n}")
-                a = phase(table, src_ctl, rx, "enable", n, n, args.timeout, prof, f"{system}-{n}-{r}-announce")
-                w = phase(table, src_ctl, rx, "disable", n, 0, args.timeout, prof, f"{system}-{n}-{r}-withdraw")
+                a = phase(table, src, rx, "enable", n, n, args.timeout, prof, f"{system}-{n}-{r}-announce")
+                w = phase(table, src, rx, "disable", n, 0, args.timeout, prof, f"{system}-{n}-{r}-withdraw")
                 progress(f"{system} N={n} run {r + 1}/{args.repeat}: announce {a['seconds']:.3f}s "
                          f"(first route at {a['first_s']}s), withdraw {w['seconds']:.3f}s (first at {w['first_s']}s)")
                 runs.append({"announce": a, "withdraw": w})
@@ -483,10 +252,9 @@ def run(args: argparse.Namespace, work: Path, ledger: Ledger) -> dict:
     # handed back to the system and faulted in again between runs), so BIRD's time is the receiver's
     held = sorted(set(args.sizes) | set(DEFAULT_SIZES))
     progress(f"source BIRD with {sum(held)} static routes in {len(held)} disabled protocols")
-    (work / "src.conf").write_text(src_conf(held))
-    src = Bird(NodeDef("src", "linux", binds=(Bind(str(work / "src.conf"), "/etc/bird/bird.conf"),)), nss["src"], work / "src")
-    src.start(ledger)
-    table = KernelTable(nss["node"])
+    src = Bird(nss["src"], None, work / "src")
+    src.start(ledger, config=src_conf(held))
+    table = KernelTable(nss["node"], FIRST, LAST)
     prof = Profiler(Path(args.profile) if args.profile else None)
     results: dict = {}
     try:
@@ -495,7 +263,7 @@ def run(args: argparse.Namespace, work: Path, ledger: Ledger) -> dict:
             if etcd_ctx is not None:
                 etcd_ctx.start()
             for system in args.systems:
-                results[system] = measure(system, args, work, ledger, nss, src.ctl, table,
+                results[system] = measure(system, args, work, ledger, nss, src, table,
                                           etcd_ctx if system == "calico-bgp" else None, prof)
         finally:
             prof.stop()
@@ -559,8 +327,8 @@ def report(results: dict, args: argparse.Namespace) -> dict:
     return summary
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench.convergence", description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="comma-separated N (default 1000,10000,100000)")
     ap.add_argument("--repeat", type=int, default=3, help="announce/withdraw runs per system and N (default 3)")
     ap.add_argument("--systems", default=",".join(SYSTEMS), help=f"receivers, in order (default {','.join(SYSTEMS)})")
@@ -568,32 +336,23 @@ def main() -> int:
     ap.add_argument("--log-level", default="info", help="our agent's log level (default info, as deployed)")
     ap.add_argument("--profile", metavar="DIR", help="record py-spy collapsed stacks of our processes per phase into DIR")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = parser()
+    args = ap.parse_args(argv)
     args.sizes = sorted(int(s) for s in args.sizes.split(",") if s)
     args.systems = [s for s in args.systems.split(",") if s]
     bad = [s for s in args.systems if s not in SYSTEMS]
     if bad:
         ap.error(f"unknown system(s) {bad}; choose from {SYSTEMS}")
-    if os.geteuid() != 0:
-        print("bench/convergence.py needs root (network namespaces)", file=sys.stderr)
+    if not runnable("convergence", ("bird", "birdc") + (("vtysh",) if "frr" in args.systems else ())):
         return 2
-    for tool in ("bird", "birdc") + (("vtysh",) if "frr" in args.systems else ()):
-        if shutil.which(tool) is None:
-            print(f"bench/convergence.py needs {tool}", file=sys.stderr)
-            return 2
     prefixes(max(args.sizes))  # fits, or exits with the reason
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup on kill too
-    work = Path(tempfile.mkdtemp(prefix="calico-bgp-bench-conv-"))
-    os.chmod(work, 0o755)  # FRR drops to the frr user
-    ledger = Ledger(work / "ledger")
-    try:
+    with bench_run("conv") as (work, ledger):
+        os.chmod(work, 0o755)  # FRR drops to the frr user
         results = run(args, work, ledger)
-    finally:
-        ledger.teardown()
-        if not os.environ.get("BENCH_KEEP"):
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            progress(f"kept {work}")
     summary = report(results, args)
     if args.json:
         print(json.dumps(summary))

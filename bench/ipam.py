@@ -1,6 +1,6 @@
 """IPAM allocation throughput against a real etcd, side by side with the datastore's raw CAS ceiling.
 
-    python bench/ipam.py [--count N] [--rounds R] [--etcd-endpoints URL] [--json]
+    .venv/bin/python -m bench.ipam [--count 800] [--rounds 3] [--etcd-endpoints http://127.0.0.1:2379] [--json]
 
 Scenarios (each round runs all of them, interleaved, so machine noise hits them alike; the
 median over rounds is reported):
@@ -17,22 +17,18 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
+from typing import Sequence
 
 import trio
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from calico_bgp.datastore import Compare, EtcdClient, Get, Keys, Put  # noqa: E402
-from ipam import Pool  # noqa: E402
-from ipam.allocator import BlockAllocator  # noqa: E402
+from bench.common import progress
+from calico_bgp.datastore import Compare, EtcdClient, Get, Keys, Put
+from ipam import Pool
+from ipam.allocator import BlockAllocator
+from lab.etcd import EtcdServer
 
 POOL = Pool("bench", "198.19.0.0/16", 26)
-
-
-def progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 async def raw_cas(url: str, prefix: str, n: int, tasks: int = 1) -> dict:
@@ -126,14 +122,18 @@ async def bench(url: str, count: int, rounds: int, only: set[str] | None = None)
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench.ipam", description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=800, help="operations per scenario per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--etcd-endpoints", help="use this etcd instead of starting one")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     ap.add_argument("--only", help="comma-separated scenario keys (raw,single,eight_one_node,eight_nodes,raw8); raw always runs")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
 
     def run(url: str) -> dict:
         return trio.run(bench, url, args.count, args.rounds, set(args.only.split(",")) if args.only else None)
@@ -141,8 +141,6 @@ def main() -> None:
     if args.etcd_endpoints:
         figures = run(args.etcd_endpoints)
     else:
-        from lab.etcd import EtcdServer
-
         progress("starting etcd on loopback ...")
         with EtcdServer() as server:
             progress(f"etcd up at {server.url}")

@@ -5,12 +5,12 @@ BIRD 2's in the agent's place (same sources, same routes, importing only the poo
 
     src (BIRD 2 x --peers, AS 65001, 198.18.0.1, .3, ...) --one veth-- node (198.18.0.2, AS 64512)
 
-    sudo .venv/bin/python bench/memory.py [--n 200000] [--peers 2] [--settle 10] [--json]
+    sudo .venv/bin/python -m bench.memory [--n 200000] [--peers 2] [--settle 10] [--json]
 
 Each session announces the same N/peers /32s from 198.18.64.0 (the test range 198.18.0.0/15 holds
 ~114k of them after the pool): N rejected paths in all. The only pool is the link's 198.18.0.0/24.
-Issue 12 measured 163 -> 300 MB with 200k rejected /128s, and it stayed there after withdrawal; the
-goal is RSS after within 20 MB of before. The RSS is the agent's own process (ExaBGP and the bridge
+The agent once went from 163 to 300 MB with 200k rejected /128s and stayed there after withdrawal;
+the goal is RSS after within 20 MB of before. The RSS is the agent's own process (ExaBGP and the bridge
 are reported apart), from /proc; the peak is the kernel's high-water mark (VmHWM). The agent's count
 of received paths comes from its published status in etcd. Everything (namespaces, BIRD, etcd, the
 agent) is removed at the end, even on failure or SIGTERM.
@@ -22,21 +22,16 @@ import ipaddress
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import CLK, proc_tree, progress  # noqa: E402
-from lab.clab import Bind, NodeDef  # noqa: E402
-from lab.etcd import EtcdServer  # noqa: E402
-from lab.net import Ledger, Net, Process  # noqa: E402
-from lab.routers import Bird  # noqa: E402
+from bench.common import bench_run, cpu_and_rss, proc_tree, progress, runnable
+from lab.bird import Bird
+from lab.etcd import EtcdServer
+from lab.net import Ledger, Net, Process
 
 NODE = "198.18.0.2"
 SOURCES = ("198.18.0.1", "198.18.0.3", "198.18.0.4", "198.18.0.5")
@@ -105,14 +100,7 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 def cpu_s(pid: int) -> float:
     """CPU seconds of `pid` and its descendants (ExaBGP, the bridge)."""
-    total = 0.0
-    for p in proc_tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        total += (int(fields[11]) + int(fields[12])) / CLK
-    return total
+    return cpu_and_rss(pid)[0]
 
 
 def others_mb(pid: int) -> float:
@@ -148,8 +136,8 @@ class Agent:
 
     def wait(self, what: str, check, timeout: float, quiet: bool = False) -> dict:  # type: ignore[no-untyped-def]
         """Until `check(status sums)`; with `quiet`, and the agent and ExaBGP used under 10% of a core for 3 s: done
-        with it. An announce the status counts nothing of (as before issue 12 with only rejected
-        paths: an empty RIB was falsy) ends when they went quiet."""
+        with it. An announce the status counts nothing of (as once, with only rejected
+        paths, when an empty RIB was falsy) ends when they went quiet."""
         t0 = time.monotonic()
         last = 0.0
         cpu, still_since = cpu_s(self.proc.pid), time.monotonic()
@@ -189,10 +177,8 @@ def run(args: argparse.Namespace, work: Path, ledger: Ledger) -> dict:
     progress(f"{args.peers} source BIRDs, each to announce the same {per_peer} /32s outside every pool")
     srcs = []
     for i, addr in enumerate(SOURCES[:args.peers]):
-        conf = work / f"src{i}.conf"
-        conf.write_text(src_conf(per_peer, addr))
-        srcs.append(Bird(NodeDef(f"src{i}", "linux", binds=(Bind(str(conf), "/etc/bird/bird.conf"),)), src_ns, work / f"src{i}"))
-        srcs[-1].start(ledger)
+        srcs.append(Bird(src_ns, None, work / f"src{i}"))
+        srcs[-1].start(ledger, config=src_conf(per_peer, addr))
     total = per_peer * args.peers
     with EtcdServer() as etcd:
         agent = Agent(ledger, node_ns, etcd, work, args.log_level, args.peers)
@@ -250,10 +236,8 @@ def wait_bird(what: str, bird: Bird, pid: int, peers: int, check, timeout: float
 def reference(args: argparse.Namespace, work: Path, ledger: Ledger, node_ns: str, srcs: list[Bird],
               total: int) -> dict:
     """BIRD 2 receives the same routes in the agent's place: its RSS before, loaded and after."""
-    conf = work / "receiver.conf"
-    conf.write_text(receiver_conf(args.peers))
-    bird = Bird(NodeDef("receiver", "linux", binds=(Bind(str(conf), "/etc/bird/bird.conf"),)), node_ns, work / "receiver")
-    pid = bird.start(ledger)[0]
+    bird = Bird(node_ns, None, work / "receiver")
+    pid = bird.start(ledger, config=receiver_conf(args.peers))
     progress("reference: BIRD 2 in the agent's place")
     wait_bird("sessions up", bird, pid, args.peers, lambda g: g[0] == args.peers, 90)
     time.sleep(args.settle)
@@ -273,37 +257,28 @@ def reference(args: argparse.Namespace, work: Path, ledger: Ledger, node_ns: str
             "bird_rss_peak_mb": round(peak, 1), "bird_rss_after_mb": round(after, 1)}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200_000, help="rejected paths announced in all (default 200000)")
     ap.add_argument("--peers", type=int, default=2, help=f"sessions sharing them (1..{len(SOURCES)}, default 2)")
     ap.add_argument("--settle", type=float, default=20.0, help="seconds to wait before each RSS reading (default 20)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds the announce or the withdraw may take")
     ap.add_argument("--log-level", default="info", help="the agent's log level (default info, as deployed)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = parser()
+    args = ap.parse_args(argv)
     if not 1 <= args.peers <= len(SOURCES):
         ap.error(f"--peers {args.peers}: must be 1..{len(SOURCES)}")
     if not 0 < args.n // args.peers <= LAST - FIRST + 1:
         ap.error(f"--n {args.n}: each of the {args.peers} sessions announces n/peers, at most {LAST - FIRST + 1}")
-    if os.geteuid() != 0:
-        print("bench/memory.py needs root (network namespaces)", file=sys.stderr)
+    if not runnable("memory", ("bird", "birdc")):
         return 2
-    for tool in ("bird", "birdc"):
-        if shutil.which(tool) is None:
-            print(f"bench/memory.py needs {tool}", file=sys.stderr)
-            return 2
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup on kill too
-    work = Path(tempfile.mkdtemp(prefix="calico-bgp-bench-mem-"))
-    ledger = Ledger(work / "ledger")
-    try:
+    with bench_run("mem") as (work, ledger):
         out = run(args, work, ledger)
-    finally:
-        ledger.teardown()
-        if not os.environ.get("BENCH_KEEP"):
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            progress(f"kept {work}")
     print(f"agent RSS MB: before {out['rss_before_mb']}, with {out['n']} rejected paths {out['rss_loaded_mb']}, "
           f"peak {out['rss_peak_mb']}, after withdrawal {out['rss_after_mb']} "
           f"(delta {out['delta_mb']:+}, goal <= {GOAL_MB:.0f}: {'met' if out['met'] else 'NOT met'})")

@@ -6,28 +6,23 @@ and every node's kernel holds every other node's block; report each agent's RSS.
 topology with BIRD 2 (iBGP, `direct`, the lower address passive, `protocol kernel` exporting to
 the main table), measured in the same run.
 
-    sudo .venv/bin/python bench/mesh.py [--k 5 10 20] [--json]
+    sudo .venv/bin/python -m bench.mesh [--k 5 10 20] [--json]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import cpu_and_rss, progress  # noqa: E402
-from lab.etcd import EtcdServer  # noqa: E402
-from lab.net import Ledger, Net, Process, sh  # noqa: E402
-from tests.e2e.mesh_cluster import MeshCluster  # noqa: E402
-from tests.e2e.test_mesh import RESOURCES as POOL  # noqa: E402
-
+from bench.common import bench_run, cpu_and_rss, progress, runnable
+from lab.cluster import MESH_RESOURCES as POOL
+from lab.cluster import MeshCluster
+from lab.etcd import EtcdServer
+from lab.net import Ledger, Net, Process, sh
 
 
 def kernel_prefixes(ns: str, proto: str | None = None) -> set[str]:
@@ -124,25 +119,24 @@ def run_bird(k: int, work: Path) -> dict:
         ledger.teardown()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench.mesh", description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, nargs="+", default=[5, 10, 20])
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("bench/mesh.py needs root (network namespaces)", file=sys.stderr)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not runnable("mesh", ("bird",)):
         return 2
-    work = Path(tempfile.mkdtemp(prefix="calico-bgp-bench-mesh-"))
     results = []
-    try:
-        with EtcdServer() as etcd:
-            for k in args.k:
-                ours = run_agents(k, etcd, work)
-                bird = run_bird(k, work)
-                results.append({"k": k, "agents": ours, "bird": bird,
-                                "ratio": round(ours["converged_s"] / max(bird["converged_s"], 1e-3), 2)})
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with bench_run("mesh") as (work, _), EtcdServer() as etcd:
+        for k in args.k:
+            ours = run_agents(k, etcd, work)
+            bird = run_bird(k, work)
+            results.append({"k": k, "agents": ours, "bird": bird,
+                            "ratio": round(ours["converged_s"] / max(bird["converged_s"], 1e-3), 2)})
     print(f"{'K':>4}  {'calico-bgp (s)':>15}  {'BIRD 2 (s)':>11}  {'ratio':>6}  {'agent RSS median/max (MB)':>26}")
     for r in results:
         a = r["agents"]

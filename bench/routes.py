@@ -1,6 +1,6 @@
 """Kernel route programming: our RouteProgrammer beside `ip -batch`, same namespace, same N, same run.
 
-    sudo .venv/bin/python bench/routes.py [--sizes 10000,100000] [--repeat 3] [--json]
+    sudo .venv/bin/python -m bench.routes [--sizes 10000,100000] [--repeat 3] [--json]
 
 Creates a network namespace (with one veth pair, 198.18.0.0/24) and removes it on exit, even on
 failure or Ctrl-C. For each N it times, for both systems: add N /32s, replace all (new next hop),
@@ -16,18 +16,17 @@ import gc
 import ipaddress
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import trio
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dataplane.routes.programmer import RouteProgrammer  # noqa: E402
-from dataplane.routes.route import NextHop, Route  # noqa: E402
+from bench.common import runnable
+from dataplane.routes.programmer import RouteProgrammer
+from dataplane.routes.route import NextHop, Route
+from lab.net import netns, sh, veth
 
 FIRST = int(ipaddress.IPv4Address("198.18.64.0"))  # /32s from here stay inside 198.18.0.0/15 up to ~130k
 LAST = int(ipaddress.IPv4Address("198.19.255.255"))
@@ -38,30 +37,12 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), check=check, capture_output=True, text=True)
-
-
 @contextlib.contextmanager
 def bench_namespace() -> Iterator[str]:
-    name = f"cbroutes{os.getpid() % 100000}"
-    a, b = f"rb{os.getpid() % 100000}a", f"rb{os.getpid() % 100000}b"
-    sh("ip", "netns", "add", name)
-    try:
-        sh("ip", "-n", name, "link", "set", "lo", "up")
-        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
-        try:
-            sh("ip", "link", "set", a, "netns", name)
-            sh("ip", "link", "set", b, "netns", name)
-        except subprocess.CalledProcessError:
-            sh("ip", "link", "del", a, check=False)
-            raise
-        sh("ip", "-n", name, "addr", "add", "198.18.0.1/24", "dev", a)
-        sh("ip", "-n", name, "link", "set", a, "up")
-        sh("ip", "-n", name, "link", "set", b, "up")
-        yield name
-    finally:
-        sh("ip", "netns", "del", name, check=False)
+    """A namespace with one veth pair, 198.18.0.1/24 on one end; removed on exit."""
+    with netns("routes") as ns:
+        veth(ns, "rb0", ns, "rb1", ("198.18.0.1/24",))
+        yield ns
 
 
 def prefixes(n: int) -> list[str]:
@@ -81,7 +62,7 @@ def ip_batch(ns: str, lines: list[str]) -> float:
         path = f.name
     try:
         started = time.perf_counter()
-        sh("ip", "-n", ns, "-batch", path)
+        sh("ip", "-n", ns, "-batch", path, timeout=600)
         return time.perf_counter() - started
     finally:
         os.unlink(path)
@@ -164,15 +145,19 @@ def best(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: min(r[k] for r in runs) for k in runs[0]}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="10000,100000", help="comma-separated N (default 10000,100000)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per system and N; the best is reported")
-    parser.add_argument("--window", type=int, default=1024, help="requests per netlink send")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        say("bench/routes.py needs root (network namespaces)")
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench.routes", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,100000", help="comma-separated N (default 10000,100000)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per system and N; the best is reported")
+    ap.add_argument("--window", type=int, default=1024, help="requests per netlink send")
+    ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not runnable("routes"):
         return 2
     sizes = [int(s) for s in args.sizes.split(",") if s]
     results: dict[int, dict[str, dict[str, float]]] = {}

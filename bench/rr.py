@@ -7,25 +7,23 @@ start the reflector, and time (a) until every client session is Established and 
 client's kernel holds every other client's blocks; report the reflector's CPU seconds and RSS
 (for our node: the agent, its ExaBGP and the bridge together).
 
-    sudo .venv/bin/python bench/rr.py [--k 10 50] [--json]
+    sudo .venv/bin/python -m bench.rr [--k 10 50] [--json]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import cpu_and_rss, progress  # noqa: E402
-from lab.etcd import EtcdServer  # noqa: E402
-from lab.net import Ledger, Net, Process, sh  # noqa: E402
+from bench.common import bench_run, cpu_and_rss, progress, runnable
+from lab.bird import Bird
+from lab.etcd import EtcdServer
+from lab.net import Ledger, Net, Process, sh
 
 RR_ADDR = "198.18.0.1"
 CLUSTER_ID = "198.18.0.100"
@@ -61,6 +59,8 @@ def bird_rr_conf(k: int) -> str:
 
 
 def our_resources(k: int) -> str:
+    """The reflector node and its K clients. The clients' blocks are in the pool but in no IPAM block
+    (origin-invalid): Deprefer checks every path and still reflects it, as BIRD does."""
     docs = ["kind: BGPConfiguration\napiVersion: projectcalico.org/v3\nmetadata: {name: default}\n"
             "spec: {asNumber: 64512, nodeToNodeMeshEnabled: false}",
             "kind: IPPool\napiVersion: projectcalico.org/v3\nmetadata: {name: pods}\nspec: {cidr: 198.19.0.0/16}",
@@ -68,13 +68,8 @@ def our_resources(k: int) -> str:
             f"spec: {{bgp: {{ipv4Address: {RR_ADDR}/16, routeReflectorClusterID: {CLUSTER_ID}}}}}"]
     for i in range(1, k + 1):
         docs.append(f"kind: BGPPeer\napiVersion: projectcalico.org/v3\nmetadata: {{name: c{i}}}\n"
-                    f"spec: {{node: rr, peerIP: {client_addr(i)}, asNumber: 64512}}")
+                    f"spec: {{node: rr, peerIP: {client_addr(i)}, asNumber: 64512, originValidation: Deprefer}}")
     return "\n---\n".join(docs)
-
-
-def established(ctl: Path) -> bool:
-    out = subprocess.run(["birdc", "-s", str(ctl), "show", "protocols", "reflector"], capture_output=True, text=True).stdout
-    return "Established" in out
 
 
 def kernel_count(ns: str) -> int:
@@ -101,9 +96,9 @@ def run(k: int, reflector: str, work: Path, etcd: EtcdServer | None) -> dict:
             net.veth(ns, "eth0", hub, f"pc{i}")
             net.attach(hub, f"pc{i}", "br0")
             net.address(ns, "eth0", f"{client_addr(i)}/16")
-            (d / f"c{i}.conf").write_text(client_conf(i))
-            Process(ledger, ns, ["bird", "-f", "-c", str(d / f"c{i}.conf"), "-s", str(d / f"c{i}.ctl")], d / f"c{i}.log")
-            clients.append((ns, d / f"c{i}.ctl"))
+            client = Bird(ns, None, d / f"c{i}")
+            client.start(ledger, config=client_conf(i))
+            clients.append((ns, client))
         progress(f"{reflector} K={k}: {k} BIRD clients started; starting the reflector")
         if reflector == "bird":
             (d / "rr.conf").write_text(bird_rr_conf(k))
@@ -121,7 +116,7 @@ def run(k: int, reflector: str, work: Path, etcd: EtcdServer | None) -> dict:
         t_est = None
         done: set[int] = set()
         while len(done) < k:
-            if t_est is None and all(established(ctl) for _, ctl in clients):
+            if t_est is None and all(client.established("reflector") for _, client in clients):
                 t_est = time.monotonic()
                 progress(f"{reflector} K={k}: all {k} sessions Established after {t_est - t0:.2f}s")
             for i, (ns, _) in enumerate(clients, start=1):
@@ -142,26 +137,24 @@ def run(k: int, reflector: str, work: Path, etcd: EtcdServer | None) -> dict:
         ledger.teardown()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench.rr", description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, nargs="+", default=[10, 50])
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("bench/rr.py needs root (network namespaces)", file=sys.stderr)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not runnable("rr", ("bird", "birdc")):
         return 2
-    work = Path(tempfile.mkdtemp(prefix="calico-bgp-bench-rr-"))
     rows = []
-    try:
-        with EtcdServer() as etcd:
-            for k in args.k:
-                ours = run(k, "calico-bgp", work, etcd)
-                bird = run(k, "bird", work, None)
-                rows.append({"k": k, "calico_bgp": ours, "bird": bird,
-                             "ratio_total": round(ours["total_s"] / max(bird["total_s"], 1e-3), 2)})
-    finally:
-        if not os.environ.get("BENCH_KEEP"):
-            shutil.rmtree(work, ignore_errors=True)
+    with bench_run("rr") as (work, _), EtcdServer() as etcd:
+        for k in args.k:
+            ours = run(k, "calico-bgp", work, etcd)
+            bird = run(k, "bird", work, None)
+            rows.append({"k": k, "calico_bgp": ours, "bird": bird,
+                         "ratio_total": round(ours["total_s"] / max(bird["total_s"], 1e-3), 2)})
     print(f"{'K':>4}  {'reflector':<11} {'established s':>14} {'routes after s':>15} {'total s':>8} {'CPU s':>7} {'RSS MB':>7}")
     for r in rows:
         for key in ("calico_bgp", "bird"):

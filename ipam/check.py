@@ -12,6 +12,7 @@ import attrs
 
 from calico_bgp.datastore.types import Compare, Delete, Put
 from calico_bgp.resources import codec
+from dataplane.logfmt import event
 from ipam.pool import Pool
 from ipam.records import CONFIRMED, Affinity, Handle
 from ipam.store import Snapshot
@@ -220,7 +221,7 @@ async def repair(allocator: Any, plan: list[Action],
             outcome = "block and affinity released" if released else "sighting counted (or no longer empty)"
         else:
             outcome = "unknown action"
-        log.info("event=ipam_repair action=%s target=%s outcome=%r", act.kind, act.target, outcome)
+        event(log, "ipam_repair", action=act.kind, target=act.target, outcome=outcome)
         done.append((act, outcome))
     return done
 

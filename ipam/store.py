@@ -10,6 +10,7 @@ import attrs
 from calico_bgp.datastore.keys import Keys, cidr_from_key
 from calico_bgp.datastore.types import Get
 from calico_bgp.resources import codec
+from dataplane.logfmt import event
 from ipam.block import Block, parse_network
 from ipam.errors import CorruptBlock
 from ipam.records import Affinity, Handle
@@ -83,7 +84,7 @@ class IPAMStore:
 
     def _note_corrupt(self, corrupt: dict[str, str], exc: CorruptBlock) -> None:
         corrupt[exc.key] = exc.reason
-        log.warning("event=ipam_corrupt_value key=%s reason=%r", exc.key, exc.reason)
+        event(log, "ipam_corrupt_value", logging.WARNING, key=exc.key, reason=exc.reason)
 
     async def blocks(self, corrupt: dict[str, str] | None = None) -> tuple[dict[str, Stored], int]:
         """Every block that decodes; corrupt ones are put in `corrupt` (key -> reason)."""
@@ -107,7 +108,7 @@ class IPAMStore:
             try:
                 parse_network(cidr)
             except ValueError as exc:
-                log.warning("event=ipam_corrupt_value key=%s reason=%r", kv.key, f"not a block key: {exc}")
+                event(log, "ipam_corrupt_value", logging.WARNING, key=kv.key, reason=f"not a block key: {exc}")
                 continue
             out.append(cidr)
         return out

@@ -1,12 +1,20 @@
-"""Network namespaces, veth pairs, bridges and processes inside them, for the lab and the e2e tests.
+"""Network namespaces, veth pairs, bridges and processes inside them: the one helper of the lab,
+the tests and the benchmarks.
 
-Everything made is recorded in a `Ledger` (a JSON file in the run directory) as it is made, so
+    sh("ip", "link", ns=ns)                      one command, in a namespace or not; LabError if it fails
+    wait_for("session up", fn, timeout=30)       poll until fn() is truthy; TimedOut names what and the last value
+    with netns("r") as ns: veth(a, "e0", ns, "e1", ("198.18.1.1/24",), ("198.18.1.2/24",))
+                                                 a namespace of its own for one test, removed on exit
+    with lab_run(run_dir, tag) as (ledger, net): a lab's namespaces, links and processes, in a ledger
+
+What a lab makes is recorded in a `Ledger` (a JSON file in the run directory) before it is made, so
 `teardown()` removes it even after a crash of the process that made it. Only addresses from
 198.18.0.0/15 and 2001:db8::/32 are ever configured.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -14,13 +22,19 @@ import subprocess
 import time
 import zlib
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 ALLOWED = ("198.18.", "198.19.", "2001:db8:")
+T = TypeVar("T")
+_ids = itertools.count()
 
 
 class LabError(RuntimeError):
     pass
+
+
+class TimedOut(LabError, AssertionError):
+    """A condition did not hold in time; an AssertionError too, so a test reports it as a failed check."""
 
 
 def sh(*args: str, ns: str | None = None, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -29,6 +43,75 @@ def sh(*args: str, ns: str | None = None, check: bool = True, timeout: float = 3
     if check and res.returncode != 0:
         raise LabError(f"{' '.join(cmd)}: exit {res.returncode}: {(res.stderr or res.stdout).strip()}")
     return res
+
+
+def wait_for(what: str, fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.2) -> T:
+    """Poll `fn` until it returns something truthy and return that; an exception from `fn` counts as
+    not yet. TimedOut after `timeout` seconds, naming `what` and the last value or exception."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            last = fn()
+            if last:
+                return last  # type: ignore[return-value]
+        except Exception as exc:  # noqa: BLE001 - keep polling, report the last problem
+            last = exc
+        if time.monotonic() >= deadline:
+            raise TimedOut(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+def unique(tag: str) -> str:
+    """A name no other process of this machine makes (interface names are at most 15 characters)."""
+    return f"cb{os.getpid() % 10000}{tag}{next(_ids)}"
+
+
+def remove_namespace(ns: str) -> bool:
+    """Kill what runs in `ns` (or its file lingers), then delete it; False if it did not exist."""
+    for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    return sh("ip", "netns", "del", ns, check=False).returncode == 0
+
+
+@contextlib.contextmanager
+def netns(tag: str = "n") -> Iterator[str]:
+    """A new namespace with lo up, uniquely named; deleted with everything in it on exit, even on failure."""
+    name = unique(tag)
+    sh("ip", "netns", "add", name)
+    try:
+        sh("ip", "link", "set", "lo", "up", ns=name)
+        yield name
+    finally:
+        remove_namespace(name)
+
+
+def veth(ns_a: str, if_a: str, ns_b: str, if_b: str, addrs_a: Sequence[str] = (), addrs_b: Sequence[str] = ()) -> None:
+    """Connect two namespaces with a veth pair; both ends up, with the given addresses (CIDR form)."""
+    _veth_pair(unique("a"), unique("b"), ns_a, if_a, ns_b, if_b)
+    for ns, ifname, addrs in ((ns_a, if_a, addrs_a), (ns_b, if_b, addrs_b)):
+        for addr in addrs:
+            add_address(ns, ifname, addr)
+
+
+def _veth_pair(tmp_a: str, tmp_b: str, ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
+    sh("ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b)
+    try:
+        sh("ip", "link", "set", tmp_a, "netns", ns_a, "name", if_a)
+        sh("ip", "link", "set", tmp_b, "netns", ns_b, "name", if_b)
+    except LabError:
+        for end in (tmp_a, tmp_b):  # an end still on the host goes with its peer
+            sh("ip", "link", "del", end, check=False)
+        raise
+    sh("ip", "link", "set", if_a, "up", ns=ns_a)
+    sh("ip", "link", "set", if_b, "up", ns=ns_b)
+
+
+def add_address(ns: str, ifname: str, cidr: str) -> None:
+    check_address(cidr)
+    extra = ["nodad"] if ":" in cidr else []
+    sh("ip", "addr", "add", cidr, "dev", ifname, *extra, ns=ns)
 
 
 def check_address(addr: str) -> None:
@@ -84,10 +167,7 @@ class Ledger:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
         for ns in reversed(self.data["namespaces"]):
-            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-            if sh("ip", "netns", "del", ns, check=False).returncode == 0:
+            if remove_namespace(ns):
                 removed.append(f"netns {ns}")
         for link in self.data["links"]:
             if sh("ip", "link", "del", link, check=False).returncode == 0:
@@ -137,11 +217,7 @@ class Net:
         short = f"{zlib.crc32(self.tag.encode()):08x}"[:6]  # temporary names unique per run, <= 15 chars
         tmp_a, tmp_b = f"v{short}{self._n}a", f"v{short}{self._n}b"
         self.ledger.add("links", tmp_a)  # in case we die before it moves into a namespace
-        sh("ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b)
-        sh("ip", "link", "set", tmp_a, "netns", ns_a, "name", if_a)
-        sh("ip", "link", "set", tmp_b, "netns", ns_b, "name", if_b)
-        sh("ip", "link", "set", if_a, "up", ns=ns_a)
-        sh("ip", "link", "set", if_b, "up", ns=ns_b)
+        _veth_pair(tmp_a, tmp_b, ns_a, if_a, ns_b, if_b)
 
     def bridge(self, ns: str, name: str) -> None:
         sh("ip", "link", "add", name, "type", "bridge", ns=ns)
@@ -151,23 +227,23 @@ class Net:
         sh("ip", "link", "set", ifname, "master", bridge, ns=ns)
 
     def address(self, ns: str, ifname: str, cidr: str) -> None:
-        check_address(cidr)
-        extra = ["nodad"] if ":" in cidr else []
-        sh("ip", "addr", "add", cidr, "dev", ifname, *extra, ns=ns)
+        add_address(ns, ifname, cidr)
 
 
 class Process:
-    """A process in a namespace with its output in a log file; its own process group."""
+    """A process in a namespace with its output in a log file; its own process group, recorded in
+    `ledger` when there is one (a test's namespace kills what is left in it on exit)."""
 
-    def __init__(self, ledger: Ledger, ns: str | None, argv: Sequence[str], log: Path,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(self, ledger: Ledger | None, ns: str | None, argv: Sequence[str], log: Path,
+                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         self.ns, self.argv, self.log_path = ns, list(argv), Path(log)
         cmd = (["ip", "netns", "exec", ns] if ns else []) + self.argv
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, **(env or {})})
-        ledger.add_process(self.proc.pid)
+                                     env={**os.environ, **(env or {})}, cwd=cwd)
+        if ledger is not None:
+            ledger.add_process(self.proc.pid)
 
     @property
     def pid(self) -> int:

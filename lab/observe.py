@@ -7,7 +7,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -124,9 +123,7 @@ def _alive(pid: int) -> bool:
 
 
 def ping(ns: str, ip: str, timeout: float = 1.0) -> bool:
-    res = subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", str(timeout), "-q", ip],
-                         capture_output=True, timeout=timeout + 10)
-    return res.returncode == 0
+    return sh("ping", "-c", "1", "-W", str(timeout), "-q", ip, ns=ns, check=False, timeout=timeout + 10).returncode == 0
 
 
 def ping_all(state: LabState) -> list[PingResult]:

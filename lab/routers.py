@@ -13,13 +13,13 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import attrs
 
 from lab.clab import NodeDef
-from lab.net import LabError, Ledger, Process, sh
+from lab import bird
+from lab.net import LabError, Ledger, Process, sh, wait_for
 
 log = logging.getLogger("lab.routers")
 FRR_DIR = Path("/usr/lib/frr")
@@ -104,9 +104,9 @@ class Frr(Router):
                     "-z", str(self.dir / "zserv.api"), "-i", str(self.dir / f"{d}.pid"), "-f", str(empty), "-P", "0"]
             pids.append(Process(ledger, self.ns, argv, self.dir / f"{d}.log").pid)
             if d == "zebra":
-                _wait_for(lambda: (self.dir / "zserv.api").exists(), f"{self.node.name}: zebra's zserv.api", 15)
+                wait_for(f"{self.node.name}: zebra's zserv.api", lambda: (self.dir / "zserv.api").exists(), 15, interval=0.05)
         for d in daemons:
-            _wait_for(lambda d=d: (self.dir / f"{d}.vty").exists(), f"{self.node.name}: {d}'s vty socket", 15)
+            wait_for(f"{self.node.name}: {d}'s vty socket", lambda d=d: (self.dir / f"{d}.vty").exists(), 15, interval=0.05)
         res = subprocess.run(["vtysh", "--vty_socket", str(self.dir), "-f", str(self.dir / "frr.conf")],
                              capture_output=True, text=True, timeout=60)
         if res.returncode != 0:
@@ -143,50 +143,33 @@ class Frr(Router):
 class Bird(Router):
     kind = "bird"
 
+    def __init__(self, node: NodeDef, ns: str, state_dir: Path) -> None:
+        super().__init__(node, ns, state_dir)
+        self.daemon = bird.Bird(ns, None, self.dir)
+
     @property
     def ctl(self) -> Path:
-        return self.dir / "bird.ctl"
+        return self.daemon.ctl
 
     def start(self, ledger: Ledger) -> list[int]:
-        self.dir.mkdir(parents=True, exist_ok=True)
         conf = self.node.bind_for("bird.conf")
         assert conf is not None
-        _clear(self.dir, "bird.ctl", "bird.pid")
-        shutil.copy(conf.source, self.dir / "bird.conf")
-        check = subprocess.run(["bird", "-p", "-c", str(self.dir / "bird.conf")], capture_output=True, text=True)
-        if check.returncode != 0:
-            raise LabError(f"node {self.node.name}: bird.conf does not parse: {(check.stderr or check.stdout).strip()}")
-        p = Process(ledger, self.ns, ["bird", "-f", "-c", str(self.dir / "bird.conf"), "-s", str(self.ctl),
-                                      "-P", str(self.dir / "bird.pid")], self.dir / "bird.log")
-        _wait_for(lambda: self.ctl.exists(), f"{self.node.name}: BIRD's control socket", 15)
-        return [p.pid]
+        try:
+            return [self.daemon.start(ledger, config=Path(conf.source).read_text())]
+        except LabError as exc:
+            raise LabError(f"node {self.node.name}: {exc}") from None
 
     def birdc(self, *cmd: str) -> str:
-        return subprocess.run(["birdc", "-s", str(self.ctl), *cmd], capture_output=True, text=True, timeout=30).stdout
+        return self.daemon.birdc(*cmd)
 
     def sessions(self) -> list[RouterSession]:
-        out = []
-        for line in self.birdc("show", "protocols", "all").split("\n\n"):
-            head = line.strip().splitlines()
-            if not head:
-                continue
-            cols = head[0].split()
-            if len(cols) < 2 or cols[1] != "BGP":
-                continue
-            text = "\n".join(head)
-            peer = re.search(r"Neighbor address:\s+(\S+)", text)
-            state = re.search(r"BGP state:\s+(\S+)", text)
-            routes = re.search(r"Routes:\s+(\d+) imported", text)
-            out.append(RouterSession(peer.group(1) if peer else cols[0], state.group(1) if state else cols[3],
-                                     int(routes.group(1)) if routes else 0))
-        return out
+        return [RouterSession(s.peer, s.state, s.imported) for s in self.daemon.sessions()]
 
     def wrappers(self) -> dict[str, str]:
         return {"birdc": f'exec /usr/sbin/birdc -s {self.ctl} "$@"', "birdcl": f'exec /usr/sbin/birdcl -s {self.ctl} "$@"'}
 
     def version(self) -> str:
-        m = re.search(r"BIRD (\S+)", self.birdc("show", "status"))
-        return f"BIRD {m.group(1)}" if m else "BIRD"
+        return self.daemon.version()
 
 
 class GoBgp(Router):
@@ -201,7 +184,7 @@ class GoBgp(Router):
         shutil.copy(conf.source, target)
         p = Process(ledger, self.ns, ["gobgpd", "-f", str(target), "-t", ext, "-p", "--pprof-disable",
                                       "--api-hosts", "127.0.0.1:50051"], self.dir / "gobgpd.log")
-        _wait_for(lambda: self.gobgp("global").returncode == 0, f"{self.node.name}: gobgpd's API", 15)
+        wait_for(f"{self.node.name}: gobgpd's API", lambda: self.gobgp("global").returncode == 0, 15, interval=0.05)
         return [p.pid]
 
     def gobgp(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -240,11 +223,3 @@ def _clear(directory: Path, *patterns: str) -> None:
     for pattern in patterns:
         for p in directory.glob(pattern):
             p.unlink(missing_ok=True)
-
-
-def _wait_for(fn, what: str, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not fn():
-        if time.monotonic() > deadline:
-            raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)

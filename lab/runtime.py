@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
+from dataplane.logfmt import event
 from lab import execs
 from lab.clab import NodeDef, Topology, TopologyError, UnsupportedTopology
 from lab.clab import load as load_topology
@@ -167,8 +168,7 @@ def up(path: Path, run_dir: Path | None = None, progress: Progress = _quiet, nam
         save(state)
         progress(f"[8/{steps}] up in {state.up_seconds:.1f}s: {len(agents)} agents, {len(routers)} routers; "
                  f"run dir {run_dir} (`calico-bgp lab check`, `calico-bgp lab down`)")
-        log.info("event=lab_up name=%s seconds=%.2f agents=%d routers=%d", topo.name, state.up_seconds,
-                 len(agents), len(routers))
+        event(log, "lab_up", lab=topo.name, seconds=state.up_seconds, agents=len(agents), routers=len(routers))
         return state
     except BaseException:
         progress("bring-up failed: removing everything made so far")
@@ -383,7 +383,7 @@ def _teardown(run_dir: Path) -> list[str]:
     if ledger_dir.exists():
         removed = Ledger(ledger_dir).teardown()
     shutil.rmtree(run_dir, ignore_errors=True)
-    log.info("event=lab_down run_dir=%s removed=%d", run_dir, len(removed))
+    event(log, "lab_down", run_dir=run_dir, removed=len(removed))
     return removed
 
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import time
 from typing import Sequence
 
-from lab.net import LabError, Net, check_address, sh
+from lab.net import LabError, Net, TimedOut, check_address, sh, wait_for
 
 
 def attach_workload(net: Net, node_ns: str, name: str, ip: str | Sequence[str], host_if: str) -> str:
@@ -38,11 +37,14 @@ def attach_workload(net: Net, node_ns: str, name: str, ip: str | Sequence[str], 
 
 def _link_local(ns: str, ifname: str, timeout: float = 5.0) -> str:
     """The kernel-assigned fe80:: address of `ifname`, once duplicate address detection is done."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def usable() -> str | None:
         for info in json.loads(sh("ip", "-6", "-j", "addr", "show", "dev", ifname, "scope", "link", ns=ns).stdout or "[]"):
             for a in info.get("addr_info", []):
                 if not a.get("tentative"):
                     return a["local"]
-        time.sleep(0.05)
-    raise LabError(f"{ifname} in {ns} got no usable IPv6 link-local address within {timeout}s")
+        return None
+
+    try:
+        return wait_for(f"the link-local address of {ifname} in {ns}", usable, timeout, interval=0.05)
+    except TimedOut:
+        raise LabError(f"{ifname} in {ns} got no usable IPv6 link-local address within {timeout}s") from None

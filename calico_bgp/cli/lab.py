@@ -16,18 +16,24 @@ def register(main: click.Group) -> None:
     main.add_command(lab)
 
 
-def _run_dir(run_dir: str | None, name: str | None = None) -> Path:
+def _run_dir(run_dir: str | None, name: str | None = None, topology: str | None = None) -> Path:
+    """The lab's run directory: --run-dir, else the lab named --name, else the one named by the
+    topology file's `name:` (as `containerlab destroy -t FILE`), else the only lab up."""
     from lab.state import DEFAULT_RUN_ROOT, run_dir_for
     if run_dir:
         return Path(run_dir)
     if name:
         return run_dir_for(name)
+    if topology:
+        from lab.clab import load
+        return run_dir_for(load(topology).name)
     labs = sorted(p for p in DEFAULT_RUN_ROOT.glob("*") if (p / "state.json").exists()) if DEFAULT_RUN_ROOT.exists() else []
     if len(labs) == 1:
         return labs[0]
     if not labs:
         fail(f"no lab is up under {DEFAULT_RUN_ROOT} (give --run-dir, or `calico-bgp lab up FILE`)", EXIT_ERROR)
-    fail(f"several labs are up: {', '.join(p.name for p in labs)}; choose one with --name or --run-dir", EXIT_USAGE)
+    fail(f"several labs are up: {', '.join(p.name for p in labs)}; choose one with -t FILE, --name or --run-dir",
+         EXIT_USAGE)
 
 
 def _progress(msg: str) -> None:
@@ -57,6 +63,8 @@ def _guard(fn):  # type: ignore[no-untyped-def]
 run_dir_option = click.option("--run-dir", type=click.Path(file_okay=False),
                               help="The lab's state directory (default /run/calico-bgp-lab/<name>).")
 name_option = click.option("--name", "lab_name", help="The lab's name (its topology's `name`) when several are up.")
+topo_option = click.option("-t", "--topo", "topology", type=click.Path(exists=True, dir_okay=False),
+                           help="The lab's topology file: the lab named by its `name` (as containerlab's -t).")
 
 
 @click.group()
@@ -79,24 +87,26 @@ def up_cmd(topology: str, run_dir: str | None, lab_name: str | None) -> None:
 @lab.command("down")
 @run_dir_option
 @name_option
+@topo_option
 @_guard
-def down_cmd(run_dir: str | None, lab_name: str | None) -> None:
+def down_cmd(run_dir: str | None, lab_name: str | None, topology: str | None) -> None:
     """Remove everything the lab made (also after a crash of `lab up`)."""
     from lab import runtime
 
-    runtime.down(_run_dir(run_dir, lab_name), progress=_progress)
+    runtime.down(_run_dir(run_dir, lab_name, topology), progress=_progress)
 
 
 @lab.command("status")
 @run_dir_option
 @name_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@topo_option
 @_guard
-def status_cmd(run_dir: str | None, lab_name: str | None, output: str) -> None:
+def status_cmd(run_dir: str | None, lab_name: str | None, topology: str | None, output: str) -> None:
     """Every node's sessions, routes and version; every fabric router's sessions."""
     from lab import observe, runtime
 
-    state, topo = runtime.current(_run_dir(run_dir, lab_name))
+    state, topo = runtime.current(_run_dir(run_dir, lab_name, topology))
     agents = observe.agents(state)
     routers = observe.routers(state, topo)
     if output == "json":
@@ -148,13 +158,15 @@ def _age(s: float) -> str:
 @click.option("--timeout", type=click.FloatRange(0), default=120, show_default=True,
               help="Retry until everything passes or this many seconds have passed (0: check once).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@topo_option
 @_guard
-def check_cmd(run_dir: str | None, lab_name: str | None, timeout: float, output: str) -> None:
+def check_cmd(run_dir: str | None, lab_name: str | None, topology: str | None, timeout: float,
+              output: str) -> None:
     """Sessions Established, routes as expected, every workload pings every other (exit 1 if not)."""
     from lab import runtime
     from lab.check import check_until
 
-    state, topo = runtime.current(_run_dir(run_dir, lab_name))
+    state, topo = runtime.current(_run_dir(run_dir, lab_name, topology))
     t0 = time.monotonic()
     rep = check_until(state, topo, timeout, progress=None if output == "json" else _progress)
     took = time.monotonic() - t0
@@ -178,9 +190,10 @@ def check_cmd(run_dir: str | None, lab_name: str | None, timeout: float, output:
 @run_dir_option
 @name_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@topo_option
 @_guard
 def chaos_cmd(scenario: str, target: str | None, outage: float | None, timeout: float, run_dir: str | None,
-              lab_name: str | None, output: str) -> None:
+              lab_name: str | None, topology: str | None, output: str) -> None:
     """Break something, measure lost pings, time to re-converge and routes lost, then repair it.
 
     \b
@@ -192,7 +205,7 @@ def chaos_cmd(scenario: str, target: str | None, outage: float | None, timeout: 
     """
     from lab import chaos, runtime
 
-    state, topo = runtime.current(_run_dir(run_dir, lab_name))
+    state, topo = runtime.current(_run_dir(run_dir, lab_name, topology))
     result = chaos.run(state, topo, scenario, target=target, outage=outage, timeout=timeout,
                        progress=None if output == "json" else _progress)
     if output == "json":

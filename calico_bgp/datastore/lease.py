@@ -8,6 +8,7 @@ import trio
 
 from calico_bgp.datastore.errors import DatastoreError, EtcdError, LeaseExpired
 from calico_bgp.datastore.transport import Transport
+from dataplane.logfmt import event
 
 log = logging.getLogger("calico_bgp.datastore")
 
@@ -33,7 +34,7 @@ async def revoke(transport: Transport, lease_id: int) -> None:
     except EtcdError as exc:
         if "lease not found" not in exc.message:
             raise
-        log.debug("etcd event=lease_revoke_absent lease=%x", lease_id)  # already gone: revoking is idempotent
+        event(log, "lease_revoke_absent", logging.DEBUG, lease=f"{lease_id:x}")  # already gone: revoking is idempotent
 
 
 async def keep_alive(transport: Transport, lease_id: int, ttl: int, *,
@@ -49,7 +50,7 @@ async def keep_alive(transport: Transport, lease_id: int, ttl: int, *,
         except DatastoreError as exc:
             if trio.current_time() >= deadline:
                 raise LeaseExpired(f"lease {lease_id:x} could not be refreshed within its TTL: {exc}") from exc
-            log.warning("etcd event=lease_refresh_failed lease=%x reason=%r", lease_id, str(exc))
+            event(log, "lease_refresh_failed", logging.WARNING, lease=f"{lease_id:x}", reason=str(exc))
             await trio.sleep(min(interval, max(deadline - trio.current_time(), 0.05), 1.0))
             continue
         if left <= 0:

@@ -11,6 +11,7 @@ import trio
 
 from calico_bgp.datastore.errors import AuthFailed, Compacted, DatastoreError, EtcdError, EtcdUnavailable
 from calico_bgp.datastore.types import TLSConfig
+from dataplane.logfmt import event
 
 log = logging.getLogger("calico_bgp.datastore")
 
@@ -120,7 +121,7 @@ class Transport:
                 return resp.json()  # type: ignore[no-any-return]
             err = self._error(endpoint, resp.status_code, resp.content)
             if attempt == 0 and self._username and _is_token_error(err):
-                log.info("etcd event=token_rejected endpoint=%s reason=%r", endpoint, err.message)
+                event(log, "token_rejected", endpoint=endpoint, reason=err.message)
                 await self._authenticate(token)
                 continue
             raise err
@@ -170,11 +171,11 @@ class Transport:
                     self._current = (idx + 1) % n  # the next call starts elsewhere
                     # the request may have been applied: retrying a compare-and-swap elsewhere could misreport it
                     raise EtcdUnavailable([(endpoint, reason + " (request outcome unknown)")]) from exc
-                log.info("etcd event=endpoint_failed endpoint=%s path=%s reason=%r", endpoint, path, reason)
+                event(log, "endpoint_failed", endpoint=endpoint, path=path, reason=reason)
                 failures.append((endpoint, reason))
                 continue
             if idx != self._current:
-                log.info("etcd event=failover from=%s to=%s", self.endpoints[self._current], endpoint)
+                event(log, "failover", **{"from": self.endpoints[self._current]}, to=endpoint)
                 self._current = idx
             return resp, endpoint
         raise EtcdUnavailable(failures)
@@ -212,7 +213,7 @@ class Transport:
             if resp.status_code != 200:
                 err = self._error(endpoint, resp.status_code, resp.content)
                 if isinstance(err, EtcdError) and "authentication is not enabled" in err.message:
-                    log.info("etcd event=auth_not_enabled endpoint=%s user=%s", endpoint, self._username)
+                    event(log, "auth_not_enabled", endpoint=endpoint, user=self._username)
                     self._token = ""
                     return
                 if isinstance(err, EtcdError) and "authentication failed" in err.message:
@@ -221,7 +222,7 @@ class Transport:
                 raise err
             self._token = str(resp.json().get("token", ""))
             self._headers = {**self._headers, "Authorization": self._token}
-            log.info("etcd event=authenticated endpoint=%s user=%s", endpoint, self._username)
+            event(log, "authenticated", endpoint=endpoint, user=self._username)
 
 
 def _is_token_error(err: DatastoreError) -> bool:

@@ -13,6 +13,7 @@ from calico_bgp.datastore import wire
 from calico_bgp.datastore.errors import Compacted, EtcdError, EtcdUnavailable
 from calico_bgp.datastore.transport import describe
 from calico_bgp.datastore.types import Resync, WatchBatch
+from dataplane.logfmt import event
 
 if TYPE_CHECKING:
     from calico_bgp.datastore.client import EtcdClient
@@ -82,8 +83,8 @@ class Watch:
                 line = await self._read_line()
             except (httpx.TransportError, _StreamEnded) as exc:
                 reason = "stream ended" if isinstance(exc, _StreamEnded) else describe(exc)
-                log.warning("etcd event=watch_dropped prefix=%s endpoint=%s next_revision=%d reason=%r",
-                            self.prefix, self._endpoint, self.next_revision, reason)
+                event(log, "watch_dropped", logging.WARNING, prefix=self.prefix, endpoint=self._endpoint,
+                      next_revision=self.next_revision, reason=reason)
                 await self._drop()
                 await self._sleep_backoff()
                 continue
@@ -122,13 +123,13 @@ class Watch:
             try:
                 self._resp, self._endpoint = await self._client.transport.open_stream("/v3/watch", body)
             except EtcdUnavailable as exc:
-                log.warning("etcd event=watch_connect_failed prefix=%s reason=%r", self.prefix, str(exc))
+                event(log, "watch_connect_failed", logging.WARNING, prefix=self.prefix, reason=str(exc))
                 await self._sleep_backoff()
                 continue
             self._raw = self._resp.aiter_raw()
             self._buf = b""
-            log.debug("etcd event=watch_started prefix=%s endpoint=%s start_revision=%d",
-                      self.prefix, self._endpoint, self.next_revision)
+            event(log, "watch_started", logging.DEBUG, prefix=self.prefix, endpoint=self._endpoint,
+                  start_revision=self.next_revision)
             return
 
     async def _read_line(self) -> bytes:
@@ -143,14 +144,14 @@ class Watch:
 
     async def _resync(self, compact_revision: int) -> None:
         await self._drop()
-        log.warning("etcd event=watch_compacted prefix=%s wanted=%d compact_revision=%d action=resync",
-                    self.prefix, self.next_revision, compact_revision)
+        event(log, "watch_compacted", logging.WARNING, prefix=self.prefix, wanted=self.next_revision,
+              compact_revision=compact_revision, action="resync")
         while True:
             try:
                 snap = await self._client.range(self.prefix)
                 break
             except EtcdUnavailable as exc:
-                log.warning("etcd event=resync_failed prefix=%s reason=%r", self.prefix, str(exc))
+                event(log, "resync_failed", logging.WARNING, prefix=self.prefix, reason=str(exc))
                 await self._sleep_backoff()
         self.next_revision = snap.revision + 1
         self._pending.append(Resync(kvs=snap.kvs, revision=snap.revision))

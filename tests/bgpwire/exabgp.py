@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,18 +18,19 @@ from typing import Iterator
 from calico_bgp.speaker.config import render_config
 from calico_bgp.speaker.neighbor import Neighbor
 from calico_bgp.speaker.process import exabgp_command, exabgp_env
+from lab.net import Process, sh, wait_for
 
 LOCAL_AS, PEER_AS = 64512, 65099
 
 
 class LoneExaBGP:
-    def __init__(self, popen: subprocess.Popen, log: Path) -> None:
-        self.popen = popen
+    def __init__(self, process: Process, log: Path) -> None:
+        self.process = process
         self.log = log
 
     @property
     def pid(self) -> int:
-        return self.popen.pid
+        return self.process.pid
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process so far."""
@@ -46,17 +45,6 @@ class LoneExaBGP:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def _wait_listening(ns: str, address: str, port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(["ip", "netns", "exec", ns, "ss", "-Hltn", f"sport = :{port}"],
-                             capture_output=True, text=True).stdout
-        if address in out:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"ExaBGP did not listen on {address}:{port} within {timeout}s")
 
 
 @contextlib.contextmanager
@@ -74,18 +62,11 @@ def lone_exabgp(ns: str, tmp: Path, local: str, peer: str, *, hold_time: int = 3
     cmd = exabgp_command() if patched else [sys.executable, "-c", "import sys; from exabgp.application.main "
                                             "import main; sys.argv[0] = 'exabgp'; sys.exit(main())"]
     log = tmp / "exabgp.log"
-    with open(log, "wb") as out:
-        popen = subprocess.Popen(["ip", "netns", "exec", ns, *cmd, str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                                 env=exabgp_env(), cwd=str(tmp), start_new_session=True)
-    exa = LoneExaBGP(popen, log)
+    log.unlink(missing_ok=True)  # output() is this run's alone
+    process = Process(None, ns, [*cmd, str(conf)], log, env=exabgp_env(), cwd=tmp)
     try:
-        _wait_listening(ns, local, 179)
-        yield exa
+        wait_for(f"ExaBGP listening on {local}:179",
+                 lambda: local in sh("ss", "-Hltn", "sport = :179", ns=ns).stdout, timeout=20, interval=0.1)
+        yield LoneExaBGP(process, log)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGTERM)
-        try:
-            popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait()
+        process.stop(timeout=5)

@@ -27,10 +27,11 @@ from typing import Iterator
 
 import attrs
 
+from lab.bird import Bird, BirdPeer
+from lab.cluster import MeshCluster
+from lab.net import wait_for
 from tests.bgpwire import message as m
 from tests.bgpwire.session import RawSpeaker
-from tests.e2e.mesh_cluster import MeshCluster, wait_for
-from tests.routers import Bird, BirdPeer
 
 NODE_AS, TOR_AS = 64512, 65001
 TOR = "198.18.0.60"

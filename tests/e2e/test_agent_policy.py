@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh_cluster import mesh, wait_for
+from lab.cluster import mesh
+from lab.net import wait_for
 from tests.e2e.test_mesh import RESOURCES, _converged
-from tests.netns import needs_root
+from tests.marks import needs_root
 
 XDP_OBJ = Path(__file__).resolve().parents[2] / "dataplane" / "filters" / "xdp" / "filter.o"
 pytestmark = [needs_root, pytest.mark.skipif(not XDP_OBJ.exists(), reason="XDP object not built (make -C dataplane/filters/xdp)")]

@@ -1,4 +1,4 @@
-"""Issue 4's bad-input must-show: ExaBGP crashing, etcd unavailable for 30 s, a corrupt resource.
+"""An agent under bad input: ExaBGP crashing, etcd unavailable for 30 s, a corrupt resource.
 Each is logged with its reason; the last good state stays programmed; the agent recovers alone."""
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import time
 
 import pytest
 
+from lab.cluster import MeshCluster, mesh
 from lab.etcd import EtcdServer
-from tests.e2e.mesh_cluster import MeshCluster, mesh, wait_for
+from lab.net import wait_for
 from tests.e2e.test_mesh import RESOURCES, _block_of, _converged
-from tests.netns import needs_root
+from tests.marks import needs_root
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (./bootstrap.sh setup)")]
 
@@ -86,7 +87,7 @@ def test_corrupt_resource_is_named_and_ignored(pair):
 def test_update_outside_every_pool_is_rejected_counted_and_kept_out_of_the_kernel(pair):
     import json
 
-    from tests.routers import Bird, BirdPeer
+    from lab.bird import Bird, BirdPeer
 
     c = pair
     ns = c.add_node("tor", 60)
@@ -117,7 +118,7 @@ def test_export_filter_actions_reach_the_peer(pair):
     """Communities, large communities and AS-path prepend set by an export rule, as BIRD sees them."""
     import re
 
-    from tests.routers import Bird, BirdPeer
+    from lab.bird import Bird, BirdPeer
 
     c = pair
     ns = c.add_node("tor2", 61)
@@ -159,8 +160,8 @@ def test_a_peer_on_a_loopback_is_reached_through_reachable_by(pair):
     """Calico's reachableBy: the ToR peers from its loopback, on no link of the node; the agent routes
     the loopback via the ToR's link address (its own protocol, like every route it owns) and the
     session opens. Without that route n1 has no way to the peer."""
+    from lab.bird import Bird, BirdPeer
     from lab.net import sh
-    from tests.routers import Bird, BirdPeer
 
     c = pair
     ns = c.add_node("tor3", 62)

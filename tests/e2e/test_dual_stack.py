@@ -5,8 +5,9 @@ import shutil
 
 import pytest
 
-from tests.e2e.mesh_cluster import mesh, wait_for
-from tests.netns import needs_root
+from lab.cluster import mesh
+from lab.net import wait_for
+from tests.marks import needs_root
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (./bootstrap.sh setup)")]
 

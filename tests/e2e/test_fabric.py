@@ -1,4 +1,4 @@
-"""Issue 5's fabric must-show on the lab's rack (containerlab/rack.clab.yml): FRR and BIRD ToRs
+"""Node agents behind a fabric, on the lab's rack (containerlab/rack.clab.yml): FRR and BIRD ToRs
 under a GoBGP spine that originates a default route and an external prefix.
 
 ECMP over both ToRs, refusing the spine's routes and a stopped ToR are covered by test_lab.py on the
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from lab.net import wait_for
 from lab.routers import router_for
 from lab.runtime import cli, current
-from tests.e2e.mesh_cluster import wait_for
 from tests.e2e.test_lab import CLAB, running
 from tests.e2e.test_lab import pytestmark as lab_marks
 

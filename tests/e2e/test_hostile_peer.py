@@ -26,12 +26,11 @@ import time
 
 import pytest
 
-from lab.net import Process
+from lab.net import Process, wait_for
 from tests.bgpwire import message as m
 from tests.bgpwire.session import RawSpeaker
 from tests.e2e.hostile_peer import HOSTILE, HOSTILE_AS, STORM, STORM_AS, bad_update_resetting_exabgp, hostile_cluster
-from tests.e2e.mesh_cluster import wait_for
-from tests.netns import needs_root
+from tests.marks import needs_root
 
 STORM_ROUTES = 10_000
 MOST_RESETS = 10  # in 30 s, with the back-off (606 without)

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from lab.bird import Bird, BirdPeer
 from lab.clab import Bind, NodeDef
-from lab.net import sh
+from lab.cluster import MeshCluster, mesh
+from lab.net import sh, wait_for
 from lab.routers import Frr
-from tests.e2e.mesh_cluster import MeshCluster, mesh, wait_for
-from tests.netns import needs_root
-from tests.routers import Bird, BirdPeer
+from tests.marks import needs_root
 
 pytestmark = [needs_root,
               pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (./bootstrap.sh setup)"),

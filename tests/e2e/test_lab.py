@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import needs_root
+from tests.marks import needs_root
 
 ROOT = Path(__file__).resolve().parents[2]
 CLAB = ROOT / "containerlab"

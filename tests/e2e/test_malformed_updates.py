@@ -8,10 +8,11 @@ import shutil
 
 import pytest
 
-from tests.e2e.mesh_cluster import mesh, wait_for
+from lab.cluster import mesh
+from lab.net import wait_for
 from tests.e2e.test_mesh import RESOURCES
 from tests.integration.test_speaker_malformed import raw_peer
-from tests.netns import needs_root
+from tests.marks import needs_root
 from tests.unit.exabgp_decode import next_hop, origin, sequence, update
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (./bootstrap.sh setup)")]

@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
-from lab.net import Process, sh
-from tests.e2e.mesh_cluster import mesh, wait_for
+from lab.cluster import mesh
+from lab.net import Process, sh, wait_for
 from tests.e2e.test_mesh import RESOURCES
-from tests.netns import needs_root
+from tests.marks import needs_root
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (./bootstrap.sh setup)"),
               pytest.mark.skipif(shutil.which("gobgpd") is None, reason="needs gobgpd (./bootstrap.sh setup)")]

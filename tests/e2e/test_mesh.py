@@ -1,4 +1,5 @@
-"""Issue 4's must-show: a full iBGP mesh of node agents in namespaces, end to end."""
+"""A full iBGP mesh of node agents in namespaces, end to end: blocks routed via their node, nodes joining,
+crashing and leaving, events, passwords."""
 from __future__ import annotations
 
 import itertools
@@ -8,22 +9,13 @@ import time
 
 import pytest
 
-from tests.e2e.mesh_cluster import MeshCluster, mesh, wait_for
-from tests.netns import needs_root
+from lab.cluster import MESH_RESOURCES as RESOURCES
+from lab.cluster import MeshCluster, mesh
+from lab.net import wait_for
+from tests.marks import needs_root
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (./bootstrap.sh setup)")]
 
-RESOURCES = """
-kind: BGPConfiguration
-apiVersion: projectcalico.org/v3
-metadata: {name: default}
-spec: {asNumber: 64512, nodeToNodeMeshEnabled: true}
----
-kind: IPPool
-apiVersion: projectcalico.org/v3
-metadata: {name: pods}
-spec: {cidr: 198.19.0.0/16, blockSize: 26}
-"""
 _tags = itertools.count()
 
 

@@ -14,11 +14,11 @@ import shutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lab.net import sh
-from tests.e2e.mesh_cluster import MeshCluster, mesh, wait_for
+from lab.bird import Bird, BirdPeer
+from lab.cluster import MeshCluster, mesh
+from lab.net import sh, wait_for
 from tests.e2e.test_mesh import _block_of, _converged
-from tests.netns import needs_root
-from tests.routers import Bird, BirdPeer
+from tests.marks import needs_root
 
 pytestmark = [needs_root,
               pytest.mark.skipif(shutil.which("bird") is None, reason="needs BIRD 2 (./bootstrap.sh setup)"),

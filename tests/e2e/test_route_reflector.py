@@ -1,4 +1,5 @@
-"""Issue 5's route-reflector must-show: 2 RR nodes (same cluster ID) + 6 clients, mesh off."""
+"""Route reflection by node agents: 2 RR nodes (same cluster ID) + 6 clients, mesh off; every client routed,
+one reflector lost without losing a route."""
 from __future__ import annotations
 
 import re
@@ -8,9 +9,10 @@ import time
 import attrs
 import pytest
 
-from tests.e2e.mesh_cluster import MeshCluster, mesh, wait_for
-from tests.netns import needs_root
-from tests.routers import Bird, BirdPeer
+from lab.bird import Bird, BirdPeer
+from lab.cluster import MeshCluster, mesh
+from lab.net import wait_for
+from tests.marks import needs_root
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("bird") is None, reason="needs BIRD 2 (./bootstrap.sh setup)")]
 

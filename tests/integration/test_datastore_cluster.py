@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from calico_bgp.datastore import AuthFailed, EtcdClient, EtcdUnavailable, Get, LeaseExpired, TLSConfig, WatchBatch
-from tests.etcd_server import EtcdServer, free_port
+from lab.etcd import EtcdServer, free_port
 
 
 class OwnEtcd(EtcdServer):

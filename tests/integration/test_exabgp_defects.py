@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from lab.net import netns, sh
 from tests.bgpwire import message as m
 from tests.bgpwire.exabgp import PEER_AS, lone_exabgp
 from tests.bgpwire.session import RawSpeaker
-from tests.netns import needs_root, netns, sh
+from tests.marks import needs_root
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")]
 

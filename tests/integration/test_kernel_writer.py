@@ -11,8 +11,9 @@ from calico_bgp.agent.kernel_writer import KERNEL_BATCH, KernelWriter
 from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
 from calico_bgp.telemetry.metrics import Metrics
 from dataplane.routes.programmer import RouteProgrammer
+from lab.net import sh
 from tests.integration.test_route_programmer import Lab, lab, routes  # noqa: F401 - the fixture
-from tests.netns import needs_root, sh
+from tests.marks import needs_root
 
 pytestmark = [needs_root, pytest.mark.root]
 

@@ -33,7 +33,8 @@ from dataplane.filters.rules import (
 )
 from dataplane.filters.xdp import bpf
 from dataplane.filters.xdp import loader as xdp_loader
-from tests.netns import needs_root, netns, sh, unique, veth
+from lab.net import netns, sh, unique, veth
+from tests.marks import needs_root, not_applicable
 
 ROOT = Path(__file__).resolve().parents[2]
 OBJ = ROOT / "dataplane" / "filters" / "xdp" / "filter.o"
@@ -289,7 +290,7 @@ char _license[] SEC("license") = "GPL";
 
 def test_foreign_xdp_program_is_never_replaced_or_removed(lab: Lab, tmp_path):
     if lab.mode != "xdp":
-        pytest.skip("XDP ownership only")
+        not_applicable("XDP ownership only")
     if not shutil.which("clang"):
         pytest.skip("clang is not installed")
     src = tmp_path / "foreign.c"
@@ -339,7 +340,7 @@ def test_policy_show_reads_the_local_dataplane(lab: Lab):
 
 def test_xdp_upgrade_swaps_the_program_keeps_maps_and_counters(lab: Lab, tmp_path):
     if lab.mode != "xdp":
-        pytest.skip("XDP only")
+        not_applicable("XDP only")
     lab.engine.apply(variant(0))
     assert not lab.ping(D, count=2)
     before = lab.counter(RuleId("v0", 0))

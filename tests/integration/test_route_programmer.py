@@ -15,7 +15,8 @@ import trio
 
 from dataplane.routes.programmer import RouteProgrammer
 from dataplane.routes.route import InvalidRoute, NextHop, Route
-from tests.netns import needs_root, netns, sh, veth
+from lab.net import netns, sh, veth
+from tests.marks import needs_root
 
 pytestmark = [needs_root, pytest.mark.root]
 

@@ -15,8 +15,9 @@ import trio
 from calico_bgp.speaker.events import EXABGP_EXITED, EndOfRib, PeerState, Update
 from calico_bgp.speaker.neighbor import IPV4_UNICAST, IPV6_UNICAST, Neighbor
 from calico_bgp.speaker.speaker import Speaker
-from tests.netns import needs_root, netns, veth
-from tests.routers import Bird, BirdPeer
+from lab.bird import Bird, BirdPeer
+from lab.net import netns, veth
+from tests.marks import needs_root
 
 pytestmark = [needs_root, pytest.mark.root]
 log = logging.getLogger(__name__)

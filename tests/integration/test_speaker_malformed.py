@@ -17,7 +17,8 @@ import trio
 from calico_bgp.speaker.events import PeerState, Update
 from calico_bgp.speaker.neighbor import Neighbor
 from calico_bgp.speaker.speaker import Speaker
-from tests.netns import needs_root, netns, veth
+from lab.net import netns, veth
+from tests.marks import needs_root
 from tests.unit.exabgp_decode import attribute, next_hop, origin, sequence, update
 
 pytestmark = [needs_root, pytest.mark.root]

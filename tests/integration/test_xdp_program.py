@@ -30,7 +30,8 @@ from dataplane.filters.rules import (
 from dataplane.filters.xdp import bpf, enforce, libbpf
 from dataplane.filters.xdp.enforce import XdpFilter
 from dataplane.filters.xdp.loader import BPF_FS_MAGIC, XdpError, XdpLoader, _fs_type, unmount_bpffs
-from tests.netns import needs_root, netns, sh
+from lab.net import netns, sh
+from tests.marks import needs_root
 
 OBJ = Path(__file__).resolve().parents[2] / "dataplane" / "filters" / "xdp" / "filter.o"
 pytestmark = [needs_root, pytest.mark.root,

@@ -1,4 +1,5 @@
-"""A cluster of node agents, each in its own namespace on one L2 segment, for the e2e tests.
+"""A cluster of node agents, each in its own namespace on one L2 segment, for the e2e tests and the
+benchmarks.
 
 The segment is a bridge inside a "hub" namespace the test creates; etcd runs on the host's
 loopback and the agents reach it through its unix socket (the filesystem crosses namespaces, so
@@ -13,34 +14,32 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Iterator, Mapping, Sequence
 
 from calico_bgp.speaker.exabgp_run import is_exabgp
 from lab.net import Ledger, Net, Process, sh
 from lab.workload import attach_workload
 
-T = TypeVar("T")
 CLI = [sys.executable, "-m", "calico_bgp"]
 PROTO = 86  # dataplane's default protocol number for our routes
-
-
-def wait_for(what: str, fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last  # type: ignore[return-value]
-        except Exception as exc:  # noqa: BLE001 - keep polling, report the last problem
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+# a full mesh in AS 64512 and one pool of /26 blocks: what a cluster needs to route between its nodes
+MESH_RESOURCES = """
+kind: BGPConfiguration
+apiVersion: projectcalico.org/v3
+metadata: {name: default}
+spec: {asNumber: 64512, nodeToNodeMeshEnabled: true}
+---
+kind: IPPool
+apiVersion: projectcalico.org/v3
+metadata: {name: pods}
+spec: {cidr: 198.19.0.0/16, blockSize: 26}
+"""
 
 
 class MeshCluster:
+    """Nodes on a bridge in a hub namespace, their agents, workloads and kernel routes; etcd is the caller's."""
+
     def __init__(self, run_dir: Path, etcd, prefix: str, tag: str) -> None:
         self.run_dir = Path(run_dir)
         self.etcd = etcd
