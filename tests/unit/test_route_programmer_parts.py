@@ -127,3 +127,36 @@ def test_unbuildable_routes_are_reported_until_desired_or_removed():
     assert book.changes == changes + 1
     book.forget_unbuildable([A.key])
     assert book.all() == {} and book.changes == changes + 2
+
+
+def test_a_link_coming_up_retries_refused_routes_and_a_new_veth_alone_wakes_nothing():
+    from dataplane.routes.events import LinkEvent
+    from dataplane.routes.watcher import DriftWatcher, LinkTable
+
+    book, links = FailureBook(), LinkTable()
+    desired = DesiredIndex.of([A], TABLE, OURS)
+    watcher = DriftWatcher(TABLE, OURS, lambda: desired, lambda: (), links, book)
+    watcher.on_link(LinkEvent(False, Link(7, "cali1234", UP)))  # a workload's veth: not ours to care about
+    assert not watcher.dirty.is_set() and links.ifindex == {"cali1234": 7}
+    refused = book.stamp([RouteFailure(A, str(A.prefix), "add", errno.ENETUNREACH, "unreachable")], now=100.0)
+    book.record(refused, {}, {A.key: A}, {})
+    watcher.on_link(LinkEvent(False, Link(8, "eth1", UP)))  # a way out for what was refused
+    assert watcher.dirty.is_set() and book.next_retry() == 0.0
+    watcher.dirty = type(watcher.dirty)()
+    watcher.on_link(LinkEvent(True, Link(7, "cali1234", UP)))  # a link that goes may have carried routes
+    assert watcher.dirty.is_set() and links.ifindex == {"eth1": 8}
+    assert watcher.repairs == {}  # link changes are not someone else's repair
+
+
+def test_a_repair_is_counted_and_told_to_the_owner():
+    from dataplane.routes.events import RouteEvent
+    from dataplane.routes.watcher import DriftWatcher, LinkTable
+
+    desired = DesiredIndex.of([A], TABLE, OURS)
+    watcher = DriftWatcher(TABLE, OURS, lambda: desired, lambda: (), LinkTable(), FailureBook())
+    told = []
+    watcher.on_repair = lambda why, key: told.append((why, key))
+    watcher.on_route(RouteEvent(True, kernel(A)))
+    watcher.on_route(RouteEvent(True, kernel(A)._replace(table=100)))  # another table: not ours
+    assert told == [("route_deleted", A.key)] and watcher.repairs == {"route_deleted": 1}
+    assert watcher.dirty.is_set()
