@@ -28,12 +28,12 @@ def value(v: Any) -> str:
     return text
 
 
-def line(name: str, **fields: Any) -> str:
+def line(name: str, /, **fields: Any) -> str:
     """The text of one event: `event=NAME k=v ...`, fields in the order given; None values left out."""
     return " ".join([f"event={name}", *(f"{k}={value(v)}" for k, v in fields.items() if v is not None)])
 
 
-def event(log: logging.Logger, name: str, level: int = logging.INFO, *, exc_info: Any = None,
+def event(log: logging.Logger, name: str, level: int = logging.INFO, /, *, exc_info: Any = None,
           **fields: Any) -> None:
     """Log one event at `level` (INFO by default)."""
     if log.isEnabledFor(level):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Hashable, NamedTuple
+from typing import Any, Callable, Hashable, NamedTuple
+
+from dataplane import logfmt
 
 BURST = 10       # lines per key in one window
 WINDOW = 10.0    # seconds
@@ -88,21 +90,26 @@ class RateLimitedLog:
         self.clock = clock
         self.suppressed = 0  # lines held back since this was made (tests, metrics)
 
-    def log(self, level: int, event: str, fmt: str = "", *args: object) -> bool:
+    def log(self, level: int, event: str, fmt: str = "", *args: object, **fields: Any) -> bool:
+        """One line, unless this window of `event` is full: `fmt % args` after `event=NAME`, or
+        `fields` as logfmt.event renders them."""
         allowed, ended = self.limiter.allow(event, self.clock())
         if ended:
             self._summary(event, ended)
         if not allowed:
             self.suppressed += 1
             return False
-        self.logger.log(level, "event=%s " + fmt, event, *args)
+        if fields:
+            self.logger.log(level, "%s", logfmt.line(event, **fields))
+        else:
+            self.logger.log(level, "event=%s " + fmt, event, *args)
         return True
 
-    def warning(self, event: str, fmt: str = "", *args: object) -> bool:
-        return self.log(logging.WARNING, event, fmt, *args)
+    def warning(self, event: str, fmt: str = "", *args: object, **fields: Any) -> bool:
+        return self.log(logging.WARNING, event, fmt, *args, **fields)
 
-    def info(self, event: str, fmt: str = "", *args: object) -> bool:
-        return self.log(logging.INFO, event, fmt, *args)
+    def info(self, event: str, fmt: str = "", *args: object, **fields: Any) -> bool:
+        return self.log(logging.INFO, event, fmt, *args, **fields)
 
     def flush(self) -> None:
         for burst in self.limiter.due(self.clock()):

@@ -6,10 +6,14 @@
     parse.py     ExaBGP JSON lines -> events.py values (pure)
     commands.py  RouteSpec and command batching (pure)
     intent.py    RouteIntent: the routes each neighbor should have, for diffs and replay (no I/O)
-    channel.py   the agent's end of the bridge: line reader and the ack-matched command window
+    channel.py   the agent's end of the bridge: line reader, the ack-matched command window, the sender
+    connection.py  the bridge's connection: its hello, one at a time, a newer one replaces the older
     process.py   ExaBGP child process: PDEATHSIG, pid file, leftover kill, restart backoff
+    supervisor.py  ExaBGP kept running: restarted with back-off, watched for stalls
+    replay.py    what a session is owed when it comes up (typed work items), and the task that sends it
+    reload.py    the configuration file, reloads confirmed by ExaBGP's log, neighbour changes
     exabgp_run.py  ExaBGP's entry point with our patches (see the README's "ExaBGP patches")
-    speaker.py   Speaker: the trio object the agent uses
+    speaker.py   Speaker: the trio object the agent uses; wires the parts above
 
 The package exports nothing: import from the module that holds a name, so the pure modules load
 without trio.

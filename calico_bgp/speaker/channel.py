@@ -1,15 +1,23 @@
 """The agent's end of the API bridge: one unix-socket connection at a time, lines both ways,
-and the window of commands awaiting ExaBGP's ack (`done`/`error`, in command order)."""
+the window of commands awaiting ExaBGP's ack (`done`/`error`, in command order), and the sender
+that puts command lines on whichever bridge is current.
+"""
 from __future__ import annotations
 
 import collections
 import logging
 import math
+from typing import Iterable
 
 import attrs
 import trio
 
+from calico_bgp.speaker import commands as cmds
+from dataplane.logfmt import event
+
 log = logging.getLogger("calico_bgp.speaker.channel")
+
+LOST_WITHDRAWALS = 100_000  # command lines kept for a resend at most (each up to MAX_NLRI prefixes)
 
 
 @attrs.define
@@ -58,14 +66,14 @@ class CommandWindow:
     async def ack(self, ok: bool) -> Pending | None:
         if not self.in_flight:
             self.unmatched_acks += 1
-            log.warning("exabgp_ack_unmatched ok=%s", ok)
+            event(log, "exabgp_ack_unmatched", logging.WARNING, ok=ok)
             return None
         p = self.in_flight.popleft()
         p.ok = ok
         self.acked += 1
         if not ok:
             self.errors += 1
-            log.warning("exabgp_command_error command=%r", p.command[:300])
+            event(log, "exabgp_command_error", logging.WARNING, command=p.command[:300])
         p.done.set()
         async with self._room:
             self._room.notify_all()
@@ -102,13 +110,86 @@ class LineReader:
             self.buf += data
             if b"\n" not in data:
                 if len(self.buf) > self.max_line:
-                    log.error("bridge_line_too_long bytes=%d", len(self.buf))
+                    event(log, "bridge_line_too_long", logging.ERROR, bytes=len(self.buf))
                     self.buf.clear()
                 continue
             *whole, rest = self.buf.split(b"\n")
             self.buf = bytearray(rest)
             for raw in whole:
                 yield raw.decode("utf-8", errors="replace")
+
+
+class CommandSender:
+    """Command lines to ExaBGP through the current bridge, at most `window.limit` awaiting an answer.
+
+    `lock` is held by whoever sends a batch that must go out whole and in the order its intent
+    changed (announce, withdraw, a replay): hold it and call `send_locked`, or call `send`.
+    With no bridge, a line is dropped (counted in `stats["dropped_commands"]`). Withdrawals that
+    may not have reached ExaBGP (dropped, or in flight when a bridge went) are kept in `lost`: a
+    new bridge to the same ExaBGP sends them again; a new ExaBGP starts empty and they are cleared.
+    """
+
+    def __init__(self, window: CommandWindow, stats: dict[str, int], lost_max: int = LOST_WITHDRAWALS) -> None:
+        self.window = window
+        self.stats = stats
+        self.stream: trio.abc.SendStream | None = None
+        self.lock = trio.Lock()
+        self.lost: collections.deque[str] = collections.deque(maxlen=lost_max)
+
+    @property
+    def connected(self) -> bool:
+        return self.stream is not None
+
+    async def attach(self, stream: trio.abc.SendStream) -> None:
+        """`stream` is the bridge from now on; the answers to commands sent on an older one never come."""
+        self.note_lost(await self.window.fail_all())
+        self.stream = stream
+
+    async def detach(self, stream: trio.abc.SendStream) -> bool:
+        """`stream` went away; False (and nothing done) when a newer bridge had replaced it already."""
+        if self.stream is not stream:
+            return False
+        self.stream = None
+        self.note_lost(await self.window.fail_all())
+        return True
+
+    async def send(self, lines: Iterable[str]) -> int:
+        """Send command lines within the in-flight window; returns how many went out."""
+        async with self.lock:
+            return await self.send_locked(lines)
+
+    async def send_locked(self, lines: Iterable[str]) -> int:
+        """`send` for a caller that holds `lock`."""
+        sent = 0
+        window = self.window
+        for line in lines:
+            if "\n" in line:
+                raise ValueError("a command is one line")
+            await window.reserve()
+            stream = self.stream
+            if stream is None:
+                self.stats["dropped_commands"] += 1
+                self.note_lost([line])
+                continue
+            pending = window.add(line)
+            try:
+                await stream.send_all(line.encode() + b"\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                window.forget(pending)  # else the next bridge's first ack would answer it
+                self.stats["dropped_commands"] += 1
+                self.note_lost([line])
+                continue
+            sent += 1
+        return sent
+
+    def note_lost(self, lines: Iterable[str]) -> None:
+        self.lost.extend(line for line in lines if cmds.is_withdrawal(line))
+
+    def take_lost(self) -> list[str]:
+        """The withdrawals kept for a resend, forgotten here."""
+        lines = list(self.lost)
+        self.lost.clear()
+        return lines
 
 
 INF = math.inf

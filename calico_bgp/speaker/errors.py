@@ -24,3 +24,11 @@ class MalformedMessage(SpeakerError, ValueError):
     def __init__(self, why: str, line: str) -> None:
         super().__init__(f"{why}: {line[:200]!r}")
         self.why, self.line = why, line
+
+
+class BadHello(SpeakerError, ValueError):
+    """A client of the API socket whose first line is not a bridge's hello (or names no pid)."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(f"not a bridge hello: {line[:200]!r}")
+        self.line = line

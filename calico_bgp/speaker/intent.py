@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from calico_bgp.speaker.commands import RouteChange, RouteSpec, normalize_prefix
+from calico_bgp.speaker.commands import RouteChange, RouteSpec, batch, normalize_prefix, resolve_self
 from calico_bgp.speaker.neighbor import Neighbor, family_of
 
 ALL = None  # target: every neighbor, present and future
@@ -52,6 +52,14 @@ class RouteIntent:
 
     def replay(self, neighbor: str) -> list[RouteChange]:
         return [RouteChange(neighbor, p, s, True) for p, s in self.routes_for(neighbor).items()]
+
+    def command_lines(self, changes: list[RouteChange], max_nlri: int) -> list[str]:
+        """The command lines that send `changes`: "next hop self" made each neighbour's own address,
+        changes for a neighbour no longer configured left out, batched `max_nlri` prefixes a line."""
+        configured = self._neighbors
+        ready = [resolve_self(c, configured[c.neighbor].self_next_hop(family_of(c.prefix)))
+                 for c in changes if c.neighbor in configured]
+        return batch(ready, max_nlri)
 
     def count(self) -> int:
         return len(self._everyone) + sum(len(v) for v in self._specific.values())

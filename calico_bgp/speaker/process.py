@@ -22,6 +22,8 @@ from typing import Callable, Mapping, Sequence
 
 import trio
 
+from dataplane.logfmt import event
+
 log = logging.getLogger("calico_bgp.speaker.process")
 
 PR_SET_PDEATHSIG = 1
@@ -78,14 +80,14 @@ def kill_leftover(pidfile: Path, marker: str = "exabgp") -> int | None:
                 break
             time.sleep(0.05)
     except OSError:
-        log.info("exabgp_leftover_gone pid=%d", pid)
+        event(log, "exabgp_leftover_gone", pid=pid)
         pidfile.unlink(missing_ok=True)
         return None
     if marker not in cmdline:  # the pid was reused by something else: not ours
-        log.warning("exabgp_leftover_pid_reused pid=%d cmdline=%r", pid, cmdline[:200])
+        event(log, "exabgp_leftover_pid_reused", logging.WARNING, pid=pid, cmdline=cmdline[:200])
         pidfile.unlink(missing_ok=True)
         return None
-    log.warning("exabgp_leftover_kill pid=%d cmdline=%r", pid, cmdline[:200])
+    event(log, "exabgp_leftover_kill", logging.WARNING, pid=pid, cmdline=cmdline[:200])
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 3
@@ -126,7 +128,7 @@ class ExaBGPProcess:
                                  stderr=subprocess.STDOUT, env=dict(env), cwd=str(cwd),
                                  preexec_fn=_die_with_parent, close_fds=True)
         pidfile.write_text(f"{popen.pid}\n")
-        log.info("exabgp_started pid=%d cmd=%r", popen.pid, " ".join(cmd))
+        event(log, "exabgp_started", pid=popen.pid, cmd=" ".join(cmd))
         return cls(popen, pidfile)
 
     async def pump_log(self, on_line: Callable[[str], None] | None = None) -> None:
@@ -141,7 +143,7 @@ class ExaBGPProcess:
                 for raw in lines:
                     line = raw.decode(errors="replace").rstrip()
                     if line:
-                        log.info("exabgp_log pid=%d line=%r", self.pid, line)
+                        event(log, "exabgp_log", pid=self.pid, line=line)
                         if on_line:
                             on_line(line)
         finally:

@@ -5,4 +5,8 @@
     events.py      route and link events (IPv4 + IPv6)
     protocol.py    our protocol number and its name for iproute2
     programmer.py  RouteProgrammer: reconcile, watch, restart continuity, counters
+    desired_index.py  the desired routes by kernel key, with their dump signatures
+    changes.py     the netlink operations a change is made of, and what it did (pure)
+    failures.py    refused and unbuildable routes, the retry back-off, unreachable next hops
+    watcher.py     route and link events that show drift wake a reconcile; the resync loop
 """

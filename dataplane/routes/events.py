@@ -14,6 +14,7 @@ import trio
 
 from dataplane import netlink
 from dataplane import rtnl_codec as codec
+from dataplane.logfmt import event
 from dataplane.routes.dump import Link
 from dataplane.routes.route import KernelRoute
 
@@ -104,7 +105,7 @@ async def events(sock: socket.socket, known: Callable[[], Mapping[bytes, object]
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     raise
-                log.warning("event=netlink_events_lost reason=%r", "receive buffer overrun")
+                event(log, "netlink_events_lost", logging.WARNING, reason="receive buffer overrun")
                 batch.append(EventsLost())
                 continue
             batch.extend(decode_events(data, known() if known is not None else None, gone() if gone is not None else None))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import os
 
+from dataplane.logfmt import event
+
 log = logging.getLogger(__name__)
 
 # not in iproute2's rt_protos nor linux/rtnetlink.h; Calico's felix uses 80, BIRD 12, FRR 186-192
@@ -35,7 +37,7 @@ def register_protocol_name(number: int = DEFAULT_PROTOCOL, name: str = PROTOCOL_
             f.write(content)
         os.replace(tmp, path)
     except OSError as exc:
-        log.info("event=protocol_name_not_registered protocol=%d name=%s path=%s reason=%r", number, name, path, str(exc))
+        event(log, "protocol_name_not_registered", protocol=number, name=name, path=path, reason=str(exc))
         return False
-    log.info("event=protocol_name_registered protocol=%d name=%s path=%s", number, name, path)
+    event(log, "protocol_name_registered", protocol=number, name=name, path=path)
     return True

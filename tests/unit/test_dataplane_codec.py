@@ -173,15 +173,15 @@ def test_no_dump_signature_for_other_shapes(route):
 
 
 def test_the_desired_sets_shared_signature_parts_give_dump_signature():
-    """_Desired builds each signature from parts routes alike share; the bytes must be dump_signature's
+    """DesiredIndex builds each signature from parts routes alike share; the bytes must be dump_signature's
     whatever order the shapes, lengths and metrics come in."""
-    from dataplane.routes.programmer import _Desired
+    from dataplane.routes.desired_index import DesiredIndex
 
     routes = [Route.via("198.18.5.0/24", "198.18.0.2"), Route.via("198.18.5.1/32", "198.18.0.2"),
               Route.via("198.18.5.2/32", "198.18.0.2", metric=9), Route.via("198.18.5.3/32", "198.18.0.3"),
               Route.blackhole("198.18.64.0/26"), Route.via("2001:db8:5::/64", "2001:db8::2"),
               Route.via("198.18.5.4/32", "198.18.0.2")]
-    desired = _Desired(254, 86)
+    desired = DesiredIndex(254, 86)
     for route in routes + routes[::-1]:
         fwd = route.forwarding()
         assert desired._signature(route.key, fwd) == codec.dump_signature(254, 86, route.key, fwd.rtype, fwd.hops)

@@ -27,3 +27,11 @@ def test_nothing_is_formatted_when_the_level_is_off(caplog):
         event(log, "quiet", thing=Loud())
         event(log, "said", logging.WARNING, peer="198.18.0.1")
     assert [r.getMessage() for r in caplog.records] == ["event=said peer=198.18.0.1"]
+
+
+def test_a_field_may_be_called_name_or_level(caplog):
+    log = logging.getLogger("test.logfmt")
+    with caplog.at_level(logging.INFO, logger="test.logfmt"):
+        event(log, "protocol_name_registered", name="calico-bgp", level=3)
+    assert line("x", name="y") == "event=x name=y"
+    assert [r.getMessage() for r in caplog.records] == ["event=protocol_name_registered name=calico-bgp level=3"]

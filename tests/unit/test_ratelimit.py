@@ -4,7 +4,7 @@ import logging
 import pytest
 
 from dataplane.ratelimit import Burst, BurstLimiter, RateLimitedLog
-from dataplane.routes.programmer import RETRY_MAX, retry_delay
+from dataplane.routes.failures import RETRY_MAX, retry_delay
 
 
 def test_a_burst_is_allowed_up_to_its_limit_and_the_rest_is_counted_per_key():
@@ -42,3 +42,12 @@ def test_twenty_thousand_warnings_are_ten_lines_and_one_count(caplog):
 def test_a_refused_route_is_retried_after_a_doubling_delay_capped_at_five_minutes():
     assert [retry_delay(n) for n in range(1, 6)] == [1.0, 2.0, 4.0, 8.0, 16.0]
     assert retry_delay(10) == RETRY_MAX == 300.0 and retry_delay(10_000) == RETRY_MAX
+
+
+def test_fields_are_written_as_logfmt_and_limited_alike(caplog):
+    warn = RateLimitedLog(logging.getLogger("t"), burst=1, window=10.0, clock=lambda: 0.0)
+    with caplog.at_level(logging.INFO, logger="t"):
+        assert warn.warning("route_failed", op="add", prefix="198.18.1.0/24", reason="No route to host")
+        assert not warn.warning("route_failed", op="add", prefix="198.18.2.0/24", reason="x")
+    assert [r.getMessage() for r in caplog.records] == [
+        'event=route_failed op=add prefix=198.18.1.0/24 reason="No route to host"']

@@ -15,7 +15,8 @@ import trio.testing
 
 from calico_bgp.speaker.events import BridgeConnected, PeerState, Update
 from calico_bgp.speaker.neighbor import Neighbor
-from calico_bgp.speaker.speaker import RELOADED, Speaker
+from calico_bgp.speaker.reload import RELOADED
+from calico_bgp.speaker.speaker import Speaker
 
 A, B = "198.18.0.2", "198.18.0.3"
 def bounded(seconds: float = 20):
@@ -129,7 +130,7 @@ class FakeBridge:
                 self.buf += data
         line, self.buf = self.buf.split(b"\n", 1)
         if line == b"reload" and self.speaker is not None:
-            self.speaker._on_exabgp_log(f"reactor         {RELOADED}")
+            self.speaker.reloader.on_log(f"reactor         {RELOADED}")
         return line.decode()
 
     async def no_command(self, wait: float = 0.3) -> None:

@@ -1,0 +1,123 @@
+"""A change to the kernel's routes: the netlink operations it is made of, and what it did.
+
+An operation is (flags, key): codec.NEW_FLAGS adds exclusively (never over a route that is not
+ours), codec.REPLACE_FLAGS replaces a route of ours, 0 deletes one. Everything here is pure: the
+programmer decides with these and does the I/O itself.
+"""
+from __future__ import annotations
+
+from typing import Callable, Collection, Iterable, Mapping
+
+import attrs
+
+from dataplane import rtnl_codec as codec
+from dataplane.routes.desired_index import DesiredIndex
+from dataplane.routes.failures import RouteFailure
+from dataplane.routes.route import Forwarding, Route, RouteKey
+
+Op = tuple[int, RouteKey]
+DELETE = 0
+
+
+@attrs.frozen(slots=True)
+class ChangeCounts:
+    """Netlink changes sent since the programmer was made (errors: how many the kernel refused)."""
+
+    adds: int = 0
+    replaces: int = 0
+    deletes: int = 0
+    errors: int = 0
+
+    @property
+    def changes(self) -> int:
+        return self.adds + self.replaces + self.deletes
+
+    def __sub__(self, other: "ChangeCounts") -> "ChangeCounts":
+        return ChangeCounts(self.adds - other.adds, self.replaces - other.replaces, self.deletes - other.deletes, self.errors - other.errors)
+
+    def plus(self, adds: int, replaces: int, deletes: int, errors: int) -> "ChangeCounts":
+        return ChangeCounts(self.adds + adds, self.replaces + replaces, self.deletes + deletes, self.errors + errors)
+
+
+@attrs.frozen(slots=True)
+class ReconcileResult:
+    adds: int
+    replaces: int
+    deletes: int
+    unchanged: int
+    kept: int  # stale routes kept because the grace period is on
+    failures: tuple[RouteFailure, ...]
+    seconds: float
+
+    @property
+    def changes(self) -> int:
+        return self.adds + self.replaces + self.deletes
+
+
+def plan_ops(adds: Iterable[RouteKey], replaces: Iterable[RouteKey], deletes: Iterable[RouteKey]) -> list[Op]:
+    """A reconcile's operations: adds and replaces first, so a metric change is make-before-break."""
+    return [(codec.NEW_FLAGS, k) for k in adds] + [(codec.REPLACE_FLAGS, k) for k in replaces] + [(DELETE, k) for k in deletes]
+
+
+def pending_ops(pending: Iterable[RouteKey], desired: DesiredIndex, installed: Collection[RouteKey],
+                keep: Collection[RouteKey]) -> tuple[list[Op], dict[RouteKey, Route], dict[RouteKey, Forwarding]]:
+    """The operations that send the changed keys `pending`, and the routes they desire: a desired
+    key is replaced when a route of ours is installed on it, else added; a key no longer desired
+    is deleted if ours is installed and not kept for the restart grace."""
+    routes: dict[RouteKey, Route] = {}
+    forwarding: dict[RouteKey, Forwarding] = {}
+    ops: list[Op] = []
+    desired_fwd, desired_routes, add = desired.forwarding.get, desired.routes, ops.append
+    replace, new = codec.REPLACE_FLAGS, codec.NEW_FLAGS
+    for key in pending:
+        fwd = desired_fwd(key)
+        if fwd is None:
+            if key in installed and key not in keep:
+                add((DELETE, key))
+            continue
+        routes[key] = desired_routes[key]
+        forwarding[key] = fwd
+        add((replace if key in installed else new, key))
+    return ops, routes, forwarding
+
+
+def op_counts(ops: list[Op]) -> tuple[int, int, int]:
+    """(adds, replaces, deletes) among `ops`."""
+    n_del = sum(1 for flags, _ in ops if not flags)
+    n_add = sum(1 for flags, _ in ops if flags == codec.NEW_FLAGS)
+    return n_add, len(ops) - n_del - n_add, n_del
+
+
+def installed_after_program(installed: set[RouteKey], ops: list[Op], refused: Collection[RouteKey]) -> None:
+    """Update `installed` (the keys holding a route of ours) for `ops` sent, `refused` among them."""
+    installed.difference_update(key for flags, key in ops if not flags)
+    if any(flags for flags, _ in ops):
+        installed.update(key for flags, key in ops if flags and key not in refused)
+
+
+def installed_after_reconcile(desired: Iterable[RouteKey], failures: Iterable[RouteFailure],
+                              held: Mapping[RouteKey, RouteFailure], kept: Iterable[RouteKey]) -> set[RouteKey]:
+    """The keys holding a route of ours after a full reconcile: every desired key but those whose
+    add failed or was held back (a failed replace leaves our old route there, still ours to
+    replace or delete), and the stale routes kept for the grace."""
+    installed = set(desired)
+    installed.difference_update(f.route.key for f in failures if f.route is not None and f.op == "add")
+    installed.difference_update(k for k in held if held[k].op == "add")
+    installed.update(kept)
+    return installed
+
+
+def encoder(ops: list[Op], table: int, protocol: int, forwarding: Mapping[RouteKey, Forwarding],
+            ifindex: Mapping[str, int]) -> Callable[[int, int], bytes]:
+    """(index into `ops`, sequence number) -> the netlink request of that operation."""
+    ifindex_of = ifindex.__getitem__
+    encode_new, encode_del = codec.encode_newroute, codec.encode_delroute
+
+    def encode(i: int, seq: int) -> bytes:
+        flags, key = ops[i]
+        if not flags:
+            return encode_del(seq, table, protocol, key)
+        fwd = forwarding[key]
+        return encode_new(seq, flags, table, protocol, key, fwd.rtype, fwd.hops, ifindex_of)
+
+    return encode
