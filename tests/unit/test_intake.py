@@ -1,6 +1,7 @@
 """calico_bgp.routing.intake: one UPDATE into the RIB (prefix parsing: test_prefix.py)."""
 from __future__ import annotations
 
+import ipaddress
 
 import attrs
 import pytest
@@ -74,3 +75,22 @@ def test_trim_forgets_the_parsed_prefixes_the_rib_no_longer_holds():
                  peer, rib, damp, 0.0)
     assert intake.trim(rib.holds) == 50 and intake.cached == 10
     assert intake.trim(rib.holds) == 0
+
+
+def test_the_rib_holds_one_attributes_object_per_update_the_parsed_one_when_nothing_changes():
+    """The prefixes of one UPDATE share one attributes value in the RIB (they are compared and
+    hashed by identity first): the parsed value itself when its next hop needs no resolving (IPv4),
+    one resolved value for all when it does (a link-local next hop scoped to the session's link)."""
+    from calico_bgp.routing.nexthop import SessionLink
+    rib = Rib(LocalSpeaker(64512, "198.18.0.1"))
+    damp, intake = Dampener(DampingParams(), enabled=False), UpdateIntake()
+    v4 = Peer("198.18.0.2", 65001, "198.18.0.2", ibgp=False)
+    a = PathAttributes(next_hop="198.18.0.2", as_path=(65001,))
+    got = intake.apply(Update(v4.address, "ipv4 unicast", {f"198.18.64.{i}/32": a for i in range(3)}), v4, rib, damp, 0.0)
+    assert all(rib.paths(p)[0].attrs is a for p in got.announced)
+    link = SessionLink("eth0", (ipaddress.ip_network("2001:db8:0:1::/64"),))
+    v6 = Peer("2001:db8:0:1::2", 65001, "198.18.0.3", ibgp=False, link=link)
+    b = PathAttributes(next_hop="fe80::2", as_path=(65001,))
+    got = intake.apply(Update(v6.address, "ipv6 unicast", {f"2001:db8:{i}::/48": b for i in range(3)}), v6, rib, damp, 0.0)
+    held = {id(rib.paths(p)[0].attrs) for p in got.announced}
+    assert len(held) == 1 and rib.paths(Prefix.of("2001:db8:1::/48"))[0].attrs.next_hop == "fe80::2%eth0"
