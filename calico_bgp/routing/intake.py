@@ -4,7 +4,7 @@ next hop each path is installed via, flap damping, then the RIB, which says what
 caller passes `now`.
 
 Built for bursts of 100k prefixes: a prefix's text is parsed once (cached while it is in use), the
-attributes an UPDATE shares between its prefixes are converted once, and when damping is off the
+attributes an UPDATE shares between its prefixes are resolved once, and when damping is off the
 dampener is skipped (turning it on later seeds it from the RIB, so it penalises exactly as before).
 """
 from __future__ import annotations

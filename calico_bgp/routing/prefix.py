@@ -24,6 +24,10 @@ _HEX = "0123456789abcdefABCDEF"
 
 
 class Prefix(NamedTuple):
+    """An IP network: equal, hashed and ordered by (version, network, prefixlen); printed as
+    `ipaddress` prints it ('198.18.64.0/24', '2001:db8::/48'). Build one with `parse`, `Prefix.of`
+    or `Prefix.host`; the fields are not checked (no host bits is the caller's promise)."""
+
     version: int     # 4 or 6
     network: int     # the network address as an integer, no host bits set
     prefixlen: int
