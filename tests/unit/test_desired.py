@@ -1,4 +1,3 @@
-
 from calico_bgp.resources import model
 from calico_bgp.routing import desired
 from calico_bgp.routing.prefix import Prefix
@@ -45,6 +44,11 @@ def test_a_peer_reachable_by_a_gateway_gets_a_host_route_that_learned_routes_nev
     assert unbuildable == {}
     assert {str(r.prefix): [str(h.gateway) for h in r.nexthops] for r in routes} == {
         "198.18.9.1/32": ["198.18.1.1"], "2001:db8:9::1/128": ["2001:db8:1::1"], "198.19.7.0/26": ["198.18.1.2"]}
+    # the incremental pass skips the same: a static route's prefix is never a learned route's
+    skip = desired.not_learned("n1", {}, (), static)
+    assert skip == {Prefix.of("198.18.9.1/32"), Prefix.of("2001:db8:9::1/128")}
+    upserts, removed, _ = desired.kernel_changes([Prefix.of("198.18.9.1/32"), Prefix.of("198.19.7.0/26")], rib, skip)
+    assert [str(r.prefix) for r in upserts] == ["198.19.7.0/26"] and removed == []
 
 
 def test_a_selection_no_kernel_route_can_express_is_set_apart_with_its_reason_and_the_rest_are_built():
