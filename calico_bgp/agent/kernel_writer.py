@@ -20,7 +20,8 @@ from typing import Callable, Iterable, Protocol
 import trio
 
 from calico_bgp.routing import desired
-from calico_bgp.routing.rib import Prefix, Rib
+from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.rib import Rib
 from calico_bgp.telemetry.metrics import Metrics
 from dataplane.routes.programmer import UNBUILDABLE, ReconcileResult, RouteFailure, RouteProgrammer
 from dataplane.routes.route import Route, RouteKey
@@ -101,7 +102,7 @@ class KernelWriter:
             full = self._full
             try:
                 if full:
-                    skip = set(own) | set(desired.local_blocks(node, blocks)) | {r.prefix for r in static}
+                    skip = desired.not_learned(node, blocks, own, static)
                     routes, unbuildable = desired.kernel_routes(node, blocks, rib, own, static)
                     self.programmer.set_desired(routes, unbuildable)
                     self._full, self._skip = False, skip  # only once the new desired set is in place

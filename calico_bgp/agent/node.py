@@ -42,7 +42,11 @@ from calico_bgp.routing.intake import Intake, UpdateIntake
 from calico_bgp.routing.nexthop import SessionLink, session_link
 from calico_bgp.routing.origin import REASON_PREFIX as ORIGIN_INVALID
 from calico_bgp.routing.origin import OriginIndex
-from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Prefix, Rib, reflections
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.routing.path import LocalSpeaker, Peer
+from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.reflection import reflections
+from calico_bgp.routing.rib import Rib
 from calico_bgp.routing.topology import Session
 from calico_bgp.speaker import commands as speaker_cmds
 from calico_bgp.speaker.events import EXABGP_EXITED, EndOfRib, Notification, PeerOpen, PeerState, Update
@@ -105,7 +109,7 @@ class NodeAgent:
         self.programmer.on_repair = self._on_repair
         self.local: LocalSpeaker | None = None
         self.rib: Rib | None = None
-        self.dampener: Dampener[PathAttrs] = Dampener(DampingParams(), enabled=False)
+        self.dampener: Dampener[PathAttributes] = Dampener(DampingParams(), enabled=False)
         self.intake = UpdateIntake()
         self.malformed_reports = malformed.MalformedReports()
         self.churn = ChurnTracker()
@@ -114,7 +118,7 @@ class NodeAgent:
         self.rib_peers: dict[str, Peer] = {}
         self.links: dict[str, SessionLink | None] = {}  # IPv6 peer -> its link when directly connected
         self.own: set[Prefix] = set()
-        self.exported: dict[str, dict[Prefix, bgpfilter.ExportAttrs]] = {}
+        self.exported: dict[str, dict[Prefix, PathAttributes]] = {}
         self.configured: set[str] = set()  # the sessions the speaker has as neighbours (not failed to configure)
         self.peer_routes: list[Route] = []  # host routes to peers behind a gateway (reachableBy), per session set
         self._pools_seen: set[str] = set()  # pools with metric series
@@ -353,10 +357,7 @@ class NodeAgent:
             if b.attrs is None:
                 await self.speaker.withdraw(list(b.neighbors), prefixes)
             else:
-                a = b.attrs
-                await self.speaker.announce(list(b.neighbors), prefixes, communities=a.communities,
-                                            large_communities=a.large_communities, local_pref=a.local_pref,
-                                            as_path=a.as_path)
+                await self.speaker.announce(list(b.neighbors), prefixes, attributes=b.attrs)
         if sent:
             log.info("event=exports originated=%d peers=%d changes=%d", len(self.own), len(want_all), sent)
 
@@ -765,15 +766,12 @@ class NodeAgent:
             withdraw = [str(p) for p, a in per_prefix.items() if a is None]
             if withdraw:
                 await self.speaker.withdraw([neighbor], withdraw)
-            groups: dict[PathAttrs, list[str]] = {}
+            groups: dict[PathAttributes, list[str]] = {}
             for p, a in per_prefix.items():
                 if a is not None:
                     groups.setdefault(a, []).append(str(p))
             for a, prefixes in groups.items():
-                await self.speaker.announce([neighbor], prefixes, next_hop=a.next_hop, origin=a.origin,
-                                            local_pref=a.local_pref, med=a.med, as_path=a.as_path,
-                                            communities=a.communities, large_communities=a.large_communities,
-                                            originator_id=a.originator_id, cluster_list=a.cluster_list)
+                await self.speaker.announce([neighbor], prefixes, attributes=a)
 
     # ------------------------------------------------------------------ kernel
     def _kernel_inputs(self) -> tuple[Rib, str, dict, set[Prefix], list[Route]] | None:
@@ -812,7 +810,7 @@ class NodeAgent:
         if not out.announce or self.rib is None:
             return
         changed: set[Prefix] = set()
-        by_peer: dict[str, dict[Prefix, PathAttrs]] = {}
+        by_peer: dict[str, dict[Prefix, PathAttributes]] = {}
         for (peer, prefix), a in out.announce.items():
             by_peer.setdefault(peer, {})[prefix] = a  # type: ignore[index]
         for peer, ann in by_peer.items():
@@ -923,7 +921,7 @@ def _with_len(ip: str) -> str:
 
 
 def _pkey(p: Prefix) -> tuple[int, int, int]:
-    return (p.version, int(p.network_address), p.prefixlen)
+    return (p.version, p.network, p.prefixlen)
 
 
 def _akey(a: str) -> tuple[int, int]:

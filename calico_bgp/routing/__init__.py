@@ -2,7 +2,12 @@
 datastore client; tests/unit/test_import_rules.py enforces it). The caller passes `now`.
 
     topology.py          which BGP sessions this node must have (mesh, route reflectors, fabric peers)
-    rib.py               Adj-RIB-In per peer, best path and ECMP set, RFC 4456 reflection
+    prefix.py            Prefix: family, network as an int, length (parsed, printed, ordered, contained)
+    attributes.py        PathAttributes: a path's BGP attributes, from parse to the RIB to the command
+    path.py              the RIB's values: Peer, LocalSpeaker, Path, Selection
+    decision.py          best path and ECMP set (RFC 4271 9.1.2), loop checks
+    rib.py               Adj-RIB-In per peer (accepted, rejected), the selection per prefix
+    reflection.py        what a route reflector sends on (RFC 4456)
     bgpfilter.py         import and export policy (BGPFilter rules over safe defaults)
     intake.py            received UPDATEs on their way into the RIB (RFC 7606, damping, next hops)
     malformed.py         RFC 7606: what a malformed UPDATE does to the routes it carries

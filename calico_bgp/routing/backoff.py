@@ -22,8 +22,7 @@ import re
 
 import attrs
 
-from calico_bgp.speaker.events import EXABGP_EXITED
-
+EXABGP_EXITED = "exabgp exited"  # the reason of a session that ended because our ExaBGP itself went away
 QUICK = 15.0        # seconds: a session that goes down sooner after coming up counts as failing
 STABLE = 300.0      # seconds Established after which the count of resets starts again
 _NOTIFICATION = re.compile(r"notification (sent|received) \((\d+),(\d+)\)")

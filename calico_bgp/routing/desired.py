@@ -12,13 +12,14 @@ from typing import Container, Iterable, Mapping
 
 from calico_bgp.resources.ippool import IPPool
 from calico_bgp.routing.nexthop import split
-from calico_bgp.routing.rib import Prefix, Rib
+from calico_bgp.routing.prefix import Network, Prefix
+from calico_bgp.routing.rib import Rib
 from calico_bgp.routing.topology import Session
 from dataplane.routes.route import InvalidRoute, NextHop, Route, RouteKey, key_of
 from ipam.block import Block
 
 
-def _pool_of(prefix: Prefix, pools: Iterable[IPPool]) -> IPPool | None:
+def _pool_of(prefix: Network, pools: Iterable[IPPool]) -> IPPool | None:
     for pool in pools:
         net = pool.spec.network
         if net.version == prefix.version and prefix.subnet_of(net):  # type: ignore[arg-type]
@@ -27,7 +28,7 @@ def _pool_of(prefix: Prefix, pools: Iterable[IPPool]) -> IPPool | None:
 
 
 def local_blocks(node: str, blocks: Mapping[str, Block]) -> list[Prefix]:
-    return sorted((b.network for b in blocks.values() if b.host == node), key=_sort_key)
+    return sorted(Prefix.of(b.network) for b in blocks.values() if b.host == node)
 
 
 def announcements(node: str, blocks: Mapping[str, Block], pools: Iterable[IPPool]) -> set[Prefix]:
@@ -39,23 +40,22 @@ def announcements(node: str, blocks: Mapping[str, Block], pools: Iterable[IPPool
         if pool is None or pool.spec.disable_bgp_export:
             continue
         if block.host == node:
-            out.add(block.network)
+            out.add(Prefix.of(block.network))
             continue
         for use in block.in_use():
             if use.node == node:  # borrowed from another node's block: announce the host route
-                addr = ipaddress.ip_address(use.ip)
-                out.add(ipaddress.ip_network(f"{addr}/{addr.max_prefixlen}"))
+                out.add(Prefix.host(ipaddress.ip_address(use.ip)))
     return out
 
 
 def peer_routes(sessions: Iterable[Session]) -> list[Route]:
     """Calico's reachableBy: a host route to each peer that is on no link of ours, via the gateway
     that reaches it (a ToR's loopback behind its link address), so the session can open at all."""
-    out: dict[Prefix, Route] = {}
+    out: dict[Network, Route] = {}
     for s in sessions:
         if s.reachable_by:
             route = Route.via(str(ipaddress.ip_interface(s.peer_address)), s.reachable_by)
-            out.setdefault(route.prefix, route)  # type: ignore[arg-type]
+            out.setdefault(route.prefix, route)
     return list(out.values())
 
 
@@ -69,16 +69,22 @@ def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterabl
     none of those and not one we originate; and the selections that make no route (a next hop that
     is no address, of the other family, ...), each with the reason: one never keeps out the others."""
     mine = set(own)
-    routes = [Route.blackhole(prefix) for prefix in local_blocks(node, blocks)]
+    routes = [Route.blackhole(prefix.to_ipaddress()) for prefix in local_blocks(node, blocks)]
     blackholed = {r.prefix for r in routes}
     routes += [r for r in static if r.prefix not in blackholed]
-    taken = {r.prefix for r in routes}
+    taken = {Prefix.of(r.prefix) for r in routes}
     unbuildable: Unbuildable = {}
     for prefix, sel in rib.selections():
         if prefix in mine or prefix in taken:
             continue
         _add_learned(prefix, sel.next_hops, routes, unbuildable)
     return routes, unbuildable
+
+
+def not_learned(node: str, blocks: Mapping[str, Block], own: Iterable[Prefix], static: Iterable[Route]) -> set[Prefix]:
+    """The prefixes a learned route never takes: what we originate, blackhole (our blocks) or route
+    statically (peer_routes); `kernel_changes` skips them, as `kernel_routes` does."""
+    return set(own) | set(local_blocks(node, blocks)) | {Prefix.of(r.prefix) for r in static}
 
 
 def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]) -> tuple[list[Route], list[RouteKey], Unbuildable]:
@@ -118,16 +124,11 @@ def learned_route(prefix: Prefix, next_hops: Iterable[str]) -> Route:
     known = _HOPS.get(gateways)
     if known is None or known[0] != prefix.version:
         # a handful of next-hop sets serve every learned route: each is parsed and checked once
-        route = Route(prefix, nexthops=tuple(NextHop(*split(h)) for h in gateways))
+        checked = Route(prefix.to_ipaddress(), nexthops=tuple(NextHop(*split(h)) for h in gateways))
         if len(_HOPS) > 4096:
             _HOPS.clear()
-        _HOPS[gateways] = (prefix.version, route.nexthops)
-        return route
+        known = _HOPS[gateways] = (prefix.version, checked.nexthops)
     return Route.trusted(prefix, known[1])
-
-
-def _sort_key(p: Prefix) -> tuple[int, int, int]:
-    return (p.version, int(p.network_address), p.prefixlen)
 
 
 def pool_usage(node: str, blocks: Mapping[str, Block], pools: Iterable[IPPool]) -> tuple[dict[str, tuple[float, int]], int]:

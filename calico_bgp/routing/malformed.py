@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from calico_bgp.routing.rib import Peer
-from calico_bgp.speaker.events import Malformation
+import attrs
+
+from calico_bgp.routing.path import Peer
 
 TREAT_AS_WITHDRAW = "treat-as-withdraw"
 KEPT = "attribute discarded, route kept"
@@ -41,6 +42,16 @@ ACTIONS: dict[str, str] = {
     "malformed-attribute": WITHDRAWN_BY_EXABGP,    # ExaBGP's own treat-as-withdraw
 }
 REASONS = tuple(ACTIONS)
+
+
+@attrs.frozen(slots=True)
+class Malformation:
+    """Something wrong with a received UPDATE's path attributes (RFC 7606), as ExaBGP reported it
+    (speaker/parse.py) or the intake found it. `reason` is one of REASONS (a metric label), `detail`
+    what exactly, for a person."""
+
+    reason: str
+    detail: str = ""
 
 
 def action(reason: str) -> str:

@@ -26,7 +26,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable
 
-from calico_bgp.routing.rib import ImportPolicy, PathAttrs, Peer, Prefix
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.routing.path import Peer
+from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.rib import ImportPolicy
 
 _V4_RANGES = (("0.0.0.0/8", "this network"), ("127.0.0.0/8", "loopback"), ("169.254.0.0/16", "link-local"),
               ("224.0.0.0/3", "multicast or reserved"))
@@ -54,8 +57,8 @@ _V6 = _table(_V6_RANGES, 128, 16)   # by first 16 bits (fe80::/10 spans fe80..fe
 
 def prefix_reason(prefix: Prefix) -> str | None:
     """Why `prefix` is martian, or None when it is not."""
-    value, plen = prefix.network_address._ip, prefix._prefixlen  # type: ignore[union-attr]
-    m = _V4_BY_OCTET[value >> 24] if prefix._version == 4 else _V6.get(value >> 112)  # type: ignore[union-attr]
+    version, value, plen = prefix
+    m = _V4_BY_OCTET[value >> 24] if version == 4 else _V6.get(value >> 112)
     if m is not None and plen >= m[0] and value >> m[1] == m[2]:
         return m[3]
     return None
@@ -116,11 +119,11 @@ def guarded(policy: ImportPolicy | None, own: frozenset[str] = frozenset(), max_
     its reason before the filters are asked, so no filter can accept one. `own`: this node's
     addresses."""
     cache: dict[str, str | None] = {}  # next hop -> reason
-    last_attrs: PathAttrs | None = None  # the last attributes object and its next hop's verdict
+    last_attrs: PathAttributes | None = None  # the last attributes object and its next hop's verdict
     last_why: str | None = None
     v4, v6 = _V4_BY_OCTET, _V6.get
 
-    def check(peer: Peer, prefix: Prefix, pattrs: PathAttrs) -> str | None:
+    def check(peer: Peer, prefix: Prefix, pattrs: PathAttributes) -> str | None:
         nonlocal last_attrs, last_why
         if pattrs is not last_attrs:
             nh = pattrs.next_hop
@@ -134,8 +137,8 @@ def guarded(policy: ImportPolicy | None, own: frozenset[str] = frozenset(), max_
         if last_why is not None:
             return last_why
         # prefix_reason, inlined: this runs for every prefix received
-        value, plen = prefix.network_address._ip, prefix._prefixlen  # type: ignore[union-attr]
-        m = v4[value >> 24] if prefix._version == 4 else v6(value >> 112)  # type: ignore[union-attr]
+        version, value, plen = prefix
+        m = v4[value >> 24] if version == 4 else v6(value >> 112)
         if m is not None and plen >= m[0] and value >> m[1] == m[2]:
             return m[3]
         return policy(peer, prefix, pattrs) if policy is not None else None

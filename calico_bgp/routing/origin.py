@@ -28,7 +28,9 @@ from calico_bgp.resources.bgpconfig import BGPConfiguration
 from calico_bgp.resources.ippool import IPPool
 from calico_bgp.resources.node import Node
 from calico_bgp.routing import topology
-from calico_bgp.routing.rib import PathAttrs, Peer, Prefix
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.routing.path import Peer
+from calico_bgp.routing.prefix import Network, Prefix
 from ipam.block import Block
 
 REJECT, DEPREFER, DISABLED = "Reject", "Deprefer", "Disabled"
@@ -67,15 +69,14 @@ def _holders(block: Block) -> dict[int, str]:
 class OriginIndex:
     """Who owns what inside the pools, indexed for `check`."""
 
-    def __init__(self, me: str, pools: Iterable[tuple[str, Prefix]], blocks: Iterable[Block],
+    def __init__(self, me: str, pools: Iterable[tuple[str, Network]], blocks: Iterable[Block],
                  origins: Mapping[str, Origin], fabric_as: Iterable[int] = ()) -> None:
         self.me = me
         self.origins = dict(origins)
         self.fabric_as = frozenset(fabric_as)
         # per IP version, pools as (prefix length, host bits, network >> host bits, name), as bgpfilter
         # matches them, and blocks bucketed by length: (length, host bits, {network >> host bits: block});
-        # blocks never overlap. The lookups read ipaddress's `_ip`/`_prefixlen`: its properties cost
-        # a Python call each, per prefix of a 100k burst.
+        # blocks never overlap.
         self._pools: dict[int, list[tuple[int, int, int, str]]] = {4: [], 6: []}
         for name, n in pools:
             shift = n.max_prefixlen - n.prefixlen
@@ -92,7 +93,7 @@ class OriginIndex:
         self._reasons: dict[tuple[bool, str | None, str, str], str] = {}
         # the prefixes of one UPDATE share their peer and attributes: owner -> verdict for the last pair
         self._last_peer: Peer | None = None
-        self._last_attrs: PathAttrs | None = None
+        self._last_attrs: PathAttributes | None = None
         self._verdicts: dict[str | None, str | None] = {}
 
     @classmethod
@@ -118,9 +119,10 @@ class OriginIndex:
             return f"{block.cidr} is a block with no affine node"
         return f"{block.cidr} is {owner}'s block"
 
-    def check(self, peer: Peer, prefix: Prefix, attrs_: PathAttrs) -> str | None:
+    def check(self, peer: Peer, prefix: Prefix, attrs_: PathAttributes) -> str | None:
         """None when the path is valid or the prefix is outside every pool; else why it is invalid."""
-        value, plen, version = prefix.network_address._ip, prefix._prefixlen, prefix._version  # type: ignore[union-attr]
+        version, value, plen = prefix
+        host_route = plen == (32 if version == 4 else 128)
         for nlen, shift, bits, pool in self._pools[version]:
             if plen >= nlen and value >> shift == bits:
                 break
@@ -132,14 +134,14 @@ class OriginIndex:
                 break
             block = table.get(value >> shift)
             if block is not None:
-                owner = block.holders.get(value) if plen == prefix._max_prefixlen else block.host  # type: ignore[union-attr]
+                owner = block.holders.get(value) if host_route else block.host
                 break
         if self._last_peer is not peer or self._last_attrs is not attrs_:
             self._last_peer, self._last_attrs, self._verdicts = peer, attrs_, {}
         if owner is not None and owner == self.me:
             # our own route come back through the fabric (as-override defeats the AS-path loop check): no
             # one else's claim, and never installed (what we originate is not learned); anything else is
-            exact = plen == prefix._max_prefixlen or plen == block.prefixlen  # type: ignore[union-attr]
+            exact = host_route or plen == block.prefixlen  # type: ignore[union-attr]
             path = attrs_.as_path
             if exact and path and all(a in self.fabric_as for a in path):
                 return None
@@ -152,7 +154,6 @@ class OriginIndex:
                 why = verdicts[owner] = self._invalid(peer, owner, attrs_)
             if why is None:
                 return None
-        host_route = plen == prefix._max_prefixlen  # type: ignore[union-attr]
         key = (host_route, owner, block.cidr if block else pool, why)
         text = self._reasons.get(key)
         if text is None:  # the prefixes of one block from one path share one string
@@ -162,7 +163,7 @@ class OriginIndex:
             text = self._reasons[key] = REASON_PREFIX + (f"{what}, {why}" if why else what)
         return text
 
-    def _invalid(self, peer: Peer, owner: str | None, attrs_: PathAttrs) -> str | None:
+    def _invalid(self, peer: Peer, owner: str | None, attrs_: PathAttributes) -> str | None:
         """None when the path originates at `owner`; else how it does not ("" when nobody owns it)."""
         if owner is None:
             return ""

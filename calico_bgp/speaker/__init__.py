@@ -4,7 +4,7 @@
     config.py    render_config(): ExaBGP configuration text (pure, deterministic)
     bridge.py    the API process ExaBGP runs; relays to the agent over a unix socket, always drains acks
     parse.py     ExaBGP JSON lines -> events.py values (pure)
-    commands.py  RouteSpec and command batching (pure)
+    commands.py  command lines: attributes to send, checked and rendered; batching (pure)
     intent.py    RouteIntent: the routes each neighbor should have, for diffs and replay (no I/O)
     channel.py   the agent's end of the bridge: line reader, the ack-matched command window, the sender
     connection.py  the bridge's connection: its hello, one at a time, a newer one replaces the older

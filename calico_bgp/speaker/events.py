@@ -1,59 +1,34 @@
-"""What ExaBGP tells the agent, as typed values. Peers are named by their address as ExaBGP prints it."""
+"""What ExaBGP tells the agent, as typed values. Peers are named by their address as ExaBGP prints it.
+The values an UPDATE carries (path attributes, malformations) are the routing core's own."""
 from __future__ import annotations
 
 from typing import Mapping, Union
 
 import attrs
 
-
-@attrs.frozen(slots=True)
-class PathAttributes:
-    """The attributes of a received path; absent ones are None / empty. An IPv6 next hop of 32 bytes
-    (RFC 2545: global, then link-local) gives both: `next_hop` the first, `link_local` the second."""
-
-    next_hop: str | None = None
-    link_local: str | None = None
-    origin: str | None = None  # igp / egp / incomplete
-    as_path: tuple[int, ...] = ()
-    as_set: tuple[int, ...] = ()
-    local_pref: int | None = None
-    med: int | None = None
-    communities: tuple[tuple[int, int], ...] = ()
-    large_communities: tuple[tuple[int, int, int], ...] = ()
-    originator_id: str | None = None
-    cluster_list: tuple[str, ...] = ()
-    path_id: str | None = None  # add-path identifier, when negotiated
-
-
-@attrs.frozen(slots=True)
-class Malformation:
-    """Something wrong with a received UPDATE's path attributes (RFC 7606), as ExaBGP reported it.
-    `reason` is one of a fixed set (a metric label; calico_bgp/routing/malformed.py says what each does),
-    `detail` what exactly, for a person."""
-
-    reason: str
-    detail: str = ""
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.routing.backoff import EXABGP_EXITED as EXABGP_EXITED  # a PeerState's reason: ExaBGP went away
+from calico_bgp.routing.malformed import Malformation
 
 
 @attrs.frozen(slots=True)
 class Update:
     """One family of one UPDATE: prefixes announced (with their attributes) and withdrawn, and what
-    was wrong with the UPDATE's attributes (the same for every family it carried)."""
+    was wrong with the UPDATE's attributes (the same for every family it carried). `path_ids`: the
+    add-path identifier (RFC 7911) of each announced prefix that came with one."""
 
     peer: str
     family: str
     announced: Mapping[str, PathAttributes] = attrs.field(factory=dict, hash=False)
     withdrawn: tuple[str, ...] = ()
     malformed: tuple[Malformation, ...] = ()
+    path_ids: Mapping[str, str] = attrs.field(factory=dict, hash=False)
 
 
 @attrs.frozen(slots=True)
 class EndOfRib:
     peer: str
     family: str
-
-
-EXABGP_EXITED = "exabgp exited"  # a PeerState's reason when ExaBGP itself went away (the speaker's own)
 
 
 @attrs.frozen(slots=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from calico_bgp.speaker.commands import RouteChange, RouteSpec, batch, normalize_prefix, resolve_self
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.speaker.commands import RouteChange, batch, normalize_prefix, resolve_self
 from calico_bgp.speaker.neighbor import Neighbor, family_of
 
 ALL = None  # target: every neighbor, present and future
@@ -17,8 +18,8 @@ ALL = None  # target: every neighbor, present and future
 
 class RouteIntent:
     def __init__(self) -> None:
-        self._everyone: dict[str, RouteSpec] = {}
-        self._specific: dict[str, dict[str, RouteSpec]] = {}
+        self._everyone: dict[str, PathAttributes] = {}
+        self._specific: dict[str, dict[str, PathAttributes]] = {}
         self._neighbors: dict[str, Neighbor] = {}
 
     # -- neighbors ---------------------------------------------------------------------------
@@ -36,14 +37,14 @@ class RouteIntent:
         return self._neighbors
 
     # -- queries -----------------------------------------------------------------------------
-    def wanted(self, neighbor: str, prefix: str) -> RouteSpec | None:
+    def wanted(self, neighbor: str, prefix: str) -> PathAttributes | None:
         n = self._neighbors.get(neighbor)
         if n is None or not n.carries(family_of(prefix)):
             return None
         spec = self._specific.get(neighbor, {}).get(prefix)
         return spec if spec is not None else self._everyone.get(prefix)
 
-    def routes_for(self, neighbor: str) -> dict[str, RouteSpec]:
+    def routes_for(self, neighbor: str) -> dict[str, PathAttributes]:
         n = self._neighbors.get(neighbor)
         if n is None:
             return {}
@@ -65,13 +66,13 @@ class RouteIntent:
         return len(self._everyone) + sum(len(v) for v in self._specific.values())
 
     # -- changes -----------------------------------------------------------------------------
-    def announce(self, targets: Iterable[str] | None, prefixes: Iterable[str], spec: RouteSpec) -> list[RouteChange]:
+    def announce(self, targets: Iterable[str] | None, prefixes: Iterable[str], spec: PathAttributes) -> list[RouteChange]:
         return self._change(targets, [normalize_prefix(p) for p in prefixes], spec)
 
     def withdraw(self, targets: Iterable[str] | None, prefixes: Iterable[str]) -> list[RouteChange]:
         return self._change(targets, [normalize_prefix(p) for p in prefixes], None)
 
-    def _change(self, targets: Iterable[str] | None, prefixes: list[str], spec: RouteSpec | None) -> list[RouteChange]:
+    def _change(self, targets: Iterable[str] | None, prefixes: list[str], spec: PathAttributes | None) -> list[RouteChange]:
         keys = list(self._neighbors) if targets is ALL else list(dict.fromkeys(targets))
         before = {(n, p): self.wanted(n, p) for n in keys for p in prefixes}
         if targets is ALL:

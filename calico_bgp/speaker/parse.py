@@ -11,6 +11,8 @@ from typing import Any, Union
 
 import attrs
 
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.routing.malformed import Malformation
 from calico_bgp.speaker.errors import MalformedMessage
 from calico_bgp.speaker.events import (
     Ack,
@@ -18,9 +20,7 @@ from calico_bgp.speaker.events import (
     Event,
     ExaBGPShutdown,
     Ignored,
-    Malformation,
     Notification,
-    PathAttributes,
     PeerOpen,
     PeerState,
     Text,
@@ -119,18 +119,17 @@ def _update(peer: str, message: dict[str, Any]) -> list[Parsed]:
     base = _attributes(update.get("attribute", {}))
     malformed = _malformations(update)
     announced: dict[str, dict[str, PathAttributes]] = {}
+    path_ids: dict[str, dict[str, str]] = {}
     for family, by_nexthop in update.get("announce", {}).items():
         out = announced.setdefault(family, {})
         for next_hop, nlris in by_nexthop.items():
             nh, _, ll = next_hop.partition(" ")  # "global link-local": a 32-byte next hop (exabgp_run)
-            shared: dict[str | None, PathAttributes] = {}  # one value per path id, not per prefix
-            for nlri in nlris:
+            a = attrs.evolve(base, next_hop=None if nh in NO_NEXT_HOP else nh, link_local=ll or None)
+            for nlri in nlris:  # one value for the prefixes of one next hop
                 prefix, path_id = _nlri(nlri)
-                a = shared.get(path_id)
-                if a is None:
-                    a = shared[path_id] = attrs.evolve(base, next_hop=None if nh in NO_NEXT_HOP else nh,
-                                                       link_local=ll or None, path_id=path_id)
                 out[prefix] = a
+                if path_id is not None:
+                    path_ids.setdefault(family, {})[prefix] = path_id
     withdrawn: dict[str, list[str]] = {}
     for family, nlris in update.get("withdraw", {}).items():
         withdrawn[family] = [_nlri(x)[0] for x in nlris]
@@ -140,7 +139,8 @@ def _update(peer: str, message: dict[str, Any]) -> list[Parsed]:
             events.append(Ignored(f"family {family}"))
             continue
         events.append(Update(peer=peer, family=family, announced=announced.get(family, {}),
-                             withdrawn=tuple(withdrawn.get(family, ())), malformed=malformed))
+                             withdrawn=tuple(withdrawn.get(family, ())), malformed=malformed,
+                             path_ids=path_ids.get(family, {})))
     return events
 
 

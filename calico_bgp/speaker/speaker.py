@@ -37,7 +37,7 @@ import trio
 
 from calico_bgp.speaker import commands as cmds
 from calico_bgp.speaker.channel import CommandSender, CommandWindow
-from calico_bgp.speaker.commands import RouteChange, RouteSpec
+from calico_bgp.speaker.commands import RouteChange
 from calico_bgp.speaker.connection import BridgeServer, Hello
 from calico_bgp.speaker.errors import MalformedMessage
 from calico_bgp.speaker.events import (
@@ -224,9 +224,10 @@ class Speaker:
         """Announce `prefixes` to `neighbors` (peer addresses) or None for every neighbor.
 
         `attributes`: origin, local_pref, med, as_path, communities, large_communities,
-        originator_id, cluster_list (see RouteSpec). Returns the number of route changes sent.
+        originator_id, cluster_list, or one PathAttributes value as `attributes=` (see
+        commands.route_attributes). Returns the number of route changes sent.
         """
-        spec = RouteSpec(next_hop=next_hop, **attributes)  # type: ignore[arg-type]
+        spec = cmds.route_attributes(next_hop, **attributes)  # type: ignore[arg-type]
         keys = self._keys(neighbors)
         prefixes = list(prefixes)
         # intent change and its commands under one lock: a replay or withdraw cannot slip between

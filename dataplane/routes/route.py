@@ -14,6 +14,8 @@ import attrs
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+# A learned route's prefix may also be any value with `version`, `prefixlen` and `packed` (the network
+# address's bytes), such as calico_bgp.routing.prefix.Prefix: `Route.trusted` and `key_of` take one.
 
 # kernel route types (rtm_type)
 RTN_UNICAST = 1
@@ -178,7 +180,7 @@ class Route:
         setattr_(route, "metric", metric)
         if prefix.version == 6 and metric == 0:
             metric = IPV6_DEFAULT_METRIC
-        setattr_(route, "_key", RouteKey(prefix.prefixlen, prefix.network_address.packed, metric))
+        setattr_(route, "_key", RouteKey(prefix.prefixlen, _dst(prefix), metric))
         return route
 
     @classmethod
@@ -349,7 +351,14 @@ def key_of(prefix: IPNetwork, metric: int = 0) -> RouteKey:
     """The kernel key of a route to `prefix` with `metric` (as Route.key computes it)."""
     if prefix.version == 6 and metric == 0:
         metric = IPV6_DEFAULT_METRIC
-    return RouteKey(prefix.prefixlen, prefix.network_address.packed, metric)
+    return RouteKey(prefix.prefixlen, _dst(prefix), metric)
+
+
+def _dst(prefix: IPNetwork) -> bytes:
+    try:
+        return prefix.packed  # type: ignore[union-attr]  # a prefix value that has its bytes
+    except AttributeError:
+        return prefix.network_address.packed
 
 
 def index_routes(routes: Iterable[Route]) -> tuple[list[Route], dict[RouteKey, int]]:

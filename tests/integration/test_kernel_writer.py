@@ -8,7 +8,10 @@ import pytest
 import trio
 
 from calico_bgp.agent.kernel_writer import KERNEL_BATCH, KernelWriter
-from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.path import LocalSpeaker, Peer
+from calico_bgp.routing.rib import Rib
 from calico_bgp.telemetry.metrics import Metrics
 from dataplane.routes.programmer import RouteProgrammer
 from lab.net import sh
@@ -21,9 +24,9 @@ PEER = Peer("198.18.1.2", 65001, "198.18.1.2", ibgp=False)
 N = 3 * KERNEL_BATCH + 100  # more than one batch, and a last partial one
 
 
-def prefixes(first: str, n: int) -> list[ipaddress.IPv4Network]:
+def prefixes(first: str, n: int) -> list[Prefix]:
     base = int(ipaddress.IPv4Address(first))
-    return [ipaddress.IPv4Network((base + i, 32)) for i in range(n)]
+    return [Prefix(4, base + i, 32) for i in range(n)]
 
 
 async def wait_for(check, what: str, timeout: float = 20.0) -> None:
@@ -44,7 +47,7 @@ async def test_a_burst_reaches_the_kernel_and_leaves_it(lab: Lab):  # noqa: F811
         nursery.start_soon(writer.run)
         writer.mark_full()
         a, b = prefixes("198.19.0.0", N), prefixes("198.19.128.0", 50)
-        attrs_ = PathAttrs("198.18.1.2", as_path=(65001,))
+        attrs_ = PathAttributes("198.18.1.2", as_path=(65001,))
         # a burst in UPDATE-sized pieces, the writer running between them, as under the agent
         for i in range(0, N, 800):
             writer.mark_changed(rib.update(PEER, dict.fromkeys(a[i:i + 800], attrs_)), trio.current_time())
@@ -75,8 +78,8 @@ async def test_one_route_that_cannot_be_built_or_is_refused_never_blocks_the_oth
     metrics = Metrics()
     reports: list[tuple[list, list]] = []
     good = prefixes("198.19.0.0", 300)
-    unbuildable, refused = ipaddress.ip_network("198.19.64.0/26"), ipaddress.ip_network("198.19.65.0/26")
-    attrs_ = PathAttrs("198.18.1.2", as_path=(65001,))
+    unbuildable, refused = Prefix.of("198.19.64.0/26"), Prefix.of("198.19.65.0/26")
+    attrs_ = PathAttributes("198.18.1.2", as_path=(65001,))
     async with RouteProgrammer(netns=lab.host, resync_interval=60.0) as rp, trio.open_nursery() as nursery:
         rp.end_grace()
         await nursery.start(rp.run)
@@ -85,7 +88,7 @@ async def test_one_route_that_cannot_be_built_or_is_refused_never_blocks_the_oth
         nursery.start_soon(writer.run)
         writer.mark_full()
         # the bad routes come in the same UPDATE batch as the first good ones
-        writer.mark_changed(rib.update(PEER, {unbuildable: PathAttrs("no-nexthop"), refused: PathAttrs("198.18.99.9"),
+        writer.mark_changed(rib.update(PEER, {unbuildable: PathAttributes("no-nexthop"), refused: PathAttributes("198.18.99.9"),
                                               **dict.fromkeys(good[:100], attrs_)}), trio.current_time())
         await wait_for(lambda: set(routes(lab.host)) == {str(p) for p in good[:100]}, "the good routes of the batch")
         # a later change: more good routes arrive, some leave

@@ -1,10 +1,12 @@
 """The status an agent publishes counts honestly (it used to be: `status` said 32 routes in the kernel while
 9 had failed; a RIB holding only rejected paths showed 0 rejected, an empty RIB being falsy)."""
-import ipaddress
 
 from calico_bgp.agent.node import AgentOptions, NodeAgent
 from calico_bgp.datastore import Keys
-from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.path import LocalSpeaker, Peer
+from calico_bgp.routing.rib import Rib
 from calico_bgp.routing.topology import Session
 
 
@@ -19,7 +21,7 @@ def agent(tmp_path) -> NodeAgent:
 async def test_a_rib_holding_only_rejected_paths_reports_them_with_those_beyond_the_cap(tmp_path):
     a = agent(tmp_path)
     peer = Peer("198.18.0.1", 65001, "198.18.0.1", ibgp=False)
-    a.rib.update(peer, {ipaddress.ip_network(f"198.18.64.{i}/32"): PathAttrs("198.18.0.1") for i in range(5)})
+    a.rib.update(peer, {Prefix.of(f"198.18.64.{i}/32"): PathAttributes("198.18.0.1") for i in range(5)})
     status = a.build_status()
     s = status.sessions[0]
     assert (s.received, s.accepted, s.rejected, s.rejected_not_kept) == (5, 0, 5, 2)
@@ -30,8 +32,8 @@ async def test_failed_routes_are_counted_listed_with_their_reason_and_not_in_the
     a = agent(tmp_path)
     a.rib.import_policy = None
     peer = Peer("198.18.0.1", 65001, "198.18.0.1", ibgp=False)
-    a.rib.update(peer, {ipaddress.ip_network("198.19.0.0/26"): PathAttrs("no-nexthop"),
-                        ipaddress.ip_network("198.19.1.0/26"): PathAttrs("198.18.0.1")})
+    a.rib.update(peer, {Prefix.of("198.19.0.0/26"): PathAttributes("no-nexthop"),
+                        Prefix.of("198.19.1.0/26"): PathAttributes("198.18.0.1")})
     from calico_bgp.routing import desired
     routes, unbuildable = desired.kernel_routes("n1", {}, a.rib)
     a.programmer.set_desired(routes, unbuildable)  # not opened: nothing is in the kernel yet
@@ -64,7 +66,7 @@ async def test_a_policy_change_asks_a_capped_peer_for_a_route_refresh_if_it_take
     a.peer_open = {"198.18.0.1": PeerOpen(peer="198.18.0.1", route_refresh=True), "198.18.0.3": PeerOpen(peer="198.18.0.3")}
     for p in a.sessions:
         a.rib.update(Peer(p, 65001, p, ibgp=False),
-                     {ipaddress.ip_network(f"198.18.64.{i}/32"): PathAttrs(p) for i in range(5)})
+                     {Prefix.of(f"198.18.64.{i}/32"): PathAttributes(p) for i in range(5)})
     pools = [IPPool(model.Metadata("a"), IPPoolSpec(cidr="198.19.0.0/16"))]
     await a._refresh_capped(pools)  # the first policy seen: nothing to compare with
     await a._refresh_capped(pools)  # unchanged

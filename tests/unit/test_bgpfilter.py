@@ -1,15 +1,21 @@
-import ipaddress
-
 from calico_bgp.resources import model
 from calico_bgp.resources.bgpconfig import BGPConfigurationSpec, Community, PrefixAdvertisement
 from calico_bgp.resources.bgpfilter import BGPFilter, BGPFilterRule, BGPFilterSpec, PrefixLength
 from calico_bgp.resources.ippool import IPPool, IPPoolSpec
-from calico_bgp.routing.bgpfilter import ExportAttrs, export_routes, import_policy
-from calico_bgp.routing.rib import PathAttrs, Peer
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.routing.bgpfilter import export_routes, import_policy
+from calico_bgp.routing.path import Peer
+from calico_bgp.routing.prefix import Prefix
 
-NET = ipaddress.ip_network
+NET = Prefix.of
+
+
+def sent(communities=(), large_communities=(), local_pref=None, as_path=()):
+    """What an originated route goes out with: next hop self, origin IGP, and the filters' actions."""
+    return PathAttributes("self", communities=communities, large_communities=large_communities,
+                          local_pref=local_pref, as_path=as_path)
 TOR = Peer("198.18.1.1", 65001, "198.18.1.1", ibgp=False)
-A = PathAttrs("198.18.1.1", as_path=(65001,))
+A = PathAttributes("198.18.1.1", as_path=(65001,))
 
 
 def pool(name, cidr):
@@ -61,17 +67,17 @@ def test_export_actions_and_rejects():
                                          as_path_prepend=(64512, 64512))))
     ebgp = export_routes(own, [f], ibgp=False, local_as=64512)
     assert set(ebgp) == {NET("198.19.0.0/26"), NET("198.19.5.7/32")}
-    assert ebgp[NET("198.19.0.0/26")] == ExportAttrs(((65000, 100),), ((65000, 1, 2),), None, (64512, 64512, 64512))
+    assert ebgp[NET("198.19.0.0/26")] == sent(((65000, 100),), ((65000, 1, 2),), None, (64512, 64512, 64512))
     ibgp = export_routes(own, [f], ibgp=True, local_as=64512)[NET("198.19.0.0/26")]
     assert ibgp.local_pref == 200 and ibgp.as_path == (64512, 64512)
-    assert export_routes(own, [], ibgp=False) == {p: ExportAttrs() for p in own}
+    assert export_routes(own, [], ibgp=False) == {p: sent() for p in own}
 
 
 def test_plan_exports_sends_only_differences_grouped_by_neighbours_and_attributes():
     from calico_bgp.routing.bgpfilter import plan_exports
 
     a, b, c = NET("198.19.0.0/26"), NET("198.19.0.64/26"), NET("198.19.0.128/26")
-    plain, tagged = ExportAttrs(), ExportAttrs(communities=((65000, 1),))
+    plain, tagged = sent(), sent(communities=((65000, 1),))
     have = {"198.18.0.2": {a: plain, b: plain}, "198.18.0.3": {a: plain}}
     want = {"198.18.0.2": {a: plain, c: plain}, "198.18.0.3": {a: tagged, c: plain}, "198.18.0.4": {a: plain}}
     got = {(x.attrs, x.neighbors, x.prefixes) for x in plan_exports(have, want)}
@@ -94,6 +100,6 @@ def test_prefix_advertisements_tag_what_lies_inside_their_cidr_before_the_filter
                       NET("198.19.0.64/26"): ("65000:10", "65000:20")}
     f = bgpfilter("out", export_v4=(rule("Accept", "198.19.0.0/16", "In", add_communities=("65000:10", "65000:99")),))
     out = export_routes(own, [f], ibgp=True, tagged=tagged)
-    assert out[NET("198.19.0.0/26")] == ExportAttrs(((65000, 10), (65000, 20), (65000, 99)), ((65000, 1, 1),))
-    assert out[NET("198.19.9.0/26")] == ExportAttrs(((65000, 10), (65000, 99)))
-    assert export_routes(own, [], ibgp=False, tagged=tagged)[NET("198.19.0.64/26")] == ExportAttrs(((65000, 10), (65000, 20)))
+    assert out[NET("198.19.0.0/26")] == sent(((65000, 10), (65000, 20), (65000, 99)), ((65000, 1, 1),))
+    assert out[NET("198.19.9.0/26")] == sent(((65000, 10), (65000, 99)))
+    assert export_routes(own, [], ibgp=False, tagged=tagged)[NET("198.19.0.64/26")] == sent(((65000, 10), (65000, 20)))

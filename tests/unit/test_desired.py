@@ -1,8 +1,7 @@
-import ipaddress
-
 from calico_bgp.resources import model
 from calico_bgp.resources.ippool import IPPool, IPPoolSpec
 from calico_bgp.routing import desired
+from calico_bgp.routing.prefix import Prefix
 from ipam.block import Block
 
 
@@ -17,15 +16,17 @@ def test_announcements_blocks_borrowed_and_no_export_pools():
     blocks = {b.cidr: b for b in (mine, theirs, hidden)}
     pools = [pool("p", "198.19.0.0/16"), pool("q", "198.18.128.0/24", disable_bgp_export=True)]
     got = desired.announcements("a", blocks, pools)
-    assert ipaddress.ip_network("198.19.0.0/26") in got
-    assert ipaddress.ip_network("198.18.128.0/26") not in got
+    assert Prefix.of("198.19.0.0/26") in got
+    assert Prefix.of("198.18.128.0/26") not in got
     assert {str(p) for p in got if p.prefixlen == 32} == {f"{a.ip}/32" for a in got_ips}
     usage, borrowed = desired.pool_usage("a", blocks, pools)
     assert borrowed == 2 and usage["p"] == (2 / 65536, 2)
 
 
 def test_a_peer_reachable_by_a_gateway_gets_a_host_route_that_learned_routes_never_replace():
-    from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
+    from calico_bgp.routing.attributes import PathAttributes
+    from calico_bgp.routing.path import LocalSpeaker, Peer
+    from calico_bgp.routing.rib import Rib
     from calico_bgp.routing.topology import Session
     from dataplane.routes.route import Route
 
@@ -38,26 +39,33 @@ def test_a_peer_reachable_by_a_gateway_gets_a_host_route_that_learned_routes_nev
     assert static == [Route.via("198.18.9.1/32", "198.18.1.1"), Route.via("2001:db8:9::1/128", "2001:db8:1::1")]
     rib = Rib(LocalSpeaker(64512, "198.18.1.10"))
     rib.update(Peer("198.18.1.2", 65001, "198.18.1.2", ibgp=False),
-               {ipaddress.ip_network("198.18.9.1/32"): PathAttrs("198.18.1.2", as_path=(65001,)),
-                ipaddress.ip_network("198.19.7.0/26"): PathAttrs("198.18.1.2", as_path=(65001,))})
+               {Prefix.of("198.18.9.1/32"): PathAttributes("198.18.1.2", as_path=(65001,)),
+                Prefix.of("198.19.7.0/26"): PathAttributes("198.18.1.2", as_path=(65001,))})
     routes, unbuildable = desired.kernel_routes("n1", {}, rib, (), static)
     assert unbuildable == {}
     assert {str(r.prefix): [str(h.gateway) for h in r.nexthops] for r in routes} == {
         "198.18.9.1/32": ["198.18.1.1"], "2001:db8:9::1/128": ["2001:db8:1::1"], "198.19.7.0/26": ["198.18.1.2"]}
+    # the incremental pass skips the same: a static route's prefix is never a learned route's
+    skip = desired.not_learned("n1", {}, (), static)
+    assert skip == {Prefix.of("198.18.9.1/32"), Prefix.of("2001:db8:9::1/128")}
+    upserts, removed, _ = desired.kernel_changes([Prefix.of("198.18.9.1/32"), Prefix.of("198.19.7.0/26")], rib, skip)
+    assert [str(r.prefix) for r in upserts] == ["198.19.7.0/26"] and removed == []
 
 
 def test_a_selection_no_kernel_route_can_express_is_set_apart_with_its_reason_and_the_rest_are_built():
     """ExaBGP passes an UPDATE without NEXT_HOP on with next hop 'no-nexthop'; a v4 prefix can come with
     a v6 next hop. Neither may keep the other selections out of the kernel."""
-    from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
+    from calico_bgp.routing.attributes import PathAttributes
+    from calico_bgp.routing.path import LocalSpeaker, Peer
+    from calico_bgp.routing.rib import Rib
     from dataplane.routes.route import key_of
 
     rib = Rib(LocalSpeaker(64512, "198.18.1.10"))
     peer = Peer("198.18.1.2", 65001, "198.18.1.2", ibgp=False)
-    good = [ipaddress.ip_network(f"198.19.7.{i}/32") for i in range(5)]
-    bad, other_family = ipaddress.ip_network("198.19.8.0/26"), ipaddress.ip_network("198.19.9.0/26")
-    rib.update(peer, {**dict.fromkeys(good, PathAttrs("198.18.1.2")), bad: PathAttrs("no-nexthop"),
-                      other_family: PathAttrs("2001:db8:1::2")})
+    good = [Prefix.of(f"198.19.7.{i}/32") for i in range(5)]
+    bad, other_family = Prefix.of("198.19.8.0/26"), Prefix.of("198.19.9.0/26")
+    rib.update(peer, {**dict.fromkeys(good, PathAttributes("198.18.1.2")), bad: PathAttributes("no-nexthop"),
+                      other_family: PathAttributes("2001:db8:1::2")})
     routes, unbuildable = desired.kernel_routes("n1", {}, rib)
     assert {r.prefix for r in routes} == set(good)
     assert set(unbuildable) == {key_of(bad), key_of(other_family)}

@@ -1,51 +1,29 @@
-"""calico_bgp.routing.intake: prefix parsing as ipaddress does it, and one UPDATE into the RIB."""
+"""calico_bgp.routing.intake: one UPDATE into the RIB (prefix parsing: test_prefix.py)."""
 from __future__ import annotations
 
 import ipaddress
-import itertools
 
 import attrs
 import pytest
 
 from calico_bgp.routing.damping import Dampener, DampingParams
-from calico_bgp.routing.intake import UpdateIntake, parse_prefix
-from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
-from calico_bgp.speaker.events import PathAttributes, Update
-
-
-@pytest.mark.parametrize("text", ["198.18.64.1/32", "198.18.64.0/31", "198.18.64.0/24", "198.18.0.0/15", "0.0.0.0/0",
-                                  "2001:db8::/48", "2001:db8::1/128"])
-def test_a_parsed_prefix_is_the_ipaddress_network(text):
-    p, q = parse_prefix(text), ipaddress.ip_network(text)
-    assert p == q and q == p and hash(p) == hash(q) and str(p) == text and repr(p) == repr(q)
-    assert {q: 1}[p] == 1 and {p: 1}[q] == 1
-    assert p.version == q.version and p.prefixlen == q.prefixlen and p.network_address == q.network_address
-    assert p.netmask == q.netmask and p.broadcast_address == q.broadcast_address and p.num_addresses == q.num_addresses
-    assert list(itertools.islice(p.hosts(), 3)) == list(itertools.islice(q.hosts(), 3))
-    a, b = p.network_address, q.network_address
-    assert a.packed == b.packed and repr(a) == repr(b) and a == b and hash(a) == hash(b)
-    if p.version == 4:
-        assert (a + 1).packed == (b + 1).packed and repr(a + 1) == repr(b + 1)
-    assert p.subnet_of(ipaddress.ip_network("0.0.0.0/0" if p.version == 4 else "::/0"))
-    assert not p < q and not q < p and sorted([q, p]) == [q, p]
-
-
-@pytest.mark.parametrize("text", ["198.18.64.1/24", "01.2.3.4/32", "1.2.3.4/33", "x/1", "1.2.3.4/", "2001:db8::1/48"])
-def test_what_ipaddress_refuses_is_refused(text):
-    with pytest.raises(ValueError):
-        ipaddress.ip_network(text, strict=True)
-    assert parse_prefix(text) is None
+from calico_bgp.routing.intake import UpdateIntake
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.routing.path import LocalSpeaker, Peer
+from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.rib import Rib
+from calico_bgp.speaker.events import Update
 
 
 def test_an_update_reaches_the_rib_with_damping_off_as_update_would():
     rib = Rib(LocalSpeaker(64512, "198.18.0.2"))
     peer = Peer("198.18.0.1", 65001, "198.18.0.1", ibgp=False)
-    damp: Dampener[PathAttrs] = Dampener(DampingParams(), enabled=False)
+    damp: Dampener[PathAttributes] = Dampener(DampingParams(), enabled=False)
     a = PathAttributes(next_hop="198.18.0.1", origin="igp", as_path=(65001,))
     got = UpdateIntake().apply(Update("198.18.0.1", "ipv4 unicast", {"198.18.64.0/24": a, "198.18.65.1/24": a,
                                                                       "198.18.66.0/24": PathAttributes()}),
                                peer, rib, damp, 0.0)
-    p = ipaddress.ip_network("198.18.64.0/24")
+    p = Prefix.of("198.18.64.0/24")
     assert got.changed == {p} and list(got.announced) == [p]
     assert got.bad == [("198.18.65.1/24", "198.18.0.1"), ("198.18.66.0/24", None)]
     assert rib.selection(p).next_hops == ("198.18.0.1",)
@@ -60,13 +38,13 @@ def test_damping_turned_on_later_penalises_a_path_learned_while_it_was_off():
     rib = Rib(LocalSpeaker(64512, "198.18.0.2"), import_policy=lambda peer, prefix, a: "refused" if a.med == 7 else None)
     peer = Peer("198.18.0.1", 65001, "198.18.0.1", ibgp=False)
     intake = UpdateIntake()
-    off: Dampener[PathAttrs] = Dampener(DampingParams(), enabled=False)
+    off: Dampener[PathAttributes] = Dampener(DampingParams(), enabled=False)
     a = PathAttributes(next_hop="198.18.0.1", origin="igp", as_path=(65001,))
     intake.apply(Update("198.18.0.1", "ipv4 unicast", {"198.18.64.0/24": a, "198.18.65.0/24": attrs.evolve(a, med=7)}),
                  peer, rib, off, 0.0)
     on, released = off.reconfigured(DampingParams(), True, 1.0, rib.received())
     assert not released.announce
-    p, q = ipaddress.ip_network("198.18.64.0/24"), ipaddress.ip_network("198.18.65.0/24")
+    p, q = Prefix.of("198.18.64.0/24"), Prefix.of("198.18.65.0/24")
     assert set(on._latest) == {("198.18.0.1", p), ("198.18.0.1", q)}
     intake.apply(Update("198.18.0.1", "ipv4 unicast", {}, ("198.18.64.0/24",)), peer, rib, on, 2.0)
     intake.apply(Update("198.18.0.1", "ipv4 unicast", {"198.18.65.0/24": attrs.evolve(a, med=8)}), peer, rib, on, 2.0)
@@ -97,3 +75,22 @@ def test_trim_forgets_the_parsed_prefixes_the_rib_no_longer_holds():
                  peer, rib, damp, 0.0)
     assert intake.trim(rib.holds) == 50 and intake.cached == 10
     assert intake.trim(rib.holds) == 0
+
+
+def test_the_rib_holds_one_attributes_object_per_update_the_parsed_one_when_nothing_changes():
+    """The prefixes of one UPDATE share one attributes value in the RIB (they are compared and
+    hashed by identity first): the parsed value itself when its next hop needs no resolving (IPv4),
+    one resolved value for all when it does (a link-local next hop scoped to the session's link)."""
+    from calico_bgp.routing.nexthop import SessionLink
+    rib = Rib(LocalSpeaker(64512, "198.18.0.1"))
+    damp, intake = Dampener(DampingParams(), enabled=False), UpdateIntake()
+    v4 = Peer("198.18.0.2", 65001, "198.18.0.2", ibgp=False)
+    a = PathAttributes(next_hop="198.18.0.2", as_path=(65001,))
+    got = intake.apply(Update(v4.address, "ipv4 unicast", {f"198.18.64.{i}/32": a for i in range(3)}), v4, rib, damp, 0.0)
+    assert all(rib.paths(p)[0].attrs is a for p in got.announced)
+    link = SessionLink("eth0", (ipaddress.ip_network("2001:db8:0:1::/64"),))
+    v6 = Peer("2001:db8:0:1::2", 65001, "198.18.0.3", ibgp=False, link=link)
+    b = PathAttributes(next_hop="fe80::2", as_path=(65001,))
+    got = intake.apply(Update(v6.address, "ipv6 unicast", {f"2001:db8:{i}::/48": b for i in range(3)}), v6, rib, damp, 0.0)
+    held = {id(rib.paths(p)[0].attrs) for p in got.announced}
+    assert len(held) == 1 and rib.paths(Prefix.of("2001:db8:1::/48"))[0].attrs.next_hop == "fe80::2%eth0"

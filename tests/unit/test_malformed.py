@@ -6,14 +6,16 @@ leaves neither in the RIB (P's old path is withdrawn, RFC 7606 2); a kept one re
 another peer's route is untouched; the session is not reset (nothing raises)."""
 from __future__ import annotations
 
-import ipaddress
 
 import pytest
 
 from calico_bgp.routing import malformed, martians
+from calico_bgp.routing.prefix import Prefix
 from calico_bgp.routing.damping import Dampener, DampingParams
 from calico_bgp.routing.intake import UpdateIntake
-from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.routing.path import LocalSpeaker, Peer
+from calico_bgp.routing.rib import Rib
 from calico_bgp.speaker.events import Malformation, Update
 from calico_bgp.speaker.exabgp_run import attribute_errors
 from calico_bgp.speaker.parse import parse_line
@@ -80,8 +82,8 @@ def test_a_malformed_update_is_withdrawn_or_kept_as_rfc_7606_says(lines, name):
     _, reasons, withdrawn = CASES[name]
     rib, intake = _rib(), UpdateIntake()
     _apply(intake, rib, EBGP, lines["good"])
-    rib.update(OTHER_PEER, {ipaddress.ip_network(OTHER): PathAttrs("198.18.0.3", as_path=(65003,))})
-    p, q = ipaddress.ip_network(P), ipaddress.ip_network(Q)
+    rib.update(OTHER_PEER, {Prefix.of(OTHER): PathAttributes("198.18.0.3", as_path=(65003,))})
+    p, q = Prefix.of(P), Prefix.of(Q)
     assert rib.selection(p) is not None
 
     got = _apply(intake, rib, EBGP, lines[name])
@@ -94,20 +96,20 @@ def test_a_malformed_update_is_withdrawn_or_kept_as_rfc_7606_says(lines, name):
     else:
         assert rib.selection(p).best.attrs.next_hop == PEER and rib.selection(q) is not None
         assert got.treated_as_withdrawn == 0
-    assert rib.selection(ipaddress.ip_network(OTHER)) is not None  # another peer's route is untouched
+    assert rib.selection(Prefix.of(OTHER)) is not None  # another peer's route is untouched
 
 
 def test_a_duplicate_keeps_the_first_occurrence(lines):
     rib = _rib()
     _apply(UpdateIntake(), rib, EBGP, lines["duplicate ORIGIN"])
-    assert rib.selection(ipaddress.ip_network(P)).best.attrs.origin == "igp"  # origin(0) came first, origin(2) second
+    assert rib.selection(Prefix.of(P)).best.attrs.origin == "igp"  # origin(0) came first, origin(2) second
 
 
 def test_an_empty_as_path_and_another_first_as_are_fine_from_an_ibgp_peer(lines):
     for name in ("empty AS_PATH from eBGP", "first AS not the peer's"):
         rib = _rib()
         got = _apply(UpdateIntake(), rib, IBGP, lines[name])
-        assert not got.malformed and rib.selection(ipaddress.ip_network(Q)) is not None
+        assert not got.malformed and rib.selection(Prefix.of(Q)) is not None
 
 
 def test_a_missing_as_path_is_malformed_from_an_ibgp_peer_too(lines):
@@ -135,10 +137,11 @@ def test_our_as_inside_an_as_set_is_a_loop_whatever_the_filters_say():
 
 def test_an_as_set_counts_as_one_as_in_the_decision():
     """RFC 4271 9.1.2.2 (a): a path of one AS and a set of three is as long as a path of two ASes."""
-    from calico_bgp.routing.rib import Path, select
-    prefix = ipaddress.ip_network(P)
-    a = Path(prefix, EBGP, PathAttrs(PEER, as_path=(PEER_AS,), as_set=(1, 2, 3)))
-    b = Path(prefix, OTHER_PEER, PathAttrs("198.18.0.3", as_path=(65003, 65004, 65005)))
+    from calico_bgp.routing.decision import select
+    from calico_bgp.routing.path import Path
+    prefix = Prefix.of(P)
+    a = Path(prefix, EBGP, PathAttributes(PEER, as_path=(PEER_AS,), as_set=(1, 2, 3)))
+    b = Path(prefix, OTHER_PEER, PathAttributes("198.18.0.3", as_path=(65003, 65004, 65005)))
     assert select([a, b], LOCAL_AS).best is a
 
 
@@ -201,7 +204,7 @@ def test_an_ipv6_update_needs_no_next_hop_attribute_but_the_rest_is_checked_alik
     good, no_origin = decode(update([origin(), sequence(PEER_AS), mp_reach]), update([sequence(PEER_AS), mp_reach]))
     rib = _rib()
     assert not _apply(UpdateIntake(), rib, EBGP, good).malformed
-    assert rib.selection(ipaddress.ip_network("2001:db8:5::/48")).next_hops == ("2001:db8::1",)
+    assert rib.selection(Prefix.of("2001:db8:5::/48")).next_hops == ("2001:db8::1",)
     got = _apply(UpdateIntake(), rib, EBGP, no_origin)
     assert [m.reason for m in got.malformed] == ["missing-origin"] and len(rib) == 0
 
@@ -256,13 +259,13 @@ def test_ibgp_only_attributes_from_an_ebgp_peer_are_discarded_and_cannot_win_the
     got = _apply(intake, rib, EBGP, line)
     assert [(m.reason, m.detail) for m in got.malformed] == [
         ("attribute-discarded", "LOCAL_PREF, ORIGINATOR_ID, CLUSTER_LIST from an eBGP peer")]
-    a = rib.selection(ipaddress.ip_network(P)).best.attrs
+    a = rib.selection(Prefix.of(P)).best.attrs
     assert (a.local_pref, a.originator_id, a.cluster_list) == (None, None, ())
     # the same path from an eBGP peer with router id 0.0.0.2 wins the router-id step: 0.0.0.1 was dropped
     other = Peer("198.18.0.3", PEER_AS, "0.0.0.2", ibgp=False)
-    rib.update(other, {ipaddress.ip_network(P): PathAttrs("198.18.0.3", as_path=(PEER_AS,))})
-    sel = rib.selection(ipaddress.ip_network(P))
+    rib.update(other, {Prefix.of(P): PathAttributes("198.18.0.3", as_path=(PEER_AS,))})
+    sel = rib.selection(Prefix.of(P))
     assert sel.best.peer.address == "198.18.0.3" and sel.reason == "router-id"
     rib2 = _rib()
     assert not _apply(UpdateIntake(), rib2, IBGP, line).malformed  # from iBGP they mean what they say
-    assert rib2.selection(ipaddress.ip_network(P)).best.attrs.originator_id == "0.0.0.1"
+    assert rib2.selection(Prefix.of(P)).best.attrs.originator_id == "0.0.0.1"

@@ -10,8 +10,11 @@ from calico_bgp.resources import model
 from calico_bgp.resources.bgpfilter import BGPFilter, BGPFilterRule, BGPFilterSpec
 from calico_bgp.routing import bgpfilter, martians
 from calico_bgp.routing.damping import Dampener, DampingParams
-from calico_bgp.routing.intake import UpdateIntake, parse_prefix
-from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
+from calico_bgp.routing.intake import UpdateIntake
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.routing.path import LocalSpeaker, Peer
+from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.rib import Rib
 from calico_bgp.speaker.parse import parse_line
 from tests.unit.exabgp_decode import LOCAL, PEER, PEER_AS, decode, next_hop, origin, sequence, update
 
@@ -40,18 +43,18 @@ def _rib(own: frozenset[str] = frozenset()) -> Rib:
 def test_a_martian_prefix_is_rejected_though_a_filter_accepts_everything(text):
     rib = _rib()
     nh = PEER if ":" not in text else "2001:db8::1"
-    rib.update(EBGP, {parse_prefix(text): PathAttrs(nh, as_path=(PEER_AS,))})
+    rib.update(EBGP, {Prefix.of(text): PathAttributes(nh, as_path=(PEER_AS,))})
     assert len(rib) == 0
     [r] = rib.rejected(PEER)
     assert str(r.prefix) == text and r.reason.startswith("martian prefix: inside ")
-    assert martians.prefix_reason(ipaddress.ip_network(text)) == r.reason  # the plain ipaddress type too
+    assert martians.prefix_reason(Prefix.of(ipaddress.ip_network(text))) == r.reason  # from the cluster's ipaddress type too
 
 
 @pytest.mark.parametrize("text", FINE)
 def test_everything_else_is_up_to_the_filters(text):
     rib = _rib()
     nh = PEER if ":" not in text else "2001:db8::1"
-    rib.update(EBGP, {parse_prefix(text): PathAttrs(nh, as_path=(PEER_AS,))})
+    rib.update(EBGP, {Prefix.of(text): PathAttributes(nh, as_path=(PEER_AS,))})
     assert len(rib) == 1 and not rib.rejected(PEER)
 
 
@@ -64,8 +67,8 @@ def test_everything_else_is_up_to_the_filters(text):
 ])
 def test_an_unusable_next_hop_is_rejected_with_its_reason(nh, why):
     rib = _rib(martians.own_addresses([LOCAL, "198.18.0.99/24", "2001:db8::2"]))
-    prefix = parse_prefix("198.19.5.0/24")
-    rib.update(EBGP, {prefix: PathAttrs(nh, as_path=(PEER_AS,))})
+    prefix = Prefix.of("198.19.5.0/24")
+    rib.update(EBGP, {prefix: PathAttributes(nh, as_path=(PEER_AS,))})
     assert rib.selection(prefix) is None
     [r] = rib.rejected(PEER)
     assert why in r.reason and r.reason.startswith("next hop")
@@ -73,23 +76,23 @@ def test_an_unusable_next_hop_is_rejected_with_its_reason(nh, why):
 
 def test_a_usable_next_hop_replaces_the_rejected_path_and_a_rejected_one_withdraws_the_good_one():
     rib = _rib(martians.own_addresses([LOCAL]))
-    prefix = parse_prefix("198.19.5.0/24")
-    rib.update(EBGP, {prefix: PathAttrs("127.0.0.1", as_path=(PEER_AS,))})
-    rib.update(EBGP, {prefix: PathAttrs(PEER, as_path=(PEER_AS,))})
+    prefix = Prefix.of("198.19.5.0/24")
+    rib.update(EBGP, {prefix: PathAttributes("127.0.0.1", as_path=(PEER_AS,))})
+    rib.update(EBGP, {prefix: PathAttributes(PEER, as_path=(PEER_AS,))})
     assert rib.selection(prefix).next_hops == (PEER,) and not rib.rejected(PEER)
-    rib.update(EBGP, {prefix: PathAttrs(LOCAL, as_path=(PEER_AS,))})
+    rib.update(EBGP, {prefix: PathAttributes(LOCAL, as_path=(PEER_AS,))})
     assert rib.selection(prefix) is None and rib.rejected(PEER)[0].reason == f"next hop {LOCAL} is this node's own address"
 
 
 def test_an_ipv6_link_local_next_hop_is_left_to_the_session():
     """The martian guard passes fe80:: next hops on; the RIB takes one from a directly connected peer
     (scoped to its link by the intake) and refuses one from a peer on no link of ours (nexthop.unusable)."""
-    prefix = parse_prefix("2001:db8:5::/48")
-    assert martians.guarded(None)(EBGP, prefix, PathAttrs("fe80::1", as_path=(PEER_AS,))) is None
+    prefix = Prefix.of("2001:db8:5::/48")
+    assert martians.guarded(None)(EBGP, prefix, PathAttributes("fe80::1", as_path=(PEER_AS,))) is None
     rib = _rib()
-    rib.update(EBGP, {prefix: PathAttrs("fe80::1%eth0", as_path=(PEER_AS,))})
+    rib.update(EBGP, {prefix: PathAttributes("fe80::1%eth0", as_path=(PEER_AS,))})
     assert rib.selection(prefix) is not None
-    rib.update(EBGP, {prefix: PathAttrs("fe80::1", as_path=(PEER_AS,))})
+    rib.update(EBGP, {prefix: PathAttributes("fe80::1", as_path=(PEER_AS,))})
     assert rib.selection(prefix) is None
     assert rib.rejected(PEER)[0].reason.startswith("link-local next hop fe80::1")
 
@@ -97,8 +100,8 @@ def test_an_ipv6_link_local_next_hop_is_left_to_the_session():
 def test_the_filter_still_decides_the_rest():
     policy = bgpfilter.import_policy([], lambda peer: [])  # no filter, no pool: nothing is accepted
     rib = Rib(LocalSpeaker(64512, LOCAL), import_policy=martians.guarded(policy))
-    rib.update(EBGP, {parse_prefix("198.19.5.0/24"): PathAttrs(PEER, as_path=(PEER_AS,)),
-                      parse_prefix("127.0.0.0/8"): PathAttrs(PEER, as_path=(PEER_AS,))})
+    rib.update(EBGP, {Prefix.of("198.19.5.0/24"): PathAttributes(PEER, as_path=(PEER_AS,)),
+                      Prefix.of("127.0.0.0/8"): PathAttributes(PEER, as_path=(PEER_AS,))})
     assert sorted(r.reason for r in rib.rejected(PEER)) == ["martian prefix: inside 127.0.0.0/8 (loopback)",
                                                             "outside every IP pool"]
 

@@ -7,10 +7,12 @@ import ipaddress
 import pytest
 
 from calico_bgp.routing import desired
+from calico_bgp.routing.prefix import Prefix
 from calico_bgp.routing.damping import Dampener, DampingParams
 from calico_bgp.routing.intake import UpdateIntake
 from calico_bgp.routing.nexthop import SessionLink, normalise, resolve, session_link, split, unusable
-from calico_bgp.routing.rib import LocalSpeaker, Peer, Rib
+from calico_bgp.routing.path import LocalSpeaker, Peer
+from calico_bgp.routing.rib import Rib
 from calico_bgp.speaker.events import PathAttributes, Update
 from dataplane.routes.route import NextHop
 
@@ -89,12 +91,12 @@ def test_a_link_local_next_hop_from_a_peer_not_directly_connected_is_rejected_wi
     rib = Rib(LocalSpeaker(64512, "198.18.0.1"))
     far = Peer("2001:db8:77::1", 65001, "198.18.9.1", ibgp=False)  # no link
     assert _learn(rib, far, "fe80::2") == set()
-    assert {(r.prefix.exploded[:14], r.reason) for r in rib.rejected()} == {
+    assert {(r.prefix.to_ipaddress().exploded[:14], r.reason) for r in rib.rejected()} == {
         ("2001:0db8:0100", "link-local next hop fe80::2 from a peer that is not directly connected"),
         ("2001:0db8:0200", "link-local next hop fe80::2 from a peer that is not directly connected")}
     # global + link-local from it: installed via the global one
     assert len(_learn(rib, far, "2001:db8:77::1", "fe80::2")) == 2 and not rib.rejected()
-    sel = rib.selection(ipaddress.ip_network("2001:db8:100::/48"))
+    sel = rib.selection(Prefix.of("2001:db8:100::/48"))
     assert sel.next_hops == ("2001:db8:77::1",) and sel.best.attrs.link_local == "fe80::2"
 
 
@@ -105,20 +107,20 @@ def test_ecmp_over_two_tors_sending_one_link_local_address_gives_two_gateway_dev
     tor2 = Peer("2001:db8:0:2::1", 65002, "198.18.2.1", ibgp=False, link=SessionLink("eth1"))
     _learn(rib, tor1, "::", "fe80::1")
     _learn(rib, tor2, "fe80::1")
-    prefix = ipaddress.ip_network("2001:db8:100::/48")
+    prefix = Prefix.of("2001:db8:100::/48")
     sel = rib.selection(prefix)
     assert sel.next_hops == ("fe80::1%eth0", "fe80::1%eth1")
     route = desired.learned_route(prefix, sel.next_hops)
     assert route.nexthops == (NextHop("fe80::1", "eth0"), NextHop("fe80::1", "eth1"))
     assert str(route) == "2001:db8:100::/48 via fe80::1 dev eth0 weight 1 via fe80::1 dev eth1 weight 1"
     # the cached next-hop set is keyed with the device: another prefix via eth0 alone gets eth0's hop
-    other = desired.learned_route(ipaddress.ip_network("2001:db8:200::/48"), ("fe80::1%eth1",))
+    other = desired.learned_route(Prefix.of("2001:db8:200::/48"), ("fe80::1%eth1",))
     assert other.nexthops == (NextHop("fe80::1", "eth1"),)
 
 
 def test_a_route_reflector_does_not_pass_on_a_path_via_a_link_local_next_hop():
     """RFC 2545 section 2: a link-local address means something on its link only."""
-    from calico_bgp.routing.rib import reflect_to
+    from calico_bgp.routing.reflection import reflect_to
 
     rr = LocalSpeaker(64512, "198.18.0.1", cluster_id="198.18.0.1")
     client = Peer("2001:db8:0:1::2", 64512, "198.18.0.2", ibgp=True, rr_client=True, link=ETH0)
@@ -126,10 +128,10 @@ def test_a_route_reflector_does_not_pass_on_a_path_via_a_link_local_next_hop():
     rib = Rib(rr)
     _learn(rib, client, "fe80::2")
     _learn(rib, client, "2001:db8:0:1::2", "fe80::2")
-    via_ll = rib.selection(ipaddress.ip_network("2001:db8:100::/48"))
+    via_ll = rib.selection(Prefix.of("2001:db8:100::/48"))
     assert via_ll.next_hops == ("2001:db8:0:1::2",)
     assert reflect_to(rr, via_ll, other).next_hop == "2001:db8:0:1::2"
     rib2 = Rib(rr)
     _learn(rib2, client, "fe80::2")
-    sel = rib2.selection(ipaddress.ip_network("2001:db8:100::/48"))
+    sel = rib2.selection(Prefix.of("2001:db8:100::/48"))
     assert sel.next_hops == ("fe80::2%eth0",) and reflect_to(rr, sel, other) is None

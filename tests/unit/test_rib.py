@@ -1,23 +1,16 @@
-import ipaddress
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calico_bgp.routing.rib import (
-    LocalSpeaker,
-    Path,
-    PathAttrs,
-    Peer,
-    Rib,
-    compare,
-    loop_check,
-    reflect_to,
-    reflections,
-    select,
-)
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.routing.decision import compare, loop_check, select
+from calico_bgp.routing.path import LocalSpeaker, Path, Peer
+from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.reflection import reflect_to, reflections
+from calico_bgp.routing.rib import Rib
 
-NET = ipaddress.ip_network
+NET = Prefix.of
 LOCAL = LocalSpeaker(asn=64512, router_id="198.18.0.1")
 TOR1 = Peer("198.18.1.1", 65001, "198.18.1.1", ibgp=False)
 TOR2 = Peer("198.18.2.1", 65002, "198.18.2.1", ibgp=False)
@@ -28,7 +21,7 @@ P = NET("198.19.1.0/26")
 
 def path(peer, **kw):
     kw.setdefault("next_hop", peer.address)
-    return Path(P, peer, PathAttrs(**kw))
+    return Path(P, peer, PathAttributes(**kw))
 
 
 @pytest.mark.parametrize("better, worse, step", [
@@ -57,8 +50,8 @@ def test_med_ignored_between_different_neighbor_as():
 
 def test_ecmp_over_two_tors_and_back_to_one():
     rib = Rib(LOCAL)
-    assert rib.update(TOR1, {P: PathAttrs("198.18.1.1", as_path=(65001,))}) == {P}
-    assert rib.update(TOR2, {P: PathAttrs("198.18.2.1", as_path=(65002,))}) == {P}
+    assert rib.update(TOR1, {P: PathAttributes("198.18.1.1", as_path=(65001,))}) == {P}
+    assert rib.update(TOR2, {P: PathAttributes("198.18.2.1", as_path=(65002,))}) == {P}
     assert set(rib.selection(P).next_hops) == {"198.18.1.1", "198.18.2.1"}
     assert rib.peer_down(TOR1.address) == {P}
     assert rib.selection(P).next_hops == ("198.18.2.1",)
@@ -68,31 +61,31 @@ def test_ecmp_over_two_tors_and_back_to_one():
 
 def test_longer_path_is_not_in_the_ecmp_set():
     rib = Rib(LOCAL)
-    rib.update(TOR1, {P: PathAttrs("198.18.1.1", as_path=(65001,))})
-    rib.update(TOR2, {P: PathAttrs("198.18.2.1", as_path=(65002, 65009))})
+    rib.update(TOR1, {P: PathAttributes("198.18.1.1", as_path=(65001,))})
+    rib.update(TOR2, {P: PathAttributes("198.18.2.1", as_path=(65002, 65009))})
     assert rib.selection(P).next_hops == ("198.18.1.1",)
 
 
 def test_same_next_hop_twice_is_one_member():
     rib = Rib(LOCAL)
-    rib.update(NODE_B, {P: PathAttrs("198.18.0.9")})
-    rib.update(NODE_C, {P: PathAttrs("198.18.0.9")})
+    rib.update(NODE_B, {P: PathAttributes("198.18.0.9")})
+    rib.update(NODE_C, {P: PathAttributes("198.18.0.9")})
     assert rib.selection(P).next_hops == ("198.18.0.9",)
 
 
 def test_unchanged_update_reports_nothing():
     rib = Rib(LOCAL)
-    rib.update(NODE_B, {P: PathAttrs("198.18.0.2")})
-    assert rib.update(NODE_B, {P: PathAttrs("198.18.0.2")}) == set()
+    rib.update(NODE_B, {P: PathAttributes("198.18.0.2")})
+    assert rib.update(NODE_B, {P: PathAttributes("198.18.0.2")}) == set()
 
 
 def test_loops_are_rejected_and_counted():
     rr = LocalSpeaker(64512, "198.18.0.1", cluster_id="198.18.0.100")
-    assert loop_check(rr, TOR1, PathAttrs("198.18.1.1", as_path=(65001, 64512))) == "as-path loop"
-    assert loop_check(rr, NODE_B, PathAttrs("198.18.0.2", originator_id="198.18.0.1")) == "originator-id is ours"
-    assert loop_check(rr, NODE_B, PathAttrs("198.18.0.2", cluster_list=("198.18.0.100",))) == "cluster-list loop"
+    assert loop_check(rr, TOR1, PathAttributes("198.18.1.1", as_path=(65001, 64512))) == "as-path loop"
+    assert loop_check(rr, NODE_B, PathAttributes("198.18.0.2", originator_id="198.18.0.1")) == "originator-id is ours"
+    assert loop_check(rr, NODE_B, PathAttributes("198.18.0.2", cluster_list=("198.18.0.100",))) == "cluster-list loop"
     rib = Rib(rr)
-    rib.update(NODE_B, {P: PathAttrs("198.18.0.2", cluster_list=("198.18.0.100",))})
+    rib.update(NODE_B, {P: PathAttributes("198.18.0.2", cluster_list=("198.18.0.100",))})
     assert rib.selection(P) is None
     assert [(r.peer, r.reason) for r in rib.rejected()] == [("198.18.0.2", "cluster-list loop")]
 
@@ -100,7 +93,7 @@ def test_loops_are_rejected_and_counted():
 def test_import_policy_rejection_withdraws_an_earlier_path():
     deny = {"on": False}
     rib = Rib(LOCAL, import_policy=lambda peer, prefix, a: "filtered" if deny["on"] else None)
-    rib.update(TOR1, {P: PathAttrs("198.18.1.1", as_path=(65001,))})
+    rib.update(TOR1, {P: PathAttributes("198.18.1.1", as_path=(65001,))})
     deny["on"] = True
     assert rib.reapply_policy([TOR1]) == {P}
     assert rib.selection(P) is None and rib.rejected(TOR1.address)[0].reason == "filtered"
@@ -114,7 +107,7 @@ RR2 = Peer("198.18.0.4", 64512, "198.18.0.4", ibgp=True)  # another reflector: a
 
 def test_client_route_reflected_to_clients_and_non_clients_with_rfc4456_attributes():
     rib = Rib(RR)
-    rib.update(CLIENT_B, {P: PathAttrs("198.18.0.2")})
+    rib.update(CLIENT_B, {P: PathAttributes("198.18.0.2")})
     sel = rib.selection(P)
     to_c = reflect_to(RR, sel, CLIENT_C)
     assert to_c.next_hop == "198.18.0.2"
@@ -125,7 +118,7 @@ def test_client_route_reflected_to_clients_and_non_clients_with_rfc4456_attribut
 
 def test_non_client_route_goes_to_clients_only():
     rib = Rib(RR)
-    rib.update(RR2, {P: PathAttrs("198.18.0.7", originator_id="198.18.0.7", cluster_list=("198.18.0.200",))})
+    rib.update(RR2, {P: PathAttributes("198.18.0.7", originator_id="198.18.0.7", cluster_list=("198.18.0.200",))})
     sel = rib.selection(P)
     assert reflect_to(RR, sel, CLIENT_B).cluster_list == ("198.18.0.100", "198.18.0.200")
     assert reflect_to(RR, sel, Peer("198.18.0.5", 64512, "198.18.0.5", ibgp=True)) is None
@@ -133,16 +126,16 @@ def test_non_client_route_goes_to_clients_only():
 
 def test_not_reflected_to_the_originator_nor_from_ebgp():
     rib = Rib(RR)
-    rib.update(CLIENT_B, {P: PathAttrs("198.18.0.3", originator_id="198.18.0.3")})
+    rib.update(CLIENT_B, {P: PathAttributes("198.18.0.3", originator_id="198.18.0.3")})
     assert reflect_to(RR, rib.selection(P), CLIENT_C) is None
     rib2 = Rib(RR)
-    rib2.update(TOR1, {P: PathAttrs("198.18.1.1", as_path=(65001,))})
+    rib2.update(TOR1, {P: PathAttributes("198.18.1.1", as_path=(65001,))})
     assert reflect_to(RR, rib2.selection(P), CLIENT_B) is None
 
 
 def test_incremental_reflections_report_withdrawals():
     rib = Rib(RR)
-    changed = rib.update(CLIENT_B, {P: PathAttrs("198.18.0.2")})
+    changed = rib.update(CLIENT_B, {P: PathAttributes("198.18.0.2")})
     out = reflections(RR, rib, [CLIENT_B, CLIENT_C], changed)
     assert out["198.18.0.3"][P].originator_id == "198.18.0.2" and out["198.18.0.2"][P] is None
     changed = rib.peer_down(CLIENT_B.address)
@@ -151,7 +144,7 @@ def test_incremental_reflections_report_withdrawals():
 
 
 PEERS = [TOR1, TOR2, NODE_B, NODE_C]
-attrs_st = st.builds(PathAttrs, next_hop=st.sampled_from(["198.18.9.1", "198.18.9.2", "198.18.9.3"]),
+attrs_st = st.builds(PathAttributes, next_hop=st.sampled_from(["198.18.9.1", "198.18.9.2", "198.18.9.3"]),
                      as_path=st.lists(st.sampled_from([65001, 65002, 65003]), max_size=3).map(tuple),
                      local_pref=st.sampled_from([None, 100, 200]), med=st.sampled_from([None, 0, 10]))
 ops_st = st.lists(st.tuples(st.sampled_from(range(len(PEERS))), st.sampled_from(["198.19.0.0/26", "198.19.0.64/26"]),
@@ -184,7 +177,7 @@ def test_selection_depends_only_on_the_final_adj_rib_in(ops):
 def test_policy_change_accepts_what_was_rejected_before():
     allow = {"on": False}
     rib = Rib(LOCAL, import_policy=lambda peer, prefix, a: None if allow["on"] else "filtered")
-    rib.update(TOR1, {P: PathAttrs("198.18.1.1", as_path=(65001,))})
+    rib.update(TOR1, {P: PathAttributes("198.18.1.1", as_path=(65001,))})
     assert rib.selection(P) is None and rib.rejected_count(TOR1.address) == 1
     allow["on"] = True
     assert rib.reapply_policy([TOR1]) == {P}
@@ -196,19 +189,19 @@ def test_allowas_in_accepts_our_as_that_many_times():
     rack = LocalSpeaker(asn=65101, router_id="198.18.1.11")
     strict = Peer("198.18.1.1", 65001, "198.18.1.1", ibgp=False)
     relaxed = Peer("198.18.1.1", 65001, "198.18.1.1", ibgp=False, allow_own_as=1)
-    via_tor = PathAttrs("198.18.1.12", as_path=(65001, 65101))
+    via_tor = PathAttributes("198.18.1.12", as_path=(65001, 65101))
     assert loop_check(rack, strict, via_tor) == "as-path loop"
     assert loop_check(rack, relaxed, via_tor) is None
-    assert loop_check(rack, relaxed, PathAttrs("198.18.1.12", as_path=(65001, 65101, 65101))) == "as-path loop"
+    assert loop_check(rack, relaxed, PathAttributes("198.18.1.12", as_path=(65001, 65101, 65101))) == "as-path loop"
 
 
 def test_stale_paths_survive_until_swept_and_refreshed_ones_stay():
     q = NET("198.19.2.0/26")
     rib = Rib(LOCAL)
-    rib.update(NODE_B, {P: PathAttrs("198.18.0.2"), q: PathAttrs("198.18.0.2")})
+    rib.update(NODE_B, {P: PathAttributes("198.18.0.2"), q: PathAttributes("198.18.0.2")})
     rib.mark_stale(NODE_B.address)
     assert rib.selection(P) is not None and rib.stale_count(NODE_B.address) == 2
-    rib.update(NODE_B, {P: PathAttrs("198.18.0.2")})  # re-announced after the session came back
+    rib.update(NODE_B, {P: PathAttributes("198.18.0.2")})  # re-announced after the session came back
     assert rib.sweep_stale(NODE_B.address) == {q}
     assert rib.selection(P) is not None and rib.selection(q) is None
 
@@ -218,16 +211,16 @@ def test_reapplying_import_policy_keeps_stale_marks():
     re-announcing, so what it withdrew meanwhile must still go at the sweep."""
     q = NET("198.19.2.0/26")
     rib = Rib(LOCAL)
-    rib.update(NODE_B, {P: PathAttrs("198.18.0.2"), q: PathAttrs("198.18.0.2")})
+    rib.update(NODE_B, {P: PathAttributes("198.18.0.2"), q: PathAttributes("198.18.0.2")})
     rib.mark_stale(NODE_B.address)
     rib.reapply_policy([NODE_B])
     assert rib.stale_count(NODE_B.address) == 2
-    rib.update(NODE_B, {P: PathAttrs("198.18.0.2")})
+    rib.update(NODE_B, {P: PathAttributes("198.18.0.2")})
     assert rib.sweep_stale(NODE_B.address) == {q}
 
 
 def test_multipath_stops_at_the_kernels_next_hop_limit():
-    from calico_bgp.routing.rib import MAX_MULTIPATH
+    from calico_bgp.routing.decision import MAX_MULTIPATH
     from dataplane.routes.route import MAX_NEXTHOPS
     assert MAX_MULTIPATH == MAX_NEXTHOPS
     peers = [Peer(f"198.18.{i // 200}.{i % 200 + 1}", 64512, f"198.18.{i // 200}.{i % 200 + 1}", ibgp=True)

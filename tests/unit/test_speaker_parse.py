@@ -7,7 +7,8 @@ import pytest
 
 from calico_bgp.routing.damping import Dampener, DampingParams
 from calico_bgp.routing.intake import UpdateIntake
-from calico_bgp.routing.rib import LocalSpeaker, Peer, Rib
+from calico_bgp.routing.path import LocalSpeaker, Peer
+from calico_bgp.routing.rib import Rib
 from calico_bgp.speaker.errors import MalformedMessage
 from calico_bgp.speaker.events import (
     Ack,
@@ -47,7 +48,7 @@ def test_session_sample_gives_states_updates_eor_notification_and_shutdown():
     assert set(v4.announced) == {"198.19.5.0/24", "198.19.6.0/24"}
     a = v4.announced["198.19.5.0/24"]
     assert a.next_hop == "198.18.0.2" and a.as_path == (65001,) and a.origin == "igp"
-    assert a.path_id == "0.0.0.2"  # add-path was negotiated on that session
+    assert v4.path_ids["198.19.5.0/24"] == "0.0.0.2"  # add-path was negotiated on that session
 
     v6 = next(e for e in events if isinstance(e, Update) and e.family == "ipv6 unicast")
     assert v6.announced["2001:db8:5::/48"].next_hop == "2001:db8::2"
