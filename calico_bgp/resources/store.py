@@ -226,7 +226,7 @@ class ResourceStore:
             res = await self.client.txn(compares, puts, [])
             if res.succeeded:
                 for r, a in actions:
-                    event(log, "resource_applied", resource=f"{r.kind}/{r.metadata.name}", action=a, revision=res.revision)
+                    event(log, "resource_applied", kind=r.kind, name=r.metadata.name, action=a, revision=res.revision)
                 return [Applied(r.kind, r.metadata.name, a, res.revision) for r, a in actions]
         raise ConflictError(f"resources kept changing while applying {len(chunk)} of them; try again")
 
@@ -247,6 +247,6 @@ class ResourceStore:
                 compares.append(Compare.unchanged_since(self.collection(BGPPeer), snap.revision))
             res = await self.client.txn(compares, [Delete(key)], [])
             if res.succeeded:
-                event(log, "resource_deleted", resource=f"{cls.kind}/{name}", revision=res.revision)
+                event(log, "resource_deleted", kind=cls.kind, name=name, revision=res.revision)
                 return res.revision
         raise ConflictError(f"{cls.kind} {name!r} kept changing while deleting it; try again")

@@ -196,7 +196,7 @@ def test_etcd_unreachable_names_the_endpoint(key_prefix):
 def test_corrupted_value_names_the_key_and_others_still_list(cli, etcd_url, key_prefix, caplog):
     caplog.set_level(logging.INFO, logger="calico_bgp.resources.store")
     assert cli("apply", "-f", "-", input=POOLS).exit_code == 0
-    assert "event=resource_applied resource=IPPool/rack-a action=created" in caplog.text
+    assert "event=resource_applied kind=IPPool name=rack-a action=created" in caplog.text
     bad_key = Keys(key_prefix).pool("broken")
 
     async def corrupt():
