@@ -25,6 +25,7 @@ from calico_bgp.routing.rib import Rib
 from calico_bgp.telemetry.metrics import Metrics
 from dataplane.routes.programmer import UNBUILDABLE, ReconcileResult, RouteFailure, RouteProgrammer
 from dataplane.routes.route import Route, RouteKey
+from dataplane.logfmt import event
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class KernelWriter:
                     self._send_ready.set()
                 self._failed_runs = 0
             except Exception:  # noqa: BLE001 - a bug here must not stop the kernel path for good
-                log.exception("event=kernel_prepare_failed full=%s", full)
+                event(log, "kernel_prepare_failed", logging.ERROR, exc_info=True, full=full)
                 if not full:
                     self._changed.update(changed)  # tried again with the next change
                 # and again without one, after a back-off: a full rebuild waits for no other change
@@ -134,7 +135,7 @@ class KernelWriter:
             try:
                 result = await self.programmer.program()
             except Exception:  # noqa: BLE001 - the programmer retries on its own loop
-                log.exception("event=kernel_program_failed")
+                event(log, "kernel_program_failed", logging.ERROR, exc_info=True)
                 continue
             if result is not None:
                 self._done(result, since)

@@ -32,6 +32,7 @@ from dataplane.filters.rules import (
     parse_network,
     parse_protocol,
 )
+from dataplane.logfmt import event
 
 log = logging.getLogger(__name__)
 
@@ -163,15 +164,15 @@ class PolicyFilterReconciler:
                 await trio.to_thread.run_sync(self.engine.apply, fs)
         except FilterError as exc:
             self.last_error = str(exc)
-            log.error("event=policy_filter_rejected mode=%s error=%r", self.engine.mode, str(exc))
+            event(log, "policy_filter_rejected", logging.ERROR, mode=self.engine.mode, error=str(exc))
             return self.engine.mode
         except Exception as exc:  # noqa: BLE001 - no mode would take it (or a kernel error): never fatal
             # to the agent, whose routing does not depend on it; what is programmed stays, next pass retries
             self.last_error = f"{type(exc).__name__}: {exc}"
-            log.error("event=policy_filter_failed mode=%s error=%r", self.engine.mode, self.last_error)
+            event(log, "policy_filter_failed", logging.ERROR, mode=self.engine.mode, error=self.last_error)
             return self.engine.mode
         if fs != self.applied:
-            log.info("event=policy_filter_applied mode=%s interfaces=%s", self.engine.mode, ",".join(fs.names) or "-")
+            event(log, "policy_filter_applied", mode=self.engine.mode, interfaces=",".join(fs.names) or "-")
         self.applied, self.last_error = fs, None
         return self.engine.mode
 
