@@ -164,8 +164,5 @@ class KernelWriter:
         for key, f in new:
             reported[key] = (f.op == UNBUILDABLE, f.reason)
             self.metrics.route_failures.labels("build" if f.op == UNBUILDABLE else "kernel").inc()
-        build = sum(1 for f in failures.values() if f.op == UNBUILDABLE)
-        self.metrics.failed_routes.labels("build").set(build)
-        self.metrics.failed_routes.labels("kernel").set(len(failures) - build)
         if (new or recovered) and self.on_failures is not None:
             self.on_failures([f for _, f in new], [str(k.prefix()) for k in recovered])

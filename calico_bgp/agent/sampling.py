@@ -83,16 +83,22 @@ def node(state: AgentState, name: str, version: str, speaker_peers: Mapping[str,
 def metrics(state: AgentState, name: str, speaker_peers: Mapping[str, PeerState], programmer: RouteProgrammer,
             now: float) -> NodeSample:
     """What the metrics collector exposes at a scrape."""
-    failed = programmer.failures
-    unicast = programmer.desired_unicast - sum(
-        1 for k, f in failed.items()
-        if f.route is not None and f.route.kind is RouteKind.UNICAST and programmer.is_desired(k))
     blackholes = len(desired.local_blocks(name, state.cluster.blocks)) if state.cluster else 0
     return metrics_sample(
         peers(state, speaker_peers, now),
         stray_notifications=tuple((p, code, n) for (p, code), n in sorted(state.stray_notifications.items())),
-        kernel_unicast=unicast, kernel_blackhole=blackholes, damped=len(state.dampener.suppressed(now)),
-        pools=state.pool_usage, borrowed=state.borrowed)
+        kernel_blackhole=blackholes, damped=len(state.dampener.suppressed(now)),
+        pools=state.pool_usage, borrowed=state.borrowed, **kernel_figures(programmer))
+
+
+def kernel_figures(programmer: RouteProgrammer) -> dict[str, int]:
+    """The programmer's unicast routes in the kernel as desired now, and its failures by stage."""
+    failed = programmer.failures
+    unicast = programmer.desired_unicast - sum(
+        1 for k, f in failed.items()
+        if f.route is not None and f.route.kind is RouteKind.UNICAST and programmer.is_desired(k))
+    build = sum(1 for f in failed.values() if f.op == UNBUILDABLE)
+    return {"kernel_unicast": unicast, "failed_build": build, "failed_kernel": len(failed) - build}
 
 
 def _pkey(p: Prefix) -> tuple[int, int, int]:

@@ -72,7 +72,8 @@ class NodeSnapshot:
 
 
 def metrics_sample(peers: tuple[PeerSnapshot, ...], *, stray_notifications: tuple[tuple[str, str, int], ...] = (),
-                   kernel_unicast: int = 0, kernel_blackhole: int = 0, damped: int = 0,
+                   kernel_unicast: int = 0, kernel_blackhole: int = 0, failed_build: int = 0,
+                   failed_kernel: int = 0, damped: int = 0,
                    pools: dict[str, tuple[float, int]] | None = None, borrowed: int = 0) -> NodeSample:
     """What the collector exposes: each configured peer's state (once it reported one), figures and
     counters; the kernel's, damping's and IPAM's figures."""
@@ -82,7 +83,7 @@ def metrics_sample(peers: tuple[PeerSnapshot, ...], *, stray_notifications: tupl
                                (p.received, p.accepted, p.rejected, p.damped),
                                (p.origin_rejected, p.origin_depreferred), p.counts) for p in peers),
         stray_notifications=stray_notifications, kernel_unicast=kernel_unicast, kernel_blackhole=kernel_blackhole,
-        damped=damped, pools=tuple(PoolSample(name, ratio, blocks) for name, (ratio, blocks) in sorted((pools or {}).items())),
+        failed_build=failed_build, failed_kernel=failed_kernel, damped=damped, pools=tuple(PoolSample(name, ratio, blocks) for name, (ratio, blocks) in sorted((pools or {}).items())),
         borrowed=borrowed)
 
 

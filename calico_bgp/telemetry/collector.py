@@ -72,6 +72,8 @@ class NodeSample:
     stray_notifications: tuple[tuple[str, str, int], ...] = ()  # (peer, code, count): no session of ours
     kernel_unicast: int = 0
     kernel_blackhole: int = 0
+    failed_build: int = 0          # desired routes no kernel route can express
+    failed_kernel: int = 0         # desired routes the kernel refused (retried with back-off)
     damped: int = 0
     pools: tuple[PoolSample, ...] = ()
     borrowed: int = 0
@@ -137,6 +139,10 @@ def families(sample: NodeSample | None) -> list[Metric]:
     kernel = gauge("calico_bgp_kernel_routes", "Routes of ours in the kernel", ["kind"])
     kernel.add_metric(["blackhole"], s.kernel_blackhole)
     kernel.add_metric(["unicast"], s.kernel_unicast)
+    # stage: build (a selection no kernel route can express) or kernel (refused by netlink)
+    failed = gauge("calico_bgp_kernel_route_failures", "Desired routes not in the kernel because they failed", ["stage"])
+    failed.add_metric(["build"], s.failed_build)
+    failed.add_metric(["kernel"], s.failed_kernel)
     damped = gauge("calico_bgp_damped_prefixes", "Paths suppressed by flap damping now")
     damped.add_metric([], s.damped)
     utilisation = gauge("calico_bgp_ipam_pool_utilisation_ratio", "Allocated / usable addresses", ["pool"])
@@ -148,7 +154,7 @@ def families(sample: NodeSample | None) -> list[Metric]:
     borrowed.add_metric([], s.borrowed)
     return [state, established, transitions, flaps, flap_score, notifications, updates_received,
             withdrawals_received, updates_sent, withdrawals_sent, prefixes, malformed, max_prefix, origin,
-            kernel, damped, utilisation, blocks, borrowed]
+            kernel, failed, damped, utilisation, blocks, borrowed]
 
 
 class AgentCollector(Collector):
@@ -164,3 +170,44 @@ class AgentCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         yield from families(None)
+
+
+FILTER_MODES = ("xdp", "nft", "iptables")
+RuleLabels = tuple[str, str, str, str]  # filter, rule, interface, action
+
+
+@attrs.frozen
+class FilterSample:
+    """Policy filter enforcement: the mode in use (None: none) and each rule's running totals."""
+
+    mode: str | None = None
+    rules: tuple[tuple[RuleLabels, int, int], ...] = ()   # (labels, packets, bytes)
+
+
+def filter_families(sample: FilterSample) -> list[Metric]:
+    mode = GaugeMetricFamily("calico_bgp_filter_mode", "1 for the enforcement mode in use", labels=["mode"])
+    for m in FILTER_MODES:
+        mode.add_metric([m], 1 if m == sample.mode else 0)
+    rule = ["filter", "rule", "interface", "action"]
+    packets = CounterMetricFamily("calico_bgp_filter_packets_total", "Packets matched by a filter rule", labels=rule)
+    octets = CounterMetricFamily("calico_bgp_filter_bytes_total", "Bytes matched by a filter rule", labels=rule)
+    for labels, p, b in sample.rules:
+        packets.add_metric(list(labels), p)
+        octets.add_metric(list(labels), b)
+    return [mode, packets, octets]
+
+
+class FilterCollector(Collector):
+    """Exposes the last FilterSample it was shown (`show` swaps one value: safe from any thread)."""
+
+    def __init__(self) -> None:
+        self.sample = FilterSample()
+
+    def show(self, sample: FilterSample) -> None:
+        self.sample = sample
+
+    def collect(self) -> Iterator[Metric]:
+        yield from filter_families(self.sample)
+
+    def describe(self) -> Iterator[Metric]:
+        yield from filter_families(FilterSample())
