@@ -98,7 +98,7 @@ class ControlLoop:
 
         sessions = {s.peer_address: s for s in topology.sessions_for(me, list(cluster.nodes.values()), cfg,
                                                                       cluster.peers.values())}
-        configured, held = self._neighbors(sessions, cluster, local)
+        configured, held = await self._neighbors(sessions, cluster, local)
         for gone in set(state.sessions) - set(sessions):
             if state.forget_peer(gone, trio.current_time()):
                 self.kernel.mark_full()
@@ -135,17 +135,20 @@ class ControlLoop:
         self.kernel.mark_full()
         self.synced()
 
-    def _neighbors(self, sessions: dict[str, topology.Session], cluster: ClusterState,
-                   local: LocalSpeaker) -> tuple[dict[str, Neighbor], set[str]]:
+    async def _neighbors(self, sessions: dict[str, topology.Session], cluster: ClusterState,
+                         local: LocalSpeaker) -> tuple[dict[str, Neighbor], set[str]]:
         """The speaker's neighbours: every session but those held idle and those that cannot be
-        configured (each with its reason in session_errors); and the peers held idle now."""
+        configured (each with its reason in session_errors); and the peers held idle now. Password
+        files are read in a worker thread, before anything is decided."""
         state = self.state
         state.session_errors = {}
         held = state.backoff.held(trio.current_time())
         for peer, hold in held.items():  # held idle: left out of the speaker's neighbours
             if peer in sessions:
                 state.session_errors[peer] = hold.why
-        files = read_password_files(s for s in sessions.values() if s.peer_address not in state.session_errors)
+        wanted = [s for s in sessions.values() if s.peer_address not in state.session_errors]
+        files = await trio.to_thread.run_sync(read_password_files, wanted) if any(
+            s.password is not None and s.password.file for s in wanted) else {}
         out: dict[str, Neighbor] = {}
         for s in sessions.values():
             if s.peer_address in state.session_errors:

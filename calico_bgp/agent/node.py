@@ -196,7 +196,7 @@ class NodeAgent:
             return None
         try:
             return trio.from_thread.run_sync(take, trio_token=self._token)
-        except (trio.RunFinishedError, trio.Cancelled):
+        except trio.RunFinishedError:
             return None
 
 

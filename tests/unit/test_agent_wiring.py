@@ -55,7 +55,8 @@ class FakeSpeaker:
         agent.speaker.withdraw = self.nothing
 
     async def set_neighbors(self, neighbors, abrupt=()):
-        self.neighbors.append(sorted(n.key for n in neighbors))
+        self.last = {n.key: n for n in neighbors}
+        self.neighbors.append(sorted(self.last))
         self.abrupt.append(set(abrupt))
 
     async def send(self, lines):
@@ -135,3 +136,14 @@ async def test_a_graceful_peer_that_drops_keeps_its_routes_stale_and_one_without
     await a.sessions.on_peer_state(PeerState(peer=TOR, state="up"))
     await a.sessions.on_peer_state(PeerState(peer=TOR, state="down", reason="notification received (6,2)"))
     assert len(a.state.rib) == 0
+
+
+async def test_a_password_file_is_read_at_each_sync_and_an_unreadable_one_keeps_the_session_out(tmp_path):
+    a, speaker = agent(tmp_path)
+    pw = tmp_path / "tor.pw"
+    await a.control.sync(cluster(tor(password=BGPPassword(file=str(pw)))))
+    assert TOR not in speaker.neighbors[-1]
+    assert "unreadable: No such file or directory" in a.state.session_errors[TOR]
+    pw.write_text("s3cret\n")
+    await a.control.sync(cluster(tor(password=BGPPassword(file=str(pw)))))
+    assert speaker.last[TOR].md5_password == "s3cret" and TOR not in a.state.session_errors
