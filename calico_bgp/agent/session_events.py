@@ -135,10 +135,10 @@ class SessionEvents:
         `teardown` a Cease and the peer held idle for a while (doubling on repeat)."""
         state = self.state
         s = state.sessions.get(peer)
-        if s is None or state.rib is None:
-            return
-        limit = max_prefixes.Limit(s.max_prefixes, s.max_prefix_action) if s.max_prefixes is not None else None
-        verdict = max_prefixes.check(state.rib.accepted_count(peer) + state.rib.rejected_count(peer), limit,
+        if s is None or s.max_prefixes is None or state.rib is None:
+            return  # no limit: nothing changes (and counting walks the whole RIB)
+        verdict = max_prefixes.check(state.rib.accepted_count(peer) + state.rib.rejected_count(peer),
+                                     max_prefixes.Limit(s.max_prefixes, s.max_prefix_action),
                                      state.max_prefix_hit.get(peer))
         if verdict.acted_on is None:
             state.max_prefix_hit.pop(peer, None)

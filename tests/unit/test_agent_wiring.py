@@ -147,3 +147,17 @@ async def test_a_password_file_is_read_at_each_sync_and_an_unreadable_one_keeps_
     pw.write_text("s3cret\n")
     await a.control.sync(cluster(tor(password=BGPPassword(file=str(pw)))))
     assert speaker.last[TOR].md5_password == "s3cret" and TOR not in a.state.session_errors
+
+
+async def test_a_peer_without_a_limit_is_not_counted_on_each_update(tmp_path):
+    """Counting a peer's paths walks the whole RIB: done per UPDATE for every peer it made a 100k-route
+    burst quadratic. Without a maxPrefixes limit there is nothing to count."""
+    a, _ = agent(tmp_path)
+    await a.control.sync(cluster(tor()))
+
+    def walk(_peer: str) -> int:
+        raise AssertionError("the RIB was walked to count a peer without a limit")
+
+    a.state.rib.accepted_count = walk
+    await a.sessions.check_max_prefixes(TOR)
+    assert TOR not in a.state.max_prefix_hit
