@@ -23,9 +23,9 @@ from calico_bgp.routing import desired
 from calico_bgp.routing.prefix import Prefix
 from calico_bgp.routing.rib import Rib
 from calico_bgp.telemetry.metrics import Metrics
+from dataplane.logfmt import event
 from dataplane.routes.programmer import UNBUILDABLE, ReconcileResult, RouteFailure, RouteProgrammer
 from dataplane.routes.route import Route, RouteKey
-from dataplane.logfmt import event
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ import fnmatch
 import logging
 from typing import Iterable, Sequence
 
+from calico_bgp.telemetry.collector import FilterSample
 from dataplane.filters.rules import (
     FAILSAFE_RULE,
     LIMITS,
@@ -32,7 +33,6 @@ from dataplane.filters.rules import (
     parse_network,
     parse_protocol,
 )
-from calico_bgp.telemetry.collector import FilterSample
 from dataplane.logfmt import event
 
 log = logging.getLogger(__name__)
