@@ -18,12 +18,14 @@ from calico_bgp.agent.neighbors import bgp_family, neighbor_for, read_password_f
 from calico_bgp.agent.reflection import reflect
 from calico_bgp.agent.session_events import SessionEvents
 from calico_bgp.agent.state import AgentState
-from calico_bgp.resources import model
+from calico_bgp.resources.bgpfilter import BGPFilter
+from calico_bgp.resources.ippool import IPPool
 from calico_bgp.resources.view import ClusterState, ClusterView
 from calico_bgp.routing import bgpfilter, desired, martians, route_refresh, topology
 from calico_bgp.routing.damping import DampingChange, DampingParams
 from calico_bgp.routing.origin import OriginIndex
-from calico_bgp.routing.rib import LocalSpeaker, Rib
+from calico_bgp.routing.path import LocalSpeaker
+from calico_bgp.routing.rib import Rib
 from calico_bgp.speaker import commands as speaker_cmds
 from calico_bgp.speaker.neighbor import Neighbor
 from calico_bgp.speaker.speaker import Speaker
@@ -162,7 +164,7 @@ class ControlLoop:
                 state.session_errors[s.peer_address] = str(exc)
         return out, set(held)
 
-    async def refresh_capped(self, pools: list[model.IPPool]) -> None:
+    async def refresh_capped(self, pools: list[IPPool]) -> None:
         """Soft reconfiguration re-judges only the rejected paths the RIB kept; a peer that had more
         is asked for its routes again when its import policy changed (route_refresh decides)."""
         state = self.state
@@ -181,7 +183,7 @@ class ControlLoop:
                 await self.speaker.send([speaker_cmds.route_refresh(addr, bgp_family(s))])
             self.events.emit("route_refresh", peer=addr, detail=plan.detail)
 
-    def filters_of(self, peer: str) -> list[model.BGPFilter]:
+    def filters_of(self, peer: str) -> list[BGPFilter]:
         s = self.state.sessions.get(peer)
         cluster = self.state.cluster
         return bgpfilter.filters_for(s.filters, cluster.filters) if s is not None and cluster else []
@@ -207,9 +209,6 @@ class ControlLoop:
             if b.attrs is None:
                 await self.speaker.withdraw(list(b.neighbors), prefixes)
             else:
-                a = b.attrs
-                await self.speaker.announce(list(b.neighbors), prefixes, communities=a.communities,
-                                            large_communities=a.large_communities, local_pref=a.local_pref,
-                                            as_path=a.as_path)
+                await self.speaker.announce(list(b.neighbors), prefixes, attributes=b.attrs)
         if sent:
             event(log, "exports", originated=len(state.own), peers=len(want_all), changes=sent)

@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from calico_bgp.resources.model import BGPPassword
+from calico_bgp.resources.bgpsession import BGPPassword
 from calico_bgp.resources.view import ClusterState
 from calico_bgp.routing import topology
 from calico_bgp.routing.nexthop import SessionLink
-from calico_bgp.routing.rib import Peer
+from calico_bgp.routing.path import Peer
 from calico_bgp.routing.topology import Session
 from calico_bgp.speaker.neighbor import IPV4_UNICAST, IPV6_UNICAST, Neighbor
 

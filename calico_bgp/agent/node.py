@@ -34,9 +34,11 @@ from calico_bgp.agent.state import AgentState
 from calico_bgp.agent.upkeep import Upkeep
 from calico_bgp.datastore import DatastoreError, Keys
 from calico_bgp.resources import model
+from calico_bgp.resources.node import Node, NodeAddress, NodeBGPSpec, NodeSpec
 from calico_bgp.resources.store import ResourceStore
 from calico_bgp.resources.view import ClusterView
-from calico_bgp.routing.rib import Prefix, Rib
+from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.rib import Rib
 from calico_bgp.speaker.speaker import Speaker
 from calico_bgp.telemetry.collector import NodeSample
 from calico_bgp.telemetry.eventlog import EventLog
@@ -153,13 +155,13 @@ class NodeAgent:
         if not v4 and not v6 and opts.ip_autodetect:
             v4 = str(await trio.to_thread.run_sync(detect, opts.ip_autodetect))
         interfaces = await trio.to_thread.run_sync(read_interfaces)
-        addresses = tuple(model.NodeAddress(str(a), "InternalIP") for i in interfaces if not EXCLUDED.match(i.name)
+        addresses = tuple(NodeAddress(str(a), "InternalIP") for i in interfaces if not EXCLUDED.match(i.name)
                           for a in i.addresses if not (a.ip.is_link_local or a.ip.is_loopback))
-        new_bgp = model.NodeBGPSpec(ipv4_address=v4, ipv6_address=v6, as_number=bgp.as_number if bgp else None,
-                                    route_reflector_cluster_id=bgp.route_reflector_cluster_id if bgp else "")
+        new_bgp = NodeBGPSpec(ipv4_address=v4, ipv6_address=v6, as_number=bgp.as_number if bgp else None,
+                              route_reflector_cluster_id=bgp.route_reflector_cluster_id if bgp else "")
         meta = current.metadata if current is not None else model.Metadata(opts.name)
-        spec = current.spec if current is not None else model.NodeSpec()
-        node = model.Node(meta, attrs.evolve(spec, bgp=new_bgp, addresses=addresses))
+        spec = current.spec if current is not None else NodeSpec()
+        node = Node(meta, attrs.evolve(spec, bgp=new_bgp, addresses=addresses))
         if node != current:
             await self.store.apply(node)
             event(log, "node_registered", node=opts.name, ipv4=v4, ipv6=v6, addresses=len(addresses))

@@ -2,10 +2,10 @@
 (rib.reflections decides what each neighbour gets; this sends it, grouped by attributes)."""
 from __future__ import annotations
 
-from typing import Any
-
 from calico_bgp.agent.state import AgentState
-from calico_bgp.routing.rib import Prefix, reflections
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.reflection import reflections
 from calico_bgp.speaker.speaker import Speaker
 
 
@@ -19,12 +19,9 @@ async def reflect(state: AgentState, speaker: Speaker, changed: set[Prefix] | No
         withdraw = [str(p) for p, a in per_prefix.items() if a is None]
         if withdraw:
             await speaker.withdraw([neighbor], withdraw)
-        groups: dict[Any, list[str]] = {}
+        groups: dict[PathAttributes, list[str]] = {}
         for p, a in per_prefix.items():
             if a is not None:
                 groups.setdefault(a, []).append(str(p))
         for a, prefixes in groups.items():
-            await speaker.announce([neighbor], prefixes, next_hop=a.next_hop, origin=a.origin,
-                                   local_pref=a.local_pref, med=a.med, as_path=a.as_path,
-                                   communities=a.communities, large_communities=a.large_communities,
-                                   originator_id=a.originator_id, cluster_list=a.cluster_list)
+            await speaker.announce([neighbor], prefixes, attributes=a)

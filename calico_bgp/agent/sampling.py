@@ -14,7 +14,7 @@ from calico_bgp.agent.snapshot import NodeSnapshot, PeerSnapshot, metrics_sample
 from calico_bgp.agent.state import AgentState
 from calico_bgp.routing import desired, topology
 from calico_bgp.routing.origin import REASON_PREFIX as ORIGIN_INVALID
-from calico_bgp.routing.rib import Prefix
+from calico_bgp.routing.prefix import Prefix
 from calico_bgp.speaker.events import PeerState
 from calico_bgp.telemetry.collector import NodeSample, PeerCounts
 from dataplane.routes.programmer import UNBUILDABLE, RouteProgrammer
@@ -102,7 +102,7 @@ def kernel_figures(programmer: RouteProgrammer) -> dict[str, int]:
 
 
 def _pkey(p: Prefix) -> tuple[int, int, int]:
-    return (p.version, int(p.network_address), p.prefixlen)
+    return (p.version, p.network, p.prefixlen)
 
 
 def _akey(a: str) -> tuple[int, int]:

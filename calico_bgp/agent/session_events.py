@@ -90,7 +90,7 @@ class SessionEvents:
         now = trio.current_time()
         got = state.intake.apply(ev, peer, state.rib, state.dampener, now)
         for text, next_hop in got.bad:
-            self.warn.warning("bad_nlri", "peer=%s prefix=%r next_hop=%r action=ignore", ev.peer, text, next_hop)
+            self.warn.warning("bad_nlri", peer=ev.peer, prefix=text, next_hop=next_hop, action="ignore")
         if got.malformed:
             self.report_malformed(ev.peer, got)
         announced, withdrawn, changed = got.announced, got.withdrawn, got.changed

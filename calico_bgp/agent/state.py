@@ -12,14 +12,17 @@ from typing import Any
 import attrs
 
 from calico_bgp.resources.view import ClusterState
-from calico_bgp.routing import bgpfilter, malformed
+from calico_bgp.routing import malformed
+from calico_bgp.routing.attributes import PathAttributes
 from calico_bgp.routing.backoff import SessionBackoff
 from calico_bgp.routing.damping import Dampener, DampingParams
 from calico_bgp.routing.graceful_restart import StaleRoutes
 from calico_bgp.routing.intake import UpdateIntake
 from calico_bgp.routing.max_prefixes import Limit
 from calico_bgp.routing.nexthop import SessionLink
-from calico_bgp.routing.rib import LocalSpeaker, Peer, Prefix, Rib
+from calico_bgp.routing.path import LocalSpeaker, Peer
+from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.rib import Rib
 from calico_bgp.routing.topology import Session
 from calico_bgp.speaker.events import PeerOpen
 from calico_bgp.telemetry.collector import PeerCounts
@@ -33,7 +36,7 @@ class AgentState:
     cluster: ClusterState | None = None
     local: LocalSpeaker | None = None
     rib: Rib | None = None
-    dampener: Dampener[Any] = attrs.field(factory=lambda: Dampener(DampingParams(), enabled=False))
+    dampener: Dampener[PathAttributes] = attrs.field(factory=lambda: Dampener(DampingParams(), enabled=False))
     intake: UpdateIntake = attrs.field(factory=UpdateIntake)
     own: set[Prefix] = attrs.field(factory=set)                      # what this node originates
     peer_routes: list[Route] = attrs.field(factory=list)             # host routes to peers behind a gateway (reachableBy)
@@ -45,7 +48,7 @@ class AgentState:
     links: dict[str, SessionLink | None] = attrs.field(factory=dict)  # IPv6 peer -> its link when directly connected
     configured: set[str] = attrs.field(factory=set)                   # sessions the speaker has as neighbours
     session_errors: dict[str, str] = attrs.field(factory=dict)        # peer -> why its session is not configured
-    exported: dict[str, dict[Prefix, bgpfilter.ExportAttrs]] = attrs.field(factory=dict)  # what each peer was sent
+    exported: dict[str, dict[Prefix, PathAttributes]] = attrs.field(factory=dict)  # what each peer was sent
     policy_inputs: dict[str, tuple[Any, ...]] = attrs.field(factory=dict)  # per peer: what its import policy was made of
     # per peer, from the speaker
     peer_open: dict[str, PeerOpen] = attrs.field(factory=dict)         # each peer's last OPEN

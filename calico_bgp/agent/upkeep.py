@@ -18,8 +18,9 @@ from calico_bgp.agent.reflection import reflect
 from calico_bgp.agent.state import AgentState
 from calico_bgp.datastore import DatastoreError
 from calico_bgp.routing import topology
+from calico_bgp.routing.attributes import PathAttributes
 from calico_bgp.routing.damping import DampingChange
-from calico_bgp.routing.rib import Prefix
+from calico_bgp.routing.prefix import Prefix
 from calico_bgp.speaker.speaker import Speaker
 from calico_bgp.telemetry.eventlog import EventLog
 from calico_bgp.telemetry.metrics import Metrics
@@ -75,7 +76,7 @@ class Upkeep:
         if not out.announce or state.rib is None:
             return
         changed: set[Prefix] = set()
-        by_peer: dict[str, dict[Prefix, Any]] = {}
+        by_peer: dict[str, dict[Prefix, PathAttributes]] = {}
         for (peer, prefix), a in out.announce.items():
             by_peer.setdefault(peer, {})[prefix] = a  # type: ignore[index]
         for peer, ann in by_peer.items():

@@ -3,7 +3,7 @@ password cannot be had is never configured without one."""
 import pytest
 
 from calico_bgp.agent.neighbors import PasswordUnavailable, neighbor_for, password_for, read_password_files
-from calico_bgp.resources.model import BGPPassword, SecretKeyRef
+from calico_bgp.resources.bgpsession import BGPPassword, SecretKeyRef
 from calico_bgp.routing.topology import Session
 
 

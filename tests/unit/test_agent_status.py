@@ -4,8 +4,8 @@
 from calico_bgp.agent.node import AgentOptions, NodeAgent
 from calico_bgp.datastore import Keys
 from calico_bgp.routing.attributes import PathAttributes
-from calico_bgp.routing.prefix import Prefix
 from calico_bgp.routing.path import LocalSpeaker, Peer
+from calico_bgp.routing.prefix import Prefix
 from calico_bgp.routing.rib import Rib
 from calico_bgp.routing.topology import Session
 

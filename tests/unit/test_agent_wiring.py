@@ -1,27 +1,18 @@
 """The agent's wiring without a speaker, a kernel or etcd: a cluster state synced by the control
 loop, speaker events handled by SessionEvents, what the status and the metrics then say. Before,
 only the e2e tests reached these paths."""
-import ipaddress
-
 from calico_bgp.agent.node import AgentOptions, NodeAgent
 from calico_bgp.datastore import Keys
-from calico_bgp.resources.model import (
-    BGPConfiguration,
-    BGPConfigurationSpec,
-    BGPPassword,
-    BGPPeer,
-    BGPPeerSpec,
-    IPPool,
-    IPPoolSpec,
-    Metadata,
-    Node,
-    NodeBGPSpec,
-    NodeSpec,
-    SecretKeyRef,
-)
+from calico_bgp.resources.bgpconfig import BGPConfiguration, BGPConfigurationSpec
+from calico_bgp.resources.bgppeer import BGPPeer, BGPPeerSpec
+from calico_bgp.resources.bgpsession import BGPPassword, SecretKeyRef
+from calico_bgp.resources.ippool import IPPool, IPPoolSpec
+from calico_bgp.resources.model import Metadata
+from calico_bgp.resources.node import Node, NodeBGPSpec, NodeSpec
 from calico_bgp.resources.view import ClusterState
+from calico_bgp.routing.attributes import PathAttributes
 from calico_bgp.routing.graceful_restart import GRACEFUL_RESTART
-from calico_bgp.routing.rib import PathAttrs
+from calico_bgp.routing.prefix import Prefix
 from calico_bgp.speaker.events import PeerOpen, PeerState
 
 TOR = "198.18.0.9"
@@ -103,7 +94,7 @@ async def test_a_peer_over_its_teardown_limit_is_reset_once_and_left_out_until_i
     a, speaker = agent(tmp_path)
     await a.control.sync(cluster(tor(max_prefixes=3, max_prefix_action="teardown")))
     rib_peer = a.state.rib_peers[TOR]
-    a.state.rib.update(rib_peer, {ipaddress.ip_network(f"198.19.{i}.0/24"): PathAttrs(TOR) for i in range(4)})
+    a.state.rib.update(rib_peer, {Prefix.of(f"198.19.{i}.0/24"): PathAttributes(TOR) for i in range(4)})
     await a.sessions.check_max_prefixes(TOR)
     await a.sessions.check_max_prefixes(TOR)  # the same limit: acted on once
     assert speaker.sent == [f"neighbor {TOR} teardown 1"]
@@ -120,7 +111,7 @@ async def test_a_peer_over_its_teardown_limit_is_reset_once_and_left_out_until_i
 async def test_a_graceful_peer_that_drops_keeps_its_routes_stale_and_one_without_loses_them(tmp_path):
     a, _ = agent(tmp_path)
     await a.control.sync(cluster(tor(origin_validation="Disabled"), pools=["198.19.0.0-16"]))
-    routes = {ipaddress.ip_network("198.19.0.0/24"): PathAttrs(TOR)}
+    routes = {Prefix.of("198.19.0.0/24"): PathAttributes(TOR)}
     a.state.rib.update(a.state.rib_peers[TOR], routes)
     a.sessions.on_open(PeerOpen(peer=TOR, graceful_restart=90, graceful_families=("ipv4 unicast",),
                                 forwarding_kept=("ipv4 unicast",)))

@@ -1,7 +1,5 @@
 """The metrics an agent exposes: read from its state at scrape time (telemetry/collector.py), in the
 names, types and labels the README's Observability table documents."""
-import ipaddress
-
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -10,7 +8,10 @@ from calico_bgp.agent.node import AgentOptions, NodeAgent
 from calico_bgp.agent.snapshot import metrics_sample
 from calico_bgp.agent.state import AgentState
 from calico_bgp.datastore import Keys
-from calico_bgp.routing.rib import LocalSpeaker, PathAttrs, Peer, Rib
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.routing.path import LocalSpeaker, Peer
+from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.rib import Rib
 from calico_bgp.routing.topology import Session
 from calico_bgp.telemetry.collector import NodeSample, PeerCounts, PeerSample, PoolSample
 from calico_bgp.telemetry.metrics import Metrics
@@ -128,8 +129,8 @@ def test_prefix_gauges_count_what_the_rib_holds_at_scrape_time():
     labels = {"peer": "198.18.0.1", "peer_type": "fabric"}
     assert m.registry.get_sample_value("calico_bgp_peer_prefixes", {**labels, "kind": "received"}) == 0
     state.rib.update(Peer("198.18.0.1", 65001, "198.18.0.1", ibgp=False),
-                     {ipaddress.ip_network("198.18.64.1/32"): PathAttrs("198.18.0.1"),
-                      ipaddress.ip_network("198.18.64.0/26"): PathAttrs("198.18.0.1")})
+                     {Prefix.of("198.18.64.1/32"): PathAttributes("198.18.0.1"),
+                      Prefix.of("198.18.64.0/26"): PathAttributes("198.18.0.1")})
     got = {k: m.registry.get_sample_value("calico_bgp_peer_prefixes", {**labels, "kind": k})
            for k in ("received", "accepted", "rejected", "damped")}
     assert got == {"received": 2, "accepted": 1, "rejected": 1, "damped": 0}
