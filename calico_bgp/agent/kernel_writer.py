@@ -23,6 +23,7 @@ from calico_bgp.routing import desired
 from calico_bgp.routing.prefix import Prefix
 from calico_bgp.routing.rib import Rib
 from calico_bgp.telemetry.metrics import Metrics
+from dataplane.logfmt import event
 from dataplane.routes.programmer import UNBUILDABLE, ReconcileResult, RouteFailure, RouteProgrammer
 from dataplane.routes.route import Route, RouteKey
 
@@ -117,7 +118,7 @@ class KernelWriter:
                     self._send_ready.set()
                 self._failed_runs = 0
             except Exception:  # noqa: BLE001 - a bug here must not stop the kernel path for good
-                log.exception("event=kernel_prepare_failed full=%s", full)
+                event(log, "kernel_prepare_failed", logging.ERROR, exc_info=True, full=full)
                 if not full:
                     self._changed.update(changed)  # tried again with the next change
                 # and again without one, after a back-off: a full rebuild waits for no other change
@@ -134,7 +135,7 @@ class KernelWriter:
             try:
                 result = await self.programmer.program()
             except Exception:  # noqa: BLE001 - the programmer retries on its own loop
-                log.exception("event=kernel_program_failed")
+                event(log, "kernel_program_failed", logging.ERROR, exc_info=True)
                 continue
             if result is not None:
                 self._done(result, since)
@@ -163,8 +164,5 @@ class KernelWriter:
         for key, f in new:
             reported[key] = (f.op == UNBUILDABLE, f.reason)
             self.metrics.route_failures.labels("build" if f.op == UNBUILDABLE else "kernel").inc()
-        build = sum(1 for f in failures.values() if f.op == UNBUILDABLE)
-        self.metrics.failed_routes.labels("build").set(build)
-        self.metrics.failed_routes.labels("kernel").set(len(failures) - build)
         if (new or recovered) and self.on_failures is not None:
             self.on_failures([f for _, f in new], [str(k.prefix()) for k in recovered])

@@ -15,6 +15,7 @@ import fnmatch
 import logging
 from typing import Iterable, Sequence
 
+from calico_bgp.telemetry.collector import FilterSample
 from dataplane.filters.rules import (
     FAILSAFE_RULE,
     LIMITS,
@@ -32,10 +33,9 @@ from dataplane.filters.rules import (
     parse_network,
     parse_protocol,
 )
+from dataplane.logfmt import event
 
 log = logging.getLogger(__name__)
-
-MODES = ("xdp", "nft", "iptables")
 
 
 def _is_pattern(name: str) -> bool:
@@ -96,13 +96,14 @@ def node_filterset(policies: Iterable, node_labels: dict[str, str], interfaces: 
 
 
 class FilterMetrics:
-    """Feeds the dataplane's absolute counters into the Prometheus counters of telemetry.Metrics
-    (filter_mode, filter_packets, filter_bytes). Counters only go up: a value lower than the last one
-    seen (a rule's counter recreated) counts as a reset."""
+    """Turns the dataplane's absolute counters into the running totals telemetry.Metrics exposes
+    (filter_mode, filter_packets, filter_bytes). Totals only go up: a value lower than the last one
+    seen (a rule's counter recreated) counts as a reset. A rule no longer there has no series."""
 
     def __init__(self, metrics) -> None:
         self.metrics = metrics
-        self._last: dict[tuple[str, str, str, str], tuple[int, int]] = {}
+        self._last: dict[tuple[str, str, str, str], tuple[int, int]] = {}    # the dataplane's, as last read
+        self._totals: dict[tuple[str, str, str, str], tuple[int, int]] = {}  # what is exposed
 
     @staticmethod
     def labels(c: RuleCounter) -> tuple[str, str, str, str]:
@@ -111,30 +112,17 @@ class FilterMetrics:
         return (c.rule_id.filter, str(c.rule_id.index), c.interface, c.action)
 
     def update(self, mode: str | None, counters: Iterable[RuleCounter]) -> None:
-        for m in MODES:
-            self.metrics.filter_mode.labels(m).set(1 if m == mode else 0)
-        seen = set()
+        last: dict[tuple[str, str, str, str], tuple[int, int]] = {}
+        totals: dict[tuple[str, str, str, str], tuple[int, int]] = {}
         for c in counters:
             key = self.labels(c)
-            seen.add(key)
-            lp, lb = self._last.get(key, (0, 0))
-            dp = c.packets - lp if c.packets >= lp else c.packets
-            db = c.bytes - lb if c.bytes >= lb else c.bytes
-            if dp:
-                self.metrics.filter_packets.labels(*key).inc(dp)
-            if db:
-                self.metrics.filter_bytes.labels(*key).inc(db)
-            if key not in self._last:   # make the series exist at 0
-                self.metrics.filter_packets.labels(*key)
-                self.metrics.filter_bytes.labels(*key)
-            self._last[key] = (c.packets, c.bytes)
-        for key in set(self._last) - seen:   # a removed rule: drop its series (bounded labels)
-            del self._last[key]
-            for metric in (self.metrics.filter_packets, self.metrics.filter_bytes):
-                try:
-                    metric.remove(*key)
-                except KeyError:
-                    pass
+            lp, lb = last.get(key) or self._last.get(key, (0, 0))
+            tp, tb = totals.get(key) or self._totals.get(key, (0, 0))
+            totals[key] = (tp + (c.packets - lp if c.packets >= lp else c.packets),
+                           tb + (c.bytes - lb if c.bytes >= lb else c.bytes))
+            last[key] = (c.packets, c.bytes)
+        self._last, self._totals = last, totals  # a removed rule is in neither: its series goes
+        self.metrics.filters.show(FilterSample(mode, tuple((k, p, b) for k, (p, b) in sorted(totals.items()))))
 
 
 class PolicyFilterReconciler:
@@ -163,15 +151,15 @@ class PolicyFilterReconciler:
                 await trio.to_thread.run_sync(self.engine.apply, fs)
         except FilterError as exc:
             self.last_error = str(exc)
-            log.error("event=policy_filter_rejected mode=%s error=%r", self.engine.mode, str(exc))
+            event(log, "policy_filter_rejected", logging.ERROR, mode=self.engine.mode, error=str(exc))
             return self.engine.mode
         except Exception as exc:  # noqa: BLE001 - no mode would take it (or a kernel error): never fatal
             # to the agent, whose routing does not depend on it; what is programmed stays, next pass retries
             self.last_error = f"{type(exc).__name__}: {exc}"
-            log.error("event=policy_filter_failed mode=%s error=%r", self.engine.mode, self.last_error)
+            event(log, "policy_filter_failed", logging.ERROR, mode=self.engine.mode, error=self.last_error)
             return self.engine.mode
         if fs != self.applied:
-            log.info("event=policy_filter_applied mode=%s interfaces=%s", self.engine.mode, ",".join(fs.names) or "-")
+            event(log, "policy_filter_applied", mode=self.engine.mode, interfaces=",".join(fs.names) or "-")
         self.applied, self.last_error = fs, None
         return self.engine.mode
 

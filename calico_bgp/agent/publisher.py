@@ -15,6 +15,7 @@ import trio
 
 from calico_bgp.agent import status as st
 from calico_bgp.datastore import DatastoreError
+from dataplane.logfmt import event
 
 log = logging.getLogger("calico_bgp.agent.publisher")
 BURST_WAIT = 5.0  # seconds a status may lag a burst of UPDATEs (a full table takes ~2 s)
@@ -44,7 +45,7 @@ class StatusPublisher:
                     self._lease = await self.client.lease_grant(self.ttl)
                     self._dirty.set()  # re-publish under the new lease
             except DatastoreError as exc:
-                log.warning("event=status_lease_failed reason=%r action=retry", str(exc))
+                event(log, "status_lease_failed", logging.WARNING, reason=str(exc), action="retry")
                 self._lease = 0
                 await trio.sleep(1.0)
                 continue
@@ -69,9 +70,9 @@ class StatusPublisher:
                 cost = time.perf_counter() - started
                 await self.client.put(self.key, doc, lease=self._lease)
             except DatastoreError as exc:
-                log.warning("event=status_publish_failed reason=%r action=retry", str(exc))
+                event(log, "status_publish_failed", logging.WARNING, reason=str(exc), action="retry")
                 await trio.sleep(1.0)
             except Exception:  # noqa: BLE001 - a status bug must not take the routing down with it
-                log.exception("event=status_build_failed")
+                event(log, "status_build_failed", logging.ERROR, exc_info=True)
                 await trio.sleep(1.0)
             await trio.sleep(max(0.25, 9 * cost))

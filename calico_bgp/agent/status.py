@@ -1,18 +1,27 @@
 """What an agent publishes about itself under status/<node> (bound to a lease), and how the CLI reads it.
 
-The document is built by a pure function from the agent's state, so `calico-bgp status` and
-`calico-bgp routes` work from any machine that reaches etcd, like `calicoctl node status` does
-through the datastore rather than through BIRD's socket.
+The document is built by a pure function (`build`) from a snapshot of the agent's state
+(snapshot.NodeSnapshot), so `calico-bgp status` and `calico-bgp routes` work from any machine that
+reaches etcd, like `calicoctl node status` does through the datastore rather than through BIRD's
+socket.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import attrs
 
 from calico_bgp.resources import codec
 
+if TYPE_CHECKING:
+    from calico_bgp.agent.snapshot import NodeSnapshot, PeerSnapshot
+
 MAX_PUBLISHED_ROUTES = 5000  # beyond this the document carries counts only: etcd values stay small
+
+# a TCP MD5 mismatch is invisible to BGP: the kernel drops the segments, so the session just never opens
+MD5_HINT = "TCP MD5 is configured: a password mismatch keeps the session from opening, silently"
+# ExaBGP's session states as BIRD and calicoctl name them
+SESSION_STATES = {"up": "Established", "down": "Idle", "connected": "Connect"}
 
 PEER_TYPES = {"mesh": "node-to-node mesh", "rr-client": "route reflector client", "to-rr": "route reflector",
               "rr-peer": "route reflector peer", "node-peer": "node specific", "fabric": "global"}
@@ -105,6 +114,40 @@ class NodeStatus:
     filter_mode: str = ""
     in_grace: bool = False
     churn: tuple[PrefixChurnStatus, ...] = ()   # the busiest prefixes, most changes first
+
+
+def session_state(p: PeerSnapshot) -> str:
+    """Established / Idle / Connect as the speaker says; before it says anything: Idle when the
+    session is not configured (held idle, unusable password) or never reported, else Active."""
+    return SESSION_STATES.get(p.speaker_state, "Idle" if not p.tracked or p.session_error else "Active")
+
+
+def session_info(p: PeerSnapshot, state: str) -> str:
+    """Why a session is not Established, the first known of: not configured, the speaker's reason,
+    the last error seen; and the MD5 hint while a session with a password is not up."""
+    reason = (p.session_error or (p.speaker_reason if p.speaker_state and p.speaker_state != "up" else "")
+              or (p.last_error if p.tracked and state != "Established" else ""))
+    md5 = p.has_password and state != "Established"
+    return "; ".join(x for x in (reason, MD5_HINT if md5 else "") if x)
+
+
+def session_status(p: PeerSnapshot) -> SessionStatus:
+    state = session_state(p)
+    return SessionStatus(
+        peer=p.peer, peer_type=PEER_TYPES.get(p.kind, p.kind), state=state, since=p.since, info=session_info(p, state),
+        peer_name=p.peer_name, peer_node=p.peer_node, peer_as=p.peer_as, received=p.received, accepted=p.accepted,
+        rejected=p.rejected, damped=p.damped, rejected_not_kept=p.rejected_not_kept, flaps=p.flaps,
+        uptime=p.uptime, churn_rate=round(p.churn_rate, 3))
+
+
+def build(s: NodeSnapshot) -> NodeStatus:
+    """The document of one snapshot."""
+    return NodeStatus(
+        node=s.node, version=s.version, address=s.address, asn=s.asn, router_id=s.router_id,
+        role="route-reflector" if s.reflector else "node", updated=s.now, started=s.started,
+        sessions=tuple(session_status(p) for p in s.peers), routes=cap(s.routes), routes_total=s.routes_total,
+        kernel_routes=s.kernel_routes, routes_failed=s.routes_failed, failed=cap(s.failed), rejected=cap(s.rejected),
+        damped=cap(s.damped), announced=s.announced, in_grace=s.in_grace, filter_mode=s.filter_mode, churn=s.churn)
 
 
 def encode(status: NodeStatus) -> bytes:

@@ -18,4 +18,7 @@ datastore client; tests/unit/test_import_rules.py enforces it). The caller passe
     graceful_restart.py  which peers' routes are kept stale, and until when (RFC 4724)
     backoff.py           peers held idle after their sessions kept failing (RFC 4271 IdleHoldTime)
     desired.py           what this node announces and programs, from the cluster and the RIB
+    max_prefixes.py      a peer's maxPrefixes limit: when to act, once per limit
+    session_down.py      what a peer's routes become when its session drops (RFC 4724 helper)
+    route_refresh.py     when to ask a peer to resend after an import-policy change (RFC 2918)
 """

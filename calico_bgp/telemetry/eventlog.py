@@ -23,6 +23,7 @@ import trio
 from calico_bgp.datastore import DatastoreError
 from calico_bgp.resources import codec
 from calico_bgp.telemetry.bursts import BurstSummariser, Summary
+from dataplane.logfmt import event
 
 log = logging.getLogger("calico_bgp.events")
 
@@ -79,8 +80,8 @@ class EventLog:
         now = time.time()
         self.flush_bursts(now)
         if not self.bursts.admit(kind, peer, now, detail):
-            log.debug("event=%s node=%s peer=%s prefix=%s detail=%r summarised=true", kind, self.node, peer,
-                      prefix or "-", detail)
+            event(log, kind, logging.DEBUG, node=self.node, peer=peer or "-", prefix=prefix or "-", detail=detail,
+                  summarised="true")
             return None
         return self._queued(Event(self.seq + 1, now, self.node, kind, peer, prefix, detail))
 
@@ -97,7 +98,7 @@ class EventLog:
             self.dropped += 1
         self._queue.append(ev)
         self.recent.append(ev)
-        log.info("event=%s node=%s peer=%s prefix=%s detail=%r", kind, self.node, peer or "-", prefix or "-", detail)
+        event(log, kind, node=self.node, peer=peer or "-", prefix=prefix or "-", detail=detail)
         self._wake.set()
         return ev
 
@@ -118,7 +119,7 @@ class EventLog:
                 await self.resume()
                 break
             except DatastoreError as exc:
-                log.warning("event=eventlog_resume_failed reason=%r", str(exc))
+                event(log, "eventlog_resume_failed", logging.WARNING, reason=str(exc))
                 await trio.sleep(1.0)
         task_status.started()
         while True:
@@ -131,13 +132,13 @@ class EventLog:
                 try:
                     await self.client.put(slot_key(self.prefix, ev.seq, self.capacity), codec.encode(ev))
                 except DatastoreError as exc:
-                    log.warning("event=eventlog_write_failed pending=%d reason=%r", len(self._queue), str(exc))
+                    event(log, "eventlog_write_failed", logging.WARNING, pending=len(self._queue), reason=str(exc))
                     await trio.sleep(1.0)
                     continue
                 if self._queue and self._queue[0] is ev:  # emit() may have dropped it (overflow) meanwhile
                     self._queue.popleft()
             if self.dropped:
-                log.error("event=eventlog_overflow dropped=%d", self.dropped)
+                event(log, "eventlog_overflow", logging.ERROR, dropped=self.dropped)
                 self.dropped = 0
 
 

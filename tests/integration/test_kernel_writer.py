@@ -8,6 +8,8 @@ import pytest
 import trio
 
 from calico_bgp.agent.kernel_writer import KERNEL_BATCH, KernelWriter
+from calico_bgp.agent.sampling import kernel_figures
+from calico_bgp.agent.snapshot import metrics_sample
 from calico_bgp.routing.attributes import PathAttributes
 from calico_bgp.routing.prefix import Prefix
 from calico_bgp.routing.path import LocalSpeaker, Peer
@@ -83,6 +85,7 @@ async def test_one_route_that_cannot_be_built_or_is_refused_never_blocks_the_oth
     async with RouteProgrammer(netns=lab.host, resync_interval=60.0) as rp, trio.open_nursery() as nursery:
         rp.end_grace()
         await nursery.start(rp.run)
+        metrics.watch(lambda: metrics_sample((), **kernel_figures(rp)))  # read at scrape time, as the agent's are
         writer = KernelWriter(rp, metrics, lambda: (rib, "n1", {}, set(), []), lambda: None)
         writer.on_failures = lambda new, recovered: reports.append((new, recovered))
         nursery.start_soon(writer.run)

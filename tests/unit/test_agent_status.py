@@ -4,24 +4,24 @@
 from calico_bgp.agent.node import AgentOptions, NodeAgent
 from calico_bgp.datastore import Keys
 from calico_bgp.routing.attributes import PathAttributes
-from calico_bgp.routing.prefix import Prefix
 from calico_bgp.routing.path import LocalSpeaker, Peer
+from calico_bgp.routing.prefix import Prefix
 from calico_bgp.routing.rib import Rib
 from calico_bgp.routing.topology import Session
 
 
 def agent(tmp_path) -> NodeAgent:
     a = NodeAgent(None, Keys("/t/calico-bgp/v1"), AgentOptions(name="n1", filter_mode="off", state_dir=tmp_path))
-    a.sessions = {"198.18.0.1": Session(peer_address="198.18.0.1", peer_as=65001, local_as=64512,
+    a.state.sessions = {"198.18.0.1": Session(peer_address="198.18.0.1", peer_as=65001, local_as=64512,
                                         local_address="198.18.0.2", kind="fabric")}
-    a.rib = Rib(LocalSpeaker(64512, "198.18.0.2"), lambda _p, _prefix, _a: "outside every IP pool", max_rejected=3)
+    a.state.rib = Rib(LocalSpeaker(64512, "198.18.0.2"), lambda _p, _prefix, _a: "outside every IP pool", max_rejected=3)
     return a
 
 
 async def test_a_rib_holding_only_rejected_paths_reports_them_with_those_beyond_the_cap(tmp_path):
     a = agent(tmp_path)
     peer = Peer("198.18.0.1", 65001, "198.18.0.1", ibgp=False)
-    a.rib.update(peer, {Prefix.of(f"198.18.64.{i}/32"): PathAttributes("198.18.0.1") for i in range(5)})
+    a.state.rib.update(peer, {Prefix.of(f"198.18.64.{i}/32"): PathAttributes("198.18.0.1") for i in range(5)})
     status = a.build_status()
     s = status.sessions[0]
     assert (s.received, s.accepted, s.rejected, s.rejected_not_kept) == (5, 0, 5, 2)
@@ -30,12 +30,12 @@ async def test_a_rib_holding_only_rejected_paths_reports_them_with_those_beyond_
 
 async def test_failed_routes_are_counted_listed_with_their_reason_and_not_in_the_kernel(tmp_path):
     a = agent(tmp_path)
-    a.rib.import_policy = None
+    a.state.rib.import_policy = None
     peer = Peer("198.18.0.1", 65001, "198.18.0.1", ibgp=False)
-    a.rib.update(peer, {Prefix.of("198.19.0.0/26"): PathAttributes("no-nexthop"),
+    a.state.rib.update(peer, {Prefix.of("198.19.0.0/26"): PathAttributes("no-nexthop"),
                         Prefix.of("198.19.1.0/26"): PathAttributes("198.18.0.1")})
     from calico_bgp.routing import desired
-    routes, unbuildable = desired.kernel_routes("n1", {}, a.rib)
+    routes, unbuildable = desired.kernel_routes("n1", {}, a.state.rib)
     a.programmer.set_desired(routes, unbuildable)  # not opened: nothing is in the kernel yet
     status = a.build_status()
     assert (status.routes_total, status.kernel_routes, status.routes_failed) == (2, 0, 1)
@@ -53,7 +53,7 @@ async def test_a_policy_change_asks_a_capped_peer_for_a_route_refresh_if_it_take
     from calico_bgp.speaker.events import PeerOpen, PeerState
 
     a = agent(tmp_path)
-    a.sessions["198.18.0.3"] = Session(peer_address="198.18.0.3", peer_as=65001, local_as=64512,
+    a.state.sessions["198.18.0.3"] = Session(peer_address="198.18.0.3", peer_as=65001, local_as=64512,
                                        local_address="198.18.0.2", kind="fabric")
     sent: list[str] = []
 
@@ -62,19 +62,19 @@ async def test_a_policy_change_asks_a_capped_peer_for_a_route_refresh_if_it_take
         return len(sent)
 
     a.speaker.send = send
-    a.speaker.peers = {p: PeerState(peer=p, state="up") for p in a.sessions}
-    a.peer_open = {"198.18.0.1": PeerOpen(peer="198.18.0.1", route_refresh=True), "198.18.0.3": PeerOpen(peer="198.18.0.3")}
-    for p in a.sessions:
-        a.rib.update(Peer(p, 65001, p, ibgp=False),
+    a.speaker.peers = {p: PeerState(peer=p, state="up") for p in a.state.sessions}
+    a.state.peer_open = {"198.18.0.1": PeerOpen(peer="198.18.0.1", route_refresh=True), "198.18.0.3": PeerOpen(peer="198.18.0.3")}
+    for p in a.state.sessions:
+        a.state.rib.update(Peer(p, 65001, p, ibgp=False),
                      {Prefix.of(f"198.18.64.{i}/32"): PathAttributes(p) for i in range(5)})
     pools = [IPPool(model.Metadata("a"), IPPoolSpec(cidr="198.19.0.0/16"))]
-    await a._refresh_capped(pools)  # the first policy seen: nothing to compare with
-    await a._refresh_capped(pools)  # unchanged
+    await a.control.refresh_capped(pools)  # the first policy seen: nothing to compare with
+    await a.control.refresh_capped(pools)  # unchanged
     assert sent == []
     pools.append(IPPool(model.Metadata("b"), IPPoolSpec(cidr="198.18.64.0/24")))
-    await a._refresh_capped(pools)
+    await a.control.refresh_capped(pools)
     assert sent == ["neighbor 198.18.0.1 announce route-refresh ipv4 unicast"]
-    assert a.rib.rejected_not_kept("198.18.0.1") == 0  # counted again as the refresh brings them
+    assert a.state.rib.rejected_not_kept("198.18.0.1") == 0  # counted again as the refresh brings them
     events = [(e.kind, e.peer, e.detail) for e in a.events.recent if e.kind == "route_refresh"]
     assert [(k, p) for k, p, _ in events] == [("route_refresh", "198.18.0.1"), ("route_refresh", "198.18.0.3")]
     assert "takes no ROUTE-REFRESH" in events[1][2] and "2 rejected paths were not kept" in events[1][2]

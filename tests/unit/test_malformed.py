@@ -210,29 +210,38 @@ def test_an_ipv6_update_needs_no_next_hop_attribute_but_the_rest_is_checked_alik
 
 
 def test_the_agent_counts_every_malformed_update_and_records_one_event_per_peer_and_reason(lines):
-    """Agent._report_malformed over 50 broken UPDATEs from one peer: the metric counts 50, the event
-    log holds one event (and one more after the session ended and came back)."""
+    """SessionEvents.report_malformed over 50 broken UPDATEs from one peer: the metric counts 50, the
+    event log holds one event (and one more after the session ended and came back)."""
     from types import SimpleNamespace
 
-    from calico_bgp.agent.node import NodeAgent as Agent
+    from calico_bgp.agent import sampling
+    from calico_bgp.agent.session_events import SessionEvents
+    from calico_bgp.agent.snapshot import metrics_sample
+    from calico_bgp.agent.state import AgentState
+    from calico_bgp.routing.topology import Session
+    from calico_bgp.telemetry.collector import PeerCounts
     from calico_bgp.telemetry.metrics import Metrics
 
     events: list[tuple[str, str, str]] = []
-    agent = SimpleNamespace(metrics=Metrics(), malformed_reports=malformed.MalformedReports(),
-                            events=SimpleNamespace(emit=lambda kind, peer="", prefix="", detail="":
-                                                   events.append((kind, peer, detail))))
+    state = AgentState(sessions={PEER: Session(peer_address=PEER, peer_as=PEER_AS, local_as=64512,
+                                               local_address="198.18.0.2", kind="fabric")},
+                       counts={PEER: PeerCounts()})
+    agent = SimpleNamespace(state=state, events=SimpleNamespace(emit=lambda kind, peer="", prefix="", detail="":
+                                                                events.append((kind, peer, detail))))
+    metrics = Metrics()
+    metrics.watch(lambda: metrics_sample(sampling.peers(state, {}, 0.0)))
     rib, intake = _rib(), UpdateIntake()
     for _ in range(50):
-        Agent._report_malformed(agent, PEER, _apply(intake, rib, EBGP, lines["missing NEXT_HOP"]))  # type: ignore[arg-type]
-    Agent._report_malformed(agent, PEER, _apply(intake, rib, EBGP, lines["ORIGIN 5"]))  # type: ignore[arg-type]
-    assert agent.metrics.registry.get_sample_value(
+        SessionEvents.report_malformed(agent, PEER, _apply(intake, rib, EBGP, lines["missing NEXT_HOP"]))  # type: ignore[arg-type]
+    SessionEvents.report_malformed(agent, PEER, _apply(intake, rib, EBGP, lines["ORIGIN 5"]))  # type: ignore[arg-type]
+    assert metrics.registry.get_sample_value(
         "calico_bgp_peer_malformed_updates_total", {"peer": PEER, "reason": "missing-next-hop"}) == 50
     assert [(k, p, d.split(";")[0]) for k, p, d in events] == [
         ("malformed_update", PEER, "missing-next-hop: NLRI without NEXT_HOP"),
         ("malformed_update", PEER, "invalid-origin: ORIGIN invalid")]
     assert "treat-as-withdraw (2 prefixes)" in events[0][2]
-    agent.malformed_reports.forget(PEER)  # what a session going down does
-    Agent._report_malformed(agent, PEER, _apply(intake, rib, EBGP, lines["missing NEXT_HOP"]))  # type: ignore[arg-type]
+    state.malformed_reports.forget(PEER)  # what a session going down does
+    SessionEvents.report_malformed(agent, PEER, _apply(intake, rib, EBGP, lines["missing NEXT_HOP"]))  # type: ignore[arg-type]
     assert len(events) == 3
 
 
