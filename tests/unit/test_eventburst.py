@@ -39,7 +39,7 @@ def test_a_reset_storm_leaves_the_other_events_in_the_ring(monkeypatch):
     log = eventlog.EventLog(client=None, prefix="/e/n1/", node="n1")
     log.emit("grace_end", detail="after 3.0s")
     log.emit("max_prefixes", peer=Q, detail="received 5 > limit 4: warn")
-    for _ in range(303):  # 606 events in 30 s, as in the issue
+    for _ in range(303):  # 606 events in 30 s: a reset storm without back-off
         log.emit("session_up", peer=P, detail="fabric")
         log.emit("session_down", peer=P, detail="notification sent (3,1)")
         clock[0] += 30.0 / 303 - 1e-6

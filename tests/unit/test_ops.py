@@ -95,7 +95,7 @@ def test_every_metric_in_the_dashboard_exists_in_the_registry():
     known = exported_names()
     used = {n for e in dashboard_exprs(dash) for n in NAME.findall(e)}
     assert used <= known, f"unknown metrics in the dashboard: {sorted(used - known)}"
-    # the dashboard shows what the issue asks for
+    # the dashboard shows peer stability and route churn
     for name in ("calico_bgp_peer_session_state", "calico_bgp_peer_flaps_total", "calico_bgp_peer_flap_score",
                  "calico_bgp_peer_prefixes", "calico_bgp_peer_updates_received_total",
                  "calico_bgp_route_programming_seconds_bucket", "calico_bgp_ipam_pool_utilisation_ratio",
