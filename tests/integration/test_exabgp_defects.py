@@ -51,7 +51,9 @@ def test_an_open_without_keepalive_does_not_spin(tmp_path):
     unpatched = _stuck_in_openconfirm_cpu(tmp_path / "plain", False)
     print(f"ExaBGP CPU in OpenConfirm over 3 s: patched {patched:.1%} of a core, unpatched {unpatched:.1%}")
     assert patched < 0.10, f"patched ExaBGP used {patched:.0%} of a core waiting for a KEEPALIVE"
-    assert unpatched > 0.30, f"the defect did not show ({unpatched:.0%}): the test no longer measures it"
+    # the control: unpatched, it spins (a full core when the machine is idle; under load it gets less,
+    # so the bar is relative, and still far above a process that waits)
+    assert unpatched > max(0.12, 5 * patched), f"the defect did not show ({unpatched:.0%}): the test no longer measures it"
 
 
 def test_the_hold_timer_still_ends_a_session_stuck_in_openconfirm(tmp_path):
