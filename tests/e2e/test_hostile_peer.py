@@ -95,7 +95,9 @@ def test_a_bad_header_gets_a_notification_and_an_idle_hold(hostile, case, bad, c
     assert note is not None and (note.code, note.subcode) == code, f"{case}: {note}"
     wait_for("a session_backoff event for the hostile peer", lambda: _events_of(h, "session_backoff", HOSTILE),
              timeout=15)
-    info = h.session_state("n1", HOSTILE)["info"]
+    # the status is republished shortly after the event: wait for the hold to show there
+    info = wait_for("the hold in n1's status", lambda: (lambda i: i if "held idle" in i else None)(
+        h.session_state("n1", HOSTILE)["info"]), timeout=10)
     assert "reset for errors (notification sent" in info and "held idle for 5s" in info, info
     h.assert_healthy("n1")
 
