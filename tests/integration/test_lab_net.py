@@ -50,4 +50,4 @@ def test_a_veth_that_cannot_be_placed_leaves_nothing_on_the_host():
 def test_an_address_outside_the_test_ranges_is_refused():
     with netns("a") as a, netns("b") as b:
         with pytest.raises(LabError, match="outside 198.18.0.0/15"):
-            veth(a, "e0", b, "e1", ("10.1.1.1/24",))
+            veth(a, "e0", b, "e1", ("10.1.1.1/24",))  # refused on purpose
