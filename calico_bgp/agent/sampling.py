@@ -14,7 +14,6 @@ from calico_bgp.agent.snapshot import NodeSnapshot, PeerSnapshot, metrics_sample
 from calico_bgp.agent.state import AgentState
 from calico_bgp.routing import desired, topology
 from calico_bgp.routing.origin import REASON_PREFIX as ORIGIN_INVALID
-from calico_bgp.routing.prefix import Prefix
 from calico_bgp.speaker.events import PeerState
 from calico_bgp.telemetry.collector import NodeSample, PeerCounts
 from dataplane.routes.programmer import UNBUILDABLE, RouteProgrammer
@@ -53,7 +52,7 @@ def node(state: AgentState, name: str, version: str, speaker_peers: Mapping[str,
     routes: list[st.RouteStatus] = []
     if rib is not None:
         # the published list stops at MAX_PUBLISHED_ROUTES: pick those without sorting 100k
-        for prefix, sel in heapq.nsmallest(st.MAX_PUBLISHED_ROUTES, rib.selections(), key=lambda kv: _pkey(kv[0])):
+        for prefix, sel in heapq.nsmallest(st.MAX_PUBLISHED_ROUTES, rib.selections(), key=lambda kv: kv[0]):
             in_kernel = prefix not in state.own and programmer.in_kernel(key_of(prefix))
             routes.append(st.RouteStatus(str(prefix), sel.next_hops, tuple(p.peer.address for p in sel.multipath),
                                          in_kernel, sel.reason))
@@ -76,7 +75,7 @@ def node(state: AgentState, name: str, version: str, speaker_peers: Mapping[str,
         reflector=bool(local and local.is_reflector), now=wall, started=state.started_wall,
         peers=peers(state, speaker_peers, now), routes=tuple(routes), routes_total=len(rib) if rib is not None else 0,
         kernel_routes=programmer.in_kernel_count(), routes_failed=len(failed), failed=failed_list, rejected=rejected,
-        damped=damped, announced=tuple(str(p) for p in sorted(state.own, key=_pkey)), in_grace=programmer.in_grace,
+        damped=damped, announced=tuple(str(p) for p in sorted(state.own)), in_grace=programmer.in_grace,
         filter_mode=state.filter_mode, churn=churn)
 
 
@@ -99,10 +98,6 @@ def kernel_figures(programmer: RouteProgrammer) -> dict[str, int]:
         if f.route is not None and f.route.kind is RouteKind.UNICAST and programmer.is_desired(k))
     build = sum(1 for f in failed.values() if f.op == UNBUILDABLE)
     return {"kernel_unicast": unicast, "failed_build": build, "failed_kernel": len(failed) - build}
-
-
-def _pkey(p: Prefix) -> tuple[int, int, int]:
-    return (p.version, p.network, p.prefixlen)
 
 
 def _akey(a: str) -> tuple[int, int]:
