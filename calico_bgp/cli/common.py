@@ -126,3 +126,13 @@ pass_globals = click.make_pass_decorator(Globals)
 from calico_bgp.datastore.errors import DatastoreError, EtcdUnavailable  # noqa: E402
 
 register_errors({EtcdUnavailable: EXIT_UNAVAILABLE, DatastoreError: EXIT_ERROR})
+
+
+def age(seconds: float) -> str:
+    """A duration as the tables show it: 45s, 12m, 3h."""
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"

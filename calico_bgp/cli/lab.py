@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from calico_bgp.cli.common import EXIT_ERROR, EXIT_USAGE, echo_json, fail, table
+from calico_bgp.cli.common import EXIT_ERROR, EXIT_USAGE, age, echo_json, fail, table
 
 EXIT_CHECK_FAILED = 1
 
@@ -115,7 +115,7 @@ def status_cmd(run_dir: str | None, lab_name: str | None, topology: str | None, 
                    "agents": [attrs.asdict(a) for a in agents], "routers": [attrs.asdict(r) for r in routers],
                    "workloads": {k: attrs.asdict(v) for k, v in state.workloads.items()}})
         return
-    click.echo(f"Lab {state.name} ({Path(state.topology).name}), up {_age(time.time() - state.started)}, "
+    click.echo(f"Lab {state.name} ({Path(state.topology).name}), up {age(time.time() - state.started)}, "
                f"brought up in {state.up_seconds:.1f}s, etcd {state.etcd.url}")
     click.echo()
     rows = []
@@ -133,7 +133,7 @@ def status_cmd(run_dir: str | None, lab_name: str | None, topology: str | None, 
         click.echo()
         click.echo(f"{a.node}: sessions")
         click.echo(table([["  " + s.peer, s.peer_type, s.peer_node or s.peer_name or "-", s.state,
-                           _age(time.time() - s.since) if s.since else "-", str(s.flaps)] for s in a.sessions],
+                           age(time.time() - s.since) if s.since else "-", str(s.flaps)] for s in a.sessions],
                          ["  PEER", "TYPE", "NODE/PEER", "STATE", "SINCE", "FLAPS"]))
     if routers:
         click.echo()
@@ -145,11 +145,6 @@ def status_cmd(run_dir: str | None, lab_name: str | None, topology: str | None, 
             if not r.sessions:
                 rows.append([r.node, r.version or r.kind, "-", "not running" if not r.alive else "no sessions", "-"])
         click.echo(table(rows, ["ROUTER", "VERSION", "PEER", "STATE", "PREFIXES"]))
-
-
-def _age(s: float) -> str:
-    s = int(s)
-    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 
 
 @lab.command("check")

@@ -7,7 +7,7 @@ import time
 import click
 
 from calico_bgp.agent import status as st
-from calico_bgp.cli.common import EXIT_ERROR, Globals, echo_json, fail, pass_globals, run, table
+from calico_bgp.cli.common import EXIT_ERROR, Globals, age, echo_json, fail, pass_globals, run, table
 
 
 def register(main: click.Group) -> None:
@@ -47,15 +47,6 @@ def _since(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _age(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h"
-
-
 @click.command("status")
 @click.option("--node", "node_name", help="Only this node (default: every node that publishes).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
@@ -70,14 +61,14 @@ def status_cmd(g: Globals, node_name: str | None, output: str) -> None:
     for i, s in enumerate(statuses):
         if i:
             click.echo()
-        stale = "" if now - s.updated < 30 else f"  (stale: last update {_age(now - s.updated)} ago)"
+        stale = "" if now - s.updated < 30 else f"  (stale: last update {age(now - s.updated)} ago)"
         click.echo(f"Node {s.node}: {s.role}, AS {s.asn}, router id {s.router_id}, version {s.version}, "
                    f"{s.routes_total} learned routes, {s.kernel_routes} in kernel"
                    f"{f', {s.routes_failed} failed (calico-bgp routes --failed)' if s.routes_failed else ''}"
                    f"{', filters: ' + s.filter_mode if s.filter_mode else ''}"
                    f"{', grace period' if s.in_grace else ''}{stale}")
         rows = [[x.peer, x.peer_type, x.state, _since(x.since), x.info or "-", f"{x.received}/{x.accepted}",
-                 str(x.flaps), _age(x.uptime) if x.uptime else "-", f"{x.churn_rate:.1f}/s"] for x in s.sessions]
+                 str(x.flaps), age(x.uptime) if x.uptime else "-", f"{x.churn_rate:.1f}/s"] for x in s.sessions]
         click.echo(table(rows, ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO", "RECV/ACCEPTED", "FLAPS",
                                 "UPTIME", "CHURN"]))
 
