@@ -13,6 +13,7 @@
     replay.py    what a session is owed when it comes up (typed work items), and the task that sends it
     reload.py    the configuration file, reloads confirmed by ExaBGP's log, neighbour changes
     exabgp_run.py  ExaBGP's entry point with our patches (see the README's "ExaBGP patches")
+    exabgp_fastpath.py  ExaBGP's API send path made linear in its neighbours (applied by exabgp_run)
     speaker.py   Speaker: the trio object the agent uses; wires the parts above
 
 The package exports nothing: import from the module that holds a name, so the pure modules load

@@ -120,33 +120,49 @@ class RouteChange:
     announce: bool
 
 
-def batch(changes: Iterable[RouteChange], max_nlri: int = MAX_NLRI_PER_COMMAND) -> list[str]:
-    """Command lines for a set of changes: withdrawals first, then announcements.
+Groups = dict[tuple[bool, int, PathAttributes], dict[str, "set[str] | frozenset[str]"]]
+"""Routes to send, grouped: (announce, IP version, attributes) -> prefix -> the neighbours it goes to."""
 
-    Grouped by (action, attributes); inside a group, prefixes that go to the same neighbors share
-    a line. Deterministic: same changes, same lines.
-    """
-    # (announce, family version, attributes) -> prefix -> neighbors
-    groups: dict[tuple[bool, int, PathAttributes], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+
+def grouped(changes: Iterable[RouteChange]) -> Groups:
+    """`changes` as Groups."""
+    groups: Groups = defaultdict(dict)
     for c in changes:
         version = 6 if ":" in c.prefix else 4
-        groups[(c.announce, version, c.attributes)][c.prefix].add(c.neighbor)
+        targets = groups[(c.announce, version, c.attributes)].setdefault(c.prefix, set())
+        targets.add(c.neighbor)  # type: ignore[union-attr]
+    return groups
+
+
+def render_groups(groups: Groups, max_nlri: int = MAX_NLRI_PER_COMMAND) -> list[str]:
+    """Command lines for Groups: withdrawals first, then announcements. Inside a group, prefixes
+    that go to the same neighbours share a line (`neighbor A , neighbor B ... nlri P1 P2 ...`).
+    Deterministic: same groups, same lines."""
     lines: list[str] = []
-    texts = {k: render(k[2]) for k in groups}
-    for key in sorted(groups, key=lambda k: (k[0], k[1], texts[k])):
-        announce = key[0]
+    texts = {k: render(k[2]) for k in groups if groups[k]}
+    selectors: dict[frozenset[str], str] = {}
+    for key in sorted(texts, key=lambda k: (k[0], k[1], texts[k])):
         by_targets: dict[frozenset[str], list[str]] = defaultdict(list)
         for prefix, targets in groups[key].items():
-            by_targets[frozenset(targets)].append(prefix)
-        verb = "announce" if announce else "withdraw"
+            if targets:
+                by_targets[frozenset(targets)].append(prefix)  # a frozenset is its own frozenset: no copy
+        verb = "announce" if key[0] else "withdraw"
         attrs_text = texts[key]
-        for targets in sorted(by_targets, key=lambda t: neighbor_selector(t)):
+        for targets in by_targets:
+            if targets not in selectors:
+                selectors[targets] = neighbor_selector(targets)
+        for targets in sorted(by_targets, key=selectors.__getitem__):
             prefixes = sorted(by_targets[targets], key=_prefix_key)
-            sel = neighbor_selector(targets)
+            sel = selectors[targets]
             for i in range(0, len(prefixes), max_nlri):
                 chunk = " ".join(prefixes[i:i + max_nlri])
                 lines.append(f"{sel} {verb} attributes {attrs_text} nlri {chunk}")
     return lines
+
+
+def batch(changes: Iterable[RouteChange], max_nlri: int = MAX_NLRI_PER_COMMAND) -> list[str]:
+    """Command lines for a set of changes (render_groups of their Groups)."""
+    return render_groups(grouped(changes), max_nlri)
 
 
 def is_withdrawal(line: str) -> bool:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 import sys
 
+from calico_bgp.speaker import exabgp_fastpath
+
 
 def _quiet_debug() -> None:
     from exabgp.bgp.message.update.nlri import nlri as nlri_module
@@ -98,6 +100,7 @@ def patch() -> None:
     _header_error_notification()
     _report_malformed_attributes()
     _ipv6_next_hop_pairs()
+    exabgp_fastpath.patch()
 
 
 MALFORMED_KEY = "rfc7606"  # the JSON attribute naming what the wire had wrong (speaker/parse.py reads it)

@@ -1,17 +1,22 @@
 """The routes the agent wants each neighbor to have: in-memory state, no I/O.
 
-Routes for "every neighbor" and routes for particular neighbors are kept apart; what a neighbor
-should have is the first overlaid with the second, restricted to the families its session
-carries. Every change returns the exact RouteChanges to send, and `replay(n)` gives everything
-a neighbor should have: ExaBGP does not replay API routes to a neighbor added by a reload.
+Three layers, each overlaying the one before: routes for "every neighbor", reflected routes (one
+value per prefix: its attributes and the neighbours that get them), and routes for particular
+neighbors; restricted to the families a neighbor's session carries. Every change returns exactly
+what to send, and `replay(n)` gives everything a neighbor should have: ExaBGP does not replay API
+routes to a neighbor added by a reload.
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Iterable, Mapping
 
 from calico_bgp.routing.attributes import PathAttributes
-from calico_bgp.speaker.commands import RouteChange, batch, normalize_prefix, resolve_self
-from calico_bgp.speaker.neighbor import Neighbor, family_of
+from calico_bgp.routing.reflection import Reflected
+from calico_bgp.speaker.commands import Groups, RouteChange, batch, normalize_prefix, resolve_self
+from calico_bgp.speaker.neighbor import IPV4_UNICAST, IPV6_UNICAST, Neighbor, family_of
+
+NOBODY: frozenset[str] = frozenset()
 
 ALL = None  # target: every neighbor, present and future
 
@@ -19,8 +24,10 @@ ALL = None  # target: every neighbor, present and future
 class RouteIntent:
     def __init__(self) -> None:
         self._everyone: dict[str, PathAttributes] = {}
+        self._reflected: dict[str, Reflected] = {}
         self._specific: dict[str, dict[str, PathAttributes]] = {}
         self._neighbors: dict[str, Neighbor] = {}
+        self._carrying: dict[str, frozenset[str]] = {IPV4_UNICAST: NOBODY, IPV6_UNICAST: NOBODY}
 
     # -- neighbors ---------------------------------------------------------------------------
     def set_neighbors(self, neighbors: Iterable[Neighbor]) -> None:
@@ -31,6 +38,7 @@ class RouteIntent:
         for key in self._neighbors.keys() - new.keys():
             self._specific.pop(key, None)
         self._neighbors = new
+        self._carrying = {f: frozenset(k for k, n in new.items() if n.carries(f)) for f in (IPV4_UNICAST, IPV6_UNICAST)}
 
     @property
     def neighbors(self) -> Mapping[str, Neighbor]:
@@ -42,17 +50,43 @@ class RouteIntent:
         if n is None or not n.carries(family_of(prefix)):
             return None
         spec = self._specific.get(neighbor, {}).get(prefix)
-        return spec if spec is not None else self._everyone.get(prefix)
+        if spec is not None:
+            return spec
+        r = self._reflected.get(prefix)
+        if r is not None and neighbor in r.targets:
+            return r.attributes
+        return self._everyone.get(prefix)
 
     def routes_for(self, neighbor: str) -> dict[str, PathAttributes]:
         n = self._neighbors.get(neighbor)
         if n is None:
             return {}
-        merged = {**self._everyone, **self._specific.get(neighbor, {})}
+        merged = {**self._everyone, **{p: r.attributes for p, r in self._reflected.items() if neighbor in r.targets},
+                  **self._specific.get(neighbor, {})}
         return {p: s for p, s in merged.items() if n.carries(family_of(p))}
 
     def replay(self, neighbor: str) -> list[RouteChange]:
         return [RouteChange(neighbor, p, s, True) for p, s in self.routes_for(neighbor).items()]
+
+    def replay_groups(self, neighbors: Iterable[str]) -> tuple[Groups, dict[str, int]]:
+        """Everything `neighbors` should have, as Groups (a route several of them get is one entry:
+        one command line for all of them), and how many routes each gets. "next hop self" is made
+        each neighbour's own address where it needs one."""
+        groups: Groups = defaultdict(dict)
+        counts: dict[str, int] = {}
+        for key in neighbors:
+            n = self._neighbors.get(key)
+            if n is None:
+                continue
+            routes = self.routes_for(key)
+            counts[key] = len(routes)
+            for p, a in routes.items():
+                version = 6 if ":" in p else 4
+                if a.next_hop == "self":
+                    a = resolve_self(RouteChange(key, p, a, True), n.self_next_hop(family_of(p))).attributes
+                targets = groups[(True, version, a)].setdefault(p, set())
+                targets.add(key)  # type: ignore[union-attr]
+        return groups, counts
 
     def command_lines(self, changes: list[RouteChange], max_nlri: int) -> list[str]:
         """The command lines that send `changes`: "next hop self" made each neighbour's own address,
@@ -63,7 +97,45 @@ class RouteIntent:
         return batch(ready, max_nlri)
 
     def count(self) -> int:
-        return len(self._everyone) + sum(len(v) for v in self._specific.values())
+        return len(self._everyone) + len(self._reflected) + sum(len(v) for v in self._specific.values())
+
+    # -- reflected routes --------------------------------------------------------------------
+    def reflect(self, updates: Mapping[str, Reflected | None], complete: bool = False) -> tuple[Groups, list[RouteChange]]:
+        """Set how prefixes are reflected (None: not at all); with `complete`, `updates` is all that
+        is reflected and any other prefix stops being so. Prefixes in canonical text (`Prefix` str).
+        Returns what to send: Groups (a route for many neighbours is one entry, and one line), and the
+        rare changes that fall back to an "every neighbor" route of ours (one per neighbour)."""
+        if complete:
+            updates = {**{p: None for p in self._reflected if p not in updates}, **updates}
+        groups: Groups = defaultdict(dict)
+        fallback: list[RouteChange] = []
+        for p, new in updates.items():
+            old = self._reflected.get(p)
+            if new == old:
+                continue
+            v6 = ":" in p
+            ok = self._carrying[IPV6_UNICAST if v6 else IPV4_UNICAST]
+            overridden = [n for n, table in self._specific.items() if p in table]
+            if overridden:
+                ok = ok - frozenset(overridden)
+            new_t = NOBODY if new is None else (new.targets if new.targets <= ok else new.targets & ok)
+            old_t = NOBODY if old is None else (old.targets if old.targets <= ok else old.targets & ok)
+            if new is None:
+                del self._reflected[p]
+            else:
+                self._reflected[p] = new
+                send = new_t if old is None or old.attributes != new.attributes else new_t - old_t
+                if send:
+                    groups[(True, 6 if v6 else 4, new.attributes)][p] = send
+            gone = old_t - new_t
+            if gone:
+                assert old is not None
+                ours = self._everyone.get(p)
+                if ours is None:
+                    groups[(False, 6 if v6 else 4, old.attributes)][p] = gone
+                else:
+                    fallback.extend(RouteChange(n, p, ours, True) for n in sorted(gone))
+        return groups, fallback
 
     # -- changes -----------------------------------------------------------------------------
     def announce(self, targets: Iterable[str] | None, prefixes: Iterable[str], spec: PathAttributes) -> list[RouteChange]:

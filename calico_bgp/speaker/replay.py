@@ -71,13 +71,12 @@ class Replayer:
     no announce or withdraw slips into the middle of a replay."""
 
     def __init__(self, sender: CommandSender, intent: RouteIntent, peers: Mapping[str, PeerState],
-                 stats: dict[str, int], lines: Callable[[list[cmds.RouteChange]], list[str]],
-                 reload: Callable[[], Awaitable[None]]) -> None:
+                 stats: dict[str, int], max_nlri: int, reload: Callable[[], Awaitable[None]]) -> None:
         self.sender = sender
         self.intent = intent
         self.peers = peers
         self.stats = stats
-        self._lines = lines
+        self.max_nlri = max_nlri
         self._reload = reload
         self._tx, self._rx = trio.open_memory_channel[Work](math.inf)
         self.holding_back: set[str] = set()  # neighbours on their way out: no replay to them
@@ -96,7 +95,9 @@ class Replayer:
         self.holding_back.discard(key)
 
     async def run(self) -> None:
-        async for work in self._rx:
+        pending: list[Work] = []
+        while True:
+            work = pending.pop(0) if pending else await self._rx.receive()
             if isinstance(work, ResendWithdrawals):
                 async with self.sender.lock:
                     lines = self.sender.take_lost()
@@ -105,24 +106,41 @@ class Replayer:
             elif isinstance(work, Reload):
                 event(log, "exabgp_reload", reason=work.reason)
                 await self._reload()
-            elif work.peer in self.intent.neighbors and work.peer not in self.holding_back:
-                await self._replay(work.peer)
+            else:
+                # sessions that came up while earlier work was sent are replayed together: a route
+                # that several of them get is one command line for all (a rack's bring-up)
+                peers = [work.peer]
+                while not pending:
+                    try:
+                        more = self._rx.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    if isinstance(more, ReplayTo):
+                        peers.append(more.peer)
+                    else:
+                        pending.append(more)
+                await self._replay(list(dict.fromkeys(peers)))
 
-    async def _replay(self, key: str) -> None:
+    async def _replay(self, keys: list[str]) -> None:
         async with self.sender.lock:
-            changes = self.intent.replay(key)
-            self.stats["replays"] += 1
-            self.stats["replayed_routes"] += len(changes)
-            event(log, "replay", peer=key, routes=len(changes))
-            await self.sender.send_locked(self._lines(changes))
-            # the neighbour may have gone while the routes went out (e.g. a peer held idle after a
+            keys = [k for k in keys if k in self.intent.neighbors and k not in self.holding_back]
+            if not keys:
+                return
+            groups, counts = self.intent.replay_groups(keys)
+            for key in keys:
+                self.stats["replays"] += 1
+                self.stats["replayed_routes"] += counts[key]
+                event(log, "replay", peer=key, routes=counts[key])
+            await self.sender.send_locked(cmds.render_groups(groups, self.max_nlri))
+            # a neighbour may have gone while the routes went out (e.g. a peer held idle after a
             # reset): a KeyError here ended the whole agent
-            neighbor = self.intent.neighbors.get(key)
-            if neighbor is not None and neighbor.graceful_restart is not None:
-                if self.routes_complete:
-                    await self.sender.send_locked(self._eor_lines(key))
-                else:
-                    self.eor_owed.add(key)
+            for key in keys:
+                neighbor = self.intent.neighbors.get(key)
+                if neighbor is not None and neighbor.graceful_restart is not None:
+                    if self.routes_complete:
+                        await self.sender.send_locked(self._eor_lines(key))
+                    else:
+                        self.eor_owed.add(key)
 
     def _eor_lines(self, key: str) -> list[str]:
         return [cmds.announce_eor(key, family) for family in self.intent.neighbors[key].families]

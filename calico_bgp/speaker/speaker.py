@@ -31,10 +31,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Collection, Iterable, Sequence
+from typing import Callable, Collection, Iterable, Mapping, Sequence
 
 import trio
 
+from calico_bgp.routing.reflection import Reflected
 from calico_bgp.speaker import commands as cmds
 from calico_bgp.speaker.channel import CommandSender, CommandWindow
 from calico_bgp.speaker.commands import RouteChange
@@ -100,7 +101,7 @@ class Speaker:
         self.sender = CommandSender(self.window, self.stats)
         self.reloader = ConfigReloader(self.config_path, bridge_command(self.socket_path), self.intent,
                                        self.sender, self.peers, self._lines, self._wait_changed)
-        self.replayer = Replayer(self.sender, self.intent, self.peers, self.stats, self._lines,
+        self.replayer = Replayer(self.sender, self.intent, self.peers, self.stats, self.max_nlri,
                                  self.reloader.reload)
         self.bridges = BridgeServer(self.sender, self.stats, self._on_bridge, self._on_line, self._on_bridge_lost)
         self.supervisor = Supervisor(self._exabgp_argv, self.pidfile, self.state_dir, self.backoff, self.reloader,
@@ -247,6 +248,14 @@ class Speaker:
         if wait:
             await self.window.drained()
         return len(changes)
+
+    async def reflect(self, updates: Mapping[str, Reflected | None], *, complete: bool = False) -> None:
+        """Set how prefixes (canonical text) are reflected, and send what that changes: a route that
+        many neighbours get goes out as one command for all of them. `complete`: `updates` is
+        everything reflected (other prefixes are withdrawn where they were reflected)."""
+        async with self.sender.lock:
+            groups, fallback = self.intent.reflect(updates, complete)
+            await self.sender.send_locked(cmds.render_groups(groups, self.max_nlri) + self._lines(fallback))
 
     @staticmethod
     def _keys(neighbors: Iterable[str] | None) -> list[str] | None:

@@ -137,10 +137,10 @@ def test_incremental_reflections_report_withdrawals():
     rib = Rib(RR)
     changed = rib.update(CLIENT_B, {P: PathAttributes("198.18.0.2")})
     out = reflections(RR, rib, [CLIENT_B, CLIENT_C], changed)
-    assert out["198.18.0.3"][P].originator_id == "198.18.0.2" and out["198.18.0.2"][P] is None
+    assert out[P].attributes.originator_id == "198.18.0.2" and out[P].targets == {"198.18.0.3"}
     changed = rib.peer_down(CLIENT_B.address)
-    assert reflections(RR, rib, [CLIENT_C], changed) == {"198.18.0.3": {P: None}}
-    assert reflections(RR, rib, [CLIENT_C]) == {"198.18.0.3": {}}
+    assert reflections(RR, rib, [CLIENT_C], changed) == {P: None}
+    assert reflections(RR, rib, [CLIENT_C]) == {}
 
 
 PEERS = [TOR1, TOR2, NODE_B, NODE_C]

@@ -350,3 +350,30 @@ async def test_a_withdraw_never_overtakes_a_replay_in_progress(tmp_path: Path, n
     await bridge.send("done")
     assert "announce" in first and "announce" in second and "198.19.2.0/24" in first + second
     assert third.startswith(f"neighbor {A} withdraw") and "198.19.2.0/24" in third
+
+
+@bounded()
+async def test_sessions_that_come_up_together_are_replayed_in_shared_lines(tmp_path: Path, nursery):
+    """While one replay is being sent, the sessions that come up meanwhile wait, then are replayed
+    together: a route they all get is one command line for all of them (a rack's bring-up)."""
+    C = "198.18.0.4"
+    speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER, max_in_flight=1)
+    await nursery.start(speaker.run)
+    await started(speaker)
+    await speaker.set_neighbors([nb(A), nb(B), nb(C)])
+    bridge = await connect(speaker)
+    assert await bridge.command() == "reload"
+    await bridge.send("done")
+    nursery.start_soon(functools.partial(speaker.announce, None, ["198.19.0.0/26"], wait=True))
+    assert (await bridge.command()).endswith("nlri 198.19.0.0/26")
+    await bridge.send("done")
+    await bridge.send(state_line(A, "up"))
+    assert await bridge.command() == f"neighbor {A} announce attributes next-hop self origin igp nlri 198.19.0.0/26"
+    await bridge.send(state_line(B, "up"), state_line(C, "up"))  # while A's replay awaits its ack
+    await trio.testing.wait_all_tasks_blocked()
+    await bridge.send("done")
+    assert await bridge.command() == (f"neighbor {B} , neighbor {C} announce attributes next-hop self origin igp "
+                                      "nlri 198.19.0.0/26")
+    await bridge.send("done")
+    await bridge.no_command()
+    assert speaker.stats["replays"] == 3 and speaker.stats["replayed_routes"] == 3
