@@ -5,7 +5,8 @@ Each client is a BIRD 2 in its own namespace on one bridge, owning 4 /26 blocks,
 session to the reflector and a kernel protocol. For each K and each reflector: start the clients,
 start the reflector, and time (a) until every client session is Established and (b) until every
 client's kernel holds every other client's blocks; report the reflector's CPU seconds and RSS
-(for our node: the agent, its ExaBGP and the bridge together).
+(for our node: the agent, its ExaBGP and the bridge together, and the CPU of each) and its CPU per
+route-to-client send (K clients x 4 blocks, each to the K-1 others).
 
     sudo .venv/bin/python -m bench.rr [--k 10 50] [--json]
 """
@@ -20,10 +21,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from bench.common import bench_run, cpu_and_rss, progress, runnable
+from bench.common import bench_run, cpu_and_rss, cpu_by_process, progress, runnable
+from bench.rr_watch import RouteCounts, bird_established
 from lab.bird import Bird
 from lab.etcd import EtcdServer
-from lab.net import Ledger, Net, Process, sh
+from lab.net import Ledger, Net, Process
 
 RR_ADDR = "198.18.0.1"
 CLUSTER_ID = "198.18.0.100"
@@ -72,8 +74,9 @@ def our_resources(k: int) -> str:
     return "\n---\n".join(docs)
 
 
-def kernel_count(ns: str) -> int:
-    return len(json.loads(sh("ip", "-j", "-4", "route", "show", "proto", "bird", ns=ns).stdout or "[]"))
+def sends(k: int) -> int:
+    """Route-to-client sends a reflector makes: every client's blocks to each of the others."""
+    return k * BLOCKS * (k - 1)
 
 
 args_timeout = float(os.environ.get("BENCH_TIMEOUT", "300"))
@@ -110,29 +113,36 @@ def run(k: int, reflector: str, work: Path, etcd: EtcdServer | None) -> dict:
                            capture_output=True)
             argv = [sys.executable, "-m", "calico_bgp", "--etcd-endpoints", etcd.unix_url, "--prefix", prefix,
                     "node", "run", "--name", "rr", "--state-dir", str(d / "state"), "--grace", "0"]
-        t0 = time.monotonic()
-        rr = Process(ledger, rr_ns, argv, d / "rr.log")
-        want = BLOCKS * (k - 1)
-        t_est = None
-        done: set[int] = set()
-        while len(done) < k:
-            if t_est is None and all(client.established("reflector") for _, client in clients):
-                t_est = time.monotonic()
-                progress(f"{reflector} K={k}: all {k} sessions Established after {t_est - t0:.2f}s")
-            for i, (ns, _) in enumerate(clients, start=1):
-                if i not in done and kernel_count(ns) >= want:
-                    done.add(i)
-            if time.monotonic() - t0 > args_timeout:
-                raise RuntimeError(f"{reflector} K={k}: {len(done)}/{k} clients complete after {args_timeout:.0f} s; "
-                                   f"reflector log:\n{rr.tail(40)}")
-            time.sleep(0.1)
-        t_done = time.monotonic()
-        t_est = t_est or t_done
+        counts = RouteCounts([ns for ns, _ in clients], 26, "198.19.0.0", "198.19.255.255", BLOCKS * (k - 1))
+        try:
+            t0 = time.monotonic()
+            rr = Process(ledger, rr_ns, argv, d / "rr.log")
+            t_est = None
+            waiting = list(clients)
+            while counts.done() < k:
+                if t_est is None:
+                    while waiting and bird_established(waiting[0][1].ctl, "reflector"):
+                        waiting.pop(0)
+                    if not waiting:
+                        t_est = time.monotonic()
+                        progress(f"{reflector} K={k}: all {k} sessions Established after {t_est - t0:.2f}s")
+                if time.monotonic() - t0 > args_timeout:
+                    raise RuntimeError(f"{reflector} K={k}: {counts.done()}/{k} clients complete after "
+                                       f"{args_timeout:.0f} s; reflector log:\n{rr.tail(40)}")
+                time.sleep(0.05)
+            t_done = max(t for t in counts.done_at if t is not None)
+            if counts.lost:
+                raise RuntimeError(f"{reflector} K={k}: route events lost {counts.lost} times: figures void")
+        finally:
+            counts.close()
+        t_est = min(t_est or t_done, t_done)
         cpu, rss = cpu_and_rss(rr.pid)
+        parts = {name: round(c, 2) for name, c in cpu_by_process([rr.pid]).items()}
         progress(f"{reflector} K={k}: every client has every block after {t_done - t0:.2f}s")
         return {"k": k, "reflector": reflector, "established_s": round(t_est - t0, 2),
                 "routes_after_established_s": round(t_done - t_est, 2), "total_s": round(t_done - t0, 2),
-                "cpu_s": round(cpu, 2), "rss_mb": round(rss, 1)}
+                "cpu_s": round(cpu, 2), "rss_mb": round(rss, 1), "cpu_s_by_process": parts,
+                "cpu_ms_per_send": round(1000 * cpu / sends(k), 4)}
     finally:
         ledger.teardown()
 
@@ -153,15 +163,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for k in args.k:
             ours = run(k, "calico-bgp", work, etcd)
             bird = run(k, "bird", work, None)
-            rows.append({"k": k, "calico_bgp": ours, "bird": bird,
-                         "ratio_total": round(ours["total_s"] / max(bird["total_s"], 1e-3), 2)})
-    print(f"{'K':>4}  {'reflector':<11} {'established s':>14} {'routes after s':>15} {'total s':>8} {'CPU s':>7} {'RSS MB':>7}")
+            rows.append({"k": k, "sends": sends(k), "ratio_total": round(ours["total_s"] / max(bird["total_s"], 1e-3), 2),
+                         "cpu_s": ours["cpu_s"], "rss_mb": ours["rss_mb"], "cpu_ms_per_send": ours["cpu_ms_per_send"],
+                         "calico_bgp": ours, "bird": bird})
+    print(f"{'K':>4}  {'reflector':<11} {'established s':>14} {'routes after s':>15} {'total s':>8} {'CPU s':>7} "
+          f"{'RSS MB':>7} {'CPU ms/send':>12}")
     for r in rows:
         for key in ("calico_bgp", "bird"):
             x = r[key]
             print(f"{r['k']:>4}  {x['reflector']:<11} {x['established_s']:>14.2f} {x['routes_after_established_s']:>15.2f} "
-                  f"{x['total_s']:>8.2f} {x['cpu_s']:>7.2f} {x['rss_mb']:>7.1f}")
-        print(f"      ratio (total, calico-bgp / BIRD): {r['ratio_total']:.2f}")
+                  f"{x['total_s']:>8.2f} {x['cpu_s']:>7.2f} {x['rss_mb']:>7.1f} {x['cpu_ms_per_send']:>12.4f}")
+        by = ", ".join(f"{name} {cpu:.2f}" for name, cpu in sorted(r["calico_bgp"]["cpu_s_by_process"].items()))
+        print(f"      {r['sends']} sends; ratio (total, calico-bgp / BIRD): {r['ratio_total']:.2f}; our CPU s: {by}")
     if args.json:
         print(json.dumps({"rr": rows}))
     return 0
