@@ -6,6 +6,7 @@ send path costs per command, so fewer, fuller lines are what make bursts fast.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import defaultdict
 from typing import Any, Iterable
@@ -100,8 +101,14 @@ def normalize_prefix(prefix: str) -> str:
 
 def neighbor_selector(neighbors: Iterable[str]) -> str:
     """`neighbor A , neighbor B` (the comma is required); sorted, so equal sets give equal text."""
-    keys = sorted(neighbors, key=lambda a: (ipaddress.ip_address(a).version, int(ipaddress.ip_address(a))))
-    return " , ".join(f"neighbor {k}" for k in keys)
+    return " , ".join(f"neighbor {k}" for k in sorted(neighbors, key=_address_key))
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_key(address: str) -> tuple[int, int]:
+    """An address's sort key, parsed once: a reflector names its ~200 clients on every line."""
+    ip = ipaddress.ip_address(address)
+    return (ip.version, int(ip))
 
 
 def _prefix_key(p: str) -> tuple[int, int, int]:

@@ -13,6 +13,7 @@ a peer resetting hundreds of times does not push everything else out of the ring
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import time
 from typing import Any, Deque
@@ -21,6 +22,7 @@ import attrs
 import trio
 
 from calico_bgp.datastore import DatastoreError
+from calico_bgp.datastore.types import Put
 from calico_bgp.resources import codec
 from calico_bgp.telemetry.bursts import BurstSummariser, Summary
 from dataplane.logfmt import event
@@ -29,6 +31,7 @@ log = logging.getLogger("calico_bgp.events")
 
 CAPACITY = 1000          # events kept per node in etcd
 QUEUE_LIMIT = 10_000     # events waiting for etcd before the oldest are dropped
+MAX_TXN_PUTS = 100       # events written per transaction (etcd's default --max-txn-ops is 128)
 KINDS = ("session_up", "session_down", "damping_start", "damping_end", "max_prefixes", "repair",
          "speaker_restart", "graceful_restart", "grace_end", "stale_swept", "block_released", "filter_rejected",
          "route_failed", "route_recovered", "route_refresh",
@@ -128,15 +131,20 @@ class EventLog:
             self.flush_bursts(time.time())
             self._wake = trio.Event()
             while self._queue:
-                ev = self._queue[0]
+                # up to MAX_TXN_PUTS events in one transaction: a rack's bring-up brings hundreds at
+                # once (session_up, origin_invalid, ...), and a request each cost the agent more CPU
+                # than reflecting their routes. Within the ring's capacity no two share a slot.
+                batch = list(itertools.islice(self._queue, min(MAX_TXN_PUTS, self.capacity)))
                 try:
-                    await self.client.put(slot_key(self.prefix, ev.seq, self.capacity), codec.encode(ev))
+                    await self.client.txn([], [Put(slot_key(self.prefix, ev.seq, self.capacity), codec.encode(ev))
+                                               for ev in batch], [])
                 except DatastoreError as exc:
                     event(log, "eventlog_write_failed", logging.WARNING, pending=len(self._queue), reason=str(exc))
                     await trio.sleep(1.0)
                     continue
-                if self._queue and self._queue[0] is ev:  # emit() may have dropped it (overflow) meanwhile
-                    self._queue.popleft()
+                for ev in batch:  # emit() may have dropped some (overflow) meanwhile
+                    if self._queue and self._queue[0] is ev:
+                        self._queue.popleft()
             if self.dropped:
                 event(log, "eventlog_overflow", logging.ERROR, dropped=self.dropped)
                 self.dropped = 0
