@@ -6,7 +6,7 @@ programmer decides with these and does the I/O itself.
 """
 from __future__ import annotations
 
-from typing import Callable, Collection, Iterable, Mapping
+from typing import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -54,9 +54,42 @@ class ReconcileResult:
         return self.adds + self.replaces + self.deletes
 
 
-def plan_ops(adds: Iterable[RouteKey], replaces: Iterable[RouteKey], deletes: Iterable[RouteKey]) -> list[Op]:
+class PlannedOps(Sequence[Op]):
+    """A reconcile's operations in the order they are sent: the adds, the replaces, the deletes.
+
+    Held as the three lists of keys, not as an (flags, key) pair per operation: 100k pairs held while
+    the batch is sent would be 100k objects for the garbage collector to walk, and the full
+    collections they set off cost as much as the kernel's own work. `ops[i]` makes the pair.
+    """
+
+    __slots__ = ("adds", "replaces", "deletes", "_first_replace", "_first_delete")
+
+    def __init__(self, adds: Sequence[RouteKey], replaces: Sequence[RouteKey], deletes: Sequence[RouteKey]) -> None:
+        self.adds, self.replaces, self.deletes = adds, replaces, deletes
+        self._first_replace = len(adds)
+        self._first_delete = len(adds) + len(replaces)
+
+    def __len__(self) -> int:
+        return self._first_delete + len(self.deletes)
+
+    def __getitem__(self, i: int) -> Op:  # type: ignore[override]  # by index only
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        if i >= self._first_delete:
+            return (DELETE, self.deletes[i - self._first_delete])
+        if i >= self._first_replace:
+            return (codec.REPLACE_FLAGS, self.replaces[i - self._first_replace])
+        return (codec.NEW_FLAGS, self.adds[i])
+
+    def __iter__(self) -> Iterator[Op]:
+        for flags, keys in ((codec.NEW_FLAGS, self.adds), (codec.REPLACE_FLAGS, self.replaces), (DELETE, self.deletes)):
+            for key in keys:
+                yield flags, key
+
+
+def plan_ops(adds: Sequence[RouteKey], replaces: Sequence[RouteKey], deletes: Sequence[RouteKey]) -> PlannedOps:
     """A reconcile's operations: adds and replaces first, so a metric change is make-before-break."""
-    return [(codec.NEW_FLAGS, k) for k in adds] + [(codec.REPLACE_FLAGS, k) for k in replaces] + [(DELETE, k) for k in deletes]
+    return PlannedOps(adds, replaces, deletes)
 
 
 def pending_ops(pending: Iterable[RouteKey], desired: DesiredIndex, installed: Collection[RouteKey],
@@ -81,14 +114,14 @@ def pending_ops(pending: Iterable[RouteKey], desired: DesiredIndex, installed: C
     return ops, routes, forwarding
 
 
-def op_counts(ops: list[Op]) -> tuple[int, int, int]:
+def op_counts(ops: Sequence[Op]) -> tuple[int, int, int]:
     """(adds, replaces, deletes) among `ops`."""
     n_del = sum(1 for flags, _ in ops if not flags)
     n_add = sum(1 for flags, _ in ops if flags == codec.NEW_FLAGS)
     return n_add, len(ops) - n_del - n_add, n_del
 
 
-def installed_after_program(installed: set[RouteKey], ops: list[Op], refused: Collection[RouteKey]) -> None:
+def installed_after_program(installed: set[RouteKey], ops: Sequence[Op], refused: Collection[RouteKey]) -> None:
     """Update `installed` (the keys holding a route of ours) for `ops` sent, `refused` among them."""
     installed.difference_update(key for flags, key in ops if not flags)
     if any(flags for flags, _ in ops):
@@ -107,11 +140,27 @@ def installed_after_reconcile(desired: Iterable[RouteKey], failures: Iterable[Ro
     return installed
 
 
-def encoder(ops: list[Op], table: int, protocol: int, forwarding: Mapping[RouteKey, Forwarding],
+def encoder(ops: Sequence[Op], table: int, protocol: int, forwarding: Mapping[RouteKey, Forwarding],
             ifindex: Mapping[str, int]) -> Callable[[int, int], bytes]:
     """(index into `ops`, sequence number) -> the netlink request of that operation."""
     ifindex_of = ifindex.__getitem__
     encode_new, encode_del = codec.encode_newroute, codec.encode_delroute
+    if isinstance(ops, PlannedOps):  # straight to the key: no pair made per operation
+        adds, replaces, deletes = ops.adds, ops.replaces, ops.deletes
+        first_replace, first_delete = len(adds), len(adds) + len(replaces)
+        new_flags, replace_flags = codec.NEW_FLAGS, codec.REPLACE_FLAGS
+
+        def encode_planned(i: int, seq: int) -> bytes:
+            if i >= first_delete:
+                return encode_del(seq, table, protocol, deletes[i - first_delete])
+            if i >= first_replace:
+                key, flags = replaces[i - first_replace], replace_flags
+            else:
+                key, flags = adds[i], new_flags
+            fwd = forwarding[key]
+            return encode_new(seq, flags, table, protocol, key, fwd.rtype, fwd.hops, ifindex_of)
+
+        return encode_planned
 
     def encode(i: int, seq: int) -> bytes:
         flags, key = ops[i]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import attrs
 
@@ -71,7 +71,7 @@ def _op(flags: int) -> str:
     return "add" if flags == codec.NEW_FLAGS else "replace" if flags else "delete"
 
 
-def reconcile_refusals(refused: Iterable[netlink.RequestFailure], ops: list[tuple[int, RouteKey]],
+def reconcile_refusals(refused: Iterable[netlink.RequestFailure], ops: Sequence[tuple[int, RouteKey]],
                        routes: Mapping[RouteKey, Route]) -> list[RouteFailure]:
     """What the kernel refused of a full reconcile's `ops` ((flags, key); flags 0: a delete). A
     delete of a route already gone met its goal."""
@@ -86,7 +86,7 @@ def reconcile_refusals(refused: Iterable[netlink.RequestFailure], ops: list[tupl
     return failures
 
 
-def program_refusals(refused: Iterable[netlink.RequestFailure], ops: list[tuple[int, RouteKey]],
+def program_refusals(refused: Iterable[netlink.RequestFailure], ops: Sequence[tuple[int, RouteKey]],
                      routes: Mapping[RouteKey, Route]) -> tuple[list[RouteFailure], int, set[RouteKey]]:
     """What the kernel refused of an incremental change: (failures, conflicts, every refused key). An
     exclusive add that met a route on its key is a conflict (ours left from before, or a foreign

@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import trio
 
@@ -291,7 +291,7 @@ class RouteProgrammer:
         plan_replaces = [k for k in plan.replaces if k not in held] if held else plan.replaces
         adds = programmable(plan_adds, "add", routes, ifindex, failures)
         replaces = programmable(plan_replaces, "replace", routes, ifindex, failures)
-        ops = plan_ops(adds, replaces, [kr.key for kr in plan.deletes])
+        ops = plan_ops(adds, replaces, plan.deletes)
         refused = await self._send(ops, forwarding, ifindex, progress)
 
         n_add, n_rep, n_del = len(adds), len(replaces), len(plan.deletes)
@@ -318,7 +318,7 @@ class RouteProgrammer:
             self.on_reconciled(result)
         return result
 
-    async def _send(self, ops: list[Op], forwarding: Mapping[RouteKey, Forwarding], ifindex: Mapping[str, int],
+    async def _send(self, ops: Sequence[Op], forwarding: Mapping[RouteKey, Forwarding], ifindex: Mapping[str, int],
                     progress: Callable[[int, int], None] | None = None) -> list[netlink.RequestFailure]:
         if not ops:
             return []

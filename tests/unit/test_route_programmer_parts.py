@@ -8,6 +8,7 @@ from dataplane import rtnl_codec as codec
 from dataplane.netlink import RequestFailure
 from dataplane.routes.changes import (
     DELETE,
+    encoder,
     installed_after_program,
     installed_after_reconcile,
     op_counts,
@@ -74,8 +75,19 @@ def test_pending_keys_become_adds_replaces_and_deletes_of_ours_only():
 
 
 def test_a_reconcile_sends_adds_and_replaces_before_deletes():
-    assert plan_ops([A.key], [B.key], [C.key]) == [(codec.NEW_FLAGS, A.key), (codec.REPLACE_FLAGS, B.key),
-                                                   (DELETE, C.key)]
+    ops = plan_ops([A.key], [B.key], [C.key])
+    want = [(codec.NEW_FLAGS, A.key), (codec.REPLACE_FLAGS, B.key), (DELETE, C.key)]
+    assert list(ops) == want and [ops[i] for i in range(len(ops))] == want
+
+
+def test_planned_ops_encode_as_their_pairs_would():
+    ops = plan_ops([A.key], [B.key], [C.key])
+    forwarding = {A.key: A.forwarding(), B.key: B.forwarding()}
+    planned, pairs = encoder(ops, TABLE, OURS, forwarding, {}), encoder(list(ops), TABLE, OURS, forwarding, {})
+    assert [planned(i, 7 + i) for i in range(3)] == [pairs(i, 7 + i) for i in range(3)]
+    assert planned(0, 7) == codec.encode_newroute(7, codec.NEW_FLAGS, TABLE, OURS, A.key, *forwarding[A.key], {}.__getitem__)
+    assert planned(1, 8) == codec.encode_newroute(8, codec.REPLACE_FLAGS, TABLE, OURS, B.key, *forwarding[B.key], {}.__getitem__)
+    assert planned(2, 9) == codec.encode_delroute(9, TABLE, OURS, C.key)
 
 
 def test_what_is_installed_after_a_change():
