@@ -4,9 +4,11 @@
 
 Creates a network namespace (with one veth pair, 198.18.0.0/24) and removes it on exit, even on
 failure or Ctrl-C. For each N it times, for both systems: add N /32s, replace all (new next hop),
-a no-op reconcile (ours only), delete all. Best of --repeat runs each. With --json the last line is
-one JSON object: add_ratio, replace_ratio, delete_ratio (ours/ip -batch throughput at the largest N),
-noop_reconcile_s, rss_mb (ours, with the largest N desired and programmed).
+a no-op reconcile (ours only), delete all. Best of --repeat runs each, wall time and, beside it,
+CPU (user + system, the kernel's work on our behalf included: on a shared machine the steadier
+figure). With --json the last line is one JSON object: add_ratio, replace_ratio, delete_ratio
+(ours/ip -batch throughput at the largest N), noop_reconcile_s, rss_mb (ours, with the largest N
+desired and programmed), and per N under "ratios" the wall and CPU ratios of add, replace, delete.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import gc
 import ipaddress
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -24,7 +27,7 @@ from typing import Callable, Iterator, Sequence
 import trio
 
 from bench.common import runnable
-from dataplane.routes.programmer import RouteProgrammer
+from dataplane.routes.programmer import ReconcileResult, RouteProgrammer
 from dataplane.routes.route import NextHop, Route
 from lab.net import netns, sh, veth
 
@@ -56,14 +59,22 @@ def build_routes(n: int, gateway: str) -> list[Route]:
     return [Route(ipaddress.IPv4Network((FIRST + i, 32)), hops) for i in range(n)]
 
 
-def ip_batch(ns: str, lines: list[str]) -> float:
+def cpu_s(who: int) -> float:
+    """User + system CPU seconds of this process (RUSAGE_SELF, every thread) or its waited-for children."""
+    used = resource.getrusage(who)
+    return used.ru_utime + used.ru_stime
+
+
+def ip_batch(ns: str, lines: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one `ip -batch` run."""
     with tempfile.NamedTemporaryFile("w", prefix="routes-", suffix=".batch", delete=False) as f:
         f.write("\n".join(lines) + "\n")
         path = f.name
     try:
+        cpu = cpu_s(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         sh("ip", "-n", ns, "-batch", path, timeout=600)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, cpu_s(resource.RUSAGE_CHILDREN) - cpu
     finally:
         os.unlink(path)
 
@@ -85,12 +96,12 @@ def bench_ip(ns: str, n: int) -> dict[str, float]:
     addrs = prefixes(n)
     out = {}
     say(f"  ip -batch N={n}: add")
-    out["add"] = ip_batch(ns, [f"route add {a}/32 via {GW1}" for a in addrs])
+    out["add"], out["add_cpu"] = ip_batch(ns, [f"route add {a}/32 via {GW1}" for a in addrs])
     assert count_routes(ns) == n, "ip -batch add incomplete"
     say(f"  ip -batch N={n}: replace")
-    out["replace"] = ip_batch(ns, [f"route replace {a}/32 via {GW2}" for a in addrs])
+    out["replace"], out["replace_cpu"] = ip_batch(ns, [f"route replace {a}/32 via {GW2}" for a in addrs])
     say(f"  ip -batch N={n}: delete")
-    out["delete"] = ip_batch(ns, [f"route del {a}/32" for a in addrs])
+    out["delete"], out["delete_cpu"] = ip_batch(ns, [f"route del {a}/32" for a in addrs])
     assert count_routes(ns) == 0, "ip -batch delete incomplete"
     return out
 
@@ -107,6 +118,15 @@ def progress_printer(label: str) -> Callable[[int, int], None]:
     return show
 
 
+async def timed_reconcile(rp: RouteProgrammer, out: dict[str, float], op: str, label: str | None = None) -> ReconcileResult:
+    """One reconcile; its seconds in out[op], the process's CPU seconds during it in out[op + "_cpu"]."""
+    cpu = cpu_s(resource.RUSAGE_SELF)
+    result = await rp.reconcile(progress_printer(label) if label else None)
+    out[op + "_cpu"] = cpu_s(resource.RUSAGE_SELF) - cpu
+    out[op] = result.seconds
+    return result
+
+
 async def bench_ours(ns: str, n: int, window: int) -> dict[str, float]:
     out: dict[str, float] = {}
     async with RouteProgrammer(netns=ns, window=window, register_name=False) as rp:
@@ -117,25 +137,21 @@ async def bench_ours(ns: str, n: int, window: int) -> dict[str, float]:
         out["set_desired"] = time.perf_counter() - started
         gc.collect()
         say(f"  ours N={n}: add")
-        result = await rp.reconcile(progress_printer("add"))
+        result = await timed_reconcile(rp, out, "add", "add")
         assert result.adds == n and not result.failures, result
-        out["add"] = result.seconds
         out["rss_mb"] = rss_mb()
         say(f"  ours N={n}: no-op reconcile")
-        result = await rp.reconcile()
+        result = await timed_reconcile(rp, out, "noop")
         assert result.changes == 0, result
-        out["noop"] = result.seconds
         say(f"  ours N={n}: replace")
         rp.set_desired(())  # drop the old set before building the new one: one set in memory at a time
         rp.set_desired(build_routes(n, GW2))
-        result = await rp.reconcile(progress_printer("replace"))
+        result = await timed_reconcile(rp, out, "replace", "replace")
         assert result.replaces == n and not result.failures, result
-        out["replace"] = result.seconds
         say(f"  ours N={n}: delete")
         rp.set_desired(())
-        result = await rp.reconcile(progress_printer("delete"))
+        result = await timed_reconcile(rp, out, "delete", "delete")
         assert result.deletes == n and not result.failures, result
-        out["delete"] = result.seconds
         out["changes_sent"] = rp.counts.changes
     assert count_routes(ns) == 0, "our delete incomplete"
     return out
@@ -143,6 +159,15 @@ async def bench_ours(ns: str, n: int, window: int) -> dict[str, float]:
 
 def best(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: min(r[k] for r in runs) for k in runs[0]}
+
+
+def ratios(res: dict[str, dict[str, float]]) -> dict[str, float]:
+    """ip -batch's seconds over ours (above 1: ours is faster), wall and CPU, for add, replace, delete."""
+    out = {}
+    for op in ("add", "replace", "delete"):
+        out[op] = round(res["ip"][op] / res["ours"][op], 3)
+        out[op + "_cpu"] = round(res["ip"][op + "_cpu"] / max(res["ours"][op + "_cpu"], 1e-6), 3)
+    return out
 
 
 def parser() -> argparse.ArgumentParser:
@@ -171,14 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 our_runs.append(trio.run(bench_ours, ns, n, args.window))
             results[n] = {"ip": best(ip_runs), "ours": best(our_runs)}
 
-    print(f"{'N':>7}  {'op':<8} {'ip -batch s':>11} {'routes/s':>9}  {'ours s':>8} {'routes/s':>9}  {'ratio':>6}")
+    print(f"{'N':>7}  {'op':<8} {'ip -batch s':>11} {'routes/s':>9}  {'ours s':>8} {'routes/s':>9}  {'ratio':>6}"
+          f"  {'ip cpu s':>8} {'ours cpu s':>10} {'cpu ratio':>9}")
     for n, res in results.items():
         for op in ("add", "replace", "noop", "delete"):
-            ours = res["ours"][op]
-            ip = res["ip"].get(op)
+            ours, ours_cpu = res["ours"][op], res["ours"][op + "_cpu"]
+            ip, ip_cpu = res["ip"].get(op), res["ip"].get(op + "_cpu")
             ip_s = f"{ip:11.3f} {n / ip:9.0f}" if ip else f"{'-':>11} {'-':>9}"
             ratio = f"{ip / ours:6.2f}" if ip else f"{'-':>6}"
-            print(f"{n:>7}  {op:<8} {ip_s}  {ours:8.3f} {n / ours:9.0f}  {ratio}")
+            cpu = f"{ip_cpu:8.3f} {ours_cpu:10.3f} {ip_cpu / ours_cpu:9.2f}" if ip_cpu else f"{'-':>8} {ours_cpu:10.3f} {'-':>9}"
+            print(f"{n:>7}  {op:<8} {ip_s}  {ours:8.3f} {n / ours:9.0f}  {ratio}  {cpu}")
         print(f"{n:>7}  set_desired {res['ours']['set_desired']:.3f}s   rss with N desired {res['ours']['rss_mb']:.0f} MB")
     top = max(results)
     res = results[top]
@@ -191,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rss_mb": round(res["ours"]["rss_mb"], 1),
         "routes_per_s": {op: round(top / res["ours"][op]) for op in ("add", "replace", "delete")},
         "ip_batch_routes_per_s": {op: round(top / res["ip"][op]) for op in ("add", "replace", "delete")},
+        "ratios": {str(n): ratios(r) for n, r in results.items()},
         "sizes": {str(n): r for n, r in results.items()},
     }
     if args.json:
