@@ -93,29 +93,37 @@ def plan_ops(adds: Sequence[RouteKey], replaces: Sequence[RouteKey], deletes: Se
 
 
 def pending_ops(pending: Iterable[RouteKey], desired: DesiredIndex, installed: Collection[RouteKey],
-                keep: Collection[RouteKey]) -> tuple[list[Op], dict[RouteKey, Route], dict[RouteKey, Forwarding]]:
+                keep: Collection[RouteKey]) -> tuple[PlannedOps, dict[RouteKey, Route], dict[RouteKey, Forwarding]]:
     """The operations that send the changed keys `pending`, and the routes they desire: a desired
     key is replaced when a route of ours is installed on it, else added; a key no longer desired
-    is deleted if ours is installed and not kept for the restart grace."""
+    is deleted if ours is installed and not kept for the restart grace. Sent as a reconcile's are:
+    adds and replaces before deletes."""
     routes: dict[RouteKey, Route] = {}
     forwarding: dict[RouteKey, Forwarding] = {}
-    ops: list[Op] = []
-    desired_fwd, desired_routes, add = desired.forwarding.get, desired.routes, ops.append
-    replace, new = codec.REPLACE_FLAGS, codec.NEW_FLAGS
+    adds: list[RouteKey] = []
+    replaces: list[RouteKey] = []
+    deletes: list[RouteKey] = []
+    desired_fwd, desired_routes = desired.forwarding.get, desired.routes
+    add, replace, delete = adds.append, replaces.append, deletes.append
     for key in pending:
         fwd = desired_fwd(key)
         if fwd is None:
             if key in installed and key not in keep:
-                add((DELETE, key))
+                delete(key)
             continue
         routes[key] = desired_routes[key]
         forwarding[key] = fwd
-        add((replace if key in installed else new, key))
-    return ops, routes, forwarding
+        if key in installed:
+            replace(key)
+        else:
+            add(key)
+    return PlannedOps(adds, replaces, deletes), routes, forwarding
 
 
 def op_counts(ops: Sequence[Op]) -> tuple[int, int, int]:
     """(adds, replaces, deletes) among `ops`."""
+    if isinstance(ops, PlannedOps):
+        return len(ops.adds), len(ops.replaces), len(ops.deletes)
     n_del = sum(1 for flags, _ in ops if not flags)
     n_add = sum(1 for flags, _ in ops if flags == codec.NEW_FLAGS)
     return n_add, len(ops) - n_del - n_add, n_del
@@ -123,6 +131,11 @@ def op_counts(ops: Sequence[Op]) -> tuple[int, int, int]:
 
 def installed_after_program(installed: set[RouteKey], ops: Sequence[Op], refused: Collection[RouteKey]) -> None:
     """Update `installed` (the keys holding a route of ours) for `ops` sent, `refused` among them."""
+    if isinstance(ops, PlannedOps):
+        installed.difference_update(ops.deletes)
+        for keys in (ops.adds, ops.replaces):
+            installed.update((k for k in keys if k not in refused) if refused else keys)
+        return
     installed.difference_update(key for flags, key in ops if not flags)
     if any(flags for flags, _ in ops):
         installed.update(key for flags, key in ops if flags and key not in refused)

@@ -22,7 +22,7 @@ import trio
 from dataplane import netlink
 from dataplane.logfmt import event
 from dataplane.routes import dump, events
-from dataplane.routes.changes import ChangeCounts, Op, ReconcileResult, encoder, op_counts, pending_ops, plan_ops
+from dataplane.routes.changes import ChangeCounts, Op, PlannedOps, ReconcileResult, encoder, op_counts, pending_ops, plan_ops
 from dataplane.routes.changes import installed_after_program, installed_after_reconcile
 from dataplane.routes.desired_index import DesiredIndex
 from dataplane.routes.failures import UNBUILDABLE, FailureBook, RouteFailure, programmable
@@ -289,8 +289,11 @@ class RouteProgrammer:
         held = book.held_back(plan.adds, plan.replaces, routes, now)  # refused before, back-off not over: not sent
         plan_adds = [k for k in plan.adds if k not in held] if held else plan.adds
         plan_replaces = [k for k in plan.replaces if k not in held] if held else plan.replaces
-        adds = programmable(plan_adds, "add", routes, ifindex, failures)
-        replaces = programmable(plan_replaces, "replace", routes, ifindex, failures)
+        if live.devices:  # grows only: empty now, no route of the snapshot names a device
+            adds = programmable(plan_adds, "add", routes, ifindex, failures)
+            replaces = programmable(plan_replaces, "replace", routes, ifindex, failures)
+        else:  # every route can be sent: no per-route look at its next hops
+            adds, replaces = plan_adds, plan_replaces
         ops = plan_ops(adds, replaces, plan.deletes)
         refused = await self._send(ops, forwarding, ifindex, progress)
 
@@ -346,8 +349,8 @@ class RouteProgrammer:
             if live.devices and any(h.device is not None for r in routes.values() for h in r.nexthops):
                 if any(h.device is not None and h.device not in self._links.ifindex for r in routes.values() for h in r.nexthops):
                     await self._refresh_links()
-                keys = set(programmable([k for f, k in ops if f], "add", routes, self._links.ifindex, failures))
-                ops = [(f, k) for f, k in ops if not f or k in keys]
+                keys = set(programmable([*ops.adds, *ops.replaces], "add", routes, self._links.ifindex, failures))
+                ops = PlannedOps([k for k in ops.adds if k in keys], [k for k in ops.replaces if k in keys], ops.deletes)
             try:
                 refused = await self._send(ops, forwarding, self._links.ifindex)
             except BaseException:

@@ -66,12 +66,14 @@ def test_what_a_link_event_says_about_drift():
 def test_pending_keys_become_adds_replaces_and_deletes_of_ours_only():
     desired = DesiredIndex.of([A, B], TABLE, OURS)
     ops, routes, forwarding = pending_ops([A.key, B.key, C.key], desired, installed={B.key, C.key}, keep=())
-    assert ops == [(codec.NEW_FLAGS, A.key), (codec.REPLACE_FLAGS, B.key), (DELETE, C.key)]
+    assert list(ops) == [(codec.NEW_FLAGS, A.key), (codec.REPLACE_FLAGS, B.key), (DELETE, C.key)]
     assert set(routes) == set(forwarding) == {A.key, B.key}
     assert op_counts(ops) == (1, 1, 1)
     ops, _, _ = pending_ops([C.key], desired, installed={C.key}, keep={C.key})
-    assert ops == []  # kept for the grace: not deleted
-    assert pending_ops([C.key], desired, installed=set(), keep=())[0] == []  # nothing of ours there
+    assert list(ops) == []  # kept for the grace: not deleted
+    assert list(pending_ops([C.key], desired, installed=set(), keep=())[0]) == []  # nothing of ours there
+    ops, _, _ = pending_ops([C.key, B.key, A.key], desired, installed={B.key, C.key}, keep=())
+    assert list(ops) == [(codec.NEW_FLAGS, A.key), (codec.REPLACE_FLAGS, B.key), (DELETE, C.key)]  # deletes last
 
 
 def test_a_reconcile_sends_adds_and_replaces_before_deletes():
@@ -95,6 +97,11 @@ def test_what_is_installed_after_a_change():
     ops = [(codec.NEW_FLAGS, A.key), (codec.REPLACE_FLAGS, B.key), (DELETE, C.key)]
     installed_after_program(installed, ops, refused={A.key})
     assert installed == {B.key}
+    installed = {B.key, C.key}
+    installed_after_program(installed, plan_ops([A.key], [B.key], [C.key]), refused={A.key})
+    assert installed == {B.key}
+    installed_after_program(installed, plan_ops([A.key], [], [B.key]), refused=set())
+    assert installed == {A.key}
     failed_add = RouteFailure(A, str(A.prefix), "add", errno.EINVAL, "Invalid argument")
     failed_replace = RouteFailure(B, str(B.prefix), "replace", errno.EINVAL, "Invalid argument")
     assert installed_after_reconcile([A.key, B.key], [failed_add, failed_replace], {}, kept=[C.key]) == {B.key, C.key}
