@@ -90,6 +90,8 @@ _SHAPES: dict[tuple[int, bool, bool], struct.Struct] = {
     (alen, gw, oif): _shape(alen, gw, oif) for alen in (4, 16) for gw in (False, True) for oif in (False, True)
 }
 
+_GW_SHAPES = {alen: _SHAPES[(alen, True, False)] for alen in (4, 16)}  # via a gateway, no device
+
 IfIndexOf = Callable[[str], int]
 
 
@@ -121,6 +123,13 @@ def encode_newroute(
         )
     if len(hops) == 1:
         gw, dev, _weight = hops[0]
+        if dev is None and gw is not None:  # a learned route's shape: one pack, no argument list
+            shape = _GW_SHAPES[alen]
+            return shape.pack(
+                shape.size, RTM_NEWROUTE, flags, seq, 0,
+                family, key.dst_len, 0, 0, rtm_table, protocol, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0,
+                8, RTA_TABLE, table, 4 + alen, RTA_DST, dst, 8, RTA_PRIORITY, key.metric, 4 + alen, RTA_GATEWAY, gw,
+            )
         scope = RT_SCOPE_UNIVERSE if gw is not None else RT_SCOPE_LINK
         shape = _SHAPES[(alen, gw is not None, dev is not None)]
         args = [

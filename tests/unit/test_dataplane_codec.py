@@ -48,6 +48,15 @@ def test_ipv4_gateway_and_device_replace_big_table():
     assert msg.get_attr("RTA_PRIORITY") == 20
 
 
+def test_gateway_only_replace_in_a_big_table_with_a_metric():
+    msg = decode(encode_new(Route.via("198.18.9.8/32", "198.18.0.3", metric=30), flags=codec.REPLACE_FLAGS, table=1000))
+    assert msg["header"]["flags"] == codec.REPLACE_FLAGS
+    assert (msg["family"], msg["dst_len"], msg["proto"], msg["type"], msg["scope"]) == (socket.AF_INET, 32, 86, 1, 0)
+    assert msg["table"] == 0 and msg.get_attr("RTA_TABLE") == 1000
+    assert msg.get_attr("RTA_DST") == "198.18.9.8" and msg.get_attr("RTA_GATEWAY") == "198.18.0.3"
+    assert msg.get_attr("RTA_PRIORITY") == 30 and msg.get_attr("RTA_OIF") is None
+
+
 def test_device_only_route_is_link_scope():
     msg = decode(encode_new(Route.via("198.18.6.0/24", device="veth0")))
     assert msg["scope"] == codec.RT_SCOPE_LINK
