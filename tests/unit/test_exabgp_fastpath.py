@@ -53,3 +53,41 @@ def test_two_hundred_neighbours_need_no_regular_expression():
 
     assert match_neighbors(peers, descriptions, counting) == peers[1:]
     assert calls == [] and rest.startswith("announce attributes")
+
+
+def test_api_work_runs_by_time_in_order_and_survives_a_failing_command(monkeypatch):
+    """Queued commands run in order, one step at a time, until the slice is spent; the rest waits
+    for the next turn; a command that raises is answered with an error and the others go on."""
+    import time
+
+    from exabgp.logger import log
+    from exabgp.reactor.asynchronous import ASYNC
+
+    from calico_bgp.speaker.exabgp_fastpath import time_sliced_run
+
+    logged: list[str] = []
+    monkeypatch.setattr(log, "debug", staticmethod(lambda *a, **k: None))  # ExaBGP's logger is not set up here
+    monkeypatch.setattr(log, "error", staticmethod(lambda message, *a, **k: logged.append(message())))
+    monkeypatch.setattr(ASYNC, "run", time_sliced_run(ASYNC.run, 0.05))
+    steps: list[str] = []
+    failed: list[str] = []
+
+    def command(name: str, n: int, pause: float = 0.0, fail: bool = False):
+        for i in range(n):
+            steps.append(f"{name}{i}")
+            time.sleep(pause)
+            if fail:
+                raise ValueError("bad route")
+            yield False
+
+    a = ASYNC()
+    a.set_error_handler(failed.append)
+    a.schedule("s1", "one", command("a", 3))
+    a.schedule("s2", "two", command("b", 1, fail=True))
+    a.schedule("s3", "three", command("c", 20, pause=0.01))
+    assert a.run() is True  # the slice ran out inside c
+    assert steps[:4] == ["a0", "a1", "a2", "b0"] and failed == ["s2"] and 2 <= len(steps) - 4 < 20
+    while a.run():
+        pass
+    assert steps[-1] == "c19" and a.ready()
+    assert logged == ["async | s2 | problem with function", "async | s2 | bad route"]
