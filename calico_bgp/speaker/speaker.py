@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Callable, Collection, Iterable, Mapping, Sequence
 
+import attrs
 import trio
 
 from calico_bgp.routing.reflection import Reflected
@@ -40,7 +41,7 @@ from calico_bgp.speaker import commands as cmds
 from calico_bgp.speaker.channel import CommandSender, CommandWindow
 from calico_bgp.speaker.commands import RouteChange
 from calico_bgp.speaker.connection import BridgeServer, Hello
-from calico_bgp.speaker.errors import MalformedMessage
+from calico_bgp.speaker.errors import InvalidRoute, MalformedMessage
 from calico_bgp.speaker.events import (
     EXABGP_EXITED,
     Ack,
@@ -253,8 +254,15 @@ class Speaker:
         """Set how prefixes (canonical text) are reflected, and send what that changes: a route that
         many neighbours get goes out as one command for all of them. `complete`: `updates` is
         everything reflected (other prefixes are withdrawn where they were reflected)."""
+        sendable: dict[str, Reflected | None] = {}
+        for prefix, r in updates.items():
+            try:
+                sendable[prefix] = None if r is None else attrs.evolve(r, attributes=cmds.checked(r.attributes))
+            except InvalidRoute as exc:  # a path no command can carry is not reflected (and says why)
+                event(log, "reflection_skipped", logging.WARNING, prefix=prefix, reason=str(exc))
+                sendable[prefix] = None
         async with self.sender.lock:
-            groups, fallback = self.intent.reflect(updates, complete)
+            groups, fallback = self.intent.reflect(sendable, complete)
             await self.sender.send_locked(cmds.render_groups(groups, self.max_nlri) + self._lines(fallback))
 
     @staticmethod

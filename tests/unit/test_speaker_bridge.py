@@ -377,3 +377,27 @@ async def test_sessions_that_come_up_together_are_replayed_in_shared_lines(tmp_p
     await bridge.send("done")
     await bridge.no_command()
     assert speaker.stats["replays"] == 3 and speaker.stats["replayed_routes"] == 3
+
+
+@bounded()
+async def test_a_reflected_path_no_command_can_carry_is_skipped_and_the_rest_sent(tmp_path: Path, nursery):
+    from calico_bgp.routing.attributes import PathAttributes
+    from calico_bgp.routing.reflection import Reflected
+
+    speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER, max_in_flight=4)
+    await nursery.start(speaker.run)
+    await started(speaker)
+    await speaker.set_neighbors([nb(A), nb(B)])
+    bridge = await connect(speaker)
+    assert await bridge.command() == "reload"
+    await bridge.send("done")
+    good = PathAttributes("198.18.0.9", originator_id="198.18.0.9", cluster_list=("198.18.0.100",), local_pref=100)
+    bad = PathAttributes("198.18.0.9", originator_id="198.18.0.9", cluster_list=("2001:db8::1",), local_pref=100)
+    await speaker.reflect({"198.19.1.0/26": Reflected(good, frozenset({A, B})),
+                           "198.19.2.0/26": Reflected(bad, frozenset({A, B}))})
+    line = await bridge.command()
+    assert line.startswith(f"neighbor {A} , neighbor {B} announce attributes next-hop 198.18.0.9") and \
+        line.endswith("nlri 198.19.1.0/26")
+    await bridge.send("done")
+    await bridge.no_command()
+    assert speaker.intent.routes_for(A) == {"198.19.1.0/26": good}
