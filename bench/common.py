@@ -127,6 +127,19 @@ def cpu_by_part(pid: int) -> dict[str, float]:
     return parts
 
 
+def usage_by_part(pid: int) -> dict[str, tuple[float, float]]:
+    """(CPU seconds, RSS MB) of a node's agent, its ExaBGP and the API bridge, each apart (by command line)."""
+    parts = {"agent": (0.0, 0.0), "exabgp": (0.0, 0.0), "bridge": (0.0, 0.0)}
+    for p in proc_tree(pid):
+        fields = _stat(p)
+        if fields:
+            kind = part_of(p)
+            kind = kind if kind in ("exabgp", "bridge") else "agent"
+            cpu, rss = parts[kind]
+            parts[kind] = (cpu + (int(fields[11]) + int(fields[12])) / CLK, rss + int(fields[21]) * PAGE / 2**20)
+    return parts
+
+
 def one_peer_resources(node_ip: str, node_as: int, peer_ip: str, peer_as: int, pool: str, pool_name: str,
                        origin_validation: str = "Deprefer") -> str:
     """The resources of a bench with one node agent ("node", mesh off) and one fabric peer ("src").

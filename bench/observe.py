@@ -208,3 +208,33 @@ class Profiler:
                 p.kill()
                 p.wait()
         self.procs = []
+
+
+class Prefixes:
+    """The IPv4 prefixes one routing protocol has in a namespace's main table, read with one netlink
+    dump on a socket kept open: polling 20 nodes this way costs the machine far less than an `ip`
+    process per node and poll, on the 2 cores the daemons being timed share."""
+
+    def __init__(self, ns: str, protocol: int) -> None:
+        self.protocol = protocol
+        self.sock = netlink.open_rtnl_socket(ns)
+
+    def read(self) -> set[str]:
+        for _ in range(5):
+            seq = int(time.monotonic() * 1000) & 0x3FFFFFFF
+            out: set[str] = set()
+            try:
+                request = codec.encode_route_dump(seq, codec.AF_INET, MAIN, self.protocol)
+                for data in netlink.dump(self.sock, request, seq):
+                    for off, length, mtype in netlink.iter_messages(data):
+                        if mtype == codec.RTM_NEWROUTE:
+                            r = codec.decode_route(data, off, length)
+                            if r is not None and r.protocol == self.protocol and len(r.key.dst) == 4:
+                                out.add(f"{ipaddress.IPv4Address(r.key.dst)}/{r.key.dst_len}")
+                return out
+            except netlink.DumpInterrupted:
+                continue
+        raise RuntimeError("route dump interrupted five times")
+
+    def close(self) -> None:
+        self.sock.close()
