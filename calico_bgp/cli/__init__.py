@@ -9,13 +9,18 @@
     secret.py     secret set / list / delete (BGP passwords)
     policy.py     policy show: this machine's filter mode and counters
     lab.py        lab up / status / check / chaos / down
+    system_malloc.py  node run re-executes itself on the C library's malloc, before the heavy imports
 """
 from __future__ import annotations
 
-import click
+from calico_bgp.cli.system_malloc import use_system_malloc
 
-from calico_bgp.cli.common import Globals
-from calico_bgp.datastore.keys import DEFAULT_PREFIX
+use_system_malloc()  # first: a `node run` re-executes itself here, before the imports below
+
+import click  # noqa: E402
+
+from calico_bgp.cli.common import Globals  # noqa: E402
+from calico_bgp.datastore.keys import DEFAULT_PREFIX  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,9 +1,7 @@
 """`node run`: the node agent, in the foreground, until a signal."""
 from __future__ import annotations
 
-import os
 import signal
-import sys
 from pathlib import Path
 
 import click
@@ -45,7 +43,6 @@ def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodete
     """Run the agent until SIGTERM/SIGINT."""
     from calico_bgp.agent.node import AgentOptions, NodeAgent, configure_logging, state_dir_for, tune_gc
     _check_node_flags(ip, ip6, ip_autodetect, metrics_port)
-    _use_system_malloc()
     configure_logging(log_level)
     tune_gc()
     opts = AgentOptions(name=name, ip=ip, ip6=ip6, ip_autodetect=ip_autodetect or (None if ip or ip6 else "first-found"),
@@ -95,28 +92,6 @@ def _check_node_flags(ip: str | None, ip6: str | None, autodetect: str | None, m
                 probe.bind(("0.0.0.0", metrics_port))
             except OSError as exc:
                 raise click.BadParameter(f"port {metrics_port}: {exc.strerror}", param_hint="--metrics-port") from None
-
-
-_REEXEC = "CALICO_BGP_SYSTEM_MALLOC"  # set across the re-exec below
-
-
-def _use_system_malloc() -> None:
-    """Run the agent on the C library's malloc rather than Python's small-object allocator (re-exec
-    with PYTHONMALLOC=malloc, unless it is set). pymalloc frees an arena only when every object in it
-    is gone: after 200k rejected routes came and went, a few survivors per arena kept the agent 65 MB
-    above where it started; with malloc (and malloc_trim when a large table left) it came back within
-    1 MB (bench/memory.py). Only for a real `node run` command line, never inside another program."""
-    if os.environ.pop(_REEXEC, None) is not None:
-        os.environ.pop("PYTHONMALLOC", None)  # ExaBGP and the bridge keep Python's own (faster) allocator
-        return
-    argv = sys.orig_argv
-    if os.environ.get("PYTHONMALLOC") or "node" not in argv or "run" not in argv[argv.index("node"):]:
-        return
-    os.environ["PYTHONMALLOC"] = "malloc"
-    os.environ[_REEXEC] = "1"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, argv)
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:
