@@ -20,6 +20,13 @@ _TOKEN_ERRORS = ("invalid auth token", "revision of auth store is old", "user na
 _NEEDS_AUTH = ("user name is empty", "invalid auth token")
 
 
+def plain_context() -> ssl.SSLContext:
+    """The context of a client that never speaks TLS (only http:// and unix:// endpoints): no CA
+    bundle loaded (httpx's default loads certifi's for every transport, ~50 ms and memory each, at
+    every start); and should it ever be asked to verify a server, it fails, trusting no one."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 def ssl_context(tls: TLSConfig) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=tls.ca_cert)
     if tls.cert:
@@ -91,11 +98,12 @@ class Transport:
         for i, e in enumerate(self.endpoints):
             if e.startswith("unix://"):
                 base = self._base[e] = f"http://etcd-unix-{i}.invalid"
-                mounts[base] = httpx.AsyncHTTPTransport(uds=e[len("unix://"):], limits=limits)
+                mounts[base] = httpx.AsyncHTTPTransport(uds=e[len("unix://"):], limits=limits, verify=plain_context())
             else:
                 self._base[e] = e
+        https = any(e.startswith("https://") for e in self.endpoints)
         self._http = httpx.AsyncClient(
-            verify=ssl_context(tls) if tls else True,
+            verify=ssl_context(tls) if tls else (True if https else plain_context()),
             timeout=httpx.Timeout(timeout, connect=connect),
             limits=limits,
             mounts=mounts or None,
