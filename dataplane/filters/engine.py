@@ -21,9 +21,6 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from dataplane.filters.ipt import IptError, IptFilter
 from dataplane.filters.nft import NftError, NftFilter
 from dataplane.filters.rules import FilterError, FilterSet, RuleCounter
@@ -116,6 +113,11 @@ class FilterEngine:
     # -- apply -----------------------------------------------------------------------------------
 
     def check_interfaces(self, fs: FilterSet) -> None:
+        if not fs.names:  # nothing to look up: pyroute2 (a tenth of an agent's memory) stays unloaded
+            return
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
         ipr = IPRoute(netns=self.netns) if self.netns else IPRoute()
         try:
             for name in fs.names:

@@ -23,14 +23,15 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import attrs
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from dataplane.filters.xdp import bpf, libbpf
 from dataplane.logfmt import event
+
+if TYPE_CHECKING:  # pyroute2 is loaded when an interface is first looked up, not with the agent
+    from pyroute2 import IPRoute
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,8 @@ class XdpLoader:
 
     @contextlib.contextmanager
     def _ipr(self) -> Iterator[IPRoute]:
+        from pyroute2 import IPRoute
+
         ipr = IPRoute(netns=self.netns) if self.netns else IPRoute()
         try:
             yield ipr
@@ -260,6 +263,8 @@ class XdpLoader:
 
     def _link(self, ipr: IPRoute, ifname: str) -> tuple[int, int, int]:
         """(ifindex, attached prog id or 0, attach mode code) of `ifname`."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
         try:
             link = ipr.link("get", ifname=ifname)[0]
         except NetlinkError as exc:
@@ -290,6 +295,8 @@ class XdpLoader:
 
     def attach(self, pinned: PinnedFilter, prefer: str = "native") -> Attachment:
         """Attach our program; a no-op when it is attached already; ForeignProgram if another is."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
         with self._ipr() as ipr:
             idx, cur, mode = self._link(ipr, pinned.ifname)
             if cur == pinned.prog_id:
