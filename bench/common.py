@@ -105,6 +105,21 @@ def part_of(pid: int) -> str:
     return Path(cmd.split(b"\0")[0].decode(errors="replace")).name or "other"
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional set size in MB of `pid` and all its descendants: shared pages (the interpreter,
+    libcrypto) split between the processes sharing them, where RSS counts them in full in each."""
+    total = 0.0
+    for p in proc_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) / 1024
+                    break
+        except OSError:
+            pass
+    return total
+
+
 def cpu_by_process(pids: list[int]) -> dict[str, float]:
     """CPU seconds of a receiver by process kind: agent / exabgp / bridge for ours, the daemon's name otherwise."""
     parts: dict[str, float] = {}

@@ -7,10 +7,11 @@ then start a (K+1)th node and time until all K+1 kernels hold every block (`join
 feels when a node is added). Per agent: from its start to its first Established session (`start_s`,
 from the agent's log: the joining agent's, whose peers are all up, and the median of the cold
 start), its CPU (agent + ExaBGP + bridge) until the mesh converged (`cpu_s_per_agent`, median) and
-its memory (`rss_mb_median`: agent + ExaBGP + bridge, and each apart). Then the same topology with
-BIRD 2 (iBGP, `direct`, the lower address passive, `protocol kernel` exporting to the main table),
-in the same run; its join rewrites every BIRD's configuration and runs `birdc configure`, as a
-configuration agent would.
+its memory (`rss_mb_median`: agent + ExaBGP + bridge, and each apart; `pss_mb_median` splits the
+pages they share, the interpreter's among them, instead of counting them in each). Then the same
+topology with BIRD 2 (iBGP, `direct`, the lower address passive, `protocol kernel` exporting to the
+main table), in the same run; its join rewrites every BIRD's configuration and runs `birdc
+configure`, as a configuration agent would.
 
     sudo .venv/bin/python -m bench.mesh [--k 5 10 20] [--json]
 
@@ -29,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Sequence
 
-from bench.common import bench_run, cpu_and_rss, progress, runnable, usage_by_part
+from bench.common import bench_run, cpu_and_rss, progress, pss_mb, runnable, usage_by_part
 from bench.observe import Prefixes, wait_quiet
 from lab.cluster import MESH_RESOURCES as POOL
 from lab.cluster import PROTO, MeshCluster
@@ -143,6 +144,7 @@ def run_agents(k: int, etcd: EtcdServer, work: Path) -> dict:
         m.find_blocks(cold, t0)
         converged = wait_mesh({n: m.readers[n] for n in cold}, m.blocks, t0, f"agents K={k}")
         usage = m.cpu_rss(cold)
+        pss = [pss_mb(m.c.agents[n].pid) for n in cold]
         progress(f"agents K={k}: all routes in all kernels after {converged:.2f}s")
         established = all(m.c.sessions_up(n, k - 1) for n in cold)
         starts = [s for s in (m.start_s(n) for n in cold) if s is not None]
@@ -174,6 +176,7 @@ def run_agents(k: int, etcd: EtcdServer, work: Path) -> dict:
             "all_established": established,
             "rss_mb_median": med(node_rss, 1), "rss_mb_max": round(max(node_rss), 1),
             "rss_mb_parts": {x: med([p.get(x, (0, 0))[1] for p in usage.values()], 1) for x in parts},
+            "pss_mb_median": med(pss, 1),
         }
     finally:
         m.close()
