@@ -72,6 +72,10 @@ class Rib:
         # counts again)
         self._not_kept: dict[str, int] = {}
         self._stale: dict[str, set[Prefix]] = {}
+        # per peer: its accepted paths, and of those the de-preferred ones (kept as paths change: the
+        # status and the maxPrefixes check read them after UPDATEs, a walk of the RIB each time)
+        self._accepted: dict[str, int] = {}
+        self._depreferred: dict[str, int] = {}
 
     def rebuilt(self, local: LocalSpeaker) -> "Rib":
         """A RIB for a changed local speaker (AS, router id, cluster id) that still holds every path
@@ -105,6 +109,7 @@ class Rib:
         origin = self.origin_check if mode != "Disabled" else None
         reject_invalid = mode == "Reject"
         invalid: str | None = None
+        accepted = depreferred = 0  # this peer's paths added minus removed here (_drop counts its own)
         for prefix in withdrawn:
             was_rejected = rejected.pop(prefix, None) if rejected else None
             entry = paths.get(prefix)
@@ -113,6 +118,9 @@ class Rib:
             elif type(entry) is not dict:
                 if entry.peer.address == address:  # type: ignore[union-attr]  # its last path: no selection left
                     del paths[prefix]
+                    accepted -= 1
+                    if entry.invalid is not None:  # type: ignore[union-attr]
+                        depreferred -= 1
                     if selected.pop(prefix, None) is not None:
                         changed.add(prefix)
                     continue
@@ -147,6 +155,9 @@ class Rib:
             if entry is None:
                 path = make_path(prefix, peer, pattrs, invalid)
                 paths[prefix] = path
+                accepted += 1
+                if invalid is not None:
+                    depreferred += 1
                 if prefix not in selected:  # the first path of a prefix: it is the selection
                     selected[prefix] = Selection(path, (path,), "only-path")
                     changed.add(prefix)
@@ -163,7 +174,17 @@ class Rib:
                     paths[prefix] = path
                 else:  # a second peer's path
                     paths[prefix] = {entry.peer.address: entry, address: path}  # type: ignore[union-attr,dict-item]
+                if old is None:
+                    accepted += 1
+                elif old.invalid is not None:
+                    depreferred -= 1
+                if invalid is not None:
+                    depreferred += 1
                 touched.add(prefix)
+        if accepted:
+            self._accepted[address] = self._accepted.get(address, 0) + accepted
+        if depreferred:
+            self._depreferred[address] = self._depreferred.get(address, 0) + depreferred
         if not_kept or address in self._not_kept:
             self._not_kept[address] = not_kept
         if touched:
@@ -174,14 +195,19 @@ class Rib:
         """Remove `address`'s path from `prefix`'s entry; whether there was one. The last path leaves
         no entry (the caller reselects: no selection then), a dict left with one path becomes it."""
         if type(entry) is dict:
-            if entry.pop(address, None) is None:  # type: ignore[union-attr]
+            path = entry.pop(address, None)  # type: ignore[union-attr]
+            if path is None:
                 return False
             if len(entry) == 1:  # type: ignore[arg-type]
                 self._paths[prefix] = next(iter(entry.values()))  # type: ignore[union-attr]
-            return True
-        if entry.peer.address != address:  # type: ignore[union-attr]
-            return False
-        del self._paths[prefix]
+        else:
+            path = entry  # type: ignore[assignment]
+            if path.peer.address != address:
+                return False
+            del self._paths[prefix]
+        self._accepted[address] -= 1
+        if path.invalid is not None:
+            self._depreferred[address] -= 1
         return True
 
     def mark_stale(self, peer_address: str) -> None:
@@ -206,6 +232,8 @@ class Rib:
         touched = {p for p, entry in self._paths.items() if _of(entry, peer_address) is not None}
         for p in touched:
             self._drop(p, self._paths[p], peer_address)
+        self._accepted.pop(peer_address, None)  # none left
+        self._depreferred.pop(peer_address, None)
         return self._reselect(touched)
 
     def reapply_policy(self, peers: Iterable[Peer]) -> set[Prefix]:
@@ -258,12 +286,11 @@ class Rib:
         return _all(self._paths.get(prefix))
 
     def accepted_count(self, peer_address: str) -> int:
-        return sum(1 for entry in self._paths.values() if _of(entry, peer_address) is not None)
+        return self._accepted.get(peer_address, 0)
 
     def depreferred_count(self, peer_address: str) -> int:
         """Paths from the peer kept though their origin is invalid (its origin_validation: Deprefer)."""
-        return sum(1 for entry in self._paths.values()
-                   if (p := _of(entry, peer_address)) is not None and p.invalid is not None)
+        return self._depreferred.get(peer_address, 0)
 
     def received(self) -> Iterator[tuple[tuple[str, Prefix], PathAttributes]]:
         """Every path a peer sent and still stands, accepted or rejected: ((peer address, prefix), attrs)."""
