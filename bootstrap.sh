@@ -21,6 +21,7 @@ APT_PACKAGES=(
   prometheus                         # promtool, to check our alert rules
   containernetworking-plugins        # reference CNI plugins our IPAM runs under
   python3-venv procps psmisc iputils-ping
+  pypy3 pypy3-venv                   # ExaBGP's interpreter when present (README "ExaBGP under PyPy")
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -50,6 +51,28 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.stamp-*; touch "$stamp"
 else
   step "venv: up to date"
+fi
+
+# ExaBGP under PyPy: a venv of its own holding the pinned exabgp, which imports our entry point through
+# a .pth naming this checkout. The stamp is written only once both import under PyPy: the agent runs
+# ExaBGP there when it finds one (calico_bgp/speaker/process.py), else under .venv's CPython.
+PYPY_VENV=.venv-exabgp-pypy
+exabgp_pin=$(grep -i '^exabgp==' constraints.txt)
+pypy_stamp=$PYPY_VENV/.stamp-$( { echo "$exabgp_pin"; pwd; } | sha1sum | cut -c1-12)
+if [ ! -f "$pypy_stamp" ]; then
+  step "pypy venv: $exabgp_pin under $(pypy3 --version 2>&1 | tail -n 1)"
+  log=$(mktemp)
+  if ! { { [ -x $PYPY_VENV/bin/python ] || pypy3 -m venv $PYPY_VENV; } \
+         && $PYPY_VENV/bin/pip install -q -c constraints.txt "$exabgp_pin" \
+         && pwd > "$($PYPY_VENV/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/calico-bgp.pth" \
+         && $PYPY_VENV/bin/python -c 'import exabgp.application.main, calico_bgp.speaker.exabgp_run as r; r.patch()'; } >"$log" 2>&1; then
+    tail -n 40 "$log" >&2; echo "the PyPy venv for ExaBGP failed (log above); ExaBGP runs under CPython" >&2
+  else
+    rm -f $PYPY_VENV/.stamp-*; touch "$pypy_stamp"
+  fi
+  rm -f "$log"
+else
+  step "pypy venv: up to date"
 fi
 
 if [ -f dataplane/filters/xdp/Makefile ]; then

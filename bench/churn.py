@@ -21,6 +21,7 @@ Measured per receiver, over the stream window:
 
     sudo .venv/bin/python -m bench.churn [--rate 1000] [--seconds 60] [--window 2000] [--json]
     sudo .venv/bin/python -m bench.churn --seconds 5        # smoke run
+    sudo .venv/bin/python -m bench.churn --exabgp-runtime cpython   # ExaBGP under CPython (default: as the agent picks)
 
 Everything (namespaces, BIRDs, the agent, etcd, ip monitor) is removed at the end, even on failure.
 """
@@ -203,7 +204,8 @@ def run(args: argparse.Namespace, work: Path, etcd: EtcdServer, ledger: Ledger) 
                                           "--prefix", prefix_, "node", "run", "--name", "node",
                                           "--state-dir", str(work / "state"), "--grace", "0",
                                           "--metrics-port", str(METRICS_PORT), "--log-level", args.log_level],
-                    work / "agent.log")
+                    work / "agent.log",
+                    env={"CALICO_BGP_EXABGP_RUNTIME": args.exabgp_runtime} if args.exabgp_runtime != "auto" else None)
     ref = Bird(nss["ref"], None, work / "ref")
     ref.start(ledger, config=bird_receiver_conf(REF, REF_AS, SRC, SRC_AS))
 
@@ -295,7 +297,8 @@ def run(args: argparse.Namespace, work: Path, etcd: EtcdServer, ledger: Ledger) 
     for line in imported.splitlines():
         if "Import updates:" in line or "Import withdraws:" in line:
             bird.setdefault("import_stats", []).append(" ".join(line.split()))
-    return {"rate": round(len(sent) / dur, 1), "seconds": round(dur, 1), "window": args.window,
+    ours["rss_mb"] = round(cpu_and_rss(agent.pid)[1], 1)  # agent + ExaBGP + bridge
+    return {"rate": round(len(sent) / dur, 1), "exabgp_runtime": args.exabgp_runtime, "seconds": round(dur, 1), "window": args.window,
             "changes_sent": len(sent), "late_ticks": late, "source_cpu_s": round(src_cpu, 2),
             "calico_bgp": ours, "bird": bird, "agent_alive": agent.alive(), "ref_alive": ref.process.alive()}
 
@@ -314,6 +317,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the stream (default 60)")
     ap.add_argument("--window", type=int, default=2000, help="prefixes announced at any time (default 2000)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    ap.add_argument("--exabgp-runtime", choices=("auto", "pypy", "cpython"), default="auto",
+                    help="ExaBGP's interpreter (default auto: PyPy when bootstrap.sh built its venv)")
     ap.add_argument("--log-level", default="warning", help="the agent's log level (its log is kept with BENCH_KEEP=1)")
     return ap
 
@@ -339,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name:<11} {r['cpu_s']:>6.2f} {r['cpu_pct']:>6.1f} {r['programmed_per_s']:>7.1f} {_f(r['p50_ms']):>7} "
               f"{_f(r['p99_ms']):>7} {_f(r['max_ms']):>7} {r['backlog_at_stop']:>12} "
               f"{_f(r['synced_after_stop_s']):>14} {kept_up(r, res['rate']):>7}")
-    print("calico-bgp CPU s by process: " + ", ".join(f"{k} {v:.2f}" for k, v in ours["cpu_s_by_part"].items()))
+    print("calico-bgp CPU s by process: " + ", ".join(f"{k} {v:.2f}" for k, v in ours["cpu_s_by_part"].items())
+          + f" (ExaBGP runtime: {res['exabgp_runtime']}); RSS agent + ExaBGP + bridge {ours['rss_mb']:.0f} MB")
     h = ours["histogram"]
     print(f"calico-bgp: received {ours['received_per_s']}/s by its counters; its programming histogram "
           f"(UPDATE received -> kernel ack, per batch): p50 {_f(h.get('p50'))} ms, p99 {_f(h.get('p99'))} ms")

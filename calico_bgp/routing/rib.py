@@ -30,6 +30,21 @@ OriginCheck = Callable[[Peer, Prefix, PathAttributes], "str | None"]
 MAX_REJECTED_PER_PEER = 10_000
 
 
+def _of(entry: "Path | dict[str, Path] | None", address: str) -> Path | None:
+    """The path `address` sent, in a prefix's entry."""
+    if entry is None:
+        return None
+    if type(entry) is dict:
+        return entry.get(address)
+    return entry if entry.peer.address == address else None  # type: ignore[union-attr]
+
+
+def _all(entry: "Path | dict[str, Path] | None") -> list[Path]:
+    if entry is None:
+        return []
+    return list(entry.values()) if type(entry) is dict else [entry]  # type: ignore[list-item,union-attr]
+
+
 @attrs.frozen(slots=True)
 class Rejected:
     peer: str
@@ -47,7 +62,9 @@ class Rib:
         self.origin_check = origin_check
         self.multipath = multipath
         self.max_rejected = max_rejected
-        self._paths: dict[Prefix, dict[str, Path]] = {}
+        # a prefix's accepted paths: the one Path when one peer sent it (a table from one ToR: no dict
+        # per prefix), else {peer address: Path} for two peers or more (never fewer)
+        self._paths: dict[Prefix, Path | dict[str, Path]] = {}
         self._selected: dict[Prefix, Selection] = {}
         self._rejected: dict[str, dict[Prefix, tuple[str, PathAttributes]]] = {}
         # per peer: rejected paths beyond max_rejected, counted, not kept (a withdrawal of a prefix the
@@ -55,6 +72,10 @@ class Rib:
         # counts again)
         self._not_kept: dict[str, int] = {}
         self._stale: dict[str, set[Prefix]] = {}
+        # per peer: its accepted paths, and of those the de-preferred ones (kept as paths change: the
+        # status and the maxPrefixes check read them after UPDATEs, a walk of the RIB each time)
+        self._accepted: dict[str, int] = {}
+        self._depreferred: dict[str, int] = {}
 
     def rebuilt(self, local: LocalSpeaker) -> "Rib":
         """A RIB for a changed local speaker (AS, router id, cluster id) that still holds every path
@@ -88,17 +109,25 @@ class Rib:
         origin = self.origin_check if mode != "Disabled" else None
         reject_invalid = mode == "Reject"
         invalid: str | None = None
+        accepted = depreferred = 0  # this peer's paths added minus removed here (_drop counts its own)
         for prefix in withdrawn:
             was_rejected = rejected.pop(prefix, None) if rejected else None
-            per_peer = paths.get(prefix)
-            if per_peer and per_peer.pop(address, None) is not None:
-                if per_peer:
-                    touched.add(prefix)
-                else:  # its last path: no selection left
+            entry = paths.get(prefix)
+            if entry is None:
+                pass
+            elif type(entry) is not dict:
+                if entry.peer.address == address:  # type: ignore[union-attr]  # its last path: no selection left
                     del paths[prefix]
+                    accepted -= 1
+                    if entry.invalid is not None:  # type: ignore[union-attr]
+                        depreferred -= 1
                     if selected.pop(prefix, None) is not None:
                         changed.add(prefix)
-            elif not_kept and was_rejected is None:
+                    continue
+            elif self._drop(prefix, entry, address):  # type: ignore[arg-type]
+                touched.add(prefix)
+                continue
+            if not_kept and was_rejected is None:
                 not_kept -= 1  # most likely one of the rejected paths not kept
         last: PathAttributes | None = None
         loop: str | None = None
@@ -112,47 +141,87 @@ class Rib:
                 invalid = origin(peer, prefix, pattrs)
                 if invalid is not None and reject_invalid:
                     reason, invalid = invalid, None
-            per_peer = paths.get(prefix)
+            entry = paths.get(prefix)
             if reason is not None:
                 if len(rejected) < self.max_rejected or prefix in rejected:
                     rejected[prefix] = (reason, pattrs)  # kept, so a policy change can accept it later
                 else:
                     not_kept += 1
-                if per_peer is not None and per_peer.pop(address, None) is not None:  # implicit withdraw of the old path
+                if entry is not None and self._drop(prefix, entry, address):  # implicit withdraw of the old path
                     touched.add(prefix)
                 continue
             if rejected:
                 rejected.pop(prefix, None)
-            if not per_peer and prefix not in selected:  # the first path of a prefix: it is the selection
+            if entry is None:
                 path = make_path(prefix, peer, pattrs, invalid)
-                paths[prefix] = {address: path}
-                selected[prefix] = Selection(path, (path,), "only-path")
-                changed.add(prefix)
+                paths[prefix] = path
+                accepted += 1
+                if invalid is not None:
+                    depreferred += 1
+                if prefix not in selected:  # the first path of a prefix: it is the selection
+                    selected[prefix] = Selection(path, (path,), "only-path")
+                    changed.add(prefix)
+                else:
+                    touched.add(prefix)
                 continue
-            if per_peer is None:
-                per_peer = paths[prefix] = {}
-            old = per_peer.get(address)
+            old = entry.get(address) if type(entry) is dict else entry if entry.peer.address == address else None  # type: ignore[union-attr]
             if (old is None or (old.attrs is not pattrs and old.attrs != pattrs) or (old.peer is not peer and old.peer != peer)
                     or old.invalid != invalid):
-                per_peer[address] = make_path(prefix, peer, pattrs, invalid)
+                path = make_path(prefix, peer, pattrs, invalid)
+                if type(entry) is dict:
+                    entry[address] = path  # type: ignore[index]
+                elif old is not None:
+                    paths[prefix] = path
+                else:  # a second peer's path
+                    paths[prefix] = {entry.peer.address: entry, address: path}  # type: ignore[union-attr,dict-item]
+                if old is None:
+                    accepted += 1
+                elif old.invalid is not None:
+                    depreferred -= 1
+                if invalid is not None:
+                    depreferred += 1
                 touched.add(prefix)
+        if accepted:
+            self._accepted[address] = self._accepted.get(address, 0) + accepted
+        if depreferred:
+            self._depreferred[address] = self._depreferred.get(address, 0) + depreferred
         if not_kept or address in self._not_kept:
             self._not_kept[address] = not_kept
         if touched:
             changed |= self._reselect(touched)
         return changed
 
+    def _drop(self, prefix: Prefix, entry: "Path | dict[str, Path]", address: str) -> bool:
+        """Remove `address`'s path from `prefix`'s entry; whether there was one. The last path leaves
+        no entry (the caller reselects: no selection then), a dict left with one path becomes it."""
+        if type(entry) is dict:
+            path = entry.pop(address, None)  # type: ignore[union-attr]
+            if path is None:
+                return False
+            if len(entry) == 1:  # type: ignore[arg-type]
+                self._paths[prefix] = next(iter(entry.values()))  # type: ignore[union-attr]
+        else:
+            path = entry  # type: ignore[assignment]
+            if path.peer.address != address:
+                return False
+            del self._paths[prefix]
+        self._accepted[address] -= 1
+        if path.invalid is not None:
+            self._depreferred[address] -= 1
+        return True
+
     def mark_stale(self, peer_address: str) -> None:
         """Keep a peer's paths but remember them as stale (its session dropped for a reason of ours,
         e.g. our speaker restarted): whatever it does not re-announce is removed by sweep_stale."""
-        self._stale[peer_address] = {p for p, per_peer in self._paths.items() if peer_address in per_peer}
+        self._stale[peer_address] = {p for p, entry in self._paths.items() if _of(entry, peer_address) is not None}
 
     def stale_count(self, peer_address: str) -> int:
         return len(self._stale.get(peer_address, ()))
 
     def sweep_stale(self, peer_address: str) -> set[Prefix]:
         stale = self._stale.pop(peer_address, set())
-        touched = {p for p in stale if (self._paths.get(p) or {}).pop(peer_address, None) is not None}
+        paths = self._paths
+        touched = {p for p in stale if (entry := paths.get(p)) is not None and self._drop(p, entry, peer_address)}
         return self._reselect(touched)
 
     def peer_down(self, peer_address: str) -> set[Prefix]:
@@ -160,7 +229,11 @@ class Rib:
         self._stale.pop(peer_address, None)
         self._rejected.pop(peer_address, None)
         self._not_kept.pop(peer_address, None)
-        touched = {p for p, per_peer in self._paths.items() if per_peer.pop(peer_address, None) is not None}
+        touched = {p for p, entry in self._paths.items() if _of(entry, peer_address) is not None}
+        for p in touched:
+            self._drop(p, self._paths[p], peer_address)
+        self._accepted.pop(peer_address, None)  # none left
+        self._depreferred.pop(peer_address, None)
         return self._reselect(touched)
 
     def reapply_policy(self, peers: Iterable[Peer]) -> set[Prefix]:
@@ -169,8 +242,8 @@ class Rib:
         how many a peer would have to send again (a route refresh) to be judged anew."""
         changed: set[Prefix] = set()
         for peer in peers:
-            kept = {prefix: per_peer[peer.address].attrs for prefix, per_peer in self._paths.items()
-                    if peer.address in per_peer}
+            kept = {prefix: path.attrs for prefix, entry in self._paths.items()
+                    if (path := _of(entry, peer.address)) is not None}
             kept.update((prefix, pattrs) for prefix, (_, pattrs) in self._rejected.get(peer.address, {}).items())
             stale = self._stale.get(peer.address)
             saved = set(stale) if stale else None  # re-applying policy is not the peer re-announcing
@@ -182,9 +255,9 @@ class Rib:
     def _reselect(self, prefixes: Iterable[Prefix]) -> set[Prefix]:
         changed: set[Prefix] = set()
         for prefix in prefixes:
-            per_peer = self._paths.get(prefix) or {}
-            if len(per_peer) == 1:  # what select() makes of one path, without ranking
-                only = next(iter(per_peer.values()))
+            entry = self._paths.get(prefix)
+            if entry is not None and type(entry) is not dict:  # what select() makes of one path, without ranking
+                only: Path = entry  # type: ignore[assignment]
                 old = self._selected.get(prefix)
                 if old is None:  # a new prefix: nothing to compare with
                     self._selected[prefix] = Selection(only, (only,), "only-path")
@@ -192,7 +265,7 @@ class Rib:
                     continue
                 sel: Selection | None = Selection(only, (only,), "only-path")
             else:
-                sel = select(list(per_peer.values()), self.local.asn, self.multipath)
+                sel = select(_all(entry), self.local.asn, self.multipath)
             if sel is None:
                 self._paths.pop(prefix, None)
                 if self._selected.pop(prefix, None) is not None:
@@ -210,21 +283,20 @@ class Rib:
         return iter(self._selected.items())
 
     def paths(self, prefix: Prefix) -> list[Path]:
-        return list((self._paths.get(prefix) or {}).values())
+        return _all(self._paths.get(prefix))
 
     def accepted_count(self, peer_address: str) -> int:
-        return sum(1 for per_peer in self._paths.values() if peer_address in per_peer)
+        return self._accepted.get(peer_address, 0)
 
     def depreferred_count(self, peer_address: str) -> int:
         """Paths from the peer kept though their origin is invalid (its origin_validation: Deprefer)."""
-        return sum(1 for per_peer in self._paths.values()
-                   if (p := per_peer.get(peer_address)) is not None and p.invalid is not None)
+        return self._depreferred.get(peer_address, 0)
 
     def received(self) -> Iterator[tuple[tuple[str, Prefix], PathAttributes]]:
         """Every path a peer sent and still stands, accepted or rejected: ((peer address, prefix), attrs)."""
-        for prefix, per_peer in self._paths.items():
-            for address, path in per_peer.items():
-                yield (address, prefix), path.attrs
+        for prefix, entry in self._paths.items():
+            for path in _all(entry):
+                yield (path.peer.address, prefix), path.attrs
         for address, rejected in self._rejected.items():
             for prefix, (_, pattrs) in rejected.items():
                 yield (address, prefix), pattrs

@@ -15,6 +15,11 @@ walks its logger and option tables before finding debug is off: about a tenth of
 100k-prefix table arrives (py-spy: 378 -> 336 samples for a 100k withdraw, then 12 fewer without
 the per-NLRI message object). Unless `exabgp_log_level` asks for DEBUG, those calls return at once.
 Everything else (warnings, errors, state changes) logs as before.
+
+It runs under the agent's CPython or under PyPy 3.9 (speaker/process.py picks): this module, and
+whatever of calico_bgp it imports, must import under Python 3.9 (tests/unit/test_exabgp_run.py runs
+it under both). CALICO_BGP_EXABGP_WARMUP=N decodes N synthetic UPDATEs before the reactor starts
+(`warm_up`: PyPy's JIT warm-up; off by default, see the README's "ExaBGP under PyPy").
 """
 from __future__ import annotations
 
@@ -93,8 +98,34 @@ def _header_error_notification() -> None:
     Processes.notification = notification  # type: ignore[method-assign]
 
 
+IDLE_WAIT_MS = 50  # how long an idle reactor waits for a socket (ExaBGP: 10 ms)
+
+
+def _idle_wait(most: int = IDLE_WAIT_MS) -> None:
+    """ExaBGP's reactor waits at most 10 ms for its sockets (reactor speed 1.0 / 100) when no peer and
+    no API command asked for another turn: 100 turns a second of every peer's state machine and the
+    API even with nothing to do, 1.4-1.6% of a core per idle ExaBGP under CPython, 3.0-3.2% under
+    PyPy (10 s measured with one Established session). The sockets of running sessions and the API
+    pipes are in its poll set and end the wait as soon as they are readable, and a peer with data
+    to send asks for the next turn at once; only timers (keepalive, hold, reconnect), connections
+    being opened or accepted, and API commands still queued (ExaBGP runs a long one 50 steps per
+    turn) need the timeout. With no API work queued it is now `most` ms (about 4x less idle CPU, and
+    up to 40 ms later for a timer or a connection step); with API work queued it stays 10 ms."""
+    from exabgp.reactor.loop import Reactor
+
+    wait = Reactor._wait_for_io
+
+    def _wait_for_io(self: Reactor, sleeptime: int):  # type: ignore[no-untyped-def]
+        if sleeptime and self.asynchronous.ready():
+            sleeptime = max(sleeptime, most)
+        return wait(self, sleeptime)
+
+    Reactor._wait_for_io = _wait_for_io  # type: ignore[method-assign]
+
+
 def patch() -> None:
     """Everything this module changes in ExaBGP but the debug logging."""
+    _idle_wait()
     _bounded_retry()
     _keepalive_wait()
     _header_error_notification()
@@ -244,10 +275,74 @@ def _ipv6_next_hop_pairs() -> None:
     MPRNLRI.unpack = classmethod(unpack)  # type: ignore[method-assign,assignment]
 
 
+WARM_UP_ENV = "CALICO_BGP_EXABGP_WARMUP"  # UPDATEs decoded and encoded before the reactor starts (default none)
+_WARM_UP_NLRIS = 400  # /32s per synthetic UPDATE: what BIRD packs into one is about 800
+
+
+def _synthetic_update(first: int, count: int, withdraw: bool) -> bytes:
+    """An UPDATE body (no header) of `count` IPv4 /32s from 198.18.0.0/15 (`first` the offset), announced
+    with ORIGIN, AS_PATH, NEXT_HOP and MED, or withdrawn."""
+    nlris = b"".join(b"\x20" + (0xC6120000 + (first + i) % 0x20000).to_bytes(4, "big") for i in range(count))
+    if withdraw:
+        return len(nlris).to_bytes(2, "big") + nlris + b"\x00\x00"
+    attributes = (b"\x40\x01\x01\x00"                                      # ORIGIN igp
+                  b"\x40\x02\x06\x02\x01\x00\x00\xfd\xe9"                  # AS_PATH 65001
+                  b"\x40\x03\x04\xc6\x12\x00\x01"                          # NEXT_HOP 198.18.0.1
+                  b"\x80\x04\x04\x00\x00\x00\x00")                         # MED 0
+    return b"\x00\x00" + len(attributes).to_bytes(2, "big") + attributes + nlris
+
+
+def warm_up(updates: int) -> float:
+    """Run `updates` synthetic UPDATEs (announcements and withdrawals, half each) through ExaBGP's own
+    decoder (Update.unpack_message, with our patches) and its JSON encoder (what a received UPDATE
+    costs before it is written to the API process), and throw the results away; returns the seconds
+    it took. Under PyPy this is the JIT's warm-up: the first table after a start is decoded by
+    compiled code instead of the interpreter (measured: README "ExaBGP under PyPy"). Nothing
+    persists but ExaBGP's caches of what it parsed last."""
+    import time
+
+    from exabgp.bgp.message.direction import Direction
+    from exabgp.bgp.message.open.capability.negotiated import Negotiated
+    from exabgp.bgp.message.update import Update
+    from exabgp.bgp.neighbor import Neighbor
+    from exabgp.environment import getenv
+    from exabgp.protocol.family import AFI, SAFI
+    from exabgp.reactor.api.response import Response
+    from exabgp.version import json as json_version
+
+    started = time.monotonic()
+    getenv()
+    neighbor = Neighbor()
+    neighbor["local-address"], neighbor["peer-address"] = "198.18.0.2", "198.18.0.1"
+    neighbor["local-as"], neighbor["peer-as"], neighbor["router-id"] = 64512, 65001, "198.18.0.2"
+    negotiated = Negotiated(neighbor)
+    negotiated.asn4 = True
+    negotiated.families = [(AFI.ipv4, SAFI.unicast)]
+    encoder = Response.JSON(json_version)
+    bodies = [_synthetic_update(i * _WARM_UP_NLRIS, _WARM_UP_NLRIS, withdraw) for i in range(4) for withdraw in (False, True)]
+    for i in range(updates):
+        update = Update.unpack_message(bodies[i % len(bodies)], Direction.IN, negotiated)
+        encoder.update(neighbor, "receive", update, None, "", "")
+    return time.monotonic() - started
+
+
+def warm_up_updates(env: "dict[str, str] | os._Environ[str]") -> int:
+    """How many UPDATEs `warm_up` runs at start: CALICO_BGP_EXABGP_WARMUP, else none. Off by default:
+    measured under PyPy it delayed the first session by more than it saved on the first table."""
+    value = env.get(WARM_UP_ENV, "").strip()
+    return max(0, int(value)) if value else 0
+
+
 def main() -> int:
     if os.environ.get("exabgp_log_level", "INFO").upper() != "DEBUG":
         _quiet_debug()
     patch()
+    import platform
+
+    updates = warm_up_updates(os.environ)
+    if updates:
+        took = warm_up(updates)
+        print(f"calico-bgp: {platform.python_implementation()} warmed up on {updates} UPDATEs in {took:.2f}s", flush=True)
     from exabgp.application.main import main as exabgp_main
 
     sys.argv[0] = "exabgp"

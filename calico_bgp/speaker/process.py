@@ -6,6 +6,9 @@
   that idle worker retires).
 - A pid file in the state dir lets a restarted agent find and kill a leftover ExaBGP.
 - ExaBGP logs to its stdout, which we read line by line into our logging.
+- ExaBGP runs under PyPy when bootstrap.sh built its venv (`.venv-exabgp-pypy` beside the package,
+  checked by a stamp), else under the agent's CPython: `exabgp_runtime()` decides, and
+  CALICO_BGP_EXABGP_RUNTIME=pypy|cpython forces one (README "ExaBGP under PyPy").
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+import attrs
 import trio
 
 from dataplane.logfmt import event
@@ -34,10 +38,52 @@ def _die_with_parent() -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def exabgp_command() -> list[str]:
-    """ExaBGP from the interpreter's environment (the pinned PyPI package), through our entry point
-    that drops its discarded debug logging (calico_bgp.speaker.exabgp_run)."""
-    return [sys.executable, "-m", "calico_bgp.speaker.exabgp_run"]
+RUNTIME_ENV = "CALICO_BGP_EXABGP_RUNTIME"  # auto (the default), pypy or cpython
+PYPY_VENV = Path(__file__).resolve().parents[2] / ".venv-exabgp-pypy"  # what bootstrap.sh builds
+RUNTIMES = ("auto", "pypy", "cpython")
+
+
+@attrs.frozen
+class Runtime:
+    """The interpreter ExaBGP runs under: its name ("pypy" or "cpython"), its executable, why, and
+    whether CALICO_BGP_EXABGP_RUNTIME forced it (then it is never swapped for the other)."""
+
+    name: str
+    python: str
+    why: str
+    forced: bool = False
+
+
+def pypy_ready(venv: Path | None = None) -> bool:
+    """Whether bootstrap.sh finished ExaBGP's PyPy venv: its interpreter is there and a stamp says
+    ExaBGP and our entry point imported under it (bootstrap writes the stamp only after that check)."""
+    venv = PYPY_VENV if venv is None else venv
+    return os.access(venv / "bin" / "python", os.X_OK) and any(venv.glob(".stamp-*"))
+
+
+def exabgp_runtime(env: Mapping[str, str] | None = None, venv: Path | None = None) -> Runtime:
+    """PyPy when its venv is ready, else the agent's CPython; `CALICO_BGP_EXABGP_RUNTIME` forces one
+    (a forced PyPy that is not ready is an error: a bench or test must not measure the other one)."""
+    venv = PYPY_VENV if venv is None else venv
+    choice = (os.environ if env is None else env).get(RUNTIME_ENV, "auto").strip().lower() or "auto"
+    if choice not in RUNTIMES:
+        raise ValueError(f"{RUNTIME_ENV}={choice!r}: one of {', '.join(RUNTIMES)}")
+    if choice == "cpython":
+        return Runtime("cpython", sys.executable, f"{RUNTIME_ENV}=cpython", forced=True)
+    if pypy_ready(venv):
+        forced = choice == "pypy"
+        return Runtime("pypy", str(venv / "bin" / "python"), f"{RUNTIME_ENV}=pypy" if forced else "its venv is ready",
+                       forced=forced)
+    if choice == "pypy":
+        raise FileNotFoundError(f"{RUNTIME_ENV}=pypy but {venv} is not ready (run ./bootstrap.sh setup)")
+    return Runtime("cpython", sys.executable, f"no ready PyPy venv at {venv}")
+
+
+def exabgp_command(runtime: Runtime | None = None) -> list[str]:
+    """ExaBGP (the pinned PyPI package) through our entry point (calico_bgp.speaker.exabgp_run),
+    under `runtime` (default: `exabgp_runtime()`)."""
+    python = (runtime or exabgp_runtime()).python
+    return [python, "-m", "calico_bgp.speaker.exabgp_run"]
 
 
 def exabgp_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
@@ -188,4 +234,5 @@ class Backoff:
         return d
 
 
-__all__ = ["Backoff", "ExaBGPProcess", "exabgp_command", "exabgp_env", "kill_leftover"]
+__all__ = ["Backoff", "ExaBGPProcess", "Runtime", "exabgp_command", "exabgp_env", "exabgp_runtime", "kill_leftover",
+           "pypy_ready"]

@@ -55,7 +55,15 @@ from calico_bgp.speaker.events import (
 from calico_bgp.speaker.intent import RouteIntent
 from calico_bgp.speaker.neighbor import Neighbor
 from calico_bgp.speaker.parse import parse_line
-from calico_bgp.speaker.process import Backoff, ExaBGPProcess, exabgp_command, exabgp_env, kill_leftover
+from calico_bgp.speaker.process import (
+    Backoff,
+    ExaBGPProcess,
+    Runtime,
+    exabgp_command,
+    exabgp_env,
+    exabgp_runtime,
+    kill_leftover,
+)
 from calico_bgp.speaker.reload import RELOADED, ConfigReloader
 from calico_bgp.speaker.replay import Replayer, ReplayTo, came_up, owed_to_new_bridge
 from calico_bgp.speaker.supervisor import Supervisor, watch_stalls
@@ -81,7 +89,10 @@ class Speaker:
         self.socket_path = self.state_dir / "api.sock"
         self.pidfile = self.state_dir / "exabgp.pid"
         self.netns = netns
-        self.exabgp_cmd = list(exabgp_cmd or exabgp_command())
+        # under PyPy when bootstrap.sh built its venv, else CPython (process.exabgp_runtime); None: a given command
+        self.runtime: Runtime | None = None if exabgp_cmd else exabgp_runtime()
+        self.exabgp_cmd = list(exabgp_cmd or exabgp_command(self.runtime))
+        self._bridges_at_start = -1  # bridge connections counted when the last ExaBGP started
         # addresses ExaBGP listens on for every neighbor (exabgp_tcp_bind); a Neighbor's own
         # `listen_port` binds its local address only. Empty: ExaBGP only dials.
         self.env = {"exabgp_tcp_bind": " ".join(str(ipaddress.ip_address(a)) for a in listen),
@@ -138,6 +149,16 @@ class Speaker:
         return self.supervisor.process
 
     def _exabgp_argv(self) -> list[str]:
+        rt = self.runtime
+        if rt is not None:
+            if self._bridges_at_start < 0:
+                event(log, "exabgp_runtime", runtime=rt.name, python=rt.python, why=rt.why)
+            elif rt.name == "pypy" and not rt.forced and self.stats["bridge_connections"] == self._bridges_at_start:
+                # it exited before its API process ever connected: PyPy's ExaBGP does not start here
+                self.runtime = rt = Runtime("cpython", sys.executable, "PyPy's ExaBGP exited before it started")
+                self.exabgp_cmd = exabgp_command(rt)
+                event(log, "exabgp_runtime", logging.WARNING, runtime=rt.name, python=rt.python, why=rt.why)
+            self._bridges_at_start = self.stats["bridge_connections"]
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         return prefix + self.exabgp_cmd + [str(self.config_path)]
 

@@ -88,3 +88,42 @@ def test_restarted_agent_kills_the_exabgp_a_previous_one_left(tmp_path: Path):
         agent.wait()
         old.kill()
         old.wait()
+
+
+FALLBACK_AGENT = textwrap.dedent("""
+    import sys, trio
+    from pathlib import Path
+    from calico_bgp.speaker import process
+    from calico_bgp.speaker.process import Backoff
+    from calico_bgp.speaker.speaker import Speaker
+    process.PYPY_VENV = Path(sys.argv[2])
+    async def main():
+        speaker = Speaker(sys.argv[1], backoff=Backoff(first=0.1))
+        first = speaker.runtime.name
+        async with trio.open_nursery() as n:
+            await n.start(speaker.run)
+            await speaker.wait_connected()
+            print("connected", first, speaker.runtime.name, speaker.stats["restarts"],
+                  Path(f"/proc/{speaker.process.pid}/cmdline").read_bytes().split(b"\\0")[0].decode(), flush=True)
+            n.cancel_scope.cancel()
+    trio.run(main)
+""")
+
+
+def test_a_pypy_exabgp_that_cannot_start_gives_way_to_cpython(tmp_path: Path):
+    """A PyPy venv that looks ready but whose ExaBGP exits before its API process connects (a moved
+    checkout, a broken install): the speaker starts ExaBGP under the agent's CPython from then on."""
+    venv = tmp_path / ".venv-exabgp-pypy"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("#!/bin/sh\necho 'ModuleNotFoundError: calico_bgp' >&2\nexit 1\n")
+    (venv / "bin" / "python").chmod(0o755)
+    (venv / ".stamp-0123456789ab").touch()
+    env = {k: v for k, v in os.environ.items() if k != "CALICO_BGP_EXABGP_RUNTIME"}
+    agent = subprocess.Popen([sys.executable, "-c", FALLBACK_AGENT, str(tmp_path / "state"), str(venv)],
+                             stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        line = readline(agent)
+        assert line.split() == ["connected", "pypy", "cpython", "1", sys.executable], line
+    finally:
+        agent.kill()
+        agent.wait()

@@ -19,6 +19,7 @@ getenv()
 from calico_bgp.speaker import exabgp_run
 exabgp_run._quiet_debug()
 exabgp_run._report_malformed_attributes()
+exabgp_run.warm_up(int(sys.argv[1]))  # 0: none (what the speaker's ExaBGP does by default)
 from exabgp.bgp.message.action import Action
 from exabgp.bgp.message.direction import Direction
 from exabgp.bgp.message.open.capability.negotiated import Negotiated
@@ -85,9 +86,10 @@ def update(attributes: list[bytes], announce: tuple[str, ...] = (), withdraw: tu
     return struct.pack("!H", len(w)) + w + struct.pack("!H", len(a)) + a + nlri(*announce)
 
 
-def decode(*bodies: bytes) -> list[str]:
-    """The JSON line ExaBGP writes to its API process for each UPDATE body (or {"raises": ...})."""
-    out = subprocess.run([sys.executable, "-c", _DECODE], input=json.dumps([b.hex() for b in bodies]),
+def decode(*bodies: bytes, python: str = sys.executable, warm_up: int = 0) -> list[str]:
+    """The JSON line ExaBGP writes to its API process for each UPDATE body (or {"raises": ...}), under
+    `python`, after `warm_up` synthetic UPDATEs (exabgp_run.warm_up)."""
+    out = subprocess.run([python, "-c", _DECODE, str(warm_up)], input=json.dumps([b.hex() for b in bodies]),
                          capture_output=True, text=True, check=True, timeout=120)
     lines = out.stdout.splitlines()
     assert len(lines) == len(bodies), out.stderr

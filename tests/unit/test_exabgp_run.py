@@ -1,12 +1,30 @@
-"""calico_bgp.speaker.exabgp_run: ExaBGP's entry point without its discarded debug logging."""
+"""calico_bgp.speaker.exabgp_run: ExaBGP's entry point without its discarded debug logging. Each
+probe runs in a child under both interpreters ExaBGP may run under: the agent's CPython and the
+PyPy of bootstrap.sh's `.venv-exabgp-pypy` (Python 3.9: our entry point must import there)."""
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
+
 from calico_bgp.speaker import exabgp_run
 from calico_bgp.speaker.exabgp_run import is_exabgp
-from calico_bgp.speaker.process import exabgp_command
+from calico_bgp.speaker.process import PYPY_VENV, exabgp_command, pypy_ready
+
+
+def _python(name: str) -> str:
+    if name == "cpython":
+        return sys.executable
+    if not pypy_ready():
+        pytest.skip(f"ExaBGP's PyPy venv {PYPY_VENV} is not built (./bootstrap.sh setup)")
+    return str(PYPY_VENV / "bin" / "python")
+
+
+@pytest.fixture(params=["cpython", "pypy"])
+def python(request) -> str:
+    """The interpreter of a probe: each test runs under both."""
+    return _python(request.param)
 
 
 def test_our_exabgp_and_the_plain_one_are_recognised_and_the_agent_is_not():
@@ -17,7 +35,7 @@ def test_our_exabgp_and_the_plain_one_are_recognised_and_the_agent_is_not():
     assert not is_exabgp(b"python\0-m\0calico_bgp.speaker.bridge\0--socket\0/run/x.sock\0")
 
 
-def _probe(level: str) -> str:
+def _probe(python: str, level: str) -> str:
     code = ("import os; os.environ['exabgp_log_level'] = %r\n"
             "from calico_bgp.speaker import exabgp_run\n"
             "if os.environ['exabgp_log_level'] != 'DEBUG': exabgp_run._quiet_debug()\n"
@@ -27,15 +45,15 @@ def _probe(level: str) -> str:
             "quiet = log.debug.__qualname__.endswith('discard')\n"
             "print(quiet and log.debug(lambda: called.append(1) or 'x', 'parser'), called, nlri.lazynlri(1, 2, False, b'') is None)\n"
             % level)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_debug_calls_return_at_once_unless_debug_is_asked_for():
-    assert _probe("INFO") == "None [] True"  # returned None without building the message
-    assert _probe("DEBUG") == "False [] False"  # ExaBGP's own debug logging is left in place
+def test_debug_calls_return_at_once_unless_debug_is_asked_for(python):
+    assert _probe(python, "INFO") == "None [] True"  # returned None without building the message
+    assert _probe(python, "DEBUG") == "False [] False"  # ExaBGP's own debug logging is left in place
 
 
-def test_the_reconnect_back_off_is_bounded():
+def test_the_reconnect_back_off_is_bounded(python):
     code = ("from calico_bgp.speaker import exabgp_run\n"
             "from exabgp.reactor.delay import Delay\n"
             "exabgp_run._bounded_retry()\n"
@@ -44,11 +62,11 @@ def test_the_reconnect_back_off_is_bounded():
             "for _ in range(30):\n"
             "    d.increase(); waits.append(d._next)\n"
             "print(max(waits), waits[:6])\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == f"{exabgp_run.RETRY_MAX} [1, 2, 3, 4, 5, 5]"
 
 
-def test_the_two_defect_patches_are_applied_by_our_entry_point():
+def test_the_two_defect_patches_are_applied_by_our_entry_point(python):
     """What tests/integration/test_exabgp_defects.py shows against a real ExaBGP, checked here
     without root: the OpenConfirm read waits (ACTION.LATER on an empty read) and the header-error
     report accepts the call read_message makes (it raised TypeError with 9 arguments)."""
@@ -65,11 +83,11 @@ def test_the_two_defect_patches_are_applied_by_our_entry_point():
             "peer = Peer.__new__(Peer); peer.proto = Proto(); peer.recv_timer = Timer()\n"
             "print(list(peer._read_ka()) == [ACTION.LATER],\n"
             "      Processes.notification(object(), 'n', 'receive', 1, 1, 'x', None, b'', b'') is None)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "True True"
 
 
-def test_the_speakers_exabgp_shows_malformed_attributes_to_the_agent():
+def test_the_speakers_exabgp_shows_malformed_attributes_to_the_agent(python):
     """main() (what the speaker runs) applies the RFC 7606 patch before ExaBGP starts."""
     code = ("import sys\n"
             "import exabgp.application.main as m\n"
@@ -81,5 +99,27 @@ def test_the_speakers_exabgp_shows_malformed_attributes_to_the_agent():
             "from exabgp.bgp.message.update.attribute.origin import Origin\n"
             "print(Attributes.parse.__name__, Origin.unpack.__func__.__name__, exabgp_run.MALFORMED_KEY in\n"
             "      [r[2] for r in Attributes.representation.values()])\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "parse_and_report origin_of_one_octet True"
+
+
+def test_an_idle_reactor_waits_longer_for_its_sockets_and_one_with_api_work_queued_does_not(python):
+    """The poll timeout ExaBGP's loop passes (10 ms when nothing asked for another turn, 0 when
+    something did) becomes IDLE_WAIT_MS only while no API command is queued."""
+    code = ("from calico_bgp.speaker import exabgp_run\n"
+            "from exabgp.reactor.asynchronous import ASYNC\n"
+            "from exabgp.reactor.loop import Reactor\n"
+            "exabgp_run.patch()\n"
+            "seen = []\n"
+            "class Poller:\n"
+            "    def poll(self, timeout):\n"
+            "        seen.append(timeout)\n"
+            "        return []\n"
+            "reactor = Reactor.__new__(Reactor)\n"
+            "reactor._poller, reactor.asynchronous = Poller(), ASYNC()\n"
+            "list(reactor._wait_for_io(10)); list(reactor._wait_for_io(0))\n"
+            "reactor.asynchronous._async.append(('service', iter(())))  # what schedule() queues\n"
+            "list(reactor._wait_for_io(10)); list(reactor._wait_for_io(0))\n"
+            "print(seen)\n")
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == f"[{exabgp_run.IDLE_WAIT_MS}, 0, 10, 0]"

@@ -247,3 +247,50 @@ def test_med_removes_paths_within_each_neighbouring_as_before_anything_else():
         assert sel.best == b and sel.reason == "router-id"
     sel = select([a, b, c], LOCAL.asn)
     assert {m.peer for m in sel.multipath} == {NODE_B, NODE_C}  # A lost on MED: not a member
+
+
+_PEERS = [Peer(f"198.18.3.{i}", 65010 + i, f"198.18.3.{i}", ibgp=False, origin_validation=ov)
+          for i, ov in enumerate(("Reject", "Deprefer", "Disabled"), start=1)]
+_PREFIXES = [NET(f"198.19.{i}.0/24") for i in range(6)]
+_OPS = st.lists(st.tuples(st.sampled_from(["update", "down", "stale", "sweep", "reapply"]), st.integers(0, 2),
+                          st.dictionaries(st.integers(0, 5), st.integers(0, 2), max_size=4),
+                          st.lists(st.integers(0, 5), max_size=3)), max_size=25)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_OPS)
+def test_the_counts_and_selections_follow_every_change_of_paths(ops):
+    """One path per prefix is kept without a dict, two or more in one: whatever the sequence, each
+    peer's accepted and de-preferred counts are those of its paths, and each selection is what the
+    decision process makes of the prefix's paths."""
+    def origin(peer, prefix, attrs):  # a third of the prefixes are origin-invalid
+        return "invalid origin" if (prefix[1] >> 8) % 3 == 0 else None
+
+    rib = Rib(LOCAL, origin_check=origin)
+    for op, who, announced, withdrawn in ops:
+        peer = _PEERS[who]
+        if op == "update":
+            rib.update(peer, {_PREFIXES[p]: PathAttributes(next_hop=peer.address, as_path=(peer.asn,) * (1 + a), med=a)
+                              for p, a in announced.items()}, [_PREFIXES[p] for p in withdrawn])
+        elif op == "down":
+            rib.peer_down(peer.address)
+        elif op == "stale":
+            rib.mark_stale(peer.address)
+        elif op == "sweep":
+            rib.sweep_stale(peer.address)
+        else:
+            rib.reapply_policy(_PEERS)
+        for p in _PEERS:
+            mine = [x for prefix in _PREFIXES for x in rib.paths(prefix) if x.peer.address == p.address]
+            assert rib.accepted_count(p.address) == len(mine)
+            assert rib.depreferred_count(p.address) == sum(1 for x in mine if x.invalid is not None)
+        for prefix in _PREFIXES:
+            paths = rib.paths(prefix)
+            assert len({x.peer.address for x in paths}) == len(paths)
+            sel = rib.selection(prefix)
+            if not paths:
+                assert sel is None
+            elif len(paths) == 1:
+                assert (sel.best, sel.multipath, sel.reason) == (paths[0], (paths[0],), "only-path")
+            else:
+                assert sel == select(paths, LOCAL.asn, True)
