@@ -21,7 +21,7 @@ APT_PACKAGES=(
   prometheus                         # promtool, to check our alert rules
   containernetworking-plugins        # reference CNI plugins our IPAM runs under
   python3-venv procps psmisc iputils-ping
-  pypy3 pypy3-venv                   # ExaBGP's interpreter when present (README "ExaBGP under PyPy")
+  pypy3 pypy3-venv                   # ExaBGP under PyPy, on request (README "ExaBGP under PyPy")
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -55,7 +55,7 @@ fi
 
 # ExaBGP under PyPy: a venv of its own holding the pinned exabgp, which imports our entry point through
 # a .pth naming this checkout. The stamp is written only once both import under PyPy: the agent runs
-# ExaBGP there when it finds one (calico_bgp/speaker/process.py), else under .venv's CPython.
+# ExaBGP there when CALICO_BGP_EXABGP_RUNTIME asks for it (calico_bgp/speaker/process.py), else .venv's CPython.
 PYPY_VENV=.venv-exabgp-pypy
 exabgp_pin=$(grep -i '^exabgp==' constraints.txt)
 pypy_stamp=$PYPY_VENV/.stamp-$( { echo "$exabgp_pin"; pwd; } | sha1sum | cut -c1-12)

@@ -205,7 +205,7 @@ def run(args: argparse.Namespace, work: Path, etcd: EtcdServer, ledger: Ledger) 
                                           "--state-dir", str(work / "state"), "--grace", "0",
                                           "--metrics-port", str(METRICS_PORT), "--log-level", args.log_level],
                     work / "agent.log",
-                    env={"CALICO_BGP_EXABGP_RUNTIME": args.exabgp_runtime} if args.exabgp_runtime != "auto" else None)
+                    env={"CALICO_BGP_EXABGP_RUNTIME": args.exabgp_runtime})
     ref = Bird(nss["ref"], None, work / "ref")
     ref.start(ledger, config=bird_receiver_conf(REF, REF_AS, SRC, SRC_AS))
 
@@ -317,8 +317,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the stream (default 60)")
     ap.add_argument("--window", type=int, default=2000, help="prefixes announced at any time (default 2000)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
-    ap.add_argument("--exabgp-runtime", choices=("auto", "pypy", "cpython"), default="auto",
-                    help="ExaBGP's interpreter (default auto: PyPy when bootstrap.sh built its venv)")
+    ap.add_argument("--exabgp-runtime", choices=("cpython", "pypy", "auto"), default="cpython",
+                    help="ExaBGP's interpreter (default cpython, as deployed; auto: PyPy when bootstrap.sh built its venv)")
     ap.add_argument("--log-level", default="warning", help="the agent's log level (its log is kept with BENCH_KEEP=1)")
     return ap
 

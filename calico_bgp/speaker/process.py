@@ -6,9 +6,9 @@
   that idle worker retires).
 - A pid file in the state dir lets a restarted agent find and kill a leftover ExaBGP.
 - ExaBGP logs to its stdout, which we read line by line into our logging.
-- ExaBGP runs under PyPy when bootstrap.sh built its venv (`.venv-exabgp-pypy` beside the package,
-  checked by a stamp), else under the agent's CPython: `exabgp_runtime()` decides, and
-  CALICO_BGP_EXABGP_RUNTIME=pypy|cpython forces one (README "ExaBGP under PyPy").
+- ExaBGP runs under the agent's CPython unless CALICO_BGP_EXABGP_RUNTIME asks for PyPy (`pypy`:
+  always, `auto`: when bootstrap.sh built its venv, `.venv-exabgp-pypy`, checked by a stamp);
+  `exabgp_runtime()` decides (README "ExaBGP under PyPy" says why CPython is the default).
 """
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def _die_with_parent() -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-RUNTIME_ENV = "CALICO_BGP_EXABGP_RUNTIME"  # auto (the default), pypy or cpython
+RUNTIME_ENV = "CALICO_BGP_EXABGP_RUNTIME"  # cpython (the default), auto or pypy
+DEFAULT_RUNTIME = "cpython"
 PYPY_VENV = Path(__file__).resolve().parents[2] / ".venv-exabgp-pypy"  # what bootstrap.sh builds
 RUNTIMES = ("auto", "pypy", "cpython")
 
@@ -62,14 +63,16 @@ def pypy_ready(venv: Path | None = None) -> bool:
 
 
 def exabgp_runtime(env: Mapping[str, str] | None = None, venv: Path | None = None) -> Runtime:
-    """PyPy when its venv is ready, else the agent's CPython; `CALICO_BGP_EXABGP_RUNTIME` forces one
-    (a forced PyPy that is not ready is an error: a bench or test must not measure the other one)."""
+    """The agent's CPython by default; `CALICO_BGP_EXABGP_RUNTIME=auto`: PyPy when its venv is ready, else
+    CPython; `pypy` forces it (a forced PyPy that is not ready is an error: a bench or test must not
+    measure the other one)."""
     venv = PYPY_VENV if venv is None else venv
-    choice = (os.environ if env is None else env).get(RUNTIME_ENV, "auto").strip().lower() or "auto"
+    given = (os.environ if env is None else env).get(RUNTIME_ENV, "").strip().lower()
+    choice = given or DEFAULT_RUNTIME
     if choice not in RUNTIMES:
         raise ValueError(f"{RUNTIME_ENV}={choice!r}: one of {', '.join(RUNTIMES)}")
     if choice == "cpython":
-        return Runtime("cpython", sys.executable, f"{RUNTIME_ENV}=cpython", forced=True)
+        return Runtime("cpython", sys.executable, f"{RUNTIME_ENV}=cpython" if given else "the default", forced=bool(given))
     if pypy_ready(venv):
         forced = choice == "pypy"
         return Runtime("pypy", str(venv / "bin" / "python"), f"{RUNTIME_ENV}=pypy" if forced else "its venv is ready",

@@ -118,7 +118,7 @@ def test_a_pypy_exabgp_that_cannot_start_gives_way_to_cpython(tmp_path: Path):
     (venv / "bin" / "python").write_text("#!/bin/sh\necho 'ModuleNotFoundError: calico_bgp' >&2\nexit 1\n")
     (venv / "bin" / "python").chmod(0o755)
     (venv / ".stamp-0123456789ab").touch()
-    env = {k: v for k, v in os.environ.items() if k != "CALICO_BGP_EXABGP_RUNTIME"}
+    env = {**os.environ, "CALICO_BGP_EXABGP_RUNTIME": "auto"}
     agent = subprocess.Popen([sys.executable, "-c", FALLBACK_AGENT, str(tmp_path / "state"), str(venv)],
                              stdout=subprocess.PIPE, text=True, env=env)
     try:

@@ -25,13 +25,20 @@ def fake_venv(root: Path, stamp: bool = True) -> Path:
     return venv
 
 
-def test_pypy_is_used_when_its_venv_is_ready_and_cpython_otherwise(tmp_path):
+def test_cpython_is_the_default_even_where_the_pypy_venv_is_ready(tmp_path):
+    ready = fake_venv(tmp_path)
+    for env in ({}, {RUNTIME_ENV: ""}):
+        rt = exabgp_runtime(env, ready)
+        assert (rt.name, rt.python, rt.forced) == ("cpython", sys.executable, False)
+
+
+def test_auto_uses_pypy_when_its_venv_is_ready_and_cpython_otherwise(tmp_path):
     ready = fake_venv(tmp_path / "a")
     unstamped = fake_venv(tmp_path / "b", stamp=False)  # bootstrap stopped before its import check
-    rt = exabgp_runtime({}, ready)
+    rt = exabgp_runtime({RUNTIME_ENV: "auto"}, ready)
     assert (rt.name, rt.python, rt.forced) == ("pypy", str(ready / "bin" / "python"), False)
     for venv in (unstamped, tmp_path / "missing"):
-        rt = exabgp_runtime({}, venv)
+        rt = exabgp_runtime({RUNTIME_ENV: "auto"}, venv)
         assert (rt.name, rt.python) == ("cpython", sys.executable)
         assert str(venv) in rt.why
 
@@ -42,7 +49,6 @@ def test_the_environment_forces_one_and_a_forced_pypy_that_is_missing_is_an_erro
     assert (forced.name, forced.python, forced.forced) == ("cpython", sys.executable, True)
     assert exabgp_runtime({RUNTIME_ENV: " PyPy "}, ready) == Runtime(
         "pypy", str(ready / "bin" / "python"), f"{RUNTIME_ENV}=pypy", forced=True)
-    assert exabgp_runtime({RUNTIME_ENV: ""}, ready).name == "pypy"  # empty: auto
     with pytest.raises(FileNotFoundError, match="not ready"):
         exabgp_runtime({RUNTIME_ENV: "pypy"}, tmp_path / "missing")
     with pytest.raises(ValueError, match="one of auto, pypy, cpython"):
@@ -107,4 +113,4 @@ def test_the_pypy_venv_is_the_one_bootstrap_builds_beside_the_package():
     assert PYPY_VENV == root / ".venv-exabgp-pypy"
     assert ".venv-exabgp-pypy" in (root / "bootstrap.sh").read_text()
     assert ".venv-exabgp-pypy/" in (root / ".gitignore").read_text().split()
-    assert os.environ.get(RUNTIME_ENV, "auto") in ("auto", "pypy", "cpython", "")
+    assert os.environ.get(RUNTIME_ENV, "cpython") in ("auto", "pypy", "cpython", "")
