@@ -154,17 +154,12 @@ API_SLICE = 0.020  # seconds of API work between two passes over the peers
 
 
 def _api_work_by_time(slice_s: float = API_SLICE) -> None:
-    from exabgp.reactor.asynchronous import ASYNC
-
-    ASYNC.run = time_sliced_run(ASYNC.run, slice_s)
-
-
-def time_sliced_run(original, slice_s: float):  # type: ignore[no-untyped-def]
-    """ExaBGP's `ASYNC.run` (its queued API work: generators, one step at a time) bounded by time,
-    not by a count of steps; `original` still runs a queue that holds a coroutine."""
     import time
 
     from exabgp.logger import log
+    from exabgp.reactor.asynchronous import ASYNC
+
+    original = ASYNC.run
 
     def run(self):  # type: ignore[no-untyped-def]
         queue = self._async
@@ -193,4 +188,4 @@ def time_sliced_run(original, slice_s: float):  # type: ignore[no-untyped-def]
                 queue.appendleft((uid, callback))
                 return True
 
-    return run
+    ASYNC.run = run
