@@ -20,11 +20,6 @@ cost ExaBGP O(neighbours^2) before any route moved, and a deep copy per route pe
   them per client when 200 clients each bring one route. The UPDATEs of one pass over the outgoing
   RIB now go out in writes of up to 64 KiB (same messages, same order, the same per-message
   statistics; a neighbour whose API wants the sent packets keeps the message-by-message path).
-- The reactor ran at most 50 steps of API work between two passes over every peer, and a step is
-  one route into every named neighbour's RIB: with 200 neighbours the pass over the peers cost as
-  much as the work, and each pass wrote one UPDATE per peer. API work now runs for up to 20 ms
-  between passes (keepalives and reads are not held up longer than that), without a new asyncio
-  event loop for each turn, as ExaBGP made one while only generators were queued.
 
 Measured with bench/rr.py (K clients x 4 blocks, this module on and off): see the README.
 """
@@ -114,7 +109,6 @@ def patch() -> None:
 
     _Configuration.inject_change = inject_change
     _coalesced_writes()
-    _api_work_by_time()
 
 
 WRITE_CHUNK = 64 * 1024
@@ -148,44 +142,3 @@ def _coalesced_writes() -> None:
 
     Protocol.new_update = new_update
 
-
-
-API_SLICE = 0.020  # seconds of API work between two passes over the peers
-
-
-def _api_work_by_time(slice_s: float = API_SLICE) -> None:
-    import time
-
-    from exabgp.logger import log
-    from exabgp.reactor.asynchronous import ASYNC
-
-    original = ASYNC.run
-
-    def run(self):  # type: ignore[no-untyped-def]
-        queue = self._async
-        if not queue:
-            return False
-        if any(self._is_coroutine(callback) for _, callback in queue):
-            return original(self)
-        deadline = time.monotonic() + slice_s
-        uid, callback = queue.popleft()
-        while True:
-            try:
-                next(callback)
-            except StopIteration:
-                if not queue:
-                    return False
-                uid, callback = queue.popleft()
-            except Exception as exc:  # as ExaBGP's own loop: say which service, answer it, go on
-                log.error(lambda uid=uid: f"async | {uid} | problem with function", "reactor")
-                for line in str(exc).split("\n"):
-                    log.error(lambda line=line, uid=uid: f"async | {uid} | {line}", "reactor")
-                self._notify_error(uid)
-                if not queue:
-                    return False
-                uid, callback = queue.popleft()
-            if time.monotonic() >= deadline:
-                queue.appendleft((uid, callback))
-                return True
-
-    ASYNC.run = run
