@@ -175,6 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{x['total_s']:>8.2f} {x['cpu_s']:>7.2f} {x['rss_mb']:>7.1f} {x['cpu_ms_per_send']:>12.4f}")
         by = ", ".join(f"{name} {cpu:.2f}" for name, cpu in sorted(r["calico_bgp"]["cpu_s_by_process"].items()))
         print(f"      {r['sends']} sends; ratio (total, calico-bgp / BIRD): {r['ratio_total']:.2f}; our CPU s: {by}")
+    for a, b in zip(rows, rows[1:]):  # what one more send costs, start-up left out
+        extra = b["sends"] - a["sends"]
+        if extra > 0:
+            b["marginal_cpu_ms_per_send"] = round(1000 * (b["cpu_s"] - a["cpu_s"]) / extra, 4)
+            print(f"      K {a['k']} -> {b['k']}: {b['marginal_cpu_ms_per_send']:.4f} ms of our CPU per additional send")
     if args.json:
         print(json.dumps({"rr": rows}))
     return 0
