@@ -3,8 +3,8 @@
 Three layers, each overlaying the one before: routes for "every neighbor", reflected routes (one
 value per prefix: its attributes and the neighbours that get them), and routes for particular
 neighbors; restricted to the families a neighbor's session carries. Every change returns exactly
-what to send, and `replay(n)` gives everything a neighbor should have: ExaBGP does not replay API
-routes to a neighbor added by a reload.
+what to send, and `replay_groups(ns)` gives everything neighbors should have: ExaBGP does not replay
+API routes to a neighbor added by a reload.
 """
 from __future__ import annotations
 
@@ -64,9 +64,6 @@ class RouteIntent:
         merged = {**self._everyone, **{p: r.attributes for p, r in self._reflected.items() if neighbor in r.targets},
                   **self._specific.get(neighbor, {})}
         return {p: s for p, s in merged.items() if n.carries(family_of(p))}
-
-    def replay(self, neighbor: str) -> list[RouteChange]:
-        return [RouteChange(neighbor, p, s, True) for p, s in self.routes_for(neighbor).items()]
 
     def replay_groups(self, neighbors: Iterable[str]) -> tuple[Groups, dict[str, int]]:
         """Everything `neighbors` should have, as Groups (a route several of them get is one entry:

@@ -95,8 +95,8 @@ def test_intent_everyone_routes_follow_families_and_replay():
     assert {(c.neighbor, c.prefix) for c in changes} == {(A, "198.19.0.0/26"), (C, "2001:db8:100::/64")}
     # a neighbor configured later gets the "everyone" routes when replayed
     intent.set_neighbors([nb(A), nb(B), nb(C, (IPV6_UNICAST,))])
-    assert [(c.neighbor, c.prefix, c.announce) for c in intent.replay(B)] == [(B, "198.19.0.0/26", True)]
-    assert intent.replay("198.18.0.99") == []
+    assert list(intent.routes_for(B)) == ["198.19.0.0/26"]
+    assert intent.replay_groups([B, "198.18.0.99"]) == ({(True, 4, route_attributes()): {"198.19.0.0/26": {B}}}, {B: 1})
 
 
 def test_intent_specific_overrides_everyone_and_withdraw_restores_it():
@@ -128,7 +128,7 @@ def test_intent_keeps_routes_for_a_neighbor_not_configured_yet():
     intent = RouteIntent()
     assert intent.announce([B], ["198.19.3.0/26"], route_attributes()) == []  # nothing to send: B unknown
     intent.set_neighbors([nb(B)])
-    assert [c.prefix for c in intent.replay(B)] == ["198.19.3.0/26"]
+    assert list(intent.routes_for(B)) == ["198.19.3.0/26"]
 
 
 def test_a_neighbor_that_leaves_takes_its_own_routes_but_not_everyones():
@@ -140,7 +140,7 @@ def test_a_neighbor_that_leaves_takes_its_own_routes_but_not_everyones():
     intent.announce([B], ["198.19.3.0/26"], route_attributes())  # while it is gone: kept for its return
     intent.set_neighbors([nb(A), nb(B)])
     # 198.19.4.0/26 was withdrawn meanwhile (nothing said so, as B was gone): it must not come back
-    assert sorted(c.prefix for c in intent.replay(B)) == ["198.19.0.0/26", "198.19.3.0/26"]
+    assert sorted(intent.routes_for(B)) == ["198.19.0.0/26", "198.19.3.0/26"]
 
 
 def test_next_hop_self_for_the_other_family_is_the_neighbors_explicit_address():
