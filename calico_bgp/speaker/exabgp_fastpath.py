@@ -66,6 +66,7 @@ def match_neighbors(peers: Iterable[str], descriptions: Sequence[Sequence[str]],
 def patch() -> None:
     from copy import deepcopy
 
+    from exabgp.bgp.message.update.attribute import Attribute, NextHop
     from exabgp.bgp.neighbor import Neighbor
     from exabgp.configuration.configuration import _Configuration
     from exabgp.logger import log
@@ -85,7 +86,6 @@ def patch() -> None:
         change = deepcopy(change)
         neighbor_self = self.ip_self(change.nlri.afi)
         change.nlri.nexthop = neighbor_self
-        from exabgp.bgp.message.update.attribute import Attribute, NextHop
         if Attribute.CODE.NEXT_HOP in change.attributes:
             change.attributes[Attribute.CODE.NEXT_HOP] = NextHop(str(neighbor_self), neighbor_self.pack())
         return change
