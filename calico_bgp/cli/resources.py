@@ -98,6 +98,11 @@ COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
                       ("RULES", lambda r: len(r.spec.rules))],
                      [("INTERFACES", lambda r: ",".join(r.spec.interfaces) or "(uplinks)"),
                       ("FAILSAFE", lambda r: ",".join(str(p) for p in r.spec.failsafe_inbound_ports))]),
+    "BFDConfiguration": ([("NAME", lambda r: r.name), ("SELECTOR", lambda r: _sel(r.spec.node_selector) or "all()"),
+                          ("INTERFACES", lambda r: ",".join(e.match_pattern for e in r.spec.interfaces) or "(none)")],
+                         [("TIMERS", lambda r: " ".join(f"{e.match_pattern}:rx{e.min_rx_ms}ms/tx{e.min_tx_ms}ms/"
+                                                         f"idle{e.idle_tx_ms}ms/x{e.detect_multiplier}"
+                                                         for e in r.spec.interfaces))]),
 }
 
 

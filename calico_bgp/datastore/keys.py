@@ -25,6 +25,8 @@ class Keys:
     def filter(self, name: str) -> str: return self._k("filters", name)
     def policies(self) -> str: return self._k("policies", "")
     def policy(self, name: str) -> str: return self._k("policies", name)
+    def bfd_configs(self) -> str: return self._k("bfdconfigs", "")
+    def bfd_config(self, name: str) -> str: return self._k("bfdconfigs", name)
     def blocks(self) -> str: return self._k("ipam", "blocks", "")
     def block(self, cidr: str) -> str: return self._k("ipam", "blocks", cidr.replace("/", "-"))
     def affinities(self, node: str | None = None) -> str:

@@ -36,6 +36,13 @@ from calico_bgp.resources.selector import Selector
 if TYPE_CHECKING:
     from calico_bgp.resources.node import Node
 
+FAILURE_DETECTION_MODES = ("None", "BFDIfDirectlyConnected")
+
+
+def failure_detection_mode(value: Any) -> str:
+    """Calico Enterprise's BGPPeer failureDetectionMode, spelled exactly; empty is the default None."""
+    return "None" if value in (None, "") else one_of(*FAILURE_DETECTION_MODES)(value)
+
 
 def _source_address(value: Any) -> str:
     if value in (None, "", "UseNodeIP"):
@@ -72,6 +79,9 @@ class BGPPeerSpec:
     max_restart_time: Seconds | None = attrs.field(default=None, converter=checked(bgpsession.optional_restart_time))
     # this peer's origin-invalid paths: Reject, Deprefer or Disabled; None: the BGPConfiguration's originValidation
     origin_validation: str | None = attrs.field(default=None, converter=checked(optional(bgpsession.origin_validation)))
+    # BFD toward this peer (Calico Enterprise): None, or BFDIfDirectlyConnected, when the peer is on a
+    # link of the node that a BFDConfiguration selecting the node matches (routing/bfd.py)
+    failure_detection_mode: str = attrs.field(default="None", converter=checked(failure_detection_mode))
 
     calico_only: ClassVar[frozenset[str]] = frozenset(
         {"ttlSecurity", "localWorkloadSelector", "nextHopMode", "reversePeering"})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Union
 
+from calico_bgp.resources.bfdconfig import BFDConfiguration
 from calico_bgp.resources.bgpconfig import BGPConfiguration
 from calico_bgp.resources.bgpfilter import BGPFilter
 from calico_bgp.resources.bgppeer import BGPPeer
@@ -11,9 +12,10 @@ from calico_bgp.resources.ippool import IPPool
 from calico_bgp.resources.node import Node
 from calico_bgp.resources.policyfilter import PolicyFilter
 
-Resource = Union[IPPool, Node, BGPConfiguration, BGPPeer, BGPFilter, PolicyFilter]
-KINDS: dict[str, type] = {c.kind: c for c in (IPPool, Node, BGPConfiguration, BGPPeer, BGPFilter, PolicyFilter)}
-CALICO_KINDS = frozenset({"IPPool", "Node", "BGPConfiguration", "BGPPeer", "BGPFilter"})
+Resource = Union[IPPool, Node, BGPConfiguration, BGPPeer, BGPFilter, PolicyFilter, BFDConfiguration]
+KINDS: dict[str, type] = {c.kind: c for c in (IPPool, Node, BGPConfiguration, BGPPeer, BGPFilter, PolicyFilter,
+                                               BFDConfiguration)}
+CALICO_KINDS = frozenset({"IPPool", "Node", "BGPConfiguration", "BGPPeer", "BGPFilter", "BFDConfiguration"})
 
 _ALIASES = {
     "IPPool": ["ippool", "ippools", "pool", "pools", "ipp"],
@@ -22,6 +24,7 @@ _ALIASES = {
     "BGPPeer": ["bgppeer", "bgppeers", "peer", "peers", "bgpp"],
     "BGPFilter": ["bgpfilter", "bgpfilters", "bgpf"],
     "PolicyFilter": ["policyfilter", "policyfilters", "pf", "policy", "policies"],
+    "BFDConfiguration": ["bfdconfiguration", "bfdconfigurations", "bfdconfig", "bfdconfigs", "bfdc"],
 }
 _BY_ALIAS = {alias: kind for kind, aliases in _ALIASES.items() for alias in aliases}
 

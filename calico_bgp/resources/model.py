@@ -9,7 +9,7 @@ or empty) reads `spec.cidr: missing`.
 
 Fields Calico has and calico-bgp does not implement are listed per class (`calico_only`) so
 input using them is reported as "not supported", never silently dropped. The kinds themselves are
-one module each (ippool.py, node.py, bgpconfig.py, bgppeer.py, bgpfilter.py, policyfilter.py),
+one module each (ippool.py, node.py, bgpconfig.py, bgppeer.py, bgpfilter.py, policyfilter.py, bfdconfig.py),
 named by kinds.py.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ import cattrs
 from cattrs.errors import ForbiddenExtraKeysError, IterableValidationNote
 
 from calico_bgp.resources import codec
+from calico_bgp.resources.durations import Milliseconds, format_ms
 from calico_bgp.resources.fields import (
     ASNumber,
     Integer,
@@ -59,9 +60,10 @@ def _passthrough(value: Any, _type: Any) -> Any:
     return value  # the attrs converter on the field parses and names the field on error
 
 
-for _t in (Selector, ASNumber, Seconds, Port, Integer):
+for _t in (Selector, ASNumber, Seconds, Port, Integer, Milliseconds):
     codec.converter.register_structure_hook(_t, _passthrough)
 codec.converter.register_unstructure_hook(Selector, str)
+codec.converter.register_unstructure_hook(Milliseconds, format_ms)  # stored and shown as "300ms", "1m"
 codec.converter.register_unstructure_hook(Port, lambda v: v)
 
 

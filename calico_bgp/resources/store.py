@@ -12,6 +12,7 @@ import attrs
 from calico_bgp.datastore.keys import Keys
 from calico_bgp.datastore.types import Compare, Delete, Get, KeyValue, Put
 from calico_bgp.resources import model
+from calico_bgp.resources.bfdconfig import BFDConfiguration
 from calico_bgp.resources.bgpconfig import BGPConfiguration
 from calico_bgp.resources.bgpfilter import BGPFilter
 from calico_bgp.resources.bgppeer import BGPPeer
@@ -89,21 +90,23 @@ class ResourceStore:
         if cls is BGPConfiguration:
             return self.keys.config()
         return {IPPool: self.keys.pool, Node: self.keys.node, BGPPeer: self.keys.peer,
-                BGPFilter: self.keys.filter, PolicyFilter: self.keys.policy}[cls](name)
+                BGPFilter: self.keys.filter, PolicyFilter: self.keys.policy,
+                BFDConfiguration: self.keys.bfd_config}[cls](name)
 
     def collection(self, kind: str | type) -> str:
         cls = kind_of(kind)
         if cls is BGPConfiguration:
             return self.keys.config()
         return {IPPool: self.keys.pools, Node: self.keys.nodes, BGPPeer: self.keys.peers,
-                BGPFilter: self.keys.filters, PolicyFilter: self.keys.policies}[cls]()
+                BGPFilter: self.keys.filters, PolicyFilter: self.keys.policies,
+                BFDConfiguration: self.keys.bfd_configs}[cls]()
 
     def kind_for_key(self, key: str) -> tuple[type, str] | None:
         """(resource class, name) for a key in one of the resource collections; None for other keys.
         For watchers: a WatchEvent's key tells which resource changed."""
         if key == self.keys.config():
             return BGPConfiguration, "default"
-        for cls in (IPPool, Node, BGPPeer, BGPFilter, PolicyFilter):
+        for cls in (IPPool, Node, BGPPeer, BGPFilter, PolicyFilter, BFDConfiguration):
             prefix = self.collection(cls)
             if key.startswith(prefix) and "/" not in key[len(prefix):] and key != prefix:
                 return cls, key[len(prefix):]

@@ -15,6 +15,7 @@ import trio
 
 from calico_bgp.datastore import Keys, KeyValue, Resync, WatchBatch
 from calico_bgp.datastore.keys import cidr_from_key
+from calico_bgp.resources.bfdconfig import BFDConfiguration
 from calico_bgp.resources.bgpconfig import BGPConfiguration
 from calico_bgp.resources.bgpfilter import BGPFilter
 from calico_bgp.resources.bgppeer import BGPPeer
@@ -44,10 +45,11 @@ class ClusterState:
     blocks: dict[str, Block]              # cidr -> block
     corrupt: dict[str, str]               # key -> why it was left out
     secrets: dict[str, dict[str, str]] = attrs.field(factory=dict, repr=False)  # never logged
+    bfd_configs: dict[str, BFDConfiguration] = attrs.field(factory=dict)
 
 
 _COLLECTIONS = {Node: "nodes", IPPool: "pools", BGPPeer: "peers",
-                BGPFilter: "filters", PolicyFilter: "policies"}
+                BGPFilter: "filters", PolicyFilter: "policies", BFDConfiguration: "bfd_configs"}
 
 
 class ClusterView:
@@ -68,7 +70,7 @@ class ClusterView:
         v = self._values
         return ClusterState(self.revision, self._config, dict(v["nodes"]), dict(v["pools"]), dict(v["peers"]),
                             dict(v["filters"]), dict(v["policies"]), dict(v["blocks"]), dict(self._corrupt),
-                            dict(v["secrets"]))
+                            dict(v["secrets"]), dict(v["bfd_configs"]))
 
     async def changed(self) -> None:
         """Return once something changed since the last call returned."""

@@ -54,6 +54,7 @@ class Session:
     restart_time: int = 120      # graceful restart advertised (Calico's maxRestartTime); 0: none
     reachable_by: str = ""       # a gateway that reaches a peer on no link of ours (Calico's reachableBy)
     origin_validation: str = ""  # the BGPPeer's originValidation; "": the BGPConfiguration's
+    failure_detection_mode: str = "None"  # the BGPPeer's: BFDIfDirectlyConnected asks for BFD (routing/bfd.py)
 
     @property
     def family(self) -> str:
@@ -196,6 +197,6 @@ def _with_peer_options(session: Session, peer: BGPPeer) -> Session:
     return attrs.evolve(
         session, peer_name=peer.name, password=ps.password, max_prefixes=ps.max_prefixes, reachable_by=ps.reachable_by,
         max_prefix_action=ps.max_prefix_action, filters=ps.filters, allow_own_as=ps.num_allowed_local_as_numbers,
-        origin_validation=ps.origin_validation or "",
+        origin_validation=ps.origin_validation or "", failure_detection_mode=ps.failure_detection_mode,
         hold_time=ps.hold_time if ps.hold_time is not None else session.hold_time,
         restart_time=ps.max_restart_time if ps.max_restart_time is not None else session.restart_time)

@@ -32,6 +32,8 @@ VALID: dict[str, dict[str, Any]] = {
     "PolicyFilter": {"metadata": {"name": "edge"}, "spec": {
         "rules": [{"action": "Deny", "source": {"nets": ["198.18.0.0/15"]}}],
         "failsafeInboundPorts": [{"protocol": "tcp", "port": 22}]}},
+    "BFDConfiguration": {"metadata": {"name": "tor-links"}, "spec": {
+        "nodeSelector": "all()", "interfaces": [{"matchPattern": "eth*", "minimumRecvInterval": "100ms"}]}},
 }
 
 ABSENT, NULL, EMPTY = "absent", "null", "empty"
