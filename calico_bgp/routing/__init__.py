@@ -21,4 +21,5 @@ datastore client; tests/unit/test_import_rules.py enforces it). The caller passe
     max_prefixes.py      a peer's maxPrefixes limit: when to act, once per limit
     session_down.py      what a peer's routes become when its session drops (RFC 4724 helper)
     route_refresh.py     when to ask a peer to resend after an import-policy change (RFC 2918)
+    bfd.py               the BFD sessions this node runs (BFDConfiguration, failureDetectionMode, links)
 """
