@@ -83,8 +83,9 @@ class BGPPeerSpec:
     # link of the node that a BFDConfiguration selecting the node matches (routing/bfd.py)
     failure_detection_mode: str = attrs.field(default="None", converter=checked(failure_detection_mode))
 
+    # Calico Enterprise's dual-ToR BGPPeers also set restartMode and birdGatewayMode (not implemented)
     calico_only: ClassVar[frozenset[str]] = frozenset(
-        {"ttlSecurity", "localWorkloadSelector", "nextHopMode", "reversePeering"})
+        {"ttlSecurity", "localWorkloadSelector", "nextHopMode", "reversePeering", "restartMode", "birdGatewayMode"})
 
     def __attrs_post_init__(self) -> None:
         if self.node and self.node_selector is not None:

@@ -183,3 +183,24 @@ def test_property_the_plan_does_not_depend_on_any_input_order(entries, links, pe
     e, lk, p, c = shuffled
     c = [config("c", *e) if x.name == "c" else x for x in c]
     assert plan_bfd(node(), c, p, lk) == before
+
+
+@given(_entries, _links, _peers)
+def test_property_a_peer_is_skipped_only_when_a_condition_fails(entries, links, peers):
+    """An oracle written apart from the plan: the links whose subnets hold the peer, the longest
+    prefix unique, and an entry of the configuration matching that link's name."""
+    plan = plan_bfd(node(), [config("c", *entries)], peers, links)
+    got = {s.peer: s.interface for s in plan.sessions}
+    for s in peers:
+        if s.failure_detection_mode != BFD:
+            continue
+        ip = ipaddress.ip_address(s.peer_address)
+        holding = {}
+        for link in links:
+            for a in link.addresses:
+                iface = ipaddress.ip_interface(a)
+                if ip in iface.network and ip != iface.ip and iface.network.prefixlen < 32:
+                    holding[link.name] = max(holding.get(link.name, 0), iface.network.prefixlen)
+        best = [n for n, plen in holding.items() if plen == max(holding.values(), default=-1)]
+        expect = best[0] if len(best) == 1 and any(e.matches(best[0]) for e in entries) else None
+        assert got.get(s.peer_address) == expect

@@ -190,3 +190,16 @@ def test_keys_and_the_cluster_view_carry_bfd_configurations():
     snap = view.snapshot()
     assert snap.bfd_configs == {"rack": cfg}
     assert "multiplier" in snap.corrupt[store.key(BFDConfiguration, "bad")]
+
+
+def test_enterprise_dual_tor_peer_fields_we_lack_are_named_not_supported():
+    # the BGPPeer of Calico Enterprise's dual-ToR guide: failureDetectionMode is taken, the rest named
+    text = ("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: ra1}\nspec:\n"
+            "  nodeSelector: rack == 'ra'\n  peerIP: 198.18.11.1\n  asNumber: 65001\n  sourceAddress: None\n"
+            "  failureDetectionMode: BFDIfDirectlyConnected\n  restartMode: LongLivedGracefulRestart\n"
+            "  birdGatewayMode: DirectIfDirectlyConnected\n")
+    with pytest.raises(InvalidResource) as err:
+        load_documents(text)
+    assert "spec.birdGatewayMode: field not supported by calico-bgp" in str(err.value)
+    assert "spec.restartMode: field not supported by calico-bgp" in str(err.value)
+    assert "failureDetectionMode" not in str(err.value)
