@@ -22,6 +22,7 @@ from calico_bgp.cli.common import (
 )
 from calico_bgp.resources.bgpconfig import BGPConfiguration
 from calico_bgp.resources.documents import API_VERSION, load_documents, to_document
+from calico_bgp.resources.durations import format_ms
 from calico_bgp.resources.fields import InvalidField, InvalidResource, UnknownKind
 from calico_bgp.resources.kinds import resolve_kind
 from calico_bgp.resources.selector import SelectorError
@@ -100,9 +101,9 @@ COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
                       ("FAILSAFE", lambda r: ",".join(str(p) for p in r.spec.failsafe_inbound_ports))]),
     "BFDConfiguration": ([("NAME", lambda r: r.name), ("SELECTOR", lambda r: _sel(r.spec.node_selector) or "all()"),
                           ("INTERFACES", lambda r: ",".join(e.match_pattern for e in r.spec.interfaces) or "(none)")],
-                         [("TIMERS", lambda r: " ".join(f"{e.match_pattern}:rx{e.min_rx_ms}ms/tx{e.min_tx_ms}ms/"
-                                                         f"idle{e.idle_tx_ms}ms/x{e.detect_multiplier}"
-                                                         for e in r.spec.interfaces))]),
+                         [("TIMERS", lambda r: " ".join(
+                             f"{e.match_pattern}:rx{format_ms(e.min_rx_ms)}/tx{format_ms(e.min_tx_ms)}/"
+                             f"idle{format_ms(e.idle_tx_ms)}/x{e.detect_multiplier}" for e in r.spec.interfaces))]),
 }
 
 

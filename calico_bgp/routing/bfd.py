@@ -26,7 +26,8 @@ Precedence, where several could apply:
   ambiguous and the peer gets no BFD, with the reason.
 
 Peers that asked for BFD and do not get it are listed in `BfdPlan.skipped` with the reason, so the
-agent can say why in status and events.
+agent can say why in status and events. The timers come from one entry per interface, so every
+session on an interface has the same ones (BIRD's `protocol bfd` keeps timers per interface).
 """
 from __future__ import annotations
 

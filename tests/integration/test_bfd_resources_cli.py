@@ -80,7 +80,7 @@ def test_the_enterprise_sample_applies_unchanged_and_round_trips(cli):
     rows = [ln.split() for ln in cli("get", "bfdconfigs").stdout.splitlines()[1:]]
     assert rows == [["default", "all()", "*"], ["rack-uplinks", 'rack', '==', '"r1"', "ens1f*,eth0"]]
     wide = cli("get", "bfdconfig", "rack-uplinks", "-o", "wide").stdout
-    assert "ens1f*:rx300ms/tx300ms/idle60000ms/x3" in wide and "eth0:rx10ms/tx100ms/idle90000ms/x5" in wide
+    assert "ens1f*:rx300ms/tx300ms/idle1m/x3" in wide and "eth0:rx10ms/tx100ms/idle1m30s/x5" in wide
 
     shown = yaml.safe_load(cli("get", "bfdconfig", "rack-uplinks", "-o", "yaml").stdout)
     assert shown["spec"]["interfaces"] == [

@@ -204,3 +204,12 @@ def test_property_a_peer_is_skipped_only_when_a_condition_fails(entries, links, 
         best = [n for n, plen in holding.items() if plen == max(holding.values(), default=-1)]
         expect = best[0] if len(best) == 1 and any(e.matches(best[0]) for e in entries) else None
         assert got.get(s.peer_address) == expect
+
+
+@given(_entries, _links, _peers)
+def test_property_sessions_on_one_interface_share_its_timers(entries, links, peers):
+    plan = plan_bfd(node(), [config("c", *entries)], peers, links)
+    timers: dict[str, tuple[int, int, int, int]] = {}
+    for s in plan.sessions:
+        got = (s.min_rx_ms, s.min_tx_ms, s.idle_tx_ms, s.multiplier)
+        assert timers.setdefault(s.interface, got) == got
