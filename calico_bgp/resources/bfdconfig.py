@@ -16,10 +16,12 @@ bfdconfig.go; libcalico-go clientv3 bfdconfig.go setDefaults):
     (default 1m): Kubernetes/Go durations (`300ms`, `1s`, `1m30s`), "a whole number of milliseconds
     greater than 0" as the reference says. A bare number is refused (YAML `300` has no unit).
     Where the reference is silent, chosen here: at most 4294967ms, the largest whole number of
-    milliseconds RFC 5880's 32-bit microsecond interval fields carry (section 4.1).
-  - `multiplier` (default 5): 1..255, the detect multiplier's 8 bits (RFC 5880 section 4.1; BIRD's
-    `multiplier` takes the same range). Unlike Enterprise, where Go's zero value turns an explicit 0
-    into the default 5, an explicit 0 is refused: it is a mistake, not a request for the default.
+    milliseconds RFC 5880's 32-bit microsecond interval fields carry (section 4.1), as BIRD holds
+    them (u32 microseconds in proto/bfd/bfd.h struct bfd_session_config).
+  - `multiplier` (default 5): 1..255, the detect multiplier's 8 bits (RFC 5880 section 4.1; BIRD
+    keeps it in a u8 and its grammar checks no range, so 256 would silently become 0). Unlike
+    Enterprise, where Go's zero value turns an explicit 0 into the default 5, an explicit 0 is
+    refused: it is a mistake, not a request for the default.
 - Chosen here, the reference being silent: two entries with the same `matchPattern` in one
   configuration are refused (the second could never apply).
 
