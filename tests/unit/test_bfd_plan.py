@@ -213,3 +213,17 @@ def test_property_sessions_on_one_interface_share_its_timers(entries, links, pee
     for s in plan.sessions:
         got = (s.min_rx_ms, s.min_tx_ms, s.idle_tx_ms, s.multiplier)
         assert timers.setdefault(s.interface, got) == got
+
+
+def test_a_peer_selector_peering_carries_the_mode_too_and_the_mesh_never_asks():
+    me = Node(Metadata("n1", {"rack": "r1"}), NodeSpec(bgp=NodeBGPSpec(ipv4_address="198.18.1.11/24")))
+    other = Node(Metadata("n2", {"rack": "r1"}), NodeSpec(bgp=NodeBGPSpec(ipv4_address="198.18.1.12/24")))
+    far = Node(Metadata("n3", {"rack": "r2"}), NodeSpec(bgp=NodeBGPSpec(ipv4_address="198.18.2.13/24")))
+    bgp = BGPConfiguration(spec=BGPConfigurationSpec(node_to_node_mesh_enabled=True))
+    rack = BGPPeer(Metadata("rack-peers"), BGPPeerSpec(node_selector="rack == 'r1'", peer_selector="rack == 'r1'",
+                                                       failure_detection_mode=BFD))
+    sessions = sessions_for(me, [me, other, far], bgp, [rack])
+    assert {s.peer_address: s.failure_detection_mode for s in sessions} == {"198.18.1.12": BFD,
+                                                                             "198.18.2.13": "None"}
+    plan = plan_bfd(me, [config("c", STAR)], sessions, LINKS)
+    assert plan.sessions == (BfdSession("198.18.1.12", "eth0", 10, 100, 60_000, 5),)
