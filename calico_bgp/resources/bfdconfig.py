@@ -3,8 +3,8 @@ Enterprise's shape (projectcalico.org/v3), so its YAML applies unchanged. Which 
 node: routing/bfd.py.
 
 Followed field by field from Calico Enterprise's reference (docs.tigera.io/calico-enterprise/latest/
-reference/resources/bfdconfig) and its API type and defaulting (tigera/api pkg/apis/projectcalico/v3/
-bfdconfig.go; libcalico-go clientv3 bfdconfig.go setDefaults):
+reference/resources/bfdconfig) and its API type with its kubebuilder defaults (tigera/api
+pkg/apis/projectcalico/v3/bfdconfiguration.go):
 
 - `nodeSelector`: the nodes it applies to; left out or empty, every node (as Calico's selector "").
 - `interfaces`: a list of entries; an empty list is accepted (as Enterprise's) and runs BFD nowhere.

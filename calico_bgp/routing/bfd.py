@@ -15,8 +15,8 @@ BFD runs toward a peer when all of these hold (Calico Enterprise's `BFDIfDirectl
 
 Precedence, where several could apply:
 - Several BFDConfigurations select the node: the one with the lowest name is in force and the others
-  are ignored (listed in `BfdPlan.ignored`, for a warning), as Calico Enterprise does (confd's
-  bfdResolver: "at most one is supported", the first name in sort order). Configurations do not merge.
+  are ignored (listed in `BfdPlan.ignored`, for a warning). Calico Enterprise's published reference
+  and API type do not say how several would combine; chosen here: they do not merge.
 - Several entries of that configuration match one interface: the most specific wins, whatever their
   order: the exact name, then the longest prefix (`ens1f*` over `ens*`), then `*`. Calico Enterprise
   hands the list to BIRD, whose first matching pattern wins; the two agree whenever no entry is
