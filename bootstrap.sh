@@ -53,6 +53,12 @@ else
   step "venv: up to date"
 fi
 
+# bytecode for our packages, as a package install writes it: every agent, ExaBGP and bridge start loads it
+# instead of compiling ~150 modules again (~0.17 s of CPU per agent; PYTHONDONTWRITEBYTECODE=1 in an
+# environment would otherwise make each process compile from source). Quick when nothing changed.
+step "bytecode: compiling calico_bgp, dataplane, ipam"
+.venv/bin/python -m compileall -q calico_bgp dataplane ipam >/dev/null
+
 # ExaBGP under PyPy: a venv of its own holding the pinned exabgp, which imports our entry point through
 # a .pth naming this checkout. The stamp is written only once both import under PyPy: the agent runs
 # ExaBGP there when CALICO_BGP_EXABGP_RUNTIME asks for it (calico_bgp/speaker/process.py), else .venv's CPython.

@@ -17,13 +17,36 @@ from calico_bgp.cli.system_malloc import use_system_malloc
 
 use_system_malloc()  # first: a `node run` re-executes itself here, before the imports below
 
+import importlib  # noqa: E402
+
 import click  # noqa: E402
 
 from calico_bgp.cli.common import Globals  # noqa: E402
 from calico_bgp.datastore.keys import DEFAULT_PREFIX  # noqa: E402
 
+# each command's module (it adds the command to `main` with its register()); a test checks this
+# table against what the modules register
+COMMANDS = {"apply": "resources", "get": "resources", "delete": "resources", "ipam": "ipam", "node": "node",
+            "status": "status", "routes": "status", "events": "events", "secret": "secret", "policy": "policy",
+            "lab": "lab"}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class CommandGroups(click.Group):
+    """The top-level group, whose command groups each live in their own module, imported when one of
+    its commands is used (or when help lists them all): `node run` does not load the YAML reader,
+    the IPAM or the lab commands it never runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            importlib.import_module(f"calico_bgp.cli.{module}").register(self)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=CommandGroups, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--etcd-endpoints", envvar="CALICO_BGP_ETCD_ENDPOINTS", default="http://127.0.0.1:2379",
               show_default=True, help="Comma-separated etcd client URLs, tried in order.")
 @click.option("--prefix", envvar="CALICO_BGP_PREFIX", default=DEFAULT_PREFIX, show_default=True,
@@ -47,14 +70,3 @@ def main(ctx: click.Context, etcd_endpoints: str, prefix: str, etcd_ca_cert: str
     if bool(etcd_cert) != bool(etcd_key):  # a client certificate is a pair: one alone would be ignored
         raise click.UsageError("--etcd-cert and --etcd-key go together")
     ctx.obj = Globals(endpoints, prefix, etcd_ca_cert, etcd_cert, etcd_key, etcd_username, etcd_password)
-
-
-def _register_groups() -> None:
-    """Each command group lives in its own module and adds itself to `main`."""
-    from calico_bgp.cli import events, ipam, lab, node, policy, resources, secret, status
-
-    for module in (resources, ipam, node, status, events, secret, policy, lab):
-        module.register(main)
-
-
-_register_groups()

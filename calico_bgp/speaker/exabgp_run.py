@@ -26,8 +26,6 @@ from __future__ import annotations
 import os
 import sys
 
-from calico_bgp.speaker import exabgp_fastpath
-
 
 def _quiet_debug() -> None:
     from exabgp.bgp.message.update.nlri import nlri as nlri_module
@@ -131,6 +129,8 @@ def patch() -> None:
     _header_error_notification()
     _report_malformed_attributes()
     _ipv6_next_hop_pairs()
+    from calico_bgp.speaker import exabgp_fastpath  # here: the agent imports this module for its names alone
+
     exabgp_fastpath.patch()
 
 

@@ -37,6 +37,7 @@ import attrs
 import trio
 
 from calico_bgp.routing.reflection import Reflected
+from calico_bgp.speaker import bridge
 from calico_bgp.speaker import commands as cmds
 from calico_bgp.speaker.channel import CommandSender, CommandWindow
 from calico_bgp.speaker.commands import RouteChange
@@ -75,7 +76,7 @@ __all__ = ["RELOADED", "Speaker", "bridge_command"]
 
 
 def bridge_command(socket_path: Path) -> list[str]:
-    return [sys.executable, "-m", "calico_bgp.speaker.bridge", "--socket", str(socket_path)]
+    return bridge.command(socket_path)
 
 
 class Speaker:
