@@ -333,7 +333,20 @@ def warm_up_updates(env: "dict[str, str] | os._Environ[str]") -> int:
     return max(0, int(value)) if value else 0
 
 
+def without_tls(modules: "dict[str, object]") -> bool:
+    """Keep OpenSSL out of ExaBGP's process: BGP here is plain TCP (TCP-MD5 is a socket option), and
+    the only importer of `ssl` is asyncio, whose TLS support is optional (`try: import ssl`). Loading
+    it cost ExaBGP about 4 MB of RSS (of ~29 MB) and 10 ms at each start. A `None` entry in
+    sys.modules makes any later `import ssl` fail with ImportError; returns whether it was blocked
+    (not when something imported ssl already)."""
+    if "ssl" in modules:
+        return False
+    modules["ssl"] = None
+    return True
+
+
 def main() -> int:
+    without_tls(sys.modules)  # type: ignore[arg-type]
     if os.environ.get("exabgp_log_level", "INFO").upper() != "DEBUG":
         _quiet_debug()
     patch()

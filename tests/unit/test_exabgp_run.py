@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from calico_bgp.speaker import exabgp_run
+from calico_bgp.speaker import bridge, exabgp_run
 from calico_bgp.speaker.exabgp_run import is_exabgp
 from calico_bgp.speaker.process import PYPY_VENV, exabgp_command, pypy_ready
 
@@ -33,6 +33,33 @@ def test_our_exabgp_and_the_plain_one_are_recognised_and_the_agent_is_not():
     assert is_exabgp(b"/usr/bin/python3\0/venv/bin/exabgp\0exabgp.conf\0")
     assert not is_exabgp(b"python\0-m\0calico_bgp\0node\0run\0--name\0n1\0")
     assert not is_exabgp(b"python\0-m\0calico_bgp.speaker.bridge\0--socket\0/run/x.sock\0")
+    assert not is_exabgp(b"\0".join(x.encode() for x in bridge.command("/run/x.sock")) + b"\0")
+
+
+def test_exabgp_starts_without_openssl_and_says_so_when_it_was_loaded_already(python):
+    """ExaBGP speaks plain TCP: with ssl blocked before its imports, ExaBGP, its reactor and asyncio
+    all load (asyncio's TLS support is optional), and ssl stays out of the process."""
+    code = ("import sys\n"
+            "from calico_bgp.speaker import exabgp_run\n"
+            "blocked = exabgp_run.without_tls(sys.modules)\n"
+            "exabgp_run._quiet_debug(); exabgp_run.patch()\n"
+            "import asyncio, exabgp.application.main, exabgp.application.server, exabgp.reactor.loop\n"
+            "try:\n    import ssl\n    print('ssl imported')\nexcept ImportError:\n    pass\n"
+            "print(blocked, '_ssl' in sys.modules, exabgp_run.without_tls(sys.modules))\n")
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "True False False"
+    loaded = "import ssl, sys\nfrom calico_bgp.speaker import exabgp_run\nprint(exabgp_run.without_tls(sys.modules), sys.modules['ssl'] is ssl)\n"
+    out = subprocess.run([python, "-c", loaded], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False True"  # never taken away from a process that has it
+
+
+def test_the_entry_point_runs_exabgp_without_openssl(python, tmp_path):
+    """What the speaker runs: a configuration error is ExaBGP's own message, no import failure."""
+    out = subprocess.run([python, "-m", "calico_bgp.speaker.exabgp_run", str(tmp_path / "none.conf")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "is not an exabgp config file" in out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
 
 
 def _probe(python: str, level: str) -> str:

@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
+from calico_bgp.speaker import bridge
 from calico_bgp.speaker.events import BridgeConnected, PeerState, Update
 from calico_bgp.speaker.neighbor import Neighbor
 from calico_bgp.speaker.reload import RELOADED
@@ -50,10 +52,12 @@ def update_line(peer: str, prefix: str) -> str:
                                                        "announce": {"ipv4 unicast": {peer: [{"nlri": prefix}]}}}}}})
 
 
-def test_bridge_drains_stdin_with_no_agent_and_relays_both_ways(tmp_path: Path):
+@pytest.mark.parametrize("form", ["what ExaBGP runs", "by module name"])
+def test_bridge_drains_stdin_with_no_agent_and_relays_both_ways(tmp_path: Path, form: str):
     path = tmp_path / "api.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "calico_bgp.speaker.bridge", "--socket", str(path)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    argv = bridge.command(path) if form == "what ExaBGP runs" else [
+        sys.executable, "-m", "calico_bgp.speaker.bridge", "--socket", str(path)]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         # 2 MB of acks with nobody listening: ExaBGP would freeze if these were not read
         t0 = time.monotonic()
@@ -111,6 +115,34 @@ def test_bridge_drains_stdin_with_no_agent_and_relays_both_ways(tmp_path: Path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_what_exabgp_runs_is_this_file_isolated_and_without_site(tmp_path: Path):
+    argv = bridge.command(tmp_path / "api.sock")
+    assert argv[:3] == [sys.executable, "-I", "-S"]
+    assert Path(argv[3]) == Path(bridge.__file__).resolve() and argv[4:] == ["--socket", str(tmp_path / "api.sock")]
+    # what it loads: the standard library only, no site, no argparse, no logging, nothing of ours
+    code = ("import runpy, sys; sys.argv = ['bridge', '--help']\n"
+            "try:\n    runpy.run_path(sys.argv_path, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m in ('site', 'argparse', 'logging') or m.startswith('calico_bgp')))")
+    code = code.replace("sys.argv_path", repr(argv[3]))
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[]"
+
+
+def test_the_bridge_command_line_is_checked():
+    assert bridge.socket_argument(["--socket", "/run/a.sock"]) == "/run/a.sock"
+    assert bridge.socket_argument(["--socket=/run/a.sock"]) == "/run/a.sock"
+    for bad, why in ((["--sock", "x"], "expected --socket PATH, got --sock x"), ([], "got nothing"),
+                     (["--socket="], "an empty path")):
+        try:
+            bridge.socket_argument(bad)
+        except ValueError as exc:
+            assert why in str(exc)
+        else:
+            raise AssertionError(f"{bad} accepted")
+    out = subprocess.run(bridge.command("x")[:4], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2 and "bridge: error: expected --socket PATH, got nothing" in out.stderr
 
 
 class FakeBridge:
