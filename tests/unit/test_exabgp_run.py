@@ -80,17 +80,21 @@ def test_debug_calls_return_at_once_unless_debug_is_asked_for(python):
     assert _probe(python, "DEBUG") == "False [] False"  # ExaBGP's own debug logging is left in place
 
 
-def test_the_reconnect_back_off_is_bounded(python):
-    code = ("from calico_bgp.speaker import exabgp_run\n"
+def test_the_reconnect_back_off_starts_short_and_is_bounded(python):
+    """The wait before each retry after consecutive failed attempts: at once, then 0.25 s doubling to
+    RETRY_MAX; a reset (a session that came up, a stop) starts again at once."""
+    code = ("import time\n"
+            "from calico_bgp.speaker import exabgp_run\n"
             "from exabgp.reactor.delay import Delay\n"
             "exabgp_run._bounded_retry()\n"
             "d = Delay()\n"
             "waits = []\n"
             "for _ in range(30):\n"
-            "    d.increase(); waits.append(d._next)\n"
-            "print(max(waits), waits[:6])\n")
+            "    d.increase(); waits.append(abs(round(d._time - time.time(), 1)))\n"
+            "d.reset(); d.increase()\n"
+            "print(max(waits), waits[:8], abs(round(d._time - time.time(), 1)))\n")
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == f"{exabgp_run.RETRY_MAX} [1, 2, 3, 4, 5, 5]"
+    assert out == f"{exabgp_run.RETRY_MAX:.1f} [0.0, 0.2, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0] 0.0"
 
 
 def test_the_two_defect_patches_are_applied_by_our_entry_point(python):
