@@ -11,11 +11,8 @@ neighbors, throttle, memory, status); this file builds the parts and runs them.
 """
 from __future__ import annotations
 
-import gc
 import ipaddress
 import logging
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -69,12 +66,14 @@ class AgentOptions:
 
 
 class NodeAgent:
-    def __init__(self, client: Any, keys: Keys, opts: AgentOptions, metrics: Metrics | None = None) -> None:
+    def __init__(self, client: Any, keys: Keys, opts: AgentOptions, metrics: Metrics | None = None,
+                 speaker: Speaker | None = None) -> None:
+        """`speaker`: one made (and its ExaBGP perhaps started) before the agent; else the agent's own."""
         self.client, self.keys, self.opts = client, keys, opts
         self.store = ResourceStore(client, keys)
         self.view = ClusterView(client, keys)
         self.metrics = metrics or Metrics()
-        self.speaker = Speaker(Path(opts.state_dir) / "speaker")
+        self.speaker = speaker or Speaker(Path(opts.state_dir) / "speaker")
         kw = {} if opts.protocol is None else {"protocol": opts.protocol}
         self.programmer = RouteProgrammer(table=opts.table, **kw)
         self.events = EventLog(client, keys.events(opts.name), opts.name)
@@ -208,25 +207,3 @@ class NodeAgent:
 def _with_len(ip: str) -> str:
     """'198.18.0.1' -> '198.18.0.1/32'; a given prefix length is kept."""
     return str(ipaddress.ip_interface(ip))
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for noisy in ("httpx", "httpcore"):  # one line per HTTP request is not an event
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def tune_gc() -> None:
-    """Fewer full garbage collections. A RIB of 100k routes is about a million tracked objects, and
-    with the default thresholds Python walks them all each time the heap grows by a quarter: ~35% of
-    the CPU of learning 100k prefixes. Full passes now come after ~8M allocations instead of ~70k.
-    And a shorter GIL switch interval: the kernel writer thread takes the GIL several times per
-    netlink chunk, and waiting 5 ms each time behind the UPDATE parser made it lag a burst."""
-    gc.set_threshold(2000, 20, 200)
-    sys.setswitchinterval(0.0005)
-
-
-def state_dir_for(name: str) -> Path:
-    base = Path(os.environ.get("CALICO_BGP_STATE_DIR", "/run/calico-bgp"))
-    return base / name

@@ -24,6 +24,7 @@ import threading
 import time
 
 MAX_BUFFERED_LINES = 500_000
+POLL, FAST_FOR = 0.02, 2.0  # connection attempts to the agent: every 20 ms for 2 s, then backing off
 ACKS = (b"done", b"error")
 
 
@@ -97,7 +98,9 @@ class Relay:
             self.cond.notify_all()
 
     def connect(self) -> socket.socket:
-        delay = 0.05
+        """The agent's socket, tried every POLL seconds for the first FAST_FOR seconds (an agent that
+        started ExaBGP early listens a moment after the bridge is up), then backing off to 1 s."""
+        delay, fast_until = POLL, time.monotonic() + FAST_FOR
         while True:
             with self.cond:
                 if self.eof:
@@ -109,7 +112,8 @@ class Relay:
             except OSError:
                 s.close()
                 time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                if time.monotonic() >= fast_until:
+                    delay = min(delay * 2, 1.0)
 
     def run(self, stdin, stdout) -> int:
         threading.Thread(target=self.read_stdin, args=(stdin,), daemon=True, name="stdin").start()

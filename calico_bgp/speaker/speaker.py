@@ -124,7 +124,8 @@ class Speaker:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the bridge and supervise ExaBGP until cancelled; ExaBGP is stopped on the way out."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        kill_leftover(self.pidfile)
+        if self.supervisor.early is None:  # else start_exabgp() did, before starting this one
+            kill_leftover(self.pidfile)
         self.socket_path.unlink(missing_ok=True)
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
         await sock.bind(str(self.socket_path))
@@ -143,6 +144,14 @@ class Speaker:
                 await self.supervisor.shutdown()
                 await listener.aclose()
                 self.socket_path.unlink(missing_ok=True)
+
+    def start_exabgp(self) -> ExaBGPProcess | None:
+        """Start ExaBGP now, before `run()` takes it over (synchronous: `node run` calls it before
+        trio runs, so ExaBGP's own start overlaps the rest of the agent's). A leftover ExaBGP goes
+        first; the bridge waits for `run()` to listen. None: it did not start (logged; `run()` retries)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        kill_leftover(self.pidfile)
+        return self.supervisor.start_now(exabgp_env(**self.env))
 
     @property
     def process(self) -> ExaBGPProcess | None:

@@ -41,22 +41,41 @@ class Supervisor:
         self.bridge_serves = bridge_serves
         self.on_exit = on_exit
         self.process: ExaBGPProcess | None = None
+        self.early: ExaBGPProcess | None = None  # started by start_now(), taken over by run()
         self.closing = False
 
+    def start_now(self, env: Mapping[str, str]) -> ExaBGPProcess | None:
+        """Start ExaBGP at once, before `run()` (synchronous, callable before trio runs): `run()`
+        takes it over as its first run, with the same `env`. A start that fails is logged and left
+        to `run()` to try again (None)."""
+        self.config.write()
+        argv = self.argv()
+        try:
+            self.early = self.process = ExaBGPProcess.start(argv, env, self.pidfile, self.cwd)
+        except OSError as e:
+            event(log, "exabgp_start_failed", logging.ERROR, error=repr(e), argv=argv, retry_in=0.0)
+            return None
+        self.config.mark_loaded()
+        return self.early
+
     async def run(self, env: Mapping[str, str]) -> None:
-        """Start ExaBGP with `env` and restart it whenever it exits, until `close()`."""
+        """Start ExaBGP with `env` (or take over the one start_now() started) and restart it
+        whenever it exits, until `close()`."""
         while not self.closing:
-            self.config.write()
             started = trio.current_time()
-            argv = self.argv()
-            try:
-                self.process = proc = ExaBGPProcess.start(argv, env, self.pidfile, self.cwd)
-            except OSError as e:
-                delay = self.backoff.next(0.0)
-                event(log, "exabgp_start_failed", logging.ERROR, error=repr(e), argv=argv, retry_in=delay)
-                await trio.sleep(delay)
-                continue
-            self.config.mark_loaded()
+            if self.early is not None:
+                proc, self.early = self.early, None
+            else:
+                self.config.write()
+                argv = self.argv()
+                try:
+                    self.process = proc = ExaBGPProcess.start(argv, env, self.pidfile, self.cwd)
+                except OSError as e:
+                    delay = self.backoff.next(0.0)
+                    event(log, "exabgp_start_failed", logging.ERROR, error=repr(e), argv=argv, retry_in=delay)
+                    await trio.sleep(delay)
+                    continue
+                self.config.mark_loaded()
             async with trio.open_nursery() as n:
                 n.start_soon(proc.pump_log, self.config.on_log)
                 code = await proc.wait()
