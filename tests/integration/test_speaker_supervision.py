@@ -127,3 +127,74 @@ def test_a_pypy_exabgp_that_cannot_start_gives_way_to_cpython(tmp_path: Path):
     finally:
         agent.kill()
         agent.wait()
+
+
+EARLY_AGENT = textwrap.dedent("""
+    import sys, trio
+    from calico_bgp.speaker.speaker import Speaker
+    speaker = Speaker(sys.argv[1])
+    early = speaker.start_exabgp()  # before trio runs, as `node run` does
+    async def main():
+        async with trio.open_nursery() as n:
+            await n.start(speaker.run)
+            await speaker.wait_connected()
+            print("connected", early.pid, speaker.process.pid, speaker.stats["restarts"], flush=True)
+            await trio.sleep_forever()
+    trio.run(main)
+""")
+
+
+def test_an_exabgp_started_before_the_speaker_runs_is_taken_over_and_dies_with_the_agent(tmp_path: Path):
+    """`node run` starts ExaBGP before the agent's modules load: a leftover goes first, run() takes
+    the early one over (its bridge connects, no second ExaBGP), and it still dies with the agent."""
+    state = tmp_path / "state"
+    state.mkdir()
+    env = dict(os.environ, exabgp_daemon_user="root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"),
+               exabgp_api_cli="false", exabgp_tcp_bind="")
+    (state / "old.conf").write_text("")
+    old = subprocess.Popen([str(Path(sys.executable).with_name("exabgp")), str(state / "old.conf")], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (state / "exabgp.pid").write_text(f"{old.pid}\n")
+    agent = subprocess.Popen([sys.executable, "-c", EARLY_AGENT, str(state)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = readline(agent)
+        assert line.startswith("connected"), line
+        _, early, running, restarts = line.split()
+        assert early == running and restarts == "0"
+        assert old.wait(timeout=10) is not None, "the leftover ExaBGP was not killed"
+        exabgp = int(running)
+        assert int((state / "exabgp.pid").read_text()) == exabgp
+        assert children_of(exabgp), "the bridge runs as ExaBGP's child"
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        deadline = time.monotonic() + 10
+        while alive(exabgp) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(exabgp), "ExaBGP outlived its agent"
+    finally:
+        agent.kill()
+        agent.wait()
+        old.kill()
+        old.wait()
+
+
+def test_an_early_start_that_fails_is_logged_and_left_to_the_supervisor(tmp_path: Path, caplog):
+    import trio
+
+    from calico_bgp.speaker.process import Backoff
+    from calico_bgp.speaker.speaker import Speaker
+
+    speaker = Speaker(tmp_path / "state", exabgp_cmd=[str(tmp_path / "no-such-exabgp")], backoff=Backoff(first=0.05))
+    assert speaker.start_exabgp() is None
+    assert speaker.process is None and "exabgp_start_failed" in caplog.text
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            await n.start(speaker.run)
+            with trio.move_on_after(0.5):
+                await speaker.wait_connected()
+            n.cancel_scope.cancel()
+
+    caplog.clear()
+    trio.run(main)
+    assert caplog.text.count("exabgp_start_failed") >= 2  # run() kept trying, with its back-off
