@@ -1,5 +1,6 @@
 """`node run` on the C library's malloc: the command re-executes itself with PYTHONMALLOC=malloc
-before the CLI imports anything heavy (standard library only, so it can run first).
+before the CLI imports anything heavy (os and sys only, not even typing: it runs in every `node run`
+twice, once before the re-execution).
 
 pymalloc frees an arena only when every object in it is gone: after 200k rejected routes came and
 went, a few survivors per arena kept the agent 65 MB above where it started; with malloc (and
@@ -12,13 +13,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Sequence
 
 REEXEC = "CALICO_BGP_SYSTEM_MALLOC"  # set across the re-exec
 _TAKES_VALUE = ("-W", "-X", "--check-hash-based-pycs")  # the interpreter's options with a separate value
 
 
-def command_args(argv: Sequence[str]) -> list[str] | None:
+def command_args(argv: list[str] | tuple[str, ...]) -> list[str] | None:
     """The arguments after the program in an interpreter's command line (`sys.orig_argv`) when the
     program is this CLI (`-m calico_bgp`, or a script named calico-bgp); None for any other program."""
     i = 1
@@ -34,7 +34,7 @@ def command_args(argv: Sequence[str]) -> list[str] | None:
     return None
 
 
-def is_node_run(argv: Sequence[str]) -> bool:
+def is_node_run(argv: list[str] | tuple[str, ...]) -> bool:
     """Whether an interpreter's command line runs this CLI's `node run`."""
     args = command_args(argv)
     return args is not None and "node" in args and "run" in args[args.index("node"):]
