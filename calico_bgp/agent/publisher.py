@@ -1,9 +1,17 @@
 """status/<node> in etcd, bound to a lease so it disappears with the agent; survives etcd outages.
 
-The agent marks the status dirty when something worth showing changed; this writes at most a few
-documents a second, waits for a pause in an UPDATE burst (at most BURST_WAIT) and spends at most a
-tenth of its time building them. The lease is kept on its own schedule, so a slow build under load
-never lets the key expire while the agent is alive.
+The agent marks the status dirty when something worth showing changed (every UPDATE, every kernel
+batch, every session change). What a person or a script reading etcd needs is a document at most a
+few seconds old, not one per UPDATE: each is a build of up to MAX_PUBLISHED_ROUTES routes in the
+agent's loop, a put of a few hundred kB, and the same value coming back through every agent's watch.
+So a document is written
+- once UPDATEs pause for QUIET seconds (after a burst, a flap), at most every MIN_GAP seconds and
+  never more than a twentieth of the time (a document of 100k routes costs ~0.1 s);
+- while UPDATEs keep streaming, every CHURN_EVERY seconds (steady churn never pauses);
+- with nothing changed, every IDLE_EVERY seconds (the uptimes move on; the CLI calls a document
+  older than 30 s stale).
+The lease is kept on its own schedule, so a slow build under load never lets the key expire while
+the agent is alive.
 """
 from __future__ import annotations
 
@@ -18,7 +26,11 @@ from calico_bgp.datastore import DatastoreError
 from dataplane.logfmt import event
 
 log = logging.getLogger("calico_bgp.agent.publisher")
-BURST_WAIT = 5.0  # seconds a status may lag a burst of UPDATEs (a full table takes ~2 s)
+QUIET = 0.25        # seconds without an UPDATE that end a burst
+MIN_GAP = 0.5       # seconds between documents at least
+CHURN_EVERY = 5.0   # seconds between documents while UPDATEs keep streaming
+IDLE_EVERY = 10.0   # seconds between documents with nothing changed
+DUTY = 20           # the gap after a document is at least DUTY x what building it cost
 
 
 class StatusPublisher:
@@ -52,18 +64,23 @@ class StatusPublisher:
             await trio.sleep(self.ttl / 3)
 
     async def _publish(self) -> None:
+        last = float("-inf")  # trio time of the last document
+        gap = MIN_GAP
         while True:
-            with trio.move_on_after(2.0):
+            with trio.move_on_after(max(IDLE_EVERY - (trio.current_time() - last), 0.0)):
                 await self._dirty.wait()
-            # while UPDATEs stream in, wait for a pause: building a status of 100k routes in the
-            # middle of a burst (~0.15 s of the loop) only delays the burst
-            woke = trio.current_time()
-            while trio.current_time() - self.last_update() < 0.1 and trio.current_time() - woke < BURST_WAIT:
-                await trio.sleep(0.05)
+            # while UPDATEs stream in, wait for a pause, or for CHURN_EVERY since the last document
+            while True:
+                now = trio.current_time()
+                due = publish_at(now, last, self.last_update(), gap)
+                if due <= now:
+                    break
+                await trio.sleep(due - now)
             self._dirty = trio.Event()
             if self._lease == 0:
                 continue  # the keeper is (re)granting one; it wakes us when it has
             cost = 0.0
+            last = trio.current_time()
             try:
                 started = time.perf_counter()
                 doc = st.encode(self.build())
@@ -75,4 +92,14 @@ class StatusPublisher:
             except Exception:  # noqa: BLE001 - a status bug must not take the routing down with it
                 event(log, "status_build_failed", logging.ERROR, exc_info=True)
                 await trio.sleep(1.0)
-            await trio.sleep(max(0.25, 9 * cost))
+            gap = max(MIN_GAP, DUTY * cost)
+
+
+def publish_at(now: float, last: float, last_update: float, gap: float) -> float:
+    """When the next document is due, something having changed: `gap` after the last one (`last`),
+    and while UPDATEs stream (the last came less than QUIET ago) at the pause or CHURN_EVERY after
+    the last document, whichever comes first. All trio times."""
+    earliest = last + gap
+    if now - last_update < QUIET:
+        earliest = max(earliest, min(last_update + QUIET, last + CHURN_EVERY))
+    return earliest

@@ -74,3 +74,30 @@ def test_churn_tracker_forgets_prefixes_that_went_quiet_but_the_busiest():
     assert len(c) == 2 and c.get("flappy").announces == 5 and c.get("recent") is not None
     assert c.top(1)[0][0] == "flappy"
     assert c.forget_settled(now=60.0, quiet_for=10.0, keep=1) == 0
+
+
+def test_churn_top_ranks_as_a_full_sort_would_through_records_caps_and_forgetting():
+    """top(n) comes from the busiest prefixes kept aside as they change; it must name the same counts
+    as ranking every entry, whatever was recorded, capped or forgotten in between."""
+    import random
+
+    from calico_bgp.telemetry.stability import TOP_KEPT
+
+    rnd = random.Random(7)
+    c = ChurnTracker(max_prefixes=3000)
+
+    def brute(n: int) -> list[int]:
+        return sorted((e.announces + e.withdraws for _, e in c._prefixes.items()), reverse=True)[:n]
+
+    for step in range(400):
+        now = float(step)
+        hot = [f"h{rnd.randrange(100)}" for _ in range(rnd.randrange(5))]  # a few prefixes flap often
+        cold = [f"c{rnd.randrange(5000)}" for _ in range(rnd.randrange(30))]
+        c.record(hot + cold[::2], cold[1::2], now)
+        if step % 97 == 0:
+            c.forget_settled(now, quiet_for=50.0, keep=40)
+        for n in (1, 20, TOP_KEPT):
+            top = c.top(n)
+            assert [e.announces + e.withdraws for _, e in top] == brute(n), (step, n)
+            assert all(c.get(p) is e for p, e in top)
+    assert len(c.top(TOP_KEPT + 10)) == TOP_KEPT + 10  # beyond the kept ones: a full ranking
