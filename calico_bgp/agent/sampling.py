@@ -1,12 +1,14 @@
 """Snapshots of the agent's live state (the RIB, the dampener, the speaker's sessions, the route
-programmer), taken in the agent's thread: reading only, nothing decided, nothing changed. The
-status document (status.build) and the metrics (snapshot.metrics_sample) are made from them.
+programmer), taken in the agent's thread: reading only, nothing decided, nothing changed (but the
+routes of the last status document, kept to be reused: AgentState.status_routes). The status
+document (status.build) and the metrics (snapshot.metrics_sample) are made from them.
 """
 from __future__ import annotations
 
 import heapq
 import ipaddress
 from collections import Counter
+from operator import itemgetter
 from typing import Mapping
 
 from calico_bgp.agent import status as st
@@ -51,11 +53,23 @@ def node(state: AgentState, name: str, version: str, speaker_peers: Mapping[str,
     rib, local = state.rib, state.local
     routes: list[st.RouteStatus] = []
     if rib is not None:
-        # the published list stops at MAX_PUBLISHED_ROUTES: pick those without sorting 100k
-        for prefix, sel in heapq.nsmallest(st.MAX_PUBLISHED_ROUTES, rib.selections(), key=lambda kv: kv[0]):
-            in_kernel = prefix not in state.own and programmer.in_kernel(key_of(prefix))
-            routes.append(st.RouteStatus(str(prefix), sel.next_hops, tuple(p.peer.address for p in sel.multipath),
-                                         in_kernel, sel.reason))
+        # the published list stops at MAX_PUBLISHED_ROUTES: pick those without sorting 100k. A route
+        # whose selection (the same value) and kernel state did not change since the last document
+        # is the RouteStatus it was then (state.status_routes): under churn, most of them.
+        last, now_routes = state.status_routes, {}
+        own, in_kernel_of = state.own, programmer.in_kernel
+        for prefix, sel in heapq.nsmallest(st.MAX_PUBLISHED_ROUTES, rib.selections(), key=itemgetter(0)):
+            seen = last.get(prefix)
+            key = key_of(prefix) if seen is None else seen[1]
+            in_kernel = prefix not in own and in_kernel_of(key)
+            if seen is not None and seen[0] is sel and seen[2].in_kernel == in_kernel:
+                r = seen[2]
+            else:
+                r = st.RouteStatus(str(prefix), sel.next_hops, tuple(p.peer.address for p in sel.multipath),
+                                   in_kernel, sel.reason)
+            now_routes[prefix] = (sel, key, r)
+            routes.append(r)
+        state.status_routes = now_routes
     rejected = st.cap(st.RejectedRoute(r.peer, str(r.prefix), r.reason)
                       for r in (rib.rejected(limit=st.MAX_PUBLISHED_ROUTES) if rib is not None else []))
     params = state.dampener.params

@@ -65,6 +65,9 @@ class AgentState:
     counts: dict[str, PeerCounts] = attrs.field(factory=dict)           # configured peers' event counters
     stray_notifications: dict[tuple[str, str], int] = attrs.field(factory=dict)  # (peer, code): no session of ours
     filter_mode: str = ""
+    # the routes of the last status document: prefix -> (its selection then, its kernel key, what was
+    # said); reused while the selection is the same value and the kernel state the same (sampling.node)
+    status_routes: dict[Prefix, tuple[Any, Any, Any]] = attrs.field(factory=dict)
     started_wall: float = attrs.field(factory=time.time)
     started: float = 0.0       # trio time the agent started
     last_update: float = 0.0   # trio time of the last UPDATE

@@ -133,13 +133,23 @@ class Watch:
             return
 
     async def _read_line(self) -> bytes:
-        while b"\n" not in self._buf:
-            try:
-                chunk = await self._raw.__anext__()
-            except StopAsyncIteration:
-                raise _StreamEnded() from None
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
+        """The next line of the stream. Only each new chunk is searched for its end and the chunks are
+        joined once: a status document of a few hundred kB arrives in dozens of chunks, and adding
+        each to the buffer and searching it all again was quadratic."""
+        buf = self._buf
+        if b"\n" not in buf:
+            chunks = [buf]
+            while True:
+                try:
+                    chunk = await self._raw.__anext__()
+                except StopAsyncIteration:
+                    self._buf = b"".join(chunks)
+                    raise _StreamEnded() from None
+                chunks.append(chunk)
+                if b"\n" in chunk:
+                    break
+            buf = b"".join(chunks)
+        line, _, self._buf = buf.partition(b"\n")
         return line
 
     async def _resync(self, compact_revision: int) -> None:

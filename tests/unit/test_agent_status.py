@@ -78,3 +78,28 @@ async def test_a_policy_change_asks_a_capped_peer_for_a_route_refresh_if_it_take
     events = [(e.kind, e.peer, e.detail) for e in a.events.recent if e.kind == "route_refresh"]
     assert [(k, p) for k, p, _ in events] == [("route_refresh", "198.18.0.1"), ("route_refresh", "198.18.0.3")]
     assert "takes no ROUTE-REFRESH" in events[1][2] and "2 rejected paths were not kept" in events[1][2]
+
+
+async def test_a_route_unchanged_since_the_last_document_is_the_same_value_and_changed_ones_are_new(tmp_path):
+    """Under churn most published routes are what the last document said: they are reused (not built
+    and encoded again) while their selection and kernel state stay; a new selection is said anew."""
+    from calico_bgp.agent import status as st
+    from calico_bgp.resources import codec
+
+    a = agent(tmp_path)
+    a.state.rib.import_policy = None
+    peer = Peer("198.18.0.1", 65001, "198.18.0.1", ibgp=False)
+    a.state.rib.update(peer, {Prefix.of(f"198.19.0.{i}/32"): PathAttributes("198.18.0.1") for i in range(4)})
+    first = a.build_status()
+    a.state.rib.update(peer, {Prefix.of("198.19.0.1/32"): PathAttributes("198.18.0.9"),
+                              Prefix.of("198.19.0.7/32"): PathAttributes("198.18.0.1")})
+    second = a.build_status()
+    by_prefix = {r.prefix: r for r in first.routes}
+    assert [r.prefix for r in second.routes] == [f"198.19.0.{i}/32" for i in (0, 1, 2, 3, 7)]
+    assert [r is by_prefix.get(r.prefix) for r in second.routes] == [True, False, True, True, False]
+    assert second.routes[1].next_hops == ("198.18.0.9",)
+    enc = st.Encoder()
+    for doc in (first, second, first, st.NodeStatus(node="n1", version="0", address="", asn=1, router_id="",
+                                                    role="node", updated=0.0, started=0.0)):
+        assert enc.encode(doc) == codec.encode(doc) == st.encode(doc)
+        assert st.decode(enc.encode(doc), "status/n1") == doc
