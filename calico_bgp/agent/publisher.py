@@ -41,6 +41,7 @@ class StatusPublisher:
         self.last_update = last_update  # trio time of the last UPDATE received
         self._dirty = trio.Event()
         self._lease = 0
+        self._encoder = st.Encoder()  # keeps each route's JSON for the next document
 
     def mark_dirty(self) -> None:
         self._dirty.set()
@@ -83,7 +84,7 @@ class StatusPublisher:
             last = trio.current_time()
             try:
                 started = time.perf_counter()
-                doc = st.encode(self.build())
+                doc = self._encoder.encode(self.build())
                 cost = time.perf_counter() - started
                 await self.client.put(self.key, doc, lease=self._lease)
             except DatastoreError as exc:
