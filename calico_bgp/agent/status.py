@@ -173,7 +173,7 @@ class Encoder:
             if seen is not None and seen[0] is r:
                 text = seen[1]
             else:
-                text = _dumps(codec.to_dict(r))
+                text = route_json(r)
             now[id(r)] = (r, text)
             texts.append(text)
         self._routes = now
@@ -185,6 +185,18 @@ class Encoder:
             value = "[" + ",".join(texts) + "]" if key == "routes" else _dumps(rest[key])
             parts.append(f"{json.dumps(key)}:{value}")
         return ("{" + ",".join(parts) + "}").encode()
+
+
+def route_json(r: RouteStatus) -> str:
+    """One route as codec.encode writes it (keys sorted, bestReason left out when empty), without
+    the generic unstructure and dumps: a document under churn is mostly new routes."""
+    reason = f'"bestReason":{_str(r.best_reason)},' if r.best_reason else ""
+    return (f'{{{reason}"inKernel":{"true" if r.in_kernel else "false"},'
+            f'"nextHops":[{",".join(map(_str, r.next_hops))}],"peers":[{",".join(map(_str, r.peers))}],'
+            f'"prefix":{_str(r.prefix)}}}')
+
+
+_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # a str as json.dumps writes it
 
 
 def _dumps(value: Any) -> str:

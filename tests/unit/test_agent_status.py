@@ -103,3 +103,15 @@ async def test_a_route_unchanged_since_the_last_document_is_the_same_value_and_c
                                                     role="node", updated=0.0, started=0.0)):
         assert enc.encode(doc) == codec.encode(doc) == st.encode(doc)
         assert st.decode(enc.encode(doc), "status/n1") == doc
+
+
+def test_a_route_encodes_as_the_codec_writes_it_whatever_its_fields():
+    from calico_bgp.agent import status as st
+    from calico_bgp.resources import codec
+
+    routes = [st.RouteStatus("198.19.0.1/32", ("198.18.0.1",), ("198.18.0.1",), True),
+              st.RouteStatus("2001:db8::/64", ("2001:db8::1", "fe80::1"), ("2001:db8::1", "2001:db8::2"), False,
+                             'lowest "MED"\\ é'),
+              st.RouteStatus("198.19.0.0/26", (), (), False, "")]
+    for r in routes:
+        assert st.route_json(r) == codec.encode(r).decode()
