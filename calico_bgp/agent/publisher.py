@@ -28,7 +28,7 @@ from dataplane.logfmt import event
 log = logging.getLogger("calico_bgp.agent.publisher")
 QUIET = 0.25        # seconds without an UPDATE that end a burst
 MIN_GAP = 0.5       # seconds between documents at least
-CHURN_EVERY = 5.0   # seconds between documents while UPDATEs keep streaming
+CHURN_EVERY = 10.0  # seconds between documents while UPDATEs keep streaming
 IDLE_EVERY = 10.0   # seconds between documents with nothing changed
 DUTY = 20           # the gap after a document is at least DUTY x what building it cost
 
