@@ -24,9 +24,10 @@ def test_a_burst_publishes_at_its_pause():
 
 def test_steady_churn_publishes_every_churn_every_seconds_not_at_every_short_gap():
     last = 100.0
-    for t in (100.3, 101.0, 103.0, 104.9):  # UPDATEs every few tenths: never a pause
-        assert publish_at(now=t, last=last, last_update=t - 0.05, gap=MIN_GAP) == min(t - 0.05 + QUIET, last + CHURN_EVERY)
-    assert publish_at(now=104.96, last=last, last_update=104.95, gap=MIN_GAP) == last + CHURN_EVERY
+    end = last + CHURN_EVERY
+    for t in (100.3, 101.0, end - 2.0, end - 0.1):  # UPDATEs every few tenths: never a pause
+        assert publish_at(now=t, last=last, last_update=t - 0.05, gap=MIN_GAP) == min(t - 0.05 + QUIET, end)
+    assert publish_at(now=end - 0.04, last=last, last_update=end - 0.05, gap=MIN_GAP) == end
 
 
 def test_a_costly_document_widens_the_gap_even_after_a_pause():
