@@ -1,0 +1,152 @@
+"""ExaBGP's receive path with calico_bgp.speaker.exabgp_receive and without: the same NLRI objects
+and the same JSON line for every UPDATE (IPv4 and IPv6, announced and withdrawn, in the classic
+fields and in MP_REACH/MP_UNREACH, with communities, every prefix length, end-of-RIB markers), and
+the same NOTIFICATION for one that does not decode. ExaBGP runs in a child process per mode: the
+patch changes its classes for the whole interpreter."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import struct
+import subprocess
+import sys
+
+from calico_bgp.speaker.events import Update
+from calico_bgp.speaker.parse import parse_line
+from tests.unit.exabgp_decode import as_path, attribute, next_hop, origin, sequence
+
+# Decodes each body with ExaBGP's own parser (with exabgp_run's other receive-side patches in both
+# modes) and prints, per UPDATE, its NLRI objects' state and the JSON line its API encoder writes.
+_DECODE = r"""
+import json, sys
+from exabgp.environment import getenv
+getenv()
+from calico_bgp.speaker import exabgp_run, exabgp_receive
+exabgp_run._quiet_debug()
+exabgp_run._report_malformed_attributes()
+exabgp_run._ipv6_next_hop_pairs()
+if sys.argv[1] == "patched":
+    exabgp_receive.patch()
+from exabgp.bgp.message.direction import Direction
+from exabgp.bgp.message.open.capability.negotiated import Negotiated
+from exabgp.bgp.message.update import Update
+from exabgp.bgp.neighbor import Neighbor
+from exabgp.protocol.family import AFI, SAFI
+from exabgp.reactor.api.response import Response
+
+n = Neighbor()
+n['local-address'], n['peer-address'], n['local-as'], n['peer-as'], n['router-id'] = (
+    "198.18.0.2", "198.18.0.1", 64512, 65001, "198.18.0.2")
+def shown(v):  # an object without a repr of its own (NoNextHop) by its identity among the singletons
+    text = repr(v)
+    return type(v).__name__ if " object at 0x" in text else text
+
+encoders = [Response.JSON("5.0.0"), Response.JSON("5.0.0")]
+encoders[1].compact = not encoders[0].compact  # both encodings of a prefix
+for body in json.loads(sys.stdin.read()):
+    negotiated = Negotiated(n)
+    negotiated.asn4 = True
+    negotiated.families = [(AFI.ipv4, SAFI.unicast), (AFI.ipv6, SAFI.unicast)]
+    try:
+        update = Update.unpack_message(bytes.fromhex(body), Direction.IN, negotiated)
+    except Exception as e:
+        print(json.dumps({"raises": f"{type(e).__name__}: {e}"}))
+        continue
+    nlris = [[type(x).__name__, sorted((k, shown(v), type(v).__name__) for k, v in vars(x).items())]
+             for x in getattr(update, "nlris", ())]
+    lines = [e.update(n, "receive", update, None, "", "").split('"neighbor"', 1)[1] for e in encoders]
+    print(json.dumps({"nlris": nlris, "json": lines}))
+"""
+
+V4_LENGTHS = ["0.0.0.0/0", "128.0.0.0/1", "198.0.0.0/7", "198.0.0.0/8", "198.0.0.0/9", "198.18.0.0/15",
+              "198.18.64.0/24", "198.18.64.128/25", "198.18.64.7/32", "198.19.255.255/32"]
+V6_LENGTHS = ["::/0", "2000::/3", "2001:db8::/32", "2001:db8:1::/48", "2001:db8:1:2::/64",
+              "2001:db8:1:2::80/121", "2001:db8::1/128", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/128"]
+
+
+def _nlri(prefixes: list[str]) -> bytes:
+    nets = [ipaddress.ip_network(p) for p in prefixes]
+    return b"".join(bytes([n.prefixlen]) + n.network_address.packed[:(n.prefixlen + 7) // 8] for n in nets)
+
+
+def _body(attributes: list[bytes], announce: bytes = b"", withdraw: bytes = b"") -> bytes:
+    a = b"".join(attributes)
+    return struct.pack("!H", len(withdraw)) + withdraw + struct.pack("!H", len(a)) + a + announce
+
+
+def _mp_reach(next_hops: list[str], prefixes: list[str]) -> bytes:
+    nh = b"".join(ipaddress.ip_address(x).packed for x in next_hops)
+    return attribute(0x80, 14, struct.pack("!HBB", 2, 1, len(nh)) + nh + b"\x00" + _nlri(prefixes))
+
+
+def _mp_unreach(prefixes: list[str]) -> bytes:
+    return attribute(0x80, 15, struct.pack("!HB", 2, 1) + _nlri(prefixes))
+
+
+def _communities(*pairs: tuple[int, int]) -> bytes:
+    return attribute(0xC0, 8, b"".join(struct.pack("!HH", a, b) for a, b in pairs))
+
+
+def _large(*triples: tuple[int, int, int]) -> bytes:
+    return attribute(0xC0, 32, b"".join(struct.pack("!III", *t) for t in triples))
+
+
+BASE = [origin(0), sequence(65001, 65002), next_hop("198.18.0.1")]
+MANY = [f"198.18.{i // 256}.{i % 256}/32" for i in range(0, 800)]
+
+BODIES = [
+    _body(BASE, announce=_nlri(V4_LENGTHS)),
+    _body(BASE, announce=_nlri(MANY)),
+    _body([], withdraw=_nlri(MANY[:300])),
+    _body(BASE, announce=_nlri(MANY[:5]), withdraw=_nlri(V4_LENGTHS)),
+    _body([origin(2), as_path((2, (65001,)), (1, (65010, 65011))), next_hop("198.18.0.9"),
+           attribute(0x80, 4, struct.pack("!I", 50)), attribute(0x40, 5, struct.pack("!I", 200)),
+           _communities((65001, 100), (65535, 65281)), _large((65001, 1, 2))], announce=_nlri(V4_LENGTHS[3:])),
+    _body([origin(0), sequence(65001), _mp_reach(["2001:db8::1"], V6_LENGTHS)]),
+    _body([origin(0), sequence(65001), _mp_reach(["2001:db8::1", "fe80::1"], V6_LENGTHS[2:5])]),
+    _body([origin(0), sequence(65001), _mp_reach(["fe80::1"], V6_LENGTHS[5:])]),
+    _body([_mp_unreach(V6_LENGTHS)]),
+    _body(BASE + [_mp_reach(["2001:db8::1"], V6_LENGTHS[:3])], announce=_nlri(MANY[:3]), withdraw=_nlri(MANY[3:6])),
+    _body([]),  # IPv4 end-of-RIB
+    _body([_mp_unreach([])]),  # IPv6 end-of-RIB
+    # what does not decode: ExaBGP's own NOTIFICATION, with the patch as without
+    _body(BASE, announce=bytes([33, 198, 18, 0, 1, 0])),       # an IPv4 length beyond 32
+    _body(BASE, announce=bytes([24, 198, 18])),                # fewer bytes than the length says
+    _body([], withdraw=bytes([32, 198, 18, 0, 1, 25])),        # the last prefix cut short
+    _body([origin(0), sequence(65001), attribute(0x80, 14, struct.pack("!HBB", 2, 1, 16)
+                                                 + ipaddress.ip_address("2001:db8::1").packed + b"\x00"
+                                                 + bytes([129]) + bytes(16))]),  # IPv6 length beyond 128
+]
+
+
+def _exabgp(mode: str) -> list[dict]:
+    out = subprocess.run([sys.executable, "-c", _DECODE, mode], input=json.dumps([b.hex() for b in BODIES]),
+                         capture_output=True, text=True, check=True, timeout=120)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(lines) == len(BODIES), out.stderr
+    return lines
+
+
+def test_the_same_nlris_and_json_with_the_patch_as_without():
+    plain, patched = _exabgp("plain"), _exabgp("patched")
+    for i, (a, b) in enumerate(zip(plain, patched)):
+        assert a == b, f"UPDATE {i}"
+    # the malformed ones did reach the decoder's checks
+    assert [x["raises"].split(" / ")[-1] for x in plain if "raises" in x] == [
+        "invalid mask 33 in NLRI prefix for ipv4", "could not decode nlri with family ipv4 (AFI 1) unicast (SAFI 1)",
+        "not enough data for the mask provided to decode the NLRI", "invalid mask 129 in NLRI prefix for ipv6"]
+
+
+def test_the_agent_reads_every_prefix_of_the_patched_json():
+    patched = _exabgp("patched")
+    line = '{"exabgp": "5.0.0", "type": "update", "neighbor"' + patched[1]["json"][1]
+    (update,) = parse_line(line)
+    assert isinstance(update, Update)
+    assert list(update.announced) == MANY
+    assert {a.next_hop for a in update.announced.values()} == {"198.18.0.1"}
+    v6 = parse_line('{"exabgp": "5.0.0", "type": "update", "neighbor"' + patched[5]["json"][1])
+    assert [list(u.announced) for u in v6] == [[str(ipaddress.ip_network(p)) for p in V6_LENGTHS]]
+    pair = parse_line('{"exabgp": "5.0.0", "type": "update", "neighbor"' + patched[6]["json"][0])
+    assert [{(a.next_hop, a.link_local) for a in u.announced.values()} for u in pair] == [{("2001:db8::1", "fe80::1")}]
+    withdrawn = parse_line('{"exabgp": "5.0.0", "type": "update", "neighbor"' + patched[2]["json"][0])
+    assert [u.withdrawn for u in withdrawn] == [tuple(MANY[:300])]
