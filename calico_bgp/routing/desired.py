@@ -95,12 +95,30 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
     upserts: list[Route] = []
     removed: list[RouteKey] = []
     unbuildable: Unbuildable = {}
+    selection, trusted, add = rib.selection, Route.trusted, upserts.append
+    # the prefixes of a burst share a few attributes objects: their next hops are checked once per
+    # object (and family), not once per route
+    last_attrs: object = None
+    last_version = 0
+    last_hops: tuple[NextHop, ...] = ()
     for prefix in prefixes:
         if prefix in skip:
             continue
-        sel = rib.selection(prefix)
+        sel = selection(prefix)
         if sel is None:
             removed.append(key_of(prefix))
+            continue
+        mp = sel.multipath
+        if len(mp) == 1:
+            a = mp[0].attrs
+            if a is not last_attrs or prefix.version != last_version:
+                try:
+                    hops = _hops(prefix, (a.next_hop,))
+                except InvalidRoute as exc:
+                    unbuildable[key_of(prefix)] = (str(prefix), str(exc))
+                    continue
+                last_attrs, last_version, last_hops = a, prefix.version, hops
+            add(trusted(prefix, last_hops))
             continue
         _add_learned(prefix, sel.next_hops, upserts, unbuildable)
     return upserts, removed, unbuildable
@@ -120,15 +138,20 @@ _HOPS: dict[tuple[str, ...], tuple[int, tuple[NextHop, ...]]] = {}
 def learned_route(prefix: Prefix, next_hops: Iterable[str]) -> Route:
     """The kernel route for a selection's next hops: addresses, or link-local ones scoped to the
     session's interface ("fe80::1%eth0": via fe80::1 dev eth0, nexthop.resolve)."""
-    gateways = tuple(next_hops)  # the device is in the text: the cache is keyed with it
+    return Route.trusted(prefix, _hops(prefix, tuple(next_hops)))
+
+
+def _hops(prefix: Prefix, gateways: tuple[str, ...]) -> tuple[NextHop, ...]:
+    """The checked next hops of a route to `prefix` via `gateways` (InvalidRoute when no route can
+    have them): a handful of next-hop sets serve every learned route, each parsed and checked once
+    per family. The device is in the text: the cache is keyed with it."""
     known = _HOPS.get(gateways)
     if known is None or known[0] != prefix.version:
-        # a handful of next-hop sets serve every learned route: each is parsed and checked once
         checked = Route(prefix.to_ipaddress(), nexthops=tuple(NextHop(*split(h)) for h in gateways))
         if len(_HOPS) > 4096:
             _HOPS.clear()
         known = _HOPS[gateways] = (prefix.version, checked.nexthops)
-    return Route.trusted(prefix, known[1])
+    return known[1]
 
 
 def pool_usage(node: str, blocks: Mapping[str, Block], pools: Iterable[IPPool]) -> tuple[dict[str, tuple[float, int]], int]:

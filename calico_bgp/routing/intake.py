@@ -27,6 +27,9 @@ from calico_bgp.routing.rib import Rib
 if TYPE_CHECKING:
     from calico_bgp.speaker.events import Update
 
+_MISSING = object()
+
+
 def rib_attrs(a: PathAttributes, link: SessionLink | None = None) -> PathAttributes:
     """The attributes the RIB keeps of a path from a peer on `link` (None: not directly connected):
     the next hop to install via is decided here (nexthop.resolve), once per attributes object. The
@@ -84,10 +87,9 @@ class UpdateIntake:
 
     def prefix(self, text: str) -> Prefix | None:
         cache = self._prefixes
-        try:
-            return cache[text]
-        except KeyError:
-            pass
+        p = cache.get(text, _MISSING)
+        if p is not _MISSING:
+            return p  # type: ignore[return-value]
         if len(cache) >= self.max_cached:
             cache.clear()
         p = cache[text] = parse(text)
@@ -111,8 +113,17 @@ class UpdateIntake:
         """`prefix` of each text; a C loop over the cache when every text is in it (the usual case)."""
         texts = list(texts)
         found = list(map(self._prefixes.get, texts))
-        if None in found:  # not cached yet, or cached as unusable
-            found = list(map(self.prefix, texts))
+        if None in found:  # not cached yet, or cached as unusable: a table's first UPDATEs
+            cache = self._prefixes
+            if len(cache) + len(texts) > self.max_cached:
+                return list(map(self.prefix, texts))
+            for i, p in enumerate(found):
+                if p is None:
+                    text = texts[i]
+                    p = cache.get(text, _MISSING)
+                    if p is _MISSING:
+                        p = cache[text] = parse(text)
+                    found[i] = p  # type: ignore[call-overload]
         return found
 
     def apply(self, ev: Update, peer: Peer, rib: Rib, dampener: Dampener[PathAttributes], now: float) -> Intake:

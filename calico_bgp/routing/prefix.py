@@ -21,6 +21,7 @@ _BITS = {4: 32, 6: 128}
 _OCTETS = {str(i): i for i in range(256)}  # the canonical text of each octet: no sign, no leading zero
 _LENGTHS = {4: {str(i): i for i in range(33)}, 6: {str(i): i for i in range(129)}}
 _HEX = "0123456789abcdefABCDEF"
+_new = tuple.__new__
 
 
 class Prefix(NamedTuple):
@@ -97,7 +98,7 @@ def parse(text: str) -> Prefix | None:
         return _slow(text)
     if value & ((1 << (_BITS[version] - plen)) - 1):
         return None  # host bits set
-    return Prefix(version, value, plen)
+    return _new(Prefix, (version, value, plen))  # the named tuple's own __new__ is a Python call more
 
 
 def _slow(text: str) -> Prefix | None:

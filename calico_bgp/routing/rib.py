@@ -14,7 +14,7 @@ import attrs
 from calico_bgp.routing.attributes import PathAttributes
 from calico_bgp.routing.decision import loop_check, select
 from calico_bgp.routing.nexthop import unusable
-from calico_bgp.routing.path import LocalSpeaker, Path, Peer, Selection, make_path
+from calico_bgp.routing.path import LocalSpeaker, Path, Peer, Selection, make_path, only_path
 from calico_bgp.routing.prefix import Prefix
 
 # An import policy returns None to accept a route or a short reason to reject it.
@@ -159,7 +159,7 @@ class Rib:
                 if invalid is not None:
                     depreferred += 1
                 if prefix not in selected:  # the first path of a prefix: it is the selection
-                    selected[prefix] = Selection(path, (path,), "only-path")
+                    selected[prefix] = only_path(path)
                     changed.add(prefix)
                 else:
                     touched.add(prefix)
@@ -260,10 +260,10 @@ class Rib:
                 only: Path = entry  # type: ignore[assignment]
                 old = self._selected.get(prefix)
                 if old is None:  # a new prefix: nothing to compare with
-                    self._selected[prefix] = Selection(only, (only,), "only-path")
+                    self._selected[prefix] = only_path(only)
                     changed.add(prefix)
                     continue
-                sel: Selection | None = Selection(only, (only,), "only-path")
+                sel: Selection | None = only_path(only)
             else:
                 sel = select(_all(entry), self.local.asn, self.multipath)
             if sel is None:

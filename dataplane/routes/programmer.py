@@ -171,9 +171,7 @@ class RouteProgrammer:
             for key in desired.drop_all(unbuildable):
                 pending[key] = None
             self._book.set_unbuildable(unbuildable)
-        for route in routes:
-            if desired.put(route):
-                pending[route.key] = None
+        pending.update(dict.fromkeys(desired.put_all(routes)))
         return len(pending) - before
 
     @property

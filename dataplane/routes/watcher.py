@@ -103,7 +103,7 @@ class DriftWatcher:
             self.dirty.set()
 
     async def watch(self, sock: object) -> None:
-        async for batch in events.events(sock, lambda: self._desired().signatures,  # type: ignore[arg-type]
+        async for batch in events.events(sock, lambda: self._desired().known_signatures(),  # type: ignore[arg-type]
                                          lambda: (self.protocol, self._desired().forwarding)):
             for ev in batch:
                 if isinstance(ev, events.RouteEvent):
