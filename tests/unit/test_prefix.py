@@ -80,3 +80,16 @@ def test_other_text_ipaddress_accepts_is_the_same_network(text, canonical):
 def test_a_host_route_of_an_address():
     assert Prefix.host(ipaddress.ip_address("198.19.0.7")) == parse("198.19.0.7/32")
     assert Prefix.host(ipaddress.ip_address("2001:db8::7")) == parse("2001:db8::7/128")
+
+
+@pytest.mark.parametrize("text", ["1.2.3.04/32", " 1.2.3.4/32", "1.2.3.4 /32", "0x1.2.3.4/32", "1.2.3.-4/32",
+                                  "\uff11.2.3.4/32", "1.2.3.4.5/32", "1..2.3/32", "256.1.2.3/32", "0.0.0.0/0",
+                                  "255.255.255.255/32", "1.2.3.4/32", "01.2.3.4/32", "1.2.3/32", "1/32"])
+def test_ipv4_text_parses_as_ipaddress_has_it(text):
+    """The fast IPv4 parser (inet_pton) is exactly as strict as `ipaddress`: what it refuses goes the
+    slow way, so the result is always ipaddress's."""
+    try:
+        want = Prefix.of(ipaddress.ip_network(text, strict=True))
+    except ValueError:
+        want = None
+    assert parse(text) == want
