@@ -45,12 +45,17 @@ _new = object.__new__
 _set_prefix, _set_peer, _set_attrs = Path.prefix.__set__, Path.peer.__set__, Path.attrs.__set__  # type: ignore[attr-defined]
 
 
+_set_invalid = DepreferredPath.invalid.__set__  # type: ignore[attr-defined]
+
+
 def make_path(prefix: Prefix, peer: Peer, pattrs: PathAttributes, invalid: str | None) -> Path:
-    if invalid is not None:
-        return DepreferredPath(prefix, peer, pattrs, invalid)
     # the slots' own setters: attrs' frozen __init__ sets each field by name, a third slower, and
     # a burst makes a path per prefix
-    path = _new(Path)
+    if invalid is not None:
+        path = _new(DepreferredPath)
+        _set_invalid(path, invalid)
+    else:
+        path = _new(Path)
     _set_prefix(path, prefix)
     _set_peer(path, peer)
     _set_attrs(path, pattrs)
