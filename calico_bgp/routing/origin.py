@@ -91,6 +91,7 @@ class OriginIndex:
             v: [(plen, (32 if v == 4 else 128) - plen, tables[(ver, plen)]) for ver, plen in sorted(tables) if ver == v]
             for v in (4, 6)}
         self._reasons: dict[tuple[bool, str | None, str, str], str] = {}
+        self._no_block: dict[str, str] = {}  # pool -> the reason of a prefix of it in no block
         # the prefixes of one UPDATE share their peer and attributes: owner -> verdict for the last pair
         self._last_peer: Peer | None = None
         self._last_attrs: PathAttributes | None = None
@@ -136,6 +137,11 @@ class OriginIndex:
             if block is not None:
                 owner = block.holders.get(value) if host_route else block.host
                 break
+        else:  # in no block: nobody's, whatever the path (what a fabric announcing pool space sends)
+            text = self._no_block.get(pool)
+            if text is None:
+                text = self._no_block[pool] = REASON_PREFIX + self._what(host_route, None, None, pool)
+            return text
         if self._last_peer is not peer or self._last_attrs is not attrs_:
             self._last_peer, self._last_attrs, self._verdicts = peer, attrs_, {}
         if owner is not None and owner == self.me:

@@ -86,8 +86,8 @@ def test_a_host_route_of_an_address():
                                   "\uff11.2.3.4/32", "1.2.3.4.5/32", "1..2.3/32", "256.1.2.3/32", "0.0.0.0/0",
                                   "255.255.255.255/32", "1.2.3.4/32", "01.2.3.4/32", "1.2.3/32", "1/32"])
 def test_ipv4_text_parses_as_ipaddress_has_it(text):
-    """The fast IPv4 parser (inet_pton) is exactly as strict as `ipaddress`: what it refuses goes the
-    slow way, so the result is always ipaddress's."""
+    """The fast IPv4 parser (octet table) is exactly as strict as `ipaddress`: what it refuses goes
+    the slow way, so the result is always ipaddress's."""
     try:
         want = Prefix.of(ipaddress.ip_network(text, strict=True))
     except ValueError:
