@@ -49,11 +49,20 @@ class DesiredIndex:
         sigs = self._signatures
         if sigs is None:
             sigs = self._signatures = {}
-            signature = self._signature
+            # _signature inlined: the parts are shared by the routes of one forwarding, length and metric
+            sig_fwd: Forwarding | None = None
+            sig_len = sig_metric = -1
+            parts: tuple[bytes, bytes] | None = None
+            table, protocol = self.table, self.protocol
             for key, fwd in self.forwarding.items():
-                sig = signature(key, fwd)
-                if sig is not None:
-                    sigs[sig] = key
+                dst = key.dst
+                if len(dst) != 4:
+                    continue
+                if fwd is not sig_fwd or key.dst_len != sig_len or key.metric != sig_metric:
+                    sig_fwd, sig_len, sig_metric = fwd, key.dst_len, key.metric
+                    parts = codec.signature_parts(table, protocol, sig_len, sig_metric, fwd.rtype, fwd.hops)
+                if parts is not None:
+                    sigs[parts[0] + dst + parts[1]] = key
         return sigs
 
     def known_signatures(self) -> dict[bytes, RouteKey]:

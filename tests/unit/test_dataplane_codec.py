@@ -202,6 +202,36 @@ def test_the_desired_sets_shared_signature_parts_give_dump_signature():
     assert desired.signatures == {} and desired.routes == {}
 
 
+def test_the_desired_sets_signatures_are_made_when_asked_and_follow_every_change():
+    """Puts and drops leave the signatures unmade (a reader that only saves work with them gets
+    none meanwhile); asked for, they are exactly dump_signature of each route desired then."""
+    from dataplane.routes.desired_index import DesiredIndex
+
+    routes = [Route.via(f"198.18.5.{i}/32", "198.18.0.2" if i % 3 else "198.18.0.3", metric=i % 2) for i in range(40)]
+    routes += [Route.via("198.18.6.0/24", "198.18.0.2"), Route.blackhole("198.18.64.0/26"),
+               Route.via("2001:db8:5::/64", "2001:db8::2")]
+    desired = DesiredIndex(254, 86)
+
+    def expected() -> dict:
+        out = {}
+        for route in desired.routes.values():
+            fwd = route.forwarding()
+            sig = codec.dump_signature(254, 86, route.key, fwd.rtype, fwd.hops)
+            if sig is not None:
+                out[sig] = route.key
+        return out
+
+    assert desired.put_all(routes) == [r.key for r in routes]
+    assert desired.known_signatures() == {}
+    assert desired.signatures == expected() and len(desired.signatures) == 41
+    assert desired.known_signatures() is desired.signatures  # made: readers get them now
+    desired.put(Route.via("198.18.5.1/32", "198.18.0.9", metric=1))  # a changed next hop
+    assert desired.known_signatures() == {}
+    desired.drop_all([routes[2].key, routes[3].key, routes[-1].key])
+    assert desired.put_all(routes[5:8]) == []  # desired exactly so already: no change
+    assert desired.signatures == expected() and len(desired.signatures) == 39
+
+
 class _Answer:
     """What a netlink socket returns for one dump request: canned datagrams (the parse is what is tested)."""
 

@@ -78,3 +78,32 @@ def test_a_selection_no_kernel_route_can_express_is_set_apart_with_its_reason_an
     upserts, removed, unbuildable2 = desired.kernel_changes([good[0], good[1], bad], rib, set())
     assert [r.prefix for r in upserts] == [good[1]] and removed == [key_of(good[0])]
     assert unbuildable2 == {key_of(bad): unbuildable[key_of(bad)]}
+
+
+def test_kernel_changes_builds_what_learned_route_builds_for_every_prefix_sharing_attributes():
+    """The incremental pass checks next hops once per attributes object: the routes are those
+    learned_route makes one by one, across families and attributes objects, and an attributes object
+    no route can use is set apart for each of its prefixes with that prefix's own reason."""
+    from calico_bgp.routing.attributes import PathAttributes
+    from calico_bgp.routing.path import LocalSpeaker, Peer
+    from calico_bgp.routing.rib import Rib
+    from dataplane.routes.route import key_of
+
+    rib = Rib(LocalSpeaker(64512, "198.18.1.10"))
+    peer = Peer("198.18.1.2", 65001, "198.18.1.2", ibgp=False)
+    v4, v4b = PathAttributes("198.18.1.2"), PathAttributes("198.18.1.3")
+    v6 = PathAttributes("2001:db8:1::2")
+    a = [Prefix.of(f"198.19.7.{i}/32") for i in range(4)]
+    b = [Prefix.of(f"198.19.8.{i}/32") for i in range(3)]
+    c = [Prefix.of(f"2001:db8:7::{i}/128") for i in range(3)]
+    wrong = [Prefix.of(f"198.19.9.{i}/32") for i in range(2)]  # an IPv6 next hop for IPv4 prefixes
+    rib.update(peer, {**dict.fromkeys(a, v4), **dict.fromkeys(b, v4b)})
+    rib.update(peer, dict.fromkeys(c + wrong, v6))
+    order = [a[0], c[0], a[1], b[0], wrong[0], b[1], a[2], c[1], wrong[1], c[2], a[3], b[2]]
+    upserts, removed, unbuildable = desired.kernel_changes(order, rib, set())
+    want = [desired.learned_route(p, rib.selection(p).next_hops) for p in order if p not in wrong]
+    assert upserts == want and removed == []
+    assert [r.nexthops for r in upserts] == [r.nexthops for r in want]
+    assert set(unbuildable) == {key_of(p) for p in wrong}
+    for p in wrong:
+        assert unbuildable[key_of(p)][0] == str(p) and f"like {p}" in unbuildable[key_of(p)][1]
