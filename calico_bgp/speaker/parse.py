@@ -125,6 +125,9 @@ def _update(peer: str, message: dict[str, Any]) -> list[Parsed]:
         for next_hop, nlris in by_nexthop.items():
             nh, _, ll = next_hop.partition(" ")  # "global link-local": a 32-byte next hop (exabgp_run)
             a = attrs.evolve(base, next_hop=None if nh in NO_NEXT_HOP else nh, link_local=ll or None)
+            if all(map(_is_text, nlris)):  # the compact encoding: bare prefixes, in C loops
+                out.update(dict.fromkeys(nlris, a))
+                continue
             for nlri in nlris:  # one value for the prefixes of one next hop
                 prefix, path_id = _nlri(nlri)
                 out[prefix] = a
@@ -132,7 +135,7 @@ def _update(peer: str, message: dict[str, Any]) -> list[Parsed]:
                     path_ids.setdefault(family, {})[prefix] = path_id
     withdrawn: dict[str, list[str]] = {}
     for family, nlris in update.get("withdraw", {}).items():
-        withdrawn[family] = [_nlri(x)[0] for x in nlris]
+        withdrawn[family] = list(nlris) if all(map(_is_text, nlris)) else [_nlri(x)[0] for x in nlris]
     events: list[Parsed] = []
     for family in sorted(set(announced) | set(withdrawn)):
         if family not in FAMILIES:
@@ -193,6 +196,9 @@ def _malformations(update: dict[str, Any]) -> tuple[Malformation, ...]:
         if any(nh in NO_NEXT_HOP for by_nexthop in announce.values() for nh in by_nexthop):
             out.append(Malformation("missing-next-hop", "NLRI without NEXT_HOP"))
     return tuple(out)
+
+
+_is_text = str.__instancecheck__  # isinstance(x, str), as a C function map() can call
 
 
 def _nlri(nlri: Any) -> tuple[str, str | None]:
