@@ -97,22 +97,26 @@ def pending_ops(pending: Iterable[RouteKey], desired: DesiredIndex, installed: C
     """The operations that send the changed keys `pending`, and the routes they desire: a desired
     key is replaced when a route of ours is installed on it, else added; a key no longer desired
     is deleted if ours is installed and not kept for the restart grace. Sent as a reconcile's are:
-    adds and replaces before deletes (within each, in no particular order: the kernel applies each
-    key on its own). Set operations, not a Python step per key: a burst sends 100k."""
-    keys = pending.keys() if isinstance(pending, dict) else dict.fromkeys(pending).keys()
-    fwd_map, route_map = desired.forwarding, desired.routes
-    wanted = keys & fwd_map.keys()
-    gone = keys - wanted
-    if isinstance(installed, (set, frozenset)):
-        replaces = list(wanted & installed)
-        adds = list(wanted - installed) if replaces else list(wanted)
-    else:
-        replaces = list(wanted.intersection(installed))
-        adds = list(wanted.difference(installed))
-    deletes = list(gone.intersection(installed).difference(keep)) if gone else []
-    wanted_list = list(wanted)
-    routes = dict(zip(wanted_list, map(route_map.__getitem__, wanted_list)))
-    forwarding = dict(zip(wanted_list, map(fwd_map.__getitem__, wanted_list)))
+    adds and replaces before deletes."""
+    routes: dict[RouteKey, Route] = {}
+    forwarding: dict[RouteKey, Forwarding] = {}
+    adds: list[RouteKey] = []
+    replaces: list[RouteKey] = []
+    deletes: list[RouteKey] = []
+    desired_fwd, desired_routes = desired.forwarding.get, desired.routes
+    add, replace, delete = adds.append, replaces.append, deletes.append
+    for key in pending:
+        fwd = desired_fwd(key)
+        if fwd is None:
+            if key in installed and key not in keep:
+                delete(key)
+            continue
+        routes[key] = desired_routes[key]
+        forwarding[key] = fwd
+        if key in installed:
+            replace(key)
+        else:
+            add(key)
     return PlannedOps(adds, replaces, deletes), routes, forwarding
 
 
