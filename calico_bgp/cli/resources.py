@@ -5,7 +5,6 @@ import sys
 from typing import Any, Callable
 
 import click
-import yaml
 
 from calico_bgp.cli.common import (
     EXIT_CONFLICT,
@@ -25,7 +24,9 @@ from calico_bgp.resources.documents import API_VERSION, load_documents, to_docum
 from calico_bgp.resources.durations import format_ms
 from calico_bgp.resources.fields import InvalidField, InvalidResource, UnknownKind
 from calico_bgp.resources.kinds import resolve_kind
+from calico_bgp.resources.pending import warning as pending_warning
 from calico_bgp.resources.selector import SelectorError
+from calico_bgp.resources.yamlread import dump_yaml
 from calico_bgp.resources.store import ConflictError, CorruptValue, Listing, NotFound, ResourceStore
 
 register_errors({
@@ -48,11 +49,9 @@ def _kind(text: str) -> type:
 
 
 def _named(cls: type, name: str) -> str:
-    """A NAME argument as the store will key it: there is one BGPConfiguration, 'default' (a per-node
-    'node.<name>' typed out of Calico habit must not reach, let alone delete, the cluster's)."""
-    if cls is BGPConfiguration and name != "default":
-        fail(f"BGPConfiguration {name!r}: only the cluster-wide 'default' exists (per-node ones are not supported)",
-             EXIT_USAGE)
+    """A NAME argument as the store will key it: a BGPConfiguration is 'default' or 'node.<name>'."""
+    if cls is BGPConfiguration and name != "default" and not name.startswith("node."):
+        fail(f"BGPConfiguration {name!r}: a BGPConfiguration is 'default' or 'node.<node name>'", EXIT_USAGE)
     return name
 
 
@@ -143,6 +142,9 @@ def apply_cmd(g: Globals, source: Any, output: str) -> None:
             return await _store(g, client).apply_all(resources)
 
     applied = run(go)
+    for r in resources:  # one line per resource whose fields are stored and not acted on yet
+        if (line := pending_warning(r)) is not None:
+            click.echo(f"warning: {line}", err=True)
     if output == "json":
         echo_json([{"kind": a.kind, "name": a.name, "action": a.action, "revision": a.revision} for a in applied])
         return
@@ -178,7 +180,7 @@ def get_cmd(g: Globals, kind: str, name: str | None, output: str) -> None:
         if output == "json":
             echo_json(data)
         else:
-            click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
+            click.echo(dump_yaml(data).rstrip())
     else:
         click.echo(render_table(cls.kind, items, output == "wide"))
     if listing.errors:

@@ -2,7 +2,8 @@
 timers, communities and the prefixes that carry them, flap damping, origin validation."""
 from __future__ import annotations
 
-from typing import ClassVar
+import re
+from typing import Any, ClassVar
 
 import attrs
 
@@ -19,6 +20,7 @@ from calico_bgp.resources.fields import (
     cidr,
     community,
     int_range,
+    ip_address,
     name,
     one_of,
     optional_seconds,
@@ -66,6 +68,35 @@ class Damping:
                       f"{ceiling:.0f}, never above suppress ({self.suppress}): nothing would be damped")
 
 
+@attrs.frozen
+class ServiceCIDR:
+    """One entry of serviceClusterIPs / serviceExternalIPs / serviceLoadBalancerIPs; libcalico-go takes
+    an empty one (`{}`: its cidr is `omitempty,net`)."""
+    cidr: str = attrs.field(default="", converter=checked(lambda v: "" if v in (None, "") else cidr(v)))
+
+
+_NODE_CONFIG = re.compile(r"^node\.[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# Calico's BIRD template matches these against interface names (a glob): no spaces or quotes
+_INTERFACE_GLOB = re.compile(r"^[a-zA-Z0-9_.*?\[\]@:+-]{1,64}$")
+
+
+def _interface_glob(value: Any) -> str:
+    if not isinstance(value, str) or not _INTERFACE_GLOB.match(value):
+        raise ValueError("expected an interface name or glob like 'eth*' (1..64 of [a-zA-Z0-9_.*?[]@:+-])")
+    return value
+
+
+def _optional_ip(version: int) -> Any:
+    def parse(value: Any) -> str:
+        if value in (None, ""):
+            return ""
+        text = ip_address(value)
+        if (":" in text) != (version == 6):
+            raise ValueError(f"expected an IPv{version} address")
+        return text
+    return parse
+
+
 _as_numbers = tuple_of(as_number)  # named apart: inside the class `as_number` is the field
 
 
@@ -89,10 +120,19 @@ class BGPConfigurationSpec:
     # pool gets, and the fabric's ASes that may stand in as origin for a node's (ToRs with as-override)
     origin_validation: str = attrs.field(default="Reject", converter=checked(bgpsession.origin_validation))
     fabric_as_numbers: tuple[ASNumber, ...] = attrs.field(default=(), converter=checked(_as_numbers))
+    # Calico's, validated and stored, not acted on yet (pending.py names them at apply)
+    service_cluster_ips: tuple[ServiceCIDR, ...] = ()
+    service_external_ips: tuple[ServiceCIDR, ...] = ()
+    service_load_balancer_ips: tuple[ServiceCIDR, ...] = ()
+    bind_mode: str = attrs.field(default="", converter=checked(
+        lambda v: "" if v in (None, "") else one_of("None", "NodeIP")(v)))
+    ignored_interfaces: tuple[str, ...] = attrs.field(default=(), converter=checked(tuple_of(_interface_glob)))
+    program_cluster_routes: str = attrs.field(default="", converter=checked(
+        lambda v: "" if v in (None, "") else one_of("Enabled", "Disabled", "EnabledIPIPOnly", "EnabledNoEncapOnly")(v)))
+    local_workload_peering_ipv4: str = attrs.field(default="", converter=checked(_optional_ip(4)))
+    local_workload_peering_ipv6: str = attrs.field(default="", converter=checked(_optional_ip(6)))
 
-    calico_only: ClassVar[frozenset[str]] = frozenset(
-        {"serviceLoadBalancerIPs", "serviceExternalIPs", "serviceClusterIPs", "bindMode", "ignoredInterfaces", "localWorkloadPeeringIPV4",
-         "localWorkloadPeeringIPV6", "programClusterRoutes"})
+    calico_only: ClassVar[frozenset[str]] = frozenset()
 
     def __attrs_post_init__(self) -> None:
         bgpsession.check_timers(self.hold_time, self.keepalive_time)
@@ -120,9 +160,14 @@ class BGPConfiguration:
     spec: BGPConfigurationSpec = attrs.field(factory=BGPConfigurationSpec)
 
     def __attrs_post_init__(self) -> None:
-        if self.metadata.name != "default":
+        if self.metadata.name != "default" and not _NODE_CONFIG.match(self.metadata.name):
             raise bad("metadata.name", self.metadata.name,
-                       "only the cluster-wide BGPConfiguration 'default' is supported (per-node 'node.<name>' is not)")
+                       "a BGPConfiguration is 'default' (the cluster's) or 'node.<node name>' (one node's)")
+
+    @property
+    def node(self) -> str:
+        """The node a per-node configuration ('node.<name>') is for; '' for the cluster's."""
+        return self.metadata.name[len("node."):] if self.metadata.name.startswith("node.") else ""
 
     @property
     def name(self) -> str:

@@ -3,7 +3,8 @@ actions: communities, local preference, AS-path prepending). What they decide: r
 from __future__ import annotations
 
 import ipaddress
-from typing import ClassVar
+import re
+from typing import Any, ClassVar
 
 import attrs
 
@@ -36,6 +37,56 @@ class PrefixLength:
             raise bad("min", self.min, f"must not exceed max ({self.max})")
 
 
+_INTERFACE = re.compile(r"^[a-zA-Z0-9_.*+-]{1,15}$")  # an interface name or glob (IFNAMSIZ is 16)
+
+
+def _interface(value: Any) -> str:
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, str) or not _INTERFACE.match(value):
+        raise ValueError("expected an interface name or glob like 'eth*' (1..15 of [a-zA-Z0-9_.*+-])")
+    return value
+
+
+@attrs.frozen
+class CommunityMatch:
+    values: tuple[str, ...] = attrs.field(default=(), converter=checked(tuple_of(community_parser(True))))
+
+
+@attrs.frozen
+class AddCommunity:
+    value: str = attrs.field(converter=checked(community_parser(True)))
+
+
+@attrs.frozen
+class PrependASPath:
+    prefix: tuple[ASNumber, ...] = attrs.field(converter=checked(tuple_of(as_number)))
+
+
+@attrs.frozen
+class SetPriority:
+    value: Integer = attrs.field(converter=checked(int_range(0, AS_MAX)))
+
+
+@attrs.frozen
+class Operation:
+    """One of Calico's rule operations: exactly one of addCommunity, prependASPath, setPriority."""
+    add_community: AddCommunity | None = None
+    prepend_as_path: PrependASPath | None = None
+    set_priority: SetPriority | None = None
+
+    def __attrs_post_init__(self) -> None:
+        given = [f for f in ("add_community", "prepend_as_path", "set_priority") if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise bad("", {codec.json_name(f): "..." for f in given},
+                      "an operation is exactly one of addCommunity, prependASPath, setPriority")
+
+
+# Match conditions Calico has and routing/bgpfilter.py does not evaluate yet: a rule with any of them
+# never matches here (pending.py warns at apply), rather than matching more than Calico would.
+PENDING_CONDITIONS = ("source", "interface", "peer_type", "communities", "as_path_prefix", "priority")
+
+
 @attrs.frozen
 class BGPFilterRule:
     action: str = attrs.field(converter=checked(one_of("Accept", "Reject")))
@@ -49,9 +100,18 @@ class BGPFilterRule:
         default=(), converter=checked(tuple_of(community_parser(True, standard_ok=False))))
     local_pref: Integer | None = attrs.field(default=None, converter=checked(optional(int_range(0, AS_MAX))))
     as_path_prepend: tuple[ASNumber, ...] = attrs.field(default=(), converter=checked(tuple_of(as_number)))
+    # Calico's (api bgpfilter.go), validated and stored; see PENDING_CONDITIONS
+    source: str = attrs.field(default="", converter=checked(
+        lambda v: "" if v in (None, "") else one_of("RemotePeers")(v)))
+    interface: str = attrs.field(default="", converter=checked(_interface))
+    peer_type: str = attrs.field(default="", converter=checked(
+        lambda v: "" if v in (None, "") else one_of("eBGP", "iBGP")(v)))
+    communities: CommunityMatch | None = None
+    as_path_prefix: tuple[ASNumber, ...] = attrs.field(default=(), converter=checked(tuple_of(as_number)))
+    priority: Integer | None = attrs.field(default=None, converter=checked(optional(int_range(0, AS_MAX))))
+    operations: tuple[Operation, ...] = ()
 
-    calico_only: ClassVar[frozenset[str]] = frozenset(
-        {"source", "interface", "peerType", "communities", "asPathPrefix", "priority", "operations"})
+    calico_only: ClassVar[frozenset[str]] = frozenset()
 
     def __attrs_post_init__(self) -> None:
         if bool(self.cidr) != bool(self.match_operator):
@@ -63,6 +123,12 @@ class BGPFilterRule:
             for f in ("add_communities", "add_large_communities", "local_pref", "as_path_prepend"):
                 if getattr(self, f) not in ((), None):
                     raise bad(codec.json_name(f), getattr(self, f), "actions are only allowed with action Accept")
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """The JSON names of this rule's conditions and operations not evaluated here yet."""
+        given = [codec.json_name(f) for f in PENDING_CONDITIONS if getattr(self, f) not in ("", (), None)]
+        return (*given, "operations") if self.operations else tuple(given)
 
     @property
     def has_actions(self) -> bool:
@@ -80,7 +146,10 @@ class BGPFilterRule:
                 min(net.max_prefixlen, pl.max if pl.max is not None else net.max_prefixlen))
 
     def matches(self, prefix: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
-        """Does the rule's CIDR condition match `prefix`? (No CIDR: matches everything.)"""
+        """Does the rule's CIDR condition match `prefix`? (No CIDR: matches everything.) A rule with a
+        condition not evaluated here yet (PENDING_CONDITIONS) matches nothing."""
+        if any(getattr(self, f) not in ("", (), None) for f in PENDING_CONDITIONS):
+            return False
         if not self.cidr:
             return True
         net = ipaddress.ip_network(self.cidr)

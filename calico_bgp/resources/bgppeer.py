@@ -82,10 +82,17 @@ class BGPPeerSpec:
     # BFD toward this peer (Calico Enterprise): None, or BFDIfDirectlyConnected, when the peer is on a
     # link of the node that a BFDConfiguration selecting the node matches (routing/bfd.py)
     failure_detection_mode: str = attrs.field(default="None", converter=checked(failure_detection_mode))
+    # Calico's, validated as libcalico-go does and stored, not acted on yet (pending.py names them at apply)
+    ttl_security: Integer | None = attrs.field(default=None, converter=checked(optional(int_range(0, 255))))
+    next_hop_mode: str = attrs.field(default="", converter=checked(
+        lambda v: "" if v in (None, "") else one_of("Auto", "Self", "Keep")(v)))
+    local_as_number: ASNumber | None = attrs.field(default=None, converter=checked(optional_as_number))
+    reverse_peering: str = attrs.field(default="", converter=checked(
+        lambda v: "" if v in (None, "") else one_of("Auto", "Manual")(v)))
+    local_workload_selector: Selector | None = attrs.field(default=None, converter=checked(optional_selector))
 
     # Calico Enterprise's dual-ToR BGPPeers also set restartMode and birdGatewayMode (not implemented)
-    calico_only: ClassVar[frozenset[str]] = frozenset(
-        {"ttlSecurity", "localWorkloadSelector", "nextHopMode", "reversePeering", "restartMode", "birdGatewayMode"})
+    calico_only: ClassVar[frozenset[str]] = frozenset({"restartMode", "birdGatewayMode"})
 
     def __attrs_post_init__(self) -> None:
         if self.node and self.node_selector is not None:
@@ -96,17 +103,19 @@ class BGPPeerSpec:
             if self.as_number is not None:
                 raise bad("asNumber", self.as_number,
                            "a peerSelector peer takes each remote node's AS; asNumber must be empty")
-        else:
-            if not self.peer_ip:
-                raise missing("peerIP", "one of peerIP or peerSelector is required")
-            if self.as_number is None:
-                raise missing("asNumber", "required with peerIP")
+        # calicoctl takes a peer with neither peerIP nor peerSelector, and a peerIP without asNumber (a
+        # Calico node's address: its AS is the node's); both are stored and make no session here yet
         if self.reachable_by and self.peer_ip:
             if ipaddress.ip_address(self.reachable_by).version != ipaddress.ip_address(self.peer_address).version:
                 raise bad("reachableBy", self.reachable_by, "must be the same IP version as peerIP")
         if self.max_prefix_action != "warn" and self.max_prefixes is None:
             raise missing("maxPrefixes", f"maxPrefixAction {self.max_prefix_action} needs it")
         bgpsession.check_timers(self.hold_time, self.keepalive_time)
+
+    @property
+    def makes_sessions(self) -> bool:
+        """Whether this peer is acted on here: a peerSelector, or a peerIP with its asNumber."""
+        return self.peer_selector is not None or bool(self.peer_ip and self.as_number is not None)
 
     @property
     def peer_address(self) -> str:

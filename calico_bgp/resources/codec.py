@@ -19,7 +19,15 @@ T = TypeVar("T")
 _SPECIAL = {"peer_ip": "peerIP", "ipv4_address": "ipv4Address", "ipv6_address": "ipv6Address",
             "route_reflector_cluster_id": "routeReflectorClusterID", "as_number": "asNumber",
             "source_ip": "sourceIP", "disable_bgp_export": "disableBGPExport",
-            "num_allowed_local_as_numbers": "numAllowedLocalASNumbers", "fabric_as_numbers": "fabricASNumbers"}
+            "num_allowed_local_as_numbers": "numAllowedLocalASNumbers", "fabric_as_numbers": "fabricASNumbers",
+            "service_cluster_ips": "serviceClusterIPs", "service_external_ips": "serviceExternalIPs",
+            "service_load_balancer_ips": "serviceLoadBalancerIPs",
+            "local_workload_peering_ipv4": "localWorkloadPeeringIPV4",
+            "local_workload_peering_ipv6": "localWorkloadPeeringIPV6",
+            "ipv4_ipip_tunnel_addr": "ipv4IPIPTunnelAddr", "ipv4_vxlan_tunnel_addr": "ipv4VXLANTunnelAddr",
+            "ipv6_vxlan_tunnel_addr": "ipv6VXLANTunnelAddr", "vxlan_tunnel_mac_addr": "vxlanTunnelMACAddr",
+            "vxlan_tunnel_mac_addr_v6": "vxlanTunnelMACAddrV6", "local_as_number": "localASNumber",
+            "as_path_prefix": "asPathPrefix", "prepend_as_path": "prependASPath", "ttl_security": "ttlSecurity"}
 
 
 class DecodeError(ValueError):
@@ -40,6 +48,16 @@ def _strict_bool(value: Any, _type: Any) -> bool:
     return value
 
 
+def _go_string(value: Any, _type: Any) -> str:
+    # ghodss/yaml (calicoctl's decoder) gives a Go string field a number's or boolean's text: `yes` ->
+    # "true", 5 -> "5"; cattrs' default str() would make "True"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value) if not isinstance(value, float) or not value.is_integer() else str(int(value))
+    raise ValueError(f"expected a string, got {type(value).__name__}")
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True)
 
@@ -53,6 +71,7 @@ def _make_converter() -> cattrs.Converter:
 
     conv.register_unstructure_hook_factory(attrs.has, unstructure_factory)
     conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(str, _go_string)
     conv.register_structure_hook_factory(attrs.has, structure_factory)
     return conv
 

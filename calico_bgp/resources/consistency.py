@@ -1,7 +1,8 @@
 """Consistency across resources (pure, over a snapshot): what an apply or a delete may not break.
 
-Pools may not overlap nor change their CIDR or block size; a BGPPeer's filters and node must exist,
-and stay while it names them.
+Pools may not overlap nor change their CIDR or block size; a BGPPeer's filters must exist, and stay
+while it names them. A BGPPeer's node need not exist yet (calicoctl takes it: nodes register later),
+but a node may not be deleted while a BGPPeer names it.
 """
 from __future__ import annotations
 
@@ -53,8 +54,6 @@ def check_apply(current: State, batch: Sequence[Resource]) -> None:
             for f in r.spec.filters:
                 if f not in merged.get("BGPFilter", {}):
                     errors.append(f"BGPPeer {r.name!r}: spec.filters: BGPFilter {f!r} does not exist")
-            if r.spec.node and r.spec.node not in merged.get("Node", {}):
-                errors.append(f"BGPPeer {r.name!r}: spec.node: Node {r.spec.node!r} does not exist")
     if errors:
         raise InvalidResource("; ".join(errors))
 

@@ -1,58 +1,45 @@
 """YAML documents <-> resources: what `apply -f` reads and `get -o yaml` prints (pure).
 
 A document is apiVersion (calico-bgp/v1, or projectcalico.org/v3 for Calico's kinds), kind,
-metadata and spec, or a List of them. Every document is validated before anything is returned,
-and each error names its document by number (from 1), kind and name. A document is measured
-before it is read: nested deeper than MAX_DEPTH or, with its YAML aliases expanded, holding more
-than MAX_VALUES values (a "billion laughs"), it is refused at once.
+metadata and spec, a List of them (kind List, or a kind's own list such as BGPPeerList), or a
+YAML list of them (as calicoctl's createResourcesFromBytes takes). The text is read as calicoctl
+reads it (yamlread.py), and bounded there before anything is built. Before a document becomes a
+resource, no list in it may hold more than MAX_LIST_ITEMS items (a BGPFilter of 69,000 rules would
+otherwise be built, then fail on etcd's request limit). Every document is validated before anything
+is returned, and each error names its document by number (from 1), kind and name.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-import yaml
-
 from calico_bgp.resources import model
 from calico_bgp.resources.fields import InvalidResource, UnknownKind
 from calico_bgp.resources.kinds import CALICO_KINDS, KINDS, Resource
+from calico_bgp.resources.yamlread import MAX_DEPTH, MAX_VALUES, YAMLRefused, dump_yaml, read_documents, show
+
+__all__ = ["MAX_DEPTH", "MAX_VALUES", "MAX_LIST_ITEMS", "load_documents", "dump_documents", "to_document"]
 
 API_VERSION = "calico-bgp/v1"
 CALICO_API_VERSION = "projectcalico.org/v3"
 API_VERSIONS = (API_VERSION, CALICO_API_VERSION)
 # Top-level document keys written by calicoctl/kubectl that carry nothing we store.
 _IGNORED_TOP = frozenset({"status"})
-# A resource is a few levels deep and a file of them thousands of values; far beyond that is a
-# mistake or a "billion laughs" (aliases of aliases of lists), refused before it is read further.
-MAX_DEPTH = 64
-MAX_VALUES = 1_000_000
+MAX_LIST_ITEMS = 1000   # rules of one BGPFilter list, prefixes, communities...: far more is a mistake
 
 
-class _TooDeep(Exception):
-    pass
-
-
-def _oversized(doc: Any) -> str | None:
-    """Why `doc` is refused unread: nested deeper than MAX_DEPTH (or holding itself, which YAML
-    aliases allow), or more than MAX_VALUES values with its aliases expanded. Each shared value is
-    measured once, so this costs what the document's text does, not what its expansion would."""
-    sizes: dict[int, int] = {}
-
-    def size(value: Any, depth: int) -> int:
-        if not isinstance(value, (dict, list)):
-            return 1
-        if depth > MAX_DEPTH:
-            raise _TooDeep
-        if id(value) not in sizes:
-            children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
-            sizes[id(value)] = 1 + sum(size(c, depth + 1) for c in children)
-        return sizes[id(value)]
-
-    try:
-        total = size(doc, 0)
-    except _TooDeep:
-        return f"nested deeper than {MAX_DEPTH} levels, or holds itself through a YAML alias"
-    if total > MAX_VALUES:
-        return f"{total:,} values once its YAML aliases are expanded (at most {MAX_VALUES:,})"
+def _long_list(value: Any, path: str = "") -> str | None:
+    """The path of the first list in `value` longer than MAX_LIST_ITEMS, with its length; None when none is."""
+    if isinstance(value, list):
+        if len(value) > MAX_LIST_ITEMS:
+            return f"{path or 'value'}: {len(value):,} items (at most {MAX_LIST_ITEMS:,} in one list)"
+        items: Iterable[tuple[str, Any]] = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    elif isinstance(value, dict):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    else:
+        return None
+    for where, inner in items:
+        if (found := _long_list(inner, where)) is not None:
+            return found
     return None
 
 
@@ -84,7 +71,7 @@ def _document_resource(index: int, doc: Any) -> Resource | list[Resource]:
         raise InvalidResource(f"{where}: kind: missing (one of {', '.join(KINDS)}, or List)")
     if not isinstance(kind, str):
         raise UnknownKind(f"{where}: unknown kind {kind!r} (known: {', '.join(KINDS)})")
-    if kind == "List" or (kind.endswith("List") and kind[:-4] in KINDS):
+    if kind == "List" or (kind.endswith("List") and kind[:-4] in KINDS and "spec" not in doc):
         items = doc.get("items") or []
         if not isinstance(items, list):
             raise InvalidResource(f"{where}: items: expected a list")
@@ -105,9 +92,11 @@ def _item(where: str, doc: Any) -> Resource:
         raise UnknownKind(f"{where}: unknown kind {kind!r} (known: {', '.join(KINDS)})")
     if api == CALICO_API_VERSION and kind not in CALICO_KINDS:
         raise UnknownKind(f"{where}: {kind} is not a {CALICO_API_VERSION} kind; use apiVersion {API_VERSION}")
-    extra = sorted(set(doc) - {"apiVersion", "kind", "metadata", "spec"} - _IGNORED_TOP)
+    extra = sorted(set(doc) - {"apiVersion", "kind", "metadata", "spec"} - _IGNORED_TOP, key=str)
     if extra:
-        raise InvalidResource(f"{label}: {', '.join(extra)}: unknown top-level field")
+        raise InvalidResource(f"{label}: {', '.join(show(e) for e in extra)}: unknown top-level field")
+    if (too_long := _long_list({k: doc[k] for k in ("metadata", "spec") if k in doc})) is not None:
+        raise InvalidResource(f"{label}: {too_long}")
     body = {k: doc[k] for k in ("metadata", "spec") if k in doc}
     return model.from_dict(cls, body, where=label)
 
@@ -117,26 +106,20 @@ def load_documents(text: str) -> list[Resource]:
 
     Documents are numbered from 1. Nothing is returned unless every document is valid."""
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InvalidResource(f"YAML{where}: {problem}") from None
-    except RecursionError:  # the parser recurses once per level
-        raise InvalidResource(f"YAML: nested deeper than the parser goes (resources need a few levels; "
-                              f"at most {MAX_DEPTH} are taken)") from None
+        docs = read_documents(text)
+    except YAMLRefused as exc:
+        raise InvalidResource(str(exc)) from None
     if not docs:
         raise InvalidResource("no documents found")
     out: list[Resource] = []
     errors: list[str] = []
     unknown_kind = False
     for i, doc in enumerate(docs, 1):
-        if (why := _oversized(doc)) is not None:
-            errors.append(f"document {i}: {why}")
-            continue
         try:
-            got = _document_resource(i, doc)
+            if isinstance(doc, list):  # a YAML list of resources
+                got: Any = [_item(f"document {i} item {j}", item) for j, item in enumerate(doc)]
+            else:
+                got = _document_resource(i, doc)
         except InvalidResource as exc:
             errors.append(str(exc))
             unknown_kind = unknown_kind or isinstance(exc, UnknownKind)
@@ -154,10 +137,12 @@ def load_documents(text: str) -> list[Resource]:
 
 
 def to_document(resource: Resource) -> dict[str, Any]:
-    """The resource as a document `apply` takes back: apiVersion, kind, metadata, spec."""
+    """The resource as a document `apply` takes back: apiVersion (projectcalico.org/v3 for Calico's
+    kinds, as calicoctl prints them), kind, metadata, spec."""
     body = model.to_dict(resource)
-    return {"apiVersion": API_VERSION, "kind": resource.kind, **body}
+    api = CALICO_API_VERSION if resource.kind in CALICO_KINDS else API_VERSION
+    return {"apiVersion": api, "kind": resource.kind, **body}
 
 
 def dump_documents(resources: Iterable[Resource]) -> str:
-    return yaml.safe_dump_all([to_document(r) for r in resources], sort_keys=False, default_flow_style=False)
+    return dump_yaml([to_document(r) for r in resources], documents=True)

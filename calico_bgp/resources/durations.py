@@ -59,3 +59,13 @@ def format_ms(ms: int) -> str:
         if n:
             out.append(f"{n}{unit}")
     return "".join(out)
+
+
+def format_seconds(seconds: int) -> str:
+    """Whole seconds as Go's time.Duration.String() spells them, which a metav1.Duration field (and so
+    calicoctl) takes back: 120 -> '2m0s', 90 -> '1m30s', 3600 -> '1h0m0s', 5 -> '5s', 0 -> '0s'."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"

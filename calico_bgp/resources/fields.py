@@ -16,6 +16,7 @@ import attrs
 from calico_bgp.resources import codec
 from calico_bgp.resources.selector import Selector, SelectorError
 from calico_bgp.resources.selector import parse as parse_selector
+from calico_bgp.resources.yamlread import scalar_text
 
 T = TypeVar("T")
 
@@ -49,13 +50,18 @@ class UnknownKind(InvalidResource):
     """A kind name that is not one of ours."""
 
 
+SHOWN_CHARS = 80  # a value in an error line is cut here: a 5 MB value is not echoed whole
+
+
 def _show(value: Any) -> str:
     if isinstance(value, str):
-        return repr(value)
-    try:
-        return json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        return repr(value)
+        text = repr(value)
+    else:
+        try:
+            text = json.dumps(value, default=str)
+        except (TypeError, ValueError):
+            text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text):,} characters)"
 
 
 def join_path(prefix: str, path: str) -> str:
@@ -306,18 +312,43 @@ def optional_selector(value: Any) -> Selector | None:
     return None if value in (None, "") else selector(value)
 
 
-def label_map(value: Any) -> dict[str, str]:
+def _string_map(value: Any, what: str) -> dict[str, str]:
+    """A map[string]string as calicoctl decodes one (ghodss/yaml): a number or boolean value becomes its
+    text (`yes` -> "true", 5 -> "5"), null the empty string; a list or mapping is refused."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ValueError("expected a mapping of label names to values")
+        raise ValueError(f"expected a mapping of {what} names to values")
     out = {}
     for k, v in value.items():
-        if not isinstance(k, str) or not _LABEL_KEY.match(k):
-            raise InvalidField(f"[{k}]" if isinstance(k, str) else "", k, "label names are [a-zA-Z0-9_./-], 1..512 chars")
-        if not isinstance(v, str) or len(v) > 253 or ("'" in v and '"' in v):
+        key = scalar_text(k)
+        if not isinstance(key, str):
+            raise InvalidField("", k, f"{what} names are strings")
+        v = "" if v is None else scalar_text(v)
+        if not isinstance(v, str):
+            raise InvalidField(f"[{key}]", v, f"{what} values are strings, not a list or mapping")
+        out[key] = v
+    return out
+
+
+def label_map(value: Any) -> dict[str, str]:
+    out = _string_map(value, "label")
+    for k, v in out.items():
+        if not _LABEL_KEY.match(k):
+            raise InvalidField(f"[{k}]", k, "label names are [a-zA-Z0-9_./-], 1..512 chars")
+        if len(v) > 253 or ("'" in v and '"' in v):
             raise InvalidField(f"[{k}]", v, "label values are strings (max 253, not both quote kinds)")
-        out[k] = v
+    return out
+
+
+ANNOTATIONS_MAX_BYTES = 256 * 1024  # Kubernetes' TotalAnnotationSizeLimitB (apimachinery ValidateAnnotations)
+
+
+def annotation_map(value: Any) -> dict[str, str]:
+    out = _string_map(value, "annotation")
+    total = sum(len(k.encode()) + len(v.encode()) for k, v in out.items())
+    if total > ANNOTATIONS_MAX_BYTES:
+        raise ValueError(f"annotations total {total:,} bytes (at most {ANNOTATIONS_MAX_BYTES:,}, as Kubernetes)")
     return out
 
 

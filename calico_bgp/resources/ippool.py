@@ -1,6 +1,7 @@
 """IPPool: a range of addresses cut into blocks affine to nodes (ipam/), announced over BGP.
 
-Calico's shape; calico-bgp routes natively, so IPIP, VXLAN and NAT outgoing are refused, never ignored.
+Calico's shape. IPIP/VXLAN modes, natOutgoing, allowedUses, assignmentMode and namespaceSelector are
+validated as libcalico-go validates them and stored, but not acted on yet (pending.py says so at apply).
 """
 from __future__ import annotations
 
@@ -9,21 +10,28 @@ from typing import Any, ClassVar
 
 import attrs
 
-from calico_bgp.resources.fields import Integer, bad, boolean, checked, cidr, int_range, selector
+from calico_bgp.resources.fields import (
+    Integer,
+    bad,
+    boolean,
+    checked,
+    cidr,
+    int_range,
+    one_of,
+    optional_selector,
+    selector,
+    tuple_of,
+)
 from calico_bgp.resources.model import Metadata
 from calico_bgp.resources.selector import ALL, Selector
 
 
-def _never(value: Any) -> str:
-    if value in (None, "", "Never"):
-        return "Never"
-    raise ValueError("only Never is supported: calico-bgp routes natively over BGP, without IPIP/VXLAN")
+ENCAP_MODES = ("Never", "Always", "CrossSubnet")
+ALLOWED_USES = ("Workload", "Tunnel", "LoadBalancer")
 
 
-def _no_nat(value: Any) -> bool:
-    if boolean(value):
-        raise ValueError("natOutgoing is not supported by calico-bgp (no NAT on the nodes)")
-    return False
+def _encap(value: Any) -> str:
+    return "Never" if value in (None, "") else one_of(*ENCAP_MODES)(value)
 
 
 def default_block_size(pool_cidr: str) -> int:
@@ -39,12 +47,16 @@ class IPPoolSpec:
     disabled: bool = attrs.field(default=False, converter=checked(boolean))
     node_selector: Selector = attrs.field(default=ALL, converter=checked(selector))
     disable_bgp_export: bool = attrs.field(default=False, converter=checked(boolean))
-    ipip_mode: str = attrs.field(default="Never", converter=checked(_never))
-    vxlan_mode: str = attrs.field(default="Never", converter=checked(_never))
-    nat_outgoing: bool = attrs.field(default=False, converter=checked(_no_nat))
+    ipip_mode: str = attrs.field(default="Never", converter=checked(_encap))
+    vxlan_mode: str = attrs.field(default="Never", converter=checked(_encap))
+    nat_outgoing: bool = attrs.field(default=False, converter=checked(boolean))
+    allowed_uses: tuple[str, ...] = attrs.field(default=(), converter=checked(tuple_of(one_of(*ALLOWED_USES))))
+    assignment_mode: str = attrs.field(
+        default="", converter=checked(lambda v: "" if v in (None, "") else one_of("Automatic", "Manual")(v)))
+    namespace_selector: Selector | None = attrs.field(default=None, converter=checked(optional_selector))
 
-    calico_only: ClassVar[frozenset[str]] = frozenset(
-        {"namespaceSelector", "allowedUses", "assignmentMode", "ipip", "nat-outgoing"})
+    # Calico v1's spellings (ipip: {enabled}, nat-outgoing) are not v3 fields
+    calico_only: ClassVar[frozenset[str]] = frozenset({"ipip", "nat-outgoing"})
 
     def __attrs_post_init__(self) -> None:
         net = self.network
@@ -54,6 +66,13 @@ class IPPoolSpec:
         if self.block_size < net.prefixlen:
             raise bad("blockSize", self.block_size,
                        f"blocks cannot be larger than the pool (/{net.prefixlen})")
+        # libcalico-go lib/validator/v3/validator.go validateIPPool: IPIP is IPv4 only; one encapsulation
+        if net.version == 6 and self.ipip_mode != "Never":
+            raise bad("ipipMode", self.ipip_mode, "IPIP is not supported on an IPv6 pool")
+        if self.ipip_mode != "Never" and self.vxlan_mode != "Never":
+            raise bad("vxlanMode", self.vxlan_mode, "ipipMode and vxlanMode cannot both be enabled")
+        if len(set(self.allowed_uses)) != len(self.allowed_uses):
+            raise bad("allowedUses", list(self.allowed_uses), "a use is listed twice")
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

@@ -24,7 +24,7 @@ import cattrs
 from cattrs.errors import ForbiddenExtraKeysError, IterableValidationNote
 
 from calico_bgp.resources import codec
-from calico_bgp.resources.durations import Milliseconds, format_ms
+from calico_bgp.resources.durations import Milliseconds, format_ms, format_seconds
 from calico_bgp.resources.fields import (
     ASNumber,
     Integer,
@@ -32,6 +32,7 @@ from calico_bgp.resources.fields import (
     InvalidResource,
     Port,
     Seconds,
+    annotation_map,
     checked,
     join_path,
     label_map,
@@ -46,7 +47,7 @@ T = TypeVar("T")
 class Metadata:
     name: str = attrs.field(converter=checked(name))
     labels: dict[str, str] = attrs.field(factory=dict, converter=checked(label_map), hash=False)
-    annotations: dict[str, str] = attrs.field(factory=dict, hash=False)
+    annotations: dict[str, str] = attrs.field(factory=dict, converter=checked(annotation_map), hash=False)
 
     # Written by Kubernetes/calicoctl, meaningless here; accepted on input and not stored.
     ignored: ClassVar[frozenset[str]] = frozenset(
@@ -65,6 +66,8 @@ for _t in (Selector, ASNumber, Seconds, Port, Integer, Milliseconds):
 codec.converter.register_unstructure_hook(Selector, str)
 codec.converter.register_unstructure_hook(Milliseconds, format_ms)  # stored and shown as "300ms", "1m"
 codec.converter.register_unstructure_hook(Port, lambda v: v)
+# as duration text: Calico's durations are metav1.Duration, which takes no bare number back
+codec.converter.register_unstructure_hook(Seconds, format_seconds)
 
 
 def _messages(exc: BaseException, path: str, cls: Any = None) -> list[str]:

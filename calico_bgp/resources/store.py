@@ -87,8 +87,8 @@ class ResourceStore:
 
     def key(self, kind: str | type, name: str) -> str:
         cls = kind_of(kind)
-        if cls is BGPConfiguration:
-            return self.keys.config()
+        if cls is BGPConfiguration:  # the cluster's at config(); a node's ('node.<name>') under it
+            return self.keys.config() if name == "default" else f"{self.keys.config()}/{name}"
         return {IPPool: self.keys.pool, Node: self.keys.node, BGPPeer: self.keys.peer,
                 BGPFilter: self.keys.filter, PolicyFilter: self.keys.policy,
                 BFDConfiguration: self.keys.bfd_config}[cls](name)
@@ -140,7 +140,7 @@ class ResourceStore:
         res = await self.client.range(prefix)
         items, errors = [], []
         for kv in res.kvs:
-            if cls is BGPConfiguration and kv.key != prefix:
+            if cls is BGPConfiguration and kv.key != prefix and not kv.key.startswith(prefix + "/node."):
                 continue
             try:
                 items.append(self._decode(cls, kv))
@@ -167,7 +167,8 @@ class ResourceStore:
         for cls, found in zip(kinds, res.responses):
             bucket = state.setdefault(cls.kind, {})
             for kv in found or []:
-                if cls is BGPConfiguration and kv.key != self.keys.config():
+                config = self.keys.config()
+                if cls is BGPConfiguration and kv.key != config and not kv.key.startswith(config + "/node."):
                     continue
                 kvs[kv.key] = kv
                 try:

@@ -67,8 +67,11 @@ class ClusterView:
 
     # --- reading ---------------------------------------------------------------------------------
     def snapshot(self) -> ClusterState:
+        """Everything as of `revision`; BGPPeers that make no session here yet (no peerIP nor peerSelector,
+        or a peerIP without asNumber: stored, see pending.py) are left out of `peers`."""
         v = self._values
-        return ClusterState(self.revision, self._config, dict(v["nodes"]), dict(v["pools"]), dict(v["peers"]),
+        peers = {n: p for n, p in v["peers"].items() if p.spec.makes_sessions}
+        return ClusterState(self.revision, self._config, dict(v["nodes"]), dict(v["pools"]), peers,
                             dict(v["filters"]), dict(v["policies"]), dict(v["blocks"]), dict(self._corrupt),
                             dict(v["secrets"]), dict(v["bfd_configs"]))
 

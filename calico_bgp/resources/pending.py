@@ -1,0 +1,96 @@
+"""What a resource asks for that calico-bgp stores and does not act on yet (pure): one warning line per
+resource, which `apply` prints. A field is named here only when its value asks for something: an
+IPPool with ipipMode Never says nothing, one with Always is told that tunnels are not made."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from calico_bgp.resources.bgpconfig import BGPConfiguration
+from calico_bgp.resources.bgpfilter import BGPFilter
+from calico_bgp.resources.bgppeer import BGPPeer
+from calico_bgp.resources.ippool import IPPool
+from calico_bgp.resources.node import Node
+
+
+def _ippool(r: IPPool) -> list[str]:
+    s, out = r.spec, []
+    if s.ipip_mode != "Never" or s.vxlan_mode != "Never":
+        mode = f"ipipMode {s.ipip_mode}" if s.ipip_mode != "Never" else f"vxlanMode {s.vxlan_mode}"
+        out.append(f"{mode} (no tunnels: this project routes natively)")
+    if s.nat_outgoing:
+        out.append("natOutgoing (no masquerade yet)")
+    if s.allowed_uses and set(s.allowed_uses) != {"Workload", "Tunnel"}:
+        out.append(f"allowedUses {','.join(s.allowed_uses)} (every pool is for workloads here)")
+    if s.assignment_mode == "Manual":
+        out.append("assignmentMode Manual (addresses are assigned automatically here)")
+    if s.namespace_selector is not None:
+        out.append("namespaceSelector (no Kubernetes namespaces here)")
+    return out
+
+
+def _node(r: Node) -> list[str]:
+    s = r.spec
+    given = [f for f, v in (("bgp.ipv4IPIPTunnelAddr", s.bgp and s.bgp.ipv4_ipip_tunnel_addr),
+                            ("ipv4VXLANTunnelAddr", s.ipv4_vxlan_tunnel_addr),
+                            ("ipv6VXLANTunnelAddr", s.ipv6_vxlan_tunnel_addr),
+                            ("vxlanTunnelMACAddr", s.vxlan_tunnel_mac_addr),
+                            ("vxlanTunnelMACAddrV6", s.vxlan_tunnel_mac_addr_v6)) if v]
+    return [f"{', '.join(given)} (no tunnels: this project routes natively)"] if given else []
+
+
+def _bgpconfig(r: BGPConfiguration) -> list[str]:
+    s, out = r.spec, []
+    if r.node:
+        out.append(f"the whole resource (per-node configuration for node {r.node!r} is not applied yet)")
+    services = [f for f, v in (("serviceClusterIPs", s.service_cluster_ips),
+                               ("serviceExternalIPs", s.service_external_ips),
+                               ("serviceLoadBalancerIPs", s.service_load_balancer_ips)) if v]
+    if services:
+        out.append(f"{', '.join(services)} (service addresses are not advertised yet)")
+    if s.program_cluster_routes:
+        out.append(f"programClusterRoutes {s.program_cluster_routes}")
+    if s.bind_mode == "NodeIP":
+        out.append("bindMode NodeIP (the speaker listens on every address)")
+    if s.ignored_interfaces:
+        out.append("ignoredInterfaces (every interface's routes are considered)")
+    if s.local_workload_peering_ipv4 or s.local_workload_peering_ipv6:
+        out.append("localWorkloadPeeringIPV4/IPV6 (no peering with workloads)")
+    return out
+
+
+def _bgppeer(r: BGPPeer) -> list[str]:
+    s, out = r.spec, []
+    if s.peer_selector is None and not s.peer_ip:
+        out.append("neither peerIP nor peerSelector (no session is made)")
+    elif s.peer_ip and s.as_number is None:
+        out.append("peerIP without asNumber (a Calico node's AS is not looked up yet: no session is made)")
+    given = [f for f, v in (("ttlSecurity", s.ttl_security), ("nextHopMode", s.next_hop_mode),
+                            ("localASNumber", s.local_as_number), ("reversePeering", s.reverse_peering),
+                            ("localWorkloadSelector", s.local_workload_selector)) if v not in (None, "")]
+    if given:
+        out.append(", ".join(given))
+    return out
+
+
+def _bgpfilter(r: BGPFilter) -> list[str]:
+    fields: set[str] = set()
+    for rules in (r.spec.export_v4, r.spec.import_v4, r.spec.export_v6, r.spec.import_v6):
+        for rule in rules:
+            fields.update(rule.pending)
+    if not fields:
+        return []
+    return [f"rules with {', '.join(sorted(fields))} (such a rule matches nothing here yet)"]
+
+
+_CHECKS: dict[str, Callable[[Any], list[str]]] = {
+    "IPPool": _ippool, "Node": _node, "BGPConfiguration": _bgpconfig, "BGPPeer": _bgppeer, "BGPFilter": _bgpfilter,
+}
+
+
+def warning(resource: Any) -> str | None:
+    """'BGPPeer 'p': stored, not acted on yet: ttlSecurity, nextHopMode', or None when all of it is."""
+    check = _CHECKS.get(resource.kind)
+    parts = check(resource) if check else []
+    if not parts:
+        return None
+    return f"{resource.kind} {resource.metadata.name!r}: stored, not acted on yet: {'; '.join(parts)}"

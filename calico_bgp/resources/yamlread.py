@@ -1,0 +1,212 @@
+"""YAML text -> plain values, read as calicoctl reads it, with hostile input refused before it is built (pure).
+
+calicoctl decodes with projectcalico/go-yaml-wrapper (a ghodss/yaml fork over gopkg.in/yaml.v2, then
+`UnmarshalStrict` into the typed resource: calicoctl/calicoctl/resourcemgr/resourcemgr.go,
+createResourcesFromBytes). What that means for a Calico user's text, and what this reader does:
+
+- yaml.v2 scalars: `yes`/`no`/`on`/`off`/`y`/`n` (any of its spellings) are booleans, integers take
+  Go's prefixes (0x, 0o, 0b, a leading 0 is octal), and there is no base 60: `5663:12` stays the text
+  `5663:12` (a YAML 1.1 loader such as PyYAML's reads it as 339792). Timestamps stay text.
+- ghodss/yaml turns a number or boolean into its text where the Go field is a string (labels and
+  annotations are map[string]string): an unquoted `yes` label is `"true"`, `5` is `"5"`. That
+  coercion is `scalar_text` here; model.py applies it to labels and annotations.
+- `UnmarshalStrict` refuses a key given twice in one mapping; so does this reader, naming the key and
+  both lines.
+- A file may hold several documents, and a document may be one resource or a YAML list of them.
+
+Hostile input is bounded before anything is built: the text is at most MAX_INPUT_BYTES, and a
+document whose aliases would expand it past MAX_VALUES values (a "billion laughs") or nest it deeper
+than MAX_DEPTH is refused from its node graph, before any value is built: each shared node is
+measured once, so the measure costs what the text does.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
+
+MAX_INPUT_BYTES = 4 * 1024 * 1024  # a file of resources is kilobytes; etcd takes at most 1.5 MiB a request
+MAX_VALUES = 200_000               # values in one document with its aliases expanded
+MAX_DEPTH = 64                     # resources are a few levels deep
+
+_BOOL = re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$")
+_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"})
+# yaml.v2 resolve.go: ints through strconv.ParseInt(s, 0, 64) (with '_' allowed), floats by its own
+# regexp plus .inf/.nan; no sexagesimal forms
+_INT = re.compile(r"^[-+]?(?:0b[01_]+|0o[0-7_]+|0x[0-9a-fA-F_]+|0[0-7_]*|[1-9][0-9_]*)$")
+_FLOAT = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+
+
+class YAMLRefused(ValueError):
+    """The text is not YAML calicoctl would read, or is too large to read; one line, naming where."""
+
+
+class _GoResolver(Resolver):
+    """Tags plain scalars as gopkg.in/yaml.v2 does (no YAML 1.1 base 60, no timestamps)."""
+
+
+_GoResolver.yaml_implicit_resolvers = {}
+_GoResolver.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("yYnNtTfFoO"))
+_GoResolver.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"))
+_GoResolver.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+_GoResolver.add_implicit_resolver("tag:yaml.org,2002:null", _NULL, ["~", "n", "N", ""])
+_GoResolver.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"])
+
+
+class _GoConstructor(SafeConstructor):
+    def construct_yaml_bool(self, node: ScalarNode) -> bool:
+        return self.construct_scalar(node) in _TRUE
+
+    def construct_yaml_int(self, node: ScalarNode) -> int:
+        text = self.construct_scalar(node).replace("_", "")
+        sign, body = (-1, text[1:]) if text[:1] == "-" else (1, text.lstrip("+"))
+        if body.startswith(("0b", "0o", "0x")):
+            return sign * int(body, 0)
+        if len(body) > 1 and body.startswith("0"):
+            return sign * int(body, 8)
+        return sign * int(body)
+
+    def construct_yaml_float(self, node: ScalarNode) -> float:
+        text = self.construct_scalar(node).lower()
+        if text.endswith("inf"):
+            return -math.inf if text.startswith("-") else math.inf
+        if text == ".nan":
+            return math.nan
+        return float(text)
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise YAMLRefused(f"YAML at line {line}: key {show(key)} given twice in one mapping "
+                                      f"(first at line {seen[key]})")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+for _tag, _fn in (("bool", _GoConstructor.construct_yaml_bool), ("int", _GoConstructor.construct_yaml_int),
+                  ("float", _GoConstructor.construct_yaml_float)):
+    _GoConstructor.add_constructor(f"tag:yaml.org,2002:{_tag}", _fn)
+_GoConstructor.add_constructor("tag:yaml.org,2002:timestamp", SafeConstructor.construct_yaml_str)
+
+
+class _Loader(Reader, Scanner, Parser, Composer, _GoConstructor, _GoResolver):
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        Composer.__init__(self)
+        _GoConstructor.__init__(self)
+        _GoResolver.__init__(self)
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A value for an error line, cut to about `limit` characters (a 5 MB value is not echoed)."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def scalar_text(value: Any) -> Any:
+    """What ghodss/yaml makes of a scalar bound for a Go string: numbers and booleans as their text
+    (true -> "true", 5 -> "5", 1.5 -> "1.5"); anything else unchanged, for the field to refuse."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if not value.is_integer() else str(int(value))
+    return value
+
+
+def _expanded_size(root: Node) -> int:
+    """Values in `root` with every alias expanded (each collection, key and value counts one), computed
+    over the shared graph so it costs what the text does; _TooDeep past MAX_DEPTH or for a node that
+    contains itself (infinitely deep)."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def size(node: Node, depth: int) -> int:
+        if not isinstance(node, (MappingNode, SequenceNode)):
+            return 1
+        if depth > MAX_DEPTH or id(node) in on_path:
+            raise _TooDeep
+        if id(node) not in sizes:
+            on_path.add(id(node))
+            children = [c for pair in node.value for c in pair] if isinstance(node, MappingNode) else node.value
+            sizes[id(node)] = 1 + sum(size(child, depth + 1) for child in children)
+            on_path.discard(id(node))
+        return sizes[id(node)]
+
+    return size(root, 0)
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def read_documents(text: str) -> list[Any]:
+    """The documents of `text` as plain values (empty documents left out); YAMLRefused for text that is
+    too large, not YAML, a key twice in a mapping, or a document too large once its aliases expand."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_INPUT_BYTES:
+        raise YAMLRefused(f"input is {size:,} bytes; at most {MAX_INPUT_BYTES:,} are read")
+    loader = _Loader(text)
+    docs: list[Any] = []
+    index = 0
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            index += 1
+            try:
+                total = _expanded_size(node)
+            except _TooDeep:
+                raise YAMLRefused(f"document {index}: nested deeper than {MAX_DEPTH} levels, or holds itself "
+                                  "through a YAML alias") from None
+            if total > MAX_VALUES:
+                raise YAMLRefused(f"document {index}: {total:,} values once its YAML aliases are expanded "
+                                  f"(at most {MAX_VALUES:,})")
+            value = loader.construct_document(node)
+            if value is not None:
+                docs.append(value)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise YAMLRefused(f"YAML{where}: {show(problem, 200)}") from None
+    except RecursionError:  # the parser recurses once per level
+        raise YAMLRefused(f"YAML: nested deeper than the parser goes (at most {MAX_DEPTH} levels are taken)") from None
+    finally:
+        loader.dispose()
+    return docs
+
+
+class _Dumper(yaml.SafeDumper):
+    """Quotes every string that either reader would take for something else: yaml.v2 (`y`, `n`, `0o17`)
+    or a YAML 1.1 one such as PyYAML's (`5663:12`, `2026-12-07`), so the text reads back as written."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        tag = super().resolve(kind, value, implicit)
+        if kind is ScalarNode and implicit[0] and tag == "tag:yaml.org,2002:str":
+            return _GoResolver().resolve(kind, value, implicit)
+        return tag
+
+
+def dump_yaml(data: Any, *, documents: bool = False) -> str:
+    """`data` (or, `documents`, each item of it as one document) as YAML text that reads back the same."""
+    if documents:
+        return yaml.dump_all(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
