@@ -86,6 +86,6 @@ _origin_mode = one_of("Reject", "Deprefer", "Disabled", case_insensitive=True)  
 
 
 def origin_validation(value: Any) -> str:
-    if value is False or value == "False":  # a str field gets YAML's false as 'False'
+    if value is False or value in ("False", "false"):  # a str field gets YAML's false as "false"
         raise ValueError("expected one of Reject, Deprefer, Disabled (an unquoted Off or No is YAML's false)")
     return _origin_mode(value)

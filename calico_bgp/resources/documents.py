@@ -3,9 +3,9 @@
 A document is apiVersion (calico-bgp/v1, or projectcalico.org/v3 for Calico's kinds), kind,
 metadata and spec, a List of them (kind List, or a kind's own list such as BGPPeerList), or a
 YAML list of them (as calicoctl's createResourcesFromBytes takes). The text is read as calicoctl
-reads it (yamlread.py), and bounded there before anything is built. Before a document becomes a
-resource, no list in it may hold more than MAX_LIST_ITEMS items (a BGPFilter of 69,000 rules would
-otherwise be built, then fail on etcd's request limit). Every document is validated before anything
+reads it (yamlread.py), and bounded there before anything is built (MAX_VALUES, MAX_LIST_ITEMS: a
+BGPFilter of 69,000 rules is refused at its 1,001st, not built and then failed on etcd's request
+limit; MAX_DEPTH). Every document is validated before anything
 is returned, and each error names its document by number (from 1), kind and name.
 """
 from __future__ import annotations
@@ -15,7 +15,15 @@ from typing import Any, Iterable, Mapping
 from calico_bgp.resources import model
 from calico_bgp.resources.fields import InvalidResource, UnknownKind
 from calico_bgp.resources.kinds import CALICO_KINDS, KINDS, Resource
-from calico_bgp.resources.yamlread import MAX_DEPTH, MAX_VALUES, YAMLRefused, dump_yaml, read_documents, show
+from calico_bgp.resources.yamlread import (
+    MAX_DEPTH,
+    MAX_LIST_ITEMS,
+    MAX_VALUES,
+    YAMLRefused,
+    dump_yaml,
+    read_documents,
+    show,
+)
 
 __all__ = ["MAX_DEPTH", "MAX_VALUES", "MAX_LIST_ITEMS", "load_documents", "dump_documents", "to_document"]
 
@@ -24,25 +32,6 @@ CALICO_API_VERSION = "projectcalico.org/v3"
 API_VERSIONS = (API_VERSION, CALICO_API_VERSION)
 # Top-level document keys written by calicoctl/kubectl that carry nothing we store.
 _IGNORED_TOP = frozenset({"status"})
-MAX_LIST_ITEMS = 1000   # rules of one BGPFilter list, prefixes, communities...: far more is a mistake
-
-
-def _long_list(value: Any, path: str = "") -> str | None:
-    """The path of the first list in `value` longer than MAX_LIST_ITEMS, with its length; None when none is."""
-    if isinstance(value, list):
-        if len(value) > MAX_LIST_ITEMS:
-            return f"{path or 'value'}: {len(value):,} items (at most {MAX_LIST_ITEMS:,} in one list)"
-        items: Iterable[tuple[str, Any]] = ((f"{path}[{i}]", v) for i, v in enumerate(value))
-    elif isinstance(value, dict):
-        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
-    else:
-        return None
-    for where, inner in items:
-        if (found := _long_list(inner, where)) is not None:
-            return found
-    return None
-
-
 def _label(where: str, doc: Mapping[str, Any]) -> str:
     """'document 2 (IPPool 'rack-a')': where, and the kind and name when the document says them."""
     kind, meta = doc.get("kind"), doc.get("metadata")
@@ -95,8 +84,6 @@ def _item(where: str, doc: Any) -> Resource:
     extra = sorted(set(doc) - {"apiVersion", "kind", "metadata", "spec"} - _IGNORED_TOP, key=str)
     if extra:
         raise InvalidResource(f"{label}: {', '.join(show(e) for e in extra)}: unknown top-level field")
-    if (too_long := _long_list({k: doc[k] for k in ("metadata", "spec") if k in doc})) is not None:
-        raise InvalidResource(f"{label}: {too_long}")
     body = {k: doc[k] for k in ("metadata", "spec") if k in doc}
     return model.from_dict(cls, body, where=label)
 

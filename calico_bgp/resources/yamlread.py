@@ -14,10 +14,11 @@ createResourcesFromBytes). What that means for a Calico user's text, and what th
   both lines.
 - A file may hold several documents, and a document may be one resource or a YAML list of them.
 
-Hostile input is bounded before anything is built: the text is at most MAX_INPUT_BYTES, and a
-document whose aliases would expand it past MAX_VALUES values (a "billion laughs") or nest it deeper
-than MAX_DEPTH is refused from its node graph, before any value is built: each shared node is
-measured once, so the measure costs what the text does.
+Hostile input is bounded before anything is built: the text is at most MAX_INPUT_BYTES, and its
+parser events are measured first (_measure): more than MAX_VALUES values with aliases expanded (a
+"billion laughs" of a few hundred bytes), a list longer than MAX_LIST_ITEMS, or nesting deeper than
+MAX_DEPTH is refused at the event that passes the limit, so the cost is bounded by the limits, not
+by what the text would expand to.
 """
 from __future__ import annotations
 
@@ -28,14 +29,15 @@ from typing import Any
 import yaml
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, ScalarNode
 from yaml.parser import Parser
 from yaml.reader import Reader
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
 MAX_INPUT_BYTES = 4 * 1024 * 1024  # a file of resources is kilobytes; etcd takes at most 1.5 MiB a request
-MAX_VALUES = 200_000               # values in one document with its aliases expanded
+MAX_VALUES = 50_000                # values in one input, aliases expanded: a big file of resources is ~10,000
+MAX_LIST_ITEMS = 1000              # rules of one BGPFilter list, prefixes, communities...: far more is a mistake
 MAX_DEPTH = 64                     # resources are a few levels deep
 
 _BOOL = re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$")
@@ -104,7 +106,7 @@ for _tag, _fn in (("bool", _GoConstructor.construct_yaml_bool), ("int", _GoConst
 _GoConstructor.add_constructor("tag:yaml.org,2002:timestamp", SafeConstructor.construct_yaml_str)
 
 
-class _Loader(Reader, Scanner, Parser, Composer, _GoConstructor, _GoResolver):
+class _PyLoader(Reader, Scanner, Parser, Composer, _GoConstructor, _GoResolver):
     def __init__(self, stream: str) -> None:
         Reader.__init__(self, stream)
         Scanner.__init__(self)
@@ -112,6 +114,22 @@ class _Loader(Reader, Scanner, Parser, Composer, _GoConstructor, _GoResolver):
         Composer.__init__(self)
         _GoConstructor.__init__(self)
         _GoResolver.__init__(self)
+
+
+if yaml.__with_libyaml__:  # libyaml scans and composes in C: megabytes in well under a second
+    from yaml.cyaml import CParser
+
+    class _CLoader(CParser, _GoConstructor, _GoResolver):  # type: ignore[misc]
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            _GoConstructor.__init__(self)
+            _GoResolver.__init__(self)
+
+    _Loader: Any = _CLoader
+    _Parser: Any = CParser
+else:
+    _Loader = _PyLoader
+    _Parser = _PyLoader
 
 
 def show(value: Any, limit: int = 60) -> str:
@@ -132,30 +150,95 @@ def scalar_text(value: Any) -> Any:
     return value
 
 
-def _expanded_size(root: Node) -> int:
-    """Values in `root` with every alias expanded (each collection, key and value counts one), computed
-    over the shared graph so it costs what the text does; _TooDeep past MAX_DEPTH or for a node that
-    contains itself (infinitely deep)."""
-    sizes: dict[int, int] = {}
-    on_path: set[int] = set()
+class _Open:
+    """A mapping or sequence being measured: its path, values so far, and items (or keys) so far."""
+    __slots__ = ("path", "anchor", "size", "items", "is_map", "key")
 
-    def size(node: Node, depth: int) -> int:
-        if not isinstance(node, (MappingNode, SequenceNode)):
-            return 1
-        if depth > MAX_DEPTH or id(node) in on_path:
-            raise _TooDeep
-        if id(node) not in sizes:
-            on_path.add(id(node))
-            children = [c for pair in node.value for c in pair] if isinstance(node, MappingNode) else node.value
-            sizes[id(node)] = 1 + sum(size(child, depth + 1) for child in children)
-            on_path.discard(id(node))
-        return sizes[id(node)]
-
-    return size(root, 0)
+    def __init__(self, path: str, anchor: str | None, is_map: bool) -> None:
+        self.path, self.anchor, self.is_map = path, anchor, is_map
+        self.size, self.items, self.key = 1, 0, ""
 
 
-class _TooDeep(Exception):
-    pass
+def _measure(text: str) -> None:
+    """Walk the parser's events, before any node is built, and refuse (YAMLRefused) a document that
+    nests deeper than MAX_DEPTH, a list longer than MAX_LIST_ITEMS, or input holding more than
+    MAX_VALUES values with its aliases expanded: an alias counts the values of what it names, so a
+    "billion laughs" stops at the first alias past the limit, whatever it would have expanded to."""
+    parser = _Parser(text)
+    sizes: dict[str, int] = {}
+    stack: list[_Open] = []
+    total, index = 0, 0
+
+    def add(n: int, where: str) -> None:
+        nonlocal total
+        total += n
+        if total > MAX_VALUES:
+            raise YAMLRefused(f"document {index}: more than {MAX_VALUES:,} values once its YAML aliases are "
+                              f"expanded (at {where or 'its top'})")
+        if stack:
+            top = stack[-1]
+            top.size += n
+
+    def child_path() -> str:
+        if not stack:
+            return ""
+        top = stack[-1]
+        if top.is_map:
+            return f"{top.path}.{top.key}" if top.path else top.key
+        return f"{top.path}[{top.items}]"
+
+    def count_item() -> None:
+        if stack:
+            top = stack[-1]
+            top.items += 1
+            if not top.is_map and top.items > MAX_LIST_ITEMS:
+                raise YAMLRefused(f"document {index}: {top.path or 'the document'}: more than {MAX_LIST_ITEMS:,} "
+                                  "items in one list")
+
+    try:
+        while parser.check_event():
+            event = parser.get_event()
+            if isinstance(event, yaml.DocumentStartEvent):
+                index += 1
+            elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                path = child_path()
+                if len(stack) >= MAX_DEPTH:
+                    raise YAMLRefused(f"document {index}: nested deeper than {MAX_DEPTH} levels")
+                add(1, path)
+                stack.append(_Open(path, event.anchor, isinstance(event, yaml.MappingStartEvent)))
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                done = stack.pop()
+                if done.anchor:
+                    sizes[done.anchor] = done.size
+                if stack:
+                    stack[-1].size += done.size - 1  # its first value was counted when it opened
+                    _after_value(stack[-1], count_item)
+            elif isinstance(event, yaml.ScalarEvent):
+                add(1, child_path())
+                if event.anchor:
+                    sizes[event.anchor] = 1
+                if stack and stack[-1].is_map and stack[-1].items % 2 == 0:
+                    key = event.value
+                    stack[-1].key = key if len(key) <= 40 else f"{key[:40]}..."
+                    stack[-1].items += 1
+                elif stack:
+                    _after_value(stack[-1], count_item)
+            elif isinstance(event, yaml.AliasEvent):
+                if any(o.anchor == event.anchor for o in stack):
+                    raise YAMLRefused(f"document {index}: {child_path()} holds itself through a YAML alias")
+                if event.anchor in sizes:  # an unknown anchor is refused when composed
+                    add(sizes[event.anchor], child_path())
+                if stack:
+                    _after_value(stack[-1], count_item)
+    finally:
+        parser.dispose()
+
+
+def _after_value(top: _Open, count_item: Any) -> None:
+    if top.is_map:
+        top.items += 1  # keys and values alternate
+    else:
+        count_item()
 
 
 def read_documents(text: str) -> list[Any]:
@@ -166,19 +249,10 @@ def read_documents(text: str) -> list[Any]:
         raise YAMLRefused(f"input is {size:,} bytes; at most {MAX_INPUT_BYTES:,} are read")
     loader = _Loader(text)
     docs: list[Any] = []
-    index = 0
     try:
+        _measure(text)
         while loader.check_node():
             node = loader.get_node()
-            index += 1
-            try:
-                total = _expanded_size(node)
-            except _TooDeep:
-                raise YAMLRefused(f"document {index}: nested deeper than {MAX_DEPTH} levels, or holds itself "
-                                  "through a YAML alias") from None
-            if total > MAX_VALUES:
-                raise YAMLRefused(f"document {index}: {total:,} values once its YAML aliases are expanded "
-                                  f"(at most {MAX_VALUES:,})")
             value = loader.construct_document(node)
             if value is not None:
                 docs.append(value)

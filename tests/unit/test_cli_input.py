@@ -34,8 +34,8 @@ def test_a_metrics_port_in_use_is_refused_before_the_agent_starts():
 @pytest.mark.parametrize("args, fragment", [
     (["events", "--since", "-1h"], "--since"),
     (["events", "--since", "nan"], "--since"),
-    (["delete", "bgpconfig", "node.rack1-n1"], "only the cluster-wide 'default'"),
-    (["get", "bgpconfig", "other"], "only the cluster-wide 'default'"),
+    (["delete", "bgpconfig", "rack1-n1"], "a BGPConfiguration is 'default' or 'node.<node name>'"),
+    (["get", "bgpconfig", "other"], "a BGPConfiguration is 'default' or 'node.<node name>'"),
     (["--etcd-ca-cert", "/nonexistent/ca.pem", "get", "ippools"], "does not exist"),
     (["--etcd-key", "/etc/hostname", "get", "ippools"], "--etcd-cert and --etcd-key go together"),
 ])

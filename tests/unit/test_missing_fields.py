@@ -60,8 +60,6 @@ CASES: list[tuple[str, str, tuple[str, ...], str]] = [
     ("BGPConfiguration", "spec.nodeMeshPassword.secretKeyRef.key", SCALAR,
      "spec.nodeMeshPassword.secretKeyRef.key: missing"),
     ("BGPPeer", "spec", BLOCK, "spec: missing"),
-    ("BGPPeer", "spec.peerIP", SCALAR, "spec.peerIP: missing (one of peerIP or peerSelector is required)"),
-    ("BGPPeer", "spec.asNumber", (ABSENT, NULL), "spec.asNumber: missing (required with peerIP)"),
     ("BGPPeer", "spec.maxPrefixes", (ABSENT, NULL), "spec.maxPrefixes: missing (maxPrefixAction teardown needs it)"),
     ("BGPPeer", "spec.password.secretKeyRef", BLOCK, "spec.password: missing (set one of secretKeyRef or file)"),
     ("BGPPeer", "spec.password.secretKeyRef.name", SCALAR, "spec.password.secretKeyRef.name: missing"),

@@ -48,12 +48,15 @@ def test_ippool_defaults_and_stable_shape_for_ipam():
     ({"cidr": "198.18.0.0/16", "blockSize": 19}, "spec.blockSize: IPv4 block sizes are 20..32 (got 19)"),
     ({"cidr": "2001:db8::/48", "blockSize": 115}, "spec.blockSize: IPv6 block sizes are 116..128 (got 115)"),
     ({"cidr": "198.18.0.0/26", "blockSize": 24}, "spec.blockSize: blocks cannot be larger than the pool (/26)"),
-    ({"cidr": "198.18.0.0/16", "ipipMode": "Always"}, "spec.ipipMode: only Never is supported"),
-    ({"cidr": "198.18.0.0/16", "vxlanMode": "CrossSubnet"}, "spec.vxlanMode: only Never is supported"),
-    ({"cidr": "198.18.0.0/16", "natOutgoing": True}, "spec.natOutgoing: natOutgoing is not supported"),
+    ({"cidr": "198.18.0.0/16", "ipipMode": "Sometimes"}, "spec.ipipMode: expected one of Never, Always, CrossSubnet"),
+    ({"cidr": "2001:db8::/48", "ipipMode": "Always"}, "spec.ipipMode: IPIP is not supported on an IPv6 pool"),
+    ({"cidr": "198.18.0.0/16", "ipipMode": "Always", "vxlanMode": "CrossSubnet"},
+     "spec.vxlanMode: ipipMode and vxlanMode cannot both be enabled"),
+    ({"cidr": "198.18.0.0/16", "natOutgoing": "yes"}, "spec.natOutgoing: expected true or false"),
     ({"cidr": "198.18.0.0/16", "disabled": "false"}, "spec.disabled: expected true or false"),
     ({"cidr": "198.18.0.0/16", "nodeSelector": "rack =="}, "spec.nodeSelector: expected a quoted string at position 8"),
-    ({"cidr": "198.18.0.0/16", "allowedUses": ["Workload"]}, "spec.allowedUses: field not supported by calico-bgp"),
+    ({"cidr": "198.18.0.0/16", "allowedUses": ["Workloads"]}, "spec.allowedUses[0]: expected one of Workload"),
+    ({"cidr": "198.18.0.0/16", "ipip": {"enabled": True}}, "spec.ipip: field not supported by calico-bgp"),
     ({"cidr": "198.18.0.0/16", "blockSiz": 26}, "spec.blockSiz: unknown field"),
 ])
 def test_ippool_errors_name_field_and_value(spec, fragment):
@@ -105,8 +108,14 @@ def test_peer_ip_forms():
 @pytest.mark.parametrize("spec, fragment", [
     ({"peerIP": "198.18.0.256", "asNumber": 1}, "spec.peerIP: not a valid IP address (got '198.18.0.256')"),
     ({"peerIP": "198.18.0.1:70000", "asNumber": 1}, "spec.peerIP: port out of range"),
-    ({"peerIP": "198.18.0.1"}, "spec.asNumber: missing (required with peerIP)"),
-    ({"asNumber": 1}, "spec.peerIP: missing (one of peerIP or peerSelector is required)"),
+    ({"peerIP": "198.18.0.300"}, "spec.peerIP: not a valid IP address"),
+    ({"peerIP": "198.18.0.1:70000", "asNumber": 1}, "spec.peerIP: port out of range 1..65535"),
+    ({"peerIP": "198.18.0.1", "asNumber": 4294967296}, "spec.asNumber: AS number out of range"),
+    ({"peerIP": "198.18.0.1", "localASNumber": 4294967296}, "spec.localASNumber: AS number out of range"),
+    ({"peerIP": "198.18.0.1", "nextHopMode": "Next"}, "spec.nextHopMode: expected one of Auto, Self, Keep"),
+    ({"peerIP": "198.18.0.1", "reversePeering": "auto"}, "spec.reversePeering: expected one of Auto, Manual"),
+    ({"peerIP": "198.18.0.1", "ttlSecurity": 256}, "spec.ttlSecurity: out of range 0..255"),
+    ({"peerSelector": "has(rr"}, "spec.peerSelector: expected"),
     ({"peerSelector": "has(rr)", "peerIP": "198.18.0.1"}, "mutually exclusive"),
     ({"peerSelector": "has(rr)", "node": "n1", "nodeSelector": "all()"}, "spec.nodeSelector: node and nodeSelector"),
     ({"peerIP": "198.18.0.1", "asNumber": 1, "holdTime": 2}, "spec.holdTime: hold time is 0 or 3..65535"),
@@ -119,7 +128,8 @@ def test_peer_ip_forms():
     ({"peerIP": "198.18.0.1", "asNumber": 1, "sourceAddress": "eth0"}, "spec.sourceAddress"),
     ({"peerIP": "198.18.0.1", "asNumber": 1, "reachableBy": "2001:db8::1"}, "spec.reachableBy: must be the same IP"),
     ({"peerIP": "198.18.0.1", "asNumber": 1, "maxRestartTime": "2h"}, "spec.maxRestartTime: at most 4095s"),
-    ({"peerIP": "198.18.0.1", "asNumber": 1, "ttlSecurity": 1}, "spec.ttlSecurity: field not supported"),
+    ({"peerIP": "198.18.0.1", "asNumber": 1, "restartMode": "LongLivedGracefulRestart"},
+     "spec.restartMode: field not supported"),
     ({"peerIP": "198.18.0.1", "asNumber": 1, "originValidation": "Drop"},
      "spec.originValidation: expected one of Reject, Deprefer, Disabled (got 'Drop')"),
     ({"peerIP": "198.18.0.1", "asNumber": 1, "originValidation": False},  # YAML's Off
@@ -152,8 +162,11 @@ def test_node_and_errors():
     assert "spec.bgp.ipv4Address: expected an IPv4 address" in bad(Node, {"bgp": {"ipv4Address": "2001:db8::1/64"}})
     assert "spec.bgp.routeReflectorClusterID: expected an IPv4 dotted quad" in bad(
         Node, {"bgp": {"ipv4Address": "198.18.0.1/24", "routeReflectorClusterID": "1.2.3"}})
-    assert "spec.bgp.ipv4IPIPTunnelAddr: field not supported" in bad(
-        Node, {"bgp": {"ipv4Address": "198.18.0.1/24", "ipv4IPIPTunnelAddr": "198.18.9.1"}})
+    assert "spec.bgp.ipv4IPIPTunnelAddr: expected an IPv4 address" in bad(
+        Node, {"bgp": {"ipv4Address": "198.18.0.1/24", "ipv4IPIPTunnelAddr": "2001:db8::1"}})
+    assert "spec.vxlanTunnelMACAddr: expected a MAC address" in bad(
+        Node, {"bgp": {"ipv4Address": "198.18.0.1/24"}, "vxlanTunnelMACAddr": "66:3e"})
+    assert "spec.wireguard: field not supported" in bad(Node, {"wireguard": {}})
 
 
 def test_bgp_configuration_defaults_and_damping():
@@ -169,7 +182,14 @@ def test_bgp_configuration_defaults_and_damping():
     assert (d.enabled, d.half_life, d.suppress, d.reuse, d.max_suppress) == (False, 900, 2000, 750, 3600)
     assert "spec.damping.reuse: must be below suppress" in bad(BGPConfiguration, {"damping": {"reuse": 2500}},
                                                                 name="default")
-    assert "only the cluster-wide BGPConfiguration 'default'" in bad(BGPConfiguration, {}, name="node.n1")
+    assert "a BGPConfiguration is 'default' (the cluster's) or 'node.<node name>'" in bad(
+        BGPConfiguration, {}, name="rack1")
+    assert model.from_dict(BGPConfiguration, {"metadata": {"name": "node.n1"}, "spec": {}}, where="t").node == "n1"
+    assert "spec.bindMode: expected one of None, NodeIP" in bad(BGPConfiguration, {"bindMode": "All"}, name="default")
+    assert "spec.serviceClusterIPs[0].cidr: not a valid CIDR" in bad(
+        BGPConfiguration, {"serviceClusterIPs": [{"cidr": "198.18.0.0/33"}]}, name="default")
+    assert "spec.ignoredInterfaces[0]: expected an interface name" in bad(
+        BGPConfiguration, {"ignoredInterfaces": ["eth 0"]}, name="default")
     assert "nothing would be damped" in bad(BGPConfiguration, {"damping": {"halfLife": "1h", "maxSuppress": "1h"}},
                                             name="default")
 
@@ -213,7 +233,15 @@ def test_bgp_filter_rules_match_like_calico():
     ({"exportV4": [{"action": "Accept", "cidr": "198.18.0.0/16", "matchOperator": "In",
                     "prefixLength": {"max": 64}}]}, "spec.exportV4[0].prefixLength.max: must be within 0..32"),
     ({"exportV4": [{"action": "Accept", "addCommunities": ["70000:1"]}]}, "spec.exportV4[0].addCommunities[0]"),
-    ({"exportV4": [{"action": "Accept", "interface": "*.calico"}]}, "spec.exportV4[0].interface: field not supported"),
+    ({"exportV4": [{"action": "Accept", "interface": "a very long name"}]}, "spec.exportV4[0].interface: expected an"),
+    ({"exportV4": [{"action": "Accept", "source": "Peers"}]}, "spec.exportV4[0].source: expected one of RemotePeers"),
+    ({"exportV4": [{"action": "Accept", "peerType": "ebgp"}]}, "spec.exportV4[0].peerType: expected one of eBGP, iBGP"),
+    ({"exportV4": [{"action": "Accept", "communities": {"values": ["70000:1"]}}]},
+     "spec.exportV4[0].communities.values[0]: expected a BGP community"),
+    ({"exportV4": [{"action": "Accept", "asPathPrefix": [0]}]}, "spec.exportV4[0].asPathPrefix[0]: AS number out"),
+    ({"exportV4": [{"action": "Accept", "operations": [{}]}]}, "spec.exportV4[0].operations[0]: an operation is"),
+    ({"exportV4": [{"action": "Accept", "operations": [{"setPriority": {"value": -1}}]}]},
+     "spec.exportV4[0].operations[0].setPriority.value: out of range"),
 ])
 def test_bgp_filter_errors(spec, fragment):
     assert fragment in bad(BGPFilter, spec)
@@ -366,11 +394,11 @@ items:
     ("apiVersion: v1\nkind: IPPool\nmetadata: {name: a}\n", "document 1 (IPPool 'a'): apiVersion 'v1' is not supported", InvalidResource),
     ("apiVersion: projectcalico.org/v3\nkind: PolicyFilter\nmetadata: {name: a}\n",
      "PolicyFilter is not a projectcalico.org/v3 kind", UnknownKind),
-    ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 198.18.0.0/16, natOutgoing: true,"
+    ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 198.18.0.0/16, natOutgoing: 1,"
      " ipipMode: Never}\n", "document 1 (IPPool 'a'): spec.natOutgoing", InvalidResource),
     ("apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec:\n"
-     "  serviceClusterIPs: [{cidr: 198.18.0.0/24}]\n",
-     "document 1 (BGPConfiguration 'default'): spec.serviceClusterIPs: field not supported by calico-bgp",
+     "  serviceClusterIPs: [{cidr: 198.18.0.1/24}]\n",
+     "document 1 (BGPConfiguration 'default'): spec.serviceClusterIPs[0].cidr: host bits set",
      InvalidResource),
     ("apiVersion: calico-bgp/v1\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 198.18.0.0/16}\n---\n"
      "apiVersion: calico-bgp/v1\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 198.18.0.0/16}\n",
@@ -405,11 +433,12 @@ def test_overlapping_pools_name_both():
         check_apply({"IPPool": {"a": a}}, [pool("a", cidr="198.18.0.0/17")])
 
 
-def test_peer_references_must_exist_and_filter_in_use_cannot_go():
+def test_peer_filters_must_exist_its_node_need_not_and_filter_in_use_cannot_go():
     p = peer(peerIP="198.18.0.1", asNumber=1, filters=["f1"], node="n1")
     with pytest.raises(InvalidResource) as err:
         check_apply({}, [p])
-    assert "BGPFilter 'f1' does not exist" in str(err.value) and "Node 'n1' does not exist" in str(err.value)
+    assert str(err.value) == "BGPPeer 'tor': spec.filters: BGPFilter 'f1' does not exist"
+    check_apply({}, [BGPFilter(model.Metadata("f1")), p])  # calicoctl takes a peer of a node not there yet
     f1 = BGPFilter(model.Metadata("f1"))
     n1 = Node(model.Metadata("n1"))
     check_apply({"Node": {"n1": n1}}, [f1, p])
