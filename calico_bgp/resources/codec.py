@@ -2,7 +2,8 @@
 
 Field names are snake_case in Python and camelCase in JSON (Calico's spelling: blockSize,
 nodeSelector, peerIP). Unknown keys are an error, so a typo in a stored value is reported,
-not silently dropped.
+not silently dropped. A field at its default is left out, unless its class names it in
+`always_shown` (Calico's fields that calicoctl prints, or that examples give, at their default).
 """
 from __future__ import annotations
 
@@ -62,7 +63,9 @@ def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True)
 
     def unstructure_factory(cls: type) -> Any:
-        renames = {a.name: override(rename=json_name(a.name), omit_if_default=True) for a in attrs.fields(cls)}
+        shown = getattr(cls, "always_shown", frozenset())  # printed at their default too, as calicoctl does
+        renames = {a.name: override(rename=json_name(a.name), omit_if_default=a.name not in shown)
+                   for a in attrs.fields(cls)}
         return make_dict_unstructure_fn(cls, conv, **renames)
 
     def structure_factory(cls: type) -> Any:

@@ -55,6 +55,9 @@ class IPPoolSpec:
         default="", converter=checked(lambda v: "" if v in (None, "") else one_of("Automatic", "Manual")(v)))
     namespace_selector: Selector | None = attrs.field(default=None, converter=checked(optional_selector))
 
+    # calicoctl prints these at their default; Calico's examples give them
+    always_shown: ClassVar[frozenset[str]] = frozenset(
+        {"ipip_mode", "vxlan_mode", "nat_outgoing", "node_selector", "block_size", "disabled", "disable_bgp_export"})
     # Calico v1's spellings (ipip: {enabled}, nat-outgoing) are not v3 fields
     calico_only: ClassVar[frozenset[str]] = frozenset({"ipip", "nat-outgoing"})
 

@@ -110,8 +110,10 @@ def test_apply_get_delete_round_trip(cli, etcd_url, key_prefix):
     assert "BLOCKSIZE" in wide and "122" in wide
 
     doc = yaml.safe_load(cli("get", "IPPool", "rack-a", "-o", "yaml").stdout)
-    assert doc == {"apiVersion": "calico-bgp/v1", "kind": "IPPool", "metadata": {"name": "rack-a"},
-                   "spec": {"cidr": "198.18.64.0/18", "nodeSelector": 'rack == "a"'}}
+    assert doc == {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "rack-a"},
+                   "spec": {"cidr": "198.18.64.0/18", "nodeSelector": 'rack == "a"', "blockSize": 26,
+                            "disabled": False, "disableBGPExport": False, "ipipMode": "Never", "vxlanMode": "Never",
+                            "natOutgoing": False}}
     listing = json.loads(cli("get", "ippools", "-o", "json").stdout)
     assert [i["metadata"]["name"] for i in listing["items"]] == ["rack-a", "v6"]
     # What get prints, apply takes back unchanged.
@@ -133,8 +135,9 @@ def test_apply_get_delete_round_trip(cli, etcd_url, key_prefix):
     assert cli("delete", "bgppeer", "tor-a").exit_code == 0
     assert cli("delete", "bgpfilter", "only-pools").exit_code == 0  # with a compare over every peer key
     assert cli("delete", "node", "node-1").exit_code == 0
-    # Calico habit: a per-node BGPConfiguration name must not reach (let alone delete) the cluster's
-    assert_one_line_error(cli("delete", "bgpconfig", "node.node-1"), EXIT_USAGE, "only the cluster-wide 'default'")
+    # a per-node BGPConfiguration is its own resource: deleting one never reaches the cluster's
+    assert_one_line_error(cli("delete", "bgpconfig", "node.node-1"), EXIT_ERROR, "BGPConfiguration 'node.node-1' not found")
+    assert_one_line_error(cli("delete", "bgpconfig", "rack-1"), EXIT_USAGE, "'default' or 'node.<node name>'")
     assert "63400" in cli("get", "bgpconfig", "default").stdout
 
 
@@ -152,9 +155,21 @@ def test_apply_get_delete_round_trip(cli, etcd_url, key_prefix):
      ["spec.asNumber", "1..4294967295", "0"]),
     ("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: p}\n"
      "spec: {peerIP: 198.18.0.1, asNumber: 65000, node: ghost, filters: [nope]}\n",
-     ["Node 'ghost' does not exist", "BGPFilter 'nope' does not exist"]),
-    ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 198.19.0.0/16, natOutgoing: true}\n",
-     ["spec.natOutgoing"]),
+     ["BGPPeer 'p': spec.filters: BGPFilter 'nope' does not exist"]),
+    ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 198.19.0.0/16, ipipMode: Sometimes}\n",
+     ["spec.ipipMode"]),
+    ("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: p}\nspec: {peerSelector: 'has(rr'}\n",
+     ["document 2 (BGPPeer 'p'): spec.peerSelector: expected"]),
+    ("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: p}\nspec: {peerIP: tor-a, asNumber: 1}\n",
+     ["spec.peerIP: not a valid IP address"]),
+    ("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: p}\nspec: {peerIP: '198.18.0.1:0', asNumber: 1}\n",
+     ["spec.peerIP: port out of range"]),
+    ("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: p}\nspec: {peerIP: 198.18.0.1, asNumber: 4294967296}\n",
+     ["spec.asNumber: AS number out of range"]),
+    ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 198.19.0.0/16, cidr: 198.19.0.0/17}\n",
+     ["key 'cidr' given twice in one mapping"]),
+    ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p, annotations: {a: [1]}}\nspec: {cidr: 198.19.0.0/16}\n",
+     ["metadata.annotations[a]: expected a string"]),
     # a required field left out or left empty (YAML's `cidr:` is null) is named as missing
     ("kind: PolicyFilter\nmetadata: {name: edge}\nspec: {rules: []}\n",
      ["document 2 (PolicyFilter 'edge'): apiVersion: missing (use calico-bgp/v1)"]),

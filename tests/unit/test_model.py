@@ -37,7 +37,10 @@ def test_ippool_defaults_and_stable_shape_for_ipam():
     assert p.spec.network == ipaddress.ip_network("198.18.0.0/16")
     v6 = pool(cidr="2001:DB8:0:0::/48")
     assert v6.spec.cidr == "2001:db8::/48" and v6.spec.block_size == 122
-    assert model.to_dict(p) == {"metadata": {"name": "p"}, "spec": {"cidr": "198.18.0.0/16"}}
+    # as calicoctl prints a pool: its modes, selector and block size even at their defaults
+    assert model.to_dict(p) == {"metadata": {"name": "p"}, "spec": {
+        "cidr": "198.18.0.0/16", "blockSize": 26, "disabled": False, "nodeSelector": "all()",
+        "disableBGPExport": False, "ipipMode": "Never", "vxlanMode": "Never", "natOutgoing": False}}
 
 
 @pytest.mark.parametrize("spec, fragment", [
