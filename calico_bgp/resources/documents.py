@@ -22,6 +22,7 @@ from calico_bgp.resources.yamlread import (
     YAMLRefused,
     dump_yaml,
     read_documents,
+    scalar_text,
     show,
 )
 
@@ -35,7 +36,7 @@ _IGNORED_TOP = frozenset({"status"})
 def _label(where: str, doc: Mapping[str, Any]) -> str:
     """'document 2 (IPPool 'rack-a')': where, and the kind and name when the document says them."""
     kind, meta = doc.get("kind"), doc.get("metadata")
-    name = meta.get("name") if isinstance(meta, Mapping) else None
+    name = scalar_text(meta.get("name")) if isinstance(meta, Mapping) else None  # yaml.v2's `n` is "false"
     if not isinstance(kind, str) or not kind:
         return where
     return f"{where} ({kind} {name!r})" if name else f"{where} ({kind})"

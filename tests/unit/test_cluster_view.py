@@ -5,6 +5,7 @@ from calico_bgp.datastore import Keys
 from calico_bgp.datastore.types import KeyValue
 from calico_bgp.resources import codec, model
 from calico_bgp.resources.bgpconfig import BGPConfiguration, BGPConfigurationSpec
+from calico_bgp.resources.bgppeer import BGPPeer
 from calico_bgp.resources.ippool import IPPool, IPPoolSpec
 from calico_bgp.resources.view import ClusterView
 from ipam.block import Block
@@ -38,3 +39,19 @@ def test_a_resync_keeps_the_last_good_value_of_a_key_that_no_longer_decodes():
     # a key that is gone from the read is gone, corrupt or not
     view._load([kv(view.store.key(IPPool, "more"), model.encode(other), 3)], 3)
     assert view.snapshot().pools == {"more": other} and not view.snapshot().blocks
+
+
+def test_the_agent_sees_only_peers_that_make_sessions_and_never_a_nodes_bgp_configuration():
+    keys = Keys("/t/calico-bgp/v1")
+    view = ClusterView(None, keys)
+    peers = {name: model.from_dict(BGPPeer, {"metadata": {"name": name}, "spec": spec}, where="t") for name, spec in (
+        ("tor", {"peerIP": "198.18.0.254", "asNumber": 65000}),
+        ("rr", {"peerSelector": "has(rr)"}),
+        ("bare", {"node": "later"}),                      # neither peerIP nor peerSelector: stored only
+        ("calico-node", {"peerIP": "198.18.0.9"}))}       # no asNumber: stored only
+    node_config = BGPConfiguration(model.Metadata("node.n1"), BGPConfigurationSpec(as_number=65009))
+    view._load([kv(view.store.key(BGPPeer, n), model.encode(p)) for n, p in peers.items()]
+               + [kv(view.store.key(BGPConfiguration, "node.n1"), model.encode(node_config))], 1)
+    snap = view.snapshot()
+    assert set(snap.peers) == {"tor", "rr"}
+    assert snap.config == BGPConfiguration() and not snap.corrupt
