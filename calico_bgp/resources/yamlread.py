@@ -260,7 +260,7 @@ def read_documents(text: str) -> list[Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise YAMLRefused(f"YAML{where}: {show(problem, 200)}") from None
+        raise YAMLRefused(f"YAML{where}: {problem[:200]}") from None
     except RecursionError:  # the parser recurses once per level
         raise YAMLRefused(f"YAML: nested deeper than the parser goes (at most {MAX_DEPTH} levels are taken)") from None
     finally:

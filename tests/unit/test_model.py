@@ -406,7 +406,7 @@ items:
     ("apiVersion: calico-bgp/v1\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 198.18.0.0/16}\n---\n"
      "apiVersion: calico-bgp/v1\nkind: IPPool\nmetadata: {name: a}\nspec: {cidr: 198.18.0.0/16}\n",
      "IPPool 'a' appears more than once", InvalidResource),
-    ("kind: [", "YAML at line 1", InvalidResource),
+    ("kind: [", "YAML at line 2, column 1: did not find expected node content", InvalidResource),
     ("", "no documents", InvalidResource),
 ])
 def test_document_errors(text, fragment, cls):
