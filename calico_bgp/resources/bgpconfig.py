@@ -164,6 +164,20 @@ class BGPConfiguration:
             raise bad("metadata.name", self.metadata.name,
                        "a BGPConfiguration is 'default' (the cluster's) or 'node.<node name>' (one node's)")
 
+    # libcalico-go lib/clientv3/bgpconfig.go ValidateDefaultOnlyFields: only the cluster's sets these
+    DEFAULT_ONLY: ClassVar[tuple[str, ...]] = ("nodeToNodeMeshEnabled", "asNumber", "serviceExternalIPs",
+                                               "serviceClusterIPs")
+
+    @classmethod
+    def check_given(cls, name: Any, spec: Any) -> None:
+        """Refuse, as libcalico-go does, a per-node configuration that sets a field only the cluster's may
+        (`spec` as given: a field at its default still counts as set)."""
+        if name == "default" or not isinstance(spec, dict):
+            return
+        for field in cls.DEFAULT_ONLY:
+            if spec.get(field) not in (None, [], ""):
+                raise bad(f"spec.{field}", spec[field], "only the cluster's BGPConfiguration 'default' sets it")
+
     @property
     def node(self) -> str:
         """The node a per-node configuration ('node.<name>') is for; '' for the cluster's."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from calico_bgp.resources import model
-from calico_bgp.resources.fields import InvalidResource, UnknownKind
+from calico_bgp.resources.fields import InvalidField, InvalidResource, UnknownKind
 from calico_bgp.resources.kinds import CALICO_KINDS, KINDS, Resource
 from calico_bgp.resources.yamlread import (
     MAX_DEPTH,
@@ -86,6 +86,12 @@ def _item(where: str, doc: Any) -> Resource:
     if extra:
         raise InvalidResource(f"{label}: {', '.join(show(e) for e in extra)}: unknown top-level field")
     body = {k: doc[k] for k in ("metadata", "spec") if k in doc}
+    if (check := getattr(cls, "check_given", None)) is not None:
+        meta = body.get("metadata")
+        try:
+            check(meta.get("name") if isinstance(meta, Mapping) else None, body.get("spec"))
+        except InvalidField as exc:
+            raise InvalidResource(f"{label}: {exc.message()}") from None
     return model.from_dict(cls, body, where=label)
 
 
@@ -128,6 +134,12 @@ def to_document(resource: Resource) -> dict[str, Any]:
     """The resource as a document `apply` takes back: apiVersion (projectcalico.org/v3 for Calico's
     kinds, as calicoctl prints them), kind, metadata, spec."""
     body = model.to_dict(resource)
+    if resource.kind == "BGPConfiguration":  # printed at their default, as calico/node writes them
+        s = resource.spec
+        shown: dict[str, Any] = {"logSeverityScreen": s.log_severity_screen}
+        if resource.metadata.name == "default":  # (a node's may not set the other two)
+            shown |= {"nodeToNodeMeshEnabled": s.node_to_node_mesh_enabled, "asNumber": s.as_number}
+        body["spec"] = {**shown, **body["spec"]}
     api = CALICO_API_VERSION if resource.kind in CALICO_KINDS else API_VERSION
     return {"apiVersion": api, "kind": resource.kind, **body}
 

@@ -122,14 +122,16 @@ def test_a_peer_calicoctl_takes_is_taken_and_told_what_is_not_done():
 def test_calico_fields_of_each_kind_are_stored_round_trip_and_warned_once():
     text = (f"{V3}kind: IPPool\nmetadata: {{name: p}}\nspec: {{cidr: 198.18.0.0/16, ipipMode: CrossSubnet, "
             "natOutgoing: true}\n---\n"
-            f"{V3}kind: BGPConfiguration\nmetadata: {{name: node.n1}}\nspec: {{serviceClusterIPs: [{{cidr: 198.19.0.0/16}}], "
-            "bindMode: NodeIP}\n---\n"
+            f"{V3}kind: BGPConfiguration\nmetadata: {{name: node.n1}}\nspec: {{bindMode: NodeIP, "
+            "ignoredInterfaces: ['cali*']}\n---\n"
             f"{V3}kind: BGPFilter\nmetadata: {{name: f}}\nspec:\n  exportV4:\n  - {{action: Accept, source: RemotePeers, "
             "operations: [{addCommunity: {value: '65000:1'}}]}\n  - {action: Reject}\n")
     pool, config, filt = load_documents(text)
     assert warning(pool) == ("IPPool 'p': stored, not acted on yet: ipipMode CrossSubnet (no tunnels: this project "
                              "routes natively); natOutgoing (no masquerade yet)")
-    assert warning(config).startswith("BGPConfiguration 'node.n1': stored, not acted on yet: the whole resource")
+    assert warning(config) == ("BGPConfiguration 'node.n1': stored, not acted on yet: the whole resource (per-node "
+                               "configuration for node 'n1' is not applied yet); bindMode NodeIP (the speaker listens "
+                               "on every address); ignoredInterfaces (every interface's routes are considered)")
     assert warning(filt) == ("BGPFilter 'f': stored, not acted on yet: rules with operations, source (such a rule "
                              "matches nothing here yet)")
     assert to_document(filt)["spec"]["exportV4"][0] == {
@@ -152,5 +154,17 @@ def test_durations_print_as_go_does_and_read_back():
     assert [format_seconds(s) for s in (0, 5, 90, 120, 3600, 3725)] == ["0s", "5s", "1m30s", "2m0s", "1h0m0s", "1h2m5s"]
     (c,) = load_documents(f"{V3}kind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeMeshMaxRestartTime: 120s}}\n")
     assert to_document(c) == {"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration",
-                              "metadata": {"name": "default"}, "spec": {"nodeMeshMaxRestartTime": "2m0s"}}
+                              "metadata": {"name": "default"},
+                              "spec": {"logSeverityScreen": "Info", "nodeToNodeMeshEnabled": True, "asNumber": 64512,
+                                       "nodeMeshMaxRestartTime": "2m0s"}}
     assert load_documents(dump_documents([c])) == [c]
+
+
+@pytest.mark.parametrize("field", ["nodeToNodeMeshEnabled: true", "asNumber: 64512",
+                                   "serviceClusterIPs: [{cidr: 198.19.0.0/16}]",
+                                   "serviceExternalIPs: [{cidr: 198.19.0.0/16}]"])
+def test_a_node_configuration_may_not_set_what_only_the_clusters_sets(field):
+    # libcalico-go lib/clientv3/bgpconfig.go ValidateDefaultOnlyFields; a field at its default counts as set
+    message = refused(f"{V3}kind: BGPConfiguration\nmetadata: {{name: node.n1}}\nspec: {{{field}}}\n")
+    assert message.startswith(f"document 1 (BGPConfiguration 'node.n1'): spec.{field.split(':')[0]}: only the "
+                              "cluster's BGPConfiguration 'default' sets it")
