@@ -1,5 +1,7 @@
-"""BGPConfiguration: the cluster's BGP settings (one resource, 'default'): AS, the node-to-node mesh,
-timers, communities and the prefixes that carry them, flap damping, origin validation."""
+"""BGPConfiguration: the cluster's BGP settings ('default'): AS, the node-to-node mesh, timers, communities
+and the prefixes that carry them, flap damping, origin validation. A node's own ('node.<name>') is
+validated and stored, not applied yet; Calico's service advertisement, bindMode, ignoredInterfaces and
+programClusterRoutes likewise (pending.py names them at apply)."""
 from __future__ import annotations
 
 import re
