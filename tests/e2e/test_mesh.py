@@ -163,7 +163,8 @@ def test_an_emptied_block_is_released_and_withdrawn(cluster):
     ("{peerIP: 198.18.0.300, asNumber: 65001}", "spec.peerIP"),
     ("{peerIP: 198.18.0.9, asNumber: 0}", "spec.asNumber"),
     ("{peerIP: 198.18.0.9, asNumber: 4294967296}", "spec.asNumber"),
-    ("{peerIP: 198.18.0.9, asNumber: 65001, node: ghost}", "Node 'ghost' does not exist"),
+    ("{peerIP: '198.18.0.9:0', asNumber: 65001}", "spec.peerIP: port out of range"),
+    ("{peerSelector: 'has(rr'}", "spec.peerSelector"),
     ("{peerIP: 198.18.0.9, asNumber: 65001, filters: [nope]}", "BGPFilter 'nope' does not exist"),
 ])
 def test_bad_peer_is_refused_at_apply_and_nothing_running_changes(cluster, bad_peer, fragment):
