@@ -1,7 +1,7 @@
 """IPPool: a range of addresses cut into blocks affine to nodes (ipam/), announced over BGP.
 
 Calico's shape. IPIP/VXLAN modes, natOutgoing, allowedUses, assignmentMode and namespaceSelector are
-validated as libcalico-go validates them and stored, but not acted on yet (pending.py says so at apply).
+validated as libcalico-go validates them (lib/clientv3/ippool.go) and stored, but not acted on yet (pending.py says so at apply).
 """
 from __future__ import annotations
 
@@ -69,11 +69,11 @@ class IPPoolSpec:
         if self.block_size < net.prefixlen:
             raise bad("blockSize", self.block_size,
                        f"blocks cannot be larger than the pool (/{net.prefixlen})")
-        # libcalico-go lib/validator/v3/validator.go validateIPPool: IPIP is IPv4 only; one encapsulation
+        # libcalico-go lib/clientv3/ippool.go validateAndSetDefaults: IPIP is IPv4 only; one encapsulation
         if net.version == 6 and self.ipip_mode != "Never":
             raise bad("ipipMode", self.ipip_mode, "IPIP is not supported on an IPv6 pool")
         if self.ipip_mode != "Never" and self.vxlan_mode != "Never":
-            raise bad("vxlanMode", self.vxlan_mode, "ipipMode and vxlanMode cannot both be enabled")
+            raise bad("vxlanMode", self.vxlan_mode, "cannot enable both VXLAN and IPIP on the same pool")
         if len(set(self.allowed_uses)) != len(self.allowed_uses):
             raise bad("allowedUses", list(self.allowed_uses), "a use is listed twice")
 

@@ -54,7 +54,7 @@ def test_ippool_defaults_and_stable_shape_for_ipam():
     ({"cidr": "198.18.0.0/16", "ipipMode": "Sometimes"}, "spec.ipipMode: expected one of Never, Always, CrossSubnet"),
     ({"cidr": "2001:db8::/48", "ipipMode": "Always"}, "spec.ipipMode: IPIP is not supported on an IPv6 pool"),
     ({"cidr": "198.18.0.0/16", "ipipMode": "Always", "vxlanMode": "CrossSubnet"},
-     "spec.vxlanMode: ipipMode and vxlanMode cannot both be enabled"),
+     "spec.vxlanMode: cannot enable both VXLAN and IPIP on the same pool"),
     ({"cidr": "198.18.0.0/16", "natOutgoing": "yes"}, "spec.natOutgoing: expected true or false"),
     ({"cidr": "198.18.0.0/16", "disabled": "false"}, "spec.disabled: expected true or false"),
     ({"cidr": "198.18.0.0/16", "nodeSelector": "rack =="}, "spec.nodeSelector: expected a quoted string at position 8"),
