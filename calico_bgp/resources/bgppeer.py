@@ -105,6 +105,19 @@ class BGPPeerSpec:
                            "a peerSelector peer takes each remote node's AS; asNumber must be empty")
         # calicoctl takes a peer with neither peerIP nor peerSelector, and a peerIP without asNumber (a
         # Calico node's address: its AS is the node's); both are stored and make no session here yet
+        # as projectcalico/api's BGPPeer validation (its validation tests: TestBGPPeer_Validation)
+        if self.keep_original_next_hop and self.next_hop_mode:
+            raise bad("nextHopMode", self.next_hop_mode, "keepOriginalNextHop and nextHopMode cannot both be set")
+        if self.local_workload_selector is not None:
+            if self.peer_ip:
+                raise bad("peerIP", self.peer_ip, "peerIP must be empty when localWorkloadSelector is set")
+            if self.peer_selector is not None:
+                raise bad("peerSelector", str(self.peer_selector),
+                          "peerSelector must be empty when localWorkloadSelector is set")
+            if self.as_number is None:
+                raise missing("asNumber", "required when localWorkloadSelector is set")
+        if self.reachable_by and not self.peer_ip:
+            raise bad("reachableBy", self.reachable_by, "reachableBy must be empty when peerIP is empty")
         if self.reachable_by and self.peer_ip:
             if ipaddress.ip_address(self.reachable_by).version != ipaddress.ip_address(self.peer_address).version:
                 raise bad("reachableBy", self.reachable_by, "must be the same IP version as peerIP")
