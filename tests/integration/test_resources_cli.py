@@ -304,3 +304,33 @@ def test_secrets_store_values_and_never_print_them(etcd_url, key_prefix):
     assert r.exit_code == 2 and "secret name" in r.output
     r = CliRunner().invoke(main, [*base, "secret", "delete", "tor-md5"])
     assert r.exit_code == 0
+
+
+def test_calico_fields_apply_with_one_warning_line_per_resource(cli):
+    text = ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\n"
+            "spec: {cidr: 198.19.0.0/16, ipipMode: Always, natOutgoing: true}\n---\n"
+            "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: rr}\n"
+            "spec: {node: not-yet, peerIP: 198.18.0.9, ttlSecurity: 1}\n---\n"
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n1, labels: {route-reflector: yes}}\n"
+            "spec: {bgp: {ipv4Address: 198.18.0.1/24}}\n")
+    r = cli("apply", "-f", "-", input=text)
+    assert r.exit_code == 0, r.stderr
+    assert [line.split(":")[1].strip() for line in r.stderr.splitlines()] == ["IPPool 'p'", "BGPPeer 'rr'"]
+    assert "route-reflector: 'true'" in cli("get", "node", "n1", "-o", "yaml").stdout
+    again = cli("apply", "-f", "-", input=cli("get", "bgppeer", "rr", "-o", "yaml").stdout)
+    assert again.stdout.split()[0] == "unchanged", again.stderr
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 9)),
+     "more than 50,000 values once its YAML aliases are expanded"),
+    ("apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: big}\nspec:\n  exportV4:\n"
+     + "".join(f"  - {{action: Reject, cidr: 198.18.{i % 256}.0/24}}\n" for i in range(69_000)),
+     "spec.exportV4: more than 1,000 items in one list"),
+])
+def test_hostile_input_is_refused_in_one_line_and_nothing_stored(cli, etcd_url, key_prefix, text, fragment):
+    assert len(text) < 600 or len(text) > 2_000_000  # a few hundred bytes, or megabytes
+    result = cli("apply", "-f", "-", input=text)
+    assert_one_line_error(result, EXIT_USAGE, fragment)
+    assert keys_under(etcd_url, key_prefix) == []
