@@ -129,8 +129,8 @@ def register(main: click.Group) -> None:
 @pass_globals
 def apply_cmd(g: Globals, source: Any, output: str) -> None:
     """Create or update every resource in FILE. All documents are validated first; nothing is stored
-    when one of them is invalid. Up to 50 are written in one transaction; more go in transactions of
-    50, so an etcd failure part way leaves the earlier batches stored (apply the file again)."""
+    when one of them is invalid. Up to 50 (and 1 MiB) are written in one transaction; more go in further
+    transactions, so an etcd failure part way leaves the earlier batches stored (apply the file again)."""
     text = read_utf8(source.read, getattr(source, "name", "input"))
     try:
         resources = load_documents(text)

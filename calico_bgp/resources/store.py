@@ -27,6 +27,7 @@ from dataplane.logfmt import event
 log = logging.getLogger("calico_bgp.resources.store")
 
 MAX_TXN_KEYS = 100        # below etcd's default --max-txn-ops (128)
+MAX_TXN_BYTES = 1024 * 1024  # values in one transaction, below etcd's default --max-request-bytes (1.5 MiB)
 CAS_ATTEMPTS = 8
 
 
@@ -74,6 +75,26 @@ class _Snapshot:
     kvs: dict[str, KeyValue]                   # key -> stored kv (valid or not)
     errors: list[CorruptValue]
     revision: int
+
+
+def chunks(sizes: Sequence[int], resources: Sequence[Resource]) -> list[tuple[int, int]]:
+    """(start, count) of each transaction: at most MAX_TXN_KEYS // 2 resources and MAX_TXN_BYTES of
+    values each. A resource larger than MAX_TXN_BYTES alone is refused (InvalidResource) before
+    anything is written, rather than sent for etcd to refuse."""
+    too_big = [f"{model.describe(r)} is {n:,} bytes stored (at most {MAX_TXN_BYTES:,})"
+               for r, n in zip(resources, sizes) if n > MAX_TXN_BYTES]
+    if too_big:
+        raise InvalidResource("; ".join(too_big))
+    out: list[tuple[int, int]] = []
+    start, used = 0, 0
+    for i, n in enumerate(sizes):
+        if i > start and (i - start >= MAX_TXN_KEYS // 2 or used + n > MAX_TXN_BYTES):
+            out.append((start, i - start))
+            start, used = i, 0
+        used += n
+    if start < len(sizes):
+        out.append((start, len(sizes) - start))
+    return out
 
 
 class ResourceStore:
@@ -198,8 +219,8 @@ class ResourceStore:
         for r in resources:
             kinds.update(KINDS[k] for k in self._DEPENDS.get(r.kind, ()))
         out: list[Applied] = []
-        for start in range(0, len(resources), MAX_TXN_KEYS // 2):
-            out += await self._apply_chunk(list(kinds), resources, start, MAX_TXN_KEYS // 2)
+        for start, size in chunks([len(model.encode(r)) for r in resources], resources):
+            out += await self._apply_chunk(list(kinds), resources, start, size)
         return out
 
     async def _apply_chunk(self, kinds: list[type], resources: Sequence[Resource], start: int,

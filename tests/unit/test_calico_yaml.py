@@ -15,6 +15,7 @@ from calico_bgp.resources.durations import format_seconds
 from calico_bgp.resources.fields import InvalidResource
 from calico_bgp.resources.pending import warning
 from calico_bgp.resources.selector import parse
+from calico_bgp.resources.store import MAX_TXN_BYTES, chunks
 from calico_bgp.resources.yamlread import MAX_INPUT_BYTES, read_documents
 
 V3 = "apiVersion: projectcalico.org/v3\n"
@@ -168,3 +169,13 @@ def test_a_node_configuration_may_not_set_what_only_the_clusters_sets(field):
     message = refused(f"{V3}kind: BGPConfiguration\nmetadata: {{name: node.n1}}\nspec: {{{field}}}\n")
     assert message.startswith(f"document 1 (BGPConfiguration 'node.n1'): spec.{field.split(':')[0]}: only the "
                               "cluster's BGPConfiguration 'default' sets it")
+
+
+def test_transactions_stay_under_etcds_request_limit_and_a_resource_over_it_is_refused_up_front():
+    pools = load_documents("\n---\n".join(
+        f"{V3}kind: IPPool\nmetadata: {{name: p{i}}}\nspec: {{cidr: '198.18.{i}.0/24'}}" for i in range(120)))
+    assert chunks([100] * 120, pools) == [(0, 50), (50, 50), (100, 20)]
+    third = MAX_TXN_BYTES // 3
+    assert chunks([third, third, third, third + 10, 5], pools[:5]) == [(0, 3), (3, 2)]
+    with pytest.raises(InvalidResource, match=r"IPPool 'p1' is 1,048,577 bytes stored \(at most 1,048,576\)"):
+        chunks([10, MAX_TXN_BYTES + 1], pools[:2])
