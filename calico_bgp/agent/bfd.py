@@ -11,11 +11,13 @@ On Up -> Down (only that: a Down right after the engine (re)started is no failur
 While the engine is unavailable (BIRD dead, restarting) nothing is done to BGP: sessions live on
 their hold timers, and `status` says BFD is unavailable.
 
-Which sessions: `planner(state, interfaces)` (the pure plan of routing/bfd.py), run every PLAN_EVERY
-seconds against the agent's state and this namespace's interfaces.
+Which sessions: `planner(state, interfaces)`, run every PLAN_EVERY seconds against the agent's state
+and this namespace's interfaces; `node_planner(name)` is routing/bfd.py's plan_bfd over this node's
+BFDConfigurations and BGP sessions (peers it skips are logged, with why, when they change).
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 from pathlib import Path
@@ -30,7 +32,7 @@ from calico_bgp.agent.state import AgentState
 from calico_bgp.bfd.engine import BfdEngine
 from calico_bgp.bfd.report import BfdSessionStatus, BfdStatus
 from calico_bgp.bfd.state import UP, BfdChange
-from calico_bgp.routing.bfd import BfdSession
+from calico_bgp.routing.bfd import BfdSession, Link, Skipped, plan_bfd
 from calico_bgp.routing.session_down import BFD_DOWN
 from calico_bgp.speaker import commands as speaker_cmds
 from calico_bgp.speaker.events import PeerState
@@ -43,6 +45,25 @@ log = logging.getLogger("calico_bgp.agent.bfd")
 PLAN_EVERY = 1.0        # seconds between runs of the plan
 ADMINISTRATIVE_RESET = 4  # Cease subcode (RFC 4486)
 Planner = Callable[[AgentState, list[Interface]], Iterable[BfdSession]]
+
+
+def node_planner(name: str) -> Planner:
+    """The plan of node `name`: nothing until the cluster view and our Node are known."""
+    skipped: list[tuple[Skipped, ...]] = [()]
+
+    def plan(state: AgentState, interfaces: list[Interface]) -> tuple[BfdSession, ...]:
+        cluster = state.cluster
+        node = cluster.nodes.get(name) if cluster is not None else None
+        if cluster is None or node is None:
+            return ()
+        links = [Link(i.name, tuple(str(a) for a in i.addresses)) for i in interfaces]
+        got = plan_bfd(node, cluster.bfd_configs.values(), state.sessions.values(), links)
+        if got.skipped != skipped[0]:
+            skipped[0] = got.skipped
+            for s in got.skipped:
+                event(log, "bfd_skipped", logging.WARNING, peer=s.peer, reason=s.reason)
+        return got.sessions
+    return plan
 
 
 class BfdMetrics:
@@ -122,15 +143,23 @@ class BfdAgent:
 
     async def bfd_failed(self, peer: str) -> None:
         """The path to `peer` failed: its routes out now, its BGP session reset, an event."""
-        bgp = self.speaker.peers.get(peer)
+        key = self._session_key(peer)
+        bgp = self.speaker.peers.get(key) if key else None
         established = bgp is not None and bgp.state == "up"
         self.events.emit("bfd_down", peer=peer, detail="BGP session reset, routes withdrawn" if established
                          else "no BGP session up")
         event(log, "bfd_down", logging.WARNING, peer=peer, bgp_established=established)
-        if peer not in self.state.sessions or not established:
+        if key is None or not established:
             return
-        await self.sessions.on_peer_state(PeerState(peer, "down", reason=BFD_DOWN))
-        await self.speaker.send([speaker_cmds.teardown(peer, ADMINISTRATIVE_RESET)])
+        await self.sessions.on_peer_state(PeerState(key, "down", reason=BFD_DOWN))
+        await self.speaker.send([speaker_cmds.teardown(key, ADMINISTRATIVE_RESET)])
+
+    def _session_key(self, peer: str) -> str | None:
+        """The BGP session toward the address BIRD names (its spelling may differ from ours)."""
+        if peer in self.state.sessions:
+            return peer
+        ip = ipaddress.ip_address(peer)
+        return next((k for k, s in self.state.sessions.items() if ipaddress.ip_address(s.peer_address) == ip), None)
 
     async def _watch_engine(self) -> None:
         """The availability gauge and an event when the engine goes away and comes back."""

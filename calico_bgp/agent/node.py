@@ -22,7 +22,7 @@ import trio
 
 from calico_bgp.agent import sampling
 from calico_bgp.agent import status as st
-from calico_bgp.agent.bfd import BfdAgent
+from calico_bgp.agent.bfd import BfdAgent, node_planner
 from calico_bgp.agent.control import ControlLoop
 from calico_bgp.agent.kernel_writer import KernelWriter
 from calico_bgp.agent.publisher import StatusPublisher
@@ -93,7 +93,7 @@ class NodeAgent:
         self.sessions = SessionEvents(self.state, self.speaker, self.events, self.metrics, self.kernel,
                                       opts.grace_timeout, self.publisher.mark_dirty, lambda: self.control.poke())
         self.bfd = BfdAgent(self.state, self.sessions, self.speaker, self.events, self.metrics,
-                            Path(opts.state_dir), None, self.publisher.mark_dirty)
+                            Path(opts.state_dir), node_planner(opts.name), self.publisher.mark_dirty)
         self.upkeep = Upkeep(self.state, opts.name, self.speaker, self.programmer, self.kernel, self.events,
                              self.metrics, self.sessions.warn)
         self.control = ControlLoop(self.state, opts.name, self.view, self.speaker, self.events, self.kernel,
