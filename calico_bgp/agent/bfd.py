@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import trio
-from prometheus_client import Counter, Gauge
 
 from calico_bgp.agent.autodetect import Interface, read_interfaces
 from calico_bgp.agent.session_events import SessionEvents
@@ -66,25 +65,12 @@ def node_planner(name: str) -> Planner:
     return plan
 
 
-class BfdMetrics:
-    def __init__(self, metrics: Metrics) -> None:
-        r = metrics.registry
-        self.up = Gauge("calico_bgp_bfd_session_up", "1 while the BFD session to the peer is Up", ["peer"], registry=r)
-        self.transitions = Counter("calico_bgp_bfd_session_transitions_total",
-                                   "BFD session state changes, by the state entered", ["peer", "to"], registry=r)
-        self.available = Gauge("calico_bgp_bfd_engine_available",
-                               "1 while the BFD engine answers, 0 while it is needed and does not; absent without BFD",
-                               registry=r)
-        self.failures = Counter("calico_bgp_bfd_session_failures_total",
-                                "BFD Up -> Down transitions acted on (BGP session reset)", ["peer"], registry=r)
-
-
 class BfdAgent:
     def __init__(self, state: AgentState, sessions: SessionEvents, speaker: Speaker, events: EventLog,
                  metrics: Metrics, state_dir: Path, planner: Planner | None,
                  status_dirty: Callable[[], None]) -> None:
         self.state, self.sessions, self.speaker, self.events = state, sessions, speaker, events
-        self.metrics = BfdMetrics(metrics)
+        self.metrics = metrics.bfd
         self.planner = planner
         self.status_dirty = status_dirty
         self.engine = BfdEngine(Path(state_dir) / "bfd", on_change=self._on_change)

@@ -141,8 +141,16 @@ def _converged(c: MeshCluster, bfd: dict[str, bool]) -> bool:
 
 
 def _settle(c: MeshCluster, bfd: dict[str, bool]) -> None:
+    """BFD on or off toward each ToR, on both ends (FRR's BGP follows its BFD session: left on, it
+    would reset the session when ours stops), and everything up and steady."""
+    c.frr.vtysh("configure terminal", "router bgp 65060",  # type: ignore[attr-defined]
+                *(["neighbor 198.18.0.1 bfd", "neighbor 198.18.0.1 bfd profile fast"] if bfd[FRR]
+                  else ["no neighbor 198.18.0.1 bfd"]))
     c.apply(_peers(bfd))
-    wait_for(f"both sessions Established, BFD {bfd}, routes over both ToRs", lambda: _converged(c, bfd), timeout=90)
+    what = f"both sessions Established, BFD {bfd}, routes over both ToRs"
+    wait_for(what, lambda: _converged(c, bfd), timeout=90)
+    time.sleep(2)
+    wait_for(what + ", still", lambda: _converged(c, bfd), timeout=60)
 
 
 def _silence_and_time(c: MeshCluster, tor: str, timeout: float) -> float:
@@ -221,9 +229,10 @@ def test_the_bfd_process_killed_leaves_bgp_up_and_is_back_within_5s(rack):
 
 
 @pytest.mark.parametrize("what, args", [
-    ("ttl 254", ["--ttl", "254"]),
-    ("version 0", ["--version", "0"]),
-    ("unknown discriminator", ["--your-disc", "0x5eed"]),
+    # what BIRD logs dropping them (bfd_rx_hook, proto/bfd/packets.c): the engine's checks, not ours
+    ("wrong TTL (254)", ["--ttl", "254"]),
+    ("version mismatch (0)", ["--version", "0"]),
+    ("unknown session id (24301)", ["--your-disc", "0x5eed"]),
 ], ids=["ttl", "version", "discriminator"])
 def test_bfd_packets_with_a_wrong_ttl_version_or_discriminator_do_not_disturb_the_session(rack, what, args):
     c = rack
@@ -238,4 +247,4 @@ def test_bfd_packets_with_a_wrong_ttl_version_or_discriminator_do_not_disturb_th
     assert _bfd_state(c, BIRD) == "Up" and _bfd_state(c, FRR) == "Up", what
     assert {s["peer"]: s["since"] for s in _bfd(c)["sessions"]} == bfd_before, what
     assert {p: s["since"] for p, s in _sessions(c).items()} == before, what
-    assert "Bad packet" in c.agents["n1"].tail(2000) or what != "unknown discriminator"
+    assert f"Bad packet from {BIRD} - {what}" in c.agents["n1"].tail(3000), what
