@@ -107,3 +107,10 @@ def test_the_status_cell():
     assert cell(st, "198.18.1.1", "4m") == "Up 100ms/300ms 4m"
     assert cell(st, "198.18.2.1", "-") == "Unavailable"
     assert cell(st, "198.18.3.1", "-") == "-" and cell(BfdStatus(), "198.18.1.1", "-") == "-"
+
+
+def test_a_bfd_failure_never_keeps_routes_for_graceful_restart():
+    from calico_bgp.routing import session_down
+
+    assert session_down.on_down(session_down.BFD_DOWN, False, 120, 30.0) is None
+    assert session_down.on_down("connection lost", False, 120, 30.0) is not None  # a drop alone: kept stale
