@@ -7,7 +7,8 @@
 - state changes come from BIRD's log stream (the trace of bfd_session_update_state, see config.py),
   read the moment BIRD writes them; `show bfd sessions` is read every POLL seconds for the figures
   `status` shows (negotiated interval, detection time) and once at each start;
-- `on_change(change, at)` hears every transition, with the unix time it was read.
+- `on_change(change, at)` hears every transition, with the unix time it was read; a session BIRD
+  removes while Up and still wanted (its interface went down) is heard as Up -> Down.
 
 BIRD runs in the agent's network namespace as its child: PR_SET_PDEATHSIG so it dies with the agent,
 a pid file so a restarted agent kills the one a crashed agent left (speaker.process.kill_leftover).
@@ -28,7 +29,7 @@ import trio
 
 from calico_bgp.bfd import config
 from calico_bgp.bfd.control import RECONFIGURED, BirdControl, BirdError
-from calico_bgp.bfd.state import BfdChange, BfdParseError, BfdPeerState, parse_change, parse_sessions
+from calico_bgp.bfd.state import DOWN, UP, BfdChange, BfdParseError, BfdPeerState, parse_change, parse_removed, parse_sessions
 from calico_bgp.routing.bfd import BfdSession
 from calico_bgp.speaker.process import Backoff, kill_leftover
 from dataplane.logfmt import event
@@ -57,6 +58,7 @@ class BfdEngine:
         self.unavailable_since: float | None = None  # unix time BIRD stopped answering (None: up or never needed)
         self.states: dict[str, BfdPeerState] = {}    # peer -> the last row read
         self.since: dict[str, float] = {}            # peer -> unix time of its last state change seen
+        self.last: dict[str, str] = {}               # peer -> its state by the log (this run of BIRD)
         self.starts = 0
         self.pid: int | None = None
         self._changed = trio.Event()
@@ -120,7 +122,7 @@ class BfdEngine:
             return -1
         self._proc, self.pid = proc, proc.pid
         self.starts += 1
-        self.states, self.since = {}, {}
+        self.states, self.since, self.last = {}, {}, {}
         event(log, "bfd_engine_started", pid=proc.pid, sessions=len(applied))
         pidfd = os.pidfd_open(proc.pid)
         assert proc.stdout is not None
@@ -222,8 +224,13 @@ class BfdEngine:
         change = parse_change(line)
         if change is None:
             event(log, "bird_log", logging.DEBUG, line=line)
-            return
+            gone = parse_removed(line)
+            wanted = gone is not None and any(s.peer == gone for s in self.sessions)
+            if not wanted or self.last.pop(gone, None) != UP:
+                return
+            change = BfdChange(gone, UP, DOWN)  # its interface went down: the path is gone
         now = time.time()
+        self.last[change.peer] = change.new
         self.since[change.peer] = now
         row = self.states.get(change.peer)
         if row is not None:

@@ -4,7 +4,10 @@
   proto/bfd/bfd.c: "IP address  Interface  State  Since  Interval  Timeout", one row per session,
   intervals in seconds with three decimals);
 - `parse_change`: one line of BIRD's log, the trace of bfd_session_update_state
-  ("Session to <ip> changed state from <A> to <B>"), or None for any other line.
+  ("Session to <ip> changed state from <A> to <B>"), or None for any other line;
+- `parse_removed`: the peer of a "Session to <ip> removed" line (bfd_remove_session_locked): BIRD
+  removes a session without a state change when we configure it away, and when its interface goes
+  down (its neighbour leaves scope, bfd_neigh_notify), which is a failure of the path.
 States are RFC 5880's: AdminDown, Down, Init, Up.
 """
 from __future__ import annotations
@@ -49,6 +52,7 @@ class BfdChange:
 _ROW = re.compile(r"^\s*(?P<peer>[0-9A-Fa-f:.]+(?:%\S+)?)\s+(?P<iface>\S+)\s+(?P<state>AdminDown|Down|Init|Up)\s+"
                   r"(?P<since>\d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\d(?: \d\d:\d\d:\d\d(?:\.\d+)?)?)\s+"
                   r"(?P<interval>\d+\.\d+)\s+(?P<timeout>\d+\.\d+)\s*$")
+_REMOVED = re.compile(r"Session to (?P<peer>\S+) removed$")
 _CHANGE = re.compile(r"Session to (?P<peer>\S+) changed state from (?P<old>\w+) to (?P<new>\w+)")
 
 
@@ -75,3 +79,8 @@ def parse_change(line: str) -> BfdChange | None:
     if m is None or m["old"] not in STATES or m["new"] not in STATES:
         return None
     return BfdChange(m["peer"], m["old"], m["new"])
+
+
+def parse_removed(line: str) -> str | None:
+    m = _REMOVED.search(line.rstrip())
+    return m["peer"] if m else None

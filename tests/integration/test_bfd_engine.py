@@ -1,6 +1,7 @@
 """BfdEngine against a BIRD peer across a veth: sessions come Up, a silent peer is Down within the
-detection time (read from BIRD's log stream), `configure` adds and removes sessions without a restart,
-and a SIGKILLed engine is back, its sessions Up again, within 5 s."""
+detection time (read from BIRD's log stream), the node's own interface going down is a failure too
+(BIRD removes the session without a state change), `configure` adds and removes sessions without a
+restart, and a SIGKILLed engine is back, its sessions Up again, within 5 s."""
 from __future__ import annotations
 
 import os
@@ -75,6 +76,12 @@ def test_engine_against_a_bird_peer(tmp_path):
                     assert detected < 0.6, detected
                     sh("nft", "delete", "table", "inet", "silence", ns=tor)
                     await _until("Up again", lambda: engine.state_of("198.18.3.2") == "Up")
+                    # our end of the link goes down: BIRD drops the session, heard as Up -> Down
+                    changes.clear()
+                    sh("ip", "link", "set", "eth0", "down", ns=node)
+                    await _until("Down by link", lambda: any(c.failed for c, _ in changes), timeout=2)
+                    sh("ip", "link", "set", "eth0", "up", ns=node)
+                    await _until("Up after the link", lambda: engine.state_of("198.18.3.2") == "Up")
                     # SIGKILL: unavailable at once, back and Up within 5 s; its Down->Init->Up is no failure
                     changes.clear()
                     os.kill(pid, signal.SIGKILL)

@@ -11,7 +11,7 @@ import pytest
 from calico_bgp.bfd import config
 from calico_bgp.bfd.control import BirdError, Reply, ReplyReader
 from calico_bgp.bfd.report import BfdSessionStatus, BfdStatus, cell
-from calico_bgp.bfd.state import BfdChange, BfdParseError, BfdPeerState, parse_change, parse_sessions
+from calico_bgp.bfd.state import BfdChange, BfdParseError, BfdPeerState, parse_change, parse_removed, parse_sessions
 from calico_bgp.routing.bfd import BfdSession
 
 SAMPLES = Path(__file__).parent / "bird_samples"
@@ -99,6 +99,8 @@ def test_state_changes_from_birds_log():
     assert parse_change("2026-12-07 11:52:21.349 <TRACE> calico_bfd: Session to 198.18.9.2 expired") is None
     assert parse_change("Session to 198.18.9.2 changed state from Up to Sideways") is None
     assert not BfdChange("p", "Init", "Down").failed and not BfdChange("p", "Down", "Up").failed
+    assert parse_removed("2026-12-07 11:55:04.808 <TRACE> calico_bfd: Session to 2001:db8:9::2 removed") == "2001:db8:9::2"
+    assert parse_removed("2026-12-07 11:55:04.808 <TRACE> calico_bfd: Session to 198.18.9.3 added") is None
 
 
 def test_the_status_cell():
