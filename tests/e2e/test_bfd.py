@@ -237,14 +237,16 @@ def test_the_bfd_process_killed_leaves_bgp_up_and_is_back_within_5s(rack):
 def test_bfd_packets_with_a_wrong_ttl_version_or_discriminator_do_not_disturb_the_session(rack, what, args):
     c = rack
     _settle(c, {FRR: True, BIRD: True})
-    before = {p: s["since"] for p, s in _sessions(c).items()}
-    bfd_before = {s["peer"]: s["since"] for s in _bfd(c)["sessions"]}
     # each says Down, from the BIRD ToR's address: taken, it would end the session
+    start = time.time()
     res = sh(sys.executable, "-m", "tests.e2e.bfd_packets", "198.18.0.1", *args, "--count", "100",
              "--interval", "0.01", ns=c.tors[BIRD], timeout=30)
     assert "sent 100" in res.stdout, res
+    end = time.time() + 1.0  # and a detection time or three after the last one
     time.sleep(1)
-    assert _bfd_state(c, BIRD) == "Up" and _bfd_state(c, FRR) == "Up", what
-    assert {s["peer"]: s["since"] for s in _bfd(c)["sessions"]} == bfd_before, what
-    assert {p: s["since"] for p, s in _sessions(c).items()} == before, what
+    # judged by the agent's own record of that window (a later stall of this shared machine is no answer)
+    events = [json.loads(x) for x in c.cli("events", "--node", "n1", "-o", "json").stdout.splitlines() if x]
+    hit = [e for e in events if e["kind"] in ("bfd_down", "session_down") and start <= e["time"] <= end]
+    assert not hit, (what, hit)
+    wait_for("BFD Up toward both ToRs", lambda: _bfd_state(c, BIRD) == "Up" and _bfd_state(c, FRR) == "Up", timeout=10)
     assert f"Bad packet from {BIRD} - {what}" in c.agents["n1"].tail(3000), what
