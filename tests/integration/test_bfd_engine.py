@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -15,7 +17,7 @@ import trio
 from calico_bgp.bfd.engine import BfdEngine
 from calico_bgp.routing.bfd import BfdSession
 from lab.bird import Bird
-from lab.net import netns, sh, veth
+from lab.net import netns, sh, veth, wait_for
 from tests.marks import needs_root
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("bird") is None, reason="needs bird (./bootstrap.sh setup)")]
@@ -27,6 +29,19 @@ protocol bfd tor {
   interface "tor0" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; };
   neighbor 198.18.3.1 dev "tor0";
 }
+"""
+CRASHING = """
+import trio
+from calico_bgp.bfd.engine import BfdEngine
+from calico_bgp.routing.bfd import BfdSession
+
+async def main():
+    e = BfdEngine({dir!r}, wrapper=["ip", "netns", "exec", {ns!r}])
+    async with trio.open_nursery() as n:
+        await n.start(e.run)
+        e.set_sessions([BfdSession("198.18.3.2", "eth0", 100, 100, 1000, 3)])
+
+trio.run(main)
 """
 SILENCE = ("table inet silence {\n chain in { type filter hook input priority -300; policy drop; }\n"
            " chain out { type filter hook output priority -300; policy drop; }\n}\n")
@@ -51,6 +66,7 @@ def test_engine_against_a_bird_peer(tmp_path):
                                wrapper=["ip", "netns", "exec", node])
             session = BfdSession("198.18.3.2", "eth0", 100, 100, 1000, 3)
             extra = BfdSession("198.18.3.9", "eth0", 100, 100, 1000, 3)
+            figures: dict[str, float] = {}
 
             async def main():
                 async with trio.open_nursery() as n:
@@ -72,7 +88,7 @@ def test_engine_against_a_bird_peer(tmp_path):
                     sh("nft", "-f", str(tmp_path / "silence.nft"), ns=tor)
                     silenced = time.monotonic()
                     await _until("Down", lambda: any(c.failed for c, _ in changes), timeout=3)
-                    detected = next(at for c, at in changes if c.failed) - silenced
+                    detected = figures["detected"] = next(at for c, at in changes if c.failed) - silenced
                     assert detected < 0.6, detected
                     sh("nft", "delete", "table", "inet", "silence", ns=tor)
                     await _until("Up again", lambda: engine.state_of("198.18.3.2") == "Up")
@@ -87,16 +103,45 @@ def test_engine_against_a_bird_peer(tmp_path):
                     os.kill(pid, signal.SIGKILL)
                     await _until("unavailable", lambda: not engine.available, timeout=2)
                     assert engine.state_of("198.18.3.2") == "Unavailable"
-                    back = await _until("back Up", lambda: engine.state_of("198.18.3.2") == "Up", timeout=5)
+                    back = figures["back"] = await _until("back Up", lambda: engine.state_of("198.18.3.2") == "Up", timeout=5)
                     assert engine.pid != pid and engine.starts == 2 and back < 5
                     assert not [c for c, _ in changes if c.failed]
-                    # no session left: BIRD stops
-                    engine.set_sessions([])
-                    await _until("stopped", lambda: engine.pid is not None and not os.path.exists(f"/proc/{engine.pid}")
-                                 or engine._proc is None, timeout=5)
                     n.cancel_scope.cancel()
-                print(f"detected in {detected * 1000:.0f} ms, back in {back:.2f} s")
 
             trio.run(main)
+            # the engine stopped in order (the agent stopping): BIRD with it
+            assert not os.path.exists(f"/proc/{engine.pid}")
+            print(f"detected in {figures['detected'] * 1000:.0f} ms, back in {figures['back']:.2f} s")
+
+            # an agent that crashes (SIGKILL) leaves BIRD running and the peer's session Up; the next
+            # agent adopts that BIRD, and stops it when no session is left
+            crashing = subprocess.Popen([sys.executable, "-c", CRASHING.format(dir=str(tmp_path / "engine"), ns=node)])
+            try:
+                wait_for("the peer's session Down (the last engine stopped)",
+                         lambda: " Up " not in peer.birdc("show", "bfd", "sessions"), timeout=15)
+                wait_for("the peer's session Up with the crashing agent's BIRD",
+                         lambda: (tmp_path / "engine" / "bird.pid").exists()
+                         and " Up " in peer.birdc("show", "bfd", "sessions"), timeout=15)
+            finally:
+                crashing.kill()
+                crashing.wait()
+            kept = int((tmp_path / "engine" / "bird.pid").read_text())
+            before = peer.birdc("show", "bfd", "sessions").splitlines()[-1]
+
+            async def adopt():
+                async with trio.open_nursery() as n:
+                    again = BfdEngine(tmp_path / "engine", wrapper=["ip", "netns", "exec", node])
+                    await n.start(again.run)
+                    again.set_sessions([session])
+                    await _until("adopted, Up", lambda: again.state_of("198.18.3.2") == "Up", timeout=5)
+                    assert again.pid == kept and again.available
+                    await trio.sleep(1)
+                    # the peer's session never went down: the same since as before the crash
+                    assert before.split()[2] == "Up" and before in peer.birdc("show", "bfd", "sessions"), before
+                    again.set_sessions([])
+                    await _until("stopped", lambda: not os.path.exists(f"/proc/{kept}"), timeout=5)
+                    n.cancel_scope.cancel()
+
+            trio.run(adopt)
         finally:
             peer.stop()
