@@ -250,3 +250,25 @@ def test_bfd_packets_with_a_wrong_ttl_version_or_discriminator_do_not_disturb_th
     assert not hit, (what, hit)
     wait_for("BFD Up toward both ToRs", lambda: _bfd_state(c, BIRD) == "Up" and _bfd_state(c, FRR) == "Up", timeout=10)
     assert f"Bad packet from {BIRD} - {what}" in c.agents["n1"].tail(3000), what
+
+
+def test_an_agent_killed_leaves_bfd_running_and_the_next_agent_adopts_it(rack):
+    """BFD tracks forwarding, which goes on while an agent restarts: its BIRD outlives the agent, the
+    ToRs' BFD sessions never go down (so they keep the node's routes for graceful restart), and the
+    restarted agent adopts that BIRD."""
+    c = rack
+    _settle(c, {FRR: True, BIRD: True})
+    pid = _engine_pid(c)
+    c.agents["n1"].kill(group=False)  # the agent alone, as a crash: its ExaBGP dies with it (PDEATHSIG)
+    killed, killed_at = time.monotonic(), time.time()
+    assert _engine_pid(c) == pid
+    c.start_agent("n1")
+    wait_for("the new agent's BIRD adopted", lambda: f"event=bfd_engine_adopted pid={pid}" in c.agents["n1"].tail(3000),
+             timeout=60)
+    wait_for("the new agent's status", lambda: c.status("n1")["started"] > killed_at, timeout=60)
+    wait_for("n1 back: sessions Established, BFD Up", lambda: _converged(c, {FRR: True, BIRD: True}), timeout=90)
+    assert _engine_pid(c) == pid
+    # FRR's BFD session to n1 stayed up throughout
+    peers = json.loads(c.frr.vtysh("show bfd peers json"))  # type: ignore[attr-defined]
+    mine = next(p for p in peers if p["peer"] == "198.18.0.1")
+    assert mine["status"] == "up" and mine["uptime"] > time.monotonic() - killed, mine
