@@ -22,6 +22,7 @@ import trio
 
 from calico_bgp.agent import sampling
 from calico_bgp.agent import status as st
+from calico_bgp.agent.bfd import BfdAgent, node_planner
 from calico_bgp.agent.control import ControlLoop
 from calico_bgp.agent.kernel_writer import KernelWriter
 from calico_bgp.agent.publisher import StatusPublisher
@@ -91,6 +92,8 @@ class NodeAgent:
                 FilterEngine(opts.filter_mode, pin_root=state_dir / "bpf", state_dir=state_dir / "filters"), self.metrics)
         self.sessions = SessionEvents(self.state, self.speaker, self.events, self.metrics, self.kernel,
                                       opts.grace_timeout, self.publisher.mark_dirty, lambda: self.control.poke())
+        self.bfd = BfdAgent(self.state, self.sessions, self.speaker, self.events, self.metrics,
+                            Path(opts.state_dir), node_planner(opts.name), self.publisher.mark_dirty)
         self.upkeep = Upkeep(self.state, opts.name, self.speaker, self.programmer, self.kernel, self.events,
                              self.metrics, self.sessions.warn)
         self.control = ControlLoop(self.state, opts.name, self.view, self.speaker, self.events, self.kernel,
@@ -116,6 +119,7 @@ class NodeAgent:
                 await self._ensure_node()
                 await nursery.start(self.programmer.run)
                 nursery.start_soon(self.sessions.run)
+                await nursery.start(self.bfd.run)
                 nursery.start_soon(self.control.run)
                 nursery.start_soon(self.kernel.run)
                 nursery.start_soon(upkeep.grace, self.ready, opts.grace_timeout, opts.settle)
@@ -182,7 +186,7 @@ class NodeAgent:
         news, self.state.origin_flagged = origin_invalid_news(self.state.origin_flagged, snap.peers)
         for e in news:
             self.events.emit(e.kind, peer=e.peer, prefix=e.prefix, detail=e.detail)
-        return st.build(snap)
+        return attrs.evolve(st.build(snap), bfd=self.bfd.status())
 
     def metrics_sample(self) -> NodeSample | None:
         """What the metrics collector exposes, taken in the agent's thread whichever thread scrapes

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import attrs
 
+from calico_bgp.bfd.report import BfdStatus
 from calico_bgp.resources import codec
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class NodeStatus:
     filter_mode: str = ""
     in_grace: bool = False
     churn: tuple[PrefixChurnStatus, ...] = ()   # the busiest prefixes, most changes first
+    bfd: BfdStatus = BfdStatus()                # the BFD engine and its sessions (bfd/report.py)
 
 
 def session_state(p: PeerSnapshot) -> str:

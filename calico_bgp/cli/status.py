@@ -7,6 +7,7 @@ import time
 import click
 
 from calico_bgp.agent import status as st
+from calico_bgp.bfd.report import cell as bfd_cell
 from calico_bgp.cli.common import EXIT_ERROR, Globals, age, echo_json, fail, pass_globals, run, table
 
 
@@ -47,6 +48,11 @@ def _since(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _ago(bfd: st.BfdStatus, peer: str, now: float) -> str:
+    row = bfd.of(peer)
+    return age(now - row.since) if row is not None and row.since else "-"
+
+
 @click.command("status")
 @click.option("--node", "node_name", help="Only this node (default: every node that publishes).")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
@@ -66,11 +72,14 @@ def status_cmd(g: Globals, node_name: str | None, output: str) -> None:
                    f"{s.routes_total} learned routes, {s.kernel_routes} in kernel"
                    f"{f', {s.routes_failed} failed (calico-bgp routes --failed)' if s.routes_failed else ''}"
                    f"{', filters: ' + s.filter_mode if s.filter_mode else ''}"
-                   f"{', grace period' if s.in_grace else ''}{stale}")
+                   f"{', grace period' if s.in_grace else ''}"
+                   f"{', BFD unavailable since ' + _since(s.bfd.unavailable_since) if s.bfd.engine == 'unavailable' else ''}"
+                   f"{stale}")
         rows = [[x.peer, x.peer_type, x.state, _since(x.since), x.info or "-", f"{x.received}/{x.accepted}",
-                 str(x.flaps), age(x.uptime) if x.uptime else "-", f"{x.churn_rate:.1f}/s"] for x in s.sessions]
+                 str(x.flaps), age(x.uptime) if x.uptime else "-", f"{x.churn_rate:.1f}/s", bfd_cell(s.bfd, x.peer, _ago(s.bfd, x.peer, now))]
+                for x in s.sessions]
         click.echo(table(rows, ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO", "RECV/ACCEPTED", "FLAPS",
-                                "UPTIME", "CHURN"]))
+                                "UPTIME", "CHURN", "BFD"]))
 
 
 @click.command("routes")

@@ -5,7 +5,10 @@ Pure: the caller says why the session went down and what the peer's last OPEN of
   time (graceful_restart.SPEAKER_RESTART), until the session is back and they were sent again;
 - the peer advertised graceful restart for the session's family and dropped without a
   NOTIFICATION (RFC 4724 helper): kept stale for its restart time (GRACEFUL_RESTART);
-- otherwise they are withdrawn with the session.
+- otherwise they are withdrawn with the session; so are they when BFD saw the path fail (BFD_DOWN),
+  whatever the peer's OPEN offered: the failure is in forwarding, where stale routes lead nowhere
+  (RFC 5882 section 4.3; BIRD's `bfd` without `graceful` and FRR's bgpd without
+  `check-control-plane-failure` do the same).
 A peer whose routes are kept for graceful restart and whose new OPEN no longer lists the family as
 forwarding-kept (RFC 4724 4.2: its forwarding state is not what it was) has its stale routes
 removed at once.
@@ -17,6 +20,8 @@ from typing import Iterable
 import attrs
 
 from calico_bgp.routing.graceful_restart import GRACEFUL_RESTART, SPEAKER_RESTART, graceful
+
+BFD_DOWN = "BFD session down"  # the reason of a session the agent ends because its BFD session failed
 
 
 @attrs.frozen
@@ -38,7 +43,7 @@ def on_down(reason: str, speaker_exited: bool, peer_restart_time: int | None,
     """Keep the peer's routes stale (how long, and why), or None: withdraw them now."""
     if speaker_exited:
         return KeepStale(SPEAKER_RESTART, speaker_grace)
-    if peer_restart_time and graceful(reason):
+    if peer_restart_time and graceful(reason) and reason != BFD_DOWN:
         return KeepStale(GRACEFUL_RESTART, float(peer_restart_time))
     return None
 

@@ -16,6 +16,7 @@ from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
 
+from calico_bgp.bfd.metrics import BfdMetrics
 from calico_bgp.telemetry.collector import AgentCollector, FilterCollector, NodeSample
 
 
@@ -39,6 +40,7 @@ class Metrics:
         for stage in ("build", "kernel"):  # a stage's first failure is an increase() from 0
             self.route_failures.labels(stage)
         self.damping_events = Counter("calico_bgp_damping_events_total", "Suppress and reuse events", ["event"], registry=r)
+        self.bfd = BfdMetrics(r)  # BFD sessions and the engine (bfd/metrics.py)
         # policy filters: the mode and per-rule totals agent/policy.FilterMetrics last read
         self.filters = FilterCollector()
         r.register(self.filters)
