@@ -242,16 +242,20 @@ class Rib:
         how many a peer would have to send again (a route refresh) to be judged anew. `only`: just
         these prefixes (the others' verdicts cannot have changed)."""
         changed: set[Prefix] = set()
+        present = None if only is None else [(prefix, e) for prefix in only if (e := self._paths.get(prefix)) is not None]
         for peer in peers:
             rejected = self._rejected.get(peer.address, {})
-            if only is None:
+            if present is None:
                 kept = {prefix: path.attrs for prefix, entry in self._paths.items()
                         if (path := _of(entry, peer.address)) is not None}
                 kept.update((prefix, pattrs) for prefix, (_, pattrs) in rejected.items())
             else:
-                kept = {prefix: path.attrs for prefix in only
-                        if (path := _of(self._paths.get(prefix), peer.address)) is not None}
-                kept.update((prefix, rejected[prefix][1]) for prefix in only if prefix in rejected)
+                assert only is not None
+                kept = {prefix: path.attrs for prefix, entry in present if (path := _of(entry, peer.address)) is not None}
+                if rejected and len(rejected) < len(only):
+                    kept.update((prefix, pattrs) for prefix, (_, pattrs) in rejected.items() if prefix in only)
+                elif rejected:
+                    kept.update((prefix, rejected[prefix][1]) for prefix in only if prefix in rejected)
                 if not kept:
                     continue
             stale = self._stale.get(peer.address)
