@@ -14,7 +14,12 @@ main table), in the same run; its join rewrites every BIRD's configuration and r
 configure`, as a configuration agent would, before the new BIRD starts: none of its first connections
 is refused, BIRD's best case (the other way round its join took 1-4 s).
 
-    sudo .venv/bin/python -m bench.mesh [--k 5 10 20] [--json]
+During the join the other nodes' CPU (`join_cpu_s_others`) is mostly what they spend idle
+(keepalives, status, upkeep: `idle_cpu_s_per_s_others`, watched for 3 s before) times the join's
+length; `join_cpu_s_per_other_net` is what each spent beyond that, the join's own work there.
+`--profile DIR` records py-spy stacks of one of them (n1: agent, ExaBGP, bridge) during the join.
+
+    sudo .venv/bin/python -m bench.mesh [--k 5 10 20] [--json] [--profile DIR]
 
 The JSON line holds, per K: {"k", "agents": {converged_s, join_s, start_s, cpu_s_per_agent,
 rss_mb_median, ...}, "bird": {converged_s, join_s, ...}, "ratio", "ratio_join"}.
@@ -32,7 +37,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from bench.common import bench_run, cpu_and_rss, progress, pss_mb, runnable, usage_by_part
-from bench.observe import Prefixes, wait_quiet
+from bench.observe import Prefixes, Profiler, wait_quiet
 from lab.cluster import MESH_RESOURCES as POOL
 from lab.cluster import PROTO, MeshCluster
 from lab.etcd import EtcdServer
@@ -40,6 +45,7 @@ from lab.net import Ledger, Net, Process
 
 BIRD_PROTO = 12  # rtnetlink's number for routes BIRD installs
 LIMIT_S = 300.0
+IDLE_WINDOW = 3.0  # seconds the converged mesh is watched doing nothing before the join
 
 
 def block(i: int) -> str:
@@ -104,8 +110,10 @@ class AgentMesh:
     def start(self, names: list[str]) -> None:
         for name in names:
             self.spawned[name] = time.time()
-            # a rack runs at info: debug logging (every netlink message) is not what is measured
-            self.c.start_agent(name, "--log-level", "info")
+            # a rack runs at info (debug logs every netlink message) and sweeps empty IPAM blocks once a
+            # minute: the tests' sweep every second had each agent read and decode every block each
+            # second, a K x K cost that took CPU from the agents being timed
+            self.c.start_agent(name, "--log-level", "info", "--ipam-sweep", "60")
 
     def find_blocks(self, names: list[str], t0: float) -> None:
         """Each node's own block: the blackhole its agent installs for it."""
@@ -132,7 +140,7 @@ class AgentMesh:
         self.c.teardown()
 
 
-def run_agents(k: int, etcd: EtcdServer, work: Path) -> dict:
+def run_agents(k: int, etcd: EtcdServer, work: Path, prof: Profiler) -> dict:
     m = AgentMesh(k, etcd, work)
     cold = [f"n{i}" for i in range(1, k + 1)]
     joiner = f"n{k + 1}"
@@ -150,14 +158,21 @@ def run_agents(k: int, etcd: EtcdServer, work: Path) -> dict:
         established = all(m.c.sessions_up(n, k - 1) for n in cold)
         starts = [s for s in (m.start_s(n) for n in cold) if s is not None]
         wait_quiet([m.c.agents[n].pid for n in cold])
+        # what the converged mesh spends doing nothing (keepalives, status, upkeep): the join's CPU
+        # on the other nodes is this rate times the join's length, plus the join's own work
+        idle0 = sum(sum(c for c, _ in p.values()) for p in m.cpu_rss(cold).values())
+        time.sleep(IDLE_WINDOW)
         before = {n: sum(c for c, _ in p.values()) for n, p in m.cpu_rss(cold).items()}
+        idle_rate = (sum(before.values()) - idle0) / IDLE_WINDOW
 
         m.prepare([joiner], k + 1)
         progress(f"agents K={k}: mesh converged and quiet; {joiner} joins")
+        prof.start([m.c.agents[cold[0]].pid], f"join{k}-existing")
         t1 = time.monotonic()
         m.start([joiner])
         m.find_blocks([joiner], t1)
         join = wait_mesh(m.readers, m.blocks, t1, f"agents K={k} join")
+        prof.stop()
         joined = m.cpu_rss([joiner])[joiner]
         after = {n: sum(c for c, _ in p.values()) for n, p in m.cpu_rss(cold).items()}
         start_join = m.start_s(joiner)
@@ -174,6 +189,9 @@ def run_agents(k: int, etcd: EtcdServer, work: Path) -> dict:
             "cpu_s_per_agent_parts": {x: med([p.get(x, (0, 0))[0] for p in usage.values()]) for x in parts},
             "join_cpu_s": round(sum(c for c, _ in joined.values()), 2),
             "join_cpu_s_others": round(sum(after[n] - before[n] for n in cold), 2),
+            "idle_cpu_s_per_s_others": round(idle_rate, 3),
+            # each other node's CPU for the join itself: what it spent beyond its idle rate
+            "join_cpu_s_per_other_net": round((sum(after[n] - before[n] for n in cold) - idle_rate * join) / k, 3),
             "all_established": established,
             "rss_mb_median": med(node_rss, 1), "rss_mb_max": round(max(node_rss), 1),
             "rss_mb_parts": {x: med([p.get(x, (0, 0))[1] for p in usage.values()], 1) for x in parts},
@@ -261,6 +279,8 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench.mesh", description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, nargs="+", default=[5, 10, 20])
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    ap.add_argument("--profile", metavar="DIR",
+                    help="py-spy an existing node (n1: agent, ExaBGP, bridge) during the join, raw stacks in DIR")
     return ap
 
 
@@ -285,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     with bench_run("mesh") as (work, _), EtcdServer() as etcd:
         for k in args.k:
-            ours = run_agents(k, etcd, work)
+            ours = run_agents(k, etcd, work, Profiler(Path(args.profile) if args.profile else None))
             bird = run_bird(k, work)
             results.append({"k": k, "agents": ours, "bird": bird,
                             "ratio": round(ours["converged_s"] / max(bird["converged_s"], 1e-3), 2),

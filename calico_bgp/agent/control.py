@@ -21,10 +21,11 @@ from calico_bgp.agent.state import AgentState
 from calico_bgp.resources.bgpfilter import BGPFilter
 from calico_bgp.resources.ippool import IPPool
 from calico_bgp.resources.view import ClusterState, ClusterView
-from calico_bgp.routing import bgpfilter, desired, martians, route_refresh, topology
+from calico_bgp.routing import bgpfilter, desired, martians, policy_scope, route_refresh, topology
 from calico_bgp.routing.damping import DampingChange, DampingParams
 from calico_bgp.routing.origin import OriginIndex
-from calico_bgp.routing.path import LocalSpeaker
+from calico_bgp.routing.path import LocalSpeaker, Peer
+from calico_bgp.routing.prefix import Prefix
 from calico_bgp.routing.rib import Rib
 from calico_bgp.speaker import commands as speaker_cmds
 from calico_bgp.speaker.neighbor import Neighbor
@@ -46,6 +47,10 @@ class ControlLoop:
         self.synced = synced      # after each sync (the policy filters follow the cluster too)
         self.ready = trio.Event()  # the first sync is done
         self._poke = trio.Event()
+        # what import policy last judged the RIB with (policy_scope: the next sync re-judges the difference)
+        self._judged: policy_scope.PolicyInputs | None = None
+        self._judged_rib: Rib | None = None
+        self._judged_peers: dict[str, Peer] = {}
 
     def poke(self) -> None:
         """Sync again without a datastore change (a peer held idle must leave the neighbours)."""
@@ -121,9 +126,12 @@ class ControlLoop:
         # martians and unusable next hops (own addresses among them) go before any filter is asked
         own = martians.own_addresses([a.address for a in me.spec.addresses] + list(topology.node_addresses(me).values()))
         state.rib.import_policy = martians.guarded(bgpfilter.import_policy(pools, self.filters_of), own)
-        state.rib.origin_check = OriginIndex.of_cluster(self.name, cluster.nodes.values(), pools,
-                                                        cluster.blocks.values(), cfg).check
-        changed = state.rib.reapply_policy(state.rib_peers.values())
+        origins = OriginIndex.of_cluster(self.name, cluster.nodes.values(), pools, cluster.blocks.values(), cfg)
+        state.rib.origin_check = origins.check
+        changed = self._rejudge(policy_scope.PolicyInputs(
+            pools=tuple((p.metadata.name, p.spec) for p in pools),
+            filters=tuple((a, tuple(self.filters_of(a))) for a in sessions), own=own,
+            fabric_as=origins.fabric_as, origins=origins.origins, blocks=cluster.blocks))
         await self.refresh_capped(pools)
 
         for peer in list(sessions):  # a limit added or lowered applies to what the peer already sent
@@ -136,6 +144,23 @@ class ControlLoop:
         await reflect(state, self.speaker, changed if changed and not added else None)
         self.kernel.mark_full()
         self.synced()
+
+    def _rejudge(self, inputs: policy_scope.PolicyInputs) -> set[Prefix]:
+        """Import policy re-run over what peers sent, as far as what changed since the last sync can
+        change a verdict (policy_scope): a peer whose own values changed in full, the others over the
+        prefixes concerned. Returns the prefixes whose selection changed."""
+        rib = self.state.rib
+        assert rib is not None
+        peers = self.state.rib_peers
+        scope = policy_scope.rejudge(self._judged if rib is self._judged_rib else None, inputs)
+        if scope is None:
+            changed = rib.reapply_policy(peers.values())
+        else:
+            changed = rib.reapply_policy([p for a, p in peers.items() if self._judged_peers.get(a) != p])
+            if scope:
+                changed |= rib.reapply_policy([p for a, p in peers.items() if self._judged_peers.get(a) == p], scope)
+        self._judged, self._judged_rib, self._judged_peers = inputs, rib, dict(peers)
+        return changed
 
     async def _neighbors(self, sessions: dict[str, topology.Session], cluster: ClusterState,
                          local: LocalSpeaker) -> tuple[dict[str, Neighbor], set[str]]:

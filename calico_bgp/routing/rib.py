@@ -7,7 +7,7 @@ reflection.py says what a route reflector sends on.
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Collection, Iterable, Iterator, Mapping
 
 import attrs
 
@@ -236,15 +236,28 @@ class Rib:
         self._depreferred.pop(peer_address, None)
         return self._reselect(touched)
 
-    def reapply_policy(self, peers: Iterable[Peer]) -> set[Prefix]:
+    def reapply_policy(self, peers: Iterable[Peer], only: Collection[Prefix] | None = None) -> set[Prefix]:
         """Re-run import policy over everything received, accepted or not (soft reconfiguration);
         of the rejected paths only those kept (see MAX_REJECTED_PER_PEER): `rejected_not_kept` says
-        how many a peer would have to send again (a route refresh) to be judged anew."""
+        how many a peer would have to send again (a route refresh) to be judged anew. `only`: just
+        these prefixes (the others' verdicts cannot have changed)."""
         changed: set[Prefix] = set()
+        present = None if only is None else [(prefix, e) for prefix in only if (e := self._paths.get(prefix)) is not None]
         for peer in peers:
-            kept = {prefix: path.attrs for prefix, entry in self._paths.items()
-                    if (path := _of(entry, peer.address)) is not None}
-            kept.update((prefix, pattrs) for prefix, (_, pattrs) in self._rejected.get(peer.address, {}).items())
+            rejected = self._rejected.get(peer.address, {})
+            if present is None:
+                kept = {prefix: path.attrs for prefix, entry in self._paths.items()
+                        if (path := _of(entry, peer.address)) is not None}
+                kept.update((prefix, pattrs) for prefix, (_, pattrs) in rejected.items())
+            else:
+                assert only is not None
+                kept = {prefix: path.attrs for prefix, entry in present if (path := _of(entry, peer.address)) is not None}
+                if rejected and len(rejected) < len(only):
+                    kept.update((prefix, pattrs) for prefix, (_, pattrs) in rejected.items() if prefix in only)
+                elif rejected:
+                    kept.update((prefix, rejected[prefix][1]) for prefix in only if prefix in rejected)
+                if not kept:
+                    continue
             stale = self._stale.get(peer.address)
             saved = set(stale) if stale else None  # re-applying policy is not the peer re-announcing
             changed |= self.update(peer, kept)

@@ -134,10 +134,11 @@ def patch() -> None:
     _header_error_notification()
     _report_malformed_attributes()
     _ipv6_next_hop_pairs()
-    from calico_bgp.speaker import exabgp_fastpath, exabgp_receive  # here: the agent imports this module for its names alone
+    from calico_bgp.speaker import exabgp_fastpath, exabgp_generation, exabgp_receive  # the agent imports this module for its names alone
 
     exabgp_fastpath.patch()
     exabgp_receive.patch()
+    exabgp_generation.patch()
 
 
 MALFORMED_KEY = "rfc7606"  # the JSON attribute naming what the wire had wrong (speaker/parse.py reads it)

@@ -1,9 +1,11 @@
 """ExaBGP's configuration file, its reloads, and changes of neighbours.
 
-- The file is rewritten only when its text changes; each change is a new generation, and the
-  generation the running ExaBGP has loaded is remembered: one that changed while ExaBGP was
-  starting is reloaded when its bridge connects (a SIGUSR1 before ExaBGP installs its handlers
-  would kill it, so a reload is always the API's `reload`).
+- The file is rewritten only when its text changes; each change is a new generation, named in its
+  first line, and the generation the running ExaBGP has loaded is remembered: one that changed
+  while ExaBGP was starting is reloaded when its bridge connects (a SIGUSR1 before ExaBGP installs
+  its handlers would kill it, so a reload is always the API's `reload`), unless ExaBGP's log said
+  it loaded that generation already (exabgp_generation.py: it may well have read the file after
+  the change, and a second parse of every neighbour only delays the sessions' replays).
 - A reload is confirmed by ExaBGP's log line, and sent again until it comes: ExaBGP drops a reload
   that arrives while it still has routes queued for some peer.
 - A removed neighbour that is up is sent our withdrawals (with graceful restart) and a Cease
@@ -22,6 +24,7 @@ from calico_bgp.speaker import commands as cmds
 from calico_bgp.speaker.channel import CommandSender
 from calico_bgp.speaker.config import render_config
 from calico_bgp.speaker.events import PeerState
+from calico_bgp.speaker.exabgp_generation import header, loaded_generation
 from calico_bgp.speaker.intent import RouteIntent
 from calico_bgp.speaker.neighbor import Neighbor
 from dataplane.logfmt import event
@@ -74,17 +77,21 @@ class ConfigReloader:
         self.lock = trio.Lock()  # one neighbour change at a time
         self.generation = 0  # config file versions written
         self.loaded_generation = -1  # the one the running ExaBGP has loaded
+        self._written: str | None = None  # the last generation's text, but for its first line
         self._reloads_seen = 0  # "loaded new configuration" lines in ExaBGP's log
         self._reload_seen = trio.Event()
 
     # -- the file ------------------------------------------------------------------------------
     def write(self) -> bool:
-        """Write the configuration if it changed (a new generation); True when it did."""
+        """Write the configuration if it changed (a new generation; the first write of this speaker is
+        one too); True when it did."""
         text = render_config(self.intent.neighbors.values(), self.bridge_command)
-        changed = atomic_write(self.config_path, text)
-        if changed:
-            self.generation += 1
-        return changed
+        if text == self._written:
+            return False
+        atomic_write(self.config_path, header(self.generation + 1) + text.split("\n", 1)[1])
+        self.generation += 1
+        self._written = text
+        return True
 
     def mark_loaded(self) -> None:
         """The running ExaBGP has (or is about to have) the file as written now."""
@@ -97,7 +104,11 @@ class ConfigReloader:
 
     # -- reloads -------------------------------------------------------------------------------
     def on_log(self, line: str) -> None:
-        """One line of ExaBGP's log: a reload's confirmation is counted."""
+        """One line of ExaBGP's log: a reload's confirmation is counted; the generation it says it
+        loaded is remembered (it read the file then, or a newer one)."""
+        generation = loaded_generation(line)
+        if generation is not None:
+            self.loaded_generation = max(self.loaded_generation, generation)
         if RELOADED in line:
             self._reloads_seen += 1
             self._reload_seen.set()
