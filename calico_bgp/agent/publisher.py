@@ -41,6 +41,7 @@ class StatusPublisher:
         self.last_update = last_update  # trio time of the last UPDATE received
         self._dirty = trio.Event()
         self._lease = 0
+        self._leased = trio.Event()  # set while a lease is held
         self._encoder = st.Encoder()  # keeps each route's JSON for the next document
 
     def mark_dirty(self) -> None:
@@ -56,10 +57,13 @@ class StatusPublisher:
             try:
                 if self._lease == 0 or await self.client.lease_keepalive(self._lease) <= 0:
                     self._lease = await self.client.lease_grant(self.ttl)
+                    self._leased.set()
                     self._dirty.set()  # re-publish under the new lease
             except DatastoreError as exc:
                 event(log, "status_lease_failed", logging.WARNING, reason=str(exc), action="retry")
                 self._lease = 0
+                if self._leased.is_set():
+                    self._leased = trio.Event()
                 await trio.sleep(1.0)
                 continue
             await trio.sleep(self.ttl / 3)
@@ -79,7 +83,8 @@ class StatusPublisher:
                 await trio.sleep(due - now)
             self._dirty = trio.Event()
             if self._lease == 0:
-                continue  # the keeper is (re)granting one; it wakes us when it has
+                await self._leased.wait()  # the keeper is (re)granting one; no document without it
+                continue
             cost = 0.0
             last = trio.current_time()
             try:

@@ -96,3 +96,47 @@ def test_with_nothing_changed_a_document_is_still_written_every_idle_every_secon
         assert len(etcd.puts) == 4, etcd.puts  # the first, then one every IDLE_EVERY
 
     trio.run(main, clock=MockClock(autojump_threshold=0))
+
+
+def test_without_a_lease_the_publisher_waits_for_one_instead_of_spinning():
+    from calico_bgp.agent import status as st
+    from calico_bgp.datastore.errors import DatastoreError
+
+    class NoLease(FakeEtcd):
+        granted = False
+        grants = 0
+
+        async def lease_grant(self, ttl: int) -> int:
+            self.grants += 1
+            if not self.granted:
+                raise DatastoreError("etcd is down")
+            return 7
+
+    etcd = NoLease()
+    doc = st.NodeStatus(node="n1", version="0", address="", asn=1, router_id="198.18.0.1", role="node",
+                        updated=0.0, started=0.0)
+    builds = []
+    p = StatusPublisher(etcd, "status/n1", 15, lambda: builds.append(1) or doc, lambda: 0.0)
+    turns = [0]
+    real_publish_at = pub.publish_at
+
+    def counting(*args: float) -> float:
+        turns[0] += 1
+        return real_publish_at(*args)
+
+    async def main() -> None:
+        pub.publish_at = counting
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(p.run)
+                await trio.sleep(3 * pub.IDLE_EVERY)
+                assert etcd.puts == [] and builds == []
+                assert turns[0] <= 5, turns[0]  # a few turns in 30 s, not thousands
+                etcd.granted = True
+                await trio.sleep(2.0)  # the keeper's next retry gets one; the document follows
+                nursery.cancel_scope.cancel()
+        finally:
+            pub.publish_at = real_publish_at
+        assert len(etcd.puts) == 1
+
+    trio.run(main, clock=MockClock(autojump_threshold=0))
