@@ -71,13 +71,17 @@ class _GoConstructor(SafeConstructor):
         return self.construct_scalar(node) in _TRUE
 
     def construct_yaml_int(self, node: ScalarNode) -> int:
-        text = self.construct_scalar(node).replace("_", "")
+        raw = self.construct_scalar(node)
+        text = raw.replace("_", "")
         sign, body = (-1, text[1:]) if text[:1] == "-" else (1, text.lstrip("+"))
-        if body.startswith(("0b", "0o", "0x")):
-            return sign * int(body, 0)
-        if len(body) > 1 and body.startswith("0"):
-            return sign * int(body, 8)
-        return sign * int(body)
+        try:
+            if body.startswith(("0b", "0o", "0x")):
+                return sign * int(body, 0)
+            if len(body) > 1 and body.startswith("0"):
+                return sign * int(body, 8)
+            return sign * int(body)
+        except ValueError:  # `0x_`: no digits; yaml.v2's ParseInt fails and the scalar stays a string
+            return raw  # type: ignore[return-value]
 
     def construct_yaml_float(self, node: ScalarNode) -> float:
         text = self.construct_scalar(node).lower()
@@ -88,6 +92,7 @@ class _GoConstructor(SafeConstructor):
         return float(text)
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # keys equal in Python are one key of the dict built (1 and true): refused, not merged silently
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             if isinstance(key_node, ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":

@@ -45,6 +45,11 @@ def test_an_unquoted_yes_label_is_true_as_calico_reads_it_and_selects():
 def test_yaml_v2_scalars_no_base_60_and_go_integer_prefixes():
     (doc,) = read_documents("a: 5663:12\nb: 0x1F\nc: 017\nd: y\ne: 2026-12-07\nf: 1_000\ng: '5663:12'\n")
     assert doc == {"a": "5663:12", "b": 31, "c": 15, "d": True, "e": "2026-12-07", "f": 1000, "g": "5663:12"}
+    # a Go prefix with no digits after it is no number to yaml.v2's ParseInt: the scalar stays text
+    (doc,) = read_documents("a: 0x_\nb: 0b_\nc: -0o_\n")
+    assert doc == {"a": "0x_", "b": "0b_", "c": "-0o_"}
+    (n,) = load_documents(node("{a: 0x_}"))
+    assert n.labels == {"a": "0x_"}
     text = (f"{V3}kind: BGPConfiguration\nmetadata: {{name: default}}\nspec:\n"
             "  communities: [{name: c1, value: 5663:12}]\n"
             "  prefixAdvertisements: [{cidr: 198.18.0.0/16, communities: [5663:12, c1]}]\n")
@@ -72,6 +77,9 @@ def test_a_top_level_yaml_list_and_a_kind_list_are_taken():
 def test_a_key_given_twice_is_refused_naming_the_key_and_both_lines():
     message = refused(f"{V3}kind: IPPool\nmetadata: {{name: p}}\nspec:\n  cidr: 198.18.0.0/16\n  cidr: 198.19.0.0/16\n")
     assert message == "YAML at line 6: key 'cidr' given twice in one mapping (first at line 5)"
+    # 1 and true would be one key of the mapping built (True == 1): refused, not merged silently
+    with pytest.raises(ValueError, match="given twice"):
+        read_documents("1: a\ntrue: b\n")
 
 
 def test_an_annotation_or_label_that_is_not_a_string_is_refused_and_a_number_coerced():
