@@ -43,24 +43,28 @@ from dataplane.logfmt import event
 log = logging.getLogger("calico_bgp.agent.bfd")
 PLAN_EVERY = 1.0        # seconds between runs of the plan
 ADMINISTRATIVE_RESET = 4  # Cease subcode (RFC 4486)
-Planner = Callable[[AgentState, list[Interface]], Iterable[BfdSession]]
+Planner = Callable[[AgentState, list[Interface]], "Iterable[BfdSession] | None"]
 
 
 def node_planner(name: str) -> Planner:
-    """The plan of node `name`: nothing until the cluster view and our Node are known."""
-    skipped: list[tuple[Skipped, ...]] = [()]
+    """The plan of node `name`: None (no plan yet, not "no sessions") until the cluster view and our
+    Node are known. Skipped peers and ignored BFDConfigurations are logged when they change."""
+    said: list[tuple[tuple[Skipped, ...], tuple[str, ...]]] = [((), ())]
 
-    def plan(state: AgentState, interfaces: list[Interface]) -> tuple[BfdSession, ...]:
+    def plan(state: AgentState, interfaces: list[Interface]) -> tuple[BfdSession, ...] | None:
         cluster = state.cluster
         node = cluster.nodes.get(name) if cluster is not None else None
         if cluster is None or node is None:
-            return ()
+            return None
         links = [Link(i.name, tuple(str(a) for a in i.addresses)) for i in interfaces]
         got = plan_bfd(node, cluster.bfd_configs.values(), state.sessions.values(), links)
-        if got.skipped != skipped[0]:
-            skipped[0] = got.skipped
+        if (got.skipped, got.ignored) != said[0]:
+            said[0] = (got.skipped, got.ignored)
             for s in got.skipped:
                 event(log, "bfd_skipped", logging.WARNING, peer=s.peer, reason=s.reason)
+            for name_ in got.ignored:
+                event(log, "bfd_config_ignored", logging.WARNING, name=name_, in_force=got.configuration,
+                      reason="one BFDConfiguration per node: the lowest name is in force")
         return got.sessions
     return plan
 
@@ -104,7 +108,9 @@ class BfdAgent:
         while True:
             try:
                 interfaces = await trio.to_thread.run_sync(read_interfaces)
-                self.set_sessions(self.planner(self.state, interfaces))
+                planned = self.planner(self.state, interfaces)
+                if planned is not None:
+                    self.set_sessions(planned)
             except Exception:  # noqa: BLE001 - a bad plan keeps the sessions BIRD runs; said once per pass
                 event(log, "bfd_plan_failed", logging.ERROR, exc_info=True, action="keep_sessions")
             await trio.sleep(PLAN_EVERY)
@@ -161,11 +167,10 @@ class BfdAgent:
                 if was is not None and now is not None:
                     self.events.emit("bfd_engine_available" if now else "bfd_engine_unavailable",
                                      detail=f"BIRD pid {self.engine.pid}, started {self.engine.starts} times")
-                if not now:
-                    for p in self._peers:
-                        self.metrics.up.labels(p).set(0)
                 was = now
                 self.status_dirty()
+            for p in self._peers:  # from the engine's states: an adopted BIRD's Up sessions log no change
+                self.metrics.up.labels(p).set(1 if self.engine.state_of(p) == UP else 0)
             await trio.sleep(0.1)
 
     def status(self) -> BfdStatus:

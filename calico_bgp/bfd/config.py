@@ -26,7 +26,8 @@ class BfdConfigError(ValueError):
     """Sessions that cannot be written as a BIRD configuration; the message names the session."""
 
 
-def _check(s: BfdSession) -> None:
+def check(s: BfdSession) -> None:
+    """Raise BfdConfigError, naming the session, when BIRD could not be told about it."""
     try:
         ipaddress.ip_address(s.peer)
     except ValueError:
@@ -50,7 +51,7 @@ def render(sessions: Iterable[BfdSession]) -> str:
     chosen = sorted(set(sessions))
     by_iface: dict[str, tuple[int, int, int, int]] = {}
     for s in chosen:
-        _check(s)
+        check(s)
         got = by_iface.setdefault(s.interface, _timers(s))
         if got != _timers(s):
             raise BfdConfigError(f"BFD sessions on {s.interface} disagree on timers: {got} and {_timers(s)} "

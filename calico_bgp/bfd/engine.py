@@ -78,6 +78,9 @@ class BfdEngine:
         self.since: dict[str, float] = {}            # peer -> unix time of its last state change seen
         self.last: dict[str, str] = {}               # peer -> its state by the log (this run of BIRD)
         self.starts = 0
+        self.planned = False      # a plan was set: with none, a leftover BIRD is not ours to keep
+        self.refused: set[BfdSession] = set()
+        self.moving: set[str] = set()  # peers whose session is being re-made (another interface, timers)
         self.pid: int | None = None
         self._changed = trio.Event()
         self._control: BirdControl | None = None
@@ -85,11 +88,32 @@ class BfdEngine:
 
     # ------------------------------------------------------------------ what the agent sets and reads
     def set_sessions(self, sessions: Iterable[BfdSession]) -> bool:
-        """The sessions BIRD must run; True when they changed (applied by `run`, soon)."""
-        new = tuple(sorted(set(sessions)))
-        config.render(new)  # a BfdConfigError here, in the caller, not in the engine's loop
+        """The sessions BIRD must run; True when they changed (applied by `run`, soon). A session BIRD
+        could not be told about (an interface name it cannot take) is left out alone, logged when the
+        set of those changes; sessions that disagree on one interface's timers raise BfdConfigError
+        here, in the caller, not in the engine's loop."""
+        new_set, refused = set(), {}
+        for s in set(sessions):
+            try:
+                config.check(s)
+                new_set.add(s)
+            except config.BfdConfigError as exc:
+                refused[s] = str(exc)
+        if set(refused) != self.refused:
+            self.refused = set(refused)
+            for reason in sorted(refused.values()):
+                event(log, "bfd_session_refused", logging.WARNING, reason=reason)
+        new = tuple(sorted(new_set))
+        config.render(new)
+        first = not self.planned
+        self.planned = True
         if new == self.sessions:
+            if first:
+                self._changed.set()  # a plan exists now: a BIRD left running for none may go
             return False
+        before = {s.peer: s.interface for s in self.sessions}
+        # a peer moved to another interface: BIRD removes its neighbour and adds it again; no failure
+        self.moving |= {s.peer for s in new if before.get(s.peer, s.interface) != s.interface}
         self.sessions = new
         self._changed.set()
         return True
@@ -111,11 +135,18 @@ class BfdEngine:
             while True:
                 if not self.sessions:
                     self._mark_unavailable(needed=False)
+                    if self.planned:  # a BIRD a crashed agent left runs BFD nobody asks for now
+                        await trio.to_thread.run_sync(kill_leftover, self.pidfile, "bird")
                     self._changed = trio.Event()
                     await self._changed.wait()
                     continue
                 started = trio.current_time()
-                code = await self._run_once()
+                try:
+                    code = await self._run_once()
+                except OSError as exc:  # no inotify, no disk, BIRD gone under us: unavailable, retried
+                    event(log, "bfd_engine_failed", logging.ERROR, error=repr(exc), action="restart")
+                    self._abandon()
+                    code = -1
                 if code is None:  # stopped on purpose: no sessions left
                     continue
                 delay = self.backoff.next(trio.current_time() - started)
@@ -138,7 +169,11 @@ class BfdEngine:
         self.pid = pid
         self.starts += 1
         self.states, self.since, self.last = {}, {}, {}
-        offset = self.logfile.stat().st_size if adopted else 0  # an adopted BIRD's past is not news
+        try:
+            offset = self.logfile.stat().st_size if adopted else 0  # an adopted BIRD's past is not news
+        except FileNotFoundError:
+            self.logfile.touch()
+            offset = 0
         event(log, "bfd_engine_adopted" if adopted else "bfd_engine_started", pid=pid, sessions=len(self.sessions))
         pidfd = os.pidfd_open(pid)
         try:
@@ -196,11 +231,16 @@ class BfdEngine:
         """BIRD's log lines as it appends them: woken by inotify (IN_MODIFY), read at least every
         LOG_POLL s all the same; the file is kept under LOG_LIMIT bytes."""
         buf = b""
-        watch = _inotify(self.logfile)
+        try:
+            watch: int | None = _inotify(self.logfile)
+        except OSError as exc:  # e.g. fs.inotify.max_user_instances reached: read every LOG_POLL s
+            event(log, "bfd_log_inotify_failed", logging.WARNING, error=str(exc), action=f"poll {LOG_POLL}s")
+            watch = None
         try:
             f = open(self.logfile, "rb", buffering=0)
         except OSError:
-            os.close(watch)
+            if watch is not None:
+                os.close(watch)
             raise
         with f:
             while True:
@@ -218,6 +258,9 @@ class BfdEngine:
                     if offset > LOG_LIMIT and not buf:
                         os.truncate(self.logfile, 0)
                         offset = 0
+                if watch is None:
+                    await trio.sleep(LOG_POLL)
+                    continue
                 try:
                     with trio.move_on_after(LOG_POLL):
                         await trio.lowlevel.wait_readable(watch)
@@ -284,7 +327,9 @@ class BfdEngine:
         self.states = {r.peer: r for r in rows}
         for r in rows:
             self.since.setdefault(r.peer, now)
-            self.last.setdefault(r.peer, r.state)
+            known = self.last.setdefault(r.peer, r.state)
+            if known != r.state:  # the log line was lost (truncated under BIRD): heard now
+                self._heard(BfdChange(r.peer, known, r.state))
         if not self.available:
             self.available, self.unavailable_since = True, None
 
@@ -295,10 +340,19 @@ class BfdEngine:
         if change is None:
             event(log, "bird_log", logging.DEBUG, line=line)
             gone = parse_removed(line)
+            if gone is not None and gone in self.moving:  # re-made by our own configure
+                self.moving.discard(gone)
+                self.last.pop(gone, None)
+                return
             wanted = gone is not None and any(s.peer == gone for s in self.sessions)
             if not wanted or self.last.pop(gone, None) != UP:
                 return
             change = BfdChange(gone, UP, DOWN)  # its interface went down: the path is gone
+        elif self.last.get(change.peer) == change.new:
+            return  # already heard (from a poll)
+        self._heard(change)
+
+    def _heard(self, change: BfdChange) -> None:
         now = time.time()
         self.last[change.peer] = change.new
         self.since[change.peer] = now
@@ -317,6 +371,16 @@ class BfdEngine:
             self.unavailable_since = time.time()
         elif not needed:
             self.unavailable_since = None
+
+    def _abandon(self) -> None:
+        """After a failure inside a run: our child BIRD killed (the next run starts or adopts one)."""
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+        self.pidfile.unlink(missing_ok=True)
+        self._mark_unavailable(needed=True)
 
     def _alive(self) -> bool:
         if self._proc is not None:

@@ -13,8 +13,8 @@ class BfdMetrics:
                                    "BFD session state changes, by the state entered (up, down, init, admindown)",
                                    ["peer", "to"], registry=r)
         self.failures = Counter("calico_bgp_bfd_session_failures_total",
-                                "BFD sessions that went from Up to Down: the peer's routes withdrawn and its BGP "
-                                "session reset", ["peer"], registry=r)
+                                "BFD sessions that left Up (to Down, Init or AdminDown): the peer's routes withdrawn "
+                                "and its BGP session reset", ["peer"], registry=r)
         self.available = Gauge("calico_bgp_bfd_engine_available",
                                "0 while BFD sessions are configured and the BFD engine (BIRD) is not answering",
                                registry=r)

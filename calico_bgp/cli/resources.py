@@ -38,7 +38,8 @@ register_errors({
     CorruptValue: EXIT_ERROR,
 })
 
-KIND_HELP = "ippool(s), node(s), bgppeer(s), bgpconfig(uration)(s), bgpfilter(s), policyfilter(s)"
+KIND_HELP = ("ippool(s), node(s), bgppeer(s), bgpconfig(uration)(s), bgpfilter(s), policyfilter(s), "
+             "bfdconfig(uration)(s)")
 
 
 def _kind(text: str) -> type:

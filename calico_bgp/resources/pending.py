@@ -64,9 +64,12 @@ def _bgppeer(r: BGPPeer) -> list[str]:
         out.append("neither peerIP nor peerSelector (no session is made)")
     elif s.peer_ip and s.as_number is None:
         out.append("peerIP without asNumber (a Calico node's AS is not looked up yet: no session is made)")
-    given = [f for f, v in (("ttlSecurity", s.ttl_security), ("nextHopMode", s.next_hop_mode),
-                            ("localASNumber", s.local_as_number), ("reversePeering", s.reverse_peering),
-                            ("localWorkloadSelector", s.local_workload_selector)) if v not in (None, "")]
+    # Calico's defaults (ttlSecurity 0, nextHopMode and reversePeering Auto) ask for nothing: not named
+    given = [f for f, v, default in (("ttlSecurity", s.ttl_security, 0), ("nextHopMode", s.next_hop_mode, "Auto"),
+                                     ("localASNumber", s.local_as_number, None),
+                                     ("reversePeering", s.reverse_peering, "Auto"),
+                                     ("localWorkloadSelector", s.local_workload_selector, None))
+             if v not in (None, "", default)]
     if given:
         out.append(", ".join(given))
     return out

@@ -1,5 +1,5 @@
-"""ExaBGP's receive path made cheaper per prefix (patched into ExaBGP by exabgp_run through
-exabgp_fastpath.patch, as its other mends are; each to be offered upstream, see the README's "ExaBGP
+"""ExaBGP's receive path made cheaper per prefix (patched into ExaBGP by exabgp_run.patch, as its
+other mends are; each to be offered upstream, see the README's "ExaBGP
 patches"). The JSON it writes to the agent is the same, byte for byte
 (tests/unit/test_exabgp_receive.py compares patched and unpatched output over varied UPDATEs).
 

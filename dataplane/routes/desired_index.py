@@ -22,8 +22,7 @@ class DesiredIndex:
     """The desired set by kernel key: the routes, how each forwards (shared between routes that forward
     alike), and the dump signature of each common-shape route. Changed in place by `put`/`drop`."""
 
-    __slots__ = ("table", "protocol", "routes", "forwarding", "devices", "_signatures", "special", "_shared", "_last",
-                 "_sig_last")
+    __slots__ = ("table", "protocol", "routes", "forwarding", "devices", "_signatures", "special", "_shared", "_last")
 
     def __init__(self, table: int, protocol: int) -> None:
         self.table = table
@@ -37,7 +36,6 @@ class DesiredIndex:
         self._shared: dict[tuple[object, ...], Forwarding] = {}
         self._last: tuple[object, object, Forwarding | None] = ((), None, None)
         # the signature parts of the last (forwarding, prefix length, metric): what 100k learned routes share
-        self._sig_last: tuple[object, int, int, tuple[bytes, bytes] | None] = (None, -1, -1, None)
 
     def route(self, key: RouteKey) -> Route | None:
         return self.routes.get(key)
@@ -49,7 +47,7 @@ class DesiredIndex:
         sigs = self._signatures
         if sigs is None:
             sigs = self._signatures = {}
-            # _signature inlined: the parts are shared by the routes of one forwarding, length and metric
+            # the parts are shared by the routes of one forwarding, length and metric: made once per run
             sig_fwd: Forwarding | None = None
             sig_len = sig_metric = -1
             parts: tuple[bytes, bytes] | None = None
@@ -70,17 +68,6 @@ class DesiredIndex:
         event not matched is decoded and compared), and must not make 100k of them per event while
         a burst changes the routes."""
         return self._signatures if self._signatures is not None else {}
-
-    def _signature(self, key: RouteKey, fwd: Forwarding) -> bytes | None:
-        """codec.dump_signature of `key` forwarding as `fwd`, from the parts routes alike share."""
-        if len(key.dst) != 4:
-            return None
-        last = self._sig_last
-        if last[0] is not fwd or last[1] != key.dst_len or last[2] != key.metric:
-            parts = codec.signature_parts(self.table, self.protocol, key.dst_len, key.metric, fwd.rtype, fwd.hops)
-            last = self._sig_last = (fwd, key.dst_len, key.metric, parts)
-        parts = last[3]
-        return None if parts is None else parts[0] + key.dst + parts[1]
 
     def put(self, route: Route) -> bool:
         """Desire `route` (replacing the one on its key); False when it was desired exactly so already."""

@@ -116,3 +116,57 @@ def test_a_bfd_failure_never_keeps_routes_for_graceful_restart():
 
     assert session_down.on_down(session_down.BFD_DOWN, False, 120, 30.0) is None
     assert session_down.on_down("connection lost", False, 120, 30.0) is not None  # a drop alone: kept stale
+
+
+def _engine(tmp_path):
+    from calico_bgp.bfd.engine import BfdEngine
+
+    heard: list[BfdChange] = []
+    return BfdEngine(tmp_path, on_change=lambda change, at: heard.append(change)), heard
+
+
+def test_the_engine_leaves_out_a_session_bird_cannot_take_and_runs_the_others(tmp_path):
+    engine, _ = _engine(tmp_path)
+    odd = BfdSession("198.18.3.1", "eth+3", 300, 300, 1000, 3)  # Linux takes '+', BIRD's quotes here do not
+    assert engine.set_sessions([A, odd, B])
+    assert engine.sessions == (A, B) and engine.refused == {odd}
+    assert not engine.set_sessions([B, odd, A])  # same sessions: nothing to apply
+
+
+def test_the_first_plan_wakes_the_engine_even_when_empty(tmp_path):
+    engine, _ = _engine(tmp_path)
+    assert not engine.planned
+    assert not engine.set_sessions([])
+    assert engine.planned and engine._changed.is_set()  # a BIRD left running for no session may go
+
+
+def test_a_session_moved_to_another_interface_is_no_failure_when_bird_removes_it(tmp_path):
+    engine, heard = _engine(tmp_path)
+    engine.set_sessions([A])
+    engine._line("2026-12-07 11:55:04.001 <TRACE> calico_bfd: Session to 198.18.1.1 changed state from Down to Up")
+    moved = BfdSession(A.peer, "eth9", 300, 300, 1000, 3)
+    engine.set_sessions([moved])
+    engine._line("2026-12-07 11:55:05.001 <TRACE> calico_bfd: Session to 198.18.1.1 removed")
+    assert heard == [BfdChange(A.peer, "Down", "Up")]
+    # once re-made, a removal while Up (its interface went down) is a failure again
+    engine._line("2026-12-07 11:55:06.001 <TRACE> calico_bfd: Session to 198.18.1.1 changed state from Down to Up")
+    engine._line("2026-12-07 11:55:07.001 <TRACE> calico_bfd: Session to 198.18.1.1 removed")
+    assert heard[-1] == BfdChange(A.peer, "Up", "Down") and heard[-1].failed
+
+
+def test_a_change_the_log_lost_is_heard_from_the_session_table_once(tmp_path):
+    engine, heard = _engine(tmp_path)
+    engine.set_sessions([A])
+    engine._line("2026-12-07 11:55:04.001 <TRACE> calico_bfd: Session to 198.18.1.1 changed state from Down to Up")
+    import trio
+
+    class Table:  # the control socket's answer to `show bfd sessions`, read after the line was lost
+        async def command(self, text: str) -> Reply:
+            return Reply(0, "calico_bfd:\n 198.18.1.1 eth1 Down 11:55:09.000 0.300 0.900\n")
+
+    engine._control = Table()  # type: ignore[assignment]
+    trio.run(engine._poll)
+    assert engine.available and engine.state_of(A.peer) == "Down"
+    assert heard[-1] == BfdChange(A.peer, "Up", "Down") and heard[-1].failed  # heard from the table
+    engine._line("2026-12-07 11:55:09.001 <TRACE> calico_bfd: Session to 198.18.1.1 changed state from Up to Down")
+    assert heard == [BfdChange(A.peer, "Down", "Up"), BfdChange(A.peer, "Up", "Down")]  # the late line: no second

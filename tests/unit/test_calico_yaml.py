@@ -126,6 +126,9 @@ def test_a_peer_calicoctl_takes_is_taken_and_told_what_is_not_done():
     assert warning(no_as) == ("BGPPeer 'b': stored, not acted on yet: peerIP without asNumber (a Calico node's AS is "
                               "not looked up yet: no session is made); ttlSecurity, nextHopMode, localASNumber, "
                               "reversePeering")
+    (defaults,) = load_documents(f"{V3}kind: BGPPeer\nmetadata: {{name: c}}\nspec: {{peerIP: 198.18.0.9, "
+                                 "asNumber: 65001, ttlSecurity: 0, nextHopMode: Auto, reversePeering: Auto}\n")
+    assert warning(defaults) is None  # Calico's defaults ask for nothing not done
 
 
 def test_calico_fields_of_each_kind_are_stored_round_trip_and_warned_once():
