@@ -31,7 +31,7 @@ from calico_bgp.agent.state import AgentState
 from calico_bgp.bfd.engine import BfdEngine
 from calico_bgp.bfd.report import BfdSessionStatus, BfdStatus
 from calico_bgp.bfd.state import UP, BfdChange
-from calico_bgp.routing.bfd import BfdSession, Link, Skipped, plan_bfd
+from calico_bgp.routing.bfd import BFD_IF_DIRECTLY_CONNECTED, BfdSession, Link, Skipped, plan_bfd
 from calico_bgp.routing.session_down import BFD_DOWN
 from calico_bgp.speaker import commands as speaker_cmds
 from calico_bgp.speaker.events import PeerState
@@ -107,7 +107,10 @@ class BfdAgent:
         assert self.planner is not None
         while True:
             try:
-                interfaces = await trio.to_thread.run_sync(read_interfaces)
+                # the links only matter to a peer asking for BFD (or to take down what runs)
+                wanted = self.engine.sessions or any(
+                    s.failure_detection_mode == BFD_IF_DIRECTLY_CONNECTED for s in self.state.sessions.values())
+                interfaces = await trio.to_thread.run_sync(read_interfaces) if wanted else []
                 planned = self.planner(self.state, interfaces)
                 if planned is not None:
                     self.set_sessions(planned)
