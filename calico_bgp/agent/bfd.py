@@ -42,6 +42,7 @@ from dataplane.logfmt import event
 
 log = logging.getLogger("calico_bgp.agent.bfd")
 PLAN_EVERY = 1.0        # seconds between runs of the plan
+WATCH_EVERY = 1.0       # seconds between looks at the engine when it says nothing
 ADMINISTRATIVE_RESET = 4  # Cease subcode (RFC 4486)
 Planner = Callable[[AgentState, list[Interface]], "Iterable[BfdSession] | None"]
 
@@ -174,7 +175,8 @@ class BfdAgent:
                 self.status_dirty()
             for p in self._peers:  # from the engine's states: an adopted BIRD's Up sessions log no change
                 self.metrics.up.labels(p).set(1 if self.engine.state_of(p) == UP else 0)
-            await trio.sleep(0.1)
+            with trio.move_on_after(WATCH_EVERY):  # woken at once by what the engine learns
+                await self.engine.news.wait()
 
     def status(self) -> BfdStatus:
         e = self.engine

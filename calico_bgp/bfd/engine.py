@@ -83,6 +83,7 @@ class BfdEngine:
         self.moving: set[str] = set()  # peers whose session is being re-made (another interface, timers)
         self.pid: int | None = None
         self._changed = trio.Event()
+        self.news = trio.Event()  # set (and replaced) when availability, sessions or read states change
         self._control: BirdControl | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -116,6 +117,7 @@ class BfdEngine:
         self.moving |= {s.peer for s in new if before.get(s.peer, s.interface) != s.interface}
         self.sessions = new
         self._changed.set()
+        self._news()
         return True
 
     def state_of(self, peer: str) -> str:
@@ -324,6 +326,8 @@ class BfdEngine:
             self._mark_unavailable(needed=True)
             return
         now = time.time()
+        if {p: r.state for p, r in self.states.items()} != {r.peer: r.state for r in rows}:
+            self._news()
         self.states = {r.peer: r for r in rows}
         for r in rows:
             self.since.setdefault(r.peer, now)
@@ -332,6 +336,7 @@ class BfdEngine:
                 self._heard(BfdChange(r.peer, known, r.state))
         if not self.available:
             self.available, self.unavailable_since = True, None
+            self._news()
 
     def _line(self, line: str) -> None:
         if not line:
@@ -364,7 +369,13 @@ class BfdEngine:
               peer=change.peer, old=change.old, new=change.new)
         self.on_change(change, now)
 
+    def _news(self) -> None:
+        self.news.set()
+        self.news = trio.Event()
+
     def _mark_unavailable(self, needed: bool) -> None:
+        if self.available:
+            self._news()
         self.available = False
         self.states = {}
         if needed and self.unavailable_since is None:
