@@ -185,6 +185,34 @@ def encode_delroute(seq: int, table: int, protocol: int, key: RouteKey) -> bytes
     )
 
 
+def delroute_encoder(table: int, protocol: int) -> Callable[[int, RouteKey], bytes]:
+    """(seq, key) -> `encode_delroute(seq, table, protocol, key)`, the same bytes for less work per
+    route: what does not change between the routes of one table (the header's length and type,
+    the rtmsg for each family and length, the attribute headers) is packed once, so a delete packs
+    its sequence number, destination and metric."""
+    shapes: dict[int, tuple[Callable[..., bytes], dict[int, bytes], bytes]] = {}
+    for alen, family in ((4, AF_INET), (16, AF_INET6)):
+        size = _DEL_SHAPES[alen].size
+        head = HDR.pack(size, RTM_DELROUTE, DEL_FLAGS, 0, 0)[:8]
+        middles = {
+            dst_len: U32.pack(0)  # nlmsg_pid
+            + RTMSG.pack(family, dst_len, 0, 0, table if table < 256 else 0, protocol, RT_SCOPE_NOWHERE, 0, 0)
+            + NLA.pack(8, RTA_TABLE) + U32.pack(table) + NLA.pack(4 + alen, RTA_DST)
+            for dst_len in range(alen * 8 + 1)
+        }
+        shape = struct.Struct(f"=8sI{len(middles[0])}s{alen}s4sI")
+        assert shape.size == size
+        prio = NLA.pack(8, RTA_PRIORITY)
+        shapes[alen] = (functools.partial(shape.pack, head), middles, prio)
+
+    def encode(seq: int, key: RouteKey) -> bytes:
+        dst_len, dst, metric = key
+        pack, middles, prio = shapes[len(dst)]
+        return pack(seq, middles[dst_len], dst, prio, metric)
+
+    return encode
+
+
 def encode_route_dump(seq: int, family: int, table: int, protocol: int) -> bytes:
     """RTM_GETROUTE dump filtered by the kernel to one table and protocol (needs NETLINK_GET_STRICT_CHK)."""
     body = RTMSG.pack(family, 0, 0, 0, table if table < 256 else 0, protocol, 0, 0, 0) + NLA.pack(8, RTA_TABLE) + U32.pack(table)

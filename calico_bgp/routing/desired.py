@@ -15,7 +15,7 @@ from calico_bgp.routing.nexthop import split
 from calico_bgp.routing.prefix import Network, Prefix
 from calico_bgp.routing.rib import Rib
 from calico_bgp.routing.topology import Session
-from dataplane.routes.route import InvalidRoute, NextHop, Route, RouteKey, key_of
+from dataplane.routes.route import InvalidRoute, NextHop, Route, RouteKey, key_of, keys_of_numbered
 from ipam.block import Block
 
 
@@ -93,9 +93,9 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
     originate or blackhole (never learned routes). The incremental form of kernel_routes: its cost
     follows the change, not the RIB."""
     upserts: list[Route] = []
-    removed: list[RouteKey] = []
+    gone: list[Prefix] = []  # no selection left: their keys are made together at the end
     unbuildable: Unbuildable = {}
-    selection, trusted, add = rib.selection, Route.trusted, upserts.append
+    selection, trusted, add, lost = rib.selection, Route.trusted, upserts.append, gone.append
     # the prefixes of a burst share a few attributes objects: their next hops are checked once per
     # object (and family), not once per route
     last_attrs: object = None
@@ -106,7 +106,7 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
             continue
         sel = selection(prefix)
         if sel is None:
-            removed.append(key_of(prefix))
+            lost(prefix)
             continue
         mp = sel.multipath
         if len(mp) == 1:
@@ -121,7 +121,7 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
             add(trusted(prefix, last_hops))
             continue
         _add_learned(prefix, sel.next_hops, upserts, unbuildable)
-    return upserts, removed, unbuildable
+    return upserts, keys_of_numbered(gone), unbuildable
 
 
 def _add_learned(prefix: Prefix, next_hops: Iterable[str], routes: list[Route], unbuildable: Unbuildable) -> None:

@@ -162,10 +162,11 @@ def encoder(ops: Sequence[Op], table: int, protocol: int, forwarding: Mapping[Ro
         adds, replaces, deletes = ops.adds, ops.replaces, ops.deletes
         first_replace, first_delete = len(adds), len(adds) + len(replaces)
         new_flags, replace_flags = codec.NEW_FLAGS, codec.REPLACE_FLAGS
+        delete_of = codec.delroute_encoder(table, protocol) if deletes else None
 
         def encode_planned(i: int, seq: int) -> bytes:
             if i >= first_delete:
-                return encode_del(seq, table, protocol, deletes[i - first_delete])
+                return delete_of(seq, deletes[i - first_delete])  # type: ignore[misc]
             if i >= first_replace:
                 key, flags = replaces[i - first_replace], replace_flags
             else:

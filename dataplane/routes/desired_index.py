@@ -12,6 +12,9 @@ reconcile, a fifth of the index's time.
 """
 from __future__ import annotations
 
+from collections import deque
+from itertools import compress, repeat
+from operator import is_not
 from typing import Iterable
 
 from dataplane import rtnl_codec as codec
@@ -118,20 +121,16 @@ class DesiredIndex:
         return bool(self.drop_all((key,)))
 
     def drop_all(self, keys: Iterable[RouteKey]) -> list[RouteKey]:
-        """`drop` of each key (a whole table's worth at once); the keys that were desired."""
-        routes_pop, forwarding_pop = self.routes.pop, self.forwarding.pop
-        unicast = RouteKind.UNICAST
-        dropped: list[RouteKey] = []
-        add = dropped.append
-        for key in keys:
-            route = routes_pop(key, None)
-            if route is None:
-                continue
-            forwarding_pop(key)
-            if route.kind is not unicast:
-                self.special -= 1
-            add(key)
+        """`drop` of each key (a whole table's worth at once); the keys that were desired. C loops
+        (map, compress): it runs for each of 100k withdrawn routes."""
+        keys = keys if isinstance(keys, (list, tuple)) else list(keys)
+        gone = list(map(self.routes.pop, keys, repeat(None)))
+        dropped = list(compress(keys, map(is_not, gone, repeat(None))))
         if dropped:
+            deque(map(self.forwarding.pop, dropped), 0)  # the forwarding of each dropped key goes too
+            if self.special:
+                unicast = RouteKind.UNICAST
+                self.special -= sum(1 for route in gone if route is not None and route.kind is not unicast)
             self._signatures = None
         return dropped
 

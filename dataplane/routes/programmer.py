@@ -165,8 +165,7 @@ class RouteProgrammer:
             routes = list(routes)
             removed = list(removed)
             self._book.forget_unbuildable((*removed, *(r.key for r in routes)))
-        for key in desired.drop_all(removed):
-            pending[key] = None
+        pending.update(dict.fromkeys(desired.drop_all(removed)))
         if unbuildable:
             for key in desired.drop_all(unbuildable):
                 pending[key] = None
