@@ -95,7 +95,7 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
     upserts: list[Route] = []
     gone: list[Prefix] = []  # no selection left: their keys are made together at the end
     unbuildable: Unbuildable = {}
-    selection, trusted, add, lost = rib.selection, Route.trusted, upserts.append, gone.append
+    selection, trusted, add, lost = rib.selection_lookup, Route.trusted, upserts.append, gone.append
     # the prefixes of a burst share a few attributes objects: their next hops are checked once per
     # object (and family), not once per route
     last_attrs: object = None

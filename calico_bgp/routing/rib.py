@@ -292,6 +292,12 @@ class Rib:
     def selection(self, prefix: Prefix) -> Selection | None:
         return self._selected.get(prefix)
 
+    @property
+    def selection_lookup(self) -> Callable[[Prefix], Selection | None]:
+        """`selection` as the selections' own dict lookup, for a loop over a burst's prefixes (no
+        Python call per prefix); it stays valid as the RIB changes."""
+        return self._selected.get
+
     def selections(self) -> Iterator[tuple[Prefix, Selection]]:
         return iter(self._selected.items())
 
