@@ -267,3 +267,19 @@ def test_a_dump_that_ends_in_done_with_an_errno_is_an_error_not_an_empty_table()
     with pytest.raises(netlink.NetlinkError, match="EINTR") as err:
         list(netlink.dump(_Answer(_done(7, -errno.EINTR)), b"", 7))
     assert err.value.__cause__.errno == errno.EINTR
+
+
+@pytest.mark.parametrize("table", [254, 1000])
+def test_a_table_delete_encoder_sends_what_encode_delroute_sends(table):
+    """The per-table template gives the same bytes for every family, prefix length and metric."""
+    from dataplane.routes.route import RouteKey
+
+    encode = codec.delroute_encoder(table, 86)
+    for alen, metric in ((4, 0), (16, 1024), (4, 77)):
+        for dst_len in range(alen * 8 + 1):
+            key = RouteKey(dst_len, bytes(range(alen)), metric)
+            assert encode(0x7FFFFFF0 - dst_len, key) == codec.encode_delroute(0x7FFFFFF0 - dst_len, table, 86, key)
+    msg = decode(encode(5, Route.blackhole("2001:db8:5::/64", metric=7).key))
+    assert (msg["header"]["type"], msg["header"]["sequence_number"], msg["dst_len"]) == (codec.RTM_DELROUTE, 5, 64)
+    assert (msg["proto"], msg["scope"], msg.get_attr("RTA_DST"), msg.get_attr("RTA_PRIORITY")) == (
+        86, codec.RT_SCOPE_NOWHERE, "2001:db8:5::", 7)

@@ -3,6 +3,7 @@ they leave installed, and the failure book (attempts, back-off, unbuildable rout
 from __future__ import annotations
 
 import errno
+import ipaddress
 
 from dataplane import rtnl_codec as codec
 from dataplane.netlink import RequestFailure
@@ -25,7 +26,7 @@ from dataplane.routes.failures import (
     reconcile_refusals,
     retry_delay,
 )
-from dataplane.routes.route import KernelRoute, Route
+from dataplane.routes.route import KernelRoute, NextHop, Route
 from dataplane.routes.watcher import link_drift, route_drift
 
 OURS, TABLE = 86, 254
@@ -179,3 +180,26 @@ def test_a_repair_is_counted_and_told_to_the_owner():
     watcher.on_route(RouteEvent(True, kernel(A)._replace(table=100)))  # another table: not ours
     assert told == [("route_deleted", A.key)] and watcher.repairs == {"route_deleted": 1}
     assert watcher.dirty.is_set()
+
+
+def test_keys_of_numbered_are_key_of_each_prefix():
+    import ipaddress
+
+    from dataplane.routes.route import key_of, keys_of_numbered
+
+    nets = [ipaddress.ip_network(t) for t in ("198.18.1.0/24", "0.0.0.0/0", "198.18.0.1/32", "2001:db8::/48", "::/0",
+                                              "2001:db8::1/128")]
+    keys = keys_of_numbered((n.version, int(n.network_address), n.prefixlen) for n in nets)
+    assert keys == [key_of(n) for n in nets]
+    assert keys[3].metric == 1024  # the kernel's IPv6 default, as key_of has it
+
+
+def test_drop_all_counts_the_special_routes_it_drops_and_skips_keys_not_desired():
+    hops = (NextHop(gateway=ipaddress.ip_address("198.18.0.1")),)
+    learned, hole = Route.trusted(ipaddress.ip_network("198.18.7.0/24"), hops), Route.blackhole("198.18.8.0/26")
+    index = DesiredIndex.of([learned, hole], 254, 86)
+    assert index.special == 1
+    stranger = Route.blackhole("198.18.9.0/26").key
+    assert index.drop_all(iter([stranger, hole.key, hole.key])) == [hole.key]  # any iterable; a key once
+    assert index.special == 0 and set(index.forwarding) == {learned.key}
+    assert index.drop_all([learned.key]) == [learned.key] and not index.routes and not index.forwarding
