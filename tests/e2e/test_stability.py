@@ -256,8 +256,8 @@ def test_session_and_prefix_flaps_counted_exactly(tor):
     table = c.cli("status", "--node", "n1").stdout
     header, row = next((lines[i - 1], line) for lines in [table.splitlines()] for i, line in enumerate(lines)
                        if line.startswith(TOR))
-    assert header.split()[-3:] == ["FLAPS", "UPTIME", "CHURN"], table
-    assert row.split()[-3] == str(N_SESSION_FLAPS), table
+    assert header.split()[-4:] == ["FLAPS", "UPTIME", "CHURN", "BFD"], table
+    assert row.split()[-4] == str(N_SESSION_FLAPS) and row.split()[-1] == "-", table  # no BFD toward this ToR
     # without damping the kernel follows every flap: session flaps move both prefixes, prefix flaps one
     flappy = tor.kernel_changes(FLAPPY, since=t0)
     stable = tor.kernel_changes(STABLE, since=t0)
