@@ -3,7 +3,10 @@
 Requests go out in chunks: many messages in one sendmsg, which the kernel processes in order, each
 failure answered by its own NLMSG_ERROR matched back by sequence number. Only the last message of a
 chunk asks for an ack: errors are always answered, so that ack is the barrier for the whole chunk.
-A batch runs in a worker thread, so the kernel's work overlaps the event loop's.
+A large batch runs in a worker thread, so the kernel's work overlaps the event loop's; a small one
+(at most INLINE_MAX requests: steady churn, a few hundred routes a batch) is sent from the loop's
+thread, as the thread hop (a worker woken, the GIL handed over and back) costs more than the
+kernel's part of it.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ RECV_SIZE = 1 << 16
 DEFAULT_RCVBUF = 32 << 20
 DEFAULT_WINDOW = 1024
 ACK_TIMEOUT_S = 10.0
+INLINE_MAX = 256  # requests a batch sent from the event loop's thread at most (more: a worker thread)
 
 
 class NetlinkError(Exception):
@@ -165,17 +169,65 @@ class RequestChannel:
     ) -> list[RequestFailure]:
         """Send requests 0..count-1 (`encode(i, seq)` -> message without NLM_F_ACK); failures by index.
 
-        The whole batch runs in one worker thread: encoding a chunk, then the sendmsg in which the
-        kernel applies it, chunk after chunk. No round trip through the event loop per chunk, so a
-        busy loop (100k prefixes being parsed) does not slow the kernel writes down, and the kernel's
-        part runs beside the loop's Python (the GIL is released in sendmsg/recv). `encode` and
-        `progress` are called in that thread: they must only read values nothing else changes.
+        A batch of more than INLINE_MAX requests runs in one worker thread: encoding a chunk, then the
+        sendmsg in which the kernel applies it, chunk after chunk. No round trip through the event
+        loop per chunk, so a busy loop (100k prefixes being parsed) does not slow the kernel writes
+        down, and the kernel's part runs beside the loop's Python (the GIL is released in
+        sendmsg/recv). `encode` and `progress` are called in that thread: they must only read values
+        nothing else changes. A smaller batch runs the same steps in the loop's thread; either way the
+        batch is not cancelled half way.
         """
         if count <= 0:
             return []
         async with self._lock:
             base = self._reserve(count)
+            if count <= INLINE_MAX:
+                # like the worker thread's batch, not cancelled half way (bounded by ACK_TIMEOUT_S)
+                with trio.CancelScope(shield=True):
+                    return await self._run_inline(count, encode, base, progress)
             return await trio.to_thread.run_sync(self._run, count, encode, base, progress)
+
+    async def _run_inline(self, count: int, encode: Callable[[int, int], bytes], base: int,
+                          progress: Callable[[int], None] | None) -> list[RequestFailure]:
+        """`_run` in the loop's thread. The kernel applies a chunk inside the sendmsg and queues its
+        answers before returning, so the reads normally find them at once; else the loop waits."""
+        failures: list[RequestFailure] = []
+        window = self._window
+        sock = self._sock
+        for start in range(0, count, window):
+            stop = min(count, start + window)
+            parts = [encode(i, base + i) for i in range(start, stop)]
+            parts[-1] = codec.with_ack(parts[-1])
+            data = b"".join(parts)
+            while True:
+                try:
+                    sent = sock.send(data)
+                    break
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(sock)
+            if sent != len(data):
+                raise NetlinkError(f"short netlink send {sent}/{len(data)}")
+            first_seq, last_seq = base + start, base + stop - 1
+            errors: list[tuple[int, int, str]] = []
+            while True:
+                try:
+                    got = sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    with trio.move_on_after(ACK_TIMEOUT_S) as waited:
+                        await trio.lowlevel.wait_readable(sock)
+                    if waited.cancelled_caught:
+                        raise NetlinkError(f"no ack for seq {last_seq} within {ACK_TIMEOUT_S}s") from None
+                    continue
+                except OSError as exc:
+                    if exc.errno == errno_mod.ENOBUFS:
+                        raise NetlinkError("netlink receive buffer overrun while reading acks") from exc
+                    raise
+                if _read_acks(got, first_seq, last_seq, errors):
+                    break
+            failures.extend(RequestFailure(seq - base, err, describe_errno(err, text)) for seq, err, text in errors)
+            if progress is not None:
+                progress(stop)
+        return failures
 
     def _run(self, count: int, encode: Callable[[int, int], bytes], base: int,
              progress: Callable[[int], None] | None) -> list[RequestFailure]:
@@ -209,23 +261,30 @@ class RequestChannel:
                 if exc.errno == errno_mod.ENOBUFS:
                     raise NetlinkError("netlink receive buffer overrun while reading acks") from exc
                 raise
-            n = len(data_view)
-            off = 0
-            done = False
-            while off + 16 <= n:
-                length, mtype, _flags, seq, _pid = codec.HDR.unpack_from(data_view, off)
-                if length < 16:
-                    break
-                if mtype == codec.NLMSG_ERROR:
-                    req_seq, err, text = codec.decode_error(data_view, off, length)
-                    if first_seq <= req_seq <= last_seq:
-                        if err:
-                            errors.append((req_seq, err, text))
-                        if req_seq == last_seq:
-                            done = True
-                off += (length + 3) & ~3
-            if done:
+            if _read_acks(data_view, first_seq, last_seq, errors):
                 return errors
+
+
+def _read_acks(data: bytes, first_seq: int, last_seq: int, errors: list[tuple[int, int, str]]) -> bool:
+    """Collect the refusals of requests first_seq..last_seq in one datagram of answers into `errors`
+    (seq, errno, reason); True once the barrier (last_seq's ack) is among them. Other answers (a
+    batch given up on before) are skipped."""
+    n = len(data)
+    off = 0
+    done = False
+    while off + 16 <= n:
+        length, mtype, _flags, seq, _pid = codec.HDR.unpack_from(data, off)
+        if length < 16:
+            break
+        if mtype == codec.NLMSG_ERROR:
+            req_seq, err, text = codec.decode_error(data, off, length)
+            if first_seq <= req_seq <= last_seq:
+                if err:
+                    errors.append((req_seq, err, text))
+                if req_seq == last_seq:
+                    done = True
+        off += (length + 3) & ~3
+    return done
 
 
 def dump(sock: socket.socket, request: bytes, seq: int) -> Iterator[bytes]:
