@@ -3,7 +3,9 @@ under a GoBGP spine that originates a default route and an external prefix.
 
 ECMP over both ToRs, refusing the spine's routes and a stopped ToR are covered by test_lab.py on the
 same topology; this module adds what needs resources changed at run time: a default route only
-where a filter allows it, maxPrefixes (warn and teardown), and MD5 with the FRR ToR.
+where a filter allows it, maxPrefixes (warn and teardown), and MD5 with the FRR ToR. The rack's ToRs
+run BFD toward every node and FRR keeps a session whose BFD is down from coming up, so a node-specific
+BGPPeer added here asks for BFD as the rack's own peers do.
 """
 from __future__ import annotations
 
@@ -111,12 +113,12 @@ spec:
 kind: BGPPeer
 apiVersion: projectcalico.org/v3
 metadata: {name: tor1-with-default}
-spec: {peerIP: 198.18.1.1, asNumber: 65101, node: n4, filters: [take-default]}
+spec: {peerIP: 198.18.1.1, asNumber: 65101, node: n4, filters: [take-default], failureDetectionMode: BFDIfDirectlyConnected}
 ---
 kind: BGPPeer
 apiVersion: projectcalico.org/v3
 metadata: {name: tor2-with-default}
-spec: {peerIP: 198.18.2.1, asNumber: 65102, node: n4, filters: [take-default]}
+spec: {peerIP: 198.18.2.1, asNumber: 65102, node: n4, filters: [take-default], failureDetectionMode: BFDIfDirectlyConnected}
 """)
     wait_for("n4 takes the default route over both ToRs",
              lambda: len(_kernel(r, "n4").get("0.0.0.0/0", [])) == 2, timeout=60)
@@ -133,7 +135,7 @@ def test_max_prefixes_warn_then_teardown(fabric):
     _apply(r, """kind: BGPPeer
 apiVersion: projectcalico.org/v3
 metadata: {name: tor2-limited}
-spec: {peerIP: 198.18.2.1, asNumber: 65102, node: n1, maxPrefixes: 4, maxPrefixAction: warn}
+spec: {peerIP: 198.18.2.1, asNumber: 65102, node: n1, maxPrefixes: 4, maxPrefixAction: warn, failureDetectionMode: BFDIfDirectlyConnected}
 """)
 
     def events() -> list[dict]:
@@ -144,7 +146,7 @@ spec: {peerIP: 198.18.2.1, asNumber: 65102, node: n1, maxPrefixes: 4, maxPrefixA
     _apply(r, """kind: BGPPeer
 apiVersion: projectcalico.org/v3
 metadata: {name: tor2-limited}
-spec: {peerIP: 198.18.2.1, asNumber: 65102, node: n1, maxPrefixes: 4, maxPrefixAction: teardown}
+spec: {peerIP: 198.18.2.1, asNumber: 65102, node: n1, maxPrefixes: 4, maxPrefixAction: teardown, failureDetectionMode: BFDIfDirectlyConnected}
 """)
     wait_for("the session torn down and held down",
              lambda: "max prefixes exceeded" in _session(r, "n1", TOR2)["info"], timeout=60)
@@ -164,7 +166,7 @@ def test_md5_with_frr(fabric):
     _apply(r, f"""kind: BGPPeer
 apiVersion: projectcalico.org/v3
 metadata: {{name: tor1-md5}}
-spec: {{peerIP: 198.18.1.1, asNumber: 65101, node: n2, password: {{file: {secret}}}}}
+spec: {{peerIP: 198.18.1.1, asNumber: 65101, node: n2, password: {{file: {secret}}}, failureDetectionMode: BFDIfDirectlyConnected}}
 """)
     wait_for("the MD5 session with FRR Established",
              lambda: _session(r, "n2", TOR1)["state"] == "Established", timeout=90)
@@ -173,7 +175,7 @@ spec: {{peerIP: 198.18.1.1, asNumber: 65101, node: n2, password: {{file: {secret
     _apply(r, f"""kind: BGPPeer
 apiVersion: projectcalico.org/v3
 metadata: {{name: tor1-md5}}
-spec: {{peerIP: 198.18.1.1, asNumber: 65101, node: n2, password: {{file: {secret}}}, holdTime: 9s}}
+spec: {{peerIP: 198.18.1.1, asNumber: 65101, node: n2, password: {{file: {secret}}}, holdTime: 9s, failureDetectionMode: BFDIfDirectlyConnected}}
 """)
     wait_for("a wrong password keeps the session down",
              lambda: _session(r, "n2", TOR1)["state"] != "Established", timeout=60)
