@@ -30,6 +30,20 @@ def key_prefix() -> str:
     return f"/t{os.getpid()}-{next(_prefixes)}/calico-bgp/v1"
 
 
+@pytest.fixture
+def cli(etcd_url, key_prefix):
+    """`calico-bgp ARGS` in-process against the test's etcd and prefix: cli("get", "ippools")."""
+    from click.testing import CliRunner
+
+    from calico_bgp.cli import main
+
+    runner = CliRunner()
+
+    def call(*args: str, input: str | None = None):
+        return runner.invoke(main, ["--etcd-endpoints", etcd_url, "--prefix", key_prefix, *args], input=input)
+    return call
+
+
 def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)

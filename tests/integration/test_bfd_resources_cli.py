@@ -6,9 +6,7 @@ from __future__ import annotations
 import pytest
 import trio
 import yaml
-from click.testing import CliRunner
 
-from calico_bgp.cli import main
 from calico_bgp.cli.common import EXIT_USAGE
 from calico_bgp.datastore import EtcdClient, Keys
 from calico_bgp.resources.documents import load_documents
@@ -50,15 +48,6 @@ spec:
   asNumber: 65101
   failureDetectionMode: BFDIfDirectlyConnected
 """
-
-
-@pytest.fixture
-def cli(etcd_url, key_prefix):
-    runner = CliRunner()
-
-    def call(*args: str, input: str | None = None):
-        return runner.invoke(main, ["--etcd-endpoints", etcd_url, "--prefix", key_prefix, *args], input=input)
-    return call
 
 
 def keys_under(etcd_url: str, prefix: str) -> list[str]:

@@ -9,9 +9,7 @@ from pathlib import Path
 import attrs
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from calico_bgp.cli import main
 from calico_bgp.resources.codec import json_name
 from calico_bgp.resources.kinds import KINDS
 
@@ -41,15 +39,6 @@ def test_the_extraction_finds_blocks_and_heredocs():
 def test_the_readme_shows_every_kind_in_an_example():
     kinds = {doc["kind"] for _, body in EXAMPLES for doc in yaml.safe_load_all(body) if doc}
     assert kinds == set(KINDS), kinds
-
-
-@pytest.fixture
-def cli(etcd_url, key_prefix):
-    runner = CliRunner()
-
-    def call(*args: str, input: str | None = None):
-        return runner.invoke(main, ["--etcd-endpoints", etcd_url, "--prefix", key_prefix, *args], input=input)
-    return call
 
 
 @pytest.mark.parametrize("where, body", EXAMPLES, ids=[w for w, _ in EXAMPLES])

@@ -72,15 +72,6 @@ spec:
 """
 
 
-@pytest.fixture
-def cli(etcd_url, key_prefix):
-    runner = CliRunner()
-
-    def call(*args: str, input: str | None = None):
-        return runner.invoke(main, ["--etcd-endpoints", etcd_url, "--prefix", key_prefix, *args], input=input)
-    return call
-
-
 def keys_under(etcd_url: str, prefix: str) -> list[str]:
     async def go():
         async with EtcdClient([etcd_url]) as c:

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import trio
-from click.testing import CliRunner
 
 from calico_bgp.agent import status as st
-from calico_bgp.cli import main
 from calico_bgp.datastore import EtcdClient, Keys
 
 
@@ -19,13 +16,6 @@ def publish(etcd_url: str, key_prefix: str, raw: bytes, node: str = "n1") -> Non
         async with EtcdClient([etcd_url]) as c:
             await c.put(Keys(key_prefix).status(node), raw)
     trio.run(go)
-
-
-@pytest.fixture
-def cli(etcd_url, key_prefix):
-    def call(*args: str):
-        return CliRunner().invoke(main, ["--etcd-endpoints", etcd_url, "--prefix", key_prefix, *args])
-    return call
 
 
 def status(**kw) -> st.NodeStatus:
