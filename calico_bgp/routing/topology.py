@@ -55,6 +55,8 @@ class Session:
     reachable_by: str = ""       # a gateway that reaches a peer on no link of ours (Calico's reachableBy)
     origin_validation: str = ""  # the BGPPeer's originValidation; "": the BGPConfiguration's
     failure_detection_mode: str = "None"  # the BGPPeer's: BFDIfDirectlyConnected asks for BFD (routing/bfd.py)
+    ttl_security: int = 0        # the BGPPeer's ttlSecurity: GTSM, the peer is at most this many hops away (0: off)
+    next_hop_mode: str = "Auto"  # the BGPPeer's nextHopMode (Auto, Self, Keep; keepOriginalNextHop is Keep)
 
     @property
     def family(self) -> str:
@@ -198,5 +200,7 @@ def _with_peer_options(session: Session, peer: BGPPeer) -> Session:
         session, peer_name=peer.name, password=ps.password, max_prefixes=ps.max_prefixes, reachable_by=ps.reachable_by,
         max_prefix_action=ps.max_prefix_action, filters=ps.filters, allow_own_as=ps.num_allowed_local_as_numbers,
         origin_validation=ps.origin_validation or "", failure_detection_mode=ps.failure_detection_mode,
+        ttl_security=ps.ttl_security or 0,
+        next_hop_mode="Keep" if ps.keep_original_next_hop else (ps.next_hop_mode or "Auto"),
         hold_time=ps.hold_time if ps.hold_time is not None else session.hold_time,
         restart_time=ps.max_restart_time if ps.max_restart_time is not None else session.restart_time)

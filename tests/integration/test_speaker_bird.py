@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -208,6 +210,42 @@ async def test_a_neighbor_added_while_routes_are_still_queued_for_another_comes_
     with trio.fail_after(30):
         await speaker.wait_state("198.18.2.2", "up")
     await poll(lambda: bird2.count("master4", "exa") == 20_000, timeout=120, every=0.25, what="20k replayed to bird2")
+
+
+SILENT_PEER = """
+import socket, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.18.3.2", 179))
+s.listen(8)
+held = []
+while True:
+    held.append(s.accept())  # accepted and never answered: no OPEN, no close
+"""
+
+
+async def test_a_neighbor_added_while_another_hangs_with_routes_queued_comes_up(lab, nursery):
+    """ExaBGP holds a `reload` back while any peer it dials has routes queued, and a peer whose
+    session does not come up never sends its queue: a neighbour that accepts the TCP connection and
+    never answers (as a ToR that holds BGP down until BFD is up), with our routes queued for it, must
+    not keep a neighbour added later from coming up (the rack lab's n1 kept both its ToR sessions
+    Idle that way, and its agent's start-up waited on the reload for a minute)."""
+    bird1, bird2, speaker = await two_passive_birds(lab, nursery)
+    with netns("d") as d:
+        veth(lab["spk"], "to-d", d, "eth0", ("198.18.3.1/24",), ("198.18.3.2/24",))
+        silent = subprocess.Popen(["ip", "netns", "exec", d, sys.executable, "-c", SILENT_PEER])
+        try:
+            hangs = n4("198.18.3.2", "198.18.3.1")
+            await speaker.set_neighbors([hangs])
+            await speaker.announce(None, ["198.19.0.0/26", "198.19.0.64/26"], wait=True)
+            await trio.sleep(1.0)  # ExaBGP has dialled it and waits for its OPEN
+            await speaker.set_neighbors([hangs, n4("198.18.2.2", "198.18.2.1")])
+            with trio.fail_after(10):
+                await speaker.wait_state("198.18.2.2", "up")
+            await poll(lambda: bird2.count("master4", "exa") == 2, timeout=10, what="our two routes at bird2")
+        finally:
+            silent.kill()
+            silent.wait()
 
 
 async def test_exabgp_crash_is_restarted_and_routes_replayed(lab, nursery):
