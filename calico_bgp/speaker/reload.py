@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Awaitable, Callable, Collection, Mapping, Sequence
@@ -34,6 +35,7 @@ log = logging.getLogger("calico_bgp.speaker")
 RELOADED = "loaded new configuration successfully"  # ExaBGP's log line once a reload is done
 RELOAD_CONFIRM = 2.0   # seconds to wait for it before sending the reload again
 RELOAD_ATTEMPTS = 30
+RELOAD_READ_WAIT = 30.0  # seconds an unconfirmed reload waits for ExaBGP to read it before another is sent
 WITHDRAW_FLUSH = 0.2  # seconds for ExaBGP to put queued withdrawals on the wire before a teardown
 DRAIN_WAIT = 10.0     # seconds a neighbour change waits for ExaBGP to answer what it was sent
 
@@ -118,18 +120,39 @@ class ConfigReloader:
         """`reload`, until ExaBGP's log says it loaded the configuration. ExaBGP drops a reload that
         arrives while it still has routes queued for some peer (its reactor clears the signal, then
         finds updates pending and goes on without reloading): the new sessions were then missing
-        until the next reload, a minute or more later. Retried every RELOAD_CONFIRM seconds."""
+        until the next reload, a minute or more later. Sent again when RELOAD_CONFIRM seconds pass
+        without the word, but only once ExaBGP has answered every command sent before it: a reload
+        it has not read yet is not lost, and copies queued behind it would each cost a parse of
+        every neighbour once ExaBGP gets to them, holding its sessions back all that time."""
         for attempt in range(1, RELOAD_ATTEMPTS + 1):
             seen = self._reloads_seen
             await self.sender.send(["reload"])
-            with trio.move_on_after(RELOAD_CONFIRM):
-                while self._reloads_seen == seen:
-                    await self._reload_seen.wait()
+            if await self._confirmed(seen, RELOAD_CONFIRM):
                 return
             if not self.sender.connected:  # ExaBGP is restarting: it reads the file when it starts
                 return
+            with trio.move_on_after(RELOAD_READ_WAIT):
+                async with trio.open_nursery() as n:
+                    async def confirmed_then_stop() -> None:
+                        await self._confirmed(seen, math.inf)
+                        n.cancel_scope.cancel()
+                    n.start_soon(confirmed_then_stop)
+                    await self.sender.window.drained()  # ExaBGP has read the reload (and all before it)
+                    n.cancel_scope.cancel()
+            if self._reloads_seen != seen:
+                return
+            if not self.sender.connected:
+                return
             event(log, "exabgp_reload_unconfirmed", logging.WARNING, attempt=attempt, action="retry")
         event(log, "exabgp_reload_unconfirmed", logging.ERROR, attempts=RELOAD_ATTEMPTS, action="give_up")
+
+    async def _confirmed(self, seen: int, wait: float) -> bool:
+        """Whether a reload is confirmed (more than `seen` so far) within `wait` seconds."""
+        with trio.move_on_after(wait):
+            while self._reloads_seen == seen:
+                await self._reload_seen.wait()
+            return True
+        return False
 
     # -- neighbours ----------------------------------------------------------------------------
     async def set_neighbors(self, new: dict[str, Neighbor], teardown_wait: float, abrupt: Collection[str] = ()) -> None:

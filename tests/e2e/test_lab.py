@@ -90,9 +90,13 @@ class RunningLab:
         return lab(*args, "--run-dir", str(self.run_dir), **kw)
 
     def logs(self) -> str:
+        """Each log's warnings and errors from its start (the first 40: what went wrong first), then
+        its last 30 lines."""
         out = []
         for p in sorted((self.run_dir / "logs").glob("*.log")):
-            out.append(f"--- {p.name} ---\n" + "\n".join(p.read_text(errors="replace").splitlines()[-30:]))
+            lines = p.read_text(errors="replace").splitlines()
+            alarms = [ln for ln in lines[:-30] if " WARNING " in ln or " ERROR " in ln][:40]
+            out.append(f"--- {p.name} ---\n" + "\n".join(alarms + (["[...]"] if alarms else []) + lines[-30:]))
         return "\n".join(out)
 
     def down(self) -> list[str]:

@@ -327,6 +327,30 @@ async def test_a_command_left_unanswered_is_reported_as_a_stall(tmp_path: Path, 
 
 
 @bounded()
+async def test_an_unconfirmed_reload_is_sent_again_only_once_exabgp_has_read_it(tmp_path: Path, nursery,
+                                                                                 monkeypatch):
+    """A reload ExaBGP has not answered yet is not lost: no copy is queued behind it (each would be
+    one more parse of every neighbour, sessions held back meanwhile). One it answered and did not
+    carry out (routes still queued) is sent again."""
+    from calico_bgp.speaker import reload as reload_mod
+    monkeypatch.setattr(reload_mod, "RELOAD_CONFIRM", 0.2)
+    speaker = Speaker(tmp_path / "s", exabgp_cmd=SLEEPER)
+    await nursery.start(speaker.run)
+    await started(speaker)
+    bridge = await connect(speaker)
+    bridge.speaker = None  # this "ExaBGP" logs no "loaded" line unless told
+    await speaker.wait_connected()
+    nursery.start_soon(speaker.set_neighbors, [nb(A)])
+    assert await bridge.command() == "reload"
+    await bridge.no_command(1.0)  # five confirmation windows, and ExaBGP has not read it: no copy
+    await bridge.send("reload in progress", "done")  # read, and dropped (routes still queued)
+    assert await bridge.command() == "reload"  # so sent again
+    speaker.reloader.on_log(f"reactor         {RELOADED}")
+    await bridge.send("reload in progress", "done")
+    await bridge.no_command(0.6)
+
+
+@bounded()
 async def test_an_exabgp_that_cannot_start_is_retried_not_fatal(tmp_path: Path, nursery):
     from calico_bgp.speaker.process import Backoff
     speaker = Speaker(tmp_path / "s", exabgp_cmd=[str(tmp_path / "no-such-exabgp")], backoff=Backoff(first=0.01))
