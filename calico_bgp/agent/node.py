@@ -47,6 +47,7 @@ from dataplane.routes.route import Route
 
 log = logging.getLogger("calico_bgp.agent.node")
 VERSION = "0.1.0"
+REGISTERED_WAIT = 2.0  # seconds the first sync waits for the etcd watch to bring back our own Node registration
 
 
 @attrs.frozen
@@ -169,8 +170,14 @@ class NodeAgent:
         spec = current.spec if current is not None else NodeSpec()
         node = Node(meta, attrs.evolve(spec, bgp=new_bgp, addresses=addresses))
         if node != current:
-            await self.store.apply(node)
+            applied = await self.store.apply(node)
             event(log, "node_registered", node=opts.name, ipv4=v4, ipv6=v6, addresses=len(addresses))
+            # the first sync must see what was registered: from the Node as it was, sessions to a ToR
+            # were first dialled from the BGP address instead of the link's, then reloaded (a second
+            # parse of every neighbour, and a connect that can hang where the ToR has no route back)
+            with trio.move_on_after(REGISTERED_WAIT):
+                while self.view.revision < applied.revision:
+                    await trio.sleep(0.005)
 
     def _kernel_inputs(self) -> tuple[Rib, str, dict, set[Prefix], list[Route]] | None:
         s = self.state
