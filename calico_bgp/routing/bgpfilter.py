@@ -169,7 +169,7 @@ def import_policy(pools: Iterable[IPPool],
             rule = first_match(mine, "import", prefix, peer.ibgp, pattrs, peer.link)
             if rule is not None:
                 if rule.action != "Accept":
-                    return f"rejected by filter ({rule.match_operator} {rule.cidr})".replace(" ()", "")
+                    return f"rejected by filter ({rule.match_operator} {rule.cidr})" if rule.cidr else "rejected by filter"
                 if not rule.operations:
                     return pattrs if sent is not None else None
                 if last[0] is not rule or last[1] is not pattrs:
