@@ -40,6 +40,7 @@ iBGP peers only. The kernel metric we program is not changed by a priority.
 """
 from __future__ import annotations
 
+import ipaddress
 from fnmatch import fnmatchcase
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -115,18 +116,51 @@ def conditions_hold(rule: BGPFilterRule, ibgp: bool, pattrs: PathAttributes | No
     return rule.priority is None or priority(pattrs) == rule.priority
 
 
+# A rule as first_match runs it: (rule, CIDR test, whether it has conditions besides its CIDR). The CIDR
+# test is None (no CIDR) or (negate, min length, max length, host bits, network >> host bits): integer
+# compares over Prefix, the same verdicts as BGPFilterRule.matches over `ipaddress` networks.
+Compiled = tuple[BGPFilterRule, "tuple[bool, int, int, int, int] | None", bool]
+_CONDITIONS = ("source", "interface", "peer_type", "communities", "as_path_prefix", "priority")
+
+
+def compile_rules(filters: Iterable[BGPFilter], direction: str, version: int) -> list[Compiled]:
+    """The rules of `filters` for one direction and address family, in order, ready for first_match."""
+    out: list[Compiled] = []
+    for f in filters:
+        for rule in _rules(f, direction, version):
+            test = None
+            if rule.cidr:
+                net = ipaddress.ip_network(rule.cidr, strict=False)
+                lo, hi = rule.prefix_range
+                host = net.max_prefixlen - net.prefixlen
+                if rule.match_operator in ("Equal", "NotEqual"):
+                    lo = hi = net.prefixlen
+                test = (rule.match_operator in ("NotEqual", "NotIn"), lo, hi, host, int(net.network_address) >> host)
+            others = any(getattr(rule, c) not in ("", (), None) for c in _CONDITIONS)
+            out.append((rule, test, others))
+    return out
+
+
+def matching(rules: Sequence[Compiled], prefix: Prefix, ibgp: bool = False, pattrs: PathAttributes | None = None,
+             link: SessionLink | None = None) -> BGPFilterRule | None:
+    """The first of `rules` (compile_rules, of the prefix's family) whose conditions all hold for the
+    route; see conditions_hold for `ibgp`, `pattrs` and `link`."""
+    _, value, plen = prefix
+    for rule, test, others in rules:
+        if test is not None:
+            negate, lo, hi, host, bits = test
+            hit = lo <= plen <= hi and value >> host == bits
+            if hit == negate:
+                continue
+        if not others or conditions_hold(rule, ibgp, pattrs, link):
+            return rule
+    return None
+
+
 def first_match(filters: Iterable[BGPFilter], direction: str, prefix: Prefix, ibgp: bool = False,
                 pattrs: PathAttributes | None = None, link: SessionLink | None = None) -> BGPFilterRule | None:
-    """The first rule of `filters` (in order) whose conditions all hold for the route; see
-    conditions_hold for `ibgp`, `pattrs` and `link`."""
-    net = None  # the rules match `ipaddress` networks: converted once, when a rule is asked
-    for f in filters:
-        for rule in _rules(f, direction, prefix.version):
-            if net is None:
-                net = prefix.to_ipaddress()
-            if rule.matches(net) and conditions_hold(rule, ibgp, pattrs, link):
-                return rule
-    return None
+    """The first rule of `filters` (in order) whose conditions all hold for the route."""
+    return matching(compile_rules(filters, direction, prefix.version), prefix, ibgp, pattrs, link)
 
 
 def operated(rule: BGPFilterRule, pattrs: PathAttributes) -> PathAttributes:
@@ -154,19 +188,22 @@ def import_policy(pools: Iterable[IPPool],
     # (version, prefix length, network >> host bits): `prefix` is inside when its first bits match
     nets = [(n.version, n.prefixlen, n.network >> (n.max_prefixlen - n.prefixlen))
             for n in (Prefix.of(p.spec.network) for p in pools)]
-    filters: dict[str, Sequence[BGPFilter]] = {}  # per peer: the policy is rebuilt when they change
+    # per peer: its import rules by family, compiled once (the policy is rebuilt when filters change)
+    rules: dict[str, dict[int, list[Compiled]]] = {}
     last: list = [None, None, None]  # the last (rule, attributes in, attributes out): an UPDATE's share one
 
     def policy(peer: Peer, prefix: Prefix, pattrs: PathAttributes) -> str | PathAttributes | None:
         """None: accepted as they are; a reason: rejected; attributes: accepted with these."""
-        mine = filters.get(peer.address)
+        mine = rules.get(peer.address)
         if mine is None:
-            mine = filters[peer.address] = filters_of(peer.address)
+            attached = filters_of(peer.address)
+            mine = rules[peer.address] = {v: compile_rules(attached, "import", v) for v in (4, 6)}
         sent = pattrs.received  # operations ran on an earlier verdict: judge what the peer sent
         if sent is not None:
             pattrs = sent
-        if mine:
-            rule = first_match(mine, "import", prefix, peer.ibgp, pattrs, peer.link)
+        table = mine[prefix[0]]
+        if table:
+            rule = matching(table, prefix, peer.ibgp, pattrs, peer.link)
             if rule is not None:
                 if rule.action != "Accept":
                     return f"rejected by filter ({rule.match_operator} {rule.cidr})" if rule.cidr else "rejected by filter"
@@ -208,8 +245,9 @@ def export_routes(own: Iterable[Prefix], filters: Sequence[BGPFilter], ibgp: boo
     prepended ones."""
     out: dict[Prefix, PathAttributes] = {}
     tagged = tagged or {}
+    table = {v: compile_rules(filters, "export", v) for v in (4, 6)}
     for prefix in own:
-        rule = first_match(filters, "export", prefix, ibgp) if filters else None
+        rule = matching(table[prefix[0]], prefix, ibgp)
         if rule is not None and rule.action != "Accept":
             continue
         values = tagged.get(prefix, ())

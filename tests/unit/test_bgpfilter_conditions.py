@@ -17,6 +17,7 @@ from calico_bgp.resources.bgpfilter import (
     BGPFilterSpec,
     CommunityMatch,
     Operation,
+    PrefixLength,
     PrependASPath,
     SetPriority,
 )
@@ -25,10 +26,12 @@ from calico_bgp.routing.attributes import PathAttributes
 from calico_bgp.routing.bgpfilter import (
     LOCAL_PREF_TOP,
     OWN_ROUTE_PRIORITY,
+    compile_rules,
     conditions_hold,
     export_routes,
     import_policy,
     interface_of,
+    matching,
     operated,
     priority,
 )
@@ -274,3 +277,37 @@ def test_operations_then_the_conditions_they_set_hold(have, extra, prio, prefix)
     assert conditions_hold(rule(as_path_prefix=prefix), True, got) and got.as_path[len(prefix):] == (65001,)
     assert conditions_hold(rule(priority=prio), True, got)
     assert len(set(got.communities)) == len(got.communities) and set(have) <= set(got.communities)
+
+
+@st.composite
+def cidr_rules_and_prefixes(draw):
+    version = draw(st.sampled_from([4, 6]))
+    bits = 32 if version == 4 else 128
+    base = 0xC6120000 if version == 4 else 0x20010DB8 << 96  # 198.18.0.0 / 2001:db8::
+
+    def net(plen_lo):
+        plen = draw(st.integers(plen_lo, bits))
+        value = (base | draw(st.integers(0, (1 << (bits - 16)) - 1))) >> (bits - plen) << (bits - plen) if plen else 0
+        return Prefix(version, value, plen)
+
+    cidr = net(0)
+    lo = draw(st.none() | st.integers(0, bits))
+    hi = draw(st.none() | st.integers(lo or 0, bits))
+    length = PrefixLength(lo, hi) if lo is not None or hi is not None else None
+    r = rule(draw(st.sampled_from(["Accept", "Reject"])), cidr=str(cidr), prefix_length=length,
+             match_operator=draw(st.sampled_from(["Equal", "NotEqual", "In", "NotIn"])))
+    inside = Prefix(version, cidr.network | (draw(st.integers(0, (1 << (bits - cidr.prefixlen)) - 1))
+                                             if cidr.prefixlen < bits else 0), bits)
+    prefixes = [net(0), net(cidr.prefixlen), cidr]
+    for plen in range(cidr.prefixlen, bits + 1, 7):
+        prefixes.append(Prefix(version, inside.network >> (bits - plen) << (bits - plen), plen))
+    return version, r, prefixes
+
+
+@given(cidr_rules_and_prefixes())
+def test_compiled_cidr_tests_give_the_verdicts_of_the_rules_own_match(case):
+    version, r, prefixes = case
+    f = flt(**{f"import_v{version}": (r,)})
+    table = compile_rules([f], "import", version)
+    for p in prefixes:
+        assert (matching(table, p) is r) == r.matches(p.to_ipaddress()), (r, p)
