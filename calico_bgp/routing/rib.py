@@ -141,7 +141,7 @@ class Rib:
                 if reason is not None and reason.__class__ is not str:  # accepted, attributes changed
                     pattrs, reason = reason, None  # type: ignore[assignment]
             if reason is None and origin is not None:
-                invalid = origin(peer, prefix, pattrs)
+                invalid = origin(peer, prefix, pattrs.received or pattrs)  # who originated it, as sent
                 if invalid is not None and reject_invalid:
                     reason, invalid = invalid, None
             entry = paths.get(prefix)

@@ -6,10 +6,12 @@ confd/tests/compiled_templates/bgpfilter/ (as_path_and_priority, communities_and
 match_interface, match_source, peer_type)."""
 import ipaddress
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from calico_bgp.resources import model
+from calico_bgp.resources.documents import load_documents
 from calico_bgp.resources.bgpfilter import (
     AddCommunity,
     BGPFilter,
@@ -21,6 +23,7 @@ from calico_bgp.resources.bgpfilter import (
     PrependASPath,
     SetPriority,
 )
+from calico_bgp.resources.fields import InvalidResource
 from calico_bgp.resources.ippool import IPPool, IPPoolSpec
 from calico_bgp.routing.attributes import PathAttributes
 from calico_bgp.routing.bgpfilter import (
@@ -311,3 +314,54 @@ def test_compiled_cidr_tests_give_the_verdicts_of_the_rules_own_match(case):
     table = compile_rules([f], "import", version)
     for p in prefixes:
         assert (matching(table, p) is r) == r.matches(p.to_ipaddress()), (r, p)
+
+
+def test_origin_validation_judges_the_path_as_sent_not_as_an_import_prepend_made_it():
+    seen = []
+
+    def origin_check(peer, prefix, pattrs):
+        seen.append(pattrs.as_path)
+        return None
+
+    f = flt(import_v4=(rule(operations=ops(prepend(65000))),))
+    rib = Rib(LocalSpeaker(64512, "198.18.1.9"), policy_with(f), origin_check=origin_check)
+    rib.update(NODE, {IN_POOL: learned("198.18.1.2")})  # a mesh route: an empty path, ours
+    assert seen == [()] and rib.selection(IN_POOL).best.attrs.as_path == (65000,)
+
+
+# --- bad input: Calico's bounds (api/pkg/apis/projectcalico/v3/bgpfilter.go), the field named -----
+
+@pytest.mark.parametrize("rule_text, fragment", [
+    ("{action: Accept, priority: 0}", "importV4[0].priority: out of range 1..2147483646"),
+    ("{action: Accept, priority: 2147483647}", "importV4[0].priority: out of range 1..2147483646"),
+    ("{action: Accept, operations: [{setPriority: {value: 0}}]}",
+     "importV4[0].operations[0].setPriority.value: out of range 1..2147483646"),
+    ("{action: Accept, communities: {values: ['65000:1', '65000:2']}}",
+     "importV4[0].communities.values: expected exactly 1 community, got 2"),
+    ("{action: Accept, communities: {values: ['65536:1']}}", "importV4[0].communities.values[0]: expected a BGP community"),
+    ("{action: Accept, operations: [{prependASPath: {prefix: []}}]}",
+     "importV4[0].operations[0].prependASPath.prefix: expected 1..10 AS numbers, got 0"),
+    ("{action: Accept, operations: [{addCommunity: {value: '1:1'}, setPriority: {value: 5}}]}",
+     "an operation is exactly one of addCommunity, prependASPath, setPriority"),
+    ("{action: Reject, operations: [{setPriority: {value: 5}}]}",
+     "importV4[0].operations: actions are only allowed with action Accept"),
+    ("{action: Accept, peerType: external}", "importV4[0].peerType"),
+    ("{action: Accept, source: Local}", "importV4[0].source"),
+    ("{action: Accept, interface: 'eth 0'}", "importV4[0].interface"),
+])
+def test_bad_rule_fields_are_refused_naming_the_field(rule_text, fragment):
+    with pytest.raises(InvalidResource) as err:
+        load_documents(f"apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {{name: f}}\n"
+                       f"spec:\n  importV4:\n  - {rule_text}\n")
+    assert fragment in str(err.value), str(err.value)
+
+
+def test_more_than_ten_operations_and_local_pref_beside_set_priority_are_refused():
+    eleven = ", ".join(["{addCommunity: {value: '1:1'}}"] * 11)
+    for text, fragment in ((f"{{action: Accept, operations: [{eleven}]}}", "exportV4[0].operations: expected 0..10"),
+                           ("{action: Accept, localPref: 5, operations: [{setPriority: {value: 5}}]}",
+                            "exportV4[0].localPref: both localPref and a setPriority operation set LOCAL_PREF")):
+        with pytest.raises(InvalidResource) as err:
+            load_documents(f"apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {{name: f}}\n"
+                           f"spec:\n  exportV4:\n  - {text}\n")
+        assert fragment in str(err.value), str(err.value)
