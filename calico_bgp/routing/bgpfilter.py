@@ -163,6 +163,12 @@ def first_match(filters: Iterable[BGPFilter], direction: str, prefix: Prefix, ib
     return matching(compile_rules(filters, direction, prefix.version), prefix, ibgp, pattrs, link)
 
 
+def rejected_by(f: BGPFilter, where: str, rule: BGPFilterRule) -> str:
+    """What `routes --rejected` says of a route a rule rejected: "rejected by filter 'edge' importV4[1]
+    (In 198.19.9.0/24)"."""
+    return f"rejected by filter {f.name!r} {where}" + (f" ({rule.match_operator} {rule.cidr})" if rule.cidr else "")
+
+
 def operated(rule: BGPFilterRule, pattrs: PathAttributes) -> PathAttributes:
     """`pattrs` after the rule's operations, in order (BIRD's bgp_community.add, bgp_path.prepend,
     `bgp_local_pref = 2147483647 - value`)."""
@@ -190,6 +196,7 @@ def import_policy(pools: Iterable[IPPool],
             for n in (Prefix.of(p.spec.network) for p in pools)]
     # per peer: its import rules by family, compiled once (the policy is rebuilt when filters change)
     rules: dict[str, dict[int, list[Compiled]]] = {}
+    reasons: dict[int, str] = {}  # id of a Reject rule (its filter keeps it alive) -> the reason, made once
     last: list = [None, None, None]  # the last (rule, attributes in, attributes out): an UPDATE's share one
 
     def policy(peer: Peer, prefix: Prefix, pattrs: PathAttributes) -> str | PathAttributes | None:
@@ -198,6 +205,10 @@ def import_policy(pools: Iterable[IPPool],
         if mine is None:
             attached = filters_of(peer.address)
             mine = rules[peer.address] = {v: compile_rules(attached, "import", v) for v in (4, 6)}
+            for f in attached:
+                for v in (4, 6):
+                    for i, r in enumerate(_rules(f, "import", v)):
+                        reasons.setdefault(id(r), rejected_by(f, f"importV{v}[{i}]", r))
         sent = pattrs.received  # operations ran on an earlier verdict: judge what the peer sent
         if sent is not None:
             pattrs = sent
@@ -206,7 +217,7 @@ def import_policy(pools: Iterable[IPPool],
             rule = matching(table, prefix, peer.ibgp, pattrs, peer.link)
             if rule is not None:
                 if rule.action != "Accept":
-                    return f"rejected by filter ({rule.match_operator} {rule.cidr})" if rule.cidr else "rejected by filter"
+                    return reasons[id(rule)]
                 if not rule.operations:
                     return pattrs if sent is not None else None
                 if last[0] is not rule or last[1] is not pattrs:

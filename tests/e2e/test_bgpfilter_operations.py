@@ -125,7 +125,7 @@ def test_export_operations_are_seen_by_bird(rack):
 def test_import_communities_match_rejects_and_set_priority_decides_the_best_path(rack):
     c = rack
     wait_for("the tagged route rejected by the filter",
-             lambda: _rejected(c).get(TAINTED) == "rejected by filter", timeout=30)
+             lambda: _rejected(c).get(TAINTED) == "rejected by filter 'tor' importV4[0]", timeout=30)
     assert TAINTED not in c.routes("n1")
     best = wait_for("tor-b's longer path preferred on its priority",
                     lambda: (lambda r: r if r.get("nextHops") == [TOR_B] else None)(_routes(c).get(SHARED, {})),
