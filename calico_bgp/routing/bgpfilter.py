@@ -116,7 +116,7 @@ def conditions_hold(rule: BGPFilterRule, ibgp: bool, pattrs: PathAttributes | No
     return rule.priority is None or priority(pattrs) == rule.priority
 
 
-# A rule as first_match runs it: (rule, CIDR test, whether it has conditions besides its CIDR). The CIDR
+# A rule as `matching` runs it: (rule, CIDR test, whether it has conditions besides its CIDR). The CIDR
 # test is None (no CIDR) or (negate, min length, max length, host bits, network >> host bits): integer
 # compares over Prefix, the same verdicts as BGPFilterRule.matches over `ipaddress` networks.
 Compiled = tuple[BGPFilterRule, "tuple[bool, int, int, int, int] | None", bool]
@@ -124,7 +124,7 @@ _CONDITIONS = ("source", "interface", "peer_type", "communities", "as_path_prefi
 
 
 def compile_rules(filters: Iterable[BGPFilter], direction: str, version: int) -> list[Compiled]:
-    """The rules of `filters` for one direction and address family, in order, ready for first_match."""
+    """The rules of `filters` for one direction and address family, in order, ready for `matching`."""
     out: list[Compiled] = []
     for f in filters:
         for rule in _rules(f, direction, version):
