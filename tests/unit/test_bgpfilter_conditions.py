@@ -365,3 +365,16 @@ def test_more_than_ten_operations_and_local_pref_beside_set_priority_are_refused
             load_documents(f"apiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {{name: f}}\n"
                            f"spec:\n  exportV4:\n  - {text}\n")
         assert fragment in str(err.value), str(err.value)
+
+
+def test_a_path_changed_on_import_is_reflected_as_changed_and_without_what_was_sent():
+    from calico_bgp.routing.reflection import reflections
+    rr = LocalSpeaker(64512, "198.18.1.9", cluster_id="198.18.1.9")
+    client = Peer("198.18.1.2", 64512, "198.18.1.2", ibgp=True, rr_client=True)
+    other = Peer("198.18.1.3", 64512, "198.18.1.3", ibgp=True, rr_client=True)
+    f = flt(import_v4=(rule(operations=ops(add("65000:7"), set_priority(512))),))
+    rib = Rib(rr, policy_with(f))
+    rib.update(client, {IN_POOL: learned("198.18.1.2")})
+    r = reflections(rr, rib, [client, other])[IN_POOL]
+    assert r.targets == {other.address} and r.attributes.communities == ((65000, 7),)
+    assert r.attributes.local_pref == LOCAL_PREF_TOP - 512 and r.attributes.received is None
