@@ -1,5 +1,9 @@
 """BGPFilter: import and export rules a BGPPeer names in its `filters` (Calico's shape, plus export
-actions: communities, local preference, AS-path prepending). What they decide: routing/bgpfilter.py."""
+actions: communities, local preference, AS-path prepending). What they decide: routing/bgpfilter.py.
+
+Field bounds as Calico's API sets them (projectcalico/calico api/pkg/apis/projectcalico/v3/bgpfilter.go):
+priority and setPriority 1..2147483646, one community to match, 1..10 operations, 1..10 AS numbers to
+prepend."""
 from __future__ import annotations
 
 import ipaddress
@@ -48,9 +52,23 @@ def _interface(value: Any) -> str:
     return value
 
 
+PRIORITY_MAX = 2147483646  # Calico: a priority is 1..2147483646, FelixConfiguration's route-priority units
+
+
+def _bounded(lo: int, hi: int, what: str) -> Any:
+    def check(values: tuple[Any, ...]) -> tuple[Any, ...]:
+        if not lo <= len(values) <= hi:
+            raise ValueError(f"expected {lo}..{hi} {what}, got {len(values)}" if lo != hi
+                             else f"expected exactly {lo} {what}, got {len(values)}")
+        return values
+    return check
+
+
 @attrs.frozen
 class CommunityMatch:
-    values: tuple[str, ...] = attrs.field(default=(), converter=checked(tuple_of(community_parser(True))))
+    """The route carries this community (Calico takes exactly one value: aa:nn or aa:nn:mm)."""
+    values: tuple[str, ...] = attrs.field(converter=checked(
+        lambda v: _bounded(1, 1, "community")(tuple_of(community_parser(True))(v))))
 
 
 @attrs.frozen
@@ -60,12 +78,13 @@ class AddCommunity:
 
 @attrs.frozen
 class PrependASPath:
-    prefix: tuple[ASNumber, ...] = attrs.field(converter=checked(tuple_of(as_number)))
+    prefix: tuple[ASNumber, ...] = attrs.field(converter=checked(
+        lambda v: _bounded(1, 10, "AS numbers")(tuple_of(as_number)(v))))
 
 
 @attrs.frozen
 class SetPriority:
-    value: Integer = attrs.field(converter=checked(int_range(0, AS_MAX)))
+    value: Integer = attrs.field(converter=checked(int_range(1, PRIORITY_MAX)))
 
 
 @attrs.frozen
@@ -81,10 +100,11 @@ class Operation:
             raise bad("", {codec.json_name(f): "..." for f in given},
                       "an operation is exactly one of addCommunity, prependASPath, setPriority")
 
-
-# Match conditions Calico has and routing/bgpfilter.py does not evaluate yet: a rule with any of them
-# never matches here (pending.py warns at apply), rather than matching more than Calico would.
-PENDING_CONDITIONS = ("source", "interface", "peer_type", "communities", "as_path_prefix", "priority")
+    @property
+    def name(self) -> str:
+        """Its JSON name: addCommunity, prependASPath or setPriority."""
+        return codec.json_name(next(f for f in ("add_community", "prepend_as_path", "set_priority")
+                                    if getattr(self, f) is not None))
 
 
 @attrs.frozen
@@ -100,7 +120,7 @@ class BGPFilterRule:
         default=(), converter=checked(tuple_of(community_parser(True, standard_ok=False))))
     local_pref: Integer | None = attrs.field(default=None, converter=checked(optional(int_range(0, AS_MAX))))
     as_path_prepend: tuple[ASNumber, ...] = attrs.field(default=(), converter=checked(tuple_of(as_number)))
-    # Calico's (api bgpfilter.go), validated and stored; see PENDING_CONDITIONS
+    # Calico's other conditions and its operations (api bgpfilter.go); routing/bgpfilter.py evaluates them
     source: str = attrs.field(default="", converter=checked(
         lambda v: "" if v in (None, "") else one_of("RemotePeers")(v)))
     interface: str = attrs.field(default="", converter=checked(_interface))
@@ -108,8 +128,9 @@ class BGPFilterRule:
         lambda v: "" if v in (None, "") else one_of("eBGP", "iBGP")(v)))
     communities: CommunityMatch | None = None
     as_path_prefix: tuple[ASNumber, ...] = attrs.field(default=(), converter=checked(tuple_of(as_number)))
-    priority: Integer | None = attrs.field(default=None, converter=checked(optional(int_range(0, AS_MAX))))
-    operations: tuple[Operation, ...] = ()
+    priority: Integer | None = attrs.field(default=None, converter=checked(optional(int_range(1, PRIORITY_MAX))))
+    operations: tuple[Operation, ...] = attrs.field(default=(), converter=checked(
+        lambda v: _bounded(0, 10, "operations")(tuple(v))))
 
     calico_only: ClassVar[frozenset[str]] = frozenset()
 
@@ -120,15 +141,12 @@ class BGPFilterRule:
         if self.prefix_length is not None and not self.cidr:
             raise missing("cidr", "prefixLength needs a cidr and matchOperator")
         if self.action == "Reject":
-            for f in ("add_communities", "add_large_communities", "local_pref", "as_path_prepend"):
+            for f in ("add_communities", "add_large_communities", "local_pref", "as_path_prepend", "operations"):
                 if getattr(self, f) not in ((), None):
-                    raise bad(codec.json_name(f), getattr(self, f), "actions are only allowed with action Accept")
-
-    @property
-    def pending(self) -> tuple[str, ...]:
-        """The JSON names of this rule's conditions and operations not evaluated here yet."""
-        given = [codec.json_name(f) for f in PENDING_CONDITIONS if getattr(self, f) not in ("", (), None)]
-        return (*given, "operations") if self.operations else tuple(given)
+                    shown = [o.name for o in self.operations] if f == "operations" else getattr(self, f)
+                    raise bad(codec.json_name(f), shown, "actions are only allowed with action Accept")
+        if self.local_pref is not None and any(o.set_priority for o in self.operations):
+            raise bad("localPref", self.local_pref, "both localPref and a setPriority operation set LOCAL_PREF: give one")
 
     @property
     def has_actions(self) -> bool:
@@ -146,10 +164,8 @@ class BGPFilterRule:
                 min(net.max_prefixlen, pl.max if pl.max is not None else net.max_prefixlen))
 
     def matches(self, prefix: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
-        """Does the rule's CIDR condition match `prefix`? (No CIDR: matches everything.) A rule with a
-        condition not evaluated here yet (PENDING_CONDITIONS) matches nothing."""
-        if any(getattr(self, f) not in ("", (), None) for f in PENDING_CONDITIONS):
-            return False
+        """Does the rule's CIDR condition match `prefix`? (No CIDR: matches everything.) The other
+        conditions look at the route and the session: routing/bgpfilter.py `conditions_hold`."""
         if not self.cidr:
             return True
         net = ipaddress.ip_network(self.cidr)

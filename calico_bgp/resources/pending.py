@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from calico_bgp.resources.bgpconfig import BGPConfiguration
-from calico_bgp.resources.bgpfilter import BGPFilter
 from calico_bgp.resources.bgppeer import BGPPeer
 from calico_bgp.resources.ippool import IPPool
 from calico_bgp.resources.node import Node
@@ -75,18 +74,8 @@ def _bgppeer(r: BGPPeer) -> list[str]:
     return out
 
 
-def _bgpfilter(r: BGPFilter) -> list[str]:
-    fields: set[str] = set()
-    for rules in (r.spec.export_v4, r.spec.import_v4, r.spec.export_v6, r.spec.import_v6):
-        for rule in rules:
-            fields.update(rule.pending)
-    if not fields:
-        return []
-    return [f"rules with {', '.join(sorted(fields))} (such a rule matches nothing here yet)"]
-
-
 _CHECKS: dict[str, Callable[[Any], list[str]]] = {
-    "IPPool": _ippool, "Node": _node, "BGPConfiguration": _bgpconfig, "BGPPeer": _bgppeer, "BGPFilter": _bgpfilter,
+    "IPPool": _ippool, "Node": _node, "BGPConfiguration": _bgpconfig, "BGPPeer": _bgppeer,
 }
 
 

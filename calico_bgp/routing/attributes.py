@@ -4,7 +4,9 @@ The same frozen value travels the whole way: speaker/parse.py builds it from Exa
 next hop of an UPDATE, shared by its prefixes), the intake resolves its next hop, the RIB holds it
 (paths with equal attributes share one object), the import and export policies read it, route
 reflection derives the reflected one from it, and speaker/commands.py renders it into an ExaBGP
-command. Absent attributes are None or empty.
+command. Absent attributes are None or empty. When import policy changes a path's attributes (a
+BGPFilter operation), the changed value keeps the one the peer sent in `received`, so that policy is
+judged again from what was sent, never from its own earlier result.
 """
 from __future__ import annotations
 
@@ -32,3 +34,4 @@ class PathAttributes:
     cluster_list: tuple[str, ...] = ()
     as_set: tuple[int, ...] = ()    # AS_SET members (an aggregate's)
     link_local: str | None = None
+    received: "PathAttributes | None" = None  # as the peer sent them, when import policy changed them

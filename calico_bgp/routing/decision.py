@@ -42,10 +42,11 @@ def _ip_key(text: str) -> tuple[int, int]:
 def _preference(path: Path) -> tuple[int, int, int, int]:
     """The part of the decision that ECMP members must share, as a tuple where smaller is better.
     Origin validity first: an origin-invalid path loses to any valid one, as an RPKI-invalid one
-    does where invalids are de-preferred rather than dropped. LOCAL_PREF counts only from iBGP
-    peers (RFC 4271 5.1.5: an external peer's is ignored)."""
+    does where invalids are de-preferred rather than dropped. LOCAL_PREF counts from iBGP peers
+    (RFC 4271 5.1.5: an external peer's is ignored) and when our import policy set it (`received`:
+    a BGPFilter setPriority, which BIRD ranks by too)."""
     a = path.attrs
-    lp = a.local_pref if a.local_pref is not None and path.peer.ibgp else DEFAULT_LOCAL_PREF
+    lp = a.local_pref if a.local_pref is not None and (path.peer.ibgp or a.received is not None) else DEFAULT_LOCAL_PREF
     # RFC 4271 9.1.2.2 (a): an AS_SET counts as one AS however many it holds
     return (path.invalid is not None, -lp, len(a.as_path) + (1 if a.as_set else 0), _ORIGIN_RANK.get(a.origin, 2))
 

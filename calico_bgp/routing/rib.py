@@ -17,8 +17,9 @@ from calico_bgp.routing.nexthop import unusable
 from calico_bgp.routing.path import LocalSpeaker, Path, Peer, Selection, make_path, only_path
 from calico_bgp.routing.prefix import Prefix
 
-# An import policy returns None to accept a route or a short reason to reject it.
-ImportPolicy = Callable[[Peer, Prefix, PathAttributes], "str | None"]
+# An import policy returns None to accept a route, a short reason to reject it, or the attributes to
+# accept it with when it changed them (keeping the ones sent in `received`: policy judges those again).
+ImportPolicy = Callable[[Peer, Prefix, PathAttributes], "str | PathAttributes | None"]
 # An origin check returns None for a path that may be used as it is, or why its origin is invalid
 # (calico_bgp.routing.origin); the peer's origin_validation says whether that rejects or de-prefers it.
 OriginCheck = Callable[[Peer, Prefix, PathAttributes], "str | None"]
@@ -136,9 +137,11 @@ class Rib:
                 last, loop = pattrs, loop_check(local, peer, pattrs) or unusable(pattrs.next_hop)
             reason = loop
             if reason is None and policy is not None:
-                reason = policy(peer, prefix, pattrs)
+                reason = policy(peer, prefix, pattrs)  # type: ignore[assignment]
+                if reason is not None and reason.__class__ is not str:  # accepted, attributes changed
+                    pattrs, reason = reason, None  # type: ignore[assignment]
             if reason is None and origin is not None:
-                invalid = origin(peer, prefix, pattrs)
+                invalid = origin(peer, prefix, pattrs.received or pattrs)  # who originated it, as sent
                 if invalid is not None and reject_invalid:
                     reason, invalid = invalid, None
             entry = paths.get(prefix)
@@ -312,13 +315,14 @@ class Rib:
         return self._depreferred.get(peer_address, 0)
 
     def received(self) -> Iterator[tuple[tuple[str, Prefix], PathAttributes]]:
-        """Every path a peer sent and still stands, accepted or rejected: ((peer address, prefix), attrs)."""
+        """Every path a peer sent and still stands, accepted or rejected: ((peer address, prefix), attrs
+        as sent, before import policy changed them)."""
         for prefix, entry in self._paths.items():
             for path in _all(entry):
-                yield (path.peer.address, prefix), path.attrs
+                yield (path.peer.address, prefix), path.attrs.received or path.attrs
         for address, rejected in self._rejected.items():
             for prefix, (_, pattrs) in rejected.items():
-                yield (address, prefix), pattrs
+                yield (address, prefix), pattrs.received or pattrs
 
     def rejected_count(self, peer_address: str) -> int:
         """The peer's rejected paths, those kept and those beyond the cap."""

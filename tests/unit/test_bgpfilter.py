@@ -46,7 +46,7 @@ def test_filter_accepts_a_default_route_explicitly_and_rejects_inside_a_pool():
                                      rule("Reject", "198.19.9.0/24", "In")))
     policy = import_policy(POOLS, lambda peer: [f] if peer == TOR.address else [])
     assert policy(TOR, NET("0.0.0.0/0"), A) is None
-    assert policy(TOR, NET("198.19.9.64/26"), A).startswith("rejected by filter")
+    assert policy(TOR, NET("198.19.9.64/26"), A) == "rejected by filter 'edge' importV4[1] (In 198.19.9.0/24)"
     assert policy(TOR, NET("198.19.8.0/26"), A) is None        # no rule matched: pool default
     other = Peer("198.18.2.1", 65002, "198.18.2.1", ibgp=False)
     assert policy(other, NET("0.0.0.0/0"), A) == "outside every IP pool"  # filter not attached there

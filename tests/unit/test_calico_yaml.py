@@ -144,8 +144,7 @@ def test_calico_fields_of_each_kind_are_stored_round_trip_and_warned_once():
     assert warning(config) == ("BGPConfiguration 'node.n1': stored, not acted on yet: the whole resource (per-node "
                                "configuration for node 'n1' is not applied yet); bindMode NodeIP (the speaker listens "
                                "on every address); ignoredInterfaces (every interface's routes are considered)")
-    assert warning(filt) == ("BGPFilter 'f': stored, not acted on yet: rules with operations, source (such a rule "
-                             "matches nothing here yet)")
+    assert warning(filt) is None  # every BGPFilter field is acted on (routing/bgpfilter.py)
     assert to_document(filt)["spec"]["exportV4"][0] == {
         "action": "Accept", "source": "RemotePeers", "operations": [{"addCommunity": {"value": "65000:1"}}]}
     for r in (pool, config, filt):
@@ -155,11 +154,11 @@ def test_calico_fields_of_each_kind_are_stored_round_trip_and_warned_once():
     assert warning(plain) is None
 
 
-def test_a_rule_with_a_condition_not_evaluated_here_matches_nothing():
+def test_a_rules_cidr_match_leaves_its_other_conditions_to_routing():
     net = ipaddress.ip_network("198.18.1.0/24")
     assert BGPFilterRule(action="Reject").matches(net)
-    assert not BGPFilterRule(action="Reject", interface="eth*").matches(net)
-    assert not BGPFilterRule(action="Reject", peer_type="eBGP").matches(net)
+    assert BGPFilterRule(action="Reject", interface="eth*").matches(net)  # routing/bgpfilter.py: conditions_hold
+    assert not BGPFilterRule(action="Reject", cidr="198.19.0.0/16", match_operator="In", peer_type="eBGP").matches(net)
 
 
 def test_durations_print_as_go_does_and_read_back():
