@@ -55,11 +55,14 @@ class EtcdClient:
         kvs = resp.get("kvs")
         return wire.decode_kv(kvs[0]) if kvs else None
 
-    async def range(self, prefix: str, *, revision: int = 0, keys_only: bool = False) -> RangeResult:
-        """Every key starting with `prefix`, as one consistent snapshot (pages share one revision).
+    async def range(self, prefix: str, *, end: str | None = None, revision: int = 0,
+                    keys_only: bool = False) -> RangeResult:
+        """Every key starting with `prefix` (with `end`: from `prefix` up to, not including, `end`), as
+        one consistent snapshot (pages share one revision).
 
         Raises Compacted when `revision` is older than etcd's compaction point."""
-        body = wire.encode_range(prefix, prefix=True, revision=revision, keys_only=keys_only, limit=RANGE_PAGE)
+        body = wire.encode_range(prefix, prefix=True, end=end, revision=revision, keys_only=keys_only,
+                                 limit=RANGE_PAGE)
         kvs: list[KeyValue] = []
         while True:
             resp = await self.transport.call("/v3/kv/range", body)
@@ -137,9 +140,10 @@ class EtcdClient:
 
     # --- watch -----------------------------------------------------------------------------------
 
-    def watch(self, prefix: str, start_revision: int) -> Watch:
-        """Async iterator of WatchBatch / Resync for every key under `prefix`, from `start_revision`."""
-        return Watch(self, prefix, start_revision)
+    def watch(self, prefix: str, start_revision: int, *, end: str | None = None) -> Watch:
+        """Async iterator of WatchBatch / Resync for every key under `prefix` (with `end`: from `prefix`
+        up to, not including, `end`), from `start_revision`."""
+        return Watch(self, prefix, start_revision, end)
 
 
 def _first(kvs: list[KeyValue] | None) -> KeyValue | None:

@@ -36,9 +36,10 @@ class Watch:
     repeats events. A cancelled `__anext__` drops the stream; the next call resumes it.
     """
 
-    def __init__(self, client: EtcdClient, prefix: str, start_revision: int) -> None:
+    def __init__(self, client: EtcdClient, prefix: str, start_revision: int, end: str | None = None) -> None:
         self._client = client
         self.prefix = prefix
+        self.end = end  # None: every key under prefix; else the keys from prefix up to end
         self.next_revision = start_revision  # the first revision not yet delivered (0: from "now")
         self._pending: deque[WatchBatch | Resync] = deque()
         self._resp: httpx.Response | None = None
@@ -117,7 +118,7 @@ class Watch:
         return wire.decode_watch_result(result)
 
     async def _connect(self) -> None:
-        body = {"create_request": {**wire.key_range(self.prefix, prefix=True),
+        body = {"create_request": {**wire.key_range(self.prefix, prefix=True, end=self.end),
                                    "start_revision": self.next_revision, "prev_kv": True}}
         while True:
             try:
@@ -158,7 +159,7 @@ class Watch:
               compact_revision=compact_revision, action="resync")
         while True:
             try:
-                snap = await self._client.range(self.prefix)
+                snap = await self._client.range(self.prefix, end=self.end)
                 break
             except EtcdUnavailable as exc:
                 event(log, "resync_failed", logging.WARNING, prefix=self.prefix, reason=str(exc))

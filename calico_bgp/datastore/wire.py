@@ -37,8 +37,12 @@ def prefix_end(prefix: bytes) -> bytes:
     return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
-def key_range(key: str, prefix: bool = False) -> dict[str, str]:
+def key_range(key: str, prefix: bool = False, end: str | None = None) -> dict[str, str]:
+    """One key; with `prefix`, every key starting with it; with `end`, the keys from `key` up to (not
+    including) `end`."""
     raw = key_bytes(key)
+    if end is not None:
+        return {"key": b64(raw), "range_end": b64(key_bytes(end))}
     if not prefix:
         return {"key": b64(raw)}
     if not raw:
@@ -65,9 +69,9 @@ def decode_kvs(resp: dict[str, Any]) -> list[KeyValue]:
     return [decode_kv(d) for d in resp.get("kvs", ())]
 
 
-def encode_range(key: str, *, prefix: bool = False, revision: int = 0, keys_only: bool = False,
-                 limit: int = 0) -> dict[str, Any]:
-    body: dict[str, Any] = key_range(key, prefix)
+def encode_range(key: str, *, prefix: bool = False, end: str | None = None, revision: int = 0,
+                 keys_only: bool = False, limit: int = 0) -> dict[str, Any]:
+    body: dict[str, Any] = key_range(key, prefix, end)
     if revision:
         body["revision"] = revision
     if keys_only:

@@ -49,6 +49,20 @@ async def test_watch_sees_puts_and_deletes_in_order_with_prev(client, key_prefix
     assert r5 == 1
 
 
+async def test_a_range_and_a_watch_with_an_end_stop_before_it(client, key_prefix):
+    """[prefix, end): what the agent's cluster view uses to leave the status documents out."""
+    start = await client.put(f"{key_prefix}/r/nodes/n1", "in")
+    await client.put(f"{key_prefix}/r/status/n1", "out")
+    got = await client.range(f"{key_prefix}/r/", end=f"{key_prefix}/r/status/")
+    assert [kv.key for kv in got.kvs] == [f"{key_prefix}/r/nodes/n1"]
+    async with client.watch(f"{key_prefix}/r/", start + 2, end=f"{key_prefix}/r/status/") as watch:
+        await client.put(f"{key_prefix}/r/status/n1", "out again")
+        await client.put(f"{key_prefix}/r/zzz", "out: sorts after the end")
+        r = await client.put(f"{key_prefix}/r/nodes/n2", "in")
+        events = await collect_events(watch, 1)
+    assert [(e.kv.key, e.kv.mod_revision) for e in events] == [(f"{key_prefix}/r/nodes/n2", r)]
+
+
 async def test_watch_from_now_and_batch_revision(client, key_prefix):
     async with client.watch(f"{key_prefix}/", 0) as watch:
         async with trio.open_nursery() as nursery:

@@ -55,3 +55,26 @@ def test_the_agent_sees_only_peers_that_make_sessions_and_never_a_nodes_bgp_conf
     snap = view.snapshot()
     assert set(snap.peers) == {"tor", "rr"}
     assert snap.config == BGPConfiguration() and not snap.corrupt
+
+
+def test_every_key_the_view_reads_sorts_before_the_status_documents_it_does_not_watch():
+    """The view reads and watches [prefix, prefix/status/): each node's status document stays out of
+    every agent's watch, and no key the view reads may sort at or after it."""
+    from calico_bgp.resources.bfdconfig import BFDConfiguration
+    from calico_bgp.resources.bgpfilter import BGPFilter
+    from calico_bgp.resources.node import Node
+    from calico_bgp.resources.policyfilter import PolicyFilter
+    keys = Keys("/t/calico-bgp/v1")
+    view = ClusterView(None, keys)
+    end = keys.statuses()
+    read = [view.store.key(cls, "zzzz") for cls in (IPPool, BGPConfiguration, BGPPeer, Node, BGPFilter,
+                                                     PolicyFilter, BFDConfiguration)]
+    read += [keys.block("255.255.255.192/26"), keys.secret("zzzz"), keys.affinity("zzzz", "198.19.0.0/26")]
+    assert all(keys.prefix < k < end for k in read), [k for k in read if not k < end]
+    assert keys.status("n1") >= end and keys.status("a") >= end
+
+
+def test_a_range_with_an_end_names_it():
+    from calico_bgp.datastore import wire
+    body = wire.encode_range("/t/", prefix=True, end="/t/status/")
+    assert body["key"] == wire.b64(b"/t/") and body["range_end"] == wire.b64(b"/t/status/")
