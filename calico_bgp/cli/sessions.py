@@ -18,15 +18,16 @@ async def _cluster(g: Globals):  # noqa: ANN202 - ClusterState, imported lazily 
 
 
 def node_sessions(cluster, name: str) -> list[dict]:  # noqa: ANN001 - ClusterState
-    """The rows `node sessions` prints for node `name`. Raises LookupError or TopologyError."""
+    """The rows `node sessions` prints for node `name` (none for a node without spec.bgp, as the agent
+    makes none). Raises LookupError (no such node) or TopologyError."""
     from calico_bgp.routing import topology
     from calico_bgp.routing.session_rows import rows
 
     me = cluster.nodes.get(name)
     if me is None:
         raise LookupError(f"node {name!r} not found (no Node resource of that name)")
-    if me.spec.bgp is None:
-        raise LookupError(f"node {name!r} has no spec.bgp: it takes no part in BGP")
+    if me.spec.bgp is None:  # as the agent: such a node has no sessions
+        return []
     sessions = topology.sessions_for(me, list(cluster.nodes.values()), cluster.config, cluster.peers.values(),
                                      cluster.node_configs)
     kept, skipped = topology.runnable(sessions)
@@ -47,6 +48,8 @@ def sessions_cmd(g: Globals, name: str, output: str) -> None:
         found = node_sessions(cluster, name)
     except (LookupError, TopologyError) as exc:
         fail(str(exc), EXIT_ERROR)
+    if cluster.nodes[name].spec.bgp is None:
+        click.echo(f"warning: node {name!r} has no spec.bgp (no BGP address): it has no sessions", err=True)
     if output == "json":
         echo_json(found)
         return
