@@ -3,8 +3,11 @@ any agent runs, in each output form; errors name the node."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from calico_bgp.cli.common import EXIT_ERROR
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 RACK = """
 apiVersion: projectcalico.org/v3
@@ -87,3 +90,16 @@ def test_node_sessions_names_a_node_that_is_not_there(cli):
     out = cli("node", "sessions", "--name", "n9")
     assert out.exit_code == EXIT_ERROR
     assert out.stderr.strip() == "error: node 'n9' not found (no Node resource of that name)"
+
+
+def test_the_readme_example_shows_what_it_says(cli):
+    """README's `node sessions` example: its YAML applied, the command prints exactly the table shown."""
+    text = README.read_text()
+    shown = text.index("```text\n$ calico-bgp node sessions --name rack1-n1\n")
+    start = text.rindex("```yaml\n", 0, shown) + len("```yaml\n")
+    body = text[start:text.index("```", start)]
+    expected = text[shown:text.index("```", shown + 3)].split("\n", 2)[2]
+    assert cli("apply", "-f", "-", input=body).exit_code == 0
+    out = cli("node", "sessions", "--name", "rack1-n1")
+    assert out.exit_code == 0, out.stderr
+    assert out.stdout == expected
