@@ -222,7 +222,9 @@ class ControlLoop:
     async def export(self) -> None:
         """Announce what we originate to each peer, through its export filters; send only the difference."""
         state = self.state
-        tagged = bgpfilter.advertised_communities(state.cluster.config.spec, state.own) if state.cluster else {}
+        cluster = state.cluster
+        tagged = bgpfilter.advertised_communities(  # the node's own prefixAdvertisements, else the cluster's
+            topology.advertising_spec(self.name, cluster.config, cluster.node_configs), state.own) if cluster else {}
         want_all = {addr: bgpfilter.export_routes(state.own, self.filters_of(addr), s.ibgp, s.local_as, tagged)
                     for addr, s in state.sessions.items() if addr in state.configured}
         batches = bgpfilter.plan_exports(state.exported, want_all)

@@ -39,7 +39,8 @@ def _node(r: Node) -> list[str]:
 
 def _bgpconfig(r: BGPConfiguration) -> list[str]:
     s, out = r.spec, []
-    if r.node and s.log_severity_screen != "Info":  # listenPort is applied per node (routing/topology.py)
+    # listenPort and prefixAdvertisements are applied per node (routing/topology.py)
+    if r.node and s.log_severity_screen != "Info":
         out.append(f"logSeverityScreen {s.log_severity_screen} (node {r.node!r}: the agent's --log-level sets its logging)")
     services = [f for f, v in (("serviceClusterIPs", s.service_cluster_ips),
                                ("serviceExternalIPs", s.service_external_ips),

@@ -147,6 +147,16 @@ def listen_port(node_name: str, config: BGPConfiguration, node_configs: Mapping[
     return config.spec.listen_port
 
 
+def advertising_spec(node_name: str, config: BGPConfiguration,
+                     node_configs: Mapping[str, BGPConfiguration]) -> BGPConfigurationSpec:
+    """The configuration a node's prefixAdvertisements come from: its own BGPConfiguration
+    `node.<name>` when that lists any (they replace the cluster's, names resolved against its own
+    communities), else the cluster's (confd client.go getPrefixAdvertisementsKVPair per node key,
+    bgp_processor.go processCommunityRules: node-specific first, then global)."""
+    own = node_configs.get(node_name)
+    return own.spec if own is not None and own.spec.prefix_advertisements else config.spec
+
+
 def passive_toward(local: str, remote: str) -> bool:
     """Calico's tie-break between two Calico nodes: the side whose peer's address is the higher *as a
     string* waits (bgp_processor.go: `if peerIP > currentNodeIP { peer.Passive = true }`)."""

@@ -151,3 +151,21 @@ def test_source_address_none_leaves_the_source_to_the_kernel():
                                                                 source_address="None")]))
     assert s[("198.18.0.99", 179)].source_address == "198.18.0.10"
     assert s[("198.18.0.98", 179)].source_address == ""
+
+
+def test_a_nodes_own_prefix_advertisements_replace_the_clusters():
+    """client.go updateBGPConfigCache: a node's BGPConfiguration sets prefix_advertisements under the
+    node's key; bgp_processor.go processCommunityRules reads the node's key first, then the global one."""
+    from calico_bgp.resources.bgpconfig import Community, PrefixAdvertisement
+    from calico_bgp.routing.topology import advertising_spec
+
+    cluster = BGPConfiguration(spec=BGPConfigurationSpec(
+        prefix_advertisements=(PrefixAdvertisement("198.19.0.0/16", ("64512:1",)),)))
+    own = BGPConfiguration(Metadata("node.n1"), BGPConfigurationSpec(
+        communities=(Community("rack", "64512:2"),),
+        prefix_advertisements=(PrefixAdvertisement("198.19.0.0/16", ("rack",)),)))
+    spec = advertising_spec("n1", cluster, {"n1": own})
+    assert spec is own.spec and spec.community_value("rack") == "64512:2"
+    assert advertising_spec("n2", cluster, {"n1": own}) is cluster.spec
+    listen_only = BGPConfiguration(Metadata("node.n1"), BGPConfigurationSpec(listen_port=1790))
+    assert advertising_spec("n1", cluster, {"n1": listen_only}) is cluster.spec
