@@ -169,3 +169,14 @@ def test_a_nodes_own_prefix_advertisements_replace_the_clusters():
     assert advertising_spec("n2", cluster, {"n1": own}) is cluster.spec
     listen_only = BGPConfiguration(Metadata("node.n1"), BGPConfigurationSpec(listen_port=1790))
     assert advertising_spec("n1", cluster, {"n1": listen_only}) is cluster.spec
+
+
+def test_apply_names_only_what_a_nodes_configuration_sets_that_is_not_applied():
+    """What a per-node BGPConfiguration sets that sessions use (listenPort, prefixAdvertisements) is
+    not warned about; a log level is (the agent's --log-level sets its logging)."""
+    from calico_bgp.resources.pending import warning
+
+    assert warning(cfg(name="node.n1", port=1790)) is None
+    noisy = BGPConfiguration(Metadata("node.n1"), BGPConfigurationSpec(log_severity_screen="Debug"))
+    assert warning(noisy) == ("BGPConfiguration 'node.n1': stored, not acted on yet: logSeverityScreen Debug "
+                              "(node 'n1': the agent's --log-level sets its logging)")
