@@ -57,3 +57,16 @@ def test_the_agent_sees_peers_that_can_make_sessions_and_a_nodes_bgp_configurati
     # a node's own configuration never stands in for the cluster's: it is that node's, by node name
     assert snap.config == BGPConfiguration() and not snap.corrupt
     assert snap.node_configs == {"n1": node_config}
+
+
+def test_a_watch_event_for_a_nodes_bgp_configuration_changes_that_node_only():
+    keys = Keys("/t/calico-bgp/v1")
+    view = ClusterView(None, keys)
+    key = view.store.key(BGPConfiguration, "node.n1")
+    own = BGPConfiguration(model.Metadata("node.n1"), BGPConfigurationSpec(listen_port=1790))
+    assert view._apply(kv(key, model.encode(own)), key) is True
+    assert view.snapshot().node_configs == {"n1": own} and view.snapshot().config == BGPConfiguration()
+    assert view._apply(kv(key, b"{not json"), key) is False  # corrupt: the last good value stays
+    assert view.snapshot().node_configs == {"n1": own} and key in view.snapshot().corrupt
+    assert view._apply(None, key) is True
+    assert view.snapshot().node_configs == {} and not view.snapshot().corrupt
