@@ -96,11 +96,11 @@ def node_addresses(node: Node) -> dict[str, str]:
     """{"ipv4": "198.18.0.1", "ipv6": "2001:db8::1"} for the families the node has (no prefix length)."""
     bgp = node.spec.bgp
     out: dict[str, str] = {}
-    if bgp is not None:
-        if bgp.ipv4 is not None:
-            out["ipv4"] = str(bgp.ipv4.ip)
-        if bgp.ipv6 is not None:
-            out["ipv6"] = str(bgp.ipv6.ip)
+    if bgp is not None:  # stored normalised ("198.18.0.1/24", resources/fields.py interface): no parse needed
+        if bgp.ipv4_address:
+            out["ipv4"] = bgp.ipv4_address.partition("/")[0]
+        if bgp.ipv6_address:
+            out["ipv6"] = bgp.ipv6_address.partition("/")[0]
     return out
 
 
@@ -184,17 +184,22 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
     others = [n for n in nodes if n.name != me.name and node_addresses(n)]
     by_address = {a: n for n in others for a in node_addresses(n).values()}
     out: dict[tuple[str, int], Session] = {}
+    ports: dict[str, set[int]] = {}  # the ports `out` holds for each address
 
     def place(address: str, port: int, explicit: bool) -> bool:
-        """Whether a session to (address, port) is made: the first for a key wins, and a BGPPeer's
-        session replaces the automatic ones (mesh, reflectors) to that address."""
-        taken = out.get((address, port))
+        """Whether a session to (address, port) is made (the caller then stores it): the first for a
+        key wins, and a BGPPeer's session replaces the automatic ones (mesh, reflectors) to that address."""
+        held = ports.setdefault(address, set())
         if not explicit:
-            return taken is None and not any(k[0] == address for k in out)
-        if taken is not None and taken.peer_name:
-            return False
-        for k in [k for k, s in out.items() if k[0] == address and not s.peer_name]:
-            del out[k]
+            if held:
+                return False
+        else:
+            if port in held and out[(address, port)].peer_name:
+                return False
+            for p in [p for p in held if not out[(address, p)].peer_name]:
+                del out[(address, p)]
+                held.discard(p)
+        held.add(port)
         return True
 
     def node_session(remote: Node, kind: SessionKind, peer: BGPPeer | None, scope: str, reason: str,
