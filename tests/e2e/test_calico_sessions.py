@@ -42,6 +42,8 @@ spec: {peerIP: 198.18.0.10}
 
 def test_agents_run_the_sessions_node_sessions_shows(etcd_server):
     with mesh(etcd_server, "cs", RESOURCES, {"n1": 1, "n2": 2, "n10": 10}) as c:
+        for n in c.nodes:  # each agent writes its Node (address) as it starts: wait for all three
+            wait_for(f"{n} sessions Established", lambda n=n: c.sessions_up(n, 2), timeout=90)
         shown = {n: json.loads(c.cli("node", "sessions", "--name", n, "-o", "json").stdout) for n in c.nodes}
         ports = {n: {(r["peerIP"], r["port"]) for r in rows} for n, rows in shown.items()}
         assert ports == {"n1": {("198.18.0.2", 1790), ("198.18.0.10", 179)},
@@ -51,8 +53,7 @@ def test_agents_run_the_sessions_node_sessions_shows(etcd_server):
         assert kinds["n1"] == {"198.18.0.2": ("mesh", True), "198.18.0.10": ("global", True)}
         assert kinds["n2"] == {"198.18.0.1": ("mesh", False), "198.18.0.10": ("global", False)}
         assert kinds["n10"] == {"198.18.0.1": ("node-specific", False), "198.18.0.2": ("node-specific", False)}
-        for n in c.nodes:
-            wait_for(f"{n} sessions Established", lambda n=n: c.sessions_up(n, 2), timeout=90)
+        for n in c.nodes:  # what runs is what was shown
             assert {s["peer"] for s in c.status(n)["sessions"]} == {p for p, _ in ports[n]}
 
         def converged() -> bool:
