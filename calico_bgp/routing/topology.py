@@ -18,8 +18,10 @@ nodeAsBGPPeers, bgp_processor.go processMeshPeers and buildPeerFromData), made e
   peerIP and asNumber) peers back with the nodes the BGPPeer selects, unless the BGPPeer says
   `reversePeering: Manual`.
 - Sessions are keyed by (address, port): one address on two ports is two sessions. Global
-  BGPPeers go first, then node-specific ones, then reverse peerings; the first for a key wins, and
-  an explicit BGPPeer wins over the mesh for the same address.
+  BGPPeers go first, then node-specific ones, then reverse peerings; a global one wins over a
+  node-specific one for a key, within one of those passes the later BGPPeer by name wins (Calico
+  leaves that order to Go's map iteration), a reverse peering never replaces a BGPPeer's own
+  session, and an explicit BGPPeer wins over the mesh for the same address.
 - localASNumber is the session's local AS. An iBGP peer (at the session's local AS) of a route
   reflector is its client unless it is a reflector of the same cluster.
 - Our addition (not Calico's): route reflectors (Node bgp.routeReflectorClusterID set) peer with
@@ -186,15 +188,17 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
     out: dict[tuple[str, int], Session] = {}
     ports: dict[str, set[int]] = {}  # the ports `out` holds for each address
 
-    def place(address: str, port: int, explicit: bool) -> bool:
-        """Whether a session to (address, port) is made (the caller then stores it): the first for a
-        key wins, and a BGPPeer's session replaces the automatic ones (mesh, reflectors) to that address."""
+    def place(address: str, port: int, explicit: bool, replaces: str = "") -> bool:
+        """Whether a session to (address, port) is made (the caller then stores it): a BGPPeer's session
+        replaces the automatic ones (mesh, reflectors) to that address; of two BGPPeers' for one key the
+        first stays, unless both are of scope `replaces` (one pass: the later BGPPeer by name wins)."""
         held = ports.setdefault(address, set())
         if not explicit:
             if held:
                 return False
         else:
-            if port in held and out[(address, port)].peer_name:
+            taken = out.get((address, port))
+            if taken is not None and taken.peer_name and not (replaces and taken.scope == replaces):
                 return False
             for p in [p for p in held if not out[(address, p)].peer_name]:
                 del out[(address, p)]
@@ -203,7 +207,7 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
         return True
 
     def node_session(remote: Node, kind: SessionKind, peer: BGPPeer | None, scope: str, reason: str,
-                     families: tuple[str, ...] = ("ipv4", "ipv6")) -> None:
+                     families: tuple[str, ...] = ("ipv4", "ipv6"), replaces: str = "") -> None:
         remote_cluster = cluster_id(remote)
         local_as = peer.spec.local_as_number if peer is not None and peer.spec.local_as_number else my_as
         remote_as = node_as(remote, config)
@@ -223,7 +227,7 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
             local = my_addrs.get(family)
             if family not in families or local is None or remote_addr == local:
                 continue
-            if not place(remote_addr, port, explicit=peer is not None):
+            if not place(remote_addr, port, explicit=peer is not None, replaces=replaces):
                 continue
             session = Session(
                 peer_address=remote_addr, peer_as=remote_as, local_as=local_as, local_address=local, kind=kind,
@@ -271,7 +275,7 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
         local_as = ps.local_as_number or my_as
         # bgp_processor.go buildPeerFromData: only a global peer that is a Calico node is passive
         passive = scope == "global" and remote is not None and passive_toward(my_addrs.get(family, ""), address)
-        if not place(address, port, explicit=True):
+        if not place(address, port, explicit=True, replaces=scope):
             return
         how = f"peerIP {ps.peer_ip}" + (f" (Calico node {remote.name})" if remote is not None else "")
         out[(address, port)] = _with_peer_options(Session(
@@ -289,9 +293,12 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
         for remote in others:
             if ps.peer_selector.matches(remote.labels):
                 node_session(remote, "node-peer", peer, scope,
-                             f"BGPPeer {peer.name}: peerSelector {ps.peer_selector} picks {remote.name}")
+                             f"BGPPeer {peer.name}: peerSelector {ps.peer_selector} picks {remote.name}",
+                             replaces=scope)
 
-    # 2. global BGPPeers, then node-specific ones (client.go: a global peering wins)
+    # 2. global BGPPeers, then node-specific ones (client.go: a global peering wins over a node-specific
+    # one to the same address and port; within a pass Calico's order is Go's map order, here a later
+    # BGPPeer by name replaces an earlier one, so a peer for one node can refine a rack's)
     for global_pass in (True, False):
         for peer in ordered:
             ps = peer.spec

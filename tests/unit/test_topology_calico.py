@@ -180,3 +180,19 @@ def test_apply_names_only_what_a_nodes_configuration_sets_that_is_not_applied():
     noisy = BGPConfiguration(Metadata("node.n1"), BGPConfigurationSpec(log_severity_screen="Debug"))
     assert warning(noisy) == ("BGPConfiguration 'node.n1': stored, not acted on yet: logSeverityScreen Debug "
                               "(node 'n1': the agent's --log-level sets its logging)")
+
+
+def test_within_one_pass_a_later_bgppeer_by_name_refines_an_earlier_one():
+    """client.go updatePeersV1 emits one pass's peerings in Go's map order (unspecified); here the
+    later BGPPeer by name wins, so a peer for one node refines the rack's (its filters, its limits)."""
+    n = node("n4", "198.18.1.14/24", rack="r1")
+    peers = [peer("tor1", node_selector="rack == 'r1'", peer_ip="198.18.1.1", as_number=65101),
+             peer("tor1-with-default", node="n4", peer_ip="198.18.1.1", as_number=65101, filters=("take-default",))]
+    [s] = sessions_for(n, [n], cfg(mesh=False), peers)
+    assert (s.peer_name, s.filters) == ("tor1-with-default", ("take-default",))
+    # a reverse peering never replaces a BGPPeer's own session to that node
+    a, b = node("a", "198.18.0.1/24", rr="y"), node("b", "198.18.0.2/24")
+    own = [peer("a-to-b", node="a", peer_ip="198.18.0.2", as_number=64512, ttl_security=1),
+           peer("z-all-to-rr", node_selector="all()", peer_selector="has(rr)")]
+    [s] = sessions_for(a, [a, b], cfg(mesh=False), own)
+    assert (s.peer_name, s.ttl_security) == ("a-to-b", 1)
