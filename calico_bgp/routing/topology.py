@@ -25,7 +25,7 @@ nodeAsBGPPeers, bgp_processor.go processMeshPeers and buildPeerFromData), made e
 - localASNumber is the session's local AS. An iBGP peer (at the session's local AS) of a route
   reflector is its client unless it is a reflector of the same cluster.
 - Our addition (not Calico's): route reflectors (Node bgp.routeReflectorClusterID set) peer with
-  each other on their own, as non-clients, the lower address passive.
+  each other on their own, as non-clients; both dial, as every route-reflection session.
 """
 from __future__ import annotations
 
@@ -231,8 +231,9 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
                 continue
             session = Session(
                 peer_address=remote_addr, peer_as=remote_as, local_as=local_as, local_address=local, kind=kind,
-                # the mesh (and our reflector-to-reflector sessions): one side dials; a BGPPeer's: both
-                passive=passive_toward(local, remote_addr) if peer is None else False,
+                # the mesh: one side dials; route reflection and a BGPPeer's: both (collisions resolved
+                # by BGP, RFC 4271 6.8)
+                passive=passive_toward(local, remote_addr) if kind == "mesh" else False,
                 peer_port=port, peer_node=remote.name, rr_client=rr_client, hold_time=spec.hold_time,
                 scope=scope, source_address=local, reason=reason)
             out[(remote_addr, port)] = (_with_mesh_options(session, spec) if peer is None

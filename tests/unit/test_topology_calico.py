@@ -196,3 +196,12 @@ def test_within_one_pass_a_later_bgppeer_by_name_refines_an_earlier_one():
            peer("z-all-to-rr", node_selector="all()", peer_selector="has(rr)")]
     [s] = sessions_for(a, [a, b], cfg(mesh=False), own)
     assert (s.peer_name, s.ttl_security) == ("a-to-b", 1)
+
+
+def test_reflectors_peering_on_their_own_both_dial():
+    """Route reflection is never passive (bgp_processor.go buildPeerFromData passes only mesh/global
+    Calico nodes): our own reflector-to-reflector sessions dial from both ends too."""
+    rr1, rr2 = node("rr1", "198.18.0.8/24", cluster="1.0.0.1"), node("rr2", "198.18.0.9/24", cluster="1.0.0.1")
+    for me in (rr1, rr2):
+        [s] = sessions_for(me, [rr1, rr2], cfg(), [])
+        assert (s.kind, s.passive, s.rr_client) == ("rr-peer", False, False)
