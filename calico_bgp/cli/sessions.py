@@ -17,9 +17,10 @@ async def _cluster(g: Globals):  # noqa: ANN202 - ClusterState, imported lazily 
         return await ClusterView(client, g.keys).read_once()
 
 
-def node_sessions(cluster, name: str) -> list[dict]:  # noqa: ANN001 - ClusterState
+def node_sessions(cluster, name: str) -> tuple[list[dict], list[str]]:  # noqa: ANN001 - ClusterState
     """The rows `node sessions` prints for node `name` (none for a node without spec.bgp, as the agent
-    makes none). Raises LookupError (no such node) or TopologyError."""
+    makes none), and a warning line for each BGPPeer selecting it that makes no session. Raises
+    LookupError (no such node) or TopologyError."""
     from calico_bgp.routing import topology
     from calico_bgp.routing.session_rows import rows
 
@@ -27,11 +28,12 @@ def node_sessions(cluster, name: str) -> list[dict]:  # noqa: ANN001 - ClusterSt
     if me is None:
         raise LookupError(f"node {name!r} not found (no Node resource of that name)")
     if me.spec.bgp is None:  # as the agent: such a node has no sessions
-        return []
+        return [], [f"node {name!r} has no spec.bgp (no BGP address): it has no sessions"]
+    declined: list[str] = []
     sessions = topology.sessions_for(me, list(cluster.nodes.values()), cluster.config, cluster.peers.values(),
-                                     cluster.node_configs)
+                                     cluster.node_configs, declined)
     kept, skipped = topology.runnable(sessions)
-    return rows(kept.values(), skipped)
+    return rows(kept.values(), skipped), declined
 
 
 @click.command("sessions")
@@ -45,17 +47,16 @@ def sessions_cmd(g: Globals, name: str, output: str) -> None:
 
     cluster = run(_cluster, g)
     try:
-        found = node_sessions(cluster, name)
+        found, warnings = node_sessions(cluster, name)
     except (LookupError, TopologyError) as exc:
         fail(str(exc), EXIT_ERROR)
-    if cluster.nodes[name].spec.bgp is None:
-        click.echo(f"warning: node {name!r} has no spec.bgp (no BGP address): it has no sessions", err=True)
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
     if output == "json":
         echo_json(found)
         return
     columns = WIDE if output == "wide" else TABLE
-    headers = [c for c in columns]
-    click.echo(table([cells(r, columns) for r in found], [_HEADERS.get(h, h.upper()) for h in headers]))
+    click.echo(table([cells(r, columns) for r in found], [_HEADERS.get(c, c.upper()) for c in columns]))
 
 
 _HEADERS = {"peerIP": "PEER", "asNumber": "AS", "localAS": "LOCAL-AS", "rrClient": "RR-CLIENT",

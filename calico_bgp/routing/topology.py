@@ -173,9 +173,11 @@ class Skipped:
 
 
 def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peers: Iterable[BGPPeer],
-                 node_configs: Mapping[str, BGPConfiguration] | None = None) -> list[Session]:
+                 node_configs: Mapping[str, BGPConfiguration] | None = None,
+                 declined: list[str] | None = None) -> list[Session]:
     """The sessions `me` must have, sorted by peer address then port. `node_configs`: the per-node
-    BGPConfigurations by node name."""
+    BGPConfigurations by node name. `declined`, when given, gets one line for each BGPPeer with a
+    peerIP that selects `me` and makes no session, saying why."""
     my_addrs = node_addresses(me)
     if not my_addrs:
         raise TopologyError(f"node {me.name} has no bgp.ipv4Address or bgp.ipv6Address")
@@ -252,6 +254,10 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
 
     ordered = sorted(peers, key=lambda p: p.name)
 
+    def decline(peer: BGPPeer, why: str) -> None:
+        if declined is not None:
+            declined.append(f"BGPPeer {peer.name}: no session: {why}")
+
     def peer_ip_session(peer: BGPPeer, scope: str) -> None:
         ps = peer.spec
         address, port = ps.peer_address, ps.peer_port
@@ -261,8 +267,9 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
             return  # ourselves
         peer_as = ps.as_number
         if peer_as is None:
-            if remote is None:
-                return  # without asNumber, only a Calico node's address makes a session (at its AS)
+            if remote is None:  # without asNumber, only a Calico node's address makes a session (at its AS)
+                decline(peer, f"peerIP {ps.peer_ip} without asNumber is no Calico node's address")
+                return
             peer_as = node_as(remote, config)
         if port is None:
             # client.go updatePeersV1: a Calico node's address (and AS) is dialled on its listenPort
@@ -272,6 +279,8 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
         if ps.source_address not in ("UseNodeIP", "None"):
             local = ps.source_address
         if local is None or address == local:
+            decline(peer, f"node {me.name} has no IPv{family[-1]} address for peerIP {ps.peer_ip}" if local is None
+                    else f"peerIP {ps.peer_ip} is this node's own sourceAddress")
             return
         local_as = ps.local_as_number or my_as
         # bgp_processor.go buildPeerFromData: only a global peer that is a Calico node is passive

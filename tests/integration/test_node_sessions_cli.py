@@ -103,3 +103,24 @@ def test_the_readme_example_shows_what_it_says(cli):
     out = cli("node", "sessions", "--name", "rack1-n1")
     assert out.exit_code == 0, out.stderr
     assert out.stdout == expected
+
+
+def test_node_sessions_warns_of_a_peer_that_selects_the_node_and_makes_no_session(cli):
+    extra = """
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: nobody}
+spec: {peerIP: 198.18.0.99}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: v6-tor}
+spec: {node: n2, peerIP: '2001:db8::1', asNumber: 65001}
+"""
+    assert cli("apply", "-f", "-", input=RACK + "---" + extra).exit_code == 0
+    out = cli("node", "sessions", "--name", "n2", "-o", "json")
+    assert out.exit_code == 0
+    assert out.stderr.splitlines() == [
+        "warning: BGPPeer nobody: no session: peerIP 198.18.0.99 without asNumber is no Calico node's address",
+        "warning: BGPPeer v6-tor: no session: node n2 has no IPv6 address for peerIP 2001:db8::1"]
+    assert "198.18.0.99" not in {r["peerIP"] for r in json.loads(out.stdout)}

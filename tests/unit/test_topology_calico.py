@@ -205,3 +205,11 @@ def test_reflectors_peering_on_their_own_both_dial():
     for me in (rr1, rr2):
         [s] = sessions_for(me, [rr1, rr2], cfg(), [])
         assert (s.kind, s.passive, s.rr_client) == ("rr-peer", False, False)
+
+
+def test_a_peer_that_makes_no_session_says_why_when_asked():
+    declined: list[str] = []
+    peers = [peer("ext", peer_ip="198.18.0.99"), peer("v6", peer_ip="2001:db8::99", as_number=65001)]
+    assert sessions_for(N10, [N10], cfg(mesh=False), peers, declined=declined) == []
+    assert declined == ["BGPPeer ext: no session: peerIP 198.18.0.99 without asNumber is no Calico node's address",
+                        "BGPPeer v6: no session: node n10 has no IPv6 address for peerIP 2001:db8::99"]
