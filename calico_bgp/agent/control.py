@@ -51,6 +51,7 @@ class ControlLoop:
         self._judged: policy_scope.PolicyInputs | None = None
         self._judged_rib: Rib | None = None
         self._judged_peers: dict[str, Peer] = {}
+        self._skipped: set[tuple[str, int]] = set()  # sessions to an address already run on another port
 
     def poke(self) -> None:
         """Sync again without a datastore change (a peer held idle must leave the neighbours)."""
@@ -103,8 +104,13 @@ class ControlLoop:
                                                                    state.rib.received())
             await self.released(released)
 
-        sessions = {s.peer_address: s for s in topology.sessions_for(me, list(cluster.nodes.values()), cfg,
-                                                                      cluster.peers.values())}
+        sessions, skipped = topology.runnable(topology.sessions_for(
+            me, list(cluster.nodes.values()), cfg, cluster.peers.values(), cluster.node_configs))
+        for sk in skipped:  # `node sessions` shows these too, with the same reason
+            if sk.session.key not in self._skipped:
+                event(log, "session_skipped", logging.WARNING, peer=sk.session.peer_address,
+                      port=sk.session.peer_port, reason=sk.why)
+        self._skipped = {sk.session.key for sk in skipped}
         configured, held = await self._neighbors(sessions, cluster, local)
         for gone in set(state.sessions) - set(sessions):
             if state.forget_peer(gone, trio.current_time()):
@@ -177,12 +183,12 @@ class ControlLoop:
         files = await trio.to_thread.run_sync(read_password_files, wanted) if any(
             s.password is not None and s.password.file for s in wanted) else {}
         out: dict[str, Neighbor] = {}
+        port = topology.listen_port(self.name, cluster.config, cluster.node_configs)  # ours, or node.<name>'s
         for s in sessions.values():
             if s.peer_address in state.session_errors:
                 continue
             try:
-                n = neighbor_for(s, local.router_id, cluster.config.spec.listen_port,
-                                 cluster.secrets, files)
+                n = neighbor_for(s, local.router_id, port, cluster.secrets, files)
                 out[n.key] = n
             except ValueError as exc:
                 event(log, "bad_session", logging.ERROR, peer=s.peer_address, reason=str(exc), action="skip")
@@ -216,7 +222,9 @@ class ControlLoop:
     async def export(self) -> None:
         """Announce what we originate to each peer, through its export filters; send only the difference."""
         state = self.state
-        tagged = bgpfilter.advertised_communities(state.cluster.config.spec, state.own) if state.cluster else {}
+        cluster = state.cluster
+        tagged = bgpfilter.advertised_communities(  # the node's own prefixAdvertisements, else the cluster's
+            topology.advertising_spec(self.name, cluster.config, cluster.node_configs), state.own) if cluster else {}
         want_all = {addr: bgpfilter.export_routes(state.own, self.filters_of(addr), s.ibgp, s.local_as, tagged)
                     for addr, s in state.sessions.items() if addr in state.configured}
         batches = bgpfilter.plan_exports(state.exported, want_all)

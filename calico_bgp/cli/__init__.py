@@ -4,6 +4,7 @@
     resources.py  apply -f / get / delete, in the style of calicoctl
     ipam.py       ipam allocate / release / show / check
     node.py       node run: the agent
+    sessions.py   node sessions: the sessions a node gets, from etcd, before anything runs
     status.py     status, routes: what the agents publish
     events.py     events: each node's event ring
     secret.py     secret set / list / delete (BGP passwords)

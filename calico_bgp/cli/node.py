@@ -1,4 +1,4 @@
-"""`node run`: the node agent, in the foreground, until a signal."""
+"""`node run`: the node agent, in the foreground, until a signal; `node sessions` lives in sessions.py."""
 from __future__ import annotations
 
 import gc
@@ -18,9 +18,22 @@ def register(main: click.Group) -> None:
     main.add_command(node)
 
 
-@click.group()
+class NodeCommands(click.Group):
+    """`node run` here; `node sessions` in sessions.py, imported only when it is used (or listed)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | {"sessions"})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "sessions" and cmd_name not in self.commands:
+            from calico_bgp.cli.sessions import sessions_cmd
+            self.add_command(sessions_cmd)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=NodeCommands)
 def node() -> None:
-    """Run this host's node agent."""
+    """Run this host's node agent; show the sessions a node gets."""
 
 
 @node.command("run")

@@ -1,7 +1,8 @@
 """BGPConfiguration: the cluster's BGP settings ('default'): AS, the node-to-node mesh, timers, communities
-and the prefixes that carry them, flap damping, origin validation. A node's own ('node.<name>') is
-validated and stored, not applied yet; Calico's service advertisement, bindMode, ignoredInterfaces and
-programClusterRoutes likewise (pending.py names them at apply)."""
+and the prefixes that carry them, flap damping, origin validation. A node's own ('node.<name>') sets
+that node's listenPort (what it listens on, and what every other node dials it on) and its
+prefixAdvertisements (in place of the cluster's), as confd applies them; its other fields are stored. Calico's service advertisement, bindMode, ignoredInterfaces and programClusterRoutes are
+validated and stored (pending.py names what is not acted on at apply)."""
 from __future__ import annotations
 
 import re

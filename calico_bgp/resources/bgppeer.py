@@ -103,8 +103,8 @@ class BGPPeerSpec:
             if self.as_number is not None:
                 raise bad("asNumber", self.as_number,
                            "a peerSelector peer takes each remote node's AS; asNumber must be empty")
-        # calicoctl takes a peer with neither peerIP nor peerSelector, and a peerIP without asNumber (a
-        # Calico node's address: its AS is the node's); both are stored and make no session here yet
+        # calicoctl takes a peer with neither peerIP nor peerSelector (stored, it makes no session), and a
+        # peerIP without asNumber (a Calico node's address: its AS is the node's, routing/topology.py)
         # as projectcalico/api's BGPPeer validation (its validation tests: TestBGPPeer_Validation)
         if self.keep_original_next_hop and self.next_hop_mode:
             raise bad("nextHopMode", self.next_hop_mode, "keepOriginalNextHop and nextHopMode cannot both be set")
@@ -127,8 +127,9 @@ class BGPPeerSpec:
 
     @property
     def makes_sessions(self) -> bool:
-        """Whether this peer is acted on here: a peerSelector, or a peerIP with its asNumber."""
-        return self.peer_selector is not None or bool(self.peer_ip and self.as_number is not None)
+        """Whether this peer can make a session: a peerSelector, or a peerIP (without asNumber, only
+        when it is a Calico node's address: routing/topology.py decides)."""
+        return self.peer_selector is not None or bool(self.peer_ip)
 
     @property
     def peer_address(self) -> str:

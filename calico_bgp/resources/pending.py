@@ -39,8 +39,9 @@ def _node(r: Node) -> list[str]:
 
 def _bgpconfig(r: BGPConfiguration) -> list[str]:
     s, out = r.spec, []
-    if r.node:
-        out.append(f"the whole resource (per-node configuration for node {r.node!r} is not applied yet)")
+    # listenPort and prefixAdvertisements are applied per node (routing/topology.py)
+    if r.node and s.log_severity_screen != "Info":
+        out.append(f"logSeverityScreen {s.log_severity_screen} (node {r.node!r}: the agent's --log-level sets its logging)")
     services = [f for f, v in (("serviceClusterIPs", s.service_cluster_ips),
                                ("serviceExternalIPs", s.service_external_ips),
                                ("serviceLoadBalancerIPs", s.service_load_balancer_ips)) if v]
@@ -61,12 +62,8 @@ def _bgppeer(r: BGPPeer) -> list[str]:
     s, out = r.spec, []
     if s.peer_selector is None and not s.peer_ip:
         out.append("neither peerIP nor peerSelector (no session is made)")
-    elif s.peer_ip and s.as_number is None:
-        out.append("peerIP without asNumber (a Calico node's AS is not looked up yet: no session is made)")
-    # Calico's defaults (ttlSecurity 0, nextHopMode and reversePeering Auto) ask for nothing: not named
+    # Calico's defaults (ttlSecurity 0, nextHopMode Auto) ask for nothing: not named
     given = [f for f, v, default in (("ttlSecurity", s.ttl_security, 0), ("nextHopMode", s.next_hop_mode, "Auto"),
-                                     ("localASNumber", s.local_as_number, None),
-                                     ("reversePeering", s.reverse_peering, "Auto"),
                                      ("localWorkloadSelector", s.local_workload_selector, None))
              if v not in (None, "", default)]
     if given:

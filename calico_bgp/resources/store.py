@@ -127,6 +127,8 @@ class ResourceStore:
         For watchers: a WatchEvent's key tells which resource changed."""
         if key == self.keys.config():
             return BGPConfiguration, "default"
+        if key.startswith(self.keys.config() + "/node.") and "/" not in key[len(self.keys.config()) + 1:]:
+            return BGPConfiguration, key[len(self.keys.config()) + 1:]  # a node's own: 'node.<name>'
         for cls in (IPPool, Node, BGPPeer, BGPFilter, PolicyFilter, BFDConfiguration):
             prefix = self.collection(cls)
             if key.startswith(prefix) and "/" not in key[len(prefix):] and key != prefix:

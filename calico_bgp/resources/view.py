@@ -47,6 +47,7 @@ class ClusterState:
     corrupt: dict[str, str]               # key -> why it was left out
     secrets: dict[str, dict[str, str]] = attrs.field(factory=dict, repr=False)  # never logged
     bfd_configs: dict[str, BFDConfiguration] = attrs.field(factory=dict)
+    node_configs: dict[str, BGPConfiguration] = attrs.field(factory=dict)  # 'node.<name>' by node name
 
 
 _COLLECTIONS = {Node: "nodes", IPPool: "pools", BGPPeer: "peers",
@@ -59,7 +60,8 @@ class ClusterView:
         self.keys = keys
         self.store = ResourceStore(client, keys)
         self.revision = 0
-        self._values: dict[str, dict[str, Any]] = {name: {} for name in (*_COLLECTIONS.values(), "blocks", "secrets")}
+        self._values: dict[str, dict[str, Any]] = {
+            name: {} for name in (*_COLLECTIONS.values(), "blocks", "secrets", "node_configs")}
         self._config: BGPConfiguration = BGPConfiguration()
         self._corrupt: dict[str, str] = {}
         self._changed = trio.Event()
@@ -74,7 +76,13 @@ class ClusterView:
         peers = {n: p for n, p in v["peers"].items() if p.spec.makes_sessions}
         return ClusterState(self.revision, self._config, dict(v["nodes"]), dict(v["pools"]), peers,
                             dict(v["filters"]), dict(v["policies"]), dict(v["blocks"]), dict(self._corrupt),
-                            dict(v["secrets"]), dict(v["bfd_configs"]))
+                            dict(v["secrets"]), dict(v["bfd_configs"]), dict(v["node_configs"]))
+
+    async def read_once(self) -> ClusterState:
+        """Everything as it is now, from one range of the prefix (no watch): what `node sessions` reads."""
+        snap = await self.client.range(self.keys.prefix.rstrip("/") + "/")
+        self._load(snap.kvs, snap.revision)
+        return self.snapshot()
 
     async def changed(self) -> None:
         """Return once something changed since the last call returned."""
@@ -133,7 +141,9 @@ class ClusterView:
         if found is None:
             return None
         cls, name = found
-        return ("config", "") if cls is BGPConfiguration else (_COLLECTIONS[cls], name)
+        if cls is BGPConfiguration:
+            return ("config", "") if name == "default" else ("node_configs", name.removeprefix("node."))
+        return (_COLLECTIONS[cls], name)
 
     def _apply(self, kv: KeyValue | None, key: str) -> bool:
         """Apply one put (kv) or delete (kv None); True when it matters to the agent."""
@@ -154,12 +164,16 @@ class ClusterView:
         if found is None:
             return False  # status keys, affinities, handles: not the agent's input
         cls, name = found
+        if cls is BGPConfiguration and name != "default":  # a node's own ('node.<name>')
+            cls, bucket, name = None, "node_configs", name.removeprefix("node.")
+        else:
+            bucket = "" if cls is BGPConfiguration else _COLLECTIONS[cls]
         if kv is None:
             self._corrupt.pop(key, None)
             if cls is BGPConfiguration:
                 self._config = BGPConfiguration()
                 return True
-            return self._values[_COLLECTIONS[cls]].pop(name, None) is not None
+            return self._values[bucket].pop(name, None) is not None
         try:
             resource = self.store.decode(kv)
         except CorruptValue as exc:
@@ -169,7 +183,7 @@ class ClusterView:
         if cls is BGPConfiguration:
             self._config = resource
         else:
-            self._values[_COLLECTIONS[cls]][name] = resource
+            self._values[bucket][name] = resource
         return True
 
     def _apply_secret(self, kv: KeyValue | None, key: str) -> bool:

@@ -121,11 +121,10 @@ def test_a_peer_calicoctl_takes_is_taken_and_told_what_is_not_done():
     bare, no_as = load_documents(f"{V3}kind: BGPPeer\nmetadata: {{name: a}}\nspec: {{node: later}}\n---\n"
                                  f"{V3}kind: BGPPeer\nmetadata: {{name: b}}\nspec: {{peerIP: 198.18.0.9, "
                                  "ttlSecurity: 1, nextHopMode: Self, localASNumber: 65001, reversePeering: Manual}\n")
-    assert not bare.spec.makes_sessions and not no_as.spec.makes_sessions
+    # a peerIP without asNumber makes a session when it is a Calico node's address (routing/topology.py)
+    assert not bare.spec.makes_sessions and no_as.spec.makes_sessions
     assert warning(bare) == "BGPPeer 'a': stored, not acted on yet: neither peerIP nor peerSelector (no session is made)"
-    assert warning(no_as) == ("BGPPeer 'b': stored, not acted on yet: peerIP without asNumber (a Calico node's AS is "
-                              "not looked up yet: no session is made); ttlSecurity, nextHopMode, localASNumber, "
-                              "reversePeering")
+    assert warning(no_as) == "BGPPeer 'b': stored, not acted on yet: ttlSecurity, nextHopMode"
     (defaults,) = load_documents(f"{V3}kind: BGPPeer\nmetadata: {{name: c}}\nspec: {{peerIP: 198.18.0.9, "
                                  "asNumber: 65001, ttlSecurity: 0, nextHopMode: Auto, reversePeering: Auto}\n")
     assert warning(defaults) is None  # Calico's defaults ask for nothing not done
@@ -141,9 +140,8 @@ def test_calico_fields_of_each_kind_are_stored_round_trip_and_warned_once():
     pool, config, filt = load_documents(text)
     assert warning(pool) == ("IPPool 'p': stored, not acted on yet: ipipMode CrossSubnet (no tunnels: this project "
                              "routes natively); natOutgoing (no masquerade yet)")
-    assert warning(config) == ("BGPConfiguration 'node.n1': stored, not acted on yet: the whole resource (per-node "
-                               "configuration for node 'n1' is not applied yet); bindMode NodeIP (the speaker listens "
-                               "on every address); ignoredInterfaces (every interface's routes are considered)")
+    assert warning(config) == ("BGPConfiguration 'node.n1': stored, not acted on yet: bindMode NodeIP (the speaker "
+                               "listens on every address); ignoredInterfaces (every interface's routes are considered)")
     assert warning(filt) is None  # every BGPFilter field is acted on (routing/bgpfilter.py)
     assert to_document(filt)["spec"]["exportV4"][0] == {
         "action": "Accept", "source": "RemotePeers", "operations": [{"addCommunity": {"value": "65000:1"}}]}

@@ -41,20 +41,35 @@ def test_a_resync_keeps_the_last_good_value_of_a_key_that_no_longer_decodes():
     assert view.snapshot().pools == {"more": other} and not view.snapshot().blocks
 
 
-def test_the_agent_sees_only_peers_that_make_sessions_and_never_a_nodes_bgp_configuration():
+def test_the_agent_sees_peers_that_can_make_sessions_and_a_nodes_bgp_configuration_apart():
     keys = Keys("/t/calico-bgp/v1")
     view = ClusterView(None, keys)
     peers = {name: model.from_dict(BGPPeer, {"metadata": {"name": name}, "spec": spec}, where="t") for name, spec in (
         ("tor", {"peerIP": "198.18.0.254", "asNumber": 65000}),
         ("rr", {"peerSelector": "has(rr)"}),
         ("bare", {"node": "later"}),                      # neither peerIP nor peerSelector: stored only
-        ("calico-node", {"peerIP": "198.18.0.9"}))}       # no asNumber: stored only
+        ("calico-node", {"peerIP": "198.18.0.9"}))}       # no asNumber: a Calico node's AS (topology)
     node_config = BGPConfiguration(model.Metadata("node.n1"), BGPConfigurationSpec(as_number=65009))
     view._load([kv(view.store.key(BGPPeer, n), model.encode(p)) for n, p in peers.items()]
                + [kv(view.store.key(BGPConfiguration, "node.n1"), model.encode(node_config))], 1)
     snap = view.snapshot()
-    assert set(snap.peers) == {"tor", "rr"}
+    assert set(snap.peers) == {"tor", "rr", "calico-node"}
+    # a node's own configuration never stands in for the cluster's: it is that node's, by node name
     assert snap.config == BGPConfiguration() and not snap.corrupt
+    assert snap.node_configs == {"n1": node_config}
+
+
+def test_a_watch_event_for_a_nodes_bgp_configuration_changes_that_node_only():
+    keys = Keys("/t/calico-bgp/v1")
+    view = ClusterView(None, keys)
+    key = view.store.key(BGPConfiguration, "node.n1")
+    own = BGPConfiguration(model.Metadata("node.n1"), BGPConfigurationSpec(listen_port=1790))
+    assert view._apply(kv(key, model.encode(own)), key) is True
+    assert view.snapshot().node_configs == {"n1": own} and view.snapshot().config == BGPConfiguration()
+    assert view._apply(kv(key, b"{not json"), key) is False  # corrupt: the last good value stays
+    assert view.snapshot().node_configs == {"n1": own} and key in view.snapshot().corrupt
+    assert view._apply(None, key) is True
+    assert view.snapshot().node_configs == {} and not view.snapshot().corrupt
 
 
 def test_every_key_the_view_reads_sorts_before_the_status_documents_it_does_not_watch():
