@@ -139,7 +139,7 @@ def test_calico_fields_of_each_kind_are_stored_round_trip_and_warned_once():
             "operations: [{addCommunity: {value: '65000:1'}}]}\n  - {action: Reject}\n")
     pool, config, filt = load_documents(text)
     assert warning(pool) == ("IPPool 'p': stored, not acted on yet: ipipMode CrossSubnet (no tunnels: this project "
-                             "routes natively); natOutgoing (no masquerade yet)")
+                             "routes natively)")  # natOutgoing is done: dataplane/nat
     assert warning(config) == ("BGPConfiguration 'node.n1': stored, not acted on yet: bindMode NodeIP (the speaker "
                                "listens on every address); ignoredInterfaces (every interface's routes are considered)")
     assert warning(filt) is None  # every BGPFilter field is acted on (routing/bgpfilter.py)
