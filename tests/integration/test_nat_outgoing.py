@@ -62,6 +62,31 @@ def _skip_reason(mode: str) -> str | None:
     return None
 
 
+def sources_seen(src_ns: str, src: str, dst_ns: str, dst: str, port: int = PORT) -> set[str]:
+    """The source addresses a UDP sink in `dst_ns` sees for half a second of datagrams sent from `src`
+    in `src_ns` to `dst` (tests/integration/traffic.py's sink and send)."""
+    sink = subprocess.Popen(["ip", "netns", "exec", dst_ns, sys.executable, "-m", "tests.integration.traffic",
+                             "sink", str(port)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+        send = subprocess.Popen(["ip", "netns", "exec", src_ns, sys.executable, "-m", "tests.integration.traffic",
+                                 "send", src, dst, str(port), "50"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            assert send.stdout is not None and send.stdout.readline().strip() == "ready"
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                send.wait(0.5)
+        finally:
+            send.send_signal(signal.SIGTERM)
+            send.communicate(timeout=10)
+        sink.send_signal(signal.SIGTERM)
+        out, _ = sink.communicate(timeout=10)
+    finally:
+        if sink.poll() is None:
+            sink.kill()
+            sink.wait()
+    return set(json.loads(out.strip().splitlines()[-1])["counts"])
+
+
 @attrs.define
 class Lab:
     mode: str
@@ -72,27 +97,7 @@ class Lab:
 
     def sources(self, dst: str) -> set[str]:
         """The source addresses the far side sees for a burst of UDP from the workload to `dst`."""
-        sink = subprocess.Popen(["ip", "netns", "exec", self.far, sys.executable, "-m", "tests.integration.traffic",
-                                 "sink", str(PORT)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        try:
-            assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
-            src = W6 if ":" in dst else W4
-            send = subprocess.Popen(["ip", "netns", "exec", self.wl, sys.executable, "-m", "tests.integration.traffic",
-                                     "send", src, dst, str(PORT), "50"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-            try:
-                assert send.stdout is not None and send.stdout.readline().strip() == "ready"
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    send.wait(0.5)
-            finally:
-                send.send_signal(signal.SIGTERM)
-                send.communicate(timeout=10)
-            sink.send_signal(signal.SIGTERM)
-            out, _ = sink.communicate(timeout=10)
-        finally:
-            if sink.poll() is None:
-                sink.kill()
-                sink.wait()
-        return set(json.loads(out.strip().splitlines()[-1])["counts"])
+        return sources_seen(self.wl, W6 if ":" in dst else W4, self.far, dst)
 
     def pings(self, dst: str) -> bool:
         return sh("ping", "-c", "1", "-W", "2", dst, ns=self.wl, check=False).returncode == 0
