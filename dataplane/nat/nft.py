@@ -166,7 +166,14 @@ class NftNat:
         cur = self.state()
         if cur == wanted(nat):
             return False
-        self._run(["-f", "-"], stdin=render(nat, cur))
+        try:
+            self._run(["-f", "-"], stdin=render(nat, cur))
+        except NatError:
+            if not cur.exists:
+                raise
+            # something of ours nft will not change in place (a set remade with other flags): the
+            # whole table replaced, in one transaction all the same
+            self._run(["-f", "-"], stdin=f"delete table inet {TABLE}\n" + render(nat, NftNatState()))
         event(log, "nft_nat_applied", families=",".join(map(str, nat.versions)),
               repaired=cur.exists, masquerade=",".join(map(str, nat.masquerade)))
         return True
