@@ -164,6 +164,20 @@ class IptNat:
         cur = self.state()
         if cur == wanted(nat):
             return False
+        try:
+            self._write(nat, cur)
+        except NatError:
+            if not cur.sets and not cur.chains:
+                raise
+            # something of ours the tools will not change in place (a set remade as another type):
+            # our chains and sets removed, then made again
+            self._write(NatSet(), cur)
+            self._write(nat, IptNatState())
+        event(log, "ipt_nat_applied" if not nat.empty else "ipt_nat_removed",
+              families=",".join(map(str, nat.versions)) or "-", masquerade=",".join(map(str, nat.masquerade)) or "-")
+        return True
+
+    def _write(self, nat: NatSet, cur: IptNatState) -> None:
         before, after = ipset_script(nat, cur.sets)
         if before:
             self._run([self.ipset, "restore"], stdin="\n".join(before) + "\n")
@@ -176,9 +190,6 @@ class IptNat:
                 self._run([f"{self.tools[v]}-restore", "--noflush"], stdin=script)
         if after:
             self._run([self.ipset, "restore"], stdin="\n".join(after) + "\n")
-        event(log, "ipt_nat_applied" if not nat.empty else "ipt_nat_removed",
-              families=",".join(map(str, nat.versions)) or "-", masquerade=",".join(map(str, nat.masquerade)) or "-")
-        return True
 
     def remove(self) -> bool:
         return self.apply(NatSet())
