@@ -142,8 +142,8 @@ class ControlLoop:
 
         for peer in list(sessions):  # a limit added or lowered applies to what the peer already sent
             await self.sessions.check_max_prefixes(peer)
-        state.own = desired.announcements(self.name, cluster.blocks, pools) | \
-            advertise_services.service_prefixes(cfg.spec, me.labels, pools)
+        state.own = desired.announcements(self.name, cluster.blocks, pools)
+        state.own |= advertise_services.service_prefixes(cfg.spec, me.labels, pools)  # serviceClusterIPs, ...
         usage, state.borrowed = desired.pool_usage(self.name, cluster.blocks, pools)
         state.pool_usage = dict(usage)
         await self.export()
