@@ -44,8 +44,8 @@ def _bgpconfig(r: BGPConfiguration) -> list[str]:
                                ("serviceExternalIPs", s.service_external_ips),
                                ("serviceLoadBalancerIPs", s.service_load_balancer_ips)) if v]
     if services:  # the CIDRs are announced (routing/advertise_services.py); what Kubernetes adds is not
-        out.append(f"{', '.join(services)} (each CIDR is announced whole from every node; addresses of single "
-                   "Kubernetes Services are not: a bare-metal node has none)")
+        out.append(f"{', '.join(services)}: the routes to single Kubernetes Services (a bare-metal node has "
+                   "none; the CIDRs themselves are announced from every node)")
     # which pools' routes the BGP daemon programs into the kernel; the rest is felix's, and there is no
     # felix here: calico-bgp programs every pool's routes whatever it says (IPIP pools are warned about)
     if s.program_cluster_routes in ("Disabled", "EnabledIPIPOnly"):

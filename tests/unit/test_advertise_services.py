@@ -56,9 +56,9 @@ def test_apply_says_exactly_what_is_not_done():
     from calico_bgp.resources.pending import warning
 
     assert warning(config(serviceClusterIPs=[{"cidr": "198.18.200.0/24"}], serviceLoadBalancerIPs=[{}])) == (
-        "BGPConfiguration 'default': stored, not acted on yet: serviceClusterIPs, serviceLoadBalancerIPs (each "
-        "CIDR is announced whole from every node; addresses of single Kubernetes Services are not: a bare-metal "
-        "node has none)")
+        "BGPConfiguration 'default': stored, not acted on yet: serviceClusterIPs, serviceLoadBalancerIPs: the "
+        "routes to single Kubernetes Services (a bare-metal node has none; the CIDRs themselves are announced "
+        "from every node)")
     # programClusterRoutes: only the values that hand no-encap pools' routes to Felix ask for something
     for value in ("Enabled", "EnabledNoEncapOnly"):
         assert warning(config(programClusterRoutes=value)) is None
