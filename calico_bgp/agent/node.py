@@ -94,7 +94,8 @@ class NodeAgent:
         from calico_bgp.agent.policy import NatReconciler
         from dataplane.nat.engine import NatEngine
 
-        self.nat = NatReconciler(NatEngine())  # IPPool natOutgoing, in the filters' netfilter tool
+        # IPPool natOutgoing, in the filters' netfilter tool
+        self.nat = NatReconciler(NatEngine(state_dir=Path(opts.state_dir) / "nat"))
         self.sessions = SessionEvents(self.state, self.speaker, self.events, self.metrics, self.kernel,
                                       opts.grace_timeout, self.publisher.mark_dirty, lambda: self.control.poke())
         self.bfd = BfdAgent(self.state, self.sessions, self.speaker, self.events, self.metrics,

@@ -169,3 +169,47 @@ def test_the_reconciler_applies_repairs_and_keeps_what_is_there_on_failure():
     assert trio.run(main) == ["applied", None, "repaired", None, "applied", None]
     assert rec.last_error is None and engine.kernel.empty
     assert len(engine.calls) == 5     # once removed, an empty NatSet is not looked for again
+
+
+class FakeBackend:
+    def __init__(self, mode: str, log: list) -> None:
+        self.mode, self.log = mode, log
+
+    def apply(self, nat: NatSet) -> bool:
+        self.log.append((self.mode, "apply"))
+        return True
+
+    def remove(self) -> bool:
+        self.log.append((self.mode, "remove"))
+        return False
+
+
+def _engine(tmp_path, monkeypatch, log: list):
+    from dataplane.nat import engine as nat_engine
+
+    monkeypatch.setattr(nat_engine.NftNat, "available", staticmethod(lambda nft="nft": True))
+    monkeypatch.setattr(nat_engine.IptNat, "available", staticmethod(lambda iptables="iptables", ipset="ipset": True))
+    e = nat_engine.NatEngine(state_dir=tmp_path)
+    e._backends = {m: FakeBackend(m, log) for m in ("nft", "iptables")}
+    return e
+
+
+def test_the_state_dir_spares_a_node_without_nat_every_tool_and_a_restart_the_sweep(tmp_path, monkeypatch):
+    log: list = []
+    e = _engine(tmp_path, monkeypatch, log)
+    assert e.apply(NatSet()) is False and log == []          # never masqueraded: nothing run
+    e.apply(NS, prefer="xdp")
+    assert log == [("nft", "apply"), ("iptables", "remove")]  # first apply: the other mode swept
+    assert (tmp_path / "nat-mode.json").exists()
+    log.clear()
+    again = _engine(tmp_path, monkeypatch, log)               # a restart, same mode: that mode alone
+    assert again.mode == "nft"
+    again.apply(NS, prefer="nft")
+    assert log == [("nft", "apply")]
+    log.clear()
+    again.apply(NS, prefer="iptables")                        # the filters moved: NAT follows
+    assert log == [("iptables", "apply"), ("nft", "remove")]
+    log.clear()
+    again.apply(NatSet())
+    assert set(log) == {("nft", "remove"), ("iptables", "remove")}
+    assert not (tmp_path / "nat-mode.json").exists()
