@@ -91,7 +91,7 @@ class NodeAgent:
             state_dir = Path(opts.state_dir)
             self.policy = PolicyFilterReconciler(
                 FilterEngine(opts.filter_mode, pin_root=state_dir / "bpf", state_dir=state_dir / "filters"), self.metrics)
-        from calico_bgp.agent.policy import NatReconciler
+        from calico_bgp.agent.nat import NatReconciler
         from dataplane.nat.engine import NatEngine
 
         # IPPool natOutgoing, in the filters' netfilter tool

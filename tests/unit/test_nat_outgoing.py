@@ -8,7 +8,7 @@ import ipaddress
 import pytest
 import trio
 
-from calico_bgp.agent.policy import NatReconciler
+from calico_bgp.agent.nat import NatReconciler
 from calico_bgp.resources import model
 from calico_bgp.resources.ippool import IPPool
 from calico_bgp.routing.nat_outgoing import nat_set
