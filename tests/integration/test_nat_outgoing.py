@@ -217,3 +217,26 @@ def test_a_mode_change_moves_the_nat_without_leaving_the_old_one(lab: Lab):
 def test_empty_natset_on_a_clean_node_changes_nothing(lab: Lab):
     assert lab.engine.apply(NatSet(), prefer=lab.mode) is False
     assert lab.engine.mode is None
+
+
+def test_policy_show_names_the_nat_mode_and_counts_what_it_masqueraded(lab: Lab, tmp_path):
+    from click.testing import CliRunner
+
+    from calico_bgp.cli import main
+
+    engine = NatEngine(netns=lab.node, state_dir=tmp_path / "nat")      # as the agent makes it
+    args = ["policy", "show", "--netns", lab.node, "--state-dir", str(tmp_path / "filters"),
+            "--nat-state-dir", str(tmp_path / "nat")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and "nat: none (no pool has natOutgoing)" in r.output, r.output
+    try:
+        engine.apply(nat_set(POOLS), prefer=lab.mode)
+        assert lab.sources(FAR4) == {N4} and lab.sources(FAR6) == {N6}
+        r = CliRunner().invoke(main, [*args, "-o", "json"])
+        assert r.exit_code == 0, r.output
+        nat = json.loads(r.output)["nat"]
+        assert nat["mode"] == lab.mode and nat["masqueraded"]["4"] >= 1 and nat["masqueraded"]["6"] >= 1
+        r = CliRunner().invoke(main, args)
+        assert f"nat: {lab.mode} (connections masqueraded: IPv4 " in r.output
+    finally:
+        engine.remove()
