@@ -21,7 +21,7 @@ from calico_bgp.agent.state import AgentState
 from calico_bgp.resources.bgpfilter import BGPFilter
 from calico_bgp.resources.ippool import IPPool
 from calico_bgp.resources.view import ClusterState, ClusterView
-from calico_bgp.routing import bgpfilter, desired, martians, policy_scope, route_refresh, topology
+from calico_bgp.routing import advertise_services, bgpfilter, desired, martians, policy_scope, route_refresh, topology
 from calico_bgp.routing.damping import DampingChange, DampingParams
 from calico_bgp.routing.origin import OriginIndex
 from calico_bgp.routing.path import LocalSpeaker, Peer
@@ -143,6 +143,7 @@ class ControlLoop:
         for peer in list(sessions):  # a limit added or lowered applies to what the peer already sent
             await self.sessions.check_max_prefixes(peer)
         state.own = desired.announcements(self.name, cluster.blocks, pools)
+        state.own |= advertise_services.service_prefixes(cfg.spec, me.labels, pools)  # serviceClusterIPs, ...
         usage, state.borrowed = desired.pool_usage(self.name, cluster.blocks, pools)
         state.pool_usage = dict(usage)
         await self.export()

@@ -3,7 +3,7 @@
     cluster view (etcd watch) --> control.ControlLoop: sessions, neighbours, import policy, exports
     speaker events (ExaBGP)   --> session_events.SessionEvents: intake -> damping -> RIB -> reflection
     RIB + local blocks        --> kernel_writer.KernelWriter: the route programmer (coalesced batches)
-    timers                    --> upkeep.Upkeep: grace, damping, stale routes, repairs, memory, IPAM, filters
+    timers                    --> upkeep.Upkeep: grace, damping, stale routes, repairs, memory, IPAM, filters, NAT
     everything                --> status/<node> (StatusPublisher, from a snapshot) and the metrics collector
 
 What the agent knows is one AgentState the jobs share; decisions live in pure modules (routing/,
@@ -91,6 +91,11 @@ class NodeAgent:
             state_dir = Path(opts.state_dir)
             self.policy = PolicyFilterReconciler(
                 FilterEngine(opts.filter_mode, pin_root=state_dir / "bpf", state_dir=state_dir / "filters"), self.metrics)
+        from calico_bgp.agent.nat import NatReconciler
+        from dataplane.nat.engine import NatEngine
+
+        # IPPool natOutgoing, in the filters' netfilter tool
+        self.nat = NatReconciler(NatEngine(state_dir=Path(opts.state_dir) / "nat"))
         self.sessions = SessionEvents(self.state, self.speaker, self.events, self.metrics, self.kernel,
                                       opts.grace_timeout, self.publisher.mark_dirty, lambda: self.control.poke())
         self.bfd = BfdAgent(self.state, self.sessions, self.speaker, self.events, self.metrics,
@@ -132,6 +137,7 @@ class NodeAgent:
                 nursery.start_soon(upkeep.ipam_sweeper, self.client, self.keys, opts.ipam_sweep)
                 if self.policy is not None:
                     nursery.start_soon(upkeep.policy_filters, self.policy)
+                nursery.start_soon(upkeep.nat_outgoing, self.nat, opts.filter_mode)
                 if opts.metrics_port:
                     self.metrics.serve(opts.metrics_port, addr="0.0.0.0")
                 task_status.started()

@@ -1,6 +1,6 @@
 """The agent's timed jobs: ending the kernel's grace, damping's releases, sweeping stale routes,
 telling of kernel repairs and failing routes (rate-limited), giving memory back, releasing empty
-IPAM blocks and keeping the policy filters enforced. Each is one task of the agent's nursery; what
+IPAM blocks and keeping the policy filters and the pools' outgoing NAT enforced. Each is one task of the agent's nursery; what
 each decides is in a pure module (damping, graceful_restart, throttle, memory, agent/policy).
 """
 from __future__ import annotations
@@ -39,11 +39,13 @@ class Upkeep:
         self.repairs = throttle.repairs()
         self.route_events = throttle.route_events()
         self.policy_dirty = trio.Event()  # the cluster changed: reconcile the policy filters now
+        self.nat_dirty = trio.Event()     # ... and the outgoing NAT
         programmer.on_repair = self.on_repair
         kernel.on_failures = self.on_route_failures
 
     def policy_dirty_set(self) -> None:
         self.policy_dirty.set()
+        self.nat_dirty.set()
 
     # ------------------------------------------------------------------ the kernel's grace
     async def grace(self, ready: trio.Event, timeout: float, settle: float) -> None:
@@ -206,3 +208,19 @@ class Upkeep:
             except Exception:  # noqa: BLE001 - counters are best effort; enforcement is what matters
                 event(log, "filter_metrics_failed", logging.ERROR, exc_info=True)
 
+    # ------------------------------------------------------------------ outgoing NAT
+    async def nat_outgoing(self, nat: Any, requested_mode: str) -> None:
+        """IPPool natOutgoing -> masquerade rules, in the netfilter tool the policy filters use (the
+        requested one until the filters have a mode; nftables first when they run at XDP or not at
+        all). On a change at once, and every 30 s regardless, which repairs state changed behind our back."""
+        while True:
+            with trio.move_on_after(30.0):
+                await self.nat_dirty.wait()
+            self.nat_dirty = trio.Event()
+            cluster = self.state.cluster
+            if cluster is None:
+                continue
+            what = await nat.reconcile(cluster.pools.values(), self.state.filter_mode or requested_mode)
+            if what == "repaired":
+                self.metrics.reconcile_repairs.labels("nat").inc()
+                self.events.emit("repair", detail=f"outgoing NAT restored ({nat.engine.mode})")

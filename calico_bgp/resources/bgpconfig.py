@@ -1,8 +1,9 @@
 """BGPConfiguration: the cluster's BGP settings ('default'): AS, the node-to-node mesh, timers, communities
-and the prefixes that carry them, flap damping, origin validation. A node's own ('node.<name>') sets
-that node's listenPort (what it listens on, and what every other node dials it on) and its
-prefixAdvertisements (in place of the cluster's), as confd applies them; its other fields are stored. Calico's service advertisement, bindMode, ignoredInterfaces and programClusterRoutes are
-validated and stored (pending.py names what is not acted on at apply)."""
+and the prefixes that carry them, flap damping, origin validation, the service CIDRs every node
+announces (routing/advertise_services.py). A node's own ('node.<name>') sets that node's listenPort
+(what it listens on, and what every other node dials it on) and its prefixAdvertisements (in place of
+the cluster's), as confd applies them; its other fields are stored. bindMode, ignoredInterfaces and
+programClusterRoutes are validated and stored (pending.py names what is not acted on at apply)."""
 from __future__ import annotations
 
 import re
@@ -123,7 +124,7 @@ class BGPConfigurationSpec:
     # pool gets, and the fabric's ASes that may stand in as origin for a node's (ToRs with as-override)
     origin_validation: str = attrs.field(default="Reject", converter=checked(bgpsession.origin_validation))
     fabric_as_numbers: tuple[ASNumber, ...] = attrs.field(default=(), converter=checked(_as_numbers))
-    # Calico's, validated and stored, not acted on yet (pending.py names them at apply)
+    # announced whole from every node (routing/advertise_services.py); the rest is stored, not acted on
     service_cluster_ips: tuple[ServiceCIDR, ...] = ()
     service_external_ips: tuple[ServiceCIDR, ...] = ()
     service_load_balancer_ips: tuple[ServiceCIDR, ...] = ()

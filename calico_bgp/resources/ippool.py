@@ -1,7 +1,8 @@
 """IPPool: a range of addresses cut into blocks affine to nodes (ipam/), announced over BGP.
 
-Calico's shape. IPIP/VXLAN modes, natOutgoing, allowedUses, assignmentMode and namespaceSelector are
-validated as libcalico-go validates them (lib/clientv3/ippool.go) and stored, but not acted on yet (pending.py says so at apply).
+Calico's shape, validated as libcalico-go validates it (lib/clientv3/ippool.go). natOutgoing masquerades
+the pool's traffic to addresses in no pool (routing/nat_outgoing.py, dataplane/nat/); IPIP/VXLAN modes,
+allowedUses, assignmentMode and namespaceSelector are stored, not acted on (pending.py says so at apply).
 """
 from __future__ import annotations
 

@@ -16,8 +16,6 @@ def _ippool(r: IPPool) -> list[str]:
     if s.ipip_mode != "Never" or s.vxlan_mode != "Never":
         mode = f"ipipMode {s.ipip_mode}" if s.ipip_mode != "Never" else f"vxlanMode {s.vxlan_mode}"
         out.append(f"{mode} (no tunnels: this project routes natively)")
-    if s.nat_outgoing:
-        out.append("natOutgoing (no masquerade yet)")
     if s.allowed_uses and set(s.allowed_uses) != {"Workload", "Tunnel"}:
         out.append(f"allowedUses {','.join(s.allowed_uses)} (every pool is for workloads here)")
     if s.assignment_mode == "Manual":
@@ -45,14 +43,18 @@ def _bgpconfig(r: BGPConfiguration) -> list[str]:
     services = [f for f, v in (("serviceClusterIPs", s.service_cluster_ips),
                                ("serviceExternalIPs", s.service_external_ips),
                                ("serviceLoadBalancerIPs", s.service_load_balancer_ips)) if v]
-    if services:
-        out.append(f"{', '.join(services)} (service addresses are not advertised yet)")
-    if s.program_cluster_routes:
-        out.append(f"programClusterRoutes {s.program_cluster_routes}")
+    if services:  # the CIDRs are announced (routing/advertise_services.py); what Kubernetes adds is not
+        out.append(f"{', '.join(services)}: the routes to single Kubernetes Services (a bare-metal node has "
+                   "none; the CIDRs themselves are announced from every node)")
+    # which pools' routes the BGP daemon programs into the kernel; the rest is felix's, and there is no
+    # felix here: calico-bgp programs every pool's routes whatever it says (IPIP pools are warned about)
+    if s.program_cluster_routes in ("Disabled", "EnabledIPIPOnly"):
+        out.append(f"programClusterRoutes {s.program_cluster_routes} (no Felix here: calico-bgp programs "
+                   "the routes to every pool's blocks itself)")
     if s.bind_mode == "NodeIP":
         out.append("bindMode NodeIP (the speaker listens on every address)")
     if s.ignored_interfaces:
-        out.append("ignoredInterfaces (every interface's routes are considered)")
+        out.append("ignoredInterfaces (no interface's routes are read into BGP here: nothing to leave out)")
     if s.local_workload_peering_ipv4 or s.local_workload_peering_ipv6:
         out.append("localWorkloadPeeringIPV4/IPV6 (no peering with workloads)")
     return out

@@ -139,9 +139,10 @@ def test_calico_fields_of_each_kind_are_stored_round_trip_and_warned_once():
             "operations: [{addCommunity: {value: '65000:1'}}]}\n  - {action: Reject}\n")
     pool, config, filt = load_documents(text)
     assert warning(pool) == ("IPPool 'p': stored, not acted on yet: ipipMode CrossSubnet (no tunnels: this project "
-                             "routes natively); natOutgoing (no masquerade yet)")
+                             "routes natively)")  # natOutgoing is done: dataplane/nat
     assert warning(config) == ("BGPConfiguration 'node.n1': stored, not acted on yet: bindMode NodeIP (the speaker "
-                               "listens on every address); ignoredInterfaces (every interface's routes are considered)")
+                               "listens on every address); ignoredInterfaces (no interface's routes are read into "
+                               "BGP here: nothing to leave out)")
     assert warning(filt) is None  # every BGPFilter field is acted on (routing/bgpfilter.py)
     assert to_document(filt)["spec"]["exportV4"][0] == {
         "action": "Accept", "source": "RemotePeers", "operations": [{"addCommunity": {"value": "65000:1"}}]}
