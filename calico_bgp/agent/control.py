@@ -218,7 +218,14 @@ class ControlLoop:
     def filters_of(self, peer: str) -> list[BGPFilter]:
         s = self.state.sessions.get(peer)
         cluster = self.state.cluster
-        return bgpfilter.filters_for(s.filters, cluster.filters) if s is not None and cluster else []
+        if s is None or cluster is None:
+            return []
+        unreadable = set()
+        for key in cluster.corrupt:  # usually none
+            found = self.view.store.kind_for_key(key)
+            if found is not None and found[0] is BGPFilter:
+                unreadable.add(found[1])
+        return bgpfilter.filters_for(s.filters, cluster.filters, unreadable)
 
     async def export(self) -> None:
         """Announce what we originate to each peer, through its export filters; send only the difference."""

@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import ipaddress
 from fnmatch import fnmatchcase
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Collection, Iterable, Mapping, Sequence
 
 import attrs
 
 from calico_bgp.resources.bgpconfig import BGPConfigurationSpec
-from calico_bgp.resources.bgpfilter import BGPFilter, BGPFilterRule
+from calico_bgp.resources.bgpfilter import BGPFilter, BGPFilterRule, BGPFilterSpec
 from calico_bgp.resources.ippool import IPPool
+from calico_bgp.resources.model import Metadata
 from calico_bgp.routing.attributes import PathAttributes
 from calico_bgp.routing.decision import DEFAULT_LOCAL_PREF
 from calico_bgp.routing.nexthop import SCOPE, SessionLink, on_link
@@ -221,7 +222,10 @@ def import_policy(pools: Iterable[IPPool],
                 if not rule.operations:
                     return pattrs if sent is not None else None
                 if last[0] is not rule or last[1] is not pattrs:
-                    last[:] = rule, pattrs, attrs.evolve(operated(rule, pattrs), received=pattrs)
+                    # an external peer's LOCAL_PREF is ignored (RFC 4271 5.1.5): only one setPriority
+                    # sets ranks it, not one that merely rode along with another operation
+                    base = pattrs if peer.ibgp else attrs.evolve(pattrs, local_pref=None)
+                    last[:] = rule, pattrs, attrs.evolve(operated(rule, base), received=pattrs)
                 return last[2]  # type: ignore[no-any-return]
         version, value, plen = prefix
         bits = 32 if version == 4 else 128
@@ -280,9 +284,20 @@ def export_routes(own: Iterable[Prefix], filters: Sequence[BGPFilter], ibgp: boo
     return out
 
 
-def filters_for(names: Sequence[str], available: Mapping[str, BGPFilter]) -> list[BGPFilter]:
-    """The filters a peer lists, in its order; a missing one is skipped (apply refuses to store that)."""
-    return [available[n] for n in names if n in available]
+def filters_for(names: Sequence[str], available: Mapping[str, BGPFilter],
+                unreadable: Collection[str] = ()) -> list[BGPFilter]:
+    """The filters a peer lists, in its order; a missing one is skipped (apply refuses to store that).
+    One stored that no longer reads (written by another version, edited behind apply's back) stands
+    as a filter that rejects everything both ways: its Reject rules must not silently stop holding."""
+    return [available[n] if n in available else unreadable_filter(n)
+            for n in names if n in available or n in unreadable]
+
+
+def unreadable_filter(name: str) -> BGPFilter:
+    """What a BGPFilter that does not read stands for: every route rejected, in and out."""
+    rejects = (BGPFilterRule(action="Reject"),)
+    return BGPFilter(Metadata(name), BGPFilterSpec(export_v4=rejects, import_v4=rejects, export_v6=rejects,
+                                                   import_v6=rejects))
 
 
 @attrs.frozen(slots=True)

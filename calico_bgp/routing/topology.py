@@ -209,10 +209,14 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
         return True
 
     def node_session(remote: Node, kind: SessionKind, peer: BGPPeer | None, scope: str, reason: str,
-                     families: tuple[str, ...] = ("ipv4", "ipv6"), replaces: str = "") -> None:
+                     families: tuple[str, ...] = ("ipv4", "ipv6"), replaces: str = "", reverse: bool = False) -> None:
         remote_cluster = cluster_id(remote)
-        local_as = peer.spec.local_as_number if peer is not None and peer.spec.local_as_number else my_as
-        remote_as = node_as(remote, config)
+        own_as = peer.spec.local_as_number if peer is not None and peer.spec.local_as_number else None
+        # a BGPPeer's localASNumber is the AS of the nodes it selects: on the far side of a reverse
+        # peering it is the remote's AS, and ours is our own (else neither OPEN matches the other's
+        # configured peer AS)
+        local_as = my_as if reverse else (own_as or my_as)
+        remote_as = (own_as or node_as(remote, config)) if reverse else node_as(remote, config)
         # bgp_processor.go buildPeerFromData: an iBGP peer of a reflector is its client unless it
         # reflects for the same cluster (the automatic reflector-to-reflector sessions: never)
         rr_client = (bool(my_cluster) and remote_as == local_as and remote_cluster != my_cluster
@@ -343,7 +347,7 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
             if ps.selects_node(remote):
                 node_session(remote, "node-peer", peer, "node-specific",
                              f"BGPPeer {peer.name}: reverse peering (this node is its peer; it selects {remote.name})",
-                             families)
+                             families, reverse=True)
     return [out[k] for k in sorted(out, key=lambda k: (_addr_key(k[0]), k[1]))]
 
 

@@ -201,6 +201,17 @@ def test_import_operations_change_the_path_and_keep_what_was_sent():
     assert policy_with(f)(TOR, IN_POOL, got) == got      # judged again from what was sent: not twice
 
 
+def test_an_external_peers_local_pref_stays_ignored_when_another_operation_runs():
+    """RFC 4271 5.1.5: an eBGP peer's LOCAL_PREF is not ours to rank by; an addCommunity on import must
+    not make it count (only a setPriority sets one); an iBGP peer's is kept."""
+    f = flt(import_v4=(rule(operations=ops(add("65001:200"))),))
+    sent = learned(local_pref=1000)
+    assert policy_with(f)(TOR, IN_POOL, sent).local_pref is None
+    assert policy_with(f)(NODE, IN_POOL, learned("198.18.1.2", local_pref=1000)).local_pref == 1000
+    assert policy_with(flt(import_v4=(rule(operations=ops(set_priority(256))),)))(TOR, IN_POOL, sent).local_pref \
+        == 2147483391
+
+
 def test_import_operations_undone_when_the_filter_goes_and_what_was_sent_is_kept():
     f = flt(import_v4=(rule(operations=ops(prepend(65000))),))
     filters = [f]
@@ -378,3 +389,15 @@ def test_a_path_changed_on_import_is_reflected_as_changed_and_without_what_was_s
     r = reflections(rr, rib, [client, other])[IN_POOL]
     assert r.targets == {other.address} and r.attributes.communities == ((65000, 7),)
     assert r.attributes.local_pref == LOCAL_PREF_TOP - 512 and r.attributes.received is None
+
+
+def test_a_filter_that_no_longer_reads_rejects_everything_instead_of_vanishing():
+    """A peer's filter stored by another version (or edited behind apply's back) that does not decode
+    any more must not let what its Reject rules held back through: it stands as reject-all, both
+    ways; a name never stored is skipped as before."""
+    from calico_bgp.routing.bgpfilter import filters_for
+    kept = flt(export_v4=(rule(),))
+    got = filters_for(["gone", "bad", "f"], {"f": kept}, unreadable={"bad"})
+    assert [g.name for g in got] == ["bad", "f"]
+    policy = import_policy(POOLS, lambda peer: got)
+    assert policy(TOR, IN_POOL, learned()) == "rejected by filter 'bad' importV4[0]"

@@ -124,6 +124,19 @@ def test_reverse_peering_auto_mirrors_a_peer_selector_and_manual_does_not():
     assert [s.peer_address for s in sessions_for(N9, [N9, N10, rr], cfg(mesh=False), manual)] == ["198.18.0.20"]
 
 
+def test_a_reverse_peering_with_local_as_number_mirrors_both_ases():
+    """localASNumber is the AS of the nodes the BGPPeer selects: the node its peerSelector picks sees
+    that AS as the peer's and keeps its own, so each side's configured peer AS is what the other
+    sends in its OPEN."""
+    a = node("a", "198.18.0.9/24", rack="a")
+    r = node("r", "198.18.0.20/24", rr="yes")
+    p = [peer("p", node_selector="rack == 'a'", peer_selector="has(rr)", local_as_number=65100)]
+    on_a = by_key(sessions_for(a, [a, r], cfg(mesh=False), p))[("198.18.0.20", 179)]
+    on_r = by_key(sessions_for(r, [a, r], cfg(mesh=False), p))[("198.18.0.9", 179)]
+    assert (on_a.local_as, on_a.peer_as) == (65100, 64512)
+    assert (on_r.local_as, on_r.peer_as) == (64512, 65100)
+
+
 def test_a_peer_ip_naming_a_node_makes_that_node_peer_back_in_that_family_only():
     """client.go updatePeersV1's second pass: nodesWithIPPortAndAS(peerIP, asNumber, port) are the
     "local" nodes; they peer with the selected nodes over the peerIP's family only."""
