@@ -14,7 +14,7 @@ from typing import Any, Callable
 import trio
 
 from calico_bgp.agent.kernel_writer import KernelWriter
-from calico_bgp.agent.neighbors import bgp_family, neighbor_for, read_password_files, rib_peer
+from calico_bgp.agent.neighbors import bgp_family, listen_addresses, neighbor_for, read_password_files, rib_peer
 from calico_bgp.agent.reflection import reflect
 from calico_bgp.agent.session_events import SessionEvents
 from calico_bgp.agent.state import AgentState
@@ -185,11 +185,12 @@ class ControlLoop:
             s.password is not None and s.password.file for s in wanted) else {}
         out: dict[str, Neighbor] = {}
         port = topology.listen_port(self.name, cluster.config, cluster.node_configs)  # ours, or node.<name>'s
+        listen_on = listen_addresses(cluster.config, cluster.nodes[self.name])  # bindMode: the global one, as confd
         for s in sessions.values():
             if s.peer_address in state.session_errors:
                 continue
             try:
-                n = neighbor_for(s, local.router_id, port, cluster.secrets, files)
+                n = neighbor_for(s, local.router_id, port, cluster.secrets, files, listen_on)
                 out[n.key] = n
             except ValueError as exc:
                 event(log, "bad_session", logging.ERROR, peer=s.peer_address, reason=str(exc), action="skip")

@@ -6,10 +6,13 @@ whose password cannot be had is not configured at all (never an unauthenticated 
 """
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Collection, Iterable, Mapping
 
+from calico_bgp.resources.bgpconfig import BGPConfiguration
 from calico_bgp.resources.bgpsession import BGPPassword
+from calico_bgp.resources.node import Node
 from calico_bgp.resources.view import ClusterState
 from calico_bgp.routing import topology
 from calico_bgp.routing.nexthop import SessionLink
@@ -59,15 +62,46 @@ def password_for(password: BGPPassword | None, secrets: Mapping[str, Mapping[str
     return value
 
 
+def listen_addresses(config: BGPConfiguration, node: Node) -> frozenset[str] | None:
+    """Where the speaker accepts connections: with bindMode NodeIP only on the node's BGP addresses
+    (Calico renders `listen bgp address <node IP>` into bird.cfg / bird6.cfg then; confd
+    bgp_processor.go populateNodeConfig); None (bindMode None): on each session's own local address."""
+    if config.spec.bind_mode != "NodeIP":
+        return None
+    return frozenset(str(ipaddress.ip_address(a)) for a in topology.node_addresses(node).values())
+
+
+def next_hop_self(s: Session) -> bool:
+    """Whether routes passed on to this peer carry our address as next hop (BIRD's `next hop self`).
+    As Calico renders nextHopMode (confd bgp_processor.go buildPeerFromData -> bird templates):
+    Self always; Keep never (`next hop keep`); Auto as BIRD's default, which keeps the next hop on
+    iBGP (a route reflector's reflected routes) and sets ours on eBGP. The agent passes routes on
+    only by reflection, to iBGP peers, and its own routes always carry its own address."""
+    if s.next_hop_mode == "Self":
+        return True
+    if s.next_hop_mode == "Keep":
+        return False
+    return not s.ibgp
+
+
 def neighbor_for(s: Session, router_id: str, listen_port: int, secrets: Mapping[str, Mapping[str, str]],
-                 files: Mapping[str, str | OSError]) -> Neighbor:
-    """The neighbour the speaker is told about for session `s`. Raises ValueError (an unusable
-    password, or a field ExaBGP cannot take) naming what is wrong."""
+                 files: Mapping[str, str | OSError], listen_on: Collection[str] | None = None) -> Neighbor:
+    """The neighbour the speaker is told about for session `s`; it accepts the peer's connection on
+    its local address unless `listen_on` (listen_addresses) leaves that address out, and then only
+    dials. Raises ValueError (an unusable password, a passive session nobody could reach, or a field
+    ExaBGP cannot take) naming what is wrong."""
+    listen: int | None = listen_port
+    if listen_on is not None and str(ipaddress.ip_address(s.local_address)) not in listen_on:
+        if s.passive:
+            raise ValueError(f"passive session from {s.local_address}, and bindMode NodeIP listens only on "
+                             f"{', '.join(sorted(listen_on)) or 'no address'}: the peer could never connect")
+        listen = None
     return Neighbor(peer_address=s.peer_address, peer_as=s.peer_as, local_as=s.local_as,
                     local_address=s.local_address, router_id=router_id, peer_port=s.peer_port,
-                    listen_port=listen_port, passive=s.passive, hold_time=s.hold_time,
+                    listen_port=listen, passive=s.passive, hold_time=s.hold_time,
                     md5_password=password_for(s.password, secrets, files), families=(bgp_family(s),),
-                    description=s.peer_name or s.peer_node or None, graceful_restart=s.restart_time or None)
+                    description=s.peer_name or s.peer_node or None, graceful_restart=s.restart_time or None,
+                    ttl_security=s.ttl_security, next_hop_self=next_hop_self(s))
 
 
 def rib_peer(s: Session, cluster: ClusterState, link: SessionLink | None) -> Peer:

@@ -51,8 +51,8 @@ def _bgpconfig(r: BGPConfiguration) -> list[str]:
     if s.program_cluster_routes in ("Disabled", "EnabledIPIPOnly"):
         out.append(f"programClusterRoutes {s.program_cluster_routes} (no Felix here: calico-bgp programs "
                    "the routes to every pool's blocks itself)")
-    if s.bind_mode == "NodeIP":
-        out.append("bindMode NodeIP (the speaker listens on every address)")
+    if r.node and s.bind_mode == "NodeIP":  # confd reads bindMode from the global BGPConfiguration alone
+        out.append("bindMode NodeIP (only the default BGPConfiguration's bindMode applies, as in Calico)")
     if s.ignored_interfaces:
         out.append("ignoredInterfaces (no interface's routes are read into BGP here: nothing to leave out)")
     if s.local_workload_peering_ipv4 or s.local_workload_peering_ipv6:
@@ -64,12 +64,8 @@ def _bgppeer(r: BGPPeer) -> list[str]:
     s, out = r.spec, []
     if s.peer_selector is None and not s.peer_ip:
         out.append("neither peerIP nor peerSelector (no session is made)")
-    # Calico's defaults (ttlSecurity 0, nextHopMode Auto) ask for nothing: not named
-    given = [f for f, v, default in (("ttlSecurity", s.ttl_security, 0), ("nextHopMode", s.next_hop_mode, "Auto"),
-                                     ("localWorkloadSelector", s.local_workload_selector, None))
-             if v not in (None, "", default)]
-    if given:
-        out.append(", ".join(given))
+    if s.local_workload_selector is not None:
+        out.append("localWorkloadSelector")
     return out
 
 
@@ -79,7 +75,7 @@ _CHECKS: dict[str, Callable[[Any], list[str]]] = {
 
 
 def warning(resource: Any) -> str | None:
-    """'BGPPeer 'p': stored, not acted on yet: ttlSecurity, nextHopMode', or None when all of it is."""
+    """'BGPPeer 'p': stored, not acted on yet: localWorkloadSelector', or None when all of it is."""
     check = _CHECKS.get(resource.kind)
     parts = check(resource) if check else []
     if not parts:

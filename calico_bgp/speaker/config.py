@@ -14,6 +14,7 @@ from calico_bgp.speaker.errors import InvalidNeighbor
 from calico_bgp.speaker.neighbor import Neighbor
 
 PROCESS_NAME = "calico-bridge"
+GTSM_TTL = 255  # what a GTSM speaker sends with
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9_./:=@%+,-]+$")
 
 
@@ -52,6 +53,9 @@ def render_neighbor(n: Neighbor, process_name: str = PROCESS_NAME) -> str:
         lines.append("\tmanual-eor true;")
     if n.listen_port is not None:
         lines.append(f"\tlisten {n.listen_port};")
+    if n.minimum_ttl is not None:
+        # GTSM (RFC 5082 section 3): send with TTL 255, accept only what crossed at most N hops
+        lines += [f"\toutgoing-ttl {GTSM_TTL};", f"\tincoming-ttl {n.minimum_ttl};"]
     if n.md5_password:
         lines.append(f'\tmd5-password "{n.md5_password}";')
     lines.append("\tfamily {")

@@ -134,9 +134,10 @@ def patch() -> None:
     _header_error_notification()
     _report_malformed_attributes()
     _ipv6_next_hop_pairs()
-    from calico_bgp.speaker import exabgp_fastpath, exabgp_generation, exabgp_reactor, exabgp_receive  # the agent imports this module for its names alone
+    from calico_bgp.speaker import exabgp_fastpath, exabgp_generation, exabgp_gtsm, exabgp_reactor, exabgp_receive  # the agent imports this module for its names alone
 
     exabgp_fastpath.patch()
+    exabgp_gtsm.patch()
     exabgp_receive.patch()
     exabgp_generation.patch()
     exabgp_reactor.patch()

@@ -2,7 +2,8 @@
 
 Three layers, each overlaying the one before: routes for "every neighbor", reflected routes (one
 value per prefix: its attributes and the neighbours that get them), and routes for particular
-neighbors; restricted to the families a neighbor's session carries. Every change returns exactly
+neighbors; restricted to the families a neighbor's session carries. A reflected route goes to a
+neighbour with `next_hop_self` carrying our address as next hop instead of the one it came with. Every change returns exactly
 what to send, and `replay_groups(ns)` gives everything neighbors should have: ExaBGP does not replay
 API routes to a neighbor added by a reload.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from typing import Iterable, Mapping
+
+import attrs
 
 from calico_bgp.routing.attributes import PathAttributes
 from calico_bgp.routing.reflection import Reflected
@@ -28,17 +31,25 @@ class RouteIntent:
         self._specific: dict[str, dict[str, PathAttributes]] = {}
         self._neighbors: dict[str, Neighbor] = {}
         self._carrying: dict[str, frozenset[str]] = {IPV4_UNICAST: NOBODY, IPV6_UNICAST: NOBODY}
+        self._next_hop_self: frozenset[str] = NOBODY  # neighbours that get reflected routes via us
 
     # -- neighbors ---------------------------------------------------------------------------
-    def set_neighbors(self, neighbors: Iterable[Neighbor]) -> None:
+    def set_neighbors(self, neighbors: Iterable[Neighbor]) -> list[RouteChange]:
         """The configured neighbors. One that leaves takes its own routes along: when it comes back
         it starts from nothing, and the agent sends it everything it should have again (a replay of
-        what it had would re-announce prefixes withdrawn while it was gone)."""
+        what it had would re-announce prefixes withdrawn while it was gone). Returns the routes to
+        send again to neighbours that stay while their `next_hop_self` changed (ExaBGP keeps such a
+        session up: the next hop is ours to change, per route)."""
         new = {n.key: n for n in neighbors}
         for key in self._neighbors.keys() - new.keys():
             self._specific.pop(key, None)
+        flipped = [k for k, n in new.items() if k in self._neighbors and self._neighbors[k].next_hop_self != n.next_hop_self]
+        before = {k: self.routes_for(k) for k in flipped}
         self._neighbors = new
         self._carrying = {f: frozenset(k for k, n in new.items() if n.carries(f)) for f in (IPV4_UNICAST, IPV6_UNICAST)}
+        self._next_hop_self = frozenset(k for k, n in new.items() if n.next_hop_self)
+        return [RouteChange(k, p, a, True) for k in flipped for p, a in self.routes_for(k).items()
+                if before[k].get(p) != a]
 
     @property
     def neighbors(self) -> Mapping[str, Neighbor]:
@@ -54,14 +65,15 @@ class RouteIntent:
             return spec
         r = self._reflected.get(prefix)
         if r is not None and neighbor in r.targets:
-            return r.attributes
+            return self._passed_on(neighbor, r.attributes)
         return self._everyone.get(prefix)
 
     def routes_for(self, neighbor: str) -> dict[str, PathAttributes]:
         n = self._neighbors.get(neighbor)
         if n is None:
             return {}
-        merged = {**self._everyone, **{p: r.attributes for p, r in self._reflected.items() if neighbor in r.targets},
+        merged = {**self._everyone, **{p: self._passed_on(neighbor, r.attributes)
+                                       for p, r in self._reflected.items() if neighbor in r.targets},
                   **self._specific.get(neighbor, {})}
         return {p: s for p, s in merged.items() if n.carries(family_of(p))}
 
@@ -123,16 +135,35 @@ class RouteIntent:
                 self._reflected[p] = new
                 send = new_t if old is None or old.attributes != new.attributes else new_t - old_t
                 if send:
-                    groups[(True, 6 if v6 else 4, new.attributes)][p] = send
+                    self._group(groups, True, 6 if v6 else 4, p, new.attributes, send)
             gone = old_t - new_t
             if gone:
                 assert old is not None
                 ours = self._everyone.get(p)
                 if ours is None:
-                    groups[(False, 6 if v6 else 4, old.attributes)][p] = gone
+                    self._group(groups, False, 6 if v6 else 4, p, old.attributes, gone)
                 else:
                     fallback.extend(RouteChange(n, p, ours, True) for n in sorted(gone))
         return groups, fallback
+
+    def _passed_on(self, neighbor: str, a: PathAttributes) -> PathAttributes:
+        """A reflected route's attributes as `neighbor` gets them: our address as next hop for a
+        neighbour with next_hop_self."""
+        return attrs.evolve(a, next_hop="self") if neighbor in self._next_hop_self else a
+
+    def _group(self, groups: Groups, announce: bool, version: int, p: str, a: PathAttributes,
+               targets: frozenset[str]) -> None:
+        """Reflected route `p` to `targets` into `groups`; the next_hop_self ones apart, next hop self
+        (made each one's own address where its session is of the other family)."""
+        mine = targets & self._next_hop_self if self._next_hop_self else NOBODY
+        rest = targets - mine if mine else targets
+        if rest:
+            groups[(announce, version, a)][p] = rest
+        for n in sorted(mine):
+            c = resolve_self(RouteChange(n, p, attrs.evolve(a, next_hop="self"), announce),
+                             self._neighbors[n].self_next_hop(family_of(p)))
+            targets_of = groups[(announce, version, c.attributes)].setdefault(p, set())
+            targets_of.add(n)  # type: ignore[union-attr]
 
     # -- changes -----------------------------------------------------------------------------
     def announce(self, targets: Iterable[str] | None, prefixes: Iterable[str], spec: PathAttributes) -> list[RouteChange]:

@@ -90,11 +90,21 @@ class Neighbor:
     # IPv4 session and the reverse): ExaBGP cannot derive it and answers `error`
     next_hop_v4: str | None = attrs.field(default=None)
     next_hop_v6: str | None = attrs.field(default=None)
+    # GTSM (RFC 5082): the peer is at most this many hops away; 0: off (the BGPPeer's ttlSecurity)
+    ttl_security: int = attrs.field(default=0)
+    # routes we pass on (reflect) carry our own address as next hop, as BIRD's `next hop self`
+    # (BGPPeer nextHopMode Self); False: their next hop is kept. Our own routes are always `self`.
+    next_hop_self: bool = False
 
     @hold_time.validator
     def _check_hold(self, _attr: object, value: int) -> None:
         if not isinstance(value, int) or not (value == 0 or 3 <= value <= 65535):
             raise InvalidNeighbor("hold_time", value, "must be 0 or 3..65535 seconds")
+
+    @ttl_security.validator
+    def _check_ttl(self, _attr: object, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
+            raise InvalidNeighbor("ttl_security", value, "GTSM hop count must be 0 (off) or 1..255")
 
     @graceful_restart.validator
     def _check_gr(self, _attr: object, value: int | None) -> None:
@@ -129,6 +139,12 @@ class Neighbor:
     @property
     def ibgp(self) -> bool:
         return self.peer_as == self.local_as
+
+    @property
+    def minimum_ttl(self) -> int | None:
+        """The lowest TTL accepted from the peer under GTSM: 256 - hops (BIRD's `ttl security on;
+        multihop N`, bgp.c: sk->min_ttl = 256 - hops; one hop: 255 only); None when off."""
+        return 256 - self.ttl_security if self.ttl_security else None
 
     def carries(self, family: str) -> bool:
         return family in self.families

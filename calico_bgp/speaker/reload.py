@@ -156,21 +156,22 @@ class ConfigReloader:
 
     # -- neighbours ----------------------------------------------------------------------------
     async def set_neighbors(self, new: dict[str, Neighbor], teardown_wait: float, abrupt: Collection[str] = ()) -> None:
-        """Make the neighbours `new` (the caller holds `lock`); unchanged sessions stay up."""
+        """Make the neighbours `new` (the caller holds `lock`); unchanged sessions stay up, and one
+        whose reflected routes' next hop changed is sent them again."""
         removed = [k for k in self.intent.neighbors if k not in new]
         going = leaving_politely(removed, self.peers, abrupt)
         if going and self.sender.connected:
             await self._say_goodbye(going, teardown_wait)
         async with self.sender.lock:
-            self.intent.set_neighbors(new.values())
+            resend = self.intent.set_neighbors(new.values())
         for k in removed:
             self.peers.pop(k, None)
-        if not self.write():
-            return
-        if self.sender.connected:
+        if self.write() and self.sender.connected:
             event(log, "exabgp_reload", neighbors=len(new), removed=len(removed))
             self.mark_loaded()
             await self.reload()
+        if resend and self.sender.connected:  # a next-hop mode changed: those routes again, the session stays
+            await self.sender.send(self._lines(resend))
         # else: ExaBGP is starting (or restarting) and is reloaded when its bridge connects
 
     async def _say_goodbye(self, going: list[str], teardown_wait: float) -> None:

@@ -124,7 +124,7 @@ def test_a_peer_calicoctl_takes_is_taken_and_told_what_is_not_done():
     # a peerIP without asNumber makes a session when it is a Calico node's address (routing/topology.py)
     assert not bare.spec.makes_sessions and no_as.spec.makes_sessions
     assert warning(bare) == "BGPPeer 'a': stored, not acted on yet: neither peerIP nor peerSelector (no session is made)"
-    assert warning(no_as) == "BGPPeer 'b': stored, not acted on yet: ttlSecurity, nextHopMode"
+    assert warning(no_as) is None  # ttlSecurity and nextHopMode reach the wire (speaker/), the others the sessions
     (defaults,) = load_documents(f"{V3}kind: BGPPeer\nmetadata: {{name: c}}\nspec: {{peerIP: 198.18.0.9, "
                                  "asNumber: 65001, ttlSecurity: 0, nextHopMode: Auto, reversePeering: Auto}\n")
     assert warning(defaults) is None  # Calico's defaults ask for nothing not done
@@ -140,9 +140,11 @@ def test_calico_fields_of_each_kind_are_stored_round_trip_and_warned_once():
     pool, config, filt = load_documents(text)
     assert warning(pool) == ("IPPool 'p': stored, not acted on yet: ipipMode CrossSubnet (no tunnels: this project "
                              "routes natively)")  # natOutgoing is done: dataplane/nat
-    assert warning(config) == ("BGPConfiguration 'node.n1': stored, not acted on yet: bindMode NodeIP (the speaker "
-                               "listens on every address); ignoredInterfaces (no interface's routes are read into "
-                               "BGP here: nothing to leave out)")
+    assert warning(config) == ("BGPConfiguration 'node.n1': stored, not acted on yet: bindMode NodeIP (only the "
+                               "default BGPConfiguration's bindMode applies, as in Calico); ignoredInterfaces (no "
+                               "interface's routes are read into BGP here: nothing to leave out)")
+    (default,) = load_documents(f"{V3}kind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{bindMode: NodeIP}}\n")
+    assert warning(default) is None  # the speaker listens on the node's BGP addresses only (agent/neighbors.py)
     assert warning(filt) is None  # every BGPFilter field is acted on (routing/bgpfilter.py)
     assert to_document(filt)["spec"]["exportV4"][0] == {
         "action": "Accept", "source": "RemotePeers", "operations": [{"addCommunity": {"value": "65000:1"}}]}

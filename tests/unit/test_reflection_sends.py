@@ -52,9 +52,9 @@ def test_many_clients_share_one_target_set():
     assert len(sets) == 1 and next(iter(out.values())).targets == {c.address for c in clients[1:]}
 
 
-def nb(address: str) -> Neighbor:
+def nb(address: str, next_hop_self: bool = False) -> Neighbor:
     return Neighbor(peer_address=address, peer_as=64512, local_as=64512, local_address="198.18.0.1",
-                    router_id="198.18.0.1", families=(IPV4_UNICAST,))
+                    router_id="198.18.0.1", families=(IPV4_UNICAST,), next_hop_self=next_hop_self)
 
 
 A, B, C, D = "198.18.0.11", "198.18.0.12", "198.18.0.13", "198.18.0.14"
@@ -135,3 +135,36 @@ def test_a_neighbour_that_leaves_is_not_sent_reflections_and_gets_them_back_on_r
     assert [line.split(" announce ")[0] for line in render_groups(groups)] == [f"neighbor {B}"]
     intent.set_neighbors([nb(A), nb(B), nb(C)])
     assert intent.routes_for(C) == {"198.19.1.0/26": VIA_A}
+
+
+def test_a_next_hop_self_neighbour_gets_reflected_routes_via_us_the_others_as_they_came():
+    """A reflector's BGPPeer with nextHopMode Self (BIRD `next hop self` on that protocol): its
+    clients there route through the reflector; the other clients keep the originator's next hop."""
+    intent = RouteIntent()
+    intent.set_neighbors([nb(A), nb(B), nb(C, next_hop_self=True)])
+    groups, _ = intent.reflect({"198.19.1.0/26": Reflected(VIA_A, frozenset({B, C}))})
+    assert render_groups(groups) == [
+        f"neighbor {B} announce attributes next-hop {A} origin igp local-preference 100 "
+        f"originator-id {A} cluster-list [ 198.18.0.100 ] nlri 198.19.1.0/26",
+        f"neighbor {C} announce attributes next-hop self origin igp local-preference 100 "
+        f"originator-id {A} cluster-list [ 198.18.0.100 ] nlri 198.19.1.0/26"]
+    via_us = route_attributes(next_hop="self", originator_id=A, cluster_list=["198.18.0.100"], local_pref=100)
+    assert intent.wanted(C, "198.19.1.0/26") == via_us and intent.wanted(B, "198.19.1.0/26") == VIA_A
+    assert intent.routes_for(C) == {"198.19.1.0/26": via_us}
+    groups, _ = intent.replay_groups([C])
+    assert " next-hop self " in render_groups(groups)[0]
+    # withdrawn the same way
+    groups, _ = intent.reflect({"198.19.1.0/26": None})
+    assert [line.split(" attributes ")[0] for line in render_groups(groups)] == [
+        f"neighbor {B} withdraw", f"neighbor {C} withdraw"]
+
+
+def test_a_changed_next_hop_mode_sends_that_neighbour_its_reflected_routes_again():
+    intent = intent_with(A, B)
+    intent.announce(None, ["198.19.9.0/26"], route_attributes())
+    intent.reflect({"198.19.1.0/26": Reflected(VIA_A, frozenset({B}))})
+    resend = intent.set_neighbors([nb(A), nb(B, next_hop_self=True)])
+    via_us = route_attributes(next_hop="self", originator_id=A, cluster_list=["198.18.0.100"], local_pref=100)
+    assert resend == [RouteChange(B, "198.19.1.0/26", via_us, True)]  # our own route is unchanged
+    assert intent.set_neighbors([nb(A), nb(B, next_hop_self=True)]) == []
+    assert intent.set_neighbors([nb(A), nb(B)]) == [RouteChange(B, "198.19.1.0/26", VIA_A, True)]

@@ -64,6 +64,7 @@ def test_ipv6_addresses_are_compressed():
     ("peer_address", "not-an-ip"), ("peer_as", 0), ("local_as", 2**32), ("router_id", "2001:db8::1"),
     ("hold_time", 2), ("md5_password", 'a"b'), ("description", "x;y"), ("families", ("ipv4 flow",)),
     ("families", ()), ("local_address", "2001:db8::1"), ("next_hop_v6", "198.18.0.1"), ("peer_port", 70000), ("graceful_restart", 5000),
+    ("ttl_security", 256), ("ttl_security", -1), ("ttl_security", True),
 ])
 def test_invalid_neighbors_name_the_field(field, value):
     with pytest.raises(InvalidNeighbor) as err:
@@ -86,7 +87,7 @@ def test_exabgp_accepts_the_rendered_config(tmp_path: Path):
     conf.write_text(render_config([
         nb(md5_password="pw", add_path=True, graceful_restart=60, families=(IPV4_UNICAST, IPV6_UNICAST),
            next_hop_v6="2001:db8::1"),
-        nb("2001:db8::2", local_address="2001:db8::1", families=(IPV6_UNICAST,), listen_port=1790),
+        nb("2001:db8::2", local_address="2001:db8::1", families=(IPV6_UNICAST,), listen_port=1790, ttl_security=2),
     ], BRIDGE))
     exabgp = Path(sys.executable).with_name("exabgp")
     if not exabgp.exists():
@@ -94,3 +95,18 @@ def test_exabgp_accepts_the_rendered_config(tmp_path: Path):
     out = subprocess.run([str(exabgp), "validate", str(conf)], capture_output=True, text=True, cwd=tmp_path,
                          env={"exabgp_daemon_user": "root", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_gtsm_sends_255_and_accepts_only_what_crossed_at_most_the_hops_given():
+    """BIRD's `ttl security on; multihop N` (what confd renders for ttlSecurity N): TTL 255 out, and
+    at least 256 - N in (proto/bgp/bgp.c sk_set_min_ttl(sk, 256 - hops))."""
+    one, two = render_config([nb(ttl_security=1)], BRIDGE), render_config([nb(ttl_security=2)], BRIDGE)
+    assert "\toutgoing-ttl 255;\n\tincoming-ttl 255;\n" in one
+    assert "\toutgoing-ttl 255;\n\tincoming-ttl 254;\n" in two
+    off = render_config([nb()], BRIDGE)
+    assert "ttl" not in off
+    assert nb(ttl_security=2).minimum_ttl == 254 and nb().minimum_ttl is None
+
+
+def test_local_as_is_the_sessions_own():
+    assert "\tlocal-as 65099;\n\tpeer-as 65001;\n" in render_config([nb(local_as=65099)], BRIDGE)
