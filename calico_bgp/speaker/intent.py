@@ -72,9 +72,10 @@ class RouteIntent:
         n = self._neighbors.get(neighbor)
         if n is None:
             return {}
-        merged = {**self._everyone, **{p: self._passed_on(neighbor, r.attributes)
-                                       for p, r in self._reflected.items() if neighbor in r.targets},
-                  **self._specific.get(neighbor, {})}
+        reflected = {p: r.attributes for p, r in self._reflected.items() if neighbor in r.targets}
+        if neighbor in self._next_hop_self:
+            reflected = {p: self._passed_on(neighbor, a) for p, a in reflected.items()}
+        merged = {**self._everyone, **reflected, **self._specific.get(neighbor, {})}
         return {p: s for p, s in merged.items() if n.carries(family_of(p))}
 
     def replay_groups(self, neighbors: Iterable[str]) -> tuple[Groups, dict[str, int]]:
@@ -135,13 +136,19 @@ class RouteIntent:
                 self._reflected[p] = new
                 send = new_t if old is None or old.attributes != new.attributes else new_t - old_t
                 if send:
-                    self._group(groups, True, 6 if v6 else 4, p, new.attributes, send)
+                    if self._next_hop_self and not send.isdisjoint(self._next_hop_self):
+                        self._group(groups, True, 6 if v6 else 4, p, new.attributes, send)
+                    else:
+                        groups[(True, 6 if v6 else 4, new.attributes)][p] = send
             gone = old_t - new_t
             if gone:
                 assert old is not None
                 ours = self._everyone.get(p)
                 if ours is None:
-                    self._group(groups, False, 6 if v6 else 4, p, old.attributes, gone)
+                    if self._next_hop_self and not gone.isdisjoint(self._next_hop_self):
+                        self._group(groups, False, 6 if v6 else 4, p, old.attributes, gone)
+                    else:
+                        groups[(False, 6 if v6 else 4, old.attributes)][p] = gone
                 else:
                     fallback.extend(RouteChange(n, p, ours, True) for n in sorted(gone))
         return groups, fallback
@@ -155,8 +162,8 @@ class RouteIntent:
                targets: frozenset[str]) -> None:
         """Reflected route `p` to `targets` into `groups`; the next_hop_self ones apart, next hop self
         (made each one's own address where its session is of the other family)."""
-        mine = targets & self._next_hop_self if self._next_hop_self else NOBODY
-        rest = targets - mine if mine else targets
+        mine = targets & self._next_hop_self
+        rest = targets - mine
         if rest:
             groups[(announce, version, a)][p] = rest
         for n in sorted(mine):
