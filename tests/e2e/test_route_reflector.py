@@ -107,6 +107,25 @@ def test_bird_client_sees_originator_id_and_cluster_list(rr_cluster):
     assert "via 198.18.0.3" in detail  # the originator's next hop, not the reflector's
 
 
+def test_next_hop_mode_self_sends_reflected_routes_via_the_reflector(rr_cluster):
+    """BGPPeer nextHopMode Self (BIRD `next hop self` in Calico's config for that peer): the BIRD client
+    gets the other clients' blocks with rr1 as next hop; the session stays up through the change, and
+    back to Auto the originator's next hop returns."""
+    c, bird = rr_cluster
+    bird.wait_established("rr1", timeout=60)
+    block = _blocks(c, ["c3"])["c3"]
+    wait_for("c3's block in BIRD via c3", lambda: bird.routes().get(block) == ["198.18.0.3"], timeout=30)
+    since = bird.protocols()["rr1"]["since"]
+    peer = (f"kind: BGPPeer\napiVersion: projectcalico.org/v3\nmetadata: {{name: bird-client}}\n"
+            f"spec: {{node: rr1, peerIP: {BIRD_ADDR}, asNumber: 64512, nextHopMode: Self}}\n")
+    c.apply(peer)
+    wait_for("c3's block in BIRD via rr1", lambda: bird.routes().get(block) == ["198.18.0.101"], timeout=30)
+    assert bird.protocols()["rr1"]["since"] == since
+    c.apply(peer.replace(", nextHopMode: Self", ""))
+    wait_for("c3's block in BIRD via c3 again", lambda: bird.routes().get(block) == ["198.18.0.3"], timeout=30)
+    assert bird.protocols()["rr1"]["since"] == since
+
+
 def test_losing_one_reflector_loses_no_route(rr_cluster):
     c, _ = rr_cluster
     rr1_block = _blocks(c, ["rr1"])["rr1"]  # the reflector's own workloads do go away with it
