@@ -13,6 +13,7 @@ import contextlib
 import subprocess
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
@@ -39,14 +40,14 @@ GTSM_DIRECT = ("direct;", "ttl security on;")
 
 @pytest.fixture
 def lab(tmp_path: Path):
-    """spk <-> b1 (198.18.1.0/24), spk <-> b2 (198.18.2.0/24), spk <-> b3 (198.18.3.0/24, with a route
+    """spk <-> b1 (198.18.1.0/24), spk <-> b2 (198.18.2.0/24, 2001:db8:2::/64), spk <-> b3 (198.18.3.0/24, with a route
     to our 198.18.1.1)."""
     with contextlib.ExitStack() as stack:
         spk = stack.enter_context(netns("s"))
         b1 = stack.enter_context(netns("b"))
         b2 = stack.enter_context(netns("c"))
         veth(spk, "to-b1", b1, "eth0", ("198.18.1.1/24",), ("198.18.1.2/24",))
-        veth(spk, "to-b2", b2, "eth0", ("198.18.2.1/24",), ("198.18.2.2/24",))
+        veth(spk, "to-b2", b2, "eth0", ("198.18.2.1/24", "2001:db8:2::1/64"), ("198.18.2.2/24", "2001:db8:2::2/64"))
         bird1 = stack.enter_context(Bird(b1, "198.18.1.2", tmp_path / "bird1"))
         bird2 = stack.enter_context(Bird(b2, "198.18.2.2", tmp_path / "bird2"))
         b3 = stack.enter_context(netns("d"))
@@ -76,9 +77,11 @@ async def test_gtsm_and_local_as_on_the_wire(lab, nursery):
                         extra=MULTIHOP)
     bird1.configure([gtsm_in])
     bird3.configure([plain_in])
-    # we dial b2, with GTSM, from a local AS that is not the node's (BGPPeer localASNumber)
-    bird2.configure([BirdPeer("exa", AS_BIRD, "198.18.2.1", 65099, passive=True, hold_time=9,
-                              extra=GTSM_DIRECT)])
+    # we dial b2, with GTSM, from a local AS that is not the node's (BGPPeer localASNumber); b2 dials
+    # us over IPv6 with GTSM (IPV6_MINHOPCOUNT on the accepted connection)
+    exa = BirdPeer("exa", AS_BIRD, "198.18.2.1", 65099, passive=True, hold_time=9, extra=GTSM_DIRECT)
+    exa6 = BirdPeer("exa6", AS_BIRD, "2001:db8:2::1", AS_US, hold_time=9, ipv4=False, ipv6=True, extra=GTSM_DIRECT)
+    bird2.configure([exa, exa6])
 
     speaker = Speaker(lab["tmp"] / "spk", netns=lab["spk"])
     await nursery.start(speaker.run)
@@ -87,11 +90,13 @@ async def test_gtsm_and_local_as_on_the_wire(lab, nursery):
                 Session(peer_address="198.18.3.2", peer_as=AS_BIRD, local_as=AS_US, local_address="198.18.1.1",
                         kind="fabric", passive=True, hold_time=9),
                 Session(peer_address="198.18.2.2", peer_as=AS_BIRD, local_as=65099, local_address="198.18.2.1",
-                        kind="fabric", hold_time=9, ttl_security=1)]
+                        kind="fabric", hold_time=9, ttl_security=1),
+                Session(peer_address="2001:db8:2::2", peer_as=AS_BIRD, local_as=AS_US, local_address="2001:db8:2::1",
+                        kind="fabric", passive=True, hold_time=9, ttl_security=1)]
     neighbors = [neighbor_for(s, "198.18.1.1", 179, {}, {}) for s in sessions]
     await speaker.set_neighbors(neighbors)
     with trio.fail_after(40):
-        for peer in ("198.18.1.2", "198.18.3.2", "198.18.2.2"):
+        for peer in ("198.18.1.2", "198.18.3.2", "198.18.2.2", "2001:db8:2::2"):
             await speaker.wait_state(peer, "up")
     assert bird1.established("gtsm") and bird3.established("plain") and bird2.established("exa")
 
@@ -106,18 +111,23 @@ async def test_gtsm_and_local_as_on_the_wire(lab, nursery):
     plain_since = bird3.protocols()["plain"]["since"]
     bird1.configure([BirdPeer("gtsm", AS_BIRD, "198.18.1.1", AS_US, local_address="198.18.1.2", hold_time=9,
                               extra=MULTIHOP)])
-    await poll(lambda: speaker.peers["198.18.1.2"].state != "up", what="gtsm session reset by BIRD's reconfiguration")
-    with trio.move_on_after(14) as waited:  # more than the hold time, and a reconnection after it
-        await speaker.wait_state("198.18.1.2", "up")
-    assert waited.cancelled_caught, "a session without GTSM opened"
+    bird2.configure([exa, attrs.evolve(exa6, extra=("direct;",))])  # hop limit 1 now
+    for peer in ("198.18.1.2", "2001:db8:2::2"):
+        await poll(lambda peer=peer: speaker.peers[peer].state != "up", what=f"{peer} reset by BIRD's reconfiguration")
+    for _ in range(140):  # 14 s: more than the hold time, and a reconnection after it
+        assert {speaker.peers[p].state for p in ("198.18.1.2", "2001:db8:2::2")}.isdisjoint({"up"}), \
+            "a session without GTSM opened"
+        await trio.sleep(0.1)
     assert bird3.established("plain") and bird3.protocols()["plain"]["since"] == plain_since
     assert speaker.peers["198.18.3.2"].state == "up"
 
     # and with it again, it opens
     bird1.configure([gtsm_in])
-    bird3.configure([plain_in])
+    bird2.configure([exa, exa6])
     with trio.fail_after(40):
         await speaker.wait_state("198.18.1.2", "up")
+        await speaker.wait_state("2001:db8:2::2", "up")
+    assert speaker.peers["198.18.2.2"].state == "up" and bird2.established("exa")
 
 
 async def test_next_hop_self_on_reflected_routes(lab, nursery):
