@@ -126,6 +126,36 @@ def test_next_hop_mode_self_sends_reflected_routes_via_the_reflector(rr_cluster)
     assert bird.protocols()["rr1"]["since"] == since
 
 
+def _bird_session(c: MeshCluster) -> str:
+    return next((s["state"] for s in c.status("rr1")["sessions"] if s["peer"] == BIRD_ADDR), "absent")
+
+
+def test_ttl_security_is_gtsm_against_birds_ttl_security(rr_cluster):
+    """BGPPeer ttlSecurity 1 (Calico: BIRD `ttl security on; multihop 1`): while BIRD sends with its
+    usual TTL our side refuses the session; with BIRD's `ttl security on` it opens and routes flow."""
+    c, bird = rr_cluster
+    bird.wait_established("rr1", timeout=60)
+    block = _blocks(c, ["c3"])["c3"]
+    peer = (f"kind: BGPPeer\napiVersion: projectcalico.org/v3\nmetadata: {{name: bird-client}}\n"
+            f"spec: {{node: rr1, peerIP: {BIRD_ADDR}, asNumber: 64512, ttlSecurity: 1}}\n")
+    c.apply(peer)
+    wait_for("rr1's session to BIRD reset", lambda: _bird_session(c) != "Established", timeout=30)
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        state = _bird_session(c)
+        assert state not in ("Established", "absent"), f"{state}: configured, and not opened without GTSM at BIRD"
+        time.sleep(0.5)
+    gtsm = DirectPeer(name="rr1", local_as=64512, neighbor="198.18.0.101", peer_as=64512, local_address=BIRD_ADDR,
+                      export="none", next_hop_self=False, extra=("ttl security on;",))
+    bird.configure([gtsm])
+    wait_for("rr1's session to BIRD with GTSM", lambda: _bird_session(c) == "Established", timeout=60)
+    wait_for("c3's block in BIRD", lambda: bird.routes().get(block) == ["198.18.0.3"], timeout=30)
+    c.apply(peer.replace(", ttlSecurity: 1", ""))
+    bird.configure([attrs.evolve(gtsm, extra=())])
+    wait_for("rr1's session to BIRD without GTSM", lambda: _bird_session(c) == "Established", timeout=60)
+    bird.wait_established("rr1", timeout=60)
+
+
 def test_losing_one_reflector_loses_no_route(rr_cluster):
     c, _ = rr_cluster
     rr1_block = _blocks(c, ["rr1"])["rr1"]  # the reflector's own workloads do go away with it
