@@ -3,9 +3,9 @@
 Three layers, each overlaying the one before: routes for "every neighbor", reflected routes (one
 value per prefix: its attributes and the neighbours that get them), and routes for particular
 neighbors; restricted to the families a neighbor's session carries. A reflected route goes to a
-neighbour with `next_hop_self` carrying our address as next hop instead of the one it came with. Every change returns exactly
-what to send, and `replay_groups(ns)` gives everything neighbors should have: ExaBGP does not replay
-API routes to a neighbor added by a reload.
+neighbour with `next_hop_self` with our address as next hop instead of the one it came with. Every
+change returns exactly what to send, and `replay_groups(ns)` gives everything neighbors should have:
+ExaBGP does not replay API routes to a neighbor added by a reload.
 """
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ class RouteIntent:
         new = {n.key: n for n in neighbors}
         for key in self._neighbors.keys() - new.keys():
             self._specific.pop(key, None)
-        flipped = [k for k, n in new.items() if k in self._neighbors and self._neighbors[k].next_hop_self != n.next_hop_self]
+        old = self._neighbors
+        flipped = [k for k, n in new.items() if k in old and old[k].next_hop_self != n.next_hop_self]
         before = {k: self.routes_for(k) for k in flipped}
         self._neighbors = new
         self._carrying = {f: frozenset(k for k, n in new.items() if n.carries(f)) for f in (IPV4_UNICAST, IPV6_UNICAST)}

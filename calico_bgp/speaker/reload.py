@@ -164,14 +164,16 @@ class ConfigReloader:
             await self._say_goodbye(going, teardown_wait)
         async with self.sender.lock:
             resend = self.intent.set_neighbors(new.values())
+            if resend and self.sender.connected:  # a next-hop mode changed: those routes again, the session stays
+                await self.sender.send_locked(self._lines(resend))
         for k in removed:
             self.peers.pop(k, None)
-        if self.write() and self.sender.connected:
+        if not self.write():
+            return
+        if self.sender.connected:
             event(log, "exabgp_reload", neighbors=len(new), removed=len(removed))
             self.mark_loaded()
             await self.reload()
-        if resend and self.sender.connected:  # a next-hop mode changed: those routes again, the session stays
-            await self.sender.send(self._lines(resend))
         # else: ExaBGP is starting (or restarting) and is reloaded when its bridge connects
 
     async def _say_goodbye(self, going: list[str], teardown_wait: float) -> None:
