@@ -1,69 +1,9 @@
-"""ExaBGP's reactor loop: when a reload is carried out, and how lines reach the API process (patched
-into ExaBGP by exabgp_run, as its other mends are; see the README's "ExaBGP patches").
+"""ExaBGP's reactor loop: when a reload is carried out (patched into ExaBGP by exabgp_run, as its
+other mends are; see the README's "ExaBGP patches").
 
 Must import under Python 3.9 (PyPy's ExaBGP runs it).
 """
 from __future__ import annotations
-
-
-def _batched_api_writes() -> None:
-    """ExaBGP flushed its pipe to the API process after every line it wrote: one write(2) per UPDATE
-    it reports and per answer, which was a quarter of its CPU under steady churn (1,000 one-prefix
-    UPDATEs a second; py-spy on bench/churn.py). Lines now stay in the pipe's buffer (8 KiB; a full
-    buffer goes out by itself) until the reactor is about to wait for its sockets, once per pass of
-    its loop: the same lines in the same order, a pass later at most, which is before the reactor
-    could do anything else. A shutdown still writes at once."""
-    import errno
-
-    from exabgp.reactor.api.processes import ProcessError, Processes
-    from exabgp.reactor.loop import Reactor
-
-    def write(self: Processes, process: str, string: str | None, neighbor: object = None) -> bool:  # type: ignore[no-untyped-def]
-        if string is None:
-            return True
-        while True:
-            try:
-                self._process[process].stdin.write(bytes(f"{string}\n", "ascii"))
-            except OSError as exc:
-                self._broken.append(process)
-                if exc.errno == errno.EPIPE:
-                    raise ProcessError from None
-                continue  # interrupted: ExaBGP retries the same way
-            break
-        self.__dict__.setdefault("_calico_unflushed", set()).add(process)
-        if getattr(self, "_calico_eager", False):
-            _flush(self)
-        return True
-
-    def _flush(self: Processes) -> None:
-        for process in self.__dict__.pop("_calico_unflushed", ()):
-            proc = self._process.get(process)
-            if proc is None:  # gone (terminated, replaced): nothing to flush into
-                continue
-            try:
-                proc.stdin.flush()
-            except OSError:  # as ExaBGP: a failed flush is retried with the next one
-                self.__dict__.setdefault("_calico_unflushed", set()).add(process)
-
-    terminate = Processes.terminate
-
-    def terminate_flushing(self: Processes):  # type: ignore[no-untyped-def]
-        self._calico_eager = True
-        _flush(self)
-        return terminate(self)
-
-    Processes.write = write  # type: ignore[method-assign]
-    Processes.terminate = terminate_flushing  # type: ignore[method-assign]
-
-    wait = Reactor._wait_for_io
-
-    def _wait_for_io(self: Reactor, sleeptime: int):  # type: ignore[no-untyped-def]
-        processes = getattr(self, "processes", None)  # None until the reactor made them
-        if processes is not None and processes.__dict__.get("_calico_unflushed"):
-            _flush(processes)
-        return wait(self, sleeptime)
-
-    Reactor._wait_for_io = _wait_for_io  # type: ignore[method-assign]
 
 
 def _reload_past_sessions_not_up() -> None:
@@ -91,4 +31,3 @@ def _reload_past_sessions_not_up() -> None:
 
 def patch() -> None:
     _reload_past_sessions_not_up()
-    _batched_api_writes()

@@ -155,33 +155,3 @@ def test_an_idle_reactor_waits_longer_for_its_sockets_and_one_with_api_work_queu
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == f"[{exabgp_run.IDLE_WAIT_MS}, 0, 10, 0]"
 
-
-def test_lines_to_the_api_process_go_out_once_a_reactor_pass_not_one_write_each(python):
-    """Three lines written: buffered, no flush; the reactor about to wait for its sockets: one flush,
-    the lines in order; a shutdown writes at once."""
-    code = ("from calico_bgp.speaker import exabgp_run\n"
-            "from exabgp.reactor.asynchronous import ASYNC\n"
-            "from exabgp.reactor.api.processes import Processes\n"
-            "from exabgp.reactor.loop import Reactor\n"
-            "exabgp_run.patch()\n"
-            "log = []\n"
-            "class Stdin:\n"
-            "    def write(self, data): log.append(data.decode().strip())\n"
-            "    def flush(self): log.append('FLUSH')\n"
-            "class Proc:\n"
-            "    stdin = Stdin()\n"
-            "class Poller:\n"
-            "    def poll(self, timeout): return []\n"
-            "procs = Processes.__new__(Processes)\n"
-            "procs._process, procs._broken = {'api': Proc()}, []\n"
-            "for line in ('a', 'b', 'c'): procs.write('api', line)\n"
-            "print(log)\n"
-            "reactor = Reactor.__new__(Reactor)\n"
-            "reactor._poller, reactor.asynchronous, reactor.processes = Poller(), ASYNC(), procs\n"
-            "list(reactor._wait_for_io(0)); list(reactor._wait_for_io(0))\n"
-            "print(log)\n"
-            "procs._calico_eager = True  # what terminate() sets before its shutdown line\n"
-            "procs.write('api', 'bye')\n"
-            "print(log[-2:])\n")
-    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[:3] == ["['a', 'b', 'c']", "['a', 'b', 'c', 'FLUSH']", "['bye', 'FLUSH']"]
