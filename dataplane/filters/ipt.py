@@ -36,6 +36,7 @@ from dataplane.filters.rules import (
     Verdict,
 )
 from dataplane.logfmt import event
+from dataplane.tool import run_tool
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +149,7 @@ class IptFilter:
         return shutil.which(iptables) is not None and shutil.which(ipset) is not None
 
     def _run(self, cmd: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        if self.netns:
-            cmd = ["ip", "netns", "exec", self.netns, *cmd]
-        try:
-            r = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60)
-        except FileNotFoundError as exc:
-            raise IptError(f"{cmd[0]} is not installed") from exc
-        if check and r.returncode != 0:
-            raise IptError(f"{' '.join(cmd[:3])}: {r.stderr.strip()[:2000]}")
-        return r
+        return run_tool(cmd, netns=self.netns, error=IptError, stdin=stdin, check=check)
 
     def _save(self, version: int) -> str:
         return self._run([f"{self.tools[version]}-save", "-t", "raw", "-c"]).stdout

@@ -42,6 +42,7 @@ from dataplane.filters.rules import (
     Verdict,
 )
 from dataplane.logfmt import event
+from dataplane.tool import run_tool
 
 log = logging.getLogger(__name__)
 
@@ -196,16 +197,8 @@ class NftFilter:
         return shutil.which(nft) is not None
 
     def _run(self, args: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [self.nft, *args]
-        if self.netns:
-            cmd = ["ip", "netns", "exec", self.netns, *cmd]
-        try:
-            r = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60)
-        except FileNotFoundError as exc:
-            raise NftError(f"{self.nft} is not installed") from exc
-        if check and r.returncode != 0:
-            raise NftError(f"nft {' '.join(args)}: {r.stderr.strip()[:2000]}")
-        return r
+        return run_tool([self.nft, *args], netns=self.netns, error=NftError, stdin=stdin, check=check,
+                        what=f"nft {' '.join(args)}")
 
     def state(self) -> NftState:
         r = self._run(["-j", "list", "table", "inet", TABLE], check=False)

@@ -21,6 +21,7 @@ import attrs
 
 from dataplane.logfmt import event
 from dataplane.nat.rules import IPNetwork, NatError, NatSet, collapsed
+from dataplane.tool import run_tool
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +135,7 @@ class IptNat:
         return shutil.which(iptables) is not None and shutil.which(ipset) is not None
 
     def _run(self, cmd: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        if self.netns:
-            cmd = ["ip", "netns", "exec", self.netns, *cmd]
-        try:
-            r = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60)
-        except FileNotFoundError as exc:
-            raise NatError(f"{cmd[0]} is not installed") from exc
-        if check and r.returncode != 0:
-            raise NatError(f"{' '.join(cmd[:3])}: {r.stderr.strip()[:2000]}")
-        return r
+        return run_tool(cmd, netns=self.netns, error=NatError, stdin=stdin, check=check)
 
     def state(self) -> IptNatState:
         sets = parse_sets(self._run([self.ipset, "save"], check=False).stdout)

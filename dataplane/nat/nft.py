@@ -25,6 +25,7 @@ import attrs
 
 from dataplane.logfmt import event
 from dataplane.nat.rules import IPNetwork, NatError, NatSet, collapsed
+from dataplane.tool import run_tool
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +141,8 @@ class NftNat:
         return shutil.which(nft) is not None
 
     def _run(self, args: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [self.nft, *args]
-        if self.netns:
-            cmd = ["ip", "netns", "exec", self.netns, *cmd]
-        try:
-            r = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60)
-        except FileNotFoundError as exc:
-            raise NatError(f"{self.nft} is not installed") from exc
-        if check and r.returncode != 0:
-            raise NatError(f"nft {' '.join(args)}: {r.stderr.strip()[:2000]}")
-        return r
+        return run_tool([self.nft, *args], netns=self.netns, error=NatError, stdin=stdin, check=check,
+                        what=f"nft {' '.join(args)}")
 
     def state(self) -> NftNatState:
         r = self._run(["-j", "list", "table", "inet", TABLE], check=False)

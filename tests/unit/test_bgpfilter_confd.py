@@ -24,6 +24,8 @@ SHARED = next((d / "shared" / "calico-confd" for d in _REPO.parents if (d / "sha
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"Calico's confd scenarios are not at {SHARED}")
 
 NET = Prefix.of
+# Calico's own scenario addresses (its filters' CIDRs are 10/8, 172.16/12, 192.168/16), kept so each
+# verdict can be checked against its golden BIRD line; values in memory only, never on any interface
 IBGP = Peer("10.192.0.3", 64512, "10.192.0.3", ibgp=True, link=SessionLink("eth0"))
 EBGP = Peer("10.192.0.5", 65001, "10.192.0.5", ibgp=False)
 OWN = [NET("10.0.1.0/26"), NET("172.16.1.0/26"), NET("192.168.1.0/26")]
