@@ -135,6 +135,8 @@ def test_import_communities_match_rejects_and_set_priority_decides_the_best_path
 
     c.apply(_filter(with_priority=False))  # the rule gone: judged again from what tor-b sent
     wait_for("tor-a's shorter path preferred again", lambda: c.routes("n1").get(SHARED) == [TOR_A], timeout=30)
-    assert _routes(c)[SHARED]["bestReason"] == "as-path"
+    # the status document `routes` reads is published a moment after the kernel changed
+    wait_for("the status saying why", lambda: _routes(c).get(SHARED, {}).get("bestReason") == "as-path", timeout=30)
+    assert _routes(c)[SHARED]["nextHops"] == [TOR_A]
     c.apply(_filter(with_priority=True))
     wait_for("and back to tor-b", lambda: c.routes("n1").get(SHARED) == [TOR_B], timeout=30)
