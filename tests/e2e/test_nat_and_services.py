@@ -80,7 +80,9 @@ def test_service_cidrs_announced_from_every_node_but_an_excluded_one(cluster):
         node["metadata"].setdefault("labels", {})["node.kubernetes.io/exclude-from-external-load-balancers"] = "true"
         c.apply(json.dumps(node))
         wait_for("n2 withdrew them", lambda: not CIDRS & set(_rejected_from(c, "n1")), timeout=30)
-        assert not CIDRS & set(c.status("n2")["announced"])
+        # n2's own status document is published on its own schedule, a moment after n1 heard
+        wait_for("n2 says it announces them no more", lambda: not CIDRS & set(c.status("n2")["announced"]),
+                 timeout=30)
         assert CIDRS <= set(c.status("n1")["announced"])
     finally:
         c.apply(CONFIG % "")
