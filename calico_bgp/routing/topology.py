@@ -352,9 +352,14 @@ def sessions_for(me: Node, nodes: Sequence[Node], config: BGPConfiguration, peer
 
 
 def runnable(sessions: Iterable[Session]) -> tuple[dict[str, Session], list[Skipped]]:
-    """The sessions the agent configures, by peer address, and those it cannot: the speaker (ExaBGP)
-    and the agent know a neighbour by its address, so of two sessions to one address on two ports
-    the first (the lower port) runs and the other is skipped, saying why."""
+    """The sessions the agent configures, by peer address, and those it cannot: of two sessions to one
+    address on two ports (Calico: two BIRD protocols, bird.cfg.template's `Global_<ip>_port_<port>`)
+    the first (the lower port) runs and the other is skipped, saying why. ExaBGP 5 cannot hold both:
+    its neighbour key (bgp/neighbor.py Neighbor.name: address, local address, ASes, router id,
+    families; no port) makes the second a "duplicate peer definition" (configuration/neighbor), an
+    incoming connection is matched by address alone (reactor/listener.py new_connections), and the
+    routes it reports name the neighbour by address and AS (reactor/api/response/json.py), so they
+    could not be told apart; the agent's RIB, counters and status key peers by address as well."""
     kept: dict[str, Session] = {}
     skipped: list[Skipped] = []
     for s in sessions:
@@ -362,8 +367,8 @@ def runnable(sessions: Iterable[Session]) -> tuple[dict[str, Session], list[Skip
         if first is None:
             kept[s.peer_address] = s
         else:
-            skipped.append(Skipped(s, f"not run: the speaker holds one session per peer address, and "
-                                      f"{s.peer_address} port {first.peer_port} runs"))
+            skipped.append(Skipped(s, f"not run: ExaBGP holds one neighbour per address (a second port is a "
+                                      f"duplicate peer definition), and {s.peer_address} port {first.peer_port} runs"))
     return kept, skipped
 
 

@@ -96,7 +96,8 @@ def test_one_address_on_two_ports_is_two_sessions_and_the_speaker_runs_the_first
     kept, skipped = runnable(sessions)
     assert kept["198.18.0.99"].peer_port == 179
     assert [(k.session.peer_port, k.why) for k in skipped] == [
-        (1179, "not run: the speaker holds one session per peer address, and 198.18.0.99 port 179 runs")]
+        (1179, "not run: ExaBGP holds one neighbour per address (a second port is a duplicate peer definition), "
+               "and 198.18.0.99 port 179 runs")]
 
 
 def test_local_as_number_is_the_sessions_local_as_and_decides_rr_clients():
