@@ -144,6 +144,7 @@ class ControlLoop:
             await self.sessions.check_max_prefixes(peer)
         state.own = desired.announcements(self.name, cluster.blocks, pools)
         state.own |= advertise_services.service_prefixes(cfg.spec, me.labels, pools)  # serviceClusterIPs, ...
+        self.kernel.keep_out = advertise_services.kept_out_of_kernel(cfg.spec)  # mark_full below applies it
         usage, state.borrowed = desired.pool_usage(self.name, cluster.blocks, pools)
         state.pool_usage = dict(usage)
         await self.export()

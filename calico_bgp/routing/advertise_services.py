@@ -15,9 +15,13 @@ reject_disabled_pools and apply_communities, and calico_kernel_programming keeps
 Not done, for want of Kubernetes: Calico's route generator (confd/pkg/backends/calico/routes.go) also
 announces one /32 or /128 per Service address (cluster IPs, external IPs, LoadBalancer ingress IPs;
 from every node, or with externalTrafficPolicy Local only from nodes with a local endpoint) read from
-Kubernetes Services and Endpoints, which a bare-metal node does not have. Nor are routes other
-speakers send for addresses inside these CIDRs kept out of the kernel (Calico's /rejectcidrs): here
-import policy already refuses them unless a BGPFilter accepts them.
+Kubernetes Services and Endpoints, which a bare-metal node does not have.
+
+Routes other speakers send inside these CIDRs are kept out of the kernel on every node, excluded or
+not (client.go updateGlobalRoutes puts each CIDR under /rejectcidrs whether the node announces it or
+not, and bird_ipam.cfg.template's calico_kernel_programming has `if ( net ~ <cidr> ) then { reject; }`
+for each, which takes the CIDR and every prefix inside it): they stay in the RIB, are reflected and
+shown by `routes`, and never get a kernel route (kept_out_of_kernel, routing/desired.py).
 """
 from __future__ import annotations
 
@@ -35,6 +39,11 @@ def service_cidrs(spec: BGPConfigurationSpec) -> list[str]:
     """The three lists' CIDRs, in order, each once; libcalico-go takes an empty entry (`{}`): skipped."""
     cidrs = [c.cidr for c in (*spec.service_cluster_ips, *spec.service_external_ips, *spec.service_load_balancer_ips)]
     return list(dict.fromkeys(c for c in cidrs if c))
+
+
+def kept_out_of_kernel(spec: BGPConfigurationSpec) -> tuple[Prefix, ...]:
+    """The prefixes no learned route inside of goes into this node's kernel: every service CIDR."""
+    return tuple(Prefix.of(ipaddress.ip_network(c, strict=False)) for c in service_cidrs(spec))
 
 
 def service_prefixes(spec: BGPConfigurationSpec, node_labels: Mapping[str, str],

@@ -3,7 +3,8 @@
 - announcements: each block affine to this node as one aggregate, each address this node borrowed
   from another node's block as a host route; never a pool with disableBGPExport.
 - kernel routes: a blackhole per local block (an unallocated address is dropped here rather than
-  following the default route) and the RIB's selections via their next hops (ECMP when several).
+  following the default route) and the RIB's selections via their next hops (ECMP when several),
+  but none inside a `kept_out` prefix (the service CIDRs: advertise_services.kept_out_of_kernel).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Container, Iterable, Mapping
 
 from calico_bgp.resources.ippool import IPPool
 from calico_bgp.routing.nexthop import split
+from calico_bgp.routing.path import Selection
 from calico_bgp.routing.prefix import Network, Prefix
 from calico_bgp.routing.rib import Rib
 from calico_bgp.routing.topology import Session
@@ -63,18 +65,27 @@ def peer_routes(sessions: Iterable[Session]) -> list[Route]:
 Unbuildable = dict[RouteKey, tuple[str, str]]
 
 
+def kept_out(prefix: Prefix, covering: Iterable[Prefix]) -> bool:
+    """Whether `prefix` is one of `covering` or lies inside one (BIRD's `net ~ cidr`)."""
+    return any(c.contains(prefix) for c in covering)
+
+
 def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterable[Prefix] = (),
-                  static: Iterable[Route] = ()) -> tuple[list[Route], Unbuildable]:
+                  static: Iterable[Route] = (), keep_out: tuple[Prefix, ...] = ()) -> tuple[list[Route], Unbuildable]:
     """Blackholes for local blocks, `static` routes (peer_routes), and every selected route that is
-    none of those and not one we originate; and the selections that make no route (a next hop that
-    is no address, of the other family, ...), each with the reason: one never keeps out the others."""
+    none of those, not one we originate and inside no `keep_out` prefix; and the selections that make
+    no route (a next hop that is no address, of the other family, ...), each with the reason: one
+    never keeps out the others."""
     mine = set(own)
     routes = [Route.blackhole(prefix.to_ipaddress()) for prefix in local_blocks(node, blocks)]
     blackholed = {r.prefix for r in routes}
     routes += [r for r in static if r.prefix not in blackholed]
     taken = {Prefix.of(r.prefix) for r in routes}
     unbuildable: Unbuildable = {}
-    for prefix, sel in rib.selections():
+    selections: Iterable[tuple[Prefix, Selection]] = rib.selections()
+    if keep_out:  # only when service CIDRs are configured: no cost per prefix otherwise
+        selections = [(p, sel) for p, sel in selections if not kept_out(p, keep_out)]
+    for prefix, sel in selections:
         if prefix in mine or prefix in taken:
             continue
         _add_learned(prefix, sel.next_hops, routes, unbuildable)
@@ -87,11 +98,13 @@ def not_learned(node: str, blocks: Mapping[str, Block], own: Iterable[Prefix], s
     return set(own) | set(local_blocks(node, blocks)) | {Prefix.of(r.prefix) for r in static}
 
 
-def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]) -> tuple[list[Route], list[RouteKey], Unbuildable]:
+def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix],
+                   keep_out: tuple[Prefix, ...] = ()) -> tuple[list[Route], list[RouteKey], Unbuildable]:
     """For prefixes whose selection changed: the learned routes to program, the keys of those to
     remove, and the selections that make no route, as `kernel_routes` would have them. `skip`: what we
-    originate or blackhole (never learned routes). The incremental form of kernel_routes: its cost
-    follows the change, not the RIB."""
+    originate or blackhole (never learned routes); `keep_out`: as kernel_routes' (never programmed, so
+    nothing to remove either: a change of it is a full rebuild). The incremental form of
+    kernel_routes: its cost follows the change, not the RIB."""
     upserts: list[Route] = []
     gone: list[Prefix] = []  # no selection left: their keys are made together at the end
     unbuildable: Unbuildable = {}
@@ -101,6 +114,8 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
     last_attrs: object = None
     last_version = 0
     last_hops: tuple[NextHop, ...] = ()
+    if keep_out:  # only when service CIDRs are configured: no cost per prefix otherwise
+        prefixes = [p for p in prefixes if not kept_out(p, keep_out)]
     for prefix in prefixes:
         if prefix in skip:
             continue

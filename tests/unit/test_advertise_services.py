@@ -7,10 +7,11 @@ from calico_bgp.resources import model
 from calico_bgp.resources.bgpconfig import BGPConfiguration
 from calico_bgp.resources.ippool import IPPool
 from calico_bgp.routing import bgpfilter, desired
-from calico_bgp.routing.advertise_services import EXCLUDE_LABEL, service_cidrs, service_prefixes
+from calico_bgp.routing.advertise_services import EXCLUDE_LABEL, kept_out_of_kernel, service_cidrs, service_prefixes
 from calico_bgp.routing.prefix import Prefix
 from calico_bgp.routing.rib import Rib
-from calico_bgp.routing.path import LocalSpeaker
+from calico_bgp.routing.path import LocalSpeaker, Peer
+from calico_bgp.routing.attributes import PathAttributes
 
 
 def config(**spec) -> BGPConfiguration:
@@ -50,6 +51,28 @@ def test_announced_with_prefix_advertisement_communities_and_never_in_the_kernel
     routes, _ = desired.kernel_routes("n1", {}, Rib(LocalSpeaker(64512, "198.18.0.1")), own)
     assert routes == []                                     # no blackhole, no learned route for them
     assert own <= desired.not_learned("n1", {}, own, [])     # a peer's copy never takes the kernel either
+
+
+def test_routes_learned_inside_a_service_cidr_stay_out_of_the_kernel_on_every_node():
+    """client.go updateGlobalRoutes puts every service CIDR under /rejectcidrs, on an excluded node
+    too; bird_ipam.cfg.template calico_kernel_programming: `if ( net ~ <cidr> ) then { reject; }`,
+    which takes the CIDR and what lies inside it, and nothing around it."""
+    keep_out = kept_out_of_kernel(SPEC)
+    assert set(keep_out) == {Prefix.of(c) for c in service_cidrs(SPEC)}
+    assert kept_out_of_kernel(config().spec) == ()
+    rib = Rib(LocalSpeaker(64512, "198.18.0.1"))
+    inside = [Prefix.of("198.18.200.0/24"), Prefix.of("198.18.200.7/32"), Prefix.of("2001:db8:201::5/128")]
+    outside = [Prefix.of("198.18.200.0/23"), Prefix.of("198.18.203.0/24"), Prefix.of("198.19.0.0/26")]
+    rib.update(Peer("198.18.0.9", 65001, "198.18.0.9", ibgp=False),
+               {p: PathAttributes("198.18.0.9" if p.version == 4 else "2001:db8::9", as_path=(65001,))
+                for p in inside + outside})
+    assert len(list(rib.selections())) == 6                        # kept in the RIB: reflected, shown by `routes`
+    routes, _ = desired.kernel_routes("n1", {}, rib, (), (), keep_out)
+    assert sorted(str(r.prefix) for r in routes) == sorted(str(p) for p in outside)
+    upserts, removed, _ = desired.kernel_changes(inside + outside, rib, set(), keep_out)
+    assert sorted(str(r.prefix) for r in upserts) == sorted(str(p) for p in outside) and removed == []
+    # without service CIDRs every one of them goes in
+    assert len(desired.kernel_routes("n1", {}, rib)[0]) == 6
 
 
 def test_apply_says_exactly_what_is_not_done():

@@ -58,3 +58,14 @@ async def test_service_cidrs_announced_to_every_peer_withdrawn_when_excluded(tmp
     assert "198.18.200.0/24" in announced[TOR]
     await a.control.sync(with_config(base, {"asNumber": 64512}))
     assert announced[TOR] == {}
+
+
+async def test_the_control_loop_keeps_learned_routes_inside_service_cidrs_out_of_the_kernel(tmp_path):
+    """Calico's /rejectcidrs (client.go updateGlobalRoutes): on an excluded node too, which announces
+    none of them."""
+    a, _ = agent(tmp_path)
+    base = cluster(tor())
+    await a.control.sync(with_config(base, SERVICES, labels={EXCLUDE_LABEL: "true"}))
+    assert a.kernel.keep_out == (Prefix.of("198.18.200.0/24"), Prefix.of("2001:db8:202::/120"))
+    await a.control.sync(with_config(base, {"asNumber": 64512}))
+    assert a.kernel.keep_out == ()
