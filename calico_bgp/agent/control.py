@@ -26,6 +26,7 @@ from calico_bgp.routing.damping import DampingChange, DampingParams
 from calico_bgp.routing.origin import OriginIndex
 from calico_bgp.routing.path import LocalSpeaker, Peer
 from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.reflection_export import ReflectionExport
 from calico_bgp.routing.rib import Rib
 from calico_bgp.speaker import commands as speaker_cmds
 from calico_bgp.speaker.neighbor import Neighbor
@@ -148,6 +149,11 @@ class ControlLoop:
         usage, state.borrowed = desired.pool_usage(self.name, cluster.blocks, pools)
         state.pool_usage = dict(usage)
         await self.export()
+        if local.is_reflector:  # reflected routes go through each iBGP neighbour's export filters too
+            state.reflection_export = ReflectionExport.of(
+                pools, advertise_services.kept_out_of_kernel(cfg.spec),
+                {a: {v: bgpfilter.compile_rules(self.filters_of(a), "export", v) for v in (4, 6)}
+                 for a, s in sessions.items() if s.ibgp and s.filters})
         # a neighbour just added needs every reflected route, not only what changed
         await reflect(state, self.speaker, changed if changed and not added else None)
         self.kernel.mark_full()

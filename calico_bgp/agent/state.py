@@ -22,6 +22,7 @@ from calico_bgp.routing.max_prefixes import Limit
 from calico_bgp.routing.nexthop import SessionLink
 from calico_bgp.routing.path import LocalSpeaker, Peer
 from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.reflection_export import ReflectionExport
 from calico_bgp.routing.rib import Rib
 from calico_bgp.routing.topology import Session
 from calico_bgp.speaker.events import PeerOpen
@@ -49,6 +50,7 @@ class AgentState:
     configured: set[str] = attrs.field(factory=set)                   # sessions the speaker has as neighbours
     session_errors: dict[str, str] = attrs.field(factory=dict)        # peer -> why its session is not configured
     exported: dict[str, dict[Prefix, PathAttributes]] = attrs.field(factory=dict)  # what each peer was sent
+    reflection_export: ReflectionExport | None = None  # as a route reflector: the neighbours' export filters
     policy_inputs: dict[str, tuple[Any, ...]] = attrs.field(factory=dict)  # per peer: what its import policy was made of
     # per peer, from the speaker
     peer_open: dict[str, PeerOpen] = attrs.field(factory=dict)         # each peer's last OPEN

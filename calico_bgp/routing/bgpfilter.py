@@ -15,8 +15,8 @@ A rule matches when all its conditions hold, each as confd renders it into BIRD
 golden configs under confd/tests/compiled_templates/bgpfilter/):
 - cidr/matchOperator/prefixLength: `net ~ [ cidr{min,max} ]` (resources/bgpfilter.py `matches`);
 - source RemotePeers: `source ~ [ RTS_BGP ]`: a route learned from a BGP peer. Every imported route
-  is; no route we originate is, so on export it matches nothing here (we re-advertise no learned
-  route through export filters; route reflection is apart);
+  is, and so is every route a reflector reflects (routing/reflection_export.py runs the export
+  rules over those); no route we originate is, so it matches none of ours on export;
 - interface: `ifname ~ "glob"`, the route's outgoing interface, "" when it has none. A learned
   route's is the session's interface when its next hop is on that link (a directly connected peer,
   or a link-local next hop); a multihop peer's routes have "" (BIRD would resolve the next hop

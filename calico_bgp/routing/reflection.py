@@ -3,7 +3,10 @@
 A reflected route carries the same attributes to every neighbour that gets it (ORIGINATOR_ID,
 CLUSTER_LIST and the next hop depend on the path, not on the receiver), so a selection is reflected
 as one value: its attributes and the set of neighbours that receive them. The work for a change is
-per prefix and set operations over the neighbours, never a value per (prefix, neighbour).
+per prefix and set operations over the neighbours, never a value per (prefix, neighbour). Given a
+ReflectionExport (routing/reflection_export.py), each neighbour's export filters and the pool default
+then decide who gets it, and a filter's operations make `others`: the same route with other
+attributes for other neighbours.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from calico_bgp.routing.decision import DEFAULT_LOCAL_PREF
 from calico_bgp.routing.nexthop import SCOPE
 from calico_bgp.routing.path import LocalSpeaker, Peer, Selection
 from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.reflection_export import ReflectionExport
 from calico_bgp.routing.rib import Rib
 
 
@@ -25,6 +29,14 @@ class Reflected:
 
     attributes: PathAttributes
     targets: frozenset[str]
+    others: tuple[Reflected, ...] = ()  # the route with other attributes for other neighbours (their filters')
+
+    def per_neighbor(self) -> dict[str, PathAttributes]:
+        """Each neighbour that gets the route -> the attributes it gets."""
+        out = dict.fromkeys(self.targets, self.attributes)
+        for o in self.others:
+            out.update(dict.fromkeys(o.targets, o.attributes))
+        return out
 
 
 def reflected_attributes(local: LocalSpeaker, sel: Selection) -> PathAttributes | None:
@@ -86,32 +98,44 @@ class Audience:
         return out
 
 
-def reflection(local: LocalSpeaker, sel: Selection | None, audience: Audience) -> Reflected | None:
-    """A selection as reflected to `audience`, or None (nothing reflected, or to nobody)."""
+def reflection(local: LocalSpeaker, sel: Selection | None, audience: Audience, prefix: Prefix | None = None,
+               export: ReflectionExport | None = None) -> Reflected | None:
+    """A selection as reflected to `audience`, through `export` (the neighbours' export filters) when
+    given, or None (nothing reflected, or to nobody)."""
     if sel is None:
         return None
     a = reflected_attributes(local, sel)
     if a is None:
         return None
     targets = audience.targets(sel.best.peer, a)
-    return Reflected(a, targets) if targets else None
+    if not targets:
+        return None
+    if export is None or prefix is None:
+        return Reflected(a, targets)
+    if export.unfiltered(prefix[0], targets):  # the usual case: no filters, the pool default decides
+        return Reflected(a, targets) if export.by_default(prefix) else None
+    variants = export.variants(prefix, a, targets, sel.best.peer.link)
+    if not variants:
+        return None
+    first = variants[0]
+    return Reflected(first.attributes, first.targets, tuple(Reflected(v.attributes, v.targets) for v in variants[1:]))
 
 
-def reflections(local: LocalSpeaker, rib: Rib, neighbors: Sequence[Peer],
-                prefixes: Iterable[Prefix] | None = None) -> Mapping[Prefix, Reflected | None]:
+def reflections(local: LocalSpeaker, rib: Rib, neighbors: Sequence[Peer], prefixes: Iterable[Prefix] | None = None,
+                export: ReflectionExport | None = None) -> Mapping[Prefix, Reflected | None]:
     """Prefix -> how it is reflected (None: not at all, i.e. withdrawn wherever it was), for
     `prefixes` (every selection when None, listing only what is reflected). Feeding only the
-    prefixes `Rib.update` reported keeps it incremental."""
+    prefixes `Rib.update` reported keeps it incremental. `export`: the neighbours' export filters."""
     out: dict[Prefix, Reflected | None] = {}
     if local.cluster_id is None:
         return out
     audience = Audience(neighbors)
     if prefixes is None:
         for prefix, sel in rib.selections():
-            r = reflection(local, sel, audience)
+            r = reflection(local, sel, audience, prefix, export)
             if r is not None:
                 out[prefix] = r
     else:
         for prefix in prefixes:
-            out[prefix] = reflection(local, rib.selection(prefix), audience)
+            out[prefix] = reflection(local, rib.selection(prefix), audience, prefix, export)
     return out

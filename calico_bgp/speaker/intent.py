@@ -65,8 +65,12 @@ class RouteIntent:
         if spec is not None:
             return spec
         r = self._reflected.get(prefix)
-        if r is not None and neighbor in r.targets:
-            return self._passed_on(neighbor, r.attributes)
+        if r is not None:
+            if neighbor in r.targets:
+                return self._passed_on(neighbor, r.attributes)
+            for o in r.others:
+                if neighbor in o.targets:
+                    return self._passed_on(neighbor, o.attributes)
         return self._everyone.get(prefix)
 
     def routes_for(self, neighbor: str) -> dict[str, PathAttributes]:
@@ -74,6 +78,8 @@ class RouteIntent:
         if n is None:
             return {}
         reflected = {p: r.attributes for p, r in self._reflected.items() if neighbor in r.targets}
+        reflected.update({p: o.attributes for p, r in self._reflected.items() if r.others
+                          for o in r.others if neighbor in o.targets})
         if neighbor in self._next_hop_self:
             reflected = {p: self._passed_on(neighbor, a) for p, a in reflected.items()}
         merged = {**self._everyone, **reflected, **self._specific.get(neighbor, {})}
@@ -129,6 +135,9 @@ class RouteIntent:
             overridden = [n for n, table in self._specific.items() if p in table]
             if overridden:
                 ok = ok - frozenset(overridden)
+            if (new is not None and new.others) or (old is not None and old.others):
+                self._reflect_variants(groups, fallback, p, old, new, ok)
+                continue
             new_t = NOBODY if new is None else (new.targets if new.targets <= ok else new.targets & ok)
             old_t = NOBODY if old is None else (old.targets if old.targets <= ok else old.targets & ok)
             if new is None:
@@ -153,6 +162,35 @@ class RouteIntent:
                 else:
                     fallback.extend(RouteChange(n, p, ours, True) for n in sorted(gone))
         return groups, fallback
+
+    def _reflect_variants(self, groups: Groups, fallback: list[RouteChange], p: str, old: Reflected | None,
+                          new: Reflected | None, ok: frozenset[str]) -> None:
+        """`reflect` for a prefix whose neighbours' export filters give some of them other attributes
+        (Reflected.others): what each neighbour gets, compared one by one."""
+        before = {n: a for n, a in (old.per_neighbor() if old is not None else {}).items() if n in ok}
+        after = {n: a for n, a in (new.per_neighbor() if new is not None else {}).items() if n in ok}
+        if new is None:
+            del self._reflected[p]
+        else:
+            self._reflected[p] = new
+        version = 6 if ":" in p else 4
+        sends: dict[PathAttributes, set[str]] = {}
+        for n, a in after.items():
+            if before.get(n) != a:
+                sends.setdefault(a, set()).add(n)
+        for a, ns in sends.items():
+            self._group(groups, True, version, p, a, frozenset(ns))
+        gone = before.keys() - after.keys()
+        if gone:
+            ours = self._everyone.get(p)
+            if ours is not None:
+                fallback.extend(RouteChange(n, p, ours, True) for n in sorted(gone))
+                return
+            olds: dict[PathAttributes, set[str]] = {}
+            for n in gone:
+                olds.setdefault(before[n], set()).add(n)
+            for a, ns in olds.items():
+                self._group(groups, False, version, p, a, frozenset(ns))
 
     def _passed_on(self, neighbor: str, a: PathAttributes) -> PathAttributes:
         """A reflected route's attributes as `neighbor` gets them: our address as next hop for a

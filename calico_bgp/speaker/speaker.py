@@ -288,7 +288,9 @@ class Speaker:
         sendable: dict[str, Reflected | None] = {}
         for prefix, r in updates.items():
             try:
-                sendable[prefix] = None if r is None else attrs.evolve(r, attributes=cmds.checked(r.attributes))
+                sendable[prefix] = None if r is None else attrs.evolve(
+                    r, attributes=cmds.checked(r.attributes),
+                    others=tuple(attrs.evolve(o, attributes=cmds.checked(o.attributes)) for o in r.others))
             except InvalidRoute as exc:  # a path no command can carry is not reflected (and says why)
                 event(log, "reflection_skipped", logging.WARNING, prefix=prefix, reason=str(exc))
                 sendable[prefix] = None
