@@ -50,6 +50,7 @@ class KernelWriter:
         self._changed: set[Prefix] = set()  # prefixes whose selection changed since the last batch
         self._skip: set[Prefix] = set()     # what we originate or blackhole: never a learned route
         self.keep_out: tuple[Prefix, ...] = ()  # no learned route inside these (the service CIDRs); set by the control loop
+        self._metrics: dict[Prefix, int] = {}  # learned routes programmed with a metric other than 0 (setPriority)
         self._pending_since: float | None = None  # when the oldest change not yet prepared was noted
         self._send_ready = trio.Event()      # routes were made desired: the sender sends them
         self._send_since: float | None = None  # when the oldest change the next send carries was noted
@@ -105,12 +106,14 @@ class KernelWriter:
             try:
                 if full:
                     skip = desired.not_learned(node, blocks, own, static)
-                    routes, unbuildable = desired.kernel_routes(node, blocks, rib, own, static, self.keep_out)
+                    routes, unbuildable = desired.kernel_routes(node, blocks, rib, own, static, self.keep_out,
+                                                                  self._metrics)
                     self.programmer.set_desired(routes, unbuildable)
                     self._full, self._skip = False, skip  # only once the new desired set is in place
                     self._done(await self.programmer.reconcile(), since)
                 else:
-                    upserts, removed, unbuildable = desired.kernel_changes(changed, rib, self._skip, self.keep_out)
+                    upserts, removed, unbuildable = desired.kernel_changes(changed, rib, self._skip, self.keep_out,
+                                                                               self._metrics)
                     self.programmer.update_desired(upserts, removed, unbuildable)
                     if unbuildable:
                         self._report()

@@ -60,7 +60,8 @@ def node(state: AgentState, name: str, version: str, speaker_peers: Mapping[str,
         own, in_kernel_of = state.own, programmer.in_kernel
         for prefix, sel in heapq.nsmallest(st.MAX_PUBLISHED_ROUTES, rib.selections(), key=itemgetter(0)):
             seen = last.get(prefix)
-            key = key_of(prefix) if seen is None else seen[1]
+            # the kernel key carries the route's metric (a setPriority on import: desired.kernel_metric)
+            key = key_of(prefix, desired.kernel_metric(sel.best.attrs)) if seen is None or seen[0] is not sel else seen[1]
             in_kernel = prefix not in own and in_kernel_of(key)
             if seen is not None and seen[0] is sel and seen[2].in_kernel == in_kernel:
                 r = seen[2]

@@ -36,7 +36,8 @@ The operations run, in order, when an Accept rule matches: addCommunity (standar
 prependASPath (the path then starts with the numbers as listed), setPriority (LOCAL_PREF
 2147483647 - value). On import they change the path the RIB holds (a LOCAL_PREF set here counts in
 best-path selection for eBGP paths too, as in BIRD); on export they shape what is sent, LOCAL_PREF to
-iBGP peers only. The kernel metric we program is not changed by a priority.
+iBGP peers only. A setPriority on import is also the route's kernel metric (confd renders it as
+`krt_metric = value`: routing/desired.py kernel_metric).
 """
 from __future__ import annotations
 

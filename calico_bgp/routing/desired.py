@@ -5,6 +5,11 @@
 - kernel routes: a blackhole per local block (an unallocated address is dropped here rather than
   following the default route) and the RIB's selections via their next hops (ECMP when several),
   but none inside a `kept_out` prefix (the service CIDRs: advertise_services.kept_out_of_kernel).
+  A learned route's metric is 0 (the kernel's default), or the priority a BGPFilter setPriority
+  gave it on import: Calico renders setPriority as `krt_metric = <value>;` (projectcalico/calico
+  confd/pkg/resource/template/template_funcs.go filterOperationStatements) and BIRD's kernel
+  protocol programs krt_metric as the route's metric. Calico's mesh import filter also sets
+  krt_metric (BGPConfiguration ipv4/ipv6NormalRoutePriority, or 2147483647 - LOCAL_PREF): not here.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import ipaddress
 from typing import Container, Iterable, Mapping
 
 from calico_bgp.resources.ippool import IPPool
+from calico_bgp.routing.attributes import PathAttributes
 from calico_bgp.routing.nexthop import split
 from calico_bgp.routing.path import Selection
 from calico_bgp.routing.prefix import Network, Prefix
@@ -65,17 +71,31 @@ def peer_routes(sessions: Iterable[Session]) -> list[Route]:
 Unbuildable = dict[RouteKey, tuple[str, str]]
 
 
+LOCAL_PREF_TOP = 2147483647  # a priority p travels as LOCAL_PREF 2147483647 - p (routing/bgpfilter.py)
+
+
+def kernel_metric(a: PathAttributes) -> int:
+    """The kernel metric of a learned path: the priority an import setPriority gave it (it set
+    LOCAL_PREF to 2147483647 - priority and kept what the peer sent in `received`), else 0."""
+    sent = a.received
+    if sent is None or a.local_pref is None or a.local_pref == sent.local_pref:
+        return 0
+    return LOCAL_PREF_TOP - a.local_pref
+
+
 def kept_out(prefix: Prefix, covering: Iterable[Prefix]) -> bool:
     """Whether `prefix` is one of `covering` or lies inside one (BIRD's `net ~ cidr`)."""
     return any(c.contains(prefix) for c in covering)
 
 
 def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterable[Prefix] = (),
-                  static: Iterable[Route] = (), keep_out: tuple[Prefix, ...] = ()) -> tuple[list[Route], Unbuildable]:
+                  static: Iterable[Route] = (), keep_out: tuple[Prefix, ...] = (),
+                  metrics: dict[Prefix, int] | None = None) -> tuple[list[Route], Unbuildable]:
     """Blackholes for local blocks, `static` routes (peer_routes), and every selected route that is
     none of those, not one we originate and inside no `keep_out` prefix; and the selections that make
     no route (a next hop that is no address, of the other family, ...), each with the reason: one
-    never keeps out the others."""
+    never keeps out the others. `metrics`, when given, is made the learned routes' metrics other
+    than 0 (what `kernel_changes` needs to replace a route whose metric changes)."""
     mine = set(own)
     routes = [Route.blackhole(prefix.to_ipaddress()) for prefix in local_blocks(node, blocks)]
     blackholed = {r.prefix for r in routes}
@@ -85,10 +105,15 @@ def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterabl
     selections: Iterable[tuple[Prefix, Selection]] = rib.selections()
     if keep_out:  # only when service CIDRs are configured: no cost per prefix otherwise
         selections = [(p, sel) for p, sel in selections if not kept_out(p, keep_out)]
+    if metrics is not None:
+        metrics.clear()
     for prefix, sel in selections:
         if prefix in mine or prefix in taken:
             continue
-        _add_learned(prefix, sel.next_hops, routes, unbuildable)
+        metric = kernel_metric(sel.best.attrs)
+        if metric and metrics is not None:
+            metrics[prefix] = metric
+        _add_learned(prefix, sel.next_hops, routes, unbuildable, metric)
     return routes, unbuildable
 
 
@@ -99,12 +124,15 @@ def not_learned(node: str, blocks: Mapping[str, Block], own: Iterable[Prefix], s
 
 
 def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix],
-                   keep_out: tuple[Prefix, ...] = ()) -> tuple[list[Route], list[RouteKey], Unbuildable]:
+                   keep_out: tuple[Prefix, ...] = (),
+                   metrics: dict[Prefix, int] | None = None) -> tuple[list[Route], list[RouteKey], Unbuildable]:
     """For prefixes whose selection changed: the learned routes to program, the keys of those to
     remove, and the selections that make no route, as `kernel_routes` would have them. `skip`: what we
     originate or blackhole (never learned routes); `keep_out`: as kernel_routes' (never programmed, so
-    nothing to remove either: a change of it is a full rebuild). The incremental form of
-    kernel_routes: its cost follows the change, not the RIB."""
+    nothing to remove either: a change of it is a full rebuild); `metrics`: the learned routes'
+    metrics other than 0, as kernel_routes made them, kept up to date here (a route whose metric
+    changes is a new kernel key: the old one is removed). The incremental form of kernel_routes: its
+    cost follows the change, not the RIB."""
     upserts: list[Route] = []
     gone: list[Prefix] = []  # no selection left: their keys are made together at the end
     unbuildable: Unbuildable = {}
@@ -114,6 +142,10 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
     last_attrs: object = None
     last_version = 0
     last_hops: tuple[NextHop, ...] = ()
+    last_metric = 0
+    if metrics is None:
+        metrics = {}
+    replaced: list[RouteKey] = []  # keys of routes whose metric changed (and of lost ones that had one)
     if keep_out:  # only when service CIDRs are configured: no cost per prefix otherwise
         prefixes = [p for p in prefixes if not kept_out(p, keep_out)]
     for prefix in prefixes:
@@ -121,7 +153,10 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
             continue
         sel = selection(prefix)
         if sel is None:
-            lost(prefix)
+            if metrics and prefix in metrics:
+                replaced.append(key_of(prefix, metrics.pop(prefix)))
+            else:
+                lost(prefix)
             continue
         mp = sel.multipath
         if len(mp) == 1:
@@ -130,30 +165,47 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
                 try:
                     hops = _hops(prefix, (a.next_hop,))
                 except InvalidRoute as exc:
-                    unbuildable[key_of(prefix)] = (str(prefix), str(exc))
+                    unbuildable[key_of(prefix, kernel_metric(a))] = (str(prefix), str(exc))
                     continue
-                last_attrs, last_version, last_hops = a, prefix.version, hops
-            add(trusted(prefix, last_hops))
+                last_attrs, last_version, last_hops, last_metric = a, prefix.version, hops, kernel_metric(a)
+            if last_metric or metrics:  # priorities are rare: no lookup per prefix without them
+                _remetric(prefix, last_metric, metrics, replaced)
+            add(trusted(prefix, last_hops, last_metric))
             continue
-        _add_learned(prefix, sel.next_hops, upserts, unbuildable)
-    return upserts, keys_of_numbered(gone), unbuildable
+        metric = kernel_metric(sel.best.attrs)
+        if metric or metrics:
+            _remetric(prefix, metric, metrics, replaced)
+        _add_learned(prefix, sel.next_hops, upserts, unbuildable, metric)
+    return upserts, keys_of_numbered(gone) + replaced, unbuildable
 
 
-def _add_learned(prefix: Prefix, next_hops: Iterable[str], routes: list[Route], unbuildable: Unbuildable) -> None:
+def _remetric(prefix: Prefix, metric: int, metrics: dict[Prefix, int], replaced: list[RouteKey]) -> None:
+    """Notes `prefix`'s new metric; the key it had under another one goes to `replaced`."""
+    old = metrics.get(prefix, 0)
+    if old != metric:
+        replaced.append(key_of(prefix, old))
+    if metric:
+        metrics[prefix] = metric
+    elif old:
+        del metrics[prefix]
+
+
+def _add_learned(prefix: Prefix, next_hops: Iterable[str], routes: list[Route], unbuildable: Unbuildable,
+                 metric: int = 0) -> None:
     """The learned route to `routes`, or, when no kernel route can express it, the reason to `unbuildable`."""
     try:
-        routes.append(learned_route(prefix, next_hops))
+        routes.append(learned_route(prefix, next_hops, metric))
     except InvalidRoute as exc:
-        unbuildable[key_of(prefix)] = (str(prefix), str(exc))
+        unbuildable[key_of(prefix, metric)] = (str(prefix), str(exc))
 
 
 _HOPS: dict[tuple[str, ...], tuple[int, tuple[NextHop, ...]]] = {}
 
 
-def learned_route(prefix: Prefix, next_hops: Iterable[str]) -> Route:
+def learned_route(prefix: Prefix, next_hops: Iterable[str], metric: int = 0) -> Route:
     """The kernel route for a selection's next hops: addresses, or link-local ones scoped to the
     session's interface ("fe80::1%eth0": via fe80::1 dev eth0, nexthop.resolve)."""
-    return Route.trusted(prefix, _hops(prefix, tuple(next_hops)))
+    return Route.trusted(prefix, _hops(prefix, tuple(next_hops)), metric)
 
 
 def _hops(prefix: Prefix, gateways: tuple[str, ...]) -> tuple[NextHop, ...]:

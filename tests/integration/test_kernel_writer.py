@@ -141,3 +141,31 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
             if s.name == name and s.labels == labels:
                 return s.value
     raise AssertionError(f"no sample {name} {labels}")
+
+
+async def test_a_priority_set_on_import_is_the_kernel_metric_and_a_change_leaves_one_route(lab: Lab):  # noqa: F811
+    """BGPFilter setPriority -> krt_metric (Calico's template_funcs.go filterOperationStatements):
+    the route is in the kernel at that metric, and when the priority goes the route at metric 0
+    replaces it rather than joining it."""
+    from tests.unit.test_kernel_metric import P, TOR, rib
+
+    r = rib()
+    tagged = PathAttributes("198.18.1.1", as_path=(65001,), communities=((65000, 100),))
+    async with RouteProgrammer(netns=lab.host, resync_interval=60.0) as rp, trio.open_nursery() as nursery:
+        rp.end_grace()
+        writer = KernelWriter(rp, Metrics(), lambda: (r, "n1", {}, set(), []), lambda: None)
+        nursery.start_soon(writer.run)
+        writer.mark_full()
+        writer.mark_changed(r.update(TOR, {P: tagged}), trio.current_time())
+        await wait_for(lambda: [x.get("metric", 0) for x in _routes_to(lab.host, P)] == [512], "the route at metric 512")
+        writer.mark_changed(r.update(TOR, {P: PathAttributes("198.18.1.1", as_path=(65001,))}), trio.current_time())
+        await wait_for(lambda: [x.get("metric", 0) for x in _routes_to(lab.host, P)] == [0], "one route, at metric 0")
+        writer.mark_full()  # a full rebuild agrees
+        await trio.sleep(0.3)
+        assert [x.get("metric", 0) for x in _routes_to(lab.host, P)] == [0]
+        nursery.cancel_scope.cancel()
+
+
+def _routes_to(ns: str, prefix: Prefix) -> list[dict]:
+    from tests.integration.test_route_programmer import ip_json
+    return ip_json(ns, "-4", "route", "show", "exact", str(prefix))

@@ -1,0 +1,62 @@
+"""A BGPFilter setPriority on import becomes the learned route's kernel metric, as Calico renders it
+(projectcalico/calico confd/pkg/resource/template/template_funcs.go filterOperationStatements:
+setPriority -> `krt_metric = <value>;`, which BIRD's kernel protocol programs as the metric); any
+other learned route keeps metric 0. A metric change is a new kernel key: the old one is removed."""
+from __future__ import annotations
+
+from calico_bgp.resources import model
+from calico_bgp.resources.bgpfilter import BGPFilter, BGPFilterRule, BGPFilterSpec, CommunityMatch, Operation, SetPriority
+from calico_bgp.resources.ippool import IPPool, IPPoolSpec
+from calico_bgp.routing import desired
+from calico_bgp.routing.attributes import PathAttributes
+from calico_bgp.routing.bgpfilter import import_policy
+from calico_bgp.routing.path import LocalSpeaker, Peer
+from calico_bgp.routing.prefix import Prefix
+from calico_bgp.routing.rib import Rib
+from dataplane.routes.route import key_of
+
+TOR = Peer("198.18.1.1", 65001, "198.18.1.1", ibgp=False)
+NODE = Peer("198.18.1.2", 64512, "198.18.1.2", ibgp=True)
+P = Prefix.of("198.19.1.0/26")
+POOLS = [IPPool(model.Metadata("pods"), IPPoolSpec(cidr="198.19.0.0/16"))]
+# the live-migration example of Calico's docs: a community restores priority 512
+PRIORITY = BGPFilter(model.Metadata("lm"), BGPFilterSpec(import_v4=(
+    BGPFilterRule(action="Accept", communities=CommunityMatch(("65000:100",)),
+                  operations=(Operation(set_priority=SetPriority(512)),)),)))
+
+
+def rib() -> Rib:
+    return Rib(LocalSpeaker(64512, "198.18.1.10"), import_policy(POOLS, lambda peer: [PRIORITY]))
+
+
+def test_the_metric_is_the_priority_set_on_import_and_0_otherwise():
+    r = rib()
+    r.update(TOR, {P: PathAttributes("198.18.1.1", as_path=(65001,), communities=((65000, 100),))})
+    assert desired.kernel_metric(r.selection(P).best.attrs) == 512
+    r.update(NODE, {Prefix.of("198.19.2.0/26"): PathAttributes("198.18.1.2", local_pref=100)})
+    assert desired.kernel_metric(r.selection(Prefix.of("198.19.2.0/26")).best.attrs) == 0  # LOCAL_PREF as sent
+    assert desired.kernel_metric(PathAttributes("198.18.1.1")) == 0
+
+
+def test_full_and_incremental_builds_carry_the_metric_and_replace_the_old_key():
+    r = rib()
+    metrics: dict[Prefix, int] = {}
+    r.update(TOR, {P: PathAttributes("198.18.1.1", as_path=(65001,))})
+    routes, _ = desired.kernel_routes("n1", {}, r, metrics=metrics)
+    assert [(str(x.prefix), x.metric) for x in routes] == [("198.19.1.0/26", 0)] and metrics == {}
+    # the peer tags it: priority 512, the route at metric 0 goes
+    changed = r.update(TOR, {P: PathAttributes("198.18.1.1", as_path=(65001,), communities=((65000, 100),))})
+    upserts, removed, _ = desired.kernel_changes(changed, r, set(), (), metrics)
+    assert [(str(x.prefix), x.metric) for x in upserts] == [("198.19.1.0/26", 512)]
+    assert removed == [key_of(P, 0)] and metrics == {P: 512}
+    routes, _ = desired.kernel_routes("n1", {}, r, metrics=metrics)
+    assert [x.metric for x in routes] == [512] and metrics == {P: 512}
+    # the tag goes: back to 0, the 512 one removed
+    changed = r.update(TOR, {P: PathAttributes("198.18.1.1", as_path=(65001,))})
+    upserts, removed, _ = desired.kernel_changes(changed, r, set(), (), metrics)
+    assert [x.metric for x in upserts] == [0] and removed == [key_of(P, 512)] and metrics == {}
+    # withdrawn while at 512: that key is the one removed
+    desired.kernel_changes(r.update(TOR, {P: PathAttributes("198.18.1.1", as_path=(65001,), communities=((65000, 100),))}),
+                           r, set(), (), metrics)
+    upserts, removed, _ = desired.kernel_changes(r.update(TOR, {}, [P]), r, set(), (), metrics)
+    assert upserts == [] and removed == [key_of(P, 512)] and metrics == {}
