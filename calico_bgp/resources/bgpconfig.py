@@ -110,7 +110,11 @@ class BGPConfigurationSpec:
         default="Info", converter=checked(one_of("Debug", "Info", "Warning", "Error", "Fatal")))
     node_to_node_mesh_enabled: bool = attrs.field(default=True, converter=checked(boolean))
     as_number: ASNumber = attrs.field(default=64512, converter=checked(as_number))
-    listen_port: Integer = attrs.field(default=179, converter=checked(int_range(1, 65535)))
+    # None: not given (179 for the cluster's; a node's then listens on the cluster's). Kept apart from
+    # 179 so that a node's explicit 179 overrides a cluster default of another port, as confd's
+    # getNodeOrGlobalValue("listen_port") finds the node's key whenever the node's resource sets it
+    _listen_port: Integer | None = attrs.field(default=None, alias="listen_port", converter=checked(
+        lambda v: None if v is None else int_range(1, 65535)(v)))
     hold_time: Seconds = attrs.field(default=90, converter=checked(bgpsession.hold_time))
     keepalive_time: Seconds | None = attrs.field(default=None, converter=checked(optional_seconds))  # holdTime / 3
     communities: tuple[Community, ...] = ()
@@ -149,6 +153,16 @@ class BGPConfigurationSpec:
                     except ValueError:
                         raise bad(f"prefixAdvertisements[{i}].communities[{j}]", c,
                                    "neither a community value nor a name defined in communities") from None
+
+    @property
+    def listen_port(self) -> int:
+        """The port this configuration listens on: as given, else BGP's 179."""
+        return 179 if self._listen_port is None else self._listen_port
+
+    @property
+    def listen_port_given(self) -> int | None:
+        """listenPort as the resource gives it; None when it does not."""
+        return self._listen_port
 
     def community_value(self, name_or_value: str) -> str:
         for c in self.communities:

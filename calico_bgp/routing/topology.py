@@ -140,12 +140,13 @@ def _addr_key(text: str) -> tuple[int, int]:
 
 
 def listen_port(node_name: str, config: BGPConfiguration, node_configs: Mapping[str, BGPConfiguration]) -> int:
-    """The port a node listens on: its own BGPConfiguration `node.<name>` when that sets listenPort,
-    else the cluster's (confd getNodeOrGlobalValue "listen_port"). A per-node listenPort equal to the
-    default (179) is stored as not given, so it reads as the cluster's."""
+    """The port a node listens on: its own BGPConfiguration `node.<name>` when that sets listenPort
+    (179 included, over a cluster default of another port), else the cluster's (confd
+    getNodeOrGlobalValue "listen_port": libcalico-go's bgpsyncer writes /host/<node>/listen_port
+    whenever the node's resource sets it; bird.cfg.template's `listen bgp port` takes it first)."""
     own = node_configs.get(node_name)
-    if own is not None and own.spec.listen_port != BGPConfigurationSpec().listen_port:
-        return own.spec.listen_port
+    if own is not None and own.spec.listen_port_given is not None:
+        return own.spec.listen_port_given
     return config.spec.listen_port
 
 

@@ -87,6 +87,24 @@ def test_the_mesh_dials_each_node_on_its_own_listen_port():
     assert listen_port("n10", cfg(port=1790), own) == 1790 and listen_port("n11", cfg(port=1790), own) == 1791
 
 
+def test_a_nodes_explicit_listen_port_179_wins_over_a_cluster_default_of_another_port():
+    """libcalico-go's bgpsyncer writes /calico/bgp/v1/host/<node>/listen_port whenever the node's
+    BGPConfiguration sets listenPort, and confd (bgp_processor.go getNodeOrGlobalValue, processMeshPeers)
+    takes it before the global one: 179 given for a node is 179, not the cluster's 1790. It is stored
+    as given and comes back from `get -o yaml`."""
+    from calico_bgp.resources import model
+    from calico_bgp.resources.codec import to_dict
+
+    own = model.from_dict(BGPConfiguration, {"metadata": {"name": "node.n11"}, "spec": {"listenPort": 179}}, where="c")
+    assert to_dict(own)["spec"] == {"listenPort": 179}
+    s = by_key(sessions_for(N10, [N9, N10, N11], cfg(port=1790), [], {"n11": own}))
+    assert set(s) == {("198.18.0.9", 1790), ("198.18.0.11", 179)}
+    assert listen_port("n11", cfg(port=1790), {"n11": own}) == 179
+    # a node's resource without listenPort leaves the cluster's
+    quiet = model.from_dict(BGPConfiguration, {"metadata": {"name": "node.n11"}, "spec": {}}, where="c")
+    assert listen_port("n11", cfg(port=1790), {"n11": quiet}) == 1790 and to_dict(quiet).get("spec") in (None, {})
+
+
 def test_one_address_on_two_ports_is_two_sessions_and_the_speaker_runs_the_first():
     """client.go: peerings are keyed by GlobalBGPPeerKey{PeerIP, Port}; the speaker keys neighbours by
     address, so runnable() keeps the lower port and says why the other does not run."""
