@@ -25,6 +25,13 @@ class NatReconciler:
         self.engine = engine
         self.last_error: str | None = None
         self.applied: NatSet | None = None
+        self.applied_mode: str | None = None  # the tool the applied NAT is in (None: none programmed)
+
+    def status(self) -> tuple[str, tuple[str, ...], str]:
+        """(mode, masqueraded CIDRs, last error) for the status document and the metrics: the mode is
+        "" while no pool asks for NAT (nothing programmed), the error "" when the last pass worked."""
+        masq = tuple(str(n) for n in self.applied.masquerade) if self.applied is not None else ()
+        return (self.applied_mode or "") if masq else "", masq, self.last_error or ""
 
     async def reconcile(self, pools: Iterable, prefer: str | None) -> str | None:
         """Returns what happened ("applied": the wanted NAT changed, "repaired": it had not, the
@@ -41,6 +48,7 @@ class NatReconciler:
             event(log, "nat_outgoing_failed", logging.ERROR, error=self.last_error[:500])
             return None
         what = None if not changed else "applied" if nat != self.applied else "repaired"
+        self.applied_mode = None if nat.empty else self.engine.mode
         if what:
             event(log, f"nat_outgoing_{what}", logging.WARNING if what == "repaired" else logging.INFO,
                   mode=self.engine.mode or "-", masquerade=",".join(map(str, nat.masquerade)) or "-")

@@ -91,7 +91,8 @@ def node(state: AgentState, name: str, version: str, speaker_peers: Mapping[str,
         peers=peers(state, speaker_peers, now), routes=tuple(routes), routes_total=len(rib) if rib is not None else 0,
         kernel_routes=programmer.in_kernel_count(), routes_failed=len(failed), failed=failed_list, rejected=rejected,
         damped=damped, announced=tuple(str(p) for p in sorted(state.own)), in_grace=programmer.in_grace,
-        filter_mode=state.filter_mode, churn=churn)
+        filter_mode=state.filter_mode, nat_mode=state.nat_mode, nat_masquerade=state.nat_masquerade,
+        nat_error=state.nat_error, churn=churn)
 
 
 def metrics(state: AgentState, name: str, speaker_peers: Mapping[str, PeerState], programmer: RouteProgrammer,
@@ -102,7 +103,8 @@ def metrics(state: AgentState, name: str, speaker_peers: Mapping[str, PeerState]
         peers(state, speaker_peers, now),
         stray_notifications=tuple((p, code, n) for (p, code), n in sorted(state.stray_notifications.items())),
         kernel_blackhole=blackholes, damped=len(state.dampener.suppressed(now)),
-        pools=state.pool_usage, borrowed=state.borrowed, **kernel_figures(programmer))
+        pools=state.pool_usage, borrowed=state.borrowed, nat_mode=state.nat_mode,
+        nat_masquerade=len(state.nat_masquerade), **kernel_figures(programmer))
 
 
 def kernel_figures(programmer: RouteProgrammer) -> dict[str, int]:

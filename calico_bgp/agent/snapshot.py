@@ -68,13 +68,17 @@ class NodeSnapshot:
     announced: tuple[str, ...] = ()
     in_grace: bool = False
     filter_mode: str = ""
+    nat_mode: str = ""
+    nat_masquerade: tuple[str, ...] = ()
+    nat_error: str = ""
     churn: tuple[st.PrefixChurnStatus, ...] = ()
 
 
 def metrics_sample(peers: tuple[PeerSnapshot, ...], *, stray_notifications: tuple[tuple[str, str, int], ...] = (),
                    kernel_unicast: int = 0, kernel_blackhole: int = 0, failed_build: int = 0,
                    failed_kernel: int = 0, damped: int = 0,
-                   pools: dict[str, tuple[float, int]] | None = None, borrowed: int = 0) -> NodeSample:
+                   pools: dict[str, tuple[float, int]] | None = None, borrowed: int = 0,
+                   nat_mode: str = "", nat_masquerade: int = 0) -> NodeSample:
     """What the collector exposes: each configured peer's state (once it reported one), figures and
     counters; the kernel's, damping's and IPAM's figures."""
     return NodeSample(
@@ -84,7 +88,7 @@ def metrics_sample(peers: tuple[PeerSnapshot, ...], *, stray_notifications: tupl
                                (p.origin_rejected, p.origin_depreferred), p.counts) for p in peers),
         stray_notifications=stray_notifications, kernel_unicast=kernel_unicast, kernel_blackhole=kernel_blackhole,
         failed_build=failed_build, failed_kernel=failed_kernel, damped=damped, pools=tuple(PoolSample(name, ratio, blocks) for name, (ratio, blocks) in sorted((pools or {}).items())),
-        borrowed=borrowed)
+        borrowed=borrowed, nat_mode=nat_mode or None, nat_masquerade=nat_masquerade)
 
 
 def origin_invalid_news(flagged: frozenset[str], peers: tuple[PeerSnapshot, ...]) -> tuple[list[Emit], frozenset[str]]:

@@ -67,6 +67,11 @@ class AgentState:
     counts: dict[str, PeerCounts] = attrs.field(factory=dict)           # configured peers' event counters
     stray_notifications: dict[tuple[str, str], int] = attrs.field(factory=dict)  # (peer, code): no session of ours
     filter_mode: str = ""
+    # IPPool natOutgoing as programmed (agent/nat.py): the netfilter tool ("nft", "iptables"; "": no NAT
+    # programmed), the pool CIDRs masqueraded, and the last failure ("": none)
+    nat_mode: str = ""
+    nat_masquerade: tuple[str, ...] = ()
+    nat_error: str = ""
     # the routes of the last status document: prefix -> (its selection then, its kernel key, what was
     # said); reused while the selection is the same value and the kernel state the same (sampling.node)
     status_routes: dict[Prefix, tuple[Any, Any, Any]] = attrs.field(factory=dict)

@@ -114,6 +114,9 @@ class NodeStatus:
     damped: tuple[DampedRoute, ...] = ()
     announced: tuple[str, ...] = ()
     filter_mode: str = ""
+    nat_mode: str = ""                     # IPPool natOutgoing: the netfilter tool masquerading ("": none)
+    nat_masquerade: tuple[str, ...] = ()   # the natOutgoing pools' CIDRs it masquerades from
+    nat_error: str = ""                    # why the last NAT pass failed ("": it did not)
     in_grace: bool = False
     churn: tuple[PrefixChurnStatus, ...] = ()   # the busiest prefixes, most changes first
     bfd: BfdStatus = BfdStatus()                # the BFD engine and its sessions (bfd/report.py)
@@ -150,7 +153,8 @@ def build(s: NodeSnapshot) -> NodeStatus:
         role="route-reflector" if s.reflector else "node", updated=s.now, started=s.started,
         sessions=tuple(session_status(p) for p in s.peers), routes=cap(s.routes), routes_total=s.routes_total,
         kernel_routes=s.kernel_routes, routes_failed=s.routes_failed, failed=cap(s.failed), rejected=cap(s.rejected),
-        damped=cap(s.damped), announced=s.announced, in_grace=s.in_grace, filter_mode=s.filter_mode, churn=s.churn)
+        damped=cap(s.damped), announced=s.announced, in_grace=s.in_grace, filter_mode=s.filter_mode, nat_mode=s.nat_mode,
+        nat_masquerade=s.nat_masquerade, nat_error=s.nat_error, churn=s.churn)
 
 
 def encode(status: NodeStatus) -> bytes:

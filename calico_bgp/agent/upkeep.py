@@ -217,10 +217,16 @@ class Upkeep:
             with trio.move_on_after(30.0):
                 await self.nat_dirty.wait()
             self.nat_dirty = trio.Event()
-            cluster = self.state.cluster
-            if cluster is None:
-                continue
-            what = await nat.reconcile(cluster.pools.values(), self.state.filter_mode or requested_mode)
-            if what == "repaired":
-                self.metrics.reconcile_repairs.labels("nat").inc()
-                self.events.emit("repair", detail=f"outgoing NAT restored ({nat.engine.mode})")
+            await self.nat_once(nat, requested_mode)
+
+    async def nat_once(self, nat: Any, requested_mode: str) -> None:
+        """One natOutgoing pass; what it leaves programmed (mode, CIDRs, error) goes into the state the
+        status document and the metrics read."""
+        cluster = self.state.cluster
+        if cluster is None:
+            return
+        what = await nat.reconcile(cluster.pools.values(), self.state.filter_mode or requested_mode)
+        self.state.nat_mode, self.state.nat_masquerade, self.state.nat_error = nat.status()
+        if what == "repaired":
+            self.metrics.reconcile_repairs.labels("nat").inc()
+            self.events.emit("repair", detail=f"outgoing NAT restored ({nat.engine.mode})")

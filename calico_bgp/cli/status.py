@@ -72,6 +72,8 @@ def status_cmd(g: Globals, node_name: str | None, output: str) -> None:
                    f"{s.routes_total} learned routes, {s.kernel_routes} in kernel"
                    f"{f', {s.routes_failed} failed (calico-bgp routes --failed)' if s.routes_failed else ''}"
                    f"{', filters: ' + s.filter_mode if s.filter_mode else ''}"
+                   f"{', NAT: ' + s.nat_mode + ' (' + ' '.join(s.nat_masquerade) + ')' if s.nat_mode else ''}"
+                   f"{', NAT failed: ' + s.nat_error if s.nat_error else ''}"
                    f"{', grace period' if s.in_grace else ''}"
                    f"{', BFD unavailable since ' + _since(s.bfd.unavailable_since) if s.bfd.engine == 'unavailable' else ''}"
                    f"{stale}")

@@ -77,9 +77,12 @@ class NodeSample:
     damped: int = 0
     pools: tuple[PoolSample, ...] = ()
     borrowed: int = 0
+    nat_mode: str | None = None    # IPPool natOutgoing's netfilter tool (None: no NAT programmed)
+    nat_masquerade: int = 0        # pool CIDRs masqueraded
 
 
 PEER = ["peer", "peer_type"]
+NAT_MODES = ("nft", "iptables")  # dataplane/nat/engine.py MODES (telemetry imports nothing of the dataplane)
 
 
 def families(sample: NodeSample | None) -> list[Metric]:
@@ -152,9 +155,14 @@ def families(sample: NodeSample | None) -> list[Metric]:
         blocks.add_metric([pool.pool], pool.blocks)
     borrowed = gauge("calico_bgp_ipam_borrowed_addresses", "Addresses this node holds in others' blocks")
     borrowed.add_metric([], s.borrowed)
+    nat_mode = gauge("calico_bgp_nat_mode", "1 for the netfilter tool masquerading natOutgoing pools", ["mode"])
+    for m in NAT_MODES:
+        nat_mode.add_metric([m], 1 if m == s.nat_mode else 0)
+    nat_pools = gauge("calico_bgp_nat_masquerade_cidrs", "natOutgoing pool CIDRs masqueraded")
+    nat_pools.add_metric([], s.nat_masquerade)
     return [state, established, transitions, flaps, flap_score, notifications, updates_received,
             withdrawals_received, updates_sent, withdrawals_sent, prefixes, malformed, max_prefix, origin,
-            kernel, failed, damped, utilisation, blocks, borrowed]
+            kernel, failed, damped, utilisation, blocks, borrowed, nat_mode, nat_pools]
 
 
 class AgentCollector(Collector):

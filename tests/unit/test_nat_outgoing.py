@@ -213,3 +213,59 @@ def test_the_state_dir_spares_a_node_without_nat_every_tool_and_a_restart_the_sw
     again.apply(NatSet())
     assert set(log) == {("nft", "remove"), ("iptables", "remove")}
     assert not (tmp_path / "nat-mode.json").exists()
+
+
+async def test_the_status_document_and_the_metrics_show_the_nat_mode_and_pools(tmp_path):
+    """What the agent programs for natOutgoing (as felix's masq_mgr.go: the natOutgoing pools'
+    CIDRs) is in `calico-bgp status` and in calico_bgp_nat_mode / calico_bgp_nat_masquerade_cidrs:
+    the tool in use, the CIDRs, and a failure while the last programmed NAT stays."""
+    import attrs
+
+    from tests.unit.test_agent_wiring import agent, cluster
+
+    a, _ = agent(tmp_path)
+    a.nat = NatReconciler(FakeEngine())
+    base = cluster()
+    state = attrs.evolve(base, pools={"a": pool("a", "198.19.0.0/24", True), "b": pool("b", "198.19.4.0/24"),
+                                      "c": pool("c", "2001:db8:5::/64", True)})
+    await a.control.sync(state)
+    await a.upkeep.nat_once(a.nat, "nft")
+    doc = a.build_status()
+    assert (doc.nat_mode, doc.nat_masquerade, doc.nat_error) == ("nft", ("198.19.0.0/24", "2001:db8:5::/64"), "")
+    reg = a.metrics.registry
+    assert reg.get_sample_value("calico_bgp_nat_mode", {"mode": "nft"}) == 1
+    assert reg.get_sample_value("calico_bgp_nat_mode", {"mode": "iptables"}) == 0
+    assert reg.get_sample_value("calico_bgp_nat_masquerade_cidrs") == 2
+    # a failing pass is said, and what is programmed is still shown
+    a.nat.engine.fail = NatError("nft: boom")
+    await a.control.sync(attrs.evolve(state, pools={"b": state.pools["b"]}))
+    await a.upkeep.nat_once(a.nat, "nft")
+    doc = a.build_status()
+    assert doc.nat_mode == "nft" and doc.nat_error == "NatError: nft: boom"
+    # no pool asks: nothing shown
+    a.nat.engine.fail = None
+    await a.upkeep.nat_once(a.nat, "nft")
+    doc = a.build_status()
+    assert (doc.nat_mode, doc.nat_masquerade, doc.nat_error) == ("", (), "")
+    assert reg.get_sample_value("calico_bgp_nat_mode", {"mode": "nft"}) == 0
+
+
+def test_calico_bgp_status_names_the_nat_mode_its_pools_and_a_failure(monkeypatch):
+    import time
+
+    from click.testing import CliRunner
+
+    from calico_bgp.agent import status as st
+    from calico_bgp.cli import status as cli_status
+    from calico_bgp.cli.common import Globals
+
+    doc = st.NodeStatus(node="n1", version="v", address="198.18.0.1", asn=64512, router_id="198.18.0.1", role="node",
+                        updated=time.time(), started=0.0, nat_mode="iptables",
+                        nat_masquerade=("198.19.0.0/24", "2001:db8:5::/64"), nat_error="NatError: ipset: boom")
+    monkeypatch.setattr(cli_status, "_statuses", lambda g, node: [doc])
+    out = CliRunner().invoke(cli_status.status_cmd, [], obj=Globals([]))
+    assert "NAT: iptables (198.19.0.0/24 2001:db8:5::/64), NAT failed: NatError: ipset: boom" in out.output, out.output
+    quiet = CliRunner()
+    monkeypatch.setattr(cli_status, "_statuses", lambda g, node: [st.NodeStatus(
+        node="n1", version="v", address="", asn=1, router_id="", role="node", updated=time.time(), started=0.0)])
+    assert "NAT" not in quiet.invoke(cli_status.status_cmd, [], obj=Globals([])).output

@@ -68,6 +68,8 @@ def test_every_documented_family_is_exposed_with_its_type_and_labels_before_any_
         "calico_bgp_ipam_pool_utilisation_ratio": ("gauge", {"pool"}),
         "calico_bgp_ipam_pool_blocks": ("gauge", {"pool"}),
         "calico_bgp_ipam_borrowed_addresses": ("gauge", set()),
+        "calico_bgp_nat_mode": ("gauge", {"mode"}),
+        "calico_bgp_nat_masquerade_cidrs": ("gauge", set()),
     }
     m = Metrics()
     types = {f.name: f.type for f in m.registry.collect()}
