@@ -139,6 +139,13 @@ class BGPConfigurationSpec:
         lambda v: "" if v in (None, "") else one_of("Enabled", "Disabled", "EnabledIPIPOnly", "EnabledNoEncapOnly")(v)))
     local_workload_peering_ipv4: str = attrs.field(default="", converter=checked(_optional_ip(4)))
     local_workload_peering_ipv6: str = attrs.field(default="", converter=checked(_optional_ip(6)))
+    # Felix's normal workload route priority, which Calico's mesh sessions carry as LOCAL_PREF
+    # 2147483647 - priority and program as the kernel metric (libcalico-go api v3 bgpconfig.go
+    # IPv4/IPv6NormalRoutePriority, 1..2147483646, default 1024); stored, not acted on (pending.py)
+    ipv4_normal_route_priority: Integer | None = attrs.field(default=None, converter=checked(
+        lambda v: None if v is None else int_range(1, 2147483646)(v)))
+    ipv6_normal_route_priority: Integer | None = attrs.field(default=None, converter=checked(
+        lambda v: None if v is None else int_range(1, 2147483646)(v)))
 
     calico_only: ClassVar[frozenset[str]] = frozenset()
 

@@ -28,7 +28,8 @@ _SPECIAL = {"peer_ip": "peerIP", "ipv4_address": "ipv4Address", "ipv6_address": 
             "ipv4_ipip_tunnel_addr": "ipv4IPIPTunnelAddr", "ipv4_vxlan_tunnel_addr": "ipv4VXLANTunnelAddr",
             "ipv6_vxlan_tunnel_addr": "ipv6VXLANTunnelAddr", "vxlan_tunnel_mac_addr": "vxlanTunnelMACAddr",
             "vxlan_tunnel_mac_addr_v6": "vxlanTunnelMACAddrV6", "local_as_number": "localASNumber",
-            "as_path_prefix": "asPathPrefix", "prepend_as_path": "prependASPath", "ttl_security": "ttlSecurity"}
+            "as_path_prefix": "asPathPrefix", "prepend_as_path": "prependASPath", "ttl_security": "ttlSecurity",
+            "ipv4_normal_route_priority": "ipv4NormalRoutePriority", "ipv6_normal_route_priority": "ipv6NormalRoutePriority"}
 
 
 class DecodeError(ValueError):

@@ -57,6 +57,9 @@ def _bgpconfig(r: BGPConfiguration) -> list[str]:
         out.append("ignoredInterfaces (no interface's routes are read into BGP here: nothing to leave out)")
     if s.local_workload_peering_ipv4 or s.local_workload_peering_ipv6:
         out.append("localWorkloadPeeringIPV4/IPV6 (no peering with workloads)")
+    if s.ipv4_normal_route_priority is not None or s.ipv6_normal_route_priority is not None:
+        out.append("ipv4/ipv6NormalRoutePriority (mesh routes keep LOCAL_PREF as sent and kernel metric 0; "
+                   "a BGPFilter setPriority on import sets the metric)")
     return out
 
 

@@ -60,3 +60,24 @@ def test_full_and_incremental_builds_carry_the_metric_and_replace_the_old_key():
                            r, set(), (), metrics)
     upserts, removed, _ = desired.kernel_changes(r.update(TOR, {}, [P]), r, set(), (), metrics)
     assert upserts == [] and removed == [key_of(P, 512)] and metrics == {}
+
+
+def test_normal_route_priority_is_stored_given_back_and_named_as_not_done():
+    """Calico's BGPConfiguration ipv4/ipv6NormalRoutePriority (libcalico-go api v3, 1..2147483646;
+    confd's mesh filters `krt_metric = 2147483647 - bgp_local_pref` / `bgp_local_pref = 2147483647 -
+    krt_metric`) applies and comes back; the mesh's LOCAL_PREF and metric are not changed by it."""
+    import pytest
+
+    from calico_bgp.resources.bgpconfig import BGPConfiguration
+    from calico_bgp.resources.codec import to_dict
+    from calico_bgp.resources.fields import InvalidResource
+    from calico_bgp.resources.pending import warning
+
+    c = model.from_dict(BGPConfiguration, {"metadata": {"name": "default"},
+                                           "spec": {"ipv4NormalRoutePriority": 5000, "ipv6NormalRoutePriority": 1024}},
+                        where="c")
+    assert to_dict(c)["spec"] == {"ipv4NormalRoutePriority": 5000, "ipv6NormalRoutePriority": 1024}
+    assert "ipv4/ipv6NormalRoutePriority (mesh routes keep LOCAL_PREF as sent and kernel metric 0" in warning(c)
+    with pytest.raises(InvalidResource, match="spec.ipv4NormalRoutePriority: out of range 1..2147483646"):
+        model.from_dict(BGPConfiguration, {"metadata": {"name": "default"}, "spec": {"ipv4NormalRoutePriority": 0}},
+                        where="c")
