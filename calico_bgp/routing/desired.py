@@ -110,7 +110,8 @@ def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterabl
     for prefix, sel in selections:
         if prefix in mine or prefix in taken:
             continue
-        metric = kernel_metric(sel.best.attrs)
+        a = sel.best.attrs
+        metric = kernel_metric(a) if a.received is not None else 0  # no call per route without operations
         if metric and metrics is not None:
             metrics[prefix] = metric
         _add_learned(prefix, sel.next_hops, routes, unbuildable, metric)

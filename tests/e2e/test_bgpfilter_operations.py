@@ -20,8 +20,8 @@ import shutil
 import pytest
 
 from lab.bird import Bird, BirdPeer
-from lab.cluster import MeshCluster, mesh
-from lab.net import wait_for
+from lab.cluster import PROTO, MeshCluster, mesh
+from lab.net import sh, wait_for
 from tests.e2e.test_mesh import _block_of
 from tests.marks import needs_root
 
@@ -84,6 +84,12 @@ def _routes(c: MeshCluster) -> dict[str, dict]:
     return {r["prefix"]: r for r in json.loads(c.cli("routes", "--node", "n1", "-o", "json").stdout)["n1"]}
 
 
+def _metrics(c: MeshCluster, prefix: str) -> list[int]:
+    """The metric of each of our kernel routes to `prefix` on n1 (0 when `ip` shows none)."""
+    raw = sh("ip", "-j", "-4", "route", "show", prefix, "proto", str(PROTO), ns=c.nodes["n1"]).stdout or "[]"
+    return [r.get("metric", 0) for r in json.loads(raw)]
+
+
 def _rejected(c: MeshCluster) -> dict[str, str]:
     rows = json.loads(c.cli("routes", "--node", "n1", "--rejected", "-o", "json").stdout)["n1"]
     return {r["prefix"]: r["reason"] for r in rows}
@@ -132,9 +138,12 @@ def test_import_communities_match_rejects_and_set_priority_decides_the_best_path
                     timeout=30)
     assert best["bestReason"] == "local-pref", best
     wait_for("the kernel follows", lambda: c.routes("n1").get(SHARED) == [TOR_B], timeout=30)
+    # setPriority is the route's kernel metric, as Calico's `krt_metric = 512` (template_funcs.go)
+    wait_for("one route, at metric 512", lambda: _metrics(c, SHARED) == [512], timeout=30)
 
     c.apply(_filter(with_priority=False))  # the rule gone: judged again from what tor-b sent
     wait_for("tor-a's shorter path preferred again", lambda: c.routes("n1").get(SHARED) == [TOR_A], timeout=30)
+    wait_for("one route, at metric 0", lambda: _metrics(c, SHARED) == [0], timeout=30)
     # the status document `routes` reads is published a moment after the kernel changed
     wait_for("the status saying why", lambda: _routes(c).get(SHARED, {}).get("bestReason") == "as-path", timeout=30)
     assert _routes(c)[SHARED]["nextHops"] == [TOR_A]
