@@ -150,8 +150,9 @@ class ControlLoop:
         state.pool_usage = dict(usage)
         await self.export()
         if local.is_reflector:  # reflected routes go through each iBGP neighbour's export filters too
+            # the service CIDRs this node announces are its /staticroutes, which Calico's filter accepts
             state.reflection_export = ReflectionExport.of(
-                pools, advertise_services.kept_out_of_kernel(cfg.spec),
+                pools, advertise_services.service_prefixes(cfg.spec, me.labels, pools),
                 {a: {v: bgpfilter.compile_rules(self.filters_of(a), "export", v) for v in (4, 6)}
                  for a, s in sessions.items() if s.ibgp and s.filters})
         # a neighbour just added needs every reflected route, not only what changed

@@ -47,16 +47,14 @@ class ReflectionExport:
     sent: tuple[Prefix, ...] = ()         # enabled pools and service CIDRs: sent when no rule decides
     withheld: tuple[Prefix, ...] = ()     # pools with disableBGPExport: never sent unless a rule accepts
     rules: Mapping[str, Mapping[int, Sequence[Compiled]]] = attrs.field(factory=dict)
-    _ruled: dict[int, frozenset[str]] = attrs.field(init=False, factory=dict)
-    # (version, length, network >> host bits) of each: a containment test is integer compares
-    _withheld: tuple[tuple[int, int, int], ...] = attrs.field(init=False, default=())
-    _sent: tuple[tuple[int, int, int], ...] = attrs.field(init=False, default=())
-
-    def __attrs_post_init__(self) -> None:
-        for v in (4, 6):
-            self._ruled[v] = frozenset(n for n, by in self.rules.items() if by.get(v))
-        object.__setattr__(self, "_withheld", tuple(_bits(p) for p in self.withheld))
-        object.__setattr__(self, "_sent", tuple(_bits(p) for p in self.sent))
+    # the neighbours with rules, per family; and (version, length, network >> host bits) of each CIDR:
+    # a containment test is integer compares
+    _ruled: dict[int, frozenset[str]] = attrs.field(init=False, default=attrs.Factory(
+        lambda self: {v: frozenset(n for n, by in self.rules.items() if by.get(v)) for v in (4, 6)}, takes_self=True))
+    _withheld: tuple[tuple[int, int, int], ...] = attrs.field(init=False, default=attrs.Factory(
+        lambda self: tuple(_bits(p) for p in self.withheld), takes_self=True))
+    _sent: tuple[tuple[int, int, int], ...] = attrs.field(init=False, default=attrs.Factory(
+        lambda self: tuple(_bits(p) for p in self.sent), takes_self=True))
 
     @classmethod
     def of(cls, pools: Iterable[IPPool], service_cidrs: Iterable[Prefix],
