@@ -28,6 +28,7 @@ class RouteIntent:
     def __init__(self) -> None:
         self._everyone: dict[str, PathAttributes] = {}
         self._reflected: dict[str, Reflected] = {}
+        self._varied: set[str] = set()  # reflected prefixes whose `others` give some neighbours other attributes
         self._specific: dict[str, dict[str, PathAttributes]] = {}
         self._neighbors: dict[str, Neighbor] = {}
         self._carrying: dict[str, frozenset[str]] = {IPV4_UNICAST: NOBODY, IPV6_UNICAST: NOBODY}
@@ -78,8 +79,10 @@ class RouteIntent:
         if n is None:
             return {}
         reflected = {p: r.attributes for p, r in self._reflected.items() if neighbor in r.targets}
-        reflected.update({p: o.attributes for p, r in self._reflected.items() if r.others
-                          for o in r.others if neighbor in o.targets})
+        for p in self._varied:
+            for o in self._reflected[p].others:
+                if neighbor in o.targets:
+                    reflected[p] = o.attributes
         if neighbor in self._next_hop_self:
             reflected = {p: self._passed_on(neighbor, a) for p, a in reflected.items()}
         merged = {**self._everyone, **reflected, **self._specific.get(neighbor, {})}
@@ -173,6 +176,10 @@ class RouteIntent:
             del self._reflected[p]
         else:
             self._reflected[p] = new
+        if new is not None and new.others:
+            self._varied.add(p)
+        else:
+            self._varied.discard(p)
         version = 6 if ":" in p else 4
         sends: dict[PathAttributes, set[str]] = {}
         for n, a in after.items():

@@ -93,7 +93,7 @@ def test_the_intent_sends_each_variant_to_its_neighbours_and_only_what_changes()
         f"cluster-list [ 198.18.0.100 ] nlri {p}",
         f"neighbor {C} announce attributes next-hop {A} origin igp local-preference 100 community [ 65000:7 ] "
         f"originator-id {A} cluster-list [ 198.18.0.100 ] nlri {p}"])
-    assert intent.wanted(C, p) == tagged and intent.routes_for(B) == {p: plain}
+    assert intent.wanted(C, p) == tagged and intent.routes_for(B) == {p: plain} and intent.routes_for(C) == {p: tagged}
     # C's filter goes: it gets the plain route; B keeps what it has (nothing sent to it)
     groups, _ = intent.reflect({p: Reflected(plain, frozenset({B, C}))})
     assert render_groups(groups) == [
