@@ -1,0 +1,75 @@
+"""Running another plugin (an IPAM plugin) the way libcni's pkg/invoke does.
+
+Follows containernetworking/cni pkg/invoke (find.go, delegate.go, raw_exec.go): the plugin is
+looked up by its `type` in CNI_PATH's directories; it runs with our environment and CNI_COMMAND
+set to the command it is asked to do, the network config on stdin, its stderr passed through
+(its logs join ours); exit 0 is success (ADD: its stdout is a result), anything else is the
+error JSON on its stdout, raised here with the delegate's own code. An exec that hits ETXTBSY
+(the binary being written) is retried, as raw_exec.go does.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from typing import Mapping
+
+from calico_bgp.cni.error import DECODE_FAILURE, INVALID_CONFIG, IO_FAILURE, CNIError
+from calico_bgp.cni.result import Result, from_json
+
+_ETXTBSY_TRIES = 5
+
+
+def find(plugin_type: str, path: tuple[str, ...] | list[str]) -> str:
+    """The executable for `plugin_type` in the first directory of `path` that has it."""
+    if not plugin_type or "/" in plugin_type:
+        raise CNIError(INVALID_CONFIG, f"plugin type {plugin_type!r}: must be a plain executable name")
+    if not path:
+        raise CNIError(INVALID_CONFIG, f"plugin {plugin_type!r}: CNI_PATH is empty, nowhere to look for it")
+    for d in path:
+        candidate = os.path.join(d, plugin_type)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise CNIError(INVALID_CONFIG, f"plugin {plugin_type!r}: not found in CNI_PATH {':'.join(path)}")
+
+
+def delegate(command: str, plugin_type: str, netconf: bytes, environ: Mapping[str, str],
+             timeout: float | None = None) -> Result | None:
+    """Run `plugin_type` for `command` (ADD returns its result; the others return None)."""
+    path = tuple(p for p in environ.get("CNI_PATH", "").split(":") if p)
+    exe = find(plugin_type, path)
+    env = dict(environ)
+    env["CNI_COMMAND"] = command
+    out = run(exe, netconf, env, timeout)
+    if command != "ADD":
+        return None
+    try:
+        return from_json(json.loads(out))
+    except ValueError:
+        raise CNIError(DECODE_FAILURE, f"plugin {plugin_type} ADD: its output is not JSON: {out[:200]!r}") from None
+
+
+def run(exe: str, stdin: bytes, env: Mapping[str, str], timeout: float | None = None) -> bytes:
+    """Exec one plugin; its stdout on success, its error (as CNIError) otherwise."""
+    import subprocess
+
+    for attempt in range(_ETXTBSY_TRIES):
+        try:
+            proc = subprocess.run([exe], input=stdin, env=dict(env), stdout=subprocess.PIPE, timeout=timeout)
+            break
+        except OSError as exc:
+            if exc.errno == errno.ETXTBSY and attempt + 1 < _ETXTBSY_TRIES:
+                time.sleep(1)
+                continue
+            raise CNIError(IO_FAILURE, f"plugin {exe}: cannot be run: {exc.strerror or exc}") from None
+        except subprocess.TimeoutExpired:
+            raise CNIError(IO_FAILURE, f"plugin {exe}: no answer within {timeout} s") from None
+    if proc.returncode == 0:
+        return proc.stdout
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        raise CNIError(IO_FAILURE, f"plugin {exe} failed (exit {proc.returncode}) without the spec's error JSON",
+                       proc.stdout[:300].decode(errors="replace")) from None
+    raise CNIError.from_json(data)
