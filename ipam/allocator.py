@@ -10,12 +10,12 @@ release.py's; what was last read (affine blocks, handles, corrupt keys) is seen.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
-from typing import Any, Iterable, Mapping
+from typing import Any, Awaitable, Callable, ContextManager, Iterable, Mapping
 
 import attrs
-import trio
 
 from calico_bgp.datastore.keys import Keys, cidr_from_key
 from calico_bgp.datastore.types import Compare, Delete, Get, Put
@@ -48,8 +48,10 @@ class BlockAllocator:
     """Allocates and releases addresses for nodes; safe to run in many processes at once."""
 
     def __init__(self, client: Any, keys: Keys, *, max_attempts: int = 100, handle_cache: int = 4096,
-                 backoff: float = 0.001) -> None:
+                 backoff: float = 0.001, pause: Callable[[float], Awaitable[None]] | None = None) -> None:
         self.client = client
+        # how a lost CAS round waits: trio's sleep, or (with a blocking client, no event loop) `pause`
+        self.pause = pause
         self.keys = keys
         self.store = IPAMStore(client, keys)
         self.max_attempts = max_attempts
@@ -82,7 +84,7 @@ class BlockAllocator:
             # all or nothing, whatever stopped it (pool exhausted, etcd gone, cancelled): give back
             # what was taken, as far as etcd lets us; the original error is what the caller sees
             if got or claimed:
-                with trio.move_on_after(10, shield=True):
+                with self._shielded(10):
                     try:
                         await self._roll_back(node, got, claimed)
                     except Exception as exc:  # noqa: BLE001 - `ipam check --repair` finds what is left
@@ -208,7 +210,22 @@ class BlockAllocator:
 
     async def _back_off(self, attempt: int) -> None:
         # contenders on one block lose most CAS rounds; jitter spreads their retries
-        await trio.sleep(random.uniform(0, self.backoff * (1 << min(attempt - 1, 6))))
+        delay = random.uniform(0, self.backoff * (1 << min(attempt - 1, 6)))
+        if self.pause is not None:
+            await self.pause(delay)
+            return
+        import trio
+
+        await trio.sleep(delay)
+
+    def _shielded(self, seconds: float) -> ContextManager[Any]:
+        """The roll-back runs even when the allocation was cancelled (under trio); a blocking client
+        cannot be cancelled, so it needs no shield."""
+        if self.pause is not None:
+            return contextlib.nullcontext()
+        import trio
+
+        return trio.move_on_after(seconds, shield=True)
 
     # --- claiming ----------------------------------------------------------------------------
     async def _claim(self, node: str, pools: list[Pool], max_blocks: int | None, existing: set[str]) -> str | None:

@@ -20,6 +20,7 @@ TRY_AGAIN_LATER = 11       # transient: the datastore is unreachable, contention
 NOT_AVAILABLE = 50         # STATUS: the plugin cannot service ADD now
 LIMITED_CONNECTIVITY = 51  # STATUS: and existing containers may have limited connectivity
 POOL_EXHAUSTED = 100       # no address left in the pools this network may use
+ALLOCATION_MISMATCH = 101  # CHECK: what IPAM holds for the container differs from prevResult
 INTERNAL = 999             # a bug: libcni's ErrInternal
 
 CODE_NAMES = {INCOMPATIBLE_VERSION: "incompatible CNI version", UNSUPPORTED_FIELD: "unsupported field",
@@ -27,7 +28,8 @@ CODE_NAMES = {INCOMPATIBLE_VERSION: "incompatible CNI version", UNSUPPORTED_FIEL
               IO_FAILURE: "I/O failure", DECODE_FAILURE: "failed to decode content",
               INVALID_CONFIG: "invalid network config", TRY_AGAIN_LATER: "try again later",
               NOT_AVAILABLE: "plugin not available", LIMITED_CONNECTIVITY: "plugin not available, limited connectivity",
-              POOL_EXHAUSTED: "address pool exhausted", INTERNAL: "internal error"}
+              POOL_EXHAUSTED: "address pool exhausted", ALLOCATION_MISMATCH: "allocation differs from prevResult",
+              INTERNAL: "internal error"}
 
 
 class CNIError(Exception):

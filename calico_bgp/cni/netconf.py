@@ -26,7 +26,7 @@ LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.W
               "error": logging.ERROR, "fatal": logging.CRITICAL, "panic": logging.CRITICAL}
 # Calico's fields that configure what this project does not have (policy, VXLAN, Windows,
 # Kubernetes API access, log rotation): accepted, named once in the log
-IGNORED = ("mode", "vxlan_mac_prefix", "vxlan_vni", "num_queues", "ipam_lock_file", "etcd_discovery_srv",
+IGNORED = ("mode", "vxlan_mac_prefix", "vxlan_vni", "num_queues", "etcd_discovery_srv",
            "log_file_max_size", "log_file_max_age", "log_file_max_count", "policy", "kubernetes", "feature_control",
            "container_settings", "include_default_routes", "dataplane_options", "readiness_gates",
            "policy_setup_timeout_seconds", "endpoint_status_dir", "require_mtu_file", "hostname",
@@ -64,6 +64,7 @@ class NetConf:
     mtu: int | None = None
     log_level: int = logging.INFO
     log_file_path: str | None = None
+    ipam_lock_file: str | None = None
     prev_result: dict[str, Any] | None = None
     valid_attachments: tuple[tuple[str, str], ...] | None = None  # GC: (containerID, ifname)
     ignored: tuple[str, ...] = ()
@@ -104,6 +105,7 @@ def from_dict(raw: dict[str, Any]) -> NetConf:
         nodename_file=_str(raw, "nodename_file") or None,
         nodename_file_optional=_bool(raw, "nodename_file_optional", False), mtu=_mtu(raw.get("mtu")),
         log_level=LOG_LEVELS[level_name.lower()], log_file_path=_str(raw, "log_file_path") or None,
+        ipam_lock_file=_str(raw, "ipam_lock_file") or None,
         prev_result=_object(raw, "prevResult"), valid_attachments=_attachments(raw),
         ignored=tuple(k for k in IGNORED if k in raw) + ignored_ipam, raw=raw)
 

@@ -16,7 +16,6 @@ import attrs
 from calico_bgp.resources import codec
 from calico_bgp.resources.selector import Selector, SelectorError
 from calico_bgp.resources.selector import parse as parse_selector
-from calico_bgp.resources.yamlread import scalar_text
 
 T = TypeVar("T")
 
@@ -315,6 +314,9 @@ def optional_selector(value: Any) -> Selector | None:
 def _string_map(value: Any, what: str) -> dict[str, str]:
     """A map[string]string as calicoctl decodes one (ghodss/yaml): a number or boolean value becomes its
     text (`yes` -> "true", 5 -> "5"), null the empty string; a list or mapping is refused."""
+    # imported here: yamlread loads PyYAML, which a reader of stored JSON (a CNI plugin) does not need
+    from calico_bgp.resources.yamlread import scalar_text
+
     if value is None:
         return {}
     if not isinstance(value, Mapping):
