@@ -10,6 +10,7 @@
     secret.py     secret set / list / delete (BGP passwords)
     policy.py     policy show: this machine's filter mode and counters
     lab.py        lab up / status / check / chaos / down
+    cni.py        cni install: the CNI plugins and this node's conflist
     system_malloc.py  node run re-executes itself on the C library's malloc, before the heavy imports
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from calico_bgp.datastore.keys import DEFAULT_PREFIX  # noqa: E402
 # table against what the modules register
 COMMANDS = {"apply": "resources", "get": "resources", "delete": "resources", "ipam": "ipam", "node": "node",
             "status": "status", "routes": "status", "events": "events", "secret": "secret", "policy": "policy",
-            "lab": "lab"}
+            "lab": "lab", "cni": "cni"}
 
 
 class CommandGroups(click.Group):

@@ -116,8 +116,9 @@ def status(req: skel.Request) -> None:
     try:
         with Session(conf, node, lock=False) as s:
             s.run(s.client.status())
-            for version, on in ((4, conf.ipam.assign_ipv4), (6, conf.ipam.assign_ipv6)):
-                if on and not s.run(s.pools(version)):
+            for version, on, wanted in ((4, conf.ipam.assign_ipv4, conf.ipam.ipv4_pools),
+                                        (6, conf.ipam.assign_ipv6, conf.ipam.ipv6_pools)):
+                if on and not s.run(s.pools(version, wanted)):
                     raise CNIError(NOT_AVAILABLE, f"no enabled IPv{version} IPPool can serve node {node}")
     except CNIError as exc:
         if exc.code == TRY_AGAIN_LATER:
@@ -298,3 +299,7 @@ def _cni_error(exc: Exception) -> CNIError | None:
     if isinstance(exc, e.IPAMError):
         return CNIError(INTERNAL, str(exc))
     return None
+
+
+if __name__ == "__main__":
+    main()

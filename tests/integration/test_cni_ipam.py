@@ -1,0 +1,214 @@
+"""calico-bgp-ipam against a real etcd: Calico's handle and attributes, idempotent ADD and DEL, the
+three result versions, GC with valid-attachments, STATUS with etcd stopped, every bad input the
+issue names (the spec's error JSON, nothing left allocated), and Debian's ptp and bridge using it as
+their IPAM (containernetworking/plugins, /usr/lib/cni). Calico's behaviour followed:
+cni-plugin/pkg/ipamplugin/ipam_plugin.go."""
+from __future__ import annotations
+
+import ipaddress
+import os
+
+import pytest
+
+from calico_bgp.cni import error
+from lab.etcd import EtcdServer
+from lab.net import netns, sh
+from tests.integration.cni_ipam_env import Cluster, exec_plugin, invoke
+from tests.marks import needs_root
+
+POOL4, POOL6 = ipaddress.ip_network("198.18.96.0/22"), ipaddress.ip_network("2001:db8:96::/120")
+
+
+@pytest.fixture(scope="module")
+def cluster(etcd_server, tmp_path_factory):
+    return Cluster(etcd_server.url, tmp_path_factory.mktemp("cni"))
+
+
+def ip_of(doc, i=0):
+    return ipaddress.ip_interface(doc["ips"][i]["address"])
+
+
+def test_add_twice_is_one_address_and_del_twice_succeeds(cluster):
+    """The real executable, as a runtime runs it: Calico's handle and attributes, one address however
+    often ADD comes, DEL idempotent, `ipam check` clean afterwards."""
+    exe = str(cluster.bin_dir / "calico-bgp-ipam")
+    env = cluster.env("ADD", "c-twice", CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0")
+    code, first, err = exec_plugin(exe, cluster.conf(), env)
+    assert code == 0, (first, err)
+    assert ip_of(first).ip in POOL4 and ip_of(first).network.prefixlen == 28
+    assert first["ips"][0]["gateway"] == "169.254.1.1" and "interfaces" not in first
+    assert "event=cni_ipam_add" in err and not err.startswith("{")
+    code, second, _ = exec_plugin(exe, cluster.conf(), env)
+    assert code == 0 and second["ips"] == first["ips"]
+    held = cluster.addresses()["net1.c-twice"]
+    assert [u.ip for u in held] == [str(ip_of(first).ip)]
+    assert {k: held[0].owner_attrs[k] for k in ("node", "namespace", "pod")} == {
+        "node": "n1", "namespace": "shop", "pod": "web-0"}
+    for _ in range(2):
+        code, out, err = exec_plugin(exe, cluster.conf(), {**env, "CNI_COMMAND": "DEL"})
+        assert (code, out) == (0, None), err
+    assert "net1.c-twice" not in cluster.addresses()
+    assert cluster.check()["clean"]
+
+
+@pytest.mark.parametrize("version, has_version", [("0.4.0", True), ("1.0.0", False), ("1.1.0", False)])
+def test_the_result_is_written_in_the_configs_version(cluster, version, has_version):
+    code, doc = invoke("ADD", cluster.conf(cniVersion=version), cluster.env("ADD", f"c-v{version[0]}{version[2]}"))
+    assert code == 0 and doc["cniVersion"] == version and ("version" in doc["ips"][0]) == has_version
+    assert invoke("DEL", cluster.conf(cniVersion=version), cluster.env("DEL", f"c-v{version[0]}{version[2]}"))[0] == 0
+
+
+def test_dual_stack_and_routes_from_the_ipam_section(cluster):
+    conf = cluster.conf(ipam={"type": "calico-bgp-ipam", "assign_ipv6": "true", "ipv4_pools": ["198.18.96.0/22"],
+                              "ipv6_pools": ["pool6"], "routes": [{"dst": "0.0.0.0/0"}]})
+    code, doc = invoke("ADD", conf, cluster.env("ADD", "c-dual"))
+    assert code == 0, doc
+    assert [ip_of(doc, i).ip in net for i, net in enumerate((POOL4, POOL6))] == [True, True]
+    assert doc["ips"][1]["gateway"] == "fe80::1" and doc["routes"] == [{"dst": "0.0.0.0/0"}]
+    code, again = invoke("ADD", conf, cluster.env("ADD", "c-dual"))
+    assert again["ips"] == doc["ips"]
+    assert invoke("CHECK", {**conf, "prevResult": doc}, cluster.env("CHECK", "c-dual")) == (0, None)
+    assert invoke("DEL", conf, cluster.env("DEL", "c-dual")) == (0, None)
+    code, doc = invoke("CHECK", {**conf, "prevResult": doc}, cluster.env("CHECK", "c-dual"))
+    assert code == 1 and doc["code"] == error.UNKNOWN_CONTAINER
+
+
+def test_check_names_an_address_ipam_does_not_hold(cluster):
+    code, doc = invoke("ADD", cluster.conf(), cluster.env("ADD", "c-check"))
+    wrong = {**doc, "ips": [{"address": "198.18.99.250/28"}]}
+    code, err = invoke("CHECK", cluster.conf(prevResult=wrong), cluster.env("CHECK", "c-check"))
+    assert code == 1 and err["code"] == error.ALLOCATION_MISMATCH and "198.18.99.250" in err["msg"]
+    code, err = invoke("CHECK", cluster.conf(), cluster.env("CHECK", "c-check"))
+    assert err["code"] == error.INVALID_CONFIG and "prevResult" in err["msg"]
+    invoke("DEL", cluster.conf(), cluster.env("DEL", "c-check"))
+
+
+def test_gc_releases_exactly_what_valid_attachments_does_not_list(cluster):
+    for cid, node, net in (("g1", "n1", "gcnet"), ("g2", "n1", "gcnet"), ("g3", "n1", "gcnet"), ("g4", "n2", "gcnet"),
+                           ("g5", "n1", "othernet")):
+        assert invoke("ADD", cluster.conf(node, name=net), cluster.env("ADD", cid))[0] == 0
+    valid = [{"containerID": "g1", "ifname": "eth0"}, {"containerID": "g3", "ifname": "eth0"}]
+    conf = cluster.conf("n1", name="gcnet", **{"cni.dev/valid-attachments": valid})
+    assert invoke("GC", conf, {"CNI_PATH": str(cluster.bin_dir)}) == (0, None)
+    held = set(cluster.addresses())
+    # g2 is gone; g4 (another node's: not this runtime's to judge) and g5 (another network) stay
+    assert {"gcnet.g1", "gcnet.g3", "gcnet.g4", "othernet.g5"} <= held and "gcnet.g2" not in held
+    code, doc = invoke("GC", cluster.conf("n1", name="gcnet"), {"CNI_PATH": str(cluster.bin_dir)})
+    assert code == 1 and doc["code"] == error.INVALID_CONFIG and "valid-attachments" in doc["msg"]
+    code, doc = invoke("GC", cluster.conf(cniVersion="1.0.0", **{"cni.dev/valid-attachments": []}), {})
+    assert code == 1 and doc["code"] == error.INCOMPATIBLE_VERSION
+    for cid, node, net in (("g1", "n1", "gcnet"), ("g3", "n1", "gcnet"), ("g4", "n2", "gcnet"), ("g5", "n1", "othernet")):
+        invoke("DEL", cluster.conf(node, name=net), cluster.env("DEL", cid))
+
+
+def test_status_is_50_while_etcd_is_stopped(tmp_path):
+    with EtcdServer() as etcd:
+        cluster = Cluster(etcd.url, tmp_path)
+        assert invoke("STATUS", cluster.conf(), {}) == (0, None)
+        code, doc = invoke("STATUS", cluster.conf("n2", ipam={"type": "calico-bgp-ipam", "assign_ipv4": "false",
+                                                              "assign_ipv6": "true"}), {})
+        assert code == 0, doc
+        etcd.stop()
+        code, doc = invoke("STATUS", cluster.conf(), {})
+        assert code == 1 and doc["code"] == error.NOT_AVAILABLE and "unreachable" in doc["msg"]
+        code, doc = invoke("ADD", cluster.conf(), cluster.env("ADD", "c-down"))
+        assert code == 1 and doc["code"] == error.TRY_AGAIN_LATER and etcd.url in doc["msg"]
+        code, doc = invoke("DEL", cluster.conf(), cluster.env("DEL", "c-down"))
+        assert code == 1 and doc["code"] == error.TRY_AGAIN_LATER  # the runtime must retry: nothing was released
+
+
+def test_status_is_50_when_no_pool_serves_the_node(cluster):
+    tiny = {"type": "calico-bgp-ipam", "ipv4_pools": ["tiny4"]}  # its nodeSelector picks n1 alone
+    assert invoke("STATUS", cluster.conf("n1", ipam=tiny), {}) == (0, None)
+    code, doc = invoke("STATUS", cluster.conf("n2", ipam=tiny), {})
+    assert code == 1 and doc["code"] == error.NOT_AVAILABLE and "node n2" in doc["msg"]
+    cluster.cli("apply", "-f", "-", input="apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: off4}\n"
+                                          "spec: {cidr: 198.18.101.0/24, disabled: true}\n")
+    code, doc = invoke("STATUS", cluster.conf("n2", ipam={"type": "calico-bgp-ipam", "ipv4_pools": ["off4"]}), {})
+    assert code == 1 and doc["code"] == error.INVALID_CONFIG and "disabled" in doc["msg"]
+
+
+# --- bad input: the spec's error JSON, a clear message, nothing left allocated ---------------------
+@pytest.mark.parametrize("case, code, names", [
+    ("malformed JSON", error.DECODE_FAILURE, "not JSON"),
+    ("missing CNI_NETNS", error.INVALID_ENV, "CNI_NETNS"),
+    ("unknown CNI_COMMAND", error.INVALID_ENV, "SPLICE"),
+    ("pool that does not exist", error.INVALID_CONFIG, "'no-such-pool'"),
+    ("unsupported cniVersion", error.INCOMPATIBLE_VERSION, "0.3.1"),
+    ("etcd unreachable", error.TRY_AGAIN_LATER, "127.0.0.1:9"),
+])
+def test_bad_input_is_the_specs_error_and_allocates_nothing(cluster, case, code, names):
+    before = cluster.in_use()
+    conf, env, command = cluster.conf(), cluster.env("ADD", "c-bad"), "ADD"
+    if case == "malformed JSON":
+        conf = b'{"cniVersion": "1.1.0", "name": "net1", "ipam": {'
+    elif case == "missing CNI_NETNS":
+        del env["CNI_NETNS"]
+    elif case == "unknown CNI_COMMAND":
+        command = "SPLICE"
+    elif case == "pool that does not exist":
+        conf["ipam"] = {"type": "calico-bgp-ipam", "ipv4_pools": ["no-such-pool"]}
+    elif case == "unsupported cniVersion":
+        conf["cniVersion"] = "0.3.1"
+    else:
+        conf["etcd_endpoints"] = "http://127.0.0.1:9"
+    got, doc = invoke(command, conf, env)
+    assert got == 1 and doc["code"] == code and names in doc["msg"], doc
+    assert set(doc) <= {"cniVersion", "code", "msg", "details"}
+    assert cluster.in_use() == before and "net1.c-bad" not in cluster.addresses()
+
+
+def test_an_exhausted_pool_is_error_100_and_leaves_nothing(cluster):
+    conf = cluster.conf(name="tiny", ipam={"type": "calico-bgp-ipam", "ipv4_pools": ["tiny4"]})
+    got = [invoke("ADD", conf, cluster.env("ADD", f"t{i}")) for i in range(4)]
+    assert all(code == 0 for code, _ in got) and len({d["ips"][0]["address"] for _, d in got}) == 4
+    code, doc = invoke("ADD", conf, cluster.env("ADD", "t4"))
+    assert code == 1 and doc["code"] == error.POOL_EXHAUSTED and "tiny4" in doc["msg"]
+    assert "tiny.t4" not in cluster.addresses()
+    for i in range(4):
+        invoke("DEL", conf, cluster.env("DEL", f"t{i}"))
+
+
+def test_an_add_that_fails_half_way_gives_back_what_it_took(cluster):
+    """IPv4 allocated, then IPv6's pool exhausted: the IPv4 address is released, the handle gone."""
+    conf6 = cluster.conf(name="half", ipam={"type": "calico-bgp-ipam", "assign_ipv4": "false", "assign_ipv6": "true",
+                                            "ipv6_pools": ["tiny6"]})
+    for i in range(4):
+        assert invoke("ADD", conf6, cluster.env("ADD", f"h{i}"))[0] == 0
+    before = cluster.in_use()
+    dual = cluster.conf(name="half", ipam={"type": "calico-bgp-ipam", "assign_ipv6": "true", "ipv6_pools": ["tiny6"]})
+    code, doc = invoke("ADD", dual, cluster.env("ADD", "h-dual"))
+    assert code == 1 and doc["code"] == error.POOL_EXHAUSTED and "tiny6" in doc["msg"]
+    assert cluster.in_use() == before and "half.h-dual" not in cluster.addresses()
+    for i in range(4):
+        invoke("DEL", conf6, cluster.env("DEL", f"h{i}"))
+
+
+# --- Debian's reference plugins with calico-bgp-ipam as their ipam ---------------------------------
+@needs_root
+@pytest.mark.skipif(not all(os.access(f"/usr/lib/cni/{p}", os.X_OK) for p in ("ptp", "bridge")),
+                    reason="needs Debian's containernetworking-plugins (/usr/lib/cni/ptp, bridge)")
+@pytest.mark.parametrize("plugin", ["ptp", "bridge"])
+def test_a_reference_plugin_attaches_with_our_address(etcd_server, tmp_path, plugin):
+    """The plugin runs in a namespace standing in for the host (etcd through its unix socket), attaches
+    a container namespace; IPAM gives one address however often it is asked for that container; DEL
+    twice succeeds; `ipam check` is clean."""
+    cluster = Cluster(etcd_server.url, tmp_path, endpoint=etcd_server.unix_url)
+    extra = {"bridge": "cbtest0", "isGateway": True} if plugin == "bridge" else {}
+    with netns("h") as host, netns("c") as container:
+        conf = cluster.conf(type=plugin, cniVersion="1.0.0", **extra)  # Debian's v1.1.1 plugins speak up to 1.0.0
+        env = cluster.env("ADD", "c-ref", CNI_NETNS=f"/var/run/netns/{container}")
+        code, doc, err = exec_plugin(f"/usr/lib/cni/{plugin}", conf, env, ns=host)
+        assert code == 0, (doc, err)
+        addr = next(ip["address"] for ip in doc["ips"])
+        assert ipaddress.ip_interface(addr).ip in POOL4
+        assert addr in sh("ip", "-o", "addr", "show", "dev", "eth0", ns=container).stdout
+        code, again, err = exec_plugin(str(cluster.bin_dir / "calico-bgp-ipam"), conf, env, ns=host)
+        assert code == 0 and again["ips"][0]["address"] == addr, err
+        assert [u.ip for u in cluster.addresses()["net1.c-ref"]] == [str(ipaddress.ip_interface(addr).ip)]
+        for _ in range(2):
+            code, out, err = exec_plugin(f"/usr/lib/cni/{plugin}", conf, {**env, "CNI_COMMAND": "DEL"}, ns=host)
+            assert code == 0, (out, err)
+        assert "eth0" not in sh("ip", "-o", "link", ns=container).stdout
+        assert cluster.addresses() == {} and cluster.check()["clean"]
+
