@@ -158,6 +158,7 @@ class Session:
         self.allocator = BlockAllocator(self.client, self.keys, pause=_pause)
         self._lock_path = (conf.ipam_lock_file or DEFAULT_LOCK) if lock else None
         self._lock_fd: int | None = None
+        self._cluster: tuple[list[Any], dict[str, str]] | None = None
 
     def __enter__(self) -> "Session":
         if self._lock_path:
@@ -198,29 +199,39 @@ class Session:
                 for u in stored.value.in_use() if u.handle == handle]
 
     async def pools(self, version: int, wanted: tuple[str, ...] = ()) -> list[Any]:
-        """The ipam Pools this node may allocate from (IPPools and the Node's labels read from etcd)."""
+        """The ipam Pools this node may allocate from (IPPools and the Node's labels, read once)."""
+        from ipam.pool import Pool
+
+        if self._cluster is None:
+            self._cluster = await self._read_cluster()
+        ippools, labels = self._cluster
+        field = "ipv4_pools" if version == 4 else "ipv6_pools"
+        chosen = pool_choice.choose(ippools, labels, wanted, version, field)
+        return [Pool(p.metadata.name, p.spec.cidr, p.spec.block_size, p.spec.disabled) for p in chosen]
+
+    async def _read_cluster(self) -> tuple[list[Any], dict[str, str]]:
+        """Every IPPool and this node's labels, in one round trip; a value that does not decode is
+        logged and left out (it spoils nothing else)."""
+        from calico_bgp.datastore.types import Get
         from calico_bgp.resources import model
         from calico_bgp.resources.ippool import IPPool
         from calico_bgp.resources.node import Node
-        from ipam.pool import Pool
 
-        res = await self.client.range(self.keys.pools())
+        res = await self.client.txn([], [Get(self.keys.pools(), prefix=True), Get(self.keys.node(self.node))], [])
+        pool_kvs, node_kvs = res.responses
         ippools = []
-        for kv in res.kvs:
+        for kv in pool_kvs:
             try:
                 ippools.append(model.decode(IPPool, kv.value, where=kv.key))
             except Exception as exc:  # noqa: BLE001 - one corrupt pool spoils nothing else
                 event(log, "cni_pool_unreadable", logging.WARNING, key=kv.key, error=str(exc))
         labels: dict[str, str] = {}
-        nkv = await self.client.get(self.keys.node(self.node))
-        if nkv is not None:
+        for kv in node_kvs:
             try:
-                labels = dict(model.decode(Node, nkv.value, where=nkv.key).metadata.labels)
+                labels = dict(model.decode(Node, kv.value, where=kv.key).metadata.labels)
             except Exception as exc:  # noqa: BLE001
-                event(log, "cni_node_unreadable", logging.WARNING, key=nkv.key, error=str(exc))
-        field = "ipv4_pools" if version == 4 else "ipv6_pools"
-        chosen = pool_choice.choose(ippools, labels, wanted, version, field)
-        return [Pool(p.metadata.name, p.spec.cidr, p.spec.block_size, p.spec.disabled) for p in chosen]
+                event(log, "cni_node_unreadable", logging.WARNING, key=kv.key, error=str(exc))
+        return ippools, labels
 
     async def allocate(self, handle: str, families: list[int], attrs: dict[str, str]) -> list[IPConfig]:
         """One address per family, all or nothing: a family that fails gives back the ones before it."""
