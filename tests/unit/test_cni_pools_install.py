@@ -1,0 +1,96 @@
+"""The pools an ADD may use (Calico's ResolvePools: by name or CIDR, then the nodeSelector) and what
+`calico-bgp cni install` writes (Calico's install: plugins in /opt/cni/bin, a conflist in /etc/cni/net.d)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from calico_bgp.cli import main as cli
+from calico_bgp.cni import error, install, pools
+from calico_bgp.cni.error import CNIError
+from calico_bgp.resources import model
+from calico_bgp.resources.ippool import IPPool, IPPoolSpec
+
+
+def ippool(name, cidr, **kw):
+    return IPPool(model.Metadata(name), IPPoolSpec(cidr=cidr, **kw))
+
+
+POOLS = [ippool("a4", "198.18.0.0/24"), ippool("b4", "198.18.1.0/24", node_selector="rack == 'r1'"),
+         ippool("off4", "198.18.2.0/24", disabled=True), ippool("a6", "2001:db8::/120")]
+
+
+def names(chosen):
+    return [p.metadata.name for p in chosen]
+
+
+def test_without_a_list_every_enabled_pool_of_the_family_that_selects_the_node():
+    assert names(pools.choose(POOLS, {}, (), 4, "ipv4_pools")) == ["a4"]
+    assert names(pools.choose(POOLS, {"rack": "r1"}, (), 4, "ipv4_pools")) == ["a4", "b4"]
+    assert names(pools.choose(POOLS, {}, (), 6, "ipv6_pools")) == ["a6"]
+
+
+def test_a_list_names_pools_by_name_or_cidr_in_its_order():
+    assert names(pools.choose(POOLS, {"rack": "r1"}, ("198.18.1.0/24", "a4"), 4, "ipv4_pools")) == ["b4", "a4"]
+    assert names(pools.choose(POOLS, {}, ("b4",), 4, "ipv4_pools")) == []  # named, but it does not select n
+
+
+@pytest.mark.parametrize("ref, version, names_it", [("nope", 4, "'nope'"), ("a6", 4, "not an IPv4 pool"),
+                                                     ("off4", 4, "disabled"), ("198.18.9.0/24", 4, "'198.18.9.0/24'")])
+def test_a_pool_the_config_gets_wrong_is_error_7_naming_it(ref, version, names_it):
+    with pytest.raises(CNIError) as info:
+        pools.choose(POOLS, {}, (ref,), version, "ipv4_pools")
+    assert info.value.code == error.INVALID_CONFIG and names_it in info.value.msg and "ipam.ipv4_pools" in info.value.msg
+
+
+def test_the_conflist_carries_calicos_fields():
+    conf = install.conflist("n1", ["https://10.0.0.1:2379", "https://10.0.0.2:2379"], "/other/v1",
+                            ca_cert="/ca.pem", cert="/c.pem", key="/k.pem", mtu=1440)
+    assert conf["cniVersion"] == "1.0.0" and conf["cniVersions"] == ["1.0.0", "1.1.0"]
+    (plugin,) = conf["plugins"]
+    assert plugin["type"] == "calico-bgp-cni" and plugin["ipam"]["type"] == "calico-bgp-ipam"
+    assert plugin["etcd_endpoints"] == "https://10.0.0.1:2379,https://10.0.0.2:2379" and plugin["nodename"] == "n1"
+    assert (plugin["etcd_ca_cert_file"], plugin["etcd_cert_file"], plugin["etcd_key_file"]) == ("/ca.pem", "/c.pem",
+                                                                                                   "/k.pem")
+    assert plugin["etcd_prefix"] == "/other/v1" and plugin["mtu"] == 1440
+    from calico_bgp.cni import netconf
+
+    parsed = netconf.from_dict({**plugin, "name": conf["name"], "cniVersion": "1.1.0"})
+    assert parsed.ignored == () and parsed.etcd_endpoints == ("https://10.0.0.1:2379", "https://10.0.0.2:2379")
+
+
+def test_installed_plugins_run_on_this_package(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    files = install.plan(str(tmp_path / "bin"), str(tmp_path / "conf"), {"name": "x"}, sys.executable,
+                         install.python_paths(root))
+    install.write(files)
+    assert sorted(os.listdir(tmp_path / "bin")) == ["calico-bgp-cni", "calico-bgp-ipam"]
+    assert all(os.access(f.path, os.X_OK) for f in files[:2]) and not os.access(files[2].path, os.X_OK)
+    out = subprocess.run([str(tmp_path / "bin" / "calico-bgp-ipam")], input=b"", env={"CNI_COMMAND": "VERSION"},
+                         capture_output=True, check=True)
+    assert json.loads(out.stdout)["supportedVersions"] == ["0.4.0", "1.0.0", "1.1.0"]
+    assert not [p for p in os.listdir(tmp_path / "bin") if ".tmp" in p]
+
+
+def test_cni_install_dry_run_prints_and_writes_nothing(tmp_path):
+    res = CliRunner().invoke(cli, ["--etcd-endpoints", "http://198.18.0.10:2379", "cni", "install", "--dry-run",
+                                   "--node", "n1", "--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    assert f"# {tmp_path}/bin/calico-bgp-ipam (mode 755)" in res.output and '"nodename": "n1"' in res.output
+    assert '"etcd_endpoints": "http://198.18.0.10:2379"' in res.output and "etcd_prefix" not in res.output
+    assert not (tmp_path / "bin").exists() and not (tmp_path / "c").exists()
+
+
+def test_cni_install_writes_both_plugins_and_the_conflist(tmp_path):
+    res = CliRunner().invoke(cli, ["--prefix", "/lab/v1", "cni", "install", "--node", "n2", "--bin-dir",
+                                   str(tmp_path / "bin"), "--conf-dir", str(tmp_path / "c"), "--network", "pods"])
+    assert res.exit_code == 0, res.output
+    conf = json.loads((tmp_path / "c" / "10-calico-bgp.conflist").read_text())
+    assert conf["name"] == "pods" and conf["plugins"][0]["etcd_prefix"] == "/lab/v1"
+    bad = CliRunner().invoke(cli, ["cni", "install", "--dry-run", "--network", "bad/name"])
+    assert bad.exit_code == 2 and "--network" in bad.output
