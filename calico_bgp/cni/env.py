@@ -7,8 +7,8 @@ a variable the command needs that is missing or malformed is error 4, naming the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Mapping
+from types import MappingProxyType
+from typing import Mapping, NamedTuple
 
 from calico_bgp.cni.error import INVALID_ENV, CNIError
 from calico_bgp.cni.spec import COMMANDS
@@ -27,14 +27,13 @@ IDENTIFIER = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 MAX_IFNAME = 15  # IFNAMSIZ - 1
 
 
-@dataclass(frozen=True, slots=True)
-class Invocation:
+class Invocation(NamedTuple):
     """What the runtime passed in the environment."""
     command: str
     container_id: str = ""
     netns: str = ""
     ifname: str = ""
-    args: Mapping[str, str] = field(default_factory=dict)
+    args: Mapping[str, str] = MappingProxyType({})
     path: tuple[str, ...] = ()
 
     def pod(self) -> tuple[str, str] | None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 PLUGINS = {"calico-bgp-cni": "calico_bgp.cni.plugin", "calico-bgp-ipam": "calico_bgp.cni.ipam_plugin"}
 CONFLIST = "10-calico-bgp.conflist"
@@ -19,8 +18,7 @@ NETWORK = "calico-bgp"
 DEFAULT_LOG = "/var/log/calico-bgp/cni.log"
 
 
-@dataclass(frozen=True, slots=True)
-class File:
+class File(NamedTuple):
     path: str
     content: str
     mode: int

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, NamedTuple
 
 from calico_bgp.cni.env import check_identifier
 from calico_bgp.cni.error import DECODE_FAILURE, INVALID_CONFIG, UNSUPPORTED_FIELD, CNIError
@@ -35,8 +35,7 @@ IGNORED = ("mode", "vxlan_mac_prefix", "vxlan_vni", "num_queues", "etcd_discover
 IGNORED_IPAM = ("subnet", "ip_pools_label_selector_keys")
 
 
-@dataclass(frozen=True, slots=True)
-class IpamConf:
+class IpamConf(NamedTuple):
     """The `ipam` section: which plugin, which families, which pools (names or CIDRs)."""
     type: str = ""
     assign_ipv4: bool = True
@@ -46,8 +45,7 @@ class IpamConf:
     routes: tuple[dict[str, Any], ...] = ()  # host-local's `routes`: passed through to the result
 
 
-@dataclass(frozen=True, slots=True)
-class NetConf:
+class NetConf(NamedTuple):
     """One network configuration, checked; `raw` is the JSON object as given (for delegates)."""
     cni_version: str
     name: str
@@ -68,7 +66,7 @@ class NetConf:
     prev_result: dict[str, Any] | None = None
     valid_attachments: tuple[tuple[str, str], ...] | None = None  # GC: (containerID, ifname)
     ignored: tuple[str, ...] = ()
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: Mapping[str, Any] = MappingProxyType({})
 
 
 def parse(data: bytes | str) -> NetConf:

@@ -9,8 +9,7 @@ which has 0.4.0's shape); a result that does not have the spec's shape is error 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from calico_bgp.cni.error import DECODE_FAILURE, CNIError
 from calico_bgp.cni.spec import parse_version
@@ -19,8 +18,7 @@ _IFACE_11 = ("mtu", "socketPath", "pciID")
 _ROUTE_11 = ("mtu", "advmss", "priority", "table", "scope")
 
 
-@dataclass(frozen=True, slots=True)
-class Interface:
+class Interface(NamedTuple):
     name: str
     mac: str = ""
     sandbox: str = ""
@@ -29,8 +27,7 @@ class Interface:
     pci_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class IPConfig:
+class IPConfig(NamedTuple):
     address: str                  # CIDR: the address and its prefix length
     gateway: str | None = None
     interface: int | None = None  # index into the result's interfaces
@@ -44,8 +41,7 @@ class IPConfig:
         return self.address.split("/", 1)[0]
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     dst: str
     gw: str | None = None
     mtu: int | None = None
@@ -55,16 +51,14 @@ class Route:
     scope: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class DNS:
+class DNS(NamedTuple):
     nameservers: tuple[str, ...] = ()
     domain: str = ""
     search: tuple[str, ...] = ()
     options: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(NamedTuple):
     ips: tuple[IPConfig, ...] = ()
     routes: tuple[Route, ...] = ()
     dns: DNS = DNS()
@@ -72,8 +66,7 @@ class Result:
 
     def with_interfaces(self, interfaces: tuple[Interface, ...], ip_interface: int | None) -> "Result":
         """The same result with its interfaces set and every address pointing at `ip_interface`."""
-        return replace(self, interfaces=interfaces,
-                       ips=tuple(replace(ip, interface=ip_interface) for ip in self.ips))
+        return self._replace(interfaces=interfaces, ips=tuple(ip._replace(interface=ip_interface) for ip in self.ips))
 
 
 def to_json(result: Result, version: str) -> dict[str, Any]:

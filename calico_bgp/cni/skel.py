@@ -13,8 +13,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
-from typing import IO, Any, Callable, Mapping
+from typing import IO, Any, Callable, Mapping, NamedTuple
 
 from calico_bgp.cni import env, netconf, spec
 from calico_bgp.cni.error import INTERNAL, IO_FAILURE, CNIError
@@ -24,8 +23,7 @@ from dataplane.logfmt import event
 log = logging.getLogger("cni")
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """One invocation, checked: what the handler works from."""
     invocation: env.Invocation
     conf: netconf.NetConf
