@@ -6,6 +6,10 @@ set to the command it is asked to do, the network config on stdin, its stderr pa
 (its logs join ours); exit 0 is success (ADD: its stdout is a result), anything else is the
 error JSON on its stdout, raised here with the delegate's own code. An exec that hits ETXTBSY
 (the binary being written) is retried, as raw_exec.go does.
+
+This package's own IPAM plugin, once found in CNI_PATH, runs in this process instead (the same
+skeleton, environment, stdin and JSON): a second interpreter and its imports would double an
+ADD's cost. CALICO_BGP_CNI_EXEC_DELEGATES=1 in the environment execs it like any other.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from calico_bgp.cni.error import DECODE_FAILURE, INVALID_CONFIG, IO_FAILURE, CNI
 from calico_bgp.cni.result import Result, from_json
 
 _ETXTBSY_TRIES = 5
+IN_PROCESS = {"calico-bgp-ipam": "calico_bgp.cni.ipam_plugin"}  # plugin type -> module with PLUGIN, HANDLERS
 
 
 def find(plugin_type: str, path: tuple[str, ...] | list[str]) -> str:
@@ -41,13 +46,31 @@ def delegate(command: str, plugin_type: str, netconf: bytes, environ: Mapping[st
     exe = find(plugin_type, path)
     env = dict(environ)
     env["CNI_COMMAND"] = command
-    out = run(exe, netconf, env, timeout)
+    if plugin_type in IN_PROCESS and env.get("CALICO_BGP_CNI_EXEC_DELEGATES") != "1":
+        out = run_here(IN_PROCESS[plugin_type], netconf, env)
+    else:
+        out = run(exe, netconf, env, timeout)
     if command != "ADD":
         return None
     try:
         return from_json(json.loads(out))
     except ValueError:
         raise CNIError(DECODE_FAILURE, f"plugin {plugin_type} ADD: its output is not JSON: {out[:200]!r}") from None
+
+
+def run_here(module: str, stdin: bytes, env: Mapping[str, str]) -> bytes:
+    """One of this package's plugins in this process: its stdout on success, its error otherwise."""
+    import importlib
+    import io
+
+    from calico_bgp.cni import skel
+
+    plugin = importlib.import_module(module)
+    out = io.StringIO()
+    code = skel.run(plugin.PLUGIN, plugin.HANDLERS, environ=env, stdin=io.BytesIO(stdin), stdout=out)
+    if code == 0:
+        return out.getvalue().encode()
+    raise CNIError.from_json(json.loads(out.getvalue()))
 
 
 def run(exe: str, stdin: bytes, env: Mapping[str, str], timeout: float | None = None) -> bytes:

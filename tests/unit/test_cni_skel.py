@@ -175,3 +175,22 @@ def test_a_non_executable_file_is_not_a_plugin(tmp_path):
     with pytest.raises(CNIError):
         delegate.find("fake-ipam", (str(tmp_path),))
     assert os.path.exists(tmp_path / "fake-ipam")
+
+
+def test_our_own_ipam_plugin_runs_in_process_once_found_in_cni_path(tmp_path):
+    """The executable in CNI_PATH says code 42 if run; in process, calico-bgp-ipam's own STATUS answers
+    (etcd at a closed port: 50). CALICO_BGP_CNI_EXEC_DELEGATES=1 execs it instead."""
+    plugin(tmp_path, "calico-bgp-ipam", "print(json.dumps({'code': 42, 'msg': 'exec'}))\nsys.exit(1)\n")
+    conf = json.dumps({"cniVersion": "1.1.0", "name": "n", "type": "calico-bgp-cni",
+                       "etcd_endpoints": "http://127.0.0.1:9", "nodename": "n1"}).encode()
+    environ = {"CNI_PATH": str(tmp_path)}
+    with pytest.raises(CNIError) as info:
+        delegate.delegate("STATUS", "calico-bgp-ipam", conf, environ)
+    assert info.value.code == error.NOT_AVAILABLE and "127.0.0.1:9" in info.value.msg
+    with pytest.raises(CNIError) as info:
+        delegate.delegate("STATUS", "calico-bgp-ipam", conf, {**environ, "CALICO_BGP_CNI_EXEC_DELEGATES": "1"})
+    assert (info.value.code, info.value.msg) == (42, "exec")
+    (tmp_path / "calico-bgp-ipam").unlink()
+    with pytest.raises(CNIError) as info:
+        delegate.delegate("STATUS", "calico-bgp-ipam", conf, environ)
+    assert info.value.code == error.INVALID_CONFIG and "not found in CNI_PATH" in info.value.msg
