@@ -61,6 +61,8 @@ class Runner:
     def op(self, command: str, node: str, container: str) -> float:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command, "CNI_CONTAINERID": container,
                "CNI_NETNS": f"/var/run/netns/{container}", "CNI_IFNAME": "eth0", "CNI_PATH": str(self.bin_dir)}
+        if os.environ.get("CALICO_BGP_CNI_EXEC_DELEGATES"):  # A/B: the IPAM plugin exec'd, not in process
+            env["CALICO_BGP_CNI_EXEC_DELEGATES"] = os.environ["CALICO_BGP_CNI_EXEC_DELEGATES"]
         argv = [str(self.bin_dir / self.plugin)]
         if self.node_ns:
             argv = ["ip", "netns", "exec", self.node_ns[node], *argv]
