@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         nodes = [f"n{i + 1}" for i in range(args.nodes)]
         node_ns = None
         if args.plugin == "calico-bgp-cni":
-            net = Net(ledger, f"cb{os.getpid() % 10000}")
+            net = Net(ledger, f"cb{os.getpid() % 10000}n")
             node_ns = {n: net.namespace(n) for n in nodes}
         runner = Runner(args.plugin, bin_dir, etcd.unix_url if node_ns else etcd.url, work, node_ns)
         starts = []
@@ -100,16 +100,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             starts.append(time.perf_counter() - t)
         times: dict[str, list[float]] = {"ADD": [], "DEL": []}
         lock, errors = threading.Lock(), []
+        tag = f"cb{os.getpid() % 10000}"  # container (namespace) names no other run makes
         cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
 
         def worker(w: int, share: int) -> None:
             node = nodes[w % len(nodes)]
             try:
                 for i in range(share):
-                    cid = f"b{w}-{i}"
+                    cid = f"{tag}w{w}c{i}"
                     if node_ns:
+                        with lock:  # the ledger is one file: one writer at a time
+                            ledger.add("namespaces", cid)
                         subprocess.run(["ip", "netns", "add", cid], check=True)
-                        ledger.add("namespaces", cid)
                     try:
                         add = runner.op("ADD", node, cid)
                         dele = runner.op("DEL", node, cid)
