@@ -86,7 +86,7 @@ def check(req: skel.Request) -> None:
         raise CNIError(INVALID_CONFIG, "CHECK: prevResult missing (the runtime passes the result of the ADD)")
     expected = {ip.ip for ip in from_json(conf.prev_result).ips}
     handle = handle_id(conf.name, req.invocation.container_id)
-    with Session(conf, node_name(conf)) as s:
+    with Session(conf, node_name(conf), lock=False) as s:  # a read: no need to queue behind ADDs
         held = {ip.ip for ip in s.run(s.held(handle))}
     if not held:
         raise CNIError(UNKNOWN_CONTAINER, f"container {req.invocation.container_id}: IPAM holds no address for "
@@ -147,7 +147,7 @@ class Session:
 
         self.conf, self.node = conf, node
         tls = None
-        if any(conf.etcd_endpoints[i].startswith("https:") for i in range(len(conf.etcd_endpoints))):
+        if any(e.startswith("https:") for e in conf.etcd_endpoints):
             for field, path in (("etcd_ca_cert_file", conf.etcd_ca_cert_file), ("etcd_cert_file", conf.etcd_cert_file),
                                 ("etcd_key_file", conf.etcd_key_file)):
                 if path and not _readable(path):
@@ -244,9 +244,13 @@ class Session:
                     raise CNIError(POOL_EXHAUSTED, f"no enabled IPv{version} IPPool can serve node {self.node}")
                 got += await self.allocator.allocate(self.node, handle, 1, eligible, attrs, ipv6=version == 6)
         except BaseException:
-            if got:
-                await self.allocator.release([(a.ip, a.seq) for a in got], blocks=[a.block for a in got])
-                event(log, "cni_ipam_rolled_back", handle=handle, released=",".join(a.ip for a in got))
+            if got:  # the error the caller sees stays the first one, whatever the roll-back meets
+                try:
+                    await self.allocator.release([(a.ip, a.seq) for a in got], blocks=[a.block for a in got])
+                    event(log, "cni_ipam_rolled_back", handle=handle, released=",".join(a.ip for a in got))
+                except Exception as exc:  # noqa: BLE001 - `calico-bgp ipam check` finds what is left
+                    event(log, "cni_ipam_rollback_failed", logging.ERROR, handle=handle,
+                          addresses=",".join(a.ip for a in got), error=str(exc))
             raise
         return [_ip_config(a.ip, a.block) for a in got]
 
