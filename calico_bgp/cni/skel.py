@@ -47,8 +47,9 @@ def run(plugin: str, handlers: Mapping[str, Handler], *, environ: Mapping[str, s
     saved = sys.stdout
     try:
         command = env.command_of(environ)
-        if command == "VERSION":
-            _write(stdout, spec.version_result(_requested_version(_read(stdin))))
+        if command == "VERSION":  # by hand from a terminal, stdin holds nothing to wait for
+            asked = b"" if _is_tty(stdin) else _read(stdin)
+            _write(stdout, spec.version_result(_requested_version(asked)))
             return 0
         invocation = env.parse(environ)
         data = _read(stdin)
@@ -127,6 +128,13 @@ def _read(stdin: IO[bytes]) -> bytes:
         return stdin.read()
     except OSError as exc:
         raise CNIError(IO_FAILURE, f"stdin: cannot be read: {exc.strerror or exc}") from None
+
+
+def _is_tty(stdin: IO[bytes]) -> bool:
+    try:
+        return stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _requested_version(data: bytes) -> str | None:
