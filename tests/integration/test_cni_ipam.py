@@ -14,6 +14,7 @@ from calico_bgp.cni import error
 from lab.etcd import EtcdServer
 from lab.net import netns, sh
 from tests.integration.cni_ipam_env import Cluster, exec_plugin, invoke
+from tests.integration.test_datastore_cluster import make_etcd, pki  # noqa: F401 - fixtures
 from tests.marks import needs_root
 
 POOL4, POOL6 = ipaddress.ip_network("198.18.96.0/22"), ipaddress.ip_network("2001:db8:96::/120")
@@ -126,6 +127,19 @@ def test_status_is_50_when_no_pool_serves_the_node(cluster):
                                           "spec: {cidr: 198.18.101.0/24, disabled: true}\n")
     code, doc = invoke("STATUS", cluster.conf("n2", ipam={"type": "calico-bgp-ipam", "ipv4_pools": ["off4"]}), {})
     assert code == 1 and doc["code"] == error.INVALID_CONFIG and "disabled" in doc["msg"]
+
+
+def test_calicos_etcd_tls_fields_reach_an_etcd_that_wants_client_certificates(make_etcd, pki, tmp_path):  # noqa: F811
+    server = make_etcd(tls=pki, extra=["--cert-file", pki["cert"], "--key-file", pki["key"],
+                                       "--trusted-ca-file", pki["ca"], "--client-cert-auth"])
+    tls = {"etcd_ca_cert_file": pki["ca"], "etcd_cert_file": pki["client_cert"], "etcd_key_file": pki["client_key"]}
+    conf = {"cniVersion": "1.1.0", "name": "tlsnet", "type": "ptp", "etcd_endpoints": server.url, "nodename": "n1",
+            "ipam_lock_file": str(tmp_path / "lock"), "cni.dev/valid-attachments": [], **tls}
+    assert invoke("GC", conf, {}) == (0, None)  # lists this node's handles over TLS: none
+    code, doc = invoke("GC", {**conf, "etcd_cert_file": "", "etcd_key_file": ""}, {})
+    assert code == 1 and doc["code"] == error.TRY_AGAIN_LATER and server.url in doc["msg"]
+    code, doc = invoke("GC", {**conf, "etcd_cert_file": str(tmp_path / "absent.pem")}, {})
+    assert code == 1 and doc["code"] == error.INVALID_CONFIG and "etcd_cert_file" in doc["msg"]
 
 
 # --- bad input: the spec's error JSON, a clear message, nothing left allocated ---------------------
