@@ -12,7 +12,9 @@ import json
 import os
 from typing import Any, NamedTuple, Sequence
 
-PLUGINS = {"calico-bgp-cni": "calico_bgp.cni.plugin", "calico-bgp-ipam": "calico_bgp.cni.ipam_plugin"}
+# plugin -> (module, function): calico-bgp-ipam starts in service.py, which hands the invocation to a
+# warm service when the config asks for one and runs the IPAM plugin itself otherwise
+PLUGINS = {"calico-bgp-cni": ("calico_bgp.cni.plugin", "main"), "calico-bgp-ipam": ("calico_bgp.cni.service", "ipam_main")}
 CONFLIST = "10-calico-bgp.conflist"
 NETWORK = "calico-bgp"
 DEFAULT_LOG = "/var/log/calico-bgp/cni.log"
@@ -42,18 +44,18 @@ def conflist(node: str, endpoints: Sequence[str], prefix: str | None, *, ca_cert
     return {"name": name, "cniVersion": "1.0.0", "cniVersions": ["1.0.0", "1.1.0"], "plugins": [plugin]}
 
 
-def launcher(module: str, python: str, paths: Sequence[str]) -> str:
+def launcher(module: str, python: str, paths: Sequence[str], function: str = "main") -> str:
     """A plugin executable: this interpreter without its site initialisation (-S: a plugin is exec'd
     per container, and site's .pth processing is a third of a bare start), with the package and its
     dependencies' directories named instead."""
     return (f"#!{python} -S\n# installed by `calico-bgp cni install`: a CNI plugin, run by a container runtime\n"
-            f"import sys\nsys.path[:0] = {list(paths)!r}\nfrom {module} import main\nmain()\n")
+            f"import sys\nsys.path[:0] = {list(paths)!r}\nfrom {module} import {function}\n{function}()\n")
 
 
 def plan(bin_dir: str, conf_dir: str, network: dict[str, Any], python: str, paths: Sequence[str]) -> list[File]:
     """The files: both plugins (run by `python` with `paths`: the package's root, then site-packages)."""
-    files = [File(os.path.join(bin_dir, name), launcher(module, python, paths), 0o755)
-             for name, module in PLUGINS.items()]
+    files = [File(os.path.join(bin_dir, name), launcher(module, python, paths, function), 0o755)
+             for name, (module, function) in PLUGINS.items()]
     files.append(File(os.path.join(conf_dir, CONFLIST), json.dumps(network, indent=2) + "\n", 0o644))
     return files
 

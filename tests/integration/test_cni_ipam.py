@@ -226,3 +226,44 @@ def test_a_reference_plugin_attaches_with_our_address(etcd_server, tmp_path, plu
         assert "eth0" not in sh("ip", "-o", "link", ns=container).stdout
         assert cluster.addresses() == {} and cluster.check()["clean"]
 
+
+
+def test_with_ipam_service_the_next_invocations_go_to_a_warm_service_that_leaves_when_idle(cluster):
+    """The first ADD runs itself and starts the service; the next ones are answered by the service
+    (their log lines carry its pid, not the executable's); results and releases are the same; the
+    service removes its socket and exits after the idle time."""
+    import re
+
+    from calico_bgp.cni import service
+    from lab.net import wait_for
+
+    exe = str(cluster.bin_dir / "calico-bgp-ipam")
+    conf = cluster.conf(name="svc", ipam_service=1.5, ipam={"type": "calico-bgp-ipam", "ipv4_pools": ["pool4"]})
+    env = {**os.environ, "PYTHONPATH": ""}  # the launcher names its own paths
+
+    def run(command, cid):
+        import json
+        import subprocess
+
+        p = subprocess.Popen([exe], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**env, **cluster.env(command, cid)})
+        out, err = p.communicate(json.dumps(conf).encode(), timeout=60)
+        pids = set(re.findall(r"calico-bgp-ipam\[(\d+)\]", err.decode()))
+        return p.returncode, (json.loads(out) if out.strip() else None), p.pid, pids
+
+    try:
+        code, first, pid, pids = run("ADD", "s1")
+        assert code == 0 and pids == {str(pid)}  # no service yet: this process did it
+        wait_for("the service's socket", lambda: os.path.exists(service.socket_path()) or None, timeout=20)
+        code, second, pid, pids = run("ADD", "s2")
+        assert code == 0 and pids and str(pid) not in pids  # answered by the service
+        served_by = int(pids.pop())
+        code, again, _, _ = run("ADD", "s2")
+        assert again["ips"] == second["ips"] != first["ips"]
+        assert ipaddress.ip_interface(second["ips"][0]["address"]).ip in POOL4
+        for cid in ("s1", "s2"):
+            assert run("DEL", cid)[0] == 0
+        assert not {h for h in cluster.addresses() if h.startswith("svc.")}
+    finally:  # whatever happened, the service leaves once idle: nothing outlives the test
+        wait_for("the idle service to leave", lambda: not os.path.exists(service.socket_path()) or None, timeout=20)
+    wait_for("its process to end", lambda: not os.path.exists(f"/proc/{served_by}") or None, timeout=10)

@@ -10,7 +10,7 @@ from tests.unit.test_import_rules import broken, loaded_by
 
 PROTOCOL = ["calico_bgp.cni.spec", "calico_bgp.cni.env", "calico_bgp.cni.netconf", "calico_bgp.cni.result",
             "calico_bgp.cni.error", "calico_bgp.cni.skel", "calico_bgp.cni.delegate", "calico_bgp.cni.pools",
-            "calico_bgp.cni.install", "calico_bgp.cni.ipam_plugin"]
+            "calico_bgp.cni.install", "calico_bgp.cni.ipam_plugin", "calico_bgp.cni.service"]
 IPAM_ADD = ["calico_bgp.datastore.blocking", "ipam.allocator", "calico_bgp.resources.ippool",
             "calico_bgp.resources.node"]
 HEAVY = ("trio", "httpx", "yaml", "pyroute2", "click", "exabgp", "subprocess")

@@ -94,3 +94,21 @@ def test_cni_install_writes_both_plugins_and_the_conflist(tmp_path):
     assert conf["name"] == "pods" and conf["plugins"][0]["etcd_prefix"] == "/lab/v1"
     bad = CliRunner().invoke(cli, ["cni", "install", "--dry-run", "--network", "bad/name"])
     assert bad.exit_code == 2 and "--network" in bad.output
+
+
+def test_the_service_is_asked_for_with_true_or_seconds():
+    from calico_bgp.cni import service
+
+    assert service.wanted(b'{"ipam_service": true}') == service.DEFAULT_IDLE_S
+    assert service.wanted(b'{"ipam_service": 2.5}') == 2.5
+    for off in (b'{"ipam_service": false}', b'{"ipam_service": 0}', b'{"ipam_service": "yes"}', b"{}", b"not json",
+                b"[1]"):
+        assert service.wanted(off) == 0.0
+    path = service.socket_path()
+    assert path.startswith(service.SERVICE_DIR + "/ipam-") and path == service.socket_path()
+
+
+def test_calico_bgp_ipam_starts_in_the_service_front_end(tmp_path):
+    (ipam,) = [f for f in install.plan(str(tmp_path), str(tmp_path), {}, "/usr/bin/python3", ["/x"])
+               if f.path.endswith("calico-bgp-ipam")]
+    assert ipam.content.startswith("#!/usr/bin/python3 -S\n") and "from calico_bgp.cni.service import ipam_main" in ipam.content
