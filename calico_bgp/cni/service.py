@@ -23,7 +23,9 @@ import zlib
 
 SERVICE_DIR = "/run/calico-bgp"
 DEFAULT_IDLE_S = 60.0
-_FILES = ("cni/ipam_plugin.py", "cni/skel.py", "datastore/blocking.py")  # a new version gets a new service
+# a new version of any of these (under calico_bgp/) gets a new service; the old one leaves when idle
+_FILES = ("cni/ipam_plugin.py", "cni/skel.py", "datastore/blocking.py", "../ipam/allocator.py", "../ipam/release.py",
+          "../ipam/block.py")
 
 
 def ipam_main() -> None:
