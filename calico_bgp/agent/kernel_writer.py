@@ -30,6 +30,8 @@ from dataplane.routes.route import Route, RouteKey
 log = logging.getLogger(__name__)
 
 KERNEL_BATCH = 2048  # prefixes per kernel batch while a burst streams in
+WINDOW = 0.005  # seconds a batch waits for more changes while a burst streams in
+SETTLE_TURNS = 16  # loop turns a batch after a quiet spell waits, at most, for UPDATEs already read
 
 
 class Inputs(Protocol):
@@ -55,6 +57,9 @@ class KernelWriter:
         self._send_ready = trio.Event()      # routes were made desired: the sender sends them
         self._send_since: float | None = None  # when the oldest change the next send carries was noted
         self._failed_runs = 0  # prepare passes that raised in a row (their back-off)
+        self._last_batch = float("-inf")  # trio time the last batch was taken
+        # how many UPDATEs were read and not yet applied (the session-events wiring sets it)
+        self.backlog: Callable[[], int] = lambda: 0
         # what `on_failures` was told: key -> (a build failure, reason); and the programmer's
         # failure_changes it was told at
         self._reported: dict[RouteKey, tuple[bool, str]] = {}
@@ -84,9 +89,9 @@ class KernelWriter:
         more = False
         while True:
             await self._dirty.wait()
-            self._dirty = trio.Event()
-            # let a burst of UPDATEs land in one batch; the rest of a large one goes on at once
-            await trio.sleep(0 if more else 0.005)
+            await self._gather(more)
+            self._dirty = trio.Event()  # after the wait: what changed during it is in this batch
+            self._last_batch = trio.current_time()
             inputs = self.inputs()
             if inputs is None:
                 continue
@@ -129,6 +134,22 @@ class KernelWriter:
                 self._failed_runs += 1
                 await trio.sleep(min(0.5 * 2 ** (self._failed_runs - 1), 30.0))
                 self._dirty.set()
+
+    async def _gather(self, more: bool) -> None:
+        """Wait for the changes that belong in the next batch. The rest of a large batch goes on at
+        once. While a burst streams in (the last batch is less than WINDOW old) the batch waits
+        WINDOW for more UPDATEs, so a burst is a few large batches. After a quiet spell (steady
+        churn: a tick's UPDATEs every 100 ms) it waits only for the UPDATEs already read to be
+        applied, a few loop turns, and goes while the caches are warm: a timer would make every
+        change two wake-ups, each paying for cold code, and 5 ms more latency."""
+        if more:
+            await trio.sleep(0)
+        elif trio.current_time() - self._last_batch < WINDOW:
+            await trio.sleep(WINDOW)
+        else:
+            for _ in range(min(self.backlog(), SETTLE_TURNS)):
+                await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint()  # the turn in which the last of them is applied
 
     async def _send(self) -> None:
         """Sends what `_prepare` made desired since the last send, one send at a time."""

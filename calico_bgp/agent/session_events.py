@@ -47,6 +47,8 @@ class SessionEvents:
         self.warn = RateLimitedLog(log)  # per-route warnings (bad_nlri, ...)
         self._hold_tx, self._hold_rx = trio.open_memory_channel[tuple[str, Hold]](math.inf)
         speaker.on_state = self.state_now
+        # a kernel batch after a quiet spell waits for the UPDATEs already read to be applied
+        kernel.backlog = lambda: speaker.events.statistics().current_buffer_used
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:

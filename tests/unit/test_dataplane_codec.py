@@ -275,6 +275,8 @@ def test_a_table_delete_encoder_sends_what_encode_delroute_sends(table):
     from dataplane.routes.route import RouteKey
 
     encode = codec.delroute_encoder(table, 86)
+    assert codec.delroute_encoder(table, 86) is encode  # made once per table, not per batch
+    assert codec.delroute_encoder(table, 87) is not encode
     for alen, metric in ((4, 0), (16, 1024), (4, 77)):
         for dst_len in range(alen * 8 + 1):
             key = RouteKey(dst_len, bytes(range(alen)), metric)

@@ -150,3 +150,55 @@ def test_the_agent_reads_every_prefix_of_the_patched_json():
     assert [{(a.next_hop, a.link_local) for a in u.announced.values()} for u in pair] == [{("2001:db8::1", "fe80::1")}]
     withdrawn = parse_line('{"exabgp": "5.0.0", "type": "update", "neighbor"' + patched[2]["json"][0])
     assert [u.withdrawn for u in withdrawn] == [tuple(MANY[:300])]
+
+
+# The API pipe with a recording stdin and a reactor whose poll finds nothing; prints what reached
+# the pipe (each flush as FLUSH) after each step.
+_PIPE = r"""
+import time
+from calico_bgp.speaker import exabgp_receive
+from exabgp.reactor.asynchronous import ASYNC
+from exabgp.reactor.api.processes import Processes
+from exabgp.reactor.loop import Reactor
+MOST = 0.3  # long enough for a loaded machine to run the steps that expect a line held
+exabgp_receive._api_lines_per_read(MOST)
+log = []
+class Stdin:
+    def write(self, data): log.append(data.decode().strip())
+    def flush(self): log.append('FLUSH')
+class Proc:
+    stdin = Stdin()
+class Poller:
+    def poll(self, timeout): return []
+procs = Processes.__new__(Processes)
+procs._process, procs._broken, procs.silence = {'api': Proc()}, [], False
+procs._dispatch = {2: lambda self, neighbor, *rest: self.write('api', neighbor)}  # an UPDATE's JSON line
+reactor = Reactor.__new__(Reactor)
+reactor._poller, reactor.asynchronous, reactor.processes = Poller(), ASYNC(), procs
+def poll(timeout):
+    list(reactor._wait_for_io(timeout))
+    print(log); log.clear()
+procs.message(2, 'update-1', 'receive', None, None, b''); poll(0)            # another UPDATE may be in the socket: held
+procs.message(2, 'update-2', 'receive', None, None, b''); poll(0)
+poll(10)                                         # the reactor would block: both go, one flush
+procs.message(2, 'update-3', 'receive', None, None, b''); time.sleep(MOST); poll(0)   # held long enough
+procs.message(2, 'update-4', 'receive', None, None, b''); procs.write('api', 'done'); poll(0)   # an answer goes at the pass end
+poll(10)                                         # nothing held: no flush
+procs.message(2, 'update-5', 'receive', None, None, b''); procs._process = {}; procs.terminate()  # a shutdown flushes first
+print(log)
+"""
+
+
+def test_lines_of_received_updates_reach_the_api_pipe_together_once_the_reactor_has_read_them():
+    """BIRD sends a tick's withdrawals and announcements as two UPDATEs: they reach the bridge in one
+    write now, as do the UPDATEs of a burst for up to HOLD_MOST, and answers to the agent's commands
+    still go at the end of the reactor's pass."""
+    out = subprocess.run([sys.executable, "-c", _PIPE], capture_output=True, text=True, check=True,
+                         timeout=60).stdout.splitlines()
+    assert out == ["['update-1']",  # written into the pipe's buffer, not flushed
+                   "['update-2']",
+                   "['FLUSH']",
+                   "['update-3', 'FLUSH']",
+                   "['update-4', 'done', 'FLUSH']",
+                   "[]",
+                   "['update-5', 'FLUSH']"]
