@@ -18,6 +18,9 @@ Profiled with py-spy while ExaBGP received 100k /32s from BIRD, most of its CPU 
   is printed straight from its bytes; other NLRI types still print themselves.
 - `Peer.id` (reactor/peer.py) formatted "peer-N" for every prefix received (an argument of a debug
   call made per prefix); it is now kept per neighbour object.
+- `Peer._main` walked every received UPDATE's NLRIs once more after the API was told of them, for
+  its adj-rib-in cache (off: `adj-rib-in false`) and a debug line (discarded): an object, a format
+  and four calls per prefix for nothing (`_no_second_walk`).
 
 and cheaper per UPDATE: ExaBGP flushed its pipe to the API process after every line
 (`Processes.write`), so the UPDATEs a peer sends together (BIRD sends a tick's withdrawals and
@@ -28,6 +31,7 @@ sockets hold (`_api_lines_per_read`).
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import time
 from typing import Any, Callable
@@ -40,6 +44,7 @@ def patch() -> None:
     _nlri_decode()
     _json_update()
     _peer_id()
+    _no_second_walk()
     _api_lines_per_read()
 
 
@@ -223,6 +228,30 @@ def _peer_id() -> None:
         return kept[1]
 
     Peer.id = peer_id  # type: ignore[method-assign]
+
+
+def _no_second_walk() -> None:
+    """What `Protocol.read_message` yields to `Peer._main` after the API process was told of an
+    UPDATE: the same message without its NLRIs when nothing there would use them, i.e. the
+    neighbour's adj-rib-in cache is off (`Cache.update_cache` returns at once) and ExaBGP's debug
+    log is off (exabgp_run drops it unless exabgp_log_level is DEBUG). `Peer._main` uses the NLRIs
+    of a received UPDATE for those two alone; the API, treat-as-withdraw and attribute discard
+    are done with the message before it is yielded."""
+    from exabgp.bgp.message.update import Update
+    from exabgp.reactor.protocol import Protocol
+
+    if os.environ.get("exabgp_log_level", "INFO").upper() == "DEBUG":
+        return
+    read = Protocol.read_message
+    update = Update.TYPE
+
+    def read_message(self: Protocol):  # type: ignore[no-untyped-def]
+        for message in read(self):
+            if message.TYPE == update and message.nlris and not self.neighbor.rib.incoming.cache:
+                message = Update([], message.attributes)
+            yield message
+
+    Protocol.read_message = read_message  # type: ignore[method-assign]
 
 
 HOLD_MOST = 0.005  # seconds a line of a received message waits in ExaBGP's pipe buffer at most

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -202,3 +203,34 @@ def test_lines_of_received_updates_reach_the_api_pipe_together_once_the_reactor_
                    "['update-4', 'done', 'FLUSH']",
                    "[]",
                    "['update-5', 'FLUSH']"]
+
+
+_WALK = r"""
+import os, sys
+from types import SimpleNamespace
+from calico_bgp.speaker import exabgp_receive
+from exabgp.bgp.message import KeepAlive
+from exabgp.bgp.message.update import Update
+from exabgp.reactor.protocol import Protocol
+attributes = object()
+def read(self):  # what ExaBGP's read_message yields once the API process was told
+    yield Update(['198.19.0.1/32', '198.19.0.2/32'], attributes)
+    yield KeepAlive()
+Protocol.read_message = read
+exabgp_receive._no_second_walk()
+for cache in (False, True):
+    proto = Protocol.__new__(Protocol)
+    proto.neighbor = SimpleNamespace(rib=SimpleNamespace(incoming=SimpleNamespace(cache=cache)))
+    got = list(proto.read_message())
+    print([(type(m).__name__, getattr(m, 'nlris', None), getattr(m, 'attributes', None) is attributes) for m in got])
+"""
+
+
+def test_exabgp_does_not_walk_an_updates_prefixes_again_for_a_cache_it_does_not_keep():
+    out = subprocess.run([sys.executable, "-c", _WALK], capture_output=True, text=True, check=True,
+                         timeout=60).stdout.splitlines()
+    assert out == ["[('Update', [], True), ('KeepAlive', None, False)]",  # adj-rib-in off: nothing to walk
+                   "[('Update', ['198.19.0.1/32', '198.19.0.2/32'], True), ('KeepAlive', None, False)]"]
+    debug = subprocess.run([sys.executable, "-c", _WALK], capture_output=True, text=True, check=True, timeout=60,
+                           env={**os.environ, "exabgp_log_level": "DEBUG"}).stdout.splitlines()
+    assert debug[0] == "[('Update', ['198.19.0.1/32', '198.19.0.2/32'], True), ('KeepAlive', None, False)]"  # logged per prefix
