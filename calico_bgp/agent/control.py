@@ -53,6 +53,7 @@ class ControlLoop:
         self._judged_rib: Rib | None = None
         self._judged_peers: dict[str, Peer] = {}
         self._skipped: set[tuple[str, int]] = set()  # sessions to an address already run on another port
+        self._reflected_with: tuple | None = None  # what the last sync's reflection depended on besides the RIB
 
     def poke(self) -> None:
         """Sync again without a datastore change (a peer held idle must leave the neighbours)."""
@@ -155,8 +156,12 @@ class ControlLoop:
                 pools, advertise_services.service_prefixes(cfg.spec, me.labels, pools),
                 {a: {v: bgpfilter.compile_rules(self.filters_of(a), "export", v) for v in (4, 6)}
                  for a, s in sessions.items() if s.ibgp and s.filters})
-        # a neighbour just added needs every reflected route, not only what changed
-        await reflect(state, self.speaker, changed if changed and not added else None)
+        # a neighbour just added needs every reflected route, not only what changed; so does every
+        # neighbour when its export filters, the pools, the service CIDRs or the peers changed
+        export = state.reflection_export
+        reflected_with = (dict(state.rib_peers), export and (export.sent, export.withheld, export.rules))
+        same, self._reflected_with = reflected_with == self._reflected_with, reflected_with
+        await reflect(state, self.speaker, changed if changed and same and not added else None)
         self.kernel.mark_full()
         self.synced()
 

@@ -141,3 +141,51 @@ async def test_a_reflector_agent_reflects_through_each_neighbours_filters(tmp_pa
     await reflect(a.state, a.speaker, changed)
     r = sent[-1][str(IN_POOL)]
     assert "198.18.0.21" not in r.targets and "198.18.0.22" in r.targets
+
+
+async def test_a_sync_that_changes_both_a_selection_and_the_export_filters_reflects_everything_again(tmp_path):
+    """New export rules apply to every reflected route, not only to the prefixes whose selection the
+    same sync changed: the route c1's new export filter rejects is withdrawn from it at once."""
+    import attrs as _attrs
+
+    from calico_bgp.resources.bgppeer import BGPPeer, BGPPeerSpec
+    from calico_bgp.resources.node import NodeBGPSpec, NodeSpec
+    from tests.unit.test_agent_wiring import agent, cluster
+
+    a, _ = agent(tmp_path)
+    c1, c2, c3 = "198.18.0.21", "198.18.0.22", "198.18.0.23"
+    from_c1 = Prefix.of("198.19.5.0/26")
+
+    def state(*c1_filters: str):
+        peers = [BGPPeer(model.Metadata("c1"), BGPPeerSpec(peer_ip=c1, as_number=64512, filters=c1_filters,
+                                                           origin_validation="Disabled")),
+                 BGPPeer(model.Metadata("c2"), BGPPeerSpec(peer_ip=c2, as_number=64512)),
+                 BGPPeer(model.Metadata("c3"), BGPPeerSpec(peer_ip=c3, as_number=64512, origin_validation="Disabled"))]
+        base = cluster(*peers, pools=["198.19.0.0-16"])
+        rr = _attrs.evolve(base.nodes["n1"], spec=NodeSpec(bgp=NodeBGPSpec(
+            ipv4_address="198.18.0.1/24", route_reflector_cluster_id="198.18.0.100")))
+        f = BGPFilter(model.Metadata("f"), BGPFilterSpec(
+            export_v4=(BGPFilterRule(action="Reject", cidr=str(IN_POOL), match_operator="Equal"),),
+            import_v4=(BGPFilterRule(action="Reject", cidr=str(from_c1), match_operator="Equal"),)))
+        return _attrs.evolve(base, nodes={**base.nodes, "n1": rr}, filters={"f": f})
+
+    sent: list[tuple[dict, bool]] = []
+
+    async def capture(updates, complete=False):
+        sent.append((dict(updates), complete))
+
+    a.speaker.reflect = capture
+    await a.control.sync(state())
+    a.state.rib.update(a.state.rib_peers[c3], {IN_POOL: PathAttributes(c3)})
+    a.state.rib.update(a.state.rib_peers[c1], {from_c1: PathAttributes(c1)})
+    await a.control.sync(state())
+    assert c1 in sent[-1][0][str(IN_POOL)].targets
+    # c1's filter: its route is rejected on import (a selection change) and IN_POOL on export to it
+    await a.control.sync(state("f"))
+    updates, complete = sent[-1]
+    assert complete and updates.get(str(from_c1)) is None  # complete: what is absent is withdrawn
+    assert updates[str(IN_POOL)].targets == {c2}
+    # the filter goes: c1 gets IN_POOL again, with its own route back
+    await a.control.sync(state())
+    updates, complete = sent[-1]
+    assert complete and updates[str(IN_POOL)].targets == {c1, c2} and updates[str(from_c1)].targets == {c2, c3}
