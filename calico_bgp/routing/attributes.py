@@ -6,7 +6,8 @@ next hop of an UPDATE, shared by its prefixes), the intake resolves its next hop
 reflection derives the reflected one from it, and speaker/commands.py renders it into an ExaBGP
 command. Absent attributes are None or empty. When import policy changes a path's attributes (a
 BGPFilter operation), the changed value keeps the one the peer sent in `received`, so that policy is
-judged again from what was sent, never from its own earlier result.
+judged again from what was sent, never from its own earlier result; a setPriority also marks the
+path's `kernel_metric`.
 """
 from __future__ import annotations
 
@@ -35,3 +36,6 @@ class PathAttributes:
     as_set: tuple[int, ...] = ()    # AS_SET members (an aggregate's)
     link_local: str | None = None
     received: "PathAttributes | None" = None  # as the peer sent them, when import policy changed them
+    # the kernel metric an import setPriority gave the path (BIRD's krt_metric), 0 when none: this
+    # router's own, no BGP attribute, never sent nor reflected
+    kernel_metric: int = 0

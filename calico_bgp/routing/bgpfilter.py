@@ -226,7 +226,10 @@ def import_policy(pools: Iterable[IPPool],
                     # an external peer's LOCAL_PREF is ignored (RFC 4271 5.1.5): only one setPriority
                     # sets ranks it, not one that merely rode along with another operation
                     base = pattrs if peer.ibgp else attrs.evolve(pattrs, local_pref=None)
-                    last[:] = rule, pattrs, attrs.evolve(operated(rule, base), received=pattrs)
+                    # setPriority is Calico's `krt_metric = <value>;`: the metric, whatever LOCAL_PREF came
+                    metric = next((op.set_priority.value for op in reversed(rule.operations)
+                                   if op.set_priority is not None), 0)
+                    last[:] = rule, pattrs, attrs.evolve(operated(rule, base), received=pattrs, kernel_metric=metric)
                 return last[2]  # type: ignore[no-any-return]
         version, value, plen = prefix
         bits = 32 if version == 4 else 128

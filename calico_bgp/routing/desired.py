@@ -71,16 +71,10 @@ def peer_routes(sessions: Iterable[Session]) -> list[Route]:
 Unbuildable = dict[RouteKey, tuple[str, str]]
 
 
-LOCAL_PREF_TOP = 2147483647  # a priority p travels as LOCAL_PREF 2147483647 - p (routing/bgpfilter.py)
-
-
 def kernel_metric(a: PathAttributes) -> int:
-    """The kernel metric of a learned path: the priority an import setPriority gave it (it set
-    LOCAL_PREF to 2147483647 - priority and kept what the peer sent in `received`), else 0."""
-    sent = a.received
-    if sent is None or a.local_pref is None or a.local_pref == sent.local_pref:
-        return 0
-    return LOCAL_PREF_TOP - a.local_pref
+    """The kernel metric of a learned path: the priority an import setPriority gave it, whatever
+    LOCAL_PREF the peer sent (bgpfilter.import_policy marks it on the path), else 0."""
+    return a.kernel_metric
 
 
 def kept_out(prefix: Prefix, covering: Iterable[Prefix]) -> bool:
@@ -110,8 +104,7 @@ def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterabl
     for prefix, sel in selections:
         if prefix in mine or prefix in taken:
             continue
-        a = sel.best.attrs
-        metric = kernel_metric(a) if a.received is not None else 0  # no call per route without operations
+        metric = sel.best.attrs.kernel_metric
         if metric and metrics is not None:
             metrics[prefix] = metric
         _add_learned(prefix, sel.next_hops, routes, unbuildable, metric)
@@ -131,9 +124,10 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
     remove, and the selections that make no route, as `kernel_routes` would have them. `skip`: what we
     originate or blackhole (never learned routes); `keep_out`: as kernel_routes' (never programmed, so
     nothing to remove either: a change of it is a full rebuild); `metrics`: the learned routes'
-    metrics other than 0, as kernel_routes made them, kept up to date here (a route whose metric
-    changes is a new kernel key: the old one is removed). The incremental form of kernel_routes: its
-    cost follows the change, not the RIB."""
+    metrics other than 0, as kernel_routes made them, kept up to date here once every prefix is done
+    (a route whose metric changes is a new kernel key: the old one is removed, even when the new one
+    is unbuildable; a call that raises changes nothing, so a retry removes the key the kernel has).
+    The incremental form of kernel_routes: its cost follows the change, not the RIB."""
     upserts: list[Route] = []
     gone: list[Prefix] = []  # no selection left: their keys are made together at the end
     unbuildable: Unbuildable = {}
@@ -142,11 +136,13 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
     # object (and family), not once per route
     last_attrs: object = None
     last_version = 0
-    last_hops: tuple[NextHop, ...] = ()
+    last_hops: tuple[NextHop, ...] | None = ()  # None: no route can have them (last_error says why)
+    last_error = ""
     last_metric = 0
     if metrics is None:
         metrics = {}
     replaced: list[RouteKey] = []  # keys of routes whose metric changed (and of lost ones that had one)
+    remetered: dict[Prefix, int] = {}  # new metrics: into `metrics` once every prefix is done
     if keep_out:  # only when service CIDRs are configured: no cost per prefix otherwise
         prefixes = [p for p in prefixes if not kept_out(p, keep_out)]
     for prefix in prefixes:
@@ -155,7 +151,8 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
         sel = selection(prefix)
         if sel is None:
             if metrics and prefix in metrics:
-                replaced.append(key_of(prefix, metrics.pop(prefix)))
+                replaced.append(key_of(prefix, metrics[prefix]))
+                remetered[prefix] = 0
             else:
                 lost(prefix)
             continue
@@ -163,32 +160,37 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
         if len(mp) == 1:
             a = mp[0].attrs
             if a is not last_attrs or prefix.version != last_version:
+                last_attrs, last_version, last_metric = a, prefix.version, a.kernel_metric
                 try:
-                    hops = _hops(prefix, (a.next_hop,))
+                    last_hops = _hops(prefix, (a.next_hop,))
                 except InvalidRoute as exc:
-                    unbuildable[key_of(prefix, kernel_metric(a))] = (str(prefix), str(exc))
-                    continue
-                last_attrs, last_version, last_hops, last_metric = a, prefix.version, hops, kernel_metric(a)
+                    last_hops, last_error = None, str(exc)
             if last_metric or metrics:  # priorities are rare: no lookup per prefix without them
-                _remetric(prefix, last_metric, metrics, replaced)
+                _remetric(prefix, last_metric, metrics, remetered, replaced)
+            if last_hops is None:  # the route at its old metric is removed all the same
+                unbuildable[key_of(prefix, last_metric)] = (str(prefix), last_error)
+                continue
             add(trusted(prefix, last_hops, last_metric))
             continue
-        metric = kernel_metric(sel.best.attrs)
+        metric = sel.best.attrs.kernel_metric
         if metric or metrics:
-            _remetric(prefix, metric, metrics, replaced)
+            _remetric(prefix, metric, metrics, remetered, replaced)
         _add_learned(prefix, sel.next_hops, upserts, unbuildable, metric)
+    for prefix, metric in remetered.items():
+        if metric:
+            metrics[prefix] = metric
+        else:
+            del metrics[prefix]
     return upserts, keys_of_numbered(gone) + replaced, unbuildable
 
 
-def _remetric(prefix: Prefix, metric: int, metrics: dict[Prefix, int], replaced: list[RouteKey]) -> None:
-    """Notes `prefix`'s new metric; the key it had under another one goes to `replaced`."""
+def _remetric(prefix: Prefix, metric: int, metrics: dict[Prefix, int], remetered: dict[Prefix, int],
+              replaced: list[RouteKey]) -> None:
+    """Notes `prefix`'s new metric in `remetered` when it changes; the key it had goes to `replaced`."""
     old = metrics.get(prefix, 0)
     if old != metric:
         replaced.append(key_of(prefix, old))
-    if metric:
-        metrics[prefix] = metric
-    elif old:
-        del metrics[prefix]
+        remetered[prefix] = metric
 
 
 def _add_learned(prefix: Prefix, next_hops: Iterable[str], routes: list[Route], unbuildable: Unbuildable,

@@ -55,7 +55,7 @@ def reflected_attributes(local: LocalSpeaker, sel: Selection) -> PathAttributes 
         originator_id=best.attrs.originator_id or src.router_id,
         cluster_list=(local.cluster_id, *best.attrs.cluster_list),
         local_pref=best.attrs.local_pref if best.attrs.local_pref is not None else DEFAULT_LOCAL_PREF,
-        received=None,  # what our import policy kept of the sender's is ours alone
+        received=None, kernel_metric=0,  # what our import policy kept of the sender's is ours alone
     )
 
 

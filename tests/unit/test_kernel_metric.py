@@ -81,3 +81,66 @@ def test_normal_route_priority_is_stored_given_back_and_named_as_not_done():
     with pytest.raises(InvalidResource, match="spec.ipv4NormalRoutePriority: out of range 1..2147483646"):
         model.from_dict(BGPConfiguration, {"metadata": {"name": "default"}, "spec": {"ipv4NormalRoutePriority": 0}},
                         where="c")
+
+
+def test_the_metric_is_the_priority_set_even_when_the_peer_sent_that_local_pref_already():
+    """Calico's import setPriority is `krt_metric = <value>;` whatever LOCAL_PREF came: a Calico mesh
+    peer already sends 2147483647 - metric (confd's `bgp_local_pref = 2147483647 - krt_metric`)."""
+    r = rib()
+    r.update(NODE, {P: PathAttributes("198.18.1.2", local_pref=2147483647 - 512, communities=((65000, 100),))})
+    assert desired.kernel_metric(r.selection(P).best.attrs) == 512
+    routes, _ = desired.kernel_routes("n1", {}, r, metrics={})
+    assert [(str(x.prefix), x.metric) for x in routes] == [("198.19.1.0/26", 512)]
+
+
+def test_the_metric_is_not_reflected():
+    """krt_metric is this router's kernel's, no BGP attribute: a reflector drops it as it drops
+    `received`."""
+    from calico_bgp.routing.reflection import reflected_attributes
+
+    client = Peer("198.18.1.3", 64512, "198.18.1.3", ibgp=True, rr_client=True)
+    r = Rib(LocalSpeaker(64512, "198.18.1.10", cluster_id="198.18.1.10"), import_policy(POOLS, lambda peer: [PRIORITY]))
+    r.update(client, {P: PathAttributes("198.18.1.3", communities=((65000, 100),))})
+    assert desired.kernel_metric(r.selection(P).best.attrs) == 512
+    out = reflected_attributes(r.local, r.selection(P))
+    assert out is not None and desired.kernel_metric(out) == 0 and out.received is None
+
+
+def test_a_new_metric_with_a_next_hop_no_route_can_have_removes_the_route_at_the_old_metric():
+    """The route at 512 goes when the re-announced path (now at metric 0) is unbuildable: the
+    unbuildable key is the new one, the old key is removed, not left in the kernel."""
+    r = rib()
+    metrics: dict[Prefix, int] = {}
+    r.update(TOR, {P: PathAttributes("198.18.1.1", as_path=(65001,), communities=((65000, 100),))})
+    routes, _ = desired.kernel_routes("n1", {}, r, metrics=metrics)
+    assert [x.metric for x in routes] == [512] and metrics == {P: 512}
+    changed = r.update(TOR, {P: PathAttributes("2001:db8::1", as_path=(65001,))})
+    upserts, removed, unbuildable = desired.kernel_changes(changed, r, set(), (), metrics)
+    assert upserts == [] and removed == [key_of(P, 512)] and set(unbuildable) == {key_of(P, 0)}
+    assert metrics == {}
+
+
+def test_metrics_change_only_when_kernel_changes_returns():
+    """A kernel_changes that raises half-way leaves `metrics` as it was: the retry removes the key
+    the kernel holds (at 512), not the one it never got."""
+    import pytest
+
+    r = rib()
+    q = Prefix.of("198.19.2.0/26")
+    metrics: dict[Prefix, int] = {}
+    r.update(TOR, {P: PathAttributes("198.18.1.1", as_path=(65001,), communities=((65000, 100),))})
+    desired.kernel_routes("n1", {}, r, metrics=metrics)
+    changed = r.update(TOR, {P: PathAttributes("198.18.1.1", as_path=(65001,))})
+
+    class Boom(Exception):
+        pass
+
+    def prefixes():
+        yield from changed
+        raise Boom
+
+    with pytest.raises(Boom):
+        desired.kernel_changes(prefixes(), r, set(), (), metrics)
+    assert metrics == {P: 512}
+    upserts, removed, _ = desired.kernel_changes(changed | {q}, r, set(), (), metrics)
+    assert [x.metric for x in upserts] == [0] and key_of(P, 512) in removed and metrics == {}
