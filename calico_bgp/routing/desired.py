@@ -19,7 +19,6 @@ from typing import Container, Iterable, Mapping
 from calico_bgp.resources.ippool import IPPool
 from calico_bgp.routing.attributes import PathAttributes
 from calico_bgp.routing.nexthop import split
-from calico_bgp.routing.path import Selection
 from calico_bgp.routing.prefix import Network, Prefix
 from calico_bgp.routing.rib import Rib
 from calico_bgp.routing.topology import Session
@@ -77,9 +76,46 @@ def kernel_metric(a: PathAttributes) -> int:
     return a.kernel_metric
 
 
-def kept_out(prefix: Prefix, covering: Iterable[Prefix]) -> bool:
-    """Whether `prefix` is one of `covering` or lies inside one (BIRD's `net ~ cidr`)."""
-    return any(c.contains(prefix) for c in covering)
+# per family: (the shortest CIDR's length, its host bits, each CIDR's first bits at that length,
+# each CIDR's (length, host bits, network >> host bits))
+_Cover = dict[int, tuple[int, int, frozenset[int], tuple[tuple[int, int, int], ...]]]
+_COVERS: dict[tuple[Prefix, ...], _Cover] = {}
+
+
+def _cover(covering: tuple[Prefix, ...]) -> _Cover:
+    """`covering` made integers once (the service CIDRs: a handful, set per sync)."""
+    known = _COVERS.get(covering)
+    if known is None:
+        known = {}
+        for version in {c.version for c in covering}:
+            bits = 32 if version == 4 else 128
+            nets = [c for c in covering if c.version == version]
+            host = bits - min(c.prefixlen for c in nets)
+            known[version] = (bits - host, host, frozenset(c.network >> host for c in nets),
+                              tuple((c.prefixlen, bits - c.prefixlen, c.network >> (bits - c.prefixlen)) for c in nets))
+        if len(_COVERS) > 16:
+            _COVERS.clear()
+        _COVERS[covering] = known
+    return known
+
+
+def _within(prefix: Prefix, nets: tuple[tuple[int, int, int], ...]) -> bool:
+    return any(prefix[2] >= length and prefix[1] >> host == first for length, host, first in nets)
+
+
+def outside(prefixes: Iterable[Prefix], covering: tuple[Prefix, ...]) -> list[Prefix]:
+    """The prefixes inside none of `covering`, in order. No call per prefix: one set lookup of its
+    first bits at the shortest CIDR's length; only a prefix sharing them is compared with each CIDR."""
+    cover = _cover(covering).get
+    return [p for p in prefixes
+            if (c := cover(p[0])) is None or p[2] < c[0] or p[1] >> c[1] not in c[2] or not _within(p, c[3])]
+
+
+def inside(prefixes: Iterable[Prefix], covering: tuple[Prefix, ...]) -> set[Prefix]:
+    """The prefixes inside one of `covering` (`outside`'s others, at its cost)."""
+    cover = _cover(covering).get
+    return {p for p in prefixes
+            if (c := cover(p[0])) is not None and p[2] >= c[0] and p[1] >> c[1] in c[2] and _within(p, c[3])}
 
 
 def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterable[Prefix] = (),
@@ -96,12 +132,11 @@ def kernel_routes(node: str, blocks: Mapping[str, Block], rib: Rib, own: Iterabl
     routes += [r for r in static if r.prefix not in blackholed]
     taken = {Prefix.of(r.prefix) for r in routes}
     unbuildable: Unbuildable = {}
-    selections: Iterable[tuple[Prefix, Selection]] = rib.selections()
     if keep_out:  # only when service CIDRs are configured: no cost per prefix otherwise
-        selections = [(p, sel) for p, sel in selections if not kept_out(p, keep_out)]
+        taken |= inside([p for p, _ in rib.selections()], keep_out)
     if metrics is not None:
         metrics.clear()
-    for prefix, sel in selections:
+    for prefix, sel in rib.selections():
         if prefix in mine or prefix in taken:
             continue
         metric = sel.best.attrs.kernel_metric
@@ -144,7 +179,7 @@ def kernel_changes(prefixes: Iterable[Prefix], rib: Rib, skip: Container[Prefix]
     replaced: list[RouteKey] = []  # keys of routes whose metric changed (and of lost ones that had one)
     remetered: dict[Prefix, int] = {}  # new metrics: into `metrics` once every prefix is done
     if keep_out:  # only when service CIDRs are configured: no cost per prefix otherwise
-        prefixes = [p for p in prefixes if not kept_out(p, keep_out)]
+        prefixes = outside(prefixes, keep_out)
     for prefix in prefixes:
         if prefix in skip:
             continue

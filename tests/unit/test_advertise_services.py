@@ -75,6 +75,73 @@ def test_routes_learned_inside_a_service_cidr_stay_out_of_the_kernel_on_every_no
     assert len(desired.kernel_routes("n1", {}, rib)[0]) == 6
 
 
+def test_inside_and_outside_agree_with_containment():
+    """desired.outside / inside, the integer form of BIRD's `net ~ cidr` over several CIDRs of both
+    families and lengths, against Prefix.contains: the CIDR itself, what lies inside, nothing around."""
+    import random
+
+    covering = (Prefix.of("198.18.200.0/24"), Prefix.of("198.18.202.0/26"), Prefix.of("198.19.0.0/16"),
+                Prefix.of("2001:db8:201::/112"))
+    rng = random.Random(7)
+    prefixes = list(covering) + [Prefix.of("198.18.200.0/23"), Prefix.of("198.18.202.64/26"), Prefix.of("0.0.0.0/0")]
+    for _ in range(3000):
+        if rng.random() < 0.5:
+            length = rng.randint(14, 32)
+            net = ((198 << 24 | 18 << 16) + rng.randrange(1 << 17)) >> (32 - length) << (32 - length)
+            prefixes.append(Prefix(4, net, length))
+        else:
+            length = rng.randint(100, 128)
+            net = (0x20010db8_0201 << 80 | rng.randrange(1 << 18)) >> (128 - length) << (128 - length)
+            prefixes.append(Prefix(6, net, length))
+    truth = {p for p in prefixes if any(c.contains(p) for c in covering)}
+    assert 100 < len(truth) < len(prefixes) - 100
+    assert desired.inside(prefixes, covering) == truth
+    assert desired.outside(prefixes, covering) == [p for p in prefixes if p not in truth]
+    assert desired.outside(prefixes, covering[:3]) == [p for p in prefixes if not any(c.contains(p) for c in covering[:3])]
+
+
+def python_calls(fn) -> int:
+    """How many Python functions `fn()` calls (sys.setprofile 'call' events): a count, not a timing."""
+    import sys
+
+    calls = 0
+
+    def count(frame, what, arg):
+        nonlocal calls
+        calls += what == "call"
+
+    sys.setprofile(count)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_service_cidrs_cost_no_python_call_per_prefix_on_the_kernel_path():
+    """The service-CIDR check is integer compares inline (one set lookup per prefix), not a call:
+    with three CIDRs, the calls kernel_changes and kernel_routes make grow with the prefixes only as
+    they do without any, and the prefixes inside one still stay out."""
+    keep_out = kept_out_of_kernel(SPEC)
+    assert len(keep_out) >= 3
+    rib = Rib(LocalSpeaker(64512, "198.18.0.1"))
+    tor = Peer("198.18.0.9", 65001, "198.18.0.9", ibgp=False)
+    hop = PathAttributes("198.18.0.9", as_path=(65001,))
+    learned = [Prefix(4, (198 << 24 | 19 << 16) + (i << 8), 24) for i in range(200)]
+    inside = [Prefix.of("198.18.200.0/25"), Prefix.of("198.18.202.9/32")]
+    rib.update(tor, dict.fromkeys(learned + inside, hop))
+
+    def extra(fn) -> int:  # the calls three service CIDRs add to fn(keep_out)
+        return python_calls(lambda: fn(keep_out)) - python_calls(lambda: fn(()))
+
+    assert len(desired.kernel_changes(learned + inside, rib, set(), keep_out)[0]) == len(learned)
+    assert len(desired.kernel_routes("n1", {}, rib, (), (), keep_out)[0]) == len(learned)
+    few = extra(lambda k: desired.kernel_changes(learned[:20] + inside, rib, set(), k))
+    many = extra(lambda k: desired.kernel_changes(learned + inside, rib, set(), k))
+    assert many - few < 10, (few, many)
+    assert extra(lambda k: desired.kernel_routes("n1", {}, rib, (), (), k)) < 10 + 2 * len(inside)
+
+
 def test_apply_says_exactly_what_is_not_done():
     from calico_bgp.resources.pending import warning
 
