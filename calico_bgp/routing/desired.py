@@ -4,7 +4,7 @@
   from another node's block as a host route; never a pool with disableBGPExport.
 - kernel routes: a blackhole per local block (an unallocated address is dropped here rather than
   following the default route) and the RIB's selections via their next hops (ECMP when several),
-  but none inside a `kept_out` prefix (the service CIDRs: advertise_services.kept_out_of_kernel).
+  but none inside a `keep_out` prefix (the service CIDRs: advertise_services.kept_out_of_kernel).
   A learned route's metric is 0 (the kernel's default), or the priority a BGPFilter setPriority
   gave it on import: Calico renders setPriority as `krt_metric = <value>;` (projectcalico/calico
   confd/pkg/resource/template/template_funcs.go filterOperationStatements) and BIRD's kernel
