@@ -4,7 +4,9 @@
                    plan, the dump and event readers, the RouteProgrammer that reconciles them
     filters/       policy filters: the pure semantics (rules.py), the engine that picks a mode, and the
                    three modes (xdp/, nft.py, ipt.py)
-    netlink.py     NETLINK_ROUTE sockets owned by trio (in a named netns too), bulk requests with acks
+    workload/      a workload's veth, addresses and routes as Calico's CNI plugin wires them
+    netlink.py     NETLINK_ROUTE sockets (in a named netns too), bulk requests with acks under trio,
+                   blocking queries and dumps (no trio loaded: what a CNI plugin uses)
     rtnl_codec.py  the rtnetlink messages we send, built by hand, and a lean decoder for what we read
     ratelimit.py   bounded per-route warnings and event bursts
     logfmt.py      the one structured-log helper (`event=NAME key=value`), for every package

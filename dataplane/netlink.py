@@ -7,6 +7,10 @@ A large batch runs in a worker thread, so the kernel's work overlaps the event l
 (at most INLINE_MAX requests: steady churn, a few hundred routes a batch) is sent from the loop's
 thread, as the thread hop (a worker woken, the GIL handed over and back) costs more than the
 kernel's part of it.
+
+Only RequestChannel needs trio, and it imports trio itself: the blocking half (sockets in a
+namespace, `exchange`, `dump`) serves a process exec'd once per container, where importing trio
+would cost more than the work.
 """
 from __future__ import annotations
 
@@ -18,14 +22,14 @@ import select
 import socket
 import struct
 import threading
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 import attrs
-import trio
 
 from dataplane import rtnl_codec as codec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
@@ -110,33 +114,49 @@ def _setns(path: str) -> None:
         os.close(fd)
 
 
-def open_rtnl_socket(netns: str | None = None, groups: int = 0, rcvbuf: int = DEFAULT_RCVBUF) -> socket.socket:
-    """A non-blocking NETLINK_ROUTE socket; with `netns`, created inside /run/netns/<netns>.
+def netns_path(netns: str) -> str:
+    """A namespace given by name (/run/netns/<name>) or by path (/proc/<pid>/ns/net, a bind mount)."""
+    return netns if netns.startswith("/") else os.path.join(NETNS_DIR, netns)
 
-    A socket keeps the namespace it was made in, so a short-lived thread enters the namespace, makes
-    it and ends: no thread of ours (nor trio's thread cache) is left in another namespace.
-    """
-    if netns is None:
-        return _make_socket(groups, rcvbuf)
-    path = netns if netns.startswith("/") else os.path.join(NETNS_DIR, netns)
+
+def run_in_netns(netns: str, work: Callable[[], T]) -> T:
+    """`work()` in a short-lived thread that entered `netns` (a name or a path) and then ends: no
+    thread of ours (nor trio's thread cache) is left in another namespace. What it raises is raised
+    here; an OSError entering the namespace is a NamespaceError."""
+    path = netns_path(netns)
     result: list[object] = []
 
-    def work() -> None:
+    def run() -> None:
         try:
             _setns(path)
-            result.append(_make_socket(groups, rcvbuf))
         except BaseException as exc:  # handed to the caller's thread
+            result.append(NamespaceError(f"netns {netns}: {exc}") if isinstance(exc, OSError) else exc)
+            return
+        try:
+            result.append((work(),))
+        except BaseException as exc:
             result.append(exc)
 
-    thread = threading.Thread(target=work, name=f"netns-{netns}", daemon=True)
+    thread = threading.Thread(target=run, name=f"netns-{netns}", daemon=True)
     thread.start()
     thread.join()
     out = result[0]
     if isinstance(out, BaseException):
-        if isinstance(out, OSError):
-            raise NamespaceError(f"netns {netns}: {out}") from out
         raise out
-    return out  # type: ignore[return-value]
+    return out[0]  # type: ignore[index]
+
+
+def open_rtnl_socket(netns: str | None = None, groups: int = 0, rcvbuf: int = DEFAULT_RCVBUF) -> socket.socket:
+    """A non-blocking NETLINK_ROUTE socket; with `netns`, created inside that namespace (a name under
+    /run/netns or a path). A socket keeps the namespace it was made in."""
+    if netns is None:
+        return _make_socket(groups, rcvbuf)
+    try:
+        return run_in_netns(netns, lambda: _make_socket(groups, rcvbuf))
+    except OSError as exc:
+        if isinstance(exc, NamespaceError):
+            raise
+        raise NamespaceError(f"netns {netns}: {exc}") from exc
 
 
 def _wait_readable(sock: socket.socket, timeout: float) -> bool:
@@ -149,6 +169,8 @@ class RequestChannel:
     """Bulk RTM_NEWROUTE/RTM_DELROUTE on one socket; one batch at a time."""
 
     def __init__(self, sock: socket.socket, window: int = DEFAULT_WINDOW) -> None:
+        import trio
+
         self._sock = sock
         self._window = max(1, window)
         self._seq = 1
@@ -179,6 +201,8 @@ class RequestChannel:
         """
         if count <= 0:
             return []
+        import trio
+
         async with self._lock:
             base = self._reserve(count)
             if count <= INLINE_MAX:
@@ -191,6 +215,8 @@ class RequestChannel:
                           progress: Callable[[int], None] | None) -> list[RequestFailure]:
         """`_run` in the loop's thread. The kernel applies a chunk inside the sendmsg and queues its
         answers before returning, so the reads normally find them at once; else the loop waits."""
+        import trio
+
         failures: list[RequestFailure] = []
         window = self._window
         sock = self._sock
@@ -237,32 +263,33 @@ class RequestChannel:
             stop = min(count, start + window)
             parts = [encode(i, base + i) for i in range(start, stop)]
             parts[-1] = codec.with_ack(parts[-1])
-            got = self._exchange(b"".join(parts), base + start, base + stop - 1)
+            got = exchange(self._sock, b"".join(parts), base + start, base + stop - 1)
             failures.extend(RequestFailure(seq - base, err, describe_errno(err, text)) for seq, err, text in got)
             if progress is not None:
                 progress(stop)
         return failures
 
-    def _exchange(self, data: bytes, first_seq: int, last_seq: int) -> list[tuple[int, int, str]]:
-        """In a worker thread: one sendmsg for the chunk, then read answers up to the barrier ack."""
-        sock = self._sock
-        sent = sock.send(data)
-        if sent != len(data):
-            raise NetlinkError(f"short netlink send {sent}/{len(data)}")
-        errors: list[tuple[int, int, str]] = []
-        while True:
-            try:
-                data_view = sock.recv(RECV_SIZE)
-            except BlockingIOError:
-                if not _wait_readable(sock, ACK_TIMEOUT_S):
-                    raise NetlinkError(f"no ack for seq {last_seq} within {ACK_TIMEOUT_S}s") from None
-                continue
-            except OSError as exc:
-                if exc.errno == errno_mod.ENOBUFS:
-                    raise NetlinkError("netlink receive buffer overrun while reading acks") from exc
-                raise
-            if _read_acks(data_view, first_seq, last_seq, errors):
-                return errors
+
+def exchange(sock: socket.socket, data: bytes, first_seq: int, last_seq: int) -> list[tuple[int, int, str]]:
+    """Blocking: one sendmsg of requests first_seq..last_seq (the last asking for an ack), then their
+    refusals (seq, errno, reason) read up to that barrier ack."""
+    sent = sock.send(data)
+    if sent != len(data):
+        raise NetlinkError(f"short netlink send {sent}/{len(data)}")
+    errors: list[tuple[int, int, str]] = []
+    while True:
+        try:
+            data_view = sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            if not _wait_readable(sock, ACK_TIMEOUT_S):
+                raise NetlinkError(f"no ack for seq {last_seq} within {ACK_TIMEOUT_S}s") from None
+            continue
+        except OSError as exc:
+            if exc.errno == errno_mod.ENOBUFS:
+                raise NetlinkError("netlink receive buffer overrun while reading acks") from exc
+            raise
+        if _read_acks(data_view, first_seq, last_seq, errors):
+            return errors
 
 
 def _read_acks(data: bytes, first_seq: int, last_seq: int, errors: list[tuple[int, int, str]]) -> bool:
@@ -334,6 +361,29 @@ def dump(sock: socket.socket, request: bytes, seq: int) -> Iterator[bytes]:
                 raise NetlinkError(describe_errno(err, text)) from OSError(err, text)
             return
         yield data
+
+
+def query(sock: socket.socket, request: bytes, seq: int) -> bytes | None:
+    """Blocking: send one request that has one answer (a GET without NLM_F_DUMP, or a change asking
+    for an ack) and return that answer's message; None for an ack. A refusal raises NetlinkError
+    with the errno as its cause's."""
+    sock.send(request)
+    while True:
+        try:
+            data = sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            if not _wait_readable(sock, ACK_TIMEOUT_S):
+                raise NetlinkError(f"no answer to seq {seq} within {ACK_TIMEOUT_S}s") from None
+            continue
+        for off, length, mtype in iter_messages(data):
+            if codec.HDR.unpack_from(data, off)[3] != seq:
+                continue  # a stale answer from an abandoned request
+            if mtype == codec.NLMSG_ERROR:
+                _s, err, text = codec.decode_error(data, off, length)
+                if err:
+                    raise NetlinkError(describe_errno(err, text)) from OSError(err, text)
+                return None
+            return data[off : off + length]
 
 
 def iter_messages(data: bytes) -> Iterator[tuple[int, int, int]]:
