@@ -1,0 +1,125 @@
+"""`calico-bgp-cni` exec'd as a runtime execs it (CNI_* in the environment, the config on stdin), in a
+"node" namespace, with Debian's host-local as its IPAM plugin (the lab and the e2e test run it with
+calico-bgp-ipam): ADD wires the namespace and answers the spec's result, CHECK compares the kernel
+with that result, DEL leaves no veth, route or allocation and succeeds again; an ADD that fails
+half way gives its address back (Calico's cni-plugin/pkg/plugin/plugin.go ReleaseIPAllocation).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab.net import netns, sh
+from tests.marks import needs_root
+
+pytestmark = [needs_root, pytest.mark.root]
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = Path("/usr/lib/cni")
+
+
+@pytest.fixture(scope="module")
+def node():
+    if not (REFERENCE / "host-local").exists():
+        pytest.skip("Debian's containernetworking-plugins (host-local) are not installed in /usr/lib/cni")
+    with netns("node") as ns:
+        for key in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"):  # a node routes
+            sh("sysctl", "-qw", key, ns=ns)
+        sh("ip", "route", "add", "169.254.1.1/32", "dev", "lo", ns=ns)  # what a default route would give
+        yield ns
+
+
+def config(data_dir: Path, **extra) -> dict:
+    # host-local (v1.1.1) speaks up to 1.0.0, so the network does too
+    return {"cniVersion": "1.0.0", "name": "cbnet", "type": "calico-bgp-cni", "mtu": 1450, **extra,
+            "ipam": {"type": "host-local", "dataDir": str(data_dir),
+                     "ranges": [[{"subnet": "198.19.9.0/28"}], [{"subnet": "2001:db8:9::/124"}]]}}
+
+
+def plugin(node: str, command: str, container: str, ns_path: str, conf: dict, ifname: str = "eth0",
+           args: str = "") -> tuple[int, dict]:
+    env = {**os.environ, "CNI_COMMAND": command, "CNI_CONTAINERID": container, "CNI_NETNS": ns_path,
+           "CNI_IFNAME": ifname, "CNI_PATH": str(REFERENCE), "CNI_ARGS": args, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run(["ip", "netns", "exec", node, sys.executable, "-m", "calico_bgp.cni.plugin"],
+                         input=json.dumps(conf).encode(), env=env, capture_output=True, timeout=60)
+    return res.returncode, (json.loads(res.stdout) if res.stdout.strip() else {})
+
+
+def allocations(data_dir: Path) -> list[str]:
+    net = data_dir / "cbnet"
+    return sorted(p.name for p in net.iterdir() if p.name[0].isdigit()) if net.exists() else []
+
+
+def cali_links(node: str) -> list[str]:
+    return [link["ifname"] for link in json.loads(sh("ip", "-j", "link", ns=node).stdout) if link["ifname"].startswith("cali")]
+
+
+def workload_routes(node: str) -> list[str]:
+    out = []
+    for fam in ("-4", "-6"):
+        out += [r["dst"] for r in json.loads(sh("ip", "-j", fam, "route", ns=node).stdout)
+                if r.get("dev", "").startswith("cali") and not r["dst"].startswith("fe80")]
+    return out
+
+
+def test_add_check_del_through_the_plugin(node, tmp_path):
+    with netns("w") as a, netns("w") as b:
+        code, res = plugin(node, "ADD", "ctr-a", f"/run/netns/{a}", config(tmp_path))
+        assert code == 0, res
+        assert [i["name"] for i in res["interfaces"]] == ["calictr-a", "eth0"]
+        assert res["interfaces"][0]["mac"] == "ee:ee:ee:ee:ee:ee" and res["interfaces"][1]["sandbox"] == f"/run/netns/{a}"
+        assert [(ip["address"], ip["interface"]) for ip in res["ips"]] == [("198.19.9.2/32", 1), ("2001:db8:9::2/128", 1)]
+        code, res_b = plugin(node, "ADD", "ctr-b", f"/run/netns/{b}", config(tmp_path))
+        assert code == 0, res_b
+        assert "mtu 1450" in sh("ip", "link", "show", "eth0", ns=a).stdout
+        for dst in ("198.19.9.3", "2001:db8:9::3"):
+            assert sh("ping", "-c", "1", "-W", "2", dst, ns=a, check=False).returncode == 0, dst
+
+        prev = config(tmp_path, prevResult=res)
+        assert plugin(node, "CHECK", "ctr-a", f"/run/netns/{a}", prev) == (0, {})
+        sh("ip", "route", "del", "198.19.9.2/32", ns=node)
+        code, err = plugin(node, "CHECK", "ctr-a", f"/run/netns/{a}", prev)
+        assert code == 1 and err["code"] == 111
+        assert "route 198.19.9.2/32 dev calictr-a is missing on the host" in err["msg"]
+
+        assert plugin(node, "DEL", "ctr-a", f"/run/netns/{a}", config(tmp_path)) == (0, {})
+        assert cali_links(node) == ["calictr-b"]
+        assert sorted(workload_routes(node)) == ["198.19.9.3", "2001:db8:9::3"]
+        assert allocations(tmp_path) == ["198.19.9.3", "2001:db8:9::3"]
+        assert plugin(node, "DEL", "ctr-a", f"/run/netns/{a}", config(tmp_path)) == (0, {})  # idempotent
+    # b's namespace is gone (its veth with it): DEL still releases its addresses and succeeds
+    assert plugin(node, "DEL", "ctr-b", f"/run/netns/{b}", config(tmp_path)) == (0, {})
+    assert allocations(tmp_path) == [] and cali_links(node) == [] and workload_routes(node) == []
+
+
+def test_an_add_that_fails_half_way_gives_its_addresses_back(node, tmp_path):
+    """The container already has an eth0 (not ours): the veth cannot be made, so the addresses the
+    IPAM plugin gave are released and the error names the step."""
+    with netns("w") as a:
+        sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0", ns=a)
+        code, err = plugin(node, "ADD", "ctr-c", f"/run/netns/{a}", config(tmp_path))
+        assert code == 1 and err["code"] == 110, err
+        assert "creating veth calictr-c with peer eth0" in err["msg"] and "EEXIST" in err["msg"]
+        assert allocations(tmp_path) == [] and cali_links(node) == []
+
+
+def test_a_missing_namespace_allocates_nothing(node, tmp_path):
+    code, err = plugin(node, "ADD", "ctr-d", "/run/netns/cb-not-there", config(tmp_path))
+    assert code == 1 and err["code"] == 3 and "/run/netns/cb-not-there" in err["msg"]
+    assert allocations(tmp_path) == []
+
+
+def test_a_pods_host_end_is_named_by_calicos_rule(node, tmp_path):
+    import hashlib
+
+    with netns("w") as a:
+        code, res = plugin(node, "ADD", "ctr-e", f"/run/netns/{a}", config(tmp_path),
+                           args="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0")
+        assert code == 0, res
+        assert res["interfaces"][0]["name"] == "cali" + hashlib.sha1(b"default.web-0").hexdigest()[:11]
+        assert plugin(node, "DEL", "ctr-e", f"/run/netns/{a}", config(tmp_path)) == (0, {})
+    assert allocations(tmp_path) == []
