@@ -19,7 +19,7 @@ from typing import Iterator, Mapping, Sequence
 
 from calico_bgp.speaker.exabgp_run import is_exabgp
 from lab.net import Ledger, Net, Process, sh
-from lab.workload import attach_workload
+from lab.workload import CniNetwork, attach_workload, detach_workload, install_plugins
 
 CLI = [sys.executable, "-m", "calico_bgp"]
 PROTO = 86  # dataplane's default protocol number for our routes
@@ -54,6 +54,7 @@ class MeshCluster:
         self.agents: dict[str, Process] = {}
         self.workloads: dict[str, tuple[str, str]] = {}  # node -> (workload ns, ip)
         self.workloads6: dict[str, str] = {}              # node -> workload IPv6 address
+        self.cni_bin = install_plugins(self.run_dir / "cni-bin")
 
     # ---------------------------------------------------------------- etcd / CLI
     def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -94,17 +95,22 @@ class MeshCluster:
         self.agents[name] = proc
         return proc
 
+    def network(self, ipv6: bool = False) -> CniNetwork:
+        return CniNetwork(self.etcd.unix_url, self.prefix, self.cni_bin, ipv6)
+
     def add_workload(self, node: str, ipv6: bool = False) -> str:
-        ips = []
-        for v6 in ([False, True] if ipv6 else [False]):
-            out = json.loads(self.cli("ipam", "allocate", "--node", node, "--handle", f"w-{node}", "-o", "json",
-                                      *(["--ipv6"] if v6 else [])).stdout)
-            ips.append(out["addresses"][0]["ip"])
-        ws = attach_workload(self.net, self.nodes[node], f"w{node}", ips, "cali0")
+        """A workload on `node` attached by calico-bgp-cni (its container ID is w<node>); its IPv4 address."""
+        ws, ips = attach_workload(self.net, self.nodes[node], f"w{node}", self.network(ipv6), node)
         self.workloads[node] = (ws, ips[0])
         if ipv6:
             self.workloads6[node] = ips[1]
         return ips[0]
+
+    def remove_workload(self, node: str) -> None:
+        """DEL through calico-bgp-cni: the workload's veth, routes and addresses go (its namespace stays)."""
+        ws, _ip = self.workloads.pop(node)
+        detach_workload(self.nodes[node], ws, f"w{node}", self.network(node in self.workloads6), node)
+        self.workloads6.pop(node, None)
 
     # ---------------------------------------------------------------- kernel state
     def routes(self, node: str) -> dict[str, list[str]]:

@@ -14,7 +14,6 @@ a workload namespace per agent with an IPAM address. Nothing is put on the host'
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import os
 import shutil
@@ -33,7 +32,7 @@ from lab.net import LabError, Ledger, Net, Process, sh
 from lab.routers import router_for
 from lab.state import Agent, Etcd, LabState, Workload, run_dir_for, save
 from lab.state import load as load_state
-from lab.workload import attach_workload
+from lab.workload import CniNetwork, attach_workload, install_plugins
 
 log = logging.getLogger("lab.runtime")
 Progress = Callable[[str], None]
@@ -351,11 +350,11 @@ def start_agent(state: LabState, ledger: Ledger, node: str, step: execs.AgentSta
 
 
 def add_workload(state: LabState, net: Net, node: str, agent: Agent) -> Workload:
+    """The node's workload, attached through calico-bgp-cni with an address from calico-bgp-ipam."""
     name = _agent_name(agent)
-    out = json.loads(cli(state, "ipam", "allocate", "--node", name, "--handle", f"lab-{name}", "-o", "json"))
-    ip = out["addresses"][0]["ip"]
-    ws = attach_workload(net, state.namespaces[node], f"{node}-w", ip, "cali0")
-    return Workload(node=node, ns=ws, ip=ip)
+    network = CniNetwork(state.etcd.unix_url, None, install_plugins(Path(state.run_dir) / "cni-bin"))
+    ws, ips = attach_workload(net, state.namespaces[node], f"{node}-w", network, name)
+    return Workload(node=node, ns=ws, ip=ips[0])
 
 
 def _agent_name(agent: Agent) -> str:

@@ -116,7 +116,7 @@ def test_removing_a_node_removes_its_routes_everywhere(cluster):
     c = cluster
     block = _block_of(c, "n4")
     c.agents["n4"].stop()
-    c.cli("ipam", "release", "--handle", "w-n4")
+    c.remove_workload("n4")  # DEL through calico-bgp-cni: its veth, routes and address go
     c.cli("delete", "node", "n4")
     for n in ("n1", "n2", "n3"):
         wait_for(f"n4's block gone from {n}", lambda n=n: block not in c.routes(n), timeout=30)
@@ -149,7 +149,7 @@ def test_events_record_sessions_and_repairs(cluster):
 def test_an_emptied_block_is_released_and_withdrawn(cluster):
     c = cluster
     block1 = _block_of(c, "n1")
-    c.cli("ipam", "release", "--handle", "w-n1")
+    c.remove_workload("n1")
     # two sweeps one second apart see it empty: affinity released, blackhole and announcements gone
     wait_for("n1's empty block released", lambda: block1 not in c.routes("n1"), timeout=15)
     for n in ("n2", "n3"):
