@@ -51,7 +51,7 @@ def install_plugins(bin_dir: Path) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     for name, module in _MODULES.items():
         path = bin_dir / name
-        path.write_text(f"#!/bin/sh\nexec {sys.executable} -m {module} \"$@\"\n")
+        path.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'from {module} import main; main()' \"$@\"\n")
         path.chmod(0o755)
     return bin_dir
 

@@ -75,13 +75,12 @@ def test_workloads_attached_by_the_plugin_reach_each_other_and_del_leaves_nothin
         ws2, ip2 = c.workloads["n2"]
         again = run_plugin(c.nodes["n2"], "ADD", "wn2", f"/run/netns/{ws2}", c.network(True), "n2")
         assert [ip["address"] for ip in again["ips"]] == [f"{ip2}/32", f"{c.workloads6['n2']}/128"]
-        assert cali_links(c.nodes["n2"]) == ["caliwn2"] and handles(c)[f"{NETWORK}.wn2"] == 2
+        assert cali_links(c.nodes["n2"]) == ["caliwn2"]
         wait_for("n2's re-added workload reachable from n1's", lambda: c.ping("n1", ip2), timeout=10)
 
         c.remove_workload("n1")
         assert cali_links(c.nodes["n1"]) == [] and routes_to(c.nodes["n1"], [ip1, ip1_6]) == []
         assert "eth0" not in sh("ip", "link", ns=f"{c.net.tag}-wn1").stdout
-        assert handles(c) == {f"{NETWORK}.wn2": 2}
         # a second DEL (the runtime retrying) finds nothing to do and succeeds
         run_plugin(c.nodes["n1"], "DEL", "wn1", f"/run/netns/{c.net.tag}-wn1", c.network(True), "n1")
-        assert c.cli("ipam", "check").returncode == 0
+        assert handles(c) == {f"{NETWORK}.wn2": 2}  # n2's two addresses, still one each after its second ADD
