@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lab.net import netns, sh
+from lab.workload import install_plugins
 from tests.marks import needs_root
 
 pytestmark = [needs_root, pytest.mark.root]
@@ -41,9 +42,9 @@ def config(data_dir: Path, **extra) -> dict:
 
 
 def plugin(node: str, command: str, container: str, ns_path: str, conf: dict, ifname: str = "eth0",
-           args: str = "") -> tuple[int, dict]:
+           args: str = "", cni_path: Path = REFERENCE) -> tuple[int, dict]:
     env = {**os.environ, "CNI_COMMAND": command, "CNI_CONTAINERID": container, "CNI_NETNS": ns_path,
-           "CNI_IFNAME": ifname, "CNI_PATH": str(REFERENCE), "CNI_ARGS": args, "PYTHONPATH": str(ROOT)}
+           "CNI_IFNAME": ifname, "CNI_PATH": str(cni_path), "CNI_ARGS": args, "PYTHONPATH": str(ROOT)}
     res = subprocess.run(["ip", "netns", "exec", node, sys.executable, "-m", "calico_bgp.cni.plugin"],
                          input=json.dumps(conf).encode(), env=env, capture_output=True, timeout=60)
     return res.returncode, (json.loads(res.stdout) if res.stdout.strip() else {})
@@ -123,3 +124,35 @@ def test_a_pods_host_end_is_named_by_calicos_rule(node, tmp_path):
         assert res["interfaces"][0]["name"] == "cali" + hashlib.sha1(b"default.web-0").hexdigest()[:11]
         assert plugin(node, "DEL", "ctr-e", f"/run/netns/{a}", config(tmp_path)) == (0, {})
     assert allocations(tmp_path) == []
+
+
+POOL = """
+kind: IPPool
+apiVersion: projectcalico.org/v3
+metadata: {name: cni-test}
+spec: {cidr: 198.19.10.0/24, blockSize: 28}
+"""
+
+
+def test_with_calico_bgp_ipam_a_half_failed_add_releases_its_address_in_etcd(node, tmp_path, etcd_server,
+                                                                               key_prefix, cli):
+    assert cli("apply", "-f", "-", input=POOL).exit_code == 0
+    conf = {"cniVersion": "1.1.0", "name": "cbnet", "type": "calico-bgp-cni", "nodename": "node1",
+            "etcd_endpoints": etcd_server.unix_url, "etcd_prefix": key_prefix, "ipam": {"type": "calico-bgp-ipam"}}
+    bin_dir = install_plugins(tmp_path / "bin")
+
+    def handles() -> dict:
+        blocks = json.loads(cli("ipam", "show", "--show-blocks", "-o", "json").output)["blocks"]
+        return {h: n for b in blocks for h, n in b["handles"].items()}
+
+    with netns("w") as a:
+        sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0", ns=a)
+        code, err = plugin(node, "ADD", "ctr-f", f"/run/netns/{a}", conf, cni_path=bin_dir)
+        assert code == 1 and err["code"] == 110 and "EEXIST" in err["msg"], err
+        assert handles() == {} and cali_links(node) == []
+        sh("ip", "link", "del", "eth0", ns=a)
+        code, res = plugin(node, "ADD", "ctr-f", f"/run/netns/{a}", conf, cni_path=bin_dir)
+        assert code == 0, res
+        assert res["ips"][0]["address"].startswith("198.19.10.") and handles() == {"cbnet.ctr-f": 1}
+        assert plugin(node, "DEL", "ctr-f", f"/run/netns/{a}", conf, cni_path=bin_dir) == (0, {})
+        assert handles() == {} and cali_links(node) == []
