@@ -96,7 +96,7 @@ class MeshCluster:
         return proc
 
     def network(self, ipv6: bool = False) -> CniNetwork:
-        return CniNetwork(self.etcd.unix_url, self.prefix, self.cni_bin, ipv6)
+        return CniNetwork(self.etcd.unix_url, self.prefix, self.cni_bin, ipv6, str(self.run_dir / "logs" / "cni.log"))
 
     def add_workload(self, node: str, ipv6: bool = False) -> str:
         """A workload on `node` attached by calico-bgp-cni (its container ID is w<node>); its IPv4 address."""

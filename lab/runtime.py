@@ -352,7 +352,9 @@ def start_agent(state: LabState, ledger: Ledger, node: str, step: execs.AgentSta
 def add_workload(state: LabState, net: Net, node: str, agent: Agent) -> Workload:
     """The node's workload, attached through calico-bgp-cni with an address from calico-bgp-ipam."""
     name = _agent_name(agent)
-    network = CniNetwork(state.etcd.unix_url, None, install_plugins(Path(state.run_dir) / "cni-bin"))
+    run_dir = Path(state.run_dir)
+    network = CniNetwork(state.etcd.unix_url, None, install_plugins(run_dir / "cni-bin"),
+                         log_file=str(run_dir / "logs" / "cni.log"))
     ws, ips = attach_workload(net, state.namespaces[node], f"{node}-w", network, name)
     return Workload(node=node, ns=ws, ip=ips[0])
 

@@ -4,10 +4,12 @@
     ws, ips = attach_workload(net, node_ns, "w1", network, node="n1")     # ADD: an address from IPAM
     detach_workload(node_ns, ws, "w1", network, node="n1")               # DEL: veth, routes, address gone
 
-The plugin is exec'd inside the node's namespace (standing in for a host) with CNI_* in its
-environment and the network config on stdin; it asks `calico-bgp-ipam` for the addresses (the
-handle is "<network>.<container>") and wires the namespace the way Calico's CNI does it
-(dataplane/workload). The lab has no other way to wire a workload.
+The plugins and the network config are what `calico-bgp cni install` writes (calico_bgp/cni/install.py:
+its launchers, its conflist for the node); the plugin is exec'd inside the node's namespace
+(standing in for a host) with CNI_* in its environment and the conflist's plugin entry on stdin, as
+libcni hands it (the list's name and cniVersion folded in). It asks `calico-bgp-ipam` for the
+addresses (the handle is "<network>.<container>") and wires the namespace the way Calico's CNI does
+it (dataplane/workload). The lab has no other way to wire a workload.
 """
 from __future__ import annotations
 
@@ -18,41 +20,41 @@ import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from calico_bgp.cni import install
 from lab.net import LabError, Net, sh
 
-NETWORK = "calico-bgp"
+NETWORK = install.NETWORK
 PLUGIN = "calico-bgp-cni"
-IPAM_PLUGIN = "calico-bgp-ipam"
-_MODULES = {PLUGIN: "calico_bgp.cni.plugin", IPAM_PLUGIN: "calico_bgp.cni.ipam_plugin"}
 
 
 class CniNetwork(NamedTuple):
     """What every workload of one lab shares: where etcd is (a unix socket: the node namespaces
-    reach it through the filesystem), the key prefix, the plugins' directory, the families."""
+    reach it through the filesystem), the key prefix, the plugins' directory, the families, and
+    where the plugins log (None: their stderr)."""
 
     etcd_endpoint: str
     prefix: str | None
     bin_dir: Path
     ipv6: bool = False
+    log_file: str | None = None
 
     def config(self, node: str) -> dict[str, Any]:
-        """The network config a runtime on `node` would hand the plugin (Calico's fields)."""
-        conf: dict[str, Any] = {"cniVersion": "1.1.0", "name": NETWORK, "type": PLUGIN, "nodename": node,
-                                "etcd_endpoints": self.etcd_endpoint,
-                                "ipam": {"type": IPAM_PLUGIN, "assign_ipv4": "true",
-                                         "assign_ipv6": "true" if self.ipv6 else "false"}}
-        if self.prefix:
-            conf["etcd_prefix"] = self.prefix
+        """The plugin entry of `cni install`'s conflist for `node`, as libcni hands it to the plugin."""
+        listed = install.conflist(node, [self.etcd_endpoint], self.prefix, log_file=self.log_file)
+        conf = {"cniVersion": listed["cniVersion"], "cniVersions": listed["cniVersions"], "name": listed["name"],
+                **listed["plugins"][0]}
+        if self.ipv6:
+            conf["ipam"] = {**conf["ipam"], "assign_ipv6": "true"}
         return conf
 
 
 def install_plugins(bin_dir: Path) -> Path:
-    """Both plugins as executables in `bin_dir` (the lab's CNI_PATH), run by this interpreter."""
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    for name, module in _MODULES.items():
-        path = bin_dir / name
-        path.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'from {module} import main; main()' \"$@\"\n")
-        path.chmod(0o755)
+    """Both plugins' launchers in `bin_dir` (the lab's CNI_PATH), as `cni install` writes them."""
+    import calico_bgp
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(calico_bgp.__file__)))
+    files = install.plan(str(bin_dir), str(bin_dir), {}, sys.executable, install.python_paths(root))
+    install.write([f for f in files if os.path.basename(f.path) in install.PLUGINS])
     return bin_dir
 
 
