@@ -10,7 +10,7 @@ failed ADD leaves nothing. DEL deletes the container's interface (its host end a
 it) and then releases through the IPAM plugin; a namespace or interface already gone is not an error,
 so DEL is idempotent. CHECK (Calico's plugin has none) asks the IPAM plugin to check, then compares
 the kernel with the previous result and names every missing piece. GC and STATUS are the IPAM
-plugin's to answer: this plugin keeps nothing outside the container's namespace.
+plugin's to answer: what this plugin makes (the pair, its routes) dies with the container's namespace.
 
 Nothing here needs the agent to be running, and nothing heavier than the netlink codec is loaded.
 """
@@ -23,7 +23,7 @@ from typing import Any
 from calico_bgp.cni import skel
 from calico_bgp.cni.delegate import delegate
 from calico_bgp.cni.error import INTERNAL, INVALID_CONFIG, UNKNOWN_CONTAINER, CNIError
-from calico_bgp.cni.result import Interface, IPConfig, Result
+from calico_bgp.cni.result import Interface, IPConfig, Result, from_json
 from dataplane.logfmt import event
 
 PLUGIN = "calico-bgp-cni"
@@ -123,8 +123,6 @@ def check(req: skel.Request) -> None:
     prev = req.conf.prev_result
     if not prev:
         raise CNIError(INVALID_CONFIG, "prevResult: missing (CHECK compares the kernel with the ADD's result)")
-    from calico_bgp.cni.result import from_json
-
     previous = from_json(prev)
     delegate("CHECK", _ipam_type(req), req.stdin, os.environ)
     plan, wiring = _wiring()

@@ -21,6 +21,7 @@ HOST_MAC = "ee:ee:ee:ee:ee:ee"
 RTPROT_BOOT = 3  # what `ip route add` and Calico's netlink library give a route
 MAIN_TABLE = 254
 IFNAMSIZ = 15
+IFF_UP = 0x1
 DEFAULT_PREFIX = "cali"
 
 
@@ -166,17 +167,17 @@ class Observed(NamedTuple):
     peer_of_host: bool                        # the host end's peer is the container's interface
 
 
-def problems(w: Workload, seen: Observed, gateway_v6: str | None, up_flag: int = 0x1) -> list[str]:
+def problems(w: Workload, seen: Observed, gateway_v6: str | None) -> list[str]:
     """CHECK's verdict: each way `seen` falls short of the wiring `w` should have (empty: all there)."""
     out: list[str] = []
     if seen.container_link is None:
         out.append(f"interface {w.ifname} is missing in {w.netns}")
-    elif not seen.container_link[1] & up_flag:
+    elif not seen.container_link[1] & IFF_UP:
         out.append(f"interface {w.ifname} in {w.netns} is down")
     if seen.host_link is None:
         out.append(f"host interface {w.host_ifname} is missing")
     else:
-        if not seen.host_link[1] & up_flag:
+        if not seen.host_link[1] & IFF_UP:
             out.append(f"host interface {w.host_ifname} is down")
         if seen.container_link is not None and not seen.peer_of_host:
             out.append(f"host interface {w.host_ifname} is not the peer of {w.ifname} in {w.netns}")

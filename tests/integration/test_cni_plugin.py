@@ -156,3 +156,16 @@ def test_with_calico_bgp_ipam_a_half_failed_add_releases_its_address_in_etcd(nod
         assert res["ips"][0]["address"].startswith("198.19.10.") and handles() == {"cbnet.ctr-f": 1}
         assert plugin(node, "DEL", "ctr-f", f"/run/netns/{a}", conf, cni_path=bin_dir) == (0, {})
         assert handles() == {} and cali_links(node) == []
+
+
+def test_status_and_gc_are_the_ipam_plugins_to_answer(node, tmp_path, etcd_server, key_prefix, cli):
+    """STATUS goes to calico-bgp-ipam: 50 while etcd is unreachable, success when it answers."""
+    assert cli("apply", "-f", "-", input=POOL).exit_code == 0
+    bin_dir = install_plugins(tmp_path / "bin")
+    conf = {"cniVersion": "1.1.0", "name": "cbnet", "type": "calico-bgp-cni", "nodename": "node1",
+            "etcd_endpoints": etcd_server.unix_url, "etcd_prefix": key_prefix, "ipam": {"type": "calico-bgp-ipam"}}
+    assert plugin(node, "STATUS", "", "", conf, cni_path=bin_dir) == (0, {})
+    dead = {**conf, "etcd_endpoints": f"unix://{tmp_path}/no-etcd.sock:2379"}
+    code, err = plugin(node, "STATUS", "", "", dead, cni_path=bin_dir)
+    assert code == 1 and err["code"] == 50, err
+    assert plugin(node, "GC", "", "", {**conf, "cni.dev/valid-attachments": []}, cni_path=bin_dir) == (0, {})
