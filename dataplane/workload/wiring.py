@@ -33,8 +33,10 @@ from dataplane.workload.plan import (
 
 _seqs = itertools.count(1)
 RCVBUF = 1 << 20
-LINK_LOCAL_TRIES = 10  # Calico polls the host end's link-local address 10 times, 50 ms apart
-LINK_LOCAL_WAIT_S = 0.05
+# Calico polls for the host end's link-local address 10 times, 50 ms apart; the same half second
+# here, polled finer: with DAD off it is there a few ms after both ends are up
+LINK_LOCAL_TRIES = 100
+LINK_LOCAL_WAIT_S = 0.005
 RT_SCOPE_LINK = 253
 
 

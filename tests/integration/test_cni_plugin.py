@@ -6,10 +6,10 @@ half way gives its address back (Calico's cni-plugin/pkg/plugin/plugin.go Releas
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,6 @@ from lab.workload import install_plugins
 from tests.marks import needs_root
 
 pytestmark = [needs_root, pytest.mark.root]
-ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = Path("/usr/lib/cni")
 
 
@@ -41,11 +40,23 @@ def config(data_dir: Path, **extra) -> dict:
                      "ranges": [[{"subnet": "198.19.9.0/28"}], [{"subnet": "2001:db8:9::/124"}]]}}
 
 
-def plugin(node: str, command: str, container: str, ns_path: str, conf: dict, ifname: str = "eth0",
-           args: str = "", cni_path: Path = REFERENCE) -> tuple[int, dict]:
+@pytest.fixture(scope="module")
+def launchers(tmp_path_factory) -> Path:
+    """The plugins as `calico-bgp cni install` writes them (the interpreter started with -S, lean)."""
+    return install_plugins(tmp_path_factory.mktemp("cni-bin"))
+
+
+@pytest.fixture(scope="module")
+def plugin(launchers):
+    """plugin(node, command, container, netns path, config, ...) -> (exit code, its JSON or {})."""
+    return functools.partial(run_plugin, launchers)
+
+
+def run_plugin(launchers: Path, node: str, command: str, container: str, ns_path: str, conf: dict,
+               ifname: str = "eth0", args: str = "", cni_path: Path = REFERENCE) -> tuple[int, dict]:
     env = {**os.environ, "CNI_COMMAND": command, "CNI_CONTAINERID": container, "CNI_NETNS": ns_path,
-           "CNI_IFNAME": ifname, "CNI_PATH": str(cni_path), "CNI_ARGS": args, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run(["ip", "netns", "exec", node, sys.executable, "-m", "calico_bgp.cni.plugin"],
+           "CNI_IFNAME": ifname, "CNI_PATH": str(cni_path), "CNI_ARGS": args}
+    res = subprocess.run(["ip", "netns", "exec", node, str(launchers / "calico-bgp-cni")],
                          input=json.dumps(conf).encode(), env=env, capture_output=True, timeout=60)
     return res.returncode, (json.loads(res.stdout) if res.stdout.strip() else {})
 
@@ -67,7 +78,7 @@ def workload_routes(node: str) -> list[str]:
     return out
 
 
-def test_add_check_del_through_the_plugin(node, tmp_path):
+def test_add_check_del_through_the_plugin(node, plugin, tmp_path):
     with netns("w") as a, netns("w") as b:
         code, res = plugin(node, "ADD", "ctr-a", f"/run/netns/{a}", config(tmp_path))
         assert code == 0, res
@@ -97,7 +108,7 @@ def test_add_check_del_through_the_plugin(node, tmp_path):
     assert allocations(tmp_path) == [] and cali_links(node) == [] and workload_routes(node) == []
 
 
-def test_an_add_that_fails_half_way_gives_its_addresses_back(node, tmp_path):
+def test_an_add_that_fails_half_way_gives_its_addresses_back(node, plugin, tmp_path):
     """The container already has an eth0 (not ours): the veth cannot be made, so the addresses the
     IPAM plugin gave are released and the error names the step."""
     with netns("w") as a:
@@ -108,13 +119,13 @@ def test_an_add_that_fails_half_way_gives_its_addresses_back(node, tmp_path):
         assert allocations(tmp_path) == [] and cali_links(node) == []
 
 
-def test_a_missing_namespace_allocates_nothing(node, tmp_path):
+def test_a_missing_namespace_allocates_nothing(node, plugin, tmp_path):
     code, err = plugin(node, "ADD", "ctr-d", "/run/netns/cb-not-there", config(tmp_path))
     assert code == 1 and err["code"] == 3 and "/run/netns/cb-not-there" in err["msg"]
     assert allocations(tmp_path) == []
 
 
-def test_a_pods_host_end_is_named_by_calicos_rule(node, tmp_path):
+def test_a_pods_host_end_is_named_by_calicos_rule(node, plugin, tmp_path):
     import hashlib
 
     with netns("w") as a:
@@ -134,12 +145,12 @@ spec: {cidr: 198.19.10.0/24, blockSize: 28}
 """
 
 
-def test_with_calico_bgp_ipam_a_half_failed_add_releases_its_address_in_etcd(node, tmp_path, etcd_server,
+def test_with_calico_bgp_ipam_a_half_failed_add_releases_its_address_in_etcd(node, plugin, launchers, etcd_server,
                                                                                key_prefix, cli):
     assert cli("apply", "-f", "-", input=POOL).exit_code == 0
     conf = {"cniVersion": "1.1.0", "name": "cbnet", "type": "calico-bgp-cni", "nodename": "node1",
             "etcd_endpoints": etcd_server.unix_url, "etcd_prefix": key_prefix, "ipam": {"type": "calico-bgp-ipam"}}
-    bin_dir = install_plugins(tmp_path / "bin")
+    bin_dir = launchers
 
     def handles() -> dict:
         blocks = json.loads(cli("ipam", "show", "--show-blocks", "-o", "json").output)["blocks"]
@@ -158,10 +169,11 @@ def test_with_calico_bgp_ipam_a_half_failed_add_releases_its_address_in_etcd(nod
         assert handles() == {} and cali_links(node) == []
 
 
-def test_status_and_gc_are_the_ipam_plugins_to_answer(node, tmp_path, etcd_server, key_prefix, cli):
+def test_status_and_gc_are_the_ipam_plugins_to_answer(node, plugin, launchers, tmp_path, etcd_server, key_prefix,
+                                                      cli):
     """STATUS goes to calico-bgp-ipam: 50 while etcd is unreachable, success when it answers."""
     assert cli("apply", "-f", "-", input=POOL).exit_code == 0
-    bin_dir = install_plugins(tmp_path / "bin")
+    bin_dir = launchers
     conf = {"cniVersion": "1.1.0", "name": "cbnet", "type": "calico-bgp-cni", "nodename": "node1",
             "etcd_endpoints": etcd_server.unix_url, "etcd_prefix": key_prefix, "ipam": {"type": "calico-bgp-ipam"}}
     assert plugin(node, "STATUS", "", "", conf, cni_path=bin_dir) == (0, {})
