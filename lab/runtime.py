@@ -9,7 +9,8 @@ namespace whose bridge every node's eth0 joins (addresses from the topology's mg
 per link with the endpoint names of the file, etcd (on loopback and a unix socket agents reach
 through the filesystem), the resources file beside the topology, the fabric routers with their
 bound configs, each node's `exec` commands (the agent-starting one run as a lab-owned agent), and
-a workload namespace per agent with an IPAM address. Nothing is put on the host's interfaces.
+a workload namespace per agent, attached by calico-bgp-cni with an address from calico-bgp-ipam.
+Nothing is put on the host's interfaces.
 """
 from __future__ import annotations
 
@@ -158,7 +159,7 @@ def up(path: Path, run_dir: Path | None = None, progress: Progress = _quiet, nam
                          f"{node.name}` (address from its Node resource) (pid {agents[node.name].pid})")
         state = _evolve(state, agents=agents)
         save(state)
-        progress(f"[7/{steps}] workloads: one namespace per agent node with an IPAM address")
+        progress(f"[7/{steps}] workloads: one namespace per agent node, attached by calico-bgp-cni")
         workloads: dict[str, Workload] = {}
         for node_name, agent in agents.items():
             workloads[node_name] = add_workload(state, net, node_name, agent)
