@@ -88,7 +88,9 @@ def add(req: skel.Request) -> Result:
 
 
 def _give_back(req: skel.Request, ipam_type: str, why: BaseException) -> None:
-    """Release what the IPAM plugin gave for this container (Calico's ReleaseIPAllocation)."""
+    """Release what the IPAM plugin gave for this container: its DEL, with the same config
+    (Calico's ReleaseIPAllocation, cni-plugin/internal/pkg/utils/utils.go); a failed release is
+    logged, and the ADD's own error is the one reported."""
     try:
         delegate("DEL", ipam_type, req.stdin, os.environ)
         event(log, "cni_add_released", logging.WARNING, container=req.invocation.container_id, error=str(why))
