@@ -22,9 +22,8 @@ import select
 import socket
 import struct
 import threading
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator, NamedTuple, TypeVar
 
-import attrs
 
 from dataplane import rtnl_codec as codec
 
@@ -64,8 +63,7 @@ class DumpInterrupted(NetlinkError):
     """The kernel's table changed during a dump (NLM_F_DUMP_INTR); dump again."""
 
 
-@attrs.frozen(slots=True)
-class RequestFailure:
+class RequestFailure(NamedTuple):
     """The kernel refused request `index` of a batch: errno and its reason (strerror + extended ack)."""
 
     index: int

@@ -10,7 +10,7 @@ import functools
 import struct
 from typing import Callable
 
-from dataplane.routes.route import RTN_UNICAST, DesiredHop, KernelHop, KernelRoute, RouteKey
+from dataplane.routes.kernel import RTN_UNICAST, DesiredHop, KernelHop, KernelRoute, RouteKey
 
 AF_INET = 2
 AF_INET6 = 10

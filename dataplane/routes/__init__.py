@@ -1,6 +1,7 @@
 """Our routes in the kernel: one table, one protocol number.
 
     route.py       the Route value and the pure plan: desired vs actual -> adds / replaces / deletes
+    kernel.py      RouteKey and KernelRoute: a route as the kernel keys and reports it (no attrs)
     dump.py        reading our table+protocol routes and the links
     events.py      route and link events (IPv4 + IPv6)
     protocol.py    our protocol number and its name for iproute2

@@ -12,15 +12,16 @@ from typing import Iterable, Mapping, NamedTuple, Union
 
 import attrs
 
+# the kernel's side of a route, shared with the codec (which must load without attrs)
+from dataplane.routes.kernel import (  # noqa: F401 - re-exported: callers import them from here
+    RTN_BLACKHOLE, RTN_UNICAST, RTN_UNREACHABLE, DesiredHop, KernelHop, KernelRoute, RouteKey,
+)
+
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 # A learned route's prefix may also be any value with `version`, `prefixlen` and `packed` (the network
 # address's bytes), such as calico_bgp.routing.prefix.Prefix: `Route.trusted` and `key_of` take one.
 
-# kernel route types (rtm_type)
-RTN_UNICAST = 1
-RTN_BLACKHOLE = 6
-RTN_UNREACHABLE = 7
 
 # the kernel stores an IPv6 route added with metric 0 as 1024 (IP6_RT_PRIO_USER)
 IPV6_DEFAULT_METRIC = 1024
@@ -110,28 +111,6 @@ def _nexthops(value: Iterable[NextHop | str]) -> tuple[NextHop, ...]:
 def _check_metric(_inst: object, _attr: object, value: int) -> None:
     if not 0 <= value <= 0xFFFFFFFF:
         raise InvalidRoute("metric", value, "must be 0..4294967295")
-
-
-class RouteKey(NamedTuple):
-    """What makes a route one entry in a kernel table (with table and tos fixed)."""
-
-    dst_len: int
-    dst: bytes  # 4 or 16 bytes: the family is in the length
-    metric: int  # effective: an IPv6 route with metric 0 is stored as 1024
-
-    @property
-    def family_v6(self) -> bool:
-        return len(self.dst) == 16
-
-    def prefix(self) -> IPNetwork:
-        addr = ipaddress.ip_address(self.dst)
-        return ipaddress.ip_network(f"{addr}/{self.dst_len}")
-
-
-# (gateway packed or None, device name or None (= any), weight)
-DesiredHop = tuple[Union[bytes, None], Union[str, None], int]
-# (gateway packed or None, ifindex (0 = none), weight)
-KernelHop = tuple[Union[bytes, None], int, int]
 
 
 @attrs.frozen(slots=True)
@@ -241,17 +220,6 @@ class Forwarding(NamedTuple):
 
     rtype: int
     hops: tuple[DesiredHop, ...]
-
-
-class KernelRoute(NamedTuple):
-    """A route of ours as the kernel reports it (a lean decode of RTM_NEWROUTE)."""
-
-    key: RouteKey
-    rtype: int
-    hops: tuple[KernelHop, ...]
-    down: int  # how many of its next hops the kernel marks dead or link-down
-    protocol: int
-    table: int
 
 
 def forwarding_matches(want: Forwarding, have: KernelRoute, ifindex: Mapping[str, int]) -> bool:

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from dataplane import netlink
 from dataplane import rtnl_codec as rtnl
-from dataplane.routes.route import RTN_UNICAST, RouteKey
+from dataplane.routes.kernel import RTN_UNICAST, RouteKey
 from dataplane.workload import codec
 from dataplane.workload.plan import (
     HOST_MAC, MAIN_TABLE, RTPROT_BOOT, NoNamespace, Observed, RouteWant, WiringError, Workload,
