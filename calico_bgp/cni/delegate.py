@@ -59,12 +59,22 @@ def delegate(command: str, plugin_type: str, netconf: bytes, environ: Mapping[st
 
 
 def run_here(module: str, stdin: bytes, env: Mapping[str, str]) -> bytes:
-    """One of this package's plugins in this process: its stdout on success, its error otherwise."""
+    """One of this package's plugins in this process: its stdout on success, its error otherwise.
+    calico-bgp-ipam with `ipam_service` in the config goes to its warm service, as its executable
+    would (calico_bgp/cni/service.py), and runs here only when no service answers."""
     import importlib
     import io
+    import sys
 
-    from calico_bgp.cni import skel
+    from calico_bgp.cni import service, skel
 
+    idle = service.wanted(stdin) if module == IN_PROCESS["calico-bgp-ipam"] else 0.0
+    reply = service.ask(idle, dict(env), stdin) if idle else None
+    if reply is not None:
+        sys.stderr.write(reply.get("stderr", ""))
+        if int(reply.get("code", 1)) == 0:
+            return reply.get("stdout", "").encode()
+        raise CNIError.from_json(json.loads(reply.get("stdout") or "{}"))
     plugin = importlib.import_module(module)
     out = io.StringIO()
     code = skel.run(plugin.PLUGIN, plugin.HANDLERS, environ=env, stdin=io.BytesIO(stdin), stdout=out)

@@ -73,6 +73,18 @@ def socket_path() -> str:
 
 def call(idle: float, environ: dict[str, str], data: bytes) -> int | None:
     """The exit code after the service ran the invocation; None when this process must run it."""
+    reply = ask(idle, environ, data)
+    if reply is None:
+        return None
+    sys.stderr.write(reply.get("stderr", ""))
+    sys.stdout.write(reply.get("stdout", ""))
+    sys.stdout.flush()
+    return int(reply.get("code", 1))
+
+
+def ask(idle: float, environ: dict[str, str], data: bytes) -> dict | None:
+    """The service's reply ({code, stdout, stderr}) to one invocation; None when the caller must run
+    it (no service answered: one is started for the next invocations; or it went away)."""
     path = socket_path()
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -84,13 +96,9 @@ def call(idle: float, environ: dict[str, str], data: bytes) -> int | None:
     try:
         with sock:
             _send(sock, {"environ": environ, "stdin": data.decode("utf-8", "surrogateescape")})
-            reply = _recv(sock)
+            return _recv(sock)
     except (OSError, ValueError):
         return None  # the service went away: this process does it (the operations are idempotent)
-    sys.stderr.write(reply.get("stderr", ""))
-    sys.stdout.write(reply.get("stdout", ""))
-    sys.stdout.flush()
-    return int(reply.get("code", 1))
 
 
 def spawn(path: str, idle: float) -> None:
