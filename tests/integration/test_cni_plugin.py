@@ -181,3 +181,43 @@ def test_status_and_gc_are_the_ipam_plugins_to_answer(node, plugin, launchers, t
     code, err = plugin(node, "STATUS", "", "", dead, cni_path=bin_dir)
     assert code == 1 and err["code"] == 50, err
     assert plugin(node, "GC", "", "", {**conf, "cni.dev/valid-attachments": []}, cni_path=bin_dir) == (0, {})
+
+
+
+def test_with_ipam_service_the_plugins_ipam_goes_to_the_warm_service(node, launchers, etcd_server, key_prefix, cli):
+    """calico-bgp-cni runs calico-bgp-ipam in its own process; with `ipam_service` that goes to the
+    service instead (the IPAM's log lines then carry the service's pid), and the wiring is the same."""
+    import re
+
+    from lab.net import wait_for
+
+    assert cli("apply", "-f", "-", input=POOL).exit_code == 0
+    conf = {"cniVersion": "1.1.0", "name": "cbsvc", "type": "calico-bgp-cni", "nodename": "node1", "ipam_service": 1.5,
+            "etcd_endpoints": etcd_server.unix_url, "etcd_prefix": key_prefix, "ipam": {"type": "calico-bgp-ipam"}}
+
+    def run(command: str, cid: str, ns: str) -> tuple[int, dict, set[str]]:
+        env = {**os.environ, "CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": f"/run/netns/{ns}",
+               "CNI_IFNAME": "eth0", "CNI_PATH": str(launchers)}
+        p = subprocess.Popen(["ip", "netns", "exec", node, str(launchers / "calico-bgp-cni")], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        out, err = p.communicate(json.dumps(conf).encode(), timeout=60)
+        served_by = set(re.findall(r"calico-bgp-ipam\[(\d+)\]", err.decode())) - {str(p.pid)}
+        return p.returncode, (json.loads(out) if out.strip() else {}), served_by
+
+    def handles() -> set[str]:
+        blocks = json.loads(cli("ipam", "show", "--show-blocks", "-o", "json").output)["blocks"]
+        return {h for b in blocks for h in b["handles"]}
+
+    with netns("w") as a, netns("w") as b:
+        code, first, served_by = run("ADD", "ctr-s1", a)
+        assert code == 0 and not served_by, first  # no service yet: the plugin's own process did it
+        # the service starts in the background; an ADD repeated for one container is the same ADD
+        code, res, served_by = wait_for("an ADD whose IPAM the service answered",
+                                        lambda: (r := run("ADD", "ctr-s2", b))[2] and r, timeout=30, interval=0.3)
+        assert code == 0 and res["interfaces"][0]["name"] == "calictr-s2", res
+        assert "eth0" in sh("ip", "link", ns=b).stdout and handles() == {"cbsvc.ctr-s1", "cbsvc.ctr-s2"}
+        for cid, ns in (("ctr-s1", a), ("ctr-s2", b)):
+            assert run("DEL", cid, ns)[0] == 0
+    assert handles() == set() and cali_links(node) == []
+    pid = int(served_by.pop())
+    wait_for("the idle service to leave", lambda: not os.path.exists(f"/proc/{pid}") or None, timeout=20)
