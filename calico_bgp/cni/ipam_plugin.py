@@ -207,29 +207,26 @@ class Session:
         ippools, labels = self._cluster
         field = "ipv4_pools" if version == 4 else "ipv6_pools"
         chosen = pool_choice.choose(ippools, labels, wanted, version, field)
-        return [Pool(p.metadata.name, p.spec.cidr, p.spec.block_size, p.spec.disabled) for p in chosen]
+        return [Pool(p.name, p.cidr, p.block_size, p.disabled) for p in chosen]
 
-    async def _read_cluster(self) -> tuple[list[Any], dict[str, str]]:
-        """Every IPPool and this node's labels, in one round trip; a value that does not decode is
-        logged and left out (it spoils nothing else)."""
+    async def _read_cluster(self) -> tuple[list[pool_choice.PoolRow], dict[str, str]]:
+        """Every IPPool and this node's labels, in one round trip, as stored (pools.py reads the fields
+        it needs); a value that does not read is logged and left out (it spoils nothing else)."""
         from calico_bgp.datastore.types import Get
-        from calico_bgp.resources import model
-        from calico_bgp.resources.ippool import IPPool
-        from calico_bgp.resources.node import Node
 
         res = await self.client.txn([], [Get(self.keys.pools(), prefix=True), Get(self.keys.node(self.node))], [])
         pool_kvs, node_kvs = res.responses
         ippools = []
         for kv in pool_kvs:
             try:
-                ippools.append(model.decode(IPPool, kv.value, where=kv.key))
-            except Exception as exc:  # noqa: BLE001 - one corrupt pool spoils nothing else
+                ippools.append(pool_choice.stored_pool(kv.value))
+            except ValueError as exc:  # one corrupt pool spoils nothing else (JSON and selector errors included)
                 event(log, "cni_pool_unreadable", logging.WARNING, key=kv.key, error=str(exc))
         labels: dict[str, str] = {}
         for kv in node_kvs:
             try:
-                labels = dict(model.decode(Node, kv.value, where=kv.key).metadata.labels)
-            except Exception as exc:  # noqa: BLE001
+                labels = pool_choice.stored_labels(kv.value)
+            except ValueError as exc:
                 event(log, "cni_node_unreadable", logging.WARNING, key=kv.key, error=str(exc))
         return ippools, labels
 

@@ -4,35 +4,98 @@ every pool; then, as libcalico-go's ipam does, only enabled pools whose nodeSele
 
 A pool the config names that does not exist, is disabled, or is of the other family is error 7
 naming it: the config is wrong, not the cluster full.
+
+The IPPools and the Node come from etcd as `calico-bgp apply` stored them (checked on the way in):
+`stored_pool` and `stored_labels` read only the fields an allocation needs, instead of building
+the whole resource model (attrs classes, converters, the YAML scalar rules: about a fifth of a
+plugin's CPU); the selector parser is loaded only for a nodeSelector other than all().
 """
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Mapping, Sequence
+import json
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from calico_bgp.cni.error import INVALID_CONFIG, CNIError
 
+_ALL = ("", "all()")
 
-def choose(ippools: Sequence[Any], labels: Mapping[str, str], wanted: Sequence[str], version: int,
-           field: str) -> list[Any]:
-    """The IPPool resources to allocate from, in the order the config names them (else pool order)."""
-    family = [p for p in ippools if ipaddress.ip_network(p.spec.cidr).version == version]
+
+class PoolRow(NamedTuple):
+    """What an allocation needs of one stored IPPool."""
+    name: str
+    cidr: str
+    block_size: int
+    disabled: bool
+    node_selector: Any  # the parsed nodeSelector (resources/selector.py); None for all() and ""
+
+    def selects(self, labels: Mapping[str, str]) -> bool:
+        return self.node_selector is None or bool(self.node_selector.matches(labels))
+
+
+def stored_pool(raw: bytes) -> PoolRow:
+    """An IPPool as stored (the codec's JSON: metadata.name, spec.cidr, spec.blockSize, ...); ValueError
+    naming the field when it does not read (Calico's defaults: blockSize 26 / 122, nodeSelector all())."""
+    doc = _object(json.loads(raw), "value")
+    name, spec = _object(doc.get("metadata"), "metadata").get("name"), _object(doc.get("spec"), "spec")
+    cidr, size = spec.get("cidr"), spec.get("blockSize")
+    selector, disabled = spec.get("nodeSelector") or "", spec.get("disabled", False)
+    if not isinstance(name, str) or not name:
+        raise ValueError("metadata.name: not a name")
+    if not isinstance(cidr, str):
+        raise ValueError("spec.cidr: not a CIDR")
+    net = ipaddress.ip_network(cidr)  # ValueError names the text
+    if size is None:
+        size = 122 if net.version == 6 else 26
+    if type(size) is not int or not net.prefixlen <= size <= net.max_prefixlen:
+        raise ValueError(f"spec.blockSize: {size!r} is no block size in {cidr}")
+    if not isinstance(selector, str) or not isinstance(disabled, bool):
+        raise ValueError("spec.nodeSelector / spec.disabled: not a string / boolean")
+    return PoolRow(name, cidr, size, disabled, _selector(selector))
+
+
+def stored_labels(raw: bytes) -> dict[str, str]:
+    """A stored Node's metadata.labels; ValueError when they are not a map of strings."""
+    labels = _object(_object(json.loads(raw), "value").get("metadata"), "metadata").get("labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise ValueError("metadata.labels: not a map of strings")
+    return labels
+
+
+def choose(ippools: Sequence[PoolRow], labels: Mapping[str, str], wanted: Sequence[str], version: int,
+           field: str) -> list[PoolRow]:
+    """The IPPools to allocate from, in the order the config names them (else pool order)."""
+    family = [p for p in ippools if ipaddress.ip_network(p.cidr).version == version]
     if wanted:
         picked = []
         for ref in wanted:
-            pool = next((p for p in ippools if p.metadata.name == ref or _same_cidr(p.spec.cidr, ref)), None)
+            pool = next((p for p in ippools if p.name == ref or _same_cidr(p.cidr, ref)), None)
             if pool is None:
-                known = ", ".join(f"{p.metadata.name} ({p.spec.cidr})" for p in family) or "none"
+                known = ", ".join(f"{p.name} ({p.cidr})" for p in family) or "none"
                 raise CNIError(INVALID_CONFIG, f"ipam.{field}: no IPPool named or with CIDR {ref!r} "
                                                f"(IPv{version} pools: {known})")
             if pool not in family:
-                raise CNIError(INVALID_CONFIG, f"ipam.{field}: IPPool {pool.metadata.name} ({pool.spec.cidr}) "
+                raise CNIError(INVALID_CONFIG, f"ipam.{field}: IPPool {pool.name} ({pool.cidr}) "
                                                f"is not an IPv{version} pool")
-            if pool.spec.disabled:
-                raise CNIError(INVALID_CONFIG, f"ipam.{field}: IPPool {pool.metadata.name} is disabled")
+            if pool.disabled:
+                raise CNIError(INVALID_CONFIG, f"ipam.{field}: IPPool {pool.name} is disabled")
             picked.append(pool)
         family = picked
-    return [p for p in family if not p.spec.disabled and p.spec.node_selector.matches(labels)]
+    return [p for p in family if not p.disabled and p.selects(labels)]
+
+
+def _selector(text: str) -> Any:
+    if text.strip() in _ALL:
+        return None
+    from calico_bgp.resources.selector import parse
+
+    return parse(text)  # a SelectorError is a ValueError naming the selector
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what}: not a JSON object")
+    return value
 
 
 def _same_cidr(cidr: str, ref: str) -> bool:

@@ -1,18 +1,21 @@
 """A CNI plugin is exec'd once per container operation, so what it loads is its start-up cost
-(`python -X importtime`): the protocol modules load only the standard library, and an IPAM ADD's
-modules (the blocking etcd client, the allocator, the pool and node resources) no event loop, HTTP
-library or YAML parser. Each checked in a fresh interpreter, as tests/unit/test_import_rules.py does."""
+(`python -X importtime`): the protocol modules load only the standard library, an IPAM ADD's
+modules (the blocking etcd client, the allocator) no event loop, HTTP library or YAML parser, and
+reading the stored pools and node (pools.py) not the resource model. Each checked in a fresh interpreter, as tests/unit/test_import_rules.py does."""
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import pytest
 
-from tests.unit.test_import_rules import broken, loaded_by
+from tests.unit.test_import_rules import ROOT, broken, loaded_by
 
 PROTOCOL = ["calico_bgp.cni.spec", "calico_bgp.cni.env", "calico_bgp.cni.netconf", "calico_bgp.cni.result",
             "calico_bgp.cni.error", "calico_bgp.cni.skel", "calico_bgp.cni.delegate", "calico_bgp.cni.pools",
             "calico_bgp.cni.install", "calico_bgp.cni.ipam_plugin", "calico_bgp.cni.service"]
-IPAM_ADD = ["calico_bgp.datastore.blocking", "ipam.allocator", "calico_bgp.resources.ippool",
-            "calico_bgp.resources.node"]
+IPAM_ADD = ["calico_bgp.datastore.blocking", "ipam.allocator"]
 HEAVY = ("trio", "httpx", "yaml", "pyroute2", "click", "exabgp", "subprocess")
 
 
@@ -24,3 +27,22 @@ def test_a_protocol_module_loads_only_the_standard_library(module):
 @pytest.mark.parametrize("module", IPAM_ADD)
 def test_what_an_ipam_add_loads_has_no_event_loop_http_or_yaml(module):
     assert broken(loaded_by(module), HEAVY) == []
+
+
+PROBE = """
+import json, sys
+import calico_bgp.cni.ipam_plugin, ipam.allocator
+from calico_bgp.cni import pools
+pool = {"metadata": {"name": "a"}, "spec": {"cidr": "198.18.0.0/16", "nodeSelector": "rack == 'r1'"}}
+assert pools.stored_pool(json.dumps(pool).encode()).selects({"rack": "r1"})
+assert pools.stored_labels(json.dumps({"metadata": {"labels": {"rack": "r1"}}}).encode()) == {"rack": "r1"}
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_reading_the_stored_pools_and_node_does_not_build_the_resource_model():
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout))
+    assert "calico_bgp.resources.selector" in loaded  # a nodeSelector other than all() was parsed
+    assert broken(loaded, (*HEAVY, "calico_bgp.resources.model", "calico_bgp.resources.fields",
+                           "calico_bgp.resources.ippool", "calico_bgp.resources.node")) == []

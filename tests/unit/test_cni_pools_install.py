@@ -18,7 +18,8 @@ from calico_bgp.resources.ippool import IPPool, IPPoolSpec
 
 
 def ippool(name, cidr, **kw):
-    return IPPool(model.Metadata(name), IPPoolSpec(cidr=cidr, **kw))
+    """The pool as `calico-bgp apply` stores it, read back as the plugin reads it."""
+    return pools.stored_pool(model.encode(IPPool(model.Metadata(name), IPPoolSpec(cidr=cidr, **kw))))
 
 
 POOLS = [ippool("a4", "198.18.0.0/24"), ippool("b4", "198.18.1.0/24", node_selector="rack == 'r1'"),
@@ -26,7 +27,7 @@ POOLS = [ippool("a4", "198.18.0.0/24"), ippool("b4", "198.18.1.0/24", node_selec
 
 
 def names(chosen):
-    return [p.metadata.name for p in chosen]
+    return [p.name for p in chosen]
 
 
 def test_without_a_list_every_enabled_pool_of_the_family_that_selects_the_node():
@@ -46,6 +47,37 @@ def test_a_pool_the_config_gets_wrong_is_error_7_naming_it(ref, version, names_i
     with pytest.raises(CNIError) as info:
         pools.choose(POOLS, {}, (ref,), version, "ipv4_pools")
     assert info.value.code == error.INVALID_CONFIG and names_it in info.value.msg and "ipam.ipv4_pools" in info.value.msg
+
+
+def test_a_stored_pool_reads_as_the_model_stored_it():
+    row = ippool("b", "2001:db8::/64", node_selector="rack == 'r1'", disabled=True)
+    assert (row.name, row.cidr, row.block_size, row.disabled) == ("b", "2001:db8::/64", 122, True)
+    assert row.selects({"rack": "r1"}) and not row.selects({"rack": "r2"}) and not row.selects({})
+    assert pools.stored_pool(b'{"metadata":{"name":"a"},"spec":{"cidr":"198.18.0.0/16"}}') == (
+        "a", "198.18.0.0/16", 26, False, None)  # Calico's defaults: blockSize 26, nodeSelector all()
+
+
+@pytest.mark.parametrize("raw, names_it", [
+    (b'not json', "Expecting value"), (b'[]', "value: not a JSON object"),
+    (b'{"metadata":{},"spec":{"cidr":"198.18.0.0/16"}}', "metadata.name"),
+    (b'{"metadata":{"name":"a"},"spec":{"cidr":"198.18.0.0/33"}}', "198.18.0.0/33"),
+    (b'{"metadata":{"name":"a"},"spec":{"cidr":"198.18.0.0/16","blockSize":8}}', "spec.blockSize"),
+    (b'{"metadata":{"name":"a"},"spec":{"cidr":"198.18.0.0/16","nodeSelector":"rack =="}}', "rack =="),
+])
+def test_a_stored_pool_that_does_not_read_is_a_value_error_naming_what(raw, names_it):
+    with pytest.raises(ValueError, match=None) as info:
+        pools.stored_pool(raw)
+    assert names_it in str(info.value)
+
+
+def test_a_stored_nodes_labels():
+    from calico_bgp.resources.node import Node
+
+    node = model.from_dict(Node, {"metadata": {"name": "n1", "labels": {"rack": "r1"}}, "spec": {}}, where="n1")
+    assert pools.stored_labels(model.encode(node)) == {"rack": "r1"}
+    assert pools.stored_labels(b'{"metadata":{"name":"n1"},"spec":{}}') == {}
+    with pytest.raises(ValueError, match="metadata.labels"):
+        pools.stored_labels(b'{"metadata":{"name":"n1","labels":{"rack":1}}}')
 
 
 def test_the_conflist_carries_calicos_fields():
