@@ -4,27 +4,28 @@ A plugin is exec'd per container operation, and most of an IPAM operation's cost
 interpreter loading attrs, cattrs, the IPAM library and the resource model; the operation itself
 is a few etcd round trips. With `ipam_service`, the executable (this module, stdlib only) hands
 the invocation (its CNI_* environment and stdin) to a service process over a unix socket and
-prints what the service answers; the service runs the same skeleton and handlers, one invocation
+prints what the service answers (length-prefixed byte fields on the raw `_socket`: the `json` and
+`socket` modules, with the `re` and `enum` they load, were a third of the executable's CPU); the service runs the same skeleton and handlers, one invocation
 at a time, and exits after `ipam_service` seconds idle (true: 60). When no service answers, the
 executable starts one in the background and does this operation itself; when the service goes
 away mid-operation, it does it itself too (every operation is idempotent: a repeated ADD returns
 the handle's addresses, DEL and GC release what is still there). One service per interpreter,
-package version and network namespace; its socket is in a root-only directory.
+package version and network namespace; its socket is in a root-only directory. A service that
+answers an invocation whose config does not ask for it (`"ipam_service": false` next to a running
+one) declines, and the executable runs it itself.
 """
 from __future__ import annotations
 
+import _socket
 import io
-import json
 import os
-import socket
-import struct
 import sys
 import zlib
 
 SERVICE_DIR = "/run/calico-bgp"
 DEFAULT_IDLE_S = 60.0
 # a new version of any of these (under calico_bgp/) gets a new service; the old one leaves when idle
-_FILES = ("cni/ipam_plugin.py", "cni/skel.py", "datastore/blocking.py", "../ipam/allocator.py", "../ipam/release.py",
+_FILES = ("cni/service.py", "cni/ipam_plugin.py", "cni/skel.py", "datastore/blocking.py", "../ipam/allocator.py", "../ipam/release.py",
           "../ipam/block.py")
 
 
@@ -33,11 +34,13 @@ def ipam_main() -> None:
     command = os.environ.get("CNI_COMMAND", "")
     if command in ("ADD", "DEL", "CHECK", "GC", "STATUS") and not sys.stdin.isatty():
         data = sys.stdin.buffer.read()
-        idle = wanted(data)
-        if idle:
-            code = call(idle, dict(os.environ), data)
+        if b'"ipam_service"' in data:  # JSON is parsed only when no service answers (the service checks)
+            answered, code = call(dict(os.environ), data)
             if code is not None:
                 sys.exit(code)
+            idle = wanted(data)
+            if idle and not answered:
+                spawn(socket_path(), idle)
         from calico_bgp.cni import ipam_plugin, skel
 
         sys.exit(skel.run(ipam_plugin.PLUGIN, ipam_plugin.HANDLERS, stdin=io.BytesIO(data)))
@@ -48,6 +51,8 @@ def ipam_main() -> None:
 
 def wanted(data: bytes) -> float:
     """The idle timeout the config asks for (`ipam_service`: true or seconds), 0 when it asks for none."""
+    import json
+
     try:
         value = json.loads(data).get("ipam_service")
     except (ValueError, AttributeError):
@@ -71,34 +76,42 @@ def socket_path() -> str:
     return os.path.join(SERVICE_DIR, f"ipam-{zlib.crc32(raw):08x}{zlib.crc32(raw[::-1]):08x}.sock")
 
 
-def call(idle: float, environ: dict[str, str], data: bytes) -> int | None:
-    """The exit code after the service ran the invocation; None when this process must run it."""
-    reply = ask(idle, environ, data)
+def call(environ: dict[str, str], data: bytes) -> tuple[bool, int | None]:
+    """Whether a service answered, and the exit code after it ran the invocation (its output
+    printed); None when this process must run it (no service answers, it went away mid-operation,
+    or it declined: the config does not ask for it)."""
+    answered, reply = ask(environ, data)
     if reply is None:
-        return None
-    sys.stderr.write(reply.get("stderr", ""))
-    sys.stdout.write(reply.get("stdout", ""))
+        return answered, None
+    rc, out, err = reply
+    sys.stderr.buffer.write(err)
+    sys.stderr.flush()
+    sys.stdout.buffer.write(out)
     sys.stdout.flush()
-    return int(reply.get("code", 1))
+    return True, rc
 
 
-def ask(idle: float, environ: dict[str, str], data: bytes) -> dict | None:
-    """The service's reply ({code, stdout, stderr}) to one invocation; None when the caller must run
-    it (no service answered: one is started for the next invocations; or it went away)."""
-    path = socket_path()
+def ask(environ: dict[str, str], data: bytes) -> tuple[bool, tuple[int, bytes, bytes] | None]:
+    """Whether a service answered, and its reply (exit code, stdout, stderr) to the invocation; None
+    when the caller must run it. calico-bgp-cni, which runs this IPAM in its own process, asks this
+    way: its stdout is its own result."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(120)
-        sock.connect(path)
-    except OSError:
-        spawn(path, idle)
-        return None
-    try:
-        with sock:
-            _send(sock, {"environ": environ, "stdin": data.decode("utf-8", "surrogateescape")})
-            return _recv(sock)
+        try:
+            sock.connect(socket_path())
+        except OSError:
+            return False, None
+        env = b"\0".join(f"{k}={v}".encode("utf-8", "surrogateescape") for k, v in environ.items())
+        _send(sock, [env, data])
+        code, out, err = _recv(sock)
+        if code == b"declined":
+            return True, None
+        return True, (int(code), out, err)
     except (OSError, ValueError):
-        return None  # the service went away: this process does it (the operations are idempotent)
+        return True, None  # the service went away: this process does it (the operations are idempotent)
+    finally:
+        sock.close()
 
 
 def spawn(path: str, idle: float) -> None:
@@ -117,6 +130,7 @@ def serve(path: str, idle: float) -> None:
     """Answer invocations on `path` one at a time until `idle` seconds pass without one."""
     import fcntl
     import select
+    import socket
 
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     lock = os.open(os.path.join(os.path.dirname(path), ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -150,8 +164,8 @@ def serve(path: str, idle: float) -> None:
             with conn:
                 try:
                     conn.settimeout(30)
-                    req = _recv(conn)
-                    _send(conn, handle(ipam_plugin, req))
+                    env, data = _recv(conn)
+                    _send(conn, handle(ipam_plugin, env, data))
                 except (OSError, ValueError):
                     continue
     finally:
@@ -163,38 +177,45 @@ def serve(path: str, idle: float) -> None:
         server.close()
 
 
-def handle(ipam_plugin: object, req: dict) -> dict:
-    """One invocation, as the executable would have run it: exit code, stdout, stderr."""
+def handle(ipam_plugin: object, env: bytes, data: bytes) -> list[bytes]:
+    """One invocation, as the executable would have run it: [exit code, stdout, stderr]; [b"declined"]
+    when its config does not ask for the service."""
     from calico_bgp.cni import skel
 
     import logging
 
+    if not wanted(data):
+        return [b"declined", b"", b""]
+    environ = dict(kv.decode("utf-8", "surrogateescape").partition("=")[::2] for kv in env.split(b"\0") if kv)
     out, err = io.StringIO(), io.StringIO()
     saved = sys.stderr
     sys.stderr = err
     logging.getLogger().handlers.clear()  # the last invocation's handler writes to its own stderr
     try:
-        code = skel.run(ipam_plugin.PLUGIN, ipam_plugin.HANDLERS, environ=req["environ"],  # type: ignore[attr-defined]
-                        stdin=io.BytesIO(req["stdin"].encode("utf-8", "surrogateescape")), stdout=out)
+        code = skel.run(ipam_plugin.PLUGIN, ipam_plugin.HANDLERS, environ=environ,  # type: ignore[attr-defined]
+                        stdin=io.BytesIO(data), stdout=out)
     finally:
         sys.stderr = saved
-    return {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+    return [str(code).encode(), out.getvalue().encode("utf-8", "surrogateescape"),
+            err.getvalue().encode("utf-8", "surrogateescape")]
 
 
-def _send(sock: socket.socket, doc: dict) -> None:
-    raw = json.dumps(doc).encode()
-    sock.sendall(struct.pack("!I", len(raw)) + raw)
+def _send(sock: "_socket.socket", fields: list[bytes]) -> None:
+    """Length-prefixed fields (4 bytes big-endian each), after their count."""
+    sock.sendall(b"".join([len(fields).to_bytes(4, "big"), *(len(f).to_bytes(4, "big") + f for f in fields)]))
 
 
-def _recv(sock: socket.socket) -> dict:
-    head = _exactly(sock, 4)
-    return json.loads(_exactly(sock, struct.unpack("!I", head)[0]))  # type: ignore[no-any-return]
+def _recv(sock: "_socket.socket") -> list[bytes]:
+    count = int.from_bytes(_exactly(sock, 4), "big")
+    if count > 8:
+        raise ValueError(f"{count} fields: not this protocol")
+    return [_exactly(sock, int.from_bytes(_exactly(sock, 4), "big")) for _ in range(count)]
 
 
-def _exactly(sock: socket.socket, n: int) -> bytes:
+def _exactly(sock: "_socket.socket", n: int) -> bytes:
     buf = b""
     while len(buf) < n:
-        data = sock.recv(n - len(buf))
+        data = sock.recv(min(n - len(buf), 1 << 20))
         if not data:
             raise ValueError("connection closed mid-message")
         buf += data

@@ -241,7 +241,7 @@ def test_with_ipam_service_the_next_invocations_go_to_a_warm_service_that_leaves
     conf = cluster.conf(name="svc", ipam_service=1.5, ipam={"type": "calico-bgp-ipam", "ipv4_pools": ["pool4"]})
     env = {**os.environ, "PYTHONPATH": ""}  # the launcher names its own paths
 
-    def run(command, cid):
+    def run(command, cid, conf=conf):
         import json
         import subprocess
 
@@ -260,6 +260,9 @@ def test_with_ipam_service_the_next_invocations_go_to_a_warm_service_that_leaves
         served_by = int(pids.pop())
         code, again, _, _ = run("ADD", "s2")
         assert again["ips"] == second["ips"] != first["ips"]
+        code, _, pid, pids = run("ADD", "s3", {**conf, "ipam_service": False})
+        assert code == 0 and pids == {str(pid)}  # the service declines a config that does not ask for it
+        assert run("DEL", "s3")[0] == 0
         assert ipaddress.ip_interface(second["ips"][0]["address"]).ip in POOL4
         for cid in ("s1", "s2"):
             assert run("DEL", cid)[0] == 0

@@ -140,6 +140,22 @@ def test_the_service_is_asked_for_with_true_or_seconds():
     assert path.startswith(service.SERVICE_DIR + "/ipam-") and path == service.socket_path()
 
 
+def test_the_service_protocol_is_length_prefixed_fields_and_declines_an_unasked_config():
+    import socket
+
+    from calico_bgp.cni import service
+
+    a, b = socket.socketpair()
+    with a, b:
+        fields = [b"CNI_COMMAND=ADD\0CNI_ARGS=K8S_POD_NAME=p", b"", "\u00e9".encode() * 70000]
+        service._send(a, fields)
+        assert service._recv(b) == fields
+        a.sendall((99).to_bytes(4, "big"))
+        with pytest.raises(ValueError, match="99 fields"):
+            service._recv(b)
+    assert service.handle(None, b"", b'{"ipam_service": false}') == [b"declined", b"", b""]
+
+
 def test_calico_bgp_ipam_starts_in_the_service_front_end(tmp_path):
     (ipam,) = [f for f in install.plan(str(tmp_path), str(tmp_path), {}, "/usr/bin/python3", ["/x"])
                if f.path.endswith("calico-bgp-ipam")]
