@@ -98,15 +98,20 @@ class BlockAllocator:
                         max_blocks: int | None, strict: bool, got: list[Allocated], claimed: list[str]) -> None:
         # 1. the node's affine blocks as cached; 2. the same after a re-scan (another process on
         # this node may have claimed more); 3. claim new blocks; 4. borrow.
-        existing = await self._scan(node) if node not in self.seen.affine else None
+        scanned = node not in self.seen.affine
+        if scanned:
+            await self._scan(node)
         while True:
             for cidr in self._usable(node, pools):
                 got += await self._take(node, handle, count - len(got), cidr, attrs, affine=True)
                 if len(got) == count:
                     return
-            if existing is not None:
+            if scanned:
                 break
-            existing = await self._scan(node)
+            scanned = True
+            await self._scan(node)
+        # every stored block's CIDR (keys only) is read only now, to claim a block no one holds
+        existing = set(await self.store.block_keys())
         while len(got) < count:
             cidr = await self._claim(node, pools, max_blocks, existing)
             if cidr is None:
@@ -120,41 +125,40 @@ class BlockAllocator:
             raise PoolExhausted(f"pool(s) {names} exhausted for node {node}: wanted {count}, "
                                 f"{len(got)} free" + ("" if strict else " (borrowing included)"))
 
-    async def _scan(self, node: str) -> set[str]:
-        """One round trip: the node's affinities and the CIDRs of every stored block. Blocks newly
-        affine to the node (claimed by another process on it), and cached ones that looked full
-        (another process may have released in them), are then read in one more."""
-        res = await self.client.txn([], [Get(self.keys.affinities(node), prefix=True),
-                                         Get(self.keys.blocks(), prefix=True, keys_only=True)], [])
-        affs, bkvs = res.responses
-        revs = {cidr_from_key(kv.key): kv.mod_revision for kv in bkvs}
-        existing = set(revs)
+    async def _scan(self, node: str) -> None:
+        """The node's affinities in one round trip; in one more, the blocks among them that are not
+        cached, or cached full (another process may have released in them), and pending ones (a claim
+        to finish). Other nodes' blocks are not read: with thousands of blocks, their keys alone were
+        most of a CNI plugin's etcd work."""
+        res = await self.client.txn([], [Get(self.keys.affinities(node), prefix=True)], [])
         confirmed, pending = set(), set()
-        for kv in affs:
+        for kv in res.responses[0]:
             try:
                 state = decode_affinity(kv.key, kv.value).state
             except CorruptBlock as exc:
                 self.corrupt[exc.key] = exc.reason
                 continue
             (confirmed if state == CONFIRMED else pending).add(cidr_from_key(kv.key))
-        # a claim that stopped between creating its block and confirming the affinity (a crash, a
-        # lost connection): the block is ours, finish the claim rather than leave it to borrowers
-        adopt = [c for c in sorted(pending) if c in revs]
-        for cidr, stored in (await self.store.get_blocks(adopt, self.corrupt)).items():
-            if stored is not None and stored.value.host == node:
-                await self.client.put(self.keys.affinity(node, cidr), _AFF_CONFIRMED)
-                confirmed.add(cidr)
-                event(log, "ipam_claim_completed", node=node, block=cidr)
         cache = self.seen.affine.setdefault(node, {})
         for cidr in [c for c in cache if c not in confirmed]:
             del cache[cidr]
-        missing = [c for c in sorted(confirmed) if c in revs and (
-            c not in cache or (cache[c].value.free_count == 0 and cache[c].mod_revision != revs[c]))]
-        for cidr, stored in (await self.store.get_blocks(missing, self.corrupt)).items():
+        stale = {c for c in confirmed if c not in cache or cache[c].value.free_count == 0}
+        blocks = await self.store.get_blocks(sorted(stale | pending), self.corrupt)
+        # a claim that stopped between creating its block and confirming the affinity (a crash, a
+        # lost connection): the block is ours, finish the claim rather than leave it to borrowers
+        for cidr in sorted(pending):
+            stored = blocks.get(cidr)
+            if stored is not None and stored.value.host == node:
+                await self.client.put(self.keys.affinity(node, cidr), _AFF_CONFIRMED)
+                cache[cidr] = stored
+                event(log, "ipam_claim_completed", node=node, block=cidr)
+        for cidr in sorted(stale):
+            stored = blocks.get(cidr)
             if stored is not None and stored.value.host == node:
                 cache[cidr] = stored
-        event(log, "ipam_scan", logging.DEBUG, node=node, affine=len(cache), blocks=len(existing))
-        return existing
+            else:
+                cache.pop(cidr, None)  # gone, corrupt, or no longer ours
+        event(log, "ipam_scan", logging.DEBUG, node=node, affine=len(cache))
 
     async def refresh(self, node: str) -> None:
         """Forget what is cached for `node` and read its affine blocks again."""
