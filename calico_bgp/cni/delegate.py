@@ -68,13 +68,18 @@ def run_here(module: str, stdin: bytes, env: Mapping[str, str]) -> bytes:
 
     from calico_bgp.cni import service, skel
 
-    idle = service.wanted(stdin) if module == IN_PROCESS["calico-bgp-ipam"] else 0.0
-    reply = service.ask(idle, dict(env), stdin) if idle else None
-    if reply is not None:
-        sys.stderr.write(reply.get("stderr", ""))
-        if int(reply.get("code", 1)) == 0:
-            return reply.get("stdout", "").encode()
-        raise CNIError.from_json(json.loads(reply.get("stdout") or "{}"))
+    if module == IN_PROCESS["calico-bgp-ipam"] and b'"ipam_service"' in stdin:
+        answered, reply = service.ask(dict(env), stdin)
+        if reply is not None:
+            code, out, err = reply
+            sys.stderr.buffer.write(err)
+            sys.stderr.flush()
+            if code == 0:
+                return out
+            raise CNIError.from_json(json.loads(out or b"{}"))
+        idle = service.wanted(stdin)
+        if idle and not answered:
+            service.spawn(service.socket_path(), idle)
     plugin = importlib.import_module(module)
     out = io.StringIO()
     code = skel.run(plugin.PLUGIN, plugin.HANDLERS, environ=env, stdin=io.BytesIO(stdin), stdout=out)
