@@ -25,10 +25,11 @@ DEFAULT_NODENAME_FILE = "/var/lib/calico/nodename"  # what calico/node writes (C
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING,
               "error": logging.ERROR, "fatal": logging.CRITICAL, "panic": logging.CRITICAL}
 # Calico's fields that configure what this project does not have (policy, VXLAN, Windows,
-# Kubernetes API access, log rotation): accepted, named once in the log
+# Kubernetes API access, log rotation): accepted, named once in the log (container_settings is not
+# among them: calico-bgp-cni honours its allow_ip_forwarding, as Calico's plugin does)
 IGNORED = ("mode", "vxlan_mac_prefix", "vxlan_vni", "num_queues", "etcd_discovery_srv",
            "log_file_max_size", "log_file_max_age", "log_file_max_count", "policy", "kubernetes", "feature_control",
-           "container_settings", "include_default_routes", "dataplane_options", "readiness_gates",
+           "include_default_routes", "dataplane_options", "readiness_gates",
            "policy_setup_timeout_seconds", "endpoint_status_dir", "require_mtu_file", "hostname",
            "windows_pod_deletion_timestamp_timeout", "windows_use_single_network",
            "windows_disable_default_deny_all_policy", "windows_loopback_DSR", "policy_type")

@@ -221,3 +221,17 @@ def test_with_ipam_service_the_plugins_ipam_goes_to_the_warm_service(node, launc
     assert handles() == set() and cali_links(node) == []
     pid = int(served_by.pop())
     wait_for("the idle service to leave", lambda: not os.path.exists(f"/proc/{pid}") or None, timeout=20)
+
+
+def test_container_settings_allow_ip_forwarding_is_honoured(node, plugin, tmp_path):
+    """Calico's container_settings.allow_ip_forwarding: forwarding on inside the container; off by default."""
+    with netns("w") as a, netns("w") as b:
+        assert plugin(node, "ADD", "ctr-h", f"/run/netns/{a}", config(tmp_path))[0] == 0
+        conf = config(tmp_path, container_settings={"allow_ip_forwarding": True})
+        assert plugin(node, "ADD", "ctr-i", f"/run/netns/{b}", conf)[0] == 0
+        assert sh("sysctl", "-n", "net.ipv4.ip_forward", ns=a).stdout.strip() == "0"
+        assert sh("sysctl", "-n", "net.ipv4.ip_forward", ns=b).stdout.strip() == "1"
+        assert sh("sysctl", "-n", "net.ipv6.conf.all.forwarding", ns=b).stdout.strip() == "1"
+        for cid, ns in (("ctr-h", a), ("ctr-i", b)):
+            assert plugin(node, "DEL", cid, f"/run/netns/{ns}", config(tmp_path)) == (0, {})
+    assert allocations(tmp_path) == []

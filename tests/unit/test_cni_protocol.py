@@ -133,7 +133,7 @@ def test_calicos_fields_carry_over():
 
 
 def test_fields_with_no_meaning_here_are_named_not_refused():
-    assert parse(CALICO_CONF).ignored == ("policy", "kubernetes", "container_settings", "ipam.subnet")
+    assert parse(CALICO_CONF).ignored == ("policy", "kubernetes", "ipam.subnet")
 
 
 def test_defaults_follow_calico():
