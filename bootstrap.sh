@@ -81,6 +81,11 @@ else
   step "pypy venv: up to date"
 fi
 
+# the API process ExaBGP runs, in C (calico_bgp/speaker/bridge.c: ~1 MB where bridge.py's interpreter holds ~10);
+# without it the speaker runs bridge.py
+step "bridge: building calico_bgp/speaker/calico-bgp-bridge"
+make -s -C calico_bgp/speaker || echo "the compiled bridge did not build (above); ExaBGP runs bridge.py" >&2
+
 if [ -f dataplane/filters/xdp/Makefile ]; then
   step "xdp: building the filter object"
   make -s -C dataplane/filters/xdp
