@@ -58,6 +58,7 @@ fi
 # environment would otherwise make each process compile from source). Quick when nothing changed.
 step "bytecode: compiling calico_bgp, dataplane, ipam"
 .venv/bin/python -m compileall -q calico_bgp dataplane ipam >/dev/null
+.venv/bin/python -c 'from calico_bgp.cli.attrs_cache import prime; prime()'  # attrs' generated methods too (calico_bgp/cli/attrs_cache.py)
 
 # ExaBGP under PyPy: a venv of its own holding the pinned exabgp, which imports our entry point through
 # a .pth naming this checkout. The stamp is written only once both import under PyPy: the agent runs

@@ -68,6 +68,9 @@ def compile_sources() -> None:
         compileall.compile_dir(root / package, quiet=2)
     if shutil.which("make") and shutil.which("cc"):  # the compiled API bridge, as bootstrap.sh builds it
         subprocess.run(["make", "-s", "-C", str(root / "calico_bgp" / "speaker")], check=True)
+    # attrs' generated methods as bytecode (calico_bgp/cli/attrs_cache.py), as the first `node run` leaves them
+    subprocess.run([sys.executable, "-c", "from calico_bgp.cli.attrs_cache import prime; prime()"], cwd=root,
+                   check=True)
 
 
 def progress(msg: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import trio
 
+from calico_bgp.cli import attrs_cache
 from calico_bgp.cli.common import Globals, node_name, pass_globals, run
 
 
@@ -73,6 +74,10 @@ def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodete
     opts = AgentOptions(name=name, ip=ip, ip6=ip6, ip_autodetect=ip_autodetect or (None if ip or ip6 else "first-found"),
                         table=table, protocol=protocol, metrics_port=metrics_port, state_dir=state,
                         grace_timeout=grace, ipam_sweep=ipam_sweep, filter_mode=filter_mode)
+
+    from calico_bgp.datastore import client as _  # noqa: F401  (what g.client() loads: its classes cached too)
+
+    attrs_cache.save()  # the agent's classes are all defined now
 
     async def main() -> None:
         async with g.client() as client:

@@ -33,7 +33,8 @@ def test_node_run_loads_no_other_command_group():
             "try:\n    main(prog_name='calico-bgp')\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in sys.modules if m.startswith('calico_bgp.cli.') or m == 'yaml'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.splitlines()[-1] == "['calico_bgp.cli.common', 'calico_bgp.cli.node', 'calico_bgp.cli.system_malloc']"
+    assert out.splitlines()[-1] == ("['calico_bgp.cli.attrs_cache', 'calico_bgp.cli.common', 'calico_bgp.cli.node', "
+                                    "'calico_bgp.cli.system_malloc']")
 
 
 def test_the_agents_modules_load_without_yaml_or_httpxs_command_line_client():

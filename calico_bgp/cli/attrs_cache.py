@@ -1,0 +1,139 @@
+"""`node run`: the methods attrs generates for our classes kept as bytecode between starts, the way
+Python keeps a module's, instead of compiled again at every start.
+
+attrs writes each class's methods (__init__, __eq__, __hash__, __repr__, ...) as Python source when
+the class is defined and compiles it, in every process: about 220 scripts and 0.1 s of CPU, a
+fifth of the agent's imports, on the way to its first session. Here attrs' `compile` is wrapped: a
+script compiled before (same text, same file name; the cache file is per interpreter, attrs version
+and optimisation level) gets its code object from `attrs-methods.*.marshal` in our `__pycache__`,
+written once the agent's modules are imported when anything new was compiled (by `node run`, or
+by bootstrap.sh and the benches ahead of it: `prime()`).
+
+A class's __hash__ starts from hash() of a string (attrs' `type_hash`), which differs in every
+process (hash randomisation): that number is left out of the key, and the cached code gets this
+process's value back in place of the one it was compiled with (the only constant that differs).
+Only `node run` uses it; nothing else changes in what attrs builds (tests/unit/test_attrs_cache.py).
+"""
+from __future__ import annotations
+
+import marshal
+import os
+import re
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+# attrs' __hash__ script: `hash((` then `type_hash,` on the next line (attr/_make.py _make_hash_script)
+_TYPE_HASH = re.compile(r"hash\(\(\n\s+(-?\d+),\n")
+_PLACEHOLDER = "TYPE_HASH"
+
+Key = tuple[str, str]  # (file name, script with the type hash taken out)
+
+
+def split_type_hash(source: str) -> tuple[str, int | None]:
+    """The script with its __hash__'s per-process number replaced by a placeholder, and that number
+    (None when the script has no __hash__)."""
+    m = _TYPE_HASH.search(source)
+    if m is None:
+        return source, None
+    return source[:m.start(1)] + _PLACEHOLDER + source[m.end(1):], int(m.group(1))
+
+
+def with_constant(code: types.CodeType, old: int, new: int) -> types.CodeType:
+    """`code` (and the functions inside it) with the int constant `old` replaced by `new`."""
+    consts = tuple(new if type(c) is int and c == old else
+                   with_constant(c, old, new) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return code.replace(co_consts=consts)
+
+
+def cache_path(root: Path | None = None) -> Path:
+    import attr
+
+    root = Path(__file__).resolve().parents[1] if root is None else root
+    tag = f"{sys.implementation.cache_tag}-attrs{attr.__version__}-O{sys.flags.optimize}"
+    return root / "__pycache__" / f"attrs-methods.{tag}.marshal"
+
+
+class MethodCache:
+    """Code objects of attrs' scripts by (file name, script without its type hash): what was loaded,
+    what this process used, and whether it compiled anything new."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.known: dict[Key, tuple[types.CodeType, int | None]] = {}
+        self.used: dict[Key, tuple[types.CodeType, int | None]] = {}
+        self.compiled = 0
+        try:
+            loaded = marshal.loads(path.read_bytes())
+            if isinstance(loaded, dict):
+                self.known = loaded
+        except (OSError, ValueError, EOFError, TypeError):
+            pass  # none yet, or unreadable: compiled as attrs does, and written again
+
+    def compile(self, source: Any, filename: Any, mode: Any, *args: Any, **kwargs: Any) -> Any:
+        """attrs' `compile(script, filename, "exec")`; anything else goes to the built-in as given."""
+        if args or kwargs or mode != "exec" or not isinstance(source, str) or not isinstance(filename, str):
+            return compile(source, filename, mode, *args, **kwargs)
+        text, type_hash = split_type_hash(source)
+        key = (filename, text)
+        hit = self.known.get(key)
+        if hit is not None and (hit[1] is None) == (type_hash is None):
+            code, then = hit
+            if type_hash is not None and then != type_hash:
+                code = with_constant(code, then, type_hash)  # type: ignore[arg-type]
+        else:
+            code = compile(source, filename, mode)
+            self.compiled += 1
+        self.used[key] = (code, type_hash)
+        return code
+
+    def save(self) -> bool:
+        """Write what this process used, when it compiled anything; False when it did not (or could not)."""
+        if not self.compiled:
+            return False
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(exist_ok=True)
+            tmp.write_bytes(marshal.dumps(self.used))
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            return False
+        self.known, self.compiled = dict(self.used), 0
+        return True
+
+
+_installed: MethodCache | None = None
+
+
+def install(path: Path | None = None) -> MethodCache:
+    """Make attrs compile through the cache from now on (classes defined before keep their methods)."""
+    global _installed
+    from attr import _make
+
+    _installed = MethodCache(cache_path() if path is None else path)
+    _make.compile = _installed.compile  # type: ignore[attr-defined]  # a module global ahead of the built-in
+    return _installed
+
+
+def use_for_node_run() -> None:
+    """In `node run` only: attrs' methods from the cache (before the CLI defines any class)."""
+    from calico_bgp.cli.system_malloc import is_node_run
+
+    if is_node_run(sys.orig_argv):
+        install()
+
+
+def save() -> bool:
+    """Write the cache when this process compiled anything new (after the agent's imports)."""
+    return _installed.save() if _installed is not None else False
+
+
+def prime() -> bool:
+    """Import what `node run` imports with the cache on, and write it (bootstrap.sh, the benches)."""
+    install()
+    import calico_bgp.agent.node  # noqa: F401
+    import calico_bgp.cli.common  # noqa: F401
+    import calico_bgp.datastore.client  # noqa: F401
+    return save()
