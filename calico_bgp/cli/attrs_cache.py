@@ -6,7 +6,7 @@ the class is defined and compiles it, in every process: about 220 scripts and 0.
 fifth of the agent's imports, on the way to its first session. Here attrs' `compile` is wrapped: a
 script compiled before (same text, same file name; the cache file is per interpreter, attrs version
 and optimisation level) gets its code object from `attrs-methods.*.marshal` in our `__pycache__`,
-written once the agent's modules are imported when anything new was compiled (by `node run`, or
+written once the agent's modules are imported when anything new was compiled, and then let go (by `node run`, or
 by bootstrap.sh and the benches ahead of it: `prime()`).
 
 A class's __hash__ starts from hash() of a string (attrs' `type_hash`), which differs in every
@@ -16,6 +16,7 @@ Only `node run` uses it; nothing else changes in what attrs builds (tests/unit/t
 """
 from __future__ import annotations
 
+import hashlib
 import marshal
 import os
 import re
@@ -28,7 +29,7 @@ from typing import Any
 _TYPE_HASH = re.compile(r"hash\(\(\n\s+(-?\d+),\n")
 _PLACEHOLDER = "TYPE_HASH"
 
-Key = tuple[str, str]  # (file name, script with the type hash taken out)
+Key = bytes  # a digest of the file name and the script with its type hash taken out
 
 
 def split_type_hash(source: str) -> tuple[str, int | None]:
@@ -56,7 +57,8 @@ def cache_path(root: Path | None = None) -> Path:
 
 
 class MethodCache:
-    """Code objects of attrs' scripts by (file name, script without its type hash): what was loaded,
+    """Code objects of attrs' scripts by a digest of their file name and text (without the type hash),
+    each with the type hash it was compiled with: what was loaded,
     what this process used, and whether it compiled anything new."""
 
     def __init__(self, path: Path) -> None:
@@ -76,7 +78,7 @@ class MethodCache:
         if args or kwargs or mode != "exec" or not isinstance(source, str) or not isinstance(filename, str):
             return compile(source, filename, mode, *args, **kwargs)
         text, type_hash = split_type_hash(source)
-        key = (filename, text)
+        key = hashlib.blake2b(f"{filename}\0{text}".encode(), digest_size=20).digest()
         hit = self.known.get(key)
         if hit is not None and (hit[1] is None) == (type_hash is None):
             code, then = hit
@@ -125,9 +127,20 @@ def use_for_node_run() -> None:
         install()
 
 
-def save() -> bool:
-    """Write the cache when this process compiled anything new (after the agent's imports)."""
-    return _installed.save() if _installed is not None else False
+def finish() -> bool:
+    """After the agent's imports: write the cache when this process compiled anything new, then let it
+    go (attrs compiles as before from now on; the scripts and code held for the cache, ~2 MB, are
+    freed). Returns whether it was written."""
+    global _installed
+    if _installed is None:
+        return False
+    from attr import _make
+
+    written = _installed.save()
+    if getattr(_make, "compile", None) == _installed.compile:
+        del _make.compile  # type: ignore[attr-defined]  # the built-in again
+    _installed = None
+    return written
 
 
 def prime() -> bool:
@@ -136,4 +149,4 @@ def prime() -> bool:
     import calico_bgp.agent.node  # noqa: F401
     import calico_bgp.cli.common  # noqa: F401
     import calico_bgp.datastore.client  # noqa: F401
-    return save()
+    return finish()

@@ -77,7 +77,7 @@ def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodete
 
     from calico_bgp.datastore import client as _  # noqa: F401  (what g.client() loads: its classes cached too)
 
-    attrs_cache.save()  # the agent's classes are all defined now
+    attrs_cache.finish()  # the agent's classes are all defined now
 
     async def main() -> None:
         async with g.client() as client:

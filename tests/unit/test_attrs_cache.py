@@ -80,6 +80,20 @@ def test_the_type_hash_is_left_out_of_the_key_and_put_back_in_the_code():
     assert ns["__hash__"](types.SimpleNamespace(x=5)) == hash((42, 5))
 
 
+def test_finish_writes_what_was_new_and_gives_attrs_its_compile_back(tmp_path: Path):
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from attr import _make\n"
+            "from calico_bgp.cli import attrs_cache\n"
+            "attrs_cache.install(Path(sys.argv[1]))\n"
+            "import attrs\n"
+            "C = attrs.make_class('C', ['a'])\n"
+            "print(attrs_cache.finish(), 'compile' in vars(_make), attrs_cache.finish(), C(1) == C(1))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.marshal")], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "False", "False", "True"] and (tmp_path / "c.marshal").exists()
+
+
 def test_other_compile_calls_pass_through(tmp_path: Path):
     cache = MethodCache(tmp_path / "none.marshal")
     assert cache.compile("1 + 1", "<e>", "eval") is not None and cache.compiled == 0
