@@ -58,12 +58,13 @@ def cache_path(root: Path | None = None) -> Path:
 
 class MethodCache:
     """Code objects of attrs' scripts by a digest of their file name and text (without the type hash),
-    each with the type hash it was compiled with: what was loaded,
-    what this process used, and whether it compiled anything new."""
+    each with the type hash it was compiled with: what was loaded (each kept marshalled until a
+    class asks for it: the whole table decoded at once left the agent ~1 MB larger), what this
+    process used, and whether it compiled anything new."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.known: dict[Key, tuple[types.CodeType, int | None]] = {}
+        self.known: dict[Key, tuple[bytes, int | None]] = {}
         self.used: dict[Key, tuple[types.CodeType, int | None]] = {}
         self.compiled = 0
         try:
@@ -73,18 +74,28 @@ class MethodCache:
         except (OSError, ValueError, EOFError, TypeError):
             pass  # none yet, or unreadable: compiled as attrs does, and written again
 
+    def _cached(self, key: Key, type_hash: int | None) -> types.CodeType | None:
+        hit = self.known.pop(key, None)
+        if hit is None or (hit[1] is None) != (type_hash is None):
+            return None
+        try:
+            code = marshal.loads(hit[0])
+        except (ValueError, EOFError, TypeError):
+            return None
+        if not isinstance(code, types.CodeType):
+            return None
+        if type_hash is not None and hit[1] != type_hash:
+            code = with_constant(code, hit[1], type_hash)  # type: ignore[arg-type]
+        return code
+
     def compile(self, source: Any, filename: Any, mode: Any, *args: Any, **kwargs: Any) -> Any:
         """attrs' `compile(script, filename, "exec")`; anything else goes to the built-in as given."""
         if args or kwargs or mode != "exec" or not isinstance(source, str) or not isinstance(filename, str):
             return compile(source, filename, mode, *args, **kwargs)
         text, type_hash = split_type_hash(source)
         key = hashlib.blake2b(f"{filename}\0{text}".encode(), digest_size=20).digest()
-        hit = self.known.get(key)
-        if hit is not None and (hit[1] is None) == (type_hash is None):
-            code, then = hit
-            if type_hash is not None and then != type_hash:
-                code = with_constant(code, then, type_hash)  # type: ignore[arg-type]
-        else:
+        code = self._cached(key, type_hash)
+        if code is None:
             code = compile(source, filename, mode)
             self.compiled += 1
         self.used[key] = (code, type_hash)
@@ -97,12 +108,12 @@ class MethodCache:
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(exist_ok=True)
-            tmp.write_bytes(marshal.dumps(self.used))
+            tmp.write_bytes(marshal.dumps({k: (marshal.dumps(c), h) for k, (c, h) in self.used.items()}))
             os.replace(tmp, self.path)
         except OSError:
             tmp.unlink(missing_ok=True)
             return False
-        self.known, self.compiled = dict(self.used), 0
+        self.compiled = 0
         return True
 
 
