@@ -84,6 +84,8 @@ def test_the_reconnect_back_off_starts_short_and_is_bounded(python):
     """The wait before each retry after consecutive failed attempts: at once, then 0.25 s doubling to
     RETRY_MAX; a reset (a session that came up, a stop) starts again at once."""
     code = ("import time\n"
+            "clock = [1000.0]\n"
+            "time.monotonic = lambda: clock[0]  # the reactor's clock, moved by hand\n"
             "from calico_bgp.speaker import exabgp_run\n"
             "from exabgp.reactor.delay import Delay\n"
             "exabgp_run._bounded_retry()\n"
@@ -162,6 +164,8 @@ def test_sessions_being_opened_after_a_configuration_load_keep_exabgps_own_wait(
     peer is not Established (its connection steps wake no poll); once all are up, or after that
     time, it waits IDLE_WAIT_MS again."""
     code = ("import time\n"
+            "clock = [1000.0]\n"
+            "time.monotonic = lambda: clock[0]  # the reactor's clock, moved by hand\n"
             "from calico_bgp.speaker import exabgp_run\n"
             "from exabgp.bgp.fsm import FSM\n"
             "from exabgp.reactor.asynchronous import ASYNC\n"
@@ -186,7 +190,7 @@ def test_sessions_being_opened_after_a_configuration_load_keep_exabgps_own_wait(
             "list(reactor._wait_for_io(10))  # all up: idle\n"
             "peer.fsm = FSM.ACTIVE\n"
             "list(reactor._wait_for_io(10))  # down again within the time: opened at ExaBGP's pace\n"
-            "time.sleep(exabgp_run.BRING_UP_S + 0.1)\n"
+            "clock[0] += exabgp_run.BRING_UP_S + 0.1\n"
             "list(reactor._wait_for_io(10))  # still down after it: idle pace\n"
             "print(seen)\n")
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
