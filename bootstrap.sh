@@ -58,6 +58,7 @@ fi
 # environment would otherwise make each process compile from source). Quick when nothing changed.
 step "bytecode: compiling calico_bgp, dataplane, ipam"
 .venv/bin/python -m compileall -q calico_bgp dataplane ipam >/dev/null
+.venv/bin/python -c 'from calico_bgp.cli.attrs_cache import prime; prime()'  # attrs' generated methods too (calico_bgp/cli/attrs_cache.py)
 
 # ExaBGP under PyPy: a venv of its own holding the pinned exabgp, which imports our entry point through
 # a .pth naming this checkout. The stamp is written only once both import under PyPy: the agent runs
@@ -80,6 +81,11 @@ if [ ! -f "$pypy_stamp" ]; then
 else
   step "pypy venv: up to date"
 fi
+
+# the API process ExaBGP runs, in C (calico_bgp/speaker/bridge.c: ~1 MB where bridge.py's interpreter holds ~10);
+# without it the speaker runs bridge.py
+step "bridge: building calico_bgp/speaker/calico-bgp-bridge"
+make -s -C calico_bgp/speaker || echo "the compiled bridge did not build (above); ExaBGP runs bridge.py" >&2
 
 if [ -f dataplane/filters/xdp/Makefile ]; then
   step "xdp: building the filter object"

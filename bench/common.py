@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -59,12 +60,17 @@ def bench_run(bench: str) -> Iterator[tuple[Path, Ledger]]:
 
 
 def compile_sources() -> None:
-    """Bytecode for the processes a bench starts, as an installed package has it (bootstrap.sh does
-    the same): with PYTHONDONTWRITEBYTECODE=1 every agent would compile our modules from source at
+    """Bytecode for the processes a bench starts, as an installed package has it, and the compiled API
+    bridge (bootstrap.sh does the same): with PYTHONDONTWRITEBYTECODE=1 every agent would compile our modules from source at
     each start, a cost no installed node pays. Nothing is rewritten when the bytecode is current."""
     root = Path(__file__).resolve().parents[1]
     for package in ("calico_bgp", "dataplane", "ipam"):
         compileall.compile_dir(root / package, quiet=2)
+    if shutil.which("make") and shutil.which("cc"):  # the compiled API bridge, as bootstrap.sh builds it
+        subprocess.run(["make", "-s", "-C", str(root / "calico_bgp" / "speaker")], check=True)
+    # attrs' generated methods as bytecode (calico_bgp/cli/attrs_cache.py), as the first `node run` leaves them
+    subprocess.run([sys.executable, "-c", "from calico_bgp.cli.attrs_cache import prime; prime()"], cwd=root,
+                   check=True)
 
 
 def progress(msg: str) -> None:
@@ -107,7 +113,7 @@ def part_of(pid: int) -> str:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return "gone"
-    if b"speaker.bridge" in cmd or b"speaker/bridge.py" in cmd:
+    if b"speaker.bridge" in cmd or b"speaker/bridge.py" in cmd or b"calico-bgp-bridge" in cmd:
         return "bridge"
     if is_exabgp(cmd):
         return "exabgp"

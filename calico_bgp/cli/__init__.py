@@ -12,12 +12,17 @@
     lab.py        lab up / status / check / chaos / down
     cni.py        cni install: the CNI plugins and this node's conflist
     system_malloc.py  node run re-executes itself on the C library's malloc, before the heavy imports
+    attrs_cache.py    node run keeps the methods attrs generates as bytecode between starts
 """
 from __future__ import annotations
 
 from calico_bgp.cli.system_malloc import use_system_malloc
 
 use_system_malloc()  # first: a `node run` re-executes itself here, before the imports below
+
+from calico_bgp.cli.attrs_cache import use_for_node_run  # noqa: E402
+
+use_for_node_run()  # before any class is defined: attrs' methods as bytecode kept between starts
 
 import importlib  # noqa: E402
 

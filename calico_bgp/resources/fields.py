@@ -311,12 +311,22 @@ def optional_selector(value: Any) -> Selector | None:
     return None if value in (None, "") else selector(value)
 
 
+def scalar_text(value: Any) -> Any:
+    """What ghodss/yaml makes of a scalar bound for a Go string: numbers and booleans as their text
+    (true -> "true", 5 -> "5", 1.5 -> "1.5"); anything else unchanged, for the field to refuse. Here,
+    not in yamlread.py: a reader of stored JSON (the agent, a CNI plugin) decodes labels without PyYAML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if not value.is_integer() else str(int(value))
+    return value
+
+
 def _string_map(value: Any, what: str) -> dict[str, str]:
     """A map[string]string as calicoctl decodes one (ghodss/yaml): a number or boolean value becomes its
     text (`yes` -> "true", 5 -> "5"), null the empty string; a list or mapping is refused."""
-    # imported here: yamlread loads PyYAML, which a reader of stored JSON (a CNI plugin) does not need
-    from calico_bgp.resources.yamlread import scalar_text
-
     if value is None:
         return {}
     if not isinstance(value, Mapping):

@@ -9,7 +9,7 @@ createResourcesFromBytes). What that means for a Calico user's text, and what th
   `5663:12` (a YAML 1.1 loader such as PyYAML's reads it as 339792). Timestamps stay text.
 - ghodss/yaml turns a number or boolean into its text where the Go field is a string (labels and
   annotations are map[string]string): an unquoted `yes` label is `"true"`, `5` is `"5"`. That
-  coercion is `scalar_text` here; model.py applies it to labels and annotations.
+  coercion is `scalar_text` (in fields.py, re-exported here); model.py applies it to labels and annotations.
 - `UnmarshalStrict` refuses a key given twice in one mapping; so does this reader, naming the key and
   both lines.
 - A file may hold several documents, and a document may be one resource or a YAML list of them.
@@ -34,6 +34,8 @@ from yaml.parser import Parser
 from yaml.reader import Reader
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
+
+from calico_bgp.resources.fields import scalar_text  # noqa: F401 (defined there: decoding stored values needs no YAML)
 
 MAX_INPUT_BYTES = 4 * 1024 * 1024  # a file of resources is kilobytes; etcd takes at most 1.5 MiB a request
 MAX_VALUES = 50_000                # values in one input, aliases expanded: a big file of resources is ~10,000
@@ -141,18 +143,6 @@ def show(value: Any, limit: int = 60) -> str:
     """A value for an error line, cut to about `limit` characters (a 5 MB value is not echoed)."""
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
-
-
-def scalar_text(value: Any) -> Any:
-    """What ghodss/yaml makes of a scalar bound for a Go string: numbers and booleans as their text
-    (true -> "true", 5 -> "5", 1.5 -> "1.5"); anything else unchanged, for the field to refuse."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if not value.is_integer() else str(int(value))
-    return value
 
 
 class _Open:

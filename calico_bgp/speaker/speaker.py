@@ -75,7 +75,23 @@ log = logging.getLogger("calico_bgp.speaker")
 __all__ = ["RELOADED", "Speaker", "bridge_command"]
 
 
-def bridge_command(socket_path: Path) -> list[str]:
+BRIDGE_ENV = "CALICO_BGP_BRIDGE"  # which API process ExaBGP runs: auto (the default), c or python
+COMPILED_BRIDGE = Path(__file__).with_name("calico-bgp-bridge")  # bridge.c, as `make -C calico_bgp/speaker` builds it
+
+
+def bridge_command(socket_path: Path, env: Mapping[str, str] | None = None, compiled: Path | None = None) -> list[str]:
+    """The API process ExaBGP runs, relaying to `socket_path`: the compiled bridge (bridge.c: the same
+    protocol in ~1 MB, where bridge.py's interpreter holds ~10) when it is built, else bridge.py.
+    CALICO_BGP_BRIDGE=python forces bridge.py, `c` the compiled one (an error when it is not built)."""
+    compiled = COMPILED_BRIDGE if compiled is None else compiled
+    choice = (os.environ if env is None else env).get(BRIDGE_ENV, "").strip().lower() or "auto"
+    if choice not in ("auto", "c", "python"):
+        raise ValueError(f"{BRIDGE_ENV}={choice!r}: one of auto, c, python")
+    built = os.access(compiled, os.X_OK)
+    if choice == "c" and not built:
+        raise FileNotFoundError(f"{BRIDGE_ENV}=c but {compiled} is not built (make -s -C {compiled.parent})")
+    if choice != "python" and built:
+        return [str(compiled), "--socket", os.fspath(socket_path)]
     return bridge.command(socket_path)
 
 

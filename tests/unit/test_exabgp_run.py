@@ -84,6 +84,8 @@ def test_the_reconnect_back_off_starts_short_and_is_bounded(python):
     """The wait before each retry after consecutive failed attempts: at once, then 0.25 s doubling to
     RETRY_MAX; a reset (a session that came up, a stop) starts again at once."""
     code = ("import time\n"
+            "clock = [1000.0]\n"
+            "time.monotonic = lambda: clock[0]  # the reactor's clock, moved by hand\n"
             "from calico_bgp.speaker import exabgp_run\n"
             "from exabgp.reactor.delay import Delay\n"
             "exabgp_run._bounded_retry()\n"
@@ -155,3 +157,42 @@ def test_an_idle_reactor_waits_longer_for_its_sockets_and_one_with_api_work_queu
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == f"[{exabgp_run.IDLE_WAIT_MS}, 0, 10, 0]"
 
+
+
+def test_sessions_being_opened_after_a_configuration_load_keep_exabgps_own_wait(python):
+    """For BRING_UP_S after a load (start or reload) the idle reactor keeps ExaBGP's 10 ms while some
+    peer is not Established (its connection steps wake no poll); once all are up, or after that
+    time, it waits IDLE_WAIT_MS again."""
+    code = ("import time\n"
+            "clock = [1000.0]\n"
+            "time.monotonic = lambda: clock[0]  # the reactor's clock, moved by hand\n"
+            "from calico_bgp.speaker import exabgp_run\n"
+            "from exabgp.bgp.fsm import FSM\n"
+            "from exabgp.reactor.asynchronous import ASYNC\n"
+            "from exabgp.reactor.loop import Reactor\n"
+            "Reactor.reload = lambda self: True  # the configuration itself is not what is tested\n"
+            "exabgp_run.patch()\n"
+            "seen = []\n"
+            "class Poller:\n"
+            "    def poll(self, timeout):\n"
+            "        seen.append(timeout)\n"
+            "        return []\n"
+            "class Peer:\n"
+            "    fsm = FSM.IDLE\n"
+            "reactor = Reactor.__new__(Reactor)\n"
+            "reactor._poller, reactor.asynchronous, reactor.configuration = Poller(), ASYNC(), None\n"
+            "peer = Peer()\n"
+            "reactor._peers = {'a': peer}\n"
+            "list(reactor._wait_for_io(10))  # no load yet: idle\n"
+            "assert reactor.reload()\n"
+            "list(reactor._wait_for_io(10))  # a session being opened\n"
+            "peer.fsm = FSM.ESTABLISHED\n"
+            "list(reactor._wait_for_io(10))  # all up: idle\n"
+            "peer.fsm = FSM.ACTIVE\n"
+            "list(reactor._wait_for_io(10))  # down again within the time: opened at ExaBGP's pace\n"
+            "clock[0] += exabgp_run.BRING_UP_S + 0.1\n"
+            "list(reactor._wait_for_io(10))  # still down after it: idle pace\n"
+            "print(seen)\n")
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    most = exabgp_run.IDLE_WAIT_MS
+    assert out == f"[{most}, 10, {most}, 10, {most}]"

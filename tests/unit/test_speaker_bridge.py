@@ -52,11 +52,21 @@ def update_line(peer: str, prefix: str) -> str:
                                                        "announce": {"ipv4 unicast": {peer: [{"nlri": prefix}]}}}}}})
 
 
-@pytest.mark.parametrize("form", ["what ExaBGP runs", "by module name"])
+def compiled_bridge() -> Path:
+    """bridge.c built (as bootstrap.sh and the benches build it); the test skips without a C compiler."""
+    import shutil
+    if shutil.which("make") is None or shutil.which("cc") is None:
+        pytest.skip("make and cc build the compiled bridge (bridge.c)")
+    subprocess.run(["make", "-s", "-C", str(Path(bridge.__file__).parent)], check=True)
+    return Path(bridge.__file__).with_name("calico-bgp-bridge")
+
+
+@pytest.mark.parametrize("form", ["what ExaBGP runs", "by module name", "compiled"])
 def test_bridge_drains_stdin_with_no_agent_and_relays_both_ways(tmp_path: Path, form: str):
     path = tmp_path / "api.sock"
     argv = bridge.command(path) if form == "what ExaBGP runs" else [
-        sys.executable, "-m", "calico_bgp.speaker.bridge", "--socket", str(path)]
+        sys.executable, "-m", "calico_bgp.speaker.bridge", "--socket", str(path)] if form == "by module name" else [
+        str(compiled_bridge()), "--socket", str(path)]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         # 2 MB of acks with nobody listening: ExaBGP would freeze if these were not read
@@ -71,7 +81,7 @@ def test_bridge_drains_stdin_with_no_agent_and_relays_both_ways(tmp_path: Path, 
         conn, _ = srv.accept()
         f = conn.makefile("rwb")
         hello = f.readline()
-        assert hello.startswith(b"bridge hello pid=")
+        assert hello == f"bridge hello pid={proc.pid} exabgp={os.getpid()} dropped=0\n".encode()
         proc.stdin.write(b'{"type": "state"}\n')
         proc.stdin.flush()
         seen = 0
@@ -143,6 +153,29 @@ def test_the_bridge_command_line_is_checked():
             raise AssertionError(f"{bad} accepted")
     out = subprocess.run(bridge.command("x")[:4], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert out.returncode == 2 and "bridge: error: expected --socket PATH, got nothing" in out.stderr
+
+
+def test_the_compiled_bridge_checks_its_command_line_as_bridge_py_does(tmp_path: Path):
+    binary = str(compiled_bridge())
+    for bad, why in ((["--sock", "x"], "expected --socket PATH"), ([], "expected --socket PATH"),
+                     (["--socket="], "an empty path"), (["--socket", "/" + "x" * 200], "longer than a unix socket")):
+        out = subprocess.run([binary, *bad], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        assert out.returncode == 2 and "bridge: error: " in out.stderr and why in out.stderr, (bad, out.stderr)
+    # stdin at EOF and nobody listening: nothing to relay, it exits at once
+    done = subprocess.run([binary, f"--socket={tmp_path / 'none.sock'}"], stdin=subprocess.DEVNULL, timeout=10)
+    assert done.returncode == 0
+
+
+def test_the_speaker_runs_the_compiled_bridge_when_built_else_bridge_py(tmp_path: Path):
+    from calico_bgp.speaker.speaker import bridge_command
+    sock, built, absent = tmp_path / "api.sock", compiled_bridge(), tmp_path / "not-built"
+    assert bridge_command(sock, {}, built) == [str(built), "--socket", str(sock)]
+    assert bridge_command(sock, {"CALICO_BGP_BRIDGE": "python"}, built) == bridge.command(sock)
+    assert bridge_command(sock, {}, absent) == bridge.command(sock)
+    with pytest.raises(FileNotFoundError, match="CALICO_BGP_BRIDGE=c but .*not-built is not built"):
+        bridge_command(sock, {"CALICO_BGP_BRIDGE": "c"}, absent)
+    with pytest.raises(ValueError, match="CALICO_BGP_BRIDGE='rust': one of auto, c, python"):
+        bridge_command(sock, {"CALICO_BGP_BRIDGE": "rust"}, built)
 
 
 class FakeBridge:

@@ -1,0 +1,163 @@
+"""`node run`: the methods attrs generates for our classes kept as bytecode between starts, the way
+Python keeps a module's, instead of compiled again at every start.
+
+attrs writes each class's methods (__init__, __eq__, __hash__, __repr__, ...) as Python source when
+the class is defined and compiles it, in every process: about 220 scripts and 0.1 s of CPU, a
+fifth of the agent's imports, on the way to its first session. Here attrs' `compile` is wrapped: a
+script compiled before (same text, same file name; the cache file is per interpreter, attrs version
+and optimisation level) gets its code object from `attrs-methods.*.marshal` in our `__pycache__`,
+written once the agent's modules are imported when anything new was compiled, and then let go (by `node run`, or
+by bootstrap.sh and the benches ahead of it: `prime()`).
+
+A class's __hash__ starts from hash() of a string (attrs' `type_hash`), which differs in every
+process (hash randomisation): that number is left out of the key, and the cached code gets this
+process's value back in place of the one it was compiled with (the only constant that differs).
+Only `node run` uses it; nothing else changes in what attrs builds (tests/unit/test_attrs_cache.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+import re
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+# attrs' __hash__ script: `hash((` then `type_hash,` on the next line (attr/_make.py _make_hash_script)
+_TYPE_HASH = re.compile(r"hash\(\(\n\s+(-?\d+),\n")
+_PLACEHOLDER = "TYPE_HASH"
+
+Key = bytes  # a digest of the file name and the script with its type hash taken out
+
+
+def split_type_hash(source: str) -> tuple[str, int | None]:
+    """The script with its __hash__'s per-process number replaced by a placeholder, and that number
+    (None when the script has no __hash__)."""
+    m = _TYPE_HASH.search(source)
+    if m is None:
+        return source, None
+    return source[:m.start(1)] + _PLACEHOLDER + source[m.end(1):], int(m.group(1))
+
+
+def with_constant(code: types.CodeType, old: int, new: int) -> types.CodeType:
+    """`code` (and the functions inside it) with the int constant `old` replaced by `new`."""
+    consts = tuple(new if type(c) is int and c == old else
+                   with_constant(c, old, new) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return code.replace(co_consts=consts)
+
+
+def cache_path(root: Path | None = None) -> Path:
+    import attr
+
+    root = Path(__file__).resolve().parents[1] if root is None else root
+    tag = f"{sys.implementation.cache_tag}-attrs{attr.__version__}-O{sys.flags.optimize}"
+    return root / "__pycache__" / f"attrs-methods.{tag}.marshal"
+
+
+class MethodCache:
+    """Code objects of attrs' scripts by a digest of their file name and text (without the type hash),
+    each with the type hash it was compiled with: what was loaded (each kept marshalled until a
+    class asks for it: the whole table decoded at once left the agent ~1 MB larger), what this
+    process used, and whether it compiled anything new."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.known: dict[Key, tuple[bytes, int | None]] = {}
+        self.used: dict[Key, tuple[types.CodeType, int | None]] = {}
+        self.compiled = 0
+        try:
+            loaded = marshal.loads(path.read_bytes())
+            if isinstance(loaded, dict):
+                self.known = loaded
+        except (OSError, ValueError, EOFError, TypeError):
+            pass  # none yet, or unreadable: compiled as attrs does, and written again
+
+    def _cached(self, key: Key, type_hash: int | None) -> types.CodeType | None:
+        hit = self.known.pop(key, None)
+        if hit is None or (hit[1] is None) != (type_hash is None):
+            return None
+        try:
+            code = marshal.loads(hit[0])
+        except (ValueError, EOFError, TypeError):
+            return None
+        if not isinstance(code, types.CodeType):
+            return None
+        if type_hash is not None and hit[1] != type_hash:
+            code = with_constant(code, hit[1], type_hash)  # type: ignore[arg-type]
+        return code
+
+    def compile(self, source: Any, filename: Any, mode: Any, *args: Any, **kwargs: Any) -> Any:
+        """attrs' `compile(script, filename, "exec")`; anything else goes to the built-in as given."""
+        if args or kwargs or mode != "exec" or not isinstance(source, str) or not isinstance(filename, str):
+            return compile(source, filename, mode, *args, **kwargs)
+        text, type_hash = split_type_hash(source)
+        key = hashlib.blake2b(f"{filename}\0{text}".encode(), digest_size=20).digest()
+        code = self._cached(key, type_hash)
+        if code is None:
+            code = compile(source, filename, mode)
+            self.compiled += 1
+        self.used[key] = (code, type_hash)
+        return code
+
+    def save(self) -> bool:
+        """Write what this process used, when it compiled anything; False when it did not (or could not)."""
+        if not self.compiled:
+            return False
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(exist_ok=True)
+            tmp.write_bytes(marshal.dumps({k: (marshal.dumps(c), h) for k, (c, h) in self.used.items()}))
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            return False
+        self.compiled = 0
+        return True
+
+
+_installed: MethodCache | None = None
+
+
+def install(path: Path | None = None) -> MethodCache:
+    """Make attrs compile through the cache from now on (classes defined before keep their methods)."""
+    global _installed
+    from attr import _make
+
+    _installed = MethodCache(cache_path() if path is None else path)
+    _make.compile = _installed.compile  # type: ignore[attr-defined]  # a module global ahead of the built-in
+    return _installed
+
+
+def use_for_node_run() -> None:
+    """In `node run` only: attrs' methods from the cache (before the CLI defines any class)."""
+    from calico_bgp.cli.system_malloc import is_node_run
+
+    if is_node_run(sys.orig_argv):
+        install()
+
+
+def finish() -> bool:
+    """After the agent's imports: write the cache when this process compiled anything new, then let it
+    go (attrs compiles as before from now on; the scripts and code held for the cache, ~2 MB, are
+    freed). Returns whether it was written."""
+    global _installed
+    if _installed is None:
+        return False
+    from attr import _make
+
+    written = _installed.save()
+    if getattr(_make, "compile", None) == _installed.compile:
+        del _make.compile  # type: ignore[attr-defined]  # the built-in again
+    _installed = None
+    return written
+
+
+def prime() -> bool:
+    """Import what `node run` imports with the cache on, and write it (bootstrap.sh, the benches)."""
+    install()
+    import calico_bgp.agent.node  # noqa: F401
+    import calico_bgp.cli.common  # noqa: F401
+    import calico_bgp.datastore.client  # noqa: F401
+    return finish()

@@ -1,0 +1,100 @@
+"""attrs' generated methods kept as bytecode between `node run` starts (calico_bgp/cli/attrs_cache.py):
+the cached code behaves as freshly compiled code, under another hash seed too."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+from calico_bgp.cli.attrs_cache import MethodCache, split_type_hash, with_constant
+
+CLASSES = '''
+import attrs
+
+@attrs.frozen
+class Point:
+    x: int
+    label: str = "a"
+
+@attrs.define
+class Box:
+    items: list = attrs.field(factory=list)
+'''
+
+RUN = '''
+import json, sys
+from pathlib import Path
+from calico_bgp.cli import attrs_cache
+cache = attrs_cache.install(Path(sys.argv[1])) if sys.argv[1] != "-" else None
+sys.path.insert(0, sys.argv[2])
+import shapes
+p, q = shapes.Point(1, "b"), shapes.Point(1, "b")
+expected = hash((hash(f"<attrs generated hash {shapes.Point.__module__}.{shapes.Point.__qualname__}>"), 1, "b"))
+print(json.dumps({"compiled": cache.compiled if cache else None, "saved": cache.save() if cache else None,
+                  "hash": hash(p), "expected": expected, "eq": p == q, "repr": repr(p),
+                  "box": repr(shapes.Box()), "frozen": not hasattr(p, "__dict__")}))
+'''
+
+
+def run(cache: str, modules: Path, seed: int) -> dict:
+    env = dict(os.environ, PYTHONHASHSEED=str(seed))
+    out = subprocess.run([sys.executable, "-c", RUN, cache, str(modules)], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def test_cached_methods_behave_as_compiled_ones_under_another_hash_seed(tmp_path: Path):
+    (tmp_path / "shapes.py").write_text(CLASSES)
+    path = tmp_path / "cache.marshal"
+    first = run(str(path), tmp_path, seed=1)
+    assert first["compiled"] > 0 and first["saved"] and path.exists()
+    cached, plain = run(str(path), tmp_path, seed=2), run("-", tmp_path, seed=2)
+    assert cached["compiled"] == 0 and cached["saved"] is False  # every script from the cache, nothing to write
+    assert cached["hash"] == cached["expected"] == plain["hash"]  # this process's type hash, not the first one's
+    for k in ("eq", "repr", "box", "frozen"):
+        assert cached[k] == plain[k] == first[k]
+    assert cached["repr"] == "Point(x=1, label='b')" and cached["eq"] and cached["frozen"]
+
+
+def test_an_unreadable_cache_is_compiled_around_and_written_again(tmp_path: Path):
+    (tmp_path / "shapes.py").write_text(CLASSES)
+    path = tmp_path / "cache.marshal"
+    path.write_bytes(b"not marshal")
+    again = run(str(path), tmp_path, seed=3)
+    assert again["compiled"] > 0 and again["saved"] and again["hash"] == again["expected"]
+    assert run(str(path), tmp_path, seed=4)["compiled"] == 0
+
+
+def test_the_type_hash_is_left_out_of_the_key_and_put_back_in_the_code():
+    script = "def __hash__(self):\n    return hash((\n        -1234567,\n        self.x,\n    ))"
+    text, number = split_type_hash(script)
+    assert number == -1234567 and "-1234567" not in text and "TYPE_HASH" in text
+    assert split_type_hash("def __eq__(self, other):\n    return True") == ("def __eq__(self, other):\n    return True", None)
+    code = compile(script, "<s>", "exec")
+    swapped = with_constant(code, -1234567, 42)
+    ns: dict = {}
+    exec(swapped, ns)
+    assert ns["__hash__"](types.SimpleNamespace(x=5)) == hash((42, 5))
+
+
+def test_finish_writes_what_was_new_and_gives_attrs_its_compile_back(tmp_path: Path):
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from attr import _make\n"
+            "from calico_bgp.cli import attrs_cache\n"
+            "attrs_cache.install(Path(sys.argv[1]))\n"
+            "import attrs\n"
+            "C = attrs.make_class('C', ['a'])\n"
+            "print(attrs_cache.finish(), 'compile' in vars(_make), attrs_cache.finish(), C(1) == C(1))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.marshal")], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "False", "False", "True"] and (tmp_path / "c.marshal").exists()
+
+
+def test_other_compile_calls_pass_through(tmp_path: Path):
+    cache = MethodCache(tmp_path / "none.marshal")
+    assert cache.compile("1 + 1", "<e>", "eval") is not None and cache.compiled == 0
+    assert cache.save() is False and not (tmp_path / "none.marshal").exists()
