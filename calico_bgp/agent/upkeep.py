@@ -6,6 +6,7 @@ each decides is in a pure module (damping, graceful_restart, throttle, memory, a
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import trio
@@ -40,6 +41,10 @@ class Upkeep:
         self.route_events = throttle.route_events()
         self.policy_dirty = trio.Event()  # the cluster changed: reconcile the policy filters now
         self.nat_dirty = trio.Event()     # ... and the outgoing NAT
+        # what wakes the damping timer and the stale sweeper while they have nothing to watch
+        self.damping_news, self.stale_news = trio.Event(), trio.Event()
+        state.dampener.on_news = lambda: self.damping_news.set()
+        state.stale.on_news = lambda: self.stale_news.set()
         programmer.on_repair = self.on_repair
         kernel.on_failures = self.on_route_failures
 
@@ -64,9 +69,24 @@ class Upkeep:
 
     # ------------------------------------------------------------------ damping
     async def damping_timer(self) -> None:
+        """Release suppressed paths as they become due (and forget decayed ones, every second while
+        some are tracked); with nothing tracked it sleeps until a path flaps (Dampener.on_news), and a
+        new suppression due before the release waited for brings that wake-up forward."""
+        deadline = math.inf
         while True:
-            wait = self.state.dampener.next_release(trio.current_time())
-            await trio.sleep(min(wait + 0.01, 5.0) if wait is not None else 1.0)
+            self.damping_news = trio.Event()
+            dampener = self.state.dampener
+            if dampener.idle():
+                deadline = math.inf
+                await self.damping_news.wait()
+                continue
+            wait = dampener.next_release(trio.current_time())
+            deadline = min(deadline, trio.current_time() + (min(wait + 0.01, 5.0) if wait is not None else 1.0))
+            with trio.move_on_at(deadline):
+                await self.damping_news.wait()
+            if trio.current_time() < deadline:
+                continue
+            deadline = math.inf
             await self.released(self.state.dampener.release(trio.current_time()))
 
     async def released(self, out: DampingChange) -> None:
@@ -93,6 +113,10 @@ class Upkeep:
         """Drop stale routes when `StaleRoutes` says they are due (see calico_bgp/routing/graceful_restart.py)."""
         state = self.state
         while True:
+            self.stale_news = trio.Event()
+            if not state.stale:  # nothing kept: asleep until a session's routes are (StaleRoutes.on_news)
+                await self.stale_news.wait()
+                continue
             await trio.sleep(0.5)
             if state.rib is None:
                 continue

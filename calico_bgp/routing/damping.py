@@ -10,7 +10,7 @@ if any, is handed back. The penalty is capped so no path stays suppressed longer
 from __future__ import annotations
 
 import math
-from typing import Generic, Hashable, Iterable, Mapping, TypeVar
+from typing import Callable, Generic, Hashable, Iterable, Mapping, TypeVar
 
 import attrs
 
@@ -72,6 +72,9 @@ class Dampener(Generic[A]):
         self.enabled = enabled
         self._state: dict[Key, FlapState] = {}
         self._latest: dict[Key, A] = {}   # the last announcement, kept while suppressed
+        # called when the first path is tracked or a path is suppressed: the timer waiting on `idle` or
+        # on a later release wakes
+        self.on_news: Callable[[], None] | None = None
 
     def state(self, key: Key, now: float) -> FlapState | None:
         st = self._state.get(key)
@@ -117,6 +120,8 @@ class Dampener(Generic[A]):
                 out.withdraw.append(key)
         new = FlapState(penalty, now, suppressed, (st.flaps if st else 0) + int(flap))
         self._state[key] = new
+        if self.on_news is not None and (len(self._state) == 1 and st is None or suppressed and not (st and st.suppressed)):
+            self.on_news()
         return new
 
     def reconfigured(self, params: DampingParams, enabled: bool, now: float,
@@ -128,6 +133,7 @@ class Dampener(Generic[A]):
         it on takes the latest path per key from `received` (what the RIB holds, accepted or not):
         the first withdraw after counts as the flap it is, as if damping had always been on."""
         new: Dampener[A] = Dampener(params, enabled)
+        new.on_news = self.on_news
         if enabled:
             new._latest = dict(self._latest) if self.enabled else dict(received)
         out = DampingChange({}, [], [], [])
@@ -138,6 +144,8 @@ class Dampener(Generic[A]):
                 out.reused.append(key)
                 if key in self._latest:
                     out.announce[key] = self._latest[key]
+        if new._state and new.on_news is not None:
+            new.on_news()
         return new, out
 
     def peer_down(self, peer: str, now: float) -> list[Key]:
@@ -165,6 +173,10 @@ class Dampener(Generic[A]):
             elif not st.suppressed and penalty < self.params.reuse / 2:
                 del self._state[key]
         return out
+
+    def idle(self) -> bool:
+        """Nothing tracked: no release due and nothing to forget until a path flaps (`on_news`)."""
+        return not self._state
 
     def next_release(self, now: float) -> float | None:
         """Seconds until the earliest suppressed path may be reused (None when nothing is suppressed)."""

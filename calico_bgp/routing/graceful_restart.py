@@ -39,6 +39,9 @@ class Kept:
 class StaleRoutes:
     def __init__(self) -> None:
         self._kept: dict[str, Kept] = {}
+        # called when a peer's routes start to be kept or are to go now: a sweeper asleep while
+        # nothing is kept wakes
+        self.on_news: Callable[[], None] | None = None
 
     def keep(self, peer: str, now: float, keep_for: float, why: str) -> bool:
         """Keep `peer`'s routes for at most `keep_for` seconds; False if they are kept already (the
@@ -46,6 +49,8 @@ class StaleRoutes:
         if peer in self._kept:
             return False
         self._kept[peer] = Kept(now, now + keep_for, why)
+        if self.on_news is not None:
+            self.on_news()
         return True
 
     def why(self, peer: str) -> str | None:
@@ -57,12 +62,17 @@ class StaleRoutes:
         kept = self._kept.get(peer)
         if kept is not None:
             self._kept[peer] = attrs.evolve(kept, until=float("-inf"))
+            if self.on_news is not None:
+                self.on_news()
 
     def forget(self, peer: str) -> None:
         self._kept.pop(peer, None)
 
     def __contains__(self, peer: str) -> bool:
         return peer in self._kept
+
+    def __len__(self) -> int:
+        return len(self._kept)
 
     def due(self, now: float, is_up: Callable[[str], bool], quiet: bool,
             end_of_rib: Callable[[str], bool]) -> list[tuple[str, bool]]:

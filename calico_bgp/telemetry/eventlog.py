@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import math
 import time
 from typing import Any, Deque
 
@@ -75,6 +76,7 @@ class EventLog:
         self.dropped = 0
         self._queue: Deque[Event] = collections.deque()
         self._wake = trio.Event()
+        self._timed = True  # the writer wakes every second by itself (a burst is being counted)
         self.recent: Deque[Event] = collections.deque(maxlen=200)  # for tests and the status page
         self.bursts = BurstSummariser()
 
@@ -85,6 +87,8 @@ class EventLog:
         if not self.bursts.admit(kind, peer, now, detail):
             event(log, kind, logging.DEBUG, node=self.node, peer=peer or "-", prefix=prefix or "-", detail=detail,
                   summarised="true")
+            if not self._timed:
+                self._wake.set()  # the writer sleeps without a deadline: its summary must be written
             return None
         return self._queued(Event(self.seq + 1, now, self.node, kind, peer, prefix, detail))
 
@@ -126,7 +130,10 @@ class EventLog:
                 await trio.sleep(1.0)
         task_status.started()
         while True:
-            with trio.move_on_after(1.0):  # a burst's summary is written as its window ends
+            # a burst's summary is written as its window ends (checked every second while one is
+            # counted); with none, the writer sleeps until an event comes
+            self._timed = self.bursts.pending() > 0
+            with trio.move_on_after(1.0 if self._timed else math.inf):
                 await self._wake.wait()
             self.flush_bursts(time.time())
             self._wake = trio.Event()

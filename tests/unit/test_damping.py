@@ -80,3 +80,26 @@ def test_a_session_that_flaps_suppresses_its_routes_like_withdrawals_do():
     off = Dampener(PARAMS, enabled=False)
     off.update(K[0], {K[1]: "a"}, [], 0.0)
     assert off.peer_down(K[0], 0.0) == [] and off.state(K, 0.0) is None
+
+
+def test_news_tells_of_the_first_path_tracked_and_of_each_suppression_and_outlives_a_reconfiguration():
+    """The damping timer sleeps while `idle` and wakes on `on_news`: told when the first path is
+    tracked and when one is suppressed, not for every flap in between."""
+    d, news = Dampener(PARAMS), []
+    d.on_news = lambda: news.append(1)
+    assert d.idle()
+    d.update(K[0], {K[1]: "a"}, [], 0.0)
+    assert d.idle() and news == []                       # an announcement alone tracks nothing
+    flap(d, 0.0)
+    assert not d.idle() and len(news) == 1               # first path tracked
+    flap(d, 0.0)
+    assert len(news) == 1                                # another flap, still not suppressed
+    d.update(K[0], {}, [K[1]], 0.0)
+    assert len(news) == 2 and d.next_release(0.0) is not None  # suppressed: a release to wait for
+    d.update(K[0], {K[1]: "b"}, [], 0.0)
+    assert len(news) == 2                                # already suppressed
+    new, _ = d.reconfigured(PARAMS, True, 1.0)
+    assert new.on_news is d.on_news and len(news) == 3  # the new dampener tracks paths: the timer looks again
+    assert new.release(1000.0).reused == [K] and not new.idle()  # reused, still tracked
+    new.release(1001.0)
+    assert new.idle()                                    # decayed: forgotten

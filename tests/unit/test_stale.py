@@ -65,3 +65,15 @@ def test_the_first_reason_and_deadline_stand_and_a_peer_back_without_the_capabil
 ])
 def test_only_a_session_dropped_without_notification_is_a_graceful_restart(reason, restarting):
     assert graceful(reason) is restarting
+
+
+def test_news_tells_the_sweeper_when_routes_start_to_be_kept_or_are_to_go_now():
+    """The sweeper sleeps while nothing is kept (len 0) and wakes on `on_news`."""
+    s, news = StaleRoutes(), []
+    s.on_news = lambda: news.append(1)
+    assert len(s) == 0 and not s
+    assert s.keep("a", 0.0, 30.0, SPEAKER_RESTART) and news == [1] and len(s) == 1
+    assert not s.keep("a", 1.0, 30.0, SPEAKER_RESTART) and news == [1]  # kept already: nothing new
+    s.end_now("a")
+    assert news == [1, 1]
+    assert due(s, 2.0) == [("a", False)] and len(s) == 0
