@@ -11,8 +11,9 @@ On Up -> Down (only that: a Down right after the engine (re)started is no failur
 While the engine is unavailable (BIRD dead, restarting) nothing is done to BGP: sessions live on
 their hold timers, and `status` says BFD is unavailable.
 
-Which sessions: `planner(state, interfaces)`, run every PLAN_EVERY seconds against the agent's state
-and this namespace's interfaces; `node_planner(name)` is routing/bfd.py's plan_bfd over this node's
+Which sessions: `planner(state, interfaces)`, run after each sync (`replan`) and every PLAN_EVERY
+seconds while BFD is wanted (PLAN_IDLE_EVERY otherwise) against the agent's state and this
+namespace's interfaces; `node_planner(name)` is routing/bfd.py's plan_bfd over this node's
 BFDConfigurations and BGP sessions (peers it skips are logged, with why, when they change).
 """
 from __future__ import annotations
@@ -43,6 +44,7 @@ from dataplane.logfmt import event
 log = logging.getLogger("calico_bgp.agent.bfd")
 PLAN_EVERY = 1.0        # seconds between runs of the plan
 WATCH_EVERY = 1.0       # seconds between looks at the engine when it says nothing
+PLAN_IDLE_EVERY = 10.0  # ... between runs of the plan while no session asks for BFD (a sync wakes it)
 ADMINISTRATIVE_RESET = 4  # Cease subcode (RFC 4486)
 Planner = Callable[[AgentState, list[Interface]], "Iterable[BfdSession] | None"]
 
@@ -81,6 +83,11 @@ class BfdAgent:
         self.engine = BfdEngine(Path(state_dir) / "bfd", on_change=self._on_change)
         self._failed_tx, self._failed_rx = trio.open_memory_channel[str](math.inf)
         self._peers: set[str] = set()  # peers with a metric series
+        self._replan = trio.Event()
+
+    def replan(self) -> None:
+        """The cluster or the sessions changed: plan again now."""
+        self._replan.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as n:
@@ -107,6 +114,8 @@ class BfdAgent:
     async def _plan(self) -> None:
         assert self.planner is not None
         while True:
+            wanted = True
+            self._replan = trio.Event()  # a sync during this pass plans again at once
             try:
                 # the links only matter to a peer asking for BFD (or to take down what runs)
                 wanted = self.engine.sessions or any(
@@ -117,7 +126,10 @@ class BfdAgent:
                     self.set_sessions(planned)
             except Exception:  # noqa: BLE001 - a bad plan keeps the sessions BIRD runs; said once per pass
                 event(log, "bfd_plan_failed", logging.ERROR, exc_info=True, action="keep_sessions")
-            await trio.sleep(PLAN_EVERY)
+            # the links (read each pass) matter only while BFD is wanted; otherwise only the cluster
+            # and the sessions change the plan, and a sync says so (`replan`)
+            with trio.move_on_after(PLAN_EVERY if wanted else PLAN_IDLE_EVERY):
+                await self._replan.wait()
 
     def _on_change(self, change: BfdChange, at: float) -> None:
         self.metrics.transitions.labels(change.peer, change.new.lower()).inc()
@@ -175,7 +187,8 @@ class BfdAgent:
                 self.status_dirty()
             for p in self._peers:  # from the engine's states: an adopted BIRD's Up sessions log no change
                 self.metrics.up.labels(p).set(1 if self.engine.state_of(p) == UP else 0)
-            with trio.move_on_after(WATCH_EVERY):  # woken at once by what the engine learns
+            # woken at once by what the engine learns; with no sessions it has nothing to look at
+            with trio.move_on_after(WATCH_EVERY if needed else math.inf):
                 await self.engine.news.wait()
 
     def status(self) -> BfdStatus:

@@ -103,10 +103,15 @@ class NodeAgent:
         self.upkeep = Upkeep(self.state, opts.name, self.speaker, self.programmer, self.kernel, self.events,
                              self.metrics, self.sessions.warn)
         self.control = ControlLoop(self.state, opts.name, self.view, self.speaker, self.events, self.kernel,
-                                   self.sessions, self.upkeep.released, self.upkeep.policy_dirty_set)
+                                   self.sessions, self.upkeep.released, self.synced)
         self.ready = self.control.ready
         self._token: trio.lowlevel.TrioToken | None = None
         self.metrics.watch(self.metrics_sample)
+
+    def synced(self) -> None:
+        """After each sync of the cluster: the policy filters, the NAT and the BFD plan follow it."""
+        self.upkeep.policy_dirty_set()
+        self.bfd.replan()
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
