@@ -89,6 +89,7 @@ class RateLimitedLog:
         self.limiter = BurstLimiter(burst, window)
         self.clock = clock
         self.suppressed = 0  # lines held back since this was made (tests, metrics)
+        self.on_held: Callable[[], None] | None = None  # a line held back: an owner asleep must `flush()`
 
     def log(self, level: int, event: str, fmt: str = "", *args: object, **fields: Any) -> bool:
         """One line, unless this window of `event` is full: `fmt % args` after `event=NAME`, or
@@ -98,6 +99,8 @@ class RateLimitedLog:
             self._summary(event, ended)
         if not allowed:
             self.suppressed += 1
+            if self.on_held is not None:
+                self.on_held()
             return False
         if fields:
             self.logger.log(level, "%s", logfmt.line(event, **fields))
@@ -110,6 +113,10 @@ class RateLimitedLog:
 
     def info(self, event: str, fmt: str = "", *args: object, **fields: Any) -> bool:
         return self.log(logging.INFO, event, fmt, *args, **fields)
+
+    def pending(self) -> int:
+        """Lines held back whose summary `flush()` has yet to say."""
+        return self.limiter.pending()
 
     def flush(self) -> None:
         for burst in self.limiter.due(self.clock()):

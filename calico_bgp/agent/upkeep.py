@@ -47,6 +47,9 @@ class Upkeep:
         state.stale.on_news = lambda: self.stale_news.set()
         programmer.on_repair = self.on_repair
         kernel.on_failures = self.on_route_failures
+        # ... and the summaries' writer, while nothing is held back
+        self.held_news = trio.Event()
+        warn.on_held = programmer.warnings.on_held = lambda: self.held_news.set()
 
     def policy_dirty_set(self) -> None:
         self.policy_dirty.set()
@@ -142,6 +145,7 @@ class Upkeep:
         second: a bulk `ip route flush` must not flood the log (the metric counts every one)."""
         self.metrics.reconcile_repairs.labels("routes").inc()
         self._emit(self.repairs.admit("repair", trio.current_time(), prefix=str(key.prefix()), detail=why))
+        self.held_news.set()
 
     def on_route_failures(self, failed: list[RouteFailure], recovered: list[str]) -> None:
         """A route that began to fail (or failed for a new reason), or that no longer fails: one event
@@ -151,11 +155,18 @@ class Upkeep:
                             ("route_recovered", [(p, "in the kernel, or no longer wanted") for p in recovered])):
             for prefix, detail in items:
                 self._emit(self.route_events.admit(kind, now, prefix=prefix, detail=detail))
+        self.held_news.set()
 
     async def summaries(self) -> None:
         """The summary of a burst of repairs as its second ends, not only when some later repair comes;
-        likewise of per-route events and warnings held back."""
+        likewise of per-route events and warnings held back. Every second while some are held back;
+        with none, asleep until one is (`on_held`, or a repair or route event admitted)."""
         while True:
+            self.held_news = trio.Event()
+            if not (self.repairs.limiter.pending() or self.route_events.limiter.pending()
+                    or self.warn.pending() or self.programmer.warnings.pending()):
+                await self.held_news.wait()
+                continue
             await trio.sleep(1.0)
             now = trio.current_time()
             self._emit(self.repairs.due(now))

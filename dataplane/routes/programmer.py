@@ -21,6 +21,7 @@ import trio
 
 from dataplane import netlink
 from dataplane.logfmt import event
+from dataplane.ratelimit import RateLimitedLog
 from dataplane.routes import dump, events
 from dataplane.routes.changes import ChangeCounts, Op, PlannedOps, ReconcileResult, encoder, op_counts, pending_ops, plan_ops
 from dataplane.routes.changes import installed_after_program, installed_after_reconcile
@@ -223,6 +224,11 @@ class RouteProgrammer:
         """Whether the route desired on `key` is in the kernel as desired (see in_kernel_count)."""
         return (key in self._installed and key in self._desired.routes and key not in self._book.refused
                 and key not in self._pending)
+
+    @property
+    def warnings(self) -> RateLimitedLog:
+        """The per-route warnings' log: what it holds back `flush_logs` says (its `on_held` wakes an owner)."""
+        return self._book.warn
 
     def flush_logs(self) -> None:
         """Say how many per-route warnings were held back in windows that are over (a clock tick calls it)."""

@@ -51,3 +51,17 @@ def test_fields_are_written_as_logfmt_and_limited_alike(caplog):
         assert not warn.warning("route_failed", op="add", prefix="198.18.2.0/24", reason="x")
     assert [r.getMessage() for r in caplog.records] == [
         'event=route_failed op=add prefix=198.18.1.0/24 reason="No route to host"']
+
+
+def test_a_held_line_tells_its_owner_and_is_pending_until_its_summary_is_said(caplog):
+    """An owner that flushes on a clock tick sleeps while nothing is `pending` and wakes on `on_held`."""
+    now, held = [0.0], []
+    warn = RateLimitedLog(logging.getLogger("t"), burst=1, window=10.0, clock=lambda: now[0])
+    warn.on_held = lambda: held.append(now[0])
+    assert warn.warning("x") and held == [] and warn.pending() == 0
+    assert not warn.warning("x") and not warn.warning("x")
+    assert held == [0.0, 0.0] and warn.pending() == 2
+    now[0] = 10.0
+    with caplog.at_level(logging.INFO, logger="t"):
+        warn.flush()
+    assert warn.pending() == 0 and caplog.records[-1].getMessage() == "event=log_suppressed of=x count=2 window=10s"
