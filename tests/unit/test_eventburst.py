@@ -66,3 +66,39 @@ def test_different_things_from_one_peer_are_not_a_burst():
     assert all(b.admit("malformed_update", P, 1.0 + i, f"{r}: 1 UPDATE") for i, r in enumerate(reasons))
     assert not b.admit("malformed_update", P, 9.0, "missing-origin: again")
     assert b.due(40.0) == [Summary("malformed_update", P, "missing-origin", 1, 9.0, 9.0)]
+
+
+def test_the_writer_sleeps_with_no_deadline_until_a_burst_is_counted_then_writes_its_summary():
+    """EventLog.run: nothing queued and no burst counted, it holds no timer; the first event counted
+    into a burst wakes it, and the summary is written within a second of the window's end."""
+    import trio
+
+    class Client:
+        def __init__(self) -> None:
+            self.puts: list = []
+
+        async def range(self, prefix: str):
+            return type("Res", (), {"kvs": []})()
+
+        async def txn(self, compares, puts, deletes):
+            self.puts += puts
+
+    async def main() -> None:
+        client = Client()
+        log = eventlog.EventLog(client, "/events/n1/", "n1")
+        log.bursts = BurstSummariser(window=0.3, keep=1)
+        async with trio.open_nursery() as n:
+            await n.start(log.run)
+            await trio.testing.wait_all_tasks_blocked()
+            assert trio.lowlevel.current_statistics().seconds_to_next_deadline == float("inf")
+            assert log.emit("session_down", peer=P) is not None and log.emit("session_down", peer=P) is None
+            with trio.fail_after(2.0):
+                while len(client.puts) < 2:
+                    await trio.sleep(0.05)
+            summary = eventlog.decode(client.puts[1].value, client.puts[1].key)
+            assert summary.kind == "session_down" and summary.count == 1 and "summarised" in summary.detail
+            await trio.testing.wait_all_tasks_blocked()
+            assert trio.lowlevel.current_statistics().seconds_to_next_deadline == float("inf")
+            n.cancel_scope.cancel()
+
+    trio.run(main)
