@@ -168,5 +168,6 @@ class PolicyFilterReconciler:
 
         if self.metrics is None:
             return
-        counters = await trio.to_thread.run_sync(self.engine.counters)
+        # no mode, no counters: the periodic pass of an agent without filters costs no thread
+        counters = await trio.to_thread.run_sync(self.engine.counters) if self.engine.mode is not None else []
         self.metrics.update(self.engine.mode, counters)
