@@ -163,6 +163,22 @@ def _wait_readable(sock: socket.socket, timeout: float) -> bool:
     return bool(poller.poll(timeout * 1000))
 
 
+def _recv(sock: socket.socket, timeout_message: str) -> bytes:
+    """Blocking: the next datagram on a non-blocking netlink socket, waiting up to ACK_TIMEOUT_S for
+    one (NetlinkError(timeout_message) after that); an overrun of the receive buffer (ENOBUFS) is a
+    NetlinkError too, since answers were lost."""
+    while True:
+        try:
+            return sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            if not _wait_readable(sock, ACK_TIMEOUT_S):
+                raise NetlinkError(timeout_message) from None
+        except OSError as exc:
+            if exc.errno == errno_mod.ENOBUFS:
+                raise NetlinkError("netlink receive buffer overrun while reading answers") from exc
+            raise
+
+
 class RequestChannel:
     """Bulk RTM_NEWROUTE/RTM_DELROUTE on one socket; one batch at a time."""
 
@@ -276,16 +292,7 @@ def exchange(sock: socket.socket, data: bytes, first_seq: int, last_seq: int) ->
         raise NetlinkError(f"short netlink send {sent}/{len(data)}")
     errors: list[tuple[int, int, str]] = []
     while True:
-        try:
-            data_view = sock.recv(RECV_SIZE)
-        except BlockingIOError:
-            if not _wait_readable(sock, ACK_TIMEOUT_S):
-                raise NetlinkError(f"no ack for seq {last_seq} within {ACK_TIMEOUT_S}s") from None
-            continue
-        except OSError as exc:
-            if exc.errno == errno_mod.ENOBUFS:
-                raise NetlinkError("netlink receive buffer overrun while reading acks") from exc
-            raise
+        data_view = _recv(sock, f"no ack for seq {last_seq} within {ACK_TIMEOUT_S}s")
         if _read_acks(data_view, first_seq, last_seq, errors):
             return errors
 
@@ -321,12 +328,7 @@ def dump(sock: socket.socket, request: bytes, seq: int) -> Iterator[bytes]:
     interrupted = False
     unpack = codec.HDR.unpack_from
     while True:
-        try:
-            data = sock.recv(RECV_SIZE)
-        except BlockingIOError:
-            if not _wait_readable(sock, ACK_TIMEOUT_S):
-                raise NetlinkError(f"dump seq {seq} timed out") from None
-            continue
+        data = _recv(sock, f"dump seq {seq} timed out")
         n = len(data)
         # the last message of a datagram carries DONE or ERROR; the rest are data
         off = 0
@@ -367,12 +369,7 @@ def query(sock: socket.socket, request: bytes, seq: int) -> bytes | None:
     with the errno as its cause's."""
     sock.send(request)
     while True:
-        try:
-            data = sock.recv(RECV_SIZE)
-        except BlockingIOError:
-            if not _wait_readable(sock, ACK_TIMEOUT_S):
-                raise NetlinkError(f"no answer to seq {seq} within {ACK_TIMEOUT_S}s") from None
-            continue
+        data = _recv(sock, f"no answer to seq {seq} within {ACK_TIMEOUT_S}s")
         for off, length, mtype in iter_messages(data):
             if codec.HDR.unpack_from(data, off)[3] != seq:
                 continue  # a stale answer from an abandoned request
