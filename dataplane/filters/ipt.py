@@ -21,8 +21,6 @@ import hashlib
 import ipaddress
 import logging
 import re
-import shutil
-import subprocess
 from typing import Iterable
 
 from dataplane.filters.nft import iface_token
@@ -36,7 +34,7 @@ from dataplane.filters.rules import (
     Verdict,
 )
 from dataplane.logfmt import event
-from dataplane.tool import run_tool
+from dataplane.tool import IptTool
 
 log = logging.getLogger(__name__)
 
@@ -135,21 +133,8 @@ class Plan:
         self.dispatch[dispatch] = rules
 
 
-class IptFilter:
-    mode = "iptables"
-
-    def __init__(self, netns: str | None = None, iptables: str = "iptables", ip6tables: str = "ip6tables",
-                 ipset: str = "ipset") -> None:
-        self.netns = netns
-        self.tools = {4: iptables, 6: ip6tables}
-        self.ipset = ipset
-
-    @staticmethod
-    def available(iptables: str = "iptables", ipset: str = "ipset") -> bool:
-        return shutil.which(iptables) is not None and shutil.which(ipset) is not None
-
-    def _run(self, cmd: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run_tool(cmd, netns=self.netns, error=IptError, stdin=stdin, check=check)
+class IptFilter(IptTool):
+    error = IptError
 
     def _save(self, version: int) -> str:
         return self._run([f"{self.tools[version]}-save", "-t", "raw", "-c"]).stdout

@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import subprocess
 import zlib
 from typing import Iterable
 
@@ -42,7 +40,7 @@ from dataplane.filters.rules import (
     Verdict,
 )
 from dataplane.logfmt import event
-from dataplane.tool import run_tool
+from dataplane.tool import NftTool
 
 log = logging.getLogger(__name__)
 
@@ -185,28 +183,12 @@ def render(fs: FilterSet, cur: NftState) -> tuple[str, str, str]:
     return tuple("\n".join(part) + "\n" if part else "" for part in (first, second, out))  # type: ignore[return-value]
 
 
-class NftFilter:
-    mode = "nft"
-
-    def __init__(self, netns: str | None = None, nft: str = "nft") -> None:
-        self.netns = netns
-        self.nft = nft
-
-    @staticmethod
-    def available(nft: str = "nft") -> bool:
-        return shutil.which(nft) is not None
-
-    def _run(self, args: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run_tool([self.nft, *args], netns=self.netns, error=NftError, stdin=stdin, check=check,
-                        what=f"nft {' '.join(args)}")
+class NftFilter(NftTool):
+    error = NftError
 
     def state(self) -> NftState:
-        r = self._run(["-j", "list", "table", "inet", TABLE], check=False)
-        if r.returncode != 0:
-            if "No such file" in r.stderr or "does not exist" in r.stderr:
-                return NftState()
-            raise NftError(f"nft list table: {r.stderr.strip()}")
-        return parse_state(json.loads(r.stdout))
+        doc = self._listed("inet", TABLE)
+        return NftState() if doc is None else parse_state(doc)
 
     def programmed(self) -> list[str]:
         """Interfaces with a filter, from the counter comments (self-describing, no state file)."""

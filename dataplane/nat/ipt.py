@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import shutil
-import subprocess
 
 import attrs
 
 from dataplane.logfmt import event
 from dataplane.nat.rules import IPNetwork, NatError, NatSet, collapsed
-from dataplane.tool import run_tool
+from dataplane.tool import IptTool
 
 log = logging.getLogger(__name__)
 
@@ -121,21 +119,8 @@ def restore_script(version: int, active: bool, hooked: bool, chain: bool) -> str
     return "\n".join([*lines, "COMMIT", ""])
 
 
-class IptNat:
-    mode = "iptables"
-
-    def __init__(self, netns: str | None = None, iptables: str = "iptables", ip6tables: str = "ip6tables",
-                 ipset: str = "ipset") -> None:
-        self.netns = netns
-        self.tools = {4: iptables, 6: ip6tables}
-        self.ipset = ipset
-
-    @staticmethod
-    def available(iptables: str = "iptables", ipset: str = "ipset") -> bool:
-        return shutil.which(iptables) is not None and shutil.which(ipset) is not None
-
-    def _run(self, cmd: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run_tool(cmd, netns=self.netns, error=NatError, stdin=stdin, check=check)
+class IptNat(IptTool):
+    error = NatError
 
     def state(self) -> IptNatState:
         sets = parse_sets(self._run([self.ipset, "save"], check=False).stdout)

@@ -17,15 +17,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import shutil
-import subprocess
 from typing import Any
 
 import attrs
 
 from dataplane.logfmt import event
 from dataplane.nat.rules import IPNetwork, NatError, NatSet, collapsed
-from dataplane.tool import run_tool
+from dataplane.tool import NftTool
 
 log = logging.getLogger(__name__)
 
@@ -129,28 +127,12 @@ def render(nat: NatSet, cur: NftNatState) -> str:
     return "\n".join(out) + "\n"
 
 
-class NftNat:
-    mode = "nft"
-
-    def __init__(self, netns: str | None = None, nft: str = "nft") -> None:
-        self.netns = netns
-        self.nft = nft
-
-    @staticmethod
-    def available(nft: str = "nft") -> bool:
-        return shutil.which(nft) is not None
-
-    def _run(self, args: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run_tool([self.nft, *args], netns=self.netns, error=NatError, stdin=stdin, check=check,
-                        what=f"nft {' '.join(args)}")
+class NftNat(NftTool):
+    error = NatError
 
     def state(self) -> NftNatState:
-        r = self._run(["-j", "list", "table", "inet", TABLE], check=False)
-        if r.returncode != 0:
-            if "No such file" in r.stderr or "does not exist" in r.stderr:
-                return NftNatState()
-            raise NatError(f"nft list table: {r.stderr.strip()[:2000]}")
-        return parse_state(json.loads(r.stdout))
+        doc = self._listed("inet", TABLE)
+        return NftNatState() if doc is None else parse_state(doc)
 
     def apply(self, nat: NatSet) -> bool:
         """Program `nat`; True when something had to change (False: the table was already right)."""
