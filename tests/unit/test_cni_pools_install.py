@@ -54,7 +54,25 @@ def test_a_stored_pool_reads_as_the_model_stored_it():
     assert (row.name, row.cidr, row.block_size, row.disabled) == ("b", "2001:db8::/64", 122, True)
     assert row.selects({"rack": "r1"}) and not row.selects({"rack": "r2"}) and not row.selects({})
     assert pools.stored_pool(b'{"metadata":{"name":"a"},"spec":{"cidr":"198.18.0.0/16"}}') == (
-        "a", "198.18.0.0/16", 26, False, None)  # Calico's defaults: blockSize 26, nodeSelector all()
+        "a", "198.18.0.0/16", 26, False, None, True, True)  # Calico's defaults: blockSize 26, nodeSelector
+    # all(), allowedUses Workload and Tunnel, assignmentMode Automatic
+
+
+def test_pools_not_for_workloads_or_manual_are_left_out_unless_named():
+    """libcalico-go/lib/ipam/ipam.go: determinePools skips a pool whose assignmentMode is not
+    Automatic unless the request names it; filterPoolsByUse keeps only pools whose allowedUses
+    hold the use (a workload's address: Workload), named or not."""
+    rows = [ippool("tun4", "198.18.3.0/24", allowed_uses=("Tunnel",)), ippool("man4", "198.18.4.0/24",
+            assignment_mode="Manual"), ippool("lb4", "198.18.5.0/24", allowed_uses=("LoadBalancer",)),
+            ippool("auto4", "198.18.6.0/24", allowed_uses=("Workload",), assignment_mode="Automatic")]
+    assert names(pools.choose(rows, {}, (), 4, "ipv4_pools")) == ["auto4"]
+    assert names(pools.choose(rows, {}, ("man4",), 4, "ipv4_pools")) == ["man4"]
+    for ref in ("tun4", "lb4"):
+        with pytest.raises(CNIError) as info:
+            pools.choose(rows, {}, (ref,), 4, "ipv4_pools")
+        assert info.value.code == error.INVALID_CONFIG and f"IPPool {ref}'s allowedUses" in info.value.msg
+    with pytest.raises(ValueError, match="spec.assignmentMode"):
+        pools.stored_pool(b'{"metadata":{"name":"a"},"spec":{"cidr":"198.18.0.0/16","assignmentMode":"Auto"}}')
 
 
 @pytest.mark.parametrize("raw, names_it", [
