@@ -24,10 +24,11 @@ import zlib
 
 SERVICE_DIR = "/run/calico-bgp"
 DEFAULT_IDLE_S = 60.0
-# a new version of any of these (under calico_bgp/) gets a new service; the old one leaves when idle
-_FILES = ("cni/service.py", "cni/ipam_plugin.py", "cni/skel.py", "datastore/blocking.py", "../ipam/allocator.py", "../ipam/release.py",
-          "../ipam/block.py")
-
+# a new version of any module an invocation loads (under calico_bgp/) gets a new service; the old one
+# leaves when idle: every module of these packages, and these files of others
+_DIRS = ("cni", "datastore", "../ipam")
+_FILES = ("__init__.py", "resources/__init__.py", "resources/codec.py", "resources/selector.py",
+          "../dataplane/__init__.py", "../dataplane/logfmt.py")
 
 def ipam_main() -> None:
     """The calico-bgp-ipam executable: through the service when the config asks for one."""
@@ -66,15 +67,29 @@ def wanted(data: bytes) -> float:
 
 def socket_path() -> str:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    key = [sys.executable, root, str(os.stat("/proc/self/ns/net").st_ino), str(os.getuid())]
-    for f in _FILES:
-        try:
-            key.append(str(os.stat(os.path.join(root, f)).st_mtime_ns))
-        except OSError:
-            key.append("-")
+    key = [sys.executable, root, str(os.stat("/proc/self/ns/net").st_ino), str(os.getuid()), *code_stamps(root)]
     raw = " ".join(key).encode()  # two CRCs, not hashlib: loading OpenSSL would cost more than the call
     return os.path.join(SERVICE_DIR, f"ipam-{zlib.crc32(raw):08x}{zlib.crc32(raw[::-1]):08x}.sock")
 
+
+def code_stamps(root: str) -> list[str]:
+    """The mtime and size of every module a service loads (stat only, no reads): each .py of
+    _DIRS (a module added or removed changes the list) and _FILES, relative to calico_bgp/."""
+    out = []
+    for d in _DIRS:
+        try:
+            with os.scandir(os.path.join(root, d)) as entries:
+                found = sorted((e.name, e.stat()) for e in entries if e.name.endswith(".py"))
+        except OSError:
+            found = []
+        out += [f"{d}/{name}:{st.st_mtime_ns}:{st.st_size}" for name, st in found] or [f"{d}:-"]
+    for f in _FILES:
+        try:
+            st = os.stat(os.path.join(root, f))
+            out.append(f"{f}:{st.st_mtime_ns}:{st.st_size}")
+        except OSError:
+            out.append(f"{f}:-")
+    return out
 
 def call(environ: dict[str, str], data: bytes) -> tuple[bool, int | None]:
     """Whether a service answered, and the exit code after it ran the invocation (its output

@@ -158,6 +158,43 @@ def test_the_service_is_asked_for_with_true_or_seconds():
     assert path.startswith(service.SERVICE_DIR + "/ipam-") and path == service.socket_path()
 
 
+@pytest.mark.parametrize("changed", ["calico_bgp/cni/netconf.py", "calico_bgp/cni/pools.py", "ipam/store.py",
+                                     "ipam/pool.py", "calico_bgp/datastore/wire.py", "calico_bgp/datastore/keys.py",
+                                     "calico_bgp/resources/codec.py", "dataplane/logfmt.py", "ipam/new_module.py"])
+def test_the_service_socket_changes_with_any_module_an_invocation_loads(tmp_path, monkeypatch, changed):
+    """A service started before an upgrade must not answer for the new code: the socket's name is
+    keyed on every module the service loads, so a changed, added or removed one gets a new service."""
+    from calico_bgp.cni import service
+
+    for rel in ("calico_bgp/cni/service.py", "calico_bgp/cni/netconf.py", "calico_bgp/cni/pools.py", "ipam/store.py",
+                "ipam/pool.py", "calico_bgp/datastore/wire.py", "calico_bgp/datastore/keys.py",
+                "calico_bgp/resources/codec.py", "dataplane/logfmt.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("# v1\n")
+        os.utime(tmp_path / rel, ns=(10**18, 10**18))
+    monkeypatch.setattr(service, "__file__", str(tmp_path / "calico_bgp/cni/service.py"))
+    before = service.socket_path()
+    (tmp_path / changed).write_text("# v2, longer\n")
+    assert service.socket_path() != before
+
+
+def test_the_service_key_covers_every_module_an_invocation_loads():
+    import calico_bgp.cni.service as service
+
+    code = ("import sys; from calico_bgp.cni import ipam_plugin, pools; from calico_bgp.datastore.blocking import "
+            "BlockingClient; from calico_bgp.datastore.keys import Keys; from calico_bgp.datastore.types import "
+            "TLSConfig; from ipam.allocator import BlockAllocator; from ipam.store import decode_handle; "
+            "from ipam.pool import Pool; from calico_bgp.resources.selector import parse; "
+            "print('\\n'.join(m.__file__ for n, m in sys.modules.items() if n.split('.')[0] in "
+            "('calico_bgp', 'ipam', 'dataplane')))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(service.__file__)))
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": os.path.dirname(root)}).stdout.split()
+    keyed = {s.rsplit(":", 2)[0] for s in service.code_stamps(root)}
+    keyed_paths = {os.path.normpath(os.path.join(root, k)) for k in keyed}
+    assert loaded and {os.path.normpath(f) for f in loaded} <= keyed_paths
+
+
 def test_the_service_protocol_is_length_prefixed_fields_and_declines_an_unasked_config():
     import socket
 
