@@ -305,7 +305,7 @@ def _host_lock(path: str) -> int | None:
     import os
 
     try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)  # root's, as the service's
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         event(log, "cni_ipam_lock_unavailable", logging.WARNING, path=path, error=exc.strerror or str(exc))

@@ -215,3 +215,31 @@ def test_calico_bgp_ipam_starts_in_the_service_front_end(tmp_path):
     (ipam,) = [f for f in install.plan(str(tmp_path), str(tmp_path), {}, "/usr/bin/python3", ["/x"])
                if f.path.endswith("calico-bgp-ipam")]
     assert ipam.content.startswith("#!/usr/bin/python3 -S\n") and "from calico_bgp.cni.service import ipam_main" in ipam.content
+
+
+def test_install_names_launcher_paths_another_user_could_change(tmp_path, monkeypatch):
+    """The runtime runs the launchers as root with these directories first on sys.path: one that
+    is not root's, or that group or others may write, is a way to root; `cni install` warns."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make directories owned by another user")
+    safe, shared, users, root = (tmp_path / n for n in ("safe", "shared", "users", "root"))
+    for d in (safe, shared, users, root / "calico_bgp"):
+        d.mkdir(parents=True)
+        d.chmod(0o755)
+    shared.chmod(0o777)
+    os.chown(users, 1000, 1000)
+    got = install.unsafe_paths([str(safe), str(shared), str(users)], str(root))
+    assert got == [f"{shared}: writable by group and others", f"{users}: owned by uid 1000, not root"]
+    monkeypatch.setattr(install, "python_paths", lambda _root: [str(shared)])
+    res = CliRunner().invoke(cli, ["cni", "install", "--dry-run"])
+    assert res.exit_code == 0 and f"warning: {shared}: writable by group and others: whoever can write" in res.output
+
+
+def test_the_host_lock_directory_is_root_only(tmp_path):
+    from calico_bgp.cni.ipam_plugin import _host_lock
+
+    fd = _host_lock(str(tmp_path / "run" / "ipam.lock"))
+    try:
+        assert (tmp_path / "run").stat().st_mode & 0o777 == 0o700
+    finally:
+        os.close(fd)
