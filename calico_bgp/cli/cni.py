@@ -43,7 +43,11 @@ def install_cmd(g: Globals, bin_dir: str, conf_dir: str, node: str | None, netwo
     conf = install.conflist(node or os.uname().nodename, g.endpoints, None if g.prefix == DEFAULT_PREFIX else g.prefix,
                             ca_cert=g.ca_cert, cert=g.cert, key=g.key, name=network, mtu=mtu)
     root = os.path.dirname(os.path.dirname(os.path.abspath(calico_bgp.__file__)))
-    files = install.plan(bin_dir, conf_dir, conf, sys.executable, install.python_paths(root))
+    paths = install.python_paths(root)
+    files = install.plan(bin_dir, conf_dir, conf, sys.executable, paths)
+    for problem in install.unsafe_paths(paths, root):  # the runtime runs the launchers as root
+        click.echo(f"warning: {problem}: whoever can write there runs code as root at the next container "
+                   "operation (install the package as root, or fix the ownership)", err=True)
     if dry_run:
         for f in files:
             click.echo(f"# {f.path} (mode {f.mode:o})")

@@ -67,6 +67,27 @@ def python_paths(package_root: str) -> list[str]:
     return [package_root, *(p for p in site.getsitepackages() if os.path.isdir(p) and p != package_root)]
 
 
+def unsafe_paths(paths: Sequence[str], package_root: str) -> list[str]:
+    """What makes the launchers, which a runtime runs as root, run code another user can change: a
+    directory on their sys.path, or one of this project's packages, that is not owned by root or
+    that group or others may write (an editable install in a user's checkout is one). Each item
+    names the directory and why."""
+    import stat
+
+    dirs = [*paths, *(os.path.join(package_root, p) for p in ("calico_bgp", "ipam", "dataplane"))]
+    out = []
+    for d in dict.fromkeys(dirs):
+        try:
+            st = os.stat(d)
+        except OSError:
+            continue
+        if st.st_uid != 0:
+            out.append(f"{d}: owned by uid {st.st_uid}, not root")
+        elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            out.append(f"{d}: writable by {'group and others' if st.st_mode & stat.S_IWOTH else 'its group'}")
+    return out
+
+
 def write(files: Sequence[File]) -> None:
     """Each file in place, atomically: a runtime never reads half a conflist or runs half a plugin."""
     for f in files:

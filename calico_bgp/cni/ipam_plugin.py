@@ -43,6 +43,9 @@ PLUGIN = "calico-bgp-ipam"
 GATEWAYS = {4: "169.254.1.1", 6: "fe80::1"}
 DEFAULT_LOCK = "/var/run/calico-bgp/ipam.lock"
 log = logging.getLogger("cni.ipam")
+# Beyond Calico's attributes (node, pod, namespace, timestamp): the network and container an address
+# is for, so GC matches them exactly; the handle alone is ambiguous when either holds a dot.
+NETWORK_ATTR, CONTAINER_ATTR = "network", "container"
 
 
 def handle_id(network: str, container_id: str) -> str:
@@ -58,7 +61,8 @@ def add(req: skel.Request) -> Result:
         raise CNIError(INVALID_CONFIG, "ipam: assign_ipv4 and assign_ipv6 are both false: nothing to allocate")
     node = node_name(conf)
     handle = handle_id(conf.name, inv.container_id)
-    attrs = {"node": node, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    attrs = {"node": node, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             NETWORK_ATTR: conf.name, CONTAINER_ATTR: inv.container_id}
     pod = inv.pod()
     if pod:
         attrs["namespace"], attrs["pod"] = pod
@@ -252,11 +256,30 @@ class Session:
         return [_ip_config(a.ip, a.block) for a in got]
 
     async def stale_handles(self, network: str, valid: set[str]) -> list[str]:
-        """This node's handles of `network` whose container is not in `valid`."""
+        """This node's handles of `network` whose container is not in `valid`. The network and
+        container are read from the allocation's attributes; an allocation stored without them (an
+        older plugin's) is judged by its handle only when that is unambiguous (no dot after
+        `<network>.`), else left alone: a handle `net.a.c1` may be network `net.a`'s."""
         prefix = f"{network}."
         handles = await self.allocator.store.handles(self.allocator.corrupt)
-        return sorted(h for h, stored in handles.items()
-                      if h.startswith(prefix) and stored.value.node == self.node and h[len(prefix):] not in valid)
+        mine = {h: stored.value for h, stored in handles.items()
+                if h.startswith(prefix) and stored.value.node == self.node}
+        blocks = await self.allocator.store.get_blocks(sorted({b for h in mine.values() for b in h.blocks}),
+                                                       self.allocator.corrupt)
+        owners: dict[str, dict[str, str]] = {}
+        for stored in blocks.values():
+            for u in (stored.value.in_use() if stored is not None else ()):
+                if u.handle in mine:
+                    owners.setdefault(u.handle, dict(u.owner_attrs))
+        stale = []
+        for h in sorted(mine):
+            attrs = owners.get(h, {})
+            if NETWORK_ATTR in attrs and CONTAINER_ATTR in attrs:
+                if attrs[NETWORK_ATTR] == network and attrs[CONTAINER_ATTR] not in valid:
+                    stale.append(h)
+            elif "." not in h[len(prefix):] and h[len(prefix):] not in valid:
+                stale.append(h)
+        return stale
 
 
 async def _pause(seconds: float) -> None:
@@ -282,7 +305,7 @@ def _host_lock(path: str) -> int | None:
     import os
 
     try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)  # root's, as the service's
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         event(log, "cni_ipam_lock_unavailable", logging.WARNING, path=path, error=exc.strerror or str(exc))

@@ -1,6 +1,9 @@
 """Which pools an ADD may allocate from (pure): the network config's ipv4_pools / ipv6_pools, by
 name or CIDR as Calico's ResolvePools takes them (cni-plugin/internal/pkg/utils/utils.go), else
 every pool; then, as libcalico-go's ipam does, only enabled pools whose nodeSelector picks the node.
+As libcalico-go/lib/ipam/ipam.go (determinePools, filterPoolsByUse) does for a workload's
+address: a pool whose allowedUses lack Workload is never used (one the config names is error 7),
+and a pool with assignmentMode Manual only when the config names it.
 
 A pool the config names that does not exist, is disabled, or is of the other family is error 7
 naming it: the config is wrong, not the cluster full.
@@ -28,6 +31,8 @@ class PoolRow(NamedTuple):
     block_size: int
     disabled: bool
     node_selector: Any  # the parsed nodeSelector (resources/selector.py); None for all() and ""
+    for_workloads: bool = True  # allowedUses holds Workload (Calico's default: Workload, Tunnel)
+    automatic: bool = True  # assignmentMode Automatic (the default), not Manual
 
     def selects(self, labels: Mapping[str, str]) -> bool:
         return self.node_selector is None or bool(self.node_selector.matches(labels))
@@ -51,7 +56,12 @@ def stored_pool(raw: bytes) -> PoolRow:
         raise ValueError(f"spec.blockSize: {size!r} is no block size in {cidr}")
     if not isinstance(selector, str) or not isinstance(disabled, bool):
         raise ValueError("spec.nodeSelector / spec.disabled: not a string / boolean")
-    return PoolRow(name, cidr, size, disabled, _selector(selector))
+    uses, mode = spec.get("allowedUses") or ["Workload", "Tunnel"], spec.get("assignmentMode") or "Automatic"
+    if not isinstance(uses, list) or not all(isinstance(u, str) for u in uses):
+        raise ValueError(f"spec.allowedUses: {uses!r} is not a list of uses")
+    if mode not in ("Automatic", "Manual"):
+        raise ValueError(f"spec.assignmentMode: {mode!r} is neither Automatic nor Manual")
+    return PoolRow(name, cidr, size, disabled, _selector(selector), "Workload" in uses, mode == "Automatic")
 
 
 def stored_labels(raw: bytes) -> dict[str, str]:
@@ -79,8 +89,13 @@ def choose(ippools: Sequence[PoolRow], labels: Mapping[str, str], wanted: Sequen
                                                f"is not an IPv{version} pool")
             if pool.disabled:
                 raise CNIError(INVALID_CONFIG, f"ipam.{field}: IPPool {pool.name} is disabled")
+            if not pool.for_workloads:
+                raise CNIError(INVALID_CONFIG, f"ipam.{field}: IPPool {pool.name}'s allowedUses do not include "
+                                               "Workload")
             picked.append(pool)
         family = picked
+    else:  # unnamed: Manual pools are left out, as pools not for workloads always are
+        family = [p for p in family if p.automatic and p.for_workloads]
     return [p for p in family if not p.disabled and p.selects(labels)]
 
 

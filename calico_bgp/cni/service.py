@@ -6,7 +6,9 @@ is a few etcd round trips. With `ipam_service`, the executable (this module, std
 the invocation (its CNI_* environment and stdin) to a service process over a unix socket and
 prints what the service answers (length-prefixed byte fields on the raw `_socket`: the `json` and
 `socket` modules, with the `re` and `enum` they load, were a third of the executable's CPU); the service runs the same skeleton and handlers, one invocation
-at a time, and exits after `ipam_service` seconds idle (true: 60). When no service answers, the
+at a time, and exits after `ipam_service` seconds idle (true: 60); a queued invocation whose
+executable hung up or waited past its timeout (it then runs the operation itself) is dropped unrun,
+so an ADD the runtime gave up on does not allocate after its DEL. When no service answers, the
 executable starts one in the background and does this operation itself; when the service goes
 away mid-operation, it does it itself too (every operation is idempotent: a repeated ADD returns
 the handle's addresses, DEL and GC release what is still there). One service per interpreter,
@@ -20,14 +22,20 @@ import _socket
 import io
 import os
 import sys
+import time
 import zlib
 
 SERVICE_DIR = "/run/calico-bgp"
 DEFAULT_IDLE_S = 60.0
-# a new version of any of these (under calico_bgp/) gets a new service; the old one leaves when idle
-_FILES = ("cni/service.py", "cni/ipam_plugin.py", "cni/skel.py", "datastore/blocking.py", "../ipam/allocator.py", "../ipam/release.py",
-          "../ipam/block.py")
-
+# how long the executable waits for the service before running the operation itself: well under a
+# runtime's own timeout (kubelet's runtime-request-timeout: 2 min), so the runtime never gives up first;
+# the service drops a request it reaches after this, or whose executable hung up, unrun
+CLIENT_TIMEOUT_S = 30.0
+# a new version of any module an invocation loads (under calico_bgp/) gets a new service; the old one
+# leaves when idle: every module of these packages, and these files of others
+_DIRS = ("cni", "datastore", "../ipam")
+_FILES = ("__init__.py", "resources/__init__.py", "resources/codec.py", "resources/selector.py",
+          "../dataplane/__init__.py", "../dataplane/logfmt.py")
 
 def ipam_main() -> None:
     """The calico-bgp-ipam executable: through the service when the config asks for one."""
@@ -66,15 +74,29 @@ def wanted(data: bytes) -> float:
 
 def socket_path() -> str:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    key = [sys.executable, root, str(os.stat("/proc/self/ns/net").st_ino), str(os.getuid())]
-    for f in _FILES:
-        try:
-            key.append(str(os.stat(os.path.join(root, f)).st_mtime_ns))
-        except OSError:
-            key.append("-")
+    key = [sys.executable, root, str(os.stat("/proc/self/ns/net").st_ino), str(os.getuid()), *code_stamps(root)]
     raw = " ".join(key).encode()  # two CRCs, not hashlib: loading OpenSSL would cost more than the call
     return os.path.join(SERVICE_DIR, f"ipam-{zlib.crc32(raw):08x}{zlib.crc32(raw[::-1]):08x}.sock")
 
+
+def code_stamps(root: str) -> list[str]:
+    """The mtime and size of every module a service loads (stat only, no reads): each .py of
+    _DIRS (a module added or removed changes the list) and _FILES, relative to calico_bgp/."""
+    out = []
+    for d in _DIRS:
+        try:
+            with os.scandir(os.path.join(root, d)) as entries:
+                found = sorted((e.name, e.stat()) for e in entries if e.name.endswith(".py"))
+        except OSError:
+            found = []
+        out += [f"{d}/{name}:{st.st_mtime_ns}:{st.st_size}" for name, st in found] or [f"{d}:-"]
+    for f in _FILES:
+        try:
+            st = os.stat(os.path.join(root, f))
+            out.append(f"{f}:{st.st_mtime_ns}:{st.st_size}")
+        except OSError:
+            out.append(f"{f}:-")
+    return out
 
 def call(environ: dict[str, str], data: bytes) -> tuple[bool, int | None]:
     """Whether a service answered, and the exit code after it ran the invocation (its output
@@ -97,13 +119,14 @@ def ask(environ: dict[str, str], data: bytes) -> tuple[bool, tuple[int, bytes, b
     way: its stdout is its own result."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        sock.settimeout(120)
+        sock.settimeout(CLIENT_TIMEOUT_S)
         try:
             sock.connect(socket_path())
         except OSError:
             return False, None
         env = b"\0".join(f"{k}={v}".encode("utf-8", "surrogateescape") for k, v in environ.items())
-        _send(sock, [env, data])
+        deadline = time.monotonic_ns() + int(CLIENT_TIMEOUT_S * 1e9)  # CLOCK_MONOTONIC: one clock host-wide
+        _send(sock, [env, data, str(deadline).encode()])
         code, out, err = _recv(sock)
         if code == b"declined":
             return True, None
@@ -164,7 +187,9 @@ def serve(path: str, idle: float) -> None:
             with conn:
                 try:
                     conn.settimeout(30)
-                    env, data = _recv(conn)
+                    env, data, deadline = _recv(conn)
+                    if time.monotonic_ns() > int(deadline) or _hung_up(conn):
+                        continue  # its executable gave up and ran it itself (or was killed): not run twice
                     _send(conn, handle(ipam_plugin, env, data))
                 except (OSError, ValueError):
                     continue
@@ -175,6 +200,16 @@ def serve(path: str, idle: float) -> None:
         except OSError:
             pass
         server.close()
+
+
+def _hung_up(conn: object) -> bool:
+    """Whether the executable closed its end while its request waited in the queue: it sends
+    nothing after the request, so its end readable (EOF) or hung up means it is gone."""
+    import select
+
+    poller = select.poll()
+    poller.register(conn, select.POLLIN | select.POLLRDHUP)
+    return any(ev & (select.POLLIN | select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _, ev in poller.poll(0))
 
 
 def handle(ipam_plugin: object, env: bytes, data: bytes) -> list[bytes]:

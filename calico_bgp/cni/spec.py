@@ -27,10 +27,13 @@ def parse_version(text: Any) -> tuple[int, int, int]:
 
 
 def negotiate(cni_version: Any, cni_versions: Any = None) -> str:
-    """The version this invocation's output is written in.
+    """The version this invocation's output is written in: `cniVersion`, which must be one of
+    SUPPORTED_VERSIONS.
 
-    With a `cniVersions` list (1.1.0), the highest one this plugin speaks; otherwise `cniVersion`,
-    which must be one of SUPPORTED_VERSIONS.
+    `cniVersions` is a config list's field: the runtime picks the version from it and hands each
+    plugin its choice as `cniVersion` (libcni's InjectConf), so a plugin writes what `cniVersion`
+    says whatever the list holds. A config with the list and no `cniVersion` gets the highest
+    listed version this plugin speaks.
     """
     supported = ", ".join(SUPPORTED_VERSIONS)
     if cni_versions is not None:
@@ -39,9 +42,9 @@ def negotiate(cni_version: Any, cni_versions: Any = None) -> str:
         for v in cni_versions:
             parse_version(v)
         common = [v for v in SUPPORTED_VERSIONS if v in cni_versions]
-        if common:
-            return common[-1]
         if cni_version is None:
+            if common:
+                return common[-1]
             raise CNIError(INCOMPATIBLE_VERSION, f"incompatible CNI versions: config offers {cni_versions}, "
                                                  f"this plugin supports {supported}")
     if cni_version is None:

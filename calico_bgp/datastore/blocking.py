@@ -82,10 +82,17 @@ class _Connection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
-    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        """POST and read the reply. NotSent: the request cannot have reached the server."""
+    def post(self, path: str, body: bytes, idempotent: bool = True) -> tuple[int, bytes]:
+        """POST and read the reply. NotSent: the request cannot have reached the server.
+
+        On a kept-alive connection the server may have closed: one found closed (or readable)
+        before writing is opened again; a request not wholly written is sent once more on a fresh
+        connection; one wholly written whose reply never began is sent again only when
+        `idempotent` (a read): a write's outcome is then unknown and the error is raised."""
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
+        if self.sock is not None and _closed_by_peer(self.sock):
+            self.close()
         for fresh in ((False, True) if self.sock is not None else (True,)):
             if self.sock is None:
                 try:
@@ -93,13 +100,14 @@ class _Connection:
                 except OSError as exc:
                     self.close()
                     raise NotSent(exc) from None
-            self._got_any = False
+            self._got_any, written = False, False
             try:
                 self.sock.sendall(head + body)
+                written = True
                 return self._response()
             except (OSError, ValueError):
                 self.close()
-                if not fresh and not self._got_any:
+                if not fresh and not self._got_any and (idempotent or not written):
                     continue  # a kept-alive connection the server had closed: send once more, fresh
                 raise
         raise AssertionError("unreachable")
@@ -257,7 +265,7 @@ class BlockingClient:
             if conn is None:
                 conn = self._conns[endpoint] = _Connection(endpoint, self.timeout, self._tls)
             try:
-                status, raw = conn.post(path, content)
+                status, raw = conn.post(path, content, idempotent)
             except NotSent as exc:
                 failures.append((endpoint, _describe(exc.cause)))
                 continue
@@ -273,6 +281,18 @@ class BlockingClient:
                 return json.loads(raw)  # type: ignore[no-any-return]
             raise _error(endpoint, status, raw)
         raise EtcdUnavailable(failures)
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """An idle kept-alive connection is readable only when the server closed it (or broke the
+    exchange): either way it must not carry the next request."""
+    import select
+
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,8 +1,9 @@
 """IPPool: a range of addresses cut into blocks affine to nodes (ipam/), announced over BGP.
 
 Calico's shape, validated as libcalico-go validates it (lib/clientv3/ippool.go). natOutgoing masquerades
-the pool's traffic to addresses in no pool (routing/nat_outgoing.py, dataplane/nat/); IPIP/VXLAN modes,
-allowedUses, assignmentMode and namespaceSelector are stored, not acted on (pending.py says so at apply).
+the pool's traffic to addresses in no pool (routing/nat_outgoing.py, dataplane/nat/); IPIP/VXLAN modes and
+namespaceSelector are stored, not acted on (pending.py says so at apply); allowedUses and assignmentMode
+are acted on where addresses are assigned (cni/pools.py).
 """
 from __future__ import annotations
 

@@ -16,10 +16,7 @@ def _ippool(r: IPPool) -> list[str]:
     if s.ipip_mode != "Never" or s.vxlan_mode != "Never":
         mode = f"ipipMode {s.ipip_mode}" if s.ipip_mode != "Never" else f"vxlanMode {s.vxlan_mode}"
         out.append(f"{mode} (no tunnels: this project routes natively)")
-    if s.allowed_uses and set(s.allowed_uses) != {"Workload", "Tunnel"}:
-        out.append(f"allowedUses {','.join(s.allowed_uses)} (every pool is for workloads here)")
-    if s.assignment_mode == "Manual":
-        out.append("assignmentMode Manual (addresses are assigned automatically here)")
+    # allowedUses and assignmentMode are acted on by calico-bgp-ipam (cni/pools.py)
     if s.namespace_selector is not None:
         out.append("namespaceSelector (no Kubernetes namespaces here)")
     return out

@@ -102,6 +102,21 @@ def test_gc_releases_exactly_what_valid_attachments_does_not_list(cluster):
         invoke("DEL", cluster.conf(node, name=net), cluster.env("DEL", cid))
 
 
+def test_gc_of_a_network_leaves_a_dotted_networks_addresses_alone(cluster):
+    """Handles are `<network>.<container>` and both may hold dots: GC on `dot` must not read
+    `dot.a.c1` (network `dot.a`, container `c1`) as its own container `a.c1`."""
+    assert invoke("ADD", cluster.conf(name="dot.a"), cluster.env("ADD", "c1"))[0] == 0
+    assert invoke("ADD", cluster.conf(name="dot"), cluster.env("ADD", "c2"))[0] == 0
+    assert invoke("ADD", cluster.conf(name="dot"), cluster.env("ADD", "c.3"))[0] == 0
+    conf = cluster.conf(name="dot", **{"cni.dev/valid-attachments": [{"containerID": "c2", "ifname": "eth0"}]})
+    assert invoke("GC", conf, {}) == (0, None)
+    held = cluster.addresses()
+    assert "dot.a.c1" in held and "dot.c2" in held and "dot.c.3" not in held  # c.3 is dot's, and stale
+    assert {held["dot.a.c1"][0].owner_attrs[k] for k in ("network", "container")} == {"dot.a", "c1"}
+    for net, cid in (("dot.a", "c1"), ("dot", "c2")):
+        invoke("DEL", cluster.conf(name=net), cluster.env("DEL", cid))
+
+
 def test_status_is_50_while_etcd_is_stopped(tmp_path):
     with EtcdServer() as etcd:
         cluster = Cluster(etcd.url, tmp_path)

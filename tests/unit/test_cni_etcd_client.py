@@ -25,6 +25,7 @@ class Gateway:
         self.sock.listen()
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.connections = 0
+        self.hung_up = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -53,7 +54,11 @@ class Gateway:
                     reply = self.replies.pop(0)
                     if reply is None:
                         break  # hang up without answering
+                    if isinstance(reply, tuple):  # (raw, "close"): answer, then close while the client idles
+                        conn.sendall(reply[0])
+                        break
                     conn.sendall(reply)
+            self.hung_up.set()
 
     def close(self):
         self.sock.close()
@@ -122,6 +127,36 @@ def test_a_write_whose_reply_was_lost_is_not_sent_again(gateways):
         with pytest.raises(EtcdUnavailable) as info:
             drive(c.put("/k", b"w"))
     assert "outcome unknown" in str(info.value) and g2.requests == []
+
+
+def test_a_write_on_a_kept_alive_connection_whose_reply_was_lost_is_not_resent(gateways):
+    """A CAS txn applied whose reply was lost, sent again, would fail its compare and the allocator
+    would take a second address: the write's outcome is unknown, EtcdUnavailable, sent once."""
+    txn = {"header": {"revision": "9"}, "succeeded": True, "responses": []}
+    g = gateways([ok(KV), None, ok(txn)])
+    with BlockingClient([g.url]) as c:
+        drive(c.get("/k"))
+        with pytest.raises(EtcdUnavailable) as info:
+            drive(c.put("/k", b"w"))
+    assert "outcome unknown" in str(info.value)
+    assert [p for p, _ in g.requests] == ["/v3/kv/range", "/v3/kv/put"]
+
+
+def test_a_read_on_a_kept_alive_connection_whose_reply_was_lost_is_resent(gateways):
+    g = gateways([ok(KV), None, ok(KV)])
+    with BlockingClient([g.url]) as c:
+        drive(c.get("/k"))
+        assert drive(c.get("/k")).value == b"v"
+    assert [p for p, _ in g.requests] == ["/v3/kv/range"] * 3 and g.connections == 2
+
+
+def test_a_write_after_the_server_closed_the_idle_connection_goes_on_a_fresh_one(gateways):
+    g = gateways([(ok(KV), "close"), ok({"header": {"revision": "8"}})])
+    with BlockingClient([g.url]) as c:
+        drive(c.get("/k"))
+        assert g.hung_up.wait(5)
+        assert drive(c.put("/k", b"w")) == 8
+    assert g.connections == 2
 
 
 def test_an_etcd_error_reply_is_typed(gateways):

@@ -54,7 +54,25 @@ def test_a_stored_pool_reads_as_the_model_stored_it():
     assert (row.name, row.cidr, row.block_size, row.disabled) == ("b", "2001:db8::/64", 122, True)
     assert row.selects({"rack": "r1"}) and not row.selects({"rack": "r2"}) and not row.selects({})
     assert pools.stored_pool(b'{"metadata":{"name":"a"},"spec":{"cidr":"198.18.0.0/16"}}') == (
-        "a", "198.18.0.0/16", 26, False, None)  # Calico's defaults: blockSize 26, nodeSelector all()
+        "a", "198.18.0.0/16", 26, False, None, True, True)  # Calico's defaults: blockSize 26, nodeSelector
+    # all(), allowedUses Workload and Tunnel, assignmentMode Automatic
+
+
+def test_pools_not_for_workloads_or_manual_are_left_out_unless_named():
+    """libcalico-go/lib/ipam/ipam.go: determinePools skips a pool whose assignmentMode is not
+    Automatic unless the request names it; filterPoolsByUse keeps only pools whose allowedUses
+    hold the use (a workload's address: Workload), named or not."""
+    rows = [ippool("tun4", "198.18.3.0/24", allowed_uses=("Tunnel",)), ippool("man4", "198.18.4.0/24",
+            assignment_mode="Manual"), ippool("lb4", "198.18.5.0/24", allowed_uses=("LoadBalancer",)),
+            ippool("auto4", "198.18.6.0/24", allowed_uses=("Workload",), assignment_mode="Automatic")]
+    assert names(pools.choose(rows, {}, (), 4, "ipv4_pools")) == ["auto4"]
+    assert names(pools.choose(rows, {}, ("man4",), 4, "ipv4_pools")) == ["man4"]
+    for ref in ("tun4", "lb4"):
+        with pytest.raises(CNIError) as info:
+            pools.choose(rows, {}, (ref,), 4, "ipv4_pools")
+        assert info.value.code == error.INVALID_CONFIG and f"IPPool {ref}'s allowedUses" in info.value.msg
+    with pytest.raises(ValueError, match="spec.assignmentMode"):
+        pools.stored_pool(b'{"metadata":{"name":"a"},"spec":{"cidr":"198.18.0.0/16","assignmentMode":"Auto"}}')
 
 
 @pytest.mark.parametrize("raw, names_it", [
@@ -140,6 +158,43 @@ def test_the_service_is_asked_for_with_true_or_seconds():
     assert path.startswith(service.SERVICE_DIR + "/ipam-") and path == service.socket_path()
 
 
+@pytest.mark.parametrize("changed", ["calico_bgp/cni/netconf.py", "calico_bgp/cni/pools.py", "ipam/store.py",
+                                     "ipam/pool.py", "calico_bgp/datastore/wire.py", "calico_bgp/datastore/keys.py",
+                                     "calico_bgp/resources/codec.py", "dataplane/logfmt.py", "ipam/new_module.py"])
+def test_the_service_socket_changes_with_any_module_an_invocation_loads(tmp_path, monkeypatch, changed):
+    """A service started before an upgrade must not answer for the new code: the socket's name is
+    keyed on every module the service loads, so a changed, added or removed one gets a new service."""
+    from calico_bgp.cni import service
+
+    for rel in ("calico_bgp/cni/service.py", "calico_bgp/cni/netconf.py", "calico_bgp/cni/pools.py", "ipam/store.py",
+                "ipam/pool.py", "calico_bgp/datastore/wire.py", "calico_bgp/datastore/keys.py",
+                "calico_bgp/resources/codec.py", "dataplane/logfmt.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("# v1\n")
+        os.utime(tmp_path / rel, ns=(10**18, 10**18))
+    monkeypatch.setattr(service, "__file__", str(tmp_path / "calico_bgp/cni/service.py"))
+    before = service.socket_path()
+    (tmp_path / changed).write_text("# v2, longer\n")
+    assert service.socket_path() != before
+
+
+def test_the_service_key_covers_every_module_an_invocation_loads():
+    import calico_bgp.cni.service as service
+
+    code = ("import sys; from calico_bgp.cni import ipam_plugin, pools; from calico_bgp.datastore.blocking import "
+            "BlockingClient; from calico_bgp.datastore.keys import Keys; from calico_bgp.datastore.types import "
+            "TLSConfig; from ipam.allocator import BlockAllocator; from ipam.store import decode_handle; "
+            "from ipam.pool import Pool; from calico_bgp.resources.selector import parse; "
+            "print('\\n'.join(m.__file__ for n, m in sys.modules.items() if n.split('.')[0] in "
+            "('calico_bgp', 'ipam', 'dataplane')))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(service.__file__)))
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": os.path.dirname(root)}).stdout.split()
+    keyed = {s.rsplit(":", 2)[0] for s in service.code_stamps(root)}
+    keyed_paths = {os.path.normpath(os.path.join(root, k)) for k in keyed}
+    assert loaded and {os.path.normpath(f) for f in loaded} <= keyed_paths
+
+
 def test_the_service_protocol_is_length_prefixed_fields_and_declines_an_unasked_config():
     import socket
 
@@ -160,3 +215,31 @@ def test_calico_bgp_ipam_starts_in_the_service_front_end(tmp_path):
     (ipam,) = [f for f in install.plan(str(tmp_path), str(tmp_path), {}, "/usr/bin/python3", ["/x"])
                if f.path.endswith("calico-bgp-ipam")]
     assert ipam.content.startswith("#!/usr/bin/python3 -S\n") and "from calico_bgp.cni.service import ipam_main" in ipam.content
+
+
+def test_install_names_launcher_paths_another_user_could_change(tmp_path, monkeypatch):
+    """The runtime runs the launchers as root with these directories first on sys.path: one that
+    is not root's, or that group or others may write, is a way to root; `cni install` warns."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make directories owned by another user")
+    safe, shared, users, root = (tmp_path / n for n in ("safe", "shared", "users", "root"))
+    for d in (safe, shared, users, root / "calico_bgp"):
+        d.mkdir(parents=True)
+        d.chmod(0o755)
+    shared.chmod(0o777)
+    os.chown(users, 1000, 1000)
+    got = install.unsafe_paths([str(safe), str(shared), str(users)], str(root))
+    assert got == [f"{shared}: writable by group and others", f"{users}: owned by uid 1000, not root"]
+    monkeypatch.setattr(install, "python_paths", lambda _root: [str(shared)])
+    res = CliRunner().invoke(cli, ["cni", "install", "--dry-run"])
+    assert res.exit_code == 0 and f"warning: {shared}: writable by group and others: whoever can write" in res.output
+
+
+def test_the_host_lock_directory_is_root_only(tmp_path):
+    from calico_bgp.cni.ipam_plugin import _host_lock
+
+    fd = _host_lock(str(tmp_path / "run" / "ipam.lock"))
+    try:
+        assert (tmp_path / "run").stat().st_mode & 0o777 == 0o700
+    finally:
+        os.close(fd)

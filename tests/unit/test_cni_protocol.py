@@ -35,8 +35,15 @@ def test_a_malformed_version_is_an_invalid_config():
     assert code_of(spec.negotiate, "one")[0] == error.INVALID_CONFIG
 
 
-def test_cni_versions_picks_the_highest_common_one():
-    assert spec.negotiate("1.0.0", ["0.3.1", "1.0.0", "1.1.0", "1.2.0"]) == "1.1.0"
+def test_cni_version_is_the_output_version_whatever_cni_versions_lists():
+    """cniVersions is a config list's field; libcni (containernetworking/cni libcni/api.go
+    buildOneConfig) hands each plugin the version it picked as cniVersion, and the plugin writes
+    that one."""
+    assert spec.negotiate("1.0.0", ["0.3.1", "1.0.0", "1.1.0", "1.2.0"]) == "1.0.0"
+    assert code_of(spec.negotiate, "1.0.0", "1.1.0")[0] == error.INVALID_CONFIG
+
+
+def test_without_cni_version_cni_versions_picks_the_highest_common_one():
     assert spec.negotiate(None, ["0.4.0", "1.0.0"]) == "1.0.0"
     assert code_of(spec.negotiate, None, ["0.3.1"])[0] == error.INCOMPATIBLE_VERSION
     assert spec.negotiate("1.0.0", ["0.3.1"]) == "1.0.0"  # cniVersion still stands on its own

@@ -1,0 +1,94 @@
+"""The warm IPAM service's queue (calico_bgp/cni/service.py serve): one invocation at a time, and a
+queued one whose executable is gone (hung up, or past its timeout, when it ran the operation
+itself) is dropped unrun, so an ADD the runtime gave up on does not allocate after its DEL."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from calico_bgp.cni import service
+
+
+@pytest.fixture
+def running(tmp_path, monkeypatch):
+    """serve() in a thread on a socket under tmp_path, `handle` stubbed: it records each invocation's
+    stdin and takes 0.5 s for b"A"."""
+    path = str(tmp_path / "svc" / "ipam.sock")
+    seen, first_started = [], threading.Event()
+
+    def handle(_plugin, _env, data):
+        seen.append(data)
+        if data == b"A":
+            first_started.set()
+            time.sleep(0.5)  # the work a queued request waits behind
+        return [b"0", data, b""]
+
+    monkeypatch.setattr(service, "handle", handle)
+    monkeypatch.setattr(service, "socket_path", lambda: path)
+    t = threading.Thread(target=service.serve, args=(path, 1.0), daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not service.ask({}, b"probe")[0]:  # answered once the service listens
+        assert time.monotonic() < deadline, "the service never listened"
+    seen.clear()
+    yield path, seen, first_started
+    t.join(5)
+
+
+def as_sent(environ, data, path):
+    """The bytes the executable sends for an invocation (captured from service.ask on a scratch socket)."""
+    scratch = path + ".scratch"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(scratch)
+    server.listen(1)
+    got = {}
+
+    def take():
+        conn, _ = server.accept()
+        with conn:
+            got["fields"] = service._recv(conn)
+
+    t = threading.Thread(target=take)
+    t.start()
+    real = service.socket_path
+    service.socket_path = lambda: scratch
+    try:
+        service.ask(environ, data)  # no reply comes: it gives up at once, as from a dead service
+    finally:
+        service.socket_path = real
+        t.join(5)
+        server.close()
+    fields = got["fields"]
+    return b"".join([len(fields).to_bytes(4, "big"), *(len(f).to_bytes(4, "big") + f for f in fields)])
+
+
+def test_a_queued_request_whose_executable_hung_up_is_not_run(running):
+    path, seen, first_started = running
+    waiting = {}
+    a = threading.Thread(target=lambda: waiting.update(a=service.ask({"CNI_COMMAND": "ADD"}, b"A")))
+    a.start()
+    assert first_started.wait(5)
+    gone = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    gone.connect(path)
+    gone.sendall(as_sent({"CNI_COMMAND": "ADD"}, b"B", str(path)))
+    gone.close()  # the runtime killed it, or it timed out and ran the ADD itself
+    assert service.ask({"CNI_COMMAND": "ADD"}, b"C") == (True, (0, b"C", b""))
+    a.join(5)
+    assert waiting["a"] == (True, (0, b"A", b"")) and seen == [b"A", b"C"]
+
+
+def test_a_queued_request_past_its_executables_timeout_is_not_run(running):
+    path, seen, _ = running
+    late = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with late:
+        late.connect(path)
+        service._send(late, [b"CNI_COMMAND=ADD", b"L", str(time.monotonic_ns() - 1).encode()])
+        assert service.ask({"CNI_COMMAND": "ADD"}, b"C") == (True, (0, b"C", b""))
+    assert seen == [b"C"]
+
+
+def test_the_executable_gives_up_before_a_runtime_would():
+    assert service.CLIENT_TIMEOUT_S <= 60  # kubelet's runtime-request-timeout is 2 min
