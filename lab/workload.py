@@ -41,8 +41,10 @@ class CniNetwork(NamedTuple):
     def config(self, node: str) -> dict[str, Any]:
         """The plugin entry of `cni install`'s conflist for `node`, as libcni hands it to the plugin."""
         listed = install.conflist(node, [self.etcd_endpoint], self.prefix, log_file=self.log_file)
-        conf = {"cniVersion": listed["cniVersion"], "cniVersions": listed["cniVersions"], "name": listed["name"],
-                **listed["plugins"][0]}
+        # libcni (api.go, buildOneConfig) passes the highest of the list's cniVersions it supports as
+        # cniVersion, and only name and cniVersion: the plugin answers in that version
+        newest = max(listed["cniVersions"], key=lambda v: tuple(int(x) for x in v.split(".")))
+        conf = {"cniVersion": newest, "name": listed["name"], **listed["plugins"][0]}
         if self.ipv6:
             conf["ipam"] = {**conf["ipam"], "assign_ipv6": "true"}
         return conf
