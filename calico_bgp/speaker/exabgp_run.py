@@ -102,10 +102,9 @@ def _header_error_notification() -> None:
 
 
 IDLE_WAIT_MS = 50  # how long an idle reactor waits for a socket (ExaBGP: 10 ms)
-BRING_UP_S = 3.0  # after a configuration load, how long sessions not yet up keep ExaBGP's own wait
 
 
-def _idle_wait(most: int = IDLE_WAIT_MS, bring_up: float = BRING_UP_S) -> None:
+def _idle_wait(most: int = IDLE_WAIT_MS) -> None:
     """ExaBGP's reactor waits at most 10 ms for its sockets (reactor speed 1.0 / 100) when no peer and
     no API command asked for another turn: 100 turns a second of every peer's state machine and the
     API even with nothing to do, 1.4-1.6% of a core per idle ExaBGP under CPython, 3.0-3.2% under
@@ -114,35 +113,16 @@ def _idle_wait(most: int = IDLE_WAIT_MS, bring_up: float = BRING_UP_S) -> None:
     to send asks for the next turn at once; only timers (keepalive, hold, reconnect), connections
     being opened or accepted, and API commands still queued (ExaBGP runs a long one 50 steps per
     turn) need the timeout. With no API work queued it is now `most` ms (about 4x less idle CPU, and
-    up to 40 ms later for a timer or a connection step); with API work queued it stays 10 ms.
-    And for `bring_up` seconds after each configuration load (the start, every reload) while some
-    peer is not Established, it stays 10 ms too: those are sessions being opened, each a few
-    connection steps (the peer's first turn, the TCP connect, an accept: none of them wakes the
-    poll), and 40 ms more per step was most of a new session's time on an idle machine. A peer
-    still down after that (nobody answers) is tried at the idle pace, as before."""
-    import time
-
-    from exabgp.bgp.fsm import FSM
+    up to 40 ms later for a timer or a connection step); with API work queued it stays 10 ms."""
     from exabgp.reactor.loop import Reactor
 
     wait = Reactor._wait_for_io
-    reload = Reactor.reload
-    loaded_at = [-bring_up]
-
-    def reload_and_bring_up(self: Reactor) -> bool:  # type: ignore[no-untyped-def]
-        loaded_at[0] = time.monotonic()
-        return reload(self)  # type: ignore[no-any-return]
-
-    def bringing_up(self: Reactor) -> bool:  # type: ignore[no-untyped-def]
-        return time.monotonic() - loaded_at[0] < bring_up and \
-            any(peer.fsm != FSM.ESTABLISHED for peer in self._peers.values())
 
     def _wait_for_io(self: Reactor, sleeptime: int):  # type: ignore[no-untyped-def]
-        if sleeptime and self.asynchronous.ready() and not bringing_up(self):
+        if sleeptime and self.asynchronous.ready():
             sleeptime = max(sleeptime, most)
         return wait(self, sleeptime)
 
-    Reactor.reload = reload_and_bring_up  # type: ignore[method-assign]
     Reactor._wait_for_io = _wait_for_io  # type: ignore[method-assign]
 
 
