@@ -12,24 +12,14 @@ import shutil
 
 import pytest
 
-from lab.cluster import mesh
+from lab.cluster import MESH_RESOURCES, mesh
 from lab.net import sh, wait_for
 from lab.workload import NETWORK, run_plugin
 from tests.marks import needs_root
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (./bootstrap.sh setup)")]
 
-RESOURCES = """
-kind: BGPConfiguration
-apiVersion: projectcalico.org/v3
-metadata: {name: default}
-spec: {asNumber: 64512, nodeToNodeMeshEnabled: true}
----
-kind: IPPool
-apiVersion: projectcalico.org/v3
-metadata: {name: pods4}
-spec: {cidr: 198.19.0.0/16, blockSize: 26}
----
+RESOURCES = MESH_RESOURCES + """---
 kind: IPPool
 apiVersion: projectcalico.org/v3
 metadata: {name: pods6}
