@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import pytest
@@ -27,6 +26,7 @@ from ipam.store import IPAMStore
 from tests.integration.ipam_worker import POOLS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PER_PROCESS = 100
 
 
 def ippool(name: str, cidr: str, block_size: int, **kw) -> IPPool:
@@ -43,10 +43,19 @@ def ipam_cli(url: str, prefix: str, *args: str):
 
 
 async def test_four_processes_allocate_at_once(etcd_url, key_prefix):
-    start = time.time() + 3.0
+    """100 allocations a process: the shared node's 200 take three IPv4 /26 blocks (160 addresses)
+    and one IPv6 /122 (40), so the four processes race on claiming fresh blocks as each fills, as well
+    as on the addresses of each block; a larger count repeats those races and adds nothing else."""
     procs = [subprocess.Popen([sys.executable, "-m", "tests.integration.ipam_worker", etcd_url, key_prefix,
-                               str(w), "150", str(start)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               str(w), str(PER_PROCESS)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
              for w in range(4)]
+    for w, p in enumerate(procs):  # every process connected before any begins
+        line = await trio.to_thread.run_sync(p.stdout.readline)
+        assert json.loads(line or "null") == {"ready": w}, p.stderr.read().decode()[-3000:]
+    for p in procs:
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
     outs = []
     for p in procs:
         out, err = await trio.to_thread.run_sync(p.communicate)
@@ -54,7 +63,7 @@ async def test_four_processes_allocate_at_once(etcd_url, key_prefix):
         outs.append([json.loads(line) for line in out.decode().splitlines()])
     rows = [r for out in outs for r in out if "ip" in r]
     stats = [r["stats"] for out in outs for r in out if "stats" in r]
-    assert len(rows) == 600
+    assert len(rows) == 4 * PER_PROCESS
     ips = Counter(r["ip"] for r in rows)
     assert not [ip for ip, n in ips.items() if n > 1], "duplicate addresses"
     for r in rows:
@@ -62,12 +71,13 @@ async def test_four_processes_allocate_at_once(etcd_url, key_prefix):
         assert ipaddress.ip_address(r["ip"]) in pool.network
         assert ipaddress.ip_address(r["ip"]) in ipaddress.ip_network(r["block"])
     assert len(stats) == 4
+    assert len({r["block"] for r in rows if r["node"] == "shared"}) >= 4  # the blocks raced for, as said above
 
     keys = Keys(key_prefix)
     nodes = {"shared", *(f"own-{w}" for w in range(4))}
     async with EtcdClient([etcd_url]) as client:
         snap = await IPAMStore(client, keys).snapshot()
-        assert len(snap.handles) == 600
+        assert len(snap.handles) == 4 * PER_PROCESS
         assert all(s.value.count == 1 for s in snap.handles.values())
         by_block = Counter(r["block"] for r in rows)
         assert {c: s.value.used_count for c, s in snap.blocks.items() if s.value.used_count} == dict(by_block)
