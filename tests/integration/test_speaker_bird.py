@@ -159,8 +159,10 @@ async def two_passive_birds(lab, nursery) -> tuple[Bird, Bird, Speaker]:
     return bird1, bird2, speaker
 
 
-async def test_burst_of_20000_to_two_neighbors(lab, nursery):
-    """20k /32s to two BIRDs at once: no stall, no session lost, ExaBGP answers every command."""
+async def test_burst_of_10000_to_two_neighbors(lab, nursery):
+    """10k /32s to two BIRDs at once: no stall, no session lost, ExaBGP answers every command. At 16
+    prefixes a command that is 625 commands, five times the 128 the speaker keeps in flight: the
+    window fills and drains over and over, as with 20k."""
     bird1, bird2, speaker = await two_passive_birds(lab, nursery)
     await speaker.set_neighbors([n4("198.18.1.2", "198.18.1.1"), n4("198.18.2.2", "198.18.2.1")])
     with trio.fail_after(30):
@@ -171,7 +173,7 @@ async def test_burst_of_20000_to_two_neighbors(lab, nursery):
     await poll(lambda: bird1.established("exa4") and bird2.established("exa"), what="both BIRDs Established")
     await trio.sleep(0.5)
     since = (bird1.protocols()["exa4"]["since"], bird2.protocols()["exa"]["since"])
-    n = 20_000
+    n = 10_000
     prefixes = [f"198.19.{i // 256}.{i % 256}/32" for i in range(n)]
 
     def both_have(count: int) -> bool:
@@ -180,14 +182,14 @@ async def test_burst_of_20000_to_two_neighbors(lab, nursery):
     t0 = time.monotonic()
     await speaker.announce(None, prefixes, wait=True)
     t_acked = time.monotonic() - t0
-    await poll(lambda: both_have(n), timeout=180, every=0.25, what="20k routes in both BIRDs")
+    await poll(lambda: both_have(n), timeout=180, every=0.25, what=f"{n} routes in both BIRDs")
     t_all = time.monotonic() - t0
     print(f"\nburst: {n} prefixes x 2 neighbors acked in {t_acked:.2f}s, in both BIRDs after {t_all:.2f}s "
           f"= {n / t_all:.0f} prefixes/s ({2 * n / t_all:.0f} routes/s)")
     log.warning("burst_announce n=%d neighbors=2 seconds=%.2f prefixes_per_s=%.0f", n, t_all, n / t_all)
     t0 = time.monotonic()
     await speaker.withdraw(None, prefixes, wait=True)
-    await poll(lambda: both_have(0), timeout=180, every=0.25, what="20k withdrawn")
+    await poll(lambda: both_have(0), timeout=180, every=0.25, what=f"{n} withdrawn")
     t_w = time.monotonic() - t0
     print(f"burst: {n} prefixes x 2 withdrawn in {t_w:.2f}s = {n / t_w:.0f} prefixes/s")
     assert (bird1.protocols()["exa4"]["since"], bird2.protocols()["exa"]["since"]) == since
@@ -394,7 +396,7 @@ async def main():
     async with trio.open_nursery() as n:
         await n.start(speaker.run)
         await speaker.set_neighbors([Neighbor(peer_address="198.18.1.2", peer_as=65001, local_as=65000,
-                                              local_address="198.18.1.1", router_id="198.18.1.1", hold_time=9)])
+                                              local_address="198.18.1.1", router_id="198.18.1.1", hold_time=6)])
         await speaker.wait_state("198.18.1.2", "up")
         print("up", flush=True)
         seen = set()
@@ -417,14 +419,15 @@ def readline(proc, timeout: float) -> str:
 
 def test_a_frozen_agent_does_not_freeze_exabgp(lab):
     """The agent stops reading (SIGSTOP) while BIRD floods 20k routes: the bridge keeps draining
-    ExaBGP, whose sessions keep their keepalives (hold time 9 s, frozen 15 s); nothing is lost."""
+    ExaBGP, whose sessions keep their keepalives (hold time 6 s, frozen 10 s: the session would have
+    expired and been reset if ExaBGP had stopped with the agent); nothing is lost."""
     import os
     import signal
     import subprocess
     import sys
     bird1: Bird = lab["bird1"]
     n = 20_000
-    bird1.configure([BirdPeer("exa4", AS_BIRD, "198.18.1.1", AS_US, passive=True, hold_time=9)])
+    bird1.configure([BirdPeer("exa4", AS_BIRD, "198.18.1.1", AS_US, passive=True, hold_time=6)])
     agent = subprocess.Popen([sys.executable, "-c", FROZEN_AGENT, str(lab["tmp"] / "spk"), lab["spk"], str(n)],
                              stdout=subprocess.PIPE, text=True)
     try:
@@ -433,7 +436,7 @@ def test_a_frozen_agent_does_not_freeze_exabgp(lab):
         since = bird1.protocols()["exa4"]["since"]
         os.kill(agent.pid, signal.SIGSTOP)
         bird1.configure(static4=[f"198.19.{i // 256}.{i % 256}/32" for i in range(n)])
-        time.sleep(15)
+        time.sleep(10)
         assert bird1.established("exa4") and bird1.protocols()["exa4"]["since"] == since
         os.kill(agent.pid, signal.SIGCONT)
         line = readline(agent, 60).split()
