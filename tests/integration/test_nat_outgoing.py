@@ -63,8 +63,10 @@ def _skip_reason(mode: str) -> str | None:
 
 
 def sources_seen(src_ns: str, src: str, dst_ns: str, dst: str, port: int = PORT) -> set[str]:
-    """The source addresses a UDP sink in `dst_ns` sees for half a second of datagrams sent from `src`
-    in `src_ns` to `dst` (tests/integration/traffic.py's sink and send)."""
+    """The source addresses a UDP sink in `dst_ns` sees for a fifth of a second of datagrams (about
+    ten) sent from `src` in `src_ns` to `dst` (tests/integration/traffic.py's sink and send). One flow:
+    conntrack gives every datagram of it the same source, so more would only repeat it; none at all
+    is an empty set, which no assertion takes for an answer."""
     sink = subprocess.Popen(["ip", "netns", "exec", dst_ns, sys.executable, "-m", "tests.integration.traffic",
                              "sink", str(port)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -74,7 +76,7 @@ def sources_seen(src_ns: str, src: str, dst_ns: str, dst: str, port: int = PORT)
         try:
             assert send.stdout is not None and send.stdout.readline().strip() == "ready"
             with contextlib.suppress(subprocess.TimeoutExpired):
-                send.wait(0.5)
+                send.wait(0.2)
         finally:
             send.send_signal(signal.SIGTERM)
             send.communicate(timeout=10)
