@@ -72,7 +72,9 @@ async def test_gtsm_and_local_as_on_the_wire(lab, nursery):
     bird2: Bird = lab["bird2"]
     bird3: Bird = lab["bird3"]
     # b1 and b3 dial the one address of ours (one listening socket): b1 with GTSM, b3 without
-    gtsm_in = BirdPeer("gtsm", AS_BIRD, "198.18.1.1", AS_US, local_address="198.18.1.2", hold_time=9, extra=GTSM)
+    # the two sessions that lose GTSM below hold 6 s at BIRD: the window that shows they never open
+    # without it must outlast BIRD's hold timer and its reconnection after it
+    gtsm_in = BirdPeer("gtsm", AS_BIRD, "198.18.1.1", AS_US, local_address="198.18.1.2", hold_time=6, extra=GTSM)
     plain_in = BirdPeer("plain", AS_BIRD, "198.18.1.1", AS_US, local_address="198.18.3.2", hold_time=9,
                         extra=MULTIHOP)
     bird1.configure([gtsm_in])
@@ -80,7 +82,7 @@ async def test_gtsm_and_local_as_on_the_wire(lab, nursery):
     # we dial b2, with GTSM, from a local AS that is not the node's (BGPPeer localASNumber); b2 dials
     # us over IPv6 with GTSM (IPV6_MINHOPCOUNT on the accepted connection)
     exa = BirdPeer("exa", AS_BIRD, "198.18.2.1", 65099, passive=True, hold_time=9, extra=GTSM_DIRECT)
-    exa6 = BirdPeer("exa6", AS_BIRD, "2001:db8:2::1", AS_US, hold_time=9, ipv4=False, ipv6=True, extra=GTSM_DIRECT)
+    exa6 = BirdPeer("exa6", AS_BIRD, "2001:db8:2::1", AS_US, hold_time=6, ipv4=False, ipv6=True, extra=GTSM_DIRECT)
     bird2.configure([exa, exa6])
 
     speaker = Speaker(lab["tmp"] / "spk", netns=lab["spk"])
@@ -109,12 +111,12 @@ async def test_gtsm_and_local_as_on_the_wire(lab, nursery):
     # (BIRD, which does get our OPEN and KEEPALIVE, shows Established until its hold timer expires,
     # and dials again), while the other session on the same listening address stays up
     plain_since = bird3.protocols()["plain"]["since"]
-    bird1.configure([BirdPeer("gtsm", AS_BIRD, "198.18.1.1", AS_US, local_address="198.18.1.2", hold_time=9,
+    bird1.configure([BirdPeer("gtsm", AS_BIRD, "198.18.1.1", AS_US, local_address="198.18.1.2", hold_time=6,
                               extra=MULTIHOP)])
     bird2.configure([exa, attrs.evolve(exa6, extra=("direct;",))])  # hop limit 1 now
     for peer in ("198.18.1.2", "2001:db8:2::2"):
         await poll(lambda peer=peer: speaker.peers[peer].state != "up", what=f"{peer} reset by BIRD's reconfiguration")
-    for _ in range(140):  # 14 s: more than the hold time, and a reconnection after it
+    for _ in range(100):  # 10 s: more than the 6 s hold time, and a reconnection after it
         assert {speaker.peers[p].state for p in ("198.18.1.2", "2001:db8:2::2")}.isdisjoint({"up"}), \
             "a session without GTSM opened"
         await trio.sleep(0.1)
