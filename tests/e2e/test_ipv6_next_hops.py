@@ -11,8 +11,11 @@ route of two (link-local gateway, device) hops. Traffic to an address behind eac
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -122,7 +125,7 @@ def _start_frr(c: MeshCluster, ns: str, link_local: str, global_next_hop: str | 
     path = d / "frr.conf"
     path.write_text(conf)
     frr = Frr(NodeDef("tor-frr", "linux", binds=(Bind(str(path), "/etc/frr/frr.conf"),)), ns, d / "run")
-    frr.start(c.ledger)
+    frr.pids = frr.start(c.ledger)  # type: ignore[attr-defined]
     wait_for("FRR's zebra knows eth0's link-local address", lambda: link_local in frr.vtysh("show interface eth0"),
              timeout=20)
     time.sleep(1)  # zebra to bgpd
@@ -130,7 +133,7 @@ def _start_frr(c: MeshCluster, ns: str, link_local: str, global_next_hop: str | 
     return frr
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def rack(etcd_server):
     with mesh(etcd_server, "v6nh", RESOURCES, ["n1"], ipv6=True) as c:
         bird_ns, bird_ll = _tor(c, "torb", 60, BIRD_ADDR)
@@ -141,6 +144,26 @@ def rack(etcd_server):
         wait_for("n1's BGPPeers accepted (its Node exists)", lambda: c.cli("apply", "-f", "-", input=PEERS, check=False)
                  .returncode == 0, timeout=30)
         yield c
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _stop_tors(c: MeshCluster, bird: Bird, frr: Frr) -> None:
+    """Both ToRs stopped, their sessions down and their prefixes out of n1's kernel: the next case
+    (one rack for the module) starts them afresh, configured its way."""
+    bird.stop()
+    for pid in frr.pids:  # type: ignore[attr-defined]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    wait_for("FRR's daemons gone", lambda: all(_gone(p) for p in frr.pids), timeout=15)  # type: ignore[attr-defined]
+    wait_for("the ToRs' sessions down and their prefixes out of n1's kernel", lambda: not (
+        {BIRD_NET, FRR_NET, SHARED} & set(_routes6(c, "n1")))
+        and not any(s["state"] == "Established" for s in c.status("n1").get("sessions", [])), timeout=30)
 
 
 def _established(c: MeshCluster) -> bool:
@@ -160,7 +183,7 @@ def _ping(c: MeshCluster, address: str) -> bool:
 def test_routes_from_bird_and_frr_go_via_their_global_next_hop_on_the_link(rack):
     c = rack
     bird = _start_bird(c, c.tors["bird"][0])
-    _start_frr(c, *c.tors["frr"])
+    frr = _start_frr(c, *c.tors["frr"])
     try:
         wait_for("both IPv6 sessions Established", lambda: _established(c), timeout=90)
         want = {BIRD_NET: [("2001:db8::60", "eth0")], FRR_NET: [("2001:db8:2::61", "eth1")],
@@ -175,7 +198,7 @@ def test_routes_from_bird_and_frr_go_via_their_global_next_hop_on_the_link(rack)
         log = (c.run_dir / "tor-frr" / "run" / "frr-debug.log").read_text()
         assert f"2001:db8:2::1 send UPDATE w/ mp_nexthops 2001:db8:2::61, {c.tors['frr'][1]}" in log, log[-2000:]
     finally:
-        bird.stop()
+        _stop_tors(c, bird, frr)
 
 
 def test_a_global_next_hop_off_the_link_gives_way_to_the_link_local_one_on_the_interface(rack):
@@ -185,7 +208,7 @@ def test_a_global_next_hop_off_the_link_gives_way_to_the_link_local_one_on_the_i
     c = rack
     (bird_ns, bird_ll), (frr_ns, frr_ll) = c.tors["bird"], c.tors["frr"]
     bird = _start_bird(c, bird_ns, next_hop="2001:db8:99::60")
-    _start_frr(c, frr_ns, frr_ll, global_next_hop="2001:db8:99::61")
+    frr = _start_frr(c, frr_ns, frr_ll, global_next_hop="2001:db8:99::61")
     try:
         wait_for("both IPv6 sessions Established", lambda: _established(c), timeout=90)
         want = {BIRD_NET: [(bird_ll, "eth0")], FRR_NET: [(frr_ll, "eth1")],
@@ -199,7 +222,7 @@ def test_a_global_next_hop_off_the_link_gives_way_to_the_link_local_one_on_the_i
         shared = next(r for r in routes if r["prefix"] == SHARED)
         assert sorted(shared["nextHops"]) == sorted([f"{bird_ll}%eth0", f"{frr_ll}%eth1"]) and shared["inKernel"]
     finally:
-        bird.stop()
+        _stop_tors(c, bird, frr)
 
 
 def test_a_link_local_next_hop_from_a_peer_not_directly_connected_is_rejected_with_its_reason(rack):
