@@ -65,6 +65,8 @@ class AgentOptions:
     status_ttl: int = 15
     ipam_sweep: float = 60.0               # seconds between sweeps releasing this node's empty blocks
     filter_mode: str = "auto"              # PolicyFilter enforcement: auto | xdp | nft | iptables | off
+    ipam_service: bool = True              # serve calico-bgp-ipam's warm process (agent/ipam_service.py)
+    ipam_service_idle: float = 600.0       # seconds without an invocation before that process leaves
 
 
 class NodeAgent:
@@ -143,6 +145,10 @@ class NodeAgent:
                 if self.policy is not None:
                     nursery.start_soon(upkeep.policy_filters, self.policy)
                 nursery.start_soon(upkeep.nat_outgoing, self.nat, opts.filter_mode)
+                if opts.ipam_service:
+                    from calico_bgp.agent.ipam_service import IpamServiceOwner
+
+                    nursery.start_soon(IpamServiceOwner(opts.ipam_service_idle).run)
                 if opts.metrics_port:
                     self.metrics.serve(opts.metrics_port, addr="0.0.0.0")
                 task_status.started()

@@ -60,16 +60,17 @@ def delegate(command: str, plugin_type: str, netconf: bytes, environ: Mapping[st
 
 def run_here(module: str, stdin: bytes, env: Mapping[str, str]) -> bytes:
     """One of this package's plugins in this process: its stdout on success, its error otherwise.
-    calico-bgp-ipam with `ipam_service` in the config goes to its warm service, as its executable
-    would (calico_bgp/cni/service.py), and runs here only when no service answers."""
+    calico-bgp-ipam goes to the node agent's warm process, as its executable would
+    (calico_bgp/cni/service.py), and runs here when that does not answer or the config says
+    `ipam_service: false`."""
     import importlib
     import io
     import sys
 
     from calico_bgp.cni import service, skel
 
-    if module == IN_PROCESS["calico-bgp-ipam"] and b'"ipam_service"' in stdin:
-        answered, reply = service.ask(dict(env), stdin)
+    if module == IN_PROCESS["calico-bgp-ipam"] and service.wanted(stdin):
+        reply = service.ask(dict(env), stdin)
         if reply is not None:
             code, out, err = reply
             sys.stderr.buffer.write(err)
@@ -77,9 +78,6 @@ def run_here(module: str, stdin: bytes, env: Mapping[str, str]) -> bytes:
             if code == 0:
                 return out
             raise CNIError.from_json(json.loads(out or b"{}"))
-        idle = service.wanted(stdin)
-        if idle and not answered:
-            service.spawn(service.socket_path(), idle)
     plugin = importlib.import_module(module)
     out = io.StringIO()
     code = skel.run(plugin.PLUGIN, plugin.HANDLERS, environ=env, stdin=io.BytesIO(stdin), stdout=out)

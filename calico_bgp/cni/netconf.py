@@ -96,6 +96,7 @@ def from_dict(raw: dict[str, Any]) -> NetConf:
     if level_name.lower() not in LOG_LEVELS:
         raise CNIError(INVALID_CONFIG, f"log_level: {level_name!r} is not one of {', '.join(LOG_LEVELS)}")
     ipam, ignored_ipam = _ipam(raw.get("ipam"))
+    _service_flag(raw.get("ipam_service", True))
     return NetConf(
         cni_version=version, name=name, type=_str(raw, "type", required=True), ipam=ipam,
         etcd_endpoints=_endpoints(raw), etcd_key_file=_str(raw, "etcd_key_file") or None,
@@ -181,6 +182,15 @@ def _endpoints(raw: dict[str, Any]) -> tuple[str, ...]:
     if not out:
         raise CNIError(INVALID_CONFIG, f"etcd_endpoints: {text!r} names no endpoint")
     return out
+
+
+def _service_flag(value: Any) -> None:
+    """`ipam_service`: true (the default: the node agent's warm IPAM answers when it runs) or false (every
+    invocation in its own process); a number, from configs that gave the old self-started service's idle
+    seconds, is true unless 0."""
+    if not isinstance(value, (bool, int, float)) or (not isinstance(value, bool) and value < 0):
+        raise CNIError(INVALID_CONFIG, "ipam_service: must be true (the node agent's warm IPAM when it answers) or "
+                                       f"false (every invocation in its own process), got {value!r}")
 
 
 def _mtu(value: Any) -> int | None:

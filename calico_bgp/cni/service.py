@@ -1,20 +1,24 @@
-"""An opt-in warm process for calico-bgp-ipam: `"ipam_service": true` in the network config.
+"""The warm IPAM: calico-bgp-ipam invocations answered by a process that already holds the IPAM code.
 
 A plugin is exec'd per container operation, and most of an IPAM operation's cost is the
 interpreter loading attrs, cattrs, the IPAM library and the resource model; the operation itself
-is a few etcd round trips. With `ipam_service`, the executable (this module, stdlib only) hands
-the invocation (its CNI_* environment and stdin) to a service process over a unix socket and
-prints what the service answers (length-prefixed byte fields on the raw `_socket`: the `json` and
-`socket` modules, with the `re` and `enum` they load, were a third of the executable's CPU); the service runs the same skeleton and handlers, one invocation
-at a time, and exits after `ipam_service` seconds idle (true: 60); a queued invocation whose
-executable hung up or waited past its timeout (it then runs the operation itself) is dropped unrun,
-so an ADD the runtime gave up on does not allocate after its DEL. When no service answers, the
-executable starts one in the background and does this operation itself; when the service goes
-away mid-operation, it does it itself too (every operation is idempotent: a repeated ADD returns
-the handle's addresses, DEL and GC release what is still there). One service per interpreter,
-package version and network namespace; its socket is in a root-only directory. A service that
-answers an invocation whose config does not ask for it (`"ipam_service": false` next to a running
-one) declines, and the executable runs it itself.
+is a few etcd round trips. The node agent owns a warm process (calico_bgp/agent/ipam_service.py:
+it binds the socket, starts the process on the first connection, restarts it, logs its output,
+stops it with itself). The calico-bgp-ipam executable (this module, stdlib only) hands each
+invocation (its CNI_* environment and stdin) to it over the unix socket and prints what it answers
+(length-prefixed byte fields on the raw `_socket`: the `json` and `socket` modules, with the `re`
+and `enum` they load, were a third of the executable's CPU); calico-bgp-cni's in-process IPAM asks
+the same way. The warm process runs the same skeleton and handlers, one invocation at a time; a
+queued invocation whose executable hung up or waited past its timeout (it then runs the operation
+itself) is dropped unrun, so an ADD the runtime gave up on does not allocate after its DEL.
+
+When nothing answers (no agent, an agent of other code, the warm process gone mid-operation), the
+executable does the operation itself: the agent stays optional (every operation is idempotent: a
+repeated ADD returns the handle's addresses, DEL and GC release what is still there).
+`"ipam_service": false` in the network config keeps every invocation in its own process (a warm
+process declines one that reaches it). The socket is per interpreter version, package and module
+versions, network namespace and user (a plugin of other code never reaches it), in a root-only
+directory.
 """
 from __future__ import annotations
 
@@ -26,29 +30,26 @@ import time
 import zlib
 
 SERVICE_DIR = "/run/calico-bgp"
-DEFAULT_IDLE_S = 60.0
 # how long the executable waits for the service before running the operation itself: well under a
 # runtime's own timeout (kubelet's runtime-request-timeout: 2 min), so the runtime never gives up first;
 # the service drops a request it reaches after this, or whose executable hung up, unrun
 CLIENT_TIMEOUT_S = 30.0
-# a new version of any module an invocation loads (under calico_bgp/) gets a new service; the old one
-# leaves when idle: every module of these packages, and these files of others
+# a new version of any module an invocation loads (under calico_bgp/) gets a new socket; the old
+# agent's process no longer answers the new executables: every module of these packages, and these files of others
 _DIRS = ("cni", "datastore", "../ipam")
 _FILES = ("__init__.py", "resources/__init__.py", "resources/codec.py", "resources/selector.py",
           "../dataplane/__init__.py", "../dataplane/logfmt.py")
+_COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS")
+
 
 def ipam_main() -> None:
-    """The calico-bgp-ipam executable: through the service when the config asks for one."""
-    command = os.environ.get("CNI_COMMAND", "")
-    if command in ("ADD", "DEL", "CHECK", "GC", "STATUS") and not sys.stdin.isatty():
+    """The calico-bgp-ipam executable: through the warm process unless the config says `ipam_service: false`."""
+    if os.environ.get("CNI_COMMAND", "") in _COMMANDS and not sys.stdin.isatty():
         data = sys.stdin.buffer.read()
-        if b'"ipam_service"' in data:  # JSON is parsed only when no service answers (the service checks)
-            answered, code = call(dict(os.environ), data)
+        if wanted(data):
+            code = call(dict(os.environ), data)
             if code is not None:
                 sys.exit(code)
-            idle = wanted(data)
-            if idle and not answered:
-                spawn(socket_path(), idle)
         from calico_bgp.cni import ipam_plugin, skel
 
         sys.exit(skel.run(ipam_plugin.PLUGIN, ipam_plugin.HANDLERS, stdin=io.BytesIO(data)))
@@ -57,24 +58,24 @@ def ipam_main() -> None:
     ipam_plugin.main()
 
 
-def wanted(data: bytes) -> float:
-    """The idle timeout the config asks for (`ipam_service`: true or seconds), 0 when it asks for none."""
+def wanted(data: bytes) -> bool:
+    """Whether the config lets the warm process answer: all but `"ipam_service": false` (or 0). JSON is
+    parsed only when the key is there (the skeleton reports a config that does not parse, or a bad value)."""
+    if b'"ipam_service"' not in data:
+        return True
     import json
 
     try:
         value = json.loads(data).get("ipam_service")
     except (ValueError, AttributeError):
-        return 0.0  # the skeleton reports the bad config
-    if value is True:
-        return DEFAULT_IDLE_S
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    return 0.0
+        return True
+    return not (value is False or (type(value) in (int, float) and value == 0))
 
 
 def socket_path() -> str:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    key = [sys.executable, root, str(os.stat("/proc/self/ns/net").st_ino), str(os.getuid()), *code_stamps(root)]
+    root = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    key = [sys.implementation.cache_tag or "", str(sys.hexversion), root, str(os.stat("/proc/self/ns/net").st_ino),
+           str(os.getuid()), *code_stamps(root)]
     raw = " ".join(key).encode()  # two CRCs, not hashlib: loading OpenSSL would cost more than the call
     return os.path.join(SERVICE_DIR, f"ipam-{zlib.crc32(raw):08x}{zlib.crc32(raw[::-1]):08x}.sock")
 
@@ -98,77 +99,60 @@ def code_stamps(root: str) -> list[str]:
             out.append(f"{f}:-")
     return out
 
-def call(environ: dict[str, str], data: bytes) -> tuple[bool, int | None]:
-    """Whether a service answered, and the exit code after it ran the invocation (its output
-    printed); None when this process must run it (no service answers, it went away mid-operation,
-    or it declined: the config does not ask for it)."""
-    answered, reply = ask(environ, data)
+def call(environ: dict[str, str], data: bytes) -> int | None:
+    """The exit code after the warm process ran the invocation (its output printed); None when this
+    process must run it (nothing answers, it went away mid-operation, or it declined)."""
+    reply = ask(environ, data)
     if reply is None:
-        return answered, None
+        return None
     rc, out, err = reply
     sys.stderr.buffer.write(err)
     sys.stderr.flush()
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
-    return True, rc
+    return rc
 
 
-def ask(environ: dict[str, str], data: bytes) -> tuple[bool, tuple[int, bytes, bytes] | None]:
-    """Whether a service answered, and its reply (exit code, stdout, stderr) to the invocation; None
-    when the caller must run it. calico-bgp-cni, which runs this IPAM in its own process, asks this
-    way: its stdout is its own result."""
+def ask(environ: dict[str, str], data: bytes) -> tuple[int, bytes, bytes] | None:
+    """The warm process's reply (exit code, stdout, stderr) to the invocation; None when the caller
+    must run it. calico-bgp-cni, which runs this IPAM in its own process, asks this way: its stdout
+    is its own result."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(CLIENT_TIMEOUT_S)
         try:
             sock.connect(socket_path())
         except OSError:
-            return False, None
+            return None
         env = b"\0".join(f"{k}={v}".encode("utf-8", "surrogateescape") for k, v in environ.items())
         deadline = time.monotonic_ns() + int(CLIENT_TIMEOUT_S * 1e9)  # CLOCK_MONOTONIC: one clock host-wide
         _send(sock, [env, data, str(deadline).encode()])
         code, out, err = _recv(sock)
         if code == b"declined":
-            return True, None
-        return True, (int(code), out, err)
+            return None
+        return int(code), out, err
     except (OSError, ValueError):
-        return True, None  # the service went away: this process does it (the operations are idempotent)
+        return None  # the process went away (or was never started): this one does it, the operations are idempotent
     finally:
         sock.close()
 
 
-def spawn(path: str, idle: float) -> None:
-    """A service in the background, in its own session, for the next invocations."""
-    import subprocess
-
-    code = f"import sys; sys.path[:0] = {sys.path!r}; from calico_bgp.cni.service import serve; serve({path!r}, {idle!r})"
-    try:
-        subprocess.Popen([sys.executable, "-S", "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
-    except OSError:
-        pass  # no service: every invocation runs in its own process, as without one
-
-
-def serve(path: str, idle: float) -> None:
-    """Answer invocations on `path` one at a time until `idle` seconds pass without one."""
+def bind(path: str) -> tuple["object", int] | None:
+    """The listening socket at `path` (root-only: its directory 0700, the socket 0600) and the lock
+    that makes it this process's; None when another process holds it (another owner serves there)."""
     import fcntl
-    import select
     import socket
 
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    lock = os.open(os.path.join(os.path.dirname(path), ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-            return  # another service answers there already
-        except OSError:
-            pass
-        finally:
-            probe.close()
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(lock)
+        return None
+    try:
         if os.path.exists(path):
-            os.unlink(path)
+            os.unlink(path)  # a dead owner's: whoever holds the lock owns the name
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
@@ -176,30 +160,67 @@ def serve(path: str, idle: float) -> None:
         finally:
             os.umask(old)
         server.listen(64)
-        bound = os.stat(path).st_ino  # the file this service made: removed on the way out, not a successor's
-    finally:
+    except BaseException:
         os.close(lock)
+        raise
+    return server, lock
+
+
+def unbind(path: str, server: "object", lock: int) -> None:
+    """Close what bind() opened and remove the socket's name (a later owner makes its own)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    server.close()  # type: ignore[attr-defined]
+    os.close(lock)
+
+
+def serve(path: str, idle: float | None) -> None:
+    """Bind `path` and answer on it until `idle` seconds pass without an invocation (None: for ever)."""
+    bound = bind(path)
+    if bound is None:
+        return
+    server, lock = bound
+    try:
+        serve_socket(server, idle)
+    finally:
+        unbind(path, server, lock)
+
+
+def child(fd: int, idle: float) -> None:
+    """The agent's warm process: answer on the listening socket `fd` (the agent's) until `idle`
+    seconds pass without an invocation or the agent goes (its end of our stdin closes)."""
+    import socket
+
+    serve_socket(socket.socket(fileno=fd), idle, watch=0)
+
+
+def serve_socket(server: "object", idle: float | None, watch: int | None = None) -> None:
+    """Answer invocations on the listening `server` one at a time; return after `idle` seconds without
+    one, or when `watch` (a descriptor) becomes readable: its writer is gone."""
+    import select
+
     from calico_bgp.cni import ipam_plugin  # the imports every invocation would otherwise pay
 
-    try:
-        while select.select([server], [], [], idle)[0]:
-            conn, _ = server.accept()
-            with conn:
-                try:
-                    conn.settimeout(30)
-                    env, data, deadline = _recv(conn)
-                    if time.monotonic_ns() > int(deadline) or _hung_up(conn):
-                        continue  # its executable gave up and ran it itself (or was killed): not run twice
-                    _send(conn, handle(ipam_plugin, env, data))
-                except (OSError, ValueError):
-                    continue
-    finally:
+    fds = [server] + ([watch] if watch is not None else [])
+    while True:
+        ready = select.select(fds, [], [], idle)[0]
+        if not ready or (watch is not None and watch in ready):
+            return
         try:
-            if os.stat(path).st_ino == bound:
-                os.unlink(path)
-        except OSError:
-            pass
-        server.close()
+            conn, _ = server.accept()  # type: ignore[attr-defined]
+        except (BlockingIOError, InterruptedError):
+            continue  # the agent's socket is non-blocking: taken before us
+        with conn:
+            try:
+                conn.settimeout(30)
+                env, data, deadline = _recv(conn)
+                if time.monotonic_ns() > int(deadline) or _hung_up(conn):
+                    continue  # its executable gave up and ran it itself (or was killed): not run twice
+                _send(conn, handle(ipam_plugin, env, data))
+            except (OSError, ValueError):
+                continue
 
 
 def _hung_up(conn: object) -> bool:
@@ -214,7 +235,8 @@ def _hung_up(conn: object) -> bool:
 
 def handle(ipam_plugin: object, env: bytes, data: bytes) -> list[bytes]:
     """One invocation, as the executable would have run it: [exit code, stdout, stderr]; [b"declined"]
-    when its config does not ask for the service."""
+    when its config says `ipam_service: false`. What it logged to stderr also goes to this process's
+    own stderr (the agent's log, for the agent's process)."""
     from calico_bgp.cni import skel
 
     import logging
@@ -231,6 +253,9 @@ def handle(ipam_plugin: object, env: bytes, data: bytes) -> list[bytes]:
                         stdin=io.BytesIO(data), stdout=out)
     finally:
         sys.stderr = saved
+    if err.getvalue():
+        saved.write(err.getvalue())
+        saved.flush()
     return [str(code).encode(), out.getvalue().encode("utf-8", "surrogateescape"),
             err.getvalue().encode("utf-8", "surrogateescape")]
 

@@ -243,22 +243,26 @@ def test_a_reference_plugin_attaches_with_our_address(etcd_server, tmp_path, plu
 
 
 
-def test_with_ipam_service_the_next_invocations_go_to_a_warm_service_that_leaves_when_idle(cluster):
-    """The first ADD runs itself and starts the service; the next ones are answered by the service
-    (their log lines carry its pid, not the executable's); results and releases are the same; the
-    service removes its socket and exits after the idle time."""
+def test_the_node_agents_warm_process_answers_the_executable_by_default(cluster):
+    """With what the agent starts running (calico_bgp/agent/ipam_service.py, here without the rest
+    of the agent), the executable's invocations are answered by its warm process (their log lines
+    carry its pid, not the executable's); results and releases are the same as in process;
+    `ipam_service: false` keeps one in its own process; when the agent stops, its process and
+    socket go and the executable does the work itself."""
     import re
+    import signal
+    import subprocess
+    import sys
 
     from calico_bgp.cni import service
     from lab.net import wait_for
 
     exe = str(cluster.bin_dir / "calico-bgp-ipam")
-    conf = cluster.conf(name="svc", ipam_service=1.5, ipam={"type": "calico-bgp-ipam", "ipv4_pools": ["pool4"]})
+    conf = cluster.conf(name="svc", ipam={"type": "calico-bgp-ipam", "ipv4_pools": ["pool4"]})
     env = {**os.environ, "PYTHONPATH": ""}  # the launcher names its own paths
 
     def run(command, cid, conf=conf):
         import json
-        import subprocess
 
         p = subprocess.Popen([exe], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              env={**env, **cluster.env(command, cid)})
@@ -266,22 +270,30 @@ def test_with_ipam_service_the_next_invocations_go_to_a_warm_service_that_leaves
         pids = set(re.findall(r"calico-bgp-ipam\[(\d+)\]", err.decode()))
         return p.returncode, (json.loads(out) if out.strip() else None), p.pid, pids
 
+    code, alone, pid, pids = run("ADD", "s0")
+    assert code == 0 and pids == {str(pid)}  # no agent: the executable does it
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(service.__file__))))
+    agent = subprocess.Popen([sys.executable, "-m", "calico_bgp.agent.ipam_service", "60"],
+                             env={**os.environ, "PYTHONPATH": root}, stderr=subprocess.PIPE)
     try:
+        wait_for("the agent's socket", lambda: os.path.exists(service.socket_path()) or None, timeout=20)
         code, first, pid, pids = run("ADD", "s1")
-        assert code == 0 and pids == {str(pid)}  # no service yet: this process did it
-        wait_for("the service's socket", lambda: os.path.exists(service.socket_path()) or None, timeout=20)
-        code, second, pid, pids = run("ADD", "s2")
-        assert code == 0 and pids and str(pid) not in pids  # answered by the service
+        assert code == 0 and pids and str(pid) not in pids  # answered by the warm process
         served_by = int(pids.pop())
-        code, again, _, _ = run("ADD", "s2")
-        assert again["ips"] == second["ips"] != first["ips"]
+        code, again, _, pids = run("ADD", "s1")
+        assert again["ips"] == first["ips"] != alone["ips"] and pids == {str(served_by)}
         code, _, pid, pids = run("ADD", "s3", {**conf, "ipam_service": False})
-        assert code == 0 and pids == {str(pid)}  # the service declines a config that does not ask for it
-        assert run("DEL", "s3")[0] == 0
-        assert ipaddress.ip_interface(second["ips"][0]["address"]).ip in POOL4
-        for cid in ("s1", "s2"):
+        assert code == 0 and pids == {str(pid)}  # the config keeps it in its own process
+        assert ip_of(first).ip in POOL4
+        for cid in ("s0", "s1", "s3"):
             assert run("DEL", cid)[0] == 0
         assert not {h for h in cluster.addresses() if h.startswith("svc.")}
-    finally:  # whatever happened, the service leaves once idle: nothing outlives the test
-        wait_for("the idle service to leave", lambda: not os.path.exists(service.socket_path()) or None, timeout=20)
-    wait_for("its process to end", lambda: not os.path.exists(f"/proc/{served_by}") or None, timeout=10)
+    finally:  # nothing outlives the test
+        agent.send_signal(signal.SIGTERM)
+        _, log = agent.communicate(timeout=20)
+    assert agent.returncode == 0 and not os.path.exists(service.socket_path())
+    assert not os.path.exists(f"/proc/{served_by}")
+    assert f"event=ipam_service_started pid={served_by}" in log.decode()
+    assert f"calico-bgp-ipam[{served_by}]" in log.decode()  # the invocations' log lines are in the agent's log
+    code, _, pid, pids = run("ADD", "s4")
+    assert code == 0 and pids == {str(pid)} and run("DEL", "s4")[0] == 0

@@ -146,14 +146,13 @@ def test_cni_install_writes_both_plugins_and_the_conflist(tmp_path):
     assert bad.exit_code == 2 and "--network" in bad.output
 
 
-def test_the_service_is_asked_for_with_true_or_seconds():
+def test_the_service_is_asked_unless_the_config_says_false():
     from calico_bgp.cni import service
 
-    assert service.wanted(b'{"ipam_service": true}') == service.DEFAULT_IDLE_S
-    assert service.wanted(b'{"ipam_service": 2.5}') == 2.5
-    for off in (b'{"ipam_service": false}', b'{"ipam_service": 0}', b'{"ipam_service": "yes"}', b"{}", b"not json",
-                b"[1]"):
-        assert service.wanted(off) == 0.0
+    for on in (b'{"ipam_service": true}', b'{"ipam_service": 2.5}', b"{}", b"not json", b"[1]"):
+        assert service.wanted(on) is True  # a config that does not parse is the skeleton's to report
+    for off in (b'{"ipam_service": false}', b'{"ipam_service": 0}'):
+        assert service.wanted(off) is False
     path = service.socket_path()
     assert path.startswith(service.SERVICE_DIR + "/ipam-") and path == service.socket_path()
 

@@ -178,6 +178,8 @@ def test_stdin_that_is_not_a_json_object_is_error_6(data, code, names):
     ({"ipam": []}, "ipam"),
     ({"prevResult": []}, "prevResult"),
     ({"cni.dev/valid-attachments": [{"ifname": "eth0"}]}, "containerID"),
+    ({"ipam_service": "yes"}, "ipam_service"),
+    ({"ipam_service": -1}, "ipam_service"),
 ])
 def test_a_wrong_field_is_error_7_naming_it(change, names):
     d = {**CALICO_CONF, **change}

@@ -1,0 +1,155 @@
+"""The node's warm IPAM: the agent owns the process that answers calico-bgp-ipam's invocations.
+
+The agent binds the service's socket (calico_bgp/cni/service.py: root-only, named for this code
+and network namespace) when it starts, and starts the warm process on the first connection, the
+listening socket passed down (socket activation, as systemd does it: a node that runs no
+containers pays nothing, and no invocation is refused while the process starts or restarts; it
+waits in the backlog). The process leaves after `idle` seconds without an invocation and comes
+back on the next one. It is supervised: its stderr (its own errors and the log lines of every
+invocation it runs) goes into the agent's log; when it exits with an error, the next start waits
+a back-off, and meanwhile every connection is closed at once, so the executables do their
+operations themselves instead of waiting; when the agent stops it is told (its stdin closes),
+given a few seconds to finish the invocation it runs, then killed, and the socket is removed. An
+agent killed outright closes the process's stdin all the same. Nothing here needs the IPAM code:
+the agent loads none of it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from typing import Any
+
+import trio
+
+from calico_bgp.cni import service
+from calico_bgp.speaker.process import Backoff
+from dataplane.logfmt import event
+
+log = logging.getLogger("calico_bgp.agent.ipam_service")
+STOP_WAIT = 3.0  # seconds a stopping agent gives the process to finish its invocation
+
+
+class IpamServiceOwner:
+    """Serves calico-bgp-ipam's socket for as long as `run()` runs. `path`: the socket (default: the
+    one this code's plugins look for)."""
+
+    def __init__(self, idle: float = 600.0, path: str | None = None, backoff: Backoff | None = None) -> None:
+        self.idle = idle
+        self.path = path
+        self.backoff = backoff or Backoff(first=1.0, cap=30.0, healthy=10.0)
+        self.pid: int | None = None       # the warm process's, while it runs
+        self.starts = 0
+        self.failures = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        path = self.path or service.socket_path()
+        try:
+            bound = service.bind(path)
+        except OSError as exc:
+            event(log, "ipam_service_unavailable", logging.WARNING, socket=path, error=exc.strerror or str(exc))
+            bound = None
+        if bound is None:
+            event(log, "ipam_service_not_served", logging.WARNING, socket=path,
+                  why="another process serves it, or it cannot be made: the plugins run in their own process")
+            task_status.started()
+            return
+        server, lock = bound
+        server.setblocking(False)
+        self.path = path
+        event(log, "ipam_service_listening", socket=path, idle=self.idle)
+        try:
+            task_status.started()
+            while True:
+                await trio.lowlevel.wait_readable(server)
+                started = trio.current_time()
+                code = await self._serve_once(server)
+                if code == 0:
+                    continue  # idle, and gone: the next connection starts it again
+                self.failures += 1
+                delay = self.backoff.next(trio.current_time() - started)
+                event(log, "ipam_service_exited", logging.WARNING, code=code, restart_in=delay)
+                with trio.move_on_after(delay):
+                    await _turn_away(server)
+        finally:
+            service.unbind(path, server, lock)
+
+    async def _serve_once(self, server: Any) -> int:
+        """Start the process on the listening socket and wait for it to exit; its exit status."""
+        code = (f"import sys; sys.path[:0] = {sys.path!r}; from calico_bgp.cni.service import child; "
+                f"child({server.fileno()}, {self.idle!r})")
+        # forked from the trio thread (as ExaBGP is: speaker/process.py), with the socket passed down
+        proc = subprocess.Popen([sys.executable, "-S", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, pass_fds=(server.fileno(),), close_fds=True)
+        self.pid, self.starts = proc.pid, self.starts + 1
+        event(log, "ipam_service_started", pid=proc.pid)
+        assert proc.stderr is not None and proc.stdin is not None
+        err = os.dup(proc.stderr.fileno())
+        proc.stderr.close()
+        os.set_blocking(err, False)
+        pidfd = os.pidfd_open(proc.pid)
+        try:
+            async with trio.open_nursery() as n:
+                n.start_soon(_pump, trio.lowlevel.FdStream(err), proc.pid)
+                await trio.lowlevel.wait_readable(pidfd)
+                n.cancel_scope.deadline = trio.current_time() + 1.0  # its last lines
+            return proc.wait()
+        finally:
+            with trio.CancelScope(shield=True):
+                proc.stdin.close()  # the agent is going: it finishes its invocation and leaves
+                with trio.move_on_after(STOP_WAIT):
+                    await trio.lowlevel.wait_readable(pidfd)
+                if proc.poll() is None:
+                    proc.kill()
+                    event(log, "ipam_service_killed", logging.WARNING, pid=proc.pid, after=STOP_WAIT)
+                proc.wait()
+                os.close(pidfd)
+                self.pid = None
+
+
+async def _pump(stream: trio.lowlevel.FdStream, pid: int) -> None:
+    """The process's stderr, line by line, into the agent's log."""
+    buf = b""
+    async with stream:
+        while data := await stream.receive_some(65536):
+            *lines, buf = (buf + data).split(b"\n")
+            for raw in lines:
+                if raw.strip():
+                    event(log, "ipam_service_log", pid=pid, line=raw.decode(errors="replace").rstrip())
+    if buf.strip():
+        event(log, "ipam_service_log", pid=pid, line=buf.decode(errors="replace").rstrip())
+
+
+async def _turn_away(server: Any) -> None:
+    """Close every connection at once (the executables then do their operations themselves)."""
+    while True:
+        await trio.lowlevel.wait_readable(server)
+        try:
+            conn, _ = server.accept()
+        except (BlockingIOError, InterruptedError):
+            continue
+        conn.close()
+
+
+def main() -> None:
+    """`python -m calico_bgp.agent.ipam_service [IDLE]`: what the agent starts, without the agent (benches);
+    until SIGINT or SIGTERM."""
+    import signal
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    idle = float(sys.argv[1]) if len(sys.argv) > 1 else 600.0
+
+    async def serve() -> None:
+        async with trio.open_nursery() as n:
+            await n.start(IpamServiceOwner(idle).run)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    n.cancel_scope.cancel()
+                    return
+
+    trio.run(serve)
+
+
+if __name__ == "__main__":
+    main()
