@@ -184,15 +184,18 @@ def test_status_and_gc_are_the_ipam_plugins_to_answer(node, plugin, launchers, t
 
 
 
-def test_with_ipam_service_the_plugins_ipam_goes_to_the_warm_service(node, launchers, etcd_server, key_prefix, cli):
-    """calico-bgp-cni runs calico-bgp-ipam in its own process; with `ipam_service` that goes to the
-    service instead (the IPAM's log lines then carry the service's pid), and the wiring is the same."""
+def test_the_plugins_ipam_goes_to_the_node_agents_warm_process(node, launchers, etcd_server, key_prefix, cli):
+    """calico-bgp-cni runs calico-bgp-ipam in its own process; with what the node's agent starts
+    running in the node's namespace (calico_bgp/agent/ipam_service.py), that goes to the agent's warm
+    process instead (the IPAM's log lines then carry its pid), and the wiring is the same."""
     import re
+    import signal
+    import sys
 
     from lab.net import wait_for
 
     assert cli("apply", "-f", "-", input=POOL).exit_code == 0
-    conf = {"cniVersion": "1.1.0", "name": "cbsvc", "type": "calico-bgp-cni", "nodename": "node1", "ipam_service": 1.5,
+    conf = {"cniVersion": "1.1.0", "name": "cbsvc", "type": "calico-bgp-cni", "nodename": "node1",
             "etcd_endpoints": etcd_server.unix_url, "etcd_prefix": key_prefix, "ipam": {"type": "calico-bgp-ipam"}}
 
     def run(command: str, cid: str, ns: str) -> tuple[int, dict, set[str]]:
@@ -208,19 +211,29 @@ def test_with_ipam_service_the_plugins_ipam_goes_to_the_warm_service(node, launc
         blocks = json.loads(cli("ipam", "show", "--show-blocks", "-o", "json").output)["blocks"]
         return {h for b in blocks for h in b["handles"]}
 
-    with netns("w") as a, netns("w") as b:
-        code, first, served_by = run("ADD", "ctr-s1", a)
-        assert code == 0 and not served_by, first  # no service yet: the plugin's own process did it
-        # the service starts in the background; an ADD repeated for one container is the same ADD
-        code, res, served_by = wait_for("an ADD whose IPAM the service answered",
-                                        lambda: (r := run("ADD", "ctr-s2", b))[2] and r, timeout=30, interval=0.3)
-        assert code == 0 and res["interfaces"][0]["name"] == "calictr-s2", res
-        assert "eth0" in sh("ip", "link", ns=b).stdout and handles() == {"cbsvc.ctr-s1", "cbsvc.ctr-s2"}
-        for cid, ns in (("ctr-s1", a), ("ctr-s2", b)):
-            assert run("DEL", cid, ns)[0] == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    sock = subprocess.run(["ip", "netns", "exec", node, sys.executable, "-c", "from calico_bgp.cni.service import "
+                           "socket_path; print(socket_path())"], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()  # the node's: the socket is per network namespace
+    agent = subprocess.Popen(["ip", "netns", "exec", node, sys.executable, "-m", "calico_bgp.agent.ipam_service"],
+                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+    try:
+        with netns("w") as a, netns("w") as b:
+            wait_for("the agent's socket", lambda: os.path.exists(sock) or None, timeout=20)
+            code, first, served_by = wait_for("an ADD the warm process answered",
+                                              lambda: (r := run("ADD", "ctr-s1", a))[2] and r, timeout=30)
+            assert code == 0 and first["interfaces"][0]["name"] == "calictr-s1", first
+            code, res, again = run("ADD", "ctr-s2", b)
+            assert code == 0 and again == served_by and res["interfaces"][0]["name"] == "calictr-s2", res
+            assert "eth0" in sh("ip", "link", ns=b).stdout and handles() == {"cbsvc.ctr-s1", "cbsvc.ctr-s2"}
+            for cid, ns in (("ctr-s1", a), ("ctr-s2", b)):
+                assert run("DEL", cid, ns)[0] == 0
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.communicate(timeout=20)
     assert handles() == set() and cali_links(node) == []
     pid = int(served_by.pop())
-    wait_for("the idle service to leave", lambda: not os.path.exists(f"/proc/{pid}") or None, timeout=20)
+    assert not os.path.exists(f"/proc/{pid}") and not os.path.exists(sock)  # stopped with its agent
 
 
 def test_container_settings_allow_ip_forwarding_is_honoured(node, plugin, tmp_path):
