@@ -8,6 +8,7 @@ through the plugin too; this one looks at what the plugin left on the node.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -66,6 +67,9 @@ def test_workloads_attached_by_the_plugin_reach_each_other_and_del_leaves_nothin
         again = run_plugin(c.nodes["n2"], "ADD", "wn2", f"/run/netns/{ws2}", c.network(True), "n2")
         assert [ip["address"] for ip in again["ips"]] == [f"{ip2}/32", f"{c.workloads6['n2']}/128"]
         assert cali_links(c.nodes["n2"]) == ["caliwn2"]
+        # its IPAM was answered by the warm process n2's agent owns (calico_bgp/agent/ipam_service.py)
+        warm = re.findall(r"event=ipam_service_started pid=(\d+)", (c.run_dir / "logs" / "n2.log").read_text())
+        assert warm and f"calico-bgp-ipam[{warm[-1]}]" in (c.run_dir / "logs" / "cni.log").read_text()
         wait_for("n2's re-added workload reachable from n1's", lambda: c.ping("n1", ip2), timeout=10)
 
         c.remove_workload("n1")
