@@ -20,11 +20,9 @@ process declines one that reaches it). The socket is per interpreter version, pa
 versions, network namespace and user (a plugin of other code never reaches it), in a root-only
 directory.
 """
-from __future__ import annotations
-
 import _socket
 import io
-import os
+import posix  # not os: under -S nothing has loaded os, and it is a tenth of the executable's start
 import sys
 import time
 import zlib
@@ -40,14 +38,15 @@ _DIRS = ("cni", "datastore", "../ipam")
 _FILES = ("__init__.py", "resources/__init__.py", "resources/codec.py", "resources/selector.py",
           "../dataplane/__init__.py", "../dataplane/logfmt.py")
 _COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS")
+Environ = "dict[str, str] | dict[bytes, bytes]"  # os.environ's, or posix.environ's bytes
 
 
 def ipam_main() -> None:
     """The calico-bgp-ipam executable: through the warm process unless the config says `ipam_service: false`."""
-    if os.environ.get("CNI_COMMAND", "") in _COMMANDS and not sys.stdin.isatty():
+    if posix.environ.get(b"CNI_COMMAND", b"").decode() in _COMMANDS and not sys.stdin.isatty():
         data = sys.stdin.buffer.read()
         if wanted(data):
-            code = call(dict(os.environ), data)
+            code = call(posix.environ, data)
             if code is not None:
                 sys.exit(code)
         from calico_bgp.cni import ipam_plugin, skel
@@ -73,11 +72,14 @@ def wanted(data: bytes) -> bool:
 
 
 def socket_path() -> str:
-    root = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    key = [sys.implementation.cache_tag or "", str(sys.hexversion), root, str(os.stat("/proc/self/ns/net").st_ino),
-           str(os.getuid()), *code_stamps(root)]
+    """The socket for this code, interpreter version, network namespace and user. The package's
+    directory is keyed by its inode, not its name: the agent and a launcher may spell it differently."""
+    root = __file__.rsplit("/", 2)[0]
+    top = posix.stat(root)
+    key = [sys.implementation.cache_tag or "", str(sys.hexversion), f"{top.st_dev}:{top.st_ino}",
+           str(posix.stat("/proc/self/ns/net").st_ino), str(posix.getuid()), *code_stamps(root)]
     raw = " ".join(key).encode()  # two CRCs, not hashlib: loading OpenSSL would cost more than the call
-    return os.path.join(SERVICE_DIR, f"ipam-{zlib.crc32(raw):08x}{zlib.crc32(raw[::-1]):08x}.sock")
+    return f"{SERVICE_DIR}/ipam-{zlib.crc32(raw):08x}{zlib.crc32(raw[::-1]):08x}.sock"
 
 
 def code_stamps(root: str) -> list[str]:
@@ -86,20 +88,20 @@ def code_stamps(root: str) -> list[str]:
     out = []
     for d in _DIRS:
         try:
-            with os.scandir(os.path.join(root, d)) as entries:
+            with posix.scandir(f"{root}/{d}") as entries:
                 found = sorted((e.name, e.stat()) for e in entries if e.name.endswith(".py"))
         except OSError:
             found = []
         out += [f"{d}/{name}:{st.st_mtime_ns}:{st.st_size}" for name, st in found] or [f"{d}:-"]
     for f in _FILES:
         try:
-            st = os.stat(os.path.join(root, f))
+            st = posix.stat(f"{root}/{f}")
             out.append(f"{f}:{st.st_mtime_ns}:{st.st_size}")
         except OSError:
             out.append(f"{f}:-")
     return out
 
-def call(environ: dict[str, str], data: bytes) -> int | None:
+def call(environ: "Environ", data: bytes) -> "int | None":
     """The exit code after the warm process ran the invocation (its output printed); None when this
     process must run it (nothing answers, it went away mid-operation, or it declined)."""
     reply = ask(environ, data)
@@ -113,7 +115,7 @@ def call(environ: dict[str, str], data: bytes) -> int | None:
     return rc
 
 
-def ask(environ: dict[str, str], data: bytes) -> tuple[int, bytes, bytes] | None:
+def ask(environ: "Environ", data: bytes) -> "tuple[int, bytes, bytes] | None":
     """The warm process's reply (exit code, stdout, stderr) to the invocation; None when the caller
     must run it. calico-bgp-cni, which runs this IPAM in its own process, asks this way: its stdout
     is its own result."""
@@ -124,7 +126,8 @@ def ask(environ: dict[str, str], data: bytes) -> tuple[int, bytes, bytes] | None
             sock.connect(socket_path())
         except OSError:
             return None
-        env = b"\0".join(f"{k}={v}".encode("utf-8", "surrogateescape") for k, v in environ.items())
+        env = b"\0".join(k + b"=" + v if type(k) is bytes else f"{k}={v}".encode("utf-8", "surrogateescape")
+                         for k, v in environ.items())
         deadline = time.monotonic_ns() + int(CLIENT_TIMEOUT_S * 1e9)  # CLOCK_MONOTONIC: one clock host-wide
         _send(sock, [env, data, str(deadline).encode()])
         code, out, err = _recv(sock)
@@ -141,6 +144,7 @@ def bind(path: str) -> tuple["object", int] | None:
     """The listening socket at `path` (root-only: its directory 0700, the socket 0600) and the lock
     that makes it this process's; None when another process holds it (another owner serves there)."""
     import fcntl
+    import os
     import socket
 
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -168,6 +172,8 @@ def bind(path: str) -> tuple["object", int] | None:
 
 def unbind(path: str, server: "object", lock: int) -> None:
     """Close what bind() opened and remove the socket's name (a later owner makes its own)."""
+    import os
+
     try:
         os.unlink(path)
     except OSError:
