@@ -58,10 +58,21 @@ def ipam_main() -> None:
 
 
 def wanted(data: bytes) -> bool:
-    """Whether the config lets the warm process answer: all but `"ipam_service": false` (or 0). JSON is
-    parsed only when the key is there (the skeleton reports a config that does not parse, or a bad value)."""
-    if b'"ipam_service"' not in data:
+    """Whether the config lets the warm process answer: all but `"ipam_service": false` (or 0). A key
+    met once and followed by `true` or `false` is read without JSON (json, re and enum are half the
+    executable's start); otherwise the config is parsed (the skeleton reports one that does not parse,
+    or a bad value). A misread could only pick the other of two paths that give the same answer."""
+    at = data.find(b'"ipam_service"')
+    if at < 0:
         return True
+    if data.find(b'"ipam_service"', at + 1) < 0:
+        rest = data[at + 14:].lstrip()
+        if rest[:1] == b":":
+            value = rest[1:].lstrip()
+            if value[:4] == b"true":
+                return True
+            if value[:5] == b"false":
+                return False
     import json
 
     try:

@@ -96,3 +96,5 @@ def test_the_config_can_keep_every_invocation_in_its_own_process():
     assert service.wanted(b'{"ipam_service": false}') is False and service.wanted(b'{"ipam_service": 0}') is False
     for on in (b"{}", b'{"ipam_service": true}', b'{"ipam_service": 60}', b"not json"):
         assert service.wanted(on) is True
+    assert service.wanted(b'{"ipam_service" :\n false, "mtu": 1500}') is False  # read without JSON
+    assert service.wanted(b'{"ipam": {"ipam_service": true}, "ipam_service": false}') is False  # the top level's
