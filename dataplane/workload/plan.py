@@ -9,7 +9,6 @@ each address through the host end. Nothing is bridged: the host routes every pac
 """
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from typing import Iterable, NamedTuple, Sequence, Union
 
@@ -38,7 +37,11 @@ def host_ifname(container_id: str, pod_namespace: str = "", pod_name: str = "", 
     the SHA-1 of "<namespace>.<pod>" (libcalico-go k8s conversion VethNameForWorkload); otherwise the
     prefix and the first 11 characters of the container ID (cni-plugin/pkg/plugin/plugin.go)."""
     if pod_namespace and pod_name:
-        suffix = hashlib.sha1(f"{pod_namespace}.{pod_name}".encode()).hexdigest()[:11]
+        try:
+            from _sha1 import sha1  # CPython's own SHA-1: hashlib would load OpenSSL, ~7 ms of a plugin's start
+        except ImportError:
+            from hashlib import sha1
+        suffix = sha1(f"{pod_namespace}.{pod_name}".encode()).hexdigest()[:11]
     else:
         suffix = container_id[:11]
     name = f"{prefix}{suffix}"
