@@ -17,11 +17,12 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, NamedTuple
 
 from calico_bgp.cni.env import check_identifier
-from calico_bgp.cni.error import DECODE_FAILURE, INVALID_CONFIG, UNSUPPORTED_FIELD, CNIError
+from calico_bgp.cni.error import DECODE_FAILURE, INVALID_CONFIG, IO_FAILURE, UNSUPPORTED_FIELD, CNIError
 from calico_bgp.cni.spec import negotiate
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 DEFAULT_NODENAME_FILE = "/var/lib/calico/nodename"  # what calico/node writes (Calico's utils.go)
+MTU_FILE = "/var/lib/calico/mtu"  # what calico/node writes: the MTU it detected for workloads
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING,
               "error": logging.ERROR, "fatal": logging.CRITICAL, "panic": logging.CRITICAL}
 # Calico's fields that configure what this project does not have (policy, VXLAN, Windows,
@@ -130,6 +131,31 @@ def node_name(conf: NetConf, read: Callable[[str], str] | None = None,
         return text
     deprecated = conf.raw.get("hostname")
     return deprecated if isinstance(deprecated, str) and deprecated else hostname()
+
+
+def workload_mtu(conf: NetConf, read: Callable[[str], str] | None = None, path: str = MTU_FILE) -> int | None:
+    """The workload interfaces' MTU, as Calico's plugin decides it (cni-plugin/pkg/plugin/plugin.go cmdAdd,
+    internal/pkg/utils MTUFromFile): the config's `mtu` when set (not 0); else the number in
+    /var/lib/calico/mtu when that file exists; else None (the kernel's default). A file that exists
+    but cannot be read, or does not hold an MTU, is error 5 naming it (Calico fails the ADD too)."""
+    if conf.mtu:
+        return conf.mtu
+    try:
+        text = (read or _read_text)(path).strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CNIError(IO_FAILURE, f"MTU file {path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value == 0:
+        return None
+    if not 68 <= value <= 65535:
+        raise CNIError(IO_FAILURE, f"MTU file {path}: {text[:40]!r} is not an MTU from 68 to 65535 (set mtu in the "
+                                   "network config to override it)")
+    return value
 
 
 def _read_text(path: str) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 from calico_bgp.cni import skel
 from calico_bgp.cni.delegate import delegate
 from calico_bgp.cni.error import INTERNAL, INVALID_CONFIG, UNKNOWN_CONTAINER, CNIError
+from calico_bgp.cni.netconf import workload_mtu
 from calico_bgp.cni.result import Interface, IPConfig, Result, from_json
 from dataplane.logfmt import event
 
@@ -68,12 +69,13 @@ def add(req: skel.Request) -> Result:
     plan, wiring = _wiring()
     host_if = _host_ifname(req)
     ipam_type = _ipam_type(req)
+    mtu = workload_mtu(req.conf)  # before anything is allocated: a bad MTU file leaves nothing behind
     allocated = delegate("ADD", ipam_type, req.stdin, os.environ)
     try:
         if allocated is None or not allocated.ips:
             raise CNIError(INTERNAL, f"IPAM plugin {ipam_type} returned no IP addresses")
         try:
-            w = plan.workload(inv.netns, inv.ifname, host_if, [ip.address for ip in allocated.ips], req.conf.mtu or 0)
+            w = plan.workload(inv.netns, inv.ifname, host_if, [ip.address for ip in allocated.ips], mtu or 0)
             done = wiring.attach(w, _allow_ip_forwarding(req))
         except plan.NoNamespace as exc:
             raise CNIError(UNKNOWN_CONTAINER, str(exc)) from None
@@ -84,7 +86,7 @@ def add(req: skel.Request) -> Result:
         raise
     event(log, "cni_added", container=inv.container_id, host_if=done.host_ifname,
           ips=",".join(str(ip) for ip in w.ips))
-    return _result(allocated, w, done, inv.netns, req.conf.mtu)
+    return _result(allocated, w, done, inv.netns, mtu)
 
 
 def _give_back(req: skel.Request, ipam_type: str, why: BaseException) -> None:

@@ -282,3 +282,25 @@ def test_a_delegates_error_keeps_its_code():
     e = CNIError.from_json({"cniVersion": "1.0.0", "code": 11, "msg": "busy", "details": "d"})
     assert (e.code, e.msg, e.details) == (11, "busy", "d")
     assert CNIError.from_json({"msg": "no code"}).code == error.INTERNAL
+
+
+def test_the_workload_mtu_is_the_configs_else_calico_nodes_file():
+    """Calico's order (cni-plugin/pkg/plugin/plugin.go cmdAdd, utils.MTUFromFile): the config's mtu wins;
+    without one (or 0), /var/lib/calico/mtu when it exists; a file that is there but unreadable or not an
+    MTU fails the ADD naming the file (error 5)."""
+    def reading(text=None, exc=None):
+        def read(path):
+            assert path == netconf.MTU_FILE
+            if exc:
+                raise exc
+            return text
+        return read
+
+    conf, bare = parse({**CALICO_CONF, "mtu": 1440}), parse({**CALICO_CONF, "mtu": 0})
+    assert netconf.workload_mtu(conf, reading("9000\n")) == 1440
+    assert netconf.workload_mtu(bare, reading("8950\n")) == 8950
+    assert netconf.workload_mtu(bare, reading(exc=FileNotFoundError(2, "No such file"))) is None
+    assert netconf.workload_mtu(bare, reading("0")) is None  # calico/node's "not detected"
+    for text, exc in (("jumbo", None), ("20", None), (None, PermissionError(13, "Permission denied"))):
+        code, msg = code_of(lambda: netconf.workload_mtu(bare, reading(text, exc)))
+        assert code == error.IO_FAILURE and netconf.MTU_FILE in msg
