@@ -3,8 +3,9 @@
 Follows Calico's calico-ipam (projectcalico/calico cni-plugin/pkg/ipamplugin/ipam_plugin.go):
 the handle is `<network name>.<CNI_CONTAINERID>`; the allocation's attributes are the node, a
 timestamp and, from CNI_ARGS, the pod and namespace; IPv4 unless `assign_ipv4: "false"`, IPv6
-when `assign_ipv6: "true"`, from `ipv4_pools` / `ipv6_pools` when given; DEL releases by handle
-and is idempotent; a host-wide lock (`ipam_lock_file`) serialises this host's plugins so they do
+when `assign_ipv6: "true"`, from `ipv4_pools` / `ipv6_pools` when given; DEL releases by handle,
+then by the workload ID older plugins used (`<namespace>.<pod>`, else the container ID), and is
+idempotent; a host-wide lock (`ipam_lock_file`) serialises this host's plugins so they do
 not fight over the node's block. Beyond calico-ipam: a repeated ADD for one container returns
 the addresses its handle holds; CHECK compares them with prevResult; GC releases this node's
 handles of this network whose container `cni.dev/valid-attachments` does not list; STATUS is 50
@@ -77,11 +78,23 @@ def add(req: skel.Request) -> Result:
     return Result(ips=tuple(sorted(ips, key=lambda ip: ip.version)), routes=routes)
 
 
+def workload_id(inv: Any) -> str:
+    """The handle older Calico plugins (v2.x) allocated under: `<namespace>.<pod>` for a Kubernetes pod,
+    else the container ID (ipam_plugin.go cmdDel's workloadID)."""
+    pod = inv.pod()
+    return f"{pod[0]}.{pod[1]}" if pod else inv.container_id
+
+
 def delete(req: skel.Request) -> None:
+    """Release by handle, then by the workload ID, as Calico's cmdDel does (cni-plugin/pkg/ipamplugin/
+    ipam_plugin.go): an address an older plugin allocated for this workload goes too."""
     handle = handle_id(req.conf.name, req.invocation.container_id)
+    older = workload_id(req.invocation)
     with Session(req.conf, node_name(req.conf)) as s:
         n = s.run(s.allocator.release_handle(handle))
-    event(log, "cni_ipam_del", handle=handle, released=n)
+        by_workload = s.run(s.allocator.release_handle(older)) if older != handle else 0
+    event(log, "cni_ipam_del", handle=handle, released=n, workload_id=older if by_workload else None,
+          released_by_workload_id=by_workload or None)
 
 
 def check(req: skel.Request) -> None:

@@ -52,6 +52,20 @@ def test_add_twice_is_one_address_and_del_twice_succeeds(cluster):
     assert cluster.check()["clean"]
 
 
+def test_del_also_releases_what_an_older_plugin_allocated_under_the_workload_id(cluster):
+    """Calico's cmdDel (cni-plugin/pkg/ipamplugin/ipam_plugin.go) releases by handle, then by the workload
+    ID its v2.x plugins allocated under: `<namespace>.<pod>` for a pod, else the container ID; another
+    pod's allocation stays."""
+    for handle in ("shop.web-7", "c-old", "shop.web-8"):
+        res = cluster.cli("ipam", "allocate", "--node", "n1", "--handle", handle, "--pool", "pool4")
+        assert res.exit_code == 0, res.output
+    pod = cluster.env("DEL", "c-new", CNI_ARGS="K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-7")
+    assert invoke("DEL", cluster.conf(), pod) == (0, None)
+    assert invoke("DEL", cluster.conf(), cluster.env("DEL", "c-old")) == (0, None)
+    assert set(cluster.addresses()) & {"shop.web-7", "c-old", "shop.web-8"} == {"shop.web-8"}
+    assert cluster.cli("ipam", "release", "--handle", "shop.web-8").exit_code == 0
+
+
 @pytest.mark.parametrize("version, has_version", [("0.4.0", True), ("1.0.0", False), ("1.1.0", False)])
 def test_the_result_is_written_in_the_configs_version(cluster, version, has_version):
     code, doc = invoke("ADD", cluster.conf(cniVersion=version), cluster.env("ADD", f"c-v{version[0]}{version[2]}"))
