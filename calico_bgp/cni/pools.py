@@ -1,6 +1,7 @@
 """Which pools an ADD may allocate from (pure): the network config's ipv4_pools / ipv6_pools, by
 name or CIDR as Calico's ResolvePools takes them (cni-plugin/internal/pkg/utils/utils.go), else
-every pool; then, as libcalico-go's ipam does, only enabled pools whose nodeSelector picks the node.
+every enabled pool whose nodeSelector picks the node; a pool the config names is used whatever its
+nodeSelector, as libcalico-go's ipam does.
 As libcalico-go/lib/ipam/ipam.go (determinePools, filterPoolsByUse) does for a workload's
 address: a pool whose allowedUses lack Workload is never used (one the config names is error 7),
 and a pool with assignmentMode Manual only when the config names it.
@@ -74,7 +75,9 @@ def stored_labels(raw: bytes) -> dict[str, str]:
 
 def choose(ippools: Sequence[PoolRow], labels: Mapping[str, str], wanted: Sequence[str], version: int,
            field: str) -> list[PoolRow]:
-    """The IPPools to allocate from, in the order the config names them (else pool order)."""
+    """The IPPools to allocate from, in the order the config names them (else pool order). Named pools
+    are used whatever their nodeSelector (libcalico-go lib/ipam/ipam.go determinePools: selectors came
+    after pool lists); without a list, the enabled Automatic pools for workloads that select the node."""
     family = [p for p in ippools if ipaddress.ip_network(p.cidr).version == version]
     if wanted:
         picked = []
@@ -93,10 +96,9 @@ def choose(ippools: Sequence[PoolRow], labels: Mapping[str, str], wanted: Sequen
                 raise CNIError(INVALID_CONFIG, f"ipam.{field}: IPPool {pool.name}'s allowedUses do not include "
                                                "Workload")
             picked.append(pool)
-        family = picked
-    else:  # unnamed: Manual pools are left out, as pools not for workloads always are
-        family = [p for p in family if p.automatic and p.for_workloads]
-    return [p for p in family if not p.disabled and p.selects(labels)]
+        return picked  # named pools are used whatever their nodeSelector, as Calico's determinePools does
+    # unnamed: Manual pools are left out, as pools not for workloads always are
+    return [p for p in family if p.automatic and p.for_workloads and not p.disabled and p.selects(labels)]
 
 
 def _selector(text: str) -> Any:

@@ -147,10 +147,15 @@ def test_status_is_50_while_etcd_is_stopped(tmp_path):
         assert code == 1 and doc["code"] == error.TRY_AGAIN_LATER  # the runtime must retry: nothing was released
 
 
-def test_status_is_50_when_no_pool_serves_the_node(cluster):
+def test_status_is_50_when_no_pool_serves_the_node(cluster, tmp_path):
     tiny = {"type": "calico-bgp-ipam", "ipv4_pools": ["tiny4"]}  # its nodeSelector picks n1 alone
     assert invoke("STATUS", cluster.conf("n1", ipam=tiny), {}) == (0, None)
-    code, doc = invoke("STATUS", cluster.conf("n2", ipam=tiny), {})
+    # named, it serves n2 too: named pools are used whatever their nodeSelector (Calico's determinePools)
+    assert invoke("STATUS", cluster.conf("n2", ipam=tiny), {}) == (0, None)
+    bare = Cluster(cluster.url, tmp_path)  # a cluster whose only IPv4 pool without a selector is gone
+    assert bare.cli("delete", "ippool", "pool4").exit_code == 0
+    assert invoke("STATUS", bare.conf("n1"), {}) == (0, None)  # tiny4 selects n1
+    code, doc = invoke("STATUS", bare.conf("n2"), {})
     assert code == 1 and doc["code"] == error.NOT_AVAILABLE and "node n2" in doc["msg"]
     cluster.cli("apply", "-f", "-", input="apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: off4}\n"
                                           "spec: {cidr: 198.18.101.0/24, disabled: true}\n")

@@ -1,4 +1,4 @@
-"""The pools an ADD may use (Calico's ResolvePools: by name or CIDR, then the nodeSelector) and what
+"""The pools an ADD may use (Calico's ResolvePools: by name or CIDR, else by nodeSelector) and what
 `calico-bgp cni install` writes (Calico's install: plugins in /opt/cni/bin, a conflist in /etc/cni/net.d)."""
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def test_without_a_list_every_enabled_pool_of_the_family_that_selects_the_node()
 
 def test_a_list_names_pools_by_name_or_cidr_in_its_order():
     assert names(pools.choose(POOLS, {"rack": "r1"}, ("198.18.1.0/24", "a4"), 4, "ipv4_pools")) == ["b4", "a4"]
-    assert names(pools.choose(POOLS, {}, ("b4",), 4, "ipv4_pools")) == []  # named, but it does not select n
+    # named: used whatever its nodeSelector (libcalico-go lib/ipam/ipam.go determinePools)
+    assert names(pools.choose(POOLS, {}, ("b4",), 4, "ipv4_pools")) == ["b4"]
 
 
 @pytest.mark.parametrize("ref, version, names_it", [("nope", 4, "'nope'"), ("a6", 4, "not an IPv4 pool"),
