@@ -212,16 +212,11 @@ class BlockingClient:
         body = wire.encode_range(prefix, prefix=True, end=end, revision=revision, keys_only=keys_only,
                                  limit=RANGE_PAGE)
         kvs: list[KeyValue] = []
-        while True:
-            resp = self.call("/v3/kv/range", body)
-            page = wire.decode_kvs(resp)
+        next_body: dict | None = body
+        while next_body is not None:
+            page, revision, next_body = wire.range_step(next_body, self.call("/v3/kv/range", next_body))
             kvs.extend(page)
-            if not revision:
-                revision = wire.header_revision(resp)
-                body["revision"] = revision
-            if not resp.get("more") or not page:
-                return RangeResult(kvs=kvs, revision=revision)
-            body["key"] = wire.b64(wire.key_bytes(page[-1].key) + b"\x00")
+        return RangeResult(kvs=kvs, revision=revision)
 
     async def put(self, key: str, value: bytes | str, *, lease: int = 0) -> int:
         return wire.header_revision(self.call("/v3/kv/put", wire.encode_put(key, _to_bytes(value), lease),

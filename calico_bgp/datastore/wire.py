@@ -81,6 +81,17 @@ def encode_range(key: str, *, prefix: bool = False, end: str | None = None, revi
     return body
 
 
+def range_step(body: dict[str, Any], resp: dict[str, Any]) -> tuple[list[KeyValue], int, dict[str, Any] | None]:
+    """One page of a paged range: its keys, the snapshot's revision (the one asked for, else the first
+    page's, so every page reads one snapshot) and the request for the next page (from just after the
+    last key, at that revision), or None when this was the last."""
+    page = decode_kvs(resp)
+    revision = int(body.get("revision") or header_revision(resp))
+    if not resp.get("more") or not page:
+        return page, revision, None
+    return page, revision, {**body, "revision": revision, "key": b64(key_bytes(page[-1].key) + b"\x00")}
+
+
 def encode_put(key: str, value: bytes, lease: int = 0) -> dict[str, Any]:
     body: dict[str, Any] = {"key": b64(key_bytes(key)), "value": b64(value)}
     if lease:

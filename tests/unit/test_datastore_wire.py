@@ -144,3 +144,17 @@ def test_etcd_error_replies_become_typed_errors():
     assert isinstance(err, EtcdError) and str(err) == "etcd at http://e: etcdserver: request is too large (code 3)"
     err = t._error("http://e", 404, b"Not Found\n")
     assert isinstance(err, EtcdError) and err.message == "HTTP 404: Not Found"
+
+
+def test_a_paged_range_reads_one_snapshot_from_just_after_each_pages_last_key():
+    """range_step, the paging both etcd clients (client.py under trio, blocking.py for the plugins) run."""
+    first = wire.encode_range("/p/", prefix=True, limit=2)
+    page1 = {"header": HEADER, "more": True, "kvs": [{"key": b("/p/a"), "value": b("1")}, {"key": b("/p/b")}]}
+    kvs, rev, second = wire.range_step(first, page1)
+    assert [kv.key for kv in kvs] == ["/p/a", "/p/b"] and rev == 9
+    assert second == {**first, "revision": 9, "key": b("/p/b\x00")} and "revision" not in first  # not changed
+    later = {"header": {**HEADER, "revision": "12"}, "kvs": [{"key": b("/p/c")}]}  # written to since: still 9
+    kvs, rev, third = wire.range_step(second, later)
+    assert [kv.key for kv in kvs] == ["/p/c"] and rev == 9 and third is None
+    pinned = wire.encode_range("/p/", prefix=True, revision=5)
+    assert wire.range_step(pinned, {"header": HEADER, "more": True})[1:] == (5, None)  # an empty page ends it
