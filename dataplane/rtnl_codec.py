@@ -226,6 +226,29 @@ def encode_link_dump(seq: int) -> bytes:
     return HDR.pack(_HDR_LEN + len(body), RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
 
 
+def message(mtype: int, flags: int, seq: int, body: bytes) -> bytes:
+    """One message: the header, then `body` (the family header and its attributes)."""
+    return HDR.pack(_HDR_LEN + len(body), mtype, flags, seq, 0) + body
+
+
+def attr(atype: int, payload: bytes) -> bytes:
+    """One attribute, padded to 4 bytes (a nested one's payload is its attributes)."""
+    return NLA.pack(4 + len(payload), atype) + payload + b"\0" * (-len(payload) & 3)
+
+
+def attributes(buf: bytes, p: int, end: int) -> dict[int, bytes]:
+    """The attributes from `p` to `end` by type (the nested and byte-order bits cleared; a repeated type:
+    the last), each its payload; a malformed length ends the walk."""
+    out = {}
+    while p + 4 <= end:
+        alen, atype = NLA.unpack_from(buf, p)
+        if alen < 4:
+            break
+        out[atype & 0x3FFF] = buf[p + 4 : p + alen]
+        p += (alen + 3) & ~3
+    return out
+
+
 def with_ack(message: bytes) -> bytes:
     """The same message asking for an ack (errors are acked anyway; this is a barrier)."""
     flags = struct.unpack_from("=H", message, 6)[0]

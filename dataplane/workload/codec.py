@@ -9,16 +9,29 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from dataplane.rtnl_codec import HDR, IFINFO, NLA, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST
+from dataplane.rtnl_codec import (
+    AF_INET,
+    AF_INET6,
+    IFF_UP,
+    IFINFO,
+    IFLA_IFNAME,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    RTM_DELLINK,
+    RTM_GETLINK,
+    RTM_NEWLINK,
+    attributes,
+)
+from dataplane.rtnl_codec import attr as _attr
+from dataplane.rtnl_codec import message as _message
 
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
-RTM_GETLINK = 18
 RTM_NEWADDR = 20
 RTM_GETADDR = 22
 
 IFLA_ADDRESS = 1
-IFLA_IFNAME = 3
 IFLA_MTU = 4
 IFLA_LINK = 5
 IFLA_LINKINFO = 18
@@ -33,28 +46,13 @@ IFA_FLAGS = 8
 IFA_F_NODAD = 0x02
 IFA_F_TENTATIVE = 0x40
 
-IFF_UP = 0x1
-IFF_LOWER_UP = 0x10000
 AF_UNSPEC = 0
-AF_INET = 2
-AF_INET6 = 10
 
 CHANGE = NLM_F_REQUEST | NLM_F_ACK
 CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 
 IFADDR = struct.Struct("=BBBBI")
 U32 = struct.Struct("=I")
-_HDR_LEN = 16
-
-
-def _attr(atype: int, payload: bytes) -> bytes:
-    """One attribute, padded to 4 bytes."""
-    head = NLA.pack(4 + len(payload), atype)
-    return head + payload + b"\0" * (-len(payload) & 3)
-
-
-def _message(mtype: int, flags: int, seq: int, body: bytes) -> bytes:
-    return HDR.pack(_HDR_LEN + len(body), mtype, flags, seq, 0) + body
 
 
 def _name(name: str) -> bytes:
@@ -125,24 +123,13 @@ class LinkInfo(NamedTuple):
 def decode_link(buf: bytes, off: int, length: int) -> LinkInfo:
     """RTM_NEWLINK at `off` -> LinkInfo."""
     _family, _type, index, flags, _change = IFINFO.unpack_from(buf, off + 16)
-    name, mtu, mac, peer = "", 0, "", 0
-    p, end = off + 32, off + length
-    while p + 4 <= end:
-        alen, atype = NLA.unpack_from(buf, p)
-        if alen < 4:
-            break
-        atype &= 0x3FFF
-        value = buf[p + 4 : p + alen]
-        if atype == IFLA_IFNAME:
-            name = value.rstrip(b"\0").decode("utf-8", "replace")
-        elif atype == IFLA_MTU:
-            mtu = U32.unpack_from(value)[0]
-        elif atype == IFLA_ADDRESS:
-            mac = mac_text(value)
-        elif atype == IFLA_LINK:
-            peer = U32.unpack_from(value)[0]
-        p += (alen + 3) & ~3
-    return LinkInfo(index, name, flags, mtu, mac, peer)
+    a = attributes(buf, off + 32, off + length)
+    return LinkInfo(index, a.get(IFLA_IFNAME, b"").rstrip(b"\0").decode("utf-8", "replace"), flags,
+                    _u32(a.get(IFLA_MTU)), mac_text(a.get(IFLA_ADDRESS, b"")), _u32(a.get(IFLA_LINK)))
+
+
+def _u32(value: bytes | None) -> int:
+    return U32.unpack_from(value)[0] if value and len(value) >= 4 else 0
 
 
 class AddressInfo(NamedTuple):
@@ -158,18 +145,7 @@ def decode_address(buf: bytes, off: int, length: int) -> AddressInfo:
     """RTM_NEWADDR at `off` -> AddressInfo (IFA_LOCAL where present, else IFA_ADDRESS; IFA_FLAGS
     over the header's 8-bit flags)."""
     family, prefixlen, flags, scope, index = IFADDR.unpack_from(buf, off + 16)
-    local = address = b""
-    p, end = off + 24, off + length
-    while p + 4 <= end:
-        alen, atype = NLA.unpack_from(buf, p)
-        if alen < 4:
-            break
-        atype &= 0x3FFF
-        if atype == IFA_LOCAL:
-            local = buf[p + 4 : p + alen]
-        elif atype == IFA_ADDRESS:
-            address = buf[p + 4 : p + alen]
-        elif atype == IFA_FLAGS:
-            flags = U32.unpack_from(buf, p + 4)[0]
-        p += (alen + 3) & ~3
-    return AddressInfo(index, family, prefixlen, scope, flags, local or address)
+    a = attributes(buf, off + 24, off + length)
+    if IFA_FLAGS in a:
+        flags = _u32(a[IFA_FLAGS])
+    return AddressInfo(index, family, prefixlen, scope, flags, a.get(IFA_LOCAL) or a.get(IFA_ADDRESS, b""))
