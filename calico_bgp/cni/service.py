@@ -140,7 +140,7 @@ def ask(environ: "Environ", data: bytes) -> "tuple[int, bytes, bytes] | None":
         env = b"\0".join(k + b"=" + v if type(k) is bytes else f"{k}={v}".encode("utf-8", "surrogateescape")
                          for k, v in environ.items())
         deadline = time.monotonic_ns() + int(CLIENT_TIMEOUT_S * 1e9)  # CLOCK_MONOTONIC: one clock host-wide
-        _send(sock, [env, data, str(deadline).encode()])
+        _send(sock, [env, data, str(deadline).encode(), posix.getcwdb()])  # relative paths in the config: ours
         code, out, err = _recv(sock)
         if code == b"declined":
             return None
@@ -232,10 +232,10 @@ def serve_socket(server: "object", idle: float | None, watch: int | None = None)
         with conn:
             try:
                 conn.settimeout(30)
-                env, data, deadline = _recv(conn)
+                env, data, deadline, *cwd = _recv(conn)
                 if time.monotonic_ns() > int(deadline) or _hung_up(conn):
                     continue  # its executable gave up and ran it itself (or was killed): not run twice
-                _send(conn, handle(ipam_plugin, env, data))
+                _send(conn, handle(ipam_plugin, env, data, cwd[0] if cwd else None))
             except (OSError, ValueError):
                 continue
 
@@ -250,10 +250,10 @@ def _hung_up(conn: object) -> bool:
     return any(ev & (select.POLLIN | select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _, ev in poller.poll(0))
 
 
-def handle(ipam_plugin: object, env: bytes, data: bytes) -> list[bytes]:
+def handle(ipam_plugin: object, env: bytes, data: bytes, cwd: bytes | None = None) -> list[bytes]:
     """One invocation, as the executable would have run it: [exit code, stdout, stderr]; [b"declined"]
-    when its config says `ipam_service: false`. What it logged to stderr also goes to this process's
-    own stderr (the agent's log, for the agent's process)."""
+    when its config says `ipam_service: false`. It runs in the executable's working directory `cwd`. What
+    it logged to stderr also goes to this process's own stderr (the agent's log, for the agent's process)."""
     from calico_bgp.cni import skel
 
     import logging
@@ -261,6 +261,13 @@ def handle(ipam_plugin: object, env: bytes, data: bytes) -> list[bytes]:
     if not wanted(data):
         return [b"declined", b"", b""]
     environ = dict(kv.decode("utf-8", "surrogateescape").partition("=")[::2] for kv in env.split(b"\0") if kv)
+    if cwd:
+        import os
+
+        try:
+            os.chdir(cwd)  # the executable's: a relative log_file_path or nodename_file means what it meant there
+        except OSError:
+            pass
     out, err = io.StringIO(), io.StringIO()
     saved = sys.stderr
     sys.stderr = err

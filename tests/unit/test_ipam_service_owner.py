@@ -92,6 +92,23 @@ async def test_a_second_owner_of_the_same_socket_serves_nothing(sock, caplog):
         n.cancel_scope.cancel()
 
 
+async def test_an_invocation_runs_in_the_executables_working_directory(sock, tmp_path, monkeypatch):
+    """A relative log_file_path means what it meant to the executable, not the agent's directory."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    conf = {"cniVersion": "1.1.0", "name": "n", "type": "calico-bgp-ipam", "nodename": "n1",
+            "etcd_endpoints": f"unix://{tmp_path}/no-etcd.sock:2379", "log_file_path": "cni.log"}
+    env = {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0"}
+    owner = IpamServiceOwner(idle=60)
+    async with trio.open_nursery() as n:
+        await n.start(owner.run)
+        code, out, _ = await ask(env, json.dumps(conf).encode())
+        n.cancel_scope.cancel()
+    assert code == 1 and json.loads(out)["code"] == 11  # etcd unreachable: logged
+    assert "event=cni_failed" in (tmp_path / "cni.log").read_text()
+
+
 def test_the_config_can_keep_every_invocation_in_its_own_process():
     assert service.wanted(b'{"ipam_service": false}') is False and service.wanted(b'{"ipam_service": 0}') is False
     for on in (b"{}", b'{"ipam_service": true}', b'{"ipam_service": 60}', b"not json"):
