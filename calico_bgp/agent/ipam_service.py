@@ -10,8 +10,10 @@ invocation it runs) goes into the agent's log; when it exits with an error, the 
 a back-off, and meanwhile every connection is closed at once, so the executables do their
 operations themselves instead of waiting; when the agent stops it is told (its stdin closes),
 given a few seconds to finish the invocation it runs, then killed, and the socket is removed. An
-agent killed outright closes the process's stdin all the same. Nothing here needs the IPAM code:
-the agent loads none of it.
+agent killed outright closes the process's stdin all the same. The socket is named for the code on
+disk; when that changes (an upgrade), the agent moves to the new name within CODE_RECHECK seconds
+(the process, which holds the old code, goes). Nothing here needs the IPAM code: the agent loads
+none of it.
 """
 from __future__ import annotations
 
@@ -29,51 +31,75 @@ from dataplane.logfmt import event
 
 log = logging.getLogger("calico_bgp.agent.ipam_service")
 STOP_WAIT = 3.0  # seconds a stopping agent gives the process to finish its invocation
+CODE_RECHECK = 30.0  # seconds between looks at the code on disk (its stamps name the socket)
 
 
 class IpamServiceOwner:
     """Serves calico-bgp-ipam's socket for as long as `run()` runs. `path`: the socket (default: the
     one this code's plugins look for)."""
 
-    def __init__(self, idle: float = 600.0, path: str | None = None, backoff: Backoff | None = None) -> None:
+    def __init__(self, idle: float = 600.0, path: str | None = None, backoff: Backoff | None = None,
+                 recheck: float = CODE_RECHECK) -> None:
         self.idle = idle
-        self.path = path
+        self.fixed_path = path
+        self.path: str | None = None      # the socket served now
         self.backoff = backoff or Backoff(first=1.0, cap=30.0, healthy=10.0)
+        self.recheck = recheck
         self.pid: int | None = None       # the warm process's, while it runs
         self.starts = 0
         self.failures = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        path = self.path or service.socket_path()
-        try:
-            bound = service.bind(path)
-        except OSError as exc:
-            event(log, "ipam_service_unavailable", logging.WARNING, socket=path, error=exc.strerror or str(exc))
-            bound = None
-        if bound is None:
-            event(log, "ipam_service_not_served", logging.WARNING, socket=path,
-                  why="another process serves it, or it cannot be made: the plugins run in their own process")
-            task_status.started()
-            return
-        server, lock = bound
-        server.setblocking(False)
-        self.path = path
-        event(log, "ipam_service_listening", socket=path, idle=self.idle)
-        try:
-            task_status.started()
-            while True:
-                await trio.lowlevel.wait_readable(server)
-                started = trio.current_time()
-                code = await self._serve_once(server)
-                if code == 0:
-                    continue  # idle, and gone: the next connection starts it again
-                self.failures += 1
-                delay = self.backoff.next(trio.current_time() - started)
-                event(log, "ipam_service_exited", logging.WARNING, code=code, restart_in=delay)
-                with trio.move_on_after(delay):
-                    await _turn_away(server)
-        finally:
-            service.unbind(path, server, lock)
+        """Serve until cancelled; when the code on disk changes (an upgrade), the plugins look for
+        another socket: the old one and its process go, and the new one is served."""
+        while True:
+            path = self.fixed_path or service.socket_path()
+            try:
+                bound = service.bind(path)
+            except OSError as exc:
+                event(log, "ipam_service_unavailable", logging.WARNING, socket=path, error=exc.strerror or str(exc))
+                bound = None
+            if bound is None:
+                event(log, "ipam_service_not_served", logging.WARNING, socket=path,
+                      why="another process serves it, or it cannot be made: the plugins run in their own process")
+                task_status.started()
+                return
+            server, lock = bound
+            server.setblocking(False)
+            self.path = path
+            event(log, "ipam_service_listening", socket=path, idle=self.idle)
+            try:
+                async with trio.open_nursery() as n:
+                    task_status.started()
+                    task_status = trio.TASK_STATUS_IGNORED
+                    n.start_soon(self._serve, server)
+                    if self.fixed_path is None:
+                        await self._until_code_changes(path)
+                        n.cancel_scope.cancel()
+            finally:
+                self.path = None
+                service.unbind(path, server, lock)
+
+    async def _until_code_changes(self, path: str) -> None:
+        while True:
+            await trio.sleep(self.recheck)
+            now = service.socket_path()
+            if now != path:
+                event(log, "ipam_service_code_changed", old_socket=path, socket=now)
+                return
+
+    async def _serve(self, server: Any) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(server)
+            started = trio.current_time()
+            code = await self._serve_once(server)
+            if code == 0:
+                continue  # idle, and gone: the next connection starts it again
+            self.failures += 1
+            delay = self.backoff.next(trio.current_time() - started)
+            event(log, "ipam_service_exited", logging.WARNING, code=code, restart_in=delay)
+            with trio.move_on_after(delay):
+                await _turn_away(server)
 
     async def _serve_once(self, server: Any) -> int:
         """Start the process on the listening socket and wait for it to exit; its exit status."""

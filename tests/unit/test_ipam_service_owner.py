@@ -92,6 +92,24 @@ async def test_a_second_owner_of_the_same_socket_serves_nothing(sock, caplog):
         n.cancel_scope.cancel()
 
 
+async def test_when_the_code_on_disk_changes_the_agent_serves_the_new_socket(tmp_path, monkeypatch):
+    """An upgrade renames the socket the plugins look for (service.socket_path keys the modules' stamps):
+    the agent moves there, and the old socket and its process go."""
+    names = [str(tmp_path / "run" / "old.sock")]
+    monkeypatch.setattr(service, "socket_path", lambda: names[-1])
+    owner = IpamServiceOwner(idle=60, recheck=0.05)
+    async with trio.open_nursery() as n:
+        await n.start(owner.run)
+        old_pid = served_by(await ask())
+        names.append(str(tmp_path / "run" / "new.sock"))
+        with trio.fail_after(10):
+            while owner.path != names[-1]:
+                await trio.sleep(0.02)
+        assert not os.path.exists(names[0]) and not os.path.exists(f"/proc/{old_pid}")
+        assert served_by(await ask()) not in (old_pid, os.getpid())
+        n.cancel_scope.cancel()
+
+
 async def test_an_invocation_runs_in_the_executables_working_directory(sock, tmp_path, monkeypatch):
     """A relative log_file_path means what it meant to the executable, not the agent's directory."""
     import json
