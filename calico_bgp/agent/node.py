@@ -146,12 +146,19 @@ class NodeAgent:
                     nursery.start_soon(upkeep.policy_filters, self.policy)
                 nursery.start_soon(upkeep.nat_outgoing, self.nat, opts.filter_mode)
                 if opts.ipam_service:
-                    from calico_bgp.agent.ipam_service import IpamServiceOwner
-
-                    nursery.start_soon(IpamServiceOwner(opts.ipam_service_idle).run)
+                    nursery.start_soon(self._serve_ipam)
                 if opts.metrics_port:
                     self.metrics.serve(opts.metrics_port, addr="0.0.0.0")
                 task_status.started()
+
+    async def _serve_ipam(self) -> None:
+        """calico-bgp-ipam's warm process (agent/ipam_service.py), from a settle time after the first
+        sync: its few ms stay off the way to the first sessions (plugins run in process until then)."""
+        await self.ready.wait()
+        await trio.sleep(self.opts.settle)
+        from calico_bgp.agent.ipam_service import IpamServiceOwner
+
+        await IpamServiceOwner(self.opts.ipam_service_idle).run()
 
     async def _start_view(self, nursery: trio.Nursery) -> None:
         """The first sync waits for etcd with back-off: an agent started before its datastore just waits."""
