@@ -159,12 +159,19 @@ def bind(path: str) -> tuple["object", int] | None:
     import socket
 
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(lock)
-        return None
+    while True:
+        lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock)
+            return None
+        try:
+            if os.stat(path + ".lock").st_ino == os.fstat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(lock)  # locked a file its owner removed on the way out: lock the one there now
     try:
         if os.path.exists(path):
             os.unlink(path)  # a dead owner's: whoever holds the lock owns the name
@@ -182,13 +189,15 @@ def bind(path: str) -> tuple["object", int] | None:
 
 
 def unbind(path: str, server: "object", lock: int) -> None:
-    """Close what bind() opened and remove the socket's name (a later owner makes its own)."""
+    """Close what bind() opened and remove the socket and its lock file (a later owner makes its own;
+    one that opened this lock file meanwhile sees it is gone and locks the new one)."""
     import os
 
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+    for name in (path, path + ".lock"):
+        try:
+            os.unlink(name)
+        except OSError:
+            pass
     server.close()  # type: ignore[attr-defined]
     os.close(lock)
 
