@@ -202,18 +202,6 @@ def unbind(path: str, server: "object", lock: int) -> None:
     os.close(lock)
 
 
-def serve(path: str, idle: float | None) -> None:
-    """Bind `path` and answer on it until `idle` seconds pass without an invocation (None: for ever)."""
-    bound = bind(path)
-    if bound is None:
-        return
-    server, lock = bound
-    try:
-        serve_socket(server, idle)
-    finally:
-        unbind(path, server, lock)
-
-
 def child(fd: int, idle: float) -> None:
     """The agent's warm process: answer on the listening socket `fd` (the agent's) until `idle`
     seconds pass without an invocation or the agent goes (its end of our stdin closes)."""

@@ -1,4 +1,4 @@
-"""The warm IPAM service's queue (calico_bgp/cni/service.py serve): one invocation at a time, and a
+"""The warm IPAM service's queue (calico_bgp/cni/service.py serve_socket): one invocation at a time, and a
 queued one whose executable is gone (hung up, or past its timeout, when it ran the operation
 itself) is dropped unrun, so an ADD the runtime gave up on does not allocate after its DEL."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from calico_bgp.cni import service
 
 @pytest.fixture
 def running(tmp_path, monkeypatch):
-    """serve() in a thread on a socket under tmp_path, `handle` stubbed: it records each invocation's
+    """serve_socket() in a thread on a socket bound under tmp_path, `handle` stubbed: it records each invocation's
     stdin and takes 0.5 s for b"A"."""
     path = str(tmp_path / "svc" / "ipam.sock")
     seen, first_started = [], threading.Event()
@@ -29,7 +29,15 @@ def running(tmp_path, monkeypatch):
 
     monkeypatch.setattr(service, "handle", handle)
     monkeypatch.setattr(service, "socket_path", lambda: path)
-    t = threading.Thread(target=service.serve, args=(path, 1.0), daemon=True)
+    server, lock = service.bind(path)
+
+    def serve():
+        try:
+            service.serve_socket(server, 1.0)
+        finally:
+            service.unbind(path, server, lock)
+
+    t = threading.Thread(target=serve, daemon=True)
     t.start()
     deadline = time.monotonic() + 10
     while not os.path.exists(path):  # the service listens
