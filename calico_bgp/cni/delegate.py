@@ -62,14 +62,14 @@ def run_here(module: str, stdin: bytes, env: Mapping[str, str]) -> bytes:
     """One of this package's plugins in this process: its stdout on success, its error otherwise.
     calico-bgp-ipam goes to the node agent's warm process, as its executable would
     (calico_bgp/cni/service.py), and runs here when that does not answer or the config says
-    `ipam_service: false`."""
+    `ipam_service: false`, or when this is the warm process (calico-bgp-cni served there)."""
     import importlib
     import io
     import sys
 
     from calico_bgp.cni import service, skel
 
-    if module == IN_PROCESS["calico-bgp-ipam"] and service.wanted(stdin):
+    if module == IN_PROCESS["calico-bgp-ipam"] and not service.SERVING and service.wanted(stdin):
         reply = service.ask(dict(env), stdin)
         if reply is not None:
             code, out, err = reply

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Sequence
 
 # plugin -> (module, function): calico-bgp-ipam starts in service.py, which hands the invocation to a
 # warm service when the config asks for one and runs the IPAM plugin itself otherwise
-PLUGINS = {"calico-bgp-cni": ("calico_bgp.cni.plugin", "main"), "calico-bgp-ipam": ("calico_bgp.cni.service", "ipam_main")}
+PLUGINS = {"calico-bgp-cni": ("calico_bgp.cni.service", "cni_main"), "calico-bgp-ipam": ("calico_bgp.cni.service", "ipam_main")}
 CONFLIST = "10-calico-bgp.conflist"
 NETWORK = "calico-bgp"
 DEFAULT_LOG = "/var/log/calico-bgp/cni.log"

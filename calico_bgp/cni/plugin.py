@@ -70,7 +70,7 @@ def add(req: skel.Request) -> Result:
     host_if = _host_ifname(req)
     ipam_type = _ipam_type(req)
     mtu = workload_mtu(req.conf)  # before anything is allocated: a bad MTU file leaves nothing behind
-    allocated = delegate("ADD", ipam_type, req.stdin, os.environ)
+    allocated = delegate("ADD", ipam_type, req.stdin, req.environ)
     try:
         if allocated is None or not allocated.ips:
             raise CNIError(INTERNAL, f"IPAM plugin {ipam_type} returned no IP addresses")
@@ -94,7 +94,7 @@ def _give_back(req: skel.Request, ipam_type: str, why: BaseException) -> None:
     (Calico's ReleaseIPAllocation, cni-plugin/internal/pkg/utils/utils.go); a failed release is
     logged, and the ADD's own error is the one reported."""
     try:
-        delegate("DEL", ipam_type, req.stdin, os.environ)
+        delegate("DEL", ipam_type, req.stdin, req.environ)
         event(log, "cni_add_released", logging.WARNING, container=req.invocation.container_id, error=str(why))
     except CNIError as exc:
         event(log, "cni_add_release_failed", logging.ERROR, container=req.invocation.container_id,
@@ -117,7 +117,7 @@ def delete(req: skel.Request) -> None:
         removed = wiring.detach(inv.netns, inv.ifname)
     except Exception as exc:  # noqa: BLE001 - a refusal from the kernel, named for the runtime to retry
         raise CNIError(WIRING_FAILED, f"deleting {inv.ifname} in {inv.netns}: {exc}") from None
-    delegate("DEL", _ipam_type(req), req.stdin, os.environ)
+    delegate("DEL", _ipam_type(req), req.stdin, req.environ)
     event(log, "cni_deleted", container=inv.container_id, interface_removed=removed)
     return None
 
@@ -128,7 +128,7 @@ def check(req: skel.Request) -> None:
     if not prev:
         raise CNIError(INVALID_CONFIG, "prevResult: missing (CHECK compares the kernel with the ADD's result)")
     previous = from_json(prev)
-    delegate("CHECK", _ipam_type(req), req.stdin, os.environ)
+    delegate("CHECK", _ipam_type(req), req.stdin, req.environ)
     plan, wiring = _wiring()
     if not previous.ips:
         raise CNIError(INVALID_CONFIG, "prevResult: has no addresses to check")
@@ -144,7 +144,7 @@ def check(req: skel.Request) -> None:
 
 def _to_ipam(command: str):
     def handler(req: skel.Request) -> None:
-        delegate(command, _ipam_type(req), req.stdin, os.environ)
+        delegate(command, _ipam_type(req), req.stdin, req.environ)
         return None
 
     return handler

@@ -34,9 +34,13 @@ SERVICE_DIR = "/run/calico-bgp"
 CLIENT_TIMEOUT_S = 30.0
 # a new version of any module an invocation loads (under calico_bgp/) gets a new socket; the old
 # agent's process no longer answers the new executables: every module of these packages, and these files of others
-_DIRS = ("cni", "datastore", "../ipam")
+_DIRS = ("cni", "datastore", "../ipam", "../dataplane/workload")
 _FILES = ("__init__.py", "resources/__init__.py", "resources/codec.py", "resources/selector.py",
-          "../dataplane/__init__.py", "../dataplane/logfmt.py")
+          "../dataplane/__init__.py", "../dataplane/logfmt.py", "../dataplane/netlink.py",
+          "../dataplane/rtnl_codec.py", "../dataplane/routes/__init__.py", "../dataplane/routes/kernel.py")
+# the plugins the warm process answers for, by the name the executable sends (none: calico-bgp-ipam's)
+PLUGINS = {b"calico-bgp-ipam": "calico_bgp.cni.ipam_plugin", b"calico-bgp-cni": "calico_bgp.cni.plugin"}
+SERVING = False  # True in the warm process: calico-bgp-cni's IPAM runs there, not through its own socket
 _COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS")
 Environ = "dict[str, str] | dict[bytes, bytes]"  # os.environ's, or posix.environ's bytes
 
@@ -55,6 +59,37 @@ def ipam_main() -> None:
     from calico_bgp.cni import ipam_plugin
 
     ipam_plugin.main()
+
+
+def cni_main() -> None:
+    """The calico-bgp-cni executable: the whole invocation (the veth, its routes and sysctls, the IPAM)
+    through the warm process, which has the netlink and IPAM code loaded (the imports were most of an
+    exec'd ADD's CPU), unless the config says `ipam_service: false`. The warm process declines a
+    container namespace it does not see as this process does (another mount namespace): this
+    process then wires it itself, as it does when nothing answers."""
+    if posix.environ.get(b"CNI_COMMAND", b"").decode() in _COMMANDS and not sys.stdin.isatty():
+        data = sys.stdin.buffer.read()
+        if wanted(data):
+            netns = posix.environ.get(b"CNI_NETNS", b"")
+            code = call(posix.environ, data, b"calico-bgp-cni", netns_id(netns))
+            if code is not None:
+                sys.exit(code)
+        from calico_bgp.cni import plugin, skel
+
+        sys.exit(skel.run(plugin.PLUGIN, plugin.HANDLERS, stdin=io.BytesIO(data)))
+    from calico_bgp.cni import plugin
+
+    plugin.main()
+
+
+def netns_id(path: "bytes | str") -> bytes:
+    """The network namespace file `path` as this process sees it (device:inode, b"-" when it cannot be
+    seen): the same in the warm process means the same namespace."""
+    try:
+        st = posix.stat(path) if path else None
+    except OSError:
+        st = None
+    return b"-" if st is None else f"{st.st_dev}:{st.st_ino}".encode()
 
 
 def wanted(data: bytes) -> bool:
@@ -112,10 +147,10 @@ def code_stamps(root: str) -> list[str]:
             out.append(f"{f}:-")
     return out
 
-def call(environ: "Environ", data: bytes) -> "int | None":
-    """The exit code after the warm process ran the invocation (its output printed); None when this
-    process must run it (nothing answers, it went away mid-operation, or it declined)."""
-    reply = ask(environ, data)
+def call(environ: "Environ", data: bytes, plugin: bytes = b"calico-bgp-ipam", netns: bytes = b"") -> "int | None":
+    """The exit code after the warm process ran the invocation of `plugin` (its output printed); None
+    when this process must run it (nothing answers, it went away mid-operation, or it declined)."""
+    reply = ask(environ, data, plugin, netns)
     if reply is None:
         return None
     rc, out, err = reply
@@ -126,10 +161,11 @@ def call(environ: "Environ", data: bytes) -> "int | None":
     return rc
 
 
-def ask(environ: "Environ", data: bytes) -> "tuple[int, bytes, bytes] | None":
-    """The warm process's reply (exit code, stdout, stderr) to the invocation; None when the caller
-    must run it. calico-bgp-cni, which runs this IPAM in its own process, asks this way: its stdout
-    is its own result."""
+def ask(environ: "Environ", data: bytes, plugin: bytes = b"calico-bgp-ipam",
+        netns: bytes = b"") -> "tuple[int, bytes, bytes] | None":
+    """The warm process's reply (exit code, stdout, stderr) to the invocation of `plugin` (with
+    calico-bgp-cni, `netns` is netns_id() of its CNI_NETNS); None when the caller must run it.
+    calico-bgp-cni, when it runs in its own process, asks for its IPAM this way: its stdout is its own result."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(CLIENT_TIMEOUT_S)
@@ -140,7 +176,8 @@ def ask(environ: "Environ", data: bytes) -> "tuple[int, bytes, bytes] | None":
         env = b"\0".join(k + b"=" + v if type(k) is bytes else f"{k}={v}".encode("utf-8", "surrogateescape")
                          for k, v in environ.items())
         deadline = time.monotonic_ns() + int(CLIENT_TIMEOUT_S * 1e9)  # CLOCK_MONOTONIC: one clock host-wide
-        _send(sock, [env, data, str(deadline).encode(), posix.getcwdb()])  # relative paths in the config: ours
+        # the cwd: relative paths in the config are ours
+        _send(sock, [env, data, str(deadline).encode(), posix.getcwdb(), plugin, netns])
         code, out, err = _recv(sock)
         if code == b"declined":
             return None
@@ -213,9 +250,14 @@ def child(fd: int, idle: float) -> None:
 def serve_socket(server: "object", idle: float | None, watch: int | None = None) -> None:
     """Answer invocations on the listening `server` one at a time; return after `idle` seconds without
     one, or when `watch` (a descriptor) becomes readable: its writer is gone."""
+    import importlib
     import select
 
-    from calico_bgp.cni import ipam_plugin  # the imports every invocation would otherwise pay
+    global SERVING
+    SERVING = True
+    # the imports every invocation would otherwise pay (calico-bgp-cni's netlink half with them)
+    plugins = {name: importlib.import_module(module) for name, module in PLUGINS.items()}
+    from dataplane.workload import plan, wiring  # noqa: F401
 
     fds = [server] + ([watch] if watch is not None else [])
     while True:
@@ -229,10 +271,15 @@ def serve_socket(server: "object", idle: float | None, watch: int | None = None)
         with conn:
             try:
                 conn.settimeout(30)
-                env, data, deadline, *cwd = _recv(conn)
+                env, data, deadline, *rest = _recv(conn)
                 if time.monotonic_ns() > int(deadline) or _hung_up(conn):
                     continue  # its executable gave up and ran it itself (or was killed): not run twice
-                _send(conn, handle(ipam_plugin, env, data, cwd[0] if cwd else None))
+                cwd, name, netns = (rest + [b"", b"calico-bgp-ipam", b""][len(rest):])[:3]
+                plugin = plugins.get(name)
+                if plugin is None:
+                    _send(conn, [b"declined", b"", b""])
+                    continue
+                _send(conn, handle(plugin, env, data, cwd or None, netns or None))
             except (OSError, ValueError):
                 continue
 
@@ -247,10 +294,13 @@ def _hung_up(conn: object) -> bool:
     return any(ev & (select.POLLIN | select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _, ev in poller.poll(0))
 
 
-def handle(ipam_plugin: object, env: bytes, data: bytes, cwd: bytes | None = None) -> list[bytes]:
-    """One invocation, as the executable would have run it: [exit code, stdout, stderr]; [b"declined"]
-    when its config says `ipam_service: false`. It runs in the executable's working directory `cwd`. What
-    it logged to stderr also goes to this process's own stderr (the agent's log, for the agent's process)."""
+def handle(ipam_plugin: object, env: bytes, data: bytes, cwd: bytes | None = None,
+           netns: bytes | None = None) -> list[bytes]:
+    """One invocation of the plugin module `ipam_plugin` (or calico-bgp-cni's), as the executable would
+    have run it: [exit code, stdout, stderr]; [b"declined"] when its config says `ipam_service: false`
+    or its container namespace (`netns`, the executable's netns_id of CNI_NETNS) is not the one seen
+    here. It runs in the executable's working directory `cwd`. What it logged to stderr also goes to
+    this process's own stderr (the agent's log, for the agent's process)."""
     from calico_bgp.cni import skel
 
     import logging
@@ -258,6 +308,8 @@ def handle(ipam_plugin: object, env: bytes, data: bytes, cwd: bytes | None = Non
     if not wanted(data):
         return [b"declined", b"", b""]
     environ = dict(kv.decode("utf-8", "surrogateescape").partition("=")[::2] for kv in env.split(b"\0") if kv)
+    if netns is not None and netns_id(environ.get("CNI_NETNS", "")) != netns:
+        return [b"declined", b"", b""]
     if cwd:
         import os
 

@@ -28,6 +28,7 @@ class Request(NamedTuple):
     invocation: env.Invocation
     conf: netconf.NetConf
     stdin: bytes
+    environ: Mapping[str, str] = os.environ  # the whole environment: what a delegated plugin is given
 
     @property
     def command(self) -> str:
@@ -64,7 +65,7 @@ def run(plugin: str, handlers: Mapping[str, Handler], *, environ: Mapping[str, s
         if handler is None:
             return 0  # a command this plugin has nothing to do for (its resources need no check, say)
         sys.stdout = sys.stderr
-        result = handler(Request(invocation, conf, data))
+        result = handler(Request(invocation, conf, data, environ))
         if command == "ADD":
             if result is None:
                 raise CNIError(INTERNAL, f"{plugin}: ADD produced no result")

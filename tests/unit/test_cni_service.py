@@ -20,7 +20,7 @@ def running(tmp_path, monkeypatch):
     path = str(tmp_path / "svc" / "ipam.sock")
     seen, first_started = [], threading.Event()
 
-    def handle(_plugin, _env, data, _cwd=None):
+    def handle(_plugin, _env, data, _cwd=None, _netns=None):
         seen.append(data)
         if data == b"A":
             first_started.set()
