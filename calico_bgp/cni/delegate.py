@@ -65,6 +65,7 @@ def run_here(module: str, stdin: bytes, env: Mapping[str, str]) -> bytes:
     `ipam_service: false`, or when this is the warm process (calico-bgp-cni served there)."""
     import importlib
     import io
+    import logging
     import sys
 
     from calico_bgp.cni import service, skel
@@ -80,7 +81,16 @@ def run_here(module: str, stdin: bytes, env: Mapping[str, str]) -> bytes:
             raise CNIError.from_json(json.loads(out or b"{}"))
     plugin = importlib.import_module(module)
     out = io.StringIO()
-    code = skel.run(plugin.PLUGIN, plugin.HANDLERS, environ=env, stdin=io.BytesIO(stdin), stdout=out)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        code = skel.run(plugin.PLUGIN, plugin.HANDLERS, environ=env, stdin=io.BytesIO(stdin), stdout=out)
+    finally:  # its skeleton set up its own log lines: the caller's lines keep the caller's name
+        for h in root.handlers:
+            if h not in handlers:
+                h.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
     if code == 0:
         return out.getvalue().encode()
     raise CNIError.from_json(json.loads(out.getvalue()))

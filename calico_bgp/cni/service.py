@@ -320,6 +320,8 @@ def handle(ipam_plugin: object, env: bytes, data: bytes, cwd: bytes | None = Non
     out, err = io.StringIO(), io.StringIO()
     saved = sys.stderr
     sys.stderr = err
+    for h in logging.getLogger().handlers:
+        h.close()  # its log file: not left open by a process that runs many invocations
     logging.getLogger().handlers.clear()  # the last invocation's handler writes to its own stderr
     try:
         code = skel.run(ipam_plugin.PLUGIN, ipam_plugin.HANDLERS, environ=environ,  # type: ignore[attr-defined]

@@ -186,8 +186,9 @@ def test_status_and_gc_are_the_ipam_plugins_to_answer(node, plugin, launchers, t
 
 def test_the_plugins_ipam_goes_to_the_node_agents_warm_process(node, launchers, etcd_server, key_prefix, cli):
     """calico-bgp-cni runs calico-bgp-ipam in its own process; with what the node's agent starts
-    running in the node's namespace (calico_bgp/agent/ipam_service.py), that goes to the agent's warm
-    process instead (the IPAM's log lines then carry its pid), and the wiring is the same."""
+    running in the node's namespace (calico_bgp/agent/ipam_service.py), the whole invocation goes to
+    the agent's warm process instead (the IPAM's and the wiring's log lines then carry its pid, each
+    under its own plugin's name), and the wiring is the same."""
     import re
     import signal
     import sys
@@ -205,6 +206,8 @@ def test_the_plugins_ipam_goes_to_the_node_agents_warm_process(node, launchers, 
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         out, err = p.communicate(json.dumps(conf).encode(), timeout=60)
         served_by = set(re.findall(r"calico-bgp-ipam\[(\d+)\]", err.decode())) - {str(p.pid)}
+        if command == "ADD" and served_by:  # the veth was made there too, and logged as calico-bgp-cni's
+            assert set(re.findall(r"calico-bgp-cni\[(\d+)\][^\n]*event=cni_added", err.decode())) == served_by, err
         return p.returncode, (json.loads(out) if out.strip() else {}), served_by
 
     def handles() -> set[str]:

@@ -56,12 +56,14 @@ for data in (b'{{"cniVersion": "1.1.0"}}', b'{{"ipam_service": true}}', b'{{"ipa
     service.wanted(data)
 service.socket_path()
 service.ask({{b"CNI_COMMAND": b"ADD"}}, b"{{}}")  # nothing answers here: the path up to the connect
+service.ask({{b"CNI_COMMAND": b"ADD"}}, b"{{}}", b"calico-bgp-cni", service.netns_id(b"/proc/self/ns/net"))
 print(" ".join(sorted(sys.modules)))
 """
 
 
 def test_the_executables_path_to_the_warm_process_loads_no_os_json_or_logging():
-    """Under -S, as the launcher runs: asking the agent's warm process (the default path) loads none of
+    """Under -S, as the launchers run (calico-bgp-ipam's and calico-bgp-cni's, whose netlink half is the
+    warm process's too): asking the agent's warm process (the default path) loads none of
     what the in-process path needs; os alone was a tenth of the executable's start."""
     out = subprocess.run([sys.executable, "-S", "-c", SERVED.format(root=str(ROOT))], capture_output=True, text=True,
                          check=True, env={"PATH": "/usr/bin:/bin"})

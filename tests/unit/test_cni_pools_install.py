@@ -185,6 +185,7 @@ def test_the_service_key_covers_every_module_an_invocation_loads():
             "BlockingClient; from calico_bgp.datastore.keys import Keys; from calico_bgp.datastore.types import "
             "TLSConfig; from ipam.allocator import BlockAllocator; from ipam.store import decode_handle; "
             "from ipam.pool import Pool; from calico_bgp.resources.selector import parse; "
+            "from calico_bgp.cni import plugin; from dataplane.workload import plan, wiring; "
             "print('\\n'.join(m.__file__ for n, m in sys.modules.items() if n.split('.')[0] in "
             "('calico_bgp', 'ipam', 'dataplane')))")
     root = os.path.dirname(os.path.dirname(os.path.abspath(service.__file__)))
@@ -209,6 +210,27 @@ def test_the_service_protocol_is_length_prefixed_fields_and_declines_an_unasked_
         with pytest.raises(ValueError, match="99 fields"):
             service._recv(b)
     assert service.handle(None, b"", b'{"ipam_service": false}') == [b"declined", b"", b""]
+
+
+def test_the_warm_process_declines_a_container_namespace_it_sees_otherwise():
+    """calico-bgp-cni sends the device:inode of CNI_NETNS as it sees it; a warm process in another
+    mount namespace (a file of another namespace at that path, or none) declines, and the executable
+    wires the container itself. The same file is served (VERSION here: no kernel touched)."""
+    from calico_bgp.cni import plugin, service
+
+    own = service.netns_id("/proc/self/ns/net")
+    assert own != b"-" and service.netns_id("/nonexistent/netns") == b"-" and service.netns_id(b"") == b"-"
+    env = b"CNI_COMMAND=VERSION\0CNI_NETNS=/proc/self/ns/net"
+    for seen in (b"-", b"0:0", service.netns_id("/proc/self/ns/mnt")):
+        assert service.handle(plugin, env, b"{}", None, seen) == [b"declined", b"", b""]
+    code, out, _err = service.handle(plugin, env, b"{}", None, own)
+    assert code == b"0" and b"supportedVersions" in out
+
+
+def test_calico_bgp_cni_starts_in_the_service_front_end(tmp_path):
+    (cni,) = [f for f in install.plan(str(tmp_path), str(tmp_path), {}, "/usr/bin/python3", ["/x"])
+              if f.path.endswith("calico-bgp-cni")]
+    assert cni.content.startswith("#!/usr/bin/python3 -S\n") and "from calico_bgp.cni.service import cni_main" in cni.content
 
 
 def test_calico_bgp_ipam_starts_in_the_service_front_end(tmp_path):
