@@ -13,6 +13,8 @@ the kernel with the previous result and names every missing piece. GC and STATUS
 plugin's to answer: what this plugin makes (the pair, its routes) dies with the container's namespace.
 
 Nothing here needs the agent to be running, and nothing heavier than the netlink codec is loaded.
+The executable (service.cni_main) hands the invocation to the node agent's warm process when that
+answers, and these handlers run there, with the invocation's environment (Request.environ).
 """
 from __future__ import annotations
 

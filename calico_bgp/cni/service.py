@@ -7,8 +7,9 @@ it binds the socket, starts the process on the first connection, restarts it, lo
 stops it with itself). The calico-bgp-ipam executable (this module, stdlib only) hands each
 invocation (its CNI_* environment and stdin) to it over the unix socket and prints what it answers
 (length-prefixed byte fields on the raw `_socket`: the `json` and `socket` modules, with the `re`
-and `enum` they load, were a third of the executable's CPU); calico-bgp-cni's in-process IPAM asks
-the same way. The warm process runs the same skeleton and handlers, one invocation at a time; a
+and `enum` they load, were a third of the executable's CPU). The calico-bgp-cni executable hands
+over its whole invocation the same way (the wiring runs there too, its IPAM in that process); when
+it runs in its own process, its IPAM asks for the IPAM alone. The warm process runs the same skeleton and handlers, one invocation at a time; a
 queued invocation whose executable hung up or waited past its timeout (it then runs the operation
 itself) is dropped unrun, so an ADD the runtime gave up on does not allocate after its DEL.
 
