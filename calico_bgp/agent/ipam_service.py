@@ -1,4 +1,5 @@
-"""The node's warm IPAM: the agent owns the process that answers calico-bgp-ipam's invocations.
+"""The node's warm IPAM: the agent owns the process that answers calico-bgp-ipam's invocations
+(and calico-bgp-cni's, wiring included).
 
 The agent binds the service's socket (calico_bgp/cni/service.py: root-only, named for this code
 and network namespace) when it starts, and starts the warm process on the first connection, the
