@@ -199,7 +199,7 @@ def test_the_plugins_ipam_goes_to_the_node_agents_warm_process(node, launchers, 
     conf = {"cniVersion": "1.1.0", "name": "cbsvc", "type": "calico-bgp-cni", "nodename": "node1",
             "etcd_endpoints": etcd_server.unix_url, "etcd_prefix": key_prefix, "ipam": {"type": "calico-bgp-ipam"}}
 
-    def run(command: str, cid: str, ns: str) -> tuple[int, dict, set[str]]:
+    def run(command: str, cid: str, ns: str, conf: dict = conf) -> tuple[int, dict, set[str]]:
         env = {**os.environ, "CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": f"/run/netns/{ns}",
                "CNI_IFNAME": "eth0", "CNI_PATH": str(launchers)}
         p = subprocess.Popen(["ip", "netns", "exec", node, str(launchers / "calico-bgp-cni")], stdin=subprocess.PIPE,
@@ -231,6 +231,10 @@ def test_the_plugins_ipam_goes_to_the_node_agents_warm_process(node, launchers, 
             assert "eth0" in sh("ip", "link", ns=b).stdout and handles() == {"cbsvc.ctr-s1", "cbsvc.ctr-s2"}
             for cid, ns in (("ctr-s1", a), ("ctr-s2", b)):
                 assert run("DEL", cid, ns)[0] == 0
+            alone = {**conf, "ipam_service": False}  # the whole invocation in the executable's own process
+            code, res, by = run("ADD", "ctr-s3", a, alone)
+            assert code == 0 and by == set() and res["interfaces"][0]["name"] == "calictr-s3", res
+            assert run("DEL", "ctr-s3", a, alone)[0] == 0
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.communicate(timeout=20)
