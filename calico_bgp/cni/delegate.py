@@ -97,12 +97,21 @@ def run_here(module: str, stdin: bytes, env: Mapping[str, str]) -> bytes:
 
 
 def run(exe: str, stdin: bytes, env: Mapping[str, str], timeout: float | None = None) -> bytes:
-    """Exec one plugin; its stdout on success, its error (as CNIError) otherwise."""
+    """Exec one plugin; its stdout on success, its error (as CNIError) otherwise. Its stderr is ours:
+    inherited, or, where ours is no file (the warm process runs an invocation with its stderr in
+    memory, for the executable to print), read and written there."""
     import subprocess
+    import sys
 
+    try:
+        sys.stderr.fileno()
+        err = None
+    except (AttributeError, ValueError):  # io.UnsupportedOperation is a ValueError
+        err = subprocess.PIPE
     for attempt in range(_ETXTBSY_TRIES):
         try:
-            proc = subprocess.run([exe], input=stdin, env=dict(env), stdout=subprocess.PIPE, timeout=timeout)
+            proc = subprocess.run([exe], input=stdin, env=dict(env), stdout=subprocess.PIPE, stderr=err,
+                                  timeout=timeout)
             break
         except OSError as exc:
             if exc.errno == errno.ETXTBSY and attempt + 1 < _ETXTBSY_TRIES:
@@ -111,6 +120,8 @@ def run(exe: str, stdin: bytes, env: Mapping[str, str], timeout: float | None = 
             raise CNIError(IO_FAILURE, f"plugin {exe}: cannot be run: {exc.strerror or exc}") from None
         except subprocess.TimeoutExpired:
             raise CNIError(IO_FAILURE, f"plugin {exe}: no answer within {timeout} s") from None
+    if proc.stderr:
+        sys.stderr.write(proc.stderr.decode(errors="replace"))
     if proc.returncode == 0:
         return proc.stdout
     try:

@@ -142,6 +142,16 @@ def test_delegate_add_runs_the_plugin_from_cni_path_with_the_command_set(tmp_pat
     assert seen["env"]["CNI_COMMAND"] == "ADD" and seen["env"]["CNI_CONTAINERID"] == "c1" and seen["stdin"] == '{"x": 1}'
 
 
+def test_a_delegates_stderr_joins_ours_when_ours_is_in_memory(tmp_path, monkeypatch):
+    """In the warm process an invocation's stderr is a buffer the executable prints: an exec'd IPAM
+    plugin's log lines go there, not to the warm process's own stderr."""
+    plugin(tmp_path, "fake-ipam", "print('host-local says hello', file=sys.stderr)\n")
+    buf = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buf)
+    assert delegate.delegate("DEL", "fake-ipam", b"{}", {**ENV, "CNI_PATH": str(tmp_path)}) is None
+    assert buf.getvalue() == "host-local says hello\n"
+
+
 def test_delegate_del_returns_nothing(tmp_path):
     plugin(tmp_path, "fake-ipam", "")
     assert delegate.delegate("DEL", "fake-ipam", b"{}", {**ENV, "CNI_PATH": str(tmp_path)}) is None
