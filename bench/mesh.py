@@ -17,7 +17,9 @@ is refused, BIRD's best case (the other way round its join took 1-4 s).
 During the join the other nodes' CPU (`join_cpu_s_others`) is mostly what they spend idle
 (keepalives, status, upkeep: `idle_cpu_s_per_s_others`, watched for 3 s before) times the join's
 length; `join_cpu_s_per_other_net` is what each spent beyond that, the join's own work there.
-`--profile DIR` records py-spy stacks of one of them (n1: agent, ExaBGP, bridge) during the join.
+`--profile DIR` records py-spy stacks of one of them (n1: agent, ExaBGP, bridge) during the join,
+and of the joiner from its start (its ExaBGP and bridge as they appear: one file, py-spy's
+`--subprocesses`).
 
     sudo .venv/bin/python -m bench.mesh [--k 5 10 20] [--json] [--profile DIR]
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -85,6 +88,27 @@ def first_established(log: Path) -> float | None:
         if "event=peer_state" in line and "state=up" in line:
             return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
     return None
+
+
+def follow(prof: Profiler, pid: int, tag: str) -> subprocess.Popen[bytes] | None:
+    """py-spy on a process just started and the children it starts (the joiner: agent, ExaBGP, bridge),
+    raw stacks in one file of the profile directory; None when not profiling."""
+    if prof.out is None or prof.exe is None:
+        return None
+    return subprocess.Popen([prof.exe, "record", "--pid", str(pid), "--subprocesses", "--rate", "250", "--format",
+                             "raw", "--nonblocking", "--output", str(prof.out / f"{tag}-{pid}.txt")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_follow(p: subprocess.Popen[bytes] | None) -> None:
+    if p is None:
+        return
+    p.send_signal(signal.SIGINT)
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
 
 
 def med(values: list[float], digits: int = 2) -> float:
@@ -170,9 +194,11 @@ def run_agents(k: int, etcd: EtcdServer, work: Path, prof: Profiler) -> dict:
         prof.start([m.c.agents[cold[0]].pid], f"join{k}-existing")
         t1 = time.monotonic()
         m.start([joiner])
+        joiner_prof = follow(prof, m.c.agents[joiner].pid, f"join{k}-joiner")
         m.find_blocks([joiner], t1)
         join = wait_mesh(m.readers, m.blocks, t1, f"agents K={k} join")
         prof.stop()
+        stop_follow(joiner_prof)
         joined = m.cpu_rss([joiner])[joiner]
         after = {n: sum(c for c, _ in p.values()) for n, p in m.cpu_rss(cold).items()}
         start_join = m.start_s(joiner)
@@ -280,7 +306,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--k", type=int, nargs="+", default=[5, 10, 20])
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     ap.add_argument("--profile", metavar="DIR",
-                    help="py-spy an existing node (n1: agent, ExaBGP, bridge) during the join, raw stacks in DIR")
+                    help="py-spy an existing node (n1: agent, ExaBGP, bridge) and the joiner during the join, "
+                         "raw stacks in DIR")
     return ap
 
 

@@ -135,7 +135,9 @@ def patch() -> None:
     _report_malformed_attributes()
     _ipv6_next_hop_pairs()
     from calico_bgp.speaker import exabgp_fastpath, exabgp_generation, exabgp_gtsm, exabgp_reactor, exabgp_receive  # the agent imports this module for its names alone
+    from calico_bgp.speaker import exabgp_tokens
 
+    exabgp_tokens.patch()
     exabgp_fastpath.patch()
     exabgp_gtsm.patch()
     exabgp_receive.patch()
