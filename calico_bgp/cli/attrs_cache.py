@@ -9,6 +9,13 @@ and optimisation level) gets its code object from `attrs-methods.*.marshal` in o
 written once the agent's modules are imported when anything new was compiled, and then let go (by `node run`, or
 by bootstrap.sh and the benches ahead of it: `prime()`).
 
+cattrs does the same for the codec (resources/codec.py): a structure and an unstructure function
+per class, written as source and compiled the first time a class is decoded or encoded, which in
+the agent is its first sync (~160 scripts, ~60 ms of CPU to compile, on the way to its first
+session). Its `compile` goes through the same cache, so `node run` keeps the cache until its first
+sync is done (`finish()` after the agent is ready). A hit is keyed by the whole script and its file
+name: the same code, whatever generated it.
+
 A class's __hash__ starts from hash() of a string (attrs' `type_hash`), which differs in every
 process (hash randomisation): that number is left out of the key, and the cached code gets this
 process's value back in place of the one it was compiled with (the only constant that differs).
@@ -120,13 +127,21 @@ class MethodCache:
 _installed: MethodCache | None = None
 
 
-def install(path: Path | None = None) -> MethodCache:
-    """Make attrs compile through the cache from now on (classes defined before keep their methods)."""
-    global _installed
+def _compilers() -> list[types.ModuleType]:
+    """The modules whose `compile` goes through the cache: attrs' (methods) and cattrs' (the codec's hooks)."""
     from attr import _make
+    from cattrs import gen
 
+    return [_make, gen]
+
+
+def install(path: Path | None = None) -> MethodCache:
+    """Make attrs and cattrs compile through the cache from now on (classes defined and hooks made
+    before keep their code)."""
+    global _installed
     _installed = MethodCache(cache_path() if path is None else path)
-    _make.compile = _installed.compile  # type: ignore[attr-defined]  # a module global ahead of the built-in
+    for module in _compilers():
+        module.compile = _installed.compile  # type: ignore[attr-defined]  # a module global ahead of the built-in
     return _installed
 
 
@@ -139,25 +154,58 @@ def use_for_node_run() -> None:
 
 
 def finish() -> bool:
-    """After the agent's imports: write the cache when this process compiled anything new, then let it
-    go (attrs compiles as before from now on; the scripts and code held for the cache, ~2 MB, are
-    freed). Returns whether it was written."""
+    """After the agent's first sync: write the cache when this process compiled anything new, then let
+    it go (attrs and cattrs compile as before from now on; the scripts and code held for the cache,
+    ~2 MB, are freed). Returns whether it was written."""
     global _installed
     if _installed is None:
         return False
-    from attr import _make
-
     written = _installed.save()
-    if getattr(_make, "compile", None) == _installed.compile:
-        del _make.compile  # type: ignore[attr-defined]  # the built-in again
+    for module in _compilers():
+        if getattr(module, "compile", None) == _installed.compile:
+            del module.compile  # type: ignore[attr-defined]  # the built-in again
     _installed = None
     return written
 
 
+def codec_hooks() -> int:
+    """The codec's structure and unstructure functions for every stored kind and the classes inside
+    them (what an agent's first sync makes); returns how many classes."""
+    import typing
+
+    import attrs
+
+    from calico_bgp.resources import codec, kinds
+
+    seen: set[type] = set()
+    todo = [k for k in typing.get_args(kinds.Resource)]
+    while todo:
+        cls = todo.pop()
+        if cls in seen or not (isinstance(cls, type) and attrs.has(cls)):
+            continue
+        seen.add(cls)
+        codec.converter.get_structure_hook(cls)
+        codec.converter.get_unstructure_hook(cls)
+        for field in attrs.fields(attrs.resolve_types(cls)):
+            todo += [field.type, *_inner_types(field.type)]
+    return len(seen)
+
+
+def _inner_types(t: Any) -> list[Any]:
+    import typing
+
+    out = []
+    for arg in typing.get_args(t):
+        out += [arg, *_inner_types(arg)]
+    return out
+
+
 def prime() -> bool:
-    """Import what `node run` imports with the cache on, and write it (bootstrap.sh, the benches)."""
+    """Import what `node run` imports with the cache on, make the codec's hooks, and write it
+    (bootstrap.sh, the benches)."""
     install()
     import calico_bgp.agent.node  # noqa: F401
     import calico_bgp.cli.common  # noqa: F401
     import calico_bgp.datastore.client  # noqa: F401
+    codec_hooks()
     return finish()

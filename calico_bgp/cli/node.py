@@ -77,14 +77,14 @@ def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodete
 
     from calico_bgp.datastore import client as _  # noqa: F401  (what g.client() loads: its classes cached too)
 
-    attrs_cache.finish()  # the agent's classes are all defined now
-
     async def main() -> None:
         async with g.client() as client:
             agent = NodeAgent(client, g.keys, opts, speaker=speaker)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
                 await nursery.start(agent.run)
+                await agent.ready.wait()
+                attrs_cache.finish()  # after the first sync: the codec's hooks for what is stored are made too
 
     run(main)
 

@@ -98,3 +98,40 @@ def test_other_compile_calls_pass_through(tmp_path: Path):
     cache = MethodCache(tmp_path / "none.marshal")
     assert cache.compile("1 + 1", "<e>", "eval") is not None and cache.compiled == 0
     assert cache.save() is False and not (tmp_path / "none.marshal").exists()
+
+
+CODEC = '''
+import json, sys
+from pathlib import Path
+from calico_bgp.cli import attrs_cache
+cache = attrs_cache.install(Path(sys.argv[1])) if sys.argv[1] != "-" else None
+from calico_bgp.resources import codec
+from calico_bgp.resources.bgppeer import BGPPeer
+from calico_bgp.resources.codec import DecodeError
+stored = {"metadata": {"name": "p1"}, "spec": {"peerIP": "198.18.0.9", "asNumber": 64512, "keepOriginalNextHop": True}}
+peer = codec.from_dict(BGPPeer, stored, where="peer")
+try:
+    codec.from_dict(BGPPeer, {"metadata": {"name": "p2"}, "spec": {"peerIP": "198.18.0.9", "asNumbr": 1}}, where="bad")
+    error = None
+except DecodeError as exc:
+    error = str(exc)
+print(json.dumps({"compiled": cache.compiled if cache else None, "saved": cache.save() if cache else None,
+                  "encoded": codec.encode(peer).decode(), "error": error}))
+'''
+
+
+def test_the_codecs_hooks_from_the_cache_decode_encode_and_refuse_as_compiled_ones(tmp_path: Path):
+    """cattrs' structure and unstructure functions go through the cache too (`node run` keeps it until
+    its first sync): the same values, the same encoded JSON, the same error naming the bad key."""
+    path = tmp_path / "cache.marshal"
+
+    def run_codec(cache: str) -> dict:
+        out = subprocess.run([sys.executable, "-c", CODEC, cache], capture_output=True, text=True, check=True).stdout
+        return json.loads(out.splitlines()[-1])
+
+    first = run_codec(str(path))
+    assert first["compiled"] > 0 and first["saved"]
+    cached, plain = run_codec(str(path)), run_codec("-")
+    assert cached["compiled"] == 0  # the codec's hooks (and attrs' methods) all came from the cache
+    assert cached["encoded"] == plain["encoded"] == first["encoded"] and '"peerIP":"198.18.0.9"' in plain["encoded"]
+    assert cached["error"] == plain["error"] and "asNumbr" in plain["error"]
