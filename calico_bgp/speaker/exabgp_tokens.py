@@ -74,10 +74,25 @@ class LineTokens:
 
 
 def patch() -> LineTokens:
-    """ExaBGP's tokeniser reads lines through a LineTokens (returned, for its counters)."""
+    """ExaBGP's tokeniser reads its configuration (a file or a text) through a LineTokens (returned,
+    for its counters). An API command (`Tokeniser.set_api`: every route the agent announces) is cut
+    by ExaBGP's own `tokens` as before: those lines are seldom the same twice, and caching them
+    would only cost the send path."""
     from exabgp.configuration.core import format as exabgp_format
     from exabgp.configuration.core import tokeniser
 
-    cached = LineTokens(exabgp_format.tokens)
+    original = exabgp_format.tokens
+    cached = LineTokens(original)
     tokeniser.tokens = cached.tokens  # the name Tokeniser._tokenise calls
+
+    def _tokenise_plain(self: tokeniser.Tokeniser, iterator: Iterable[str]) -> Iterator[List[str]]:
+        for parsed in original(iterator):  # Tokeniser._tokenise, with ExaBGP's tokens
+            words = [word for _, _, word in parsed]
+            self.line = "".join(words)
+            yield words
+
+    def set_api(self: tokeniser.Tokeniser, line: str) -> bool:
+        return self._set(_tokenise_plain(self, iter([line])))
+
+    tokeniser.Tokeniser.set_api = set_api  # type: ignore[method-assign]
     return cached

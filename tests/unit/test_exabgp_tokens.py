@@ -68,7 +68,8 @@ def test_the_cache_is_bounded() -> None:
 
 
 # a fresh interpreter: the patch changes ExaBGP's module for good. Prints whether the neighbours parsed
-# through the cache equal ExaBGP's own, and how many lines the second reload had to cut.
+# through the cache equal ExaBGP's own, how many lines the second reload had to cut, and whether an API
+# command was cut as before and kept out of the cache.
 RELOAD = """
 import sys
 from exabgp.environment import getenv
@@ -83,8 +84,12 @@ patched = Configuration([sys.argv[1]])
 assert patched.reload() is True
 first = cached.misses
 assert patched.reload() is True
-print(patched.neighbors == plain.neighbors, sorted(patched.neighbors) == sorted(plain.neighbors), first,
-      cached.misses - first)
+second = cached.misses - first
+api = "route 198.19.0.0/26 next-hop 198.18.0.1 ;"
+patched.tokeniser.set_api(api)
+patched.tokeniser()
+print(patched.neighbors == plain.neighbors, sorted(patched.neighbors) == sorted(plain.neighbors), first, second,
+      patched.tokeniser.line == api.split(), api not in cached.cache)
 """
 
 
@@ -93,7 +98,8 @@ def test_a_reload_through_the_cache_parses_the_same_neighbours(tmp_path) -> None
     conf.write_text(mesh_config(21))
     out = subprocess.run([sys.executable, "-c", RELOAD, str(conf)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
-    same, same_keys, first, second = out.stdout.split()
+    same, same_keys, first, second, api_words, api_not_kept = out.stdout.split()
     assert (same, same_keys) == ("True", "True")
     assert 0 < int(first) < 100  # 21 neighbours, a few dozen distinct lines
     assert second == "0"  # a reload of the same file cuts nothing again
+    assert (api_words, api_not_kept) == ("True", "True")  # the send path's commands: ExaBGP's own tokens, not kept
