@@ -101,7 +101,8 @@ class MethodCache:
             return compile(source, filename, mode, *args, **kwargs)
         text, type_hash = split_type_hash(source)
         key = hashlib.blake2b(f"{filename}\0{text}".encode(), digest_size=20).digest()
-        code = self._cached(key, type_hash)
+        again = self.used.get(key)  # the same script twice in one process (cattrs makes some hooks twice)
+        code = again[0] if again is not None and again[1] == type_hash else self._cached(key, type_hash)
         if code is None:
             code = compile(source, filename, mode)
             self.compiled += 1

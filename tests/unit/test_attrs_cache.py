@@ -135,3 +135,19 @@ def test_the_codecs_hooks_from_the_cache_decode_encode_and_refuse_as_compiled_on
     assert cached["compiled"] == 0  # the codec's hooks (and attrs' methods) all came from the cache
     assert cached["encoded"] == plain["encoded"] == first["encoded"] and '"peerIP":"198.18.0.9"' in plain["encoded"]
     assert cached["error"] == plain["error"] and "asNumbr" in plain["error"]
+
+
+def test_a_script_compiled_twice_in_one_process_is_compiled_once_and_cached(tmp_path: Path):
+    """cattrs makes some hooks twice (the same script, the same file name): the second takes the first's
+    code, so a start whose every script is in the cache compiles nothing and writes nothing."""
+    script = "def structure_X(o):\n    return o + 1\n"
+    cache = MethodCache(tmp_path / "c.marshal")
+    first, second = cache.compile(script, "<cattrs generated structure X>", "exec"), \
+        cache.compile(script, "<cattrs generated structure X>", "exec")
+    assert first is second and cache.compiled == 1 and cache.save()
+    again = MethodCache(tmp_path / "c.marshal")
+    for _ in range(2):
+        ns: dict = {}
+        exec(again.compile(script, "<cattrs generated structure X>", "exec"), ns)
+        assert ns["structure_X"](1) == 2
+    assert again.compiled == 0 and again.save() is False
