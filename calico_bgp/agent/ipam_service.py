@@ -22,7 +22,7 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import trio
 
@@ -32,7 +32,8 @@ from dataplane.logfmt import event
 
 log = logging.getLogger("calico_bgp.agent.ipam_service")
 STOP_WAIT = 3.0  # seconds a stopping agent gives the process to finish its invocation
-CODE_RECHECK = 30.0  # seconds between looks at the code on disk (its stamps name the socket)
+CODE_RECHECK = 30.0  # seconds between looks at the code on disk (its stamps name the socket), and bind retries
+START_FAILED = 127  # the exit status given to a process that could not be started (a failure: back-off)
 
 
 class IpamServiceOwner:
@@ -52,39 +53,73 @@ class IpamServiceOwner:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; when the code on disk changes (an upgrade), the plugins look for
-        another socket: the old one and its process go, and the new one is served."""
+        another socket: the old one and its process go, and the new one is served. The service is
+        optional: nothing here ends the agent. A socket that cannot be had (another owner holds it,
+        e.g. an old agent in its stop; /run unusable; the package moved aside mid-upgrade) is tried
+        again every `recheck` seconds, and any other error is logged and the service started again
+        after a back-off; meanwhile the plugins run in their own process. Started once the first
+        bind was tried."""
+        quiet = False  # "not served" is logged once per outage, not every recheck
+        pending = [task_status]
+
+        def started() -> None:
+            if pending:
+                pending.pop().started()
+
         while True:
+            try:
+                served = await self._serve_one_name(quiet, started)
+            except Exception as exc:  # noqa: BLE001 - optional service: logged, tried again
+                event(log, "ipam_service_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}",
+                      restart_in=self.recheck)
+                served = False
+            started()
+            quiet = not served
+            if not served:
+                await trio.sleep(self.recheck)
+
+    async def _serve_one_name(self, quiet: bool, started: Callable[[], None]) -> bool:
+        """Serve the socket the code on disk names until that name changes; False when it cannot be had."""
+        path = None
+        try:
             path = self.fixed_path or service.socket_path()
-            try:
-                bound = service.bind(path)
-            except OSError as exc:
-                event(log, "ipam_service_unavailable", logging.WARNING, socket=path, error=exc.strerror or str(exc))
-                bound = None
-            if bound is None:
-                event(log, "ipam_service_not_served", logging.WARNING, socket=path,
-                      why="another process serves it, or it cannot be made: the plugins run in their own process")
-                task_status.started()
-                return
-            server, lock = bound
-            server.setblocking(False)
-            self.path = path
-            event(log, "ipam_service_listening", socket=path, idle=self.idle)
-            try:
-                async with trio.open_nursery() as n:
-                    task_status.started()
-                    task_status = trio.TASK_STATUS_IGNORED
-                    n.start_soon(self._serve, server)
-                    if self.fixed_path is None:
-                        await self._until_code_changes(path)
-                        n.cancel_scope.cancel()
-            finally:
-                self.path = None
-                service.unbind(path, server, lock)
+            bound = service.bind(path)
+        except OSError as exc:
+            if not quiet:
+                event(log, "ipam_service_unavailable", logging.WARNING, socket=path,
+                      error=exc.strerror or str(exc), retry_in=self.recheck)
+            started()
+            return False
+        if bound is None:
+            if not quiet:
+                event(log, "ipam_service_not_served", logging.WARNING, socket=path, retry_in=self.recheck,
+                      why="another process serves it: the plugins run in their own process meanwhile")
+            started()
+            return False
+        server, lock = bound
+        server.setblocking(False)
+        self.path = path
+        event(log, "ipam_service_listening", socket=path, idle=self.idle)
+        try:
+            async with trio.open_nursery() as n:
+                n.start_soon(self._serve, server)
+                started()
+                if self.fixed_path is None:
+                    await self._until_code_changes(path)
+                    n.cancel_scope.cancel()
+        finally:
+            self.path = None
+            service.unbind(path, server, lock)
+        return True
 
     async def _until_code_changes(self, path: str) -> None:
         while True:
             await trio.sleep(self.recheck)
-            now = service.socket_path()
+            try:
+                now = service.socket_path()
+            except OSError as exc:  # the package moved aside mid-upgrade: look again next time
+                event(log, "ipam_service_code_unreadable", logging.WARNING, error=exc.strerror or str(exc))
+                continue
             if now != path:
                 event(log, "ipam_service_code_changed", old_socket=path, socket=now)
                 return
@@ -107,15 +142,32 @@ class IpamServiceOwner:
         code = (f"import sys; sys.path[:0] = {sys.path!r}; from calico_bgp.cni.service import child; "
                 f"child({server.fileno()}, {self.idle!r})")
         # forked from the trio thread (as ExaBGP is: speaker/process.py), with the socket passed down
-        proc = subprocess.Popen([sys.executable, "-S", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, pass_fds=(server.fileno(),), close_fds=True)
+        try:
+            proc = subprocess.Popen([sys.executable, "-S", "-c", code], stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    pass_fds=(server.fileno(),), close_fds=True)
+        except (OSError, subprocess.SubprocessError) as exc:  # interpreter replaced mid-upgrade, EMFILE, ...
+            event(log, "ipam_service_start_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
+            return START_FAILED
         self.pid, self.starts = proc.pid, self.starts + 1
         event(log, "ipam_service_started", pid=proc.pid)
         assert proc.stderr is not None and proc.stdin is not None
-        err = os.dup(proc.stderr.fileno())
+        err = pidfd = -1
+        try:
+            err = os.dup(proc.stderr.fileno())
+            os.set_blocking(err, False)
+            pidfd = os.pidfd_open(proc.pid)
+        except OSError as exc:
+            event(log, "ipam_service_start_failed", logging.WARNING, pid=proc.pid, error=exc.strerror or str(exc))
+            proc.kill()
+            proc.wait()
+            if err >= 0:
+                os.close(err)
+            proc.stdin.close()
+            proc.stderr.close()
+            self.pid = None
+            return START_FAILED
         proc.stderr.close()
-        os.set_blocking(err, False)
-        pidfd = os.pidfd_open(proc.pid)
         try:
             async with trio.open_nursery() as n:
                 n.start_soon(_pump, trio.lowlevel.FdStream(err), proc.pid)

@@ -12,6 +12,7 @@ import stat
 import pytest
 import trio
 
+from calico_bgp.agent import ipam_service
 from calico_bgp.agent.ipam_service import IpamServiceOwner
 from calico_bgp.cni import service
 from calico_bgp.speaker.process import Backoff
@@ -80,16 +81,91 @@ async def test_an_idle_process_leaves_and_the_next_connection_starts_another(soc
         n.cancel_scope.cancel()
 
 
-async def test_a_second_owner_of_the_same_socket_serves_nothing(sock, caplog):
+async def test_a_second_owner_serves_nothing_while_the_first_serves_and_takes_over_when_it_goes(sock, caplog):
+    """An agent started while the old one is in its stop (it holds the socket's lock) serves once it is gone."""
     first = IpamServiceOwner()
     async with trio.open_nursery() as n:
-        await n.start(first.run)
-        other = IpamServiceOwner()
+        first_scope = trio.CancelScope()
+
+        async def serve_first(task_status=trio.TASK_STATUS_IGNORED):
+            with first_scope:
+                await first.run(task_status=task_status)
+
+        await n.start(serve_first)
+        other = IpamServiceOwner(recheck=0.05)
         with trio.fail_after(5):
-            await other.run()  # returns at once: the first holds the socket
+            await n.start(other.run)  # started: the first holds the socket
+        await trio.sleep(0.3)  # several rechecks
         assert "event=ipam_service_not_served" in caplog.text and os.path.exists(sock)
-        assert first.starts == 0
+        assert other.path is None and first.path == sock and first.starts == 0
+        assert caplog.text.count("event=ipam_service_not_served") == 1  # once per outage, not every recheck
+        first_scope.cancel()
+        with trio.fail_after(5):
+            while other.path != sock:
+                await trio.sleep(0.02)
+        served_by(await ask())
+        assert other.starts == 1
         n.cancel_scope.cancel()
+
+
+async def test_an_unreadable_package_or_a_failed_start_does_not_end_the_agent(tmp_path, monkeypatch, caplog):
+    """Mid-upgrade pip moves the package aside (socket_path's stat raises) and the interpreter may be
+    gone (Popen raises): the owner logs, backs off and serves again; nothing leaves run()."""
+    path = str(tmp_path / "run" / "ipam.sock")
+    calls = []
+
+    def socket_path():
+        calls.append(1)
+        if len(calls) == 2:
+            raise FileNotFoundError(2, "No such file or directory")
+        return path
+
+    monkeypatch.setattr(service, "socket_path", socket_path)
+    owner = IpamServiceOwner(idle=60, recheck=0.05, backoff=Backoff(first=0.1, cap=0.1))
+    real_popen = ipam_service.subprocess.Popen
+    failing = [True]
+
+    def popen(*args, **kwargs):
+        if failing:
+            failing.pop()
+            raise OSError(24, "Too many open files")
+        return real_popen(*args, **kwargs)
+
+    monkeypatch.setattr(ipam_service.subprocess, "Popen", popen)
+    async with trio.open_nursery() as n:
+        await n.start(owner.run)
+        with trio.fail_after(10):
+            while len(calls) < 4:  # past the failing look at the code
+                await trio.sleep(0.02)
+            assert await ask() is None  # the start failed: turned away during the back-off
+            while (reply := await ask()) is None:
+                await trio.sleep(0.05)
+        assert served_by(reply) == owner.pid and owner.failures == 1 and owner.path == path
+        n.cancel_scope.cancel()
+    assert "event=ipam_service_code_unreadable" in caplog.text and "event=ipam_service_start_failed" in caplog.text
+
+
+def test_pidfd_open_failing_kills_and_reaps_the_started_process(sock, monkeypatch):
+    """A process started but not watchable (pidfd_open raises) is killed and waited for: a failure, no zombie."""
+    started = []
+    real_popen = ipam_service.subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    def no_pidfd(pid):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(ipam_service.subprocess, "Popen", popen)
+    monkeypatch.setattr(ipam_service.os, "pidfd_open", no_pidfd)
+    server, lock = service.bind(sock)
+    try:
+        code = trio.run(IpamServiceOwner(idle=60)._serve_once, server)
+    finally:
+        service.unbind(sock, server, lock)
+    assert code == ipam_service.START_FAILED and started[0].returncode == -9
+    assert not os.path.exists(f"/proc/{started[0].pid}")
 
 
 async def test_when_the_code_on_disk_changes_the_agent_serves_the_new_socket(tmp_path, monkeypatch):
