@@ -49,6 +49,14 @@ log = logging.getLogger("cni.ipam")
 NETWORK_ATTR, CONTAINER_ATTR = "network", "container"
 
 
+def abandoned() -> bool:
+    """Whether the executable that asked for this invocation gave up on it (the warm process,
+    cni/service.py, sets its own for each invocation it runs); looked at once the host lock is
+    held, before anything is written: an ADD its executable redid in process, and the runtime then
+    DELeted, must not allocate after that DEL (flock is not FIFO). In its own process: never."""
+    return False
+
+
 def handle_id(network: str, container_id: str) -> str:
     """Calico's handle: `<network name>.<container id>` (utils.GetHandleID)."""
     return f"{network}.{container_id}"
@@ -180,6 +188,9 @@ class Session:
     def __enter__(self) -> "Session":
         if self._lock_path:
             self._lock_fd = _host_lock(self._lock_path)
+        if abandoned():
+            self.__exit__()
+            raise CNIError(TRY_AGAIN_LATER, "its executable gave up waiting: not run here (it runs it itself)")
         return self
 
     def __exit__(self, *exc: object) -> None:

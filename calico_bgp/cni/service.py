@@ -10,8 +10,12 @@ invocation (its CNI_* environment and stdin) to it over the unix socket and prin
 and `enum` they load, were a third of the executable's CPU). The calico-bgp-cni executable hands
 over its whole invocation the same way (the wiring runs there too, its IPAM in that process); when
 it runs in its own process, its IPAM asks for the IPAM alone. The warm process runs the same skeleton and handlers, one invocation at a time; a
-queued invocation whose executable hung up or waited past its timeout (it then runs the operation
-itself) is dropped unrun, so an ADD the runtime gave up on does not allocate after its DEL.
+queued invocation whose executable hung up or is near its timeout (it then runs the operation
+itself) is dropped unrun, and one that waited on the host IPAM lock until then writes nothing (looked
+at again once the lock is held), so an ADD the runtime gave up on does not allocate after its DEL. A
+request is read whole within READ_TIMEOUT_S and at most REQUEST_CAP bytes (one over it is declined:
+its executable runs it); each invocation runs in its executable's directory (one the service cannot
+enter is declined) and the service goes back to its own afterwards.
 
 When nothing answers (no agent, an agent of other code, the warm process gone mid-operation), the
 executable does the operation itself: the agent stays optional (every operation is idempotent: a
@@ -32,7 +36,13 @@ SERVICE_DIR = "/run/calico-bgp"
 # how long the executable waits for the service before running the operation itself: well under a
 # runtime's own timeout (kubelet's runtime-request-timeout: 2 min), so the runtime never gives up first;
 # the service drops a request it reaches after this, or whose executable hung up, unrun
-CLIENT_TIMEOUT_S = 30.0
+CLIENT_TIMEOUT_S = 30.0  # from before the connect to the reply
+# the service starts no invocation, and writes nothing, after its executable's deadline less this: the
+# executable's budget stays clearly longer than the service's last start, so a started operation ends
+# before its executable gives up on it
+START_MARGIN_S = 10.0
+READ_TIMEOUT_S = 5.0  # the whole request, from the accept: a stalled or trickling client holds the worker no longer
+REQUEST_CAP = 1 << 20  # bytes of a request (environment, config, cwd): one over it is refused, the executable runs it
 # a new version of any module an invocation loads (under calico_bgp/) gets a new socket; the old
 # agent's process no longer answers the new executables: every module of these packages, and these files of others
 _DIRS = ("cni", "datastore", "../ipam", "../dataplane/workload")
@@ -167,6 +177,7 @@ def ask(environ: "Environ", data: bytes, plugin: bytes = b"calico-bgp-ipam",
     """The warm process's reply (exit code, stdout, stderr) to the invocation of `plugin` (with
     calico-bgp-cni, `netns` is netns_id() of its CNI_NETNS); None when the caller must run it.
     calico-bgp-cni, when it runs in its own process, asks for its IPAM this way: its stdout is its own result."""
+    deadline = time.monotonic_ns() + int(CLIENT_TIMEOUT_S * 1e9)  # CLOCK_MONOTONIC: one clock host-wide
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(CLIENT_TIMEOUT_S)
@@ -176,10 +187,9 @@ def ask(environ: "Environ", data: bytes, plugin: bytes = b"calico-bgp-ipam",
             return None
         env = b"\0".join(k + b"=" + v if type(k) is bytes else f"{k}={v}".encode("utf-8", "surrogateescape")
                          for k, v in environ.items())
-        deadline = time.monotonic_ns() + int(CLIENT_TIMEOUT_S * 1e9)  # CLOCK_MONOTONIC: one clock host-wide
         # the cwd: relative paths in the config are ours
         _send(sock, [env, data, str(deadline).encode(), posix.getcwdb(), plugin, netns])
-        code, out, err = _recv(sock)
+        code, out, err = _recv(sock, deadline)
         if code == b"declined":
             return None
         return int(code), out, err
@@ -214,11 +224,8 @@ def bind(path: str) -> tuple["object", int] | None:
         if os.path.exists(path):
             os.unlink(path)  # a dead owner's: whoever holds the lock owns the name
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            server.bind(path)
-        finally:
-            os.umask(old)
+        server.bind(path)
+        os.chmod(path, 0o600)  # before listen: no connection before it is root-only (the directory is already)
         server.listen(64)
     except BaseException:
         os.close(lock)
@@ -252,6 +259,7 @@ def serve_socket(server: "object", idle: float | None, watch: int | None = None)
     """Answer invocations on the listening `server` one at a time; return after `idle` seconds without
     one, or when `watch` (a descriptor) becomes readable: its writer is gone."""
     import importlib
+    import os
     import select
 
     global SERVING
@@ -260,6 +268,8 @@ def serve_socket(server: "object", idle: float | None, watch: int | None = None)
     plugins = {name: importlib.import_module(module) for name, module in PLUGINS.items()}
     from dataplane.workload import plan, wiring  # noqa: F401
 
+    ipam_plugin = plugins[b"calico-bgp-ipam"]
+    home, in_process = os.getcwd(), ipam_plugin.abandoned
     fds = [server] + ([watch] if watch is not None else [])
     while True:
         ready = select.select(fds, [], [], idle)[0]
@@ -271,18 +281,39 @@ def serve_socket(server: "object", idle: float | None, watch: int | None = None)
             continue  # the agent's socket is non-blocking: taken before us
         with conn:
             try:
-                conn.settimeout(30)
-                env, data, deadline, *rest = _recv(conn)
-                if time.monotonic_ns() > int(deadline) or _hung_up(conn):
+                try:
+                    env, data, deadline, *rest = _recv(conn, time.monotonic_ns() + int(READ_TIMEOUT_S * 1e9),
+                                                       REQUEST_CAP)
+                except TooLarge as exc:
+                    sys.stderr.write(f"calico-bgp-ipam service: request refused: {exc}\n")
+                    sys.stderr.flush()
+                    _send(conn, [b"declined", b"", f"calico-bgp-ipam service: {exc}\n".encode()])
+                    continue
+                last_start = int(deadline) - int(START_MARGIN_S * 1e9)
+
+                def abandoned() -> bool:
+                    return time.monotonic_ns() > last_start or _hung_up(conn)
+
+                if abandoned():
                     continue  # its executable gave up and ran it itself (or was killed): not run twice
                 cwd, name, netns = (rest + [b"", b"calico-bgp-ipam", b""][len(rest):])[:3]
                 plugin = plugins.get(name)
                 if plugin is None:
                     _send(conn, [b"declined", b"", b""])
                     continue
-                _send(conn, handle(plugin, env, data, cwd or None, netns or None))
+                conn.settimeout(READ_TIMEOUT_S)  # the reply's sends
+                ipam_plugin.abandoned = abandoned  # looked at again once the host lock is held
+                try:
+                    _send(conn, handle(plugin, env, data, cwd or None, netns or None))
+                finally:
+                    ipam_plugin.abandoned = in_process
+                    os.chdir(home)  # the next invocation does not inherit this one's directory
             except (OSError, ValueError):
                 continue
+
+
+class TooLarge(ValueError):
+    """A request over REQUEST_CAP bytes."""
 
 
 def _hung_up(conn: object) -> bool:
@@ -316,8 +347,11 @@ def handle(ipam_plugin: object, env: bytes, data: bytes, cwd: bytes | None = Non
 
         try:
             os.chdir(cwd)  # the executable's: a relative log_file_path or nodename_file means what it meant there
-        except OSError:
-            pass
+        except OSError as exc:  # not here (another mount namespace, removed): the executable runs it where it is
+            sys.stderr.write(f"calico-bgp-ipam service: declined: cannot enter the executable's directory "
+                             f"{cwd.decode(errors='replace')}: {exc.strerror}\n")
+            sys.stderr.flush()
+            return [b"declined", b"", b""]
     out, err = io.StringIO(), io.StringIO()
     saved = sys.stderr
     sys.stderr = err
@@ -341,18 +375,34 @@ def _send(sock: "_socket.socket", fields: list[bytes]) -> None:
     sock.sendall(b"".join([len(fields).to_bytes(4, "big"), *(len(f).to_bytes(4, "big") + f for f in fields)]))
 
 
-def _recv(sock: "_socket.socket") -> list[bytes]:
-    count = int.from_bytes(_exactly(sock, 4), "big")
+def _recv(sock: "_socket.socket", deadline: "int | None" = None, cap: int = 1 << 62) -> list[bytes]:
+    """The fields of one message, all read by `deadline` (monotonic ns: TimeoutError after; None: the
+    socket's own timeout per read), their lengths summing to at most `cap` bytes (TooLarge, raised
+    before they are read)."""
+    count = int.from_bytes(_exactly(sock, 4, deadline), "big")
     if count > 8:
         raise ValueError(f"{count} fields: not this protocol")
-    return [_exactly(sock, int.from_bytes(_exactly(sock, 4), "big")) for _ in range(count)]
+    out, total = [], 0
+    for _ in range(count):
+        n = int.from_bytes(_exactly(sock, 4, deadline), "big")
+        total += n
+        if total > cap:
+            raise TooLarge(f"over {cap} bytes: not run here")
+        out.append(_exactly(sock, n, deadline))
+    return out
 
 
-def _exactly(sock: "_socket.socket", n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        data = sock.recv(min(n - len(buf), 1 << 20))
-        if not data:
+def _exactly(sock: "_socket.socket", n: int, deadline: "int | None") -> bytes:
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        if deadline is not None:
+            left = (deadline - time.monotonic_ns()) / 1e9
+            if left <= 0:
+                raise TimeoutError("no whole message in time")
+            sock.settimeout(left)
+        k = sock.recv_into(view[got:], min(n - got, 1 << 20))
+        if not k:
             raise ValueError("connection closed mid-message")
-        buf += data
-    return buf
+        got += k
+    return bytes(buf)

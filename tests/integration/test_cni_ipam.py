@@ -316,3 +316,39 @@ def test_the_node_agents_warm_process_answers_the_executable_by_default(cluster)
     assert f"calico-bgp-ipam[{served_by}]" in log.decode()  # the invocations' log lines are in the agent's log
     code, _, pid, pids = run("ADD", "s4")
     assert code == 0 and pids == {str(pid)} and run("DEL", "s4")[0] == 0
+
+
+def test_an_add_its_executable_gave_up_on_allocates_nothing_once_the_host_lock_comes(cluster, tmp_path, monkeypatch):
+    """The warm process takes the ADD, then waits on the host lock (another plugin holds it) past the
+    executable's timeout; the executable runs the ADD itself and the runtime DELs. flock is not FIFO:
+    the late ADD may get the lock after that DEL, so it looks again once it holds the lock and writes
+    nothing for a caller that is gone."""
+    import fcntl
+    import json
+    import threading
+
+    from calico_bgp.cni import service
+
+    path = str(tmp_path / "svc" / "ipam.sock")
+    monkeypatch.setattr(service, "socket_path", lambda: path)
+    monkeypatch.setattr(service, "START_MARGIN_S", 0.0)  # the request is taken at once: only the lock holds it
+    server, lock = service.bind(path)
+    worker = threading.Thread(target=lambda: service.serve_socket(server, 2.0), daemon=True)
+    worker.start()
+    conf = json.dumps(cluster.conf(name="late")).encode()
+    held = os.open(cluster.conf()["ipam_lock_file"], os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another plugin's operation
+        monkeypatch.setattr(service, "CLIENT_TIMEOUT_S", 0.5)
+        assert service.ask(cluster.env("ADD", "c-late"), conf) is None  # gave up: it runs the ADD itself
+    finally:
+        os.close(held)
+    monkeypatch.setattr(service, "CLIENT_TIMEOUT_S", 30.0)
+    code, _, err = service.ask(cluster.env("DEL", "c-other"), conf)  # answered after the late ADD ran
+    try:
+        assert code == 0, err
+        assert "late.c-late" not in cluster.addresses()
+    finally:
+        worker.join(10)
+        service.unbind(path, server, lock)
+        invoke("DEL", cluster.conf(name="late"), cluster.env("DEL", "c-late"))
