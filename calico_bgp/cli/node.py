@@ -51,13 +51,15 @@ def node() -> None:
               help="Seconds to keep routes from a previous run while sessions re-sync.")
 @click.option("--ipam-sweep", type=click.FloatRange(1), default=60.0, show_default=True,
               help="Seconds between sweeps that release this node's empty blocks (after two sightings).")
+@click.option("--no-ipam-service", "no_ipam_service", is_flag=True,
+              help="Do not serve calico-bgp-ipam's warm process: every plugin invocation runs in its own process.")
 @click.option("--filter-mode", type=click.Choice(["auto", "xdp", "nft", "iptables", "off"]), default="auto",
               show_default=True, help="How PolicyFilters are enforced (auto: XDP, else nftables, else iptables).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @pass_globals
 def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodetect: str | None, table: int,
              protocol: int | None, metrics_port: int | None, state_dir: str | None, grace: float, ipam_sweep: float,
-             filter_mode: str, log_level: str) -> None:
+             no_ipam_service: bool, filter_mode: str, log_level: str) -> None:
     """Run the agent until SIGTERM/SIGINT."""
     _check_node_flags(ip, ip6, ip_autodetect, metrics_port)
     configure_logging(log_level)
@@ -73,7 +75,8 @@ def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodete
     from calico_bgp.agent.node import AgentOptions, NodeAgent
     opts = AgentOptions(name=name, ip=ip, ip6=ip6, ip_autodetect=ip_autodetect or (None if ip or ip6 else "first-found"),
                         table=table, protocol=protocol, metrics_port=metrics_port, state_dir=state,
-                        grace_timeout=grace, ipam_sweep=ipam_sweep, filter_mode=filter_mode)
+                        grace_timeout=grace, ipam_sweep=ipam_sweep, filter_mode=filter_mode,
+                        ipam_service=not no_ipam_service)
 
     from calico_bgp.datastore import client as _  # noqa: F401  (what g.client() loads: its classes cached too)
 
