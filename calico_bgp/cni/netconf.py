@@ -31,7 +31,7 @@ LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.W
 IGNORED = ("mode", "vxlan_mac_prefix", "vxlan_vni", "num_queues", "etcd_discovery_srv",
            "log_file_max_size", "log_file_max_age", "log_file_max_count", "policy", "kubernetes", "feature_control",
            "include_default_routes", "dataplane_options", "readiness_gates",
-           "policy_setup_timeout_seconds", "endpoint_status_dir", "require_mtu_file", "hostname",
+           "policy_setup_timeout_seconds", "endpoint_status_dir", "hostname",
            "windows_pod_deletion_timestamp_timeout", "windows_use_single_network",
            "windows_disable_default_deny_all_policy", "windows_loopback_DSR", "policy_type")
 IGNORED_IPAM = ("subnet", "ip_pools_label_selector_keys")
@@ -62,6 +62,7 @@ class NetConf(NamedTuple):
     nodename_file: str | None = None
     nodename_file_optional: bool = False
     mtu: int | None = None
+    require_mtu_file: bool = False  # Calico's: a missing /var/lib/calico/mtu fails the ADD
     log_level: int = logging.INFO
     log_file_path: str | None = None
     ipam_lock_file: str | None = None
@@ -105,6 +106,7 @@ def from_dict(raw: dict[str, Any]) -> NetConf:
         etcd_prefix=_str(raw, "etcd_prefix") or None, nodename=_str(raw, "nodename") or None,
         nodename_file=_str(raw, "nodename_file") or None,
         nodename_file_optional=_bool(raw, "nodename_file_optional", False), mtu=_mtu(raw.get("mtu")),
+        require_mtu_file=_bool(raw, "require_mtu_file", False),
         log_level=LOG_LEVELS[level_name.lower()], log_file_path=_str(raw, "log_file_path") or None,
         ipam_lock_file=_str(raw, "ipam_lock_file") or None,
         prev_result=_object(raw, "prevResult"), valid_attachments=_attachments(raw),
@@ -133,23 +135,31 @@ def node_name(conf: NetConf, read: Callable[[str], str] | None = None,
     return deprecated if isinstance(deprecated, str) and deprecated else hostname()
 
 
-def workload_mtu(conf: NetConf, read: Callable[[str], str] | None = None, path: str = MTU_FILE) -> int | None:
+def workload_mtu(conf: NetConf, read: Callable[[str], str] | None = None,
+                 path: str | None = None) -> int | None:
     """The workload interfaces' MTU, as Calico's plugin decides it (cni-plugin/pkg/plugin/plugin.go cmdAdd,
-    internal/pkg/utils MTUFromFile): the config's `mtu` when set (not 0); else the number in
-    /var/lib/calico/mtu when that file exists; else None (the kernel's default). A file that exists
-    but cannot be read, or does not hold an MTU, is error 5 naming it (Calico fails the ADD too)."""
-    if conf.mtu:
-        return conf.mtu
+    cni-plugin/internal/pkg/utils/utils.go MTUFromFile). /var/lib/calico/mtu is read on every ADD,
+    whatever the config says: a file that exists but cannot be read, or does not hold a whole
+    number, is error 5 naming it; a missing file is error 5 when `require_mtu_file` is true, else
+    no MTU from the file. Then the config's `mtu` wins when set (not 0); else the file's number
+    when not 0 (one outside 68..65535 is error 5 here, where Calico would fail at the link); else
+    None (the kernel's default). `path`: MTU_FILE unless given."""
+    path = path or MTU_FILE
     try:
         text = (read or _read_text)(path).strip()
     except FileNotFoundError:
-        return None
+        if conf.require_mtu_file:
+            raise CNIError(IO_FAILURE, f"MTU file {path}: does not exist and require_mtu_file is true "
+                                       "(is calico/node running with /var/lib/calico mounted?)") from None
+        text = "0"
     except OSError as exc:
         raise CNIError(IO_FAILURE, f"MTU file {path}: cannot be read ({exc.strerror or exc})") from None
     try:
         value = int(text)
     except ValueError:
-        value = -1
+        raise CNIError(IO_FAILURE, f"MTU file {path}: {text[:40]!r} is not a number") from None
+    if conf.mtu:
+        return conf.mtu
     if value == 0:
         return None
     if not 68 <= value <= 65535:

@@ -255,3 +255,34 @@ def test_container_settings_allow_ip_forwarding_is_honoured(node, plugin, tmp_pa
         for cid, ns in (("ctr-h", a), ("ctr-i", b)):
             assert plugin(node, "DEL", cid, f"/run/netns/{ns}", config(tmp_path)) == (0, {})
     assert allocations(tmp_path) == []
+
+
+def test_the_mtu_calico_node_wrote_reaches_both_ends_of_the_veth(node, launchers, tmp_path):
+    """Without mtu in the config, the number in /var/lib/calico/mtu (netconf.MTU_FILE, pointed at a file
+    of this test's in the plugin's own process) is the veth's MTU on both sides; with require_mtu_file
+    and no file, the ADD fails with error 5 and wires nothing (cni-plugin/pkg/plugin/plugin.go cmdAdd)."""
+    import sys
+
+    mtu_file = tmp_path / "mtu"
+    mtu_file.write_text("1380\n")
+    root = str(Path(__file__).resolve().parents[2])
+    code = ("import sys; from calico_bgp.cni import netconf, plugin; netconf.MTU_FILE = sys.argv[1]; plugin.main()")
+
+    def add(conf, cid, ns, mtu_path):
+        env = {**os.environ, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": cid, "CNI_NETNS": f"/run/netns/{ns}",
+               "CNI_IFNAME": "eth0", "CNI_PATH": str(REFERENCE), "CNI_ARGS": "", "PYTHONPATH": root}
+        res = subprocess.run(["ip", "netns", "exec", node, sys.executable, "-c", code, mtu_path],
+                             input=json.dumps(conf).encode(), env=env, capture_output=True, timeout=60)
+        return res.returncode, (json.loads(res.stdout) if res.stdout.strip() else {})
+
+    conf = {k: v for k, v in config(tmp_path / "ipam").items() if k != "mtu"}
+    with netns("w") as a, netns("w") as b:
+        status, res = add(conf, "ctr-m", a, str(mtu_file))
+        assert status == 0, res
+        assert "mtu 1380" in sh("ip", "link", "show", "eth0", ns=a).stdout
+        assert "mtu 1380" in sh("ip", "link", "show", "calictr-m", ns=node).stdout
+        status, err = add({**conf, "require_mtu_file": True}, "ctr-n", b, str(tmp_path / "absent"))
+        assert status == 1 and err["code"] == 5 and "require_mtu_file" in err["msg"]
+        assert cali_links(node) == ["calictr-m"]
+        assert run_plugin(launchers, node, "DEL", "ctr-m", f"/run/netns/{a}", conf) == (0, {})
+    assert allocations(tmp_path / "ipam") == [] and cali_links(node) == []

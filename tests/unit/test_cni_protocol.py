@@ -304,3 +304,29 @@ def test_the_workload_mtu_is_the_configs_else_calico_nodes_file():
     for text, exc in (("jumbo", None), ("20", None), (None, PermissionError(13, "Permission denied"))):
         code, msg = code_of(lambda: netconf.workload_mtu(bare, reading(text, exc)))
         assert code == error.IO_FAILURE and netconf.MTU_FILE in msg
+
+
+def test_calicos_mtu_file_is_read_even_when_the_config_sets_mtu_and_can_be_required():
+    """cmdAdd calls MTUFromFile before looking at conf.MTU (cni-plugin/pkg/plugin/plugin.go; utils.go):
+    a broken file fails the ADD whatever mtu says, a number the config overrides is not checked, and
+    `require_mtu_file: true` makes a missing file an error (error 5 naming the file and the field)."""
+    def reading(text=None, exc=None):
+        def read(path):
+            if exc:
+                raise exc
+            return text
+        return read
+
+    conf = parse({**CALICO_CONF, "mtu": 1440})
+    code, msg = code_of(lambda: netconf.workload_mtu(conf, reading("jumbo")))
+    assert code == error.IO_FAILURE and netconf.MTU_FILE in msg and "not a number" in msg
+    assert netconf.workload_mtu(conf, reading("20")) == 1440  # the config's wins; the file's is unused
+    gone = reading(exc=FileNotFoundError(2, "No such file"))
+    required = parse({**CALICO_CONF, "mtu": 0, "require_mtu_file": True})
+    code, msg = code_of(lambda: netconf.workload_mtu(required, gone))
+    assert code == error.IO_FAILURE and netconf.MTU_FILE in msg and "require_mtu_file" in msg
+    assert netconf.workload_mtu(required, reading("1400")) == 1400
+    assert netconf.workload_mtu(parse({**CALICO_CONF, "mtu": 0, "require_mtu_file": False}), gone) is None
+    assert "require_mtu_file" not in required.ignored
+    code, msg = code_of(lambda: parse({**CALICO_CONF, "require_mtu_file": "maybe"}))
+    assert code == error.INVALID_CONFIG and "require_mtu_file" in msg
