@@ -46,6 +46,7 @@ def patch() -> None:
     _peer_id()
     _no_second_walk()
     _api_lines_per_read()
+    _withdrawals_keep_attribute_cache()
 
 
 def _family_create() -> None:
@@ -228,6 +229,25 @@ def _peer_id() -> None:
         return kept[1]
 
     Peer.id = peer_id  # type: ignore[method-assign]
+
+
+def _withdrawals_keep_attribute_cache() -> None:
+    """ExaBGP reuses the attribute set it parsed last in a session when the next UPDATE's attribute
+    section is the same bytes (`Attributes.unpack`), but an UPDATE that only withdraws (an empty
+    section) took the cache's place: under churn a peer sends withdrawals and announcements as
+    UPDATEs in turn (BIRD: one of each per change of its table), so every announcement's attributes
+    were parsed again. An empty section is now an empty set without touching the cache (what
+    parsing it gave: no attribute, nothing for RFC 7606 to report)."""
+    from exabgp.bgp.message.update.attribute.attributes import Attributes
+
+    unpack = Attributes.unpack.__func__  # type: ignore[attr-defined]
+
+    def unpack_keeping_cache(cls, data, direction, negotiated):  # type: ignore[no-untyped-def]
+        if not data:
+            return cls()
+        return unpack(cls, data, direction, negotiated)
+
+    Attributes.unpack = classmethod(unpack_keeping_cache)  # type: ignore[method-assign,assignment]
 
 
 def _no_second_walk() -> None:

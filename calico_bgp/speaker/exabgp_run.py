@@ -101,34 +101,11 @@ def _header_error_notification() -> None:
     Processes.notification = notification  # type: ignore[method-assign]
 
 
-IDLE_WAIT_MS = 50  # how long an idle reactor waits for a socket (ExaBGP: 10 ms)
-
-
-def _idle_wait(most: int = IDLE_WAIT_MS) -> None:
-    """ExaBGP's reactor waits at most 10 ms for its sockets (reactor speed 1.0 / 100) when no peer and
-    no API command asked for another turn: 100 turns a second of every peer's state machine and the
-    API even with nothing to do, 1.4-1.6% of a core per idle ExaBGP under CPython, 3.0-3.2% under
-    PyPy (10 s measured with one Established session). The sockets of running sessions and the API
-    pipes are in its poll set and end the wait as soon as they are readable, and a peer with data
-    to send asks for the next turn at once; only timers (keepalive, hold, reconnect), connections
-    being opened or accepted, and API commands still queued (ExaBGP runs a long one 50 steps per
-    turn) need the timeout. With no API work queued it is now `most` ms (about 4x less idle CPU, and
-    up to 40 ms later for a timer or a connection step); with API work queued it stays 10 ms."""
-    from exabgp.reactor.loop import Reactor
-
-    wait = Reactor._wait_for_io
-
-    def _wait_for_io(self: Reactor, sleeptime: int):  # type: ignore[no-untyped-def]
-        if sleeptime and self.asynchronous.ready():
-            sleeptime = max(sleeptime, most)
-        return wait(self, sleeptime)
-
-    Reactor._wait_for_io = _wait_for_io  # type: ignore[method-assign]
-
-
 def patch() -> None:
     """Everything this module changes in ExaBGP but the debug logging."""
-    _idle_wait()
+    from calico_bgp.speaker import exabgp_idle  # first: exabgp_receive's flush wraps its wait
+
+    exabgp_idle.patch()
     _bounded_retry()
     _keepalive_wait()
     _header_error_notification()

@@ -134,25 +134,3 @@ def test_the_speakers_exabgp_shows_malformed_attributes_to_the_agent(python):
             "      [r[2] for r in Attributes.representation.values()])\n")
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "parse_and_report origin_of_one_octet True"
-
-
-def test_an_idle_reactor_waits_longer_for_its_sockets_and_one_with_api_work_queued_does_not(python):
-    """The poll timeout ExaBGP's loop passes (10 ms when nothing asked for another turn, 0 when
-    something did) becomes IDLE_WAIT_MS only while no API command is queued."""
-    code = ("from calico_bgp.speaker import exabgp_run\n"
-            "from exabgp.reactor.asynchronous import ASYNC\n"
-            "from exabgp.reactor.loop import Reactor\n"
-            "exabgp_run.patch()\n"
-            "seen = []\n"
-            "class Poller:\n"
-            "    def poll(self, timeout):\n"
-            "        seen.append(timeout)\n"
-            "        return []\n"
-            "reactor = Reactor.__new__(Reactor)\n"
-            "reactor._poller, reactor.asynchronous = Poller(), ASYNC()\n"
-            "list(reactor._wait_for_io(10)); list(reactor._wait_for_io(0))\n"
-            "reactor.asynchronous._async.append(('service', iter(())))  # what schedule() queues\n"
-            "list(reactor._wait_for_io(10)); list(reactor._wait_for_io(0))\n"
-            "print(seen)\n")
-    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == f"[{exabgp_run.IDLE_WAIT_MS}, 0, 10, 0]"

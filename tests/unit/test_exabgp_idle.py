@@ -1,0 +1,106 @@
+"""calico_bgp.speaker.exabgp_idle: how long ExaBGP's reactor waits for its sockets. The probes that
+patch ExaBGP run in a child under both interpreters ExaBGP may run under (the agent's CPython and
+bootstrap.sh's PyPy), as tests/unit/test_exabgp_run.py's do."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from calico_bgp.speaker.exabgp_idle import IDLE_WAIT_MS, SETTLED_WAIT_MS, wait_ms
+from calico_bgp.speaker.process import PYPY_VENV, pypy_ready
+
+
+@pytest.fixture(params=["cpython", "pypy"])
+def python(request) -> str:
+    if request.param == "cpython":
+        return sys.executable
+    if not pypy_ready():
+        pytest.skip(f"ExaBGP's PyPy venv {PYPY_VENV} is not built (./bootstrap.sh setup)")
+    return str(PYPY_VENV / "bin" / "python")
+
+
+def test_the_wait_is_longest_with_every_session_up_and_never_longer_with_api_work_or_a_turn_asked():
+    assert wait_ms(10, api_idle=True, settled=True) == SETTLED_WAIT_MS
+    assert wait_ms(10, api_idle=True, settled=False) == IDLE_WAIT_MS
+    assert wait_ms(10, api_idle=False, settled=True) == 10
+    assert wait_ms(0, api_idle=True, settled=True) == 0
+    assert 10 < IDLE_WAIT_MS < SETTLED_WAIT_MS <= 1000 / 3  # keepalives are 1 s apart at the least
+
+
+# a reactor as far as _wait_for_io reads it: its poller (a real poll, what it returned recorded), its
+# API queue, its peers' FSMs and its listener's sockets
+_PROBE = """
+import os, select, signal, socket
+from calico_bgp.speaker import exabgp_run
+from exabgp.reactor.asynchronous import ASYNC
+from exabgp.reactor.loop import Reactor
+from exabgp.reactor.peer import FSM
+exabgp_run.patch()
+timeouts, returned = [], []
+class Poller:
+    def __init__(self):
+        self.poll_ = select.poll()
+    def register(self, fd, events):
+        self.poll_.register(fd, events)
+    def unregister(self, fd):
+        self.poll_.unregister(fd)
+    def poll(self, timeout):
+        timeouts.append(timeout)
+        got = self.poll_.poll(timeout)
+        returned.append(sorted(fd for fd, _ in got))
+        return got
+class Peer:
+    def __init__(self, state):
+        self.fsm = FSM(None, state)
+class Listener:
+    _sockets = {}
+reactor = Reactor.__new__(Reactor)
+reactor._poller, reactor.asynchronous, reactor.listener = Poller(), ASYNC(), Listener()
+reactor._peers = {"a": Peer(FSM.ESTABLISHED), "b": Peer(FSM.ESTABLISHED)}
+def wait(ms):
+    return list(reactor._wait_for_io(ms))
+"""
+
+
+def test_an_idle_reactor_waits_by_its_sessions_state_and_api_queue(python):
+    """The poll timeout ExaBGP's loop passes (10 ms when nothing asked for another turn, 0 when
+    something did) becomes SETTLED_WAIT_MS with every session Established, IDLE_WAIT_MS with one
+    that is not, and stays as it was with an API command queued."""
+    code = _PROBE + (
+        "wait(0)\n"
+        "listening = socket.socket(); listening.bind(('127.0.0.1', 0)); listening.listen(4); listening.setblocking(False)\n"
+        "reactor.listener._sockets = {listening: None}\n"
+        "wait(10); wait(0)\n"
+        "reactor._peers['b'] = Peer(FSM.CONNECT)\n"
+        "wait(10)\n"
+        "reactor.asynchronous._async.append(('service', iter(())))  # what schedule() queues\n"
+        "wait(10)\n"
+        "print(timeouts)\n")
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == f"[0, {SETTLED_WAIT_MS}, 0, {IDLE_WAIT_MS}, 10]"
+
+
+def test_a_connection_to_accept_or_a_signal_ends_the_wait_and_the_loop_never_sees_the_descriptor(python):
+    """A listening socket with a connection waiting, and a signal, make the poll return at once
+    (the patch's own descriptor readable), and what the loop is given stays empty: it maps every
+    descriptor to a peer. Once the connection is accepted the wait is the timeout again; a listener
+    closed (a reload) leaves the poll set."""
+    code = _PROBE + (
+        "listening = socket.socket(); listening.bind(('127.0.0.1', 0)); listening.listen(4); listening.setblocking(False)\n"
+        "reactor.listener._sockets = {listening: None}\n"
+        "wait(0)\n"
+        "client = socket.create_connection(listening.getsockname())\n"
+        "print(wait(5000), len(returned[-1]))\n"
+        "conn, _ = listening.accept()\n"
+        "print(wait(1), len(returned[-1]))\n"
+        "signal.signal(signal.SIGUSR2, lambda *a: None)\n"
+        "os.kill(os.getpid(), signal.SIGUSR2)\n"
+        "print(wait(5000), len(returned[-1]))\n"
+        "print(wait(1), len(returned[-1]))\n"
+        "listening.close(); reactor.listener._sockets = {}\n"
+        "print(wait(1), len(returned[-1]), len(reactor._calico_wakeups.listening))\n")
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout.split("\n")
+    assert out[:5] == ["[] 1", "[] 0", "[] 1", "[] 0", "[] 0 0"]
+
