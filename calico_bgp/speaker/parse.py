@@ -5,9 +5,10 @@ A line we cannot decode raises `MalformedMessage`; the caller logs and counts it
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 import attrs
 
@@ -65,7 +66,13 @@ def parse_line(line: str) -> list[Parsed]:
 
 
 def _peer(neighbor: dict[str, Any]) -> str:
-    return str(ipaddress.ip_address(neighbor["address"]["peer"]))
+    return _address(neighbor["address"]["peer"])
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> str:
+    """An address as ipaddress prints it; the few a node has are parsed once, not per UPDATE."""
+    return str(ipaddress.ip_address(text))
 
 
 def _message(msg: dict[str, Any]) -> list[Parsed]:
@@ -116,15 +123,15 @@ def _update(peer: str, message: dict[str, Any]) -> list[Parsed]:
         eor = message["eor"]
         return [EndOfRib(peer=peer, family=f"{eor['afi']} {eor['safi']}")]
     update = message["update"]
-    base = _attributes(update.get("attribute", {}))
     malformed = _malformations(update)
     announced: dict[str, dict[str, PathAttributes]] = {}
     path_ids: dict[str, dict[str, str]] = {}
-    for family, by_nexthop in update.get("announce", {}).items():
+    announce = update.get("announce", {})
+    of_next_hop = _LAST_ATTRIBUTES.of(update.get("attribute", {})) if announce else None  # withdrawals need none
+    for family, by_nexthop in announce.items():
         out = announced.setdefault(family, {})
         for next_hop, nlris in by_nexthop.items():
-            nh, _, ll = next_hop.partition(" ")  # "global link-local": a 32-byte next hop (exabgp_run)
-            a = attrs.evolve(base, next_hop=None if nh in NO_NEXT_HOP else nh, link_local=ll or None)
+            a = of_next_hop(next_hop)  # type: ignore[misc]
             if all(map(_is_text, nlris)):  # the compact encoding: bare prefixes, in C loops
                 out.update(dict.fromkeys(nlris, a))
                 continue
@@ -145,6 +152,36 @@ def _update(peer: str, message: dict[str, Any]) -> list[Parsed]:
                              withdrawn=tuple(withdrawn.get(family, ())), malformed=malformed,
                              path_ids=path_ids.get(family, {})))
     return events
+
+
+class _LastAttributes:
+    """The PathAttributes of the last UPDATE's attribute section, per next hop: a peer sends the
+    same section UPDATE after UPDATE (a table in UPDATEs of a few hundred prefixes, a churn's ticks),
+    and each is then one value, not a parse and a copy per UPDATE (values are frozen: shared safely;
+    the RIB compares a path's attributes by identity first). Holds one section, the agent's thread's."""
+
+    def __init__(self) -> None:
+        self.section: dict[str, Any] | None = None
+        self.by_next_hop: dict[str, PathAttributes] = {}
+        self.base: PathAttributes | None = None
+
+    def of(self, section: dict[str, Any]) -> Callable[[str], PathAttributes]:
+        if section != self.section or self.base is None:
+            base = _attributes(section)  # raises before anything is kept for a section it cannot read
+            self.section, self.base, self.by_next_hop = section, base, {}
+        return self.next_hop
+
+    def next_hop(self, next_hop: str) -> PathAttributes:
+        a = self.by_next_hop.get(next_hop)
+        if a is None:
+            nh, _, ll = next_hop.partition(" ")  # "global link-local": a 32-byte next hop (exabgp_run)
+            a = attrs.evolve(self.base, next_hop=None if nh in NO_NEXT_HOP else nh, link_local=ll or None)
+            if len(self.by_next_hop) < 64:
+                self.by_next_hop[next_hop] = a
+        return a
+
+
+_LAST_ATTRIBUTES = _LastAttributes()
 
 
 def _name(code: Any) -> str:
