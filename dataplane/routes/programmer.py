@@ -340,7 +340,7 @@ class RouteProgrammer:
         was pending."""
         if self._channel is None:
             raise RuntimeError("RouteProgrammer is not open")
-        async with self._lock:
+        async with netlink.Held(self._lock):  # free but for a reconcile: no extra turn of the loop
             if not self._pending:
                 return None
             started = time.perf_counter()
