@@ -10,13 +10,17 @@ SIGTERM, waited for the timeout. Here:
 - the listening sockets and a signal wake-up pipe (`signal.set_wakeup_fd`) are in the poll set too,
   behind one epoll descriptor of our own (so the loop, which maps every readable descriptor to a
   peer, never sees them), and a connection is accepted, a signal acted on, at once;
-- with no API command queued the wait is `SETTLED_WAIT_MS` while every configured session is
-  Established (what is left to the timeout is keepalive and hold timers, seconds apart), and
-  `IDLE_WAIT_MS` while one is not (a connection being opened, a retry's delay); with API work queued
-  it stays ExaBGP's 10 ms, and a turn that asked for the next one at once still does not wait.
+- with no API command queued the wait is `IDLE_WAIT_MS` (ExaBGP: 10 ms; timers and connection steps
+  may come up to 40 ms later); with API work queued it stays 10 ms, and a turn that asked for the
+  next one at once still does not wait.
 
-Under churn (bench/churn.py, 1,000 changes/s, 30 s) ExaBGP's CPU fell by about a quarter; figures
-in the README's "ExaBGP patches". Follows ExaBGP 5.0.15's reactor/loop.py (`Reactor.run`,
+A longer wait while every session was Established (250 ms) cut an idle ExaBGP's CPU about 4x more,
+and was taken out: a node joining a 20-node mesh then took about a second longer to its first
+session and to the join (bench.mesh --k 20, alternating, shared machine: join 1.95 / 2.11 s before,
+3.03 / 3.12 s with it, 2.67 s with it only after 2 s without API commands or connections, 1.58 s
+with this module as it is), the mechanism not found.
+
+Follows ExaBGP 5.0.15's reactor/loop.py (`Reactor.run`,
 `_wait_for_io`) and reactor/listener.py (`Listener.incoming`, which accepts at each turn).
 
 Must import under Python 3.9 (PyPy's ExaBGP runs it).
@@ -28,8 +32,7 @@ import select
 import signal
 from typing import Any, Iterator
 
-IDLE_WAIT_MS = 50       # a session not Established: connects and retries are timed by the loop's turns
-SETTLED_WAIT_MS = 250   # every session Established: keepalives (1 s apart at least) and hold timers
+IDLE_WAIT_MS = 50  # how long an idle reactor waits for a socket (ExaBGP: 10 ms)
 
 
 class Wakeups:
@@ -82,17 +85,16 @@ class Wakeups:
             pass
 
 
-def wait_ms(sleeptime: int, api_idle: bool, settled: bool) -> int:
+def wait_ms(sleeptime: int, api_idle: bool) -> int:
     """The poll timeout for the loop's `sleeptime` (ms; 0: another turn at once): longer only when
-    the loop would wait anyway and no API command is queued, the longest when every session is up."""
+    the loop would wait anyway and no API command is queued."""
     if not sleeptime or not api_idle:
         return sleeptime
-    return max(sleeptime, SETTLED_WAIT_MS if settled else IDLE_WAIT_MS)
+    return max(sleeptime, IDLE_WAIT_MS)
 
 
 def patch() -> None:
     from exabgp.reactor.loop import Reactor
-    from exabgp.reactor.peer import FSM
 
     wait = Reactor._wait_for_io
 
@@ -103,9 +105,7 @@ def patch() -> None:
             self._poller.register(wake.fd, select.POLLIN)
         listener = getattr(self, "listener", None)
         wake.follow(list(listener._sockets) if listener is not None else [])
-        if sleeptime:
-            settled = all(peer.fsm == FSM.ESTABLISHED for peer in self._peers.values())
-            sleeptime = wait_ms(sleeptime, self.asynchronous.ready(), settled)
+        sleeptime = wait_ms(sleeptime, self.asynchronous.ready())
         for fd in wait(self, sleeptime):
             if fd == wake.fd:
                 wake.clear_signals()  # a connection is accepted by the loop's next turn
