@@ -24,6 +24,9 @@ from calico_bgp.cni.result import Result, from_json
 
 _ETXTBSY_TRIES = 5
 IN_PROCESS = {"calico-bgp-ipam": "calico_bgp.cni.ipam_plugin"}  # plugin type -> module with PLUGIN, HANDLERS
+# the invocation's deadline (monotonic ns) while the warm process runs one (cni/service.py handle): an
+# exec'd delegate is given what is left of it, so a hung one never outlives its executable's wait
+DEADLINE_NS: int | None = None
 
 
 def find(plugin_type: str, path: tuple[str, ...] | list[str]) -> str:
@@ -49,6 +52,9 @@ def delegate(command: str, plugin_type: str, netconf: bytes, environ: Mapping[st
     if plugin_type in IN_PROCESS and env.get("CALICO_BGP_CNI_EXEC_DELEGATES") != "1":
         out = run_here(IN_PROCESS[plugin_type], netconf, env)
     else:
+        if DEADLINE_NS is not None:
+            left = max((DEADLINE_NS - time.monotonic_ns()) / 1e9, 0.001)
+            timeout = left if timeout is None else min(timeout, left)
         out = run(exe, netconf, env, timeout)
     if command != "ADD":
         return None
@@ -62,7 +68,8 @@ def run_here(module: str, stdin: bytes, env: Mapping[str, str]) -> bytes:
     """One of this package's plugins in this process: its stdout on success, its error otherwise.
     calico-bgp-ipam goes to the node agent's warm process, as its executable would
     (calico_bgp/cni/service.py), and runs here when that does not answer or the config says
-    `ipam_service: false`, or when this is the warm process (calico-bgp-cni served there)."""
+    `ipam_service: false`, or when this is the warm process (calico-bgp-cni served there), or when
+    this process already waited on it in vain (service.UNANSWERED: not a second wait)."""
     import importlib
     import io
     import logging
@@ -70,7 +77,8 @@ def run_here(module: str, stdin: bytes, env: Mapping[str, str]) -> bytes:
 
     from calico_bgp.cni import service, skel
 
-    if module == IN_PROCESS["calico-bgp-ipam"] and not service.SERVING and service.wanted(stdin):
+    if module == IN_PROCESS["calico-bgp-ipam"] and not service.SERVING and not service.UNANSWERED \
+            and service.wanted(stdin):
         reply = service.ask(dict(env), stdin)
         if reply is not None:
             code, out, err = reply

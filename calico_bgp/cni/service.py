@@ -41,6 +41,9 @@ CLIENT_TIMEOUT_S = 30.0  # from before the connect to the reply
 # executable's budget stays clearly longer than the service's last start, so a started operation ends
 # before its executable gives up on it
 START_MARGIN_S = 10.0
+# an executable that saw its invocation start waits this long past its deadline for the reply: the
+# warm process's watchdog ends an invocation at the deadline, so its end (EOF) comes first
+COMMITTED_WAIT_S = 5.0
 READ_TIMEOUT_S = 5.0  # the whole request, from the accept: a stalled or trickling client holds the worker no longer
 REQUEST_CAP = 1 << 20  # bytes of a request (environment, config, cwd): one over it is refused, the executable runs it
 # a new version of any module an invocation loads (under calico_bgp/) gets a new socket; the old
@@ -53,6 +56,10 @@ _FILES = ("__init__.py", "resources/__init__.py", "resources/codec.py", "resourc
 PLUGINS = {b"calico-bgp-ipam": "calico_bgp.cni.ipam_plugin", b"calico-bgp-cni": "calico_bgp.cni.plugin"}
 SERVING = False  # True in the warm process: calico-bgp-cni's IPAM runs there, not through its own socket
 _COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS")
+# True once this process's ask() got no answer in time or lost the connection before its invocation
+# started: calico-bgp-cni, then running in its own process, does not ask again for its IPAM (a second
+# wait of CLIENT_TIMEOUT_S on a process that does not answer); a decline does not set it
+UNANSWERED = False
 Environ = "dict[str, str] | dict[bytes, bytes]"  # os.environ's, or posix.environ's bytes
 
 
@@ -176,7 +183,15 @@ def ask(environ: "Environ", data: bytes, plugin: bytes = b"calico-bgp-ipam",
         netns: bytes = b"") -> "tuple[int, bytes, bytes] | None":
     """The warm process's reply (exit code, stdout, stderr) to the invocation of `plugin` (with
     calico-bgp-cni, `netns` is netns_id() of its CNI_NETNS); None when the caller must run it.
-    calico-bgp-cni, when it runs in its own process, asks for its IPAM this way: its stdout is its own result."""
+    calico-bgp-cni, when it runs in its own process, asks for its IPAM this way: its stdout is its own result.
+
+    Two steps: the warm process answers `started` before it runs anything, and runs only once this
+    process answered `go`; from that send on this process never runs the invocation itself (the warm
+    one may be running it): it waits for the reply, and reports an end without one (the process
+    died, or its watchdog ended the invocation at the deadline) as an error the runtime retries.
+    Before that, no answer within CLIENT_TIMEOUT_S, or the connection lost, gives None (and sets
+    UNANSWERED): nothing was run there."""
+    global UNANSWERED
     deadline = time.monotonic_ns() + int(CLIENT_TIMEOUT_S * 1e9)  # CLOCK_MONOTONIC: one clock host-wide
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
@@ -187,16 +202,41 @@ def ask(environ: "Environ", data: bytes, plugin: bytes = b"calico-bgp-ipam",
             return None
         env = b"\0".join(k + b"=" + v if type(k) is bytes else f"{k}={v}".encode("utf-8", "surrogateescape")
                          for k, v in environ.items())
-        # the cwd: relative paths in the config are ours
-        _send(sock, [env, data, str(deadline).encode(), posix.getcwdb(), plugin, netns])
-        code, out, err = _recv(sock, deadline)
-        if code == b"declined":
-            return None
-        return int(code), out, err
-    except (OSError, ValueError):
-        return None  # the process went away (or was never started): this one does it, the operations are idempotent
+        try:  # the cwd (relative paths in the config are ours) and the mount namespace (the files we see)
+            _send(sock, [env, data, str(deadline).encode(), posix.getcwdb(), plugin, netns,
+                         netns_id(b"/proc/self/ns/mnt")])
+            first = _recv(sock, deadline)
+            if first[:1] == [b"declined"]:
+                return None
+            if first != [b"started"]:
+                raise ValueError("not this protocol")
+            _send(sock, [b"go"])  # from here on it is the warm process's: never run here
+        except (OSError, ValueError):
+            UNANSWERED = True
+            return None  # nothing ran there (or it was never started): this one does it
+        try:
+            code, out, err = _recv(sock, deadline + int(COMMITTED_WAIT_S * 1e9))
+            return int(code), out, err
+        except (OSError, ValueError) as exc:
+            return _lost(data, plugin, exc)
     finally:
         sock.close()
+
+
+def _lost(data: bytes, plugin: bytes, exc: BaseException) -> tuple[int, bytes, bytes]:
+    """The spec's error (11, try again later) for an invocation the warm process started and ended
+    without a reply: it may have done part of it, so it is not run again here; the runtime retries
+    (ADD and DEL are idempotent)."""
+    import json
+
+    try:
+        version = json.loads(data).get("cniVersion") or "1.0.0"
+    except (ValueError, AttributeError):
+        version = "1.0.0"
+    msg = (f"{plugin.decode(errors='replace')}: the node agent's warm process started this invocation and "
+           f"ended without a reply ({type(exc).__name__}: {exc}); not run again while it may still be running")
+    out = json.dumps({"cniVersion": version, "code": 11, "msg": msg}).encode()
+    return 1, out, (msg + "\n").encode()
 
 
 def bind(path: str) -> tuple["object", int] | None:
@@ -252,64 +292,107 @@ def child(fd: int, idle: float) -> None:
     seconds pass without an invocation or the agent goes (its end of our stdin closes)."""
     import socket
 
-    serve_socket(socket.socket(fileno=fd), idle, watch=0)
+    serve_socket(socket.socket(fileno=fd), idle, watch=0, watchdog=True)
 
 
-def serve_socket(server: "object", idle: float | None, watch: int | None = None) -> None:
+def serve_socket(server: "object", idle: float | None, watch: int | None = None, watchdog: bool = False) -> None:
     """Answer invocations on the listening `server` one at a time; return after `idle` seconds without
-    one, or when `watch` (a descriptor) becomes readable: its writer is gone."""
+    one, or when `watch` (a descriptor) becomes readable: its writer is gone. With `watchdog` (the
+    main thread of a process of its own), an invocation still running at its executable's deadline
+    ends the process (SIGALRM's default action, which no blocked call can hold off): its executable
+    sees the end and reports an error, and the agent's restart with back-off takes over."""
     import importlib
     import os
     import select
+    import signal
 
     global SERVING
     SERVING = True
-    # the imports every invocation would otherwise pay (calico-bgp-cni's netlink half with them)
-    plugins = {name: importlib.import_module(module) for name, module in PLUGINS.items()}
-    from dataplane.workload import plan, wiring  # noqa: F401
+    try:
+        # the imports every invocation would otherwise pay (calico-bgp-cni's netlink half with them)
+        plugins = {name: importlib.import_module(module) for name, module in PLUGINS.items()}
+        from dataplane.workload import plan, wiring  # noqa: F401
 
-    ipam_plugin = plugins[b"calico-bgp-ipam"]
-    home, in_process = os.getcwd(), ipam_plugin.abandoned
-    fds = [server] + ([watch] if watch is not None else [])
-    while True:
-        ready = select.select(fds, [], [], idle)[0]
-        if not ready or (watch is not None and watch in ready):
-            return
-        try:
-            conn, _ = server.accept()  # type: ignore[attr-defined]
-        except (BlockingIOError, InterruptedError):
-            continue  # the agent's socket is non-blocking: taken before us
-        with conn:
+        if watchdog:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        ipam_plugin = plugins[b"calico-bgp-ipam"]
+        home, in_process = os.getcwd(), ipam_plugin.abandoned
+        fds = [server] + ([watch] if watch is not None else [])
+        while True:
+            ready = select.select(fds, [], [], idle)[0]
+            if not ready or (watch is not None and watch in ready):
+                return
             try:
+                conn, _ = server.accept()  # type: ignore[attr-defined]
+            except (BlockingIOError, InterruptedError):
+                continue  # the agent's socket is non-blocking: taken before us
+            with conn:
                 try:
-                    env, data, deadline, *rest = _recv(conn, time.monotonic_ns() + int(READ_TIMEOUT_S * 1e9),
-                                                       REQUEST_CAP)
-                except TooLarge as exc:
-                    sys.stderr.write(f"calico-bgp-ipam service: request refused: {exc}\n")
-                    sys.stderr.flush()
-                    _send(conn, [b"declined", b"", f"calico-bgp-ipam service: {exc}\n".encode()])
+                    _serve_one(conn, plugins, ipam_plugin, watchdog)
+                except (OSError, ValueError):
                     continue
-                last_start = int(deadline) - int(START_MARGIN_S * 1e9)
-
-                def abandoned() -> bool:
-                    return time.monotonic_ns() > last_start or _hung_up(conn)
-
-                if abandoned():
-                    continue  # its executable gave up and ran it itself (or was killed): not run twice
-                cwd, name, netns = (rest + [b"", b"calico-bgp-ipam", b""][len(rest):])[:3]
-                plugin = plugins.get(name)
-                if plugin is None:
-                    _send(conn, [b"declined", b"", b""])
-                    continue
-                conn.settimeout(READ_TIMEOUT_S)  # the reply's sends
-                ipam_plugin.abandoned = abandoned  # looked at again once the host lock is held
-                try:
-                    _send(conn, handle(plugin, env, data, cwd or None, netns or None))
                 finally:
+                    if watchdog:
+                        signal.setitimer(signal.ITIMER_REAL, 0)
                     ipam_plugin.abandoned = in_process
                     os.chdir(home)  # the next invocation does not inherit this one's directory
-            except (OSError, ValueError):
-                continue
+    finally:
+        SERVING = False
+
+
+def _serve_one(conn: "object", plugins: dict, ipam_plugin: object, watchdog: bool) -> None:
+    """One request on `conn`: read, dropped unrun when its executable gave up, declined, or started
+    (`started`, then run only once the executable answered `go`), then the reply, then its log lines
+    into this process's stderr (after the reply: a slow or broken stderr never holds it back)."""
+    import signal
+
+    try:
+        env, data, deadline, *rest = _recv(conn, time.monotonic_ns() + int(READ_TIMEOUT_S * 1e9), REQUEST_CAP)
+    except TooLarge as exc:
+        _log(f"calico-bgp-ipam service: request refused: {exc}\n")
+        _send(conn, [b"declined", b"", f"calico-bgp-ipam service: {exc}\n".encode()])  # type: ignore[arg-type]
+        return
+    end = int(deadline)
+    last_start = end - int(START_MARGIN_S * 1e9)
+
+    def abandoned() -> bool:
+        return time.monotonic_ns() > last_start or _hung_up(conn)
+
+    if abandoned():
+        return  # its executable gave up and ran it itself (or was killed): not run twice
+    cwd, name, netns, mnt = (rest + [b"", b"calico-bgp-ipam", b"", b""][len(rest):])[:4]
+    plugin = plugins.get(name)
+    if plugin is None:
+        _send(conn, [b"declined", b"", b""])  # type: ignore[arg-type]
+        return
+    conn.settimeout(READ_TIMEOUT_S)  # type: ignore[attr-defined]  # the handshake's and the reply's sends
+
+    def begin() -> bool:
+        """`started`, then the executable's `go` (by its deadline): from then on it never runs this itself."""
+        try:
+            _send(conn, [b"started"])  # type: ignore[arg-type]
+            return _recv(conn, min(time.monotonic_ns() + int(READ_TIMEOUT_S * 1e9), end)) == [b"go"]  # type: ignore[arg-type]
+        except (OSError, ValueError):
+            return False
+
+    if watchdog:
+        signal.setitimer(signal.ITIMER_REAL, max((end - time.monotonic_ns()) / 1e9, 0.001))
+    ipam_plugin.abandoned = abandoned  # type: ignore[attr-defined]  # looked at again once the host lock is held
+    reply = handle(plugin, env, data, cwd or None, netns or None, mnt or None, begin=begin, deadline=end)
+    if reply is None:
+        return  # its executable gave up before `go`: nothing ran
+    _send(conn, reply)  # type: ignore[arg-type]
+    if reply[0] != b"declined" and reply[2]:
+        _log(reply[2].decode("utf-8", "surrogateescape"))
+
+
+def _log(text: str) -> None:
+    """`text` on this process's stderr (the agent's log); a full or closed pipe loses the lines, not the work."""
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 class TooLarge(ValueError):
@@ -327,47 +410,62 @@ def _hung_up(conn: object) -> bool:
 
 
 def handle(ipam_plugin: object, env: bytes, data: bytes, cwd: bytes | None = None,
-           netns: bytes | None = None) -> list[bytes]:
+           netns: bytes | None = None, mnt: bytes | None = None, *,
+           begin: "object | None" = None, deadline: "int | None" = None) -> "list[bytes] | None":
     """One invocation of the plugin module `ipam_plugin` (or calico-bgp-cni's), as the executable would
-    have run it: [exit code, stdout, stderr]; [b"declined"] when its config says `ipam_service: false`
-    or its container namespace (`netns`, the executable's netns_id of CNI_NETNS) is not the one seen
-    here. It runs in the executable's working directory `cwd`. What it logged to stderr also goes to
-    this process's own stderr (the agent's log, for the agent's process)."""
-    from calico_bgp.cni import skel
-
+    have run it: [exit code, stdout, stderr]; [b"declined"] when its config says `ipam_service: false`,
+    its working directory `cwd` cannot be entered here, its container namespace (`netns`, the
+    executable's netns_id of CNI_NETNS, relative to `cwd`) is not the one seen here, or its mount
+    namespace (`mnt`, netns_id of /proc/self/ns/mnt) is not this process's (its files, CNI_PATH,
+    /proc/sys would be others). Once none declines, `begin()` (when given) says whether to run it:
+    False, None is returned and nothing ran. Exec'd delegates get what is left until `deadline`
+    (monotonic ns). It runs in `cwd`; afterwards this process is back in its own directory and no
+    log file of the invocation is left open."""
     import logging
+    import os
 
+    from calico_bgp.cni import delegate, skel
+
+    declined = [b"declined", b"", b""]
     if not wanted(data):
-        return [b"declined", b"", b""]
-    environ = dict(kv.decode("utf-8", "surrogateescape").partition("=")[::2] for kv in env.split(b"\0") if kv)
-    if netns is not None and netns_id(environ.get("CNI_NETNS", "")) != netns:
-        return [b"declined", b"", b""]
-    if cwd:
-        import os
-
-        try:
-            os.chdir(cwd)  # the executable's: a relative log_file_path or nodename_file means what it meant there
-        except OSError as exc:  # not here (another mount namespace, removed): the executable runs it where it is
-            sys.stderr.write(f"calico-bgp-ipam service: declined: cannot enter the executable's directory "
-                             f"{cwd.decode(errors='replace')}: {exc.strerror}\n")
-            sys.stderr.flush()
-            return [b"declined", b"", b""]
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.stderr
-    sys.stderr = err
-    for h in logging.getLogger().handlers:
-        h.close()  # its log file: not left open by a process that runs many invocations
-    logging.getLogger().handlers.clear()  # the last invocation's handler writes to its own stderr
+        return declined
+    if mnt is not None and mnt != netns_id(b"/proc/self/ns/mnt"):
+        return declined
+    home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if cwd else None  # back here afterwards
+    root = logging.getLogger()
     try:
-        code = skel.run(ipam_plugin.PLUGIN, ipam_plugin.HANDLERS, environ=environ,  # type: ignore[attr-defined]
-                        stdin=io.BytesIO(data), stdout=out)
+        if cwd:
+            try:
+                os.chdir(cwd)  # the executable's: a relative log_file_path, nodename_file or CNI_NETNS means what it meant there
+            except OSError as exc:  # not here (another mount namespace, removed): the executable runs it where it is
+                _log(f"calico-bgp-ipam service: declined: cannot enter the executable's directory "
+                     f"{cwd.decode(errors='replace')}: {exc.strerror}\n")
+                return declined
+        environ = dict(kv.decode("utf-8", "surrogateescape").partition("=")[::2] for kv in env.split(b"\0") if kv)
+        if netns is not None and netns_id(environ.get("CNI_NETNS", "")) != netns:
+            return declined
+        if begin is not None and not begin():  # type: ignore[operator]
+            return None
+        out, err = io.StringIO(), io.StringIO()
+        saved = sys.stderr
+        sys.stderr = err
+        root.handlers.clear()  # the last invocation's handler wrote to its own stderr
+        delegate.DEADLINE_NS = deadline
+        try:
+            code = skel.run(ipam_plugin.PLUGIN, ipam_plugin.HANDLERS, environ=environ,  # type: ignore[attr-defined]
+                            stdin=io.BytesIO(data), stdout=out)
+        finally:
+            sys.stderr = saved
+            delegate.DEADLINE_NS = None
+            for h in root.handlers:
+                h.close()  # its log file: not left open by a process that runs many invocations
+            root.handlers.clear()
+        return [str(code).encode(), out.getvalue().encode("utf-8", "surrogateescape"),
+                err.getvalue().encode("utf-8", "surrogateescape")]
     finally:
-        sys.stderr = saved
-    if err.getvalue():
-        saved.write(err.getvalue())
-        saved.flush()
-    return [str(code).encode(), out.getvalue().encode("utf-8", "surrogateescape"),
-            err.getvalue().encode("utf-8", "surrogateescape")]
+        if home is not None:
+            os.fchdir(home)
+            os.close(home)
 
 
 def _send(sock: "_socket.socket", fields: list[bytes]) -> None:

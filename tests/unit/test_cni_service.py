@@ -13,6 +13,13 @@ import pytest
 from calico_bgp.cni import service
 
 
+@pytest.fixture(autouse=True)
+def _fresh_flags(monkeypatch):
+    """service.SERVING and service.UNANSWERED as an executable starts (serve_socket and ask set them)."""
+    monkeypatch.setattr(service, "SERVING", False)
+    monkeypatch.setattr(service, "UNANSWERED", False)
+
+
 @pytest.fixture
 def running(tmp_path, monkeypatch):
     """serve_socket() in a thread on a socket bound under tmp_path, `handle` stubbed: it records each invocation's
@@ -20,7 +27,9 @@ def running(tmp_path, monkeypatch):
     path = str(tmp_path / "svc" / "ipam.sock")
     seen, first_started = [], threading.Event()
 
-    def handle(_plugin, _env, data, _cwd=None, _netns=None):
+    def handle(_plugin, _env, data, *_where, begin=None, **_kw):
+        if begin is not None and not begin():
+            return None  # its executable gave up before `go`: not run
         seen.append(data)
         if data == b"A":
             first_started.set()
@@ -146,7 +155,8 @@ def test_an_invocation_does_not_leave_its_directory_to_the_next(running, tmp_pat
     home = os.getcwd()
     dirs = []
 
-    def handle(plugin, env, data, cwd=None, netns=None):
+    def handle(plugin, env, data, *_where, begin=None, **_kw):
+        assert begin()
         dirs.append(os.getcwd())
         if data == b"away":
             os.chdir(tmp_path)
