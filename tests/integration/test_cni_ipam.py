@@ -319,10 +319,10 @@ def test_the_node_agents_warm_process_answers_the_executable_by_default(cluster)
 
 
 def test_an_add_its_executable_gave_up_on_allocates_nothing_once_the_host_lock_comes(cluster, tmp_path, monkeypatch):
-    """The warm process takes the ADD, then waits on the host lock (another plugin holds it) past the
-    executable's timeout; the executable runs the ADD itself and the runtime DELs. flock is not FIFO:
-    the late ADD may get the lock after that DEL, so it looks again once it holds the lock and writes
-    nothing for a caller that is gone."""
+    """The warm process starts the ADD (its executable answered `go`: it never runs it itself), then
+    waits on the host lock (another plugin holds it) past the executable's deadline; once it holds
+    the lock it looks again and writes nothing: the executable reports try-again-later, and a DEL
+    the runtime sends meanwhile is not followed by an allocation (flock is not FIFO)."""
     import fcntl
     import json
     import threading
@@ -337,12 +337,19 @@ def test_an_add_its_executable_gave_up_on_allocates_nothing_once_the_host_lock_c
     worker.start()
     conf = json.dumps(cluster.conf(name="late")).encode()
     held = os.open(cluster.conf()["ipam_lock_file"], os.O_RDWR | os.O_CREAT, 0o600)
+    replies = {}
     try:
         fcntl.flock(held, fcntl.LOCK_EX)  # another plugin's operation
         monkeypatch.setattr(service, "CLIENT_TIMEOUT_S", 0.5)
-        assert service.ask(cluster.env("ADD", "c-late"), conf) is None  # gave up: it runs the ADD itself
+        late = threading.Thread(target=lambda: replies.update(late=service.ask(cluster.env("ADD", "c-late"), conf)))
+        late.start()
+        late.join(0.6)  # the lock is held past the executable's 0.5 s: started, it waits on for the reply
+        assert late.is_alive()
     finally:
         os.close(held)
+    late.join(10)
+    code, out, _ = replies["late"]
+    assert code == 1 and json.loads(out)["code"] == 11  # try again later: not run in the executable's process
     monkeypatch.setattr(service, "CLIENT_TIMEOUT_S", 30.0)
     code, _, err = service.ask(cluster.env("DEL", "c-other"), conf)  # answered after the late ADD ran
     try:
