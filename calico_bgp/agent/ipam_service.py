@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import trio
 
-from calico_bgp.cni import service
+from calico_bgp.cni import service, warm
 from calico_bgp.speaker.process import Backoff
 from dataplane.logfmt import event
 
@@ -83,7 +83,7 @@ class IpamServiceOwner:
         path = None
         try:
             path = self.fixed_path or service.socket_path()
-            bound = service.bind(path)
+            bound = warm.bind(path)
         except OSError as exc:
             if not quiet:
                 event(log, "ipam_service_unavailable", logging.WARNING, socket=path,
@@ -109,7 +109,7 @@ class IpamServiceOwner:
                     n.cancel_scope.cancel()
         finally:
             self.path = None
-            service.unbind(path, server, lock)
+            warm.unbind(path, server, lock)
         return True
 
     async def _until_code_changes(self, path: str) -> None:
@@ -139,7 +139,7 @@ class IpamServiceOwner:
 
     async def _serve_once(self, server: Any) -> int:
         """Start the process on the listening socket and wait for it to exit; its exit status."""
-        code = (f"import sys; sys.path[:0] = {sys.path!r}; from calico_bgp.cni.service import child; "
+        code = (f"import sys; sys.path[:0] = {sys.path!r}; from calico_bgp.cni.warm import child; "
                 f"child({server.fileno()}, {self.idle!r})")
         # forked from the trio thread (as ExaBGP is: speaker/process.py), with the socket passed down
         try:

@@ -327,13 +327,13 @@ def test_an_add_its_executable_gave_up_on_allocates_nothing_once_the_host_lock_c
     import json
     import threading
 
-    from calico_bgp.cni import service
+    from calico_bgp.cni import service, warm
 
     path = str(tmp_path / "svc" / "ipam.sock")
     monkeypatch.setattr(service, "socket_path", lambda: path)
     monkeypatch.setattr(service, "START_MARGIN_S", 0.0)  # the request is taken at once: only the lock holds it
-    server, lock = service.bind(path)
-    worker = threading.Thread(target=lambda: service.serve_socket(server, 2.0), daemon=True)
+    server, lock = warm.bind(path)
+    worker = threading.Thread(target=lambda: warm.serve_socket(server, 2.0), daemon=True)
     worker.start()
     conf = json.dumps(cluster.conf(name="late")).encode()
     held = os.open(cluster.conf()["ipam_lock_file"], os.O_RDWR | os.O_CREAT, 0o600)
@@ -357,5 +357,5 @@ def test_an_add_its_executable_gave_up_on_allocates_nothing_once_the_host_lock_c
         assert "late.c-late" not in cluster.addresses()
     finally:
         worker.join(10)
-        service.unbind(path, server, lock)
+        warm.unbind(path, server, lock)
         invoke("DEL", cluster.conf(name="late"), cluster.env("DEL", "c-late"))

@@ -199,7 +199,7 @@ def test_the_service_key_covers_every_module_an_invocation_loads():
 def test_the_service_protocol_is_length_prefixed_fields_and_declines_an_unasked_config():
     import socket
 
-    from calico_bgp.cni import service
+    from calico_bgp.cni import service, warm
 
     a, b = socket.socketpair()
     with a, b:
@@ -209,21 +209,21 @@ def test_the_service_protocol_is_length_prefixed_fields_and_declines_an_unasked_
         a.sendall((99).to_bytes(4, "big"))
         with pytest.raises(ValueError, match="99 fields"):
             service._recv(b)
-    assert service.handle(None, b"", b'{"ipam_service": false}') == [b"declined", b"", b""]
+    assert warm.handle(None, b"", b'{"ipam_service": false}') == [b"declined", b"", b""]
 
 
 def test_the_warm_process_declines_a_container_namespace_it_sees_otherwise():
     """calico-bgp-cni sends the device:inode of CNI_NETNS as it sees it; a warm process in another
     mount namespace (a file of another namespace at that path, or none) declines, and the executable
     wires the container itself. The same file is served (VERSION here: no kernel touched)."""
-    from calico_bgp.cni import plugin, service
+    from calico_bgp.cni import plugin, service, warm
 
     own = service.netns_id("/proc/self/ns/net")
     assert own != b"-" and service.netns_id("/nonexistent/netns") == b"-" and service.netns_id(b"") == b"-"
     env = b"CNI_COMMAND=VERSION\0CNI_NETNS=/proc/self/ns/net"
     for seen in (b"-", b"0:0", service.netns_id("/proc/self/ns/mnt")):
-        assert service.handle(plugin, env, b"{}", None, seen) == [b"declined", b"", b""]
-    code, out, _err = service.handle(plugin, env, b"{}", None, own)
+        assert warm.handle(plugin, env, b"{}", None, seen) == [b"declined", b"", b""]
+    code, out, _err = warm.handle(plugin, env, b"{}", None, own)
     assert code == b"0" and b"supportedVersions" in out
 
 

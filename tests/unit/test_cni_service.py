@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from calico_bgp.cni import service
+from calico_bgp.cni import service, warm
 
 
 @pytest.fixture(autouse=True)
@@ -36,15 +36,15 @@ def running(tmp_path, monkeypatch):
             time.sleep(0.5)  # the work a queued request waits behind
         return [b"0", data, b""]
 
-    monkeypatch.setattr(service, "handle", handle)
+    monkeypatch.setattr(warm, "handle", handle)
     monkeypatch.setattr(service, "socket_path", lambda: path)
-    server, lock = service.bind(path)
+    server, lock = warm.bind(path)
 
     def serve():
         try:
-            service.serve_socket(server, 0.3)
+            warm.serve_socket(server, 0.3)
         finally:
-            service.unbind(path, server, lock)
+            warm.unbind(path, server, lock)
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
@@ -162,7 +162,7 @@ def test_an_invocation_does_not_leave_its_directory_to_the_next(running, tmp_pat
             os.chdir(tmp_path)
         return [b"0", data, b""]
 
-    monkeypatch.setattr(service, "handle", handle)
+    monkeypatch.setattr(warm, "handle", handle)
     assert service.ask({"CNI_COMMAND": "ADD"}, b"away") == (0, b"away", b"")
     assert service.ask({"CNI_COMMAND": "ADD"}, b"C") == (0, b"C", b"")
     assert dirs == [home, home]
@@ -170,7 +170,7 @@ def test_an_invocation_does_not_leave_its_directory_to_the_next(running, tmp_pat
 
 def test_a_directory_the_service_cannot_enter_declines_the_invocation(tmp_path):
     """Run elsewhere, a relative log_file_path or nodename_file would mean another file: the executable runs it."""
-    assert service.handle(None, b"", b"{}", str(tmp_path / "gone").encode()) == [b"declined", b"", b""]
+    assert warm.handle(None, b"", b"{}", str(tmp_path / "gone").encode()) == [b"declined", b"", b""]
 
 
 def test_bind_makes_the_socket_root_only_without_touching_the_process_umask(tmp_path, monkeypatch):
@@ -182,11 +182,11 @@ def test_bind_makes_the_socket_root_only_without_touching_the_process_umask(tmp_
 
     monkeypatch.setattr(os, "umask", no_umask)
     path = str(tmp_path / "svc" / "ipam.sock")
-    server, lock = service.bind(path)
+    server, lock = warm.bind(path)
     try:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     finally:
-        service.unbind(path, server, lock)
+        warm.unbind(path, server, lock)
 
 
 def test_a_full_backlog_does_not_hold_the_executable(tmp_path, monkeypatch):

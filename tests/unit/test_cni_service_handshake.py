@@ -19,7 +19,7 @@ import types
 
 import pytest
 
-from calico_bgp.cni import delegate, service
+from calico_bgp.cni import delegate, service, warm
 from calico_bgp.cni.error import IO_FAILURE, TRY_AGAIN_LATER, CNIError
 from tests.unit.test_import_rules import ROOT
 
@@ -32,15 +32,15 @@ def _fresh_flags(monkeypatch):
 
 def serving(path, monkeypatch, handle, idle=1.0):
     """serve_socket() in a thread on `path` with `handle` in place of the real one; joined and unbound by the caller's stop()."""
-    monkeypatch.setattr(service, "handle", handle)
+    monkeypatch.setattr(warm, "handle", handle)
     monkeypatch.setattr(service, "socket_path", lambda: path)
-    server, lock = service.bind(path)
-    t = threading.Thread(target=service.serve_socket, args=(server, idle), daemon=True)
+    server, lock = warm.bind(path)
+    t = threading.Thread(target=warm.serve_socket, args=(server, idle), daemon=True)
     t.start()
 
     def stop():
         t.join(10)
-        service.unbind(path, server, lock)
+        warm.unbind(path, server, lock)
     return stop
 
 
@@ -81,7 +81,7 @@ def test_when_the_executable_falls_back_the_warm_process_never_ran_it(tmp_path, 
         return [b"0", data, b""]
 
     monkeypatch.setattr(service, "START_MARGIN_S", -60.0)
-    monkeypatch.setattr(service, "_hung_up", lambda _conn: False)
+    monkeypatch.setattr(warm, "_hung_up", lambda _conn: False)
     stop = serving(str(tmp_path / "s" / "ipam.sock"), monkeypatch, handle, idle=0.3)
     try:
         a = threading.Thread(target=service.ask, args=({"CNI_COMMAND": "ADD"}, b"A"))
@@ -127,15 +127,15 @@ def test_a_warm_process_that_ends_after_started_is_an_error_to_retry_not_a_rerun
 HUNG = """
 import sys, time
 sys.path[:0] = [{root!r}]
-from calico_bgp.cni import service
+from calico_bgp.cni import service, warm
 def handle(_plugin, _env, data, *_where, begin=None, **_kw):
     if begin():
         time.sleep(60)  # a hung invocation: a delegate, a netlink call, a lock
-service.handle = handle
+warm.handle = handle
 service.START_MARGIN_S = 0.0  # a 1 s wait: started at once
-server, lock = service.bind({path!r})
+server, lock = warm.bind({path!r})
 print("ready", flush=True)
-service.serve_socket(server, 30.0, watchdog=True)
+warm.serve_socket(server, 30.0, watchdog=True)
 """
 
 
@@ -187,16 +187,25 @@ def take():
 threading.Thread(target=take, daemon=True).start()
 os.environ.update(CNI_COMMAND="DEL", CNI_CONTAINERID="c1", CNI_IFNAME="eth0", CNI_NETNS="", CNI_PATH={bin!r})
 sys.stdin = io.TextIOWrapper(io.BytesIO({conf!r}))
-start = time.monotonic()
+waited = []
+real_ask = service.ask
+def ask(*a, **kw):
+    start = time.monotonic()
+    try:
+        return real_ask(*a, **kw)
+    finally:
+        waited.append(time.monotonic() - start)
+service.ask = ask
 try:
     service.cni_main()
 except SystemExit as e:
-    print(e.code, time.monotonic() - start, len(conns), file=sys.__stderr__, flush=True)
+    print(e.code, sum(waited), len(conns), file=sys.__stderr__, flush=True)
 """
 
 
 def test_a_del_waits_once_on_a_warm_process_that_never_answers(tmp_path):
-    """calico-bgp-cni runs the DEL itself after one wait, and its IPAM's DEL does not wait again."""
+    """calico-bgp-cni runs the DEL itself after one wait, and its IPAM's DEL does not wait again (the
+    time in service.ask counted: the DEL's own work in process is the machine's)."""
     (tmp_path / "bin").mkdir()
     ipam = tmp_path / "bin" / "calico-bgp-ipam"
     ipam.write_text("#!/bin/sh\nexit 0\n")
@@ -205,14 +214,14 @@ def test_a_del_waits_once_on_a_warm_process_that_never_answers(tmp_path):
                        "etcd_endpoints": "http://127.0.0.1:1", "ipam": {"type": "calico-bgp-ipam"}}).encode()
     code = STUCK.format(root=str(ROOT), path=str(tmp_path / "stuck.sock"), bin=str(tmp_path / "bin"), conf=conf)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    _exit, took, connections = done.stderr.strip().splitlines()[-1].split()
+    _exit, waited, connections = done.stderr.strip().splitlines()[-1].split()
     assert int(connections) == 1, done.stderr
-    assert float(took) < 2.0 + 1.5, done.stderr  # one wait and the DEL's own work; it was two waits (4 s and more)
+    assert float(waited) < 1.2 * 2.0, done.stderr  # one wait of CLIENT_TIMEOUT_S; it was two (4 s and more)
 
 
 def test_another_mount_namespace_is_declined():
     """Its files (log file, nodename file, etcd certificates, CNI_PATH, /proc/sys) would be others here."""
-    assert service.handle(None, b"", b"{}", None, None, b"0:0") == [b"declined", b"", b""]
+    assert warm.handle(None, b"", b"{}", None, None, b"0:0") == [b"declined", b"", b""]
 
 
 def test_the_executable_sends_its_mount_namespace(tmp_path):
@@ -249,7 +258,7 @@ def test_an_invocation_leaves_no_log_file_open_and_no_directory_behind(tmp_path,
     def delete(_req):
         logging.getLogger("cni.test").warning("deleting")
 
-    code, _out, _err = service.handle(fake_plugin({"DEL": delete}), env_of(), conf, str(tmp_path).encode())
+    code, _out, _err = warm.handle(fake_plugin({"DEL": delete}), env_of(), conf, str(tmp_path).encode())
     log_file = tmp_path / "plugin.log"
     assert code == b"0" and "deleting" in log_file.read_text()  # relative to the executable's directory
     assert os.getcwd() == home
@@ -266,7 +275,7 @@ def test_a_relative_netns_is_seen_from_the_executables_directory(tmp_path):
     def begin():
         ran.append(True)
         return False  # the executable gave up: nothing more is run
-    assert service.handle(None, env_of(CNI_NETNS="ns"), b"{}", str(tmp_path).encode(), seen, begin=begin) is None
+    assert warm.handle(None, env_of(CNI_NETNS="ns"), b"{}", str(tmp_path).encode(), seen, begin=begin) is None
     assert ran == [True]
 
 
@@ -288,8 +297,8 @@ def test_the_reply_goes_even_when_the_log_lines_cannot(tmp_path, monkeypatch, ro
     monkeypatch.setattr(service, "PLUGINS", {b"calico-bgp-ipam": "calico_bgp_test_plugin"})
     path = str(tmp_path / "s" / "ipam.sock")
     monkeypatch.setattr(service, "socket_path", lambda: path)
-    server, lock = service.bind(path)
-    t = threading.Thread(target=service.serve_socket, args=(server, 0.2), daemon=True)
+    server, lock = warm.bind(path)
+    t = threading.Thread(target=warm.serve_socket, args=(server, 0.2), daemon=True)
     monkeypatch.setattr(sys, "stderr", Broken())
     t.start()
     try:
@@ -298,14 +307,14 @@ def test_the_reply_goes_even_when_the_log_lines_cannot(tmp_path, monkeypatch, ro
         assert code == 0 and b"note" in err
     finally:
         t.join(10)
-        service.unbind(path, server, lock)
+        warm.unbind(path, server, lock)
 
 
 def test_serve_socket_leaves_serving_off_when_it_returns(tmp_path):
     """In-process callers after it (tests, a process that stopped serving) ask the warm process again."""
-    server, lock = service.bind(str(tmp_path / "s" / "ipam.sock"))
+    server, lock = warm.bind(str(tmp_path / "s" / "ipam.sock"))
     try:
-        service.serve_socket(server, 0.01)
+        warm.serve_socket(server, 0.01)
         assert service.SERVING is False
     finally:
-        service.unbind(str(tmp_path / "s" / "ipam.sock"), server, lock)
+        warm.unbind(str(tmp_path / "s" / "ipam.sock"), server, lock)

@@ -14,7 +14,7 @@ import trio
 
 from calico_bgp.agent import ipam_service
 from calico_bgp.agent.ipam_service import IpamServiceOwner
-from calico_bgp.cni import service
+from calico_bgp.cni import service, warm
 from calico_bgp.speaker.process import Backoff
 
 BAD_ADD = ({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0"}, b"not json")
@@ -159,11 +159,11 @@ def test_pidfd_open_failing_kills_and_reaps_the_started_process(sock, monkeypatc
 
     monkeypatch.setattr(ipam_service.subprocess, "Popen", popen)
     monkeypatch.setattr(ipam_service.os, "pidfd_open", no_pidfd)
-    server, lock = service.bind(sock)
+    server, lock = warm.bind(sock)
     try:
         code = trio.run(IpamServiceOwner(idle=60)._serve_once, server)
     finally:
-        service.unbind(sock, server, lock)
+        warm.unbind(sock, server, lock)
     assert code == ipam_service.START_FAILED and started[0].returncode == -9
     assert not os.path.exists(f"/proc/{started[0].pid}")
 
