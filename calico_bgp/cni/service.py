@@ -203,9 +203,11 @@ def ask(environ: "Environ", data: bytes, plugin: bytes = b"calico-bgp-ipam",
             return None
         env = b"\0".join(k + b"=" + v if type(k) is bytes else f"{k}={v}".encode("utf-8", "surrogateescape")
                          for k, v in environ.items())
-        try:  # the cwd (relative paths in the config are ours) and the mount namespace (the files we see)
+        # the cwd (relative paths in the config are ours) and the root directory (the filesystem we see: not
+        # the mount namespace's identity, `ip netns exec` makes a copy of it per exec with the same files)
+        try:
             _send(sock, [env, data, str(deadline).encode(), posix.getcwdb(), plugin, netns,
-                         netns_id(b"/proc/self/ns/mnt")])
+                         netns_id(b"/")])
             first = _recv(sock, deadline)
             if first[:1] == [b"declined"]:
                 return None

@@ -5,7 +5,7 @@ executable would have run it.
 A request is read whole within service.READ_TIMEOUT_S and at most service.REQUEST_CAP bytes (one
 over it is declined: its executable runs it). A queued request whose executable hung up or is
 within START_MARGIN_S of its deadline is dropped unrun. One that is declined (`ipam_service:
-false`, another mount or network namespace, a directory that cannot be entered) is run by its
+false`, another root filesystem or network namespace, a directory that cannot be entered) is run by its
 executable. Otherwise the reply has two steps: `started`, and the invocation runs only once the
 executable answered `go` (from then on the executable never runs it itself: an ADD run twice had
 the second's attach delete the first's veth and its release free the address the pod kept). In
@@ -192,8 +192,9 @@ def handle(ipam_plugin: object, env: bytes, data: bytes, cwd: bytes | None = Non
     """One invocation of the plugin module `ipam_plugin` (or calico-bgp-cni's), as the executable would
     have run it: [exit code, stdout, stderr]; [b"declined"] when its config says `ipam_service: false`,
     its working directory `cwd` cannot be entered here, its container namespace (`netns`, the
-    executable's service.netns_id of CNI_NETNS, relative to `cwd`) is not the one seen here, or its mount
-    namespace (`mnt`, service.netns_id of /proc/self/ns/mnt) is not this process's (its files, CNI_PATH,
+    executable's service.netns_id of CNI_NETNS, relative to `cwd`) is not the one seen here, or its root
+    directory (`mnt`, service.netns_id of "/") is not this process's (another filesystem: a container's;
+    its log and nodename files, etcd certificates, MTU file, CNI_PATH,
     /proc/sys would be others). Once none declines, `begin()` (when given) says whether to run it:
     False, None is returned and nothing ran. Exec'd delegates get what is left until `deadline`
     (monotonic ns). It runs in `cwd`; afterwards this process is back in its own directory and no
@@ -206,7 +207,7 @@ def handle(ipam_plugin: object, env: bytes, data: bytes, cwd: bytes | None = Non
     declined = [b"declined", b"", b""]
     if not service.wanted(data):
         return declined
-    if mnt is not None and mnt != service.netns_id(b"/proc/self/ns/mnt"):
+    if mnt is not None and mnt != service.netns_id(b"/"):
         return declined
     home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if cwd else None  # back here afterwards
     root = logging.getLogger()

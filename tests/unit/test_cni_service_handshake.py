@@ -2,7 +2,7 @@
 there only once its executable answered `go` to `started`, and from then on the executable never runs
 it itself (an ADD done twice, the second's attach deleting the first's veth, left the pod an address
 its own release freed); a watchdog ends an invocation at its executable's deadline; a process that
-waited in vain once does not wait again; the mount namespace is compared; the reply goes before
+waited in vain once does not wait again; the root filesystem is compared; the reply goes before
 the log lines; an invocation leaves no directory or log file behind."""
 from __future__ import annotations
 
@@ -219,16 +219,18 @@ def test_a_del_waits_once_on_a_warm_process_that_never_answers(tmp_path):
     assert float(waited) < 1.2 * 2.0, done.stderr  # one wait of CLIENT_TIMEOUT_S; it was two (4 s and more)
 
 
-def test_another_mount_namespace_is_declined():
-    """Its files (log file, nodename file, etcd certificates, CNI_PATH, /proc/sys) would be others here."""
+def test_another_root_filesystem_is_declined():
+    """Its files (log file, nodename file, etcd certificates, CNI_PATH, MTU file) would be others here.
+    The root directory, not the mount namespace, is compared: `ip netns exec` runs each executable in
+    a mount namespace of its own with the same files, and a strict comparison declined every one."""
     assert warm.handle(None, b"", b"{}", None, None, b"0:0") == [b"declined", b"", b""]
 
 
-def test_the_executable_sends_its_mount_namespace(tmp_path):
+def test_the_executable_sends_its_root_directory(tmp_path):
     from tests.unit.test_cni_service import as_sent
 
     sent = as_sent({"CNI_COMMAND": "ADD"}, b"{}", str(tmp_path / "x.sock"))
-    assert sent.endswith(service.netns_id(b"/proc/self/ns/mnt"))
+    assert sent.endswith(service.netns_id(b"/"))
 
 
 def fake_plugin(handlers):
