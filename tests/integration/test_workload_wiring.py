@@ -123,3 +123,51 @@ def test_a_namespace_that_does_not_exist_is_named(node):
     with pytest.raises(NoNamespace, match="/run/netns/cb-no-such-ns"):
         on_node(node, lambda: wiring.attach(workload("/run/netns/cb-no-such-ns", "eth0", "caltf", ["198.19.7.30"])))
     assert "caltf" not in host_links(node)
+
+
+FAKE_IPAM = """#!/bin/sh
+cat >/dev/null
+[ "$CNI_COMMAND" = ADD ] && echo '{"cniVersion": "1.1.0", "ips": [{"address": "198.19.7.9/32"}]}'
+exit 0
+"""
+
+
+def test_a_wiring_that_fails_inside_the_warm_process_leaves_it_whole(node, tmp_path):
+    """calico-bgp-cni's ADD run as the agent's warm process runs it (cni/warm.py handle, in the node's
+    namespace), failing at its last step (the host route clashes with another workload's): the error
+    is the reply, the address goes back (the IPAM's DEL), and the process is as before: its thread
+    still in the node's namespace, no descriptor more, and the next invocation answered."""
+    import os
+
+    from calico_bgp.cni import plugin, warm
+
+    ipam = tmp_path / "fake-ipam"
+    ipam.write_text(FAKE_IPAM)
+    ipam.chmod(0o755)
+    conf = json.dumps({"cniVersion": "1.1.0", "name": "n", "type": "calico-bgp-cni", "ipam": {"type": "fake-ipam"},
+                       "nodename": "node-1"}).encode()
+
+    def env(command: str, cid: str, ns: str) -> bytes:
+        pairs = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": f"/run/netns/{ns}",
+                 "CNI_IFNAME": "eth0", "CNI_PATH": str(tmp_path)}
+        return b"\0".join(f"{k}={v}".encode() for k, v in pairs.items())
+
+    def as_the_warm_process():
+        own = os.stat("/proc/thread-self/ns/net").st_ino
+        fds = len(os.listdir("/proc/self/fd"))
+        first = warm.handle(plugin, env("ADD", "wa", a), conf)
+        failed = warm.handle(plugin, env("ADD", "wb", b), conf)
+        after = os.stat("/proc/thread-self/ns/net").st_ino, len(os.listdir("/proc/self/fd"))
+        again = warm.handle(plugin, env("DEL", "wa", a), conf)
+        return own, fds, first, failed, after, again
+
+    links = host_links(node)
+    with netns("w") as a, netns("w") as b:
+        own, fds, first, failed, after, again = on_node(node, as_the_warm_process)
+    assert first[0] == b"0", first
+    assert failed[0] == b"1" and b"already exists through another interface" in failed[1], failed
+    assert b"cni_add_released" in failed[2]  # the address given back through the IPAM's DEL
+    assert after == (own, fds)
+    assert again[0] == b"0", again
+    host_end = json.loads(first[1])["interfaces"][0]["name"]
+    assert host_end.startswith("cal") and host_links(node) == links  # nothing of either ADD stays
