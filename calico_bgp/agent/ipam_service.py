@@ -1,13 +1,14 @@
 """The node's warm IPAM: the agent owns the process that answers calico-bgp-ipam's invocations
 (and calico-bgp-cni's, wiring included).
 
-The agent binds the service's socket (calico_bgp/cni/service.py: root-only, named for this code
-and network namespace) when it starts, and starts the warm process on the first connection, the
-listening socket passed down (socket activation, as systemd does it: a node that runs no
-containers pays nothing, and no invocation is refused while the process starts or restarts; it
-waits in the backlog). The process leaves after `idle` seconds without an invocation and comes
-back on the next one. It is supervised: its stderr (its own errors and the log lines of every
-invocation it runs) goes into the agent's log; when it exits with an error, the next start waits
+The agent binds the service's socket (calico_bgp/cni/warm.py, named by cni/service.py: root-only,
+for this code and network namespace) when it starts, and starts the warm process on the first
+connection, the listening socket passed down (socket activation, as systemd does it: a node that
+runs no containers pays nothing, and no invocation is refused while the process starts or
+restarts; it waits in the backlog). The process leaves after `idle` seconds without an invocation
+and comes back on the next one. It is supervised: its stderr (its own errors and the log lines of
+every invocation it runs) goes into the agent's log; when it exits with an error (its watchdog's
+SIGALRM included: an invocation ran past its executable's deadline), the next start waits
 a back-off, and meanwhile every connection is closed at once, so the executables do their
 operations themselves instead of waiting; when the agent stops it is told (its stdin closes),
 given a few seconds to finish the invocation it runs, then killed, and the socket is removed. An

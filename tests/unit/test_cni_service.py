@@ -1,4 +1,4 @@
-"""The warm IPAM service's queue (calico_bgp/cni/service.py serve_socket): one invocation at a time, and a
+"""The warm IPAM service's queue (calico_bgp/cni/warm.py serve_socket): one invocation at a time, and a
 queued one whose executable is gone (hung up, or past its timeout, when it ran the operation
 itself) is dropped unrun, so an ADD the runtime gave up on does not allocate after its DEL."""
 from __future__ import annotations
