@@ -10,6 +10,10 @@ SIGTERM, waited for the timeout. Here:
 - the listening sockets and a signal wake-up pipe (`signal.set_wakeup_fd`) are in the poll set too,
   behind one epoll descriptor of our own (so the loop, which maps every readable descriptor to a
   peer, never sees them), and a connection is accepted, a signal acted on, at once;
+- the loop's `Listener.incoming` calls accept() on every listening socket at each turn (an
+  EAGAIN and its exception, every turn, under churn several hundred a second); it now does so only
+  after a wait reported that descriptor readable (a connection, or a signal, may be there), and
+  until then tells the loop there is no connection, as its failed accept() did;
 - with no API command queued the wait is `IDLE_WAIT_MS` (ExaBGP: 10 ms; timers and connection steps
   may come up to 40 ms later); with API work queued it stays 10 ms, and a turn that asked for the
   next one at once still does not wait.
@@ -21,7 +25,8 @@ session and to the join (bench.mesh --k 20, alternating, shared machine: join 1.
 with this module as it is), the mechanism not found.
 
 Follows ExaBGP 5.0.15's reactor/loop.py (`Reactor.run`,
-`_wait_for_io`) and reactor/listener.py (`Listener.incoming`, which accepts at each turn).
+`_wait_for_io`) and reactor/listener.py (`Listener.incoming`, which accepts at each turn; the gate keeps its
+`serving` check and what it accepts).
 
 Must import under Python 3.9 (PyPy's ExaBGP runs it).
 """
@@ -53,6 +58,9 @@ class Wakeups:
         else:
             self.epoll.register(self._signal_read, select.EPOLLIN)
         self.listening: "dict[int, object]" = {}  # fd -> the listening socket registered under it
+        # whether the listening sockets may have a connection to accept: set when a wait saw this
+        # descriptor readable (level-triggered, so an unaccepted connection sets it again each wait)
+        self.maybe_incoming = False  # the first wait sees a connection already there (level-triggered)
 
     def follow(self, sockets: "list[Any]") -> None:
         """Make the listening sockets registered those of `sockets` (ExaBGP opens and closes them
@@ -108,8 +116,23 @@ def patch() -> None:
         sleeptime = wait_ms(sleeptime, self.asynchronous.ready())
         for fd in wait(self, sleeptime):
             if fd == wake.fd:
+                wake.maybe_incoming = True
                 wake.clear_signals()  # a connection is accepted by the loop's next turn
                 continue
             yield fd
 
     Reactor._wait_for_io = _wait_for_io  # type: ignore[method-assign]
+
+    from exabgp.reactor.listener import Listener
+
+    incoming = Listener.incoming
+
+    def _incoming(self: Listener) -> bool:  # type: ignore[no-untyped-def]
+        wake = getattr(self._reactor, "_calico_wakeups", None)
+        if wake is not None:  # None before the loop's first wait: accept as ExaBGP does
+            if not wake.maybe_incoming:
+                return False
+            wake.maybe_incoming = False
+        return incoming(self)
+
+    Listener.incoming = _incoming  # type: ignore[method-assign]

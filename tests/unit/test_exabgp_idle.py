@@ -87,3 +87,36 @@ def test_the_wait_follows_the_api_queue_and_a_connection_or_signal_ends_it_unsee
     assert out[:4] == ["[] 1", "[] 0", "[] 1", "[] 0"]
     assert out[4] == f"[{IDLE_WAIT_MS}, 0, 10]"
     assert out[5] == "[] 0 0"
+
+
+def test_the_listener_tries_accept_only_after_a_wait_saw_a_connection_or_signal(python):
+    """ExaBGP's Listener.incoming called accept() on each listening socket at every turn of its
+    loop; patched, it does so only after a wait reported the patch's descriptor readable (before
+    the first wait it accepts as ExaBGP does), and what it accepts and returns is ExaBGP's: the
+    connection is accepted on the turn after the wait that saw it, a second one waiting is accepted
+    after the next wait (the descriptor stays readable), and a signal alone costs one accept()."""
+    code = _PROBE.replace("reactor.listener = Poller(), ASYNC(), Listener()", "reactor.listener = Poller(), ASYNC(), None") + (
+        "from exabgp.reactor.listener import Listener as ExaListener\n"
+        "accepts = []\n"
+        "class Counted(socket.socket):\n"
+        "    def accept(self):\n"
+        "        accepts.append(1)\n"
+        "        return super().accept()\n"
+        "listening = Counted(); listening.bind(('127.0.0.1', 0)); listening.listen(4); listening.setblocking(False)\n"
+        "listener = reactor.listener = ExaListener(reactor); listener.serving = True; listener._sockets = {listening: None}\n"
+        "print(listener.incoming(), len(accepts))\n"  # before any wait: ExaBGP's own accept (nothing there)
+        "wait(0)\n"
+        "print(listener.incoming(), listener.incoming(), len(accepts))\n"  # nothing seen: no accept at all
+        "a = socket.create_connection(listening.getsockname()); b = socket.create_connection(listening.getsockname())\n"
+        "print(listener.incoming(), len(accepts))\n"  # not seen by a wait yet
+        "wait(5000)\n"
+        "print(listener.incoming(), listener.incoming(), len(accepts))\n"  # accepted once, then gated again
+        "listener._accepted.clear()\n"  # the loop's new_connections took it
+        "wait(5000)\n"
+        "print(listener.incoming(), len(accepts))\n"  # the second connection kept the descriptor readable
+        "listener._accepted.clear(); wait(0)\n"
+        "print(listener.incoming(), len(accepts))\n"
+        "signal.signal(signal.SIGUSR2, lambda *a: None); os.kill(os.getpid(), signal.SIGUSR2); wait(5000)\n"
+        "print(listener.incoming(), len(accepts))\n")
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout.split("\n")
+    assert out[:7] == ["False 1", "False False 1", "False 1", "True False 2", "True 3", "False 3", "False 4"]
