@@ -10,14 +10,15 @@ it replaces, so nearly every line has been cut before.
 ExaBGP's `tokens` cuts each line on its own: nothing carries from one line to the next (a line's
 words and quotes must close on that line, or it raises). So what it yields for a line is a function
 of the line's text and its number alone: the number is put back on every hit, and a line it
-refuses is never cached: it is walked by ExaBGP's own code again, which yields and raises as it
-did (the number in its message put right). The cache is
+refuses is never cached: it is walked by ExaBGP's own code again, after as many empty lines as
+came before it, so it yields and raises as it did, with the line's own number. The cache is
 bounded (`LIMIT` lines, cleared when full).
 
 Must import under Python 3.9 (PyPy's ExaBGP runs it).
 """
 from __future__ import annotations
 
+from itertools import chain, repeat
 from typing import Callable, Dict, Iterable, Iterator, List, Tuple
 
 LIMIT = 20_000  # distinct lines kept (~100 bytes each with their tokens: a 2 MB bound)
@@ -64,13 +65,11 @@ class LineTokens:
                 yield [(number, col, word) for col, word in statement]
 
     def _refused(self, line: str, number: int) -> Iterator[List[Token]]:
-        """What ExaBGP yields for a line it refuses, up to its ValueError (with its number, counted
-        from 1 in the stream it was given)."""
-        try:
-            for parsed in self.original([line]):
-                yield [(number, col, word) for _, col, word in parsed]
-        except ValueError as exc:
-            raise ValueError(str(exc).replace("line 1:", f"line {number}:", 1)) from None
+        """What ExaBGP yields for a line it refuses, up to its ValueError: its own walk of `number - 1`
+        empty lines (which yield nothing) and then the line, so that it numbers the line itself, in
+        the tokens it yields and in both forms of its message (the second lists tokens with their
+        line numbers)."""
+        yield from self.original(chain(repeat("", number - 1), (line,)))
 
 
 def patch() -> LineTokens:

@@ -103,3 +103,21 @@ def test_a_reload_through_the_cache_parses_the_same_neighbours(tmp_path) -> None
     assert 0 < int(first) < 100  # 21 neighbours, a few dozen distinct lines
     assert second == "0"  # a reload of the same file cuts nothing again
     assert (api_words, api_not_kept) == ("True", "True")  # the send path's commands: ExaBGP's own tokens, not kept
+
+
+@pytest.mark.parametrize("lines", [["a b;", 'c "d"'], ["a b;", "x;", "", 'ok; c "d"']], ids=["second", "fourth"])
+def test_a_refused_line_whose_message_lists_its_tokens_names_its_own_line_in_each(lines: list[str]) -> None:
+    """ExaBGP's second refusal (words left without a closing `;`) puts the tokens, each with its line
+    number, in the message: every number in it is the line's, as ExaBGP writes them."""
+    def refusal(tokens) -> tuple[list, str]:
+        got = []
+        try:
+            for t in tokens(lines):
+                got.append(t)
+        except ValueError as exc:
+            return got, str(exc)
+        raise AssertionError("not refused")
+
+    want = refusal(exabgp_tokens)
+    assert f"({len(lines)}, " in want[1]  # ExaBGP's own numbering, in the tokens it lists
+    assert refusal(LineTokens(exabgp_tokens).tokens) == want
