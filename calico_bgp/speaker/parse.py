@@ -127,7 +127,9 @@ def _update(peer: str, message: dict[str, Any]) -> list[Parsed]:
     announced: dict[str, dict[str, PathAttributes]] = {}
     path_ids: dict[str, dict[str, str]] = {}
     announce = update.get("announce", {})
-    of_next_hop = _LAST_ATTRIBUTES.of(update.get("attribute", {})) if announce else None  # withdrawals need none
+    section = update.get("attribute", {})
+    # a section that cannot be read refuses the whole line, withdrawals too; an empty one is not parsed
+    of_next_hop = _LAST_ATTRIBUTES.of(section) if announce or section else None
     for family, by_nexthop in announce.items():
         out = announced.setdefault(family, {})
         for next_hop, nlris in by_nexthop.items():

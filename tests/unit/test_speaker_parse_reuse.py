@@ -65,3 +65,16 @@ def test_the_peer_address_is_printed_as_ipaddress_prints_it():
     assert ev.peer == "2001:db8::1"
     with pytest.raises(MalformedMessage):
         parse_line(_line(withdraw={"ipv4 unicast": ["198.19.0.1/32"]}, peer="not-an-address"))
+
+
+def test_a_withdraw_only_update_with_a_section_that_cannot_be_read_is_refused_whole():
+    """As an UPDATE with announcements: an attribute section that cannot be read makes the whole
+    line malformed (nothing of it applied, counted by the caller), withdrawals and all; an empty or
+    absent section, the usual withdraw-only UPDATE, is not parsed."""
+    with pytest.raises(MalformedMessage):
+        parse_line(_line(withdraw={"ipv4 unicast": ["198.19.0.1/32"]}, attribute={**ATTRS, "med": "five"}))
+    for attribute in (None, {}):
+        wd = _update(_line(withdraw={"ipv4 unicast": ["198.19.0.1/32"]}, attribute=attribute))
+        assert wd.withdrawn == ("198.19.0.1/32",) and not wd.announced
+    readable = _update(_line(withdraw={"ipv4 unicast": ["198.19.0.1/32"]}, attribute=ATTRS))
+    assert readable.withdrawn == ("198.19.0.1/32",) and not readable.announced
