@@ -12,11 +12,18 @@ SIGTERM, waited for the timeout. Here:
   peer, never sees them), and a connection is accepted, a signal acted on, at once;
 - the loop's `Listener.incoming` calls accept() on every listening socket at each turn (an
   EAGAIN and its exception, every turn, under churn several hundred a second); it now does so only
-  after a wait reported that descriptor readable (a connection, or a signal, may be there), and
-  until then tells the loop there is no connection, as its failed accept() did;
+  after a wait reported that descriptor readable (a connection, or a signal, may be there), or
+  while a socket it skipped still holds an accepted connection the loop has not taken, and
+  otherwise tells the loop there is no connection, as its failed accept() did;
+- a listening socket that woke the loop is left out (EPOLLONESHOT) until `Listener.incoming()`
+  accepts a connection, or for one idle wait (`IDLE_WAIT_MS`): it stays readable while a
+  connection waits, and when incoming() cannot take it (EMFILE, ENOBUFS) every poll would return
+  at once and the loop spin;
 - with no API command queued the wait is `IDLE_WAIT_MS` (ExaBGP: 10 ms; timers and connection steps
   may come up to 40 ms later); with API work queued it stays 10 ms, and a turn that asked for the
-  next one at once still does not wait.
+  next one at once still does not wait;
+- where its descriptors cannot be made (EMFILE), the wait is ExaBGP's own, tried again after
+  `RETRY_S`.
 
 A longer wait while every session was Established (250 ms) cut an idle ExaBGP's CPU about 4x more,
 and was taken out: a node joining a 20-node mesh then took about a second longer to its first
@@ -25,8 +32,8 @@ session and to the join (bench.mesh --k 20, alternating, shared machine: join 1.
 with this module as it is), the mechanism not found.
 
 Follows ExaBGP 5.0.15's reactor/loop.py (`Reactor.run`,
-`_wait_for_io`) and reactor/listener.py (`Listener.incoming`, which accepts at each turn; the gate keeps its
-`serving` check and what it accepts).
+`_wait_for_io`) and reactor/listener.py (`Listener.incoming`, which accepts at each turn, once a
+socket; the gate keeps its `serving` check and what it accepts).
 
 Must import under Python 3.9 (PyPy's ExaBGP runs it).
 """
@@ -35,20 +42,28 @@ from __future__ import annotations
 import os
 import select
 import signal
+import time
 from typing import Any, Iterator
 
 IDLE_WAIT_MS = 50  # how long an idle reactor waits for a socket (ExaBGP: 10 ms)
+RETRY_S = 1.0  # after the wake-up descriptors could not be made, ExaBGP's own wait this long
+_LISTENING = select.EPOLLIN | select.EPOLLONESHOT
 
 
 class Wakeups:
     """One descriptor for the reactor's poll set that is readable while a listening socket has a
     connection to accept or a signal arrived: an epoll of the listening sockets and of the read end
-    of the signal wake-up pipe (level-triggered: readable until the connection is accepted)."""
+    of the signal wake-up pipe (the signal pipe level-triggered, each
+    listening socket EPOLLONESHOT: see `woken` and `rearm`)."""
 
     def __init__(self) -> None:
         self.epoll = select.epoll()
+        try:
+            self._signal_read, write = os.pipe()
+        except OSError:
+            self.epoll.close()
+            raise
         self.fd = self.epoll.fileno()
-        self._signal_read, write = os.pipe()
         for end in (self._signal_read, write):
             os.set_blocking(end, False)
         try:
@@ -59,8 +74,10 @@ class Wakeups:
             self.epoll.register(self._signal_read, select.EPOLLIN)
         self.listening: "dict[int, object]" = {}  # fd -> the listening socket registered under it
         # whether the listening sockets may have a connection to accept: set when a wait saw this
-        # descriptor readable (level-triggered, so an unaccepted connection sets it again each wait)
-        self.maybe_incoming = False  # the first wait sees a connection already there (level-triggered)
+        # descriptor readable (a listening socket then out of the poll set until `rearm`)
+        self.maybe_incoming = False  # the first wait sees a connection already there
+        # fd -> (when it woke the loop, the listener's accept count then): out of the poll set
+        self.unarmed: "dict[int, tuple[float, int]]" = {}
 
     def follow(self, sockets: "list[Any]") -> None:
         """Make the listening sockets registered those of `sockets` (ExaBGP opens and closes them
@@ -76,13 +93,35 @@ class Wakeups:
                 except OSError:
                     pass
                 del self.listening[fd]
+                self.unarmed.pop(fd, None)
         for fd, sock in wanted.items():
             if fd not in self.listening:
                 try:
-                    self.epoll.register(fd, select.EPOLLIN)
+                    self.epoll.register(fd, _LISTENING)
                 except OSError:
                     continue
                 self.listening[fd] = sock
+
+    def woken(self, accepts: int, now: float) -> None:
+        """Our descriptor was readable: the signal numbers read, and each listening socket that
+        fired left out of the poll set (EPOLLONESHOT disarmed it) from `now`, at `accepts`."""
+        for fd, _ in self.epoll.poll(0):
+            if fd in self.listening:
+                self.unarmed[fd] = (now, accepts)
+            else:
+                self.clear_signals()
+
+    def rearm(self, accepts: int, now: float) -> None:
+        """Put back in the poll set the listening sockets left out, once the listener accepted a
+        connection since (`accepts` moved: the next waiting one may wake the loop) or one idle wait
+        has passed (a connection it could not take is tried again then, not at every turn)."""
+        for fd, (since, count) in list(self.unarmed.items()):
+            if accepts != count or now - since >= IDLE_WAIT_MS / 1000:
+                del self.unarmed[fd]
+                try:
+                    self.epoll.modify(fd, _LISTENING)
+                except OSError:  # closed since: follow() drops it
+                    pass
 
     def clear_signals(self) -> None:
         """Read the signal numbers the wake-up pipe holds (their handlers ran already)."""
@@ -102,37 +141,60 @@ def wait_ms(sleeptime: int, api_idle: bool) -> int:
 
 
 def patch() -> None:
+    from exabgp.reactor.listener import Listener
     from exabgp.reactor.loop import Reactor
 
     wait = Reactor._wait_for_io
-
-    def _wait_for_io(self: Reactor, sleeptime: int) -> Iterator[int]:  # type: ignore[no-untyped-def]
-        wake = self.__dict__.get("_calico_wakeups")
-        if wake is None:
-            wake = self._calico_wakeups = Wakeups()
-            self._poller.register(wake.fd, select.POLLIN)
-        listener = getattr(self, "listener", None)
-        wake.follow(list(listener._sockets) if listener is not None else [])
-        sleeptime = wait_ms(sleeptime, self.asynchronous.ready())
-        for fd in wait(self, sleeptime):
-            if fd == wake.fd:
-                wake.maybe_incoming = True
-                wake.clear_signals()  # a connection is accepted by the loop's next turn
-                continue
-            yield fd
-
-    Reactor._wait_for_io = _wait_for_io  # type: ignore[method-assign]
-
-    from exabgp.reactor.listener import Listener
-
     incoming = Listener.incoming
 
     def _incoming(self: Listener) -> bool:  # type: ignore[no-untyped-def]
         wake = getattr(self._reactor, "_calico_wakeups", None)
-        if wake is not None:  # None before the loop's first wait: accept as ExaBGP does
-            if not wake.maybe_incoming:
-                return False
-            wake.maybe_incoming = False
-        return incoming(self)
+        if wake is None:  # before the loop's first wait, or without its descriptors: as ExaBGP does
+            accepted = incoming(self)
+        elif not wake.maybe_incoming and not self._accepted:
+            return False
+        else:
+            accepted = incoming(self)
+            # a socket holding a connection the loop has not taken yet was skipped: try again next turn
+            wake.maybe_incoming = not accepted and bool(self._accepted)
+        if accepted:  # what lets a listening socket back in the poll set at once (Wakeups.rearm)
+            self._calico_accepts = getattr(self, "_calico_accepts", 0) + 1
+        return accepted
 
+    def wakeups(reactor: Reactor) -> "Wakeups | None":
+        """The reactor's Wakeups, made at its first wait; None while they cannot be made."""
+        wake = reactor.__dict__.get("_calico_wakeups")
+        if wake is not None:
+            return wake
+        failed = reactor.__dict__.get("_calico_wakeups_failed")
+        if failed is not None and time.monotonic() - failed < RETRY_S:
+            return None
+        try:
+            wake = Wakeups()
+        except OSError:  # out of descriptors: outside ExaBGP's own try, it would end ExaBGP's loop
+            reactor._calico_wakeups_failed = time.monotonic()
+            return None
+        reactor._poller.register(wake.fd, select.POLLIN)
+        reactor._calico_wakeups = wake
+        return wake
+
+    def _wait_for_io(self: Reactor, sleeptime: int) -> Iterator[int]:  # type: ignore[no-untyped-def]
+        wake = wakeups(self)
+        if wake is None:
+            yield from wait(self, sleeptime)
+            return
+        listener = getattr(self, "listener", None)
+        accepts = getattr(listener, "_calico_accepts", 0)
+        wake.follow(list(listener._sockets) if listener is not None else [])
+        if wake.unarmed:
+            wake.rearm(accepts, time.monotonic())
+        sleeptime = wait_ms(sleeptime, self.asynchronous.ready())
+        for fd in wait(self, sleeptime):
+            if fd == wake.fd:
+                wake.maybe_incoming = True
+                wake.woken(accepts, time.monotonic())  # a connection is accepted by the loop's next turn
+                continue
+            yield fd
+
+    Reactor._wait_for_io = _wait_for_io  # type: ignore[method-assign]
     Listener.incoming = _incoming  # type: ignore[method-assign]

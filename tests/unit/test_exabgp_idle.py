@@ -49,10 +49,13 @@ class Poller:
         got = self.poll_.poll(timeout)
         returned.append(sorted(fd for fd, _ in got))
         return got
-class Listener:
-    _sockets = {}
+from exabgp.reactor.listener import Listener as ExaBGPListener
+class Listener(ExaBGPListener):  # ExaBGP's, its incoming() as the loop calls it (its reactor set below)
+    def __init__(self):
+        self._sockets, self._accepted, self.serving = {}, {}, True
 reactor = Reactor.__new__(Reactor)
 reactor._poller, reactor.asynchronous, reactor.listener = Poller(), ASYNC(), Listener()
+if reactor.listener is not None: reactor.listener._reactor = reactor
 def wait(ms):
     return list(reactor._wait_for_io(ms))
 """
@@ -120,3 +123,49 @@ def test_the_listener_tries_accept_only_after_a_wait_saw_a_connection_or_signal(
         "print(listener.incoming(), len(accepts))\n")
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout.split("\n")
     assert out[:7] == ["False 1", "False False 1", "False 1", "True False 2", "True 3", "False 3", "False 4"]
+def test_a_connection_that_cannot_be_accepted_does_not_make_the_loop_spin_and_an_accepted_one_rearms_at_once(python):
+    """A listening socket stays readable while a connection waits; when ExaBGP's incoming() cannot
+    take it (EMFILE, ENOBUFS: it tries once a turn and gives up), waking the loop each time would
+    spin it (~60,000 turns in 0.5 s). A listener that woke the loop is left out of the poll set
+    until incoming() accepts something or one idle wait has passed: ten waits without an accept
+    take ~5 idle waits, not ~0. When incoming() does accept, the next connection waiting wakes the
+    following wait at once."""
+    code = _PROBE + (
+        "import time\n"
+        "listening = socket.socket(); listening.bind(('127.0.0.1', 0)); listening.listen(4); listening.setblocking(False)\n"
+        "reactor.listener._sockets = {listening: None}\n"
+        "clients = [socket.create_connection(listening.getsockname()) for _ in range(2)]\n"
+        "start = time.monotonic()\n"
+        "for _ in range(10): wait(10)\n"
+        "print(round((time.monotonic() - start) * 1000))\n"
+        "wait(10)\n"  # the listener armed again after an idle wait: a wake at once, unarmed again
+        "print(reactor.listener.incoming(), len(reactor.listener._accepted))\n"
+        "reactor.listener._accepted.clear()  # what new_connections() does with it\n"
+        "start = time.monotonic()\n"
+        "wait(5000)\n"
+        "print(round((time.monotonic() - start) * 1000) < 1000, len(returned[-1]))\n")
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout.split("\n")
+    assert int(out[0]) >= 4 * IDLE_WAIT_MS
+    assert out[1] == "True 1"
+    assert out[2] == "True 1"
+
+
+def test_the_wait_falls_back_to_exabgps_own_when_its_descriptors_cannot_be_made(python):
+    """Out of descriptors (EMFILE) when the patch would make its epoll: the wait is ExaBGP's own
+    (its timeout as given, the peers' descriptors yielded), the loop goes on, and the patch's
+    descriptors are made once they can be."""
+    code = _PROBE + (
+        "import errno\n"
+        "from calico_bgp.speaker import exabgp_idle\n"
+        "real = select.epoll\n"
+        "def refused(*a, **k): raise OSError(errno.EMFILE, 'Too many open files')\n"
+        "select.epoll = refused\n"
+        "peer_end, ours = socket.socketpair(); peer_end.send(b'x')\n"
+        "reactor._poller.register(ours.fileno(), select.POLLIN)\n"
+        "print(wait(10) == [ours.fileno()], timeouts[-1], '_calico_wakeups' in reactor.__dict__)\n"
+        "select.epoll = real; exabgp_idle.RETRY_S = 0\n"
+        "ours.recv(1)\n"
+        "print(wait(10), timeouts[-1], reactor._calico_wakeups.fd > 0)\n")
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout.split("\n")
+    assert out[0] == "True 10 False"
+    assert out[1] == f"[] {IDLE_WAIT_MS} True"
