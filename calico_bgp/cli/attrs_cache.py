@@ -20,13 +20,22 @@ A class's __hash__ starts from hash() of a string (attrs' `type_hash`), which di
 process (hash randomisation): that number is left out of the key, and the cached code gets this
 process's value back in place of the one it was compiled with (the only constant that differs).
 Only `node run` uses it; nothing else changes in what attrs builds (tests/unit/test_attrs_cache.py).
+
+The code objects are run as they are loaded, often as root: a cache file is read only when it is a
+regular file (not a link) owned by this process's user and writable by no one else, and it is
+written to a new file (O_EXCL, never through a link, mode 0o644) renamed over it. Its name carries
+the interpreter's cache tag and bytecode magic number, the attrs version and the optimisation level.
+A failed write is a logged warning (`finish_logged`): the cache only ever saves time.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import logging
 import marshal
 import os
 import re
+import stat
 import sys
 import types
 from pathlib import Path
@@ -59,7 +68,8 @@ def cache_path(root: Path | None = None) -> Path:
     import attr
 
     root = Path(__file__).resolve().parents[1] if root is None else root
-    tag = f"{sys.implementation.cache_tag}-attrs{attr.__version__}-O{sys.flags.optimize}"
+    magic = importlib.util.MAGIC_NUMBER.hex()  # bytecode can change within one cache tag
+    tag = f"{sys.implementation.cache_tag}-{magic}-attrs{attr.__version__}-O{sys.flags.optimize}"
     return root / "__pycache__" / f"attrs-methods.{tag}.marshal"
 
 
@@ -75,7 +85,8 @@ class MethodCache:
         self.used: dict[Key, tuple[types.CodeType, int | None]] = {}
         self.compiled = 0
         try:
-            loaded = marshal.loads(path.read_bytes())
+            data = _read_own(path)
+            loaded = marshal.loads(data) if data is not None else None
             if isinstance(loaded, dict):
                 self.known = loaded
         except (OSError, ValueError, EOFError, TypeError):
@@ -114,15 +125,32 @@ class MethodCache:
         if not self.compiled:
             return False
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        data = marshal.dumps({k: (marshal.dumps(c), h) for k, (c, h) in self.used.items()})
         try:
             self.path.parent.mkdir(exist_ok=True)
-            tmp.write_bytes(marshal.dumps({k: (marshal.dumps(c), h) for k, (c, h) in self.used.items()}))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except OSError:
+            return False  # a file (or a link) of someone else's at the name: left as it is
+        try:
+            with open(fd, "wb") as out:
+                out.write(data)
             os.replace(tmp, self.path)
         except OSError:
             tmp.unlink(missing_ok=True)
             return False
         self.compiled = 0
         return True
+
+
+def _read_own(path: Path) -> bytes | None:
+    """The file's bytes when it is a regular file, not a link, owned by this process's user and
+    writable by no one else; None otherwise (OSError when there is none)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return None
+        return f.read()
 
 
 _installed: MethodCache | None = None
@@ -156,17 +184,29 @@ def use_for_node_run() -> None:
 
 def finish() -> bool:
     """After the agent's first sync: write the cache when this process compiled anything new, then let
-    it go (attrs and cattrs compile as before from now on; the scripts and code held for the cache,
-    ~2 MB, are freed). Returns whether it was written."""
+    it go (attrs and cattrs compile as before from now on, also when the write raised; the scripts
+    and code held for the cache, ~2 MB, are freed). Returns whether it was written."""
     global _installed
-    if _installed is None:
+    installed, _installed = _installed, None
+    if installed is None:
         return False
-    written = _installed.save()
-    for module in _compilers():
-        if getattr(module, "compile", None) == _installed.compile:
-            del module.compile  # type: ignore[attr-defined]  # the built-in again
-    _installed = None
-    return written
+    try:
+        return installed.save()
+    finally:
+        for module in _compilers():
+            if getattr(module, "compile", None) == installed.compile:
+                del module.compile  # type: ignore[attr-defined]  # the built-in again
+
+
+def finish_logged() -> bool:
+    """finish(), for `node run`'s task group: any failure is a warning, never the agent's end."""
+    try:
+        return finish()
+    except Exception as exc:  # noqa: BLE001  (a speed-only step)
+        from dataplane.logfmt import event
+
+        event(logging.getLogger(__name__), "attrs_cache_not_written", logging.WARNING, error=repr(exc))
+        return False
 
 
 def codec_hooks() -> int:

@@ -87,7 +87,7 @@ def node_run(g: Globals, name: str, ip: str | None, ip6: str | None, ip_autodete
                 nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
                 await nursery.start(agent.run)
                 await agent.ready.wait()
-                attrs_cache.finish()  # after the first sync: the codec's hooks for what is stored are made too
+                attrs_cache.finish_logged()  # after the first sync: the codec's hooks for what is stored are made too
                 trim_heap()  # the cache's ~2 MB, freed beneath what the first sync allocated
 
     run(main)

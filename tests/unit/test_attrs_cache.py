@@ -9,7 +9,7 @@ import sys
 import types
 from pathlib import Path
 
-from calico_bgp.cli.attrs_cache import MethodCache, split_type_hash, with_constant
+from calico_bgp.cli.attrs_cache import MethodCache, cache_path, split_type_hash, with_constant
 
 CLASSES = '''
 import attrs
@@ -151,3 +151,75 @@ def test_a_script_compiled_twice_in_one_process_is_compiled_once_and_cached(tmp_
         exec(again.compile(script, "<cattrs generated structure X>", "exec"), ns)
         assert ns["structure_X"](1) == 2
     assert again.compiled == 0 and again.save() is False
+
+
+def _written(path: Path) -> MethodCache:
+    cache = MethodCache(path)
+    cache.compile("def f():\n    return 1\n", "<attrs generated f>", "exec")
+    assert cache.save() and path.exists()
+    return cache
+
+
+def test_the_cache_file_is_per_bytecode_version():
+    """Python's bytecode magic number is in the name: two builds of one Python version whose
+    bytecode differs never read each other's code objects."""
+    import importlib.util
+
+    assert importlib.util.MAGIC_NUMBER.hex() in cache_path(Path("/nonexistent")).name
+
+
+def test_the_temporary_file_is_created_never_followed(tmp_path: Path):
+    """The temporary name is predictable: a link planted there is not written through (it would
+    let another user overwrite any file as root); the cache is not written this time."""
+    path = tmp_path / "c.marshal"
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    cache = MethodCache(path)
+    cache.compile("x = 1\n", "<attrs generated x>", "exec")
+    (tmp_path / f"{path.name}.{os.getpid()}.tmp").symlink_to(victim)
+    assert cache.save() is False
+    assert victim.read_bytes() == b"keep" and not path.exists()
+    assert (tmp_path / f"{path.name}.{os.getpid()}.tmp").is_symlink()  # another's file: not removed either
+    (tmp_path / f"{path.name}.{os.getpid()}.tmp").unlink()
+    assert cache.save() and path.stat().st_mode & 0o777 == 0o644 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_cache_file_another_user_could_have_written_is_not_loaded(tmp_path: Path):
+    """Code objects are run as they are: a cache file writable by group or others, owned by another
+    user, or reached through a link is compiled around, as an unreadable one is."""
+    path = tmp_path / "c.marshal"
+    _written(path)
+    assert MethodCache(path).known
+    path.chmod(0o666)
+    assert MethodCache(path).known == {}
+    path.chmod(0o644)
+    link = tmp_path / "link.marshal"
+    link.symlink_to(path)
+    assert MethodCache(link).known == {}
+    if os.geteuid() == 0:
+        os.chown(path, 65534, -1)
+        assert MethodCache(path).known == {}
+
+
+def test_finish_after_a_failed_write_logs_it_and_gives_attrs_its_compile_back(tmp_path: Path, monkeypatch, caplog):
+    """`node run` calls finish() inside the agent's task group: a write that fails in any way is a
+    warning (the cache is a speed-only step), never the agent's end."""
+    from attr import _make
+
+    from calico_bgp.cli import attrs_cache
+
+    def broken(self: MethodCache) -> bool:
+        raise RuntimeError("unmarshallable")
+
+    attrs_cache.install(tmp_path / "c.marshal")
+    monkeypatch.setattr(MethodCache, "save", broken)
+    with caplog.at_level("WARNING"):
+        assert attrs_cache.finish_logged() is False
+    assert "compile" not in vars(_make)
+    assert "attrs_cache_not_written" in caplog.text and "unmarshallable" in caplog.text
