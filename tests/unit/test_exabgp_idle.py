@@ -169,3 +169,23 @@ def test_the_wait_falls_back_to_exabgps_own_when_its_descriptors_cannot_be_made(
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout.split("\n")
     assert out[0] == "True 10 False"
     assert out[1] == f"[] {IDLE_WAIT_MS} True"
+
+
+def test_a_connection_behind_one_the_loop_has_not_taken_is_accepted_without_waiting_for_the_listener(python):
+    """ExaBGP's incoming() skips a listening socket that still holds an accepted connection its
+    new_connections() has not taken. The listener that woke the loop is out of the poll set then, so
+    the gate stays open: the turn after the loop takes the first connection accepts the second
+    (and a burst of peers connecting at once is accepted turn by turn, not one per idle wait)."""
+    code = _PROBE.replace("reactor.listener = Poller(), ASYNC(), Listener()", "reactor.listener = Poller(), ASYNC(), None") + (
+        "from exabgp.reactor.listener import Listener as ExaListener\n"
+        "listening = socket.socket(); listening.bind(('127.0.0.1', 0)); listening.listen(4); listening.setblocking(False)\n"
+        "listener = reactor.listener = ExaListener(reactor); listener.serving = True; listener._sockets = {listening: None}\n"
+        "a = socket.create_connection(listening.getsockname()); b = socket.create_connection(listening.getsockname())\n"
+        "wait(5000)\n"
+        "print(listener.incoming(), len(listener._accepted))\n"
+        "wait(0)\n"  # the listener is back in the poll set (an accept), and wakes this wait: out again
+        "print(listener.incoming(), len(listener._accepted))\n"  # skipped: the first is not taken yet
+        "wait(0); listener._accepted.clear()\n"  # no wake-up from the listener now; the loop takes the first
+        "print(listener.incoming(), len(listener._accepted))\n")
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout.split("\n")
+    assert out[:3] == ["True 1", "False 1", "True 1"]
