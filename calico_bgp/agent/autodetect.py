@@ -69,7 +69,6 @@ _IFA_ADDRESS, _IFA_LOCAL = 1, 2
 _DUMP_FLAGS = 0x1 | 0x300  # NLM_F_REQUEST | NLM_F_DUMP
 _NLMSGHDR = struct.Struct("=IHHII")
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, interface index
-_NLA = struct.Struct("=HH")
 
 
 def read_interfaces() -> list[Interface]:
@@ -92,7 +91,7 @@ def read_interfaces() -> list[Interface]:
 def _addresses(sock: socket.socket) -> list[tuple[int, ipaddress.IPv4Interface | ipaddress.IPv6Interface]]:
     """(interface index, address/prefix length) of every address, in the kernel's order; an address
     is IFA_ADDRESS, else IFA_LOCAL (as `ip addr` shows it)."""
-    from dataplane import netlink
+    from dataplane import netlink, rtnl_codec
 
     seq = int(time.monotonic() * 1000) & 0x3FFFFFFF
     request = _NLMSGHDR.pack(_NLMSGHDR.size + _IFADDRMSG.size, _RTM_GETADDR, _DUMP_FLAGS, seq, 0) + \
@@ -103,14 +102,7 @@ def _addresses(sock: socket.socket) -> list[tuple[int, ipaddress.IPv4Interface |
             if mtype != _RTM_NEWADDR:
                 continue
             family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(data, off + 16)
-            attrs_found: dict[int, bytes] = {}
-            at, end = off + 16 + _IFADDRMSG.size, off + length
-            while at + 4 <= end:
-                alen, atype = _NLA.unpack_from(data, at)
-                if alen < 4:
-                    break
-                attrs_found[atype & 0x3FFF] = data[at + 4:at + alen]
-                at += (alen + 3) & ~3
+            attrs_found = rtnl_codec.attributes(data, off + 16 + _IFADDRMSG.size, off + length)
             raw = attrs_found.get(_IFA_ADDRESS) or attrs_found.get(_IFA_LOCAL)
             if raw is None or family not in (socket.AF_INET, socket.AF_INET6):
                 continue
