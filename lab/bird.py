@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
+from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
@@ -102,6 +103,27 @@ def parse_protocols(text: str) -> dict[str, dict[str, str]]:
             info = " ".join(rest[2:] if since.count(" ") else rest[1:])
             out[name] = {"proto": proto, "table": table, "state": state, "since": since, "info": info}
     return out
+
+
+def same_since(a: str, b: str) -> bool:
+    """Two readings of one protocol's `since` column name the same moment. BIRD prints it as real now
+    minus monotonic age (`tm_format_time`, lib/timer.c), two clocks read apart, so an unchanged moment
+    can print a millisecond apart between readings; a session that was reset has a `since` seconds later
+    (BIRD's connect and error waits are seconds long)."""
+    dated = " " in a
+    if dated != (" " in b):
+        return False
+    if dated:  # "YYYY-MM-DD HH:MM:SS": whole seconds, so a jitter can cross one
+        fmt = "%Y-%m-%d %H:%M:%S"
+        return abs((datetime.strptime(a, fmt) - datetime.strptime(b, fmt)).total_seconds()) <= 1
+    day = 86400.0
+    gap = abs(_seconds_of_day(a) - _seconds_of_day(b)) % day
+    return min(gap, day - gap) <= 0.05
+
+
+def _seconds_of_day(since: str) -> float:
+    h, m, s = since.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
 
 
 def parse_sessions(text: str) -> list[BgpSession]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.bird import Bird, BirdPeer, parse_protocols, parse_routes, parse_sessions
+from lab.bird import Bird, BirdPeer, parse_protocols, parse_routes, parse_sessions, same_since
 from lab.net import LabError, TimedOut, wait_for
 
 PROTOCOLS = """BIRD 2.0.12 ready.
@@ -48,6 +48,15 @@ def test_protocols_keeps_bgp_rows_with_their_info_whatever_the_age_format():
     assert p["n1"]["info"] == "Established" and p["n1"]["since"] == "10:00:02.456"
     assert p["tor"]["since"] == "2026-12-07 10:00:03"
     assert p["tor"]["info"] == "Active Socket: Connection refused"
+
+
+def test_same_since_allows_birds_millisecond_print_jitter_not_a_reset():
+    assert same_since("23:54:26.956", "23:54:26.955")  # one moment read twice (CI, stop 23)
+    assert same_since("23:59:59.999", "00:00:00.001")  # across midnight
+    assert not same_since("10:00:02.456", "10:00:07.500")  # reset and re-established
+    assert same_since("2026-12-07 10:00:03", "2026-12-07 10:00:04")
+    assert not same_since("2026-12-07 10:00:03", "2026-12-07 10:00:09")
+    assert not same_since("10:00:03.000", "2026-12-07 10:00:03")
 
 
 def test_sessions_read_neighbour_state_and_imported_routes():
