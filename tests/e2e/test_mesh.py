@@ -41,6 +41,38 @@ def _converged(c: MeshCluster, names: list[str]) -> bool:
     return True
 
 
+def _join_fourth_node(c: MeshCluster) -> None:
+    c.add_node("n4", 4)
+    c.add_workload("n4")
+    c.start_agent("n4")
+    names = ["n1", "n2", "n3", "n4"]
+    for n in names:
+        wait_for(f"{n} sessions Established", lambda n=n: c.sessions_up(n, 3), timeout=60)
+    wait_for("n4's block everywhere", lambda: _converged(c, names), timeout=30)
+
+
+def _with_fourth_node(c: MeshCluster) -> None:
+    """The tests after the join run on four nodes; run alone (-k), each brings n4 in itself."""
+    if "n4" not in c.agents:
+        _join_fourth_node(c)
+
+
+def _remove_fourth_node(c: MeshCluster) -> None:
+    block = _block_of(c, "n4")
+    c.agents["n4"].stop()
+    c.remove_workload("n4")  # DEL through calico-bgp-cni: its veth, routes and address go
+    c.cli("delete", "node", "n4")
+    for n in ("n1", "n2", "n3"):
+        wait_for(f"n4's block gone from {n}", lambda n=n: block not in c.routes(n), timeout=30)
+        wait_for(f"{n} back to two sessions", lambda n=n: c.sessions_up(n, 2), timeout=30)
+
+
+def _fourth_node_came_and_went(c: MeshCluster) -> None:
+    _with_fourth_node(c)
+    if c.agents["n4"].alive():
+        _remove_fourth_node(c)
+
+
 def test_mesh_comes_up_and_routes_blocks_via_the_right_next_hop(cluster):
     c = cluster
     names = ["n1", "n2", "n3"]
@@ -55,14 +87,9 @@ def test_mesh_comes_up_and_routes_blocks_via_the_right_next_hop(cluster):
 
 def test_a_fourth_node_joins_without_disturbing_existing_sessions(cluster):
     c = cluster
+    assert "n4" not in c.agents, "n4 is already in the mesh"
     before = {n: {s["peer"]: s["since"] for s in c.status(n)["sessions"]} for n in ("n1", "n2", "n3")}
-    c.add_node("n4", 4)
-    c.add_workload("n4")
-    c.start_agent("n4")
-    names = ["n1", "n2", "n3", "n4"]
-    for n in names:
-        wait_for(f"{n} sessions Established", lambda n=n: c.sessions_up(n, 3), timeout=60)
-    wait_for("n4's block everywhere", lambda: _converged(c, names), timeout=30)
+    _join_fourth_node(c)
     for n in ("n1", "n2", "n3"):
         after = {s["peer"]: s["since"] for s in c.status(n)["sessions"]}
         for peer, since in before[n].items():
@@ -72,6 +99,7 @@ def test_a_fourth_node_joins_without_disturbing_existing_sessions(cluster):
 
 def test_sigkill_and_restart_keeps_routes_and_traffic(cluster):
     c = cluster
+    _with_fourth_node(c)
     victim = "n2"
     watched = {n: c.routes(n) for n in ("n1", "n3", "n4")}
     victim_routes = c.routes(victim)
@@ -114,19 +142,15 @@ def test_sigkill_and_restart_keeps_routes_and_traffic(cluster):
 
 def test_removing_a_node_removes_its_routes_everywhere(cluster):
     c = cluster
-    block = _block_of(c, "n4")
-    c.agents["n4"].stop()
-    c.remove_workload("n4")  # DEL through calico-bgp-cni: its veth, routes and address go
-    c.cli("delete", "node", "n4")
-    for n in ("n1", "n2", "n3"):
-        wait_for(f"n4's block gone from {n}", lambda n=n: block not in c.routes(n), timeout=30)
-        wait_for(f"{n} back to two sessions", lambda n=n: c.sessions_up(n, 2), timeout=30)
+    _with_fourth_node(c)
+    _remove_fourth_node(c)
 
 
 def test_events_record_sessions_and_repairs(cluster):
     import json
 
     c = cluster
+    _fourth_node_came_and_went(c)  # its session_down is one of the events read below
     block3 = _block_of(c, "n3")
     sh_ns = c.nodes["n1"]
     from lab.net import sh
