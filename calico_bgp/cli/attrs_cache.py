@@ -4,8 +4,8 @@ Python keeps a module's, instead of compiled again at every start.
 attrs writes each class's methods (__init__, __eq__, __hash__, __repr__, ...) as Python source when
 the class is defined and compiles it, in every process: about 220 scripts and 0.1 s of CPU, a
 fifth of the agent's imports, on the way to its first session. Here attrs' `compile` is wrapped: a
-script compiled before (same text, same file name; the cache file is per interpreter, attrs version
-and optimisation level) gets its code object from `attrs-methods.*.marshal` in our `__pycache__`,
+script compiled before (same text, same file name; the cache file is per interpreter and
+optimisation level) gets its code object from `attrs-methods.*.marshal` in our `__pycache__`,
 written once the agent's modules are imported when anything new was compiled, and then let go (by `node run`, or
 by bootstrap.sh and the benches ahead of it: `prime()`).
 
@@ -24,7 +24,7 @@ Only `node run` uses it; nothing else changes in what attrs builds (tests/unit/t
 The code objects are run as they are loaded, often as root: a cache file is read only when it is a
 regular file (not a link) owned by this process's user and writable by no one else, and it is
 written to a new file (O_EXCL, never through a link, mode 0o644) renamed over it. Its name carries
-the interpreter's cache tag and bytecode magic number, the attrs version and the optimisation level.
+the interpreter's cache tag and bytecode magic number and the optimisation level.
 A failed write is a logged warning (`finish_logged`): the cache only ever saves time.
 """
 from __future__ import annotations
@@ -65,11 +65,13 @@ def with_constant(code: types.CodeType, old: int, new: int) -> types.CodeType:
 
 
 def cache_path(root: Path | None = None) -> Path:
-    import attr
-
+    """Per interpreter (cache tag and bytecode magic number) and optimisation level. Not per attrs
+    version: a hit is keyed by the whole script, and the same text compiles to the same code whatever
+    made it (and a save keeps only what that process used). `attr.__version__` is read through
+    importlib.metadata, which cost every agent ~20 ms of CPU on its way to its first session."""
     root = Path(__file__).resolve().parents[1] if root is None else root
     magic = importlib.util.MAGIC_NUMBER.hex()  # bytecode can change within one cache tag
-    tag = f"{sys.implementation.cache_tag}-{magic}-attrs{attr.__version__}-O{sys.flags.optimize}"
+    tag = f"{sys.implementation.cache_tag}-{magic}-O{sys.flags.optimize}"
     return root / "__pycache__" / f"attrs-methods.{tag}.marshal"
 
 
