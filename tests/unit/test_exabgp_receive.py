@@ -234,3 +234,51 @@ def test_exabgp_does_not_walk_an_updates_prefixes_again_for_a_cache_it_does_not_
     debug = subprocess.run([sys.executable, "-c", _WALK], capture_output=True, text=True, check=True, timeout=60,
                            env={**os.environ, "exabgp_log_level": "DEBUG"}).stdout.splitlines()
     assert debug[0] == "[('Update', ['198.19.0.1/32', '198.19.0.2/32'], True), ('KeepAlive', None, False)]"  # logged per prefix
+
+
+# A peer whose socket holds the messages of `held` (then nothing), run by a loop turn the way the
+# reactor runs it: one Peer.run per turn; prints what each turn read and the action it returned.
+_TURNS = r"""
+import sys
+from calico_bgp.speaker import exabgp_receive
+from exabgp.bgp.message import KeepAlive, NOP
+from exabgp.bgp.message.nop import _NOP
+from exabgp.reactor.peer import ACTION, FSM, Peer
+from exabgp.reactor.protocol import Protocol
+held, pending_routes, rate = int(sys.argv[1]), sys.argv[2] == 'sending', int(sys.argv[3])
+socket, reads = [KeepAlive() for _ in range(held)], []
+def read(self):  # ExaBGP's: one message a step, NOP while the socket is empty
+    while True:
+        yield socket.pop(0) if socket else _NOP
+def main(peer):  # Peer._main's answer to what each read gave
+    for message in peer.proto.read_message():
+        reads.append(message.TYPE != NOP.TYPE)
+        yield ACTION.NOW if message.TYPE != NOP.TYPE or pending_routes else ACTION.LATER
+Protocol.read_message = read
+Peer.run = lambda self: next(self.generator)
+exabgp_receive._messages_per_turn(4)
+peer = Peer.__new__(Peer)
+peer.proto, peer.neighbor = Protocol.__new__(Protocol), {'rate-limit': rate}
+peer.proto.peer, peer.fsm = peer, FSM(peer, FSM.ESTABLISHED)
+peer.generator = main(peer)
+for turn in range(4):
+    action = peer.run()
+    print(sum(reads), len(reads), action == ACTION.NOW); reads.clear()
+"""
+
+
+def _turns(held: int, sending: bool = False, rate: int = 0) -> list[str]:
+    return subprocess.run([sys.executable, "-c", _TURNS, str(held), "sending" if sending else "idle", str(rate)],
+                          capture_output=True, text=True, check=True, timeout=60).stdout.splitlines()
+
+
+def test_a_peer_reads_what_its_socket_holds_in_one_turn_of_the_loop():
+    # messages read, runs, whether the loop is asked for another turn at once
+    assert _turns(2) == ["2 3 False", "0 1 False", "0 1 False", "0 1 False"]  # two UPDATEs, then the empty read: one turn
+    assert _turns(6) == ["4 4 True", "2 3 False", "0 1 False", "0 1 False"]  # at most 4 runs a turn
+    assert _turns(0) == ["0 1 False"] * 4
+
+
+def test_a_peer_with_routes_to_send_or_a_rate_limit_keeps_one_run_a_turn():
+    assert _turns(1, sending=True) == ["1 2 True", "0 1 True", "0 1 True", "0 1 True"]  # no repeat once nothing is read
+    assert _turns(2, rate=100) == ["1 1 True", "1 1 True", "0 1 False", "0 1 False"]
