@@ -21,12 +21,17 @@ Profiled with py-spy while ExaBGP received 100k /32s from BIRD, most of its CPU 
 - `Peer._main` walked every received UPDATE's NLRIs once more after the API was told of them, for
   its adj-rib-in cache (off: `adj-rib-in false`) and a debug line (discarded): an object, a format
   and four calls per prefix for nothing (`_no_second_walk`).
+- `Update.unpack_message` called the decoder, sliced off the rest of the field (quadratic in its
+  length) and made a debug closure for each classic IPv4 prefix: each field is now walked once
+  (`_update_prefixes_in_one_walk`, with debug logging off).
 
 and cheaper per UPDATE: ExaBGP flushed its pipe to the API process after every line
 (`Processes.write`), so the UPDATEs a peer sends together (BIRD sends a tick's withdrawals and
 announcements as two) reached the bridge and the agent as separate writes, each waking both for a
 turn of its own. The lines of received messages now wait until the reactor has read what its
-sockets hold (`_api_lines_per_read`).
+sockets hold (`_api_lines_per_read`). And each message read cost a turn of the reactor loop, and
+one more to find the socket empty: a peer now reads what its socket holds in one turn
+(`_messages_per_turn`).
 """
 from __future__ import annotations
 
