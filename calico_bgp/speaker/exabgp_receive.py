@@ -21,12 +21,17 @@ Profiled with py-spy while ExaBGP received 100k /32s from BIRD, most of its CPU 
 - `Peer._main` walked every received UPDATE's NLRIs once more after the API was told of them, for
   its adj-rib-in cache (off: `adj-rib-in false`) and a debug line (discarded): an object, a format
   and four calls per prefix for nothing (`_no_second_walk`).
+- `Update.unpack_message` called the decoder, sliced off the rest of the field (quadratic in its
+  length) and made a debug closure for each classic IPv4 prefix: each field is now walked once
+  (`_update_prefixes_in_one_walk`, with debug logging off).
 
 and cheaper per UPDATE: ExaBGP flushed its pipe to the API process after every line
 (`Processes.write`), so the UPDATEs a peer sends together (BIRD sends a tick's withdrawals and
 announcements as two) reached the bridge and the agent as separate writes, each waking both for a
 turn of its own. The lines of received messages now wait until the reactor has read what its
-sockets hold (`_api_lines_per_read`).
+sockets hold (`_api_lines_per_read`). And each message read cost a turn of the reactor loop, and
+one more to find the socket empty: a peer now reads what its socket holds in one turn
+(`_messages_per_turn`).
 """
 from __future__ import annotations
 
@@ -47,6 +52,8 @@ def patch() -> None:
     _no_second_walk()
     _api_lines_per_read()
     _withdrawals_keep_attribute_cache()
+    _update_prefixes_in_one_walk()
+    _messages_per_turn()
 
 
 def _family_create() -> None:
@@ -100,6 +107,110 @@ def inet_decoder(inet: type, afi: Any, safi: Any, pathinfo_none: Any, no_next_ho
     return decode
 
 
+def inet_walker(inet: type, afi: Any, safi: Any, pathinfo_none: Any, cidr: type,
+                mask_bytes: dict[int, int]) -> Callable[[bytes, Any, Any], Any]:
+    """`inet_decoder` over a whole field of prefixes at once: (data, action, next hop) -> the list of
+    INET objects ExaBGP's loop of INET.unpack_nlri makes of it, or None when any prefix of it is not
+    well formed (the caller then hands the message to ExaBGP's own decoder). One index walks the
+    bytes: ExaBGP sliced off the rest of the field after each prefix (quadratic in its length)."""
+    length = 4 if int(afi) == 1 else 16
+    bits = length * 8
+    pads = [bytes(length - n) for n in range(length + 1)]
+    sizes = [mask_bytes.get(mask, 0) for mask in range(bits + 1)]
+    new = object.__new__
+
+    def walk(data: bytes, action: Any, nexthop: Any) -> Any:
+        out = []
+        append = out.append
+        at, end = 0, len(data)
+        while at < end:
+            mask = data[at]
+            if mask > bits:
+                return None
+            size = sizes[mask]
+            start, at = at + 1, at + 1 + size
+            if at > end or (mask and size == 0):
+                return None
+            nlri = new(inet)
+            nlri.afi = afi
+            nlri.safi = safi
+            nlri.action = action
+            nlri.path_info = pathinfo_none
+            nlri.nexthop = nexthop
+            nlri.cidr = cidr(data[start:at] + pads[size], mask)
+            append(nlri)
+        return out
+
+    return walk
+
+
+def _update_prefixes_in_one_walk() -> None:
+    """`Update.unpack_message` (bgp/message/update/__init__.py) with the classic IPv4 fields
+    (withdrawn routes, NLRI) decoded by `inet_walker`: ExaBGP called the NLRI decoder, sliced the
+    rest of the field and made a debug closure per prefix. Only when debug logging is off (those
+    closures are what it would print), IPv4 unicast is ExaBGP's INET and ADD-PATH is not in use for
+    it; an end-of-RIB, and a field that does not decode, go to ExaBGP's own code whole (which then
+    raises what it raised). Attributes are parsed as before, between the two fields' decoding
+    (ExaBGP's own order, so what raises first raises first)."""
+    from exabgp.bgp.message import Action
+    from exabgp.bgp.message.direction import Direction
+    from exabgp.bgp.message.update import EOR_IPV4_UNICAST_LENGTH, EOR_WITH_PREFIX_LENGTH, EOR, Update
+    from exabgp.bgp.message.update.attribute import Attribute, Attributes, MPRNLRI, MPURNLRI
+    from exabgp.bgp.message.update.nlri.cidr import CIDR
+    from exabgp.bgp.message.update.nlri.inet import INET
+    from exabgp.bgp.message.update.nlri.nlri import NLRI
+    from exabgp.bgp.message.update.nlri.qualifier import PathInfo
+    from exabgp.protocol.family import AFI, SAFI
+    from exabgp.protocol.ip import NoNextHop
+
+    if os.environ.get("exabgp_log_level", "INFO").upper() == "DEBUG":
+        return
+    if NLRI.registered_nlri.get(f"{AFI.ipv4}/{SAFI.unicast}") is not INET:
+        return
+    walk = inet_walker(INET, AFI.ipv4, SAFI.unicast, PathInfo.NOPATH, CIDR, CIDR._mask_to_bytes)
+    original = Update.unpack_message.__func__  # type: ignore[attr-defined]
+    ipv4, unicast, inbound = AFI.ipv4, SAFI.unicast, Direction.IN
+    announce, withdraw = Action.ANNOUNCE, Action.WITHDRAW
+    next_hop, reach_id, unreach_id = Attribute.CODE.NEXT_HOP, MPRNLRI.ID, MPURNLRI.ID
+    split, unpack_attributes = Update.split, Attributes.unpack
+
+    def unpack_message(cls, data, direction, negotiated):  # type: ignore[no-untyped-def]
+        length = len(data)
+        if length == EOR_IPV4_UNICAST_LENGTH or (length == EOR_WITH_PREFIX_LENGTH and data.startswith(EOR.NLRI.PREFIX)):
+            return original(cls, data, direction, negotiated)
+        withdrawn, _attributes, announced = split(data)
+        if direction == inbound:
+            addpath = negotiated.addpath.receive(ipv4, unicast)
+        else:
+            addpath = negotiated.addpath.send(ipv4, unicast)
+        if addpath:
+            return original(cls, data, direction, negotiated)
+        nlris = walk(withdrawn, withdraw, NoNextHop) if withdrawn else []
+        if nlris is None:
+            return original(cls, data, direction, negotiated)
+        attributes = unpack_attributes(_attributes, direction, negotiated)
+        if announced:
+            added = walk(announced, announce, attributes.get(next_hop, NoNextHop))
+            if added is None:
+                return original(cls, data, direction, negotiated)
+            nlris += added
+        unreach = attributes.pop(unreach_id, None)
+        reach = attributes.pop(reach_id, None)
+        if unreach is not None:
+            nlris.extend(unreach.nlris)
+        if reach is not None:
+            nlris.extend(reach.nlris)
+        if not attributes and not nlris:
+            if unreach is None and reach is None:
+                return EOR(ipv4, unicast)
+            if unreach is not None:
+                return EOR(unreach.afi, unreach.safi)
+            return EOR(reach.afi, reach.safi)
+        return Update(nlris, attributes)
+
+    Update.unpack_message = classmethod(unpack_message)  # type: ignore[method-assign,assignment]
+
+
 def _nlri_decode() -> None:
     from exabgp.bgp.message.update.nlri.cidr import CIDR
     from exabgp.bgp.message.update.nlri.inet import INET
@@ -136,37 +247,52 @@ def _json_update() -> None:
     announce, withdraw, nopath = Action.ANNOUNCE, Action.WITHDRAW, PathInfo.NOPATH
     ntop, af_of = socket.inet_ntop, _AF_BY_LENGTH
 
-    def nlri_json(nlri, compact):  # type: ignore[no-untyped-def]
-        """INET.json for a plain INET prefix (no path id), without its three method calls."""
-        if type(nlri) is not INET or nlri.path_info is not nopath:
-            return nlri.json(compact=compact)
-        c = nlri.cidr
-        ip = c._ip
-        if not ip:
-            ip = c._ip = ntop(af_of[len(c._packed)], c._packed)
-        return f'"{ip}/{c.mask}"' if compact else f'{{ "nlri": "{ip}/{c.mask}" }}'
+    def prefixes_text(nlris, compact):  # type: ignore[no-untyped-def]
+        """The prefixes' INET.json joined; a plain INET prefix (no path id) printed from its bytes
+        here, without its three method calls."""
+        out = []
+        append = out.append
+        for nlri in nlris:
+            if type(nlri) is not INET or nlri.path_info is not nopath:
+                append(nlri.json(compact=compact))
+                continue
+            c = nlri.cidr
+            ip = c._ip
+            if not ip:
+                ip = c._ip = ntop(af_of[len(c._packed)], c._packed)
+            append(f'"{ip}/{c.mask}"' if compact else f'{{ "nlri": "{ip}/{c.mask}" }}')
+        return ", ".join(out)
 
     def _update(self, update):  # type: ignore[no-untyped-def]
         plus: dict = {}
         minus: dict = {}
         hops: dict[int, str] = {}  # id(next hop object) -> its text, for the objects of this UPDATE
         families: dict[tuple, tuple] = {}
+        # the prefixes of an UPDATE come in runs of one family and next hop: those of the last kept
+        last_hop = last_afi = last_safi = hops  # (nothing is hops)
+        nexthop = family = ""
         for nlri in update.nlris:
             hop = nlri.nexthop
-            nexthop = hops.get(id(hop))
-            if nexthop is None:
-                try:
-                    nexthop = str(hop)
-                except Exception:  # noqa: BLE001 - as ExaBGP has it
-                    nexthop = "null"
-                hops[id(hop)] = nexthop
+            if hop is not last_hop:
+                nexthop = hops.get(id(hop))
+                if nexthop is None:
+                    try:
+                        nexthop = str(hop)
+                    except Exception:  # noqa: BLE001 - as ExaBGP has it
+                        nexthop = "null"
+                    hops[id(hop)] = nexthop
+                last_hop = hop
             if type(nlri) is INET:  # its family() is (afi, safi), made anew
-                pair = (nlri.afi, nlri.safi)
-                family = families.get(pair)
-                if family is None:
-                    family = families[pair] = nlri.family().afi_safi()
+                afi, safi = nlri.afi, nlri.safi
+                if afi is not last_afi or safi is not last_safi:
+                    pair = (afi, safi)
+                    family = families.get(pair)
+                    if family is None:
+                        family = families[pair] = nlri.family().afi_safi()
+                    last_afi, last_safi = afi, safi
             else:
                 family = nlri.family().afi_safi()
+                last_afi = hops
             action = nlri.action
             if action == announce:
                 plus.setdefault(family, {}).setdefault(nexthop, []).append(nlri)
@@ -181,7 +307,7 @@ def _json_update() -> None:
             for nexthop in plus[family]:
                 nlris = plus[family][nexthop]
                 m += f'"{nexthop}": [ '
-                m += ", ".join([nlri_json(nlri, compact) for nlri in nlris])
+                m += prefixes_text(nlris, compact)
                 m += " ], "
             s += m[:-2]
             s += " }"
@@ -191,7 +317,7 @@ def _json_update() -> None:
         for family in minus:
             nlris = minus[family]
             s = f'"{family[0]} {family[1]}": [ '
-            s += ", ".join([nlri_json(nlri, compact) for nlri in nlris])
+            s += prefixes_text(nlris, compact)
             s += " ]"
             remove.append(s)
 
@@ -272,6 +398,48 @@ def _no_second_walk() -> None:
             yield message
 
     Protocol.read_message = read_message  # type: ignore[method-assign]
+
+
+TURN_MESSAGES = 8  # messages a peer may read in one turn of the reactor loop at most
+
+
+def _messages_per_turn(most: int = TURN_MESSAGES) -> None:
+    """A peer that just read a message is run again at once, in the same turn of the reactor loop,
+    up to `most` runs: ExaBGP's `Peer._main` asks for another turn (ACTION.NOW) after every message
+    it reads, so each UPDATE cost a whole turn of the loop (every peer, the API pipes, the scheduler,
+    a poll), and one more turn to find the socket empty, before the loop could wait. Under churn
+    (BIRD sends a withdrawal and an announcement per change of its table) that was three turns per
+    tick for the work of one. A run that read nothing (its socket empty, or only routes to send)
+    ends the repeats, and the loop goes on as before; a peer with a `rate-limit` (messages per
+    second, counted per run by the loop) is left to the loop."""
+    from exabgp.bgp.message import NOP
+    from exabgp.reactor.peer import ACTION, FSM, Peer
+    from exabgp.reactor.protocol import Protocol
+
+    read = Protocol.read_message
+    nop, now, established = NOP.TYPE, ACTION.NOW, FSM.ESTABLISHED
+
+    def read_message(self: Protocol):  # type: ignore[no-untyped-def]
+        for message in read(self):
+            if message.TYPE != nop:
+                self.peer._calico_read = True
+            yield message
+
+    run = Peer.run
+
+    def run_while_reading(self: Peer):  # type: ignore[no-untyped-def]
+        self._calico_read = False
+        action = run(self)
+        runs = 1
+        while action == now and self._calico_read and runs < most and self.fsm == established \
+                and not self.neighbor['rate-limit']:
+            self._calico_read = False
+            action = run(self)
+            runs += 1
+        return action
+
+    Protocol.read_message = read_message  # type: ignore[method-assign]
+    Peer.run = run_while_reading  # type: ignore[method-assign]
 
 
 HOLD_MOST = 0.005  # seconds a line of a received message waits in ExaBGP's pipe buffer at most

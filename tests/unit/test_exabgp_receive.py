@@ -234,3 +234,114 @@ def test_exabgp_does_not_walk_an_updates_prefixes_again_for_a_cache_it_does_not_
     debug = subprocess.run([sys.executable, "-c", _WALK], capture_output=True, text=True, check=True, timeout=60,
                            env={**os.environ, "exabgp_log_level": "DEBUG"}).stdout.splitlines()
     assert debug[0] == "[('Update', ['198.19.0.1/32', '198.19.0.2/32'], True), ('KeepAlive', None, False)]"  # logged per prefix
+
+
+# A peer whose socket holds the messages of `held` (then nothing), run by a loop turn the way the
+# reactor runs it: one Peer.run per turn; prints what each turn read and the action it returned.
+_TURNS = r"""
+import sys
+from calico_bgp.speaker import exabgp_receive
+from exabgp.bgp.message import KeepAlive, NOP
+from exabgp.bgp.message.nop import _NOP
+from exabgp.reactor.peer import ACTION, FSM, Peer
+from exabgp.reactor.protocol import Protocol
+held, pending_routes, rate = int(sys.argv[1]), sys.argv[2] == 'sending', int(sys.argv[3])
+socket, reads = [KeepAlive() for _ in range(held)], []
+def read(self):  # ExaBGP's: one message a step, NOP while the socket is empty
+    while True:
+        yield socket.pop(0) if socket else _NOP
+def main(peer):  # Peer._main's answer to what each read gave
+    for message in peer.proto.read_message():
+        reads.append(message.TYPE != NOP.TYPE)
+        yield ACTION.NOW if message.TYPE != NOP.TYPE or pending_routes else ACTION.LATER
+Protocol.read_message = read
+Peer.run = lambda self: next(self.generator)
+exabgp_receive._messages_per_turn(4)
+peer = Peer.__new__(Peer)
+peer.proto, peer.neighbor = Protocol.__new__(Protocol), {'rate-limit': rate}
+peer.proto.peer, peer.fsm = peer, FSM(peer, FSM.ESTABLISHED)
+peer.generator = main(peer)
+for turn in range(4):
+    action = peer.run()
+    print(sum(reads), len(reads), action == ACTION.NOW); reads.clear()
+"""
+
+
+def _turns(held: int, sending: bool = False, rate: int = 0) -> list[str]:
+    return subprocess.run([sys.executable, "-c", _TURNS, str(held), "sending" if sending else "idle", str(rate)],
+                          capture_output=True, text=True, check=True, timeout=60).stdout.splitlines()
+
+
+def test_a_peer_reads_what_its_socket_holds_in_one_turn_of_the_loop():
+    # messages read, runs, whether the loop is asked for another turn at once
+    assert _turns(2) == ["2 3 False", "0 1 False", "0 1 False", "0 1 False"]  # two UPDATEs, then the empty read: one turn
+    assert _turns(6) == ["4 4 True", "2 3 False", "0 1 False", "0 1 False"]  # at most 4 runs a turn
+    assert _turns(0) == ["0 1 False"] * 4
+
+
+def test_a_peer_with_routes_to_send_or_a_rate_limit_keeps_one_run_a_turn():
+    assert _turns(1, sending=True) == ["1 2 True", "0 1 True", "0 1 True", "0 1 True"]  # no repeat once nothing is read
+    assert _turns(2, rate=100) == ["1 1 True", "1 1 True", "0 1 False", "0 1 False"]
+
+
+# Random classic IPv4 fields (well formed or not: lengths beyond 32, prefixes cut short, bodies cut
+# anywhere) through ExaBGP's Update.unpack_message with and without the one-walk decoding, the
+# other receive patches in both: what each returns or raises, printed side by side.
+_WALK_VS_EXABGP = r"""
+import json, random, struct, sys
+from exabgp.environment import getenv
+getenv()
+from calico_bgp.speaker import exabgp_run, exabgp_receive
+exabgp_run._quiet_debug(); exabgp_run._report_malformed_attributes()
+exabgp_receive._family_create(); exabgp_receive._nlri_decode(); exabgp_receive._withdrawals_keep_attribute_cache()
+from exabgp.bgp.message.update import Update
+exabgp_own = Update.unpack_message.__func__
+exabgp_receive._update_prefixes_in_one_walk()
+one_walk = Update.unpack_message.__func__
+from exabgp.bgp.message.direction import Direction
+from exabgp.bgp.message.open.capability.negotiated import Negotiated
+from exabgp.bgp.neighbor import Neighbor
+from exabgp.protocol.family import AFI, SAFI
+n = Neighbor()
+n['local-address'], n['peer-address'], n['local-as'], n['peer-as'], n['router-id'] = (
+    "198.18.0.2", "198.18.0.1", 64512, 65001, "198.18.0.2")
+def negotiated():
+    x = Negotiated(n); x.asn4 = True; x.families = [(AFI.ipv4, SAFI.unicast)]; return x
+BASE = bytes.fromhex("40010100" "4002060201" "0000fde9")
+ATTRIBUTES = [b"", BASE + bytes.fromhex("400304c6120001"), BASE, bytes.fromhex("4001020000")]
+r = random.Random(int(sys.argv[1]))
+def field():
+    out = b""
+    for _ in range(r.randint(0, 6)):
+        mask = r.choice([0, 1, 7, 8, 9, 16, 24, 25, 31, 32, 33, 255])
+        size = (mask + 7) // 8 if r.random() < 0.9 else r.randint(0, 5)
+        out += bytes([mask]) + bytes(r.randrange(256) for _ in range(min(size, 4)))
+    return out[:-1] if out and r.random() < 0.1 else out
+def state(got):
+    if isinstance(got, Exception):
+        return ["raises", type(got).__name__, str(got)]
+    return [type(got).__name__, [sorted((k, repr(v)) for k, v in vars(x).items()) for x in getattr(got, "nlris", [])],
+            sorted(getattr(got, "attributes", {}))]
+for _ in range(int(sys.argv[2])):
+    withdrawn, attributes, announced = field(), r.choice(ATTRIBUTES), field()
+    body = struct.pack("!H", len(withdrawn)) + withdrawn + struct.pack("!H", len(attributes)) + attributes + announced
+    if r.random() < 0.05:
+        body = body[:r.randint(0, len(body))]
+    both = []
+    for unpack in (exabgp_own, one_walk):
+        try:
+            both.append(state(unpack(Update, body, Direction.IN, negotiated())))
+        except Exception as e:
+            both.append(state(e))
+    print(json.dumps(both))
+"""
+
+
+def test_the_one_walk_decoding_returns_and_raises_what_exabgps_own_does():
+    out = subprocess.run([sys.executable, "-c", _WALK_VS_EXABGP, "7", "3000"], capture_output=True, text=True,
+                         check=True, timeout=120).stdout.splitlines()
+    pairs = [json.loads(line) for line in out]
+    assert len(pairs) == 3000
+    assert [i for i, (own, walked) in enumerate(pairs) if own != walked] == []
+    assert sum(own[0] == "raises" for own, _ in pairs) > 100  # the refusals were exercised
+    assert sum(own[0] == "Update" and len(own[1]) > 3 for own, _ in pairs) > 100  # and the decoding
