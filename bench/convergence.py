@@ -2,14 +2,20 @@
 """BGP to kernel convergence: a fabric router announces N prefixes to one node; calico-bgp beside
 BIRD 2 (kernel protocol) and FRR (bgpd + zebra) in the node's place, same topology, same run.
 
-    src (BIRD 2, AS 65001, 198.18.0.1) --one veth-- node (198.18.0.2, AS 64512): the receiver under test
+    src (BIRD 2, AS 65001, 198.18.I.1) --veth I-- node I (198.18.I.2, AS 64512): receiver I under test
 
-The source holds one static protocol per N (N /32s from 198.18.64.0, all inside 198.18.0.0/15),
-each disabled; `birdc enable sN` announces them over the live session, `birdc disable sN`
-withdraws them. For each receiver, each N and each repeat we time from that birdc command until
-all N are in the node's main table (announce), and until none is (withdraw). The node's table is
-followed through route events on a netlink socket in its namespace (a dump checks the count at
-the end of every phase), so no polling loop competes with the receiver for the CPU.
+Each receiver has a node namespace of its own (slot I, its own veth and session to the source),
+and all run side by side: the runs alternate between them (for each N and repeat: each receiver
+in turn, the order reversed every other repeat), so a load that comes and goes on a shared machine
+falls on every receiver alike, and each stays as warm as the others. (Measured one receiver after
+the other, the ratio was partly of the minutes each ran in: the same code gave 1.5x to 2.6x.)
+The source holds, per receiver slot, one routing table and one static protocol per N (N /32s
+from 198.18.64.0, all inside 198.18.0.0/15), each disabled; `birdc enable rIsN` announces them over
+slot I's live session only, `birdc disable rIsN` withdraws them. For each receiver, each N and each
+repeat we time from that birdc command until all N are in its node's main table (announce), and
+until none is (withdraw). Each node's table is followed through route events on a netlink socket
+in its namespace (a dump checks the count at the end of every phase), so no polling loop competes
+with the receiver for the CPU; the other receivers are idle meanwhile (wait_quiet).
 
     sudo .venv/bin/python -m bench.convergence [--sizes 1000,10000,100000] [--repeat 3] [--json]
     sudo .venv/bin/python -m bench.convergence --systems calico-bgp --sizes 100000 --profile /tmp/prof
@@ -56,7 +62,18 @@ from lab.etcd import EtcdServer
 from lab.net import Ledger, Net, Process, sh
 from lab.routers import Frr
 
-SRC, NODE = "198.18.0.1", "198.18.0.2"
+
+
+def src_ip(slot: int) -> str:
+    return f"198.18.{slot}.1"
+
+
+def node_ip(slot: int) -> str:
+    return f"198.18.{slot}.2"
+
+
+def static_name(slot: int, n: int) -> str:
+    return f"r{slot}s{n}"
 SRC_AS, NODE_AS = 65001, 64512
 FIRST = int(ipaddress.IPv4Address("198.18.64.0"))
 LAST = int(ipaddress.IPv4Address("198.19.255.255"))
@@ -88,32 +105,39 @@ def prefixes(n: int) -> list[str]:
 
 
 # ---------------------------------------------------------------- configs
-def src_conf(sizes: list[int]) -> str:
-    lines = [f"router id {SRC};", "protocol device {}"]
-    for n in sizes:
-        lines += [f"protocol static s{n} {{", "  disabled;", "  ipv4;"]
-        lines += [f"  route {p} blackhole;" for p in prefixes(n)]
-        lines.append("}")
-    lines += ["protocol bgp node {", f"  local {SRC} as {SRC_AS};", f"  neighbor {NODE} as {NODE_AS};",
-              "  connect delay time 0;", "  connect retry time 1;", "  error wait time 1, 5;",
-              "  ipv4 { import none; export where source = RTS_STATIC; next hop self; };", "}"]
+def src_conf(sizes: list[int], slots: int) -> str:
+    """One table per receiver slot (the same prefixes in each: a slot's statics never hide another's)."""
+    lines = [f"router id {src_ip(0)};", "protocol device {}"]
+    for slot in range(slots):
+        lines.append(f"ipv4 table t{slot};")
+        for n in sizes:
+            lines += [f"protocol static {static_name(slot, n)} {{", "  disabled;", f"  ipv4 {{ table t{slot}; }};"]
+            lines += [f"  route {p} blackhole;" for p in prefixes(n)]
+            lines.append("}")
+        lines += [f"protocol bgp node{slot} {{", f"  local {src_ip(slot)} as {SRC_AS};", f"  neighbor {node_ip(slot)} as {NODE_AS};",
+                  "  connect delay time 0;", "  connect retry time 1;", "  error wait time 1, 5;",
+                  f"  ipv4 {{ table t{slot}; import none; export where source = RTS_STATIC; next hop self; }};", "}"]
     return "\n".join(lines) + "\n"
 
 
-def frr_node_conf() -> str:
+def frr_node_conf(slot: int) -> str:
+    src, node = src_ip(slot), node_ip(slot)
     return "\n".join([
         "frr defaults datacenter", "hostname node", "!",
-        f"router bgp {NODE_AS}", f" bgp router-id {NODE}", " no bgp ebgp-requires-policy",
-        f" neighbor {SRC} remote-as {SRC_AS}", " address-family ipv4 unicast", f"  neighbor {SRC} activate",
+        f"router bgp {NODE_AS}", f" bgp router-id {node}", " no bgp ebgp-requires-policy",
+        f" neighbor {src} remote-as {SRC_AS}", " address-family ipv4 unicast", f"  neighbor {src} activate",
         " exit-address-family", "!"]) + "\n"
 
 
 # ---------------------------------------------------------------- receivers
 class Receiver:
-    """One system in the node's place: started, watched for its session, stopped."""
+    """One system in a node's place (slot I): started, watched for its session, stopped."""
 
-    def __init__(self, system: str, ns: str, work: Path, ledger: Ledger, etcd: EtcdServer | None, log_level: str) -> None:
-        self.system, self.ns, self.dir, self.ledger = system, ns, work / system.replace(":", "-"), ledger
+    def __init__(self, system: str, slot: int, ns: str, work: Path, ledger: Ledger, etcd: EtcdServer | None,
+                 log_level: str) -> None:
+        self.system, self.slot, self.ns, self.dir, self.ledger = system, slot, ns, work / system.replace(":", "-"), ledger
+        self.table: KernelTable | None = None  # the node's main table, followed once the receiver is up
+        self.started = 0.0
         self.etcd, self.log_level = etcd, log_level
         self.pids: list[int] = []
         self.proc: Process | None = None
@@ -121,24 +145,25 @@ class Receiver:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> None:
+        self.started = time.monotonic()
         if self.system == "bird":
             self.pids = [Bird(self.ns, None, self.dir / "bird").start(
-                self.ledger, config=bird_receiver_conf(NODE, NODE_AS, SRC, SRC_AS))]
+                self.ledger, config=bird_receiver_conf(node_ip(self.slot), NODE_AS, src_ip(self.slot), SRC_AS))]
         elif self.system == "frr":
             conf = self.dir / "node-frr.conf"
-            conf.write_text(frr_node_conf())
+            conf.write_text(frr_node_conf(self.slot))
             self.frr = Frr(NodeDef("node", "linux", binds=(Bind(str(conf), "/etc/frr/frr.conf"),)),
                            self.ns, self.dir / "frr")
             self.pids = self.frr.start(self.ledger)
         else:
             assert self.etcd is not None
-            prefix = f"/convergence{os.getpid()}/calico-bgp/v1"
+            prefix = f"/convergence{os.getpid()}-{self.slot}/calico-bgp/v1"
             cli = [sys.executable, "-m", "calico_bgp", "--etcd-endpoints", self.etcd.url, "--prefix", prefix]
-            subprocess.run([*cli, "apply", "-f", "-"], input=one_peer_resources(NODE, NODE_AS, SRC, SRC_AS, POOL, "bench"), text=True, check=True, capture_output=True)
+            subprocess.run([*cli, "apply", "-f", "-"], input=one_peer_resources(node_ip(self.slot), NODE_AS, src_ip(self.slot), SRC_AS, POOL, "bench"), text=True, check=True, capture_output=True)
             runtime = self.system.partition(":")[2]
             self.proc = Process(self.ledger, self.ns, [
                 sys.executable, "-m", "calico_bgp", "--etcd-endpoints", self.etcd.unix_url, "--prefix", prefix,
-                "node", "run", "--name", "node", "--ip", f"{NODE}/24", "--state-dir", str(self.dir / "state"),
+                "node", "run", "--name", "node", "--ip", f"{node_ip(self.slot)}/24", "--state-dir", str(self.dir / "state"),
                 "--grace", "0", "--log-level", self.log_level], self.dir / "agent.log",
                 env={"CALICO_BGP_EXABGP_RUNTIME": runtime} if runtime else None)
             self.pids = [self.proc.pid]
@@ -202,9 +227,10 @@ def _zombie(pid: int) -> bool:
 
 # ---------------------------------------------------------------- the run
 def wait_established(src: Bird, rx: Receiver, timeout: float = 90.0) -> float:
-    t0 = time.monotonic()
+    """Seconds from the receiver's start to its session Established."""
+    t0 = rx.started
     while True:
-        out = src.birdc("show", "protocols", "node")
+        out = src.birdc("show", "protocols", f"node{rx.slot}")
         if "Established" in out:
             return time.monotonic() - t0
         if time.monotonic() - t0 > timeout or not rx.alive():
@@ -218,9 +244,10 @@ def phase(table: KernelTable, src: Bird, rx: Receiver, action: str, n: int, targ
     cpu0 = cpu_by_process(rx.pids)
     table.mark()
     t0 = time.monotonic()
-    out = src.birdc(action, f"s{n}")
-    if f"s{n}: {action}d" not in out:
-        raise RuntimeError(f"source: birdc {action} s{n}: {out.strip()}")
+    name = static_name(rx.slot, n)
+    out = src.birdc(action, name)
+    if f"{name}: {action}d" not in out:
+        raise RuntimeError(f"source: birdc {action} {name}: {out.strip()}")
 
     def tick(count: int) -> None:
         progress(f"{rx.system} N={n} {action}: {count}/{n} in the kernel after {time.monotonic() - t0:.1f}s")
@@ -241,33 +268,50 @@ def phase(table: KernelTable, src: Bird, rx: Receiver, action: str, n: int, targ
             "cpu_s": {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 2) for k in cpu1}}
 
 
-def measure(system: str, args: argparse.Namespace, work: Path, ledger: Ledger, nss: dict[str, str], src: Bird,
-            table: KernelTable, etcd: EtcdServer | None, prof: Profiler) -> dict:
-    rx = Receiver(system, nss["node"], work, ledger, etcd, args.log_level)
+def measure(args: argparse.Namespace, work: Path, ledger: Ledger, nss: dict[str, str], src: Bird,
+            etcd: EtcdServer | None, prof: Profiler) -> dict:
+    """Every receiver started in its own slot, then the runs alternated between them."""
+    rxs = [Receiver(system, slot, nss[f"node{slot}"], work, ledger, etcd if ours(system) else None, args.log_level)
+           for slot, system in enumerate(args.systems)]
+    out: dict = {rx.system: {"sizes": {}} for rx in rxs}
     try:
-        progress(f"{system}: starting in the node's place")
-        rx.start()
-        up = wait_established(src, rx)
-        progress(f"{system}: session Established after {up:.1f}s")
-        wait_quiet(rx.pids)
-        out: dict = {"session_s": round(up, 2), "sizes": {}}
+        for rx in rxs:
+            progress(f"{rx.system}: starting in node {rx.slot}'s place")
+            rx.start()
+        for rx in rxs:
+            up = wait_established(src, rx)
+            progress(f"{rx.system}: session Established after {up:.1f}s")
+            out[rx.system]["session_s"] = round(up, 2)
+            rx.table = KernelTable(rx.ns, FIRST, LAST)
+        wait_quiet([p for rx in rxs for p in rx.pids])
         for n in args.sizes:
-            runs = []
+            runs: dict[str, list[dict]] = {rx.system: [] for rx in rxs}
             for r in range(args.repeat):
-                if table.wait(0, 10) is None:
-                    raise RuntimeError(f"{system}: {table.count()} routes left over in the kernel before N={n}")
-                a = phase(table, src, rx, "enable", n, n, args.timeout, prof, f"{system}-{n}-{r}-announce")
-                w = phase(table, src, rx, "disable", n, 0, args.timeout, prof, f"{system}-{n}-{r}-withdraw")
-                progress(f"{system} N={n} run {r + 1}/{args.repeat}: announce {a['seconds']:.3f}s "
-                         f"(first route at {a['first_s']}s), withdraw {w['seconds']:.3f}s (first at {w['first_s']}s)")
-                runs.append({"announce": a, "withdraw": w})
-            out["sizes"][str(n)] = summarise(runs)
-        if ours(system):
-            out.update(rx.memory())
-            progress(f"{system}: RSS MB {out['rss_mb']}, peak {out['peak_mb']}; ExaBGP under {out.get('exabgp_python')}")
+                for rx in rxs if r % 2 == 0 else rxs[::-1]:  # neither always first after the previous N
+                    table = rx.table
+                    assert table is not None
+                    if table.wait(0, 10) is None:
+                        raise RuntimeError(f"{rx.system}: {table.count()} routes left over in the kernel before N={n}")
+                    a = phase(table, src, rx, "enable", n, n, args.timeout, prof, f"{rx.system}-{n}-{r}-announce")
+                    w = phase(table, src, rx, "disable", n, 0, args.timeout, prof, f"{rx.system}-{n}-{r}-withdraw")
+                    progress(f"{rx.system} N={n} run {r + 1}/{args.repeat}: announce {a['seconds']:.3f}s "
+                             f"(first route at {a['first_s']}s), withdraw {w['seconds']:.3f}s (first at {w['first_s']}s)")
+                    runs[rx.system].append({"announce": a, "withdraw": w})
+            for rx in rxs:
+                out[rx.system]["sizes"][str(n)] = summarise(runs[rx.system])
+        for rx in rxs:
+            if ours(rx.system):
+                mem = rx.memory()
+                out[rx.system].update(mem)
+                progress(f"{rx.system}: RSS MB {mem['rss_mb']}, peak {mem['peak_mb']}; ExaBGP under {mem.get('exabgp_python')}")
         return out
     finally:
-        rx.stop()
+        for rx in rxs:
+            if rx.table is not None:
+                rx.table.close()
+                if rx.table.resyncs:
+                    progress(f"{rx.system}: the event socket overflowed {rx.table.resyncs} time(s); the table was re-read each time")
+            rx.stop()
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -297,37 +341,29 @@ def versions() -> dict[str, str]:
 
 def run(args: argparse.Namespace, work: Path, ledger: Ledger) -> dict:
     net = Net(ledger, f"cv{os.getpid() % 10000}")
-    nss = {name: net.namespace(name) for name in ("src", "node")}
-    net.veth(nss["src"], "eth0", nss["node"], "eth0")
-    net.address(nss["src"], "eth0", f"{SRC}/24")
-    net.address(nss["node"], "eth0", f"{NODE}/24")
+    slots = len(args.systems)
+    nss = {name: net.namespace(name) for name in ["src", *(f"node{i}" for i in range(slots))]}
+    for i in range(slots):
+        net.veth(nss["src"], f"eth{i}", nss[f"node{i}"], "eth0")
+        net.address(nss["src"], f"eth{i}", f"{src_ip(i)}/24")
+        net.address(nss[f"node{i}"], "eth0", f"{node_ip(i)}/24")
     # the source always holds the default sizes too: a run of one size then meets the same source as
     # the full run (a source holding only 10,000 routes sent them 2.5x slower here, its memory being
     # handed back to the system and faulted in again between runs), so BIRD's time is the receiver's
     held = sorted(set(args.sizes) | set(DEFAULT_SIZES))
-    progress(f"source BIRD with {sum(held)} static routes in {len(held)} disabled protocols")
+    progress(f"source BIRD with {slots} x {sum(held)} static routes in {slots} x {len(held)} disabled protocols")
     src = Bird(nss["src"], None, work / "src")
-    src.start(ledger, config=src_conf(held))
-    table = KernelTable(nss["node"], FIRST, LAST)
+    src.start(ledger, config=src_conf(held, slots))
     prof = Profiler(Path(args.profile) if args.profile else None)
-    results: dict = {}
+    etcd_ctx = EtcdServer() if any(map(ours, args.systems)) else None
     try:
-        etcd_ctx = EtcdServer() if any(map(ours, args.systems)) else None
-        try:
-            if etcd_ctx is not None:
-                etcd_ctx.start()
-            for system in args.systems:
-                results[system] = measure(system, args, work, ledger, nss, src, table,
-                                          etcd_ctx if ours(system) else None, prof)
-        finally:
-            prof.stop()
-            if etcd_ctx is not None:
-                etcd_ctx.stop()
+        if etcd_ctx is not None:
+            etcd_ctx.start()
+        return measure(args, work, ledger, nss, src, etcd_ctx, prof)
     finally:
-        table.close()
-    if table.resyncs:
-        progress(f"the event socket overflowed {table.resyncs} time(s); the table was re-read each time")
-    return results
+        prof.stop()
+        if etcd_ctx is not None:
+            etcd_ctx.stop()
 
 
 def ratios(results: dict, system: str, sizes: list[int]) -> dict[str, dict[str, float]]:
@@ -404,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.sizes = sorted(int(s) for s in args.sizes.split(",") if s)
     args.systems = [s for s in args.systems.split(",") if s]
+    if len(set(args.systems)) != len(args.systems):
+        ap.error(f"--systems names a receiver twice: {args.systems}")
     bad = [s for s in args.systems if not known(s)]
     if bad:
         ap.error(f"unknown system(s) {bad}; choose from {SYSTEMS}, or calico-bgp:RUNTIME ({', '.join(RUNTIMES)})")

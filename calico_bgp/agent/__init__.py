@@ -10,6 +10,7 @@
     neighbors.py       sessions -> the speaker's neighbours, passwords resolved (pure but one read)
     throttle.py        events of a kind at most N per window, then one summary (pure)
     memory.py          when memory is given back after a large table left (pure), and how
+    bulk_gc.py         the cyclic collector held off while a large UPDATE or kernel batch is applied
     snapshot.py        the agent's state as values; the metrics sample and origin news of one (pure)
     sampling.py        snapshots taken from the live state, in the agent's thread
     status.py          the status/<node> document (built from a snapshot by a pure function) and how the CLI reads it

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Protocol
 
 import trio
 
+from calico_bgp.agent.bulk_gc import held_off
 from calico_bgp.routing import desired
 from calico_bgp.routing.prefix import Prefix
 from calico_bgp.routing.rib import Rib
@@ -117,9 +118,10 @@ class KernelWriter:
                     self._full, self._skip = False, skip  # only once the new desired set is in place
                     self._done(await self.programmer.reconcile(), since)
                 else:
-                    upserts, removed, unbuildable = desired.kernel_changes(changed, rib, self._skip, self.keep_out,
-                                                                               self._metrics)
-                    self.programmer.update_desired(upserts, removed, unbuildable)
+                    with held_off(len(changed)):
+                        upserts, removed, unbuildable = desired.kernel_changes(changed, rib, self._skip, self.keep_out,
+                                                                                   self._metrics)
+                        self.programmer.update_desired(upserts, removed, unbuildable)
                     if unbuildable:
                         self._report()
                     if since is not None and self._send_since is None:

@@ -15,6 +15,7 @@ from typing import Callable
 
 import trio
 
+from calico_bgp.agent.bulk_gc import held_off
 from calico_bgp.agent.kernel_writer import KernelWriter
 from calico_bgp.agent.neighbors import bgp_family, rib_peer
 from calico_bgp.agent.reflection import reflect
@@ -90,7 +91,9 @@ class SessionEvents:
             event(log, "update_from_unknown_peer", logging.WARNING, peer=ev.peer, action="ignore")
             return
         now = trio.current_time()
-        got = state.intake.apply(ev, peer, state.rib, state.dampener, now)
+        with held_off(len(ev.announced) + len(ev.withdrawn)):  # not across the awaits below: no other task's turn
+            got = state.intake.apply(ev, peer, state.rib, state.dampener, now)
+            churning = state.churn.record(got.announced, got.withdrawn, now)
         for text, next_hop in got.bad:
             self.warn.warning("bad_nlri", peer=ev.peer, prefix=text, next_hop=next_hop, action="ignore")
         if got.malformed:
@@ -101,7 +104,7 @@ class SessionEvents:
         if counts is not None:
             counts.updates_received += len(announced)
             counts.withdrawals_received += len(withdrawn)
-        for prefix in state.churn.record(announced, withdrawn, now):  # reported whether damping is on or off
+        for prefix in churning:  # reported whether damping is on or off
             self.events.emit("prefix_churn", peer=ev.peer, prefix=str(prefix),
                              detail=f"more than {state.churn.limit} changes within {state.churn.window:.0f}s"
                                     f" (damping {'on' if state.dampener.enabled else 'off'})")

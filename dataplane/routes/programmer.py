@@ -34,6 +34,8 @@ from dataplane.routes.watcher import DriftWatcher, LinkTable
 
 log = logging.getLogger(__name__)
 
+BUSY_FOR = 0.05  # seconds after a program() in which the programmer still counts as busy (a burst's sends follow closer)
+
 # the values a RouteProgrammer's owner reads, importable from here as well
 __all__ = ["UNBUILDABLE", "ChangeCounts", "ReconcileResult", "RouteFailure", "RouteProgrammer"]
 
@@ -79,6 +81,7 @@ class RouteProgrammer:
         self._counts = ChangeCounts()
         self._book = FailureBook()
         self._lock = trio.Lock()
+        self._last_program = float("-inf")  # trio time the last program() ended
         self._watcher = DriftWatcher(table, protocol, lambda: self._desired, lambda: self._keep, self._links, self._book)
         self._request_sock = None
         self._dump_sock = None
@@ -333,6 +336,10 @@ class RouteProgrammer:
         assert self._channel is not None
         return await self._channel.transact(total, encoder(ops, self.table, self.protocol, forwarding, ifindex), report)
 
+    def busy(self) -> bool:
+        """Changes are pending or being sent, or were a moment ago (BUSY_FOR): a burst is in flight."""
+        return bool(self._pending) or self._lock.locked() or trio.current_time() - self._last_program < BUSY_FOR
+
     async def program(self) -> ReconcileResult | None:
         """Send what update_desired changed, and only that: no dump, so its cost follows the size of the
         change, not of the table. A conflict it cannot settle alone (a route already on a key it
@@ -375,6 +382,7 @@ class RouteProgrammer:
                 self._watcher.dirty.set()
             result = ReconcileResult(adds=n_add, replaces=n_rep, deletes=n_del, unchanged=0, kept=0,
                                      failures=tuple(failures), seconds=time.perf_counter() - started)
+            self._last_program = trio.current_time()
             event(log, "program", logging.DEBUG, table=self.table, desired=len(live.routes), adds=n_add,
                   replaces=n_rep, deletes=n_del, failures=len(failures), conflicts=conflicts, seconds=result.seconds)
             return result
@@ -394,6 +402,6 @@ class RouteProgrammer:
                 nursery.start_soon(self._watcher.watch, sock)
                 await self._watcher.reconcile_now(self.reconcile)
                 task_status.started()
-                await self._watcher.reconcile_when_due(self.reconcile, self._resync_interval, self._debounce)
+                await self._watcher.reconcile_when_due(self.reconcile, self._resync_interval, self._debounce, self.busy)
         finally:
             sock.close()

@@ -203,3 +203,36 @@ def test_drop_all_counts_the_special_routes_it_drops_and_skips_keys_not_desired(
     assert index.drop_all(iter([stranger, hole.key, hole.key])) == [hole.key]  # any iterable; a key once
     assert index.special == 0 and set(index.forwarding) == {learned.key}
     assert index.drop_all([learned.key]) == [learned.key] and not index.routes and not index.forwarding
+
+
+def test_the_periodic_resync_waits_for_a_burst_being_programmed_but_drift_does_not():
+    """The resync (a dump and diff of the whole table) in the middle of a burst held its sends back:
+    it waits while the programmer is busy, one more interval at most; drift is reconciled at once."""
+    import trio
+    import trio.testing
+
+    from dataplane.routes.watcher import BUSY_POLL, DriftWatcher, LinkTable
+
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    desired = DesiredIndex.of([A], TABLE, OURS)
+    watcher = DriftWatcher(TABLE, OURS, lambda: desired, lambda: (), LinkTable(), FailureBook())
+    runs: list[float] = []
+    busy_until = [35.0]
+
+    async def reconcile() -> None:
+        runs.append(trio.current_time())
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watcher.reconcile_when_due, reconcile, 30.0, 0.0, lambda: trio.current_time() < busy_until[0])
+            await trio.sleep(36.0)
+            assert runs and 35.0 <= runs[0] <= 35.0 + BUSY_POLL  # due at 30, busy until 35
+            busy_until[0] = float("inf")  # busy for good: one more interval at most
+            await trio.sleep(62.0)  # to 98: due at ~65, put off to ~95
+            assert len(runs) == 2 and runs[0] + 60.0 <= runs[1] <= runs[0] + 60.0 + BUSY_POLL
+            watcher.dirty.set()  # drift while busy: reconciled at once
+            await trio.sleep(1.0)
+            assert len(runs) == 3 and runs[2] == 98.0
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=clock)
