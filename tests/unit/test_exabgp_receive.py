@@ -291,12 +291,12 @@ _WALK_VS_EXABGP = r"""
 import json, random, struct, sys
 from exabgp.environment import getenv
 getenv()
-from calico_bgp.speaker import exabgp_run, exabgp_receive
+from calico_bgp.speaker import exabgp_run, exabgp_receive, exabgp_decode
 exabgp_run._quiet_debug(); exabgp_run._report_malformed_attributes()
-exabgp_receive._family_create(); exabgp_receive._nlri_decode(); exabgp_receive._withdrawals_keep_attribute_cache()
+exabgp_decode._family_create(); exabgp_decode._nlri_decode(); exabgp_receive._withdrawals_keep_attribute_cache()
 from exabgp.bgp.message.update import Update
 exabgp_own = Update.unpack_message.__func__
-exabgp_receive._update_prefixes_in_one_walk()
+exabgp_decode._update_prefixes_in_one_walk()
 one_walk = Update.unpack_message.__func__
 from exabgp.bgp.message.direction import Direction
 from exabgp.bgp.message.open.capability.negotiated import Negotiated
