@@ -23,7 +23,8 @@ Only `node run` uses it; nothing else changes in what attrs builds (tests/unit/t
 
 The code objects are run as they are loaded, often as root: a cache file is read only when it is a
 regular file (not a link) owned by this process's user and writable by no one else, and it is
-written to a new file (O_EXCL, never through a link, mode 0o644) renamed over it. Its name carries
+written to a new file (O_EXCL, never through a link, mode 0o644) renamed over it; a crashed
+writer's file left at that name is removed when it is a regular file of ours. Its name carries
 the interpreter's cache tag and bytecode magic number and the optimisation level.
 A failed write is a logged warning (`finish_logged`): the cache only ever saves time.
 """
@@ -130,9 +131,17 @@ class MethodCache:
         data = marshal.dumps({k: (marshal.dumps(c), h) for k, (c, h) in self.used.items()})
         try:
             self.path.parent.mkdir(exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            fd = _create(tmp)
+        except FileExistsError:
+            if not _stale_own_file(tmp):
+                return False  # a link, or someone else's file, at the name: left as it is
+            try:  # no live process but this one has our pid: a crashed writer's leftover
+                tmp.unlink()
+                fd = _create(tmp)
+            except OSError:
+                return False
         except OSError:
-            return False  # a file (or a link) of someone else's at the name: left as it is
+            return False
         try:
             with open(fd, "wb") as out:
                 out.write(data)
@@ -142,6 +151,19 @@ class MethodCache:
             return False
         self.compiled = 0
         return True
+
+
+def _create(tmp: Path) -> int:
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+
+
+def _stale_own_file(tmp: Path) -> bool:
+    """A regular file of this process's user at the temporary name (a link is never one)."""
+    try:
+        st = os.lstat(tmp)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
 
 
 def _read_own(path: Path) -> bytes | None:

@@ -184,6 +184,21 @@ def test_the_temporary_file_is_created_never_followed(tmp_path: Path):
     assert cache.save() and path.stat().st_mode & 0o777 == 0o644 & ~_umask()
 
 
+def test_a_crashed_writers_temporary_file_at_our_pid_is_replaced(tmp_path: Path):
+    """A writer killed between create and rename leaves its temporary file; a later process with the
+    same pid found the name taken and never wrote the cache again. Our own regular file there is a
+    leftover (no other live process has our pid): removed, and the cache written."""
+    path = tmp_path / "c.marshal"
+    cache = MethodCache(path)
+    cache.compile("x = 1\n", "<attrs generated x>", "exec")
+    stale = tmp_path / f"{path.name}.{os.getpid()}.tmp"
+    stale.write_bytes(b"half a cache")
+    assert cache.save() and not stale.exists()
+    again = MethodCache(path)
+    again.compile("x = 1\n", "<attrs generated x>", "exec")
+    assert again.compiled == 0  # read from the file just written
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
