@@ -33,8 +33,10 @@ SIGTERM, waited for the timeout. Here:
 
 A fixed 250 ms wait while every session was Established was tried before and taken out: a node
 joining a 20-node mesh took about a second longer (bench.mesh --k 20: join 1.95 / 2.11 s before,
-3.03 / 3.12 s with it). It counted a speaker with no neighbours as settled, and kept the long wait
-while a peer was reconfigured or had messages queued; the settled wait here is never taken then.
+3.03 / 3.12 s with it), the cause not found. It counted a speaker with no neighbours as settled,
+but that alone is not it: counting it so here did not slow the join (1.18 / 1.37 s against 1.66 /
+1.48 s without, alternating). It also had no timer bound, kept the long wait while a peer was
+reconfigured or had messages queued, and came before the listener gate above.
 
 Follows ExaBGP 5.0.15's reactor/loop.py (`Reactor.run`,
 `_wait_for_io`) and reactor/listener.py (`Listener.incoming`, which accepts at each turn, once a
