@@ -22,14 +22,21 @@ SIGTERM, waited for the timeout. Here:
 - with no API command queued the wait is `IDLE_WAIT_MS` (ExaBGP: 10 ms; timers and connection steps
   may come up to 40 ms later); with API work queued it stays 10 ms, and a turn that asked for the
   next one at once still does not wait;
+- once every session is Established and nothing but their timers is left to do (`timer_deadlines`:
+  no peer connecting, exchanging OPENs, backing off, torn down or reconfigured, no operational,
+  refresh or EOR message queued, no KEEPALIVE half written, no rate limit, no listener left out),
+  the wait lasts until the earliest timer: a session's next KEEPALIVE or its hold timer's expiry, at
+  most `SETTLED_WAIT_MS`; everything else that gives ExaBGP work (a peer's bytes, an API command or
+  reload, a connection, a signal) is a descriptor in the poll set and ends the wait;
 - where its descriptors cannot be made (EMFILE), the wait is ExaBGP's own, tried again after
   `RETRY_S`.
 
-A longer wait while every session was Established (250 ms) cut an idle ExaBGP's CPU about 4x more,
-and was taken out: a node joining a 20-node mesh then took about a second longer to its first
-session and to the join (bench.mesh --k 20, alternating, shared machine: join 1.95 / 2.11 s before,
-3.03 / 3.12 s with it, 2.67 s with it only after 2 s without API commands or connections, 1.58 s
-with this module as it is), the mechanism not found.
+A fixed 250 ms wait while every session was Established was tried before and taken out: a node
+joining a 20-node mesh took about a second longer (bench.mesh --k 20: join 1.95 / 2.11 s before,
+3.03 / 3.12 s with it), the cause not found. It counted a speaker with no neighbours as settled,
+but that alone is not it: counting it so here did not slow the join (1.18 / 1.37 s against 1.66 /
+1.48 s without, alternating). It also had no timer bound, kept the long wait while a peer was
+reconfigured or had messages queued, and came before the listener gate above.
 
 Follows ExaBGP 5.0.15's reactor/loop.py (`Reactor.run`,
 `_wait_for_io`) and reactor/listener.py (`Listener.incoming`, which accepts at each turn, once a
@@ -46,6 +53,7 @@ import time
 from typing import Any, Iterator
 
 IDLE_WAIT_MS = 50  # how long an idle reactor waits for a socket (ExaBGP: 10 ms)
+SETTLED_WAIT_MS = 1000  # the most an idle reactor waits with every session Established and no timer due sooner
 RETRY_S = 1.0  # after the wake-up descriptors could not be made, ExaBGP's own wait this long
 _LISTENING = select.EPOLLIN | select.EPOLLONESHOT
 
@@ -140,9 +148,57 @@ def wait_ms(sleeptime: int, api_idle: bool) -> int:
     return max(sleeptime, IDLE_WAIT_MS)
 
 
+def settled_wait_ms(now: float, deadlines: "list[float] | None") -> int:
+    """The idle wait (ms) when every session is Established: until the earliest of their timers'
+    `deadlines` (time.time() seconds), at most SETTLED_WAIT_MS; None (a peer whose next step is
+    found by polling, or no peer at all) keeps IDLE_WAIT_MS."""
+    if deadlines is None:
+        return IDLE_WAIT_MS
+    soonest = min(deadlines, default=now + SETTLED_WAIT_MS / 1000)
+    return max(1, min(SETTLED_WAIT_MS, int((soonest - now) * 1000) + 1))
+
+
+def timer_deadlines(peers: "Any", established: "Any") -> "list[float] | None":
+    """When the loop must next run each of `peers` (ExaBGP's Peer objects) for its timers: its next
+    KEEPALIVE (SendTimer.need_ka: the whole second last_sent + keepalive) and its hold timer's expiry
+    (ReceiveTimer.check_ka_timer: a second after last_read + holdtime). None when any peer's next step
+    is not on a timer but on a turn of the loop (connecting, OPEN/KEEPALIVE exchange, back-off,
+    teardown, a reconfiguration, queued operational/refresh/EOR messages, a rate limit), or when
+    there is no peer (a speaker with none yet is about to be given some)."""
+    if not peers:
+        return None
+    deadlines = []
+    for peer in peers:
+        neighbor = peer.neighbor
+        keepalive = peer.__dict__.get("_calico_ka")
+        if (peer.fsm != established or keepalive is None or peer._teardown is not None or peer._neighbor is not None
+                or neighbor.messages or neighbor.refresh or neighbor.eor or neighbor["rate-limit"]):
+            return None
+        frame = keepalive._generator.gi_frame  # a KEEPALIVE part written goes on at the next turn
+        if frame is None or frame.f_locals.get("generator") is not None:
+            return None
+        sending = keepalive.send_timer
+        if sending.keepalive:
+            deadlines.append(sending.last_sent + sending.keepalive)
+        receiving = peer.recv_timer
+        if receiving is not None and receiving.holdtime:
+            deadlines.append(receiving.last_read + int(receiving.holdtime) + 1)
+    return deadlines
+
+
 def patch() -> None:
+    from exabgp.bgp.fsm import FSM
+    from exabgp.reactor.keepalive import KA
     from exabgp.reactor.listener import Listener
     from exabgp.reactor.loop import Reactor
+
+    ka_init = KA.__init__
+
+    def _ka_init(self: KA, session: Any, proto: Any) -> None:  # type: ignore[no-untyped-def]
+        ka_init(self, session, proto)
+        proto.peer._calico_ka = self  # the session's keepalive timer, for the idle wait's deadline
+
+    KA.__init__ = _ka_init  # type: ignore[method-assign]
 
     wait = Reactor._wait_for_io
     incoming = Listener.incoming
@@ -189,6 +245,8 @@ def patch() -> None:
         if wake.unarmed:
             wake.rearm(accepts, time.monotonic())
         sleeptime = wait_ms(sleeptime, self.asynchronous.ready())
+        if sleeptime == IDLE_WAIT_MS and not wake.unarmed:  # idle: sleep until the next timer if only timers are left
+            sleeptime = settled_wait_ms(time.time(), timer_deadlines(getattr(self, "_peers", {}).values(), FSM.ESTABLISHED))
         for fd in wait(self, sleeptime):
             if fd == wake.fd:
                 wake.maybe_incoming = True

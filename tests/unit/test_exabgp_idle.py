@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from calico_bgp.speaker.exabgp_idle import IDLE_WAIT_MS, wait_ms
+from types import SimpleNamespace
+
+from calico_bgp.speaker.exabgp_idle import IDLE_WAIT_MS, SETTLED_WAIT_MS, settled_wait_ms, timer_deadlines, wait_ms
 from calico_bgp.speaker.process import PYPY_VENV, pypy_ready
 
 
@@ -26,6 +28,55 @@ def test_the_wait_is_longer_only_when_the_loop_would_wait_and_no_api_work_is_que
     assert wait_ms(10, api_idle=False) == 10
     assert wait_ms(0, api_idle=True) == 0
     assert 10 < IDLE_WAIT_MS <= 50  # no slower than before: a longer wait slowed a mesh join (module docstring)
+
+
+def test_with_every_session_established_the_wait_lasts_until_the_next_timer():
+    assert settled_wait_ms(100.0, [101.5, 100.25]) == 251  # the earliest deadline, rounded up to the ms
+    assert settled_wait_ms(100.0, [130.0]) == SETTLED_WAIT_MS  # never longer than that
+    assert settled_wait_ms(100.0, []) == SETTLED_WAIT_MS  # no timers (hold time 0)
+    assert settled_wait_ms(100.0, [99.0]) == 1  # overdue: the next turn at once
+    assert settled_wait_ms(100.0, None) == IDLE_WAIT_MS  # a step found by polling: the short wait
+
+
+ESTABLISHED, CONNECT = 6, 3
+
+
+def _keepalive(sending: bool = False) -> SimpleNamespace:
+    """ExaBGP's KA as timer_deadlines reads it: its send timer and its generator, whose local
+    `generator` is a KEEPALIVE being written."""
+    def _keepalive_loop():  # type: ignore[no-untyped-def]
+        generator = iter(()) if sending else None
+        while True:
+            yield generator
+
+    loop = _keepalive_loop()
+    next(loop)
+    return SimpleNamespace(send_timer=SimpleNamespace(keepalive=30, last_sent=1000), _generator=loop)
+
+
+def _peer(fsm: int = ESTABLISHED, holdtime: int = 90, **neighbor: object) -> SimpleNamespace:
+    fields = {"rate-limit": neighbor.get("rate_limit", 0)}
+
+    class Neighbor(dict):  # type: ignore[type-arg]
+        messages = neighbor.get("messages", [])
+        refresh = neighbor.get("refresh", [])
+        eor = neighbor.get("eor", [])
+
+    return SimpleNamespace(fsm=fsm, neighbor=Neighbor(fields), _teardown=None, _neighbor=None, _calico_ka=_keepalive(),
+                           recv_timer=SimpleNamespace(holdtime=holdtime, last_read=1010))
+
+
+def test_the_deadlines_are_each_sessions_next_keepalive_and_hold_expiry_or_none_when_a_step_is_polled():
+    assert timer_deadlines([_peer(), _peer(holdtime=0)], ESTABLISHED) == [1030, 1101, 1030]
+    assert timer_deadlines([], ESTABLISHED) is None  # no neighbour yet: one is about to be configured
+    assert timer_deadlines([_peer(), _peer(fsm=CONNECT)], ESTABLISHED) is None  # connecting, OPEN, back-off
+    for busy in ({"messages": [1]}, {"refresh": [1]}, {"eor": [1]}, {"rate_limit": 5}):
+        assert timer_deadlines([_peer(**busy)], ESTABLISHED) is None, busy
+    torn, reconfigured, new_session, writing = _peer(), _peer(), _peer(), _peer()
+    torn._teardown, reconfigured._neighbor, new_session._calico_ka = 3, object(), None
+    writing._calico_ka = _keepalive(sending=True)
+    for peer in (torn, reconfigured, new_session, writing):
+        assert timer_deadlines([peer], ESTABLISHED) is None
 
 
 # a reactor as far as _wait_for_io reads it: its poller (a real poll, what it returned recorded), its
