@@ -15,7 +15,8 @@ slot I's live session only, `birdc disable rIsN` withdraws them. For each receiv
 repeat we time from that birdc command until all N are in its node's main table (announce), and
 until none is (withdraw). Each node's table is followed through route events on a netlink socket
 in its namespace (a dump checks the count at the end of every phase), so no polling loop competes
-with the receiver for the CPU; the other receivers are idle meanwhile (wait_quiet).
+with the receiver for the CPU; before a receiver's run every receiver is idle (wait_quiet) and
+our agent's deferred work after its own last run (memory give-back, a full collection) is done.
 
     sudo .venv/bin/python -m bench.convergence [--sizes 1000,10000,100000] [--repeat 3] [--json]
     sudo .venv/bin/python -m bench.convergence --systems calico-bgp --sizes 100000 --profile /tmp/prof
@@ -268,6 +269,19 @@ def phase(table: KernelTable, src: Bird, rx: Receiver, action: str, n: int, targ
             "cpu_s": {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 2) for k in cpu1}}
 
 
+AFTER_BURST = 8.0  # seconds our agent may still work after a burst: its upkeep's give-back (5 s quiet, checked every 2 s)
+
+
+def settle_others(rx: Receiver, rxs: list[Receiver], ended: dict[str, float]) -> None:
+    """Before `rx` runs: the other receivers' deferred work (our agent's memory give-back and full
+    collection a few seconds after a burst) done, and every receiver idle, so none of it lands in
+    `rx`'s phases."""
+    for other in rxs:
+        if other is not rx and ours(other.system) and other.system in ended:
+            time.sleep(max(0.0, ended[other.system] + AFTER_BURST - time.monotonic()))
+    wait_quiet([p for o in rxs for p in o.pids])
+
+
 def measure(args: argparse.Namespace, work: Path, ledger: Ledger, nss: dict[str, str], src: Bird,
             etcd: EtcdServer | None, prof: Profiler) -> dict:
     """Every receiver started in its own slot, then the runs alternated between them."""
@@ -284,6 +298,7 @@ def measure(args: argparse.Namespace, work: Path, ledger: Ledger, nss: dict[str,
             out[rx.system]["session_s"] = round(up, 2)
             rx.table = KernelTable(rx.ns, FIRST, LAST)
         wait_quiet([p for rx in rxs for p in rx.pids])
+        ended: dict[str, float] = {}  # receiver -> when its last run ended
         for n in args.sizes:
             runs: dict[str, list[dict]] = {rx.system: [] for rx in rxs}
             for r in range(args.repeat):
@@ -292,11 +307,13 @@ def measure(args: argparse.Namespace, work: Path, ledger: Ledger, nss: dict[str,
                     assert table is not None
                     if table.wait(0, 10) is None:
                         raise RuntimeError(f"{rx.system}: {table.count()} routes left over in the kernel before N={n}")
+                    settle_others(rx, rxs, ended)
                     a = phase(table, src, rx, "enable", n, n, args.timeout, prof, f"{rx.system}-{n}-{r}-announce")
                     w = phase(table, src, rx, "disable", n, 0, args.timeout, prof, f"{rx.system}-{n}-{r}-withdraw")
                     progress(f"{rx.system} N={n} run {r + 1}/{args.repeat}: announce {a['seconds']:.3f}s "
                              f"(first route at {a['first_s']}s), withdraw {w['seconds']:.3f}s (first at {w['first_s']}s)")
                     runs[rx.system].append({"announce": a, "withdraw": w})
+                    ended[rx.system] = time.monotonic()
             for rx in rxs:
                 out[rx.system]["sizes"][str(n)] = summarise(runs[rx.system])
         for rx in rxs:

@@ -6,9 +6,12 @@ generations, to find no garbage: 0.13-0.31 s of the 1.0 s the agent's loop spent
 prefixes (bench/convergence.py, gc.callbacks). While a large UPDATE or kernel batch is applied
 the collector is off; after it, what was made goes straight to the oldest generation
 (gc.freeze + gc.unfreeze: two list splices, no walk). Reference counting still frees everything
-that is not a cycle at once, and a cycle made meanwhile waits for a full collection (there is
-one at every quiet spell's memory give-back, agent/memory.py). Small UPDATEs (churn) are not
-touched: their objects are few and often short-lived.
+that is not a cycle at once. The splice takes every young object, a garbage cycle made by any task
+since the last young collection too, and objects moved so never bring an automatic full
+collection nearer: each bulk is counted (`bulks_since_full`), and the agent's upkeep runs a full
+collection once UPDATEs went quiet after one, or after FULL_EVERY bulks without a quiet spell
+(memory.give_back). Small UPDATEs (churn) are not touched: their objects are few and often
+short-lived.
 """
 from __future__ import annotations
 
@@ -17,6 +20,19 @@ from contextlib import contextmanager
 from typing import Iterator
 
 BULK_MIN = 256  # prefixes in one UPDATE or kernel batch from which the collector is held off
+FULL_EVERY = 2000  # bulks promoted without a quiet spell before a full collection all the same
+_bulks = 0  # bulks promoted since the last full collection
+
+
+def bulks_since_full() -> int:
+    return _bulks
+
+
+def collect_full() -> None:
+    """A full collection, which also sweeps what the bulks promoted."""
+    global _bulks
+    gc.collect()
+    _bulks = 0
 
 
 @contextmanager
@@ -26,6 +42,7 @@ def held_off(prefixes: int) -> Iterator[None]:
     if prefixes < BULK_MIN or not gc.isenabled():
         yield
         return
+    global _bulks
     gc.disable()
     try:
         yield
@@ -33,3 +50,4 @@ def held_off(prefixes: int) -> Iterator[None]:
         gc.freeze()  # every tracked object to the permanent generation...
         gc.unfreeze()  # ...and back into the oldest one: the new ones are never walked young
         gc.enable()
+        _bulks += 1

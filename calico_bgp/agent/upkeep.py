@@ -12,6 +12,7 @@ from typing import Any
 import trio
 
 from calico_bgp.agent import throttle
+from calico_bgp.agent.bulk_gc import bulks_since_full, collect_full
 from calico_bgp.agent.kernel_writer import KernelWriter
 from calico_bgp.agent.memory import CHURN_KEEP, CHURN_QUIET, give_back, release_memory
 from calico_bgp.agent.neighbors import bgp_family
@@ -189,11 +190,14 @@ class Upkeep:
             if state.rib is None:
                 continue
             held = state.rib.held()
-            what = give_back(now - max(state.last_update, state.last_up), state.intake.cached, held, len(state.churn))
+            what = give_back(now - max(state.last_update, state.last_up), state.intake.cached, held, len(state.churn),
+                             bulks_since_full())
             dropped = state.intake.trim(state.rib.holds) if what.trim_intake else 0
             settled = state.churn.forget_settled(now, CHURN_QUIET, CHURN_KEEP) if what.settle_churn else 0
             if dropped or settled:
                 event(log, "memory_released", parsed_prefixes=dropped, churn_entries=settled, rss_mb=round(release_memory()))
+            elif what.collect:
+                collect_full()
 
     async def ipam_sweeper(self, client: Any, keys: Any, every: float) -> None:
         """Release this node's blocks once they have been seen empty by two sweeps, so a block does not

@@ -210,9 +210,10 @@ def _no_second_walk() -> None:
 
 
 TURN_MESSAGES = 8  # messages a peer may read in one turn of the reactor loop at most
+TURN_SECONDS = 0.005  # and no more runs once its runs took this long: many flooding peers keep turns short
 
 
-def _messages_per_turn(most: int = TURN_MESSAGES) -> None:
+def _messages_per_turn(most: int = TURN_MESSAGES, most_seconds: float = TURN_SECONDS) -> None:
     """A peer that just read a message is run again at once, in the same turn of the reactor loop,
     up to `most` runs: ExaBGP's `Peer._main` asks for another turn (ACTION.NOW) after every message
     it reads, so each UPDATE cost a whole turn of the loop (every peer, the API pipes, the scheduler,
@@ -220,7 +221,9 @@ def _messages_per_turn(most: int = TURN_MESSAGES) -> None:
     (BIRD sends a withdrawal and an announcement per change of its table) that was three turns per
     tick for the work of one. A run that read nothing (its socket empty, or only routes to send)
     ends the repeats, and the loop goes on as before; a peer with a `rate-limit` (messages per
-    second, counted per run by the loop) is left to the loop."""
+    second, counted per run by the loop) is left to the loop. Runs stop after `most_seconds` too:
+    with many peers flooding, a turn (keepalives, API commands, new connections wait for it) stays
+    about as long as before."""
     from exabgp.bgp.message import NOP
     from exabgp.reactor.peer import ACTION, FSM, Peer
     from exabgp.reactor.protocol import Protocol
@@ -235,13 +238,15 @@ def _messages_per_turn(most: int = TURN_MESSAGES) -> None:
             yield message
 
     run = Peer.run
+    clock = time.monotonic
 
     def run_while_reading(self: Peer):  # type: ignore[no-untyped-def]
         self._calico_read = False
+        start = clock()
         action = run(self)
         runs = 1
         while action == now and self._calico_read and runs < most and self.fsm == established \
-                and not self.neighbor['rate-limit']:
+                and not self.neighbor['rate-limit'] and clock() - start < most_seconds:
             self._calico_read = False
             action = run(self)
             runs += 1

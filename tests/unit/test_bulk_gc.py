@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from calico_bgp.agent.bulk_gc import BULK_MIN, held_off
+from calico_bgp.agent.bulk_gc import BULK_MIN, bulks_since_full, collect_full, held_off
 
 
 class Node:
@@ -73,3 +73,15 @@ def test_a_cycle_made_during_a_bulk_is_collected_by_a_full_collection():
         del a, b
     gc.collect()
     assert not any(id(o) in ids and isinstance(o, Node) for o in gc.get_objects())
+
+
+def test_each_bulk_is_counted_until_a_full_collection():
+    collect_full()
+    assert bulks_since_full() == 0
+    with held_off(BULK_MIN):
+        pass
+    with held_off(BULK_MIN - 1):  # not a bulk
+        pass
+    assert bulks_since_full() == 1
+    collect_full()
+    assert bulks_since_full() == 0

@@ -245,7 +245,7 @@ from exabgp.bgp.message import KeepAlive, NOP
 from exabgp.bgp.message.nop import _NOP
 from exabgp.reactor.peer import ACTION, FSM, Peer
 from exabgp.reactor.protocol import Protocol
-held, pending_routes, rate = int(sys.argv[1]), sys.argv[2] == 'sending', int(sys.argv[3])
+held, pending_routes, rate, seconds = int(sys.argv[1]), sys.argv[2] == 'sending', int(sys.argv[3]), float(sys.argv[4])
 socket, reads = [KeepAlive() for _ in range(held)], []
 def read(self):  # ExaBGP's: one message a step, NOP while the socket is empty
     while True:
@@ -256,7 +256,7 @@ def main(peer):  # Peer._main's answer to what each read gave
         yield ACTION.NOW if message.TYPE != NOP.TYPE or pending_routes else ACTION.LATER
 Protocol.read_message = read
 Peer.run = lambda self: next(self.generator)
-exabgp_receive._messages_per_turn(4)
+exabgp_receive._messages_per_turn(4, seconds)
 peer = Peer.__new__(Peer)
 peer.proto, peer.neighbor = Protocol.__new__(Protocol), {'rate-limit': rate}
 peer.proto.peer, peer.fsm = peer, FSM(peer, FSM.ESTABLISHED)
@@ -267,8 +267,8 @@ for turn in range(4):
 """
 
 
-def _turns(held: int, sending: bool = False, rate: int = 0) -> list[str]:
-    return subprocess.run([sys.executable, "-c", _TURNS, str(held), "sending" if sending else "idle", str(rate)],
+def _turns(held: int, sending: bool = False, rate: int = 0, seconds: float = 60.0) -> list[str]:
+    return subprocess.run([sys.executable, "-c", _TURNS, str(held), "sending" if sending else "idle", str(rate), str(seconds)],
                           capture_output=True, text=True, check=True, timeout=60).stdout.splitlines()
 
 
@@ -282,6 +282,11 @@ def test_a_peer_reads_what_its_socket_holds_in_one_turn_of_the_loop():
 def test_a_peer_with_routes_to_send_or_a_rate_limit_keeps_one_run_a_turn():
     assert _turns(1, sending=True) == ["1 2 True", "0 1 True", "0 1 True", "0 1 True"]  # no repeat once nothing is read
     assert _turns(2, rate=100) == ["1 1 True", "1 1 True", "0 1 False", "0 1 False"]
+
+
+def test_a_peer_stops_reading_within_a_turn_once_its_runs_took_their_time():
+    # with many peers flooding, the turn stays short: no second run once the time is spent
+    assert _turns(3, seconds=0.0) == ["1 1 True", "1 1 True", "1 1 True", "0 1 False"]
 
 
 # Random classic IPv4 fields (well formed or not: lengths beyond 32, prefixes cut short, bodies cut
